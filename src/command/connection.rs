@@ -1,0 +1,315 @@
+//! Connection commands: PING, ECHO, HELLO, SELECT, QUIT, RESET, AUTH, CLIENT.
+//! They run on the connection's own core with the connection's state.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{is, lossy, SYNTAX_ERROR};
+use crate::protocol::Out;
+use crate::server::state::{ClientInfo, Shared};
+
+/// A connection's state as commands see it.
+pub struct Client {
+    pub info: Arc<ClientInfo>,
+    pub resp3: bool,
+    /// Set by QUIT: close the connection once the reply is written.
+    pub closing: bool,
+}
+
+pub struct ConnCtx<'a> {
+    pub client: &'a mut Client,
+    pub shared: &'a Shared,
+    pub out: &'a mut Out,
+    pub core: usize,
+}
+
+pub type ConnFn = fn(&mut ConnCtx<'_>, &[Bytes]);
+
+pub fn ping(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
+    match args.len() {
+        1 => ctx.out.simple("PONG"),
+        2 => ctx.out.bulk(&args[1]),
+        _ => super::arity_error(ctx.out, "ping"),
+    }
+}
+
+pub fn echo(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
+    ctx.out.bulk(&args[1]);
+}
+
+pub fn select(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
+    match crate::util::parse_i64(&args[1]) {
+        Some(0) => ctx.out.ok(),
+        Some(_) => ctx.out.error("ERR DB index is out of range"),
+        None => ctx.out.error(super::NOT_INTEGER),
+    }
+}
+
+pub fn quit(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
+    ctx.client.closing = true;
+    ctx.out.ok();
+}
+
+pub fn reset(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
+    ctx.client.resp3 = false;
+    ctx.out.resp3 = false;
+    ctx.client.info.resp.store(2, Relaxed);
+    ctx.client.info.meta.lock().expect("client meta lock").name = None;
+    ctx.out.simple("RESET");
+}
+
+const NO_PASSWORD: &str = "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?";
+
+pub fn auth(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
+    if args.len() > 3 {
+        ctx.out.error(SYNTAX_ERROR);
+        return;
+    }
+    // Authentication arrives with the security issue; until then no password can be set.
+    if args.len() == 2 {
+        ctx.out.error(NO_PASSWORD);
+    } else {
+        ctx.out.error("WRONGPASS invalid username-password pair or user is disabled.");
+    }
+}
+
+pub fn hello(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
+    let mut resp3 = ctx.client.resp3;
+    let mut i = 1;
+    if args.len() > 1 {
+        match crate::util::parse_i64(&args[1]) {
+            Some(2) => resp3 = false,
+            Some(3) => resp3 = true,
+            Some(_) => {
+                ctx.out.error("NOPROTO unsupported protocol version");
+                return;
+            }
+            None => {
+                ctx.out.error("ERR Protocol version is not an integer or out of range");
+                return;
+            }
+        }
+        i = 2;
+    }
+    let mut name: Option<&Bytes> = None;
+    while i < args.len() {
+        let more = args.len() - i - 1;
+        if is(&args[i], "AUTH") && more >= 2 {
+            // No password can be configured yet (see AUTH): the default user has none.
+            ctx.out.error(NO_PASSWORD);
+            return;
+        } else if is(&args[i], "SETNAME") && more >= 1 {
+            name = Some(&args[i + 1]);
+            i += 2;
+        } else {
+            ctx.out.error(&format!("ERR Syntax error in HELLO option '{}'", lossy(&args[i], 128)));
+            return;
+        }
+    }
+    if let Some(n) = name {
+        if !valid_client_name(n) {
+            ctx.out.error(BAD_NAME);
+            return;
+        }
+        ctx.client.info.meta.lock().expect("client meta lock").name = Some(lossy(n, usize::MAX)).filter(|s| !s.is_empty());
+    }
+    ctx.client.resp3 = resp3;
+    ctx.out.resp3 = resp3;
+    ctx.client.info.resp.store(if resp3 { 3 } else { 2 }, Relaxed);
+    ctx.out.map(7);
+    ctx.out.bulk(b"server");
+    ctx.out.bulk(b"tallykv");
+    ctx.out.bulk(b"version");
+    ctx.out.bulk(crate::REDIS_COMPAT_VERSION.as_bytes());
+    ctx.out.bulk(b"proto");
+    ctx.out.int(if resp3 { 3 } else { 2 });
+    ctx.out.bulk(b"id");
+    ctx.out.int(ctx.client.info.id as i64);
+    ctx.out.bulk(b"mode");
+    ctx.out.bulk(b"standalone");
+    ctx.out.bulk(b"role");
+    ctx.out.bulk(b"master");
+    ctx.out.bulk(b"modules");
+    ctx.out.array(0);
+}
+
+const BAD_NAME: &str = "ERR Client names cannot contain spaces, newlines or special characters.";
+
+/// Valkey allows printable ASCII without spaces in client names (and library names).
+fn valid_client_name(name: &[u8]) -> bool {
+    name.iter().all(|&b| (b'!'..=b'~').contains(&b))
+}
+
+pub fn client_setname(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
+    if !valid_client_name(&args[2]) {
+        ctx.out.error(BAD_NAME);
+        return;
+    }
+    let name = (!args[2].is_empty()).then(|| lossy(&args[2], usize::MAX));
+    ctx.client.info.meta.lock().expect("client meta lock").name = name;
+    ctx.out.ok();
+}
+
+pub fn client_getname(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
+    let name = ctx.client.info.meta.lock().expect("client meta lock").name.clone();
+    match name {
+        Some(n) => ctx.out.bulk(n.as_bytes()),
+        None => ctx.out.nil(),
+    }
+}
+
+pub fn client_id(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
+    ctx.out.int(ctx.client.info.id as i64);
+}
+
+pub fn client_setinfo(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
+    let value = &args[3];
+    let lib_name = is(&args[2], "LIB-NAME");
+    if !lib_name && !is(&args[2], "LIB-VER") {
+        ctx.out.error(&format!("ERR Unrecognized option '{}'", lossy(&args[2], 128)));
+        return;
+    }
+    if !valid_client_name(value) {
+        ctx.out.error(&format!(
+            "ERR {} cannot contain spaces, newlines or special characters.",
+            if lib_name { "lib-name" } else { "lib-ver" }
+        ));
+        return;
+    }
+    let v = (!value.is_empty()).then(|| lossy(value, usize::MAX));
+    let mut meta = ctx.client.info.meta.lock().expect("client meta lock");
+    if lib_name {
+        meta.lib_name = v;
+    } else {
+        meta.lib_ver = v;
+    }
+    ctx.out.ok();
+}
+
+/// One CLIENT LIST line, in Valkey's field order.
+pub fn client_line(c: &ClientInfo, now_ms: u64) -> String {
+    let meta = c.meta.lock().expect("client meta lock").clone();
+    let cmd = match c.last_cmd.load(Relaxed) {
+        0 => "NULL".to_string(),
+        id => super::table::registry().full_name(id - 1).to_string(),
+    };
+    let qbuf = c.query_buf.load(Relaxed);
+    format!(
+        "id={} addr={} laddr={} fd={} name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 watch=0 qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=16384 rbp=0 obl=0 oll=0 omem=0 tot-mem={} events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
+        c.id,
+        c.addr,
+        c.laddr,
+        c.fd,
+        meta.name.unwrap_or_default(),
+        now_ms.saturating_sub(c.created_ms) / 1000,
+        now_ms.saturating_sub(c.last_interaction_ms.load(Relaxed)) / 1000,
+        qbuf,
+        16384 + qbuf,
+        cmd,
+        c.resp.load(Relaxed),
+        meta.lib_name.unwrap_or_default(),
+        meta.lib_ver.unwrap_or_default(),
+    )
+}
+
+pub fn client_list(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
+    let mut ids: Option<Vec<u64>> = None;
+    let mut i = 2;
+    while i < args.len() {
+        if is(&args[i], "TYPE") && i + 1 < args.len() {
+            let t = &args[i + 1];
+            if is(t, "normal") {
+                i += 2;
+                continue;
+            }
+            if is(t, "master") || is(t, "replica") || is(t, "slave") || is(t, "pubsub") {
+                // No such clients exist on a standalone node without pub/sub.
+                ids = Some(Vec::new());
+                i += 2;
+                continue;
+            }
+            ctx.out.error(&format!("ERR Unknown client type '{}'", lossy(t, 128)));
+            return;
+        } else if is(&args[i], "ID") && i + 1 < args.len() {
+            let mut list = Vec::new();
+            for a in &args[i + 1..] {
+                match crate::util::parse_i64(a) {
+                    Some(id) if id > 0 => list.push(id as u64),
+                    _ => {
+                        ctx.out.error("ERR Invalid client ID");
+                        return;
+                    }
+                }
+            }
+            ids = Some(list);
+            break;
+        } else {
+            ctx.out.error(SYNTAX_ERROR);
+            return;
+        }
+    }
+    let now = crate::util::now_ms();
+    let clients = ctx.shared.clients.lock().expect("client registry lock");
+    let mut text = String::new();
+    for (id, c) in clients.iter() {
+        if ids.as_ref().is_some_and(|l| !l.contains(id)) {
+            continue;
+        }
+        text.push_str(&client_line(c, now));
+        text.push('\n');
+    }
+    drop(clients);
+    ctx.out.verbatim(text.as_bytes());
+}
+
+pub fn client_info(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
+    let mut line = client_line(&ctx.client.info, crate::util::now_ms());
+    line.push('\n');
+    ctx.out.verbatim(line.as_bytes());
+}
+
+pub fn client_help(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
+    help(
+        ctx.out,
+        "CLIENT",
+        &[
+            "GETNAME",
+            "    Return the name of the current connection.",
+            "ID",
+            "    Return the ID of the current connection.",
+            "INFO",
+            "    Return information about the current client connection.",
+            "LIST [TYPE <normal|master|replica|pubsub>] [ID <id> [<id> ...]]",
+            "    Return information about client connections.",
+            "SETINFO <option> <value>",
+            "    Set client meta attr. Options are: LIB-NAME, LIB-VER.",
+            "SETNAME <name>",
+            "    Assign the name <name> to the current connection.",
+        ],
+    );
+}
+
+/// A HELP reply in Valkey's shape: a title line, the entries, and a closing HELP line.
+pub fn help(out: &mut Out, container: &str, lines: &[&str]) {
+    out.array(lines.len() + 3);
+    out.simple(&format!("{container} <subcommand> [<arg> [value] [opt] ...]. Subcommands are:"));
+    for l in lines {
+        out.simple(l);
+    }
+    out.simple("HELP");
+    out.simple("    Print this help.");
+}
+
+pub fn time(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
+    let us = crate::util::now_us();
+    let mut b = itoa::Buffer::new();
+    ctx.out.array(2);
+    ctx.out.bulk(b.format(us / 1_000_000).as_bytes());
+    ctx.out.bulk(b.format(us % 1_000_000).as_bytes());
+}
+
+pub fn lastsave(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
+    ctx.out.int(ctx.shared.lastsave_unix.load(Relaxed) as i64);
+}

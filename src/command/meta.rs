@@ -1,0 +1,277 @@
+//! COMMAND (COUNT, INFO, DOCS, GETKEYS, LIST) and OBJECT HELP: the command table, read back.
+
+use bytes::Bytes;
+
+use super::connection::{help, ConnCtx};
+use super::table::{lookup, lookup_sub, registry, CommandDef};
+use super::{flags, Exec};
+use crate::protocol::Out;
+
+/// ACL categories derived from flags and group, as Valkey assigns them.
+fn acl_categories(d: &CommandDef) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if d.flags & flags::WRITE != 0 {
+        v.push("@write");
+    }
+    if d.flags & flags::READONLY != 0 && d.group != "server" {
+        v.push("@read");
+    }
+    match d.group {
+        "string" => v.push("@string"),
+        "hash" => v.push("@hash"),
+        "generic" => v.push("@keyspace"),
+        "connection" => v.push("@connection"),
+        _ => {}
+    }
+    if d.flags & flags::ADMIN != 0 {
+        v.push("@admin");
+        v.push("@dangerous");
+    }
+    if d.flags & flags::FAST != 0 {
+        v.push("@fast");
+    } else {
+        v.push("@slow");
+    }
+    if matches!(d.name, "keys" | "flushall" | "flushdb") {
+        v.push("@dangerous");
+    }
+    v
+}
+
+fn write_info(out: &mut Out, id: usize) {
+    let reg = registry();
+    let d = reg.def(id);
+    out.array(10);
+    out.bulk(reg.full_name(id).as_bytes());
+    out.int(d.arity as i64);
+    let fl: Vec<&str> = flags::NAMES.iter().filter(|(f, _)| d.flags & f != 0).map(|(_, n)| *n).collect();
+    out.set(fl.len());
+    for f in fl {
+        out.simple(f);
+    }
+    out.int(d.keys.first as i64);
+    out.int(d.keys.last as i64);
+    out.int(d.keys.step as i64);
+    let acl = acl_categories(d);
+    out.set(acl.len());
+    for c in acl {
+        out.simple(c);
+    }
+    out.array(0); // tips
+    // Key specs in the Redis 7 shape, derived from (first, last, step).
+    if d.keys.first > 0 {
+        out.array(1);
+        out.map(3);
+        out.bulk(b"flags");
+        out.array(0);
+        out.bulk(b"begin_search");
+        out.map(2);
+        out.bulk(b"type");
+        out.bulk(b"index");
+        out.bulk(b"spec");
+        out.map(1);
+        out.bulk(b"index");
+        out.int(d.keys.first as i64);
+        out.bulk(b"find_keys");
+        out.map(2);
+        out.bulk(b"type");
+        out.bulk(b"range");
+        out.bulk(b"spec");
+        out.map(3);
+        out.bulk(b"lastkey");
+        out.int(if d.keys.last < 0 { d.keys.last as i64 } else { (d.keys.last - d.keys.first) as i64 });
+        out.bulk(b"keystep");
+        out.int(d.keys.step as i64);
+        out.bulk(b"limit");
+        out.int(0);
+    } else {
+        out.array(0);
+    }
+    let subs = reg.subs_of(id);
+    out.array(subs.len());
+    for s in subs {
+        write_info(out, s);
+    }
+}
+
+/// COMMAND with no subcommand: INFO for every command.
+pub fn command_all(out: &mut Out) {
+    let reg = registry();
+    let ids: Vec<usize> = reg.top_level().collect();
+    out.array(ids.len());
+    for id in ids {
+        write_info(out, id);
+    }
+}
+
+pub fn command_count(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
+    ctx.out.int(registry().top_level().count() as i64);
+}
+
+/// Resolves "get" or "client|list" to a registry id.
+fn resolve(name: &[u8]) -> Option<usize> {
+    match name.iter().position(|&b| b == b'|') {
+        Some(p) => lookup_sub(lookup(&name[..p])?, &name[p + 1..]),
+        None => lookup(name),
+    }
+}
+
+pub fn command_info(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
+    if args.len() == 2 {
+        command_all(ctx.out);
+        return;
+    }
+    ctx.out.array(args.len() - 2);
+    for name in &args[2..] {
+        match resolve(name) {
+            Some(id) => write_info(ctx.out, id),
+            None => ctx.out.nil_array(),
+        }
+    }
+}
+
+fn write_docs(out: &mut Out, id: usize) {
+    let reg = registry();
+    let d = reg.def(id);
+    let subs = reg.subs_of(id);
+    out.map(if subs.is_empty() { 4 } else { 5 });
+    out.bulk(b"summary");
+    out.bulk(d.summary.as_bytes());
+    out.bulk(b"since");
+    out.bulk(d.since.as_bytes());
+    out.bulk(b"group");
+    out.bulk(d.group.as_bytes());
+    out.bulk(b"complexity");
+    out.bulk(d.complexity.as_bytes());
+    if !subs.is_empty() {
+        out.bulk(b"subcommands");
+        out.map(subs.len());
+        for s in subs {
+            out.bulk(reg.full_name(s).as_bytes());
+            write_docs(out, s);
+        }
+    }
+}
+
+pub fn command_docs(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
+    let reg = registry();
+    let ids: Vec<usize> = if args.len() == 2 {
+        reg.top_level().collect()
+    } else {
+        args[2..].iter().filter_map(|n| resolve(n)).collect()
+    };
+    ctx.out.map(ids.len());
+    for id in ids {
+        ctx.out.bulk(reg.full_name(id).as_bytes());
+        write_docs(ctx.out, id);
+    }
+}
+
+pub fn command_list(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
+    let reg = registry();
+    let mut names: Vec<String> = Vec::new();
+    let filter = if args.len() == 5 && super::is(&args[2], "FILTERBY") {
+        Some((args[3].to_ascii_lowercase(), args[4].to_vec()))
+    } else if args.len() != 2 {
+        ctx.out.error(super::SYNTAX_ERROR);
+        return;
+    } else {
+        None
+    };
+    for id in 0..reg.len() {
+        let name = reg.full_name(id);
+        let keep = match &filter {
+            None => true,
+            Some((kind, arg)) => match kind.as_slice() {
+                b"pattern" => crate::util::glob_match(arg, name.as_bytes(), true),
+                b"aclcat" => acl_categories(reg.def(id)).iter().any(|c| c[1..].as_bytes().eq_ignore_ascii_case(arg)),
+                b"module" => false,
+                _ => {
+                    ctx.out.error(super::SYNTAX_ERROR);
+                    return;
+                }
+            },
+        };
+        if keep {
+            names.push(name.to_string());
+        }
+    }
+    ctx.out.array(names.len());
+    for n in names {
+        ctx.out.bulk(n.as_bytes());
+    }
+}
+
+pub fn command_getkeys(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
+    let target = &args[2..];
+    let Some(mut id) = lookup(&target[0]) else {
+        ctx.out.error("ERR Invalid command specified");
+        return;
+    };
+    if matches!(registry().def(id).exec, Exec::Container) {
+        match target.get(1).and_then(|s| lookup_sub(id, s)) {
+            Some(s) => id = s,
+            None => {
+                ctx.out.error("ERR Invalid command specified");
+                return;
+            }
+        }
+    }
+    let d = registry().def(id);
+    let argc = target.len() as i32;
+    if (d.arity > 0 && argc != d.arity) || argc < -d.arity {
+        ctx.out.error("ERR Invalid number of arguments specified for command");
+        return;
+    }
+    let keys: Vec<usize> = d.keys.positions(target.len()).collect();
+    if keys.is_empty() {
+        ctx.out.error("ERR The command has no key arguments");
+        return;
+    }
+    ctx.out.array(keys.len());
+    for i in keys {
+        ctx.out.bulk(&target[i]);
+    }
+}
+
+pub fn command_help(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
+    help(
+        ctx.out,
+        "COMMAND",
+        &[
+            "(no subcommand)",
+            "    Return details about all commands.",
+            "COUNT",
+            "    Return the total number of commands in this server.",
+            "LIST",
+            "    Return a list of all commands in this server.",
+            "INFO [<command-name> ...]",
+            "    Return details about multiple commands.",
+            "DOCS [<command-name> ...]",
+            "    Return documentation details about multiple commands.",
+            "GETKEYS <full-command>",
+            "    Return the keys from a full command.",
+        ],
+    );
+}
+
+pub fn object_help(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
+    help(
+        ctx.out,
+        "OBJECT",
+        &[
+            "ENCODING <key>",
+            "    Return the kind of internal representation used in order to store the value",
+            "    associated with a <key>.",
+            "FREQ <key>",
+            "    Return the access frequency index of the <key>. The returned integer is",
+            "    proportional to the logarithm of the recent access frequency of the key.",
+            "IDLETIME <key>",
+            "    Return the idle time of the <key>, that is the approximated number of",
+            "    seconds elapsed since the last access to the key.",
+            "REFCOUNT <key>",
+            "    Return the number of references of the value associated with the specified",
+            "    <key>.",
+        ],
+    );
+}

@@ -1,0 +1,210 @@
+//! The command table and the families that implement it.
+//!
+//! The table is data, as in Valkey's commands.def: name, arity, flags, key positions and ACL
+//! categories. The dispatcher (server room) reads it to check arity, find keys, route a command
+//! to the core that owns its keys and split multi-key commands; COMMAND INFO/DOCS/GETKEYS read
+//! the same table. A family file parses arguments, reads its shard and writes through
+//! mutation records — it never sees a socket.
+
+pub mod connection;
+pub mod counter;
+pub mod expire;
+pub mod hash;
+pub mod keyspace;
+pub mod meta;
+pub mod server;
+pub mod string;
+pub mod table;
+
+use bytes::Bytes;
+
+use crate::protocol::Out;
+use crate::server::state::Shared;
+use crate::shard::{Entry, Mutation, Shard};
+
+pub use table::{lookup, lookup_sub, CommandDef, COMMANDS};
+
+/// Command flags, named as in Valkey's COMMAND INFO.
+pub mod flags {
+    pub const WRITE: u32 = 1 << 0;
+    pub const READONLY: u32 = 1 << 1;
+    pub const DENYOOM: u32 = 1 << 2;
+    pub const ADMIN: u32 = 1 << 3;
+    pub const PUBSUB: u32 = 1 << 4;
+    pub const NOSCRIPT: u32 = 1 << 5;
+    pub const BLOCKING: u32 = 1 << 6;
+    pub const LOADING: u32 = 1 << 7;
+    pub const STALE: u32 = 1 << 8;
+    pub const SKIP_MONITOR: u32 = 1 << 9;
+    pub const FAST: u32 = 1 << 10;
+    pub const NO_AUTH: u32 = 1 << 11;
+    pub const MAY_REPLICATE: u32 = 1 << 12;
+    pub const SENTINEL: u32 = 1 << 13;
+    pub const ALLOW_BUSY: u32 = 1 << 14;
+    /// Our own: the command reads or changes connection/global state, so earlier commands of
+    /// the same pipeline must have run on every core before it runs.
+    pub const BARRIER: u32 = 1 << 20;
+
+    pub const NAMES: &[(u32, &str)] = &[
+        (WRITE, "write"),
+        (READONLY, "readonly"),
+        (DENYOOM, "denyoom"),
+        (ADMIN, "admin"),
+        (PUBSUB, "pubsub"),
+        (NOSCRIPT, "noscript"),
+        (BLOCKING, "blocking"),
+        (LOADING, "loading"),
+        (STALE, "stale"),
+        (SKIP_MONITOR, "skip_monitor"),
+        (FAST, "fast"),
+        (NO_AUTH, "no_auth"),
+        (MAY_REPLICATE, "may_replicate"),
+        (SENTINEL, "sentinel"),
+        (ALLOW_BUSY, "allow_busy"),
+    ];
+}
+
+/// Where a command's keys are, Valkey's (first, last, step): last < 0 counts from the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeySpec {
+    pub first: i32,
+    pub last: i32,
+    pub step: i32,
+}
+
+impl KeySpec {
+    pub const NONE: KeySpec = KeySpec { first: 0, last: 0, step: 0 };
+
+    /// Indices of the key arguments in `args` (args[0] is the command name).
+    pub fn positions(&self, argc: usize) -> impl Iterator<Item = usize> {
+        let first = self.first.max(0) as usize;
+        let last = if self.last < 0 { argc as i64 + self.last as i64 } else { self.last as i64 };
+        let step = self.step.max(1) as usize;
+        let end = if self.first == 0 || last < first as i64 { first } else { last as usize + 1 };
+        (first..end.min(argc)).step_by(step)
+    }
+}
+
+/// A command that runs on the core owning its keys, against that core's shard.
+pub type ShardFn = fn(&mut Ctx<'_>, &[Bytes]);
+
+/// How the dispatcher runs a command.
+#[derive(Clone, Copy)]
+pub enum Exec {
+    /// On the core that owns all its keys (or the connection's core when it has none).
+    Shard(ShardFn),
+    /// On the connection's core, with the connection's state.
+    Conn(connection::ConnFn),
+    /// A multi-key command that may span cores: the function runs it when all its keys are on
+    /// one core; otherwise the dispatcher splits and gathers as `Multi` says.
+    Multi(ShardFn, Multi),
+    /// A command that needs every core (KEYS, DBSIZE, FLUSHALL, ...).
+    Fanout(Fanout),
+    /// A container whose subcommands carry the real definitions (CLIENT, CONFIG, ...).
+    Container,
+}
+
+/// Multi-key commands the dispatcher splits by core when their keys span cores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Multi {
+    /// Reply: the sum of the per-core integer replies (DEL, UNLINK, EXISTS, TOUCH).
+    SumInts,
+    /// MGET: one bulk-or-nil element per key, in argument order.
+    MGet,
+    /// MSET: +OK once every core has applied its part.
+    MSet,
+    /// MSETNX: check on every core, then set on every core.
+    MSetNx,
+    /// RENAME / RENAMENX / COPY: read on the source core, write on the destination core.
+    Move,
+}
+
+/// Commands that run on every core and combine the results.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fanout {
+    Keys,
+    DbSize,
+    FlushAll,
+    RandomKey,
+    Scan,
+}
+
+/// What a shard command sees: its core's shard, the time, the reply buffer, shared settings.
+pub struct Ctx<'a> {
+    pub shard: &'a mut Shard,
+    /// Unix milliseconds, fixed for the batch being executed (Valkey caches time per command).
+    pub now: u64,
+    pub out: &'a mut Out,
+    pub shared: &'a Shared,
+}
+
+impl Ctx<'_> {
+    /// Applies a mutation record to the shard. The single write path (DESIGN.md's seam).
+    #[inline]
+    pub fn apply(&mut self, m: Mutation<'_>) -> bool {
+        self.shard.apply(m)
+    }
+
+    /// The live entry for `key`, counting a keyspace hit or miss (Valkey's lookupKeyRead).
+    #[inline]
+    pub fn read(&mut self, key: &[u8]) -> Option<&mut Entry> {
+        self.shard.get_read(key, self.now)
+    }
+
+    /// The live entry for `key` for a write (no hit/miss accounting).
+    #[inline]
+    pub fn write(&mut self, key: &[u8]) -> Option<&mut Entry> {
+        self.shard.get(key, self.now)
+    }
+
+    pub fn wrong_type(&mut self) {
+        self.out.error(WRONGTYPE);
+    }
+
+    pub fn syntax_error(&mut self) {
+        self.out.error(SYNTAX_ERROR);
+    }
+}
+
+pub const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
+pub const SYNTAX_ERROR: &str = "ERR syntax error";
+pub const NOT_INTEGER: &str = "ERR value is not an integer or out of range";
+pub const NOT_FLOAT: &str = "ERR value is not a valid float";
+pub const OVERFLOW: &str = "ERR increment or decrement would overflow";
+pub const NO_SUCH_KEY: &str = "ERR no such key";
+
+/// `ERR wrong number of arguments for '<name>' command`.
+pub fn arity_error(out: &mut Out, full_name: &str) {
+    out.error(&format!("ERR wrong number of arguments for '{full_name}' command"));
+}
+
+/// Valkey's reply to an unknown command, quoting up to the first arguments.
+pub fn unknown_command(out: &mut Out, args: &[Bytes]) {
+    let mut msg = format!("ERR unknown command '{}', with args beginning with: ", lossy(&args[0], 128));
+    let mut budget = 128usize;
+    for a in &args[1..] {
+        if budget == 0 {
+            break;
+        }
+        let s = lossy(a, budget);
+        budget = budget.saturating_sub(s.len());
+        msg.push_str(&format!("'{s}' "));
+    }
+    out.error(&msg);
+}
+
+/// Up to `max` bytes of `b` as text (invalid UTF-8 replaced), for error messages.
+pub fn lossy(b: &[u8], max: usize) -> String {
+    String::from_utf8_lossy(&b[..b.len().min(max)]).into_owned()
+}
+
+/// Parses an integer argument strictly, as Valkey's getLongLongFromObject.
+pub fn arg_i64(arg: &[u8]) -> Option<i64> {
+    crate::util::parse_i64(arg)
+}
+
+/// Case-insensitive comparison of an argument with an ASCII keyword.
+#[inline]
+pub fn is(arg: &[u8], keyword: &str) -> bool {
+    arg.eq_ignore_ascii_case(keyword.as_bytes())
+}

@@ -1,0 +1,461 @@
+//! Server commands that run on the connection's core: INFO, CONFIG.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::Bytes;
+
+use super::connection::ConnCtx;
+use super::{is, lossy};
+use crate::metrics::memory::{rss_bytes, Memory};
+use crate::server::state::Shared;
+
+/// Valkey's bytesToHuman: two decimals and a unit letter.
+pub fn human_bytes(n: u64) -> String {
+    let n = n as f64;
+    const UNITS: [(f64, &str); 5] = [
+        (1024.0 * 1024.0 * 1024.0 * 1024.0 * 1024.0, "P"),
+        (1024.0 * 1024.0 * 1024.0 * 1024.0, "T"),
+        (1024.0 * 1024.0 * 1024.0, "G"),
+        (1024.0 * 1024.0, "M"),
+        (1024.0, "K"),
+    ];
+    for (size, unit) in UNITS {
+        if n >= size {
+            return format!("{:.2}{unit}", n / size);
+        }
+    }
+    format!("{}B", n as u64)
+}
+
+const DEFAULT_SECTIONS: &[&str] =
+    &["server", "clients", "memory", "persistence", "stats", "replication", "cpu", "modules", "errorstats", "cluster", "keyspace"];
+const ALL_EXTRA: &[&str] = &["commandstats", "latencystats"];
+
+pub fn info(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
+    let mut sections: Vec<String> = Vec::new();
+    for a in &args[1..] {
+        let s = lossy(a, 64).to_ascii_lowercase();
+        match s.as_str() {
+            "default" => sections.extend(DEFAULT_SECTIONS.iter().map(|s| s.to_string())),
+            "all" | "everything" => {
+                sections.extend(DEFAULT_SECTIONS.iter().map(|s| s.to_string()));
+                sections.extend(ALL_EXTRA.iter().map(|s| s.to_string()));
+            }
+            _ => sections.push(s),
+        }
+    }
+    if args.len() == 1 {
+        sections.extend(DEFAULT_SECTIONS.iter().map(|s| s.to_string()));
+    }
+    let text = render_info(ctx.shared, &sections);
+    ctx.out.verbatim(text.as_bytes());
+}
+
+/// Renders the named INFO sections (unknown names are ignored, as in Valkey).
+pub fn render_info(shared: &Shared, sections: &[String]) -> String {
+    let mut out = String::new();
+    let mut done: Vec<&str> = Vec::new();
+    for s in sections {
+        if done.contains(&s.as_str()) {
+            continue;
+        }
+        let before = out.len();
+        if !out.is_empty() {
+            out.push_str("\r\n");
+        }
+        let wrote = match s.as_str() {
+            "server" => server_section(shared, &mut out),
+            "clients" => clients_section(shared, &mut out),
+            "memory" => memory_section(shared, &mut out),
+            "persistence" => persistence_section(shared, &mut out),
+            "stats" => stats_section(shared, &mut out),
+            "replication" => replication_section(shared, &mut out),
+            "cpu" => cpu_section(&mut out),
+            "modules" => {
+                out.push_str("# Modules\r\n");
+                true
+            }
+            "errorstats" => {
+                out.push_str("# Errorstats\r\n");
+                true
+            }
+            "cluster" => {
+                out.push_str("# Cluster\r\ncluster_enabled:0\r\n");
+                true
+            }
+            "keyspace" => keyspace_section(shared, &mut out),
+            "commandstats" => commandstats_section(shared, &mut out),
+            "latencystats" => {
+                out.push_str("# Latencystats\r\n");
+                true
+            }
+            _ => false,
+        };
+        if wrote {
+            done.push(s.as_str());
+        } else {
+            out.truncate(before);
+        }
+    }
+    out
+}
+
+fn server_section(shared: &Shared, out: &mut String) -> bool {
+    let uptime = shared.started.elapsed().as_secs();
+    let now_us = crate::util::now_us();
+    let cfg = &shared.config;
+    let _ = write!(
+        out,
+        "# Server\r\n\
+         redis_version:{compat}\r\n\
+         server_name:tallykv\r\n\
+         tallykv_version:{ver}\r\n\
+         redis_git_sha1:00000000\r\n\
+         redis_git_dirty:0\r\n\
+         redis_build_id:0\r\n\
+         server_mode:standalone\r\n\
+         redis_mode:standalone\r\n\
+         os:{os}\r\n\
+         arch_bits:64\r\n\
+         monotonic_clock:POSIX clock_gettime\r\n\
+         multiplexing_api:io_uring\r\n\
+         process_id:{pid}\r\n\
+         process_supervised:no\r\n\
+         run_id:{run_id}\r\n\
+         tcp_port:{port}\r\n\
+         server_time_usec:{now_us}\r\n\
+         uptime_in_seconds:{uptime}\r\n\
+         uptime_in_days:{days}\r\n\
+         hz:{hz}\r\n\
+         configured_hz:{hz}\r\n\
+         lru_clock:{lru}\r\n\
+         executable:{exe}\r\n\
+         config_file:{conf}\r\n\
+         io_threads_active:0\r\n\
+         threads:{cores}\r\n\
+         listener0:name=tcp,bind={bind},port={port}\r\n",
+        compat = crate::REDIS_COMPAT_VERSION,
+        ver = env!("CARGO_PKG_VERSION"),
+        os = os_string(),
+        pid = std::process::id(),
+        run_id = shared.run_id,
+        port = shared.port(),
+        days = uptime / 86400,
+        hz = cfg.runtime.hz(),
+        lru = crate::shard::lru_clock(now_us / 1000),
+        exe = shared.executable,
+        conf = shared.config_file,
+        cores = shared.cores,
+        bind = cfg.bind.join(",bind="),
+    );
+    true
+}
+
+fn os_string() -> String {
+    // SAFETY: utsname is plain data; uname fills it and we read NUL-terminated fields.
+    unsafe {
+        let mut u: libc::utsname = std::mem::zeroed();
+        if libc::uname(&mut u) != 0 {
+            return "Linux".into();
+        }
+        let f = |s: &[libc::c_char]| std::ffi::CStr::from_ptr(s.as_ptr()).to_string_lossy().into_owned();
+        format!("{} {} {}", f(&u.sysname), f(&u.release), f(&u.machine))
+    }
+}
+
+fn clients_section(shared: &Shared, out: &mut String) -> bool {
+    let _ = write!(
+        out,
+        "# Clients\r\n\
+         connected_clients:{}\r\n\
+         cluster_connections:0\r\n\
+         maxclients:{}\r\n\
+         client_recent_max_input_buffer:0\r\n\
+         client_recent_max_output_buffer:0\r\n\
+         blocked_clients:0\r\n\
+         tracking_clients:0\r\n\
+         pubsub_clients:0\r\n\
+         watching_clients:0\r\n\
+         clients_in_timeout_table:0\r\n\
+         total_watched_keys:0\r\n\
+         total_blocking_keys:0\r\n\
+         total_blocking_keys_on_nokey:0\r\n",
+        shared.connected_clients.load(Relaxed),
+        shared.config.runtime.maxclients(),
+    );
+    true
+}
+
+fn memory_section(shared: &Shared, out: &mut String) -> bool {
+    shared.memory.refresh();
+    let used = shared.memory.used();
+    let peak = shared.memory.peak();
+    let rss = rss_bytes();
+    let a = Memory::allocator_stats();
+    let maxmemory = shared.config.runtime.maxmemory();
+    let total_system = system_memory();
+    let startup = 0u64;
+    let _ = write!(
+        out,
+        "# Memory\r\n\
+         used_memory:{used}\r\n\
+         used_memory_human:{used_h}\r\n\
+         used_memory_rss:{rss}\r\n\
+         used_memory_rss_human:{rss_h}\r\n\
+         used_memory_peak:{peak}\r\n\
+         used_memory_peak_human:{peak_h}\r\n\
+         used_memory_peak_perc:{peak_perc:.2}%\r\n\
+         used_memory_startup:{startup}\r\n\
+         used_memory_dataset:{used}\r\n\
+         allocator_allocated:{aa}\r\n\
+         allocator_active:{ac}\r\n\
+         allocator_resident:{ar}\r\n\
+         allocator_mapped:{am}\r\n\
+         allocator_retained:{art}\r\n\
+         allocator_frag_ratio:{afr:.2}\r\n\
+         total_system_memory:{total_system}\r\n\
+         total_system_memory_human:{ts_h}\r\n\
+         maxmemory:{maxmemory}\r\n\
+         maxmemory_human:{mm_h}\r\n\
+         maxmemory_policy:{policy}\r\n\
+         mem_fragmentation_ratio:{frag:.2}\r\n\
+         mem_allocator:jemalloc\r\n\
+         lazyfree_pending_objects:0\r\n",
+        used_h = human_bytes(used),
+        rss_h = human_bytes(rss),
+        peak_h = human_bytes(peak),
+        peak_perc = if peak > 0 { used as f64 * 100.0 / peak as f64 } else { 0.0 },
+        aa = a.allocated,
+        ac = a.active,
+        ar = a.resident,
+        am = a.mapped,
+        art = a.retained,
+        afr = if a.allocated > 0 { a.active as f64 / a.allocated as f64 } else { 0.0 },
+        ts_h = human_bytes(total_system),
+        mm_h = human_bytes(maxmemory),
+        policy = shared.config.runtime.maxmemory_policy().as_str(),
+        frag = if used > 0 { rss as f64 / used as f64 } else { 0.0 },
+    );
+    true
+}
+
+fn system_memory() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let (pages, size) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
+    if pages > 0 && size > 0 { pages as u64 * size as u64 } else { 0 }
+}
+
+fn persistence_section(shared: &Shared, out: &mut String) -> bool {
+    let _ = write!(
+        out,
+        "# Persistence\r\n\
+         loading:0\r\n\
+         async_loading:0\r\n\
+         current_cow_peak:0\r\n\
+         current_cow_size:0\r\n\
+         current_fork_perc:0.00\r\n\
+         current_save_keys_processed:0\r\n\
+         current_save_keys_total:0\r\n\
+         rdb_changes_since_last_save:0\r\n\
+         rdb_bgsave_in_progress:0\r\n\
+         rdb_last_save_time:{}\r\n\
+         rdb_last_bgsave_status:ok\r\n\
+         aof_enabled:0\r\n\
+         aof_rewrite_in_progress:0\r\n\
+         aof_last_write_status:ok\r\n",
+        shared.lastsave_unix.load(Relaxed)
+    );
+    true
+}
+
+fn stats_section(shared: &Shared, out: &mut String) -> bool {
+    let s = |f: fn(&crate::shard::ShardStats) -> u64| shared.sum_shards(f);
+    let c = |f: fn(&crate::metrics::CoreStats) -> u64| shared.sum_cores(f);
+    let errors: u64 = shared
+        .core_stats
+        .iter()
+        .flat_map(|cs| cs.commands.iter())
+        .map(|cmd| cmd.failed_calls.get() + cmd.rejected_calls.get())
+        .sum();
+    let _ = write!(
+        out,
+        "# Stats\r\n\
+         total_connections_received:{}\r\n\
+         total_commands_processed:{}\r\n\
+         instantaneous_ops_per_sec:{}\r\n\
+         total_net_input_bytes:{}\r\n\
+         total_net_output_bytes:{}\r\n\
+         rejected_connections:{}\r\n\
+         expired_keys:{}\r\n\
+         expired_stale_perc:0.00\r\n\
+         expired_time_cap_reached_count:0\r\n\
+         expire_cycle_cpu_milliseconds:{}\r\n\
+         evicted_keys:{}\r\n\
+         evicted_clients:0\r\n\
+         keyspace_hits:{}\r\n\
+         keyspace_misses:{}\r\n\
+         pubsub_channels:0\r\n\
+         pubsub_patterns:0\r\n\
+         pubsub_shardchannels:0\r\n\
+         latest_fork_usec:0\r\n\
+         total_forks:0\r\n\
+         migrate_cached_sockets:0\r\n\
+         total_error_replies:{}\r\n\
+         unexpected_error_replies:0\r\n\
+         total_reads_processed:0\r\n\
+         total_writes_processed:0\r\n",
+        c(|x| x.connections_received.get()),
+        c(|x| x.commands_processed.get()),
+        crate::server::ops_per_sec(),
+        c(|x| x.net_input_bytes.get()),
+        c(|x| x.net_output_bytes.get()),
+        c(|x| x.rejected_connections.get()),
+        s(|x| x.expired_keys.get()),
+        s(|x| x.expire_cycle_cpu_us.get()) / 1000,
+        s(|x| x.evicted_keys.get()),
+        s(|x| x.keyspace_hits.get()),
+        s(|x| x.keyspace_misses.get()),
+        errors,
+    );
+    true
+}
+
+fn replication_section(shared: &Shared, out: &mut String) -> bool {
+    let _ = write!(
+        out,
+        "# Replication\r\n\
+         role:master\r\n\
+         connected_slaves:0\r\n\
+         master_failover_state:no-failover\r\n\
+         master_replid:{}\r\n\
+         master_replid2:0000000000000000000000000000000000000000\r\n\
+         master_repl_offset:0\r\n\
+         second_repl_offset:-1\r\n\
+         repl_backlog_active:0\r\n\
+         repl_backlog_size:0\r\n\
+         repl_backlog_first_byte_offset:0\r\n\
+         repl_backlog_histlen:0\r\n",
+        shared.run_id
+    );
+    true
+}
+
+fn cpu_section(out: &mut String) -> bool {
+    let usage = |who| {
+        // SAFETY: rusage is plain data filled by getrusage.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(who, &mut ru) };
+        let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+        (t(ru.ru_stime), t(ru.ru_utime))
+    };
+    let (sys, user) = usage(libc::RUSAGE_SELF);
+    let (csys, cuser) = usage(libc::RUSAGE_CHILDREN);
+    let (tsys, tuser) = usage(libc::RUSAGE_THREAD);
+    let _ = write!(
+        out,
+        "# CPU\r\n\
+         used_cpu_sys:{sys:.6}\r\n\
+         used_cpu_user:{user:.6}\r\n\
+         used_cpu_sys_children:{csys:.6}\r\n\
+         used_cpu_user_children:{cuser:.6}\r\n\
+         used_cpu_sys_main_thread:{tsys:.6}\r\n\
+         used_cpu_user_main_thread:{tuser:.6}\r\n"
+    );
+    true
+}
+
+fn keyspace_section(shared: &Shared, out: &mut String) -> bool {
+    out.push_str("# Keyspace\r\n");
+    let keys = shared.sum_shards(|s| s.keys.get());
+    let expires = shared.sum_shards(|s| s.expires.get());
+    if keys > 0 {
+        let _ = write!(out, "db0:keys={keys},expires={expires},avg_ttl=0\r\n");
+    }
+    true
+}
+
+fn commandstats_section(shared: &Shared, out: &mut String) -> bool {
+    out.push_str("# Commandstats\r\n");
+    let reg = super::table::registry();
+    for id in 0..reg.len() {
+        let sum = |f: fn(&crate::metrics::stats::CommandStat) -> u64| -> u64 {
+            shared.core_stats.iter().map(|c| f(&c.commands[id])).sum()
+        };
+        let calls = sum(|c| c.calls.get());
+        let rejected = sum(|c| c.rejected_calls.get());
+        let failed = sum(|c| c.failed_calls.get());
+        if calls == 0 && rejected == 0 && failed == 0 {
+            continue;
+        }
+        let usec = sum(|c| c.usec.get());
+        let per_call = if calls > 0 { usec as f64 / calls as f64 } else { 0.0 };
+        let _ = write!(
+            out,
+            "cmdstat_{}:calls={calls},usec={usec},usec_per_call={per_call:.2},rejected_calls={rejected},failed_calls={failed}\r\n",
+            reg.full_name(id)
+        );
+    }
+    true
+}
+
+pub fn config_get(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
+    let patterns: Vec<&[u8]> = args[2..].iter().map(|a| &a[..]).collect();
+    let pairs = ctx.shared.config.get(&patterns);
+    ctx.out.map(pairs.len());
+    for (k, v) in &pairs {
+        ctx.out.bulk(k.as_bytes());
+        ctx.out.bulk(v.as_bytes());
+    }
+}
+
+pub fn config_set(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
+    if args.len() % 2 != 0 {
+        super::arity_error(ctx.out, "config|set");
+        return;
+    }
+    let pairs: Vec<(&[u8], &[u8])> = args[2..].chunks_exact(2).map(|p| (&p[0][..], &p[1][..])).collect();
+    match ctx.shared.config.set(&pairs) {
+        Ok(()) => ctx.out.ok(),
+        Err(e) => ctx.out.error(&e),
+    }
+}
+
+pub fn config_resetstat(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
+    for c in &ctx.shared.core_stats {
+        c.reset();
+    }
+    for s in &ctx.shared.shard_stats {
+        s.expired_keys.set(0);
+        s.evicted_keys.set(0);
+        s.keyspace_hits.set(0);
+        s.keyspace_misses.set(0);
+        s.expire_cycle_cpu_us.set(0);
+    }
+    ctx.out.ok();
+}
+
+pub fn config_help(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
+    super::connection::help(
+        ctx.out,
+        "CONFIG",
+        &[
+            "GET <pattern>",
+            "    Return parameters matching the glob-like <pattern> and their values.",
+            "SET <directive> <value>",
+            "    Set the configuration <directive> to <value>.",
+            "RESETSTAT",
+            "    Reset statistics reported by the INFO command.",
+        ],
+    );
+}
+
+/// FLUSHALL/FLUSHDB argument check: optional SYNC or ASYNC (both flush at once here: freeing
+/// is cheap next to a fork-free server's alternatives, and ASYNC's reply semantics hold).
+pub fn flush_args_ok(args: &[Bytes]) -> bool {
+    match args.len() {
+        1 => true,
+        2 => is(&args[1], "SYNC") || is(&args[1], "ASYNC"),
+        _ => false,
+    }
+}

@@ -1,0 +1,431 @@
+//! Strings: GET, SET and friends, MGET/MSET, APPEND, STRLEN, GETRANGE/SETRANGE.
+
+use bytes::Bytes;
+
+use super::expire::{parse_expire, ExpireUnit};
+use super::{is, Ctx, SYNTAX_ERROR, WRONGTYPE};
+use crate::shard::entry::string_bytes;
+use crate::shard::{Mutation, Ttl, Value};
+
+/// Appends the value of a string entry as a bulk reply, or WRONGTYPE for other types.
+fn reply_string(ctx: &mut Ctx<'_>, value: &Value) {
+    match value {
+        Value::Str(s) => ctx.out.bulk(s),
+        Value::Int(i) => ctx.out.bulk_int(*i),
+        Value::Hash(_) => ctx.out.error(WRONGTYPE),
+    }
+}
+
+pub fn get(ctx: &mut Ctx<'_>, args: &[Bytes]) {
+    // Split borrows: the entry borrows the shard, the reply goes to `out`.
+    let Ctx { shard, now, out, .. } = ctx;
+    match shard.get_read(&args[1], *now).map(|e| &e.value) {
+        Some(Value::Str(s)) => out.bulk(s),
+        Some(Value::Int(i)) => out.bulk_int(*i),
+        Some(Value::Hash(_)) => out.error(WRONGTYPE),
+        None => out.nil(),
+    }
+}
+
+/// The options SET accepts after key and value.
+#[derive(Default)]
+struct SetOptions {
+    nx: bool,
+    xx: bool,
+    get: bool,
+    keep_ttl: bool,
+    expire_at: Option<u64>,
+}
+
+fn parse_set_options(ctx: &mut Ctx<'_>, args: &[Bytes], cmd: &str) -> Option<SetOptions> {
+    let mut o = SetOptions::default();
+    let mut have_expire = false;
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        let unit = if is(a, "EX") {
+            Some(ExpireUnit::Seconds)
+        } else if is(a, "PX") {
+            Some(ExpireUnit::Millis)
+        } else if is(a, "EXAT") {
+            Some(ExpireUnit::UnixSeconds)
+        } else if is(a, "PXAT") {
+            Some(ExpireUnit::UnixMillis)
+        } else {
+            None
+        };
+        if let Some(unit) = unit {
+            if have_expire || o.keep_ttl || i + 1 >= args.len() {
+                ctx.out.error(SYNTAX_ERROR);
+                return None;
+            }
+            match parse_expire(&args[i + 1], unit, ctx.now, cmd) {
+                Ok(at) => o.expire_at = Some(at),
+                Err(e) => {
+                    ctx.out.error(&e);
+                    return None;
+                }
+            }
+            have_expire = true;
+            i += 2;
+            continue;
+        }
+        if is(a, "NX") && !o.xx {
+            o.nx = true;
+        } else if is(a, "XX") && !o.nx {
+            o.xx = true;
+        } else if is(a, "GET") {
+            o.get = true;
+        } else if is(a, "KEEPTTL") && !have_expire {
+            o.keep_ttl = true;
+        } else {
+            ctx.out.error(SYNTAX_ERROR);
+            return None;
+        }
+        i += 1;
+    }
+    Some(o)
+}
+
+pub fn set(ctx: &mut Ctx<'_>, args: &[Bytes]) {
+    let Some(o) = parse_set_options(ctx, &args[3..], "set") else { return };
+    let key = &args[1];
+    let exists = match ctx.write(key) {
+        Some(e) => {
+            if o.get {
+                // SET ... GET replies with the old value, so it must be a string.
+                if !matches!(e.value, Value::Str(_) | Value::Int(_)) {
+                    ctx.out.error(WRONGTYPE);
+                    return;
+                }
+                let v = e.value.clone();
+                reply_string(ctx, &v);
+            }
+            true
+        }
+        None => {
+            if o.get {
+                ctx.out.nil();
+            }
+            false
+        }
+    };
+    if (o.nx && exists) || (o.xx && !exists) {
+        if !o.get {
+            ctx.out.nil();
+        }
+        return;
+    }
+    let ttl = match (o.keep_ttl, o.expire_at) {
+        (true, _) => Ttl::Keep,
+        (false, Some(at)) => Ttl::At(at),
+        (false, None) => Ttl::Clear,
+    };
+    write_string(ctx, key, &args[2], ttl);
+    if !o.get {
+        ctx.out.ok();
+    }
+}
+
+/// Stores a string value; an expiry already in the past deletes the key instead, as Valkey
+/// does for SET ... EXAT/PXAT with a past time.
+fn write_string(ctx: &mut Ctx<'_>, key: &[u8], value: &[u8], ttl: Ttl) {
+    if let Ttl::At(at) = ttl
+        && at <= ctx.now
+    {
+        ctx.apply(Mutation::Del { key });
+        return;
+    }
+    ctx.apply(Mutation::SetStr { key, value, ttl });
+}
+
+pub fn setnx(ctx: &mut Ctx<'_>, args: &[Bytes]) {
+    if ctx.write(&args[1]).is_some() {
+        ctx.out.int(0);
+        return;
+    }
+    ctx.apply(Mutation::SetStr { key: &args[1], value: &args[2], ttl: Ttl::Clear });
+    ctx.out.int(1);
+}
+
+fn setex_generic(ctx: &mut Ctx<'_>, args: &[Bytes], unit: ExpireUnit, cmd: &str) {
+    match parse_expire(&args[2], unit, ctx.now, cmd) {
+        Ok(at) => {
+            write_string(ctx, &args[1], &args[3], Ttl::At(at));
+            ctx.out.ok();
+        }
+        Err(e) => ctx.out.error(&e),
+    }
+}
+
+pub fn setex(ctx: &mut Ctx<'_>, args: &[Bytes]) {
+    setex_generic(ctx, args, ExpireUnit::Seconds, "setex");
+}
+
+pub fn psetex(ctx: &mut Ctx<'_>, args: &[Bytes]) {
+    setex_generic(ctx, args, ExpireUnit::Millis, "psetex");
+}
+
+pub fn getex(ctx: &mut Ctx<'_>, args: &[Bytes]) {
+    // Parse options first: a syntax error must not touch the key.
+    let mut new_ttl: Option<Option<u64>> = None; // Some(None) = PERSIST
+    let mut i = 2;
+    while i < args.len() {
+        let a = &args[i];
+        let unit = if is(a, "EX") {
+            Some(ExpireUnit::Seconds)
+        } else if is(a, "PX") {
+            Some(ExpireUnit::Millis)
+        } else if is(a, "EXAT") {
+            Some(ExpireUnit::UnixSeconds)
+        } else if is(a, "PXAT") {
+            Some(ExpireUnit::UnixMillis)
+        } else {
+            None
+        };
+        if let Some(unit) = unit {
+            if new_ttl.is_some() || i + 1 >= args.len() {
+                ctx.out.error(SYNTAX_ERROR);
+                return;
+            }
+            match parse_expire(&args[i + 1], unit, ctx.now, "getex") {
+                Ok(at) => new_ttl = Some(Some(at)),
+                Err(e) => {
+                    ctx.out.error(&e);
+                    return;
+                }
+            }
+            i += 2;
+        } else if is(a, "PERSIST") && new_ttl.is_none() {
+            new_ttl = Some(None);
+            i += 1;
+        } else {
+            ctx.out.error(SYNTAX_ERROR);
+            return;
+        }
+    }
+    let key = &args[1];
+    let Some(e) = ctx.read(key) else {
+        ctx.out.nil();
+        return;
+    };
+    let value = e.value.clone();
+    let had_ttl = e.expire_at().is_some();
+    if let Value::Hash(_) = value {
+        ctx.out.error(WRONGTYPE);
+        return;
+    }
+    reply_string(ctx, &value);
+    match new_ttl {
+        Some(Some(at)) if at <= ctx.now => {
+            ctx.apply(Mutation::Del { key });
+        }
+        Some(Some(at)) => {
+            ctx.apply(Mutation::Expire { key, at: Some(at) });
+        }
+        Some(None) if had_ttl => {
+            ctx.apply(Mutation::Expire { key, at: None });
+        }
+        _ => {}
+    }
+}
+
+pub fn getdel(ctx: &mut Ctx<'_>, args: &[Bytes]) {
+    let key = &args[1];
+    let Some(e) = ctx.read(key) else {
+        ctx.out.nil();
+        return;
+    };
+    let value = e.value.clone();
+    if let Value::Hash(_) = value {
+        ctx.out.error(WRONGTYPE);
+        return;
+    }
+    reply_string(ctx, &value);
+    ctx.apply(Mutation::Del { key });
+}
+
+pub fn getset(ctx: &mut Ctx<'_>, args: &[Bytes]) {
+    let key = &args[1];
+    match ctx.write(key).map(|e| e.value.clone()) {
+        Some(Value::Hash(_)) => {
+            ctx.out.error(WRONGTYPE);
+            return;
+        }
+        Some(v) => reply_string(ctx, &v),
+        None => ctx.out.nil(),
+    }
+    ctx.apply(Mutation::SetStr { key, value: &args[2], ttl: Ttl::Clear });
+}
+
+/// MGET with all keys on this core.
+pub fn mget(ctx: &mut Ctx<'_>, args: &[Bytes]) {
+    ctx.out.array(args.len() - 1);
+    for key in &args[1..] {
+        mget_element(ctx, key);
+    }
+}
+
+/// One element of an MGET split across cores: args = ["mget", key].
+pub fn mget_one(ctx: &mut Ctx<'_>, args: &[Bytes]) {
+    mget_element(ctx, &args[1]);
+}
+
+fn mget_element(ctx: &mut Ctx<'_>, key: &[u8]) {
+    let Ctx { shard, now, out, .. } = ctx;
+    match shard.get_read(key, *now).map(|e| &e.value) {
+        Some(Value::Str(s)) => out.bulk(s),
+        Some(Value::Int(i)) => out.bulk_int(*i),
+        // MGET never fails: a non-string reads as nil.
+        Some(Value::Hash(_)) | None => out.nil(),
+    }
+}
+
+/// MSET with all keys on this core (atomic here).
+pub fn mset(ctx: &mut Ctx<'_>, args: &[Bytes]) {
+    if args.len() % 2 == 0 {
+        super::arity_error(ctx.out, "mset");
+        return;
+    }
+    for pair in args[1..].chunks_exact(2) {
+        ctx.apply(Mutation::SetStr { key: &pair[0], value: &pair[1], ttl: Ttl::Clear });
+    }
+    ctx.out.ok();
+}
+
+/// MSETNX with all keys on this core (atomic here).
+pub fn msetnx(ctx: &mut Ctx<'_>, args: &[Bytes]) {
+    if args.len() % 2 == 0 {
+        super::arity_error(ctx.out, "msetnx");
+        return;
+    }
+    let any = args[1..].chunks_exact(2).any(|p| ctx.shard.peek(&p[0], ctx.now).is_some());
+    if any {
+        ctx.out.int(0);
+        return;
+    }
+    for pair in args[1..].chunks_exact(2) {
+        ctx.apply(Mutation::SetStr { key: &pair[0], value: &pair[1], ttl: Ttl::Clear });
+    }
+    ctx.out.int(1);
+}
+
+/// The string length a value would have, or None for non-strings.
+fn string_len(v: &Value) -> Option<usize> {
+    match v {
+        Value::Str(s) => Some(s.len()),
+        Value::Int(i) => Some(itoa::Buffer::new().format(*i).len()),
+        Value::Hash(_) => None,
+    }
+}
+
+const TOO_BIG: &str = "ERR string exceeds maximum allowed size (proto-max-bulk-len)";
+
+pub fn append(ctx: &mut Ctx<'_>, args: &[Bytes]) {
+    let key = &args[1];
+    let cur = match ctx.write(key) {
+        Some(e) => match string_len(&e.value) {
+            Some(n) => Some(n),
+            None => {
+                ctx.out.error(WRONGTYPE);
+                return;
+            }
+        },
+        None => None,
+    };
+    match cur {
+        None => {
+            ctx.apply(Mutation::SetStr { key, value: &args[2], ttl: Ttl::Clear });
+            ctx.out.int(args[2].len() as i64);
+        }
+        Some(len) => {
+            let total = len + args[2].len();
+            if total > ctx.shared.proto_max_bulk_len() {
+                ctx.out.error(TOO_BIG);
+                return;
+            }
+            ctx.apply(Mutation::Append { key, tail: &args[2] });
+            ctx.out.int(total as i64);
+        }
+    }
+}
+
+pub fn strlen(ctx: &mut Ctx<'_>, args: &[Bytes]) {
+    match ctx.read(&args[1]).map(|e| string_len(&e.value)) {
+        None => ctx.out.int(0),
+        Some(Some(n)) => ctx.out.int(n as i64),
+        Some(None) => ctx.out.error(WRONGTYPE),
+    }
+}
+
+pub fn getrange(ctx: &mut Ctx<'_>, args: &[Bytes]) {
+    let (Some(mut start), Some(mut end)) = (super::arg_i64(&args[2]), super::arg_i64(&args[3])) else {
+        ctx.out.error(super::NOT_INTEGER);
+        return;
+    };
+    let Ctx { shard, now, out, .. } = ctx;
+    let Some(e) = shard.get_read(&args[1], *now) else {
+        out.bulk(b"");
+        return;
+    };
+    let mut scratch = itoa::Buffer::new();
+    let Some(s) = string_bytes(&e.value, &mut scratch) else {
+        out.error(WRONGTYPE);
+        return;
+    };
+    let len = s.len() as i64;
+    if start < 0 && end < 0 && start > end {
+        out.bulk(b"");
+        return;
+    }
+    if start < 0 {
+        start += len;
+    }
+    if end < 0 {
+        end += len;
+    }
+    start = start.max(0);
+    end = end.max(0);
+    if end >= len {
+        end = len - 1;
+    }
+    if len == 0 || start > end {
+        out.bulk(b"");
+        return;
+    }
+    out.bulk(&s[start as usize..=end as usize]);
+}
+
+pub fn setrange(ctx: &mut Ctx<'_>, args: &[Bytes]) {
+    let key = &args[1];
+    let Some(offset) = super::arg_i64(&args[2]) else {
+        ctx.out.error(super::NOT_INTEGER);
+        return;
+    };
+    if offset < 0 {
+        ctx.out.error("ERR offset is out of range");
+        return;
+    }
+    let data = &args[3];
+    let cur = match ctx.write(key) {
+        Some(e) => match string_len(&e.value) {
+            Some(n) => Some(n),
+            None => {
+                ctx.out.error(WRONGTYPE);
+                return;
+            }
+        },
+        None => None,
+    };
+    if data.is_empty() {
+        ctx.out.int(cur.unwrap_or(0) as i64);
+        return;
+    }
+    let offset = offset as usize;
+    if offset.saturating_add(data.len()) > ctx.shared.proto_max_bulk_len() {
+        ctx.out.error(TOO_BIG);
+        return;
+    }
+    ctx.apply(Mutation::SetRange { key, offset, data });
+    ctx.out.int(cur.unwrap_or(0).max(offset + data.len()) as i64);
+}

@@ -1,0 +1,269 @@
+//! The command table, as data. One row per command: name, arity (Valkey's convention:
+//! positive = exact, negative = at least), flags, key positions, group, since, summary,
+//! complexity, and how the dispatcher runs it.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use super::flags::*;
+use super::{connection as c, counter, expire, hash, keyspace, server, string};
+use super::{Exec, Fanout, KeySpec, Multi};
+
+pub struct CommandDef {
+    /// Lowercase name; a subcommand's own name ("setname").
+    pub name: &'static str,
+    pub arity: i32,
+    pub flags: u32,
+    pub keys: KeySpec,
+    pub group: &'static str,
+    pub since: &'static str,
+    pub summary: &'static str,
+    pub complexity: &'static str,
+    pub exec: Exec,
+    pub subcommands: &'static [CommandDef],
+}
+
+const fn k(first: i32, last: i32, step: i32) -> KeySpec {
+    KeySpec { first, last, step }
+}
+const NOKEY: KeySpec = KeySpec::NONE;
+const K1: KeySpec = k(1, 1, 1);
+
+#[allow(clippy::too_many_arguments)]
+const fn def(
+    name: &'static str,
+    arity: i32,
+    flags: u32,
+    keys: KeySpec,
+    group: &'static str,
+    since: &'static str,
+    summary: &'static str,
+    complexity: &'static str,
+    exec: Exec,
+) -> CommandDef {
+    CommandDef { name, arity, flags, keys, group, since, summary, complexity, exec, subcommands: &[] }
+}
+
+const fn container(name: &'static str, group: &'static str, since: &'static str, summary: &'static str, subs: &'static [CommandDef]) -> CommandDef {
+    CommandDef {
+        name,
+        arity: -2,
+        flags: 0,
+        keys: NOKEY,
+        group,
+        since,
+        summary,
+        complexity: "Depends on subcommand.",
+        exec: Exec::Container,
+        subcommands: subs,
+    }
+}
+
+use Exec::{Conn as C, Fanout as F, Multi as M, Shard as S};
+
+
+const W: u32 = WRITE | DENYOOM;
+const WF: u32 = WRITE | DENYOOM | FAST;
+const RF: u32 = READONLY | FAST;
+const CONN: u32 = NOSCRIPT | LOADING | STALE | FAST;
+
+pub static COMMANDS: &[CommandDef] = &[
+    // connection
+    def("ping", -1, FAST | SENTINEL, NOKEY, "connection", "1.0.0", "Returns the server's liveliness response.", "O(1)", C(c::ping)),
+    def("echo", 2, FAST, NOKEY, "connection", "1.0.0", "Returns the given string.", "O(1)", C(c::echo)),
+    def("select", 2, CONN, NOKEY, "connection", "1.0.0", "Changes the selected database.", "O(1)", C(c::select)),
+    def("quit", -1, ALLOW_BUSY | NOSCRIPT | LOADING | STALE | FAST | NO_AUTH | BARRIER, NOKEY, "connection", "1.0.0", "Closes the connection.", "O(1)", C(c::quit)),
+    def("reset", 1, NOSCRIPT | LOADING | STALE | FAST | NO_AUTH | BARRIER, NOKEY, "connection", "6.2.0", "Resets the connection.", "O(1)", C(c::reset)),
+    def("auth", -2, NOSCRIPT | LOADING | STALE | FAST | NO_AUTH | ALLOW_BUSY, NOKEY, "connection", "1.0.0", "Authenticates the connection.", "O(N) where N is the number of passwords defined for the user", C(c::auth)),
+    def("hello", -1, NOSCRIPT | LOADING | STALE | FAST | NO_AUTH | ALLOW_BUSY | BARRIER, NOKEY, "connection", "6.0.0", "Handshakes with the server.", "O(1)", C(c::hello)),
+    container("client", "connection", "2.4.0", "A container for client connection commands.", &[
+        def("setname", 3, CONN | BARRIER, NOKEY, "connection", "2.6.9", "Sets the connection name.", "O(1)", C(c::client_setname)),
+        def("getname", 2, CONN, NOKEY, "connection", "2.6.9", "Returns the name of the connection.", "O(1)", C(c::client_getname)),
+        def("id", 2, CONN, NOKEY, "connection", "5.0.0", "Returns the unique client ID of the connection.", "O(1)", C(c::client_id)),
+        def("setinfo", 4, CONN | BARRIER, NOKEY, "connection", "7.2.0", "Sets information specific to the client or connection.", "O(1)", C(c::client_setinfo)),
+        def("list", -2, ADMIN | NOSCRIPT | LOADING | STALE | BARRIER, NOKEY, "connection", "2.4.0", "Lists open connections.", "O(N) where N is the number of client connections", C(c::client_list)),
+        def("info", 2, CONN | BARRIER, NOKEY, "connection", "6.2.0", "Returns information about the connection.", "O(1)", C(c::client_info)),
+        def("help", 2, LOADING | STALE, NOKEY, "connection", "5.0.0", "Returns helpful text about the different subcommands.", "O(1)", C(c::client_help)),
+    ]),
+    // server
+    def("info", -1, LOADING | STALE | BARRIER, NOKEY, "server", "1.0.0", "Returns information and statistics about the server.", "O(1)", C(server::info)),
+    def("time", 1, LOADING | STALE | FAST, NOKEY, "server", "2.6.0", "Returns the server time.", "O(1)", C(c::time)),
+    def("lastsave", 1, LOADING | STALE | FAST, NOKEY, "server", "1.0.0", "Returns the Unix timestamp of the last successful save to disk.", "O(1)", C(c::lastsave)),
+    def("dbsize", 1, READONLY | FAST, NOKEY, "server", "1.0.0", "Returns the number of keys in the database.", "O(1)", F(Fanout::DbSize)),
+    def("flushall", -1, WRITE, NOKEY, "server", "1.0.0", "Removes all keys from all databases.", "O(N) where N is the total number of keys in all databases", F(Fanout::FlushAll)),
+    def("flushdb", -1, WRITE, NOKEY, "server", "1.0.0", "Remove all keys from the current database.", "O(N) where N is the number of keys in the selected database", F(Fanout::FlushAll)),
+    container("config", "server", "2.0.0", "A container for server configuration commands.", &[
+        def("get", -3, ADMIN | NOSCRIPT | LOADING | STALE, NOKEY, "server", "2.0.0", "Returns the effective values of configuration parameters.", "O(N) when N is the number of configuration parameters provided", C(server::config_get)),
+        def("set", -4, ADMIN | NOSCRIPT | LOADING | STALE | BARRIER, NOKEY, "server", "2.0.0", "Sets configuration parameters in-flight.", "O(N) when N is the number of configuration parameters provided", C(server::config_set)),
+        def("resetstat", 2, ADMIN | NOSCRIPT | LOADING | STALE | BARRIER, NOKEY, "server", "2.0.0", "Resets the server's statistics.", "O(1)", C(server::config_resetstat)),
+        def("help", 2, LOADING | STALE, NOKEY, "server", "5.0.0", "Returns helpful text about the different subcommands.", "O(1)", C(server::config_help)),
+    ]),
+    container("command", "server", "2.8.13", "Returns detailed information about all commands.", &[
+        def("count", 2, LOADING | STALE, NOKEY, "server", "2.8.13", "Returns a count of commands.", "O(1)", C(super::meta::command_count)),
+        def("info", -2, LOADING | STALE, NOKEY, "server", "2.8.13", "Returns information about one, multiple or all commands.", "O(N) where N is the number of commands to look up", C(super::meta::command_info)),
+        def("docs", -2, LOADING | STALE, NOKEY, "server", "7.0.0", "Returns documentary information about one, multiple or all commands.", "O(N) where N is the number of commands to look up", C(super::meta::command_docs)),
+        def("getkeys", -3, LOADING | STALE, NOKEY, "server", "2.8.13", "Extracts the key names from an arbitrary command.", "O(N) where N is the number of arguments to the command", C(super::meta::command_getkeys)),
+        def("list", -2, LOADING | STALE, NOKEY, "server", "7.0.0", "Returns a list of command names.", "O(N) where N is the total number of commands", C(super::meta::command_list)),
+        def("help", 2, LOADING | STALE, NOKEY, "server", "5.0.0", "Returns helpful text about the different subcommands.", "O(1)", C(super::meta::command_help)),
+    ]),
+    // strings
+    def("get", 2, RF, K1, "string", "1.0.0", "Returns the string value of a key.", "O(1)", S(string::get)),
+    def("set", -3, W, K1, "string", "1.0.0", "Sets the string value of a key, ignoring its type. The key is created if it doesn't exist.", "O(1)", S(string::set)),
+    def("setnx", 3, WF, K1, "string", "1.0.0", "Set the string value of a key only when the key doesn't exist.", "O(1)", S(string::setnx)),
+    def("setex", 4, W, K1, "string", "2.0.0", "Sets the string value and expiration time of a key. Creates the key if it doesn't exist.", "O(1)", S(string::setex)),
+    def("psetex", 4, W, K1, "string", "2.6.0", "Sets both string value and expiration time in milliseconds of a key. The key is created if it doesn't exist.", "O(1)", S(string::psetex)),
+    def("getex", -2, WRITE | FAST, K1, "string", "6.2.0", "Returns the string value of a key after setting its expiration time.", "O(1)", S(string::getex)),
+    def("getdel", 2, WRITE | FAST, K1, "string", "6.2.0", "Returns the string value of a key after deleting the key.", "O(1)", S(string::getdel)),
+    def("getset", 3, WF, K1, "string", "1.0.0", "Returns the previous string value of a key after setting it to a new value.", "O(1)", S(string::getset)),
+    def("mget", -2, RF, k(1, -1, 1), "string", "1.0.0", "Atomically returns the string values of one or more keys.", "O(N) where N is the number of keys to retrieve.", M(string::mget, Multi::MGet)),
+    def("mset", -3, W, k(1, -1, 2), "string", "1.0.1", "Atomically creates or modifies the string values of one or more keys.", "O(N) where N is the number of keys to set.", M(string::mset, Multi::MSet)),
+    def("msetnx", -3, W, k(1, -1, 2), "string", "1.0.1", "Atomically modifies the string values of one or more keys only when all keys don't exist.", "O(N) where N is the number of keys to set.", M(string::msetnx, Multi::MSetNx)),
+    def("append", 3, WF, K1, "string", "2.0.0", "Appends a string to the value of a key. Creates the key if it doesn't exist.", "O(1)", S(string::append)),
+    def("strlen", 2, RF, K1, "string", "2.2.0", "Returns the length of a string value.", "O(1)", S(string::strlen)),
+    def("getrange", 4, READONLY, K1, "string", "2.4.0", "Returns a substring of the string stored at a key.", "O(N) where N is the length of the returned string.", S(string::getrange)),
+    def("substr", 4, READONLY, K1, "string", "1.0.0", "Returns a substring from a string value.", "O(N) where N is the length of the returned string.", S(string::getrange)),
+    def("setrange", 4, W, K1, "string", "2.2.0", "Overwrites a part of a string value with another by an offset. Creates the key if it doesn't exist.", "O(1), not counting the time taken to copy the new string in place.", S(string::setrange)),
+    // counters
+    def("incr", 2, WF, K1, "string", "1.0.0", "Increments the integer value of a key by one. Uses 0 as initial value if the key doesn't exist.", "O(1)", S(counter::incr)),
+    def("decr", 2, WF, K1, "string", "1.0.0", "Decrements the integer value of a key by one. Uses 0 as initial value if the key doesn't exist.", "O(1)", S(counter::decr)),
+    def("incrby", 3, WF, K1, "string", "1.0.0", "Increments the integer value of a key by a number. Uses 0 as initial value if the key doesn't exist.", "O(1)", S(counter::incrby)),
+    def("decrby", 3, WF, K1, "string", "1.0.0", "Decrements a number from the integer value of a key. Uses 0 as initial value if the key doesn't exist.", "O(1)", S(counter::decrby)),
+    def("incrbyfloat", 3, WF, K1, "string", "2.6.0", "Increment the floating point value of a key by a number. Uses 0 as initial value if the key doesn't exist.", "O(1)", S(counter::incrbyfloat)),
+    // hashes
+    def("hset", -4, WF, K1, "hash", "2.0.0", "Creates or modifies the value of a field in a hash.", "O(1) for each field/value pair added, so O(N) to add N field/value pairs when the command is called with multiple field/value pairs.", S(hash::hset)),
+    def("hsetnx", 4, WF, K1, "hash", "2.0.0", "Sets the value of a field in a hash only when the field doesn't exist.", "O(1)", S(hash::hsetnx)),
+    def("hmset", -4, WF, K1, "hash", "2.0.0", "Sets the values of multiple fields.", "O(N) where N is the number of fields being set.", S(hash::hmset)),
+    def("hget", 3, RF, K1, "hash", "2.0.0", "Returns the value of a field in a hash.", "O(1)", S(hash::hget)),
+    def("hmget", -3, RF, K1, "hash", "2.0.0", "Returns the values of all fields in a hash.", "O(N) where N is the number of fields being requested.", S(hash::hmget)),
+    def("hgetall", 2, READONLY, K1, "hash", "2.0.0", "Returns all fields and values in a hash.", "O(N) where N is the size of the hash.", S(hash::hgetall)),
+    def("hdel", -3, WRITE | FAST, K1, "hash", "2.0.0", "Deletes one or more fields and their values from a hash. Deletes the hash if no fields remain.", "O(N) where N is the number of fields to be removed.", S(hash::hdel)),
+    def("hlen", 2, RF, K1, "hash", "2.0.0", "Returns the number of fields in a hash.", "O(1)", S(hash::hlen)),
+    def("hexists", 3, RF, K1, "hash", "2.0.0", "Determines whether a field exists in a hash.", "O(1)", S(hash::hexists)),
+    def("hkeys", 2, READONLY, K1, "hash", "2.0.0", "Returns all fields in a hash.", "O(N) where N is the size of the hash.", S(hash::hkeys)),
+    def("hvals", 2, READONLY, K1, "hash", "2.0.0", "Returns all values in a hash.", "O(N) where N is the size of the hash.", S(hash::hvals)),
+    def("hstrlen", 3, RF, K1, "hash", "3.2.0", "Returns the length of the value of a field.", "O(1)", S(hash::hstrlen)),
+    def("hincrby", 4, WF, K1, "hash", "2.0.0", "Increments the integer value of a field in a hash by a number. Uses 0 as initial value if the field doesn't exist.", "O(1)", S(hash::hincrby)),
+    def("hincrbyfloat", 4, WF, K1, "hash", "2.6.0", "Increments the floating point value of a field by a number. Uses 0 as initial value if the field doesn't exist.", "O(1)", S(hash::hincrbyfloat)),
+    def("hrandfield", -2, READONLY, K1, "hash", "6.2.0", "Returns one or more random fields from a hash.", "O(N) where N is the number of fields returned", S(hash::hrandfield)),
+    def("hscan", -3, READONLY, K1, "hash", "2.8.0", "Iterates over fields and values of a hash.", "O(1) for every call. O(N) for a complete iteration, including enough command calls for the cursor to return back to 0. N is the number of elements inside the collection.", S(hash::hscan)),
+    // keyspace
+    def("del", -2, WRITE, k(1, -1, 1), "generic", "1.0.0", "Deletes one or more keys.", "O(N) where N is the number of keys that will be removed.", M(keyspace::del, Multi::SumInts)),
+    def("unlink", -2, WRITE | FAST, k(1, -1, 1), "generic", "4.0.0", "Asynchronously deletes one or more keys.", "O(1) for each key removed regardless of its size.", M(keyspace::del, Multi::SumInts)),
+    def("exists", -2, RF, k(1, -1, 1), "generic", "1.0.0", "Determines whether one or more keys exist.", "O(N) where N is the number of keys to check.", M(keyspace::exists, Multi::SumInts)),
+    def("touch", -2, RF, k(1, -1, 1), "generic", "3.2.1", "Returns the number of existing keys out of those specified after updating the time they were last accessed.", "O(N) where N is the number of keys that will be touched.", M(keyspace::touch, Multi::SumInts)),
+    def("type", 2, RF, K1, "generic", "1.0.0", "Determines the type of value stored at a key.", "O(1)", S(keyspace::type_)),
+    def("rename", 3, WRITE, k(1, 2, 1), "generic", "1.0.0", "Renames a key and overwrites the destination.", "O(1)", M(keyspace::rename, Multi::Move)),
+    def("renamenx", 3, WF, k(1, 2, 1), "generic", "1.0.0", "Renames a key only when the target key name doesn't exist.", "O(1)", M(keyspace::renamenx, Multi::Move)),
+    def("copy", -3, W, k(1, 2, 1), "generic", "6.2.0", "Copies the value of a key to a new key.", "O(N) worst case for collections, where N is the number of nested items. O(1) for string values.", M(keyspace::copy, Multi::Move)),
+    def("keys", 2, READONLY, NOKEY, "generic", "1.0.0", "Returns all key names that match a pattern.", "O(N) with N being the number of keys in the database, under the assumption that the key names in the database and the given pattern have limited length.", F(Fanout::Keys)),
+    def("scan", -2, READONLY, NOKEY, "generic", "2.8.0", "Iterates over the key names in the database.", "O(1) for every call. O(N) for a complete iteration, including enough command calls for the cursor to return back to 0. N is the number of elements inside the collection.", F(Fanout::Scan)),
+    def("randomkey", 1, READONLY, NOKEY, "generic", "1.0.0", "Returns a random key name from the database.", "O(1)", F(Fanout::RandomKey)),
+    def("expire", -3, WRITE | FAST, K1, "generic", "1.0.0", "Sets the expiration time of a key in seconds.", "O(1)", S(expire::expire)),
+    def("pexpire", -3, WRITE | FAST, K1, "generic", "2.6.0", "Sets the expiration time of a key in milliseconds.", "O(1)", S(expire::pexpire)),
+    def("expireat", -3, WRITE | FAST, K1, "generic", "1.2.0", "Sets the expiration time of a key to a Unix timestamp.", "O(1)", S(expire::expireat)),
+    def("pexpireat", -3, WRITE | FAST, K1, "generic", "2.6.0", "Sets the expiration time of a key to a Unix milliseconds timestamp.", "O(1)", S(expire::pexpireat)),
+    def("ttl", 2, RF, K1, "generic", "1.0.0", "Returns the expiration time in seconds of a key.", "O(1)", S(expire::ttl)),
+    def("pttl", 2, RF, K1, "generic", "2.6.0", "Returns the expiration time in milliseconds of a key.", "O(1)", S(expire::pttl)),
+    def("expiretime", 2, RF, K1, "generic", "7.0.0", "Returns the expiration time of a key as a Unix timestamp.", "O(1)", S(expire::expiretime)),
+    def("pexpiretime", 2, RF, K1, "generic", "7.0.0", "Returns the expiration time of a key as a Unix milliseconds timestamp.", "O(1)", S(expire::pexpiretime)),
+    def("persist", 2, WRITE | FAST, K1, "generic", "2.2.0", "Removes the expiration time of a key.", "O(1)", S(expire::persist)),
+    container("object", "generic", "2.2.3", "A container for object introspection commands.", &[
+        def("encoding", 3, READONLY, k(2, 2, 1), "generic", "2.2.3", "Returns the internal encoding of an object.", "O(1)", S(keyspace::object_encoding)),
+        def("freq", 3, READONLY, k(2, 2, 1), "generic", "4.0.0", "Returns the logarithmic access frequency counter of an object.", "O(1)", S(keyspace::object_freq)),
+        def("idletime", 3, READONLY, k(2, 2, 1), "generic", "2.2.3", "Returns the time since the last access to an object.", "O(1)", S(keyspace::object_idletime)),
+        def("refcount", 3, READONLY, k(2, 2, 1), "generic", "2.2.3", "Returns the reference count of a value of a key.", "O(1)", S(keyspace::object_refcount)),
+        def("help", 2, LOADING | STALE, NOKEY, "generic", "6.2.0", "Returns helpful text about the different subcommands.", "O(1)", C(super::meta::object_help)),
+    ]),
+];
+
+/// The flattened table: every command and subcommand with a dense id (for statistics and
+/// CLIENT LIST), and the name index the dispatcher looks commands up in.
+pub struct Registry {
+    defs: Vec<&'static CommandDef>,
+    full_names: Vec<String>,
+    by_name: HashMap<&'static str, usize>,
+    sub_by_name: HashMap<usize, HashMap<&'static str, usize>>,
+}
+
+impl Registry {
+    fn build() -> Registry {
+        let mut r = Registry { defs: Vec::new(), full_names: Vec::new(), by_name: HashMap::new(), sub_by_name: HashMap::new() };
+        for d in COMMANDS {
+            let id = r.defs.len();
+            r.defs.push(d);
+            r.full_names.push(d.name.to_string());
+            r.by_name.insert(d.name, id);
+            for s in d.subcommands {
+                let sid = r.defs.len();
+                r.defs.push(s);
+                r.full_names.push(format!("{}|{}", d.name, s.name));
+                r.sub_by_name.entry(id).or_default().insert(s.name, sid);
+            }
+        }
+        r
+    }
+
+    pub fn len(&self) -> usize {
+        self.defs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.defs.is_empty()
+    }
+
+    pub fn def(&self, id: usize) -> &'static CommandDef {
+        self.defs[id]
+    }
+
+    /// "get", or "client|list" for a subcommand.
+    pub fn full_name(&self, id: usize) -> &str {
+        &self.full_names[id]
+    }
+
+    /// Whether `id` is a subcommand (its full name has a `|`).
+    pub fn is_sub(&self, id: usize) -> bool {
+        self.full_names[id].contains('|')
+    }
+
+    /// Ids of the top-level commands, in table order.
+    pub fn top_level(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.defs.len()).filter(|&id| !self.is_sub(id))
+    }
+
+    /// Ids of a container's subcommands.
+    pub fn subs_of(&self, id: usize) -> Vec<usize> {
+        let mut v: Vec<usize> = self.sub_by_name.get(&id).map(|m| m.values().copied().collect()).unwrap_or_default();
+        v.sort_unstable();
+        v
+    }
+}
+
+pub fn registry() -> &'static Registry {
+    static R: OnceLock<Registry> = OnceLock::new();
+    R.get_or_init(Registry::build)
+}
+
+/// Looks a command name up case-insensitively; returns its registry id.
+#[inline]
+pub fn lookup(name: &[u8]) -> Option<usize> {
+    let mut buf = [0u8; 32];
+    let lower = lowercase(name, &mut buf)?;
+    registry().by_name.get(lower).copied()
+}
+
+/// Looks a subcommand of container `parent` up case-insensitively.
+pub fn lookup_sub(parent: usize, name: &[u8]) -> Option<usize> {
+    let mut buf = [0u8; 32];
+    let lower = lowercase(name, &mut buf)?;
+    registry().sub_by_name.get(&parent)?.get(lower).copied()
+}
+
+fn lowercase<'b>(name: &[u8], buf: &'b mut [u8; 32]) -> Option<&'b str> {
+    if name.len() > buf.len() {
+        return None;
+    }
+    let b = &mut buf[..name.len()];
+    b.copy_from_slice(name);
+    b.make_ascii_lowercase();
+    std::str::from_utf8(b).ok()
+}

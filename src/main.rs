@@ -1,0 +1,59 @@
+//! tallykv-server: parse the configuration, set up logging, run the server.
+
+use tikv_jemallocator::Jemalloc;
+
+// jemalloc gives INFO used_memory and maxmemory exact allocation figures.
+#[global_allocator]
+static GLOBAL: Jemalloc = Jemalloc;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("Usage: tallykv-server [/path/to/tallykv.conf] [--directive value ...]");
+        println!("       tallykv-server --version");
+        println!();
+        println!("Examples:");
+        println!("       tallykv-server (run with the defaults: port 6379, data under ./data)");
+        println!("       tallykv-server conf/tallykv.conf --port 7777 --maxmemory 1gb");
+        return;
+    }
+    if args.iter().any(|a| a == "--version" || a == "-v") {
+        println!("tallykv-server v={} (redis compatible {})", env!("CARGO_PKG_VERSION"), tallykv::REDIS_COMPAT_VERSION);
+        return;
+    }
+    let config = match tallykv::config::Config::from_args(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("\n{e}");
+            std::process::exit(1);
+        }
+    };
+    init_logging(&config);
+    for w in config.startup_warnings() {
+        tracing::warn!("{w}");
+    }
+    std::panic::set_hook(Box::new(|info| {
+        tracing::error!("panic: {info}");
+    }));
+    if let Err(e) = tallykv::server::run(config) {
+        tracing::error!("{e}");
+        eprintln!("{e}");
+        std::process::exit(1);
+    }
+}
+
+fn init_logging(config: &tallykv::config::Config) {
+    let filter = config.runtime.loglevel().level_filter();
+    let builder = tracing_subscriber::fmt().with_max_level(filter).with_target(false);
+    if config.logfile.is_empty() {
+        builder.init();
+    } else {
+        match std::fs::OpenOptions::new().create(true).append(true).open(&config.logfile) {
+            Ok(f) => builder.with_ansi(false).with_writer(std::sync::Mutex::new(f)).init(),
+            Err(e) => {
+                eprintln!("Can't open the log file: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! One client connection: read, parse, dispatch, write, until the client leaves.
+
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use bytes::BytesMut;
+use futures::{AsyncReadExt, AsyncWriteExt, FutureExt};
+use glommio::net::TcpStream;
+
+use super::core::Core;
+use super::dispatch::Dispatcher;
+use super::state::{ClientInfo, ClientMeta};
+use crate::command::connection::Client;
+use crate::protocol::{Limits, RequestParser};
+
+/// Bytes read from the socket per read call.
+const READ_CHUNK: usize = 64 * 1024;
+
+const MAX_CLIENTS_ERR: &[u8] = b"-ERR max number of clients reached\r\n";
+
+const DENIED: &[u8] = b"-DENIED Running in protected mode because protected mode is enabled and no password is set for the default user. In this mode connections are only accepted from the loopback interface. If you want to connect from external computers, you may adopt one of the following solutions: 1) Just disable protected mode sending the command 'CONFIG SET protected-mode no' from the loopback interface by connecting from the same host the server is running, however MAKE SURE the server is not publicly accessible from internet if you do so. Use CONFIG REWRITE to make this change permanent. 2) Alternatively you can just disable the protected mode by editing the configuration file, and setting the protected mode option to 'no', and then restarting the server. 3) If you started the server manually just for testing, restart it with the '--protected-mode no' option. 4) Set up an authentication password for the default user. NOTE: You only need to do one of the above things in order for the server to start accepting connections from the outside.\r\n";
+
+/// Serves one accepted connection to its end. A panic inside is caught and logged here, so it
+/// ends this connection only.
+pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
+    let shared = core.shared.clone();
+    let stats = &shared.core_stats[core.id];
+    stats.connections_received.inc();
+    let rt = &shared.config.runtime;
+    if shared.connected_clients.load(Relaxed) >= rt.maxclients() as usize {
+        stats.rejected_connections.inc();
+        let _ = stream.write_all(MAX_CLIENTS_ERR).await;
+        return;
+    }
+    let peer = stream.peer_addr().ok();
+    if rt.protected_mode() && rt.requirepass().is_none() && !peer.is_some_and(|p| p.ip().is_loopback()) && binds_everywhere(&shared.config.bind) {
+        let _ = stream.write_all(DENIED).await;
+        return;
+    }
+    let _ = stream.set_nodelay(true);
+    set_keepalive(stream.as_raw_fd(), rt.tcp_keepalive_secs());
+    let now = crate::util::now_ms();
+    let info = Arc::new(ClientInfo {
+        id: shared.next_client_id.fetch_add(1, Relaxed),
+        addr: peer.map(|p| p.to_string()).unwrap_or_default(),
+        laddr: stream.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        fd: stream.as_raw_fd(),
+        created_ms: now,
+        last_interaction_ms: AtomicU64::new(now),
+        last_cmd: AtomicUsize::new(0),
+        resp: AtomicUsize::new(2),
+        query_buf: AtomicUsize::new(0),
+        meta: Mutex::new(ClientMeta::default()),
+    });
+    shared.clients.lock().expect("client registry lock").insert(info.id, info.clone());
+    shared.connected_clients.fetch_add(1, Relaxed);
+    let mut client = Client { info: info.clone(), resp3: false, closing: false };
+    let result = std::panic::AssertUnwindSafe(run(&core, &mut stream, &mut client)).catch_unwind().await;
+    match result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(client = info.id, "connection closed: {e}"),
+        Err(_) => tracing::error!(client = info.id, "connection task panicked; connection closed"),
+    }
+    shared.connected_clients.fetch_sub(1, Relaxed);
+    shared.clients.lock().expect("client registry lock").remove(&info.id);
+    let _ = stream.close().await;
+}
+
+/// True when `bind` is the default "listen everywhere", the case protected mode guards.
+fn binds_everywhere(bind: &[String]) -> bool {
+    bind.iter().any(|b| matches!(b.trim_start_matches('-'), "*" | "0.0.0.0" | "::*" | "::"))
+}
+
+fn set_keepalive(fd: i32, secs: u32) {
+    if secs == 0 {
+        return;
+    }
+    let on: libc::c_int = 1;
+    let idle = secs as libc::c_int;
+    let intvl = (secs / 3).max(1) as libc::c_int;
+    let cnt: libc::c_int = 3;
+    let size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: fd is a live socket owned by the caller; each option value is a c_int.
+    unsafe {
+        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, &on as *const _ as *const _, size);
+        libc::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, &idle as *const _ as *const _, size);
+        libc::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, &intvl as *const _ as *const _, size);
+        libc::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, &cnt as *const _ as *const _, size);
+    }
+}
+
+async fn run(core: &Rc<Core>, stream: &mut TcpStream, client: &mut Client) -> std::io::Result<()> {
+    let shared = core.shared.clone();
+    let rt = &shared.config.runtime;
+    let stats = &shared.core_stats[core.id];
+    let mut chunk = vec![0u8; READ_CHUNK];
+    let mut rbuf = BytesMut::with_capacity(16 * 1024);
+    let mut wbuf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut parser = RequestParser::new();
+    let mut dispatcher = Dispatcher::new(core.cores());
+    loop {
+        let _ = stream.set_read_timeout(rt.idle_timeout());
+        let n = match stream.read(&mut chunk).await {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        stats.net_input_bytes.add(n as u64);
+        if rbuf.capacity() - rbuf.len() < n {
+            // Reserve for a big pending value in steps: a declared length alone must not
+            // make us allocate hundreds of megabytes before the bytes arrive.
+            let wanted = parser.wanted().saturating_sub(rbuf.len()).min(16 * 1024 * 1024);
+            rbuf.reserve(n.max(wanted));
+        }
+        rbuf.extend_from_slice(&chunk[..n]);
+        client.info.last_interaction_ms.store(crate::util::now_ms(), Relaxed);
+
+        let limits = Limits {
+            max_bulk_len: rt.proto_max_bulk_len(),
+            ..Limits::default()
+        };
+        let mut commands = Vec::new();
+        let mut protocol_error = None;
+        loop {
+            match parser.parse(&mut rbuf, &limits) {
+                Ok(Some(args)) => commands.push(args),
+                Ok(None) => break,
+                Err(e) => {
+                    protocol_error = Some(e);
+                    break;
+                }
+            }
+        }
+        let buffered = rbuf.len() + parser.pending_arg_bytes();
+        client.info.query_buf.store(buffered, Relaxed);
+        if buffered > rt.client_query_buffer_limit() {
+            tracing::warn!(client = client.info.id, "closing client that reached max query buffer length ({buffered} bytes)");
+            return Ok(());
+        }
+        if !commands.is_empty() {
+            dispatcher.run(core, client, commands, &mut wbuf).await;
+        }
+        if let Some(e) = &protocol_error {
+            wbuf.extend_from_slice(b"-ERR ");
+            wbuf.extend_from_slice(e.message_bytes());
+            wbuf.extend_from_slice(b"\r\n");
+            tracing::debug!(client = client.info.id, "protocol error: {}", e.message());
+        }
+        if !wbuf.is_empty() {
+            stream.write_all(&wbuf).await?;
+            stats.net_output_bytes.add(wbuf.len() as u64);
+            wbuf.clear();
+            if wbuf.capacity() > 1024 * 1024 {
+                wbuf.shrink_to(16 * 1024);
+            }
+        }
+        if protocol_error.is_some() || client.closing {
+            return Ok(());
+        }
+    }
+}

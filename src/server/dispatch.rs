@@ -1,0 +1,424 @@
+//! The pipeline dispatcher: takes the commands of one read batch, runs each where its keys
+//! live, and puts the replies back in request order.
+//!
+//! Commands whose keys are on this core run at once. Commands for other cores are queued per
+//! destination and sent as one message per core when the batch ends or a barrier command
+//! needs everything before it to have run. Multi-key commands spanning cores are split into
+//! per-core parts and gathered; their atomicity then holds per core (the README states the
+//! rule: keys that share a slot always share a core).
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::core::{slot_owner, BatchReply, Core, Op, NO_STATS};
+use crate::cluster::key_slot;
+use crate::command::connection::{Client, ConnCtx};
+use crate::command::table::{lookup, lookup_sub, registry};
+use crate::command::{self, flags, keyspace, string, Exec, Fanout, Multi, ShardFn};
+use crate::protocol::Out;
+
+/// Where one reply (or part of one) is.
+#[derive(Clone, Copy)]
+enum Part {
+    /// A range of the local output buffer.
+    Local(u32, u32),
+    /// Reply `idx` of the batch sent to `core` in flush `round`.
+    Remote { round: u32, core: u32, idx: u32 },
+}
+
+/// How parts from several cores combine into one reply.
+#[derive(Clone, Copy)]
+enum Gather {
+    /// An array of the parts in order (MGET).
+    Array,
+    /// The sum of integer parts (DEL, EXISTS, DBSIZE...).
+    SumInts,
+    /// +OK when every part is +OK, else the first error (MSET, FLUSHALL).
+    AllOk,
+    /// The concatenation of array parts (KEYS).
+    ConcatArrays,
+    /// One non-nil part chosen at random, nil if none (RANDOMKEY).
+    AnyNonNil,
+}
+
+enum Slot {
+    One(Part),
+    Gathered(Gather, Vec<Part>),
+}
+
+pub struct Dispatcher {
+    local: Out,
+    slots: Vec<Slot>,
+    /// Ops queued per destination core for the next flush.
+    pending: Vec<Vec<Op>>,
+    /// Replies of flushed batches: rounds[round][core].
+    rounds: Vec<Vec<Option<BatchReply>>>,
+    local_ends: Vec<u32>,
+}
+
+impl Dispatcher {
+    pub fn new(cores: usize) -> Dispatcher {
+        Dispatcher {
+            local: Out::new(false),
+            slots: Vec::new(),
+            pending: (0..cores).map(|_| Vec::new()).collect(),
+            rounds: Vec::new(),
+            local_ends: Vec::new(),
+        }
+    }
+
+    /// Runs `commands` (one read batch) and appends their replies, in order, to `wbuf`.
+    pub async fn run(&mut self, core: &Rc<Core>, client: &mut Client, commands: Vec<Vec<Bytes>>, wbuf: &mut Vec<u8>) {
+        self.local.buf.clear();
+        self.local.resp3 = client.resp3;
+        self.slots.clear();
+        self.rounds.clear();
+        for args in commands {
+            self.dispatch(core, client, args).await;
+            if client.closing {
+                break;
+            }
+        }
+        self.flush(core, client.resp3).await;
+        self.assemble(wbuf);
+    }
+
+    fn push_local(&mut self, start: usize) {
+        self.slots.push(Slot::One(Part::Local(start as u32, self.local.buf.len() as u32)));
+    }
+
+    /// Runs a shard command here, or queues it for the core that owns its keys.
+    fn route(&mut self, core: &Rc<Core>, target: usize, exec: ShardFn, args: Vec<Bytes>, flags: u32, cmd_id: u32) -> Part {
+        if target == core.id {
+            let start = self.local.buf.len();
+            self.local_ends.clear();
+            core.execute(&[Op { exec, args, flags, cmd_id }], &mut self.local, &mut self.local_ends);
+            Part::Local(start as u32, self.local.buf.len() as u32)
+        } else {
+            let q = &mut self.pending[target];
+            q.push(Op { exec, args, flags, cmd_id });
+            Part::Remote { round: self.rounds.len() as u32, core: target as u32, idx: (q.len() - 1) as u32 }
+        }
+    }
+
+    async fn dispatch(&mut self, core: &Rc<Core>, client: &mut Client, args: Vec<Bytes>) {
+        let start = self.local.buf.len();
+        let stats = &core.shared.core_stats[core.id];
+        let Some(mut id) = lookup(&args[0]) else {
+            command::unknown_command(&mut self.local, &args);
+            self.push_local(start);
+            return;
+        };
+        let reg = registry();
+        let mut def = reg.def(id);
+        if matches!(def.exec, Exec::Container) {
+            if args.len() == 1 && def.name == "command" {
+                command::meta::command_all(&mut self.local);
+                self.push_local(start);
+                return;
+            }
+            if args.len() < 2 {
+                command::arity_error(&mut self.local, def.name);
+                self.push_local(start);
+                return;
+            }
+            match lookup_sub(id, &args[1]) {
+                Some(sub) => {
+                    id = sub;
+                    def = reg.def(id);
+                }
+                None => {
+                    let msg = format!(
+                        "ERR unknown subcommand '{}'. Try {} HELP.",
+                        command::lossy(&args[1], 128),
+                        def.name.to_ascii_uppercase()
+                    );
+                    self.local.error(&msg);
+                    self.push_local(start);
+                    return;
+                }
+            }
+        }
+        client.info.last_cmd.store(id + 1, std::sync::atomic::Ordering::Relaxed);
+        let argc = args.len() as i32;
+        if (def.arity > 0 && argc != def.arity) || argc < -def.arity {
+            command::arity_error(&mut self.local, reg.full_name(id));
+            stats.commands[id].rejected_calls.inc();
+            self.push_local(start);
+            return;
+        }
+        let cmd_id = id as u32;
+        let cores = core.cores();
+        // The core owning the keys, if they are all on one core.
+        let mut positions = def.keys.positions(args.len());
+        let key_core = positions.next().map(|p| slot_owner(key_slot(&args[p]) as usize, cores));
+        let single_core = key_core.is_some_and(|c| positions.all(|p| slot_owner(key_slot(&args[p]) as usize, cores) == c));
+        match def.exec {
+            Exec::Container => unreachable!("containers resolve to a subcommand above"),
+            Exec::Shard(f) => {
+                let target = key_core.unwrap_or(core.id);
+                if key_core.is_some() && !single_core {
+                    self.local.error("CROSSSLOT Keys in request don't hash to the same slot");
+                    self.push_local(start);
+                    return;
+                }
+                let part = self.route(core, target, f, args, def.flags, cmd_id);
+                self.slots.push(Slot::One(part));
+            }
+            Exec::Multi(f, _) if single_core || cores == 1 => {
+                let part = self.route(core, key_core.unwrap_or(core.id), f, args, def.flags, cmd_id);
+                self.slots.push(Slot::One(part));
+            }
+            Exec::Multi(_, kind) => self.split(core, client, def.name, def.flags, cmd_id, kind, args).await,
+            Exec::Fanout(kind) => self.fanout(core, kind, args, def.flags, cmd_id),
+            Exec::Conn(f) => {
+                if def.flags & flags::BARRIER != 0 {
+                    self.flush(core, client.resp3).await;
+                }
+                let start = self.local.buf.len();
+                let began = Instant::now();
+                let mut ctx = ConnCtx { client, shared: &core.shared, out: &mut self.local, core: core.id };
+                f(&mut ctx, &args);
+                let s = &stats.commands[id];
+                s.calls.inc();
+                s.usec.add(began.elapsed().as_micros() as u64);
+                if self.local.buf.get(start) == Some(&b'-') {
+                    s.failed_calls.inc();
+                }
+                stats.commands_processed.inc();
+                self.push_local(start);
+            }
+        }
+    }
+
+    /// A multi-key command whose keys span cores.
+    #[allow(clippy::too_many_arguments)]
+    async fn split(&mut self, core: &Rc<Core>, client: &mut Client, name: &str, flags: u32, cmd_id: u32, kind: Multi, args: Vec<Bytes>) {
+        let cores = core.cores();
+        let owner = |k: &[u8]| slot_owner(key_slot(k) as usize, cores);
+        let stats = &core.shared.core_stats[core.id];
+        stats.commands[cmd_id as usize].calls.inc();
+        stats.commands_processed.inc();
+        match kind {
+            Multi::MGet => {
+                let parts = args[1..]
+                    .iter()
+                    .map(|k| self.route(core, owner(k), string::mget_one, vec![args[0].clone(), k.clone()], flags, NO_STATS))
+                    .collect();
+                self.slots.push(Slot::Gathered(Gather::Array, parts));
+            }
+            Multi::SumInts | Multi::MSet => {
+                let step = if kind == Multi::MSet { 2 } else { 1 };
+                if (args.len() - 1) % step != 0 {
+                    let start = self.local.buf.len();
+                    command::arity_error(&mut self.local, name);
+                    self.push_local(start);
+                    return;
+                }
+                let mut per_core: Vec<Vec<Bytes>> = vec![Vec::new(); cores];
+                for chunk in args[1..].chunks(step) {
+                    let c = owner(&chunk[0]);
+                    if per_core[c].is_empty() {
+                        per_core[c].push(args[0].clone());
+                    }
+                    per_core[c].extend(chunk.iter().cloned());
+                }
+                let exec: ShardFn = match (kind, name) {
+                    (Multi::MSet, _) => string::mset,
+                    (_, "exists") => keyspace::exists,
+                    (_, "touch") => keyspace::touch,
+                    _ => keyspace::del,
+                };
+                let parts = per_core
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(_, a)| !a.is_empty())
+                    .map(|(c, a)| self.route(core, c, exec, a, flags, NO_STATS))
+                    .collect();
+                let gather = if kind == Multi::MSet { Gather::AllOk } else { Gather::SumInts };
+                self.slots.push(Slot::Gathered(gather, parts));
+            }
+            Multi::MSetNx | Multi::Move => {
+                // Two phases across cores: everything queued before must have run first.
+                self.flush(core, client.resp3).await;
+                let start = self.local.buf.len();
+                if kind == Multi::MSetNx {
+                    super::multi::msetnx(core, &args, &mut self.local).await;
+                } else {
+                    super::multi::move_key(core, name, &args, &mut self.local).await;
+                }
+                self.push_local(start);
+            }
+        }
+    }
+
+    fn fanout(&mut self, core: &Rc<Core>, kind: Fanout, args: Vec<Bytes>, flags: u32, cmd_id: u32) {
+        let cores = core.cores();
+        let (exec, gather): (ShardFn, Gather) = match kind {
+            Fanout::Keys => (keyspace::keys_local, Gather::ConcatArrays),
+            Fanout::DbSize => (keyspace::dbsize_local, Gather::SumInts),
+            Fanout::RandomKey => (keyspace::randomkey_local, Gather::AnyNonNil),
+            Fanout::FlushAll => {
+                if !command::server::flush_args_ok(&args) {
+                    let start = self.local.buf.len();
+                    self.local.error(command::SYNTAX_ERROR);
+                    self.push_local(start);
+                    return;
+                }
+                (keyspace::flush_local, Gather::AllOk)
+            }
+            Fanout::Scan => {
+                // One core per call: the one owning the cursor's slot.
+                let target = std::str::from_utf8(&args[1])
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .map_or(core.id, |c| slot_owner(keyspace::scan_cursor_slot(c), cores));
+                let part = self.route(core, target, keyspace::scan, args, flags, cmd_id);
+                self.slots.push(Slot::One(part));
+                return;
+            }
+        };
+        let stats = &core.shared.core_stats[core.id];
+        stats.commands[cmd_id as usize].calls.inc();
+        stats.commands_processed.inc();
+        let parts = (0..cores).map(|c| self.route(core, c, exec, args.clone(), flags, NO_STATS)).collect();
+        self.slots.push(Slot::Gathered(gather, parts));
+    }
+
+    /// Sends every queued batch and waits for all replies.
+    async fn flush(&mut self, core: &Rc<Core>, resp3: bool) {
+        if self.pending.iter().all(|q| q.is_empty()) {
+            return;
+        }
+        let mut round: Vec<Option<BatchReply>> = (0..self.pending.len()).map(|_| None).collect();
+        let sends: Vec<_> = self
+            .pending
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, q)| !q.is_empty())
+            .map(|(c, q)| {
+                let ops = std::mem::take(q);
+                let core = core.clone();
+                async move { (c, core.send_batch(c, ops, resp3).await) }
+            })
+            .collect();
+        for (c, reply) in futures::future::join_all(sends).await {
+            round[c] = Some(reply);
+        }
+        self.rounds.push(round);
+    }
+
+    fn part<'a>(local: &'a [u8], rounds: &'a [Vec<Option<BatchReply>>], p: Part) -> &'a [u8] {
+        match p {
+            Part::Local(s, e) => &local[s as usize..e as usize],
+            Part::Remote { round, core, idx } => match rounds.get(round as usize).and_then(|r| r[core as usize].as_ref()) {
+                Some(b) if (idx as usize) < b.ends.len() => b.reply(idx as usize),
+                // The other core is gone (shutdown): say so rather than break the stream.
+                _ => b"-ERR internal error: core unavailable\r\n",
+            },
+        }
+    }
+
+    fn assemble(&mut self, wbuf: &mut Vec<u8>) {
+        if self.rounds.is_empty() && self.slots.iter().all(|s| matches!(s, Slot::One(Part::Local(..)))) {
+            // Everything ran here, in order: the local buffer is the reply stream.
+            wbuf.extend_from_slice(&self.local.buf);
+            return;
+        }
+        let resp3 = self.local.resp3;
+        for slot in &self.slots {
+            match slot {
+                Slot::One(p) => wbuf.extend_from_slice(Self::part(&self.local.buf, &self.rounds, *p)),
+                Slot::Gathered(g, parts) => {
+                    let bufs: Vec<&[u8]> = parts.iter().map(|p| Self::part(&self.local.buf, &self.rounds, *p)).collect();
+                    gather(*g, &bufs, resp3, wbuf);
+                }
+            }
+        }
+    }
+}
+
+/// Combines per-core replies into one.
+fn gather(g: Gather, parts: &[&[u8]], resp3: bool, w: &mut Vec<u8>) {
+    if let Some(err) = parts.iter().find(|p| p.first() == Some(&b'-')) {
+        // A part failed (e.g. -OOM on one core): report it, as the command did not fully run.
+        if !matches!(g, Gather::Array) {
+            w.extend_from_slice(err);
+            return;
+        }
+    }
+    let mut out = Out { buf: std::mem::take(w), resp3 };
+    match g {
+        Gather::Array => {
+            out.array(parts.len());
+            for p in parts {
+                out.raw(p);
+            }
+        }
+        Gather::SumInts => out.int(parts.iter().map(|p| parse_int_reply(p)).sum()),
+        Gather::AllOk => out.ok(),
+        Gather::ConcatArrays => {
+            let mut total = 0;
+            let mut bodies = Vec::with_capacity(parts.len());
+            for p in parts {
+                let (n, body) = split_array_header(p);
+                total += n;
+                bodies.push(body);
+            }
+            out.array(total);
+            for b in bodies {
+                out.raw(b);
+            }
+        }
+        Gather::AnyNonNil => {
+            let live: Vec<&&[u8]> = parts.iter().filter(|p| p.first() == Some(&b'$') && !p.starts_with(b"$-1")).collect();
+            if live.is_empty() {
+                out.nil();
+            } else {
+                out.raw(live[fastrand::usize(..live.len())]);
+            }
+        }
+    }
+    *w = out.buf;
+}
+
+/// The integer of a `:n\r\n` reply (0 for anything else).
+fn parse_int_reply(p: &[u8]) -> i64 {
+    p.strip_prefix(b":")
+        .and_then(|r| r.strip_suffix(b"\r\n"))
+        .and_then(crate::util::parse_i64)
+        .unwrap_or(0)
+}
+
+/// Splits `*n\r\n<body>` into (n, body).
+fn split_array_header(p: &[u8]) -> (usize, &[u8]) {
+    let Some(end) = p.windows(2).position(|w| w == b"\r\n") else { return (0, &[]) };
+    let n = std::str::from_utf8(&p[1..end]).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    (n, &p[end + 2..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gathers() {
+        let mut w = Vec::new();
+        gather(Gather::SumInts, &[b":2\r\n", b":3\r\n"], false, &mut w);
+        assert_eq!(w, b":5\r\n");
+        w.clear();
+        gather(Gather::ConcatArrays, &[b"*1\r\n$1\r\na\r\n", b"*0\r\n", b"*1\r\n$1\r\nb\r\n"], false, &mut w);
+        assert_eq!(w, b"*2\r\n$1\r\na\r\n$1\r\nb\r\n");
+        w.clear();
+        gather(Gather::AllOk, &[b"+OK\r\n", b"-OOM no\r\n"], false, &mut w);
+        assert_eq!(w, b"-OOM no\r\n");
+        w.clear();
+        gather(Gather::Array, &[b"$1\r\na\r\n", b"$-1\r\n"], false, &mut w);
+        assert_eq!(w, b"*2\r\n$1\r\na\r\n$-1\r\n");
+        w.clear();
+        gather(Gather::AnyNonNil, &[b"$-1\r\n", b"$1\r\nk\r\n"], false, &mut w);
+        assert_eq!(w, b"$1\r\nk\r\n");
+    }
+}

@@ -1,0 +1,196 @@
+//! The server: one glommio executor per core, each listening on the client port
+//! (SO_REUSEPORT) and owning its connections and its shard.
+//!
+//! This room owns sockets, executors and timers. It calls into `command` through the
+//! dispatcher and never touches a shard's data itself.
+
+pub mod conn;
+pub mod core;
+pub mod dispatch;
+mod multi;
+pub mod state;
+
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
+
+use self::core::{Core, CoreMsg};
+use self::state::Shared;
+use crate::config::Config;
+
+/// Runs the server until the process is stopped. Returns an error if it cannot start.
+pub fn run(config: Config) -> Result<(), String> {
+    let cores = if config.threads == 0 {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    } else {
+        config.threads
+    };
+    let port = resolve_port(&config)?;
+    let addrs = listen_addrs(&config, port);
+    let shared = Arc::new(Shared::new(config, cores, crate::command::table::registry().len()));
+    shared.port.store(port as usize, Relaxed);
+    // Bind once up front so a port in use is reported clearly before any executor starts.
+    probe_bind(&addrs)?;
+
+    let mesh = MeshBuilder::<CoreMsg, _>::full(cores, 1024);
+    let placement = if cores <= std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) {
+        PoolPlacement::MaxSpread(cores, None)
+    } else {
+        PoolPlacement::Unbound(cores)
+    };
+    tracing::info!(port, threads = cores, "tallykv {} starting", env!("CARGO_PKG_VERSION"));
+    let handles = LocalExecutorPoolBuilder::new(placement)
+        .name("tallykv-core")
+        // No file I/O goes through glommio's DMA buffers; keep locked memory small so the
+        // server starts under the default `ulimit -l`.
+        .io_memory(512 * 1024)
+        .ring_depth(256)
+        .on_all_shards(move || {
+            let shared = shared.clone();
+            let mesh = mesh.clone();
+            let addrs = addrs.clone();
+            async move { core_main(shared, mesh, addrs).await }
+        })
+        .map_err(|e| format!("cannot start executors: {e}"))?;
+    for r in handles.join_all() {
+        match r {
+            Ok(Err(e)) => return Err(e),
+            Err(e) => return Err(format!("executor failed: {e:?}")),
+            Ok(Ok(())) => {}
+        }
+    }
+    Ok(())
+}
+
+/// The port to listen on: the configured one, or a free one chosen now when it is 0.
+fn resolve_port(config: &Config) -> Result<u16, String> {
+    if config.port != 0 {
+        return Ok(config.port);
+    }
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot pick a free port: {e}"))?;
+    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+/// Socket addresses for the bind list (`*` → 0.0.0.0, `::*` → ::; a leading `-` marks an
+/// address that may be unavailable, e.g. IPv6 on a host without it).
+fn listen_addrs(config: &Config, port: u16) -> Vec<(String, bool)> {
+    config
+        .bind_addrs()
+        .into_iter()
+        .map(|b| {
+            let host = if b.host.contains(':') { format!("[{}]", b.host) } else { b.host.clone() };
+            (format!("{host}:{port}"), b.optional)
+        })
+        .collect()
+}
+
+fn probe_bind(addrs: &[(String, bool)]) -> Result<(), String> {
+    for (addr, optional) in addrs {
+        if let Err(e) = std::net::TcpListener::bind(addr.as_str())
+            && !optional
+        {
+            return Err(format!("Could not create server TCP listening socket {addr}: {e}"));
+        }
+    }
+    Ok(())
+}
+
+async fn core_main(shared: Arc<Shared>, mesh: MeshBuilder<CoreMsg, glommio::channels::channel_mesh::Full>, addrs: Vec<(String, bool)>) -> Result<(), String> {
+    let (senders, receivers) = mesh.join().await.map_err(|_| "cannot join the core mesh".to_string())?;
+    let id = senders.peer_id();
+    let core = Rc::new(Core::new(id, shared.clone(), senders));
+    core.spawn_receivers(receivers);
+    spawn_ticker(core.clone());
+    let mut listeners = Vec::new();
+    for (addr, optional) in &addrs {
+        match TcpListener::bind(addr.as_str()) {
+            Ok(l) => listeners.push(l),
+            Err(e) if *optional => tracing::debug!("optional listener {addr} not available: {e}"),
+            Err(e) => return Err(format!("Could not create server TCP listening socket {addr}: {e}")),
+        }
+    }
+    if id == 0 {
+        tracing::info!("Ready to accept connections tcp on port {}", shared.port());
+    }
+    let accepts: Vec<_> = listeners
+        .into_iter()
+        .map(|listener| {
+            let core = core.clone();
+            glommio::spawn_local(async move {
+                loop {
+                    match listener.accept().await {
+                        Ok(stream) => {
+                            glommio::spawn_local(conn::serve(core.clone(), stream)).detach();
+                        }
+                        Err(e) => {
+                            tracing::warn!("accept failed: {e}");
+                            glommio::timer::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    futures::future::join_all(accepts).await;
+    Ok(())
+}
+
+/// Per-core background work: the active expiry cycle (hz times a second, at most 25% of a
+/// tick), eviction when over maxmemory, and (core 0) memory and ops/sec sampling.
+fn spawn_ticker(core: Rc<Core>) {
+    glommio::spawn_local(async move {
+        let mut last_sample = Instant::now();
+        loop {
+            let hz = core.shared.config.runtime.hz().clamp(1, 500);
+            let period = Duration::from_micros(1_000_000 / hz as u64);
+            glommio::timer::sleep(period).await;
+            active_expire(&core, period / 4).await;
+            if core.id == 0 && last_sample.elapsed() >= Duration::from_millis(100) {
+                last_sample = Instant::now();
+                core.shared.memory.refresh();
+                sample_ops(&core.shared);
+            }
+        }
+    })
+    .detach();
+}
+
+/// Valkey's adaptive rule: keep expiring while more than 10% of the keys checked had
+/// expired, within the time budget; yield to connections between steps.
+async fn active_expire(core: &Rc<Core>, budget: Duration) {
+    let started = Instant::now();
+    loop {
+        let step = {
+            let mut shard = core.shard.borrow_mut();
+            shard.active_expire_step(crate::util::now_ms(), 200)
+        };
+        if step.checked == 0 || step.expired * 10 < step.checked || started.elapsed() >= budget {
+            break;
+        }
+        glommio::yield_if_needed().await;
+    }
+    core.shared.shard_stats[core.id].expire_cycle_cpu_us.add(started.elapsed().as_micros() as u64);
+    core.shared.memory.publish(core.id);
+}
+
+static OPS_SAMPLES: [AtomicU64; 16] = [const { AtomicU64::new(0) }; 16];
+static OPS_LAST: AtomicU64 = AtomicU64::new(0);
+static OPS_INDEX: AtomicU64 = AtomicU64::new(0);
+
+/// Records commands/second over the last 100 ms (called by core 0 only).
+fn sample_ops(shared: &Shared) {
+    let total = shared.sum_cores(|c| c.commands_processed.get());
+    let last = OPS_LAST.swap(total, Relaxed);
+    let i = OPS_INDEX.fetch_add(1, Relaxed) as usize % OPS_SAMPLES.len();
+    OPS_SAMPLES[i].store(total.saturating_sub(last) * 10, Relaxed);
+}
+
+/// INFO's instantaneous_ops_per_sec: the mean of the last 16 samples.
+pub fn ops_per_sec() -> u64 {
+    OPS_SAMPLES.iter().map(|s| s.load(Relaxed)).sum::<u64>() / OPS_SAMPLES.len() as u64
+}

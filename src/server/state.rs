@@ -1,0 +1,99 @@
+//! State shared by every core: configuration, statistics, the client registry, memory.
+//! Nothing here is on a lock-protected data path: counters are per-core single-writer atomics,
+//! and the registry mutex is taken only on connect, disconnect and CLIENT commands.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::config::Config;
+use crate::metrics::{CoreStats, Memory};
+use crate::shard::ShardStats;
+
+/// What CLIENT LIST/INFO show about a connection; owned by its connection task, readable by all.
+pub struct ClientInfo {
+    pub id: u64,
+    pub addr: String,
+    pub laddr: String,
+    pub fd: i32,
+    pub created_ms: u64,
+    pub last_interaction_ms: AtomicU64,
+    /// Registry id of the last command, +1 (0 = none yet).
+    pub last_cmd: AtomicUsize,
+    pub resp: AtomicUsize,
+    pub query_buf: AtomicUsize,
+    pub meta: Mutex<ClientMeta>,
+}
+
+#[derive(Default, Clone)]
+pub struct ClientMeta {
+    pub name: Option<String>,
+    pub lib_name: Option<String>,
+    pub lib_ver: Option<String>,
+}
+
+pub struct Shared {
+    pub config: Config,
+    pub cores: usize,
+    pub shard_stats: Vec<Arc<ShardStats>>,
+    pub core_stats: Vec<Arc<CoreStats>>,
+    pub clients: Mutex<BTreeMap<u64, Arc<ClientInfo>>>,
+    pub next_client_id: AtomicU64,
+    pub connected_clients: AtomicUsize,
+    pub memory: Memory,
+    pub started: Instant,
+    pub started_unix_ms: u64,
+    pub run_id: String,
+    /// The port actually bound (differs from the config when it said 0).
+    pub port: AtomicUsize,
+    pub lastsave_unix: AtomicU64,
+    pub executable: String,
+    pub config_file: String,
+}
+
+impl Shared {
+    pub fn new(config: Config, cores: usize, commands: usize) -> Shared {
+        let now = crate::util::now_ms();
+        Shared {
+            config,
+            cores,
+            shard_stats: (0..cores).map(|_| Arc::new(ShardStats::default())).collect(),
+            core_stats: (0..cores).map(|_| Arc::new(CoreStats::new(commands))).collect(),
+            clients: Mutex::new(BTreeMap::new()),
+            next_client_id: AtomicU64::new(1),
+            connected_clients: AtomicUsize::new(0),
+            memory: Memory::new(),
+            started: Instant::now(),
+            started_unix_ms: now,
+            run_id: random_run_id(),
+            port: AtomicUsize::new(0),
+            lastsave_unix: AtomicU64::new(now / 1000),
+            executable: std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default(),
+            config_file: String::new(),
+        }
+    }
+
+    #[inline]
+    pub fn proto_max_bulk_len(&self) -> usize {
+        self.config.runtime.proto_max_bulk_len()
+    }
+
+    /// Sum of a per-shard counter over all cores.
+    pub fn sum_shards(&self, f: impl Fn(&ShardStats) -> u64) -> u64 {
+        self.shard_stats.iter().map(|s| f(s)).sum()
+    }
+
+    /// Sum of a per-core counter over all cores.
+    pub fn sum_cores(&self, f: impl Fn(&CoreStats) -> u64) -> u64 {
+        self.core_stats.iter().map(|s| f(s)).sum()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port.load(Relaxed) as u16
+    }
+}
+
+fn random_run_id() -> String {
+    (0..40).map(|_| char::from_digit(fastrand::u32(..16), 16).expect("digit below 16")).collect()
+}

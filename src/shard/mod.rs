@@ -1,0 +1,460 @@
+//! One core's keyspace: the keys of the hash slots this core owns, their values, expiry,
+//! eviction and access metadata.
+//!
+//! A shard knows nothing of sockets, Raft or disk. Reads go through `get`/`peek`; every change
+//! goes through [`Shard::apply`] with a [`Mutation`] record, so persistence and replication can
+//! replay exactly what happened. Keys live in one hash table per slot: SCAN walks slots in
+//! order (a stable cursor), COUNTKEYSINSLOT is a length, and a slot can later move between
+//! cores or nodes as a unit.
+
+pub mod entry;
+mod evict;
+mod expire;
+pub mod hash;
+pub mod mutation;
+pub mod scan;
+pub mod stats;
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use hashbrown::HashTable;
+
+use crate::cluster::{key_slot, SLOT_COUNT};
+pub use entry::{Entry, Kind, Value};
+pub use evict::{idle_ms, lfu_decayed, EvictPolicy};
+pub use hash::{HashLimits, HashObj};
+pub use mutation::{Mutation, Ttl};
+pub use stats::ShardStats;
+
+/// How the access field of entries is maintained (it follows maxmemory-policy, as in Valkey).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessMode {
+    Lru,
+    Lfu { log_factor: u32, decay_minutes: u32 },
+}
+
+#[derive(Default)]
+struct SlotTable {
+    table: HashTable<Entry>,
+    /// Keys in this slot that have an expiry (lets the expiry cycle skip slots).
+    volatile: u32,
+}
+
+pub struct Shard {
+    slots: Box<[SlotTable]>,
+    owned: Range<usize>,
+    /// One bit per slot that holds keys, for fast random sampling in sparse keyspaces.
+    nonempty: Box<[u64]>,
+    hasher: ahash::RandomState,
+    keys: usize,
+    volatile: usize,
+    pub stats: Arc<ShardStats>,
+    pub hash_limits: HashLimits,
+    pub access_mode: AccessMode,
+    evict_pool: evict::Pool,
+    expire_cursor: u64,
+}
+
+/// Valkey's LRU clock: seconds, 24 bits, wrapping.
+pub const LRU_CLOCK_MAX: u32 = (1 << 24) - 1;
+
+pub fn lru_clock(now_ms: u64) -> u32 {
+    ((now_ms / 1000) as u32) & LRU_CLOCK_MAX
+}
+
+impl Shard {
+    /// A shard owning `owned` slots.
+    pub fn new(owned: Range<usize>, stats: Arc<ShardStats>) -> Shard {
+        let mut slots = Vec::with_capacity(SLOT_COUNT);
+        slots.resize_with(SLOT_COUNT, SlotTable::default);
+        Shard {
+            slots: slots.into_boxed_slice(),
+            owned,
+            nonempty: vec![0u64; SLOT_COUNT / 64].into_boxed_slice(),
+            hasher: ahash::RandomState::new(),
+            keys: 0,
+            volatile: 0,
+            stats,
+            hash_limits: HashLimits::default(),
+            access_mode: AccessMode::Lru,
+            evict_pool: evict::Pool::default(),
+            expire_cursor: 0,
+        }
+    }
+
+    pub fn owned_slots(&self) -> Range<usize> {
+        self.owned.clone()
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys == 0
+    }
+
+    /// Keys with an expiry.
+    pub fn volatile_len(&self) -> usize {
+        self.volatile
+    }
+
+    pub fn count_in_slot(&self, slot: usize) -> usize {
+        self.slots[slot].table.len()
+    }
+
+    #[inline]
+    fn locate(&self, key: &[u8]) -> (usize, u64) {
+        (key_slot(key) as usize, self.hasher.hash_one(key))
+    }
+
+    /// The live entry for `key`, with its access metadata updated (a read or write by a
+    /// command). An expired key is deleted here (lazy expiry) and reads as absent.
+    pub fn get(&mut self, key: &[u8], now: u64) -> Option<&mut Entry> {
+        self.lookup(key, now, false)
+    }
+
+    /// `get` for a read command: also counts a keyspace hit or miss (Valkey's lookupKeyRead).
+    pub fn get_read(&mut self, key: &[u8], now: u64) -> Option<&mut Entry> {
+        self.lookup(key, now, true)
+    }
+
+    #[inline]
+    fn lookup(&mut self, key: &[u8], now: u64, count: bool) -> Option<&mut Entry> {
+        let (slot, hash) = self.locate(key);
+        // Find the bucket once; the index then gives O(1) access without re-probing.
+        let found = self.slots[slot].table.find_bucket_index(hash, |e| e.key() == key);
+        let live = found.filter(|&i| !self.slots[slot].table.get_bucket(i).is_some_and(|e| e.is_expired(now)));
+        if count {
+            let counter = if live.is_some() { &self.stats.keyspace_hits } else { &self.stats.keyspace_misses };
+            counter.inc();
+        }
+        if found.is_some() && live.is_none() {
+            self.delete_expired(key, now);
+            return None;
+        }
+        let mode = self.access_mode;
+        let entry = self.slots[slot].table.get_bucket_mut(live?)?;
+        touch(entry, mode, now);
+        Some(entry)
+    }
+
+    /// The live entry for `key` without touching its access metadata (OBJECT, TTL, TYPE do
+    /// not count as an access in Valkey). Expired keys read as absent but are not deleted.
+    pub fn peek(&self, key: &[u8], now: u64) -> Option<&Entry> {
+        let (slot, hash) = self.locate(key);
+        self.slots[slot].table.find(hash, |e| e.key() == key).filter(|e| !e.is_expired(now))
+    }
+
+    /// Lazy-expiry deletion: counted in `expired_keys`.
+    fn delete_expired(&mut self, key: &[u8], _now: u64) {
+        self.apply(Mutation::Del { key });
+        self.stats.expired_keys.inc();
+    }
+
+    /// Applies one mutation record. Deterministic: the same records applied to the same state
+    /// give the same state on every replica. Returns false only when the record had nothing
+    /// to act on (a DEL or EXPIRE of a missing key).
+    pub fn apply(&mut self, m: Mutation<'_>) -> bool {
+        match m {
+            Mutation::SetStr { key, value, ttl } => {
+                self.put(key, Value::from_bytes(value), ttl);
+                true
+            }
+            Mutation::SetInt { key, value, ttl } => {
+                self.put(key, Value::Int(value), ttl);
+                true
+            }
+            Mutation::Append { key, tail } => {
+                self.update_string(key, |cur| cur.extend_from_slice(tail));
+                true
+            }
+            Mutation::SetRange { key, offset, data } => {
+                self.update_string(key, |cur| {
+                    let end = offset + data.len();
+                    if cur.len() < end {
+                        cur.resize(end, 0);
+                    }
+                    cur[offset..end].copy_from_slice(data);
+                });
+                true
+            }
+            Mutation::HSet { key, pairs } => {
+                let limits = self.hash_limits;
+                let entry = self.entry_or_insert(key, || Value::Hash(Box::default()));
+                if let Value::Hash(h) = &mut entry.value {
+                    for pair in pairs.chunks_exact(2) {
+                        h.set(pair[0], pair[1], limits);
+                    }
+                }
+                true
+            }
+            Mutation::HDel { key, fields } => {
+                let (slot, hash) = self.locate(key);
+                let Ok(mut found) = self.slots[slot].table.find_entry(hash, |e| e.key() == key) else {
+                    return false;
+                };
+                let now_empty = match &mut found.get_mut().value {
+                    Value::Hash(h) => {
+                        for f in fields {
+                            h.remove(f);
+                        }
+                        h.is_empty()
+                    }
+                    _ => false,
+                };
+                if now_empty {
+                    self.remove(key);
+                }
+                true
+            }
+            Mutation::Expire { key, at } => self.set_expire(key, at),
+            Mutation::Del { key } => self.remove(key).is_some(),
+            Mutation::Rename { from, to } => match self.remove(from) {
+                Some(entry) => {
+                    let expire = entry.expire_at();
+                    self.insert_entry(Entry::new(to, entry.value, 0, entry.access), expire);
+                    true
+                }
+                None => false,
+            },
+            Mutation::Restore { key, value, expire_at } => {
+                let ttl = expire_at.map_or(Ttl::Clear, Ttl::At);
+                self.put(key, value, ttl);
+                true
+            }
+            Mutation::FlushAll => {
+                for slot in self.owned.clone() {
+                    self.slots[slot] = SlotTable::default();
+                }
+                self.nonempty.iter_mut().for_each(|w| *w = 0);
+                self.keys = 0;
+                self.volatile = 0;
+                self.evict_pool.clear();
+                self.sync_counts();
+                true
+            }
+        }
+    }
+
+    /// Replaces (or creates) `key` with `value`, handling the TTL as `ttl` says.
+    fn put(&mut self, key: &[u8], value: Value, ttl: Ttl) {
+        let (slot, hash) = self.locate(key);
+        let access = self.fresh_access();
+        let table = &mut self.slots[slot].table;
+        let hasher = &self.hasher;
+        match table.entry(hash, |e| e.key() == key, |e| hasher.hash_one(e.key())) {
+            hashbrown::hash_table::Entry::Occupied(mut o) => {
+                let entry = o.get_mut();
+                entry.value = value;
+                let had = entry.expire_at().is_some();
+                match ttl {
+                    Ttl::Keep => {}
+                    Ttl::Clear => entry.set_expire_raw(None),
+                    Ttl::At(at) => entry.set_expire_raw(Some(at)),
+                }
+                let has = entry.expire_at().is_some();
+                self.adjust_volatile(slot, had, has);
+            }
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                let at = match ttl {
+                    Ttl::At(at) => at,
+                    _ => 0,
+                };
+                v.insert(Entry::new(key, value, at, access));
+                self.after_insert(slot, at != 0);
+            }
+        }
+    }
+
+    fn insert_entry(&mut self, mut entry: Entry, expire: Option<u64>) {
+        let key: Box<[u8]> = entry.key().into();
+        self.remove(&key);
+        entry.set_expire_raw(expire);
+        let (slot, hash) = self.locate(&key);
+        let hasher = &self.hasher;
+        self.slots[slot].table.insert_unique(hash, entry, |e| hasher.hash_one(e.key()));
+        self.after_insert(slot, expire.is_some());
+    }
+
+    fn entry_or_insert(&mut self, key: &[u8], make: impl FnOnce() -> Value) -> &mut Entry {
+        let (slot, hash) = self.locate(key);
+        let exists = self.slots[slot].table.find(hash, |e| e.key() == key).is_some();
+        if !exists {
+            let access = self.fresh_access();
+            let hasher = &self.hasher;
+            self.slots[slot].table.insert_unique(hash, Entry::new(key, make(), 0, access), |e| {
+                hasher.hash_one(e.key())
+            });
+            self.after_insert(slot, false);
+        }
+        self.slots[slot].table.find_mut(hash, |e| e.key() == key).expect("present: found or inserted above")
+    }
+
+    /// Applies `f` to the string form of `key` (empty when missing), keeping the TTL.
+    fn update_string(&mut self, key: &[u8], f: impl FnOnce(&mut Vec<u8>)) {
+        let entry = self.entry_or_insert(key, || Value::Str(Box::default()));
+        let mut bytes = match std::mem::replace(&mut entry.value, Value::Int(0)) {
+            Value::Str(s) => s.into_vec(),
+            Value::Int(i) => itoa::Buffer::new().format(i).as_bytes().to_vec(),
+            // A hash here means the command did not check the type: a bug, but keep the data.
+            other @ Value::Hash(_) => {
+                entry.value = other;
+                return;
+            }
+        };
+        f(&mut bytes);
+        // Valkey keeps APPEND/SETRANGE results raw-encoded even when they look numeric.
+        entry.value = Value::Str(bytes.into_boxed_slice());
+    }
+
+    fn set_expire(&mut self, key: &[u8], at: Option<u64>) -> bool {
+        let (slot, hash) = self.locate(key);
+        let Some(entry) = self.slots[slot].table.find_mut(hash, |e| e.key() == key) else {
+            return false;
+        };
+        let had = entry.expire_at().is_some();
+        entry.set_expire_raw(at);
+        self.adjust_volatile(slot, had, at.is_some());
+        true
+    }
+
+    /// Removes `key`, returning its entry.
+    pub(crate) fn remove(&mut self, key: &[u8]) -> Option<Entry> {
+        let (slot, hash) = self.locate(key);
+        let found = self.slots[slot].table.find_entry(hash, |e| e.key() == key).ok()?;
+        let (entry, _) = found.remove();
+        self.after_remove(slot, entry.expire_at().is_some());
+        Some(entry)
+    }
+
+    fn after_insert(&mut self, slot: usize, volatile: bool) {
+        self.keys += 1;
+        self.nonempty[slot / 64] |= 1 << (slot % 64);
+        if volatile {
+            self.slots[slot].volatile += 1;
+            self.volatile += 1;
+        }
+        self.sync_counts();
+    }
+
+    fn after_remove(&mut self, slot: usize, volatile: bool) {
+        self.keys -= 1;
+        if self.slots[slot].table.is_empty() {
+            self.nonempty[slot / 64] &= !(1 << (slot % 64));
+        }
+        if volatile {
+            self.slots[slot].volatile -= 1;
+            self.volatile -= 1;
+        }
+        self.sync_counts();
+    }
+
+    fn adjust_volatile(&mut self, slot: usize, had: bool, has: bool) {
+        match (had, has) {
+            (false, true) => {
+                self.slots[slot].volatile += 1;
+                self.volatile += 1;
+            }
+            (true, false) => {
+                self.slots[slot].volatile -= 1;
+                self.volatile -= 1;
+            }
+            _ => return,
+        }
+        self.sync_counts();
+    }
+
+    fn sync_counts(&self) {
+        self.stats.keys.set(self.keys as u64);
+        self.stats.expires.set(self.volatile as u64);
+    }
+
+    fn fresh_access(&self) -> u32 {
+        match self.access_mode {
+            AccessMode::Lru => lru_clock(crate::util::now_ms()),
+            AccessMode::Lfu { .. } => evict::lfu_fresh(crate::util::now_ms()),
+        }
+    }
+
+    /// Calls `f` for every live key of `slot` (KEYS, and tests).
+    pub fn for_each_in_slot(&self, slot: usize, now: u64, mut f: impl FnMut(&Entry)) {
+        for e in self.slots[slot].table.iter() {
+            if !e.is_expired(now) {
+                f(e);
+            }
+        }
+    }
+
+    /// One SCAN step within `slot` from `cursor`; returns the next in-slot cursor (0 = done).
+    pub fn scan_slot(&self, slot: usize, cursor: u64, count: usize, f: impl FnMut(&Entry)) -> u64 {
+        scan::scan_table(&self.slots[slot].table, cursor, count, f)
+    }
+
+    /// A random live key's entry (RANDOMKEY), or None when the shard is empty.
+    pub fn random_entry(&mut self, now: u64) -> Option<&Entry> {
+        // Expired keys found while sampling are deleted, as Valkey's RANDOMKEY does; give up
+        // after a bounded number of tries when nearly everything has expired.
+        for _ in 0..100 {
+            let (slot, index) = self.random_position(false)?;
+            let expired = {
+                let e = self.slots[slot].table.get_bucket(index).expect("sampled a full bucket");
+                e.is_expired(now)
+            };
+            if !expired {
+                return self.slots[slot].table.get_bucket(index);
+            }
+            let key: Box<[u8]> = self.slots[slot].table.get_bucket(index).expect("full").key().into();
+            self.delete_expired(&key, now);
+        }
+        None
+    }
+
+    /// A random full bucket: (slot, bucket index). With `volatile_only`, only slots that hold
+    /// keys with an expiry are considered (the entry itself may still be persistent).
+    fn random_position(&self, volatile_only: bool) -> Option<(usize, usize)> {
+        if self.keys == 0 || (volatile_only && self.volatile == 0) {
+            return None;
+        }
+        let span = self.owned.len();
+        let start = self.owned.start + fastrand::usize(..span);
+        let mut slot = None;
+        for i in 0..span {
+            let s = self.owned.start + (start - self.owned.start + i) % span;
+            if self.nonempty[s / 64] & (1 << (s % 64)) == 0 {
+                continue;
+            }
+            if volatile_only && self.slots[s].volatile == 0 {
+                continue;
+            }
+            slot = Some(s);
+            break;
+        }
+        let slot = slot?;
+        let table = &self.slots[slot].table;
+        let buckets = table.num_buckets();
+        for _ in 0..16 {
+            let i = fastrand::usize(..buckets);
+            if table.get_bucket(i).is_some() {
+                return Some((slot, i));
+            }
+        }
+        let start = fastrand::usize(..buckets);
+        (0..buckets).map(|i| (start + i) % buckets).find(|&i| table.get_bucket(i).is_some()).map(|i| (slot, i))
+    }
+}
+
+/// Records an access in the entry's metadata (LRU clock, or LFU counter with decay).
+#[inline]
+fn touch(entry: &mut Entry, mode: AccessMode, now: u64) {
+    match mode {
+        AccessMode::Lru => entry.access = lru_clock(now),
+        AccessMode::Lfu { log_factor, decay_minutes } => {
+            entry.access = evict::lfu_touch(entry.access, now, log_factor, decay_minutes)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

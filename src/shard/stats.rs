@@ -1,0 +1,41 @@
+//! Per-shard counters, written only by the shard's own core and read by any core (INFO).
+//! Single-writer, so an increment is a plain load + store, not a locked read-modify-write.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// A counter with exactly one writer thread.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+    #[inline]
+    pub fn inc(&self) {
+        self.add(1);
+    }
+    #[inline]
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Relaxed);
+    }
+    #[inline]
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// Keyspace figures of one shard, as INFO reports them (summed over shards).
+#[derive(Debug, Default)]
+#[repr(align(128))] // keep shards' counters on separate cache lines
+pub struct ShardStats {
+    pub keys: Counter,
+    pub expires: Counter,
+    pub expired_keys: Counter,
+    pub expired_stale_perc_x100: Counter,
+    pub expire_cycle_cpu_us: Counter,
+    pub evicted_keys: Counter,
+    pub keyspace_hits: Counter,
+    pub keyspace_misses: Counter,
+}

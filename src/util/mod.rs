@@ -1,0 +1,21 @@
+//! Small pure helpers that must match Valkey byte for byte.
+//!
+//! * [`num`]: `string2ll` / `string2d` parsing, integer formatting.
+//! * [`float`]: INCRBYFLOAT / HINCRBYFLOAT in C `long double`
+//!   (`longdouble.c`, built by `build.rs`) and Valkey 8 double replies.
+//! * [`glob`]: `stringmatchlen` glob matching.
+//! * [`time`]: wall-clock now in ms / µs.
+
+mod dtoa;
+pub mod float;
+pub mod glob;
+pub mod num;
+pub mod time;
+
+pub use float::{
+    FloatError, check_hincrbyfloat_increment, format_double, hincr_by_float, incr_by_float,
+    is_valid_long_double,
+};
+pub use glob::glob_match;
+pub use num::{format_i64, parse_f64, parse_i64};
+pub use time::{now_ms, now_us};

@@ -1,0 +1,143 @@
+//! Test harness: starts the real `tallykv-server` binary on a free port and hands out
+//! redis-rs connections to it. The server is killed when the handle drops.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Server {
+    child: Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+/// A port that was free a moment ago (the server is retried on another if it is taken).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("local addr").port()
+}
+
+impl Server {
+    /// Starts a server with the default configuration plus `args` (`--directive value` pairs).
+    pub fn start(args: &[&str]) -> Server {
+        for _ in 0..5 {
+            if let Some(s) = Self::try_start(args) {
+                return s;
+            }
+        }
+        panic!("tallykv-server did not start after 5 attempts");
+    }
+
+    fn try_start(args: &[&str]) -> Option<Server> {
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tallykv-server"));
+        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--dir"])
+            .arg(dir.path())
+            .args(["--loglevel", "warning"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        if !args.contains(&"--threads") {
+            cmd.args(["--threads", "2"]);
+        }
+        let mut child = cmd.spawn().expect("spawn tallykv-server");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return None; // exited: most likely the port was taken meanwhile
+            }
+            if let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+                && let Ok(mut c) = client.get_connection_with_timeout(Duration::from_millis(200))
+                && redis::cmd("PING").query::<String>(&mut c).is_ok()
+            {
+                return Some(Server { child, port, dir });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        None
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// A RESP2 connection.
+    pub fn conn(&self) -> redis::Connection {
+        let client = redis::Client::open(self.url()).expect("client");
+        let c = client.get_connection_with_timeout(Duration::from_secs(5)).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(30))).expect("read timeout");
+        c
+    }
+
+    /// A RESP3 connection (HELLO 3).
+    pub fn conn3(&self) -> redis::Connection {
+        let client = redis::Client::open(format!("{}?protocol=resp3", self.url())).expect("client");
+        let c = client.get_connection_with_timeout(Duration::from_secs(5)).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(30))).expect("read timeout");
+        c
+    }
+
+    /// A raw TCP stream, for protocol-level tests.
+    pub fn raw(&self) -> std::net::TcpStream {
+        let s = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        s
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a command and returns its result (reply or server error) for exact comparisons.
+pub fn run<T: redis::FromRedisValue>(c: &mut redis::Connection, args: &[&str]) -> redis::RedisResult<T> {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query(c)
+}
+
+/// The full error text of a failing command (e.g. "ERR syntax error").
+pub fn err(c: &mut redis::Connection, args: &[&str]) -> String {
+    match run::<redis::Value>(c, args) {
+        Ok(v) => panic!("expected an error from {args:?}, got {v:?}"),
+        Err(e) => error_text(&e),
+    }
+}
+
+/// The error's code and message joined the way the server sent them.
+pub fn error_text(e: &redis::RedisError) -> String {
+    match (e.code(), e.detail()) {
+        (Some(code), Some(detail)) => format!("{code} {detail}"),
+        (Some(code), None) => code.to_string(),
+        _ => e.to_string(),
+    }
+}
+
+/// Polls `f` until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    f()
+}
