@@ -18,7 +18,11 @@ fn main() {
         return;
     }
     if args.iter().any(|a| a == "--version" || a == "-v") {
-        println!("tallykv-server v={} (redis compatible {})", env!("CARGO_PKG_VERSION"), tallykv::REDIS_COMPAT_VERSION);
+        println!(
+            "tallykv-server v={} (redis compatible {})",
+            env!("CARGO_PKG_VERSION"),
+            tallykv::REDIS_COMPAT_VERSION
+        );
         return;
     }
     let config = match tallykv::config::Config::from_args(&args) {
@@ -44,12 +48,21 @@ fn main() {
 
 fn init_logging(config: &tallykv::config::Config) {
     let filter = config.runtime.loglevel().level_filter();
-    let builder = tracing_subscriber::fmt().with_max_level(filter).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(filter)
+        .with_target(false);
     if config.logfile.is_empty() {
         builder.init();
     } else {
-        match std::fs::OpenOptions::new().create(true).append(true).open(&config.logfile) {
-            Ok(f) => builder.with_ansi(false).with_writer(std::sync::Mutex::new(f)).init(),
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&config.logfile)
+        {
+            Ok(f) => builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(f))
+                .init(),
             Err(e) => {
                 eprintln!("Can't open the log file: {e}");
                 std::process::exit(1);

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{err, run, Server};
+use common::{Server, err, run};
 
 #[test]
 fn ping_set_get_across_cores() {
@@ -11,14 +11,20 @@ fn ping_set_get_across_cores() {
     assert_eq!(run::<String>(&mut c, &["PING"]).unwrap(), "PONG");
     for i in 0..200 {
         let k = format!("key:{i}");
-        assert_eq!(run::<String>(&mut c, &["SET", &k, &i.to_string()]).unwrap(), "OK");
+        assert_eq!(
+            run::<String>(&mut c, &["SET", &k, &i.to_string()]).unwrap(),
+            "OK"
+        );
     }
     for i in 0..200 {
         let k = format!("key:{i}");
         assert_eq!(run::<i64>(&mut c, &["GET", &k]).unwrap(), i);
     }
     assert_eq!(run::<i64>(&mut c, &["DBSIZE"]).unwrap(), 200);
-    assert_eq!(err(&mut c, &["GET"]), "ERR wrong number of arguments for 'get' command");
+    assert_eq!(
+        err(&mut c, &["GET"]),
+        "ERR wrong number of arguments for 'get' command"
+    );
 }
 
 #[test]

@@ -3,4 +3,4 @@
 
 pub mod slot;
 
-pub use slot::{key_slot, Slot, SLOT_COUNT};
+pub use slot::{SLOT_COUNT, Slot, key_slot};

@@ -1,12 +1,12 @@
 //! Connection commands: PING, ECHO, HELLO, SELECT, QUIT, RESET, AUTH, CLIENT.
 //! They run on the connection's own core with the connection's state.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Bytes;
 
-use super::{is, lossy, SYNTAX_ERROR};
+use super::{SYNTAX_ERROR, is, lossy};
 use crate::protocol::Out;
 use crate::server::state::{ClientInfo, Shared};
 
@@ -71,7 +71,8 @@ pub fn auth(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
     if args.len() == 2 {
         ctx.out.error(NO_PASSWORD);
     } else {
-        ctx.out.error("WRONGPASS invalid username-password pair or user is disabled.");
+        ctx.out
+            .error("WRONGPASS invalid username-password pair or user is disabled.");
     }
 }
 
@@ -87,7 +88,8 @@ pub fn hello(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
                 return;
             }
             None => {
-                ctx.out.error("ERR Protocol version is not an integer or out of range");
+                ctx.out
+                    .error("ERR Protocol version is not an integer or out of range");
                 return;
             }
         }
@@ -104,7 +106,10 @@ pub fn hello(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
             name = Some(&args[i + 1]);
             i += 2;
         } else {
-            ctx.out.error(&format!("ERR Syntax error in HELLO option '{}'", lossy(&args[i], 128)));
+            ctx.out.error(&format!(
+                "ERR Syntax error in HELLO option '{}'",
+                lossy(&args[i], 128)
+            ));
             return;
         }
     }
@@ -113,11 +118,15 @@ pub fn hello(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
             ctx.out.error(BAD_NAME);
             return;
         }
-        ctx.client.info.meta.lock().expect("client meta lock").name = Some(lossy(n, usize::MAX)).filter(|s| !s.is_empty());
+        ctx.client.info.meta.lock().expect("client meta lock").name =
+            Some(lossy(n, usize::MAX)).filter(|s| !s.is_empty());
     }
     ctx.client.resp3 = resp3;
     ctx.out.resp3 = resp3;
-    ctx.client.info.resp.store(if resp3 { 3 } else { 2 }, Relaxed);
+    ctx.client
+        .info
+        .resp
+        .store(if resp3 { 3 } else { 2 }, Relaxed);
     ctx.out.map(7);
     ctx.out.bulk(b"server");
     ctx.out.bulk(b"tallykv");
@@ -153,7 +162,14 @@ pub fn client_setname(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
 }
 
 pub fn client_getname(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
-    let name = ctx.client.info.meta.lock().expect("client meta lock").name.clone();
+    let name = ctx
+        .client
+        .info
+        .meta
+        .lock()
+        .expect("client meta lock")
+        .name
+        .clone();
     match name {
         Some(n) => ctx.out.bulk(n.as_bytes()),
         None => ctx.out.nil(),
@@ -168,7 +184,10 @@ pub fn client_setinfo(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
     let value = &args[3];
     let lib_name = is(&args[2], "LIB-NAME");
     if !lib_name && !is(&args[2], "LIB-VER") {
-        ctx.out.error(&format!("ERR Unrecognized option '{}'", lossy(&args[2], 128)));
+        ctx.out.error(&format!(
+            "ERR Unrecognized option '{}'",
+            lossy(&args[2], 128)
+        ));
         return;
     }
     if !valid_client_name(value) {
@@ -230,7 +249,8 @@ pub fn client_list(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
                 i += 2;
                 continue;
             }
-            ctx.out.error(&format!("ERR Unknown client type '{}'", lossy(t, 128)));
+            ctx.out
+                .error(&format!("ERR Unknown client type '{}'", lossy(t, 128)));
             return;
         } else if is(&args[i], "ID") && i + 1 < args.len() {
             let mut list = Vec::new();
@@ -294,7 +314,9 @@ pub fn client_help(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
 /// A HELP reply in Valkey's shape: a title line, the entries, and a closing HELP line.
 pub fn help(out: &mut Out, container: &str, lines: &[&str]) {
     out.array(lines.len() + 3);
-    out.simple(&format!("{container} <subcommand> [<arg> [value] [opt] ...]. Subcommands are:"));
+    out.simple(&format!(
+        "{container} <subcommand> [<arg> [value] [opt] ...]. Subcommands are:"
+    ));
     for l in lines {
         out.simple(l);
     }

@@ -29,7 +29,11 @@ fn incr_by(ctx: &mut Ctx<'_>, key: &[u8], by: i64) {
         ctx.out.error(OVERFLOW);
         return;
     };
-    ctx.apply(Mutation::SetInt { key, value: new, ttl: Ttl::Keep });
+    ctx.apply(Mutation::SetInt {
+        key,
+        value: new,
+        ttl: Ttl::Keep,
+    });
     ctx.out.int(new);
 }
 
@@ -72,7 +76,11 @@ pub fn incrbyfloat(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     match crate::util::incr_by_float(current.as_deref(), &args[2]) {
         Ok(result) => {
             // The record carries the result, not the increment (DESIGN.md).
-            ctx.apply(Mutation::SetStr { key, value: &result, ttl: Ttl::Keep });
+            ctx.apply(Mutation::SetStr {
+                key,
+                value: &result,
+                ttl: Ttl::Keep,
+            });
             ctx.out.bulk(&result);
         }
         Err(e) => ctx.out.error(e.incrbyfloat_msg()),

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use super::{is, Ctx};
+use super::{Ctx, is};
 use crate::shard::Mutation;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,16 +69,19 @@ fn expire_generic(ctx: &mut Ctx<'_>, args: &[Bytes], unit: ExpireUnit, cmd: &str
         } else if is(a, "LT") {
             lt = true;
         } else {
-            ctx.out.error(&format!("ERR Unsupported option {}", super::lossy(a, 128)));
+            ctx.out
+                .error(&format!("ERR Unsupported option {}", super::lossy(a, 128)));
             return;
         }
     }
     if nx && (xx || gt || lt) {
-        ctx.out.error("ERR NX and XX, GT or LT options at the same time are not compatible");
+        ctx.out
+            .error("ERR NX and XX, GT or LT options at the same time are not compatible");
         return;
     }
     if gt && lt {
-        ctx.out.error("ERR GT and LT options at the same time are not compatible");
+        ctx.out
+            .error("ERR GT and LT options at the same time are not compatible");
         return;
     }
     let key = &args[1];
@@ -99,7 +102,10 @@ fn expire_generic(ctx: &mut Ctx<'_>, args: &[Bytes], unit: ExpireUnit, cmd: &str
     if when <= ctx.now as i64 {
         ctx.apply(Mutation::Del { key });
     } else {
-        ctx.apply(Mutation::Expire { key, at: Some(when as u64) });
+        ctx.apply(Mutation::Expire {
+            key,
+            at: Some(when as u64),
+        });
     }
     ctx.out.int(1);
 }
@@ -133,7 +139,11 @@ fn ttl_generic(ctx: &mut Ctx<'_>, args: &[Bytes], millis: bool, absolute: bool) 
         ctx.out.int(-1);
         return;
     };
-    let v = if absolute { at as i64 } else { (at as i64 - now as i64).max(0) };
+    let v = if absolute {
+        at as i64
+    } else {
+        (at as i64 - now as i64).max(0)
+    };
     ctx.out.int(if millis { v } else { (v + 500) / 1000 });
 }
 
@@ -170,15 +180,33 @@ mod tests {
 
     #[test]
     fn expire_arguments() {
-        assert_eq!(parse_expire(b"10", ExpireUnit::Seconds, 1000, "set"), Ok(11_000));
-        assert_eq!(parse_expire(b"10", ExpireUnit::Millis, 1000, "set"), Ok(1010));
-        assert_eq!(parse_expire(b"10", ExpireUnit::UnixSeconds, 1000, "set"), Ok(10_000));
-        assert_eq!(parse_expire(b"10", ExpireUnit::UnixMillis, 1000, "set"), Ok(10));
+        assert_eq!(
+            parse_expire(b"10", ExpireUnit::Seconds, 1000, "set"),
+            Ok(11_000)
+        );
+        assert_eq!(
+            parse_expire(b"10", ExpireUnit::Millis, 1000, "set"),
+            Ok(1010)
+        );
+        assert_eq!(
+            parse_expire(b"10", ExpireUnit::UnixSeconds, 1000, "set"),
+            Ok(10_000)
+        );
+        assert_eq!(
+            parse_expire(b"10", ExpireUnit::UnixMillis, 1000, "set"),
+            Ok(10)
+        );
         let bad = Err("ERR invalid expire time in 'set' command".to_string());
         assert_eq!(parse_expire(b"0", ExpireUnit::Seconds, 1000, "set"), bad);
         assert_eq!(parse_expire(b"-5", ExpireUnit::Millis, 1000, "set"), bad);
-        assert_eq!(parse_expire(b"9223372036854775807", ExpireUnit::Seconds, 1000, "set"), bad);
-        assert_eq!(parse_expire(b"9223372036854775807", ExpireUnit::Millis, 1000, "set"), bad);
+        assert_eq!(
+            parse_expire(b"9223372036854775807", ExpireUnit::Seconds, 1000, "set"),
+            bad
+        );
+        assert_eq!(
+            parse_expire(b"9223372036854775807", ExpireUnit::Millis, 1000, "set"),
+            bad
+        );
         assert_eq!(
             parse_expire(b"x", ExpireUnit::Seconds, 1000, "set"),
             Err("ERR value is not an integer or out of range".to_string())

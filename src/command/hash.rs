@@ -48,7 +48,9 @@ fn hset_generic(ctx: &mut Ctx<'_>, args: &[Bytes], ok_reply: bool) {
         return;
     }
     let key = &args[1];
-    let Ok(exists) = check_hash_for_write(ctx, key) else { return };
+    let Ok(exists) = check_hash_for_write(ctx, key) else {
+        return;
+    };
     // Count new fields before applying (duplicates within one call count once).
     let mut new_fields = 0;
     {
@@ -78,7 +80,11 @@ fn hset_generic(ctx: &mut Ctx<'_>, args: &[Bytes], ok_reply: bool) {
     }
     let pairs = as_slices(&args[2..]);
     ctx.apply(Mutation::HSet { key, pairs: &pairs });
-    if ok_reply { ctx.out.ok() } else { ctx.out.int(new_fields) }
+    if ok_reply {
+        ctx.out.ok()
+    } else {
+        ctx.out.int(new_fields)
+    }
 }
 
 fn count_new_fields(existing: Option<&HashObj>, pairs: &[Bytes]) -> i64 {
@@ -91,7 +97,9 @@ fn count_new_fields(existing: Option<&HashObj>, pairs: &[Bytes]) -> i64 {
 
 pub fn hsetnx(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     let key = &args[1];
-    let Ok(exists) = check_hash_for_write(ctx, key) else { return };
+    let Ok(exists) = check_hash_for_write(ctx, key) else {
+        return;
+    };
     if exists {
         let present = matches!(ctx.shard.peek(key, ctx.now).map(|e| &e.value), Some(Value::Hash(h)) if h.get(&args[2]).is_some());
         if present {
@@ -99,13 +107,18 @@ pub fn hsetnx(ctx: &mut Ctx<'_>, args: &[Bytes]) {
             return;
         }
     }
-    ctx.apply(Mutation::HSet { key, pairs: &[&args[2], &args[3]] });
+    ctx.apply(Mutation::HSet {
+        key,
+        pairs: &[&args[2], &args[3]],
+    });
     ctx.out.int(1);
 }
 
 pub fn hget(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     let field = &args[2];
-    let Ok(h) = read_hash(ctx, &args[1]) else { return };
+    let Ok(h) = read_hash(ctx, &args[1]) else {
+        return;
+    };
     match h.and_then(|h| h.get(field)) {
         Some(v) => {
             let v = v.to_vec();
@@ -116,7 +129,9 @@ pub fn hget(ctx: &mut Ctx<'_>, args: &[Bytes]) {
 }
 
 pub fn hmget(ctx: &mut Ctx<'_>, args: &[Bytes]) {
-    let Ctx { shard, now, out, .. } = ctx;
+    let Ctx {
+        shard, now, out, ..
+    } = ctx;
     let h = match shard.get_read(&args[1], *now).map(|e| &e.value) {
         None => None,
         Some(Value::Hash(h)) => Some(&**h),
@@ -147,7 +162,9 @@ pub fn hvals(ctx: &mut Ctx<'_>, args: &[Bytes]) {
 }
 
 fn hget_all_parts(ctx: &mut Ctx<'_>, args: &[Bytes], fields: bool, values: bool) {
-    let Ctx { shard, now, out, .. } = ctx;
+    let Ctx {
+        shard, now, out, ..
+    } = ctx;
     let h = match shard.get_read(&args[1], *now).map(|e| &e.value) {
         None => None,
         Some(Value::Hash(h)) => Some(&**h),
@@ -176,7 +193,9 @@ fn hget_all_parts(ctx: &mut Ctx<'_>, args: &[Bytes], fields: bool, values: bool)
 
 pub fn hdel(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     let key = &args[1];
-    let Ok(exists) = check_hash_for_write(ctx, key) else { return };
+    let Ok(exists) = check_hash_for_write(ctx, key) else {
+        return;
+    };
     if !exists {
         ctx.out.int(0);
         return;
@@ -199,25 +218,34 @@ pub fn hdel(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     };
     if removed > 0 {
         let fields = as_slices(&args[2..]);
-        ctx.apply(Mutation::HDel { key, fields: &fields });
+        ctx.apply(Mutation::HDel {
+            key,
+            fields: &fields,
+        });
     }
     ctx.out.int(removed as i64);
 }
 
 pub fn hlen(ctx: &mut Ctx<'_>, args: &[Bytes]) {
-    let Ok(h) = read_hash(ctx, &args[1]) else { return };
+    let Ok(h) = read_hash(ctx, &args[1]) else {
+        return;
+    };
     let n = h.map_or(0, |h| h.len());
     ctx.out.int(n as i64);
 }
 
 pub fn hexists(ctx: &mut Ctx<'_>, args: &[Bytes]) {
-    let Ok(h) = read_hash(ctx, &args[1]) else { return };
+    let Ok(h) = read_hash(ctx, &args[1]) else {
+        return;
+    };
     let present = h.is_some_and(|h| h.get(&args[2]).is_some());
     ctx.out.int(present as i64);
 }
 
 pub fn hstrlen(ctx: &mut Ctx<'_>, args: &[Bytes]) {
-    let Ok(h) = read_hash(ctx, &args[1]) else { return };
+    let Ok(h) = read_hash(ctx, &args[1]) else {
+        return;
+    };
     let n = h.and_then(|h| h.get(&args[2])).map_or(0, |v| v.len());
     ctx.out.int(n as i64);
 }
@@ -228,8 +256,14 @@ pub fn hincrby(ctx: &mut Ctx<'_>, args: &[Bytes]) {
         return;
     };
     let key = &args[1];
-    let Ok(exists) = check_hash_for_write(ctx, key) else { return };
-    let current = if exists { field_value(ctx, key, &args[2]) } else { None };
+    let Ok(exists) = check_hash_for_write(ctx, key) else {
+        return;
+    };
+    let current = if exists {
+        field_value(ctx, key, &args[2])
+    } else {
+        None
+    };
     let cur = match current {
         None => 0,
         Some(v) => match crate::util::parse_i64(&v) {
@@ -246,7 +280,10 @@ pub fn hincrby(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     };
     let mut buf = itoa::Buffer::new();
     let text = buf.format(new).as_bytes();
-    ctx.apply(Mutation::HSet { key, pairs: &[&args[2], text] });
+    ctx.apply(Mutation::HSet {
+        key,
+        pairs: &[&args[2], text],
+    });
     ctx.out.int(new);
 }
 
@@ -257,11 +294,20 @@ pub fn hincrbyfloat(ctx: &mut Ctx<'_>, args: &[Bytes]) {
         return;
     }
     let key = &args[1];
-    let Ok(exists) = check_hash_for_write(ctx, key) else { return };
-    let current = if exists { field_value(ctx, key, &args[2]) } else { None };
+    let Ok(exists) = check_hash_for_write(ctx, key) else {
+        return;
+    };
+    let current = if exists {
+        field_value(ctx, key, &args[2])
+    } else {
+        None
+    };
     match crate::util::hincr_by_float(current.as_deref(), &args[3]) {
         Ok(result) => {
-            ctx.apply(Mutation::HSet { key, pairs: &[&args[2], &result] });
+            ctx.apply(Mutation::HSet {
+                key,
+                pairs: &[&args[2], &result],
+            });
             ctx.out.bulk(&result);
         }
         Err(e) => ctx.out.error(e.hincrbyfloat_msg()),
@@ -302,7 +348,9 @@ pub fn hrandfield(ctx: &mut Ctx<'_>, args: &[Bytes]) {
         return;
     }
     let resp3 = ctx.out.resp3;
-    let Ok(h) = read_hash(ctx, &args[1]) else { return };
+    let Ok(h) = read_hash(ctx, &args[1]) else {
+        return;
+    };
     let Some(h) = h else {
         match count {
             None => ctx.out.nil(),
@@ -370,7 +418,9 @@ pub fn hscan(ctx: &mut Ctx<'_>, args: &[Bytes]) {
             return;
         }
     };
-    let Ok(h) = read_hash(ctx, &args[1]) else { return };
+    let Ok(h) = read_hash(ctx, &args[1]) else {
+        return;
+    };
     let Some(h) = h else {
         reply_cursor(ctx.out, 0);
         ctx.out.array(0);
@@ -378,12 +428,20 @@ pub fn hscan(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     };
     let mut items: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let next = h.scan(opts.cursor, opts.count, |f, v| {
-        if opts.pattern.as_ref().is_none_or(|p| crate::util::glob_match(p, f, false)) {
+        if opts
+            .pattern
+            .as_ref()
+            .is_none_or(|p| crate::util::glob_match(p, f, false))
+        {
             items.push((f.to_vec(), v.to_vec()));
         }
     });
     reply_cursor(ctx.out, next);
-    ctx.out.array(if opts.no_values { items.len() } else { items.len() * 2 });
+    ctx.out.array(if opts.no_values {
+        items.len()
+    } else {
+        items.len() * 2
+    });
     for (f, v) in &items {
         ctx.out.bulk(f);
         if !opts.no_values {

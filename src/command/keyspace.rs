@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use super::{is, Ctx, NO_SUCH_KEY, SYNTAX_ERROR};
+use super::{Ctx, NO_SUCH_KEY, SYNTAX_ERROR, is};
 use crate::cluster::SLOT_COUNT;
 use crate::protocol::Out;
 use crate::shard::{AccessMode, Kind, Mutation, Value};
@@ -53,7 +53,11 @@ fn rename_generic(ctx: &mut Ctx<'_>, args: &[Bytes], nx: bool) {
         return;
     }
     if from == to {
-        if nx { ctx.out.int(0) } else { ctx.out.ok() }
+        if nx {
+            ctx.out.int(0)
+        } else {
+            ctx.out.ok()
+        }
         return;
     }
     if nx && ctx.write(to).is_some() {
@@ -97,7 +101,8 @@ pub fn copy(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     };
     let (from, to) = (&args[1], &args[2]);
     if from == to {
-        ctx.out.error("ERR source and destination objects are the same");
+        ctx.out
+            .error("ERR source and destination objects are the same");
         return;
     }
     let Some((value, expire_at)) = ctx.write(from).map(|e| (e.value.clone(), e.expire_at())) else {
@@ -108,7 +113,11 @@ pub fn copy(ctx: &mut Ctx<'_>, args: &[Bytes]) {
         ctx.out.int(0);
         return;
     }
-    ctx.apply(Mutation::Restore { key: to, value, expire_at });
+    ctx.apply(Mutation::Restore {
+        key: to,
+        value,
+        expire_at,
+    });
     ctx.out.int(1);
 }
 
@@ -160,9 +169,22 @@ pub struct ScanOptions {
 
 /// Parses `cursor [MATCH p] [COUNT n] [TYPE t]` (TYPE only when `allow_type`, NOVALUES only
 /// for HSCAN), with Valkey's error texts.
-pub fn parse_scan_options(cursor: &[u8], rest: &[Bytes], allow_type: bool) -> Result<ScanOptions, &'static str> {
-    let cursor = std::str::from_utf8(cursor).ok().and_then(|s| s.parse::<u64>().ok()).ok_or("ERR invalid cursor")?;
-    let mut o = ScanOptions { cursor, pattern: None, count: 10, kind: None, no_values: false };
+pub fn parse_scan_options(
+    cursor: &[u8],
+    rest: &[Bytes],
+    allow_type: bool,
+) -> Result<ScanOptions, &'static str> {
+    let cursor = std::str::from_utf8(cursor)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or("ERR invalid cursor")?;
+    let mut o = ScanOptions {
+        cursor,
+        pattern: None,
+        count: 10,
+        kind: None,
+        no_values: false,
+    };
     let mut i = 0;
     while i < rest.len() {
         let more = i + 1 < rest.len();
@@ -247,10 +269,18 @@ pub fn scan(ctx: &mut Ctx<'_>, args: &[Bytes]) {
             ctx.shard.get(&key, now);
             continue;
         }
-        if opts.pattern.as_ref().is_some_and(|p| !crate::util::glob_match(p, &key, false)) {
+        if opts
+            .pattern
+            .as_ref()
+            .is_some_and(|p| !crate::util::glob_match(p, &key, false))
+        {
             continue;
         }
-        if opts.kind.as_ref().is_some_and(|t| t.as_slice() != kind.name().as_bytes()) {
+        if opts
+            .kind
+            .as_ref()
+            .is_some_and(|t| t.as_slice() != kind.name().as_bytes())
+        {
             continue;
         }
         reply.push(key);
@@ -280,7 +310,10 @@ fn object_info(ctx: &Ctx<'_>, key: &[u8]) -> Option<ObjectInfo> {
         Value::Str(_) => "raw",
         Value::Hash(h) => h.encoding(),
     };
-    Some(ObjectInfo { encoding, access: e.access })
+    Some(ObjectInfo {
+        encoding,
+        access: e.access,
+    })
 }
 
 fn object_generic(ctx: &mut Ctx<'_>, args: &[Bytes], what: fn(&mut Ctx<'_>, ObjectInfo)) {
@@ -291,13 +324,16 @@ fn object_generic(ctx: &mut Ctx<'_>, args: &[Bytes], what: fn(&mut Ctx<'_>, Obje
 }
 
 pub fn object_encoding(ctx: &mut Ctx<'_>, args: &[Bytes]) {
-    object_generic(ctx, args, |ctx, info| ctx.out.bulk(info.encoding.as_bytes()));
+    object_generic(ctx, args, |ctx, info| {
+        ctx.out.bulk(info.encoding.as_bytes())
+    });
 }
 
 pub fn object_freq(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     object_generic(ctx, args, |ctx, info| match ctx.shard.access_mode {
         AccessMode::Lfu { decay_minutes, .. } => {
-            ctx.out.int(crate::shard::lfu_decayed(info.access, ctx.now, decay_minutes) as i64)
+            ctx.out
+                .int(crate::shard::lfu_decayed(info.access, ctx.now, decay_minutes) as i64)
         }
         AccessMode::Lru => ctx.out.error(LFU_NOT_SELECTED),
     });
@@ -305,7 +341,9 @@ pub fn object_freq(ctx: &mut Ctx<'_>, args: &[Bytes]) {
 
 pub fn object_idletime(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     object_generic(ctx, args, |ctx, info| match ctx.shard.access_mode {
-        AccessMode::Lru => ctx.out.int((crate::shard::idle_ms(info.access, ctx.now) / 1000) as i64),
+        AccessMode::Lru => ctx
+            .out
+            .int((crate::shard::idle_ms(info.access, ctx.now) / 1000) as i64),
         AccessMode::Lfu { .. } => ctx.out.error(LFU_SELECTED),
     });
 }

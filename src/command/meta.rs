@@ -2,9 +2,9 @@
 
 use bytes::Bytes;
 
-use super::connection::{help, ConnCtx};
-use super::table::{lookup, lookup_sub, registry, CommandDef};
-use super::{flags, Exec};
+use super::connection::{ConnCtx, help};
+use super::table::{CommandDef, lookup, lookup_sub, registry};
+use super::{Exec, flags};
 use crate::protocol::Out;
 
 /// ACL categories derived from flags and group, as Valkey assigns them.
@@ -44,7 +44,11 @@ fn write_info(out: &mut Out, id: usize) {
     out.array(10);
     out.bulk(reg.full_name(id).as_bytes());
     out.int(d.arity as i64);
-    let fl: Vec<&str> = flags::NAMES.iter().filter(|(f, _)| d.flags & f != 0).map(|(_, n)| *n).collect();
+    let fl: Vec<&str> = flags::NAMES
+        .iter()
+        .filter(|(f, _)| d.flags & f != 0)
+        .map(|(_, n)| *n)
+        .collect();
     out.set(fl.len());
     for f in fl {
         out.simple(f);
@@ -79,7 +83,11 @@ fn write_info(out: &mut Out, id: usize) {
         out.bulk(b"spec");
         out.map(3);
         out.bulk(b"lastkey");
-        out.int(if d.keys.last < 0 { d.keys.last as i64 } else { (d.keys.last - d.keys.first) as i64 });
+        out.int(if d.keys.last < 0 {
+            d.keys.last as i64
+        } else {
+            (d.keys.last - d.keys.first) as i64
+        });
         out.bulk(b"keystep");
         out.int(d.keys.step as i64);
         out.bulk(b"limit");
@@ -184,7 +192,9 @@ pub fn command_list(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
             None => true,
             Some((kind, arg)) => match kind.as_slice() {
                 b"pattern" => crate::util::glob_match(arg, name.as_bytes(), true),
-                b"aclcat" => acl_categories(reg.def(id)).iter().any(|c| c[1..].as_bytes().eq_ignore_ascii_case(arg)),
+                b"aclcat" => acl_categories(reg.def(id))
+                    .iter()
+                    .any(|c| c[1..].as_bytes().eq_ignore_ascii_case(arg)),
                 b"module" => false,
                 _ => {
                     ctx.out.error(super::SYNTAX_ERROR);
@@ -220,7 +230,8 @@ pub fn command_getkeys(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
     let d = registry().def(id);
     let argc = target.len() as i32;
     if (d.arity > 0 && argc != d.arity) || argc < -d.arity {
-        ctx.out.error("ERR Invalid number of arguments specified for command");
+        ctx.out
+            .error("ERR Invalid number of arguments specified for command");
         return;
     }
     let keys: Vec<usize> = d.keys.positions(target.len()).collect();

@@ -22,7 +22,7 @@ use crate::protocol::Out;
 use crate::server::state::Shared;
 use crate::shard::{Entry, Mutation, Shard};
 
-pub use table::{lookup, lookup_sub, CommandDef, COMMANDS};
+pub use table::{COMMANDS, CommandDef, lookup, lookup_sub};
 
 /// Command flags, named as in Valkey's COMMAND INFO.
 pub mod flags {
@@ -73,14 +73,26 @@ pub struct KeySpec {
 }
 
 impl KeySpec {
-    pub const NONE: KeySpec = KeySpec { first: 0, last: 0, step: 0 };
+    pub const NONE: KeySpec = KeySpec {
+        first: 0,
+        last: 0,
+        step: 0,
+    };
 
     /// Indices of the key arguments in `args` (args[0] is the command name).
     pub fn positions(&self, argc: usize) -> impl Iterator<Item = usize> {
         let first = self.first.max(0) as usize;
-        let last = if self.last < 0 { argc as i64 + self.last as i64 } else { self.last as i64 };
+        let last = if self.last < 0 {
+            argc as i64 + self.last as i64
+        } else {
+            self.last as i64
+        };
         let step = self.step.max(1) as usize;
-        let end = if self.first == 0 || last < first as i64 { first } else { last as usize + 1 };
+        let end = if self.first == 0 || last < first as i64 {
+            first
+        } else {
+            last as usize + 1
+        };
         (first..end.min(argc)).step_by(step)
     }
 }
@@ -175,12 +187,17 @@ pub const NO_SUCH_KEY: &str = "ERR no such key";
 
 /// `ERR wrong number of arguments for '<name>' command`.
 pub fn arity_error(out: &mut Out, full_name: &str) {
-    out.error(&format!("ERR wrong number of arguments for '{full_name}' command"));
+    out.error(&format!(
+        "ERR wrong number of arguments for '{full_name}' command"
+    ));
 }
 
 /// Valkey's reply to an unknown command, quoting up to the first arguments.
 pub fn unknown_command(out: &mut Out, args: &[Bytes]) {
-    let mut msg = format!("ERR unknown command '{}', with args beginning with: ", lossy(&args[0], 128));
+    let mut msg = format!(
+        "ERR unknown command '{}', with args beginning with: ",
+        lossy(&args[0], 128)
+    );
     let mut budget = 128usize;
     for a in &args[1..] {
         if budget == 0 {

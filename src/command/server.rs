@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::connection::ConnCtx;
 use super::{is, lossy};
-use crate::metrics::memory::{rss_bytes, Memory};
+use crate::metrics::memory::{Memory, rss_bytes};
 use crate::server::state::Shared;
 
 /// Valkey's bytesToHuman: two decimals and a unit letter.
@@ -28,8 +28,19 @@ pub fn human_bytes(n: u64) -> String {
     format!("{}B", n as u64)
 }
 
-const DEFAULT_SECTIONS: &[&str] =
-    &["server", "clients", "memory", "persistence", "stats", "replication", "cpu", "modules", "errorstats", "cluster", "keyspace"];
+const DEFAULT_SECTIONS: &[&str] = &[
+    "server",
+    "clients",
+    "memory",
+    "persistence",
+    "stats",
+    "replication",
+    "cpu",
+    "modules",
+    "errorstats",
+    "cluster",
+    "keyspace",
+];
 const ALL_EXTRA: &[&str] = &["commandstats", "latencystats"];
 
 pub fn info(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
@@ -159,7 +170,11 @@ fn os_string() -> String {
         if libc::uname(&mut u) != 0 {
             return "Linux".into();
         }
-        let f = |s: &[libc::c_char]| std::ffi::CStr::from_ptr(s.as_ptr()).to_string_lossy().into_owned();
+        let f = |s: &[libc::c_char]| {
+            std::ffi::CStr::from_ptr(s.as_ptr())
+                .to_string_lossy()
+                .into_owned()
+        };
         format!("{} {} {}", f(&u.sysname), f(&u.release), f(&u.machine))
     }
 }
@@ -225,25 +240,46 @@ fn memory_section(shared: &Shared, out: &mut String) -> bool {
         used_h = human_bytes(used),
         rss_h = human_bytes(rss),
         peak_h = human_bytes(peak),
-        peak_perc = if peak > 0 { used as f64 * 100.0 / peak as f64 } else { 0.0 },
+        peak_perc = if peak > 0 {
+            used as f64 * 100.0 / peak as f64
+        } else {
+            0.0
+        },
         aa = a.allocated,
         ac = a.active,
         ar = a.resident,
         am = a.mapped,
         art = a.retained,
-        afr = if a.allocated > 0 { a.active as f64 / a.allocated as f64 } else { 0.0 },
+        afr = if a.allocated > 0 {
+            a.active as f64 / a.allocated as f64
+        } else {
+            0.0
+        },
         ts_h = human_bytes(total_system),
         mm_h = human_bytes(maxmemory),
         policy = shared.config.runtime.maxmemory_policy().as_str(),
-        frag = if used > 0 { rss as f64 / used as f64 } else { 0.0 },
+        frag = if used > 0 {
+            rss as f64 / used as f64
+        } else {
+            0.0
+        },
     );
     true
 }
 
 fn system_memory() -> u64 {
     // SAFETY: sysconf has no preconditions.
-    let (pages, size) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
-    if pages > 0 && size > 0 { pages as u64 * size as u64 } else { 0 }
+    let (pages, size) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    if pages > 0 && size > 0 {
+        pages as u64 * size as u64
+    } else {
+        0
+    }
 }
 
 fn persistence_section(shared: &Shared, out: &mut String) -> bool {
@@ -389,7 +425,11 @@ fn commandstats_section(shared: &Shared, out: &mut String) -> bool {
             continue;
         }
         let usec = sum(|c| c.usec.get());
-        let per_call = if calls > 0 { usec as f64 / calls as f64 } else { 0.0 };
+        let per_call = if calls > 0 {
+            usec as f64 / calls as f64
+        } else {
+            0.0
+        };
         let _ = write!(
             out,
             "cmdstat_{}:calls={calls},usec={usec},usec_per_call={per_call:.2},rejected_calls={rejected},failed_calls={failed}\r\n",
@@ -414,7 +454,10 @@ pub fn config_set(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
         super::arity_error(ctx.out, "config|set");
         return;
     }
-    let pairs: Vec<(&[u8], &[u8])> = args[2..].chunks_exact(2).map(|p| (&p[0][..], &p[1][..])).collect();
+    let pairs: Vec<(&[u8], &[u8])> = args[2..]
+        .chunks_exact(2)
+        .map(|p| (&p[0][..], &p[1][..]))
+        .collect();
     match ctx.shared.config.set(&pairs) {
         Ok(()) => ctx.out.ok(),
         Err(e) => ctx.out.error(&e),

@@ -2,8 +2,8 @@
 
 use bytes::Bytes;
 
-use super::expire::{parse_expire, ExpireUnit};
-use super::{is, Ctx, SYNTAX_ERROR, WRONGTYPE};
+use super::expire::{ExpireUnit, parse_expire};
+use super::{Ctx, SYNTAX_ERROR, WRONGTYPE, is};
 use crate::shard::entry::string_bytes;
 use crate::shard::{Mutation, Ttl, Value};
 
@@ -18,7 +18,9 @@ fn reply_string(ctx: &mut Ctx<'_>, value: &Value) {
 
 pub fn get(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     // Split borrows: the entry borrows the shard, the reply goes to `out`.
-    let Ctx { shard, now, out, .. } = ctx;
+    let Ctx {
+        shard, now, out, ..
+    } = ctx;
     match shard.get_read(&args[1], *now).map(|e| &e.value) {
         Some(Value::Str(s)) => out.bulk(s),
         Some(Value::Int(i)) => out.bulk_int(*i),
@@ -88,7 +90,9 @@ fn parse_set_options(ctx: &mut Ctx<'_>, args: &[Bytes], cmd: &str) -> Option<Set
 }
 
 pub fn set(ctx: &mut Ctx<'_>, args: &[Bytes]) {
-    let Some(o) = parse_set_options(ctx, &args[3..], "set") else { return };
+    let Some(o) = parse_set_options(ctx, &args[3..], "set") else {
+        return;
+    };
     let key = &args[1];
     let exists = match ctx.write(key) {
         Some(e) => {
@@ -144,7 +148,11 @@ pub fn setnx(ctx: &mut Ctx<'_>, args: &[Bytes]) {
         ctx.out.int(0);
         return;
     }
-    ctx.apply(Mutation::SetStr { key: &args[1], value: &args[2], ttl: Ttl::Clear });
+    ctx.apply(Mutation::SetStr {
+        key: &args[1],
+        value: &args[2],
+        ttl: Ttl::Clear,
+    });
     ctx.out.int(1);
 }
 
@@ -255,7 +263,11 @@ pub fn getset(ctx: &mut Ctx<'_>, args: &[Bytes]) {
         Some(v) => reply_string(ctx, &v),
         None => ctx.out.nil(),
     }
-    ctx.apply(Mutation::SetStr { key, value: &args[2], ttl: Ttl::Clear });
+    ctx.apply(Mutation::SetStr {
+        key,
+        value: &args[2],
+        ttl: Ttl::Clear,
+    });
 }
 
 /// MGET with all keys on this core.
@@ -272,7 +284,9 @@ pub fn mget_one(ctx: &mut Ctx<'_>, args: &[Bytes]) {
 }
 
 fn mget_element(ctx: &mut Ctx<'_>, key: &[u8]) {
-    let Ctx { shard, now, out, .. } = ctx;
+    let Ctx {
+        shard, now, out, ..
+    } = ctx;
     match shard.get_read(key, *now).map(|e| &e.value) {
         Some(Value::Str(s)) => out.bulk(s),
         Some(Value::Int(i)) => out.bulk_int(*i),
@@ -288,7 +302,11 @@ pub fn mset(ctx: &mut Ctx<'_>, args: &[Bytes]) {
         return;
     }
     for pair in args[1..].chunks_exact(2) {
-        ctx.apply(Mutation::SetStr { key: &pair[0], value: &pair[1], ttl: Ttl::Clear });
+        ctx.apply(Mutation::SetStr {
+            key: &pair[0],
+            value: &pair[1],
+            ttl: Ttl::Clear,
+        });
     }
     ctx.out.ok();
 }
@@ -299,13 +317,19 @@ pub fn msetnx(ctx: &mut Ctx<'_>, args: &[Bytes]) {
         super::arity_error(ctx.out, "msetnx");
         return;
     }
-    let any = args[1..].chunks_exact(2).any(|p| ctx.shard.peek(&p[0], ctx.now).is_some());
+    let any = args[1..]
+        .chunks_exact(2)
+        .any(|p| ctx.shard.peek(&p[0], ctx.now).is_some());
     if any {
         ctx.out.int(0);
         return;
     }
     for pair in args[1..].chunks_exact(2) {
-        ctx.apply(Mutation::SetStr { key: &pair[0], value: &pair[1], ttl: Ttl::Clear });
+        ctx.apply(Mutation::SetStr {
+            key: &pair[0],
+            value: &pair[1],
+            ttl: Ttl::Clear,
+        });
     }
     ctx.out.int(1);
 }
@@ -335,7 +359,11 @@ pub fn append(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     };
     match cur {
         None => {
-            ctx.apply(Mutation::SetStr { key, value: &args[2], ttl: Ttl::Clear });
+            ctx.apply(Mutation::SetStr {
+                key,
+                value: &args[2],
+                ttl: Ttl::Clear,
+            });
             ctx.out.int(args[2].len() as i64);
         }
         Some(len) => {
@@ -344,7 +372,10 @@ pub fn append(ctx: &mut Ctx<'_>, args: &[Bytes]) {
                 ctx.out.error(TOO_BIG);
                 return;
             }
-            ctx.apply(Mutation::Append { key, tail: &args[2] });
+            ctx.apply(Mutation::Append {
+                key,
+                tail: &args[2],
+            });
             ctx.out.int(total as i64);
         }
     }
@@ -359,11 +390,14 @@ pub fn strlen(ctx: &mut Ctx<'_>, args: &[Bytes]) {
 }
 
 pub fn getrange(ctx: &mut Ctx<'_>, args: &[Bytes]) {
-    let (Some(mut start), Some(mut end)) = (super::arg_i64(&args[2]), super::arg_i64(&args[3])) else {
+    let (Some(mut start), Some(mut end)) = (super::arg_i64(&args[2]), super::arg_i64(&args[3]))
+    else {
         ctx.out.error(super::NOT_INTEGER);
         return;
     };
-    let Ctx { shard, now, out, .. } = ctx;
+    let Ctx {
+        shard, now, out, ..
+    } = ctx;
     let Some(e) = shard.get_read(&args[1], *now) else {
         out.bulk(b"");
         return;
@@ -427,5 +461,6 @@ pub fn setrange(ctx: &mut Ctx<'_>, args: &[Bytes]) {
         return;
     }
     ctx.apply(Mutation::SetRange { key, offset, data });
-    ctx.out.int(cur.unwrap_or(0).max(offset + data.len()) as i64);
+    ctx.out
+        .int(cur.unwrap_or(0).max(offset + data.len()) as i64);
 }

@@ -48,13 +48,20 @@ thread_local! {
 
 /// This thread's allocated − deallocated bytes since it started (0 without jemalloc).
 fn thread_net() -> i64 {
-    THREAD_COUNTERS.with(|c| c.as_ref().map_or(0, |(a, d)| a.get() as i64 - d.get() as i64))
+    THREAD_COUNTERS.with(|c| {
+        c.as_ref()
+            .map_or(0, |(a, d)| a.get() as i64 - d.get() as i64)
+    })
 }
 
 impl Memory {
     pub fn new() -> Memory {
         let cores = (0..MAX_CORES).map(|_| CoreSlot::default()).collect();
-        let m = Memory { base: AtomicI64::new(0), cores, peak: AtomicU64::new(0) };
+        let m = Memory {
+            base: AtomicI64::new(0),
+            cores,
+            peak: AtomicU64::new(0),
+        };
         m.refresh();
         m
     }
@@ -62,12 +69,18 @@ impl Memory {
     /// Publishes the calling core's allocation counter (cheap: two pointer loads).
     #[inline]
     pub fn publish(&self, core: usize) {
-        self.cores[core.min(MAX_CORES - 1)].net.store(thread_net(), Relaxed);
+        self.cores[core.min(MAX_CORES - 1)]
+            .net
+            .store(thread_net(), Relaxed);
     }
 
     /// Bytes allocated by the process, as the calling core currently sees it.
     pub fn used(&self) -> u64 {
-        let drift: i64 = self.cores.iter().map(|c| c.net.load(Relaxed) - c.at_refresh.load(Relaxed)).sum();
+        let drift: i64 = self
+            .cores
+            .iter()
+            .map(|c| c.net.load(Relaxed) - c.at_refresh.load(Relaxed))
+            .sum();
         let used = (self.base.load(Relaxed) + drift).max(0) as u64;
         self.peak.fetch_max(used, Relaxed);
         used
@@ -82,7 +95,9 @@ impl Memory {
         if epoch::advance().is_err() {
             return;
         }
-        let Ok(allocated) = stats::allocated::read() else { return };
+        let Ok(allocated) = stats::allocated::read() else {
+            return;
+        };
         for c in self.cores.iter() {
             c.at_refresh.store(c.net.load(Relaxed), Relaxed);
         }
@@ -113,8 +128,14 @@ pub struct AllocatorStats {
 
 /// The process's resident set size from /proc (INFO used_memory_rss).
 pub fn rss_bytes() -> u64 {
-    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else { return 0 };
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else {
+        return 0;
+    };
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     pages * page_size()
 }
 

@@ -12,7 +12,10 @@ pub struct Out {
 
 impl Out {
     pub fn new(resp3: bool) -> Self {
-        Out { buf: Vec::with_capacity(256), resp3 }
+        Out {
+            buf: Vec::with_capacity(256),
+            resp3,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -39,7 +42,10 @@ impl Out {
     /// as Valkey does, so an error can never break the framing.
     pub fn error(&mut self, text: &str) {
         self.buf.push(b'-');
-        self.buf.extend(text.bytes().map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
+        self.buf.extend(
+            text.bytes()
+                .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+        );
         self.buf.extend_from_slice(b"\r\n");
     }
 
@@ -119,7 +125,8 @@ impl Out {
     /// A boolean (`#t`/`#f` in RESP3, `:1`/`:0` in RESP2).
     pub fn boolean(&mut self, v: bool) {
         if self.resp3 {
-            self.buf.extend_from_slice(if v { b"#t\r\n" } else { b"#f\r\n" });
+            self.buf
+                .extend_from_slice(if v { b"#t\r\n" } else { b"#f\r\n" });
         } else {
             self.int(v as i64);
         }

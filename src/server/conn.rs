@@ -35,7 +35,11 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
         return;
     }
     let peer = stream.peer_addr().ok();
-    if rt.protected_mode() && rt.requirepass().is_none() && !peer.is_some_and(|p| p.ip().is_loopback()) && binds_everywhere(&shared.config.bind) {
+    if rt.protected_mode()
+        && rt.requirepass().is_none()
+        && !peer.is_some_and(|p| p.ip().is_loopback())
+        && binds_everywhere(&shared.config.bind)
+    {
         let _ = stream.write_all(DENIED).await;
         return;
     }
@@ -45,7 +49,10 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
     let info = Arc::new(ClientInfo {
         id: shared.next_client_id.fetch_add(1, Relaxed),
         addr: peer.map(|p| p.to_string()).unwrap_or_default(),
-        laddr: stream.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        laddr: stream
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
         fd: stream.as_raw_fd(),
         created_ms: now,
         last_interaction_ms: AtomicU64::new(now),
@@ -54,23 +61,41 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
         query_buf: AtomicUsize::new(0),
         meta: Mutex::new(ClientMeta::default()),
     });
-    shared.clients.lock().expect("client registry lock").insert(info.id, info.clone());
+    shared
+        .clients
+        .lock()
+        .expect("client registry lock")
+        .insert(info.id, info.clone());
     shared.connected_clients.fetch_add(1, Relaxed);
-    let mut client = Client { info: info.clone(), resp3: false, closing: false };
-    let result = std::panic::AssertUnwindSafe(run(&core, &mut stream, &mut client)).catch_unwind().await;
+    let mut client = Client {
+        info: info.clone(),
+        resp3: false,
+        closing: false,
+    };
+    let result = std::panic::AssertUnwindSafe(run(&core, &mut stream, &mut client))
+        .catch_unwind()
+        .await;
     match result {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::debug!(client = info.id, "connection closed: {e}"),
-        Err(_) => tracing::error!(client = info.id, "connection task panicked; connection closed"),
+        Err(_) => tracing::error!(
+            client = info.id,
+            "connection task panicked; connection closed"
+        ),
     }
     shared.connected_clients.fetch_sub(1, Relaxed);
-    shared.clients.lock().expect("client registry lock").remove(&info.id);
+    shared
+        .clients
+        .lock()
+        .expect("client registry lock")
+        .remove(&info.id);
     let _ = stream.close().await;
 }
 
 /// True when `bind` is the default "listen everywhere", the case protected mode guards.
 fn binds_everywhere(bind: &[String]) -> bool {
-    bind.iter().any(|b| matches!(b.trim_start_matches('-'), "*" | "0.0.0.0" | "::*" | "::"))
+    bind.iter()
+        .any(|b| matches!(b.trim_start_matches('-'), "*" | "0.0.0.0" | "::*" | "::"))
 }
 
 fn set_keepalive(fd: i32, secs: u32) {
@@ -84,10 +109,34 @@ fn set_keepalive(fd: i32, secs: u32) {
     let size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: fd is a live socket owned by the caller; each option value is a c_int.
     unsafe {
-        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, &on as *const _ as *const _, size);
-        libc::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, &idle as *const _ as *const _, size);
-        libc::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, &intvl as *const _ as *const _, size);
-        libc::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, &cnt as *const _ as *const _, size);
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_KEEPALIVE,
+            &on as *const _ as *const _,
+            size,
+        );
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_KEEPIDLE,
+            &idle as *const _ as *const _,
+            size,
+        );
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_KEEPINTVL,
+            &intvl as *const _ as *const _,
+            size,
+        );
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_KEEPCNT,
+            &cnt as *const _ as *const _,
+            size,
+        );
     }
 }
 
@@ -112,11 +161,17 @@ async fn run(core: &Rc<Core>, stream: &mut TcpStream, client: &mut Client) -> st
         if rbuf.capacity() - rbuf.len() < n {
             // Reserve for a big pending value in steps: a declared length alone must not
             // make us allocate hundreds of megabytes before the bytes arrive.
-            let wanted = parser.wanted().saturating_sub(rbuf.len()).min(16 * 1024 * 1024);
+            let wanted = parser
+                .wanted()
+                .saturating_sub(rbuf.len())
+                .min(16 * 1024 * 1024);
             rbuf.reserve(n.max(wanted));
         }
         rbuf.extend_from_slice(&chunk[..n]);
-        client.info.last_interaction_ms.store(crate::util::now_ms(), Relaxed);
+        client
+            .info
+            .last_interaction_ms
+            .store(crate::util::now_ms(), Relaxed);
 
         let limits = Limits {
             max_bulk_len: rt.proto_max_bulk_len(),
@@ -137,7 +192,10 @@ async fn run(core: &Rc<Core>, stream: &mut TcpStream, client: &mut Client) -> st
         let buffered = rbuf.len() + parser.pending_arg_bytes();
         client.info.query_buf.store(buffered, Relaxed);
         if buffered > rt.client_query_buffer_limit() {
-            tracing::warn!(client = client.info.id, "closing client that reached max query buffer length ({buffered} bytes)");
+            tracing::warn!(
+                client = client.info.id,
+                "closing client that reached max query buffer length ({buffered} bytes)"
+            );
             return Ok(());
         }
         if !commands.is_empty() {

@@ -12,15 +12,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures::channel::oneshot;
 use futures::StreamExt;
+use futures::channel::oneshot;
 use glommio::channels::channel_mesh::{Receivers, Senders};
 
 use crate::cluster::SLOT_COUNT;
-use crate::command::{flags, Ctx, ShardFn};
+use crate::command::{Ctx, ShardFn, flags};
+use crate::config::MaxmemoryPolicy;
 use crate::protocol::Out;
 use crate::server::state::Shared;
-use crate::config::MaxmemoryPolicy;
 use crate::shard::{AccessMode, EvictPolicy, HashLimits, Shard};
 
 /// One command for a shard: its handler, arguments, flags and registry id (for statistics;
@@ -43,7 +43,11 @@ pub struct BatchReply {
 
 impl BatchReply {
     pub fn reply(&self, idx: usize) -> &[u8] {
-        let start = if idx == 0 { 0 } else { self.ends[idx - 1] as usize };
+        let start = if idx == 0 {
+            0
+        } else {
+            self.ends[idx - 1] as usize
+        };
         &self.buf[start..self.ends[idx] as usize]
     }
 }
@@ -51,7 +55,11 @@ impl BatchReply {
 /// Work sent to a core.
 pub enum CoreMsg {
     /// Ops to execute in order, replies encoded in RESP2 or RESP3.
-    Batch { ops: Vec<Op>, resp3: bool, reply: oneshot::Sender<BatchReply> },
+    Batch {
+        ops: Vec<Op>,
+        resp3: bool,
+        reply: oneshot::Sender<BatchReply>,
+    },
     /// A closure to run against the core (multi-phase cross-core commands such as RENAME).
     Call(Box<dyn FnOnce(&Core) + Send>),
 }
@@ -73,14 +81,23 @@ pub fn owned_slots(core: usize, cores: usize) -> std::ops::Range<usize> {
 pub fn slot_owner(slot: usize, cores: usize) -> usize {
     // Inverse of owned_slots: the largest core whose range starts at or before `slot`.
     let c = slot * cores / SLOT_COUNT;
-    if c + 1 < cores && owned_slots(c + 1, cores).start <= slot { c + 1 } else { c }
+    if c + 1 < cores && owned_slots(c + 1, cores).start <= slot {
+        c + 1
+    } else {
+        c
+    }
 }
 
 impl Core {
     pub fn new(id: usize, shared: Arc<Shared>, senders: Senders<CoreMsg>) -> Core {
         let stats = shared.shard_stats[id].clone();
         let shard = Shard::new(owned_slots(id, shared.cores), stats);
-        Core { id, shard: RefCell::new(shard), shared, senders }
+        Core {
+            id,
+            shard: RefCell::new(shard),
+            shared,
+            senders,
+        }
     }
 
     pub fn cores(&self) -> usize {
@@ -94,8 +111,14 @@ impl Core {
             max_listpack_entries: rt.hash_max_listpack_entries(),
             max_listpack_value: rt.hash_max_listpack_value(),
         };
-        shard.access_mode = if matches!(rt.maxmemory_policy(), MaxmemoryPolicy::AllKeysLfu | MaxmemoryPolicy::VolatileLfu) {
-            AccessMode::Lfu { log_factor: rt.lfu_log_factor(), decay_minutes: rt.lfu_decay_time() }
+        shard.access_mode = if matches!(
+            rt.maxmemory_policy(),
+            MaxmemoryPolicy::AllKeysLfu | MaxmemoryPolicy::VolatileLfu
+        ) {
+            AccessMode::Lfu {
+                log_factor: rt.lfu_log_factor(),
+                decay_minutes: rt.lfu_decay_time(),
+            }
         } else {
             AccessMode::Lru
         };
@@ -116,7 +139,12 @@ impl Core {
                     out.error("OOM command not allowed when used memory > 'maxmemory'.");
                     return false;
                 }
-                let mut ctx = Ctx { shard: &mut shard, now, out, shared: &self.shared };
+                let mut ctx = Ctx {
+                    shard: &mut shard,
+                    now,
+                    out,
+                    shared: &self.shared,
+                };
                 (op.exec)(&mut ctx, &op.args);
                 true
             }));
@@ -125,7 +153,9 @@ impl Core {
                 Err(_) => {
                     // The panic hook has logged it; the shard stays usable for other commands.
                     out.buf.truncate(start);
-                    out.error("ERR internal error while executing the command (see the server log)");
+                    out.error(
+                        "ERR internal error while executing the command (see the server log)",
+                    );
                     true
                 }
             };
@@ -160,7 +190,9 @@ impl Core {
         if mem.used() <= limit {
             return true;
         }
-        let Some(policy) = evict_policy(rt.maxmemory_policy()) else { return false };
+        let Some(policy) = evict_policy(rt.maxmemory_policy()) else {
+            return false;
+        };
         let samples = rt.maxmemory_samples();
         while mem.used() > limit {
             if !shard.evict_one(policy, samples, now) {
@@ -174,14 +206,30 @@ impl Core {
     /// Sends a batch to another core and waits for its replies.
     pub async fn send_batch(&self, core: usize, ops: Vec<Op>, resp3: bool) -> BatchReply {
         let (tx, rx) = oneshot::channel();
-        if self.senders.send_to(core, CoreMsg::Batch { ops, resp3, reply: tx }).await.is_err() {
+        if self
+            .senders
+            .send_to(
+                core,
+                CoreMsg::Batch {
+                    ops,
+                    resp3,
+                    reply: tx,
+                },
+            )
+            .await
+            .is_err()
+        {
             return BatchReply::default();
         }
         rx.await.unwrap_or_default()
     }
 
     /// Runs `f` on core `core` (here if it is this core) and returns its result.
-    pub async fn call<T: Send + 'static>(self: &Rc<Self>, core: usize, f: impl FnOnce(&Core) -> T + Send + 'static) -> Option<T> {
+    pub async fn call<T: Send + 'static>(
+        self: &Rc<Self>,
+        core: usize,
+        f: impl FnOnce(&Core) -> T + Send + 'static,
+    ) -> Option<T> {
         if core == self.id {
             return Some(f(self));
         }
@@ -210,7 +258,9 @@ impl Core {
                         }
                         CoreMsg::Call(f) => {
                             if std::panic::catch_unwind(AssertUnwindSafe(|| f(&core))).is_err() {
-                                tracing::error!("a cross-core call panicked; its caller gets no reply");
+                                tracing::error!(
+                                    "a cross-core call panicked; its caller gets no reply"
+                                );
                             }
                         }
                     }

@@ -12,11 +12,11 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::core::{slot_owner, BatchReply, Core, Op, NO_STATS};
+use super::core::{BatchReply, Core, NO_STATS, Op, slot_owner};
 use crate::cluster::key_slot;
 use crate::command::connection::{Client, ConnCtx};
 use crate::command::table::{lookup, lookup_sub, registry};
-use crate::command::{self, flags, keyspace, string, Exec, Fanout, Multi, ShardFn};
+use crate::command::{self, Exec, Fanout, Multi, ShardFn, flags, keyspace, string};
 use crate::protocol::Out;
 
 /// Where one reply (or part of one) is.
@@ -70,7 +70,13 @@ impl Dispatcher {
     }
 
     /// Runs `commands` (one read batch) and appends their replies, in order, to `wbuf`.
-    pub async fn run(&mut self, core: &Rc<Core>, client: &mut Client, commands: Vec<Vec<Bytes>>, wbuf: &mut Vec<u8>) {
+    pub async fn run(
+        &mut self,
+        core: &Rc<Core>,
+        client: &mut Client,
+        commands: Vec<Vec<Bytes>>,
+        wbuf: &mut Vec<u8>,
+    ) {
         self.local.buf.clear();
         self.local.resp3 = client.resp3;
         self.slots.clear();
@@ -86,20 +92,49 @@ impl Dispatcher {
     }
 
     fn push_local(&mut self, start: usize) {
-        self.slots.push(Slot::One(Part::Local(start as u32, self.local.buf.len() as u32)));
+        self.slots.push(Slot::One(Part::Local(
+            start as u32,
+            self.local.buf.len() as u32,
+        )));
     }
 
     /// Runs a shard command here, or queues it for the core that owns its keys.
-    fn route(&mut self, core: &Rc<Core>, target: usize, exec: ShardFn, args: Vec<Bytes>, flags: u32, cmd_id: u32) -> Part {
+    fn route(
+        &mut self,
+        core: &Rc<Core>,
+        target: usize,
+        exec: ShardFn,
+        args: Vec<Bytes>,
+        flags: u32,
+        cmd_id: u32,
+    ) -> Part {
         if target == core.id {
             let start = self.local.buf.len();
             self.local_ends.clear();
-            core.execute(&[Op { exec, args, flags, cmd_id }], &mut self.local, &mut self.local_ends);
+            core.execute(
+                &[Op {
+                    exec,
+                    args,
+                    flags,
+                    cmd_id,
+                }],
+                &mut self.local,
+                &mut self.local_ends,
+            );
             Part::Local(start as u32, self.local.buf.len() as u32)
         } else {
             let q = &mut self.pending[target];
-            q.push(Op { exec, args, flags, cmd_id });
-            Part::Remote { round: self.rounds.len() as u32, core: target as u32, idx: (q.len() - 1) as u32 }
+            q.push(Op {
+                exec,
+                args,
+                flags,
+                cmd_id,
+            });
+            Part::Remote {
+                round: self.rounds.len() as u32,
+                core: target as u32,
+                idx: (q.len() - 1) as u32,
+            }
         }
     }
 
@@ -141,7 +176,10 @@ impl Dispatcher {
                 }
             }
         }
-        client.info.last_cmd.store(id + 1, std::sync::atomic::Ordering::Relaxed);
+        client
+            .info
+            .last_cmd
+            .store(id + 1, std::sync::atomic::Ordering::Relaxed);
         let argc = args.len() as i32;
         if (def.arity > 0 && argc != def.arity) || argc < -def.arity {
             command::arity_error(&mut self.local, reg.full_name(id));
@@ -153,14 +191,19 @@ impl Dispatcher {
         let cores = core.cores();
         // The core owning the keys, if they are all on one core.
         let mut positions = def.keys.positions(args.len());
-        let key_core = positions.next().map(|p| slot_owner(key_slot(&args[p]) as usize, cores));
-        let single_core = key_core.is_some_and(|c| positions.all(|p| slot_owner(key_slot(&args[p]) as usize, cores) == c));
+        let key_core = positions
+            .next()
+            .map(|p| slot_owner(key_slot(&args[p]) as usize, cores));
+        let single_core = key_core.is_some_and(|c| {
+            positions.all(|p| slot_owner(key_slot(&args[p]) as usize, cores) == c)
+        });
         match def.exec {
             Exec::Container => unreachable!("containers resolve to a subcommand above"),
             Exec::Shard(f) => {
                 let target = key_core.unwrap_or(core.id);
                 if key_core.is_some() && !single_core {
-                    self.local.error("CROSSSLOT Keys in request don't hash to the same slot");
+                    self.local
+                        .error("CROSSSLOT Keys in request don't hash to the same slot");
                     self.push_local(start);
                     return;
                 }
@@ -168,10 +211,20 @@ impl Dispatcher {
                 self.slots.push(Slot::One(part));
             }
             Exec::Multi(f, _) if single_core || cores == 1 => {
-                let part = self.route(core, key_core.unwrap_or(core.id), f, args, def.flags, cmd_id);
+                let part = self.route(
+                    core,
+                    key_core.unwrap_or(core.id),
+                    f,
+                    args,
+                    def.flags,
+                    cmd_id,
+                );
                 self.slots.push(Slot::One(part));
             }
-            Exec::Multi(_, kind) => self.split(core, client, def.name, def.flags, cmd_id, kind, args).await,
+            Exec::Multi(_, kind) => {
+                self.split(core, client, def.name, def.flags, cmd_id, kind, args)
+                    .await
+            }
             Exec::Fanout(kind) => self.fanout(core, kind, args, def.flags, cmd_id),
             Exec::Conn(f) => {
                 if def.flags & flags::BARRIER != 0 {
@@ -179,7 +232,12 @@ impl Dispatcher {
                 }
                 let start = self.local.buf.len();
                 let began = Instant::now();
-                let mut ctx = ConnCtx { client, shared: &core.shared, out: &mut self.local, core: core.id };
+                let mut ctx = ConnCtx {
+                    client,
+                    shared: &core.shared,
+                    out: &mut self.local,
+                    core: core.id,
+                };
                 f(&mut ctx, &args);
                 let s = &stats.commands[id];
                 s.calls.inc();
@@ -195,7 +253,16 @@ impl Dispatcher {
 
     /// A multi-key command whose keys span cores.
     #[allow(clippy::too_many_arguments)]
-    async fn split(&mut self, core: &Rc<Core>, client: &mut Client, name: &str, flags: u32, cmd_id: u32, kind: Multi, args: Vec<Bytes>) {
+    async fn split(
+        &mut self,
+        core: &Rc<Core>,
+        client: &mut Client,
+        name: &str,
+        flags: u32,
+        cmd_id: u32,
+        kind: Multi,
+        args: Vec<Bytes>,
+    ) {
         let cores = core.cores();
         let owner = |k: &[u8]| slot_owner(key_slot(k) as usize, cores);
         let stats = &core.shared.core_stats[core.id];
@@ -205,7 +272,16 @@ impl Dispatcher {
             Multi::MGet => {
                 let parts = args[1..]
                     .iter()
-                    .map(|k| self.route(core, owner(k), string::mget_one, vec![args[0].clone(), k.clone()], flags, NO_STATS))
+                    .map(|k| {
+                        self.route(
+                            core,
+                            owner(k),
+                            string::mget_one,
+                            vec![args[0].clone(), k.clone()],
+                            flags,
+                            NO_STATS,
+                        )
+                    })
                     .collect();
                 self.slots.push(Slot::Gathered(Gather::Array, parts));
             }
@@ -237,7 +313,11 @@ impl Dispatcher {
                     .filter(|(_, a)| !a.is_empty())
                     .map(|(c, a)| self.route(core, c, exec, a, flags, NO_STATS))
                     .collect();
-                let gather = if kind == Multi::MSet { Gather::AllOk } else { Gather::SumInts };
+                let gather = if kind == Multi::MSet {
+                    Gather::AllOk
+                } else {
+                    Gather::SumInts
+                };
                 self.slots.push(Slot::Gathered(gather, parts));
             }
             Multi::MSetNx | Multi::Move => {
@@ -274,7 +354,9 @@ impl Dispatcher {
                 let target = std::str::from_utf8(&args[1])
                     .ok()
                     .and_then(|s| s.parse::<u64>().ok())
-                    .map_or(core.id, |c| slot_owner(keyspace::scan_cursor_slot(c), cores));
+                    .map_or(core.id, |c| {
+                        slot_owner(keyspace::scan_cursor_slot(c), cores)
+                    });
                 let part = self.route(core, target, keyspace::scan, args, flags, cmd_id);
                 self.slots.push(Slot::One(part));
                 return;
@@ -283,7 +365,9 @@ impl Dispatcher {
         let stats = &core.shared.core_stats[core.id];
         stats.commands[cmd_id as usize].calls.inc();
         stats.commands_processed.inc();
-        let parts = (0..cores).map(|c| self.route(core, c, exec, args.clone(), flags, NO_STATS)).collect();
+        let parts = (0..cores)
+            .map(|c| self.route(core, c, exec, args.clone(), flags, NO_STATS))
+            .collect();
         self.slots.push(Slot::Gathered(gather, parts));
     }
 
@@ -313,7 +397,10 @@ impl Dispatcher {
     fn part<'a>(local: &'a [u8], rounds: &'a [Vec<Option<BatchReply>>], p: Part) -> &'a [u8] {
         match p {
             Part::Local(s, e) => &local[s as usize..e as usize],
-            Part::Remote { round, core, idx } => match rounds.get(round as usize).and_then(|r| r[core as usize].as_ref()) {
+            Part::Remote { round, core, idx } => match rounds
+                .get(round as usize)
+                .and_then(|r| r[core as usize].as_ref())
+            {
                 Some(b) if (idx as usize) < b.ends.len() => b.reply(idx as usize),
                 // The other core is gone (shutdown): say so rather than break the stream.
                 _ => b"-ERR internal error: core unavailable\r\n",
@@ -322,7 +409,12 @@ impl Dispatcher {
     }
 
     fn assemble(&mut self, wbuf: &mut Vec<u8>) {
-        if self.rounds.is_empty() && self.slots.iter().all(|s| matches!(s, Slot::One(Part::Local(..)))) {
+        if self.rounds.is_empty()
+            && self
+                .slots
+                .iter()
+                .all(|s| matches!(s, Slot::One(Part::Local(..))))
+        {
             // Everything ran here, in order: the local buffer is the reply stream.
             wbuf.extend_from_slice(&self.local.buf);
             return;
@@ -330,9 +422,14 @@ impl Dispatcher {
         let resp3 = self.local.resp3;
         for slot in &self.slots {
             match slot {
-                Slot::One(p) => wbuf.extend_from_slice(Self::part(&self.local.buf, &self.rounds, *p)),
+                Slot::One(p) => {
+                    wbuf.extend_from_slice(Self::part(&self.local.buf, &self.rounds, *p))
+                }
                 Slot::Gathered(g, parts) => {
-                    let bufs: Vec<&[u8]> = parts.iter().map(|p| Self::part(&self.local.buf, &self.rounds, *p)).collect();
+                    let bufs: Vec<&[u8]> = parts
+                        .iter()
+                        .map(|p| Self::part(&self.local.buf, &self.rounds, *p))
+                        .collect();
                     gather(*g, &bufs, resp3, wbuf);
                 }
             }
@@ -349,7 +446,10 @@ fn gather(g: Gather, parts: &[&[u8]], resp3: bool, w: &mut Vec<u8>) {
             return;
         }
     }
-    let mut out = Out { buf: std::mem::take(w), resp3 };
+    let mut out = Out {
+        buf: std::mem::take(w),
+        resp3,
+    };
     match g {
         Gather::Array => {
             out.array(parts.len());
@@ -373,7 +473,10 @@ fn gather(g: Gather, parts: &[&[u8]], resp3: bool, w: &mut Vec<u8>) {
             }
         }
         Gather::AnyNonNil => {
-            let live: Vec<&&[u8]> = parts.iter().filter(|p| p.first() == Some(&b'$') && !p.starts_with(b"$-1")).collect();
+            let live: Vec<&&[u8]> = parts
+                .iter()
+                .filter(|p| p.first() == Some(&b'$') && !p.starts_with(b"$-1"))
+                .collect();
             if live.is_empty() {
                 out.nil();
             } else {
@@ -394,8 +497,13 @@ fn parse_int_reply(p: &[u8]) -> i64 {
 
 /// Splits `*n\r\n<body>` into (n, body).
 fn split_array_header(p: &[u8]) -> (usize, &[u8]) {
-    let Some(end) = p.windows(2).position(|w| w == b"\r\n") else { return (0, &[]) };
-    let n = std::str::from_utf8(&p[1..end]).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let Some(end) = p.windows(2).position(|w| w == b"\r\n") else {
+        return (0, &[]);
+    };
+    let n = std::str::from_utf8(&p[1..end])
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     (n, &p[end + 2..])
 }
 
@@ -409,7 +517,12 @@ mod tests {
         gather(Gather::SumInts, &[b":2\r\n", b":3\r\n"], false, &mut w);
         assert_eq!(w, b":5\r\n");
         w.clear();
-        gather(Gather::ConcatArrays, &[b"*1\r\n$1\r\na\r\n", b"*0\r\n", b"*1\r\n$1\r\nb\r\n"], false, &mut w);
+        gather(
+            Gather::ConcatArrays,
+            &[b"*1\r\n$1\r\na\r\n", b"*0\r\n", b"*1\r\n$1\r\nb\r\n"],
+            false,
+            &mut w,
+        );
         assert_eq!(w, b"*2\r\n$1\r\na\r\n$1\r\nb\r\n");
         w.clear();
         gather(Gather::AllOk, &[b"+OK\r\n", b"-OOM no\r\n"], false, &mut w);
@@ -418,7 +531,12 @@ mod tests {
         gather(Gather::Array, &[b"$1\r\na\r\n", b"$-1\r\n"], false, &mut w);
         assert_eq!(w, b"*2\r\n$1\r\na\r\n$-1\r\n");
         w.clear();
-        gather(Gather::AnyNonNil, &[b"$-1\r\n", b"$1\r\nk\r\n"], false, &mut w);
+        gather(
+            Gather::AnyNonNil,
+            &[b"$-1\r\n", b"$1\r\nk\r\n"],
+            false,
+            &mut w,
+        );
         assert_eq!(w, b"$1\r\nk\r\n");
     }
 }

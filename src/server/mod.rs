@@ -11,8 +11,8 @@ mod multi;
 pub mod state;
 
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use glommio::channels::channel_mesh::MeshBuilder;
@@ -26,24 +26,39 @@ use crate::config::Config;
 /// Runs the server until the process is stopped. Returns an error if it cannot start.
 pub fn run(config: Config) -> Result<(), String> {
     let cores = if config.threads == 0 {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
     } else {
         config.threads
     };
     let port = resolve_port(&config)?;
     let addrs = listen_addrs(&config, port);
-    let shared = Arc::new(Shared::new(config, cores, crate::command::table::registry().len()));
+    let shared = Arc::new(Shared::new(
+        config,
+        cores,
+        crate::command::table::registry().len(),
+    ));
     shared.port.store(port as usize, Relaxed);
     // Bind once up front so a port in use is reported clearly before any executor starts.
     probe_bind(&addrs)?;
 
     let mesh = MeshBuilder::<CoreMsg, _>::full(cores, 1024);
-    let placement = if cores <= std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) {
+    let placement = if cores
+        <= std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    {
         PoolPlacement::MaxSpread(cores, None)
     } else {
         PoolPlacement::Unbound(cores)
     };
-    tracing::info!(port, threads = cores, "tallykv {} starting", env!("CARGO_PKG_VERSION"));
+    tracing::info!(
+        port,
+        threads = cores,
+        "tallykv {} starting",
+        env!("CARGO_PKG_VERSION")
+    );
     let handles = LocalExecutorPoolBuilder::new(placement)
         .name("tallykv-core")
         // No file I/O goes through glommio's DMA buffers; keep locked memory small so the
@@ -72,7 +87,8 @@ fn resolve_port(config: &Config) -> Result<u16, String> {
     if config.port != 0 {
         return Ok(config.port);
     }
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot pick a free port: {e}"))?;
+    let l = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| format!("cannot pick a free port: {e}"))?;
     Ok(l.local_addr().map_err(|e| e.to_string())?.port())
 }
 
@@ -83,7 +99,11 @@ fn listen_addrs(config: &Config, port: u16) -> Vec<(String, bool)> {
         .bind_addrs()
         .into_iter()
         .map(|b| {
-            let host = if b.host.contains(':') { format!("[{}]", b.host) } else { b.host.clone() };
+            let host = if b.host.contains(':') {
+                format!("[{}]", b.host)
+            } else {
+                b.host.clone()
+            };
             (format!("{host}:{port}"), b.optional)
         })
         .collect()
@@ -94,14 +114,23 @@ fn probe_bind(addrs: &[(String, bool)]) -> Result<(), String> {
         if let Err(e) = std::net::TcpListener::bind(addr.as_str())
             && !optional
         {
-            return Err(format!("Could not create server TCP listening socket {addr}: {e}"));
+            return Err(format!(
+                "Could not create server TCP listening socket {addr}: {e}"
+            ));
         }
     }
     Ok(())
 }
 
-async fn core_main(shared: Arc<Shared>, mesh: MeshBuilder<CoreMsg, glommio::channels::channel_mesh::Full>, addrs: Vec<(String, bool)>) -> Result<(), String> {
-    let (senders, receivers) = mesh.join().await.map_err(|_| "cannot join the core mesh".to_string())?;
+async fn core_main(
+    shared: Arc<Shared>,
+    mesh: MeshBuilder<CoreMsg, glommio::channels::channel_mesh::Full>,
+    addrs: Vec<(String, bool)>,
+) -> Result<(), String> {
+    let (senders, receivers) = mesh
+        .join()
+        .await
+        .map_err(|_| "cannot join the core mesh".to_string())?;
     let id = senders.peer_id();
     let core = Rc::new(Core::new(id, shared.clone(), senders));
     core.spawn_receivers(receivers);
@@ -111,7 +140,11 @@ async fn core_main(shared: Arc<Shared>, mesh: MeshBuilder<CoreMsg, glommio::chan
         match TcpListener::bind(addr.as_str()) {
             Ok(l) => listeners.push(l),
             Err(e) if *optional => tracing::debug!("optional listener {addr} not available: {e}"),
-            Err(e) => return Err(format!("Could not create server TCP listening socket {addr}: {e}")),
+            Err(e) => {
+                return Err(format!(
+                    "Could not create server TCP listening socket {addr}: {e}"
+                ));
+            }
         }
     }
     if id == 0 {
@@ -174,7 +207,9 @@ async fn active_expire(core: &Rc<Core>, budget: Duration) {
         }
         glommio::yield_if_needed().await;
     }
-    core.shared.shard_stats[core.id].expire_cycle_cpu_us.add(started.elapsed().as_micros() as u64);
+    core.shared.shard_stats[core.id]
+        .expire_cycle_cpu_us
+        .add(started.elapsed().as_micros() as u64);
     core.shared.memory.publish(core.id);
 }
 

@@ -8,9 +8,9 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
-use super::core::{slot_owner, Core};
+use super::core::{Core, slot_owner};
 use crate::cluster::key_slot;
-use crate::command::{self, keyspace, NO_SUCH_KEY};
+use crate::command::{self, NO_SUCH_KEY, keyspace};
 use crate::protocol::Out;
 use crate::shard::{Mutation, Ttl};
 
@@ -39,12 +39,19 @@ pub async fn move_key(core: &Rc<Core>, name: &str, args: &[Bytes], out: &mut Out
     let snapshot = core
         .call(src_core, move |c| {
             let now = crate::util::now_ms();
-            c.shard.borrow_mut().get(&key, now).map(|e| (e.value.clone(), e.expire_at()))
+            c.shard
+                .borrow_mut()
+                .get(&key, now)
+                .map(|e| (e.value.clone(), e.expire_at()))
         })
         .await
         .flatten();
     let Some((value, expire_at)) = snapshot else {
-        if copy { out.int(0) } else { out.error(NO_SUCH_KEY) }
+        if copy {
+            out.int(0)
+        } else {
+            out.error(NO_SUCH_KEY)
+        }
         return;
     };
     let must_be_absent = nx || !replace;
@@ -56,14 +63,21 @@ pub async fn move_key(core: &Rc<Core>, name: &str, args: &[Bytes], out: &mut Out
             if must_be_absent && shard.get(&key, now).is_some() {
                 return false;
             }
-            shard.apply(Mutation::Restore { key: &key, value, expire_at });
+            shard.apply(Mutation::Restore {
+                key: &key,
+                value,
+                expire_at,
+            });
             true
         })
         .await
         .unwrap_or(false);
     if written && !copy {
         let key = src.clone();
-        core.call(src_core, move |c| c.shard.borrow_mut().apply(Mutation::Del { key: &key })).await;
+        core.call(src_core, move |c| {
+            c.shard.borrow_mut().apply(Mutation::Del { key: &key })
+        })
+        .await;
     }
     match (copy || nx, written) {
         (true, w) => out.int(w as i64),
@@ -105,7 +119,11 @@ pub async fn msetnx(core: &Rc<Core>, args: &[Bytes], out: &mut Out) {
         core.call(c, move |cr| {
             let mut shard = cr.shard.borrow_mut();
             for p in pairs.chunks_exact(2) {
-                shard.apply(Mutation::SetStr { key: &p[0], value: &p[1], ttl: Ttl::Clear });
+                shard.apply(Mutation::SetStr {
+                    key: &p[0],
+                    value: &p[1],
+                    ttl: Ttl::Clear,
+                });
             }
         })
         .await;

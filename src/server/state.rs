@@ -58,8 +58,12 @@ impl Shared {
         Shared {
             config,
             cores,
-            shard_stats: (0..cores).map(|_| Arc::new(ShardStats::default())).collect(),
-            core_stats: (0..cores).map(|_| Arc::new(CoreStats::new(commands))).collect(),
+            shard_stats: (0..cores)
+                .map(|_| Arc::new(ShardStats::default()))
+                .collect(),
+            core_stats: (0..cores)
+                .map(|_| Arc::new(CoreStats::new(commands)))
+                .collect(),
             clients: Mutex::new(BTreeMap::new()),
             next_client_id: AtomicU64::new(1),
             connected_clients: AtomicUsize::new(0),
@@ -69,7 +73,9 @@ impl Shared {
             run_id: random_run_id(),
             port: AtomicUsize::new(0),
             lastsave_unix: AtomicU64::new(now / 1000),
-            executable: std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default(),
+            executable: std::env::current_exe()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
             config_file: String::new(),
         }
     }
@@ -95,5 +101,7 @@ impl Shared {
 }
 
 fn random_run_id() -> String {
-    (0..40).map(|_| char::from_digit(fastrand::u32(..16), 16).expect("digit below 16")).collect()
+    (0..40)
+        .map(|_| char::from_digit(fastrand::u32(..16), 16).expect("digit below 16"))
+        .collect()
 }

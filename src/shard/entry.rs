@@ -81,7 +81,12 @@ pub struct Entry {
 
 impl Entry {
     pub fn new(key: &[u8], value: Value, expire_at: u64, access: u32) -> Entry {
-        Entry { key: key.into(), value, expire_at, access }
+        Entry {
+            key: key.into(),
+            value,
+            expire_at,
+            access,
+        }
     }
 
     pub fn key(&self) -> &[u8] {

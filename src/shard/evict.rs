@@ -5,7 +5,7 @@
 //! candidates seen so far in a small pool, which approaches true LRU closely at 5–10 samples.
 //! We do the same per shard: each core evicts from the keys it owns.
 
-use super::{lru_clock, Entry, Mutation, Shard, LRU_CLOCK_MAX};
+use super::{Entry, LRU_CLOCK_MAX, Mutation, Shard, lru_clock};
 
 /// The eviction policies that evict (noeviction is decided before calling in here).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,7 +21,13 @@ pub enum EvictPolicy {
 
 impl EvictPolicy {
     fn volatile_only(self) -> bool {
-        matches!(self, EvictPolicy::VolatileLru | EvictPolicy::VolatileLfu | EvictPolicy::VolatileRandom | EvictPolicy::VolatileTtl)
+        matches!(
+            self,
+            EvictPolicy::VolatileLru
+                | EvictPolicy::VolatileLfu
+                | EvictPolicy::VolatileRandom
+                | EvictPolicy::VolatileTtl
+        )
     }
 }
 
@@ -69,8 +75,16 @@ pub fn lfu_decayed(access: u32, now_ms: u64, decay_minutes: u32) -> u32 {
     let last = access >> 8;
     let counter = access & 0xFF;
     let now = lfu_minutes(now_ms);
-    let elapsed = if now >= last { now - last } else { 65535 - last + now };
-    let periods = if decay_minutes == 0 { 0 } else { elapsed / decay_minutes };
+    let elapsed = if now >= last {
+        now - last
+    } else {
+        65535 - last + now
+    };
+    let periods = if decay_minutes == 0 {
+        0
+    } else {
+        elapsed / decay_minutes
+    };
     counter.saturating_sub(periods)
 }
 
@@ -91,7 +105,11 @@ pub(super) fn lfu_touch(access: u32, now_ms: u64, log_factor: u32, decay_minutes
 /// Milliseconds since the entry was last accessed, from its LRU clock (wrap-around aware).
 pub fn idle_ms(access: u32, now_ms: u64) -> u64 {
     let clock = lru_clock(now_ms);
-    let secs = if clock >= access { clock - access } else { clock + (LRU_CLOCK_MAX - access) };
+    let secs = if clock >= access {
+        clock - access
+    } else {
+        clock + (LRU_CLOCK_MAX - access)
+    };
     secs as u64 * 1000
 }
 
@@ -100,10 +118,18 @@ impl Shard {
     /// nothing left that the policy may evict.
     pub fn evict_one(&mut self, policy: EvictPolicy, samples: usize, now: u64) -> bool {
         let volatile_only = policy.volatile_only();
-        if matches!(policy, EvictPolicy::AllKeysRandom | EvictPolicy::VolatileRandom) {
+        if matches!(
+            policy,
+            EvictPolicy::AllKeysRandom | EvictPolicy::VolatileRandom
+        ) {
             for _ in 0..samples.max(1) * 4 {
-                let Some((slot, index)) = self.random_position(volatile_only) else { return false };
-                let entry = self.slots[slot].table.get_bucket(index).expect("sampled a full bucket");
+                let Some((slot, index)) = self.random_position(volatile_only) else {
+                    return false;
+                };
+                let entry = self.slots[slot]
+                    .table
+                    .get_bucket(index)
+                    .expect("sampled a full bucket");
                 if volatile_only && entry.expire_at().is_none() {
                     continue;
                 }
@@ -120,8 +146,13 @@ impl Shard {
                 if sampled >= samples.max(1) {
                     break;
                 }
-                let Some((slot, index)) = self.random_position(volatile_only) else { break };
-                let entry = self.slots[slot].table.get_bucket(index).expect("sampled a full bucket");
+                let Some((slot, index)) = self.random_position(volatile_only) else {
+                    break;
+                };
+                let entry = self.slots[slot]
+                    .table
+                    .get_bucket(index)
+                    .expect("sampled a full bucket");
                 if volatile_only && entry.expire_at().is_none() {
                     continue;
                 }
@@ -133,7 +164,9 @@ impl Shard {
             // Evict the best candidate that still exists (and is still eligible).
             let mut evicted = false;
             while let Some((_, key)) = self.evict_pool.items.pop() {
-                let eligible = self.peek(&key, 0).is_some_and(|e| !volatile_only || e.expire_at().is_some());
+                let eligible = self
+                    .peek(&key, 0)
+                    .is_some_and(|e| !volatile_only || e.expire_at().is_some());
                 if eligible {
                     self.evict_key(&key);
                     evicted = true;
@@ -162,7 +195,9 @@ impl Shard {
                 super::AccessMode::Lfu { .. } => 0,
             },
             EvictPolicy::AllKeysLfu | EvictPolicy::VolatileLfu => match self.access_mode {
-                super::AccessMode::Lfu { decay_minutes, .. } => 255 - lfu_decayed(entry.access, now, decay_minutes) as u64,
+                super::AccessMode::Lfu { decay_minutes, .. } => {
+                    255 - lfu_decayed(entry.access, now, decay_minutes) as u64
+                }
                 super::AccessMode::Lru => 0,
             },
             EvictPolicy::VolatileTtl => u64::MAX - entry.expire_at().unwrap_or(u64::MAX),

@@ -40,7 +40,8 @@ impl Shard {
         let mut slots_visited = 0;
         while step.checked < max_checked && slots_visited <= span {
             if self.slots[slot].volatile > 0 {
-                let (next, checked, expired) = self.expire_in_slot(slot, in_slot, max_checked - step.checked, now);
+                let (next, checked, expired) =
+                    self.expire_in_slot(slot, in_slot, max_checked - step.checked, now);
                 step.checked += checked;
                 step.expired += expired;
                 if next != 0 {
@@ -64,7 +65,13 @@ impl Shard {
     }
 
     /// Walks one slot's table from `cursor`; returns (next cursor or 0, checked, expired).
-    fn expire_in_slot(&mut self, slot: usize, cursor: u64, budget: usize, now: u64) -> (u64, usize, usize) {
+    fn expire_in_slot(
+        &mut self,
+        slot: usize,
+        cursor: u64,
+        budget: usize,
+        now: u64,
+    ) -> (u64, usize, usize) {
         let mut doomed: Vec<Box<[u8]>> = Vec::new();
         let mut checked = 0;
         let next = super::scan::scan_table(&self.slots[slot].table, cursor, budget, |e| {

@@ -20,9 +20,9 @@ use std::sync::Arc;
 
 use hashbrown::HashTable;
 
-use crate::cluster::{key_slot, SLOT_COUNT};
+use crate::cluster::{SLOT_COUNT, key_slot};
 pub use entry::{Entry, Kind, Value};
-pub use evict::{idle_ms, lfu_decayed, EvictPolicy};
+pub use evict::{EvictPolicy, idle_ms, lfu_decayed};
 pub use hash::{HashLimits, HashObj};
 pub use mutation::{Mutation, Ttl};
 pub use stats::ShardStats;
@@ -124,10 +124,21 @@ impl Shard {
     fn lookup(&mut self, key: &[u8], now: u64, count: bool) -> Option<&mut Entry> {
         let (slot, hash) = self.locate(key);
         // Find the bucket once; the index then gives O(1) access without re-probing.
-        let found = self.slots[slot].table.find_bucket_index(hash, |e| e.key() == key);
-        let live = found.filter(|&i| !self.slots[slot].table.get_bucket(i).is_some_and(|e| e.is_expired(now)));
+        let found = self.slots[slot]
+            .table
+            .find_bucket_index(hash, |e| e.key() == key);
+        let live = found.filter(|&i| {
+            !self.slots[slot]
+                .table
+                .get_bucket(i)
+                .is_some_and(|e| e.is_expired(now))
+        });
         if count {
-            let counter = if live.is_some() { &self.stats.keyspace_hits } else { &self.stats.keyspace_misses };
+            let counter = if live.is_some() {
+                &self.stats.keyspace_hits
+            } else {
+                &self.stats.keyspace_misses
+            };
             counter.inc();
         }
         if found.is_some() && live.is_none() {
@@ -144,7 +155,10 @@ impl Shard {
     /// not count as an access in Valkey). Expired keys read as absent but are not deleted.
     pub fn peek(&self, key: &[u8], now: u64) -> Option<&Entry> {
         let (slot, hash) = self.locate(key);
-        self.slots[slot].table.find(hash, |e| e.key() == key).filter(|e| !e.is_expired(now))
+        self.slots[slot]
+            .table
+            .find(hash, |e| e.key() == key)
+            .filter(|e| !e.is_expired(now))
     }
 
     /// Lazy-expiry deletion: counted in `expired_keys`.
@@ -192,7 +206,8 @@ impl Shard {
             }
             Mutation::HDel { key, fields } => {
                 let (slot, hash) = self.locate(key);
-                let Ok(mut found) = self.slots[slot].table.find_entry(hash, |e| e.key() == key) else {
+                let Ok(mut found) = self.slots[slot].table.find_entry(hash, |e| e.key() == key)
+                else {
                     return false;
                 };
                 let now_empty = match &mut found.get_mut().value {
@@ -219,7 +234,11 @@ impl Shard {
                 }
                 None => false,
             },
-            Mutation::Restore { key, value, expire_at } => {
+            Mutation::Restore {
+                key,
+                value,
+                expire_at,
+            } => {
                 let ttl = expire_at.map_or(Ttl::Clear, Ttl::At);
                 self.put(key, value, ttl);
                 true
@@ -274,22 +293,32 @@ impl Shard {
         entry.set_expire_raw(expire);
         let (slot, hash) = self.locate(&key);
         let hasher = &self.hasher;
-        self.slots[slot].table.insert_unique(hash, entry, |e| hasher.hash_one(e.key()));
+        self.slots[slot]
+            .table
+            .insert_unique(hash, entry, |e| hasher.hash_one(e.key()));
         self.after_insert(slot, expire.is_some());
     }
 
     fn entry_or_insert(&mut self, key: &[u8], make: impl FnOnce() -> Value) -> &mut Entry {
         let (slot, hash) = self.locate(key);
-        let exists = self.slots[slot].table.find(hash, |e| e.key() == key).is_some();
+        let exists = self.slots[slot]
+            .table
+            .find(hash, |e| e.key() == key)
+            .is_some();
         if !exists {
             let access = self.fresh_access();
             let hasher = &self.hasher;
-            self.slots[slot].table.insert_unique(hash, Entry::new(key, make(), 0, access), |e| {
-                hasher.hash_one(e.key())
-            });
+            self.slots[slot]
+                .table
+                .insert_unique(hash, Entry::new(key, make(), 0, access), |e| {
+                    hasher.hash_one(e.key())
+                });
             self.after_insert(slot, false);
         }
-        self.slots[slot].table.find_mut(hash, |e| e.key() == key).expect("present: found or inserted above")
+        self.slots[slot]
+            .table
+            .find_mut(hash, |e| e.key() == key)
+            .expect("present: found or inserted above")
     }
 
     /// Applies `f` to the string form of `key` (empty when missing), keeping the TTL.
@@ -323,7 +352,10 @@ impl Shard {
     /// Removes `key`, returning its entry.
     pub(crate) fn remove(&mut self, key: &[u8]) -> Option<Entry> {
         let (slot, hash) = self.locate(key);
-        let found = self.slots[slot].table.find_entry(hash, |e| e.key() == key).ok()?;
+        let found = self.slots[slot]
+            .table
+            .find_entry(hash, |e| e.key() == key)
+            .ok()?;
         let (entry, _) = found.remove();
         self.after_remove(slot, entry.expire_at().is_some());
         Some(entry)
@@ -399,13 +431,21 @@ impl Shard {
         for _ in 0..100 {
             let (slot, index) = self.random_position(false)?;
             let expired = {
-                let e = self.slots[slot].table.get_bucket(index).expect("sampled a full bucket");
+                let e = self.slots[slot]
+                    .table
+                    .get_bucket(index)
+                    .expect("sampled a full bucket");
                 e.is_expired(now)
             };
             if !expired {
                 return self.slots[slot].table.get_bucket(index);
             }
-            let key: Box<[u8]> = self.slots[slot].table.get_bucket(index).expect("full").key().into();
+            let key: Box<[u8]> = self.slots[slot]
+                .table
+                .get_bucket(index)
+                .expect("full")
+                .key()
+                .into();
             self.delete_expired(&key, now);
         }
         None
@@ -441,7 +481,10 @@ impl Shard {
             }
         }
         let start = fastrand::usize(..buckets);
-        (0..buckets).map(|i| (start + i) % buckets).find(|&i| table.get_bucket(i).is_some()).map(|i| (slot, i))
+        (0..buckets)
+            .map(|i| (start + i) % buckets)
+            .find(|&i| table.get_bucket(i).is_some())
+            .map(|i| (slot, i))
     }
 }
 
@@ -450,9 +493,10 @@ impl Shard {
 fn touch(entry: &mut Entry, mode: AccessMode, now: u64) {
     match mode {
         AccessMode::Lru => entry.access = lru_clock(now),
-        AccessMode::Lfu { log_factor, decay_minutes } => {
-            entry.access = evict::lfu_touch(entry.access, now, log_factor, decay_minutes)
-        }
+        AccessMode::Lfu {
+            log_factor,
+            decay_minutes,
+        } => entry.access = evict::lfu_touch(entry.access, now, log_factor, decay_minutes),
     }
 }
 

@@ -21,17 +21,31 @@ pub enum Ttl {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Mutation<'a> {
     /// Replace the key's value with a string (stored as an integer when canonical).
-    SetStr { key: &'a [u8], value: &'a [u8], ttl: Ttl },
+    SetStr {
+        key: &'a [u8],
+        value: &'a [u8],
+        ttl: Ttl,
+    },
     /// Replace the key's value with an integer (INCR and friends).
     SetInt { key: &'a [u8], value: i64, ttl: Ttl },
     /// Append bytes to a string (creating it when missing); TTL kept.
     Append { key: &'a [u8], tail: &'a [u8] },
     /// Overwrite a string at `offset`, zero-padding as needed (creating it when missing).
-    SetRange { key: &'a [u8], offset: usize, data: &'a [u8] },
+    SetRange {
+        key: &'a [u8],
+        offset: usize,
+        data: &'a [u8],
+    },
     /// Set hash fields: `pairs` alternates field, value.
-    HSet { key: &'a [u8], pairs: &'a [&'a [u8]] },
+    HSet {
+        key: &'a [u8],
+        pairs: &'a [&'a [u8]],
+    },
     /// Remove hash fields; the key goes when its last field does.
-    HDel { key: &'a [u8], fields: &'a [&'a [u8]] },
+    HDel {
+        key: &'a [u8],
+        fields: &'a [&'a [u8]],
+    },
     /// Set (Some) or remove (None) the key's absolute expiry. A time in the past deletes.
     Expire { key: &'a [u8], at: Option<u64> },
     /// Delete a key (DEL, expiry, eviction).
@@ -39,7 +53,11 @@ pub enum Mutation<'a> {
     /// Move a key within this shard, replacing the destination (RENAME).
     Rename { from: &'a [u8], to: &'a [u8] },
     /// Store a whole value with its expiry (COPY, and RENAME across cores).
-    Restore { key: &'a [u8], value: Value, expire_at: Option<u64> },
+    Restore {
+        key: &'a [u8],
+        value: Value,
+        expire_at: Option<u64>,
+    },
     /// Delete every key of this shard.
     FlushAll,
 }

@@ -12,7 +12,11 @@ fn shard() -> Shard {
 #[test]
 fn set_get_delete() {
     let mut s = shard();
-    s.apply(Mutation::SetStr { key: b"k", value: b"v", ttl: Ttl::Clear });
+    s.apply(Mutation::SetStr {
+        key: b"k",
+        value: b"v",
+        ttl: Ttl::Clear,
+    });
     assert_eq!(s.len(), 1);
     assert!(matches!(&s.get(b"k", 0).unwrap().value, Value::Str(v) if &**v == b"v"));
     assert!(s.apply(Mutation::Del { key: b"k" }));
@@ -25,7 +29,11 @@ fn lazy_and_active_expiry() {
     let mut s = shard();
     for i in 0..1000 {
         let k = format!("k{i}");
-        s.apply(Mutation::SetStr { key: k.as_bytes(), value: b"v", ttl: Ttl::At(100) });
+        s.apply(Mutation::SetStr {
+            key: k.as_bytes(),
+            value: b"v",
+            ttl: Ttl::At(100),
+        });
     }
     assert_eq!(s.volatile_len(), 1000);
     assert!(s.get(b"k1", 50).is_some());

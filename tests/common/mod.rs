@@ -15,7 +15,11 @@ pub struct Server {
 
 /// A port that was free a moment ago (the server is retried on another if it is taken).
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("local addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .expect("local addr")
+        .port()
 }
 
 impl Server {
@@ -67,23 +71,30 @@ impl Server {
     /// A RESP2 connection.
     pub fn conn(&self) -> redis::Connection {
         let client = redis::Client::open(self.url()).expect("client");
-        let c = client.get_connection_with_timeout(Duration::from_secs(5)).expect("connect");
-        c.set_read_timeout(Some(Duration::from_secs(30))).expect("read timeout");
+        let c = client
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("read timeout");
         c
     }
 
     /// A RESP3 connection (HELLO 3).
     pub fn conn3(&self) -> redis::Connection {
         let client = redis::Client::open(format!("{}?protocol=resp3", self.url())).expect("client");
-        let c = client.get_connection_with_timeout(Duration::from_secs(5)).expect("connect");
-        c.set_read_timeout(Some(Duration::from_secs(30))).expect("read timeout");
+        let c = client
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("read timeout");
         c
     }
 
     /// A raw TCP stream, for protocol-level tests.
     pub fn raw(&self) -> std::net::TcpStream {
         let s = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
         s
     }
 
@@ -105,7 +116,10 @@ impl Drop for Server {
 }
 
 /// Runs a command and returns its result (reply or server error) for exact comparisons.
-pub fn run<T: redis::FromRedisValue>(c: &mut redis::Connection, args: &[&str]) -> redis::RedisResult<T> {
+pub fn run<T: redis::FromRedisValue>(
+    c: &mut redis::Connection,
+    args: &[&str],
+) -> redis::RedisResult<T> {
     let mut cmd = redis::cmd(args[0]);
     for a in &args[1..] {
         cmd.arg(*a);
