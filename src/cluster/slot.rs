@@ -9,8 +9,13 @@ pub const SLOT_COUNT: usize = 16384;
 /// The slot of `key`: CRC16-XMODEM of the key (or of the first non-empty `{hash tag}`) mod 16384.
 pub fn key_slot(key: &[u8]) -> Slot {
     let hashed = hash_tag(key).unwrap_or(key);
-    (crc16::State::<crc16::XMODEM>::calculate(hashed) as usize % SLOT_COUNT) as Slot
+    (XMODEM.checksum(hashed) as usize % SLOT_COUNT) as Slot
 }
+
+/// CRC16-XMODEM (the CCITT polynomial Redis Cluster uses), slice-by-16 tables: every command
+/// hashes its keys, so the table-per-byte variant showed up at ~6% of a SET profile.
+static XMODEM: crc::Crc<u16, crc::Table<16>> =
+    crc::Crc::<u16, crc::Table<16>>::new(&crc::CRC_16_XMODEM);
 
 /// The part of the key between the first `{` and the next `}`, if that part is non-empty.
 fn hash_tag(key: &[u8]) -> Option<&[u8]> {
@@ -39,7 +44,7 @@ mod tests {
         // Empty tag: the whole key is hashed.
         assert_eq!(
             key_slot(b"foo{}{bar}"),
-            crc16::State::<crc16::XMODEM>::calculate(b"foo{}{bar}") % 16384
+            XMODEM.checksum(b"foo{}{bar}") % 16384
         );
         // Only the first tag counts.
         assert_eq!(key_slot(b"foo{{bar}}zap"), key_slot(b"{bar"));

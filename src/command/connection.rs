@@ -40,7 +40,8 @@ pub fn echo(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
 }
 
 pub fn select(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
-    match crate::util::parse_i64(&args[1]) {
+    // Valkey reads the index as a C int (getIntFromObjectOrReply): beyond it, not an integer.
+    match crate::util::parse_i64(&args[1]).filter(|n| i32::try_from(*n).is_ok()) {
         Some(0) => ctx.out.ok(),
         Some(_) => ctx.out.error("ERR DB index is out of range"),
         None => ctx.out.error(super::NOT_INTEGER),
@@ -61,18 +62,39 @@ pub fn reset(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
 }
 
 const NO_PASSWORD: &str = "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?";
+const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+
+/// Valkey's ACLAuthenticateUser for the one user that exists until ACLs arrive: `default`,
+/// which takes any password while none is configured (`nopass`), else `requirepass`.
+fn authenticate(shared: &Shared, user: &[u8], password: &[u8]) -> bool {
+    if user != b"default" {
+        return false;
+    }
+    match shared.config.runtime.requirepass() {
+        None => true,
+        Some(p) => p.as_bytes() == password,
+    }
+}
 
 pub fn auth(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
     if args.len() > 3 {
         ctx.out.error(SYNTAX_ERROR);
         return;
     }
-    // Authentication arrives with the security issue; until then no password can be set.
-    if args.len() == 2 {
-        ctx.out.error(NO_PASSWORD);
+    let (user, password): (&[u8], &[u8]) = if args.len() == 2 {
+        // The old one-argument form is an error while the default user has no password.
+        if ctx.shared.config.runtime.requirepass().is_none() {
+            ctx.out.error(NO_PASSWORD);
+            return;
+        }
+        (b"default", &args[1])
     } else {
-        ctx.out
-            .error("WRONGPASS invalid username-password pair or user is disabled.");
+        (&args[1], &args[2])
+    };
+    if authenticate(ctx.shared, user, password) {
+        ctx.out.ok();
+    } else {
+        ctx.out.error(WRONGPASS);
     }
 }
 
@@ -96,13 +118,18 @@ pub fn hello(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
         i = 2;
     }
     let mut name: Option<&Bytes> = None;
+    let mut credentials: Option<(&Bytes, &Bytes)> = None;
     while i < args.len() {
         let more = args.len() - i - 1;
         if is(&args[i], "AUTH") && more >= 2 {
-            // No password can be configured yet (see AUTH): the default user has none.
-            ctx.out.error(NO_PASSWORD);
-            return;
+            credentials = Some((&args[i + 1], &args[i + 2]));
+            i += 3;
         } else if is(&args[i], "SETNAME") && more >= 1 {
+            // Checked as it is read, before any later option (Valkey's order of errors).
+            if !valid_client_name(&args[i + 1]) {
+                ctx.out.error(BAD_NAME);
+                return;
+            }
             name = Some(&args[i + 1]);
             i += 2;
         } else {
@@ -113,11 +140,13 @@ pub fn hello(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
             return;
         }
     }
+    if let Some((user, password)) = credentials
+        && !authenticate(ctx.shared, user, password)
+    {
+        ctx.out.error(WRONGPASS);
+        return;
+    }
     if let Some(n) = name {
-        if !valid_client_name(n) {
-            ctx.out.error(BAD_NAME);
-            return;
-        }
         ctx.client.info.meta.lock().expect("client meta lock").name =
             Some(lossy(n, usize::MAX)).filter(|s| !s.is_empty());
     }
@@ -191,9 +220,10 @@ pub fn client_setinfo(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
         return;
     }
     if !valid_client_name(value) {
+        // Valkey names the option as the client spelled it.
         ctx.out.error(&format!(
             "ERR {} cannot contain spaces, newlines or special characters.",
-            if lib_name { "lib-name" } else { "lib-ver" }
+            lossy(&args[2], 128)
         ));
         return;
     }
@@ -207,6 +237,15 @@ pub fn client_setinfo(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
     ctx.out.ok();
 }
 
+/// Bytes a client holds as CLIENT LIST's tot-mem shows them: its read buffer and what is
+/// pending in it.
+pub fn client_memory(c: &ClientInfo) -> usize {
+    READ_BUFFER_SIZE + c.query_buf.load(Relaxed)
+}
+
+/// The read buffer size CLIENT LIST reports (rbs).
+const READ_BUFFER_SIZE: usize = 16384;
+
 /// One CLIENT LIST line, in Valkey's field order.
 pub fn client_line(c: &ClientInfo, now_ms: u64) -> String {
     let meta = c.meta.lock().expect("client meta lock").clone();
@@ -216,7 +255,7 @@ pub fn client_line(c: &ClientInfo, now_ms: u64) -> String {
     };
     let qbuf = c.query_buf.load(Relaxed);
     format!(
-        "id={} addr={} laddr={} fd={} name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 watch=0 qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=16384 rbp=0 obl=0 oll=0 omem=0 tot-mem={} events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
+        "id={} addr={} laddr={} fd={} name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 watch=0 qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs={READ_BUFFER_SIZE} rbp=0 obl=0 oll=0 omem=0 tot-mem={} events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={} tot-net-in={} tot-net-out={} tot-cmds={}",
         c.id,
         c.addr,
         c.laddr,
@@ -225,11 +264,14 @@ pub fn client_line(c: &ClientInfo, now_ms: u64) -> String {
         now_ms.saturating_sub(c.created_ms) / 1000,
         now_ms.saturating_sub(c.last_interaction_ms.load(Relaxed)) / 1000,
         qbuf,
-        16384 + qbuf,
+        client_memory(c),
         cmd,
         c.resp.load(Relaxed),
         meta.lib_name.unwrap_or_default(),
         meta.lib_ver.unwrap_or_default(),
+        c.net_in.load(Relaxed),
+        c.net_out.load(Relaxed),
+        c.commands.load(Relaxed),
     )
 }
 
@@ -255,9 +297,10 @@ pub fn client_list(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
         } else if is(&args[i], "ID") && i + 1 < args.len() {
             let mut list = Vec::new();
             for a in &args[i + 1..] {
+                // Any integer is accepted (no client has an id below 1, so those match none).
                 match crate::util::parse_i64(a) {
-                    Some(id) if id > 0 => list.push(id as u64),
-                    _ => {
+                    Some(id) => list.extend(u64::try_from(id).ok()),
+                    None => {
                         ctx.out.error("ERR Invalid client ID");
                         return;
                     }

@@ -36,28 +36,9 @@ pub fn parse_expire(arg: &[u8], unit: ExpireUnit, now: u64, cmd: &str) -> Result
     Ok(ms as u64)
 }
 
+/// EXPIRE/PEXPIRE/EXPIREAT/PEXPIREAT key time [NX|XX|GT|LT], checked in Valkey's order: the
+/// options first, then the time. A time at or before now deletes the key (and replies 1).
 fn expire_generic(ctx: &mut Ctx<'_>, args: &[Bytes], unit: ExpireUnit, cmd: &str) {
-    let Some(mut when) = super::arg_i64(&args[2]) else {
-        ctx.out.error(super::NOT_INTEGER);
-        return;
-    };
-    let invalid = format!("ERR invalid expire time in '{cmd}' command");
-    if matches!(unit, ExpireUnit::Seconds | ExpireUnit::UnixSeconds) {
-        if when > i64::MAX / 1000 || when < i64::MIN / 1000 {
-            ctx.out.error(&invalid);
-            return;
-        }
-        when *= 1000;
-    }
-    if matches!(unit, ExpireUnit::Seconds | ExpireUnit::Millis) {
-        match when.checked_add(ctx.now as i64) {
-            Some(w) => when = w,
-            None => {
-                ctx.out.error(&invalid);
-                return;
-            }
-        }
-    }
     let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
     for a in &args[3..] {
         if is(a, "NX") {
@@ -84,15 +65,38 @@ fn expire_generic(ctx: &mut Ctx<'_>, args: &[Bytes], unit: ExpireUnit, cmd: &str
             .error("ERR GT and LT options at the same time are not compatible");
         return;
     }
+    let Some(mut when) = super::arg_i64(&args[2]) else {
+        ctx.out.error(super::NOT_INTEGER);
+        return;
+    };
+    // Negative times are allowed (they delete); only overflow is an error.
+    let invalid = || format!("ERR invalid expire time in '{cmd}' command");
+    if matches!(unit, ExpireUnit::Seconds | ExpireUnit::UnixSeconds) {
+        match when.checked_mul(1000) {
+            Some(ms) => when = ms,
+            None => {
+                ctx.out.error(&invalid());
+                return;
+            }
+        }
+    }
+    if matches!(unit, ExpireUnit::Seconds | ExpireUnit::Millis) {
+        match when.checked_add(ctx.now as i64) {
+            Some(w) => when = w,
+            None => {
+                ctx.out.error(&invalid());
+                return;
+            }
+        }
+    }
     let key = &args[1];
     let Some(e) = ctx.write(key) else {
         ctx.out.int(0);
         return;
     };
-    let current = e.expire_at();
-    let refused = match current {
+    let refused = match e.expire_at() {
         Some(cur) => nx || (gt && when <= cur as i64) || (lt && when >= cur as i64),
-        // No expiry counts as an infinite TTL.
+        // No expiry counts as an infinite TTL: never less (GT), always greater (LT).
         None => xx || gt,
     };
     if refused {
@@ -126,12 +130,12 @@ pub fn pexpireat(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     expire_generic(ctx, args, ExpireUnit::UnixMillis, "pexpireat");
 }
 
-/// TTL/PTTL/EXPIRETIME/PEXPIRETIME: -2 for a missing key, -1 without expiry.
+/// TTL/PTTL/EXPIRETIME/PEXPIRETIME: -2 for a missing key, -1 without expiry. Seconds are
+/// rounded to the nearest (Valkey's (ms + 500) / 1000), the absolute forms included.
 fn ttl_generic(ctx: &mut Ctx<'_>, args: &[Bytes], millis: bool, absolute: bool) {
     let now = ctx.now;
     // Valkey's TTL does not count as an access (LOOKUP_NOTOUCH), but does expire lazily.
-    let Some(e) = ctx.shard.peek(&args[1], now) else {
-        ctx.shard.get(&args[1], now); // deletes it when it had expired
+    let Some(e) = super::keyspace::read_notouch(ctx, &args[1]) else {
         ctx.out.int(-2);
         return;
     };

@@ -2,8 +2,9 @@
 
 use bytes::Bytes;
 
-use super::keyspace::{parse_scan_options, reply_cursor};
+use super::keyspace::{INVALID_CURSOR, ScanOf, parse_cursor, parse_scan_options, reply_scan_head};
 use super::{Ctx, NOT_INTEGER, OVERFLOW, WRONGTYPE};
+use crate::protocol::Out;
 use crate::shard::{HashObj, Mutation, Value};
 
 /// The hash at `key` for reading: Ok(None) when missing, Err after replying WRONGTYPE.
@@ -18,15 +19,24 @@ fn read_hash<'c>(ctx: &'c mut Ctx<'_>, key: &[u8]) -> Result<Option<&'c HashObj>
     }
 }
 
-/// For writes: checks the key is a hash or missing (Ok(false) = missing).
-fn check_hash_for_write(ctx: &mut Ctx<'_>, key: &[u8]) -> Result<bool, ()> {
-    match ctx.write(key).map(|e| matches!(e.value, Value::Hash(_))) {
-        None => Ok(false),
-        Some(true) => Ok(true),
-        Some(false) => {
+/// For writes (lazy expiry, no hit/miss accounting): the number of fields of the hash at
+/// `key`, 0 when missing; Err after replying WRONGTYPE.
+fn hash_len_for_write(ctx: &mut Ctx<'_>, key: &[u8]) -> Result<usize, ()> {
+    match ctx.write(key).map(|e| &e.value) {
+        None => Ok(0),
+        Some(Value::Hash(h)) => Ok(h.len()),
+        Some(_) => {
             ctx.out.error(WRONGTYPE);
             Err(())
         }
+    }
+}
+
+/// The number of fields of the hash at `key` (0 when missing), without side effects.
+fn hash_len(ctx: &Ctx<'_>, key: &[u8]) -> usize {
+    match ctx.shard.peek(key, ctx.now).map(|e| &e.value) {
+        Some(Value::Hash(h)) => h.len(),
+        _ => 0,
     }
 }
 
@@ -43,69 +53,34 @@ pub fn hmset(ctx: &mut Ctx<'_>, args: &[Bytes]) {
 }
 
 fn hset_generic(ctx: &mut Ctx<'_>, args: &[Bytes], ok_reply: bool) {
-    if args.len() % 2 != 0 {
+    if !args.len().is_multiple_of(2) {
         super::arity_error(ctx.out, if ok_reply { "hmset" } else { "hset" });
         return;
     }
     let key = &args[1];
-    let Ok(exists) = check_hash_for_write(ctx, key) else {
+    let Ok(before) = hash_len_for_write(ctx, key) else {
         return;
     };
-    // Count new fields before applying (duplicates within one call count once).
-    let mut new_fields = 0;
-    {
-        let existing = if exists {
-            match ctx.shard.peek(key, ctx.now).map(|e| &e.value) {
-                Some(Value::Hash(h)) => Some(&**h),
-                _ => None,
-            }
-        } else {
-            None
-        };
-        let mut seen: Vec<&[u8]> = Vec::new();
-        for pair in args[2..].chunks_exact(2) {
-            let f = &pair[0][..];
-            if existing.is_some_and(|h| h.get(f).is_some()) || seen.contains(&f) {
-                continue;
-            }
-            if args.len() > 34 {
-                // Large calls: avoid the quadratic `seen` scan; count via a set.
-                seen.clear();
-                new_fields = count_new_fields(existing, &args[2..]);
-                break;
-            }
-            seen.push(f);
-            new_fields += 1;
-        }
-    }
     let pairs = as_slices(&args[2..]);
     ctx.apply(Mutation::HSet { key, pairs: &pairs });
     if ok_reply {
         ctx.out.ok()
     } else {
-        ctx.out.int(new_fields)
+        // HSET only adds or updates, so the new fields (a field repeated in one call counting
+        // once) are exactly how much the hash grew.
+        let after = hash_len(ctx, key);
+        ctx.out.int((after - before) as i64)
     }
-}
-
-fn count_new_fields(existing: Option<&HashObj>, pairs: &[Bytes]) -> i64 {
-    let mut seen = std::collections::HashSet::new();
-    pairs
-        .chunks_exact(2)
-        .filter(|p| existing.is_none_or(|h| h.get(&p[0]).is_none()) && seen.insert(&p[0][..]))
-        .count() as i64
 }
 
 pub fn hsetnx(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     let key = &args[1];
-    let Ok(exists) = check_hash_for_write(ctx, key) else {
+    let Ok(len) = hash_len_for_write(ctx, key) else {
         return;
     };
-    if exists {
-        let present = matches!(ctx.shard.peek(key, ctx.now).map(|e| &e.value), Some(Value::Hash(h)) if h.get(&args[2]).is_some());
-        if present {
-            ctx.out.int(0);
-            return;
-        }
+    if len > 0 && field_value(ctx, key, &args[2]).is_some() {
+        ctx.out.int(0);
+        return;
     }
     ctx.apply(Mutation::HSet {
         key,
@@ -193,37 +168,25 @@ fn hget_all_parts(ctx: &mut Ctx<'_>, args: &[Bytes], fields: bool, values: bool)
 
 pub fn hdel(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     let key = &args[1];
-    let Ok(exists) = check_hash_for_write(ctx, key) else {
+    let Ok(before) = hash_len_for_write(ctx, key) else {
         return;
     };
-    if !exists {
+    let fields = &args[2..];
+    // Only write a record when something goes (a missing key or fields change nothing).
+    let any = before > 0 && fields.iter().any(|f| field_value(ctx, key, f).is_some());
+    if !any {
         ctx.out.int(0);
         return;
     }
-    let removed = match ctx.shard.peek(key, ctx.now).map(|e| &e.value) {
-        Some(Value::Hash(h)) => {
-            let mut seen: Vec<&[u8]> = Vec::new();
-            args[2..]
-                .iter()
-                .filter(|f| {
-                    let fresh = h.get(f).is_some() && !seen.contains(&&f[..]);
-                    if fresh {
-                        seen.push(f);
-                    }
-                    fresh
-                })
-                .count()
-        }
-        _ => 0,
-    };
-    if removed > 0 {
-        let fields = as_slices(&args[2..]);
-        ctx.apply(Mutation::HDel {
-            key,
-            fields: &fields,
-        });
-    }
-    ctx.out.int(removed as i64);
+    let fields = as_slices(fields);
+    ctx.apply(Mutation::HDel {
+        key,
+        fields: &fields,
+    });
+    // A field named twice goes once: the count is how much the hash shrank (the key itself
+    // goes with its last field, and then reads as 0 fields).
+    let after = hash_len(ctx, key);
+    ctx.out.int((before - after) as i64);
 }
 
 pub fn hlen(ctx: &mut Ctx<'_>, args: &[Bytes]) {
@@ -256,17 +219,13 @@ pub fn hincrby(ctx: &mut Ctx<'_>, args: &[Bytes]) {
         return;
     };
     let key = &args[1];
-    let Ok(exists) = check_hash_for_write(ctx, key) else {
+    if hash_len_for_write(ctx, key).is_err() {
         return;
-    };
-    let current = if exists {
-        field_value(ctx, key, &args[2])
-    } else {
-        None
-    };
+    }
+    let current = field_value(ctx, key, &args[2]);
     let cur = match current {
         None => 0,
-        Some(v) => match crate::util::parse_i64(&v) {
+        Some(v) => match crate::util::parse_i64(v) {
             Some(i) => i,
             None => {
                 ctx.out.error("ERR hash value is not an integer");
@@ -294,15 +253,11 @@ pub fn hincrbyfloat(ctx: &mut Ctx<'_>, args: &[Bytes]) {
         return;
     }
     let key = &args[1];
-    let Ok(exists) = check_hash_for_write(ctx, key) else {
+    if hash_len_for_write(ctx, key).is_err() {
         return;
-    };
-    let current = if exists {
-        field_value(ctx, key, &args[2])
-    } else {
-        None
-    };
-    match crate::util::hincr_by_float(current.as_deref(), &args[3]) {
+    }
+    let current = field_value(ctx, key, &args[2]);
+    match crate::util::hincr_by_float(current, &args[3]) {
         Ok(result) => {
             ctx.apply(Mutation::HSet {
                 key,
@@ -314,138 +269,149 @@ pub fn hincrbyfloat(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     }
 }
 
-fn field_value(ctx: &Ctx<'_>, key: &[u8], field: &[u8]) -> Option<Vec<u8>> {
+/// The value of `field` in the hash at `key`, without side effects (None when either is missing).
+fn field_value<'c>(ctx: &'c Ctx<'_>, key: &[u8], field: &[u8]) -> Option<&'c [u8]> {
     match ctx.shard.peek(key, ctx.now).map(|e| &e.value) {
-        Some(Value::Hash(h)) => h.get(field).map(|v| v.to_vec()),
+        Some(Value::Hash(h)) => h.get(field),
         _ => None,
     }
 }
 
+/// HRANDFIELD key [count [WITHVALUES]], with Valkey's argument checks in Valkey's order.
 pub fn hrandfield(ctx: &mut Ctx<'_>, args: &[Bytes]) {
-    let (count, with_values) = match args.len() {
-        2 => (None, false),
-        3 | 4 => {
-            let Some(c) = super::arg_i64(&args[2]) else {
-                ctx.out.error(NOT_INTEGER);
-                return;
-            };
-            if args.len() == 4 && !super::is(&args[3], "WITHVALUES") {
-                ctx.out.error(super::SYNTAX_ERROR);
-                return;
-            }
-            (Some(c), args.len() == 4)
+    let mut count = None;
+    let mut with_values = false;
+    if args.len() >= 3 {
+        let Some(c) = super::arg_i64(&args[2]) else {
+            ctx.out.error(NOT_INTEGER);
+            return;
+        };
+        if c == i64::MIN {
+            ctx.out.error(
+                "ERR value is out of range, value must between -9223372036854775807 and 9223372036854775807",
+            );
+            return;
         }
-        _ => {
+        if args.len() > 4 || (args.len() == 4 && !super::is(&args[3], "WITHVALUES")) {
             ctx.out.error(super::SYNTAX_ERROR);
             return;
         }
-    };
-    if let Some(c) = count
-        && with_values
-        && (c < -(i64::MAX / 2) || c > i64::MAX / 2)
-    {
-        ctx.out.error("ERR value is out of range");
-        return;
+        with_values = args.len() == 4;
+        if with_values && !(-(i64::MAX / 2)..=i64::MAX / 2).contains(&c) {
+            ctx.out.error("ERR value is out of range");
+            return;
+        }
+        count = Some(c);
     }
-    let resp3 = ctx.out.resp3;
-    let Ok(h) = read_hash(ctx, &args[1]) else {
-        return;
+    // Split the borrows: the hash is read in place while the reply is written.
+    let Ctx {
+        shard, now, out, ..
+    } = ctx;
+    let h = match shard.get_read(&args[1], *now).map(|e| &e.value) {
+        None => None,
+        Some(Value::Hash(h)) => Some(&**h),
+        Some(_) => {
+            out.error(WRONGTYPE);
+            return;
+        }
     };
-    let Some(h) = h else {
-        match count {
-            None => ctx.out.nil(),
-            Some(_) => ctx.out.array(0),
+    let Some(count) = count else {
+        match h.and_then(|h| h.random()) {
+            Some((f, _)) => out.bulk(f),
+            None => out.nil(),
         }
         return;
     };
-    let h = h.clone();
-    let out = &mut *ctx.out;
-    let emit = |out: &mut crate::protocol::Out, f: &[u8], v: &[u8]| {
+    let Some(h) = h.filter(|_| count != 0) else {
+        out.array(0);
+        return;
+    };
+    // RESP2 flattens field/value pairs; RESP3 nests each pair in a two-element array.
+    let nested = with_values && out.resp3;
+    let header = |out: &mut Out, n: usize| {
+        out.array(if with_values && !nested { n * 2 } else { n });
+    };
+    let emit = |out: &mut Out, (f, v): (&[u8], &[u8])| {
+        if nested {
+            out.array(2);
+        }
+        out.bulk(f);
         if with_values {
-            if resp3 {
-                out.array(2);
-            }
-            out.bulk(f);
             out.bulk(v);
-        } else {
-            out.bulk(f);
         }
     };
-    let header = |out: &mut crate::protocol::Out, n: usize| {
-        out.array(if with_values && !resp3 { n * 2 } else { n });
-    };
-    match count {
-        None => {
-            let (f, _) = h.random().expect("non-empty hash");
-            out.bulk(f);
+    if count < 0 {
+        // Negative: that many independent picks, repeats allowed.
+        let n = count.unsigned_abs() as usize;
+        header(out, n);
+        for _ in 0..n {
+            emit(out, h.random().expect("a stored hash is never empty"));
         }
-        Some(0) => out.array(0),
-        Some(c) if c < 0 => {
-            let n = c.unsigned_abs() as usize;
-            header(out, n);
-            for _ in 0..n {
-                let (f, v) = h.random().expect("non-empty hash");
-                emit(out, f, v);
-            }
+    } else if count as usize >= h.len() {
+        header(out, h.len());
+        for pair in h.iter() {
+            emit(out, pair);
         }
-        Some(c) => {
-            let n = (c as usize).min(h.len());
-            header(out, n);
-            if n == h.len() {
-                for (f, v) in h.iter() {
-                    emit(out, f, v);
-                }
-            } else {
-                // Distinct picks: a partial Fisher-Yates over the positions.
-                let mut idx: Vec<usize> = (0..h.len()).collect();
-                let all: Vec<(&[u8], &[u8])> = h.iter().collect();
-                for i in 0..n {
-                    let j = i + fastrand::usize(..idx.len() - i);
-                    idx.swap(i, j);
-                    let (f, v) = all[idx[i]];
-                    emit(out, f, v);
-                }
-            }
+    } else {
+        // Distinct picks: a partial Fisher-Yates shuffle of the pairs.
+        let n = count as usize;
+        let mut all: Vec<(&[u8], &[u8])> = h.iter().collect();
+        header(out, n);
+        for i in 0..n {
+            let j = i + fastrand::usize(..all.len() - i);
+            all.swap(i, j);
+            emit(out, all[i]);
         }
     }
 }
 
+/// HSCAN key cursor [MATCH pattern] [COUNT count] [NOVALUES]. As in Valkey, the cursor is
+/// checked first, then the key, and only then the options (so a missing key answers an empty
+/// page whatever options follow).
 pub fn hscan(ctx: &mut Ctx<'_>, args: &[Bytes]) {
-    let opts = match parse_scan_options(&args[2], &args[3..], false) {
-        Ok(o) => o,
-        Err(e) => {
-            ctx.out.error(e);
+    let Some(cursor) = parse_cursor(&args[2]) else {
+        ctx.out.error(INVALID_CURSOR);
+        return;
+    };
+    let Ctx {
+        shard, now, out, ..
+    } = ctx;
+    let h = match shard.get_read(&args[1], *now).map(|e| &e.value) {
+        None => {
+            reply_scan_head(out, 0);
+            out.array(0);
+            return;
+        }
+        Some(Value::Hash(h)) => &**h,
+        Some(_) => {
+            out.error(WRONGTYPE);
             return;
         }
     };
-    let Ok(h) = read_hash(ctx, &args[1]) else {
-        return;
+    let opts = match parse_scan_options(&args[3..], ScanOf::Hash) {
+        Ok(o) => o,
+        Err(e) => {
+            out.error(&e);
+            return;
+        }
     };
-    let Some(h) = h else {
-        reply_cursor(ctx.out, 0);
-        ctx.out.array(0);
-        return;
-    };
-    let mut items: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-    let next = h.scan(opts.cursor, opts.count, |f, v| {
+    // Encode the page into a scratch buffer: the array header needs the count first.
+    let mut page = Out::new(out.resp3);
+    let mut found = 0;
+    let next = h.scan(cursor, opts.count, |f, v| {
         if opts
             .pattern
             .as_ref()
             .is_none_or(|p| crate::util::glob_match(p, f, false))
         {
-            items.push((f.to_vec(), v.to_vec()));
+            found += 1;
+            page.bulk(f);
+            if !opts.no_values {
+                page.bulk(v);
+            }
         }
     });
-    reply_cursor(ctx.out, next);
-    ctx.out.array(if opts.no_values {
-        items.len()
-    } else {
-        items.len() * 2
-    });
-    for (f, v) in &items {
-        ctx.out.bulk(f);
-        if !opts.no_values {
-            ctx.out.bulk(v);
-        }
-    }
+    reply_scan_head(out, next);
+    out.array(if opts.no_values { found } else { found * 2 });
+    out.raw(&page.buf);
 }

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use super::{Ctx, NO_SUCH_KEY, SYNTAX_ERROR, is};
 use crate::cluster::SLOT_COUNT;
 use crate::protocol::Out;
-use crate::shard::{AccessMode, Kind, Mutation, Value};
+use crate::shard::{AccessMode, Entry, Kind, Mutation, Value};
 
 pub fn del(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     let mut n = 0;
@@ -20,21 +20,40 @@ pub fn del(ctx: &mut Ctx<'_>, args: &[Bytes]) {
 }
 
 pub fn exists(ctx: &mut Ctx<'_>, args: &[Bytes]) {
-    let n = args[1..].iter().filter(|k| ctx.read(k).is_some()).count();
+    // A key named twice counts twice, as in Valkey.
+    let n = args[1..]
+        .iter()
+        .filter(|k| read_notouch(ctx, k).is_some())
+        .count();
     ctx.out.int(n as i64);
 }
 
 pub fn touch(ctx: &mut Ctx<'_>, args: &[Bytes]) {
-    let n = args[1..].iter().filter(|k| ctx.write(k).is_some()).count();
+    let n = args[1..].iter().filter(|k| ctx.read(k).is_some()).count();
     ctx.out.int(n as i64);
 }
 
 pub fn type_(ctx: &mut Ctx<'_>, args: &[Bytes]) {
-    let name = match ctx.shard.peek(&args[1], ctx.now) {
+    let name = match read_notouch(ctx, &args[1]) {
         Some(e) => e.value.kind().name(),
         None => "none",
     };
     ctx.out.simple(name);
+}
+
+/// Valkey's lookupKeyReadWithFlags(LOOKUP_NOTOUCH), used by EXISTS, TYPE, TTL and OBJECT: the
+/// live entry without updating its access time, counting a keyspace hit or miss, and deleting
+/// the key when it has expired.
+pub fn read_notouch<'c>(ctx: &'c mut Ctx<'_>, key: &[u8]) -> Option<&'c Entry> {
+    let stats = &ctx.shard.stats;
+    if ctx.shard.peek(key, ctx.now).is_none() {
+        stats.keyspace_misses.inc();
+        // Lazy expiry: deletes the key if it is present but expired (no statistics here).
+        ctx.shard.get(key, ctx.now);
+        return None;
+    }
+    stats.keyspace_hits.inc();
+    ctx.shard.peek(key, ctx.now)
 }
 
 /// RENAME/RENAMENX with both keys on this core.
@@ -68,7 +87,7 @@ fn rename_generic(ctx: &mut Ctx<'_>, args: &[Bytes], nx: bool) {
     if nx { ctx.out.int(1) } else { ctx.out.ok() }
 }
 
-/// Parsed COPY options: Ok(replace) or the error text.
+/// Parsed COPY options: Ok(replace) or the error text. Only database 0 exists.
 pub fn copy_options(args: &[Bytes]) -> Result<bool, &'static str> {
     let mut replace = false;
     let mut i = 3;
@@ -77,10 +96,16 @@ pub fn copy_options(args: &[Bytes]) -> Result<bool, &'static str> {
             replace = true;
             i += 1;
         } else if is(&args[i], "DB") && i + 1 < args.len() {
+            // Valkey's getIntFromObjectOrReply, then selectDb.
             match crate::util::parse_i64(&args[i + 1]) {
+                None => return Err(super::NOT_INTEGER),
+                Some(db) if i32::try_from(db).is_err() => {
+                    return Err(
+                        "ERR value is out of range, value must between -2147483648 and 2147483647",
+                    );
+                }
                 Some(0) => {}
                 Some(_) => return Err("ERR DB index is out of range"),
-                None => return Err(super::NOT_INTEGER),
             }
             i += 2;
         } else {
@@ -158,28 +183,57 @@ pub fn randomkey_local(ctx: &mut Ctx<'_>, _args: &[Bytes]) {
     }
 }
 
+pub const INVALID_CURSOR: &str = "ERR invalid cursor";
+
+/// Parses a SCAN cursor as Valkey's string2ull: a canonical non-negative integer, or anything
+/// C's strtoull takes whole (leading blanks, a sign: "+5", " 7" and "-0" are cursors; "-1" is
+/// not). Valkey wraps a negative strtoull result, and so does this.
+pub fn parse_cursor(arg: &[u8]) -> Option<u64> {
+    if let Some(v) = crate::util::parse_i64(arg) {
+        return u64::try_from(v).ok();
+    }
+    let start = arg
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r'))?;
+    let rest = &arg[start..];
+    let (negative, digits) = match rest.first()? {
+        b'-' => (true, &rest[1..]),
+        b'+' => (false, &rest[1..]),
+        _ => (false, rest),
+    };
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for d in digits {
+        v = v.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    Some(if negative { v.wrapping_neg() } else { v })
+}
+
+/// What a SCAN-family command iterates (options differ: TYPE for keys, NOVALUES for hashes).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum ScanOf {
+    Keys,
+    Hash,
+}
+
 /// Parsed SCAN/HSCAN options.
 pub struct ScanOptions {
-    pub cursor: u64,
     pub pattern: Option<Vec<u8>>,
     pub count: usize,
+    /// SCAN ... TYPE, lowercased and known to be a Valkey type name.
     pub kind: Option<Vec<u8>>,
     pub no_values: bool,
 }
 
-/// Parses `cursor [MATCH p] [COUNT n] [TYPE t]` (TYPE only when `allow_type`, NOVALUES only
-/// for HSCAN), with Valkey's error texts.
-pub fn parse_scan_options(
-    cursor: &[u8],
-    rest: &[Bytes],
-    allow_type: bool,
-) -> Result<ScanOptions, &'static str> {
-    let cursor = std::str::from_utf8(cursor)
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .ok_or("ERR invalid cursor")?;
+/// The type names SCAN ... TYPE accepts (Valkey's, whether or not tallykv stores them).
+const TYPE_NAMES: &[&str] = &["string", "list", "set", "zset", "hash", "stream"];
+
+/// Parses `[MATCH p] [COUNT n] [TYPE t] [NOVALUES]` (the arguments after the cursor), with
+/// Valkey's checks and error texts in Valkey's order.
+pub fn parse_scan_options(rest: &[Bytes], of: ScanOf) -> Result<ScanOptions, String> {
     let mut o = ScanOptions {
-        cursor,
         pattern: None,
         count: 10,
         kind: None,
@@ -191,28 +245,43 @@ pub fn parse_scan_options(
         if is(&rest[i], "COUNT") && more {
             let n = crate::util::parse_i64(&rest[i + 1]).ok_or(super::NOT_INTEGER)?;
             if n < 1 {
-                return Err(SYNTAX_ERROR);
+                return Err(SYNTAX_ERROR.into());
             }
-            o.count = n as usize;
+            o.count = usize::try_from(n).unwrap_or(usize::MAX);
             i += 2;
         } else if is(&rest[i], "MATCH") && more {
             // A lone "*" matches everything: skip the matcher.
             o.pattern = (&rest[i + 1][..] != b"*").then(|| rest[i + 1].to_vec());
             i += 2;
-        } else if allow_type && is(&rest[i], "TYPE") && more {
-            o.kind = Some(rest[i + 1].to_ascii_lowercase());
+        } else if of == ScanOf::Keys && is(&rest[i], "TYPE") && more {
+            let name = rest[i + 1].to_ascii_lowercase();
+            if !TYPE_NAMES.iter().any(|t| t.as_bytes() == name.as_slice()) {
+                return Err(format!(
+                    "ERR unknown type name '{}'",
+                    super::lossy(&rest[i + 1], 128)
+                ));
+            }
+            o.kind = Some(name);
             i += 2;
-        } else if !allow_type && is(&rest[i], "NOVALUES") {
+        } else if is(&rest[i], "NOVALUES") {
+            if of != ScanOf::Hash {
+                return Err("ERR NOVALUES option can only be used in HSCAN".into());
+            }
             o.no_values = true;
             i += 1;
+        } else if is(&rest[i], "NOSCORES") {
+            return Err("ERR NOSCORES option can only be used in ZSCAN".into());
         } else {
-            return Err(SYNTAX_ERROR);
+            return Err(SYNTAX_ERROR.into());
         }
     }
     Ok(o)
 }
 
-pub fn reply_cursor(out: &mut Out, cursor: u64) {
+/// The start of a SCAN-family reply: a two-element array whose first element is the next
+/// cursor (as a bulk string); the caller adds the page as the second.
+pub fn reply_scan_head(out: &mut Out, cursor: u64) {
+    out.array(2);
     let mut b = itoa::Buffer::new();
     out.bulk(b.format(cursor).as_bytes());
 }
@@ -228,16 +297,20 @@ pub fn scan_cursor_slot(cursor: u64) -> usize {
 /// cursor. The cursor is (position within the slot's table << 14) | slot, so it stays valid
 /// across inserts, deletes and table growth (see shard::scan).
 pub fn scan(ctx: &mut Ctx<'_>, args: &[Bytes]) {
-    let opts = match parse_scan_options(&args[1], &args[2..], true) {
+    let Some(cursor) = parse_cursor(&args[1]) else {
+        ctx.out.error(INVALID_CURSOR);
+        return;
+    };
+    let opts = match parse_scan_options(&args[2..], ScanOf::Keys) {
         Ok(o) => o,
         Err(e) => {
-            ctx.out.error(e);
+            ctx.out.error(&e);
             return;
         }
     };
     let owned = ctx.shard.owned_slots();
-    let mut slot = scan_cursor_slot(opts.cursor);
-    let mut in_slot = opts.cursor >> SLOT_BITS;
+    let mut slot = scan_cursor_slot(cursor);
+    let mut in_slot = cursor >> SLOT_BITS;
     if !owned.contains(&slot) {
         // A cursor this core does not own (a stale or made-up cursor): start at our range.
         slot = owned.start;
@@ -285,7 +358,7 @@ pub fn scan(ctx: &mut Ctx<'_>, args: &[Bytes]) {
         }
         reply.push(key);
     }
-    reply_cursor(ctx.out, next);
+    reply_scan_head(ctx.out, next);
     ctx.out.array(reply.len());
     for k in &reply {
         ctx.out.bulk(k);
@@ -301,8 +374,8 @@ struct ObjectInfo {
     access: u32,
 }
 
-fn object_info(ctx: &Ctx<'_>, key: &[u8]) -> Option<ObjectInfo> {
-    let e = ctx.shard.peek(key, ctx.now)?;
+fn object_info(ctx: &mut Ctx<'_>, key: &[u8]) -> Option<ObjectInfo> {
+    let e = read_notouch(ctx, key)?;
     let encoding = match &e.value {
         Value::Int(_) => "int",
         // Valkey embeds strings of up to 44 bytes in the object header.
@@ -351,4 +424,33 @@ pub fn object_idletime(ctx: &mut Ctx<'_>, args: &[Bytes]) {
 pub fn object_refcount(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     // Every value has exactly one owner here (no shared integer objects).
     object_generic(ctx, args, |ctx, _| ctx.out.int(1));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_parse_as_valkeys_string2ull() {
+        for (text, want) in [
+            ("0", Some(0)),
+            ("123", Some(123)),
+            ("18446744073709551615", Some(u64::MAX)),
+            ("+5", Some(5)),
+            (" 7", Some(7)),
+            ("007", Some(7)),
+            ("-0", Some(0)),
+            ("-01", Some(u64::MAX)),
+            ("-1", None),
+            ("18446744073709551616", None),
+            ("", None),
+            (" ", None),
+            ("+", None),
+            ("5 ", None),
+            ("1.5", None),
+            ("x", None),
+        ] {
+            assert_eq!(parse_cursor(text.as_bytes()), want, "{text:?}");
+        }
+    }
 }

@@ -7,35 +7,32 @@ use super::table::{CommandDef, lookup, lookup_sub, registry};
 use super::{Exec, flags};
 use crate::protocol::Out;
 
-/// ACL categories derived from flags and group, as Valkey assigns them.
+/// ACL categories derived from flags and group, as Valkey assigns them, in the order of
+/// Valkey's category table (keyspace, read, write, ..., string, ..., admin, fast, slow,
+/// blocking, dangerous, connection, ...), which is the order COMMAND INFO lists them in.
 fn acl_categories(d: &CommandDef) -> Vec<&'static str> {
-    let mut v = Vec::new();
-    if d.flags & flags::WRITE != 0 {
-        v.push("@write");
-    }
-    if d.flags & flags::READONLY != 0 && d.group != "server" {
-        v.push("@read");
-    }
-    match d.group {
-        "string" => v.push("@string"),
-        "hash" => v.push("@hash"),
-        "generic" => v.push("@keyspace"),
-        "connection" => v.push("@connection"),
-        _ => {}
-    }
-    if d.flags & flags::ADMIN != 0 {
-        v.push("@admin");
-        v.push("@dangerous");
-    }
-    if d.flags & flags::FAST != 0 {
-        v.push("@fast");
-    } else {
-        v.push("@slow");
-    }
-    if matches!(d.name, "keys" | "flushall" | "flushdb") {
-        v.push("@dangerous");
-    }
-    v
+    let group = |g: &str| d.group == g;
+    let admin = d.flags & flags::ADMIN != 0;
+    let fast = d.flags & flags::FAST != 0;
+    let dangerous = admin || matches!(d.name, "keys" | "flushall" | "flushdb");
+    let table: [(&'static str, bool); 11] = [
+        ("@keyspace", group("generic")),
+        ("@read", d.flags & flags::READONLY != 0 && !group("server")),
+        ("@write", d.flags & flags::WRITE != 0),
+        ("@hash", group("hash")),
+        ("@string", group("string")),
+        ("@admin", admin),
+        ("@fast", fast),
+        ("@slow", !fast),
+        ("@blocking", d.flags & flags::BLOCKING != 0),
+        ("@dangerous", dangerous),
+        ("@connection", group("connection")),
+    ];
+    table
+        .iter()
+        .filter(|(_, on)| *on)
+        .map(|(c, _)| *c)
+        .collect()
 }
 
 fn write_info(out: &mut Out, id: usize) {
@@ -194,7 +191,7 @@ pub fn command_list(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
                 b"pattern" => crate::util::glob_match(arg, name.as_bytes(), true),
                 b"aclcat" => acl_categories(reg.def(id))
                     .iter()
-                    .any(|c| c[1..].as_bytes().eq_ignore_ascii_case(arg)),
+                    .any(|c| c.as_bytes()[1..].eq_ignore_ascii_case(arg)),
                 b"module" => false,
                 _ => {
                     ctx.out.error(super::SYNTAX_ERROR);
@@ -212,14 +209,16 @@ pub fn command_list(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
     }
 }
 
+/// COMMAND GETKEYS, checked in Valkey's order: the command (a container's subcommand when one
+/// is named), then whether it has keys at all, then its arity.
 pub fn command_getkeys(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
     let target = &args[2..];
     let Some(mut id) = lookup(&target[0]) else {
         ctx.out.error("ERR Invalid command specified");
         return;
     };
-    if matches!(registry().def(id).exec, Exec::Container) {
-        match target.get(1).and_then(|s| lookup_sub(id, s)) {
+    if matches!(registry().def(id).exec, Exec::Container) && target.len() > 1 {
+        match lookup_sub(id, &target[1]) {
             Some(s) => id = s,
             None => {
                 ctx.out.error("ERR Invalid command specified");
@@ -228,6 +227,10 @@ pub fn command_getkeys(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
         }
     }
     let d = registry().def(id);
+    if d.keys.first == 0 {
+        ctx.out.error("ERR The command has no key arguments");
+        return;
+    }
     let argc = target.len() as i32;
     if (d.arity > 0 && argc != d.arity) || argc < -d.arity {
         ctx.out
@@ -236,7 +239,7 @@ pub fn command_getkeys(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
     }
     let keys: Vec<usize> = d.keys.positions(target.len()).collect();
     if keys.is_empty() {
-        ctx.out.error("ERR The command has no key arguments");
+        ctx.out.error("ERR Invalid arguments specified for command");
         return;
     }
     ctx.out.array(keys.len());

@@ -192,22 +192,29 @@ pub fn arity_error(out: &mut Out, full_name: &str) {
     ));
 }
 
-/// Valkey's reply to an unknown command, quoting up to the first arguments.
+/// Valkey's reply to an unknown command: the name cut at 128 bytes, then arguments quoted
+/// one after another while the quoted text is shorter than 128 bytes, each cut to the room
+/// left (C-string formatting: an argument ends at its first NUL byte).
 pub fn unknown_command(out: &mut Out, args: &[Bytes]) {
-    let mut msg = format!(
-        "ERR unknown command '{}', with args beginning with: ",
-        lossy(&args[0], 128)
-    );
-    let mut budget = 128usize;
+    let c_str = |b: &[u8], max: usize| -> Vec<u8> {
+        let end = b.iter().position(|&c| c == 0).unwrap_or(b.len()).min(max);
+        b[..end].to_vec()
+    };
+    let mut quoted: Vec<u8> = Vec::new();
     for a in &args[1..] {
-        if budget == 0 {
+        if quoted.len() >= 128 {
             break;
         }
-        let s = lossy(a, budget);
-        budget = budget.saturating_sub(s.len());
-        msg.push_str(&format!("'{s}' "));
+        let room = 128 - quoted.len();
+        quoted.push(b'\'');
+        quoted.extend(c_str(a, room));
+        quoted.extend_from_slice(b"' ");
     }
-    out.error(&msg);
+    out.error(&format!(
+        "ERR unknown command '{}', with args beginning with: {}",
+        String::from_utf8_lossy(&c_str(&args[0], 128)),
+        String::from_utf8_lossy(&quoted)
+    ));
 }
 
 /// Up to `max` bytes of `b` as text (invalid UTF-8 replaced), for error messages.

@@ -28,6 +28,23 @@ pub fn human_bytes(n: u64) -> String {
     format!("{}B", n as u64)
 }
 
+/// Every section, in the order Valkey prints them whatever order they were asked in.
+const ALL_SECTIONS: &[&str] = &[
+    "server",
+    "clients",
+    "memory",
+    "persistence",
+    "stats",
+    "replication",
+    "cpu",
+    "modules",
+    "commandstats",
+    "errorstats",
+    "latencystats",
+    "cluster",
+    "keyspace",
+];
+/// The sections of a plain INFO (and INFO default).
 const DEFAULT_SECTIONS: &[&str] = &[
     "server",
     "clients",
@@ -41,41 +58,33 @@ const DEFAULT_SECTIONS: &[&str] = &[
     "cluster",
     "keyspace",
 ];
-const ALL_EXTRA: &[&str] = &["commandstats", "latencystats"];
 
 pub fn info(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
-    let mut sections: Vec<String> = Vec::new();
+    let mut wanted: Vec<&str> = Vec::new();
+    if args.len() == 1 {
+        wanted.extend(DEFAULT_SECTIONS);
+    }
     for a in &args[1..] {
         let s = lossy(a, 64).to_ascii_lowercase();
         match s.as_str() {
-            "default" => sections.extend(DEFAULT_SECTIONS.iter().map(|s| s.to_string())),
-            "all" | "everything" => {
-                sections.extend(DEFAULT_SECTIONS.iter().map(|s| s.to_string()));
-                sections.extend(ALL_EXTRA.iter().map(|s| s.to_string()));
-            }
-            _ => sections.push(s),
+            "default" => wanted.extend(DEFAULT_SECTIONS),
+            "all" | "everything" => wanted.extend(ALL_SECTIONS),
+            // Unknown names are ignored, as in Valkey.
+            _ => wanted.extend(ALL_SECTIONS.iter().find(|n| **n == s)),
         }
     }
-    if args.len() == 1 {
-        sections.extend(DEFAULT_SECTIONS.iter().map(|s| s.to_string()));
-    }
-    let text = render_info(ctx.shared, &sections);
+    let text = render_info(ctx.shared, &wanted);
     ctx.out.verbatim(text.as_bytes());
 }
 
-/// Renders the named INFO sections (unknown names are ignored, as in Valkey).
-pub fn render_info(shared: &Shared, sections: &[String]) -> String {
+/// Renders the named INFO sections, each once, in Valkey's order, separated by a blank line.
+pub fn render_info(shared: &Shared, wanted: &[&str]) -> String {
     let mut out = String::new();
-    let mut done: Vec<&str> = Vec::new();
-    for s in sections {
-        if done.contains(&s.as_str()) {
-            continue;
-        }
-        let before = out.len();
+    for &s in ALL_SECTIONS.iter().filter(|s| wanted.contains(s)) {
         if !out.is_empty() {
             out.push_str("\r\n");
         }
-        let wrote = match s.as_str() {
+        match s {
             "server" => server_section(shared, &mut out),
             "clients" => clients_section(shared, &mut out),
             "memory" => memory_section(shared, &mut out),
@@ -83,36 +92,20 @@ pub fn render_info(shared: &Shared, sections: &[String]) -> String {
             "stats" => stats_section(shared, &mut out),
             "replication" => replication_section(shared, &mut out),
             "cpu" => cpu_section(&mut out),
-            "modules" => {
-                out.push_str("# Modules\r\n");
-                true
-            }
-            "errorstats" => {
-                out.push_str("# Errorstats\r\n");
-                true
-            }
-            "cluster" => {
-                out.push_str("# Cluster\r\ncluster_enabled:0\r\n");
-                true
-            }
-            "keyspace" => keyspace_section(shared, &mut out),
+            "modules" => out.push_str("# Modules\r\n"),
             "commandstats" => commandstats_section(shared, &mut out),
-            "latencystats" => {
-                out.push_str("# Latencystats\r\n");
-                true
-            }
-            _ => false,
-        };
-        if wrote {
-            done.push(s.as_str());
-        } else {
-            out.truncate(before);
+            "errorstats" => errorstats_section(shared, &mut out),
+            // Per-command latency percentiles are not measured yet: the section is empty.
+            "latencystats" => out.push_str("# Latencystats\r\n"),
+            "cluster" => out.push_str("# Cluster\r\ncluster_enabled:0\r\n"),
+            "keyspace" => keyspace_section(shared, &mut out),
+            _ => unreachable!("ALL_SECTIONS lists only rendered sections"),
         }
     }
     out
 }
 
-fn server_section(shared: &Shared, out: &mut String) -> bool {
+fn server_section(shared: &Shared, out: &mut String) {
     let uptime = shared.started.elapsed().as_secs();
     let now_us = crate::util::now_us();
     let cfg = &shared.config;
@@ -160,7 +153,6 @@ fn server_section(shared: &Shared, out: &mut String) -> bool {
         cores = shared.cores,
         bind = cfg.bind.join(",bind="),
     );
-    true
 }
 
 fn os_string() -> String {
@@ -179,7 +171,7 @@ fn os_string() -> String {
     }
 }
 
-fn clients_section(shared: &Shared, out: &mut String) -> bool {
+fn clients_section(shared: &Shared, out: &mut String) {
     let _ = write!(
         out,
         "# Clients\r\n\
@@ -199,10 +191,9 @@ fn clients_section(shared: &Shared, out: &mut String) -> bool {
         shared.connected_clients.load(Relaxed),
         shared.config.runtime.maxclients(),
     );
-    true
 }
 
-fn memory_section(shared: &Shared, out: &mut String) -> bool {
+fn memory_section(shared: &Shared, out: &mut String) {
     shared.memory.refresh();
     let used = shared.memory.used();
     let peak = shared.memory.peak();
@@ -210,7 +201,19 @@ fn memory_section(shared: &Shared, out: &mut String) -> bool {
     let a = Memory::allocator_stats();
     let maxmemory = shared.config.runtime.maxmemory();
     let total_system = system_memory();
-    let startup = 0u64;
+    let startup = shared.memory.startup();
+    // Valkey's overhead: the startup baseline plus what clients hold (buffers, CLIENT LIST's
+    // tot-mem); the dataset is the rest.
+    let clients_mem: u64 = shared
+        .clients
+        .lock()
+        .expect("client registry lock")
+        .values()
+        .map(|c| super::connection::client_memory(c) as u64)
+        .sum();
+    let overhead = startup + clients_mem;
+    let dataset = used.saturating_sub(overhead);
+    let net = used.saturating_sub(startup);
     let _ = write!(
         out,
         "# Memory\r\n\
@@ -221,8 +224,10 @@ fn memory_section(shared: &Shared, out: &mut String) -> bool {
          used_memory_peak:{peak}\r\n\
          used_memory_peak_human:{peak_h}\r\n\
          used_memory_peak_perc:{peak_perc:.2}%\r\n\
+         used_memory_overhead:{overhead}\r\n\
          used_memory_startup:{startup}\r\n\
-         used_memory_dataset:{used}\r\n\
+         used_memory_dataset:{dataset}\r\n\
+         used_memory_dataset_perc:{dataset_perc:.2}%\r\n\
          allocator_allocated:{aa}\r\n\
          allocator_active:{ac}\r\n\
          allocator_resident:{ar}\r\n\
@@ -235,9 +240,19 @@ fn memory_section(shared: &Shared, out: &mut String) -> bool {
          maxmemory_human:{mm_h}\r\n\
          maxmemory_policy:{policy}\r\n\
          mem_fragmentation_ratio:{frag:.2}\r\n\
+         mem_fragmentation_bytes:{frag_bytes}\r\n\
+         mem_not_counted_for_evict:0\r\n\
+         mem_clients_slaves:0\r\n\
+         mem_clients_normal:{clients_mem}\r\n\
          mem_allocator:jemalloc\r\n\
          lazyfree_pending_objects:0\r\n",
         used_h = human_bytes(used),
+        dataset_perc = if net > 0 {
+            dataset as f64 * 100.0 / net as f64
+        } else {
+            0.0
+        },
+        frag_bytes = rss as i64 - used as i64,
         rss_h = human_bytes(rss),
         peak_h = human_bytes(peak),
         peak_perc = if peak > 0 {
@@ -264,7 +279,6 @@ fn memory_section(shared: &Shared, out: &mut String) -> bool {
             0.0
         },
     );
-    true
 }
 
 fn system_memory() -> u64 {
@@ -282,7 +296,7 @@ fn system_memory() -> u64 {
     }
 }
 
-fn persistence_section(shared: &Shared, out: &mut String) -> bool {
+fn persistence_section(shared: &Shared, out: &mut String) {
     let _ = write!(
         out,
         "# Persistence\r\n\
@@ -302,18 +316,11 @@ fn persistence_section(shared: &Shared, out: &mut String) -> bool {
          aof_last_write_status:ok\r\n",
         shared.lastsave_unix.load(Relaxed)
     );
-    true
 }
 
-fn stats_section(shared: &Shared, out: &mut String) -> bool {
+fn stats_section(shared: &Shared, out: &mut String) {
     let s = |f: fn(&crate::shard::ShardStats) -> u64| shared.sum_shards(f);
     let c = |f: fn(&crate::metrics::CoreStats) -> u64| shared.sum_cores(f);
-    let errors: u64 = shared
-        .core_stats
-        .iter()
-        .flat_map(|cs| cs.commands.iter())
-        .map(|cmd| cmd.failed_calls.get() + cmd.rejected_calls.get())
-        .sum();
     let _ = write!(
         out,
         "# Stats\r\n\
@@ -333,7 +340,7 @@ fn stats_section(shared: &Shared, out: &mut String) -> bool {
          keyspace_misses:{}\r\n\
          pubsub_channels:0\r\n\
          pubsub_patterns:0\r\n\
-         pubsub_shardchannels:0\r\n\
+         pubsubshard_channels:0\r\n\
          latest_fork_usec:0\r\n\
          total_forks:0\r\n\
          migrate_cached_sockets:0\r\n\
@@ -352,12 +359,11 @@ fn stats_section(shared: &Shared, out: &mut String) -> bool {
         s(|x| x.evicted_keys.get()),
         s(|x| x.keyspace_hits.get()),
         s(|x| x.keyspace_misses.get()),
-        errors,
+        c(|x| x.error_replies.get()),
     );
-    true
 }
 
-fn replication_section(shared: &Shared, out: &mut String) -> bool {
+fn replication_section(shared: &Shared, out: &mut String) {
     let _ = write!(
         out,
         "# Replication\r\n\
@@ -374,10 +380,9 @@ fn replication_section(shared: &Shared, out: &mut String) -> bool {
          repl_backlog_histlen:0\r\n",
         shared.run_id
     );
-    true
 }
 
-fn cpu_section(out: &mut String) -> bool {
+fn cpu_section(out: &mut String) {
     let usage = |who| {
         // SAFETY: rusage is plain data filled by getrusage.
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
@@ -398,20 +403,32 @@ fn cpu_section(out: &mut String) -> bool {
          used_cpu_sys_main_thread:{tsys:.6}\r\n\
          used_cpu_user_main_thread:{tuser:.6}\r\n"
     );
-    true
 }
 
-fn keyspace_section(shared: &Shared, out: &mut String) -> bool {
+fn keyspace_section(shared: &Shared, out: &mut String) {
     out.push_str("# Keyspace\r\n");
     let keys = shared.sum_shards(|s| s.keys.get());
     let expires = shared.sum_shards(|s| s.expires.get());
     if keys > 0 {
         let _ = write!(out, "db0:keys={keys},expires={expires},avg_ttl=0\r\n");
     }
-    true
 }
 
-fn commandstats_section(shared: &Shared, out: &mut String) -> bool {
+/// errorstat_<CODE>:count=<n>, one line per error code seen, sorted by code as Valkey's rax.
+fn errorstats_section(shared: &Shared, out: &mut String) {
+    out.push_str("# Errorstats\r\n");
+    let mut totals: std::collections::BTreeMap<String, u64> = Default::default();
+    for core in &shared.core_stats {
+        for (code, n) in core.errors_by_code.lock().expect("error stats lock").iter() {
+            *totals.entry(code.to_string()).or_default() += n;
+        }
+    }
+    for (code, n) in totals {
+        let _ = write!(out, "errorstat_{code}:count={n}\r\n");
+    }
+}
+
+fn commandstats_section(shared: &Shared, out: &mut String) {
     out.push_str("# Commandstats\r\n");
     let reg = super::table::registry();
     for id in 0..reg.len() {
@@ -436,7 +453,6 @@ fn commandstats_section(shared: &Shared, out: &mut String) -> bool {
             reg.full_name(id)
         );
     }
-    true
 }
 
 pub fn config_get(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
@@ -450,7 +466,7 @@ pub fn config_get(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
 }
 
 pub fn config_set(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
-    if args.len() % 2 != 0 {
+    if !args.len().is_multiple_of(2) {
         super::arity_error(ctx.out, "config|set");
         return;
     }

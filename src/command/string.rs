@@ -9,10 +9,14 @@ use crate::shard::{Mutation, Ttl, Value};
 
 /// Appends the value of a string entry as a bulk reply, or WRONGTYPE for other types.
 fn reply_string(ctx: &mut Ctx<'_>, value: &Value) {
+    reply_string_to(ctx.out, value);
+}
+
+fn reply_string_to(out: &mut crate::protocol::Out, value: &Value) {
     match value {
-        Value::Str(s) => ctx.out.bulk(s),
-        Value::Int(i) => ctx.out.bulk_int(*i),
-        Value::Hash(_) => ctx.out.error(WRONGTYPE),
+        Value::Str(s) => out.bulk(s),
+        Value::Int(i) => out.bulk_int(*i),
+        Value::Hash(_) => out.error(WRONGTYPE),
     }
 }
 
@@ -29,59 +33,75 @@ pub fn get(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     }
 }
 
-/// The options SET accepts after key and value.
+/// Which command's options are being parsed: SET's or GETEX's (Valkey's COMMAND_SET and
+/// COMMAND_GET in `parseExtendedCommandArgumentsOrReply`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OptionsFor {
+    Set,
+    GetEx,
+}
+
+/// The options SET and GETEX accept after their fixed arguments.
 #[derive(Default)]
-struct SetOptions {
+struct StringOptions<'a> {
     nx: bool,
     xx: bool,
     get: bool,
     keep_ttl: bool,
-    expire_at: Option<u64>,
+    persist: bool,
+    /// IFEQ comparison-value.
+    ifeq: Option<&'a [u8]>,
+    /// The last EX/PX/EXAT/PXAT and its unvalidated argument.
+    expire: Option<(ExpireUnit, &'a [u8])>,
 }
 
-fn parse_set_options(ctx: &mut Ctx<'_>, args: &[Bytes], cmd: &str) -> Option<SetOptions> {
-    let mut o = SetOptions::default();
-    let mut have_expire = false;
+/// The unit an EX/PX/EXAT/PXAT keyword stands for (SET, GETEX and INCREX share them).
+pub(super) fn expire_unit(arg: &[u8]) -> Option<ExpireUnit> {
+    if is(arg, "EX") {
+        Some(ExpireUnit::Seconds)
+    } else if is(arg, "PX") {
+        Some(ExpireUnit::Millis)
+    } else if is(arg, "EXAT") {
+        Some(ExpireUnit::UnixSeconds)
+    } else if is(arg, "PXAT") {
+        Some(ExpireUnit::UnixMillis)
+    } else {
+        None
+    }
+}
+
+/// Valkey's option grammar: each option is refused (syntax error) only when it conflicts
+/// with one already seen, so `EX 5 EX 10` is accepted and the last one wins, while `EX 5
+/// PX 10` is not. The expire argument is validated after the whole line has parsed, so a
+/// syntax error anywhere wins over an invalid expire time.
+fn parse_options(args: &[Bytes], for_cmd: OptionsFor) -> Option<StringOptions<'_>> {
+    let set = for_cmd == OptionsFor::Set;
+    let mut o = StringOptions::default();
     let mut i = 0;
     while i < args.len() {
         let a = &args[i];
-        let unit = if is(a, "EX") {
-            Some(ExpireUnit::Seconds)
-        } else if is(a, "PX") {
-            Some(ExpireUnit::Millis)
-        } else if is(a, "EXAT") {
-            Some(ExpireUnit::UnixSeconds)
-        } else if is(a, "PXAT") {
-            Some(ExpireUnit::UnixMillis)
-        } else {
-            None
-        };
-        if let Some(unit) = unit {
-            if have_expire || o.keep_ttl || i + 1 >= args.len() {
-                ctx.out.error(SYNTAX_ERROR);
-                return None;
-            }
-            match parse_expire(&args[i + 1], unit, ctx.now, cmd) {
-                Ok(at) => o.expire_at = Some(at),
-                Err(e) => {
-                    ctx.out.error(&e);
-                    return None;
-                }
-            }
-            have_expire = true;
+        let next = args.get(i + 1);
+        if let Some(unit) = expire_unit(a) {
+            let other_unit = o.expire.is_some_and(|(u, _)| u != unit);
+            let next = next.filter(|_| !o.keep_ttl && !o.persist && !other_unit)?;
+            o.expire = Some((unit, next));
             i += 2;
             continue;
         }
-        if is(a, "NX") && !o.xx {
+        if set && is(a, "NX") && !o.xx && o.ifeq.is_none() {
             o.nx = true;
-        } else if is(a, "XX") && !o.nx {
+        } else if set && is(a, "XX") && !o.nx && o.ifeq.is_none() {
             o.xx = true;
-        } else if is(a, "GET") {
+        } else if set && is(a, "IFEQ") && next.is_some() && !o.nx && !o.xx && o.ifeq.is_none() {
+            o.ifeq = next.map(|b| &b[..]);
+            i += 1;
+        } else if set && is(a, "GET") {
             o.get = true;
-        } else if is(a, "KEEPTTL") && !have_expire {
+        } else if set && is(a, "KEEPTTL") && o.expire.is_none() {
             o.keep_ttl = true;
+        } else if !set && is(a, "PERSIST") && o.expire.is_none() {
+            o.persist = true;
         } else {
-            ctx.out.error(SYNTAX_ERROR);
             return None;
         }
         i += 1;
@@ -89,40 +109,71 @@ fn parse_set_options(ctx: &mut Ctx<'_>, args: &[Bytes], cmd: &str) -> Option<Set
     Some(o)
 }
 
+/// The absolute expiry of a parsed EX/PX/EXAT/PXAT, or the error reply already sent.
+fn validate_expire(ctx: &mut Ctx<'_>, o: &StringOptions<'_>, cmd: &str) -> Result<Option<u64>, ()> {
+    match o.expire {
+        None => Ok(None),
+        Some((unit, arg)) => match parse_expire(arg, unit, ctx.now, cmd) {
+            Ok(at) => Ok(Some(at)),
+            Err(e) => {
+                ctx.out.error(&e);
+                Err(())
+            }
+        },
+    }
+}
+
 pub fn set(ctx: &mut Ctx<'_>, args: &[Bytes]) {
-    let Some(o) = parse_set_options(ctx, &args[3..], "set") else {
+    let Some(o) = parse_options(&args[3..], OptionsFor::Set) else {
+        ctx.out.error(SYNTAX_ERROR);
+        return;
+    };
+    let Ok(expire_at) = validate_expire(ctx, &o, "set") else {
         return;
     };
     let key = &args[1];
-    let exists = match ctx.write(key) {
-        Some(e) => {
-            if o.get {
-                // SET ... GET replies with the old value, so it must be a string.
-                if !matches!(e.value, Value::Str(_) | Value::Int(_)) {
-                    ctx.out.error(WRONGTYPE);
-                    return;
-                }
-                let v = e.value.clone();
-                reply_string(ctx, &v);
+    if o.get {
+        // SET ... GET replies first with the old value (a read, as Valkey's GET), which must
+        // be a string; nothing is written after a WRONGTYPE.
+        let Ctx {
+            shard, now, out, ..
+        } = ctx;
+        match shard.get_read(key, *now).map(|e| &e.value) {
+            Some(Value::Hash(_)) => {
+                out.error(WRONGTYPE);
+                return;
             }
-            true
+            Some(v) => reply_string_to(out, v),
+            None => out.nil(),
         }
-        None => {
-            if o.get {
-                ctx.out.nil();
-            }
-            false
+    }
+    // What SET finds: None (no key), Some(None) (not a string: only IFEQ without GET cares,
+    // with WRONGTYPE), or Some(Some(equal)) (a string, and whether it equals IFEQ's value).
+    let found = match ctx.write(key) {
+        None => None,
+        Some(e) => {
+            let mut scratch = itoa::Buffer::new();
+            Some(string_bytes(&e.value, &mut scratch).map(|s| o.ifeq == Some(s)))
         }
     };
-    if (o.nx && exists) || (o.xx && !exists) {
+    let aborted = match (o.ifeq.is_some(), found) {
+        (true, Some(None)) if !o.get => {
+            ctx.out.error(WRONGTYPE);
+            return;
+        }
+        (true, Some(equal)) => equal != Some(true),
+        (true, None) => true,
+        (false, _) => (o.nx && found.is_some()) || (o.xx && found.is_none()),
+    };
+    if aborted {
         if !o.get {
             ctx.out.nil();
         }
         return;
     }
-    let ttl = match (o.keep_ttl, o.expire_at) {
-        (true, _) => Ttl::Keep,
-        (false, Some(at)) => Ttl::At(at),
+    let ttl = match (o.keep_ttl, expire_at) {
+        (_, Some(at)) => Ttl::At(at),
+        (true, None) => Ttl::Keep,
         (false, None) => Ttl::Clear,
     };
     write_string(ctx, key, &args[2], ttl);
@@ -175,43 +226,14 @@ pub fn psetex(ctx: &mut Ctx<'_>, args: &[Bytes]) {
 }
 
 pub fn getex(ctx: &mut Ctx<'_>, args: &[Bytes]) {
-    // Parse options first: a syntax error must not touch the key.
-    let mut new_ttl: Option<Option<u64>> = None; // Some(None) = PERSIST
-    let mut i = 2;
-    while i < args.len() {
-        let a = &args[i];
-        let unit = if is(a, "EX") {
-            Some(ExpireUnit::Seconds)
-        } else if is(a, "PX") {
-            Some(ExpireUnit::Millis)
-        } else if is(a, "EXAT") {
-            Some(ExpireUnit::UnixSeconds)
-        } else if is(a, "PXAT") {
-            Some(ExpireUnit::UnixMillis)
-        } else {
-            None
-        };
-        if let Some(unit) = unit {
-            if new_ttl.is_some() || i + 1 >= args.len() {
-                ctx.out.error(SYNTAX_ERROR);
-                return;
-            }
-            match parse_expire(&args[i + 1], unit, ctx.now, "getex") {
-                Ok(at) => new_ttl = Some(Some(at)),
-                Err(e) => {
-                    ctx.out.error(&e);
-                    return;
-                }
-            }
-            i += 2;
-        } else if is(a, "PERSIST") && new_ttl.is_none() {
-            new_ttl = Some(None);
-            i += 1;
-        } else {
-            ctx.out.error(SYNTAX_ERROR);
-            return;
-        }
-    }
+    let Some(o) = parse_options(&args[2..], OptionsFor::GetEx) else {
+        ctx.out.error(SYNTAX_ERROR);
+        return;
+    };
+    // Valkey 9 validates the expire time before looking the key up.
+    let Ok(expire_at) = validate_expire(ctx, &o, "getex") else {
+        return;
+    };
     let key = &args[1];
     let Some(e) = ctx.read(key) else {
         ctx.out.nil();
@@ -224,17 +246,21 @@ pub fn getex(ctx: &mut Ctx<'_>, args: &[Bytes]) {
         return;
     }
     reply_string(ctx, &value);
-    match new_ttl {
-        Some(Some(at)) if at <= ctx.now => {
+    let absolute = matches!(
+        o.expire,
+        Some((ExpireUnit::UnixSeconds | ExpireUnit::UnixMillis, _))
+    );
+    match expire_at {
+        Some(at) if absolute && at <= ctx.now => {
             ctx.apply(Mutation::Del { key });
         }
-        Some(Some(at)) => {
+        Some(at) => {
             ctx.apply(Mutation::Expire { key, at: Some(at) });
         }
-        Some(None) if had_ttl => {
+        None if o.persist && had_ttl => {
             ctx.apply(Mutation::Expire { key, at: None });
         }
-        _ => {}
+        None => {}
     }
 }
 
@@ -255,7 +281,7 @@ pub fn getdel(ctx: &mut Ctx<'_>, args: &[Bytes]) {
 
 pub fn getset(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     let key = &args[1];
-    match ctx.write(key).map(|e| e.value.clone()) {
+    match ctx.read(key).map(|e| e.value.clone()) {
         Some(Value::Hash(_)) => {
             ctx.out.error(WRONGTYPE);
             return;
@@ -297,7 +323,7 @@ fn mget_element(ctx: &mut Ctx<'_>, key: &[u8]) {
 
 /// MSET with all keys on this core (atomic here).
 pub fn mset(ctx: &mut Ctx<'_>, args: &[Bytes]) {
-    if args.len() % 2 == 0 {
+    if args.len().is_multiple_of(2) {
         super::arity_error(ctx.out, "mset");
         return;
     }
@@ -313,7 +339,7 @@ pub fn mset(ctx: &mut Ctx<'_>, args: &[Bytes]) {
 
 /// MSETNX with all keys on this core (atomic here).
 pub fn msetnx(ctx: &mut Ctx<'_>, args: &[Bytes]) {
-    if args.len() % 2 == 0 {
+    if args.len().is_multiple_of(2) {
         super::arity_error(ctx.out, "msetnx");
         return;
     }

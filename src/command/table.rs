@@ -673,6 +673,17 @@ pub static COMMANDS: &[CommandDef] = &[
         "O(1)",
         S(counter::incrbyfloat),
     ),
+    def(
+        "increx",
+        -2,
+        WF,
+        K1,
+        "string",
+        "9.2.0",
+        "Increments the numeric value of a key, optionally setting its expiration and bounding the result. Uses 0 as initial value if the key doesn't exist.",
+        "O(1)",
+        S(counter::increx),
+    ),
     // hashes
     def(
         "hset",
@@ -1141,8 +1152,8 @@ pub static COMMANDS: &[CommandDef] = &[
 pub struct Registry {
     defs: Vec<&'static CommandDef>,
     full_names: Vec<String>,
-    by_name: HashMap<&'static str, usize>,
-    sub_by_name: HashMap<usize, HashMap<&'static str, usize>>,
+    by_name: HashMap<&'static str, usize, ahash::RandomState>,
+    sub_by_name: HashMap<usize, HashMap<&'static str, usize, ahash::RandomState>>,
 }
 
 impl Registry {
@@ -1150,7 +1161,7 @@ impl Registry {
         let mut r = Registry {
             defs: Vec::new(),
             full_names: Vec::new(),
-            by_name: HashMap::new(),
+            by_name: HashMap::default(),
             sub_by_name: HashMap::new(),
         };
         for d in COMMANDS {

@@ -30,6 +30,8 @@ pub struct Memory {
     cores: Box<[CoreSlot]>,
     /// Peak of `used()` seen at refreshes and checks.
     peak: AtomicU64,
+    /// Allocated bytes once the server was ready, before any client (used_memory_startup).
+    startup: AtomicU64,
 }
 
 impl Default for Memory {
@@ -61,6 +63,7 @@ impl Memory {
             base: AtomicI64::new(0),
             cores,
             peak: AtomicU64::new(0),
+            startup: AtomicU64::new(0),
         };
         m.refresh();
         m
@@ -84,6 +87,16 @@ impl Memory {
         let used = (self.base.load(Relaxed) + drift).max(0) as u64;
         self.peak.fetch_max(used, Relaxed);
         used
+    }
+
+    /// Records the current figure as the startup baseline (call once, when ready to serve).
+    pub fn mark_startup(&self) {
+        self.refresh();
+        self.startup.store(self.used(), Relaxed);
+    }
+
+    pub fn startup(&self) -> u64 {
+        self.startup.load(Relaxed)
     }
 
     pub fn peak(&self) -> u64 {

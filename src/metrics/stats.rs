@@ -1,7 +1,13 @@
 //! Per-core server statistics (commands processed, network bytes, per-command calls and time),
 //! each written by its own core only and summed by INFO.
 
+use std::sync::Mutex;
+
 use crate::shard::stats::Counter;
+
+/// Valkey stops tracking new error codes after this many distinct ones (errorstats), so a
+/// client cannot grow the table without bound by inventing codes.
+pub const MAX_ERROR_CODES: usize = 128;
 
 #[derive(Default)]
 pub struct CommandStat {
@@ -18,6 +24,11 @@ pub struct CoreStats {
     pub net_output_bytes: Counter,
     pub connections_received: Counter,
     pub rejected_connections: Counter,
+    /// Every error reply sent (INFO total_error_replies).
+    pub error_replies: Counter,
+    /// Error replies per error code ("ERR", "WRONGTYPE", ...), for INFO errorstats. Only the
+    /// core's own connections write it, and only on an error reply, so the lock is uncontended.
+    pub errors_by_code: Mutex<Vec<(Box<str>, u64)>>,
     /// Indexed by the command registry's id (subcommands included).
     pub commands: Box<[CommandStat]>,
 }
@@ -30,6 +41,8 @@ impl CoreStats {
             net_output_bytes: Counter::default(),
             connections_received: Counter::default(),
             rejected_connections: Counter::default(),
+            error_replies: Counter::default(),
+            errors_by_code: Mutex::new(Vec::new()),
             commands: (0..commands).map(|_| CommandStat::default()).collect(),
         }
     }
@@ -40,11 +53,63 @@ impl CoreStats {
         self.net_output_bytes.set(0);
         self.connections_received.set(0);
         self.rejected_connections.set(0);
+        self.error_replies.set(0);
+        self.errors_by_code
+            .lock()
+            .expect("error stats lock")
+            .clear();
         for c in self.commands.iter() {
             c.calls.set(0);
             c.usec.set(0);
             c.rejected_calls.set(0);
             c.failed_calls.set(0);
         }
+    }
+}
+
+impl CoreStats {
+    /// Counts one error reply (`reply` starts with `-`): its code is the text up to the first
+    /// space, as Valkey's errorstats keys it.
+    pub fn count_error(&self, reply: &[u8]) {
+        self.error_replies.inc();
+        let body = reply.strip_prefix(b"-").unwrap_or(reply);
+        let end = body
+            .iter()
+            .position(|&b| b == b' ' || b == b'\r')
+            .unwrap_or(body.len());
+        let code = String::from_utf8_lossy(&body[..end]);
+        let mut codes = self.errors_by_code.lock().expect("error stats lock");
+        if let Some(entry) = codes.iter_mut().find(|(c, _)| **c == *code) {
+            entry.1 += 1;
+        } else if codes.len() < MAX_ERROR_CODES {
+            codes.push((code.into(), 1));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_counted_by_code() {
+        let s = CoreStats::new(0);
+        s.count_error(b"-ERR syntax error\r\n");
+        s.count_error(b"-WRONGTYPE Operation\r\n");
+        s.count_error(b"-ERR x\r\n");
+        s.count_error(b"-NOPROTO\r\n");
+        assert_eq!(s.error_replies.get(), 4);
+        let codes = s.errors_by_code.lock().unwrap().clone();
+        assert_eq!(
+            codes,
+            vec![
+                ("ERR".into(), 2),
+                ("WRONGTYPE".into(), 1),
+                ("NOPROTO".into(), 1)
+            ]
+        );
+        s.reset();
+        assert_eq!(s.error_replies.get(), 0);
+        assert!(s.errors_by_code.lock().unwrap().is_empty());
     }
 }

@@ -11,7 +11,7 @@ use glommio::net::TcpStream;
 
 use super::core::Core;
 use super::dispatch::Dispatcher;
-use super::state::{ClientInfo, ClientMeta};
+use super::state::{ClientInfo, ClientMeta, Shared};
 use crate::command::connection::Client;
 use crate::protocol::{Limits, RequestParser};
 
@@ -27,20 +27,27 @@ const DENIED: &[u8] = b"-DENIED Running in protected mode because protected mode
 pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
     let shared = core.shared.clone();
     let stats = &shared.core_stats[core.id];
-    stats.connections_received.inc();
     let rt = &shared.config.runtime;
-    if shared.connected_clients.load(Relaxed) >= rt.maxclients() as usize {
+    // Admission: take a place first, then check, so cores accepting at the same moment
+    // cannot together overshoot maxclients.
+    let admitted = shared.connected_clients.fetch_add(1, Relaxed) < rt.maxclients() as usize;
+    if !admitted {
+        shared.connected_clients.fetch_sub(1, Relaxed);
         stats.rejected_connections.inc();
         let _ = stream.write_all(MAX_CLIENTS_ERR).await;
+        let _ = stream.close().await;
         return;
     }
+    stats.connections_received.inc();
     let peer = stream.peer_addr().ok();
     if rt.protected_mode()
         && rt.requirepass().is_none()
         && !peer.is_some_and(|p| p.ip().is_loopback())
         && binds_everywhere(&shared.config.bind)
     {
+        shared.connected_clients.fetch_sub(1, Relaxed);
         let _ = stream.write_all(DENIED).await;
+        let _ = stream.close().await;
         return;
     }
     let _ = stream.set_nodelay(true);
@@ -59,6 +66,9 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
         last_cmd: AtomicUsize::new(0),
         resp: AtomicUsize::new(2),
         query_buf: AtomicUsize::new(0),
+        net_in: AtomicU64::new(0),
+        net_out: AtomicU64::new(0),
+        commands: AtomicU64::new(0),
         meta: Mutex::new(ClientMeta::default()),
     });
     shared
@@ -66,7 +76,6 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
         .lock()
         .expect("client registry lock")
         .insert(info.id, info.clone());
-    shared.connected_clients.fetch_add(1, Relaxed);
     let mut client = Client {
         info: info.clone(),
         resp3: false,
@@ -90,6 +99,26 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
         .expect("client registry lock")
         .remove(&info.id);
     let _ = stream.close().await;
+}
+
+/// Valkey's `timeout`: shuts down the sockets of clients idle for longer than it (checked
+/// against the current setting, so lowering it applies to connections already waiting). The
+/// connection's own task then sees the end of input and cleans up. Called periodically.
+pub fn close_idle_clients(shared: &Shared) {
+    let secs = shared.config.runtime.timeout_secs();
+    if secs == 0 {
+        return;
+    }
+    let now = crate::util::now_ms();
+    let clients = shared.clients.lock().expect("client registry lock");
+    for c in clients.values() {
+        if now.saturating_sub(c.last_interaction_ms.load(Relaxed)) > secs as u64 * 1000 {
+            // SAFETY: a registered client's socket is open: its task removes it from this
+            // registry (under the lock we hold) before closing the socket. shutdown() does not
+            // release the descriptor, it only ends the connection.
+            unsafe { libc::shutdown(c.fd, libc::SHUT_RDWR) };
+        }
+    }
 }
 
 /// True when `bind` is the default "listen everywhere", the case protected mode guards.
@@ -150,14 +179,14 @@ async fn run(core: &Rc<Core>, stream: &mut TcpStream, client: &mut Client) -> st
     let mut parser = RequestParser::new();
     let mut dispatcher = Dispatcher::new(core.cores());
     loop {
-        let _ = stream.set_read_timeout(rt.idle_timeout());
+        // No read timeout: `close_idle_clients` shuts idle sockets down, which ends this read.
         let n = match stream.read(&mut chunk).await {
             Ok(0) => return Ok(()),
             Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Ok(()),
             Err(e) => return Err(e),
         };
         stats.net_input_bytes.add(n as u64);
+        client.info.net_in.fetch_add(n as u64, Relaxed);
         if rbuf.capacity() - rbuf.len() < n {
             // Reserve for a big pending value in steps: a declared length alone must not
             // make us allocate hundreds of megabytes before the bytes arrive.
@@ -202,14 +231,17 @@ async fn run(core: &Rc<Core>, stream: &mut TcpStream, client: &mut Client) -> st
             dispatcher.run(core, client, commands, &mut wbuf).await;
         }
         if let Some(e) = &protocol_error {
+            let start = wbuf.len();
             wbuf.extend_from_slice(b"-ERR ");
             wbuf.extend_from_slice(e.message_bytes());
             wbuf.extend_from_slice(b"\r\n");
+            stats.count_error(&wbuf[start..]);
             tracing::debug!(client = client.info.id, "protocol error: {}", e.message());
         }
         if !wbuf.is_empty() {
             stream.write_all(&wbuf).await?;
             stats.net_output_bytes.add(wbuf.len() as u64);
+            client.info.net_out.fetch_add(wbuf.len() as u64, Relaxed);
             wbuf.clear();
             if wbuf.capacity() > 1024 * 1024 {
                 wbuf.shrink_to(16 * 1024);

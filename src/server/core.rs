@@ -5,7 +5,7 @@
 //! a message in a batch ~100 ns. The destination runs the batch without yielding, so the
 //! commands of one batch that touch one core are atomic with respect to each other there.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -69,6 +69,9 @@ pub struct Core {
     pub shard: RefCell<Shard>,
     pub shared: Arc<Shared>,
     senders: Senders<CoreMsg>,
+    /// When this core last asked each other core to evict (ms), so a write flood sends at
+    /// most one request per core per millisecond.
+    evict_asked_ms: Vec<Cell<u64>>,
 }
 
 /// The slots core `core` of `cores` owns: a contiguous range, so SCAN can walk cores in order.
@@ -95,6 +98,7 @@ impl Core {
         Core {
             id,
             shard: RefCell::new(shard),
+            evict_asked_ms: (0..shared.cores).map(|_| Cell::new(0)).collect(),
             shared,
             senders,
         }
@@ -124,16 +128,30 @@ impl Core {
         };
     }
 
-    /// Runs `ops` against this core's shard, appending each reply to `out` and its end offset
-    /// to `ends`. Never yields: the batch is atomic on this core.
-    pub fn execute(&self, ops: &[Op], out: &mut Out, ends: &mut Vec<u32>) {
+    /// Starts a batch: refreshes cached settings and returns the time the batch runs at
+    /// (Valkey also fixes the time per command; one clock read per batch is cheaper).
+    pub fn prepare(&self) -> u64 {
+        let now = crate::util::now_ms();
         let mut shard = self.shard.borrow_mut();
         self.sync_settings(&mut shard);
-        let now = crate::util::now_ms();
+        shard.clock_ms = now;
+        now
+    }
+
+    /// Ends a batch: publishes this core's allocation counter for maxmemory accounting.
+    pub fn finish(&self) {
+        self.shared.memory.publish(self.id);
+    }
+
+    /// Runs `ops` against this core's shard at time `now` (from [`Core::prepare`]), appending
+    /// each reply to `out` and its end offset to `ends`. Never yields: the batch is atomic on
+    /// this core.
+    pub fn execute(&self, ops: &[Op], now: u64, out: &mut Out, ends: &mut Vec<u32>) {
+        let mut shard = self.shard.borrow_mut();
         let stats = &self.shared.core_stats[self.id];
+        let mut last = Instant::now();
         for op in ops {
             let start = out.buf.len();
-            let began = Instant::now();
             let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
                 if op.flags & flags::DENYOOM != 0 && !self.make_room(&mut shard, now) {
                     out.error("OOM command not allowed when used memory > 'maxmemory'.");
@@ -159,11 +177,13 @@ impl Core {
                     true
                 }
             };
+            // One clock read per op: each op is charged the time since the previous one ended.
+            let ended = Instant::now();
             if op.cmd_id != NO_STATS {
                 let s = &stats.commands[op.cmd_id as usize];
                 if ran {
                     s.calls.inc();
-                    s.usec.add(began.elapsed().as_micros() as u64);
+                    s.usec.add(ended.duration_since(last).as_micros() as u64);
                     if out.buf.get(start) == Some(&b'-') {
                         s.failed_calls.inc();
                     }
@@ -172,13 +192,22 @@ impl Core {
                 }
                 stats.commands_processed.inc();
             }
+            last = ended;
             ends.push(out.buf.len() as u32);
         }
-        self.shared.memory.publish(self.id);
     }
 
     /// Evicts keys until used memory is below maxmemory; false when that is impossible (the
-    /// policy is noeviction, or nothing evictable is left on this core).
+    /// policy is noeviction, or no core has anything the policy may evict).
+    ///
+    /// Memory is global but each core evicts only its own keys. A core evicts only while it
+    /// holds at least its fair share of the evictable keys; a core below its share lets the
+    /// write in and asks the cores above it to evict instead. Without that rule the core that
+    /// happens to run when memory is tight (e.g. the one executing a pipeline's remote part,
+    /// whose buffers are still held) would evict far more than the others and end up empty,
+    /// which is neither LRU nor fair. The others answer asynchronously and may be slow (a busy
+    /// or descheduled core): past a small slack over the limit this core evicts its own keys
+    /// after all, so the overshoot stays bounded whatever the others do.
     fn make_room(&self, shard: &mut Shard, now: u64) -> bool {
         let rt = &self.shared.config.runtime;
         let limit = rt.maxmemory();
@@ -194,13 +223,135 @@ impl Core {
             return false;
         };
         let samples = rt.maxmemory_samples();
-        while mem.used() > limit {
-            if !shard.evict_one(policy, samples, now) {
+        let slack = limit / 32;
+        let mut asked = false;
+        loop {
+            let used = mem.used();
+            if used <= limit {
+                return true;
+            }
+            let (mine, total) = self.evictable_keys(shard, policy);
+            if total == 0 {
                 return false;
+            }
+            let others_have = total > mine;
+            if mine * (self.cores() as u64) < total {
+                // Below its share: the others should evict.
+                if !asked {
+                    asked = true;
+                    self.ask_others_to_evict(policy);
+                }
+                if used <= limit + slack {
+                    return true;
+                }
+            }
+            if !shard.evict_one(policy, samples, now) {
+                if !asked {
+                    self.ask_others_to_evict(policy);
+                }
+                return others_have;
             }
             mem.publish(self.id);
         }
-        true
+    }
+
+    /// Keys `policy` may evict: (on this core, on all cores), from the per-shard counts.
+    fn evictable_keys(&self, shard: &Shard, policy: EvictPolicy) -> (u64, u64) {
+        let volatile = policy.volatile_only();
+        let mine = if volatile {
+            shard.volatile_len()
+        } else {
+            shard.len()
+        } as u64;
+        let others: u64 = self
+            .shared
+            .shard_stats
+            .iter()
+            .enumerate()
+            .filter(|(c, _)| *c != self.id)
+            .map(|(_, s)| {
+                if volatile {
+                    s.expires.get()
+                } else {
+                    s.keys.get()
+                }
+            })
+            .sum();
+        (mine, mine + others)
+    }
+
+    /// Asks the cores holding at least their share of the evictable keys to evict (without
+    /// waiting for them).
+    fn ask_others_to_evict(&self, policy: EvictPolicy) {
+        let volatile = policy.volatile_only();
+        let counts: Vec<u64> = self
+            .shared
+            .shard_stats
+            .iter()
+            .map(|s| {
+                if volatile {
+                    s.expires.get()
+                } else {
+                    s.keys.get()
+                }
+            })
+            .collect();
+        let total: u64 = counts.iter().sum();
+        let now = crate::util::now_ms();
+        for (c, &n) in counts.iter().enumerate() {
+            if c != self.id
+                && n > 0
+                && n * self.cores() as u64 >= total
+                && self.evict_asked_ms[c].get() != now
+            {
+                self.evict_asked_ms[c].set(now);
+                let ask = CoreMsg::Call(Box::new(|core: &Core| core.evict_if_over_limit()));
+                // A full channel means the core is busy with requests already: skip.
+                let _ = self.senders.try_send_to(c, ask);
+            }
+        }
+    }
+
+    /// Eviction outside a write: when another core asks, and on every tick (so lowering
+    /// maxmemory takes effect without waiting for writes, as Valkey's eviction time proc).
+    /// Each core frees its part of the excess, in proportion to the evictable keys it holds,
+    /// so the cores converge together instead of taking turns.
+    pub fn evict_if_over_limit(&self) {
+        let rt = &self.shared.config.runtime;
+        let limit = rt.maxmemory();
+        if limit == 0 {
+            return;
+        }
+        let Ok(mut shard) = self.shard.try_borrow_mut() else {
+            return;
+        };
+        let Some(policy) = evict_policy(rt.maxmemory_policy()) else {
+            return;
+        };
+        let mem = &self.shared.memory;
+        mem.publish(self.id);
+        let used = mem.used();
+        if used <= limit {
+            return;
+        }
+        let (mine, total) = self.evictable_keys(&shard, policy);
+        if mine == 0 {
+            return;
+        }
+        self.sync_settings(&mut shard);
+        let part = ((used - limit) as u128 * mine as u128 / total as u128) as u64;
+        let target = used - part.max(1);
+        let now = crate::util::now_ms();
+        let samples = rt.maxmemory_samples();
+        // Bounded, so a large drop of maxmemory does not stall this core's clients: the next
+        // tick or request goes on.
+        let started = Instant::now();
+        while mem.used() > target && started.elapsed() < EVICTION_SLICE {
+            if !shard.evict_one(policy, samples, now) {
+                break;
+            }
+            mem.publish(self.id);
+        }
     }
 
     /// Sends a batch to another core and waits for its replies.
@@ -253,7 +404,9 @@ impl Core {
                         CoreMsg::Batch { ops, resp3, reply } => {
                             let mut out = Out::new(resp3);
                             let mut ends = Vec::with_capacity(ops.len());
-                            core.execute(&ops, &mut out, &mut ends);
+                            let now = core.prepare();
+                            core.execute(&ops, now, &mut out, &mut ends);
+                            core.finish();
                             let _ = reply.send(BatchReply { buf: out.buf, ends });
                         }
                         CoreMsg::Call(f) => {
@@ -270,6 +423,9 @@ impl Core {
         }
     }
 }
+
+/// The longest one background eviction pass runs.
+const EVICTION_SLICE: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// The shard's eviction policy for a maxmemory-policy (None for noeviction).
 pub fn evict_policy(p: MaxmemoryPolicy) -> Option<EvictPolicy> {

@@ -17,6 +17,7 @@ use crate::cluster::key_slot;
 use crate::command::connection::{Client, ConnCtx};
 use crate::command::table::{lookup, lookup_sub, registry};
 use crate::command::{self, Exec, Fanout, Multi, ShardFn, flags, keyspace, string};
+use crate::metrics::CoreStats;
 use crate::protocol::Out;
 
 /// Where one reply (or part of one) is.
@@ -50,6 +51,8 @@ enum Slot {
 
 pub struct Dispatcher {
     local: Out,
+    /// The time local ops of the current read batch run at.
+    now: u64,
     slots: Vec<Slot>,
     /// Ops queued per destination core for the next flush.
     pending: Vec<Vec<Op>>,
@@ -62,6 +65,7 @@ impl Dispatcher {
     pub fn new(cores: usize) -> Dispatcher {
         Dispatcher {
             local: Out::new(false),
+            now: 0,
             slots: Vec::new(),
             pending: (0..cores).map(|_| Vec::new()).collect(),
             rounds: Vec::new(),
@@ -81,6 +85,7 @@ impl Dispatcher {
         self.local.resp3 = client.resp3;
         self.slots.clear();
         self.rounds.clear();
+        self.now = core.prepare();
         for args in commands {
             self.dispatch(core, client, args).await;
             if client.closing {
@@ -88,7 +93,8 @@ impl Dispatcher {
             }
         }
         self.flush(core, client.resp3).await;
-        self.assemble(wbuf);
+        core.finish();
+        self.assemble(wbuf, &core.shared.core_stats[core.id]);
     }
 
     fn push_local(&mut self, start: usize) {
@@ -118,6 +124,7 @@ impl Dispatcher {
                     flags,
                     cmd_id,
                 }],
+                self.now,
                 &mut self.local,
                 &mut self.local_ends,
             );
@@ -142,6 +149,17 @@ impl Dispatcher {
         let start = self.local.buf.len();
         let stats = &core.shared.core_stats[core.id];
         let Some(mut id) = lookup(&args[0]) else {
+            if command::is(&args[0], "post") || command::is(&args[0], "host:") {
+                // An HTTP request (cross-protocol scripting): like Valkey, drop the connection
+                // without answering anything of this read.
+                tracing::warn!(
+                    "possible security attack: a client sent POST or Host:; connection dropped"
+                );
+                self.slots.clear();
+                self.local.buf.clear();
+                client.closing = true;
+                return;
+            }
             command::unknown_command(&mut self.local, &args);
             self.push_local(start);
             return;
@@ -187,6 +205,11 @@ impl Dispatcher {
             self.push_local(start);
             return;
         }
+        // Past the checks that reject a command before it runs (CLIENT LIST tot-cmds).
+        client
+            .info
+            .commands
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let cmd_id = id as u32;
         let cores = core.cores();
         // The core owning the keys, if they are all on one core.
@@ -287,7 +310,7 @@ impl Dispatcher {
             }
             Multi::SumInts | Multi::MSet => {
                 let step = if kind == Multi::MSet { 2 } else { 1 };
-                if (args.len() - 1) % step != 0 {
+                if !(args.len() - 1).is_multiple_of(step) {
                     let start = self.local.buf.len();
                     command::arity_error(&mut self.local, name);
                     self.push_local(start);
@@ -351,12 +374,9 @@ impl Dispatcher {
             }
             Fanout::Scan => {
                 // One core per call: the one owning the cursor's slot.
-                let target = std::str::from_utf8(&args[1])
-                    .ok()
-                    .and_then(|s| s.parse::<u64>().ok())
-                    .map_or(core.id, |c| {
-                        slot_owner(keyspace::scan_cursor_slot(c), cores)
-                    });
+                let target = keyspace::parse_cursor(&args[1]).map_or(core.id, |c| {
+                    slot_owner(keyspace::scan_cursor_slot(c), cores)
+                });
                 let part = self.route(core, target, keyspace::scan, args, flags, cmd_id);
                 self.slots.push(Slot::One(part));
                 return;
@@ -408,7 +428,8 @@ impl Dispatcher {
         }
     }
 
-    fn assemble(&mut self, wbuf: &mut Vec<u8>) {
+    /// Writes the replies in request order to `wbuf`, counting error replies (INFO errorstats).
+    fn assemble(&mut self, wbuf: &mut Vec<u8>, stats: &CoreStats) {
         if self.rounds.is_empty()
             && self
                 .slots
@@ -416,11 +437,19 @@ impl Dispatcher {
                 .all(|s| matches!(s, Slot::One(Part::Local(..))))
         {
             // Everything ran here, in order: the local buffer is the reply stream.
+            for slot in &self.slots {
+                if let Slot::One(Part::Local(s, e)) = *slot
+                    && self.local.buf.get(s as usize) == Some(&b'-')
+                {
+                    stats.count_error(&self.local.buf[s as usize..e as usize]);
+                }
+            }
             wbuf.extend_from_slice(&self.local.buf);
             return;
         }
         let resp3 = self.local.resp3;
         for slot in &self.slots {
+            let start = wbuf.len();
             match slot {
                 Slot::One(p) => {
                     wbuf.extend_from_slice(Self::part(&self.local.buf, &self.rounds, *p))
@@ -432,6 +461,9 @@ impl Dispatcher {
                         .collect();
                     gather(*g, &bufs, resp3, wbuf);
                 }
+            }
+            if wbuf.get(start) == Some(&b'-') {
+                stats.count_error(&wbuf[start..]);
             }
         }
     }

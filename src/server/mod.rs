@@ -148,6 +148,7 @@ async fn core_main(
         }
     }
     if id == 0 {
+        shared.memory.mark_startup();
         tracing::info!("Ready to accept connections tcp on port {}", shared.port());
     }
     let accepts: Vec<_> = listeners
@@ -183,10 +184,12 @@ fn spawn_ticker(core: Rc<Core>) {
             let period = Duration::from_micros(1_000_000 / hz as u64);
             glommio::timer::sleep(period).await;
             active_expire(&core, period / 4).await;
+            core.evict_if_over_limit();
             if core.id == 0 && last_sample.elapsed() >= Duration::from_millis(100) {
                 last_sample = Instant::now();
                 core.shared.memory.refresh();
                 sample_ops(&core.shared);
+                conn::close_idle_clients(&core.shared);
             }
         }
     })

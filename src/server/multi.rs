@@ -86,7 +86,7 @@ pub async fn move_key(core: &Rc<Core>, name: &str, args: &[Bytes], out: &mut Out
 }
 
 pub async fn msetnx(core: &Rc<Core>, args: &[Bytes], out: &mut Out) {
-    if args.len() % 2 == 0 {
+    if args.len().is_multiple_of(2) {
         command::arity_error(out, "msetnx");
         return;
     }

@@ -23,6 +23,11 @@ pub struct ClientInfo {
     pub last_cmd: AtomicUsize,
     pub resp: AtomicUsize,
     pub query_buf: AtomicUsize,
+    /// Bytes read from and written to this client, and commands it ran (CLIENT LIST's
+    /// tot-net-in, tot-net-out, tot-cmds). Written by the connection's own task only.
+    pub net_in: AtomicU64,
+    pub net_out: AtomicU64,
+    pub commands: AtomicU64,
     pub meta: Mutex<ClientMeta>,
 }
 

@@ -20,7 +20,8 @@ pub enum EvictPolicy {
 }
 
 impl EvictPolicy {
-    fn volatile_only(self) -> bool {
+    /// Whether the policy evicts only keys with an expiry.
+    pub fn volatile_only(self) -> bool {
         matches!(
             self,
             EvictPolicy::VolatileLru
@@ -80,11 +81,8 @@ pub fn lfu_decayed(access: u32, now_ms: u64, decay_minutes: u32) -> u32 {
     } else {
         65535 - last + now
     };
-    let periods = if decay_minutes == 0 {
-        0
-    } else {
-        elapsed / decay_minutes
-    };
+    // lfu-decay-time 0 means the counter never decays.
+    let periods = elapsed.checked_div(decay_minutes).unwrap_or(0);
     counter.saturating_sub(periods)
 }
 
@@ -123,7 +121,7 @@ impl Shard {
             EvictPolicy::AllKeysRandom | EvictPolicy::VolatileRandom
         ) {
             for _ in 0..samples.max(1) * 4 {
-                let Some((slot, index)) = self.random_position(volatile_only) else {
+                let Some((slot, index)) = self.sample_position(volatile_only) else {
                     return false;
                 };
                 let entry = self.slots[slot]
@@ -146,7 +144,7 @@ impl Shard {
                 if sampled >= samples.max(1) {
                     break;
                 }
-                let Some((slot, index)) = self.random_position(volatile_only) else {
+                let Some((slot, index)) = self.sample_position(volatile_only) else {
                     break;
                 };
                 let entry = self.slots[slot]
@@ -180,6 +178,34 @@ impl Shard {
                 return false;
             }
         }
+    }
+
+    /// A random entry's position for eviction sampling. With `volatile_only` it is always a
+    /// key with an expiry (if the shard has one): the slot is chosen among slots holding such
+    /// keys, then searched for one, so persistent keys sharing the slot cannot make sampling
+    /// fail while evictable keys exist.
+    fn sample_position(&self, volatile_only: bool) -> Option<(usize, usize)> {
+        let (slot, index) = self.random_position(volatile_only)?;
+        if !volatile_only {
+            return Some((slot, index));
+        }
+        let table = &self.slots[slot].table;
+        let volatile_at = |i: usize| table.get_bucket(i).is_some_and(|e| e.expire_at().is_some());
+        if volatile_at(index) {
+            return Some((slot, index));
+        }
+        let buckets = table.num_buckets();
+        for _ in 0..16 {
+            let i = fastrand::usize(..buckets);
+            if volatile_at(i) {
+                return Some((slot, i));
+            }
+        }
+        let start = fastrand::usize(..buckets);
+        (0..buckets)
+            .map(|i| (start + i) % buckets)
+            .find(|&i| volatile_at(i))
+            .map(|i| (slot, i))
     }
 
     fn evict_key(&mut self, key: &[u8]) {

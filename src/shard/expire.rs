@@ -74,7 +74,8 @@ impl Shard {
     ) -> (u64, usize, usize) {
         let mut doomed: Vec<Box<[u8]>> = Vec::new();
         let mut checked = 0;
-        let next = super::scan::scan_table(&self.slots[slot].table, cursor, budget, |e| {
+        let s = &self.slots[slot];
+        let next = super::scan::scan_table_at(&s.table, s.epoch, cursor, budget, |e| {
             if let Some(at) = e.expire_at() {
                 checked += 1;
                 if now > at {

@@ -37,11 +37,11 @@ impl Default for HashLimits {
 }
 
 fn hash_field(field: &[u8]) -> u64 {
-    // A fixed-key hasher: field hashes never leave the process and the table is per value.
-    thread_local! {
-        static STATE: ahash::RandomState = ahash::RandomState::new();
-    }
-    STATE.with(|s| s.hash_one(field))
+    // One process-wide key, random per process (field names are user input: no fixed seed an
+    // attacker could collide). It must not be per thread: a hash value built on one core moves
+    // to another by RENAME or COPY, and its table must still find its fields there.
+    static STATE: std::sync::OnceLock<ahash::RandomState> = std::sync::OnceLock::new();
+    STATE.get_or_init(ahash::RandomState::new).hash_one(field)
 }
 
 impl HashObj {
@@ -76,19 +76,38 @@ impl HashObj {
         }
     }
 
-    /// Sets `field` to `value`; returns true when the field is new.
+    /// Sets the field/value `pairs` (alternating) of one HSET-like write. As Valkey's
+    /// hashTypeTryConversion, a listpack becomes a table up front when the write names more
+    /// pairs than `hash-max-listpack-entries` (even if some repeat) or any argument is longer
+    /// than `hash-max-listpack-value` (even one that only updates a field).
+    pub fn set_pairs(&mut self, pairs: &[&[u8]], limits: HashLimits) {
+        if matches!(self, HashObj::Listpack(_))
+            && (pairs.len() / 2 > limits.max_listpack_entries
+                || pairs.iter().any(|a| a.len() > limits.max_listpack_value))
+        {
+            self.convert_to_table();
+        }
+        for pair in pairs.chunks_exact(2) {
+            self.set(pair[0], pair[1], limits);
+        }
+    }
+
+    /// Sets `field` to `value`; returns true when the field is new. A listpack becomes a table
+    /// when the field or value is too long for it (whether the field is new or not) or when it
+    /// would hold more than `max_listpack_entries` fields.
     pub fn set(&mut self, field: &[u8], value: &[u8], limits: HashLimits) -> bool {
         if let HashObj::Listpack(v) = self {
-            if let Some(slot) = v.iter_mut().find(|(f, _)| &**f == field) {
-                slot.1 = value.into();
-                return false;
-            }
-            let fits = v.len() < limits.max_listpack_entries
-                && field.len() <= limits.max_listpack_value
-                && value.len() <= limits.max_listpack_value;
-            if fits {
-                v.push((field.into(), value.into()));
-                return true;
+            let long =
+                field.len() > limits.max_listpack_value || value.len() > limits.max_listpack_value;
+            if !long {
+                if let Some(slot) = v.iter_mut().find(|(f, _)| &**f == field) {
+                    slot.1 = value.into();
+                    return false;
+                }
+                if v.len() < limits.max_listpack_entries {
+                    v.push((field.into(), value.into()));
+                    return true;
+                }
             }
             self.convert_to_table();
         }
@@ -230,6 +249,56 @@ mod tests {
         let mut long = HashObj::new();
         long.set(b"f", b"123456789", limits);
         assert_eq!(long.encoding(), "hashtable");
+
+        // Updating an existing field with a long value converts too.
+        let mut update = HashObj::new();
+        update.set(b"f", b"short", limits);
+        assert!(!update.set(b"f", b"123456789", limits));
+        assert_eq!(update.encoding(), "hashtable");
+        assert_eq!(update.get(b"f"), Some(&b"123456789"[..]));
+    }
+
+    #[test]
+    fn a_table_built_on_one_thread_finds_its_fields_on_another() {
+        let limits = HashLimits {
+            max_listpack_entries: 0,
+            max_listpack_value: 0,
+        };
+        let built = std::thread::spawn(move || {
+            let mut h = HashObj::new();
+            for i in 0..100 {
+                h.set(format!("f{i}").as_bytes(), b"v", limits);
+            }
+            h
+        })
+        .join()
+        .expect("builder thread");
+        assert_eq!(built.encoding(), "hashtable");
+        for i in 0..100 {
+            assert_eq!(
+                built.get(format!("f{i}").as_bytes()),
+                Some(&b"v"[..]),
+                "f{i}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_write_naming_more_pairs_than_the_limit_converts() {
+        let limits = HashLimits {
+            max_listpack_entries: 2,
+            max_listpack_value: 8,
+        };
+        let mut h = HashObj::new();
+        h.set_pairs(&[b"a", b"1", b"a", b"2", b"a", b"3"], limits);
+        assert_eq!(h.encoding(), "hashtable");
+        assert_eq!((h.len(), h.get(b"a")), (1, Some(&b"3"[..])));
+
+        let mut small = HashObj::new();
+        small.set_pairs(&[b"a", b"1", b"b", b"2"], limits);
+        assert_eq!(small.encoding(), "listpack");
+        small.set_pairs(&[b"a", b"123456789"], limits);
+        assert_eq!(small.encoding(), "hashtable");
     }
 
     #[test]

@@ -39,6 +39,9 @@ struct SlotTable {
     table: HashTable<Entry>,
     /// Keys in this slot that have an expiry (lets the expiry cycle skip slots).
     volatile: u32,
+    /// Bumped whenever the table may rehash, which moves entries (see `before_insert`): SCAN
+    /// and expiry cursors carry it and restart the slot when it changed.
+    epoch: u32,
 }
 
 pub struct Shard {
@@ -54,6 +57,9 @@ pub struct Shard {
     pub access_mode: AccessMode,
     evict_pool: evict::Pool,
     expire_cursor: u64,
+    /// The time of the batch being executed (set by the owner before each batch); only used
+    /// for the access metadata of new keys, never for data decisions.
+    pub clock_ms: u64,
 }
 
 /// Valkey's LRU clock: seconds, 24 bits, wrapping.
@@ -80,6 +86,7 @@ impl Shard {
             access_mode: AccessMode::Lru,
             evict_pool: evict::Pool::default(),
             expire_cursor: 0,
+            clock_ms: crate::util::now_ms(),
         }
     }
 
@@ -198,9 +205,7 @@ impl Shard {
                 let limits = self.hash_limits;
                 let entry = self.entry_or_insert(key, || Value::Hash(Box::default()));
                 if let Value::Hash(h) = &mut entry.value {
-                    for pair in pairs.chunks_exact(2) {
-                        h.set(pair[0], pair[1], limits);
-                    }
+                    h.set_pairs(pairs, limits);
                 }
                 true
             }
@@ -261,6 +266,7 @@ impl Shard {
     fn put(&mut self, key: &[u8], value: Value, ttl: Ttl) {
         let (slot, hash) = self.locate(key);
         let access = self.fresh_access();
+        self.before_insert(slot);
         let table = &mut self.slots[slot].table;
         let hasher = &self.hasher;
         match table.entry(hash, |e| e.key() == key, |e| hasher.hash_one(e.key())) {
@@ -292,6 +298,7 @@ impl Shard {
         self.remove(&key);
         entry.set_expire_raw(expire);
         let (slot, hash) = self.locate(&key);
+        self.before_insert(slot);
         let hasher = &self.hasher;
         self.slots[slot]
             .table
@@ -307,6 +314,7 @@ impl Shard {
             .is_some();
         if !exists {
             let access = self.fresh_access();
+            self.before_insert(slot);
             let hasher = &self.hasher;
             self.slots[slot]
                 .table
@@ -345,7 +353,9 @@ impl Shard {
         };
         let had = entry.expire_at().is_some();
         entry.set_expire_raw(at);
-        self.adjust_volatile(slot, had, at.is_some());
+        // Ask the entry, not `at`: an expiry of 0 is stored as "none" (as `put` treats it).
+        let has = entry.expire_at().is_some();
+        self.adjust_volatile(slot, had, has);
         true
     }
 
@@ -359,6 +369,19 @@ impl Shard {
         let (entry, _) = found.remove();
         self.after_remove(slot, entry.expire_at().is_some());
         Some(entry)
+    }
+
+    /// Call before anything that may insert into a slot's table (hashbrown's `entry` makes
+    /// room even when the key turns out to exist). Room is made only when the table has none
+    /// left, and then either by growing (the bucket count changes, which cursors notice) or,
+    /// when deletions left tombstones in a table at most half full, by rehashing in place:
+    /// same bucket count, entries moved. The epoch makes cursors notice that too.
+    #[inline]
+    fn before_insert(&mut self, slot: usize) {
+        let s = &mut self.slots[slot];
+        if s.table.capacity() == s.table.len() {
+            s.epoch = s.epoch.wrapping_add(1);
+        }
     }
 
     fn after_insert(&mut self, slot: usize, volatile: bool) {
@@ -405,8 +428,8 @@ impl Shard {
 
     fn fresh_access(&self) -> u32 {
         match self.access_mode {
-            AccessMode::Lru => lru_clock(crate::util::now_ms()),
-            AccessMode::Lfu { .. } => evict::lfu_fresh(crate::util::now_ms()),
+            AccessMode::Lru => lru_clock(self.clock_ms),
+            AccessMode::Lfu { .. } => evict::lfu_fresh(self.clock_ms),
         }
     }
 
@@ -421,7 +444,8 @@ impl Shard {
 
     /// One SCAN step within `slot` from `cursor`; returns the next in-slot cursor (0 = done).
     pub fn scan_slot(&self, slot: usize, cursor: u64, count: usize, f: impl FnMut(&Entry)) -> u64 {
-        scan::scan_table(&self.slots[slot].table, cursor, count, f)
+        let s = &self.slots[slot];
+        scan::scan_table_at(&s.table, s.epoch, cursor, count, f)
     }
 
     /// A random live key's entry (RANDOMKEY), or None when the shard is empty.

@@ -24,6 +24,12 @@ const TKV_BAD_CURRENT: c_int = 1;
 const TKV_BAD_INCREMENT: c_int = 2;
 const TKV_RESULT_NOT_FINITE: c_int = 3;
 const TKV_INCREMENT_NOT_FINITE: c_int = 4;
+const TKV_DECLINED: c_int = 6;
+const TKV_BAD_LBOUND: c_int = 7;
+const TKV_BAD_UBOUND: c_int = 8;
+const TKV_BOUNDS_INVERTED: c_int = 9;
+const TKV_CURRENT_NOT_FINITE: c_int = 10;
+const TKV_APPLIED_NOT_FINITE: c_int = 11;
 
 unsafe extern "C" {
     fn tallykv_ld_is_valid(s: *const u8, len: usize) -> c_int;
@@ -38,6 +44,27 @@ unsafe extern "C" {
         out: *mut u8,
         out_cap: usize,
         out_len: *mut usize,
+    ) -> c_int;
+    fn tallykv_ld_increx(
+        current: *const u8,
+        current_len: usize,
+        has_current: c_int,
+        incr: *const u8,
+        incr_len: usize,
+        lbound: *const u8,
+        lbound_len: usize,
+        has_lbound: c_int,
+        ubound: *const u8,
+        ubound_len: usize,
+        has_ubound: c_int,
+        saturate: c_int,
+        mode: c_int,
+        value_out: *mut u8,
+        value_cap: usize,
+        value_len: *mut usize,
+        applied_out: *mut u8,
+        applied_cap: usize,
+        applied_len: *mut usize,
     ) -> c_int;
 }
 
@@ -169,6 +196,119 @@ pub fn check_hincrbyfloat_increment(incr: &[u8]) -> Result<(), FloatError> {
     } else {
         Err(code_to_error(code))
     }
+}
+
+/// Why INCREX BYFLOAT refused to run.  The command room owns the reply texts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IncrexFloatError {
+    /// The BYFLOAT argument does not parse (NaN and overflow included).
+    BadIncrement,
+    /// The BYFLOAT argument is +-inf.
+    IncrementNotFinite,
+    BadLbound,
+    BadUbound,
+    /// LBOUND > UBOUND (the missing one defaulting to -+LDBL_MAX).
+    BoundsInverted,
+    /// The stored value does not parse as a long double.
+    BadCurrent,
+    /// The stored value is +-inf.
+    CurrentNotFinite,
+    /// SATURATE clamped to a bound so far away that new - old is infinite.
+    AppliedNotFinite,
+}
+
+/// What INCREX BYFLOAT did: both fields rendered as Valkey's human long double.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncrexFloat {
+    /// The stored value after the command (the old one when declined).
+    pub value: Vec<u8>,
+    /// The increment actually applied (`0` when declined).
+    pub applied: Vec<u8>,
+    /// False when the result fell outside the bounds without SATURATE, or the caller asked
+    /// for a decline (NX/XX not met): nothing is written.
+    pub written: bool,
+}
+
+/// The arguments for the long double INCREX: current value (None = missing key, i.e. 0),
+/// increment, optional LBOUND and UBOUND, SATURATE.
+pub struct IncrexFloatArgs<'a> {
+    pub current: Option<&'a [u8]>,
+    pub incr: &'a [u8],
+    pub lbound: Option<&'a [u8]>,
+    pub ubound: Option<&'a [u8]>,
+    pub saturate: bool,
+}
+
+fn increx_call(a: &IncrexFloatArgs<'_>, mode: c_int) -> Result<IncrexFloat, IncrexFloatError> {
+    let mut value = [0u8; MAX_LONG_DOUBLE_CHARS];
+    let mut applied = [0u8; MAX_LONG_DOUBLE_CHARS];
+    let (mut value_len, mut applied_len) = (0usize, 0usize);
+    let ptr = |o: Option<&[u8]>| o.map_or((std::ptr::null(), 0), |s| (s.as_ptr(), s.len()));
+    let (cur, cur_len) = ptr(a.current);
+    let (lb, lb_len) = ptr(a.lbound);
+    let (ub, ub_len) = ptr(a.ubound);
+    // SAFETY: every input pointer is valid for the length passed next to it (or null with
+    // its `has_` flag 0, never read); the C side writes at most `*_cap` bytes into each
+    // output buffer and stores the written lengths (<= cap).
+    let code = unsafe {
+        tallykv_ld_increx(
+            cur,
+            cur_len,
+            c_int::from(a.current.is_some()),
+            a.incr.as_ptr(),
+            a.incr.len(),
+            lb,
+            lb_len,
+            c_int::from(a.lbound.is_some()),
+            ub,
+            ub_len,
+            c_int::from(a.ubound.is_some()),
+            c_int::from(a.saturate),
+            mode,
+            value.as_mut_ptr(),
+            value.len(),
+            &mut value_len,
+            applied.as_mut_ptr(),
+            applied.len(),
+            &mut applied_len,
+        )
+    };
+    let written = match code {
+        TKV_OK => true,
+        TKV_DECLINED => false,
+        TKV_BAD_INCREMENT => return Err(IncrexFloatError::BadIncrement),
+        TKV_INCREMENT_NOT_FINITE => return Err(IncrexFloatError::IncrementNotFinite),
+        TKV_BAD_LBOUND => return Err(IncrexFloatError::BadLbound),
+        TKV_BAD_UBOUND => return Err(IncrexFloatError::BadUbound),
+        TKV_BOUNDS_INVERTED => return Err(IncrexFloatError::BoundsInverted),
+        TKV_BAD_CURRENT => return Err(IncrexFloatError::BadCurrent),
+        TKV_CURRENT_NOT_FINITE => return Err(IncrexFloatError::CurrentNotFinite),
+        TKV_APPLIED_NOT_FINITE => return Err(IncrexFloatError::AppliedNotFinite),
+        // TKV_NO_ROOM cannot happen (see code_to_error); treat it as the infinite case.
+        _ => return Err(IncrexFloatError::AppliedNotFinite),
+    };
+    Ok(IncrexFloat {
+        value: value[..value_len].to_vec(),
+        applied: applied[..applied_len].to_vec(),
+        written,
+    })
+}
+
+/// INCREX BYFLOAT's argument checks, which run before the key is looked up: increment,
+/// then LBOUND, then UBOUND, then LBOUND <= UBOUND.
+pub fn increx_float_check(a: &IncrexFloatArgs<'_>) -> Result<(), IncrexFloatError> {
+    // Mode 0 returns before touching the output buffers.
+    increx_call(a, 0).map(|_| ())
+}
+
+/// INCREX BYFLOAT: old + incr in long double, declined or saturated at the bounds.
+pub fn increx_float(a: &IncrexFloatArgs<'_>) -> Result<IncrexFloat, IncrexFloatError> {
+    increx_call(a, 1)
+}
+
+/// The stored value rendered as INCREX replies it when NX/XX is not met.
+pub fn increx_float_declined(a: &IncrexFloatArgs<'_>) -> Result<IncrexFloat, IncrexFloatError> {
+    increx_call(a, 2)
 }
 
 /// True if `s` is accepted by Valkey's `string2ld()` (long double parse used
@@ -335,6 +475,104 @@ mod tests {
         assert_eq!(
             check_hincrbyfloat_increment(b"-infinity"),
             Err(FloatError::IncrementNotFinite)
+        );
+    }
+
+    fn increx(
+        cur: Option<&str>,
+        inc: &str,
+        lb: Option<&str>,
+        ub: Option<&str>,
+        saturate: bool,
+    ) -> Result<(String, String, bool), IncrexFloatError> {
+        let a = IncrexFloatArgs {
+            current: cur.map(str::as_bytes),
+            incr: inc.as_bytes(),
+            lbound: lb.map(str::as_bytes),
+            ubound: ub.map(str::as_bytes),
+            saturate,
+        };
+        increx_float(&a).map(|r| {
+            (
+                String::from_utf8(r.value).unwrap(),
+                String::from_utf8(r.applied).unwrap(),
+                r.written,
+            )
+        })
+    }
+
+    #[test]
+    fn increx_float_bounds_and_saturation() {
+        let ok = |v: &str, a: &str, w: bool| Ok((v.to_string(), a.to_string(), w));
+        assert_eq!(
+            increx(None, "2.5", None, None, false),
+            ok("2.5", "2.5", true)
+        );
+        assert_eq!(
+            increx(Some("10"), "5.5", None, Some("12.5"), false),
+            ok("10", "0", false)
+        );
+        assert_eq!(
+            increx(Some("10"), "5.5", None, Some("12.5"), true),
+            ok("12.5", "2.5", true)
+        );
+        assert_eq!(
+            increx(Some("10"), "-6", Some("8"), None, true),
+            ok("8", "-2", true)
+        );
+        // Overflow to infinity is out of bounds even without explicit bounds.
+        assert_eq!(
+            increx(Some("1e4932"), "1e4932", None, None, false)
+                .unwrap()
+                .1,
+            "0"
+        );
+        let sat = increx(Some("1e4932"), "1e4932", None, None, true).unwrap();
+        assert_eq!(sat.0.len(), 4933);
+        assert!(sat.2);
+        assert_eq!(
+            increx(Some("-1e4932"), "1e4932", Some("1e4932"), None, true),
+            Err(IncrexFloatError::AppliedNotFinite)
+        );
+        assert_eq!(
+            increx(Some("inf"), "1", None, None, false),
+            Err(IncrexFloatError::CurrentNotFinite)
+        );
+        assert_eq!(
+            increx(Some("x"), "1", None, None, false),
+            Err(IncrexFloatError::BadCurrent)
+        );
+        assert_eq!(
+            increx(None, "inf", None, None, false),
+            Err(IncrexFloatError::IncrementNotFinite)
+        );
+        assert_eq!(
+            increx(None, "nan", None, None, false),
+            Err(IncrexFloatError::BadIncrement)
+        );
+        assert_eq!(
+            increx(None, "1", Some("x"), None, false),
+            Err(IncrexFloatError::BadLbound)
+        );
+        assert_eq!(
+            increx(None, "1", None, Some("x"), false),
+            Err(IncrexFloatError::BadUbound)
+        );
+        assert_eq!(
+            increx(None, "1", Some("inf"), None, false),
+            Err(IncrexFloatError::BoundsInverted)
+        );
+        let declined = increx_float_declined(&IncrexFloatArgs {
+            current: Some(b"10.50"),
+            incr: b"1",
+            lbound: None,
+            ubound: None,
+            saturate: true,
+        })
+        .unwrap();
+        assert_eq!(
+            (declined.value, declined.applied, declined.written),
+            (b"10.5".to_vec(), b"0".to_vec(), false)
         );
     }
 

@@ -22,6 +22,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -148,5 +149,74 @@ int tallykv_ld_incr(const unsigned char *current,
     l = tkv_format_human(value, out, out_cap);
     if (l == 0) return TKV_NO_ROOM;
     *out_len = l;
+    return TKV_OK;
+}
+
+/* ---- INCREX BYFLOAT --------------------------------------------------------
+ * Valkey 9.2's INCREX in float mode: the stored value, the increment and the
+ * optional LBOUND/UBOUND are long doubles; a result outside the bounds (an
+ * infinite sum included) is declined, or with SATURATE clamped to the bound
+ * it crossed.  Both the new value and the increment actually applied
+ * (new - old, which can differ from the requested one) are rendered with
+ * ld2string(LD_STR_HUMAN). */
+
+#define TKV_DECLINED 6
+#define TKV_BAD_LBOUND 7
+#define TKV_BAD_UBOUND 8
+#define TKV_BOUNDS_INVERTED 9
+#define TKV_CURRENT_NOT_FINITE 10
+#define TKV_APPLIED_NOT_FINITE 11
+
+/* mode: 0 = check the arguments only (what runs before the key lookup);
+ *       1 = compute the increment;
+ *       2 = parse the stored value and report it declined (NX/XX not met). */
+int tallykv_ld_increx(const unsigned char *current,
+                      size_t current_len,
+                      int has_current,
+                      const unsigned char *incr,
+                      size_t incr_len,
+                      const unsigned char *lbound,
+                      size_t lbound_len,
+                      int has_lbound,
+                      const unsigned char *ubound,
+                      size_t ubound_len,
+                      int has_ubound,
+                      int saturate,
+                      int mode,
+                      char *value_out,
+                      size_t value_cap,
+                      size_t *value_len,
+                      char *applied_out,
+                      size_t applied_cap,
+                      size_t *applied_len) {
+    long double old = 0, increment = 0, lb = -LDBL_MAX, ub = LDBL_MAX, value, applied;
+    int upper;
+
+    if (!tkv_parse_long_double(incr, incr_len, &increment)) return TKV_BAD_INCREMENT;
+    if (isinf(increment)) return TKV_INCREMENT_NOT_FINITE;
+    if (has_lbound && !tkv_parse_long_double(lbound, lbound_len, &lb)) return TKV_BAD_LBOUND;
+    if (has_ubound && !tkv_parse_long_double(ubound, ubound_len, &ub)) return TKV_BAD_UBOUND;
+    if (lb > ub) return TKV_BOUNDS_INVERTED;
+    if (mode == 0) return TKV_OK;
+
+    if (has_current && !tkv_parse_long_double(current, current_len, &old)) return TKV_BAD_CURRENT;
+    if (isinf(old)) return TKV_CURRENT_NOT_FINITE;
+
+    value = old + increment;
+    if (mode == 2 || (!(value >= lb && value <= ub && !isinf(value)) && !saturate)) {
+        *value_len = tkv_format_human(old, value_out, value_cap);
+        *applied_len = tkv_format_human(0, applied_out, applied_cap);
+        if (*value_len == 0 || *applied_len == 0) return TKV_NO_ROOM;
+        return TKV_DECLINED;
+    }
+    if (isinf(value) || value < lb || value > ub) {
+        upper = isinf(value) ? value > 0 : value > ub;
+        value = upper ? ub : lb;
+    }
+    applied = value - old;
+    if (isinf(applied) || isnan(applied)) return TKV_APPLIED_NOT_FINITE;
+    *value_len = tkv_format_human(value, value_out, value_cap);
+    *applied_len = tkv_format_human(applied, applied_out, applied_cap);
+    if (*value_len == 0 || *applied_len == 0) return TKV_NO_ROOM;
     return TKV_OK;
 }

@@ -13,8 +13,9 @@ pub mod num;
 pub mod time;
 
 pub use float::{
-    FloatError, check_hincrbyfloat_increment, format_double, hincr_by_float, incr_by_float,
-    is_valid_long_double,
+    FloatError, IncrexFloat, IncrexFloatArgs, IncrexFloatError, check_hincrbyfloat_increment,
+    format_double, hincr_by_float, incr_by_float, increx_float, increx_float_check,
+    increx_float_declined, is_valid_long_double,
 };
 pub use glob::glob_match;
 pub use num::{format_i64, parse_f64, parse_i64};

@@ -33,6 +33,8 @@ impl Server {
         panic!("tallykv-server did not start after 5 attempts");
     }
 
+    // try_wait() returning Some has reaped the child; the other paths wait or hand it to Drop.
+    #[allow(clippy::zombie_processes)]
     fn try_start(args: &[&str]) -> Option<Server> {
         let port = free_port();
         let dir = tempfile::tempdir().expect("temp dir");
@@ -61,6 +63,7 @@ impl Server {
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = child.kill();
+        let _ = child.wait();
         None
     }
 
