@@ -16,6 +16,15 @@ pub struct Client {
     pub resp3: bool,
     /// Set by QUIT: close the connection once the reply is written.
     pub closing: bool,
+    /// Whether AUTH (or HELLO ... AUTH) succeeded; only consulted while requirepass is set.
+    pub authenticated: bool,
+}
+
+impl Client {
+    /// Whether this client must authenticate before running commands (Valkey's authRequired).
+    pub fn auth_required(&self, shared: &Shared) -> bool {
+        !self.authenticated && shared.config.runtime.requirepass().is_some()
+    }
 }
 
 pub struct ConnCtx<'a> {
@@ -58,6 +67,8 @@ pub fn reset(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
     ctx.out.resp3 = false;
     ctx.client.info.resp.store(2, Relaxed);
     ctx.client.info.meta.lock().expect("client meta lock").name = None;
+    // RESET returns to the default user, which must authenticate again when a password is set.
+    ctx.client.authenticated = false;
     ctx.out.simple("RESET");
 }
 
@@ -72,8 +83,18 @@ fn authenticate(shared: &Shared, user: &[u8], password: &[u8]) -> bool {
     }
     match shared.config.runtime.requirepass() {
         None => true,
-        Some(p) => p.as_bytes() == password,
+        Some(p) => constant_time_eq(p.as_bytes(), password),
     }
+}
+
+/// Compares without an early exit, so response time does not reveal how much of a guessed
+/// password matched (Valkey's time_independent_strcmp).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        diff |= (a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0)) as usize;
+    }
+    diff == 0
 }
 
 pub fn auth(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
@@ -92,6 +113,7 @@ pub fn auth(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
         (&args[1], &args[2])
     };
     if authenticate(ctx.shared, user, password) {
+        ctx.client.authenticated = true;
         ctx.out.ok();
     } else {
         ctx.out.error(WRONGPASS);
@@ -140,11 +162,19 @@ pub fn hello(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
             return;
         }
     }
-    if let Some((user, password)) = credentials
-        && !authenticate(ctx.shared, user, password)
-    {
-        ctx.out.error(WRONGPASS);
-        return;
+    match credentials {
+        Some((user, password)) => {
+            if !authenticate(ctx.shared, user, password) {
+                ctx.out.error(WRONGPASS);
+                return;
+            }
+            ctx.client.authenticated = true;
+        }
+        None if ctx.client.auth_required(ctx.shared) => {
+            ctx.out.error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+            return;
+        }
+        None => {}
     }
     if let Some(n) = name {
         ctx.client.info.meta.lock().expect("client meta lock").name =

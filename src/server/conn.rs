@@ -80,6 +80,7 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
         info: info.clone(),
         resp3: false,
         closing: false,
+        authenticated: false,
     };
     let result = std::panic::AssertUnwindSafe(run(&core, &mut stream, &mut client))
         .catch_unwind()

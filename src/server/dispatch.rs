@@ -205,6 +205,12 @@ impl Dispatcher {
             self.push_local(start);
             return;
         }
+        if def.flags & flags::NO_AUTH == 0 && client.auth_required(&core.shared) {
+            self.local.error("NOAUTH Authentication required.");
+            stats.commands[id].rejected_calls.inc();
+            self.push_local(start);
+            return;
+        }
         // Past the checks that reject a command before it runs (CLIENT LIST tot-cmds).
         client
             .info

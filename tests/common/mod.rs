@@ -56,7 +56,9 @@ impl Server {
             }
             if let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
                 && let Ok(mut c) = client.get_connection_with_timeout(Duration::from_millis(200))
-                && redis::cmd("PING").query::<String>(&mut c).is_ok()
+                && redis::cmd("PING")
+                    .query::<String>(&mut c)
+                    .map_or_else(|e| e.code() == Some("NOAUTH"), |_| true)
             {
                 return Some(Server { child, port, dir });
             }
