@@ -83,9 +83,12 @@ def redis_argv(port, d):
             "--dir", d, "--protected-mode", "no"]
 
 
+BIN = "target/release/tallykv-server"
+
+
 def tallykv_argv(threads):
     def argv(port, d):
-        return ["target/release/tallykv-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", d,
+        return [BIN, "--port", str(port), "--bind", "127.0.0.1", "--dir", d,
                 "--threads", str(threads), "--loglevel", "warning"]
     return argv
 
@@ -131,8 +134,10 @@ def main():
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--keys", type=int, default=1_000_000)
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--bin", default=BIN, help="tallykv-server binary to measure")
     args = ap.parse_args()
-    if not os.path.exists("target/release/tallykv-server"):
+    globals()["BIN"] = args.bin
+    if not os.path.exists(BIN):
         sys.exit("build first: cargo build --release")
 
     servers = [("redis-server " + subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()[2], redis_argv)]

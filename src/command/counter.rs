@@ -8,15 +8,15 @@ use bytes::Bytes;
 use super::expire::{ExpireUnit, parse_expire};
 use super::{Ctx, NOT_FLOAT, NOT_INTEGER, OVERFLOW, SYNTAX_ERROR, WRONGTYPE, is};
 use crate::shard::entry::string_bytes;
-use crate::shard::{Mutation, Ttl, Value};
+use crate::shard::{Mutation, Ttl, Value, ValueRef};
 
 /// The integer value of `key` (0 when missing), or the error reply to send.
 pub(super) fn current_int(ctx: &mut Ctx<'_>, key: &[u8]) -> Result<i64, &'static str> {
-    match ctx.write(key).map(|e| &e.value) {
+    match ctx.write(key).map(|e| e.value()) {
         None => Ok(0),
-        Some(Value::Int(i)) => Ok(*i),
-        Some(Value::Str(s)) => crate::util::parse_i64(s).ok_or(NOT_INTEGER),
-        Some(Value::Hash(_)) => Err(WRONGTYPE),
+        Some(ValueRef::Int(i)) => Ok(i),
+        Some(ValueRef::Str(s)) => crate::util::parse_i64(s).ok_or(NOT_INTEGER),
+        Some(ValueRef::Hash(_)) => Err(WRONGTYPE),
     }
 }
 
@@ -68,7 +68,7 @@ pub fn incrbyfloat(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     let mut scratch = itoa::Buffer::new();
     let (current, expire_at): (Option<Vec<u8>>, Option<u64>) = match ctx.write(key) {
         None => (None, None),
-        Some(e) => match string_bytes(&e.value, &mut scratch) {
+        Some(e) => match string_bytes(e.value(), &mut scratch) {
             Some(s) => (Some(s.to_vec()), e.expire_at()),
             None => {
                 ctx.out.error(WRONGTYPE);
@@ -336,11 +336,11 @@ pub fn increx(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     let key = &args[1];
     let (current, current_expire) = match ctx.write(key) {
         None => (None, None),
-        Some(e) if matches!(e.value, Value::Hash(_)) => {
+        Some(e) if matches!(e.value(), crate::shard::ValueRef::Hash(_)) => {
             ctx.out.error(WRONGTYPE);
             return;
         }
-        Some(e) => (Some(e.value.clone()), e.expire_at()),
+        Some(e) => (Some(e.to_value()), e.expire_at()),
     };
     let had_ttl = current_expire.is_some();
     let exists = current.is_some();
@@ -401,7 +401,9 @@ pub fn increx(ctx: &mut Ctx<'_>, args: &[Bytes]) {
         unreachable!("integer mode returned above")
     };
     let mut scratch = itoa::Buffer::new();
-    fa.current = current.as_ref().and_then(|v| string_bytes(v, &mut scratch));
+    fa.current = current
+        .as_ref()
+        .and_then(|v| string_bytes(v.as_ref(), &mut scratch));
     let result = if condition_met {
         crate::util::increx_float(&fa)
     } else {

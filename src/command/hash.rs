@@ -5,13 +5,13 @@ use bytes::Bytes;
 use super::keyspace::{INVALID_CURSOR, ScanOf, parse_cursor, parse_scan_options, reply_scan_head};
 use super::{Ctx, NOT_INTEGER, OVERFLOW, WRONGTYPE};
 use crate::protocol::Out;
-use crate::shard::{HashObj, Mutation, Value};
+use crate::shard::{HashObj, Mutation, ValueRef};
 
 /// The hash at `key` for reading: Ok(None) when missing, Err after replying WRONGTYPE.
 fn read_hash<'c>(ctx: &'c mut Ctx<'_>, key: &[u8]) -> Result<Option<&'c HashObj>, ()> {
-    match ctx.shard.get_read(key, ctx.now).map(|e| &e.value) {
+    match ctx.shard.get_read(key, ctx.now).map(|e| e.value()) {
         None => Ok(None),
-        Some(Value::Hash(h)) => Ok(Some(h)),
+        Some(ValueRef::Hash(h)) => Ok(Some(h)),
         Some(_) => {
             ctx.out.error(WRONGTYPE);
             Err(())
@@ -22,9 +22,9 @@ fn read_hash<'c>(ctx: &'c mut Ctx<'_>, key: &[u8]) -> Result<Option<&'c HashObj>
 /// For writes (lazy expiry, no hit/miss accounting): the number of fields of the hash at
 /// `key`, 0 when missing; Err after replying WRONGTYPE.
 fn hash_len_for_write(ctx: &mut Ctx<'_>, key: &[u8]) -> Result<usize, ()> {
-    match ctx.write(key).map(|e| &e.value) {
+    match ctx.write(key).map(|e| e.value()) {
         None => Ok(0),
-        Some(Value::Hash(h)) => Ok(h.len()),
+        Some(ValueRef::Hash(h)) => Ok(h.len()),
         Some(_) => {
             ctx.out.error(WRONGTYPE);
             Err(())
@@ -34,8 +34,8 @@ fn hash_len_for_write(ctx: &mut Ctx<'_>, key: &[u8]) -> Result<usize, ()> {
 
 /// The number of fields of the hash at `key` (0 when missing), without side effects.
 fn hash_len(ctx: &Ctx<'_>, key: &[u8]) -> usize {
-    match ctx.shard.peek(key, ctx.now).map(|e| &e.value) {
-        Some(Value::Hash(h)) => h.len(),
+    match ctx.shard.peek(key, ctx.now).map(|e| e.value()) {
+        Some(ValueRef::Hash(h)) => h.len(),
         _ => 0,
     }
 }
@@ -107,9 +107,9 @@ pub fn hmget(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     let Ctx {
         shard, now, out, ..
     } = ctx;
-    let h = match shard.get_read(&args[1], *now).map(|e| &e.value) {
+    let h = match shard.get_read(&args[1], *now).map(|e| e.value()) {
         None => None,
-        Some(Value::Hash(h)) => Some(&**h),
+        Some(ValueRef::Hash(h)) => Some(h),
         Some(_) => {
             out.error(WRONGTYPE);
             return;
@@ -140,9 +140,9 @@ fn hget_all_parts(ctx: &mut Ctx<'_>, args: &[Bytes], fields: bool, values: bool)
     let Ctx {
         shard, now, out, ..
     } = ctx;
-    let h = match shard.get_read(&args[1], *now).map(|e| &e.value) {
+    let h = match shard.get_read(&args[1], *now).map(|e| e.value()) {
         None => None,
-        Some(Value::Hash(h)) => Some(&**h),
+        Some(ValueRef::Hash(h)) => Some(h),
         Some(_) => {
             out.error(WRONGTYPE);
             return;
@@ -271,8 +271,8 @@ pub fn hincrbyfloat(ctx: &mut Ctx<'_>, args: &[Bytes]) {
 
 /// The value of `field` in the hash at `key`, without side effects (None when either is missing).
 fn field_value<'c>(ctx: &'c Ctx<'_>, key: &[u8], field: &[u8]) -> Option<&'c [u8]> {
-    match ctx.shard.peek(key, ctx.now).map(|e| &e.value) {
-        Some(Value::Hash(h)) => h.get(field),
+    match ctx.shard.peek(key, ctx.now).map(|e| e.value()) {
+        Some(ValueRef::Hash(h)) => h.get(field),
         _ => None,
     }
 }
@@ -307,9 +307,9 @@ pub fn hrandfield(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     let Ctx {
         shard, now, out, ..
     } = ctx;
-    let h = match shard.get_read(&args[1], *now).map(|e| &e.value) {
+    let h = match shard.get_read(&args[1], *now).map(|e| e.value()) {
         None => None,
-        Some(Value::Hash(h)) => Some(&**h),
+        Some(ValueRef::Hash(h)) => Some(h),
         Some(_) => {
             out.error(WRONGTYPE);
             return;
@@ -376,13 +376,13 @@ pub fn hscan(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     let Ctx {
         shard, now, out, ..
     } = ctx;
-    let h = match shard.get_read(&args[1], *now).map(|e| &e.value) {
+    let h = match shard.get_read(&args[1], *now).map(|e| e.value()) {
         None => {
             reply_scan_head(out, 0);
             out.array(0);
             return;
         }
-        Some(Value::Hash(h)) => &**h,
+        Some(ValueRef::Hash(h)) => h,
         Some(_) => {
             out.error(WRONGTYPE);
             return;

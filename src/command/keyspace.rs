@@ -6,7 +6,7 @@ use bytes::Bytes;
 use super::{Ctx, NO_SUCH_KEY, SYNTAX_ERROR, is};
 use crate::cluster::SLOT_COUNT;
 use crate::protocol::Out;
-use crate::shard::{AccessMode, Entry, Kind, Mutation, Value};
+use crate::shard::{AccessMode, Entry, Kind, Mutation, ValueRef};
 
 pub fn del(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     let mut n = 0;
@@ -35,7 +35,7 @@ pub fn touch(ctx: &mut Ctx<'_>, args: &[Bytes]) {
 
 pub fn type_(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     let name = match read_notouch(ctx, &args[1]) {
-        Some(e) => e.value.kind().name(),
+        Some(e) => e.kind().name(),
         None => "none",
     };
     ctx.out.simple(name);
@@ -130,7 +130,7 @@ pub fn copy(ctx: &mut Ctx<'_>, args: &[Bytes]) {
             .error("ERR source and destination objects are the same");
         return;
     }
-    let Some((value, expire_at)) = ctx.write(from).map(|e| (e.value.clone(), e.expire_at())) else {
+    let Some((value, expire_at)) = ctx.write(from).map(|e| (e.to_value(), e.expire_at())) else {
         ctx.out.int(0);
         return;
     };
@@ -321,7 +321,7 @@ pub fn scan(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     let next = loop {
         let want = opts.count.saturating_sub(keys.len()).max(1);
         let n = ctx.shard.scan_slot(slot, in_slot, want, |e| {
-            keys.push((e.key().to_vec(), e.value.kind(), e.is_expired(now)));
+            keys.push((e.key().to_vec(), e.kind(), e.is_expired(now)));
         });
         if n != 0 {
             break (n << SLOT_BITS) | slot as u64;
@@ -376,12 +376,12 @@ struct ObjectInfo {
 
 fn object_info(ctx: &mut Ctx<'_>, key: &[u8]) -> Option<ObjectInfo> {
     let e = read_notouch(ctx, key)?;
-    let encoding = match &e.value {
-        Value::Int(_) => "int",
+    let encoding = match e.value() {
+        ValueRef::Int(_) => "int",
         // Valkey embeds strings of up to 44 bytes in the object header.
-        Value::Str(s) if s.len() <= 44 => "embstr",
-        Value::Str(_) => "raw",
-        Value::Hash(h) => h.encoding(),
+        ValueRef::Str(s) if s.len() <= 44 => "embstr",
+        ValueRef::Str(_) => "raw",
+        ValueRef::Hash(h) => h.encoding(),
     };
     Some(ObjectInfo {
         encoding,

@@ -5,18 +5,18 @@ use bytes::Bytes;
 use super::expire::{ExpireUnit, parse_expire};
 use super::{Ctx, SYNTAX_ERROR, WRONGTYPE, is};
 use crate::shard::entry::string_bytes;
-use crate::shard::{Mutation, Ttl, Value};
+use crate::shard::{Mutation, Ttl, Value, ValueRef};
 
 /// Appends the value of a string entry as a bulk reply, or WRONGTYPE for other types.
 fn reply_string(ctx: &mut Ctx<'_>, value: &Value) {
-    reply_string_to(ctx.out, value);
+    reply_string_to(ctx.out, value.as_ref());
 }
 
-fn reply_string_to(out: &mut crate::protocol::Out, value: &Value) {
+fn reply_string_to(out: &mut crate::protocol::Out, value: ValueRef<'_>) {
     match value {
-        Value::Str(s) => out.bulk(s),
-        Value::Int(i) => out.bulk_int(*i),
-        Value::Hash(_) => out.error(WRONGTYPE),
+        ValueRef::Str(s) => out.bulk(s),
+        ValueRef::Int(i) => out.bulk_int(i),
+        ValueRef::Hash(_) => out.error(WRONGTYPE),
     }
 }
 
@@ -25,10 +25,10 @@ pub fn get(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     let Ctx {
         shard, now, out, ..
     } = ctx;
-    match shard.get_read(&args[1], *now).map(|e| &e.value) {
-        Some(Value::Str(s)) => out.bulk(s),
-        Some(Value::Int(i)) => out.bulk_int(*i),
-        Some(Value::Hash(_)) => out.error(WRONGTYPE),
+    match shard.get_read(&args[1], *now).map(|e| e.value()) {
+        Some(ValueRef::Str(s)) => out.bulk(s),
+        Some(ValueRef::Int(i)) => out.bulk_int(i),
+        Some(ValueRef::Hash(_)) => out.error(WRONGTYPE),
         None => out.nil(),
     }
 }
@@ -138,8 +138,8 @@ pub fn set(ctx: &mut Ctx<'_>, args: &[Bytes]) {
         let Ctx {
             shard, now, out, ..
         } = ctx;
-        match shard.get_read(key, *now).map(|e| &e.value) {
-            Some(Value::Hash(_)) => {
+        match shard.get_read(key, *now).map(|e| e.value()) {
+            Some(ValueRef::Hash(_)) => {
                 out.error(WRONGTYPE);
                 return;
             }
@@ -153,7 +153,7 @@ pub fn set(ctx: &mut Ctx<'_>, args: &[Bytes]) {
         None => None,
         Some(e) => {
             let mut scratch = itoa::Buffer::new();
-            Some(string_bytes(&e.value, &mut scratch).map(|s| o.ifeq == Some(s)))
+            Some(string_bytes(e.value(), &mut scratch).map(|s| o.ifeq == Some(s)))
         }
     };
     let aborted = match (o.ifeq.is_some(), found) {
@@ -239,7 +239,7 @@ pub fn getex(ctx: &mut Ctx<'_>, args: &[Bytes]) {
         ctx.out.nil();
         return;
     };
-    let value = e.value.clone();
+    let value = e.to_value();
     let had_ttl = e.expire_at().is_some();
     if let Value::Hash(_) = value {
         ctx.out.error(WRONGTYPE);
@@ -270,7 +270,7 @@ pub fn getdel(ctx: &mut Ctx<'_>, args: &[Bytes]) {
         ctx.out.nil();
         return;
     };
-    let value = e.value.clone();
+    let value = e.to_value();
     if let Value::Hash(_) = value {
         ctx.out.error(WRONGTYPE);
         return;
@@ -281,7 +281,7 @@ pub fn getdel(ctx: &mut Ctx<'_>, args: &[Bytes]) {
 
 pub fn getset(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     let key = &args[1];
-    match ctx.read(key).map(|e| e.value.clone()) {
+    match ctx.read(key).map(|e| e.to_value()) {
         Some(Value::Hash(_)) => {
             ctx.out.error(WRONGTYPE);
             return;
@@ -313,11 +313,11 @@ fn mget_element(ctx: &mut Ctx<'_>, key: &[u8]) {
     let Ctx {
         shard, now, out, ..
     } = ctx;
-    match shard.get_read(key, *now).map(|e| &e.value) {
-        Some(Value::Str(s)) => out.bulk(s),
-        Some(Value::Int(i)) => out.bulk_int(*i),
+    match shard.get_read(key, *now).map(|e| e.value()) {
+        Some(ValueRef::Str(s)) => out.bulk(s),
+        Some(ValueRef::Int(i)) => out.bulk_int(i),
         // MGET never fails: a non-string reads as nil.
-        Some(Value::Hash(_)) | None => out.nil(),
+        Some(ValueRef::Hash(_)) | None => out.nil(),
     }
 }
 
@@ -361,11 +361,11 @@ pub fn msetnx(ctx: &mut Ctx<'_>, args: &[Bytes]) {
 }
 
 /// The string length a value would have, or None for non-strings.
-fn string_len(v: &Value) -> Option<usize> {
+fn string_len(v: ValueRef<'_>) -> Option<usize> {
     match v {
-        Value::Str(s) => Some(s.len()),
-        Value::Int(i) => Some(itoa::Buffer::new().format(*i).len()),
-        Value::Hash(_) => None,
+        ValueRef::Str(s) => Some(s.len()),
+        ValueRef::Int(i) => Some(itoa::Buffer::new().format(i).len()),
+        ValueRef::Hash(_) => None,
     }
 }
 
@@ -374,7 +374,7 @@ const TOO_BIG: &str = "ERR string exceeds maximum allowed size (proto-max-bulk-l
 pub fn append(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     let key = &args[1];
     let cur = match ctx.write(key) {
-        Some(e) => match string_len(&e.value) {
+        Some(e) => match string_len(e.value()) {
             Some(n) => Some(n),
             None => {
                 ctx.out.error(WRONGTYPE);
@@ -408,7 +408,7 @@ pub fn append(ctx: &mut Ctx<'_>, args: &[Bytes]) {
 }
 
 pub fn strlen(ctx: &mut Ctx<'_>, args: &[Bytes]) {
-    match ctx.read(&args[1]).map(|e| string_len(&e.value)) {
+    match ctx.read(&args[1]).map(|e| string_len(e.value())) {
         None => ctx.out.int(0),
         Some(Some(n)) => ctx.out.int(n as i64),
         Some(None) => ctx.out.error(WRONGTYPE),
@@ -429,7 +429,7 @@ pub fn getrange(ctx: &mut Ctx<'_>, args: &[Bytes]) {
         return;
     };
     let mut scratch = itoa::Buffer::new();
-    let Some(s) = string_bytes(&e.value, &mut scratch) else {
+    let Some(s) = string_bytes(e.value(), &mut scratch) else {
         out.error(WRONGTYPE);
         return;
     };
@@ -468,7 +468,7 @@ pub fn setrange(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     }
     let data = &args[3];
     let cur = match ctx.write(key) {
-        Some(e) => match string_len(&e.value) {
+        Some(e) => match string_len(e.value()) {
             Some(n) => Some(n),
             None => {
                 ctx.out.error(WRONGTYPE);

@@ -42,7 +42,7 @@ pub async fn move_key(core: &Rc<Core>, name: &str, args: &[Bytes], out: &mut Out
             c.shard
                 .borrow_mut()
                 .get(&key, now)
-                .map(|e| (e.value.clone(), e.expire_at()))
+                .map(|e| (e.to_value(), e.expire_at()))
         })
         .await
         .flatten();

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use hashbrown::HashTable;
 
 use crate::cluster::{SLOT_COUNT, key_slot};
-pub use entry::{Entry, Kind, Value};
+pub use entry::{Entry, Kind, NewValue, Value, ValueRef};
 pub use evict::{EvictPolicy, idle_ms, lfu_decayed};
 pub use hash::{HashLimits, HashObj};
 pub use mutation::{Mutation, Ttl};
@@ -180,11 +180,11 @@ impl Shard {
     pub fn apply(&mut self, m: Mutation<'_>) -> bool {
         match m {
             Mutation::SetStr { key, value, ttl } => {
-                self.put(key, Value::from_bytes(value), ttl);
+                self.put(key, NewValue::from_bytes(value), ttl);
                 true
             }
             Mutation::SetInt { key, value, ttl } => {
-                self.put(key, Value::Int(value), ttl);
+                self.put(key, NewValue::Int(value), ttl);
                 true
             }
             Mutation::Append { key, tail } => {
@@ -204,7 +204,7 @@ impl Shard {
             Mutation::HSet { key, pairs } => {
                 let limits = self.hash_limits;
                 let entry = self.entry_or_insert(key, || Value::Hash(Box::default()));
-                if let Value::Hash(h) = &mut entry.value {
+                if let Some(h) = entry.hash_mut() {
                     h.set_pairs(pairs, limits);
                 }
                 true
@@ -215,14 +215,14 @@ impl Shard {
                 else {
                     return false;
                 };
-                let now_empty = match &mut found.get_mut().value {
-                    Value::Hash(h) => {
+                let now_empty = match found.get_mut().hash_mut() {
+                    Some(h) => {
                         for f in fields {
                             h.remove(f);
                         }
                         h.is_empty()
                     }
-                    _ => false,
+                    None => false,
                 };
                 if now_empty {
                     self.remove(key);
@@ -234,7 +234,8 @@ impl Shard {
             Mutation::Rename { from, to } => match self.remove(from) {
                 Some(entry) => {
                     let expire = entry.expire_at();
-                    self.insert_entry(Entry::new(to, entry.value, 0, entry.access), expire);
+                    let access = entry.access;
+                    self.insert_entry(Entry::new(to, entry.into_value(), 0, access), expire);
                     true
                 }
                 None => false,
@@ -245,7 +246,7 @@ impl Shard {
                 expire_at,
             } => {
                 let ttl = expire_at.map_or(Ttl::Clear, Ttl::At);
-                self.put(key, value, ttl);
+                self.put(key, NewValue::Owned(value), ttl);
                 true
             }
             Mutation::FlushAll => {
@@ -263,7 +264,7 @@ impl Shard {
     }
 
     /// Replaces (or creates) `key` with `value`, handling the TTL as `ttl` says.
-    fn put(&mut self, key: &[u8], value: Value, ttl: Ttl) {
+    fn put(&mut self, key: &[u8], value: NewValue<'_>, ttl: Ttl) {
         let (slot, hash) = self.locate(key);
         let access = self.fresh_access();
         self.before_insert(slot);
@@ -272,7 +273,7 @@ impl Shard {
         match table.entry(hash, |e| e.key() == key, |e| hasher.hash_one(e.key())) {
             hashbrown::hash_table::Entry::Occupied(mut o) => {
                 let entry = o.get_mut();
-                entry.value = value;
+                entry.assign(value);
                 let had = entry.expire_at().is_some();
                 match ttl {
                     Ttl::Keep => {}
@@ -287,7 +288,7 @@ impl Shard {
                     Ttl::At(at) => at,
                     _ => 0,
                 };
-                v.insert(Entry::new(key, value, at, access));
+                v.insert(Entry::with(key, value, at, access));
                 self.after_insert(slot, at != 0);
             }
         }
@@ -332,18 +333,15 @@ impl Shard {
     /// Applies `f` to the string form of `key` (empty when missing), keeping the TTL.
     fn update_string(&mut self, key: &[u8], f: impl FnOnce(&mut Vec<u8>)) {
         let entry = self.entry_or_insert(key, || Value::Str(Box::default()));
-        let mut bytes = match std::mem::replace(&mut entry.value, Value::Int(0)) {
-            Value::Str(s) => s.into_vec(),
-            Value::Int(i) => itoa::Buffer::new().format(i).as_bytes().to_vec(),
+        let mut bytes = match entry.value() {
+            ValueRef::Str(s) => s.to_vec(),
+            ValueRef::Int(i) => itoa::Buffer::new().format(i).as_bytes().to_vec(),
             // A hash here means the command did not check the type: a bug, but keep the data.
-            other @ Value::Hash(_) => {
-                entry.value = other;
-                return;
-            }
+            ValueRef::Hash(_) => return,
         };
         f(&mut bytes);
         // Valkey keeps APPEND/SETRANGE results raw-encoded even when they look numeric.
-        entry.value = Value::Str(bytes.into_boxed_slice());
+        entry.set_str(&bytes);
     }
 
     fn set_expire(&mut self, key: &[u8], at: Option<u64>) -> bool {

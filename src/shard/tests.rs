@@ -39,7 +39,7 @@ fn set_get_delete() {
         ttl: Ttl::Clear,
     });
     assert_eq!(s.len(), 1);
-    assert!(matches!(&s.get(b"k", 0).unwrap().value, Value::Str(v) if &**v == b"v"));
+    assert!(s.get(b"k", 0).unwrap().value() == ValueRef::Str(b"v"));
     assert!(s.apply(Mutation::Del { key: b"k" }));
     assert!(s.get(b"k", 0).is_none());
     assert_eq!(s.len(), 0);
@@ -146,7 +146,7 @@ fn raw(s: &Shard, key: &[u8]) -> Option<Stored> {
     let next = s.scan_slot(key_slot(key) as usize, 0, usize::MAX, |e| {
         if e.key() == key {
             copies += 1;
-            found = Some((model_of(&e.value), e.expire_at()));
+            found = Some((model_of(&e.to_value()), e.expire_at()));
         }
     });
     assert_eq!(next, 0, "an unbounded scan step ends the walk");
@@ -529,7 +529,7 @@ impl Harness {
                 } else {
                     self.s.get(key, now)
                 };
-                let got = got.map(|e| ((model_of(&e.value), e.expire_at()), e.access));
+                let got = got.map(|e| ((model_of(&e.to_value()), e.expire_at()), e.access));
                 assert_eq!(got.as_ref().map(|g| &g.0), live.as_ref(), "get {key:?}");
                 if let Some((_, access)) = got {
                     if self.lfu {
@@ -556,7 +556,7 @@ impl Harness {
                 let key = KEYS[*k];
                 let got = self.s.peek(key, self.now);
                 assert_eq!(
-                    got.map(|e| (model_of(&e.value), e.expire_at())),
+                    got.map(|e| (model_of(&e.to_value()), e.expire_at())),
                     self.live(key)
                 );
             }
@@ -662,7 +662,7 @@ impl Harness {
             assert_eq!(raw(s, key), self.m.get(key).cloned(), "stored {key:?}");
             let peeked = s.peek(key, self.now);
             assert_eq!(
-                peeked.map(|e| (model_of(&e.value), e.expire_at())),
+                peeked.map(|e| (model_of(&e.to_value()), e.expire_at())),
                 self.live(key),
                 "peek {key:?}"
             );
