@@ -14,6 +14,10 @@ use crate::command::{self, NO_SUCH_KEY, keyspace};
 use crate::protocol::Out;
 use crate::shard::{Mutation, Ttl};
 
+/// The reply when another core did not answer (it panicked or is shutting down): the client
+/// must not mistake a failed step for "no such key" or "not set".
+const CORE_FAILED: &str = "ERR internal error: another core did not answer (see the server log)";
+
 fn owner(core: &Core, key: &[u8]) -> usize {
     slot_owner(key_slot(key) as usize, core.cores())
 }
@@ -44,8 +48,11 @@ pub async fn move_key(core: &Rc<Core>, name: &str, args: &[Bytes], out: &mut Out
                 .get(&key, now)
                 .map(|e| (e.to_value(), e.expire_at()))
         })
-        .await
-        .flatten();
+        .await;
+    let Some(snapshot) = snapshot else {
+        out.error(CORE_FAILED);
+        return;
+    };
     let Some((value, expire_at)) = snapshot else {
         if copy {
             out.int(0)
@@ -70,8 +77,11 @@ pub async fn move_key(core: &Rc<Core>, name: &str, args: &[Bytes], out: &mut Out
             });
             true
         })
-        .await
-        .unwrap_or(false);
+        .await;
+    let Some(written) = written else {
+        out.error(CORE_FAILED);
+        return;
+    };
     if written && !copy {
         let key = src.clone();
         core.call(src_core, move |c| {
@@ -105,8 +115,11 @@ pub async fn msetnx(core: &Rc<Core>, args: &[Bytes], out: &mut Out) {
                 let shard = cr.shard.borrow();
                 keys.iter().any(|k| shard.peek(k, now).is_some())
             })
-            .await
-            .unwrap_or(true);
+            .await;
+        let Some(any) = any else {
+            out.error(CORE_FAILED);
+            return;
+        };
         if any {
             out.int(0);
             return;
