@@ -369,19 +369,24 @@ fn string_len(v: ValueRef<'_>) -> Option<usize> {
     }
 }
 
+/// The string length at `key` for a write (None when missing); Err after replying WRONGTYPE.
+fn current_len_for_write(ctx: &mut Ctx<'_>, key: &[u8]) -> Result<Option<usize>, ()> {
+    match ctx.write(key).map(|e| string_len(e.value())) {
+        None => Ok(None),
+        Some(Some(n)) => Ok(Some(n)),
+        Some(None) => {
+            ctx.out.error(WRONGTYPE);
+            Err(())
+        }
+    }
+}
+
 const TOO_BIG: &str = "ERR string exceeds maximum allowed size (proto-max-bulk-len)";
 
 pub fn append(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     let key = &args[1];
-    let cur = match ctx.write(key) {
-        Some(e) => match string_len(e.value()) {
-            Some(n) => Some(n),
-            None => {
-                ctx.out.error(WRONGTYPE);
-                return;
-            }
-        },
-        None => None,
+    let Ok(cur) = current_len_for_write(ctx, key) else {
+        return;
     };
     match cur {
         None => {
@@ -467,15 +472,8 @@ pub fn setrange(ctx: &mut Ctx<'_>, args: &[Bytes]) {
         return;
     }
     let data = &args[3];
-    let cur = match ctx.write(key) {
-        Some(e) => match string_len(e.value()) {
-            Some(n) => Some(n),
-            None => {
-                ctx.out.error(WRONGTYPE);
-                return;
-            }
-        },
-        None => None,
+    let Ok(cur) = current_len_for_write(ctx, key) else {
+        return;
     };
     if data.is_empty() {
         ctx.out.int(cur.unwrap_or(0) as i64);
