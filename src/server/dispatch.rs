@@ -418,6 +418,10 @@ impl Dispatcher {
             round[c] = Some(reply);
         }
         self.rounds.push(round);
+        // Time passed while waiting: commands after this point must not run at an earlier
+        // time than the ones the other cores just ran (a PTTL after a remote PEXPIRE would
+        // otherwise read more than the TTL that was set).
+        self.now = core.prepare();
     }
 
     fn part<'a>(local: &'a [u8], rounds: &'a [Vec<Option<BatchReply>>], p: Part) -> &'a [u8] {
