@@ -333,15 +333,15 @@ impl Entry {
         self.value().to_owned()
     }
 
-    /// Frees a hash payload (the payload bytes stay until resized).
+    /// Frees a hash payload. The 8 payload bytes stay allocated (plen unchanged, so the
+    /// allocation's recorded size stays right for dealloc); every caller overwrites or resizes
+    /// the payload next.
     fn drop_hash(&mut self) {
         if self.kind == KIND_HASH {
             // SAFETY: the pointer came from Box::into_raw and is dropped exactly once: the
-            // kind is switched away from hash by every caller right after.
+            // kind is switched away from hash right here.
             drop(unsafe { Box::from_raw(self.hash_ptr()) });
             self.kind = KIND_STR;
-            self.plen = 0;
-            self.realloc_exact(self.klen as usize);
         }
     }
 
@@ -458,6 +458,18 @@ mod tests {
         assert!(matches!(e.value(), ValueRef::Hash(h) if h.get(b"f") == Some(&b"v"[..])));
         e.set_str(b"");
         assert_eq!(e.value(), ValueRef::Str(b""));
+        // Hash to string and back, many times: the allocation's size must stay consistent.
+        for i in 0..100 {
+            e.set_value(Value::Hash(Box::default()));
+            if i % 2 == 0 {
+                e.set_str(b"abcdefghij");
+            } else {
+                e.set_int(i);
+            }
+        }
+        e.set_value(Value::Hash(Box::default()));
+        e.set_value(Value::Hash(Box::default()));
+        assert_eq!(e.kind(), Kind::Hash);
         assert_eq!(e.key(), b"key");
         e.set_str(&[7u8; 1000]);
         assert_eq!(e.value(), ValueRef::Str(&[7u8; 1000]));
