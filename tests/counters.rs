@@ -5,9 +5,8 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{Server, err, run};
+use common::{Server, err, int, now_ms, ok, run};
 use redis::Value;
 
 const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
@@ -19,21 +18,6 @@ const MAX: &str = "9223372036854775807";
 const MIN: &str = "-9223372036854775808";
 /// Twice this overflows an x87 long double (LDBL_MAX is about 1.19e4932).
 const BIG: &str = "1e4932";
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_millis() as i64
-}
-
-fn ok(c: &mut redis::Connection, args: &[&str]) {
-    assert_eq!(run::<Value>(c, args).unwrap(), Value::Okay, "{args:?}");
-}
-
-fn int(c: &mut redis::Connection, args: &[&str]) -> i64 {
-    run::<i64>(c, args).unwrap_or_else(|e| panic!("{args:?}: {e}"))
-}
 
 fn get(c: &mut redis::Connection, key: &str) -> Option<String> {
     run::<Option<String>>(c, &["GET", key]).unwrap()

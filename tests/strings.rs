@@ -6,9 +6,9 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use common::{Server, err, run};
+use common::{Server, err, int, now_ms, ok, run};
 use redis::Value;
 
 /// With `--threads 2`, slots 0..8191 belong to core 0 and 8192..16383 to core 1.
@@ -19,21 +19,6 @@ const CORE1: &str = "{foo}";
 const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
 const SYNTAX: &str = "ERR syntax error";
 const NOT_INTEGER: &str = "ERR value is not an integer or out of range";
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_millis() as i64
-}
-
-fn ok(c: &mut redis::Connection, args: &[&str]) {
-    assert_eq!(run::<Value>(c, args).unwrap(), Value::Okay, "{args:?}");
-}
-
-fn int(c: &mut redis::Connection, args: &[&str]) -> i64 {
-    run::<i64>(c, args).unwrap_or_else(|e| panic!("{args:?}: {e}"))
-}
 
 fn bulk(c: &mut redis::Connection, args: &[&str]) -> Option<String> {
     run::<Option<String>>(c, args).unwrap_or_else(|e| panic!("{args:?}: {e}"))

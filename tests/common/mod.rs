@@ -160,3 +160,25 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+/// Wall-clock Unix milliseconds, for absolute expiry arguments.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64
+}
+
+/// Asserts that a command replies +OK.
+pub fn ok(c: &mut redis::Connection, args: &[&str]) {
+    assert_eq!(
+        run::<redis::Value>(c, args).unwrap(),
+        redis::Value::Okay,
+        "{args:?}"
+    );
+}
+
+/// Runs a command that must reply with an integer.
+pub fn int(c: &mut redis::Connection, args: &[&str]) -> i64 {
+    run::<i64>(c, args).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
