@@ -9,11 +9,22 @@ use crate::shard::{HashObj, Mutation, ValueRef};
 
 /// The hash at `key` for reading: Ok(None) when missing, Err after replying WRONGTYPE.
 fn read_hash<'c>(ctx: &'c mut Ctx<'_>, key: &[u8]) -> Result<Option<&'c HashObj>, ()> {
-    match ctx.shard.get_read(key, ctx.now).map(|e| e.value()) {
+    hash_for_read(ctx.shard, ctx.now, ctx.out, key)
+}
+
+/// `read_hash` on split borrows, so the caller can read the hash in place while writing the
+/// reply to `out`.
+fn hash_for_read<'s>(
+    shard: &'s mut crate::shard::Shard,
+    now: u64,
+    out: &mut crate::protocol::Out,
+    key: &[u8],
+) -> Result<Option<&'s HashObj>, ()> {
+    match shard.get_read(key, now).map(|e| e.value()) {
         None => Ok(None),
         Some(ValueRef::Hash(h)) => Ok(Some(h)),
         Some(_) => {
-            ctx.out.error(WRONGTYPE);
+            out.error(WRONGTYPE);
             Err(())
         }
     }
@@ -107,13 +118,8 @@ pub fn hmget(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     let Ctx {
         shard, now, out, ..
     } = ctx;
-    let h = match shard.get_read(&args[1], *now).map(|e| e.value()) {
-        None => None,
-        Some(ValueRef::Hash(h)) => Some(h),
-        Some(_) => {
-            out.error(WRONGTYPE);
-            return;
-        }
+    let Ok(h) = hash_for_read(shard, *now, out, &args[1]) else {
+        return;
     };
     out.array(args.len() - 2);
     for f in &args[2..] {
@@ -140,13 +146,8 @@ fn hget_all_parts(ctx: &mut Ctx<'_>, args: &[Bytes], fields: bool, values: bool)
     let Ctx {
         shard, now, out, ..
     } = ctx;
-    let h = match shard.get_read(&args[1], *now).map(|e| e.value()) {
-        None => None,
-        Some(ValueRef::Hash(h)) => Some(h),
-        Some(_) => {
-            out.error(WRONGTYPE);
-            return;
-        }
+    let Ok(h) = hash_for_read(shard, *now, out, &args[1]) else {
+        return;
     };
     let n = h.map_or(0, |h| h.len());
     if fields && values {
@@ -307,13 +308,8 @@ pub fn hrandfield(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     let Ctx {
         shard, now, out, ..
     } = ctx;
-    let h = match shard.get_read(&args[1], *now).map(|e| e.value()) {
-        None => None,
-        Some(ValueRef::Hash(h)) => Some(h),
-        Some(_) => {
-            out.error(WRONGTYPE);
-            return;
-        }
+    let Ok(h) = hash_for_read(shard, *now, out, &args[1]) else {
+        return;
     };
     let Some(count) = count else {
         match h.and_then(|h| h.random()) {
