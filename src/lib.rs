@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod shard;
+pub mod storage;
 pub mod util;
 
 /// The Redis version we report (`redis_version`, HELLO): clients detect features from it,

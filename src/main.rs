@@ -47,12 +47,20 @@ fn main() {
 }
 
 fn init_logging(config: &tallykv::config::Config) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = config.runtime.loglevel().level_filter();
+    // fjall narrates every keyspace it opens at INFO; only its warnings belong in our log.
+    let quiet = std::cmp::min(filter, tracing::level_filters::LevelFilter::WARN);
+    let targets = tracing_subscriber::filter::Targets::new()
+        .with_default(filter)
+        .with_target("fjall", quiet)
+        .with_target("lsm_tree", quiet);
     let builder = tracing_subscriber::fmt()
         .with_max_level(filter)
         .with_target(false);
     if config.logfile.is_empty() {
-        builder.init();
+        builder.finish().with(targets).init();
     } else {
         match std::fs::OpenOptions::new()
             .create(true)
@@ -62,6 +70,8 @@ fn init_logging(config: &tallykv::config::Config) {
             Ok(f) => builder
                 .with_ansi(false)
                 .with_writer(std::sync::Mutex::new(f))
+                .finish()
+                .with(targets)
                 .init(),
             Err(e) => {
                 eprintln!("Can't open the log file: {e}");

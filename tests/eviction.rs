@@ -5,6 +5,10 @@ mod common;
 
 use std::time::Duration;
 
+/// These tests measure the eviction engine against the data's own memory, so they run as a
+/// pure cache; tests/persistence.rs covers maxmemory with the storage engine's buffers.
+const CACHE: &[&str] = &["--appendonly", "no"];
+
 use common::{Server, err, run, wait_until};
 
 const MB: u64 = 1024 * 1024;
@@ -89,7 +93,7 @@ fn read_all(c: &mut redis::Connection, prefix: &str, count: usize, times: usize)
 
 #[test]
 fn used_memory_follows_the_data() {
-    let s = Server::start(&[]);
+    let s = Server::start(CACHE);
     let mut c = s.conn();
     let before = used_memory(&mut c);
     let dataset_before = info_num(&mut c, "memory", "used_memory_dataset");
@@ -121,7 +125,7 @@ fn used_memory_follows_the_data() {
 
 #[test]
 fn allkeys_lru_holds_the_limit_under_a_write_flood() {
-    let s = Server::start(&[]);
+    let s = Server::start(CACHE);
     let mut c = s.conn();
     run::<()>(
         &mut c,
@@ -168,7 +172,7 @@ fn allkeys_lru_holds_the_limit_under_a_write_flood() {
 
 #[test]
 fn noeviction_refuses_writes_but_serves_reads_and_deletes() {
-    let s = Server::start(&[]);
+    let s = Server::start(CACHE);
     let mut c = s.conn();
     run::<()>(
         &mut c,
@@ -240,7 +244,7 @@ fn noeviction_refuses_writes_but_serves_reads_and_deletes() {
 /// Fills 24 MB of keys under a 16 MB limit with `policy`: half persistent, half with a TTL.
 /// Returns (persistent survivors, volatile survivors, each out of 6000).
 fn volatile_policy_run(policy: &str) -> (usize, usize, redis::Connection, Server) {
-    let s = Server::start(&[]);
+    let s = Server::start(CACHE);
     let mut c = s.conn();
     run::<()>(&mut c, &["CONFIG", "SET", "maxmemory-policy", policy]).unwrap();
     // Persistent keys first, under no limit.
@@ -282,7 +286,7 @@ fn volatile_random_evicts_only_keys_with_a_ttl() {
 
 #[test]
 fn volatile_policy_without_volatile_keys_refuses_writes() {
-    let s = Server::start(&[]);
+    let s = Server::start(CACHE);
     let mut c = s.conn();
     fill(&mut c, "p", 3000, 1024, 500, None, |_| {});
     let used = used_memory(&mut c);
@@ -321,7 +325,7 @@ fn volatile_policy_without_volatile_keys_refuses_writes() {
 
 #[test]
 fn volatile_ttl_evicts_the_nearest_expiry_first() {
-    let s = Server::start(&[]);
+    let s = Server::start(CACHE);
     let mut c = s.conn();
     run::<()>(
         &mut c,
@@ -348,7 +352,7 @@ fn volatile_ttl_evicts_the_nearest_expiry_first() {
 
 #[test]
 fn allkeys_lru_keeps_recently_read_keys() {
-    let s = Server::start(&[]);
+    let s = Server::start(CACHE);
     let mut c = s.conn();
     run::<()>(
         &mut c,
@@ -381,7 +385,7 @@ fn allkeys_lru_keeps_recently_read_keys() {
 
 #[test]
 fn allkeys_lfu_keeps_frequently_read_keys() {
-    let s = Server::start(&[]);
+    let s = Server::start(CACHE);
     let mut c = s.conn();
     run::<()>(
         &mut c,
@@ -407,7 +411,7 @@ fn allkeys_lfu_keeps_frequently_read_keys() {
 
 #[test]
 fn object_freq_grows_with_accesses_under_lfu() {
-    let s = Server::start(&[]);
+    let s = Server::start(CACHE);
     let mut c = s.conn();
     run::<()>(&mut c, &["SET", "k", "v"]).unwrap();
     assert_eq!(
@@ -475,7 +479,7 @@ fn tag_in_half(low: bool) -> String {
 
 #[test]
 fn allkeys_lru_evicts_on_the_core_that_holds_the_data() {
-    let s = Server::start(&[]);
+    let s = Server::start(CACHE);
     let mut c = s.conn();
     run::<()>(
         &mut c,
@@ -507,7 +511,7 @@ fn allkeys_lru_evicts_on_the_core_that_holds_the_data() {
 
 #[test]
 fn lowering_maxmemory_evicts_without_writes() {
-    let s = Server::start(&["--hz", "50"]);
+    let s = Server::start(&["--appendonly", "no", "--hz", "50"]);
     let mut c = s.conn();
     run::<()>(
         &mut c,

@@ -29,7 +29,7 @@ impl Client {
 
 pub struct ConnCtx<'a> {
     pub client: &'a mut Client,
-    pub shared: &'a Shared,
+    pub shared: &'a Arc<Shared>,
     pub out: &'a mut Out,
     pub core: usize,
 }
@@ -406,5 +406,57 @@ pub fn time(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
 }
 
 pub fn lastsave(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
-    ctx.out.int(ctx.shared.lastsave_unix.load(Relaxed) as i64);
+    ctx.out.int(ctx.shared.lastsave_unix() as i64);
+}
+
+/// BGREWRITEAOF: tallykv's equivalent of rewriting the append-only file is compacting the
+/// storage (dropping overwritten and deleted versions), in the background.
+pub fn bgrewriteaof(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
+    let Some(storage) = &ctx.shared.storage else {
+        ctx.out
+            .error("ERR Background append only file rewriting is not possible with appendonly no");
+        return;
+    };
+    if storage.compact_in_background() {
+        ctx.out
+            .simple("Background append only file rewriting started");
+    } else {
+        ctx.out
+            .error("ERR Background append only file rewriting already in progress");
+    }
+}
+
+/// SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE] [ABORT]: hand every change to storage, sync, exit.
+/// SAVE also writes a snapshot first. Like Valkey, a successful SHUTDOWN sends no reply.
+pub fn shutdown(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
+    let mut save = false;
+    let mut nosave = false;
+    for a in &args[1..] {
+        if is(a, "save") {
+            save = true;
+        } else if is(a, "nosave") {
+            nosave = true;
+        } else if is(a, "now") || is(a, "force") {
+            // No replicas to wait for and nothing that could refuse: both are no-ops here.
+        } else if is(a, "abort") && args.len() == 2 {
+            ctx.out.error("ERR No shutdown in progress.");
+            return;
+        } else {
+            ctx.out.error("ERR syntax error");
+            return;
+        }
+    }
+    if save && nosave {
+        ctx.out.error("ERR syntax error");
+        return;
+    }
+    if save && ctx.shared.storage.is_none() {
+        ctx.out
+            .error("ERR Errors trying to SHUTDOWN. Check logs.");
+        tracing::warn!("SHUTDOWN SAVE refused: appendonly no, so there is no data dir to save to");
+        return;
+    }
+    tracing::warn!("User requested shutdown...");
+    crate::server::shutdown::begin(ctx.shared.clone(), save);
+    ctx.client.closing = true;
 }

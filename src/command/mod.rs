@@ -114,6 +114,9 @@ pub enum Exec {
     Fanout(Fanout),
     /// A container whose subcommands carry the real definitions (CLIENT, CONFIG, ...).
     Container,
+    /// SAVE (false) / BGSAVE (true): every core hands its changes to storage, then storage
+    /// takes a snapshot; run by the dispatcher because it waits on other cores and on disk.
+    Snapshot(bool),
 }
 
 /// Multi-key commands the dispatcher splits by core when their keys span cores.

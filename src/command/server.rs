@@ -241,12 +241,13 @@ fn memory_section(shared: &Shared, out: &mut String) {
          maxmemory_policy:{policy}\r\n\
          mem_fragmentation_ratio:{frag:.2}\r\n\
          mem_fragmentation_bytes:{frag_bytes}\r\n\
-         mem_not_counted_for_evict:0\r\n\
+         mem_not_counted_for_evict:{not_counted}\r\n\
          mem_clients_slaves:0\r\n\
          mem_clients_normal:{clients_mem}\r\n\
          mem_allocator:jemalloc\r\n\
          lazyfree_pending_objects:0\r\n",
         used_h = human_bytes(used),
+        not_counted = shared.memory.not_counted(),
         dataset_perc = if net > 0 {
             dataset as f64 * 100.0 / net as f64
         } else {
@@ -297,24 +298,114 @@ fn system_memory() -> u64 {
 }
 
 fn persistence_section(shared: &Shared, out: &mut String) {
+    let loading = shared.loading();
+    let _ = write!(out, "# Persistence\r\nloading:{}\r\nasync_loading:0\r\n", loading as u8);
+    let Some(storage) = &shared.storage else {
+        let _ = write!(
+            out,
+            "current_cow_peak:0\r\n\
+             current_cow_size:0\r\n\
+             current_cow_size_age:0\r\n\
+             current_fork_perc:0.00\r\n\
+             current_save_keys_processed:0\r\n\
+             current_save_keys_total:0\r\n\
+             rdb_changes_since_last_save:0\r\n\
+             rdb_bgsave_in_progress:0\r\n\
+             rdb_last_save_time:{}\r\n\
+             rdb_last_bgsave_status:ok\r\n\
+             rdb_saves:0\r\n\
+             aof_enabled:0\r\n\
+             aof_rewrite_in_progress:0\r\n\
+             aof_last_write_status:ok\r\n",
+            shared.lastsave_unix()
+        );
+        return;
+    };
+    let st = &storage.stats;
+    let loaded = shared.loading_keys.load(Relaxed);
+    if loading {
+        let started = shared.loading_started_unix.load(Relaxed);
+        let expected = shared.loading_expected.load(Relaxed).max(loaded);
+        let elapsed = (crate::util::now_ms() / 1000).saturating_sub(started);
+        let perc = if expected == 0 {
+            0.0
+        } else {
+            loaded as f64 * 100.0 / expected as f64
+        };
+        let eta = if loaded == 0 {
+            1
+        } else {
+            (elapsed * expected.saturating_sub(loaded)) / loaded
+        };
+        let _ = write!(
+            out,
+            "loading_start_time:{started}\r\n\
+             loading_total_keys:{expected}\r\n\
+             loading_loaded_keys:{loaded}\r\n\
+             loading_loaded_perc:{perc:.2}\r\n\
+             loading_eta_seconds:{eta}\r\n"
+        );
+    }
+    let in_progress = st.bgsave_in_progress.load(Relaxed);
+    let last_ok = st.last_bgsave_ok.load(Relaxed);
+    let last_save_ms = st.last_save_duration_ms.load(Relaxed);
+    let fsyncs = st.fsyncs.load(Relaxed);
     let _ = write!(
         out,
-        "# Persistence\r\n\
-         loading:0\r\n\
-         async_loading:0\r\n\
-         current_cow_peak:0\r\n\
+        "current_cow_peak:0\r\n\
          current_cow_size:0\r\n\
+         current_cow_size_age:0\r\n\
          current_fork_perc:0.00\r\n\
-         current_save_keys_processed:0\r\n\
-         current_save_keys_total:0\r\n\
-         rdb_changes_since_last_save:0\r\n\
-         rdb_bgsave_in_progress:0\r\n\
+         current_save_keys_processed:{}\r\n\
+         current_save_keys_total:{}\r\n\
+         rdb_changes_since_last_save:{}\r\n\
+         rdb_bgsave_in_progress:{}\r\n\
          rdb_last_save_time:{}\r\n\
-         rdb_last_bgsave_status:ok\r\n\
-         aof_enabled:0\r\n\
-         aof_rewrite_in_progress:0\r\n\
-         aof_last_write_status:ok\r\n",
-        shared.lastsave_unix.load(Relaxed)
+         rdb_last_bgsave_status:{}\r\n\
+         rdb_last_bgsave_time_sec:{}\r\n\
+         rdb_saves:{}\r\n\
+         rdb_last_save_keys:{}\r\n\
+         rdb_last_load_keys_expired:{}\r\n\
+         rdb_last_load_keys_loaded:{}\r\n\
+         aof_enabled:1\r\n\
+         aof_rewrite_in_progress:{}\r\n\
+         aof_rewrite_scheduled:0\r\n\
+         aof_last_write_status:ok\r\n\
+         aof_fsync_policy:{}\r\n\
+         aof_current_size:{}\r\n\
+         aof_pending_bio_fsync:0\r\n\
+         aof_delayed_fsync:0\r\n\
+         aof_fsyncs:{fsyncs}\r\n\
+         aof_fsync_last_usec:{}\r\n\
+         aof_fsync_avg_usec:{}\r\n\
+         aof_fsync_max_usec:{}\r\n\
+         aof_last_fsync_time:{}\r\n\
+         storage_commits:{}\r\n\
+         storage_keys_written:{}\r\n\
+         storage_bytes_written:{}\r\n\
+         storage_dir:{}\r\n",
+        if in_progress { st.save_keys_processed.load(Relaxed) } else { 0 },
+        if in_progress { st.save_keys_total.load(Relaxed) } else { 0 },
+        st.changes_since_save.load(Relaxed),
+        in_progress as u8,
+        shared.lastsave_unix(),
+        if last_ok { "ok" } else { "err" },
+        if st.saves.load(Relaxed) == 0 { -1 } else { (last_save_ms / 1000) as i64 },
+        st.saves.load(Relaxed),
+        st.last_save_keys.load(Relaxed),
+        shared.loading_expired.load(Relaxed),
+        loaded.saturating_sub(shared.loading_expired.load(Relaxed)),
+        st.compaction_in_progress.load(Relaxed) as u8,
+        shared.config.runtime.appendfsync().as_str(),
+        storage.disk_space(),
+        st.fsync_us_last.load(Relaxed),
+        st.fsync_us_total.load(Relaxed).checked_div(fsyncs).unwrap_or(0),
+        st.fsync_us_max.load(Relaxed),
+        st.last_fsync_unix.load(Relaxed),
+        st.commits.load(Relaxed),
+        st.keys_written.load(Relaxed),
+        st.bytes_written.load(Relaxed),
+        storage.dir().display(),
     );
 }
 

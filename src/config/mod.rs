@@ -214,6 +214,7 @@ enum Key {
     HashMaxListpackValue,
     Appendonly,
     Appendfsync,
+    KeyLoadDelay,
     Save,
     Requirepass,
     Daemonize,
@@ -295,8 +296,11 @@ const SPECS: &[Spec] = &[
             Mutable,
         )
     },
-    spec(Key::Appendonly, "appendonly", Mutable),
+    // Switching persistence on or off needs a full rewrite of the data dir (Valkey's AOF
+    // rewrite); tallykv sets it at startup only for now.
+    spec(Key::Appendonly, "appendonly", Immutable),
     spec(Key::Appendfsync, "appendfsync", Mutable),
+    spec(Key::KeyLoadDelay, "key-load-delay", Mutable),
     Spec {
         multi: true,
         ..spec(Key::Save, "save", Mutable)
@@ -362,6 +366,7 @@ fn num_spec(key: Key) -> Option<Num> {
             int(0, INT_MAX)
         }
         Key::Databases => int(1, INT_MAX),
+        Key::KeyLoadDelay => int(0, INT_MAX),
         Key::Threads => int(0, 1024),
         Key::ProtoMaxBulkLen => Num {
             memory: true,
@@ -544,6 +549,7 @@ pub struct Runtime {
     protected_mode: AtomicBool,
     appendonly: AtomicBool,
     appendfsync: AtomicU8,
+    key_load_delay: AtomicU32,
     save: Mutex<Vec<(u64, u64)>>,
     requirepass: Mutex<String>,
     /// Serialises `CONFIG SET` calls so two multi-parameter sets never interleave.
@@ -581,7 +587,8 @@ impl Default for Runtime {
             hash_max_listpack_entries: AtomicU64::new(128),
             hash_max_listpack_value: AtomicU64::new(64),
             protected_mode: AtomicBool::new(true),
-            appendonly: AtomicBool::new(false),
+            appendonly: AtomicBool::new(true),
+            key_load_delay: AtomicU32::new(0),
             appendfsync: AtomicU8::new(AppendFsync::EverySec.index()),
             save: Mutex::new(Vec::new()),
             requirepass: Mutex::new(String::new()),
@@ -646,6 +653,12 @@ impl Runtime {
     }
 
     /// `hz`, already clamped to 1..=500.
+    /// `key-load-delay`: microseconds to pause per key while loading (Valkey's debugging
+    /// knob, used by tests to observe the loading state; 0 = none).
+    pub fn key_load_delay(&self) -> u32 {
+        self.key_load_delay.load(Relaxed)
+    }
+
     pub fn hz(&self) -> u32 {
         self.hz.load(Relaxed)
     }
@@ -671,7 +684,7 @@ impl Runtime {
         self.protected_mode.load(Relaxed)
     }
 
-    /// `appendonly` (accepted, not yet acted on: persistence is not implemented).
+    /// `appendonly`: whether data is persisted under `dir` (no = a pure cache).
     pub fn appendonly(&self) -> bool {
         self.appendonly.load(Relaxed)
     }
@@ -719,6 +732,7 @@ impl Runtime {
                 self.client_query_buffer_limit.store(v, Relaxed)
             }
             (Key::Hz, Value::Num(v)) => self.hz.store(n32(v), Relaxed),
+            (Key::KeyLoadDelay, Value::Num(v)) => self.key_load_delay.store(n32(v), Relaxed),
             (Key::LfuLogFactor, Value::Num(v)) => self.lfu_log_factor.store(n32(v), Relaxed),
             (Key::LfuDecayTime, Value::Num(v)) => self.lfu_decay_time.store(n32(v), Relaxed),
             (Key::HashMaxListpackEntries, Value::Num(v)) => {
@@ -963,20 +977,8 @@ impl Config {
     pub fn startup_warnings(&self) -> Vec<String> {
         let rt = &self.runtime;
         let mut w = Vec::new();
-        if rt.requirepass().is_some() {
-            w.push(
-                "requirepass is set, but tallykv does not implement AUTH yet: the server is NOT password protected"
-                    .to_string(),
-            );
-        }
-        if rt.appendonly() {
-            w.push("appendonly is yes, but tallykv has no persistence yet: nothing will be written to disk".into());
-        }
-        if !rt.save_params().is_empty() {
-            w.push(
-                "save is set, but tallykv has no persistence yet: no snapshots will be taken"
-                    .into(),
-            );
+        if !rt.save_params().is_empty() && !rt.appendonly() {
+            w.push("save is set, but appendonly is no: there is no data dir, so no snapshots will be taken".into());
         }
         if self.databases != 1 {
             w.push(format!(
@@ -1129,6 +1131,7 @@ impl Config {
             Key::ClientQueryBufferLimit => rt.client_query_buffer_limit().to_string(),
             Key::Databases => self.databases.to_string(),
             Key::Hz => rt.hz().to_string(),
+            Key::KeyLoadDelay => rt.key_load_delay().to_string(),
             Key::LfuLogFactor => rt.lfu_log_factor().to_string(),
             Key::LfuDecayTime => rt.lfu_decay_time().to_string(),
             Key::HashMaxListpackEntries => rt.hash_max_listpack_entries().to_string(),

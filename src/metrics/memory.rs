@@ -32,6 +32,9 @@ pub struct Memory {
     peak: AtomicU64,
     /// Allocated bytes once the server was ready, before any client (used_memory_startup).
     startup: AtomicU64,
+    /// Memory the storage engine holds (memtables, block cache): part of `used`, but not
+    /// counted for eviction, as Valkey leaves out its AOF buffers (mem_not_counted_for_evict).
+    not_counted: AtomicU64,
 }
 
 impl Default for Memory {
@@ -64,6 +67,7 @@ impl Memory {
             cores,
             peak: AtomicU64::new(0),
             startup: AtomicU64::new(0),
+            not_counted: AtomicU64::new(0),
         };
         m.refresh();
         m
@@ -87,6 +91,19 @@ impl Memory {
         let used = (self.base.load(Relaxed) + drift).max(0) as u64;
         self.peak.fetch_max(used, Relaxed);
         used
+    }
+
+    /// What maxmemory is compared with: `used` minus the storage engine's buffers.
+    pub fn used_for_eviction(&self) -> u64 {
+        self.used().saturating_sub(self.not_counted.load(Relaxed))
+    }
+
+    pub fn set_not_counted(&self, bytes: u64) {
+        self.not_counted.store(bytes, Relaxed);
+    }
+
+    pub fn not_counted(&self) -> u64 {
+        self.not_counted.load(Relaxed)
     }
 
     /// Records the current figure as the startup baseline (call once, when ready to serve).

@@ -72,6 +72,10 @@ pub struct Core {
     /// When this core last asked each other core to evict (ms), so a write flood sends at
     /// most one request per core per millisecond.
     evict_asked_ms: Vec<Cell<u64>>,
+    /// The link to storage (None with `appendonly no`).
+    pub(super) persist: Option<super::persist::Persist>,
+    /// This core itself, for tasks it spawns.
+    pub(super) me: std::rc::Weak<Core>,
 }
 
 /// The slots core `core` of `cores` owns: a contiguous range, so SCAN can walk cores in order.
@@ -92,16 +96,21 @@ pub fn slot_owner(slot: usize, cores: usize) -> usize {
 }
 
 impl Core {
-    pub fn new(id: usize, shared: Arc<Shared>, senders: Senders<CoreMsg>) -> Core {
+    pub fn new(id: usize, shared: Arc<Shared>, senders: Senders<CoreMsg>) -> Rc<Core> {
         let stats = shared.shard_stats[id].clone();
         let shard = Shard::new(owned_slots(id, shared.cores), stats);
-        Core {
+        Rc::new_cyclic(|me| Core {
             id,
             shard: RefCell::new(shard),
             evict_asked_ms: (0..shared.cores).map(|_| Cell::new(0)).collect(),
+            persist: shared
+                .storage
+                .clone()
+                .map(super::persist::Persist::new),
+            me: me.clone(),
             shared,
             senders,
-        }
+        })
     }
 
     pub fn cores(&self) -> usize {
@@ -138,9 +147,11 @@ impl Core {
         now
     }
 
-    /// Ends a batch: publishes this core's allocation counter for maxmemory accounting.
+    /// Ends a batch: publishes this core's allocation counter for maxmemory accounting and
+    /// arranges for the batch's changes to reach storage.
     pub fn finish(&self) {
         self.shared.memory.publish(self.id);
+        self.schedule_flush();
     }
 
     /// Runs `ops` against this core's shard at time `now` (from [`Core::prepare`]), appending
@@ -216,7 +227,7 @@ impl Core {
         }
         let mem = &self.shared.memory;
         mem.publish(self.id);
-        if mem.used() <= limit {
+        if mem.used_for_eviction() <= limit {
             return true;
         }
         let Some(policy) = evict_policy(rt.maxmemory_policy()) else {
@@ -226,7 +237,7 @@ impl Core {
         let slack = limit / 32;
         let mut asked = false;
         loop {
-            let used = mem.used();
+            let used = mem.used_for_eviction();
             if used <= limit {
                 return true;
             }
@@ -330,7 +341,7 @@ impl Core {
         };
         let mem = &self.shared.memory;
         mem.publish(self.id);
-        let used = mem.used();
+        let used = mem.used_for_eviction();
         if used <= limit {
             return;
         }
@@ -346,7 +357,7 @@ impl Core {
         // Bounded, so a large drop of maxmemory does not stall this core's clients: the next
         // tick or request goes on.
         let started = Instant::now();
-        while mem.used() > target && started.elapsed() < EVICTION_SLICE {
+        while mem.used_for_eviction() > target && started.elapsed() < EVICTION_SLICE {
             if !shard.evict_one(policy, samples, now) {
                 break;
             }
@@ -386,7 +397,12 @@ impl Core {
         }
         let (tx, rx) = oneshot::channel();
         let msg = CoreMsg::Call(Box::new(move |c: &Core| {
-            let _ = tx.send(f(c));
+            let before = c.change_count();
+            let v = f(c);
+            c.finish();
+            c.when_durable(before, move || {
+                let _ = tx.send(v);
+            });
         }));
         if self.senders.send_to(core, msg).await.is_err() {
             return None;
@@ -404,10 +420,13 @@ impl Core {
                         CoreMsg::Batch { ops, resp3, reply } => {
                             let mut out = Out::new(resp3);
                             let mut ends = Vec::with_capacity(ops.len());
+                            let before = core.change_count();
                             let now = core.prepare();
                             core.execute(&ops, now, &mut out, &mut ends);
                             core.finish();
-                            let _ = reply.send(BatchReply { buf: out.buf, ends });
+                            core.when_durable(before, move || {
+                                let _ = reply.send(BatchReply { buf: out.buf, ends });
+                            });
                         }
                         CoreMsg::Call(f) => {
                             if std::panic::catch_unwind(AssertUnwindSafe(|| f(&core))).is_err() {

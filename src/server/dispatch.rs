@@ -85,6 +85,12 @@ impl Dispatcher {
         self.local.resp3 = client.resp3;
         self.slots.clear();
         self.rounds.clear();
+        if core.shared.shutting_down.load(std::sync::atomic::Ordering::Relaxed) {
+            // Valkey stops serving once shutdown begins; the connection just closes.
+            client.closing = true;
+            return;
+        }
+        let before = core.change_count();
         self.now = core.prepare();
         for args in commands {
             self.dispatch(core, client, args).await;
@@ -94,6 +100,14 @@ impl Dispatcher {
         }
         self.flush(core, client.resp3).await;
         core.finish();
+        // appendfsync always: replies after a write leave only once it is on disk (the other
+        // cores' parts waited for their own batches before answering).
+        if let Some(ticket) = core.ticket_since(before)
+            && ticket.await.is_err()
+        {
+            client.closing = true;
+            return;
+        }
         self.assemble(wbuf, &core.shared.core_stats[core.id]);
     }
 
@@ -211,6 +225,14 @@ impl Dispatcher {
             self.push_local(start);
             return;
         }
+        if core.shared.loading() && def.flags & flags::LOADING == 0 && def.name != "ping" {
+            // PING is not flagged `loading` in Valkey, but health checks must see a live node.
+            self.local
+                .error("LOADING Valkey is loading the dataset in memory");
+            stats.commands[id].rejected_calls.inc();
+            self.push_local(start);
+            return;
+        }
         // Past the checks that reject a command before it runs (CLIENT LIST tot-cmds).
         client
             .info
@@ -255,6 +277,21 @@ impl Dispatcher {
                     .await
             }
             Exec::Fanout(kind) => self.fanout(core, kind, args, def.flags, cmd_id),
+            Exec::Snapshot(background) => {
+                // Everything queued before it is part of the snapshot.
+                self.flush(core, client.resp3).await;
+                let start = self.local.buf.len();
+                let began = Instant::now();
+                super::persist::snapshot_command(core, background, &args, &mut self.local).await;
+                let s = &stats.commands[id];
+                s.calls.inc();
+                s.usec.add(began.elapsed().as_micros() as u64);
+                if self.local.buf.get(start) == Some(&b'-') {
+                    s.failed_calls.inc();
+                }
+                stats.commands_processed.inc();
+                self.push_local(start);
+            }
             Exec::Conn(f) => {
                 if def.flags & flags::BARRIER != 0 {
                     self.flush(core, client.resp3).await;

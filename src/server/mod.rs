@@ -8,6 +8,8 @@ pub mod conn;
 pub mod core;
 pub mod dispatch;
 mod multi;
+pub mod persist;
+pub mod shutdown;
 pub mod state;
 
 use std::rc::Rc;
@@ -34,14 +36,29 @@ pub fn run(config: Config) -> Result<(), String> {
     };
     let port = resolve_port(&config)?;
     let addrs = listen_addrs(&config, port);
-    let shared = Arc::new(Shared::new(
-        config,
-        cores,
-        crate::command::table::registry().len(),
-    ));
-    shared.port.store(port as usize, Relaxed);
     // Bind once up front so a port in use is reported clearly before any executor starts.
     probe_bind(&addrs)?;
+    let storage = if config.runtime.appendonly() {
+        let rt = config.runtime.clone();
+        let storage = crate::storage::Storage::open(&config.dir, Box::new(move || rt.appendfsync()))?;
+        tracing::info!(
+            "data dir {} (appendonly yes, appendfsync {})",
+            storage.dir().display(),
+            config.runtime.appendfsync().as_str()
+        );
+        Some(storage)
+    } else {
+        tracing::info!("appendonly no: nothing is written to disk");
+        None
+    };
+    let mut shared = Shared::new(config, cores, crate::command::table::registry().len());
+    shared.storage = storage;
+    let shared = Arc::new(shared);
+    shared.port.store(port as usize, Relaxed);
+    if shared.storage.is_some() {
+        persist::loading_begins(&shared, cores);
+    }
+    shutdown::install_signal_handlers(shared.clone())?;
 
     let mesh = MeshBuilder::<CoreMsg, _>::full(cores, 1024);
     let placement = if cores
@@ -132,8 +149,9 @@ async fn core_main(
         .await
         .map_err(|_| "cannot join the core mesh".to_string())?;
     let id = senders.peer_id();
-    let core = Rc::new(Core::new(id, shared.clone(), senders));
+    let core = Core::new(id, shared.clone(), senders);
     core.spawn_receivers(receivers);
+    core.start_loading();
     spawn_ticker(core.clone());
     let mut listeners = Vec::new();
     for (addr, optional) in &addrs {
@@ -183,12 +201,24 @@ fn spawn_ticker(core: Rc<Core>) {
             let hz = core.shared.config.runtime.hz().clamp(1, 500);
             let period = Duration::from_micros(1_000_000 / hz as u64);
             glommio::timer::sleep(period).await;
-            active_expire(&core, period / 4).await;
-            core.evict_if_over_limit();
+            if core.shared.shutting_down.load(Relaxed) {
+                core.flush_changes();
+                core.shared.shutdown_flushed.fetch_add(1, Relaxed);
+                return;
+            }
+            if !core.shared.loading() {
+                active_expire(&core, period / 4).await;
+                core.evict_if_over_limit();
+                core.schedule_flush();
+            }
             if core.id == 0 && last_sample.elapsed() >= Duration::from_millis(100) {
                 last_sample = Instant::now();
                 core.shared.memory.refresh();
+                if let Some(storage) = &core.shared.storage {
+                    core.shared.memory.set_not_counted(storage.memory_bytes());
+                }
                 sample_ops(&core.shared);
+                persist::snapshot_tick(&core);
                 conn::close_idle_clients(&core.shared);
             }
         }

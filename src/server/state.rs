@@ -55,6 +55,22 @@ pub struct Shared {
     pub lastsave_unix: AtomicU64,
     pub executable: String,
     pub config_file: String,
+    /// The durable store (None with `appendonly no`).
+    pub storage: Option<Arc<crate::storage::Storage>>,
+    /// Cores still loading their data at startup; commands without the `loading` flag get
+    /// -LOADING while it is not zero.
+    pub loading_cores: AtomicUsize,
+    pub loading_started_unix: AtomicU64,
+    pub loading_keys: AtomicU64,
+    pub loading_expected: AtomicU64,
+    /// Keys found expired while loading (dropped).
+    pub loading_expired: AtomicU64,
+    /// Set by SHUTDOWN or SIGTERM: cores hand over their last changes and stop accepting.
+    pub shutting_down: std::sync::atomic::AtomicBool,
+    /// BGSAVE SCHEDULE arrived while a snapshot ran: start one when it ends.
+    pub bgsave_scheduled: std::sync::atomic::AtomicBool,
+    /// Cores that handed over their last changes after `shutting_down` was set.
+    pub shutdown_flushed: AtomicUsize,
 }
 
 impl Shared {
@@ -82,7 +98,32 @@ impl Shared {
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
             config_file: String::new(),
+            storage: None,
+            loading_cores: AtomicUsize::new(0),
+            loading_started_unix: AtomicU64::new(0),
+            loading_keys: AtomicU64::new(0),
+            loading_expected: AtomicU64::new(0),
+            loading_expired: AtomicU64::new(0),
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
+            shutdown_flushed: AtomicUsize::new(0),
+            bgsave_scheduled: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// LASTSAVE: the last successful snapshot, or the start time if none yet (as Valkey).
+    pub fn lastsave_unix(&self) -> u64 {
+        match &self.storage {
+            Some(s) if s.stats.last_save_unix.load(Relaxed) != 0 => {
+                s.stats.last_save_unix.load(Relaxed)
+            }
+            _ => self.lastsave_unix.load(Relaxed),
+        }
+    }
+
+    /// Whether the dataset is still being loaded (commands answer -LOADING).
+    #[inline]
+    pub fn loading(&self) -> bool {
+        self.loading_cores.load(Relaxed) != 0
     }
 
     #[inline]

@@ -60,6 +60,25 @@ pub struct Shard {
     /// The time of the batch being executed (set by the owner before each batch); only used
     /// for the access metadata of new keys, never for data decisions.
     pub clock_ms: u64,
+    /// Keys written since the owner last took them (None: nobody is listening).
+    changes: Option<Changes>,
+    /// Records applied while changes were tracked (a cheap "did this batch write" test).
+    change_count: u64,
+}
+
+/// The change feed persistence reads: which keys changed since it last looked. It stores each
+/// key's state as of when it looks, so a key written many times in between is written once.
+#[derive(Default)]
+pub struct Changes {
+    pub keys: std::collections::HashSet<Box<[u8]>, ahash::RandomState>,
+    /// Every key of the shard was deleted (FLUSHALL) before the changes in `keys`.
+    pub flushed: bool,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty() && !self.flushed
+    }
 }
 
 /// Valkey's LRU clock: seconds, 24 bits, wrapping.
@@ -87,6 +106,67 @@ impl Shard {
             evict_pool: evict::Pool::default(),
             expire_cursor: 0,
             clock_ms: crate::util::now_ms(),
+            changes: None,
+            change_count: 0,
+        }
+    }
+
+    /// Starts (or stops) recording which keys change, for [`Shard::take_changes`].
+    pub fn track_changes(&mut self, on: bool) {
+        self.changes = on.then(Changes::default);
+    }
+
+    /// Whether keys changed since the last [`Shard::take_changes`].
+    pub fn has_changes(&self) -> bool {
+        self.changes.as_ref().is_some_and(|c| !c.is_empty())
+    }
+
+    /// Counts records applied while tracking; compare two readings to see if anything was
+    /// written in between.
+    pub fn change_count(&self) -> u64 {
+        self.change_count
+    }
+
+    /// The keys changed since the last call (None when not tracking or nothing changed).
+    pub fn take_changes(&mut self) -> Option<Changes> {
+        let c = self.changes.as_mut()?;
+        if c.is_empty() {
+            return None;
+        }
+        Some(std::mem::take(c))
+    }
+
+    /// The stored entry for `key`, expired or not (what persistence writes: an expired key
+    /// keeps its absolute expiry on disk and is dropped when loaded).
+    pub fn peek_stored(&self, key: &[u8]) -> Option<&Entry> {
+        let (slot, hash) = self.locate(key);
+        self.slots[slot].table.find(hash, |e| e.key() == key)
+    }
+
+    fn note_change(&mut self, m: &Mutation<'_>) {
+        let Some(c) = self.changes.as_mut() else {
+            return;
+        };
+        self.change_count += 1;
+        match m {
+            Mutation::FlushAll => {
+                c.keys.clear();
+                c.flushed = true;
+            }
+            Mutation::Rename { from, to } => {
+                for k in [from, to] {
+                    if !c.keys.contains(*k) {
+                        c.keys.insert((*k).into());
+                    }
+                }
+            }
+            m => {
+                if let Some(k) = m.key()
+                    && !c.keys.contains(k)
+                {
+                    c.keys.insert(k.into());
+                }
+            }
         }
     }
 
@@ -178,6 +258,7 @@ impl Shard {
     /// give the same state on every replica. Returns false only when the record had nothing
     /// to act on (a DEL or EXPIRE of a missing key).
     pub fn apply(&mut self, m: Mutation<'_>) -> bool {
+        self.note_change(&m);
         match m {
             Mutation::SetStr { key, value, ttl } => {
                 self.put(key, NewValue::from_bytes(value), ttl);

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 pub struct Server {
     child: Child,
     pub port: u16,
-    pub dir: tempfile::TempDir,
+    /// The data dir (`--dir`); removed on drop when the harness created it.
+    pub dir: std::path::PathBuf,
+    _owned_dir: Option<tempfile::TempDir>,
+    args: Vec<String>,
 }
 
 /// A port that was free a moment ago (the server is retried on another if it is taken).
@@ -25,27 +28,78 @@ fn free_port() -> u16 {
 impl Server {
     /// Starts a server with the default configuration plus `args` (`--directive value` pairs).
     pub fn start(args: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut s = Self::start_in(dir.path(), args);
+        s._owned_dir = Some(dir);
+        s
+    }
+
+    /// Starts a server on an existing data dir (not removed on drop).
+    pub fn start_in(dir: &std::path::Path, args: &[&str]) -> Server {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         for _ in 0..5 {
-            if let Some(s) = Self::try_start(args) {
+            if let Some((child, port)) = Self::try_spawn(dir, &args) {
+                let s = Server {
+                    child,
+                    port,
+                    dir: dir.to_path_buf(),
+                    _owned_dir: None,
+                    args,
+                };
+                s.wait_loaded();
                 return s;
             }
         }
         panic!("tallykv-server did not start after 5 attempts");
     }
 
+    /// Kills the server with SIGKILL (no chance to flush anything) and waits for it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same dir with the same arguments (after `kill9` or an
+    /// exit), on a fresh port; returns once it answers PING (it may still be loading: see
+    /// `wait_loaded`).
+    pub fn restart(&mut self) {
+        self.kill9();
+        for _ in 0..5 {
+            if let Some((child, port)) = Self::try_spawn(&self.dir, &self.args) {
+                self.child = child;
+                self.port = port;
+                return;
+            }
+        }
+        panic!("tallykv-server did not restart after 5 attempts");
+    }
+
+    /// Waits until INFO persistence says loading:0 (bounded).
+    pub fn wait_loaded(&self) {
+        let mut c = self.conn();
+        let loaded = wait_until(Duration::from_secs(60), || {
+            match redis::cmd("INFO").arg("persistence").query::<String>(&mut c) {
+                Ok(info) => info.contains("loading:0"),
+                // A password-protected server: its tests authenticate themselves.
+                Err(e) => e.code() == Some("NOAUTH"),
+            }
+        });
+        assert!(loaded, "the server was still loading after 60 s");
+    }
+
+    /// Spawns the binary and waits until it answers PING; None if it exited first.
     // try_wait() returning Some has reaped the child; the other paths wait or hand it to Drop.
     #[allow(clippy::zombie_processes)]
-    fn try_start(args: &[&str]) -> Option<Server> {
+    fn try_spawn(dir: &std::path::Path, args: &[String]) -> Option<(Child, u16)> {
         let port = free_port();
-        let dir = tempfile::tempdir().expect("temp dir");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tallykv-server"));
         cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--dir"])
-            .arg(dir.path())
+            .arg(dir)
             .args(["--loglevel", "warning"])
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
-        if !args.contains(&"--threads") {
+        if !args.iter().any(|a| a == "--threads") {
             cmd.args(["--threads", "2"]);
         }
         let mut child = cmd.spawn().expect("spawn tallykv-server");
@@ -60,7 +114,7 @@ impl Server {
                     .query::<String>(&mut c)
                     .map_or_else(|e| e.code() == Some("NOAUTH"), |_| true)
             {
-                return Some(Server { child, port, dir });
+                return Some((child, port));
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -1,0 +1,416 @@
+//! Where a core meets storage: handing each turn's changes to the writer, waiting for
+//! durability under `appendfsync always`, and loading the shard at startup.
+//!
+//! The shard records which keys changed; once per event-loop turn (a task spawned behind the
+//! turn's other ready tasks) the core encodes those keys' current state and sends one batch
+//! to the storage writer. A key written 10,000 times in a turn is encoded and written once.
+//! With `always`, every reply that follows a write waits for a ticket: a future completed
+//! when the writer has fsynced the batch holding that write (one fsync serves every batch
+//! queued meanwhile: group commit). Replies of read-only batches do not wait.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use futures::channel::oneshot;
+use futures::future::{FutureExt, Shared};
+use futures::{SinkExt, StreamExt};
+
+use super::core::Core;
+use crate::cluster::key_slot;
+use crate::config::AppendFsync;
+use crate::shard::Mutation;
+use crate::storage::{Batch, Item, Storage, codec};
+
+/// Completes when the batch it belongs to is durable (Err: the writer is gone).
+pub type Ticket = Shared<oneshot::Receiver<()>>;
+
+pub struct Persist {
+    storage: Arc<Storage>,
+    scheduled: Cell<bool>,
+    /// The ticket of the changes not yet handed to the writer (made when someone waits).
+    next: RefCell<Option<(oneshot::Sender<()>, Ticket)>>,
+    /// The ticket of the last batch handed over (covers everything handed over before it:
+    /// the writer completes tickets in order).
+    last: RefCell<Option<Ticket>>,
+}
+
+impl Persist {
+    pub fn new(storage: Arc<Storage>) -> Persist {
+        Persist {
+            storage,
+            scheduled: Cell::new(false),
+            next: RefCell::new(None),
+            last: RefCell::new(None),
+        }
+    }
+}
+
+fn new_ticket() -> (oneshot::Sender<()>, Ticket) {
+    let (tx, rx) = oneshot::channel();
+    (tx, rx.shared())
+}
+
+/// Yields once: the task goes to the back of the run queue, behind this turn's other work.
+async fn yield_now() {
+    let mut yielded = false;
+    futures::future::poll_fn(|cx| {
+        if yielded {
+            Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+impl Core {
+    fn always(&self) -> bool {
+        self.shared.config.runtime.appendfsync() == AppendFsync::Always
+    }
+
+    /// Arranges for this turn's changes to reach storage (at most one pending task).
+    pub fn schedule_flush(&self) {
+        let Some(p) = &self.persist else { return };
+        if p.scheduled.get() || !self.shard.borrow().has_changes() {
+            return;
+        }
+        let Some(me) = self.me.upgrade() else { return };
+        p.scheduled.set(true);
+        glommio::spawn_local(async move {
+            yield_now().await;
+            me.flush_changes();
+        })
+        .detach();
+    }
+
+    /// Hands the shard's pending changes to the storage writer now.
+    pub fn flush_changes(&self) {
+        let Some(p) = &self.persist else { return };
+        p.scheduled.set(false);
+        let shard = &mut *self.shard.borrow_mut();
+        let Some(changes) = shard.take_changes() else {
+            return;
+        };
+        let mut items = Vec::with_capacity(changes.keys.len());
+        for key in changes.keys {
+            let mut stored = Vec::with_capacity(2 + key.len());
+            codec::encode_key(key_slot(&key), &key, &mut stored);
+            let value = shard.peek_stored(&key).map(|e| {
+                let mut v = Vec::with_capacity(16 + e.heap_size());
+                codec::encode_value(e.value(), e.expire_at(), &mut v);
+                v
+            });
+            items.push(Item { key: stored, value });
+        }
+        let pair = p.next.borrow_mut().take();
+        let wait = self.always() || p.storage.backlogged();
+        let pair = pair.or_else(|| wait.then(new_ticket));
+        let done = pair.map(|(tx, ticket)| {
+            *p.last.borrow_mut() = Some(ticket);
+            tx
+        });
+        p.storage.write(Batch {
+            wipe: changes.flushed.then(|| shard.owned_slots()),
+            items,
+            done,
+        });
+    }
+
+    /// The ticket a reply must wait for when records were applied since `before` (a reading
+    /// of [`Core::change_count`]): with `appendfsync always`, or when the writer is behind
+    /// (backpressure). None when nothing needs waiting.
+    pub fn ticket_since(&self, before: u64) -> Option<Ticket> {
+        let p = self.persist.as_ref()?;
+        if self.change_count() == before || !(self.always() || p.storage.backlogged()) {
+            return None;
+        }
+        if self.shard.borrow().has_changes() {
+            self.schedule_flush();
+            let mut next = p.next.borrow_mut();
+            Some(next.get_or_insert_with(new_ticket).1.clone())
+        } else {
+            p.last.borrow().clone()
+        }
+    }
+
+    pub fn change_count(&self) -> u64 {
+        self.shard.borrow().change_count()
+    }
+
+    /// Runs `reply` once the records applied since `before` are as durable as appendfsync
+    /// promises (at once unless it is `always`).
+    pub fn when_durable(&self, before: u64, reply: impl FnOnce() + 'static) {
+        match self.ticket_since(before) {
+            None => reply(),
+            Some(t) => {
+                glommio::spawn_local(async move {
+                    // A failed ticket means the writer died (the process is exiting): no
+                    // reply, so nothing unstored is acknowledged.
+                    if t.await.is_ok() {
+                        reply();
+                    }
+                })
+                .detach();
+            }
+        }
+    }
+
+    /// Loads this core's slots from storage, then starts recording changes. Connections are
+    /// served meanwhile (commands get -LOADING until every core is done).
+    pub fn start_loading(self: &Rc<Self>) {
+        let Some(storage) = self.shared.storage.clone() else {
+            return;
+        };
+        let (tx, mut rx) = futures::channel::mpsc::channel(2);
+        let (result_tx, result_rx) = oneshot::channel();
+        let slots = self.shard.borrow().owned_slots();
+        let runtime = self.shared.config.runtime.clone();
+        let reader = storage.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("tallykv-load-{}", self.id))
+            .spawn(move || {
+                let mut tx = tx;
+                let r = reader.load_slots(slots, |chunk| {
+                    let delay = runtime.key_load_delay() as u64;
+                    if delay > 0 {
+                        std::thread::sleep(Duration::from_micros(delay * chunk.len() as u64));
+                    }
+                    futures::executor::block_on(tx.send(chunk)).is_ok()
+                });
+                let _ = result_tx.send(r);
+            });
+        if let Err(e) = spawned {
+            fatal_load(&format!("cannot start a loader thread: {e}"));
+        }
+        let core = self.clone();
+        glommio::spawn_local(async move {
+            let now = crate::util::now_ms();
+            let mut expired = Vec::new();
+            while let Some(chunk) = rx.next().await {
+                let n = chunk.len() as u64;
+                core.load_chunk(&storage, chunk, now, &mut expired);
+                let total = core.shared.loading_keys.fetch_add(n, Relaxed) + n;
+                log_progress(&core, total);
+                core.shared.memory.publish(core.id);
+                glommio::yield_if_needed().await;
+            }
+            match result_rx.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => fatal_load(&e),
+                Err(_) => fatal_load("a loader thread stopped unexpectedly"),
+            }
+            // Keys that expired while the node was down: gone from memory, now from disk.
+            if !expired.is_empty() {
+                core.shared
+                    .loading_expired
+                    .fetch_add(expired.len() as u64, Relaxed);
+                core.shared.shard_stats[core.id]
+                    .expired_keys
+                    .add(expired.len() as u64);
+                storage.write(Batch {
+                    wipe: None,
+                    items: expired
+                        .into_iter()
+                        .map(|key| Item { key, value: None })
+                        .collect(),
+                    done: None,
+                });
+            }
+            core.shard.borrow_mut().track_changes(true);
+            core.finish_loading();
+        })
+        .detach();
+    }
+
+    fn load_chunk(
+        &self,
+        storage: &Storage,
+        chunk: Vec<(fjall::Slice, fjall::Slice)>,
+        now: u64,
+        expired: &mut Vec<Vec<u8>>,
+    ) {
+        let mut shard = self.shard.borrow_mut();
+        let limits = shard.hash_limits;
+        for (k, v) in chunk {
+            let decoded = codec::decode_key(&k).and_then(|(slot, key)| {
+                let actual = key_slot(key);
+                if actual != slot {
+                    return Err(format!(
+                        "key stored under slot {slot} hashes to slot {actual}"
+                    ));
+                }
+                let (value, expire_at) = codec::decode_value(&v, limits)?;
+                Ok((slot, key, value, expire_at))
+            });
+            let (slot, key, value, expire_at) = match decoded {
+                Ok(d) => d,
+                Err(e) => {
+                    let slot = codec::decode_key(&k).map(|(s, _)| s as usize).unwrap_or(0);
+                    fatal_load(&format!(
+                        "corrupt record in {} (key {:?}): {e}",
+                        storage.path_of_slot(slot).display(),
+                        String::from_utf8_lossy(&k[2.min(k.len())..])
+                    ));
+                }
+            };
+            debug_assert!(shard.owned_slots().contains(&(slot as usize)));
+            if expire_at.is_some_and(|at| now > at) {
+                expired.push(k.to_vec());
+                continue;
+            }
+            shard.apply(Mutation::Restore {
+                key,
+                value,
+                expire_at,
+            });
+        }
+    }
+
+    fn finish_loading(&self) {
+        let shared = &self.shared;
+        if shared.loading_cores.fetch_sub(1, Relaxed) == 1 {
+            let started = LOAD_STARTED.get().copied().unwrap_or_else(Instant::now);
+            let secs = started.elapsed().as_secs_f64();
+            let keys: usize = shared.shard_stats.iter().map(|s| s.keys.get() as usize).sum();
+            let expired = shared.loading_expired.load(Relaxed);
+            tracing::info!(
+                "DB loaded from disk: {secs:.3} seconds, {keys} keys ({expired} expired while \
+                 down, dropped)"
+            );
+        }
+    }
+}
+
+static LOAD_STARTED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+static LOAD_LOGGED_MS: AtomicU64 = AtomicU64::new(0);
+
+/// Marks the start of loading (before any core starts).
+pub fn loading_begins(shared: &super::state::Shared, cores: usize) {
+    let _ = LOAD_STARTED.set(Instant::now());
+    shared.loading_cores.store(cores, Relaxed);
+    shared
+        .loading_started_unix
+        .store(crate::util::now_ms() / 1000, Relaxed);
+    if let Some(s) = &shared.storage {
+        shared.loading_expected.store(s.approximate_len(), Relaxed);
+    }
+}
+
+/// A progress line every few seconds for large data sets (from whichever core gets there).
+fn log_progress(core: &Core, total: u64) {
+    let Some(started) = LOAD_STARTED.get() else { return };
+    let ms = started.elapsed().as_millis() as u64;
+    let last = LOAD_LOGGED_MS.load(Relaxed);
+    if ms < last + 2000
+        || LOAD_LOGGED_MS
+            .compare_exchange(last, ms, Relaxed, Relaxed)
+            .is_err()
+    {
+        return;
+    }
+    let rate = total * 1000 / ms.max(1);
+    let expected = core.shared.loading_expected.load(Relaxed);
+    tracing::info!("Loading: {total} of ~{expected} keys ({rate} keys/s)");
+}
+
+fn fatal_load(msg: &str) -> ! {
+    tracing::error!("cannot load the data set: {msg}");
+    eprintln!("tallykv-server: cannot load the data set: {msg}");
+    std::process::exit(1);
+}
+
+/// SAVE (`background` false) and BGSAVE [SCHEDULE].
+pub async fn snapshot_command(
+    core: &Rc<Core>,
+    background: bool,
+    args: &[bytes::Bytes],
+    out: &mut crate::protocol::Out,
+) {
+    let schedule = match args.get(1) {
+        None => false,
+        Some(a) if background && args.len() == 2 && crate::command::is(a, "schedule") => true,
+        Some(_) => {
+            out.error("ERR syntax error");
+            return;
+        }
+    };
+    let Some(storage) = core.shared.storage.clone() else {
+        out.error("ERR persistence is off (appendonly no): there is no data dir to save to");
+        return;
+    };
+    if storage.stats.bgsave_in_progress.load(Relaxed) {
+        if schedule {
+            core.shared.bgsave_scheduled.store(true, Relaxed);
+            out.simple("Background saving scheduled");
+        } else {
+            out.error("ERR Background save already in progress");
+        }
+        return;
+    }
+    // Everything applied before this command, on every core, goes into the snapshot.
+    for c in 0..core.cores() {
+        core.call(c, |c| c.flush_changes()).await;
+    }
+    if background {
+        if storage.snapshot(|_| {}) {
+            out.simple("Background saving started");
+        } else {
+            out.error("ERR Background save already in progress");
+        }
+        return;
+    }
+    let (tx, rx) = oneshot::channel();
+    if !storage.snapshot(move |r| {
+        let _ = tx.send(r);
+    }) {
+        out.error("ERR Background save already in progress");
+        return;
+    }
+    match rx.await {
+        Ok(Ok(())) => out.ok(),
+        Ok(Err(e)) => out.error(&format!("ERR {e}")),
+        Err(_) => out.error("ERR the snapshot did not finish"),
+    }
+}
+
+/// Core 0, once a tick: a BGSAVE that was scheduled while another ran, and the `save`
+/// rules (snapshot after `seconds` if at least `changes` keys were written meanwhile).
+pub fn snapshot_tick(core: &Rc<Core>) {
+    let shared = &core.shared;
+    let Some(storage) = &shared.storage else { return };
+    if shared.loading() || storage.stats.bgsave_in_progress.load(Relaxed) {
+        return;
+    }
+    let scheduled = shared.bgsave_scheduled.swap(false, Relaxed);
+    let since = crate::util::now_ms() / 1000 - shared.lastsave_unix().min(u64::MAX / 2);
+    let changes = storage.stats.changes_since_save.load(Relaxed);
+    let due = shared
+        .config
+        .runtime
+        .save_params()
+        .iter()
+        .any(|&(secs, min_changes)| changes >= min_changes.max(1) && since >= secs);
+    if !scheduled && !due {
+        return;
+    }
+    tracing::info!(
+        "{} changes in {since} seconds. Saving...",
+        changes
+    );
+    let core = core.clone();
+    glommio::spawn_local(async move {
+        for c in 0..core.cores() {
+            core.call(c, |c| c.flush_changes()).await;
+        }
+        if let Some(storage) = &core.shared.storage {
+            storage.snapshot(|_| {});
+        }
+    })
+    .detach();
+}

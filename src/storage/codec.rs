@@ -1,0 +1,213 @@
+//! The on-disk encoding of keys and values (format version 1).
+//!
+//! A stored key is the key's hash slot (2 bytes, big-endian) followed by the key itself, so a
+//! slot, a core's slot range or a future slot group is one contiguous range of a keyspace.
+//!
+//! A stored value is:
+//!
+//! ```text
+//! byte 0      format version (1)
+//! byte 1      type: 0 string, 1 integer, 2 hash; bit 7 set when an expiry follows
+//! [8 bytes]   absolute expiry, Unix ms, little-endian (only with bit 7)
+//! payload     string: the bytes; integer: i64 little-endian;
+//!             hash: u32 field count, then per field u32 length + bytes, u32 length + bytes
+//! ```
+//!
+//! A reader refuses a version it does not know instead of guessing, so a file written by a
+//! future release fails loudly; a future release keeps reading version 1.
+
+use crate::shard::{HashLimits, HashObj, Value, ValueRef};
+
+pub const FORMAT_VERSION: u8 = 1;
+
+const TYPE_STR: u8 = 0;
+const TYPE_INT: u8 = 1;
+const TYPE_HASH: u8 = 2;
+const HAS_EXPIRY: u8 = 0x80;
+
+/// Appends the stored form of `key` in `slot` to `out`.
+pub fn encode_key(slot: u16, key: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&slot.to_be_bytes());
+    out.extend_from_slice(key);
+}
+
+/// The slot and user key of a stored key.
+pub fn decode_key(stored: &[u8]) -> Result<(u16, &[u8]), String> {
+    if stored.len() < 2 {
+        return Err(format!("stored key of {} bytes is too short", stored.len()));
+    }
+    Ok((u16::from_be_bytes([stored[0], stored[1]]), &stored[2..]))
+}
+
+/// The first stored key of `slot` (a range bound).
+pub fn slot_prefix(slot: usize) -> [u8; 2] {
+    (slot as u16).to_be_bytes()
+}
+
+/// Appends the stored form of a value and its expiry to `out`.
+pub fn encode_value(value: ValueRef<'_>, expire_at: Option<u64>, out: &mut Vec<u8>) {
+    let ty = match value {
+        ValueRef::Str(_) => TYPE_STR,
+        ValueRef::Int(_) => TYPE_INT,
+        ValueRef::Hash(_) => TYPE_HASH,
+    };
+    out.push(FORMAT_VERSION);
+    match expire_at {
+        Some(at) => {
+            out.push(ty | HAS_EXPIRY);
+            out.extend_from_slice(&at.to_le_bytes());
+        }
+        None => out.push(ty),
+    }
+    match value {
+        ValueRef::Str(s) => out.extend_from_slice(s),
+        ValueRef::Int(i) => out.extend_from_slice(&i.to_le_bytes()),
+        ValueRef::Hash(h) => {
+            out.extend_from_slice(&(h.len() as u32).to_le_bytes());
+            for (f, v) in h.iter() {
+                out.extend_from_slice(&(f.len() as u32).to_le_bytes());
+                out.extend_from_slice(f);
+                out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                out.extend_from_slice(v);
+            }
+        }
+    }
+}
+
+/// The absolute expiry of a stored value, without decoding the value (None: persistent).
+pub fn peek_expiry(stored: &[u8]) -> Result<Option<u64>, String> {
+    let (_, expire_at, _) = header(stored)?;
+    Ok(expire_at)
+}
+
+fn header(stored: &[u8]) -> Result<(u8, Option<u64>, &[u8]), String> {
+    let [version, ty, rest @ ..] = stored else {
+        return Err(format!("stored value of {} bytes is too short", stored.len()));
+    };
+    if *version != FORMAT_VERSION {
+        return Err(format!(
+            "stored value has format version {version}; this build reads version {FORMAT_VERSION} \
+             (was the data written by a newer tallykv?)"
+        ));
+    }
+    if ty & HAS_EXPIRY == 0 {
+        return Ok((*ty, None, rest));
+    }
+    let Some((at, payload)) = rest.split_first_chunk::<8>() else {
+        return Err("stored value is cut short inside its expiry".into());
+    };
+    Ok((ty & !HAS_EXPIRY, Some(u64::from_le_bytes(*at)), payload))
+}
+
+/// Decodes a stored value; hashes are built with `limits` (listpack or table, as a write of
+/// the same fields would have made them).
+pub fn decode_value(stored: &[u8], limits: HashLimits) -> Result<(Value, Option<u64>), String> {
+    let (ty, expire_at, payload) = header(stored)?;
+    let value = match ty {
+        TYPE_STR => Value::from_bytes(payload),
+        TYPE_INT => {
+            let b: [u8; 8] = payload
+                .try_into()
+                .map_err(|_| format!("integer value has {} bytes, not 8", payload.len()))?;
+            Value::Int(i64::from_le_bytes(b))
+        }
+        TYPE_HASH => Value::Hash(Box::new(decode_hash(payload, limits)?)),
+        other => return Err(format!("unknown value type {other}")),
+    };
+    Ok((value, expire_at))
+}
+
+fn decode_hash(mut p: &[u8], limits: HashLimits) -> Result<HashObj, String> {
+    fn take<'a>(p: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
+        if p.len() < n {
+            return Err("hash value is cut short".into());
+        }
+        let (head, tail) = p.split_at(n);
+        *p = tail;
+        Ok(head)
+    }
+    fn take_len(p: &mut &[u8]) -> Result<usize, String> {
+        let b = take(p, 4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    }
+    let count = take_len(&mut p)?;
+    if count == 0 {
+        return Err("hash value has no fields".into());
+    }
+    let mut h = HashObj::new();
+    for _ in 0..count {
+        let flen = take_len(&mut p)?;
+        let field = take(&mut p, flen)?;
+        let vlen = take_len(&mut p)?;
+        let value = take(&mut p, vlen)?;
+        h.set(field, value, limits);
+    }
+    if !p.is_empty() {
+        return Err(format!("hash value has {} stray bytes after its fields", p.len()));
+    }
+    if h.len() != count {
+        return Err("hash value repeats a field".into());
+    }
+    Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(v: &Value, exp: Option<u64>) {
+        let mut buf = Vec::new();
+        encode_value(v.as_ref(), exp, &mut buf);
+        let (back, e) = decode_value(&buf, HashLimits::default()).unwrap();
+        assert_eq!(&back, v);
+        assert_eq!(e, exp);
+        assert_eq!(peek_expiry(&buf).unwrap(), exp);
+    }
+
+    #[test]
+    fn values_round_trip() {
+        round_trip(&Value::Str(b"hello\0\xff".as_slice().into()), None);
+        round_trip(&Value::Str(Box::default()), Some(1));
+        round_trip(&Value::Int(i64::MIN), Some(u64::MAX));
+        round_trip(&Value::Int(42), None);
+        let mut h = HashObj::new();
+        for i in 0..300 {
+            h.set(
+                format!("f{i}").as_bytes(),
+                format!("v{i}").as_bytes(),
+                HashLimits::default(),
+            );
+        }
+        round_trip(&Value::Hash(Box::new(h)), Some(1_700_000_000_000));
+    }
+
+    #[test]
+    fn bad_input_is_an_error_not_a_panic() {
+        let mut buf = Vec::new();
+        let mut h = HashObj::new();
+        h.set(b"f", b"v", HashLimits::default());
+        encode_value(ValueRef::Hash(&h), Some(5), &mut buf);
+        for cut in 0..buf.len() {
+            assert!(decode_value(&buf[..cut], HashLimits::default()).is_err());
+        }
+        let mut newer = buf.clone();
+        newer[0] = 2;
+        let err = decode_value(&newer, HashLimits::default()).unwrap_err();
+        assert!(err.contains("format version 2"), "{err}");
+        let mut bad_type = buf.clone();
+        bad_type[1] = 0x85;
+        assert!(decode_value(&bad_type, HashLimits::default()).is_err());
+        proptest::proptest!(|(bytes: Vec<u8>)| {
+            let _ = decode_value(&bytes, HashLimits::default());
+        });
+    }
+
+    #[test]
+    fn keys_carry_their_slot() {
+        let mut k = Vec::new();
+        encode_key(16383, b"abc", &mut k);
+        assert_eq!(decode_key(&k).unwrap(), (16383, b"abc".as_slice()));
+        assert!(decode_key(b"x").is_err());
+        assert!(slot_prefix(1) > slot_prefix(0));
+    }
+}

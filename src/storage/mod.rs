@@ -1,0 +1,533 @@
+//! Durable state on fjall: the current value and absolute expiry of every key.
+//!
+//! Layout of a data directory (`dir`):
+//!
+//! ```text
+//! dir/tallykv.db/     the live fjall database
+//! dir/snapshot/       the last SAVE/BGSAVE: itself a complete data directory
+//! ```
+//!
+//! The database holds a `meta` keyspace (format version, slot-group count) and one keyspace
+//! per slot group: slots `[g*16384/G, (g+1)*16384/G)` live in keyspace `g{g}`, keyed by slot
+//! then key (see [`codec`]). Keyspaces follow slot groups, not cores, so a restart with a
+//! different `--threads` reads the same files, and the Raft cluster can give each slot group
+//! its own keyspace (dropping a group whose replica moved away is dropping a keyspace).
+//!
+//! fjall blocks, so nothing here runs on a glommio core. Cores send [`Batch`]es to one writer
+//! thread; it commits everything queued as one atomic fjall batch and, for
+//! `appendfsync always`, fsyncs once for all of them before completing their tickets (group
+//! commit). `everysec` syncs at most a second after a write; `no` leaves it to the OS.
+//! Loading runs on one thread per core, each reading that core's slot ranges.
+
+pub mod codec;
+mod snapshot;
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
+use futures::channel::oneshot;
+
+use crate::cluster::SLOT_COUNT;
+use crate::config::AppendFsync;
+
+/// Keyspaces per database, fixed when the database is created (stored in `meta`).
+const DEFAULT_GROUPS: usize = 16;
+const DB_DIR: &str = "tallykv.db";
+pub const SNAPSHOT_DIR: &str = "snapshot";
+/// Queued batches the writer takes into one commit at most.
+const MAX_MSGS_PER_COMMIT: usize = 4096;
+
+/// One key's new state: its stored value, or None when the key is gone.
+pub struct Item {
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+}
+
+impl Item {
+    fn bytes(&self) -> usize {
+        self.key.len() + self.value.as_ref().map_or(0, Vec::len) + 64
+    }
+}
+
+/// Queued bytes past which writers wait for the disk.
+const MAX_BACKLOG_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The changes of one core's event-loop turn.
+pub struct Batch {
+    /// Slots whose keys are all deleted first (FLUSHALL on that core).
+    pub wipe: Option<Range<usize>>,
+    pub items: Vec<Item>,
+    /// Completed once the batch is durable (appendfsync always).
+    pub done: Option<oneshot::Sender<()>>,
+}
+
+type Callback = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+enum WriteMsg {
+    Batch(Batch),
+    /// Runs once everything queued before it is committed (and synced).
+    Barrier(Callback),
+    /// Takes a snapshot of everything queued before it and writes it out on its own thread.
+    Snapshot(Callback),
+}
+
+/// Figures for INFO persistence; written by the writer and snapshot threads.
+#[derive(Default)]
+pub struct PersistStats {
+    pub commits: AtomicU64,
+    pub keys_written: AtomicU64,
+    pub bytes_written: AtomicU64,
+    pub fsyncs: AtomicU64,
+    pub fsync_us_total: AtomicU64,
+    pub fsync_us_last: AtomicU64,
+    pub fsync_us_max: AtomicU64,
+    /// Pending changes since the last snapshot (Valkey's rdb_changes_since_last_save).
+    pub changes_since_save: AtomicU64,
+    pub bgsave_in_progress: AtomicBool,
+    pub compaction_in_progress: AtomicBool,
+    pub last_bgsave_ok: AtomicBool,
+    pub last_save_unix: AtomicU64,
+    pub last_save_duration_ms: AtomicU64,
+    pub last_save_keys: AtomicU64,
+    pub save_keys_processed: AtomicU64,
+    pub save_keys_total: AtomicU64,
+    pub saves: AtomicU64,
+    /// Unix seconds of the last successful everysec sync (Valkey's aof_last_fsync-ish).
+    pub last_fsync_unix: AtomicU64,
+}
+
+pub struct Storage {
+    db: Database,
+    groups: Vec<Keyspace>,
+    dir: PathBuf,
+    tx: Mutex<Option<Sender<WriteMsg>>>,
+    /// Bytes sent to the writer and not yet committed.
+    backlog_bytes: AtomicU64,
+    fsync_mode: Box<dyn Fn() -> AppendFsync + Send + Sync>,
+    pub stats: PersistStats,
+}
+
+/// An error from fjall, with the directory it concerns.
+fn db_err(path: &Path, e: impl std::fmt::Display) -> String {
+    format!("{}: {e}", path.display())
+}
+
+impl Storage {
+    /// Opens (creating if needed) the database under `dir` and starts its writer thread.
+    /// `fsync_mode` reads the current appendfsync setting (CONFIG SET may change it).
+    pub fn open(
+        dir: &Path,
+        fsync_mode: Box<dyn Fn() -> AppendFsync + Send + Sync>,
+    ) -> Result<Arc<Storage>, String> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create dir {}: {e}", dir.display()))?;
+        let path = dir.join(DB_DIR);
+        let db = Database::builder(&path)
+            // The block cache only serves loading and snapshots (reads are served from
+            // memory); keep it small so it counts little against maxmemory.
+            .cache_size(BLOCK_CACHE_BYTES)
+            .max_journaling_size(256 * 1024 * 1024)
+            .open()
+            .map_err(|e| match e {
+                fjall::Error::Locked => format!(
+                    "dir {} is in use by another tallykv-server (its lock file is held); \
+                     give each server its own dir",
+                    dir.display()
+                ),
+                e => format!(
+                    "cannot open the data in {}: {e} (if a file is damaged, restore `{}` \
+                     from a snapshot or backup)",
+                    path.display(),
+                    path.display()
+                ),
+            })?;
+        let groups = open_layout(&db, &path)?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let storage = Arc::new(Storage {
+            db,
+            groups,
+            dir: dir.to_path_buf(),
+            tx: Mutex::new(Some(tx)),
+            backlog_bytes: AtomicU64::new(0),
+            fsync_mode,
+            stats: PersistStats {
+                last_bgsave_ok: AtomicBool::new(true),
+                ..Default::default()
+            },
+        });
+        let writer = storage.clone();
+        std::thread::Builder::new()
+            .name("tallykv-writer".into())
+            .spawn(move || writer.run_writer(rx))
+            .map_err(|e| format!("cannot start the storage writer: {e}"))?;
+        Ok(storage)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Bytes the database occupies on disk.
+    pub fn disk_space(&self) -> u64 {
+        self.db.disk_space().unwrap_or(0)
+    }
+
+    /// Memory fjall holds for writes and reads: memtables (active and sealed) and the block
+    /// cache's current contents.
+    pub fn memory_bytes(&self) -> u64 {
+        self.db.write_buffer_size() + self.db.cache_size()
+    }
+
+    /// Approximate number of stored keys (for loading progress).
+    pub fn approximate_len(&self) -> u64 {
+        self.groups.iter().map(|g| g.approximate_len() as u64).sum()
+    }
+
+    fn group_of(&self, slot: usize) -> usize {
+        slot * self.groups.len() / SLOT_COUNT
+    }
+
+    fn send(&self, msg: WriteMsg) {
+        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+        let sent = tx.as_ref().map(|tx| tx.send(msg).is_ok());
+        if sent != Some(true) {
+            // The writer is gone only if it hit a fatal error (which exits the process) or
+            // during shutdown; either way nothing more may be acknowledged as stored.
+            tracing::error!("storage writer is not running; a write was not persisted");
+        }
+    }
+
+    /// Queues one core's changes for the next commit.
+    pub fn write(&self, batch: Batch) {
+        let bytes: usize = batch.items.iter().map(Item::bytes).sum();
+        self.backlog_bytes.fetch_add(bytes as u64, Relaxed);
+        self.send(WriteMsg::Batch(batch));
+    }
+
+    /// Whether more is queued for the writer than it should hold in memory: writers then
+    /// wait for their batches (backpressure) instead of growing the queue without bound.
+    pub fn backlogged(&self) -> bool {
+        self.backlog_bytes.load(Relaxed) > MAX_BACKLOG_BYTES
+    }
+
+    /// Calls `done` once everything queued so far is committed and synced to disk.
+    pub fn sync(&self, done: impl FnOnce(Result<(), String>) + Send + 'static) {
+        self.send(WriteMsg::Barrier(Box::new(done)));
+    }
+
+    /// Writes a point-in-time snapshot of everything queued so far into `dir/snapshot`
+    /// (through a temporary directory and a rename) on a background thread; `done` gets the
+    /// outcome. Refused while another snapshot runs.
+    pub fn snapshot(&self, done: impl FnOnce(Result<(), String>) + Send + 'static) -> bool {
+        if self.stats.bgsave_in_progress.swap(true, Relaxed) {
+            return false;
+        }
+        self.send(WriteMsg::Snapshot(Box::new(done)));
+        true
+    }
+
+    /// Compacts every keyspace on a background thread (BGREWRITEAOF); false if one runs.
+    pub fn compact_in_background(self: &Arc<Self>) -> bool {
+        if self.stats.compaction_in_progress.swap(true, Relaxed) {
+            return false;
+        }
+        let me = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("tallykv-compact".into())
+            .spawn(move || {
+                let started = Instant::now();
+                for ks in &me.groups {
+                    if let Err(e) = ks.major_compact() {
+                        tracing::error!("compaction of {} failed: {e}", ks.path().display());
+                    }
+                }
+                tracing::info!(
+                    "Background compaction finished in {} ms",
+                    started.elapsed().as_millis()
+                );
+                me.stats.compaction_in_progress.store(false, Relaxed);
+            });
+        if spawned.is_err() {
+            self.stats.compaction_in_progress.store(false, Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Stops the writer after it has committed and synced everything queued; blocks until
+    /// then (bounded by `timeout`).
+    pub fn close(&self, timeout: Duration) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.sync(move |r| {
+            let _ = tx.send(r);
+        });
+        match rx.recv_timeout(timeout) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("final sync failed: {e}"),
+            Err(_) => tracing::error!("final sync did not finish within {timeout:?}"),
+        }
+        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    /// Reads every stored key of `slots` in slot order, handing chunks of raw (key, value)
+    /// pairs to `emit`; stops early when `emit` returns false.
+    pub fn load_slots(
+        &self,
+        slots: Range<usize>,
+        mut emit: impl FnMut(Vec<(fjall::Slice, fjall::Slice)>) -> bool,
+    ) -> Result<(), String> {
+        const CHUNK: usize = 4096;
+        let mut chunk = Vec::with_capacity(CHUNK);
+        let mut g = self.group_of(slots.start);
+        while g < self.groups.len() {
+            let ks = &self.groups[g];
+            let lo = codec::slot_prefix(slots.start);
+            let hi = slots.end.min(SLOT_COUNT);
+            let iter: Box<dyn Iterator<Item = fjall::Guard>> = if hi == SLOT_COUNT {
+                Box::new(ks.range(lo..))
+            } else {
+                Box::new(ks.range(lo..codec::slot_prefix(hi)))
+            };
+            for guard in iter {
+                let kv = guard.into_inner().map_err(|e| db_err(ks.path(), e))?;
+                chunk.push(kv);
+                if chunk.len() == CHUNK && !emit(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK))) {
+                    return Ok(());
+                }
+            }
+            g += 1;
+            if g < self.groups.len() && g * SLOT_COUNT / self.groups.len() >= slots.end {
+                break;
+            }
+        }
+        if !chunk.is_empty() {
+            emit(chunk);
+        }
+        Ok(())
+    }
+
+    /// The keyspace directory holding `slot` (for error messages).
+    pub fn path_of_slot(&self, slot: usize) -> PathBuf {
+        self.groups[self.group_of(slot)].path().to_path_buf()
+    }
+
+    fn run_writer(self: Arc<Self>, rx: Receiver<WriteMsg>) {
+        let mut unsynced = false;
+        let mut last_sync = Instant::now();
+        let mut msgs = Vec::new();
+        loop {
+            let wait = if unsynced {
+                Duration::from_secs(1).saturating_sub(last_sync.elapsed())
+            } else {
+                Duration::from_secs(3600)
+            };
+            match rx.recv_timeout(wait) {
+                Ok(m) => msgs.push(m),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            while msgs.len() < MAX_MSGS_PER_COMMIT {
+                match rx.try_recv() {
+                    Ok(m) => msgs.push(m),
+                    Err(_) => break,
+                }
+            }
+            let mode = (self.fsync_mode)();
+            let mut wrote = false;
+            let mut wants_sync = false;
+            let mut dones = Vec::new();
+            let mut batch = self.db.batch();
+            for msg in msgs.drain(..) {
+                match msg {
+                    WriteMsg::Batch(b) => {
+                        self.add_batch(&mut batch, b.wipe, b.items);
+                        wrote = true;
+                        if let Some(d) = b.done {
+                            // Tickets also serve backpressure; only `always` needs the fsync.
+                            wants_sync |= mode == AppendFsync::Always;
+                            dones.push(d);
+                        }
+                    }
+                    WriteMsg::Barrier(cb) => {
+                        self.commit(std::mem::replace(&mut batch, self.db.batch()));
+                        self.sync_now();
+                        unsynced = false;
+                        last_sync = Instant::now();
+                        cb(Ok(()));
+                    }
+                    WriteMsg::Snapshot(cb) => {
+                        self.commit(std::mem::replace(&mut batch, self.db.batch()));
+                        let snap = self.db.snapshot();
+                        let me = self.clone();
+                        std::thread::Builder::new()
+                            .name("tallykv-snapshot".into())
+                            .spawn(move || {
+                                let r = me.write_snapshot(snap);
+                                cb(r);
+                            })
+                            .expect("spawn snapshot thread");
+                    }
+                }
+            }
+            self.commit(batch);
+            if wrote {
+                unsynced = mode != AppendFsync::No;
+            }
+            let due = unsynced && last_sync.elapsed() >= Duration::from_secs(1);
+            if wants_sync || due {
+                self.sync_now();
+                unsynced = false;
+                last_sync = Instant::now();
+            }
+            for d in dones {
+                let _ = d.send(());
+            }
+        }
+        tracing::debug!("storage writer stopped");
+    }
+
+    fn add_batch(&self, batch: &mut fjall::OwnedWriteBatch, wipe: Option<Range<usize>>, items: Vec<Item>) {
+        if let Some(slots) = wipe {
+            self.wipe(batch, slots);
+        }
+        let stats = &self.stats;
+        let bytes: usize = items.iter().map(Item::bytes).sum();
+        self.backlog_bytes.fetch_sub(bytes as u64, Relaxed);
+        stats.keys_written.fetch_add(items.len() as u64, Relaxed);
+        stats.changes_since_save.fetch_add(items.len() as u64, Relaxed);
+        for item in items {
+            let slot = u16::from_be_bytes([item.key[0], item.key[1]]) as usize;
+            let ks = &self.groups[self.group_of(slot)];
+            match item.value {
+                Some(v) => {
+                    stats.bytes_written.fetch_add((item.key.len() + v.len()) as u64, Relaxed);
+                    batch.insert(ks, item.key, v);
+                }
+                None => batch.remove(ks, item.key),
+            }
+        }
+    }
+
+    /// Deletes every stored key of `slots` (FLUSHALL): part of the same atomic batch as the
+    /// writes that follow it.
+    fn wipe(&self, batch: &mut fjall::OwnedWriteBatch, slots: Range<usize>) {
+        let snap = self.db.snapshot();
+        for ks in &self.groups {
+            let lo = codec::slot_prefix(slots.start);
+            let iter: Box<dyn Iterator<Item = fjall::Guard>> = if slots.end >= SLOT_COUNT {
+                Box::new(snap.range(ks, lo..))
+            } else {
+                Box::new(snap.range(ks, lo..codec::slot_prefix(slots.end)))
+            };
+            for guard in iter {
+                match guard.key() {
+                    Ok(k) => batch.remove(ks, k),
+                    Err(e) => fatal(&db_err(ks.path(), e)),
+                }
+            }
+        }
+    }
+
+    fn commit(&self, batch: fjall::OwnedWriteBatch) {
+        if batch.is_empty() {
+            return;
+        }
+        if let Err(e) = batch.commit() {
+            fatal(&format!("writing to {}: {e}", self.dir.join(DB_DIR).display()));
+        }
+        self.stats.commits.fetch_add(1, Relaxed);
+    }
+
+    fn sync_now(&self) {
+        let started = Instant::now();
+        if let Err(e) = self.db.persist(PersistMode::SyncData) {
+            fatal(&format!("syncing {}: {e}", self.dir.join(DB_DIR).display()));
+        }
+        let us = started.elapsed().as_micros() as u64;
+        let s = &self.stats;
+        s.fsyncs.fetch_add(1, Relaxed);
+        s.fsync_us_total.fetch_add(us, Relaxed);
+        s.fsync_us_last.store(us, Relaxed);
+        s.fsync_us_max.fetch_max(us, Relaxed);
+        s.last_fsync_unix.store(crate::util::now_ms() / 1000, Relaxed);
+    }
+}
+
+/// A write or sync error: fjall refuses further writes after one (it cannot tell what reached
+/// the disk), and a node that kept acknowledging writes it cannot store would lose them. Like
+/// Valkey with an AOF write error under `appendfsync always`, stop; a restart recovers from
+/// the journal.
+fn fatal(msg: &str) -> ! {
+    tracing::error!("{msg}; the data directory can no longer be written; exiting");
+    eprintln!("tallykv-server: fatal storage error: {msg}");
+    std::process::exit(1);
+}
+
+/// Options of a slot-group keyspace. Memtables are the bulk of fjall's memory; 8 MiB per
+/// group bounds them at 128 MiB for the default 16 groups (see the README on maxmemory).
+pub(crate) fn group_options() -> KeyspaceCreateOptions {
+    KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+}
+
+pub const MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
+pub const BLOCK_CACHE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Writes the meta keyspace of a new database: format version and group count.
+fn write_layout(db: &Database, path: &Path, groups: usize) -> Result<(), String> {
+    let meta = db
+        .keyspace("meta", KeyspaceCreateOptions::default)
+        .map_err(|e| db_err(path, e))?;
+    let mut b = db.batch();
+    b.insert(&meta, "format", [codec::FORMAT_VERSION]);
+    b.insert(&meta, "groups", (groups as u32).to_le_bytes());
+    b.commit().map_err(|e| db_err(path, e))?;
+    db.persist(PersistMode::SyncAll).map_err(|e| db_err(path, e))
+}
+
+/// Checks (or, for a new database, writes) the format version and opens the group keyspaces.
+fn open_layout(db: &Database, path: &Path) -> Result<Vec<Keyspace>, String> {
+    let meta = db
+        .keyspace("meta", KeyspaceCreateOptions::default)
+        .map_err(|e| db_err(path, e))?;
+    let version = meta.get("format").map_err(|e| db_err(path, e))?;
+    let groups = match version {
+        None => {
+            write_layout(db, path, DEFAULT_GROUPS)?;
+            DEFAULT_GROUPS
+        }
+        Some(v) => {
+            if v.as_ref() != [codec::FORMAT_VERSION] {
+                return Err(format!(
+                    "{}: data format version {:?} is not one this build reads ({}); \
+                     was it written by a newer tallykv?",
+                    path.display(),
+                    v.as_ref(),
+                    codec::FORMAT_VERSION
+                ));
+            }
+            let g = meta
+                .get("groups")
+                .map_err(|e| db_err(path, e))?
+                .and_then(|g| <[u8; 4]>::try_from(g.as_ref()).ok())
+                .map(u32::from_le_bytes)
+                .ok_or_else(|| {
+                    format!("{}: meta keyspace lacks a valid group count", path.display())
+                })?;
+            if g == 0 || g as usize > SLOT_COUNT {
+                return Err(format!("{}: invalid group count {g}", path.display()));
+            }
+            g as usize
+        }
+    };
+    (0..groups)
+        .map(|g| {
+            db.keyspace(&format!("g{g}"), group_options)
+                .map_err(|e| db_err(path, e))
+        })
+        .collect()
+}
