@@ -131,7 +131,7 @@ impl Storage {
             // The block cache only serves loading and snapshots (reads are served from
             // memory); keep it small so it counts little against maxmemory.
             .cache_size(BLOCK_CACHE_BYTES)
-            .max_journaling_size(256 * 1024 * 1024)
+            .max_journaling_size(MAX_JOURNAL_BYTES)
             .open()
             .map_err(|e| match e {
                 fjall::Error::Locked => format!(
@@ -272,6 +272,18 @@ impl Storage {
             Err(_) => tracing::error!("final sync did not finish within {timeout:?}"),
         }
         self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        // Write the memtables out as tables so the next start reads tables instead of
+        // replaying the journal (the slow part of opening: ~2.5 s per 70 MB here).
+        let started = Instant::now();
+        for ks in &self.groups {
+            if let Err(e) = ks.rotate_memtable_and_wait() {
+                tracing::warn!("flushing {} at shutdown: {e}", ks.path().display());
+            }
+        }
+        tracing::info!(
+            "storage flushed to tables in {} ms",
+            started.elapsed().as_millis()
+        );
     }
 
     /// Reads every stored key of `slots` in slot order, handing chunks of raw (key, value)
@@ -474,6 +486,8 @@ pub(crate) fn group_options() -> KeyspaceCreateOptions {
     KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
 }
 
+/// Journal bytes past which fjall flushes memtables: bounds the replay after a crash.
+pub const MAX_JOURNAL_BYTES: u64 = 64 * 1024 * 1024; // fjall's minimum
 pub const MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
 pub const BLOCK_CACHE_BYTES: u64 = 8 * 1024 * 1024;
 

@@ -79,7 +79,7 @@ impl Server {
         let mut c = self.conn();
         let loaded = wait_until(Duration::from_secs(60), || {
             match redis::cmd("INFO").arg("persistence").query::<String>(&mut c) {
-                Ok(info) => info.contains("loading:0"),
+                Ok(info) => info.lines().any(|l| l == "loading:0"),
                 // A password-protected server: its tests authenticate themselves.
                 Err(e) => e.code() == Some("NOAUTH"),
             }
@@ -235,4 +235,21 @@ pub fn ok(c: &mut redis::Connection, args: &[&str]) {
 /// Runs a command that must reply with an integer.
 pub fn int(c: &mut redis::Connection, args: &[&str]) -> i64 {
     run::<i64>(c, args).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+impl Server {
+    /// Waits up to `timeout` for the process to exit by itself (SHUTDOWN, SIGTERM, a fatal
+    /// error); its exit status, or None if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
