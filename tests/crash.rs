@@ -137,7 +137,10 @@ fn check(s: &Server, logs: &[Log], deadline: Instant) -> usize {
         for (key, (attempted, acked)) in &log.counters {
             let v: Option<u64> = run(&mut c, &["GET", key]).unwrap();
             let v = v.unwrap_or(0);
-            assert!(v <= *attempted, "{key} = {v} but only {attempted} INCRs were sent");
+            assert!(
+                v <= *attempted,
+                "{key} = {v} but only {attempted} INCRs were sent"
+            );
             if v < *acked {
                 lost += (*acked - v) as usize;
             }
@@ -182,7 +185,10 @@ fn check(s: &Server, logs: &[Log], deadline: Instant) -> usize {
             checked += 1;
         }
     }
-    assert!(checked > 1000, "too little was checked ({checked}) to mean anything");
+    assert!(
+        checked > 1000,
+        "too little was checked ({checked}) to mean anything"
+    );
     lost
 }
 
@@ -230,7 +236,7 @@ fn ttls_and_expiry_survive_a_crash() {
     let mut c = s.conn();
     assert_eq!(
         run::<i64>(&mut c, &["PEXPIRETIME", "abs"]).unwrap(),
-        far as i64,
+        far,
         "the absolute expiry is kept to the millisecond"
     );
     assert_eq!(run::<i64>(&mut c, &["EXISTS", "soon"]).unwrap(), 0);

@@ -451,8 +451,7 @@ pub fn shutdown(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
         return;
     }
     if save && ctx.shared.storage.is_none() {
-        ctx.out
-            .error("ERR Errors trying to SHUTDOWN. Check logs.");
+        ctx.out.error("ERR Errors trying to SHUTDOWN. Check logs.");
         tracing::warn!("SHUTDOWN SAVE refused: appendonly no, so there is no data dir to save to");
         return;
     }

@@ -299,7 +299,11 @@ fn system_memory() -> u64 {
 
 fn persistence_section(shared: &Shared, out: &mut String) {
     let loading = shared.loading();
-    let _ = write!(out, "# Persistence\r\nloading:{}\r\nasync_loading:0\r\n", loading as u8);
+    let _ = write!(
+        out,
+        "# Persistence\r\nloading:{}\r\nasync_loading:0\r\n",
+        loading as u8
+    );
     let Some(storage) = &shared.storage else {
         let _ = write!(
             out,
@@ -332,11 +336,9 @@ fn persistence_section(shared: &Shared, out: &mut String) {
         } else {
             loaded as f64 * 100.0 / expected as f64
         };
-        let eta = if loaded == 0 {
-            1
-        } else {
-            (elapsed * expected.saturating_sub(loaded)) / loaded
-        };
+        let eta = (elapsed * expected.saturating_sub(loaded))
+            .checked_div(loaded)
+            .unwrap_or(1);
         let _ = write!(
             out,
             "loading_start_time:{started}\r\n\
@@ -384,13 +386,25 @@ fn persistence_section(shared: &Shared, out: &mut String) {
          storage_keys_written:{}\r\n\
          storage_bytes_written:{}\r\n\
          storage_dir:{}\r\n",
-        if in_progress { st.save_keys_processed.load(Relaxed) } else { 0 },
-        if in_progress { st.save_keys_total.load(Relaxed) } else { 0 },
+        if in_progress {
+            st.save_keys_processed.load(Relaxed)
+        } else {
+            0
+        },
+        if in_progress {
+            st.save_keys_total.load(Relaxed)
+        } else {
+            0
+        },
         st.changes_since_save.load(Relaxed),
         in_progress as u8,
         shared.lastsave_unix(),
         if last_ok { "ok" } else { "err" },
-        if st.saves.load(Relaxed) == 0 { -1 } else { (last_save_ms / 1000) as i64 },
+        if st.saves.load(Relaxed) == 0 {
+            -1
+        } else {
+            (last_save_ms / 1000) as i64
+        },
         st.saves.load(Relaxed),
         st.last_save_keys.load(Relaxed),
         shared.loading_expired.load(Relaxed),
@@ -399,7 +413,10 @@ fn persistence_section(shared: &Shared, out: &mut String) {
         shared.config.runtime.appendfsync().as_str(),
         storage.disk_space(),
         st.fsync_us_last.load(Relaxed),
-        st.fsync_us_total.load(Relaxed).checked_div(fsyncs).unwrap_or(0),
+        st.fsync_us_total
+            .load(Relaxed)
+            .checked_div(fsyncs)
+            .unwrap_or(0),
         st.fsync_us_max.load(Relaxed),
         st.last_fsync_unix.load(Relaxed),
         st.commits.load(Relaxed),

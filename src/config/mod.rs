@@ -214,7 +214,7 @@ enum Key {
     HashMaxListpackValue,
     Appendonly,
     Appendfsync,
-    KeyLoadDelay,
+    LoadDelay,
     Save,
     Requirepass,
     Daemonize,
@@ -300,7 +300,7 @@ const SPECS: &[Spec] = &[
     // rewrite); tallykv sets it at startup only for now.
     spec(Key::Appendonly, "appendonly", Immutable),
     spec(Key::Appendfsync, "appendfsync", Mutable),
-    spec(Key::KeyLoadDelay, "key-load-delay", Mutable),
+    spec(Key::LoadDelay, "key-load-delay", Mutable),
     Spec {
         multi: true,
         ..spec(Key::Save, "save", Mutable)
@@ -366,7 +366,7 @@ fn num_spec(key: Key) -> Option<Num> {
             int(0, INT_MAX)
         }
         Key::Databases => int(1, INT_MAX),
-        Key::KeyLoadDelay => int(0, INT_MAX),
+        Key::LoadDelay => int(0, INT_MAX),
         Key::Threads => int(0, 1024),
         Key::ProtoMaxBulkLen => Num {
             memory: true,
@@ -732,7 +732,7 @@ impl Runtime {
                 self.client_query_buffer_limit.store(v, Relaxed)
             }
             (Key::Hz, Value::Num(v)) => self.hz.store(n32(v), Relaxed),
-            (Key::KeyLoadDelay, Value::Num(v)) => self.key_load_delay.store(n32(v), Relaxed),
+            (Key::LoadDelay, Value::Num(v)) => self.key_load_delay.store(n32(v), Relaxed),
             (Key::LfuLogFactor, Value::Num(v)) => self.lfu_log_factor.store(n32(v), Relaxed),
             (Key::LfuDecayTime, Value::Num(v)) => self.lfu_decay_time.store(n32(v), Relaxed),
             (Key::HashMaxListpackEntries, Value::Num(v)) => {
@@ -1131,7 +1131,7 @@ impl Config {
             Key::ClientQueryBufferLimit => rt.client_query_buffer_limit().to_string(),
             Key::Databases => self.databases.to_string(),
             Key::Hz => rt.hz().to_string(),
-            Key::KeyLoadDelay => rt.key_load_delay().to_string(),
+            Key::LoadDelay => rt.key_load_delay().to_string(),
             Key::LfuLogFactor => rt.lfu_log_factor().to_string(),
             Key::LfuDecayTime => rt.lfu_decay_time().to_string(),
             Key::HashMaxListpackEntries => rt.hash_max_listpack_entries().to_string(),

@@ -103,10 +103,7 @@ impl Core {
             id,
             shard: RefCell::new(shard),
             evict_asked_ms: (0..shared.cores).map(|_| Cell::new(0)).collect(),
-            persist: shared
-                .storage
-                .clone()
-                .map(super::persist::Persist::new),
+            persist: shared.storage.clone().map(super::persist::Persist::new),
             me: me.clone(),
             shared,
             senders,

@@ -85,7 +85,11 @@ impl Dispatcher {
         self.local.resp3 = client.resp3;
         self.slots.clear();
         self.rounds.clear();
-        if core.shared.shutting_down.load(std::sync::atomic::Ordering::Relaxed) {
+        if core
+            .shared
+            .shutting_down
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
             // Valkey stops serving once shutdown begins; the connection just closes.
             client.closing = true;
             return;

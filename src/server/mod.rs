@@ -40,7 +40,8 @@ pub fn run(config: Config) -> Result<(), String> {
     probe_bind(&addrs)?;
     let storage = if config.runtime.appendonly() {
         let rt = config.runtime.clone();
-        let storage = crate::storage::Storage::open(&config.dir, Box::new(move || rt.appendfsync()))?;
+        let storage =
+            crate::storage::Storage::open(&config.dir, Box::new(move || rt.appendfsync()))?;
         tracing::info!(
             "data dir {} (appendonly yes, appendfsync {})",
             storage.dir().display(),

@@ -277,7 +277,11 @@ impl Core {
         if shared.loading_cores.fetch_sub(1, Relaxed) == 1 {
             let started = LOAD_STARTED.get().copied().unwrap_or_else(Instant::now);
             let secs = started.elapsed().as_secs_f64();
-            let keys: usize = shared.shard_stats.iter().map(|s| s.keys.get() as usize).sum();
+            let keys: usize = shared
+                .shard_stats
+                .iter()
+                .map(|s| s.keys.get() as usize)
+                .sum();
             let expired = shared.loading_expired.load(Relaxed);
             tracing::info!(
                 "DB loaded from disk: {secs:.3} seconds, {keys} keys ({expired} expired while \
@@ -304,7 +308,9 @@ pub fn loading_begins(shared: &super::state::Shared, cores: usize) {
 
 /// A progress line every few seconds for large data sets (from whichever core gets there).
 fn log_progress(core: &Core, total: u64) {
-    let Some(started) = LOAD_STARTED.get() else { return };
+    let Some(started) = LOAD_STARTED.get() else {
+        return;
+    };
     let ms = started.elapsed().as_millis() as u64;
     let last = LOAD_LOGGED_MS.load(Relaxed);
     if ms < last + 2000
@@ -383,7 +389,9 @@ pub async fn snapshot_command(
 /// rules (snapshot after `seconds` if at least `changes` keys were written meanwhile).
 pub fn snapshot_tick(core: &Rc<Core>) {
     let shared = &core.shared;
-    let Some(storage) = &shared.storage else { return };
+    let Some(storage) = &shared.storage else {
+        return;
+    };
     if shared.loading() || storage.stats.bgsave_in_progress.load(Relaxed) {
         return;
     }
@@ -399,10 +407,7 @@ pub fn snapshot_tick(core: &Rc<Core>) {
     if !scheduled && !due {
         return;
     }
-    tracing::info!(
-        "{} changes in {since} seconds. Saving...",
-        changes
-    );
+    tracing::info!("{} changes in {since} seconds. Saving...", changes);
     let core = core.clone();
     glommio::spawn_local(async move {
         for c in 0..core.cores() {

@@ -82,7 +82,10 @@ pub fn peek_expiry(stored: &[u8]) -> Result<Option<u64>, String> {
 
 fn header(stored: &[u8]) -> Result<(u8, Option<u64>, &[u8]), String> {
     let [version, ty, rest @ ..] = stored else {
-        return Err(format!("stored value of {} bytes is too short", stored.len()));
+        return Err(format!(
+            "stored value of {} bytes is too short",
+            stored.len()
+        ));
     };
     if *version != FORMAT_VERSION {
         return Err(format!(
@@ -143,7 +146,10 @@ fn decode_hash(mut p: &[u8], limits: HashLimits) -> Result<HashObj, String> {
         h.set(field, value, limits);
     }
     if !p.is_empty() {
-        return Err(format!("hash value has {} stray bytes after its fields", p.len()));
+        return Err(format!(
+            "hash value has {} stray bytes after its fields",
+            p.len()
+        ));
     }
     if h.len() != count {
         return Err("hash value repeats a field".into());

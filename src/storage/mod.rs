@@ -308,7 +308,9 @@ impl Storage {
             for guard in iter {
                 let kv = guard.into_inner().map_err(|e| db_err(ks.path(), e))?;
                 chunk.push(kv);
-                if chunk.len() == CHUNK && !emit(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK))) {
+                if chunk.len() == CHUNK
+                    && !emit(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))
+                {
                     return Ok(());
                 }
             }
@@ -403,7 +405,12 @@ impl Storage {
         tracing::debug!("storage writer stopped");
     }
 
-    fn add_batch(&self, batch: &mut fjall::OwnedWriteBatch, wipe: Option<Range<usize>>, items: Vec<Item>) {
+    fn add_batch(
+        &self,
+        batch: &mut fjall::OwnedWriteBatch,
+        wipe: Option<Range<usize>>,
+        items: Vec<Item>,
+    ) {
         if let Some(slots) = wipe {
             self.wipe(batch, slots);
         }
@@ -411,13 +418,17 @@ impl Storage {
         let bytes: usize = items.iter().map(Item::bytes).sum();
         self.backlog_bytes.fetch_sub(bytes as u64, Relaxed);
         stats.keys_written.fetch_add(items.len() as u64, Relaxed);
-        stats.changes_since_save.fetch_add(items.len() as u64, Relaxed);
+        stats
+            .changes_since_save
+            .fetch_add(items.len() as u64, Relaxed);
         for item in items {
             let slot = u16::from_be_bytes([item.key[0], item.key[1]]) as usize;
             let ks = &self.groups[self.group_of(slot)];
             match item.value {
                 Some(v) => {
-                    stats.bytes_written.fetch_add((item.key.len() + v.len()) as u64, Relaxed);
+                    stats
+                        .bytes_written
+                        .fetch_add((item.key.len() + v.len()) as u64, Relaxed);
                     batch.insert(ks, item.key, v);
                 }
                 None => batch.remove(ks, item.key),
@@ -450,7 +461,10 @@ impl Storage {
             return;
         }
         if let Err(e) = batch.commit() {
-            fatal(&format!("writing to {}: {e}", self.dir.join(DB_DIR).display()));
+            fatal(&format!(
+                "writing to {}: {e}",
+                self.dir.join(DB_DIR).display()
+            ));
         }
         self.stats.commits.fetch_add(1, Relaxed);
     }
@@ -466,7 +480,8 @@ impl Storage {
         s.fsync_us_total.fetch_add(us, Relaxed);
         s.fsync_us_last.store(us, Relaxed);
         s.fsync_us_max.fetch_max(us, Relaxed);
-        s.last_fsync_unix.store(crate::util::now_ms() / 1000, Relaxed);
+        s.last_fsync_unix
+            .store(crate::util::now_ms() / 1000, Relaxed);
     }
 }
 
@@ -500,7 +515,8 @@ fn write_layout(db: &Database, path: &Path, groups: usize) -> Result<(), String>
     b.insert(&meta, "format", [codec::FORMAT_VERSION]);
     b.insert(&meta, "groups", (groups as u32).to_le_bytes());
     b.commit().map_err(|e| db_err(path, e))?;
-    db.persist(PersistMode::SyncAll).map_err(|e| db_err(path, e))
+    db.persist(PersistMode::SyncAll)
+        .map_err(|e| db_err(path, e))
 }
 
 /// Checks (or, for a new database, writes) the format version and opens the group keyspaces.
@@ -530,7 +546,10 @@ fn open_layout(db: &Database, path: &Path) -> Result<Vec<Keyspace>, String> {
                 .and_then(|g| <[u8; 4]>::try_from(g.as_ref()).ok())
                 .map(u32::from_le_bytes)
                 .ok_or_else(|| {
-                    format!("{}: meta keyspace lacks a valid group count", path.display())
+                    format!(
+                        "{}: meta keyspace lacks a valid group count",
+                        path.display()
+                    )
                 })?;
             if g == 0 || g as usize > SLOT_COUNT {
                 return Err(format!("{}: invalid group count {g}", path.display()));

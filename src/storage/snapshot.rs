@@ -21,7 +21,8 @@ impl Storage {
         let s = &self.stats;
         match &result {
             Ok(keys) => {
-                s.last_save_unix.store(crate::util::now_ms() / 1000, Relaxed);
+                s.last_save_unix
+                    .store(crate::util::now_ms() / 1000, Relaxed);
                 s.last_save_duration_ms
                     .store(started.elapsed().as_millis() as u64, Relaxed);
                 s.last_save_keys.store(*keys, Relaxed);
@@ -77,7 +78,7 @@ impl Storage {
                     let (k, v) = guard.into_inner().map_err(|e| db_err(ks.path(), e))?;
                     ingest.write(k, v).map_err(|e| db_err(&path, e))?;
                     keys += 1;
-                    if keys % 65536 == 0 {
+                    if keys.is_multiple_of(65536) {
                         self.stats.save_keys_processed.store(keys, Relaxed);
                     }
                 }

@@ -78,7 +78,10 @@ impl Server {
     pub fn wait_loaded(&self) {
         let mut c = self.conn();
         let loaded = wait_until(Duration::from_secs(60), || {
-            match redis::cmd("INFO").arg("persistence").query::<String>(&mut c) {
+            match redis::cmd("INFO")
+                .arg("persistence")
+                .query::<String>(&mut c)
+            {
                 Ok(info) => info.lines().any(|l| l == "loading:0"),
                 // A password-protected server: its tests authenticate themselves.
                 Err(e) => e.code() == Some("NOAUTH"),
