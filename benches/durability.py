@@ -514,6 +514,16 @@ def persist_run(args, label, kind, argv, n, resp_path, sample, log_dir, restart)
             res["note"] = (res.get("note", "") + f" stopped by {how} ({note})").strip()
             print(f"{label}: SHUTDOWN did not stop it ({note}); used {how}", flush=True)
         res["alloc"], res["apparent"] = dir_bytes(d)
+        # tallykv's dir holds the live tables, fjall's journal (preallocated, until its data
+        # is flushed) and the SAVE snapshot (a full copy): report them apart.
+        parts = {}
+        if os.path.isdir(os.path.join(d, "tallykv.db")):
+            db = os.path.join(d, "tallykv.db")
+            parts["tables"] = dir_bytes(os.path.join(db, "keyspaces"))[0]
+            parts["journal"] = sum(os.stat(os.path.join(db, f)).st_blocks * 512
+                                   for f in os.listdir(db) if f.endswith(".jnl"))
+            parts["snapshot"] = dir_bytes(os.path.join(d, "snapshot"))[0] if os.path.isdir(os.path.join(d, "snapshot")) else 0
+        res["parts"] = parts
         msg = f"{label} {n} keys: load {res['load_s']:.2f}s, dir {res['alloc'] / n:.1f} B/key (du)"
         if restart:
             s = Server(label, argv, d, log_dir, ready_timeout=0)
@@ -617,6 +627,11 @@ def print_persist(args, runs, redis_label):
                 continue
             print(f"| {r['label']} | {n} | {al} | {al / n:.1f} | {r['apparent'] / n:.1f} "
                   f"| {ratio(al, ra)} | {ratio(al, rr)} |")
+        for r in runs:
+            if r.get("parts"):
+                n = r["keys"]
+                detail = ", ".join(f"{k} {v / n:.1f} B/key" for k, v in r["parts"].items())
+                print(f"\n{r['label']}, {n} keys, du by part: {detail}")
     notes = [(r["label"], r["keys"], r.get("error") or r.get("note")) for r in runs if r.get("error") or r.get("note")]
     if notes:
         print()

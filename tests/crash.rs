@@ -245,3 +245,52 @@ fn ttls_and_expiry_survive_a_crash() {
     assert!(ttl > 990 && ttl <= 1000, "INCR kept the TTL: {ttl}");
     assert_eq!(run::<i64>(&mut c, &["GET", "kept"]).unwrap(), 2);
 }
+
+/// An INFO field as a number.
+fn info_num(c: &mut redis::Connection, section: &str, name: &str) -> u64 {
+    let text: String = run(c, &["INFO", section]).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .unwrap_or_else(|| panic!("INFO {section} has no {name}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn maxmemory_with_persistence_leaves_storage_buffers_out_and_stays_bounded() {
+    let limit: u64 = 32 * 1024 * 1024;
+    let s = Server::start(&["--maxmemory", "32mb", "--maxmemory-policy", "allkeys-lru"]);
+    let mut c = s.conn();
+    let value = vec![b'x'; 1024];
+    let mut worst_counted = 0;
+    let mut worst_used = 0;
+    for batch in 0..120 {
+        let mut p = redis::pipe();
+        for j in 0..500 {
+            p.cmd("SET")
+                .arg(format!("k:{batch}:{j}"))
+                .arg(&value)
+                .ignore();
+        }
+        p.query::<()>(&mut c).unwrap();
+        let used = info_num(&mut c, "memory", "used_memory");
+        let apart = info_num(&mut c, "memory", "mem_not_counted_for_evict");
+        worst_counted = worst_counted.max(used.saturating_sub(apart));
+        worst_used = worst_used.max(used);
+    }
+    assert!(
+        info_num(&mut c, "stats", "evicted_keys") > 0,
+        "60 MB into 32 MB must evict"
+    );
+    // The data (what maxmemory governs) stays near the limit...
+    assert!(
+        worst_counted < limit + limit / 5,
+        "used_memory minus storage buffers reached {worst_counted}, limit {limit}"
+    );
+    // ...and the whole process stays within the documented storage bound above it.
+    assert!(
+        worst_used < limit + 220 * 1024 * 1024,
+        "used_memory reached {worst_used}"
+    );
+}

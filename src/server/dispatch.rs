@@ -115,6 +115,19 @@ impl Dispatcher {
         self.assemble(wbuf, &core.shared.core_stats[core.id]);
     }
 
+    /// Counts a command that ran here on the connection's core (its reply starts at `start`
+    /// of the local buffer) and records where its reply is.
+    fn count_local(&mut self, stats: &CoreStats, id: usize, start: usize, began: Instant) {
+        let s = &stats.commands[id];
+        s.calls.inc();
+        s.usec.add(began.elapsed().as_micros() as u64);
+        if self.local.buf.get(start) == Some(&b'-') {
+            s.failed_calls.inc();
+        }
+        stats.commands_processed.inc();
+        self.push_local(start);
+    }
+
     fn push_local(&mut self, start: usize) {
         self.slots.push(Slot::One(Part::Local(
             start as u32,
@@ -287,14 +300,7 @@ impl Dispatcher {
                 let start = self.local.buf.len();
                 let began = Instant::now();
                 super::persist::snapshot_command(core, background, &args, &mut self.local).await;
-                let s = &stats.commands[id];
-                s.calls.inc();
-                s.usec.add(began.elapsed().as_micros() as u64);
-                if self.local.buf.get(start) == Some(&b'-') {
-                    s.failed_calls.inc();
-                }
-                stats.commands_processed.inc();
-                self.push_local(start);
+                self.count_local(stats, id, start, began);
             }
             Exec::Conn(f) => {
                 if def.flags & flags::BARRIER != 0 {
@@ -309,14 +315,7 @@ impl Dispatcher {
                     core: core.id,
                 };
                 f(&mut ctx, &args);
-                let s = &stats.commands[id];
-                s.calls.inc();
-                s.usec.add(began.elapsed().as_micros() as u64);
-                if self.local.buf.get(start) == Some(&b'-') {
-                    s.failed_calls.inc();
-                }
-                stats.commands_processed.inc();
-                self.push_local(start);
+                self.count_local(stats, id, start, began);
             }
         }
     }
