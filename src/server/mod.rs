@@ -140,6 +140,31 @@ fn probe_bind(addrs: &[(String, bool)]) -> Result<(), String> {
     Ok(())
 }
 
+/// A listening socket for one core. Like Valkey, SO_REUSEADDR, so a restarted server binds
+/// its port while connections of the previous one sit in TIME_WAIT; SO_REUSEPORT, so every
+/// core listens on the same port and the kernel spreads connections (glommio's own `bind`
+/// sets only the latter).
+fn bind_listener(addr: &str) -> std::io::Result<TcpListener> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let addr: std::net::SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(addr)?
+        .next()
+        .ok_or_else(|| std::io::Error::other("empty address"))?;
+    let sk = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    sk.set_reuse_address(true)?;
+    sk.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        sk.set_only_v6(true)?;
+    }
+    sk.bind(&addr.into())?;
+    sk.listen(1024)?;
+    // SAFETY: the fd is a bound, listening TCP socket that nothing else owns.
+    Ok(unsafe { TcpListener::from_raw_fd(sk.into_raw_fd()) })
+}
+
 async fn core_main(
     shared: Arc<Shared>,
     mesh: MeshBuilder<CoreMsg, glommio::channels::channel_mesh::Full>,
@@ -156,7 +181,7 @@ async fn core_main(
     spawn_ticker(core.clone());
     let mut listeners = Vec::new();
     for (addr, optional) in &addrs {
-        match TcpListener::bind(addr.as_str()) {
+        match bind_listener(addr) {
             Ok(l) => listeners.push(l),
             Err(e) if *optional => tracing::debug!("optional listener {addr} not available: {e}"),
             Err(e) => {
