@@ -412,7 +412,7 @@ pub fn lastsave(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
 /// BGREWRITEAOF: tallykv's equivalent of rewriting the append-only file is compacting the
 /// storage (dropping overwritten and deleted versions), in the background.
 pub fn bgrewriteaof(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
-    let Some(storage) = &ctx.shared.storage else {
+    let Some(storage) = ctx.shared.storage() else {
         ctx.out
             .error("ERR Background append only file rewriting is not possible with appendonly no");
         return;
@@ -450,7 +450,7 @@ pub fn shutdown(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
         ctx.out.error("ERR syntax error");
         return;
     }
-    if save && ctx.shared.storage.is_none() {
+    if save && ctx.shared.storage().is_none() {
         ctx.out.error("ERR Errors trying to SHUTDOWN. Check logs.");
         tracing::warn!("SHUTDOWN SAVE refused: appendonly no, so there is no data dir to save to");
         return;

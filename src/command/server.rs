@@ -304,28 +304,6 @@ fn persistence_section(shared: &Shared, out: &mut String) {
         "# Persistence\r\nloading:{}\r\nasync_loading:0\r\n",
         loading as u8
     );
-    let Some(storage) = &shared.storage else {
-        let _ = write!(
-            out,
-            "current_cow_peak:0\r\n\
-             current_cow_size:0\r\n\
-             current_cow_size_age:0\r\n\
-             current_fork_perc:0.00\r\n\
-             current_save_keys_processed:0\r\n\
-             current_save_keys_total:0\r\n\
-             rdb_changes_since_last_save:0\r\n\
-             rdb_bgsave_in_progress:0\r\n\
-             rdb_last_save_time:{}\r\n\
-             rdb_last_bgsave_status:ok\r\n\
-             rdb_saves:0\r\n\
-             aof_enabled:0\r\n\
-             aof_rewrite_in_progress:0\r\n\
-             aof_last_write_status:ok\r\n",
-            shared.lastsave_unix()
-        );
-        return;
-    };
-    let st = &storage.stats;
     let loaded = shared.loading_keys.load(Relaxed);
     if loading {
         let started = shared.loading_started_unix.load(Relaxed);
@@ -348,6 +326,30 @@ fn persistence_section(shared: &Shared, out: &mut String) {
              loading_eta_seconds:{eta}\r\n"
         );
     }
+    let Some(storage) = shared.storage() else {
+        let _ = write!(
+            out,
+            "current_cow_peak:0\r\n\
+             current_cow_size:0\r\n\
+             current_cow_size_age:0\r\n\
+             current_fork_perc:0.00\r\n\
+             current_save_keys_processed:0\r\n\
+             current_save_keys_total:0\r\n\
+             rdb_changes_since_last_save:0\r\n\
+             rdb_bgsave_in_progress:0\r\n\
+             rdb_last_save_time:{}\r\n\
+             rdb_last_bgsave_status:ok\r\n\
+             rdb_saves:0\r\n\
+             aof_enabled:{}\r\n\
+             aof_rewrite_in_progress:0\r\n\
+             aof_last_write_status:ok\r\n",
+            shared.lastsave_unix(),
+            // appendonly yes while the data dir is still opening
+            shared.config.runtime.appendonly() as u8
+        );
+        return;
+    };
+    let st = &storage.stats;
     let in_progress = st.bgsave_in_progress.load(Relaxed);
     let last_ok = st.last_bgsave_ok.load(Relaxed);
     let last_save_ms = st.last_save_duration_ms.load(Relaxed);

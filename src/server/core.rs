@@ -103,7 +103,11 @@ impl Core {
             id,
             shard: RefCell::new(shard),
             evict_asked_ms: (0..shared.cores).map(|_| Cell::new(0)).collect(),
-            persist: shared.storage.clone().map(super::persist::Persist::new),
+            persist: shared
+                .config
+                .runtime
+                .appendonly()
+                .then(super::persist::Persist::default),
             me: me.clone(),
             shared,
             senders,

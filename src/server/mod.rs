@@ -38,26 +38,16 @@ pub fn run(config: Config) -> Result<(), String> {
     let addrs = listen_addrs(&config, port);
     // Bind once up front so a port in use is reported clearly before any executor starts.
     probe_bind(&addrs)?;
-    let storage = if config.runtime.appendonly() {
-        let rt = config.runtime.clone();
-        let storage =
-            crate::storage::Storage::open(&config.dir, Box::new(move || rt.appendfsync()))?;
-        tracing::info!(
-            "data dir {} (appendonly yes, appendfsync {})",
-            storage.dir().display(),
-            config.runtime.appendfsync().as_str()
-        );
-        Some(storage)
+    let shared = Arc::new(Shared::new(
+        config,
+        cores,
+        crate::command::table::registry().len(),
+    ));
+    shared.port.store(port as usize, Relaxed);
+    if shared.config.runtime.appendonly() {
+        open_storage(shared.clone(), cores)?;
     } else {
         tracing::info!("appendonly no: nothing is written to disk");
-        None
-    };
-    let mut shared = Shared::new(config, cores, crate::command::table::registry().len());
-    shared.storage = storage;
-    let shared = Arc::new(shared);
-    shared.port.store(port as usize, Relaxed);
-    if shared.storage.is_some() {
-        persist::loading_begins(&shared, cores);
     }
     shutdown::install_signal_handlers(shared.clone())?;
 
@@ -97,6 +87,41 @@ pub fn run(config: Config) -> Result<(), String> {
             Ok(Ok(())) => {}
         }
     }
+    Ok(())
+}
+
+/// Opens the data dir beside the cores: fjall replays its journal on open (about a second per
+/// 30 MB here), and clients should get -LOADING meanwhile, not a refused connection. A
+/// directory that is locked or cannot be opened still stops the server with its error; the
+/// lock is checked first, here, so a second server on the same dir fails before it listens.
+fn open_storage(shared: Arc<Shared>, cores: usize) -> Result<(), String> {
+    persist::loading_begins(&shared, cores);
+    let dir = shared.config.dir.clone();
+    crate::storage::check_not_locked(&dir)?;
+    std::thread::Builder::new()
+        .name("tallykv-open".into())
+        .spawn(move || {
+            let rt = shared.config.runtime.clone();
+            match crate::storage::Storage::open(&dir, Box::new(move || rt.appendfsync())) {
+                Ok(storage) => {
+                    tracing::info!(
+                        "data dir {} (appendonly yes, appendfsync {})",
+                        storage.dir().display(),
+                        shared.config.runtime.appendfsync().as_str()
+                    );
+                    shared
+                        .loading_expected
+                        .store(storage.approximate_len(), Relaxed);
+                    let _ = shared.storage.set(storage);
+                }
+                Err(e) => {
+                    tracing::error!("{e}");
+                    eprintln!("{e}");
+                    std::process::exit(1);
+                }
+            }
+        })
+        .map_err(|e| format!("cannot start the storage thread: {e}"))?;
     Ok(())
 }
 
@@ -240,7 +265,7 @@ fn spawn_ticker(core: Rc<Core>) {
             if core.id == 0 && last_sample.elapsed() >= Duration::from_millis(100) {
                 last_sample = Instant::now();
                 core.shared.memory.refresh();
-                if let Some(storage) = &core.shared.storage {
+                if let Some(storage) = core.shared.storage() {
                     core.shared.memory.set_not_counted(storage.memory_bytes());
                 }
                 sample_ops(&core.shared);

@@ -10,7 +10,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -28,25 +27,14 @@ use crate::storage::{Batch, Item, Storage, codec};
 /// Completes when the batch it belongs to is durable (Err: the writer is gone).
 pub type Ticket = Shared<oneshot::Receiver<()>>;
 
+#[derive(Default)]
 pub struct Persist {
-    storage: Arc<Storage>,
     scheduled: Cell<bool>,
     /// The ticket of the changes not yet handed to the writer (made when someone waits).
     next: RefCell<Option<(oneshot::Sender<()>, Ticket)>>,
     /// The ticket of the last batch handed over (covers everything handed over before it:
     /// the writer completes tickets in order).
     last: RefCell<Option<Ticket>>,
-}
-
-impl Persist {
-    pub fn new(storage: Arc<Storage>) -> Persist {
-        Persist {
-            storage,
-            scheduled: Cell::new(false),
-            next: RefCell::new(None),
-            last: RefCell::new(None),
-        }
-    }
 }
 
 fn new_ticket() -> (oneshot::Sender<()>, Ticket) {
@@ -93,6 +81,9 @@ impl Core {
     pub fn flush_changes(&self) {
         let Some(p) = &self.persist else { return };
         p.scheduled.set(false);
+        let Some(storage) = self.shared.storage() else {
+            return;
+        };
         let shard = &mut *self.shard.borrow_mut();
         let Some(changes) = shard.take_changes() else {
             return;
@@ -109,13 +100,13 @@ impl Core {
             items.push(Item { key: stored, value });
         }
         let pair = p.next.borrow_mut().take();
-        let wait = self.always() || p.storage.backlogged();
+        let wait = self.always() || storage.backlogged();
         let pair = pair.or_else(|| wait.then(new_ticket));
         let done = pair.map(|(tx, ticket)| {
             *p.last.borrow_mut() = Some(ticket);
             tx
         });
-        p.storage.write(Batch {
+        storage.write(Batch {
             wipe: changes.flushed.then(|| shard.owned_slots()),
             items,
             done,
@@ -127,7 +118,8 @@ impl Core {
     /// (backpressure). None when nothing needs waiting.
     pub fn ticket_since(&self, before: u64) -> Option<Ticket> {
         let p = self.persist.as_ref()?;
-        if self.change_count() == before || !(self.always() || p.storage.backlogged()) {
+        let backlogged = self.shared.storage().is_some_and(|s| s.backlogged());
+        if self.change_count() == before || !(self.always() || backlogged) {
             return None;
         }
         if self.shard.borrow().has_changes() {
@@ -164,32 +156,39 @@ impl Core {
     /// Loads this core's slots from storage, then starts recording changes. Connections are
     /// served meanwhile (commands get -LOADING until every core is done).
     pub fn start_loading(self: &Rc<Self>) {
-        let Some(storage) = self.shared.storage.clone() else {
+        if self.persist.is_none() {
             return;
-        };
+        }
         let (tx, mut rx) = futures::channel::mpsc::channel(2);
         let (result_tx, result_rx) = oneshot::channel();
         let slots = self.shard.borrow().owned_slots();
         let runtime = self.shared.config.runtime.clone();
-        let reader = storage.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("tallykv-load-{}", self.id))
-            .spawn(move || {
-                let mut tx = tx;
-                let r = reader.load_slots(slots, |chunk| {
-                    let delay = runtime.key_load_delay() as u64;
-                    if delay > 0 {
-                        std::thread::sleep(Duration::from_micros(delay * chunk.len() as u64));
-                    }
-                    futures::executor::block_on(tx.send(chunk)).is_ok()
-                });
-                let _ = result_tx.send(r);
-            });
-        if let Err(e) = spawned {
-            fatal_load(&format!("cannot start a loader thread: {e}"));
-        }
         let core = self.clone();
         glommio::spawn_local(async move {
+            // The data dir opens on a thread of its own (see server::run).
+            let storage = loop {
+                if let Some(s) = core.shared.storage() {
+                    break s.clone();
+                }
+                glommio::timer::sleep(Duration::from_millis(2)).await;
+            };
+            let reader = storage.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("tallykv-load-{}", core.id))
+                .spawn(move || {
+                    let mut tx = tx;
+                    let r = reader.load_slots(slots, |chunk| {
+                        let delay = runtime.key_load_delay() as u64;
+                        if delay > 0 {
+                            std::thread::sleep(Duration::from_micros(delay * chunk.len() as u64));
+                        }
+                        futures::executor::block_on(tx.send(chunk)).is_ok()
+                    });
+                    let _ = result_tx.send(r);
+                });
+            if let Err(e) = spawned {
+                fatal_load(&format!("cannot start a loader thread: {e}"));
+            }
             let now = crate::util::now_ms();
             let mut expired = Vec::new();
             while let Some(chunk) = rx.next().await {
@@ -301,7 +300,7 @@ pub fn loading_begins(shared: &super::state::Shared, cores: usize) {
     shared
         .loading_started_unix
         .store(crate::util::now_ms() / 1000, Relaxed);
-    if let Some(s) = &shared.storage {
+    if let Some(s) = shared.storage() {
         shared.loading_expected.store(s.approximate_len(), Relaxed);
     }
 }
@@ -346,7 +345,7 @@ pub async fn snapshot_command(
             return;
         }
     };
-    let Some(storage) = core.shared.storage.clone() else {
+    let Some(storage) = core.shared.storage().cloned() else {
         out.error("ERR persistence is off (appendonly no): there is no data dir to save to");
         return;
     };
@@ -389,7 +388,7 @@ pub async fn snapshot_command(
 /// rules (snapshot after `seconds` if at least `changes` keys were written meanwhile).
 pub fn snapshot_tick(core: &Rc<Core>) {
     let shared = &core.shared;
-    let Some(storage) = &shared.storage else {
+    let Some(storage) = shared.storage() else {
         return;
     };
     if shared.loading() || storage.stats.bgsave_in_progress.load(Relaxed) {
@@ -413,7 +412,7 @@ pub fn snapshot_tick(core: &Rc<Core>) {
         for c in 0..core.cores() {
             core.call(c, |c| c.flush_changes()).await;
         }
-        if let Some(storage) = &core.shared.storage {
+        if let Some(storage) = core.shared.storage() {
             storage.snapshot(|_| {});
         }
     })

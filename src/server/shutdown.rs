@@ -45,7 +45,7 @@ pub fn begin(shared: Arc<Shared>, save: bool) {
             {
                 std::thread::sleep(Duration::from_millis(2));
             }
-            if let Some(storage) = &shared.storage {
+            if let Some(storage) = shared.storage() {
                 if save {
                     let (tx, rx) = std::sync::mpsc::channel();
                     if storage.snapshot(move |r| {

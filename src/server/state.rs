@@ -56,7 +56,9 @@ pub struct Shared {
     pub executable: String,
     pub config_file: String,
     /// The durable store (None with `appendonly no`).
-    pub storage: Option<Arc<crate::storage::Storage>>,
+    /// Set once the data dir is open (opening may replay fjall's journal: it runs beside
+    /// the cores, which answer -LOADING meanwhile).
+    pub storage: std::sync::OnceLock<Arc<crate::storage::Storage>>,
     /// Cores still loading their data at startup; commands without the `loading` flag get
     /// -LOADING while it is not zero.
     pub loading_cores: AtomicUsize,
@@ -98,7 +100,7 @@ impl Shared {
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
             config_file: String::new(),
-            storage: None,
+            storage: std::sync::OnceLock::new(),
             loading_cores: AtomicUsize::new(0),
             loading_started_unix: AtomicU64::new(0),
             loading_keys: AtomicU64::new(0),
@@ -112,12 +114,17 @@ impl Shared {
 
     /// LASTSAVE: the last successful snapshot, or the start time if none yet (as Valkey).
     pub fn lastsave_unix(&self) -> u64 {
-        match &self.storage {
+        match self.storage() {
             Some(s) if s.stats.last_save_unix.load(Relaxed) != 0 => {
                 s.stats.last_save_unix.load(Relaxed)
             }
             _ => self.lastsave_unix.load(Relaxed),
         }
+    }
+
+    /// The durable store, once open (never with `appendonly no`).
+    pub fn storage(&self) -> Option<&Arc<crate::storage::Storage>> {
+        self.storage.get()
     }
 
     /// Whether the dataset is still being loaded (commands answer -LOADING).

@@ -112,6 +112,31 @@ pub struct Storage {
     pub stats: PersistStats,
 }
 
+/// Fails when another process holds the lock of the database under `dir` (fjall takes the
+/// same lock when it opens; this check only reports it before anything else starts).
+pub fn check_not_locked(dir: &Path) -> Result<(), String> {
+    let lock = dir.join(DB_DIR).join("lock");
+    let Ok(file) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&lock)
+    else {
+        return Ok(()); // no database yet, or unreadable: open() reports the real error
+    };
+    match file.try_lock() {
+        Err(std::fs::TryLockError::WouldBlock) => Err(in_use(dir)),
+        _ => Ok(()),
+    }
+}
+
+fn in_use(dir: &Path) -> String {
+    format!(
+        "dir {} is in use by another tallykv-server (its lock file is held); \
+         give each server its own dir",
+        dir.display()
+    )
+}
+
 /// An error from fjall, with the directory it concerns.
 fn db_err(path: &Path, e: impl std::fmt::Display) -> String {
     format!("{}: {e}", path.display())
@@ -134,11 +159,7 @@ impl Storage {
             .max_journaling_size(MAX_JOURNAL_BYTES)
             .open()
             .map_err(|e| match e {
-                fjall::Error::Locked => format!(
-                    "dir {} is in use by another tallykv-server (its lock file is held); \
-                     give each server its own dir",
-                    dir.display()
-                ),
+                fjall::Error::Locked => in_use(dir),
                 e => format!(
                     "cannot open the data in {}: {e} (if a file is damaged, restore `{}` \
                      from a snapshot or backup)",

@@ -77,6 +77,10 @@ impl Server {
     /// Waits until INFO persistence says loading:0 (bounded).
     pub fn wait_loaded(&self) {
         let mut c = self.conn();
+        if let Some(i) = self.args.iter().position(|a| a == "--requirepass") {
+            let _: redis::RedisResult<String> =
+                redis::cmd("AUTH").arg(&self.args[i + 1]).query(&mut c);
+        }
         let loaded = wait_until(Duration::from_secs(60), || {
             match redis::cmd("INFO")
                 .arg("persistence")
