@@ -54,8 +54,9 @@ impl Item {
     }
 }
 
-/// Queued bytes past which writers wait for the disk.
-const MAX_BACKLOG_BYTES: u64 = 64 * 1024 * 1024;
+/// Queued bytes past which writers wait for the disk. Under `everysec` the queue is what a
+/// kill -9 can lose, so it stays well under a second of the writer's throughput (~30 MB/s).
+const MAX_BACKLOG_BYTES: u64 = 8 * 1024 * 1024;
 
 /// The changes of one core's event-loop turn.
 pub struct Batch {
