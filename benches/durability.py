@@ -235,7 +235,8 @@ class Server:
             try:
                 c = Conn(self.port, timeout=1)
                 try:
-                    if c.call("PING") == "PONG":
+                    # tallykv answers PING while loading; wait for the data too.
+                    if c.call("PING") == "PONG" and b"loading:1" not in c.call("INFO", "persistence"):
                         return
                 finally:
                     c.close()

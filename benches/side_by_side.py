@@ -39,7 +39,11 @@ def wait_ready(port, proc, timeout=30):
             raise RuntimeError(f"server on {port} exited with {proc.returncode}")
         r = subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True)
         if r.stdout.strip() == "PONG":
-            return
+            # tallykv answers PING while loading its data dir; wait for loading:0 too.
+            info = subprocess.run(["redis-cli", "-p", str(port), "info", "persistence"],
+                                  capture_output=True, text=True).stdout
+            if "loading:1" not in info:
+                return
         time.sleep(0.05)
     raise RuntimeError(f"server on {port} did not answer PING")
 
