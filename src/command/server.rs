@@ -201,7 +201,9 @@ fn memory_section(shared: &Shared, out: &mut String) {
     let a = Memory::allocator_stats();
     let maxmemory = shared.config.runtime.maxmemory();
     let total_system = system_memory();
-    let startup = shared.memory.startup();
+    // Memory released since start (an engine's transient buffers) can leave `used` below the
+    // mark; Valkey's figure never exceeds used_memory.
+    let startup = shared.memory.startup().min(used);
     // Valkey's overhead: the startup baseline plus what clients hold (buffers, CLIENT LIST's
     // tot-mem); the dataset is the rest.
     let clients_mem: u64 = shared

@@ -112,6 +112,8 @@ fn open_storage(shared: Arc<Shared>, cores: usize) -> Result<(), String> {
                     shared
                         .loading_expected
                         .store(storage.approximate_len(), Relaxed);
+                    // Valkey's used_memory_startup: the engine is up, no data loaded yet.
+                    shared.memory.mark_startup();
                     let _ = shared.storage.set(storage);
                 }
                 Err(e) => {
@@ -217,7 +219,10 @@ async fn core_main(
         }
     }
     if id == 0 {
-        shared.memory.mark_startup();
+        if !shared.config.runtime.appendonly() {
+            // With storage, the open thread marks it once the engine is up.
+            shared.memory.mark_startup();
+        }
         tracing::info!("Ready to accept connections tcp on port {}", shared.port());
     }
     let accepts: Vec<_> = listeners
