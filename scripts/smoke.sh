@@ -8,7 +8,8 @@ dir=$(mktemp -d)
 "$bin" --port "$port" --bind 127.0.0.1 --dir "$dir" --loglevel warning &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
-for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+# PING answers while the data dir opens; wait until loading is over.
+for _ in $(seq 100); do redis-cli -p "$port" info persistence 2>/dev/null | grep -q "^loading:0" && break; sleep 0.1; done
 
 cli() { redis-cli -p "$port" "$@"; }
 expect() { local want=$1; shift; local got; got=$(cli "$@"); [ "$got" = "$want" ] || { echo "FAIL: $* -> '$got' (want '$want')"; exit 1; }; }
