@@ -50,12 +50,14 @@ fn init_logging(config: &tallykv::config::Config) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let filter = config.runtime.loglevel().level_filter();
-    // fjall narrates every keyspace it opens at INFO; only its warnings belong in our log.
+    // fjall narrates every keyspace it opens at INFO, openraft every vote and append; only
+    // their warnings belong in our log (elections are logged by the cluster room itself).
     let quiet = std::cmp::min(filter, tracing::level_filters::LevelFilter::WARN);
     let targets = tracing_subscriber::filter::Targets::new()
         .with_default(filter)
         .with_target("fjall", quiet)
-        .with_target("lsm_tree", quiet);
+        .with_target("lsm_tree", quiet)
+        .with_target("openraft", quiet);
     let builder = tracing_subscriber::fmt()
         .with_max_level(filter)
         .with_target(false);

@@ -18,6 +18,8 @@ pub struct Client {
     pub closing: bool,
     /// Whether AUTH (or HELLO ... AUTH) succeeded; only consulted while requirepass is set.
     pub authenticated: bool,
+    /// READONLY: in cluster mode, reads of slots this node replicates are served here.
+    pub readonly: bool,
 }
 
 impl Client {

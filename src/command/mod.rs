@@ -6,6 +6,7 @@
 //! the same table. A family file parses arguments, reads its shard and writes through
 //! mutation records — it never sees a socket.
 
+pub mod cluster;
 pub mod connection;
 pub mod counter;
 pub mod expire;
@@ -142,6 +143,9 @@ pub enum Fanout {
     FlushAll,
     RandomKey,
     Scan,
+    /// CLUSTER COUNTKEYSINSLOT / GETKEYSINSLOT: only the core owning the slot has keys.
+    CountKeysInSlot,
+    GetKeysInSlot,
 }
 
 /// What a shard command sees: its core's shard, the time, the reply buffer, shared settings.

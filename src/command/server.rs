@@ -97,7 +97,7 @@ pub fn render_info(shared: &Shared, wanted: &[&str]) -> String {
             "errorstats" => errorstats_section(shared, &mut out),
             // Per-command latency percentiles are not measured yet: the section is empty.
             "latencystats" => out.push_str("# Latencystats\r\n"),
-            "cluster" => out.push_str("# Cluster\r\ncluster_enabled:0\r\n"),
+            "cluster" => cluster_section(shared, &mut out),
             "keyspace" => keyspace_section(shared, &mut out),
             _ => unreachable!("ALL_SECTIONS lists only rendered sections"),
         }
@@ -473,6 +473,22 @@ fn stats_section(shared: &Shared, out: &mut String) {
         s(|x| x.keyspace_misses.get()),
         c(|x| x.error_replies.get()),
     );
+}
+
+fn cluster_section(shared: &Shared, out: &mut String) {
+    out.push_str("# Cluster\r\n");
+    if !shared.config.cluster.enabled {
+        out.push_str("cluster_enabled:0\r\n");
+        return;
+    }
+    out.push_str("cluster_enabled:1\r\n");
+    out.push_str(&super::cluster::info_text(shared.cluster().map(|c| &**c)));
+    if let Some(c) = shared.cluster() {
+        for line in c.group_lines() {
+            out.push_str(&line);
+            out.push_str("\r\n");
+        }
+    }
 }
 
 fn replication_section(shared: &Shared, out: &mut String) {

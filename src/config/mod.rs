@@ -219,6 +219,16 @@ enum Key {
     Requirepass,
     Daemonize,
     Pidfile,
+    ClusterEnabled,
+    ClusterPort,
+    ClusterPeers,
+    ClusterAnnounceHostname,
+    ClusterAnnounceIp,
+    ClusterAnnouncePort,
+    ClusterAnnounceBusPort,
+    ClusterReplicationFactor,
+    ClusterSlotGroups,
+    ClusterNodeTimeout,
 }
 
 /// Whether `CONFIG SET` may change a directive.
@@ -308,6 +318,29 @@ const SPECS: &[Spec] = &[
     spec(Key::Requirepass, "requirepass", Mutable),
     spec(Key::Daemonize, "daemonize", Immutable),
     spec(Key::Pidfile, "pidfile", Immutable),
+    // Cluster: startup only (the cluster's own configuration is replicated, not set here).
+    spec(Key::ClusterEnabled, "cluster-enabled", Immutable),
+    spec(Key::ClusterPort, "cluster-port", Immutable),
+    spec(Key::ClusterPeers, "cluster-peers", Immutable),
+    spec(
+        Key::ClusterAnnounceHostname,
+        "cluster-announce-hostname",
+        Immutable,
+    ),
+    spec(Key::ClusterAnnounceIp, "cluster-announce-ip", Immutable),
+    spec(Key::ClusterAnnouncePort, "cluster-announce-port", Immutable),
+    spec(
+        Key::ClusterAnnounceBusPort,
+        "cluster-announce-bus-port",
+        Immutable,
+    ),
+    spec(
+        Key::ClusterReplicationFactor,
+        "cluster-replication-factor",
+        Immutable,
+    ),
+    spec(Key::ClusterSlotGroups, "cluster-slot-groups", Immutable),
+    spec(Key::ClusterNodeTimeout, "cluster-node-timeout", Immutable),
 ];
 
 /// Every name a directive answers to (aliases are separate entries, as in
@@ -351,7 +384,12 @@ const fn int(min: u64, max: u64) -> Num {
 
 fn num_spec(key: Key) -> Option<Num> {
     Some(match key {
-        Key::Port => int(0, 65535),
+        Key::Port | Key::ClusterPort | Key::ClusterAnnouncePort | Key::ClusterAnnounceBusPort => {
+            int(0, 65535)
+        }
+        Key::ClusterReplicationFactor => int(1, 9),
+        Key::ClusterSlotGroups => int(0, 1024),
+        Key::ClusterNodeTimeout => int(100, INT_MAX),
         Key::Maxclients => Num {
             unsigned: true,
             ..int(1, u32::MAX as u64)
@@ -452,7 +490,20 @@ fn parse_value(key: Key, args: &[Vec<u8>]) -> Result<Value, String> {
         }));
     }
     Ok(match key {
-        Key::ProtectedMode | Key::Appendonly => Value::Bool(yes_no(one()?)?),
+        Key::ProtectedMode | Key::Appendonly | Key::ClusterEnabled => Value::Bool(yes_no(one()?)?),
+        Key::ClusterAnnounceHostname | Key::ClusterAnnounceIp => Value::Str(utf8(one()?)?),
+        Key::ClusterPeers => {
+            let list = utf8(one()?)?;
+            let peers: Vec<String> = list
+                .split(',')
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty())
+                .collect();
+            for p in &peers {
+                parse_host_port(p)?;
+            }
+            Value::List(peers)
+        }
         Key::Daemonize => {
             if yes_no(one()?)? {
                 return Err("tallykv cannot daemonize: the argument must be 'no' (run it in the foreground \
@@ -846,6 +897,64 @@ pub struct Config {
     pub config_file: Option<PathBuf>,
     /// The runtime-settable part, shared across threads.
     pub runtime: Arc<Runtime>,
+    /// `cluster-*` directives.
+    pub cluster: ClusterConfig,
+}
+
+/// The `cluster-*` directives (startup only).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    /// `cluster-enabled`.
+    pub enabled: bool,
+    /// `cluster-port`: the node-to-node port; 0 = client port + 10000, as in Valkey.
+    pub port: u16,
+    /// `cluster-peers`: every initial member's `host:port` (client ports), the same list on
+    /// every node; it forms the cluster on first start.
+    pub peers: Vec<String>,
+    /// `cluster-announce-hostname`: what clients are redirected to (else the announce IP).
+    pub announce_hostname: String,
+    /// `cluster-announce-ip`: the address peers and clients reach this node at.
+    pub announce_ip: String,
+    /// `cluster-announce-port` / `cluster-announce-bus-port`: 0 = the real ports.
+    pub announce_port: u16,
+    pub announce_bus_port: u16,
+    /// `cluster-replication-factor`: voters per slot group (capped at the node count).
+    pub replication_factor: usize,
+    /// `cluster-slot-groups`: Raft groups the slots are split into; 0 = two per node.
+    pub slot_groups: usize,
+    /// `cluster-node-timeout` (ms): a leader silent this long is replaced (the Raft election
+    /// timeout). Valkey's default is 15000; tallykv's 1000 makes failover take about a
+    /// second.
+    pub node_timeout_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            enabled: false,
+            port: 0,
+            peers: Vec::new(),
+            announce_hostname: String::new(),
+            announce_ip: String::new(),
+            announce_port: 0,
+            announce_bus_port: 0,
+            replication_factor: 3,
+            slot_groups: 0,
+            node_timeout_ms: 1000,
+        }
+    }
+}
+
+/// Splits `host:port` (`[v6]:port` for IPv6 literals).
+pub fn parse_host_port(s: &str) -> Result<(String, u16), String> {
+    let bad = || format!("'{s}' is not host:port");
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if host.is_empty() || port == 0 {
+        return Err(bad());
+    }
+    Ok((host.to_string(), port))
 }
 
 impl Default for Config {
@@ -860,6 +969,7 @@ impl Default for Config {
             pidfile: String::new(),
             config_file: None,
             runtime: Arc::new(Runtime::default()),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -1149,6 +1259,16 @@ impl Config {
             Key::Requirepass => rt.requirepass().unwrap_or_default(),
             Key::Daemonize => "no".to_string(),
             Key::Pidfile => self.pidfile.clone(),
+            Key::ClusterEnabled => yes_no(self.cluster.enabled),
+            Key::ClusterPort => self.cluster.port.to_string(),
+            Key::ClusterPeers => self.cluster.peers.join(","),
+            Key::ClusterAnnounceHostname => self.cluster.announce_hostname.clone(),
+            Key::ClusterAnnounceIp => self.cluster.announce_ip.clone(),
+            Key::ClusterAnnouncePort => self.cluster.announce_port.to_string(),
+            Key::ClusterAnnounceBusPort => self.cluster.announce_bus_port.to_string(),
+            Key::ClusterReplicationFactor => self.cluster.replication_factor.to_string(),
+            Key::ClusterSlotGroups => self.cluster.slot_groups.to_string(),
+            Key::ClusterNodeTimeout => self.cluster.node_timeout_ms.to_string(),
         }
     }
 }
@@ -1296,6 +1416,20 @@ impl Loader {
             (Key::Threads, Value::Num(v)) => cfg.threads = v as usize,
             (Key::Databases, Value::Num(v)) => cfg.databases = v as u32,
             (Key::Daemonize, _) => {}
+            (Key::ClusterEnabled, Value::Bool(b)) => cfg.cluster.enabled = b,
+            (Key::ClusterPort, Value::Num(v)) => cfg.cluster.port = v as u16,
+            (Key::ClusterPeers, Value::List(p)) => cfg.cluster.peers = p,
+            (Key::ClusterAnnounceHostname, Value::Str(s)) => cfg.cluster.announce_hostname = s,
+            (Key::ClusterAnnounceIp, Value::Str(s)) => cfg.cluster.announce_ip = s,
+            (Key::ClusterAnnouncePort, Value::Num(v)) => cfg.cluster.announce_port = v as u16,
+            (Key::ClusterAnnounceBusPort, Value::Num(v)) => {
+                cfg.cluster.announce_bus_port = v as u16
+            }
+            (Key::ClusterReplicationFactor, Value::Num(v)) => {
+                cfg.cluster.replication_factor = v as usize
+            }
+            (Key::ClusterSlotGroups, Value::Num(v)) => cfg.cluster.slot_groups = v as usize,
+            (Key::ClusterNodeTimeout, Value::Num(v)) => cfg.cluster.node_timeout_ms = v,
             (Key::Save, Value::Save { clear, pairs }) => {
                 // Valkey: `save ""` empties the list; the first `save` line
                 // replaces the defaults; later lines append.
@@ -1312,6 +1446,19 @@ impl Loader {
 
     /// Checks on the configuration as a whole, as Valkey does after loading.
     fn finish(self) -> Result<Config, ConfigError> {
+        let c = &self.cfg.cluster;
+        if c.enabled && c.peers.is_empty() {
+            return Err(ConfigError::General {
+                reason: "cluster-enabled yes needs cluster-peers (every initial member's \
+                         host:port, the same list on every node)"
+                    .to_string(),
+            });
+        }
+        if c.enabled && self.cfg.port == 0 {
+            return Err(ConfigError::General {
+                reason: "cluster-enabled yes needs a TCP port".to_string(),
+            });
+        }
         if !self.cfg.logfile.is_empty()
             && let Err(e) = std::fs::OpenOptions::new()
                 .create(true)

@@ -81,6 +81,7 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
         resp3: false,
         closing: false,
         authenticated: false,
+        readonly: false,
     };
     let result = std::panic::AssertUnwindSafe(run(&core, &mut stream, &mut client))
         .catch_unwind()

@@ -76,6 +76,8 @@ pub struct Core {
     pub(super) persist: Option<super::persist::Persist>,
     /// This core itself, for tasks it spawns.
     pub(super) me: std::rc::Weak<Core>,
+    /// Raft applied marks per slot group (cluster mode).
+    pub(super) marks: RefCell<super::replica::Marks>,
 }
 
 /// The slots core `core` of `cores` owns: a contiguous range, so SCAN can walk cores in order.
@@ -98,7 +100,9 @@ pub fn slot_owner(slot: usize, cores: usize) -> usize {
 impl Core {
     pub fn new(id: usize, shared: Arc<Shared>, senders: Senders<CoreMsg>) -> Rc<Core> {
         let stats = shared.shard_stats[id].clone();
-        let shard = Shard::new(owned_slots(id, shared.cores), stats);
+        let mut shard = Shard::new(owned_slots(id, shared.cores), stats);
+        // In a cluster, only applying the Raft log deletes expired keys (the leader's time).
+        shard.expire_deletes = !shared.config.cluster.enabled;
         Rc::new_cyclic(|me| Core {
             id,
             shard: RefCell::new(shard),
@@ -109,6 +113,7 @@ impl Core {
                 .appendonly()
                 .then(super::persist::Persist::default),
             me: me.clone(),
+            marks: RefCell::default(),
             shared,
             senders,
         })
@@ -409,6 +414,24 @@ impl Core {
             return None;
         }
         rx.await.ok()
+    }
+
+    /// Serves work sent from outside the executors (the Raft state machines).
+    pub fn spawn_inbox(self: &Rc<Self>) {
+        let Some(mut inbox) = self.shared.take_inbox(self.id) else {
+            return;
+        };
+        let core = self.clone();
+        glommio::spawn_local(async move {
+            while let Some(msg) = inbox.next().await {
+                if let CoreMsg::Call(f) = msg
+                    && std::panic::catch_unwind(AssertUnwindSafe(|| f(&core))).is_err()
+                {
+                    tracing::error!("work sent to core {} panicked", core.id);
+                }
+            }
+        })
+        .detach();
     }
 
     /// Serves messages from the other cores until they hang up.

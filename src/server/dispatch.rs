@@ -13,6 +13,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::core::{BatchReply, Core, NO_STATS, Op, slot_owner};
+use super::routing;
 use crate::cluster::key_slot;
 use crate::command::connection::{Client, ConnCtx};
 use crate::command::table::{lookup, lookup_sub, registry};
@@ -106,7 +107,9 @@ impl Dispatcher {
         core.finish();
         // appendfsync always: replies after a write leave only once it is on disk (the other
         // cores' parts waited for their own batches before answering).
-        if let Some(ticket) = core.ticket_since(before)
+        // (In cluster mode a write is acknowledged after its Raft commit instead.)
+        if core.shared.cluster().is_none()
+            && let Some(ticket) = core.ticket_since(before)
             && ticket.await.is_err()
         {
             client.closing = true;
@@ -256,6 +259,15 @@ impl Dispatcher {
             .commands
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let cmd_id = id as u32;
+        if core.shared.config.cluster.enabled
+            && matches!(
+                def.exec,
+                Exec::Shard(_) | Exec::Multi(..) | Exec::Fanout(Fanout::FlushAll)
+            )
+        {
+            self.dispatch_cluster(core, client, def, cmd_id, args);
+            return;
+        }
         let cores = core.cores();
         // The core owning the keys, if they are all on one core.
         let mut positions = def.keys.positions(args.len());
@@ -316,6 +328,75 @@ impl Dispatcher {
                 };
                 f(&mut ctx, &args);
                 self.count_local(stats, id, start, began);
+            }
+        }
+    }
+
+    /// A keyed command in cluster mode: queued for its slot group when this node leads it,
+    /// run here for a READONLY connection on a replica, else refused with a redirect.
+    fn dispatch_cluster(
+        &mut self,
+        core: &Rc<Core>,
+        client: &Client,
+        def: &command::CommandDef,
+        cmd_id: u32,
+        args: Vec<Bytes>,
+    ) {
+        let start = self.local.buf.len();
+        let Some(cluster) = core.shared.cluster() else {
+            self.local.error(crate::cluster::CLUSTERDOWN);
+            self.push_local(start);
+            return;
+        };
+        if matches!(def.exec, Exec::Fanout(_)) {
+            self.local.error(
+                "ERR FLUSHALL/FLUSHDB are not supported in cluster mode yet (delete keys instead)",
+            );
+            self.push_local(start);
+            return;
+        }
+        let exec = match def.exec {
+            Exec::Shard(f) | Exec::Multi(f, _) => f,
+            _ => unreachable!("only keyed commands are routed"),
+        };
+        match routing::route(cluster, def, &args, client.readonly) {
+            // A keyless shard command: runs here.
+            None => {
+                let part = self.route(core, core.id, exec, args, def.flags, cmd_id);
+                self.slots.push(Slot::One(part));
+            }
+            Some(routing::Route::Refuse(msg)) => {
+                self.local.error(&msg);
+                self.push_local(start);
+            }
+            Some(routing::Route::LocalRead) => {
+                let cores = core.cores();
+                let target = def
+                    .keys
+                    .positions(args.len())
+                    .next()
+                    .map_or(core.id, |p| slot_owner(key_slot(&args[p]) as usize, cores));
+                let part = self.route(core, target, exec, args, def.flags, cmd_id);
+                self.slots.push(Slot::One(part));
+            }
+            Some(routing::Route::Group(g)) => {
+                let dest = core.cores() + g as usize;
+                if self.pending.len() <= dest {
+                    self.pending
+                        .resize_with(core.cores() + cluster.group_count(), Vec::new);
+                }
+                let q = &mut self.pending[dest];
+                q.push(Op {
+                    exec,
+                    args,
+                    flags: def.flags,
+                    cmd_id,
+                });
+                self.slots.push(Slot::One(Part::Remote {
+                    round: self.rounds.len() as u32,
+                    core: dest as u32,
+                    idx: (q.len() - 1) as u32,
+                }));
             }
         }
     }
@@ -409,6 +490,8 @@ impl Dispatcher {
             Fanout::Keys => (keyspace::keys_local, Gather::ConcatArrays),
             Fanout::DbSize => (keyspace::dbsize_local, Gather::SumInts),
             Fanout::RandomKey => (keyspace::randomkey_local, Gather::AnyNonNil),
+            Fanout::CountKeysInSlot => (command::cluster::countkeysinslot_local, Gather::SumInts),
+            Fanout::GetKeysInSlot => (command::cluster::getkeysinslot_local, Gather::ConcatArrays),
             Fanout::FlushAll => {
                 if !command::server::flush_args_ok(&args) {
                     let start = self.local.buf.len();
@@ -451,7 +534,18 @@ impl Dispatcher {
             .map(|(c, q)| {
                 let ops = std::mem::take(q);
                 let core = core.clone();
-                async move { (c, core.send_batch(c, ops, resp3).await) }
+                let now = self.now;
+                async move {
+                    let cores = core.cores();
+                    let reply = if c < cores {
+                        core.send_batch(c, ops, resp3).await
+                    } else {
+                        let cluster = core.shared.cluster().expect("groups only in cluster mode");
+                        let g = (c - cores) as crate::cluster::types::GroupId;
+                        routing::run_group(&core, cluster, g, ops, now, resp3).await
+                    };
+                    (c, reply)
+                }
             })
             .collect();
         for (c, reply) in futures::future::join_all(sends).await {

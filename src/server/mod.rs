@@ -4,11 +4,14 @@
 //! This room owns sockets, executors and timers. It calls into `command` through the
 //! dispatcher and never touches a shard's data itself.
 
+mod cluster_start;
 pub mod conn;
 pub mod core;
 pub mod dispatch;
 mod multi;
 pub mod persist;
+pub mod replica;
+mod routing;
 pub mod shutdown;
 pub mod state;
 
@@ -44,6 +47,9 @@ pub fn run(config: Config) -> Result<(), String> {
         crate::command::table::registry().len(),
     ));
     shared.port.store(port as usize, Relaxed);
+    if shared.config.cluster.enabled {
+        cluster_start::prepare(&shared)?;
+    }
     if shared.config.runtime.appendonly() {
         open_storage(shared.clone(), cores)?;
     } else {
@@ -204,6 +210,7 @@ async fn core_main(
     let id = senders.peer_id();
     let core = Core::new(id, shared.clone(), senders);
     core.spawn_receivers(receivers);
+    core.spawn_inbox();
     core.start_loading();
     spawn_ticker(core.clone());
     let mut listeners = Vec::new();
@@ -263,8 +270,13 @@ fn spawn_ticker(core: Rc<Core>) {
                 return;
             }
             if !core.shared.loading() {
-                active_expire(&core, period / 4).await;
-                core.evict_if_over_limit();
+                // A cluster node expires and evicts through the leader's log only.
+                if !core.shared.config.cluster.enabled {
+                    active_expire(&core, period / 4).await;
+                    core.evict_if_over_limit();
+                } else if let Some(cluster) = core.shared.cluster() {
+                    replica::propose_expired(&core, cluster);
+                }
                 core.schedule_flush();
             }
             if core.id == 0 && last_sample.elapsed() >= Duration::from_millis(100) {

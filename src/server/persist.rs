@@ -65,7 +65,9 @@ impl Core {
     /// Arranges for this turn's changes to reach storage (at most one pending task).
     pub fn schedule_flush(&self) {
         let Some(p) = &self.persist else { return };
-        if p.scheduled.get() || !self.shard.borrow().has_changes() {
+        if p.scheduled.get()
+            || !(self.shard.borrow().has_changes() || self.marks.borrow().is_dirty())
+        {
             return;
         }
         let Some(me) = self.me.upgrade() else { return };
@@ -85,7 +87,11 @@ impl Core {
             return;
         };
         let shard = &mut *self.shard.borrow_mut();
-        let Some(changes) = shard.take_changes() else {
+        let marks = self.take_mark_items();
+        let Some(changes) = shard
+            .take_changes()
+            .or_else(|| (!marks.is_empty()).then(crate::shard::Changes::default))
+        else {
             return;
         };
         let mut items = Vec::with_capacity(changes.keys.len());
@@ -109,6 +115,7 @@ impl Core {
         storage.write(Batch {
             wipe: changes.flushed.then(|| shard.owned_slots()),
             items,
+            raft: marks,
             done,
         });
     }
@@ -189,7 +196,13 @@ impl Core {
             if let Err(e) = spawned {
                 fatal_load(&format!("cannot start a loader thread: {e}"));
             }
-            let now = crate::util::now_ms();
+            // A cluster replica drops nothing on its own: expired keys stay (hidden from
+            // reads) until the group's leader deletes them through the log.
+            let now = if core.shared.config.cluster.enabled {
+                0
+            } else {
+                crate::util::now_ms()
+            };
             let mut expired = Vec::new();
             while let Some(chunk) = rx.next().await {
                 let n = chunk.len() as u64;
@@ -218,6 +231,7 @@ impl Core {
                         .into_iter()
                         .map(|key| Item { key, value: None })
                         .collect(),
+                    raft: Vec::new(),
                     done: None,
                 });
             }

@@ -25,6 +25,30 @@ impl Shard {
     /// Checks up to `max_checked` keys with an expiry, continuing where the last step stopped,
     /// and deletes those expired at `now`.
     pub fn active_expire_step(&mut self, now: u64, max_checked: usize) -> ExpireStep {
+        let step = self.expire_walk(now, max_checked, None);
+        if step.expired > 0 {
+            self.stats.expired_keys.add(step.expired as u64);
+        }
+        step
+    }
+
+    /// Like [`Shard::active_expire_step`], but collects the expired keys into `found` instead
+    /// of deleting them: a Raft leader proposes their deletion through the log.
+    pub fn expired_keys_step(
+        &mut self,
+        now: u64,
+        max_checked: usize,
+        found: &mut Vec<Box<[u8]>>,
+    ) -> ExpireStep {
+        self.expire_walk(now, max_checked, Some(found))
+    }
+
+    fn expire_walk(
+        &mut self,
+        now: u64,
+        max_checked: usize,
+        mut collect: Option<&mut Vec<Box<[u8]>>>,
+    ) -> ExpireStep {
         let mut step = ExpireStep::default();
         if self.volatile == 0 || self.owned.is_empty() {
             step.lap_done = true;
@@ -40,8 +64,13 @@ impl Shard {
         let mut slots_visited = 0;
         while step.checked < max_checked && slots_visited <= span {
             if self.slots[slot].volatile > 0 {
-                let (next, checked, expired) =
-                    self.expire_in_slot(slot, in_slot, max_checked - step.checked, now);
+                let (next, checked, expired) = self.expire_in_slot(
+                    slot,
+                    in_slot,
+                    max_checked - step.checked,
+                    now,
+                    collect.as_deref_mut(),
+                );
                 step.checked += checked;
                 step.expired += expired;
                 if next != 0 {
@@ -58,19 +87,18 @@ impl Shard {
             }
         }
         self.expire_cursor = (in_slot << SLOT_BITS) | slot as u64;
-        if step.expired > 0 {
-            self.stats.expired_keys.add(step.expired as u64);
-        }
         step
     }
 
     /// Walks one slot's table from `cursor`; returns (next cursor or 0, checked, expired).
+    /// Expired keys are deleted, or handed to `collect` when given.
     fn expire_in_slot(
         &mut self,
         slot: usize,
         cursor: u64,
         budget: usize,
         now: u64,
+        collect: Option<&mut Vec<Box<[u8]>>>,
     ) -> (u64, usize, usize) {
         let mut doomed: Vec<Box<[u8]>> = Vec::new();
         let mut checked = 0;
@@ -83,9 +111,15 @@ impl Shard {
                 }
             }
         });
-        for key in &doomed {
-            self.apply(Mutation::Del { key });
+        let expired = doomed.len();
+        match collect {
+            Some(found) => found.extend(doomed),
+            None => {
+                for key in &doomed {
+                    self.apply(Mutation::Del { key });
+                }
+            }
         }
-        (next, checked, doomed.len())
+        (next, checked, expired)
     }
 }

@@ -64,6 +64,10 @@ pub struct Shard {
     changes: Option<Changes>,
     /// Records applied while changes were tracked (a cheap "did this batch write" test).
     change_count: u64,
+    /// Whether reads delete the expired keys they find (lazy expiry). A Raft replica sets it
+    /// only while applying log entries: there the leader's time is in the entry and every
+    /// replica deletes alike; elsewhere expired keys are hidden and left for the log.
+    pub expire_deletes: bool,
 }
 
 /// The change feed persistence reads: which keys changed since it last looked. It stores each
@@ -108,6 +112,7 @@ impl Shard {
             clock_ms: crate::util::now_ms(),
             changes: None,
             change_count: 0,
+            expire_deletes: true,
         }
     }
 
@@ -229,7 +234,9 @@ impl Shard {
             counter.inc();
         }
         if found.is_some() && live.is_none() {
-            self.delete_expired(key, now);
+            if self.expire_deletes {
+                self.delete_expired(key, now);
+            }
             return None;
         }
         let mode = self.access_mode;
@@ -542,6 +549,9 @@ impl Shard {
             };
             if !expired {
                 return self.slots[slot].table.get_bucket(index);
+            }
+            if !self.expire_deletes {
+                continue;
             }
             let key: Box<[u8]> = self.slots[slot]
                 .table

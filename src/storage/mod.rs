@@ -12,19 +12,30 @@
 //! then key (see [`codec`]). Keyspaces follow slot groups, not cores, so a restart with a
 //! different `--threads` reads the same files, and the Raft cluster can give each slot group
 //! its own keyspace (dropping a group whose replica moved away is dropping a keyspace).
+//! The `raft` keyspace holds every slot group's Raft state, keyed `[group u16 BE][tag u8]..`:
+//! tags below 0x10 are the Raft log and vote ([`raftlog`]), tags from 0x10 up belong to the
+//! replicated state machine, which writes them through [`Batch::raft`] in the same atomic batch
+//! as the data they describe.
 //!
 //! fjall blocks, so nothing here runs on a glommio core. Cores send [`Batch`]es to one writer
 //! thread; it commits everything queued as one atomic fjall batch and, for
 //! `appendfsync always`, fsyncs once for all of them before completing their tickets (group
 //! commit). `everysec` syncs at most a second after a write; `no` leaves it to the OS.
+//! The Raft log is the exception to "one writer": it is written directly by the task that
+//! appends (entries must be readable when `append` returns) and only its fsync goes through the
+//! writer, so log appends of all groups share the fsyncs of the data path.
 //! Loading runs on one thread per core, each reading that core's slot ranges.
 
 pub mod codec;
+pub mod raftlog;
 mod snapshot;
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64,
+    Ordering::{AcqRel, Relaxed},
+};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -38,6 +49,8 @@ use crate::config::AppendFsync;
 /// Keyspaces per database, fixed when the database is created (stored in `meta`).
 const DEFAULT_GROUPS: usize = 16;
 const DB_DIR: &str = "tallykv.db";
+/// The keyspace of every slot group's Raft log, vote and state-machine bookkeeping.
+const RAFT_KEYSPACE: &str = "raft";
 pub const SNAPSHOT_DIR: &str = "snapshot";
 /// Queued batches the writer takes into one commit at most.
 const MAX_MSGS_PER_COMMIT: usize = 4096;
@@ -58,11 +71,17 @@ impl Item {
 /// kill -9 can lose, so it stays well under a second of the writer's throughput (~30 MB/s).
 const MAX_BACKLOG_BYTES: u64 = 8 * 1024 * 1024;
 
+/// (key, value) pairs read back from the database.
+pub type KeyValues = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// The changes of one core's event-loop turn.
 pub struct Batch {
     /// Slots whose keys are all deleted first (FLUSHALL on that core).
     pub wipe: Option<Range<usize>>,
     pub items: Vec<Item>,
+    /// Writes to the `raft` keyspace (state-machine keys, tag >= 0x10: see the module doc),
+    /// committed atomically with `items`.
+    pub raft: Vec<Item>,
     /// Completed once the batch is durable (appendfsync always).
     pub done: Option<oneshot::Sender<()>>,
 }
@@ -71,8 +90,12 @@ type Callback = Box<dyn FnOnce(Result<(), String>) + Send>;
 
 enum WriteMsg {
     Batch(Batch),
-    /// Runs once everything queued before it is committed (and synced).
+    /// Runs once everything queued before it is committed (and synced). Barriers that arrive
+    /// together share one fsync.
     Barrier(Callback),
+    /// The Raft log was written directly (not through the writer) under `everysec`: the
+    /// writer's periodic sync must cover it.
+    RaftWritten,
     /// Takes a snapshot of everything queued before it and writes it out on its own thread.
     Snapshot(Callback),
 }
@@ -105,10 +128,14 @@ pub struct PersistStats {
 pub struct Storage {
     db: Database,
     groups: Vec<Keyspace>,
+    raft: Keyspace,
     dir: PathBuf,
     tx: Mutex<Option<Sender<WriteMsg>>>,
     /// Bytes sent to the writer and not yet committed.
     backlog_bytes: AtomicU64,
+    /// Set when the Raft log was written directly since the writer's last sync began; the
+    /// first such write tells the writer ([`WriteMsg::RaftWritten`]), the rest need not.
+    raft_unsynced: AtomicBool,
     fsync_mode: Box<dyn Fn() -> AppendFsync + Send + Sync>,
     pub stats: PersistStats,
 }
@@ -169,13 +196,19 @@ impl Storage {
                 ),
             })?;
         let groups = open_layout(&db, &path)?;
+        // Created on first use, so data directories from before Raft open unchanged.
+        let raft = db
+            .keyspace(RAFT_KEYSPACE, group_options)
+            .map_err(|e| db_err(&path, e))?;
         let (tx, rx) = std::sync::mpsc::channel();
         let storage = Arc::new(Storage {
             db,
             groups,
+            raft,
             dir: dir.to_path_buf(),
             tx: Mutex::new(Some(tx)),
             backlog_bytes: AtomicU64::new(0),
+            raft_unsynced: AtomicBool::new(false),
             fsync_mode,
             stats: PersistStats {
                 last_bgsave_ok: AtomicBool::new(true),
@@ -214,19 +247,26 @@ impl Storage {
         slot * self.groups.len() / SLOT_COUNT
     }
 
-    fn send(&self, msg: WriteMsg) {
+    /// Hands `msg` to the writer, or back when the writer is gone: that happens only after a
+    /// fatal error (which exits the process) or during shutdown; either way nothing more may
+    /// be acknowledged as stored.
+    fn try_send(&self, msg: WriteMsg) -> Result<(), WriteMsg> {
         let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
-        let sent = tx.as_ref().map(|tx| tx.send(msg).is_ok());
-        if sent != Some(true) {
-            // The writer is gone only if it hit a fatal error (which exits the process) or
-            // during shutdown; either way nothing more may be acknowledged as stored.
+        match tx.as_ref() {
+            Some(tx) => tx.send(msg).map_err(|e| e.0),
+            None => Err(msg),
+        }
+    }
+
+    fn send(&self, msg: WriteMsg) {
+        if self.try_send(msg).is_err() {
             tracing::error!("storage writer is not running; a write was not persisted");
         }
     }
 
     /// Queues one core's changes for the next commit.
     pub fn write(&self, batch: Batch) {
-        let bytes: usize = batch.items.iter().map(Item::bytes).sum();
+        let bytes: usize = batch.items.iter().chain(&batch.raft).map(Item::bytes).sum();
         self.backlog_bytes.fetch_add(bytes as u64, Relaxed);
         self.send(WriteMsg::Batch(batch));
     }
@@ -237,9 +277,53 @@ impl Storage {
         self.backlog_bytes.load(Relaxed) > MAX_BACKLOG_BYTES
     }
 
-    /// Calls `done` once everything queued so far is committed and synced to disk.
+    /// Calls `done` once everything queued so far is committed and synced to disk (with an
+    /// error if the writer has stopped). Syncs requested together share one fsync.
     pub fn sync(&self, done: impl FnOnce(Result<(), String>) + Send + 'static) {
-        self.send(WriteMsg::Barrier(Box::new(done)));
+        if let Err(WriteMsg::Barrier(done)) = self.try_send(WriteMsg::Barrier(Box::new(done))) {
+            done(Err("the storage writer is not running".into()));
+        }
+    }
+
+    /// Calls `done` once what was just written directly to the `raft` keyspace is as durable
+    /// as `appendfsync` promises: after a (group-committed) fsync under `always`, at once
+    /// otherwise (`everysec` makes sure the writer's periodic sync covers it).
+    fn after_raft_write(&self, done: impl FnOnce(Result<(), String>) + Send + 'static) {
+        match (self.fsync_mode)() {
+            AppendFsync::Always => self.sync(done),
+            AppendFsync::EverySec => {
+                // AcqRel pairs with the writer's swap in `sync_now`: a write that finds the flag
+                // already set was made before that sync's fsync began.
+                if !self.raft_unsynced.swap(true, AcqRel) {
+                    self.send(WriteMsg::RaftWritten);
+                }
+                done(Ok(()));
+            }
+            AppendFsync::No => done(Ok(())),
+        }
+    }
+
+    /// The value of `key` in the `raft` keyspace, as last committed (a [`Batch`] still queued
+    /// for the writer is not visible yet).
+    pub fn raft_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        self.raft
+            .get(key)
+            .map(|v| v.map(|v| v.to_vec()))
+            .map_err(|e| db_err(self.raft.path(), e))
+    }
+
+    /// Every committed (key, value) of the `raft` keyspace whose key starts with `prefix`, in
+    /// key order.
+    pub fn raft_scan(&self, prefix: &[u8]) -> Result<KeyValues, String> {
+        self.raft
+            .prefix(prefix)
+            .map(|guard| {
+                let (k, v) = guard
+                    .into_inner()
+                    .map_err(|e| db_err(self.raft.path(), e))?;
+                Ok((k.to_vec(), v.to_vec()))
+            })
+            .collect()
     }
 
     /// Writes a point-in-time snapshot of everything queued so far into `dir/snapshot`
@@ -263,7 +347,8 @@ impl Storage {
             .name("tallykv-compact".into())
             .spawn(move || {
                 let started = Instant::now();
-                for ks in &me.groups {
+                // The raft keyspace too: it is where purged log prefixes leave tombstones.
+                for ks in me.groups.iter().chain([&me.raft]) {
                     if let Err(e) = ks.major_compact() {
                         tracing::error!("compaction of {} failed: {e}", ks.path().display());
                     }
@@ -297,7 +382,7 @@ impl Storage {
         // Write the memtables out as tables so the next start reads tables instead of
         // replaying the journal (the slow part of opening: ~2.5 s per 70 MB here).
         let started = Instant::now();
-        for ks in &self.groups {
+        for ks in self.groups.iter().chain([&self.raft]) {
             if let Err(e) = ks.rotate_memtable_and_wait() {
                 tracing::warn!("flushing {} at shutdown: {e}", ks.path().display());
             }
@@ -377,11 +462,12 @@ impl Storage {
             let mut wrote = false;
             let mut wants_sync = false;
             let mut dones = Vec::new();
+            let mut barriers = Vec::new();
             let mut batch = self.db.batch();
             for msg in msgs.drain(..) {
                 match msg {
                     WriteMsg::Batch(b) => {
-                        self.add_batch(&mut batch, b.wipe, b.items);
+                        self.add_batch(&mut batch, b.wipe, b.items, b.raft);
                         wrote = true;
                         if let Some(d) = b.done {
                             // Tickets also serve backpressure; only `always` needs the fsync.
@@ -389,13 +475,11 @@ impl Storage {
                             dones.push(d);
                         }
                     }
-                    WriteMsg::Barrier(cb) => {
-                        self.commit(std::mem::replace(&mut batch, self.db.batch()));
-                        self.sync_now();
-                        unsynced = false;
-                        last_sync = Instant::now();
-                        cb(Ok(()));
-                    }
+                    // Deferred to the one commit and fsync below: still after everything
+                    // queued before the barrier, and shared by every barrier taken this round
+                    // (Raft appends of many groups, votes, the data path's tickets).
+                    WriteMsg::Barrier(cb) => barriers.push(cb),
+                    WriteMsg::RaftWritten => wrote = true,
                     WriteMsg::Snapshot(cb) => {
                         self.commit(std::mem::replace(&mut batch, self.db.batch()));
                         let snap = self.db.snapshot();
@@ -415,13 +499,16 @@ impl Storage {
                 unsynced = mode != AppendFsync::No;
             }
             let due = unsynced && last_sync.elapsed() >= Duration::from_secs(1);
-            if wants_sync || due {
+            if wants_sync || due || !barriers.is_empty() {
                 self.sync_now();
                 unsynced = false;
                 last_sync = Instant::now();
             }
             for d in dones {
                 let _ = d.send(());
+            }
+            for cb in barriers {
+                cb(Ok(()));
             }
         }
         tracing::debug!("storage writer stopped");
@@ -432,12 +519,13 @@ impl Storage {
         batch: &mut fjall::OwnedWriteBatch,
         wipe: Option<Range<usize>>,
         items: Vec<Item>,
+        raft: Vec<Item>,
     ) {
         if let Some(slots) = wipe {
             self.wipe(batch, slots);
         }
         let stats = &self.stats;
-        let bytes: usize = items.iter().map(Item::bytes).sum();
+        let bytes: usize = items.iter().chain(&raft).map(Item::bytes).sum();
         self.backlog_bytes.fetch_sub(bytes as u64, Relaxed);
         stats.keys_written.fetch_add(items.len() as u64, Relaxed);
         stats
@@ -454,6 +542,19 @@ impl Storage {
                     batch.insert(ks, item.key, v);
                 }
                 None => batch.remove(ks, item.key),
+            }
+        }
+        // Raft bookkeeping is not user data: it stays out of the key and change counts.
+        for item in raft {
+            debug_assert!(
+                item.key
+                    .get(2)
+                    .is_some_and(|&tag| tag >= raftlog::FIRST_STATE_MACHINE_TAG),
+                "Batch::raft may only write state-machine keys"
+            );
+            match item.value {
+                Some(v) => batch.insert(&self.raft, item.key, v),
+                None => batch.remove(&self.raft, item.key),
             }
         }
     }
@@ -492,6 +593,9 @@ impl Storage {
     }
 
     fn sync_now(&self) {
+        // Cleared before the fsync: a direct Raft write after this point sets it again and
+        // asks for another sync; one before it is covered by this one.
+        self.raft_unsynced.swap(false, AcqRel);
         let started = Instant::now();
         if let Err(e) = self.db.persist(PersistMode::SyncData) {
             fatal(&format!("syncing {}: {e}", self.dir.join(DB_DIR).display()));

@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# Acknowledged writes survive losing a node, on the three-node cluster of docker-compose.yml:
+# builds tallykv:local, starts the cluster, runs a writer inside the compose network that logs
+# every acknowledged SET and INCR, kills tallykv2 (SIGKILL) halfway through, keeps writing,
+# then checks that every acknowledged write is there; then restarts tallykv2 and checks again.
+# Always ends with `compose down -v`.
+#
+# Usage: scripts/compose-check.sh
+# Environment: CHECK_TIMEOUT  seconds allowed from `up` to the end (default 120; the image
+#                             build, which may compile the release binary, is not counted)
+#              CHECK_WRITES   acknowledged writes wanted before the kill, and again after it
+#                             (default 200)
+# Exits 0 without doing anything when no Docker engine answers (CI runs it only where one is).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! docker info >/dev/null 2>&1; then
+  echo "compose-check: no Docker engine, skipped"
+  exit 0
+fi
+if docker compose version >/dev/null 2>&1; then
+  compose=(docker compose)
+elif command -v docker-compose >/dev/null; then
+  compose=(docker-compose)
+else
+  echo "compose-check: FAIL: a Docker engine but neither 'docker compose' nor docker-compose" >&2
+  exit 1
+fi
+
+timeout_s=${CHECK_TIMEOUT:-120}
+want=${CHECK_WRITES:-200}
+project=tallykv-check
+dc() { "${compose[@]}" -p "$project" -f docker-compose.yml "$@"; }
+work=$(mktemp -d)
+writer=$project-writer
+writer_pid=
+
+cleanup() {
+  local rc=$?
+  if [ -n "$writer_pid" ]; then
+    docker rm -fv "$writer" >/dev/null 2>&1 || true
+    wait "$writer_pid" 2>/dev/null || true
+  fi
+  if [ "$rc" -ne 0 ]; then
+    # The nodes' full logs outlive the run (they go with `down`); the last lines go to stderr.
+    local logs
+    logs=$(mktemp "${TMPDIR:-/tmp}/tallykv-compose-check.XXXXXX.log")
+    dc logs --no-color >"$logs" 2>&1 || true
+    echo "compose-check: the nodes' logs are in $logs; the last lines of each:" >&2
+    local n
+    for n in 1 2 3; do
+      grep "^tallykv${n}[-_]" "$logs" | tail -n 15 >&2
+    done
+  fi
+  dc down -v --remove-orphans >/dev/null 2>&1 || true
+  rm -rf "$work"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+fail() {
+  echo "compose-check: FAIL: $*" >&2
+  exit 1
+}
+
+TALLYKV_IMAGE=tallykv:local docker/build-image.sh
+
+# Unlimited locked memory where the engine can grant it, else the most it can (see the
+# ulimits in docker-compose.yml); an explicit TALLYKV_MEMLOCK wins.
+if [ -z "${TALLYKV_MEMLOCK:-}" ] &&
+  ! docker run --rm --ulimit memlock=-1:-1 --entrypoint /bin/sh tallykv:local -c : \
+    >/dev/null 2>&1; then
+  kib=$(docker run --rm --entrypoint /bin/sh tallykv:local -c 'ulimit -H -l')
+  if ! [[ $kib =~ ^[0-9]+$ ]] || [ "$kib" -lt 512 ]; then
+    fail "the engine grants neither unlimited nor 512 KiB of locked memory (got '$kib')"
+  fi
+  export TALLYKV_MEMLOCK=$((kib * 1024))
+  echo "compose-check: the engine cannot lift the memlock limit; using ${kib} KiB"
+fi
+# Free host ports: the published client ports are not used here, and fixed ones may be taken.
+export TALLYKV1_PORT='' TALLYKV2_PORT='' TALLYKV3_PORT=''
+
+start=$SECONDS
+deadline=$((SECONDS + timeout_s))
+left() { echo $((deadline - SECONDS > 0 ? deadline - SECONDS : 1)); }
+past_deadline() { [ "$SECONDS" -ge "$deadline" ]; }
+
+# A leftover project from an interrupted run would keep its volumes: start clean.
+dc down -v --remove-orphans >/dev/null 2>&1 || true
+timeout "$(left)" "${compose[@]}" -p "$project" -f docker-compose.yml up -d \
+  tallykv1 tallykv2 tallykv3 >"$work/up.log" 2>&1 || fail "compose up: $(tail -5 "$work/up.log")"
+
+# health NODE: the node container's health status ("healthy", "starting", ...).
+health() {
+  local id
+  id=$(dc ps -q "$1")
+  [ -n "$id" ] && docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{end}}' "$id"
+}
+wait_healthy() {
+  local node
+  for node in "$@"; do
+    until [ "$(health "$node")" = healthy ]; do
+      past_deadline && fail "$node not healthy after ${timeout_s}s"
+      sleep 1
+    done
+  done
+}
+wait_healthy tallykv1 tallykv2 tallykv3
+echo "compose-check: 3 nodes healthy after $((SECONDS - start))s"
+
+# The writer logs one line per write to acks.log on this side: "set k:<i> <i>" and
+# "incr c:<j> <reply>" for acknowledged writes, "nack ..." for the others. Only whole,
+# well-formed lines count (a line cut short by the writer's end is ignored).
+dc run --rm -T --name "$writer" client /check/cluster-client.sh write \
+  </dev/null >"$work/acks.log" 2>"$work/writer.err" &
+writer_pid=$!
+
+ack_lines='^(set k:[0-9]+|incr c:[0-9]+) [0-9]+$'
+acks() { grep -Ec "$ack_lines" "$work/acks.log" || true; }
+nacks() { grep -c '^nack ' "$work/acks.log" || true; }
+wait_acks() {
+  until [ "$(acks)" -ge "$1" ]; do
+    past_deadline && fail "only $(acks) acknowledged writes, wanted $1 ($2); $(nacks) failed,
+the last ones: $(grep '^nack ' "$work/acks.log" | tail -5)"
+    kill -0 "$writer_pid" 2>/dev/null || fail "the writer stopped: $(tail -5 "$work/writer.err")"
+    sleep 0.5
+  done
+}
+wait_acks "$want" "with 3 nodes"
+dc kill -s SIGKILL tallykv2 >/dev/null 2>&1 || fail "kill tallykv2"
+before=$(acks)
+echo "compose-check: killed tallykv2 after $before acknowledged writes"
+wait_acks $((before + want)) "after killing tallykv2"
+docker rm -fv "$writer" >/dev/null 2>&1 || true
+wait "$writer_pid" 2>/dev/null || true
+writer_pid=
+echo "compose-check: $(acks) acknowledged writes, $(($(acks) - before)) of them with tallykv2 down;" \
+  "$(nacks) failed"
+
+# expected: from the acknowledged writes, the keys to read and the least value each must
+# have. A SET k:<i> <i> must read back exactly; an INCR counter must be at least its number
+# of acknowledged increments and its highest acknowledged reply, and two acknowledgements
+# with the same reply mean an increment was lost.
+grep -E "$ack_lines" "$work/acks.log" | awk '
+  $1 == "set" { exact[$2] = $3 }
+  $1 == "incr" {
+    n[$2]++
+    if (seen[$2, $3]++) { print "DUP " $2 " " $3; next }
+    if ($3 + 0 > max[$2]) max[$2] = $3 + 0
+  }
+  END {
+    for (k in exact) print "EQ " k " " exact[k]
+    for (k in n) print "GE " k " " (n[k] > max[k] ? n[k] : max[k])
+  }' | sort >"$work/expected"
+if grep '^DUP ' "$work/expected" >&2; then
+  fail "the same INCR reply was acknowledged twice: an acknowledged increment was lost"
+fi
+
+# verify WHEN: reads every key (through the client service, inside the network) and checks
+# it against expected; prints what is wrong. Returns 2 when some read got no answer (worth
+# retrying: an election may be in progress), 1 when a read answered a wrong value.
+verify() {
+  awk '{ print $2 }' "$work/expected" |
+    timeout "$(left)" "${compose[@]}" -p "$project" -f docker-compose.yml run --rm -T client \
+      /check/cluster-client.sh read >"$work/values" 2>"$work/read.err" || {
+    echo "reading back ($1) failed: $(tail -5 "$work/read.err")"
+    return 2
+  }
+  local unanswered bad
+  unanswered=$(awk '$2 == "ERROR"' "$work/values" | wc -l)
+  if [ "$unanswered" -gt 0 ]; then
+    echo "$unanswered reads ($1) got no answer, e.g. $(awk '$2 == "ERROR"' "$work/values" | head -1)"
+    return 2
+  fi
+  bad=$(awk '
+    NR == FNR { got[$1] = $2; seen[$1] = 1; next }
+    !($2 in seen) { print $2 ": no reply"; next }
+    $1 == "EQ" && got[$2] != $3 { print $2 ": got \"" got[$2] "\", acknowledged " $3 }
+    $1 == "GE" && got[$2] + 0 < $3 + 0 { print $2 ": got \"" got[$2] "\", at least " $3 " acknowledged" }
+  ' "$work/values" "$work/expected")
+  if [ -n "$bad" ]; then
+    echo "acknowledged writes missing ($1):"
+    echo "$bad" | head -20
+    return 1
+  fi
+  echo "compose-check: all $(wc -l <"$work/expected") keys hold every acknowledged write ($1)"
+}
+
+# verify_until WHEN: verify, retried until the deadline while reads go unanswered (right
+# after a node stops or comes back an election may be in progress); a wrong value fails.
+verify_until() {
+  local rc
+  while true; do
+    rc=0
+    verify "$1" >"$work/verify.out" || rc=$?
+    [ "$rc" -eq 0 ] && break
+    if [ "$rc" -ne 2 ] || past_deadline; then
+      fail "$(cat "$work/verify.out")"
+    fi
+    sleep 2
+  done
+  cat "$work/verify.out"
+}
+
+verify_until "tallykv2 down"
+dc start tallykv2 >/dev/null 2>&1 || fail "restart tallykv2"
+wait_healthy tallykv2
+verify_until "tallykv2 restarted"
+echo "compose-check: OK in $((SECONDS - start))s"

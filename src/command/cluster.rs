@@ -1,0 +1,321 @@
+//! The Redis Cluster protocol's commands: CLUSTER INFO/MYID/SLOTS/SHARDS/NODES/KEYSLOT/
+//! COUNTKEYSINSLOT/GETKEYSINSLOT, READONLY and READWRITE.
+//!
+//! Each slot group is shown as a shard whose primary is the group's current Raft leader and
+//! whose replicas are its other voters, so cluster-aware clients route by themselves. A node
+//! leads some groups and follows others; CLUSTER NODES, which has one line per node, shows a
+//! node as a primary with the slots of the groups it leads.
+
+use std::fmt::Write;
+
+use bytes::Bytes;
+
+use super::connection::ConnCtx;
+use super::{Ctx, NOT_INTEGER, arg_i64};
+use crate::cluster::node::ClusterNode;
+use crate::cluster::types::{GroupId, NodeId, NodeInfo};
+use crate::cluster::{SLOT_COUNT, key_slot};
+use crate::protocol::Out;
+
+const NOT_ENABLED: &str = "ERR This instance has cluster support disabled";
+
+/// The node, or the error a non-cluster (or still starting) node answers.
+fn node(ctx: &mut ConnCtx<'_>) -> Option<std::sync::Arc<ClusterNode>> {
+    if !ctx.shared.config.cluster.enabled {
+        ctx.out.error(NOT_ENABLED);
+        return None;
+    }
+    match ctx.shared.cluster() {
+        Some(c) => Some(c.clone()),
+        None => {
+            ctx.out.error(crate::cluster::CLUSTERDOWN);
+            None
+        }
+    }
+}
+
+/// The primary shown for group `g`: its leader, or (during an election) its first voter.
+fn primary(c: &ClusterNode, g: GroupId) -> NodeId {
+    c.leader(g)
+        .unwrap_or_else(|| c.layout.groups[g as usize].members[0])
+}
+
+fn replicas(c: &ClusterNode, g: GroupId) -> impl Iterator<Item = NodeId> + '_ {
+    let p = primary(c, g);
+    c.layout.groups[g as usize]
+        .members
+        .iter()
+        .copied()
+        .filter(move |&m| m != p)
+}
+
+fn is_ip(host: &str) -> bool {
+    host.parse::<std::net::IpAddr>().is_ok()
+}
+
+pub fn readonly(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
+    if !ctx.shared.config.cluster.enabled {
+        ctx.out.error(NOT_ENABLED);
+        return;
+    }
+    ctx.client.readonly = true;
+    ctx.out.ok();
+}
+
+pub fn readwrite(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
+    if !ctx.shared.config.cluster.enabled {
+        ctx.out.error(NOT_ENABLED);
+        return;
+    }
+    ctx.client.readonly = false;
+    ctx.out.ok();
+}
+
+pub fn keyslot(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
+    ctx.out.int(key_slot(&args[2]) as i64);
+}
+
+pub fn myid(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
+    let Some(c) = node(ctx) else { return };
+    let name = c.me().name.clone();
+    ctx.out.bulk(name.as_bytes());
+}
+
+pub fn info(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
+    if !ctx.shared.config.cluster.enabled {
+        ctx.out.error(NOT_ENABLED);
+        return;
+    }
+    let text = info_text(ctx.shared.cluster().map(|c| &**c));
+    ctx.out.verbatim(text.as_bytes());
+}
+
+/// CLUSTER INFO's text (also used by INFO cluster); `None` while the node is starting.
+pub fn info_text(c: Option<&ClusterNode>) -> String {
+    let Some(c) = c else {
+        return "cluster_state:fail\r\ncluster_slots_assigned:0\r\ncluster_slots_ok:0\r\n\
+                cluster_slots_pfail:0\r\ncluster_slots_fail:0\r\ncluster_known_nodes:0\r\n\
+                cluster_size:0\r\ncluster_current_epoch:0\r\ncluster_my_epoch:0\r\n"
+            .to_string();
+    };
+    let mut ok = 0;
+    let mut leaders = std::collections::BTreeSet::new();
+    let mut epoch = 0;
+    let mut my_epoch = 0;
+    for (g, gl) in c.layout.groups.iter().enumerate() {
+        let g = g as GroupId;
+        epoch = epoch.max(c.term(g));
+        if let Some(l) = c.leader(g) {
+            ok += gl.slots.len();
+            leaders.insert(l);
+            if l == c.id {
+                my_epoch = my_epoch.max(c.term(g));
+            }
+        }
+    }
+    let state = if ok == SLOT_COUNT { "ok" } else { "fail" };
+    format!(
+        "cluster_state:{state}\r\n\
+         cluster_slots_assigned:{SLOT_COUNT}\r\n\
+         cluster_slots_ok:{ok}\r\n\
+         cluster_slots_pfail:0\r\n\
+         cluster_slots_fail:{}\r\n\
+         cluster_known_nodes:{}\r\n\
+         cluster_size:{}\r\n\
+         cluster_current_epoch:{epoch}\r\n\
+         cluster_my_epoch:{my_epoch}\r\n\
+         cluster_slot_groups:{}\r\n",
+        SLOT_COUNT - ok,
+        c.layout.nodes.len(),
+        leaders.len(),
+        c.group_count(),
+    )
+}
+
+/// One node of a CLUSTER SLOTS range: endpoint, port, id, and metadata (its hostname).
+fn slots_node(out: &mut Out, n: &NodeInfo) {
+    out.array(4);
+    out.bulk(n.host.as_bytes());
+    out.int(n.port as i64);
+    out.bulk(n.name.as_bytes());
+    if is_ip(&n.host) {
+        out.map(0);
+    } else {
+        out.map(1);
+        out.bulk(b"hostname");
+        out.bulk(n.host.as_bytes());
+    }
+}
+
+pub fn slots(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
+    let Some(c) = node(ctx) else { return };
+    let mut out = Out::new(ctx.out.resp3);
+    out.array(c.group_count());
+    for (g, gl) in c.layout.groups.iter().enumerate() {
+        let g = g as GroupId;
+        out.array(2 + gl.members.len());
+        out.int(gl.slots.start as i64);
+        out.int(gl.slots.end as i64 - 1);
+        slots_node(&mut out, &c.layout.nodes[&primary(&c, g)]);
+        for r in replicas(&c, g) {
+            slots_node(&mut out, &c.layout.nodes[&r]);
+        }
+    }
+    ctx.out.raw(&out.buf);
+}
+
+pub fn shards(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
+    let Some(c) = node(ctx) else { return };
+    let mut out = Out::new(ctx.out.resp3);
+    out.array(c.group_count());
+    for (g, gl) in c.layout.groups.iter().enumerate() {
+        let g = g as GroupId;
+        out.map(2);
+        out.bulk(b"slots");
+        out.array(2);
+        out.int(gl.slots.start as i64);
+        out.int(gl.slots.end as i64 - 1);
+        out.bulk(b"nodes");
+        out.array(gl.members.len());
+        let p = primary(&c, g);
+        for id in std::iter::once(p).chain(replicas(&c, g)) {
+            let n = &c.layout.nodes[&id];
+            let hostname = !is_ip(&n.host);
+            out.map(if hostname { 7 } else { 6 });
+            out.bulk(b"id");
+            out.bulk(n.name.as_bytes());
+            out.bulk(b"port");
+            out.int(n.port as i64);
+            out.bulk(b"ip");
+            out.bulk(n.host.as_bytes());
+            out.bulk(b"endpoint");
+            out.bulk(n.host.as_bytes());
+            if hostname {
+                out.bulk(b"hostname");
+                out.bulk(n.host.as_bytes());
+            }
+            out.bulk(b"role");
+            out.bulk(if id == p { &b"master"[..] } else { b"replica" });
+            out.bulk(b"health");
+            let online = c.leader(g).is_some() || id == c.id;
+            out.bulk(if online { &b"online"[..] } else { b"loading" });
+        }
+    }
+    ctx.out.raw(&out.buf);
+}
+
+pub fn nodes(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
+    let Some(c) = node(ctx) else { return };
+    let text = nodes_text(&c);
+    ctx.out.verbatim(text.as_bytes());
+}
+
+/// CLUSTER NODES: one line per node; a node leading groups is a primary with their slots,
+/// one leading none is shown as a replica of the leader of its first group.
+pub fn nodes_text(c: &ClusterNode) -> String {
+    let mut text = String::new();
+    for (&id, n) in &c.layout.nodes {
+        let led: Vec<(GroupId, &std::ops::Range<usize>)> = c
+            .layout
+            .groups
+            .iter()
+            .enumerate()
+            .filter(|(g, _)| c.leader(*g as GroupId) == Some(id))
+            .map(|(g, gl)| (g as GroupId, &gl.slots))
+            .collect();
+        let myself = if id == c.id { "myself," } else { "" };
+        let (role, master) = if led.is_empty() {
+            let master = c
+                .layout
+                .groups
+                .iter()
+                .enumerate()
+                .find(|(_, gl)| gl.members.contains(&id))
+                .and_then(|(g, _)| c.leader(g as GroupId))
+                .and_then(|l| c.node(l))
+                .map_or("-".to_string(), |m| m.name.clone());
+            ("slave", master)
+        } else {
+            ("master", "-".to_string())
+        };
+        let epoch = led.iter().map(|(g, _)| c.term(*g)).max().unwrap_or(0);
+        let _ = write!(
+            text,
+            "{} {}:{}@{}{} {myself}{role} {master} 0 0 {epoch} connected",
+            n.name,
+            n.host,
+            n.port,
+            n.bus_port,
+            if is_ip(&n.host) {
+                String::new()
+            } else {
+                format!(",{}", n.host)
+            },
+        );
+        for (_, r) in led {
+            if r.end - r.start == 1 {
+                let _ = write!(text, " {}", r.start);
+            } else {
+                let _ = write!(text, " {}-{}", r.start, r.end - 1);
+            }
+        }
+        text.push('\n');
+    }
+    text
+}
+
+/// A slot argument: an integer in 0..16384, else Valkey's errors.
+fn slot_arg(out: &mut Out, arg: &[u8]) -> Option<usize> {
+    match arg_i64(arg) {
+        None => {
+            out.error(NOT_INTEGER);
+            None
+        }
+        Some(s) if !(0..SLOT_COUNT as i64).contains(&s) => {
+            out.error("ERR Invalid slot");
+            None
+        }
+        Some(s) => Some(s as usize),
+    }
+}
+
+/// Per-core CLUSTER COUNTKEYSINSLOT (the core owning the slot counts; others answer 0).
+pub fn countkeysinslot_local(ctx: &mut Ctx<'_>, args: &[Bytes]) {
+    let Some(slot) = slot_arg(ctx.out, &args[2]) else {
+        return;
+    };
+    let n = if ctx.shard.owned_slots().contains(&slot) {
+        let mut n = 0;
+        ctx.shard.for_each_in_slot(slot, ctx.now, |_| n += 1);
+        n
+    } else {
+        0
+    };
+    ctx.out.int(n);
+}
+
+/// Per-core CLUSTER GETKEYSINSLOT.
+pub fn getkeysinslot_local(ctx: &mut Ctx<'_>, args: &[Bytes]) {
+    let Some(slot) = slot_arg(ctx.out, &args[2]) else {
+        return;
+    };
+    let count = match arg_i64(&args[3]) {
+        Some(n) if n >= 0 => n as usize,
+        _ => {
+            ctx.out.error("ERR Invalid number of keys");
+            return;
+        }
+    };
+    let mut keys: Vec<Vec<u8>> = Vec::new();
+    if ctx.shard.owned_slots().contains(&slot) {
+        ctx.shard.for_each_in_slot(slot, ctx.now, |e| {
+            if keys.len() < count {
+                keys.push(e.key().to_vec());
+            }
+        });
+    }
+    ctx.out.array(keys.len());
+    for k in &keys {
+        ctx.out.bulk(k);
+    }
+}

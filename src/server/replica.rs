@@ -1,0 +1,342 @@
+//! The data path's side of Raft replication: applying committed slot-group entries on the
+//! cores that own the group's slots, and the per-core applied marks that make re-applying
+//! after a crash exact (see `cluster::sm`).
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::channel::{mpsc, oneshot};
+use futures::future::BoxFuture;
+
+use super::core::{Core, CoreMsg, Op, owned_slots};
+use crate::cluster::key_slot;
+use crate::cluster::sm::{ApplyItem, Cores};
+use crate::cluster::types::{GroupId, LogId, Membership, Request, Response};
+use crate::command::table::{lookup, lookup_sub, registry};
+use crate::command::{Exec, flags};
+use crate::protocol::Out;
+use crate::storage::{Batch, Item, Storage};
+
+/// Storage keys of the state machine (tags >= 0x10 of the `raft` keyspace).
+const TAG_APPLIED: u8 = 0x10;
+const TAG_MEMBERSHIP: u8 = 0x11;
+/// The pseudo-group holding node-wide state machine facts (the core count).
+const NODE_WIDE: u16 = u16::MAX;
+
+fn applied_key(group: GroupId, core: usize) -> Vec<u8> {
+    let mut k = group.to_be_bytes().to_vec();
+    k.push(TAG_APPLIED);
+    k.push(core as u8);
+    k
+}
+
+fn membership_key(group: GroupId) -> Vec<u8> {
+    let mut k = group.to_be_bytes().to_vec();
+    k.push(TAG_MEMBERSHIP);
+    k
+}
+
+fn cores_key() -> Vec<u8> {
+    let mut k = NODE_WIDE.to_be_bytes().to_vec();
+    k.push(TAG_APPLIED);
+    k
+}
+
+/// What each core has applied, per group (loaded lazily from storage).
+#[derive(Default)]
+pub struct Marks {
+    applied: HashMap<GroupId, Option<LogId>>,
+    /// Marks changed since the last flush to storage.
+    dirty: Vec<GroupId>,
+}
+
+impl Marks {
+    pub fn is_dirty(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+}
+
+/// The cores, as the Raft state machines see them.
+pub struct CoreLink {
+    inboxes: Vec<mpsc::UnboundedSender<CoreMsg>>,
+    storage: Arc<Storage>,
+}
+
+impl CoreLink {
+    /// Checks the core count the stored marks were written with: marks are per core, so a
+    /// node cannot change `threads` under its Raft state.
+    pub fn new(
+        inboxes: Vec<mpsc::UnboundedSender<CoreMsg>>,
+        storage: Arc<Storage>,
+    ) -> Result<CoreLink, String> {
+        let cores = inboxes.len() as u32;
+        match storage.raft_get(&cores_key())? {
+            Some(v) if v.as_slice() != cores.to_le_bytes() => {
+                let was = v.try_into().map(u32::from_le_bytes).unwrap_or(0);
+                return Err(format!(
+                    "this cluster node's data in {} was written with threads {was}, not {cores}: \
+                     start it with threads {was}, or empty its dir to have it catch up from the \
+                     other nodes",
+                    storage.dir().display()
+                ));
+            }
+            Some(_) => {}
+            None => storage.write(Batch {
+                wipe: None,
+                items: Vec::new(),
+                raft: vec![Item {
+                    key: cores_key(),
+                    value: Some(cores.to_le_bytes().to_vec()),
+                }],
+                done: None,
+            }),
+        }
+        Ok(CoreLink { inboxes, storage })
+    }
+
+    fn cores_of(&self, slots: &Range<usize>) -> Vec<usize> {
+        let n = self.inboxes.len();
+        (0..n)
+            .filter(|&c| {
+                let r = owned_slots(c, n);
+                r.start < slots.end && slots.start < r.end
+            })
+            .collect()
+    }
+}
+
+impl Cores for CoreLink {
+    fn apply(
+        &self,
+        group: GroupId,
+        slots: Range<usize>,
+        items: Vec<ApplyItem>,
+        last: LogId,
+    ) -> BoxFuture<'static, Result<Vec<Response>, String>> {
+        let items = Arc::new(items);
+        let mut waits = Vec::new();
+        for c in self.cores_of(&slots) {
+            let (tx, rx) = oneshot::channel();
+            let items = items.clone();
+            let msg = CoreMsg::Call(Box::new(move |core: &Core| {
+                let _ = tx.send(apply_on_core(core, group, &items, last));
+            }));
+            if self.inboxes[c].unbounded_send(msg).is_err() {
+                return Box::pin(async { Err("the cores are stopping".to_string()) });
+            }
+            waits.push(rx);
+        }
+        Box::pin(async move {
+            let mut responses: Vec<Response> = items
+                .iter()
+                .map(|it| Response {
+                    replies: match &*it.request {
+                        Request::Commands { cmds, .. } => vec![Bytes::new(); cmds.len()],
+                        Request::Expired { .. } => Vec::new(),
+                    },
+                })
+                .collect();
+            for rx in waits {
+                let parts = rx
+                    .await
+                    .map_err(|_| "a core stopped while applying".to_string())?;
+                for (i, j, reply) in parts {
+                    responses[i as usize].replies[j as usize] = reply;
+                }
+            }
+            Ok(responses)
+        })
+    }
+
+    fn applied(&self, group: GroupId, slots: Range<usize>) -> Result<Option<LogId>, String> {
+        let mut min: Option<LogId> = None;
+        for c in self.cores_of(&slots) {
+            let Some(v) = self.storage.raft_get(&applied_key(group, c))? else {
+                return Ok(None);
+            };
+            let mark: Option<LogId> = bincode::deserialize(&v)
+                .map_err(|e| format!("slot group {group}: bad applied mark: {e}"))?;
+            let Some(mark) = mark else { return Ok(None) };
+            if min.is_none_or(|m| mark.index < m.index) {
+                min = Some(mark);
+            }
+        }
+        Ok(min)
+    }
+
+    fn membership(&self, group: GroupId) -> Result<Option<Membership>, String> {
+        self.storage
+            .raft_get(&membership_key(group))?
+            .map(|v| {
+                bincode::deserialize(&v)
+                    .map_err(|e| format!("slot group {group}: bad stored membership: {e}"))
+            })
+            .transpose()
+    }
+
+    fn save_membership(&self, group: GroupId, m: &Membership) -> Result<(), String> {
+        let value = bincode::serialize(m).map_err(|e| e.to_string())?;
+        self.storage.write(Batch {
+            wipe: None,
+            items: Vec::new(),
+            raft: vec![Item {
+                key: membership_key(group),
+                value: Some(value),
+            }],
+            done: None,
+        });
+        Ok(())
+    }
+}
+
+/// Applies the entries of `items` whose keys this core owns and that it has not applied
+/// yet; returns (item, command, reply) for each command it ran.
+fn apply_on_core(
+    core: &Core,
+    group: GroupId,
+    items: &[ApplyItem],
+    last: LogId,
+) -> Vec<(u32, u32, Bytes)> {
+    let done_upto = core.applied_mark(group).map(|l| l.index);
+    let owned = core.shard.borrow().owned_slots();
+    let reg = registry();
+    let mut replies = Vec::new();
+    let mut ends = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        if done_upto.is_some_and(|d| item.index <= d) {
+            continue;
+        }
+        match &*item.request {
+            Request::Commands { now, resp3, cmds } => {
+                for (j, args) in cmds.iter().enumerate() {
+                    let Some((op, slot)) = resolve(reg, args) else {
+                        let mut out = Out::new(*resp3);
+                        out.error("ERR command cannot be replicated");
+                        replies.push((i as u32, j as u32, Bytes::from(out.buf)));
+                        continue;
+                    };
+                    if !owned.contains(&slot) {
+                        continue;
+                    }
+                    let mut out = Out::new(*resp3);
+                    ends.clear();
+                    core.shard.borrow_mut().expire_deletes = true;
+                    core.execute(std::slice::from_ref(&op), *now, &mut out, &mut ends);
+                    core.shard.borrow_mut().expire_deletes = false;
+                    replies.push((i as u32, j as u32, Bytes::from(out.buf)));
+                }
+            }
+            Request::Expired { now, keys } => {
+                let mut shard = core.shard.borrow_mut();
+                shard.expire_deletes = true;
+                for key in keys {
+                    if owned.contains(&(key_slot(key) as usize)) {
+                        // A lookup at the entry's time deletes the key if it is still expired.
+                        let _ = shard.get(key, *now);
+                    }
+                }
+                shard.expire_deletes = false;
+            }
+        }
+    }
+    core.set_applied_mark(group, last);
+    core.finish();
+    replies
+}
+
+/// The shard function and key slot of a replicated command (None: not a keyed command).
+fn resolve(reg: &crate::command::table::Registry, args: &[Bytes]) -> Option<(Op, usize)> {
+    let mut id = lookup(args.first()?)?;
+    let mut def = reg.def(id);
+    if matches!(def.exec, Exec::Container) {
+        id = lookup_sub(id, args.get(1)?)?;
+        def = reg.def(id);
+    }
+    let exec = match def.exec {
+        Exec::Shard(f) | Exec::Multi(f, _) => f,
+        _ => return None,
+    };
+    let slot = key_slot(&args[def.keys.positions(args.len()).next()?]) as usize;
+    Some((
+        Op {
+            exec,
+            args: args.to_vec(),
+            // The leader checked memory before proposing; replicas never refuse or evict.
+            flags: def.flags & !flags::DENYOOM,
+            cmd_id: id as u32,
+        },
+        slot,
+    ))
+}
+
+impl Core {
+    /// This core's applied mark for `group` (read from storage the first time).
+    pub fn applied_mark(&self, group: GroupId) -> Option<LogId> {
+        let mut marks = self.marks.borrow_mut();
+        if let Some(m) = marks.applied.get(&group) {
+            return *m;
+        }
+        let stored = self
+            .shared
+            .storage()
+            .and_then(|s| s.raft_get(&applied_key(group, self.id)).ok().flatten())
+            .and_then(|v| bincode::deserialize::<Option<LogId>>(&v).ok())
+            .flatten();
+        marks.applied.insert(group, stored);
+        stored
+    }
+
+    fn set_applied_mark(&self, group: GroupId, last: LogId) {
+        let mut marks = self.marks.borrow_mut();
+        marks.applied.insert(group, Some(last));
+        if !marks.dirty.contains(&group) {
+            marks.dirty.push(group);
+        }
+    }
+
+    /// The marks changed since the last call, as storage items (written in the same batch as
+    /// the data they describe).
+    pub fn take_mark_items(&self) -> Vec<Item> {
+        let mut marks = self.marks.borrow_mut();
+        let dirty = std::mem::take(&mut marks.dirty);
+        dirty
+            .into_iter()
+            .map(|g| Item {
+                key: applied_key(g, self.id),
+                value: Some(bincode::serialize(&marks.applied[&g]).expect("a log id serializes")),
+            })
+            .collect()
+    }
+}
+
+/// Keys expired per active-expiry tick a leader proposes at most (per core).
+const EXPIRE_SAMPLE: usize = 200;
+
+/// The leader's active expiry: finds expired keys of the groups this node leads and proposes
+/// their deletion (replicas delete them when the entry applies, at the entry's time).
+pub fn propose_expired(core: &Core, cluster: &crate::cluster::node::ClusterNode) {
+    let now = crate::util::now_ms();
+    let mut found = Vec::new();
+    core.shard
+        .borrow_mut()
+        .expired_keys_step(now, EXPIRE_SAMPLE, &mut found);
+    if found.is_empty() {
+        return;
+    }
+    let mut per_group: HashMap<GroupId, Vec<Bytes>> = HashMap::new();
+    for key in found {
+        let g = cluster.group_of(key_slot(&key) as usize);
+        if cluster.leader(g) == Some(cluster.id) {
+            per_group
+                .entry(g)
+                .or_default()
+                .push(Bytes::from(key.into_vec()));
+        }
+    }
+    for (g, keys) in per_group {
+        // Fire and forget: a lost proposal is found again on a later lap.
+        drop(cluster.propose(g, Request::Expired { now, keys }));
+    }
+}

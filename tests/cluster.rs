@@ -1,0 +1,1299 @@
+//! Cluster mode through real processes and real clients: the Redis Cluster protocol as
+//! clients see it (redis-rs's cluster client, plain connections, `redis-cli -c`), and what
+//! survives faults: kill -9 of a leader, a paused (SIGSTOP) leader, racing SET NX through a
+//! failover, and a whole-cluster crash.
+//!
+//! Fault tests judge the final state against what every client was told: an acknowledged
+//! write (an integer or OK reply) must be there, a refused one (MOVED, TRYAGAIN, or never
+//! sent) must not, and one whose outcome is unknown (UNCERTAIN, a broken connection, no reply
+//! in time) may or may not be.
+//!
+//! The tests take a file-wide lock and run one at a time: each starts three nodes, and the
+//! failover bounds would mean little with two clusters fighting over two shared cores.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Barrier, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::cluster::{Cluster, Outcome, Router};
+use common::{error_text, wait_until};
+use redis::Value;
+use tallykv::cluster::key_slot;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `--cluster-node-timeout` of the fault tests (ms): a follower starts an election after
+/// between this and twice this without hearing from its leader.
+const NODE_TIMEOUT_MS: u64 = 500;
+
+/// Three nodes electing within [`NODE_TIMEOUT_MS`].
+fn start_fast() -> Cluster {
+    Cluster::start(3, &["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
+}
+
+/// The longest a group of the fault tests may go without acknowledging a write after its
+/// leader is killed, measured by the clients (from the kill to the first acknowledged write
+/// that was sent after it).
+///
+/// Raft needs at most two election rounds here: a follower's timer fires after between
+/// `NODE_TIMEOUT_MS` and the maximum election timeout (twice that); if it fires before the
+/// other follower's leader lease (the maximum election timeout since its last heartbeat) has
+/// run out, its vote request is refused and it wins on its next timeout. Hence 2 × the
+/// maximum election timeout. The slack covers a split vote (both followers standing at
+/// once costs another round; runs here took 1.6–2.8 s in all), a heartbeat interval, the
+/// client finding the new leader (connection refused, next node, MOVED), and scheduling on
+/// two shared cores running debug builds of three servers and the clients.
+const UNAVAILABILITY_BOUND_MS: u64 = 2 * (2 * NODE_TIMEOUT_MS) + FAILOVER_SLACK_MS;
+const FAILOVER_SLACK_MS: u64 = 2500;
+
+/// Reply timeout of the load's clients: a paused node is given up on after this.
+const CLIENT_TIMEOUT: Duration = Duration::from_millis(1500);
+
+fn cmd(args: &[&str]) -> redis::Cmd {
+    let mut c = redis::cmd(args[0]);
+    for a in &args[1..] {
+        c.arg(*a);
+    }
+    c
+}
+
+/// `count` keys named `{prefix}{n}` for each group of `c`, in group order.
+fn keys_per_group(c: &Cluster, prefix: &str, count: usize) -> Vec<Vec<String>> {
+    let mut per_group = vec![Vec::new(); c.groups.len()];
+    let mut n = 0;
+    while per_group.iter().any(|k: &Vec<String>| k.len() < count) {
+        let key = format!("{prefix}{n}");
+        n += 1;
+        let g = c.group_of_key(&key);
+        if per_group[g].len() < count {
+            per_group[g].push(key);
+        }
+    }
+    per_group
+}
+
+/// The reply as text (bulk or simple string), None for nil.
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::Nil => None,
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Okay => Some("OK".to_string()),
+        Value::VerbatimString { text, .. } => Some(text.clone()),
+        other => panic!("expected a string reply, got {other:?}"),
+    }
+}
+
+fn int(v: &Value) -> i64 {
+    match v {
+        Value::Int(n) => *n,
+        other => panic!("expected an integer reply, got {other:?}"),
+    }
+}
+
+/// A map reply as key/value pairs: a RESP3 map, or RESP2's flat array of alternating items.
+fn pairs(v: &Value) -> Vec<(String, Value)> {
+    match v {
+        Value::Map(m) => m
+            .iter()
+            .map(|(k, v)| (text(k).expect("map key"), v.clone()))
+            .collect(),
+        Value::Array(a) => a
+            .chunks(2)
+            .map(|kv| (text(&kv[0]).expect("map key"), kv[1].clone()))
+            .collect(),
+        other => panic!("expected a map, got {other:?}"),
+    }
+}
+
+fn field<'a>(pairs: &'a [(String, Value)], name: &str) -> &'a Value {
+    &pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .unwrap_or_else(|| panic!("no {name} in {pairs:?}"))
+        .1
+}
+
+/// Every node's copy of `key` (read with READONLY, so followers answer from their own
+/// replica) equals `expected`, within 15 s.
+fn replicas_converge(c: &Cluster, expected: &BTreeMap<String, Option<String>>) {
+    for i in (0..c.len()).filter(|&i| c.running(i)) {
+        let mut conn = c.conn(i);
+        let _: () = cmd(&["READONLY"]).query(&mut conn).expect("READONLY");
+        let mut differing = Vec::new();
+        let converged = wait_until(Duration::from_secs(15), || {
+            differing.clear();
+            for (k, want) in expected {
+                let got: Option<String> = cmd(&["GET", k]).query(&mut conn).expect("GET");
+                if &got != want {
+                    differing.push(format!("{k}: {got:?} != {want:?}"));
+                }
+            }
+            differing.is_empty()
+        });
+        assert!(
+            converged,
+            "node {i}'s replica differs from the leaders':\n{}\n{}",
+            differing.join("\n"),
+            c.logs(20)
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The protocol as clients see it
+// ---------------------------------------------------------------------------------------
+
+/// One CLUSTER NODES line.
+#[derive(Debug, PartialEq, Eq)]
+struct NodeLine {
+    id: String,
+    port: u16,
+    bus: u16,
+    myself: bool,
+    master: bool,
+    slots: Vec<(usize, usize)>,
+}
+
+fn parse_nodes(text: &str) -> Vec<NodeLine> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            assert!(f.len() >= 8, "short CLUSTER NODES line {l:?}");
+            let addr = f[1].split(',').next().expect("address");
+            let (hostport, bus) = addr.split_once('@').expect("host:port@bus");
+            let port = hostport.rsplit_once(':').expect("host:port").1;
+            let flags: Vec<&str> = f[2].split(',').collect();
+            let slots = f[8..]
+                .iter()
+                .map(|r| match r.split_once('-') {
+                    Some((a, b)) => (a.parse().expect("slot"), b.parse().expect("slot")),
+                    None => {
+                        let s = r.parse().expect("slot");
+                        (s, s)
+                    }
+                })
+                .collect();
+            assert_eq!(f[7], "connected", "{l}");
+            NodeLine {
+                id: f[0].to_string(),
+                port: port.parse().expect("port"),
+                bus: bus.parse().expect("bus port"),
+                myself: flags.contains(&"myself"),
+                master: flags.contains(&"master"),
+                slots,
+            }
+        })
+        .collect()
+}
+
+/// CLUSTER SLOTS as (first, last, [(port, id)]) with the primary first.
+type SlotRange = (usize, usize, Vec<(u16, String)>);
+
+fn parse_slots(v: &Value) -> Vec<SlotRange> {
+    let Value::Array(ranges) = v else {
+        panic!("CLUSTER SLOTS: {v:?}")
+    };
+    ranges
+        .iter()
+        .map(|r| {
+            let Value::Array(r) = r else {
+                panic!("slot range {r:?}")
+            };
+            let nodes = r[2..]
+                .iter()
+                .map(|n| {
+                    let Value::Array(n) = n else {
+                        panic!("slot range node {n:?}")
+                    };
+                    assert_eq!(text(&n[0]).as_deref(), Some("127.0.0.1"));
+                    (int(&n[1]) as u16, text(&n[2]).expect("node id"))
+                })
+                .collect();
+            (int(&r[0]) as usize, int(&r[1]) as usize, nodes)
+        })
+        .collect()
+}
+
+#[test]
+fn protocol_through_cluster_clients() {
+    let _serial = serial();
+    let c = Cluster::start(3, &[]);
+    let groups = c.groups.len();
+    assert_eq!(groups, 6, "two slot groups per node by default");
+
+    // redis-rs's cluster client routes by CLUSTER SLOTS and follows MOVED by itself.
+    let client = c.cluster_client();
+    let mut cc = client.get_connection().expect("cluster connection");
+    let keys: Vec<String> = (0..120).map(|i| format!("key:{i}")).collect();
+    let hit: BTreeSet<usize> = keys.iter().map(|k| c.group_of_key(k)).collect();
+    assert_eq!(hit.len(), groups, "the keys reach every group");
+    for (i, k) in keys.iter().enumerate() {
+        let v = format!("v{i}");
+        let _: () = cmd(&["SET", k, &v]).query(&mut cc).expect("SET");
+    }
+    for (i, k) in keys.iter().enumerate() {
+        let got: String = cmd(&["GET", k]).query(&mut cc).expect("GET");
+        assert_eq!(got, format!("v{i}"));
+    }
+    for i in 0..30 {
+        let k = format!("ctr:{i}");
+        for n in 1..=3 {
+            let got: i64 = cmd(&["INCR", &k]).query(&mut cc).expect("INCR");
+            assert_eq!(got, n, "{k}");
+        }
+        let h = format!("h:{i}");
+        let added: i64 = cmd(&["HSET", &h, "f1", "a", "f2", &k])
+            .query(&mut cc)
+            .expect("HSET");
+        assert_eq!(added, 2);
+        let f2: String = cmd(&["HGET", &h, "f2"]).query(&mut cc).expect("HGET");
+        assert_eq!(f2, k);
+    }
+    for k in &keys[..30] {
+        let set: i64 = cmd(&["EXPIRE", k, "100"]).query(&mut cc).expect("EXPIRE");
+        assert_eq!(set, 1);
+        let ttl: i64 = cmd(&["TTL", k]).query(&mut cc).expect("TTL");
+        assert!((90..=100).contains(&ttl), "TTL {k} = {ttl}");
+    }
+    let ttl: i64 = cmd(&["TTL", &keys[100]]).query(&mut cc).expect("TTL");
+    assert_eq!(ttl, -1);
+
+    // CLUSTER INFO and MYID.
+    let mut names = BTreeSet::new();
+    for i in 0..c.len() {
+        let info: String = c.query(i, &cmd(&["CLUSTER", "INFO"]));
+        let fields: HashMap<&str, &str> = info
+            .lines()
+            .filter_map(|l| l.trim().split_once(':'))
+            .collect();
+        assert_eq!(fields["cluster_state"], "ok", "node {i}: {info}");
+        assert_eq!(fields["cluster_slots_assigned"], "16384");
+        assert_eq!(fields["cluster_slots_ok"], "16384");
+        assert_eq!(fields["cluster_slots_fail"], "0");
+        assert_eq!(fields["cluster_known_nodes"], "3");
+        assert_eq!(fields["cluster_slot_groups"], "6");
+        let size: usize = fields["cluster_size"].parse().expect("cluster_size");
+        assert!((1..=3).contains(&size), "cluster_size {size}");
+        let id: String = c.query(i, &cmd(&["CLUSTER", "MYID"]));
+        assert_eq!(id.len(), 40);
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        assert_eq!(id, c.name(i));
+        names.insert(id);
+    }
+    assert_eq!(names.len(), 3, "node ids differ");
+
+    // The leaders every node agrees on (the cluster is quiet: no elections run).
+    let leaders: Vec<usize> = (0..groups).map(|g| c.leader_of_group(g)).collect();
+
+    // CLUSTER NODES: the same nodes everywhere, each node itself once, the masters' slots
+    // are exactly the groups they lead.
+    for i in 0..c.len() {
+        let text: String = c.query(i, &cmd(&["CLUSTER", "NODES"]));
+        let lines = parse_nodes(&text);
+        assert_eq!(lines.len(), 3, "node {i}: {text}");
+        for (j, l) in lines.iter().enumerate() {
+            assert_eq!(l.id, c.name(j), "node {i}: line {j}: {text}");
+            assert_eq!(l.port, c.port(j));
+            assert_eq!(l.bus, c.port(j) + 10000);
+            assert_eq!(l.myself, i == j, "node {i}: {text}");
+            let led: Vec<(usize, usize)> = (0..groups)
+                .filter(|&g| leaders[g] == j)
+                .map(|g| (c.groups[g].start, c.groups[g].end - 1))
+                .collect();
+            assert_eq!(l.master, !led.is_empty(), "node {i}: {text}");
+            assert_eq!(l.slots, led, "node {i}: {text}");
+        }
+    }
+
+    // CLUSTER SLOTS: one range per group, the leader first, then the other two voters.
+    let mut first_slots = None;
+    for i in 0..c.len() {
+        let slots = parse_slots(&c.query(i, &cmd(&["CLUSTER", "SLOTS"])));
+        assert_eq!(slots.len(), groups);
+        for (g, (a, b, nodes)) in slots.iter().enumerate() {
+            assert_eq!((*a, *b + 1), (c.groups[g].start, c.groups[g].end));
+            assert_eq!(nodes.len(), 3, "group {g}: {nodes:?}");
+            assert_eq!(
+                nodes[0],
+                (c.port(leaders[g]), c.name(leaders[g]).to_string())
+            );
+            let distinct: BTreeSet<u16> = nodes.iter().map(|n| n.0).collect();
+            assert_eq!(distinct.len(), 3);
+            for (port, id) in nodes {
+                let j = c.node_of_port(*port).expect("a node's port");
+                assert_eq!(id, c.name(j));
+            }
+        }
+        match &first_slots {
+            None => first_slots = Some(slots),
+            Some(first) => assert_eq!(&slots, first, "node {i} disagrees on CLUSTER SLOTS"),
+        }
+    }
+
+    // CLUSTER SHARDS: the same picture as maps.
+    for i in 0..c.len() {
+        let Value::Array(shards) = c.query::<Value>(i, &cmd(&["CLUSTER", "SHARDS"])) else {
+            panic!("CLUSTER SHARDS is not an array");
+        };
+        assert_eq!(shards.len(), groups);
+        for (g, shard) in shards.iter().enumerate() {
+            let shard = pairs(shard);
+            let Value::Array(range) = field(&shard, "slots") else {
+                panic!("slots of shard {g}")
+            };
+            let range: Vec<usize> = range.iter().map(|v| int(v) as usize).collect();
+            assert_eq!(range, [c.groups[g].start, c.groups[g].end - 1]);
+            let Value::Array(nodes) = field(&shard, "nodes") else {
+                panic!("nodes of shard {g}")
+            };
+            assert_eq!(nodes.len(), 3);
+            let mut masters = Vec::new();
+            for n in nodes {
+                let n = pairs(n);
+                let port = int(field(&n, "port")) as u16;
+                let j = c.node_of_port(port).expect("a node's port");
+                assert_eq!(text(field(&n, "id")).as_deref(), Some(c.name(j)));
+                assert_eq!(text(field(&n, "ip")).as_deref(), Some("127.0.0.1"));
+                assert_eq!(text(field(&n, "health")).as_deref(), Some("online"));
+                if text(field(&n, "role")).as_deref() == Some("master") {
+                    masters.push(j);
+                }
+            }
+            assert_eq!(masters, [leaders[g]], "shard {g}");
+        }
+    }
+
+    // CLUSTER KEYSLOT: values from the Redis Cluster spec, hash tags.
+    let slot_of = |k: &str| c.query::<i64>(0, &cmd(&["CLUSTER", "KEYSLOT", k]));
+    assert_eq!(slot_of("foo"), 12182);
+    assert_eq!(slot_of("bar"), 5061);
+    assert_eq!(slot_of("123456789"), 12739);
+    assert_eq!(slot_of("{user1000}.following"), slot_of("user1000"));
+
+    // COUNTKEYSINSLOT / GETKEYSINSLOT on every node, followers included once they applied.
+    let tagged: Vec<String> = (0..5).map(|i| format!("{{tagged}}:{i}")).collect();
+    for k in &tagged {
+        let _: () = cmd(&["SET", k, "x"]).query(&mut cc).expect("SET");
+    }
+    let slot = slot_of("tagged").to_string();
+    for i in 0..c.len() {
+        let counted = wait_until(Duration::from_secs(10), || {
+            c.query::<i64>(i, &cmd(&["CLUSTER", "COUNTKEYSINSLOT", &slot])) == 5
+        });
+        assert!(counted, "node {i} does not count the slot's 5 keys");
+        let mut got: Vec<String> = c.query(i, &cmd(&["CLUSTER", "GETKEYSINSLOT", &slot, "10"]));
+        got.sort();
+        assert_eq!(got, tagged, "node {i}");
+        let two: Vec<String> = c.query(i, &cmd(&["CLUSTER", "GETKEYSINSLOT", &slot, "2"]));
+        assert_eq!(two.len(), 2);
+    }
+    assert_eq!(
+        error_text(
+            &cmd(&["CLUSTER", "COUNTKEYSINSLOT", "16384"])
+                .query::<i64>(&mut c.conn(0))
+                .unwrap_err()
+        ),
+        "ERR Invalid slot"
+    );
+
+    // MOVED from a node that does not lead the key's group names the leader's port.
+    let key = &keys[0];
+    let s = key_slot(key.as_bytes()) as usize;
+    let leader = c.leader_of_slot(s);
+    let follower = (leader + 1) % c.len();
+    let moved = format!("MOVED {s} 127.0.0.1:{}", c.port(leader));
+    let mut fc = c.conn(follower);
+    for args in [vec!["SET", key, "x"], vec!["GET", key]] {
+        let e = cmd(&args).query::<Value>(&mut fc).unwrap_err();
+        assert_eq!(error_text(&e), moved, "{args:?}");
+    }
+
+    // CROSSSLOT for multi-key commands across slots, whichever node is asked.
+    let (a, b) = ("{a}1", "{b}1");
+    assert_ne!(key_slot(a.as_bytes()), key_slot(b.as_bytes()));
+    for i in 0..c.len() {
+        let e = cmd(&["MSET", a, "1", b, "2"])
+            .query::<Value>(&mut c.conn(i))
+            .unwrap_err();
+        assert!(
+            error_text(&e).starts_with("CROSSSLOT"),
+            "{}",
+            error_text(&e)
+        );
+    }
+
+    // READONLY: a follower serves reads of its own replica; writes still go to the leader.
+    let mut lc = c.conn(leader);
+    let _: () = cmd(&["SET", key, "replicated"])
+        .query(&mut lc)
+        .expect("SET");
+    let _: () = cmd(&["READONLY"]).query(&mut fc).expect("READONLY");
+    let replicated = wait_until(Duration::from_secs(10), || {
+        cmd(&["GET", key])
+            .query::<Option<String>>(&mut fc)
+            .expect("GET")
+            == Some("replicated".to_string())
+    });
+    assert!(replicated, "the follower never served the replicated value");
+    let e = cmd(&["SET", key, "y"]).query::<Value>(&mut fc).unwrap_err();
+    assert_eq!(error_text(&e), moved);
+    let _: () = cmd(&["READWRITE"]).query(&mut fc).expect("READWRITE");
+    let e = cmd(&["GET", key]).query::<Value>(&mut fc).unwrap_err();
+    assert_eq!(error_text(&e), moved);
+
+    redis_cli_follows_redirects(&c);
+}
+
+/// `redis-cli -c` asked at a follower is redirected to the leader and the write lands.
+fn redis_cli_follows_redirects(c: &Cluster) {
+    let cli = |port: u16, args: &[&str], follow: bool| -> Option<String> {
+        let mut command = std::process::Command::new("redis-cli");
+        if follow {
+            command.arg("-c");
+        }
+        let out = command
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(args)
+            .output();
+        match out {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => panic!("redis-cli: {e}"),
+            Ok(out) => {
+                assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
+                Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+            }
+        }
+    };
+    let key = "cli:key";
+    let leader = c.leader_of_slot(key_slot(key.as_bytes()) as usize);
+    let follower = (leader + 1) % c.len();
+    let Some(plain) = cli(c.port(follower), &["SET", key, "hello"], false) else {
+        eprintln!("note: redis-cli is not installed; skipping the redis-cli -c check");
+        return;
+    };
+    assert!(plain.contains("MOVED"), "without -c: {plain}");
+    assert_eq!(
+        cli(c.port(follower), &["SET", key, "hello"], true).as_deref(),
+        Some("OK")
+    );
+    let other = (leader + 2) % c.len();
+    assert_eq!(
+        cli(c.port(other), &["GET", key], true).as_deref(),
+        Some("hello")
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Counters under load through faults
+// ---------------------------------------------------------------------------------------
+
+struct Counter {
+    key: String,
+    slot: usize,
+    group: usize,
+    incr: redis::Cmd,
+}
+
+/// What the clients saw for one counter.
+#[derive(Default, Clone)]
+struct Tally {
+    /// Every INCR sent (or about to be: a failed connect counts too).
+    attempts: u64,
+    /// Integer replies.
+    acked: u64,
+    /// Certainly not applied (MOVED, TRYAGAIN, not sent).
+    refused: u64,
+    /// Outcome unknown (UNCERTAIN, broken connection, timeout).
+    unknown: u64,
+    /// The integers replied.
+    values: Vec<i64>,
+    /// Unexpected replies.
+    failures: Vec<String>,
+}
+
+impl Tally {
+    fn record(&mut self, outcome: Outcome) -> Option<i64> {
+        match outcome {
+            Outcome::Reply(Value::Int(v)) => {
+                self.acked += 1;
+                self.values.push(v);
+                return Some(v);
+            }
+            Outcome::Reply(other) => self.failures.push(format!("INCR replied {other:?}")),
+            Outcome::Refused(_) => self.refused += 1,
+            Outcome::Unknown(_) => self.unknown += 1,
+            Outcome::Failed(e) => self.failures.push(e),
+        }
+        None
+    }
+
+    fn merge(&mut self, other: Tally) {
+        self.attempts += other.attempts;
+        self.acked += other.acked;
+        self.refused += other.refused;
+        self.unknown += other.unknown;
+        self.values.extend(other.values);
+        self.failures.extend(other.failures);
+    }
+}
+
+const NO_TIME: u64 = u64::MAX;
+
+/// What the load's threads share: when the fault happened, and per group how many writes
+/// were acknowledged and the first acknowledgement of a write sent after the fault.
+struct LoadState {
+    stop: AtomicBool,
+    epoch: Instant,
+    fault_at_ms: AtomicU64,
+    acks: Vec<AtomicU64>,
+    first_ack_after_fault_ms: Vec<AtomicU64>,
+}
+
+impl LoadState {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+}
+
+/// INCR load on counters spread over every group, from several threads each with its own
+/// [`Router`].
+struct IncrLoad {
+    state: Arc<LoadState>,
+    counters: Arc<Vec<Counter>>,
+    threads: Vec<JoinHandle<Vec<Tally>>>,
+}
+
+impl IncrLoad {
+    fn start(c: &Cluster, n_threads: usize, per_group: usize) -> IncrLoad {
+        let counters: Vec<Counter> = keys_per_group(c, "ctr", per_group)
+            .into_iter()
+            .flatten()
+            .map(|key| {
+                let slot = key_slot(key.as_bytes()) as usize;
+                Counter {
+                    group: c.group_of_slot(slot),
+                    incr: cmd(&["INCR", &key]),
+                    key,
+                    slot,
+                }
+            })
+            .collect();
+        let counters = Arc::new(counters);
+        let groups = c.groups.len();
+        let state = Arc::new(LoadState {
+            stop: AtomicBool::new(false),
+            epoch: Instant::now(),
+            fault_at_ms: AtomicU64::new(NO_TIME),
+            acks: (0..groups).map(|_| AtomicU64::new(0)).collect(),
+            first_ack_after_fault_ms: (0..groups).map(|_| AtomicU64::new(NO_TIME)).collect(),
+        });
+        let threads = (0..n_threads)
+            .map(|t| {
+                let mut router = Router::new(c, CLIENT_TIMEOUT);
+                let counters = counters.clone();
+                let state = state.clone();
+                std::thread::spawn(move || {
+                    let mut tallies = vec![Tally::default(); counters.len()];
+                    // Threads start at different counters and walk them all in turn.
+                    let mut next = t * counters.len() / n_threads;
+                    while !state.stop.load(Relaxed) {
+                        let i = next % counters.len();
+                        next += 1;
+                        let ctr = &counters[i];
+                        let sent = state.now_ms();
+                        tallies[i].attempts += 1;
+                        let outcome = router.send(&ctr.incr, ctr.slot);
+                        if tallies[i].record(outcome).is_some() {
+                            state.acks[ctr.group].fetch_add(1, Relaxed);
+                            if sent >= state.fault_at_ms.load(Relaxed) {
+                                state.first_ack_after_fault_ms[ctr.group]
+                                    .fetch_min(state.now_ms(), Relaxed);
+                            }
+                        }
+                    }
+                    tallies
+                })
+            })
+            .collect();
+        IncrLoad {
+            state,
+            counters,
+            threads,
+        }
+    }
+
+    /// Waits until every group acknowledged `n` more writes (panics after `limit`).
+    fn wait_progress(&self, c: &Cluster, n: u64, limit: Duration) {
+        let base: Vec<u64> = self.state.acks.iter().map(|a| a.load(Relaxed)).collect();
+        let progressed = wait_until(limit, || {
+            self.state
+                .acks
+                .iter()
+                .zip(&base)
+                .all(|(a, b)| a.load(Relaxed) >= b + n)
+        });
+        if !progressed {
+            let now: Vec<u64> = self.state.acks.iter().map(|a| a.load(Relaxed)).collect();
+            panic!(
+                "some group made no progress in {limit:?}: acks {base:?} -> {now:?}\n{}",
+                c.logs(30)
+            );
+        }
+    }
+
+    /// Marks now as the fault time.
+    fn mark_fault(&self) {
+        self.state.fault_at_ms.store(self.state.now_ms(), Relaxed);
+    }
+
+    /// Waits until every group acknowledged a write sent after the fault; returns per group
+    /// how long after the fault that was (ms).
+    fn wait_recovered(&self, c: &Cluster, limit: Duration) -> Vec<u64> {
+        let s = &self.state;
+        let recovered = wait_until(limit, || {
+            s.first_ack_after_fault_ms
+                .iter()
+                .all(|t| t.load(Relaxed) != NO_TIME)
+        });
+        let fault = s.fault_at_ms.load(Relaxed);
+        let times: Vec<u64> = s
+            .first_ack_after_fault_ms
+            .iter()
+            .map(|t| t.load(Relaxed).saturating_sub(fault))
+            .collect();
+        assert!(
+            recovered,
+            "not every group acknowledged a write within {limit:?} of the fault \
+             (per group ms, {NO_TIME} = never: {times:?})\n{}",
+            c.logs(30)
+        );
+        times
+    }
+
+    /// Stops the threads and returns each counter's tally over all of them.
+    fn finish(mut self) -> (Arc<Vec<Counter>>, Vec<Tally>) {
+        self.state.stop.store(true, Relaxed);
+        let mut total = vec![Tally::default(); self.counters.len()];
+        for t in std::mem::take(&mut self.threads) {
+            for (sum, part) in total.iter_mut().zip(t.join().expect("load thread")) {
+                sum.merge(part);
+            }
+        }
+        (self.counters.clone(), total)
+    }
+}
+
+impl Drop for IncrLoad {
+    /// A failing test's load stops with it instead of hammering the next test's machine.
+    fn drop(&mut self) {
+        self.state.stop.store(true, Relaxed);
+    }
+}
+
+/// Checks one counter's final value against what the clients were told: every acknowledged
+/// increment is in it, no refused one is, so acked <= final <= acked + unknown (<= attempts);
+/// the replies are distinct (a linearizable counter never hands out the same value twice, so a
+/// stale leader acknowledging from an old state would show) and none exceeds the final value.
+fn check_counter(key: &str, t: &Tally, fin: i64, problems: &mut Vec<String>) {
+    let fin = u64::try_from(fin).unwrap_or(0);
+    let (acked, unknown, attempts) = (t.acked, t.unknown, t.attempts);
+    if !t.failures.is_empty() {
+        problems.push(format!("{key}: unexpected replies {:?}", t.failures));
+    }
+    if fin < acked {
+        problems.push(format!(
+            "{key}: final {fin} < acknowledged {acked}: acked writes lost"
+        ));
+    }
+    if fin > attempts {
+        problems.push(format!("{key}: final {fin} > attempted {attempts}"));
+    }
+    if fin > acked + unknown {
+        problems.push(format!(
+            "{key}: final {fin} > acknowledged {acked} + unknown {unknown}: a refused \
+             (MOVED/TRYAGAIN) write was applied"
+        ));
+    }
+    let distinct: BTreeSet<i64> = t.values.iter().copied().collect();
+    if distinct.len() != t.values.len() {
+        let mut seen = BTreeSet::new();
+        let dups: BTreeSet<i64> = t
+            .values
+            .iter()
+            .filter(|v| !seen.insert(**v))
+            .copied()
+            .collect();
+        problems.push(format!(
+            "{key}: the same value was acknowledged twice: {dups:?}"
+        ));
+    }
+    if let Some(&max) = distinct.last()
+        && max as u64 > fin
+    {
+        problems.push(format!("{key}: acknowledged value {max} > final {fin}"));
+    }
+}
+
+/// Reads every counter from its group's leader (linearizable), checks it against its tally,
+/// and checks every replica converges to it.
+fn check_counters(c: &Cluster, counters: &[Counter], tallies: &[Tally]) {
+    let mut router = Router::new(c, Duration::from_secs(5));
+    let mut problems = Vec::new();
+    let mut finals = BTreeMap::new();
+    let mut totals = Tally::default();
+    for (ctr, t) in counters.iter().zip(tallies) {
+        let v = router.query(&cmd(&["GET", &ctr.key]), ctr.slot, Duration::from_secs(20));
+        let fin = text(&v).map_or(0, |s| s.parse::<i64>().expect("a counter"));
+        check_counter(&ctr.key, t, fin, &mut problems);
+        finals.insert(ctr.key.clone(), fin);
+        totals.merge(Tally {
+            values: Vec::new(),
+            ..t.clone()
+        });
+    }
+    eprintln!(
+        "{} counters: {} INCRs sent, {} acknowledged, {} refused, {} unknown",
+        counters.len(),
+        totals.attempts,
+        totals.acked,
+        totals.refused,
+        totals.unknown
+    );
+    assert!(
+        problems.is_empty(),
+        "counter invariants violated:\n{}\n{}",
+        problems.join("\n"),
+        c.logs(40)
+    );
+    // A counter never incremented reads as nil.
+    let expected = finals
+        .iter()
+        .map(|(k, v)| (k.clone(), (*v != 0).then(|| v.to_string())))
+        .collect();
+    replicas_converge(c, &expected);
+}
+
+/// Kill -9 the leader of some groups in the middle of an INCR load, keep the load going,
+/// restart the node: no acknowledged increment is lost, none refused is applied, and every
+/// group the node led is writable again within [`UNAVAILABILITY_BOUND_MS`].
+#[test]
+fn kill9_leader_keeps_acknowledged_increments() {
+    let _serial = serial();
+    let mut c = start_fast();
+    let load = IncrLoad::start(&c, 4, 4);
+    load.wait_progress(&c, 30, Duration::from_secs(20));
+
+    let victim = c.leader_of_group(0);
+    let led = c.led_by(victim);
+    assert!(
+        led.contains(&0),
+        "node {victim} leads group 0 (it says {led:?})"
+    );
+    c.kill9(victim);
+    load.mark_fault();
+    let elected = c
+        .wait_leader_change(&led, victim, Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("no new leaders for groups {led:?}\n{}", c.logs(30)));
+    let unavailable = load.wait_recovered(&c, Duration::from_secs(20));
+    eprintln!(
+        "killed node {victim} (leading groups {led:?}): new leaders known everywhere after \
+         {elected:?}; per group ms from the kill to the first acknowledged write: \
+         {unavailable:?} (bound {UNAVAILABILITY_BOUND_MS})"
+    );
+    load.wait_progress(&c, 30, Duration::from_secs(20));
+
+    c.restart(victim);
+    load.wait_progress(&c, 30, Duration::from_secs(20));
+    let (counters, tallies) = load.finish();
+    c.wait_ok();
+    check_counters(&c, &counters, &tallies);
+    for (g, ms) in unavailable.iter().enumerate() {
+        assert!(
+            *ms <= UNAVAILABILITY_BOUND_MS,
+            "group {g} took {ms} ms to acknowledge a write after its leader was killed \
+             (bound {UNAVAILABILITY_BOUND_MS} ms)"
+        );
+    }
+}
+
+/// One RESP reply line from a raw connection: `Ok(n)` for an integer, `Err(text)` for an
+/// error (these tests only send INCR there).
+fn read_incr_reply(r: &mut BufReader<TcpStream>) -> Result<i64, String> {
+    let mut line = String::new();
+    match r.read_line(&mut line) {
+        Ok(0) => return Err("connection closed".to_string()),
+        Err(e) => return Err(format!("io: {e}")),
+        Ok(_) => {}
+    }
+    let line = line.trim_end();
+    if let Some(n) = line.strip_prefix(':') {
+        n.parse().map_err(|_| format!("bad integer {line:?}"))
+    } else if let Some(e) = line.strip_prefix('-') {
+        Err(e.to_string())
+    } else {
+        panic!("unexpected reply to INCR: {line:?}")
+    }
+}
+
+/// Files a raw INCR reply in `t` the way [`Router`] classifies outcomes.
+fn record_raw(t: &mut Tally, reply: Result<i64, String>) -> Option<i64> {
+    t.attempts += 1;
+    let outcome = match reply {
+        Ok(n) => Outcome::Reply(Value::Int(n)),
+        Err(e) if e.starts_with("MOVED") || e.starts_with("TRYAGAIN") => Outcome::Refused(e),
+        Err(e)
+            if e.starts_with("UNCERTAIN")
+                || e.starts_with("CLUSTERDOWN")
+                || e.starts_with("io:")
+                || e.starts_with("connection closed") =>
+        {
+            Outcome::Unknown(e)
+        }
+        Err(e) => Outcome::Failed(e),
+    };
+    t.record(outcome)
+}
+
+/// Pause a leader (SIGSTOP) past the election timeout while the load runs, and resume it:
+/// the counters' invariants hold, and the resumed node acknowledges nothing from its stale
+/// state: INCRs queued on its connection while it was paused and sent right after it
+/// resumed are refused, unknown, or get values consistent with the new leader's history.
+#[test]
+fn paused_leader_acknowledges_nothing_stale() {
+    let _serial = serial();
+    let mut c = start_fast();
+    let probe = keys_per_group(&c, "probe", 1)[0][0].clone();
+    let probe_slot = key_slot(probe.as_bytes()) as usize;
+    let victim = c.leader_of_group(0);
+    let mut probe_tally = Tally::default();
+
+    // A raw connection to the leader, used before, during and after the pause.
+    let stream = TcpStream::connect(("127.0.0.1", c.port(victim))).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("timeout");
+    let mut old_writer = stream.try_clone().expect("clone stream");
+    let mut old = BufReader::new(stream);
+    let incr = format!("*2\r\n$4\r\nINCR\r\n${}\r\n{probe}\r\n", probe.len());
+    for expected in 1..=3 {
+        old_writer.write_all(incr.as_bytes()).expect("write");
+        let v = record_raw(&mut probe_tally, read_incr_reply(&mut old));
+        assert_eq!(
+            v,
+            Some(expected),
+            "the leader serves the probe before the pause"
+        );
+    }
+
+    let load = IncrLoad::start(&c, 4, 4);
+    load.wait_progress(&c, 30, Duration::from_secs(20));
+    let led = c.led_by(victim);
+    c.stop(victim);
+    let paused = Instant::now();
+    load.mark_fault();
+    // Queued in the paused node's socket: it reads them the moment it resumes, before it
+    // can have heard of the new leader.
+    const QUEUED: usize = 5;
+    old_writer
+        .write_all(incr.repeat(QUEUED).as_bytes())
+        .expect("write");
+    let elected = c
+        .wait_leader_change(&led, victim, Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("no new leaders for groups {led:?}\n{}", c.logs(30)));
+    let unavailable = load.wait_recovered(&c, Duration::from_secs(30));
+    eprintln!(
+        "paused node {victim} (leading groups {led:?}): new leaders known everywhere after \
+         {elected:?}; per group ms from the pause to the first acknowledged write: \
+         {unavailable:?} (clients wait up to {CLIENT_TIMEOUT:?} on the paused node before \
+         trying another, so they add to that)"
+    );
+    assert!(
+        elected <= Duration::from_millis(UNAVAILABILITY_BOUND_MS),
+        "electing new leaders took {elected:?} (bound {UNAVAILABILITY_BOUND_MS} ms)"
+    );
+    let new_leader = c.leader_of_group(0);
+    assert_ne!(
+        new_leader, victim,
+        "group 0 elected a new leader during the pause"
+    );
+    // Increments through the new leader while the old one sleeps.
+    let mut router = Router::new(&c, CLIENT_TIMEOUT);
+    let mut before_resume = Vec::new();
+    while before_resume.len() < 5 {
+        probe_tally.attempts += 1;
+        if let Some(v) = probe_tally.record(router.send(&cmd(&["INCR", &probe]), probe_slot)) {
+            before_resume.push(v);
+        }
+        assert!(
+            probe_tally.attempts < 500,
+            "the new leader does not take the probe"
+        );
+    }
+    let newest = *before_resume.iter().max().expect("values");
+
+    let pause = paused.elapsed();
+    assert!(
+        pause > Duration::from_millis(2 * NODE_TIMEOUT_MS),
+        "paused for {pause:?} only, not past the election timeout"
+    );
+    c.cont(victim);
+    let mut queued_replies = Vec::new();
+    for _ in 0..QUEUED {
+        let reply = read_incr_reply(&mut old);
+        queued_replies.push(reply.clone());
+        record_raw(&mut probe_tally, reply);
+    }
+    // Sent after every increment above completed: any value acknowledged now must be newer.
+    let mut after_resume = Vec::new();
+    let mut redirected = false;
+    while !redirected && after_resume.len() < 20 {
+        old_writer.write_all(incr.as_bytes()).expect("write");
+        let reply = read_incr_reply(&mut old);
+        redirected = matches!(&reply, Err(e) if e.starts_with("MOVED"));
+        if let Some(v) = record_raw(&mut probe_tally, reply.clone()) {
+            assert!(
+                v > newest,
+                "the resumed node acknowledged INCR = {v} though the new leader had already \
+                 acknowledged {newest}: a stale acknowledgement"
+            );
+        }
+        after_resume.push(reply);
+        if matches!(after_resume.last(), Some(Err(_))) && !redirected {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    eprintln!(
+        "probe on the resumed node's connection: queued while paused {queued_replies:?}, sent \
+         after resuming {after_resume:?}"
+    );
+
+    load.wait_progress(&c, 30, Duration::from_secs(20));
+    c.wait_ok();
+    let (counters, tallies) = load.finish();
+    c.wait_ok();
+    check_counters(&c, &counters, &tallies);
+    let v = router.query(&cmd(&["GET", &probe]), probe_slot, Duration::from_secs(20));
+    let fin = text(&v).map_or(0, |s| s.parse::<i64>().expect("a counter"));
+    let mut problems = Vec::new();
+    check_counter(&probe, &probe_tally, fin, &mut problems);
+    assert!(problems.is_empty(), "probe: {problems:?}\n{}", c.logs(40));
+}
+
+/// A node paused past the election timeout and resumed must not take over groups whose
+/// leaders stayed healthy meanwhile: it should rejoin them as a follower (terms unchanged).
+///
+/// Fails today: on SIGCONT the resumed node's election timers have all expired, it stands
+/// for election in every group it follows, and wins those whose log it still has whole
+/// (here all of them: they are idle). The followers refuse it (their leader lease is
+/// fresh), but the leader itself grants the vote: in openraft 0.9 a leader's own vote time
+/// is set when it is elected and never refreshed, so its lease looks expired. Every such
+/// group goes through a needless election (a short TRYAGAIN window) and changes leader.
+#[test]
+#[ignore = "server bug: a resumed follower deposes healthy leaders of idle groups (see the doc \
+            comment; run with --ignored)"]
+fn resumed_node_does_not_depose_healthy_leaders() {
+    let _serial = serial();
+    let mut c = start_fast();
+    let victim = 0;
+    let before: Vec<(usize, u64)> = (0..c.groups.len())
+        .map(|g| {
+            let l = c.leader_of_group(g);
+            let term = c.info_groups(l).expect("INFO cluster")[g].term;
+            (l, term)
+        })
+        .collect();
+    let led = c.led_by(victim);
+    let others: Vec<usize> = (0..c.groups.len()).filter(|g| !led.contains(g)).collect();
+    c.stop(victim);
+    // Paused until its own groups have new leaders, so well past its election timeout.
+    c.wait_leader_change(&led, victim, Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("no new leaders for groups {led:?}\n{}", c.logs(30)));
+    c.cont(victim);
+    c.wait_ok();
+    let mut changed = Vec::new();
+    for &g in &others {
+        let l = c.leader_of_group(g);
+        let term = c.info_groups(l).expect("INFO cluster")[g].term;
+        if (l, term) != before[g] {
+            changed.push(format!(
+                "group {g}: leader node {} term {} -> node {l} term {term}",
+                before[g].0, before[g].1
+            ));
+        }
+    }
+    assert!(
+        changed.is_empty(),
+        "resuming node {victim} disturbed groups it did not lead:\n{}\n{}",
+        changed.join("\n"),
+        c.logs(20)
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// SET NX through a failover
+// ---------------------------------------------------------------------------------------
+
+/// What one thread learned about one key.
+#[derive(Clone, Default)]
+struct NxResult {
+    /// Got OK: this thread set the key.
+    won: bool,
+    /// Some attempt's outcome was unknown (it may have set the key though a retry got nil).
+    unknown: bool,
+    /// Got a definite answer (OK or nil) in time.
+    settled: bool,
+    /// An unexpected reply.
+    failed: Option<String>,
+}
+
+/// Eight threads race `SET k v<thread> NX PX 60000` on fresh keys, key by key, while the
+/// keys' group leader is killed: at most one thread is told OK per key (exactly one when no
+/// outcome was unknown), and the key holds the winner's value (or, with no winner, the value
+/// of a thread whose attempt's outcome was unknown).
+#[test]
+fn set_nx_race_through_failover() {
+    let _serial = serial();
+    let mut c = start_fast();
+    const THREADS: usize = 8;
+    const KEYS: usize = 120;
+    const KILL_AFTER: usize = 30;
+    let group = 1;
+    let keys = Arc::new(keys_per_group(&c, "nx", KEYS).swap_remove(group));
+    let victim = c.leader_of_group(group);
+    let progress = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let threads: Vec<JoinHandle<Vec<NxResult>>> = (0..THREADS)
+        .map(|t| {
+            let mut router = Router::new(&c, CLIENT_TIMEOUT);
+            let (keys, progress, barrier) = (keys.clone(), progress.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let value = format!("v{t}");
+                let mut results = vec![NxResult::default(); keys.len()];
+                for (k, key) in keys.iter().enumerate() {
+                    barrier.wait();
+                    if t == 0 {
+                        progress.store(k, Relaxed);
+                    }
+                    let slot = key_slot(key.as_bytes()) as usize;
+                    let set = cmd(&["SET", key, &value, "NX", "PX", "60000"]);
+                    let deadline = Instant::now() + Duration::from_secs(30);
+                    // Never panic here: the others would wait at the barrier forever.
+                    while Instant::now() < deadline {
+                        match router.send(&set, slot) {
+                            Outcome::Reply(Value::Okay) => results[k].won = true,
+                            Outcome::Reply(Value::Nil) => {}
+                            Outcome::Unknown(_) => {
+                                results[k].unknown = true;
+                                continue;
+                            }
+                            Outcome::Refused(_) => continue,
+                            Outcome::Reply(other) => {
+                                results[k].failed = Some(format!("{other:?}"));
+                            }
+                            Outcome::Failed(e) => results[k].failed = Some(e),
+                        }
+                        results[k].settled = true;
+                        break;
+                    }
+                }
+                results
+            })
+        })
+        .collect();
+    let reached = wait_until(Duration::from_secs(60), || {
+        progress.load(Relaxed) >= KILL_AFTER
+    });
+    assert!(reached, "the race did not get going\n{}", c.logs(30));
+    c.kill9(victim);
+    let killed_at = progress.load(Relaxed);
+    let results: Vec<Vec<NxResult>> = threads
+        .into_iter()
+        .map(|t| t.join().expect("racing thread"))
+        .collect();
+    assert!(
+        killed_at + 20 < KEYS,
+        "the race was almost over when the leader was killed (key {killed_at} of {KEYS})"
+    );
+    c.restart(victim);
+
+    let mut router = Router::new(&c, Duration::from_secs(5));
+    let mut problems = Vec::new();
+    let mut expected = BTreeMap::new();
+    let mut with_unknown = 0;
+    for (k, key) in keys.iter().enumerate() {
+        let slot = key_slot(key.as_bytes()) as usize;
+        let value = text(&router.query(&cmd(&["GET", key]), slot, Duration::from_secs(20)));
+        let winners: Vec<usize> = (0..THREADS).filter(|&t| results[t][k].won).collect();
+        let unknown: Vec<usize> = (0..THREADS).filter(|&t| results[t][k].unknown).collect();
+        if !unknown.is_empty() {
+            with_unknown += 1;
+        }
+        for (t, per_key) in results.iter().enumerate() {
+            match &per_key[k] {
+                NxResult {
+                    failed: Some(e), ..
+                } => problems.push(format!("{key}: thread {t} got {e}")),
+                NxResult { settled: false, .. } => {
+                    problems.push(format!("{key}: thread {t} never got OK or nil"))
+                }
+                _ => {}
+            }
+        }
+        match (winners.as_slice(), &value) {
+            ([], Some(v)) if unknown.iter().any(|t| *v == format!("v{t}")) => {}
+            ([], v) => problems.push(format!(
+                "{key}: nobody was told OK, the value is {v:?}, unknown outcomes from {unknown:?}"
+            )),
+            ([w], Some(v)) if *v == format!("v{w}") => {}
+            ([w], v) => problems.push(format!("{key}: thread {w} won but the value is {v:?}")),
+            (many, _) => problems.push(format!("{key}: threads {many:?} were all told OK")),
+        }
+        let pttl = int(&router.query(&cmd(&["PTTL", key]), slot, Duration::from_secs(20)));
+        if !(1..=60_000).contains(&pttl) {
+            problems.push(format!("{key}: PTTL {pttl}"));
+        }
+        expected.insert(key.clone(), value);
+    }
+    eprintln!(
+        "SET NX race: killed node {victim} at key {killed_at}; {with_unknown} of {KEYS} keys \
+         had an attempt with an unknown outcome"
+    );
+    assert!(
+        problems.is_empty(),
+        "{}\n{}",
+        problems.join("\n"),
+        c.logs(40)
+    );
+    replicas_converge(&c, &expected);
+}
+
+// ---------------------------------------------------------------------------------------
+// Whole-cluster crash
+// ---------------------------------------------------------------------------------------
+
+/// Sends a write until it is acknowledged; its key is `args[1]`. Refusals (MOVED, TRYAGAIN)
+/// are retried; an unknown outcome fails the test, as nothing disturbs the cluster meanwhile
+/// and a blind retry of INCR could count twice.
+fn acked(router: &mut Router, args: &[&str]) -> Value {
+    let slot = key_slot(args[1].as_bytes()) as usize;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match router.send(&cmd(args), slot) {
+            Outcome::Reply(v) => return v,
+            Outcome::Refused(_) if Instant::now() < deadline => {}
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+}
+
+/// Acknowledged writes survive kill -9 of every node at once. The default appendfsync
+/// (everysec) suffices here: kill -9 ends the processes, not the machine, so what they wrote
+/// is in the page cache even if it was not fsynced yet. A power loss would need
+/// `--appendfsync always`.
+#[test]
+fn acknowledged_writes_survive_full_cluster_kill9() {
+    let _serial = serial();
+    let mut c = start_fast();
+    let mut router = Router::new(&c, Duration::from_secs(5));
+    let mut expected: BTreeMap<String, Option<String>> = BTreeMap::new();
+    for (g, keys) in keys_per_group(&c, "dur", 30).iter().enumerate() {
+        for (i, k) in keys.iter().enumerate() {
+            let v = format!("{g}:{i}");
+            assert_eq!(acked(&mut router, &["SET", k, &v]), Value::Okay);
+            expected.insert(k.clone(), Some(v));
+        }
+        // Overwritten and deleted keys: the last acknowledged state counts.
+        for k in &keys[..10] {
+            assert_eq!(acked(&mut router, &["SET", k, "second"]), Value::Okay);
+            expected.insert(k.clone(), Some("second".to_string()));
+        }
+        for k in &keys[10..15] {
+            assert_eq!(int(&acked(&mut router, &["DEL", k])), 1);
+            expected.insert(k.clone(), None);
+        }
+    }
+    // Counters, hashes and expiry times, one per group.
+    let groups = keys_per_group(&c, "durx", 1);
+    for (g, keys) in groups.iter().enumerate() {
+        let base = &keys[0];
+        let ctr = format!("{{{base}}}:ctr");
+        for n in 1..=25 {
+            assert_eq!(int(&acked(&mut router, &["INCR", &ctr])), n);
+        }
+        expected.insert(ctr, Some("25".to_string()));
+        let h = format!("{{{base}}}:h");
+        assert_eq!(
+            int(&acked(
+                &mut router,
+                &["HSET", &h, "a", "1", "b", &g.to_string()]
+            )),
+            2
+        );
+        let ttl = format!("{{{base}}}:ttl");
+        assert_eq!(
+            acked(&mut router, &["SET", &ttl, "t", "PX", "600000"]),
+            Value::Okay
+        );
+        expected.insert(ttl, Some("t".to_string()));
+    }
+
+    for i in 0..c.len() {
+        c.kill9(i);
+    }
+    for i in 0..c.len() {
+        c.respawn(i);
+    }
+    c.wait_ok();
+
+    let mut router = Router::new(&c, Duration::from_secs(5));
+    let mut missing = Vec::new();
+    for (k, want) in &expected {
+        let slot = key_slot(k.as_bytes()) as usize;
+        let got = text(&router.query(&cmd(&["GET", k]), slot, Duration::from_secs(20)));
+        if &got != want {
+            missing.push(format!("{k}: {got:?} != {want:?}"));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "acknowledged writes lost in the crash:\n{}\n{}",
+        missing.join("\n"),
+        c.logs(30)
+    );
+    for (g, keys) in groups.iter().enumerate() {
+        let base = &keys[0];
+        let h = format!("{{{base}}}:h");
+        let slot = key_slot(h.as_bytes()) as usize;
+        let all = router.query(&cmd(&["HGETALL", &h]), slot, Duration::from_secs(20));
+        let mut fields: Vec<(String, Value)> = pairs(&all);
+        fields.sort_by(|a, b| a.0.cmp(&b.0));
+        let fields: Vec<(String, Option<String>)> =
+            fields.into_iter().map(|(k, v)| (k, text(&v))).collect();
+        assert_eq!(
+            fields,
+            [
+                ("a".to_string(), Some("1".to_string())),
+                ("b".to_string(), Some(g.to_string()))
+            ]
+        );
+        let ttl = format!("{{{base}}}:ttl");
+        let pttl = int(&router.query(&cmd(&["PTTL", &ttl]), slot, Duration::from_secs(20)));
+        assert!(
+            (500_000..=600_000).contains(&pttl),
+            "{ttl}: PTTL {pttl} after the restart"
+        );
+    }
+    replicas_converge(&c, &expected);
+}
