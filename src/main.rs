@@ -53,11 +53,19 @@ fn init_logging(config: &tallykv::config::Config) {
     // fjall narrates every keyspace it opens at INFO, openraft every vote and append; only
     // their warnings belong in our log (elections are logged by the cluster room itself).
     let quiet = std::cmp::min(filter, tracing::level_filters::LevelFilter::WARN);
+    let openraft_level = if filter >= tracing::level_filters::LevelFilter::DEBUG {
+        filter
+    } else {
+        tracing::level_filters::LevelFilter::OFF
+    };
     let targets = tracing_subscriber::filter::Targets::new()
         .with_default(filter)
         .with_target("fjall", quiet)
         .with_target("lsm_tree", quiet)
-        .with_target("openraft", quiet);
+        // openraft logs every failed RPC to a down peer at ERROR, several times a second;
+        // the bus logs a lost peer once and the cluster room logs elections, so openraft's
+        // own narration is only shown at loglevel debug.
+        .with_target("openraft", openraft_level);
     let builder = tracing_subscriber::fmt()
         .with_max_level(filter)
         .with_target(false);

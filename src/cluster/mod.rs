@@ -5,6 +5,7 @@ pub mod bus;
 pub mod node;
 pub mod slot;
 pub mod sm;
+pub mod snapshot;
 pub mod topology;
 pub mod types;
 

@@ -13,6 +13,7 @@ use openraft::{ServerState, SnapshotPolicy};
 
 use super::bus::{BusClient, BusHandler, Network};
 use super::sm::{Cores, GroupSm};
+use super::snapshot::SnapshotFiles;
 use super::topology::{Layout, group_of};
 use super::types::{GroupId, NodeId, NodeInfo, Raft, Request, Response};
 use crate::config::ClusterConfig;
@@ -45,6 +46,15 @@ pub struct ClusterNode {
     /// Per group, this node's Raft when it is a member.
     rafts: Vec<Option<Raft>>,
     handle: tokio::runtime::Handle,
+    /// Bumped by each election hold, so only the latest one lifts it.
+    hold_generation: AtomicU64,
+}
+
+/// How long a node that was away waits before it may stand for election: the longest
+/// election timeout (a leader's heartbeats reach it well within that), and at least 1.5 s
+/// (peers redial a restarted node with up to 1 s backoff).
+fn election_hold(timeout_ms: u64) -> Duration {
+    Duration::from_millis((2 * timeout_ms).max(1500))
 }
 
 struct Handler {
@@ -90,7 +100,10 @@ impl ClusterNode {
             heartbeat_interval: (timeout / 10).max(20),
             election_timeout_min: timeout,
             election_timeout_max: timeout * 2,
-            snapshot_policy: SnapshotPolicy::Never,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_after),
+            // Keep a tenth of a snapshot interval of log behind each snapshot, so a replica
+            // just briefly behind catches up from the log rather than a whole snapshot.
+            max_in_snapshot_log_to_keep: (config.snapshot_after / 10).min(1000),
             ..Default::default()
         }
         .validate()
@@ -103,6 +116,7 @@ impl ClusterNode {
             .filter(|ip| !ip.is_unspecified());
         let client = Arc::new(BusClient::new(local_ip));
         let groups = layout.group_count();
+        let files = Arc::new(SnapshotFiles::new(storage.dir()));
         let rafts = handle.block_on(async {
             let mut rafts = Vec::with_capacity(groups);
             for (g, gl) in layout.groups.iter().enumerate() {
@@ -111,7 +125,13 @@ impl ClusterNode {
                     continue;
                 }
                 let g = g as GroupId;
-                let sm = GroupSm::open(g, gl.slots.clone(), cores.clone())?;
+                let sm = GroupSm::open(
+                    g,
+                    gl.slots.clone(),
+                    cores.clone(),
+                    storage.clone(),
+                    files.clone(),
+                )?;
                 let log = storage.raft_log(g);
                 let net = Network::new(client.clone(), g);
                 let raft = Raft::new(id, raft_config.clone(), net, log, sm)
@@ -140,12 +160,67 @@ impl ClusterNode {
             layout,
             rafts,
             handle,
+            hold_generation: AtomicU64::new(0),
         });
         for g in 0..groups {
             node.spawn_watcher(g as GroupId);
             node.spawn_bootstrap(g as GroupId, timeout);
         }
+        node.hold_elections(election_hold(timeout));
+        node.spawn_pause_watch(timeout);
         Ok(node)
+    }
+
+    /// Keeps this node from standing for election for `hold`. openraft 0.9 has no pre-vote:
+    /// a node that was away (restarted, paused, starved of CPU) and finds its election timer
+    /// expired would stand at once with a higher term and depose healthy leaders as soon as
+    /// they see that term. Holding back for a while first lets it hear the current leaders'
+    /// heartbeats, which resets its timer; if there is no leader, it stands after the hold.
+    fn hold_elections(self: &Arc<Self>, hold: Duration) {
+        let generation = self.hold_generation.fetch_add(1, Relaxed) + 1;
+        for raft in self.rafts.iter().flatten() {
+            raft.runtime_config().elect(false);
+        }
+        let node = self.clone();
+        self.handle.spawn(async move {
+            tokio::time::sleep(hold).await;
+            // A later hold extends this one.
+            if node.hold_generation.load(Relaxed) == generation {
+                for raft in node.rafts.iter().flatten() {
+                    raft.runtime_config().elect(true);
+                }
+            }
+        });
+    }
+
+    /// Notices that this process did not run for a while (SIGSTOP, a stalled VM) and holds
+    /// elections, from a plain thread so it wakes as soon as the process runs again, before
+    /// Raft's own timers are handled.
+    fn spawn_pause_watch(self: &Arc<Self>, timeout_ms: u64) {
+        let node = Arc::downgrade(self);
+        let threshold = Duration::from_millis((timeout_ms / 2).max(50));
+        let spawned = std::thread::Builder::new()
+            .name("tallykv-pausewatch".into())
+            .spawn(move || {
+                let mut last = std::time::Instant::now();
+                loop {
+                    std::thread::sleep(Duration::from_millis(10));
+                    let Some(node) = node.upgrade() else { return };
+                    let gap = last.elapsed();
+                    last = std::time::Instant::now();
+                    if gap > threshold {
+                        tracing::warn!(
+                            "this node did not run for {} ms: holding elections until it hears \
+                             from the current leaders",
+                            gap.as_millis()
+                        );
+                        node.hold_elections(election_hold(timeout_ms));
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start the pause watch: {e}");
+        }
     }
 
     /// Keeps the leader table current and logs elections.

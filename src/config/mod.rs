@@ -229,6 +229,7 @@ enum Key {
     ClusterReplicationFactor,
     ClusterSlotGroups,
     ClusterNodeTimeout,
+    ClusterSnapshotAfter,
 }
 
 /// Whether `CONFIG SET` may change a directive.
@@ -341,6 +342,11 @@ const SPECS: &[Spec] = &[
     ),
     spec(Key::ClusterSlotGroups, "cluster-slot-groups", Immutable),
     spec(Key::ClusterNodeTimeout, "cluster-node-timeout", Immutable),
+    spec(
+        Key::ClusterSnapshotAfter,
+        "cluster-snapshot-after",
+        Immutable,
+    ),
 ];
 
 /// Every name a directive answers to (aliases are separate entries, as in
@@ -390,6 +396,7 @@ fn num_spec(key: Key) -> Option<Num> {
         Key::ClusterReplicationFactor => int(1, 9),
         Key::ClusterSlotGroups => int(0, 1024),
         Key::ClusterNodeTimeout => int(100, INT_MAX),
+        Key::ClusterSnapshotAfter => int(1, LONG_MAX),
         Key::Maxclients => Num {
             unsigned: true,
             ..int(1, u32::MAX as u64)
@@ -926,6 +933,9 @@ pub struct ClusterConfig {
     /// timeout). Valkey's default is 15000; tallykv's 1000 makes failover take about a
     /// second.
     pub node_timeout_ms: u64,
+    /// `cluster-snapshot-after`: log entries a group applies before it snapshots its data
+    /// and purges the log before it.
+    pub snapshot_after: u64,
 }
 
 impl Default for ClusterConfig {
@@ -941,6 +951,7 @@ impl Default for ClusterConfig {
             replication_factor: 3,
             slot_groups: 0,
             node_timeout_ms: 1000,
+            snapshot_after: 100_000,
         }
     }
 }
@@ -1269,6 +1280,7 @@ impl Config {
             Key::ClusterReplicationFactor => self.cluster.replication_factor.to_string(),
             Key::ClusterSlotGroups => self.cluster.slot_groups.to_string(),
             Key::ClusterNodeTimeout => self.cluster.node_timeout_ms.to_string(),
+            Key::ClusterSnapshotAfter => self.cluster.snapshot_after.to_string(),
         }
     }
 }
@@ -1430,6 +1442,7 @@ impl Loader {
             }
             (Key::ClusterSlotGroups, Value::Num(v)) => cfg.cluster.slot_groups = v as usize,
             (Key::ClusterNodeTimeout, Value::Num(v)) => cfg.cluster.node_timeout_ms = v,
+            (Key::ClusterSnapshotAfter, Value::Num(v)) => cfg.cluster.snapshot_after = v,
             (Key::Save, Value::Save { clear, pairs }) => {
                 // Valkey: `save ""` empties the list; the first `save` line
                 // replaces the defaults; later lines append.

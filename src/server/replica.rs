@@ -17,7 +17,8 @@ use crate::cluster::types::{GroupId, LogId, Membership, Request, Response};
 use crate::command::table::{lookup, lookup_sub, registry};
 use crate::command::{Exec, flags};
 use crate::protocol::Out;
-use crate::storage::{Batch, Item, Storage};
+use crate::shard::Mutation;
+use crate::storage::{Batch, Item, Storage, codec};
 
 /// Storage keys of the state machine (tags >= 0x10 of the `raft` keyspace).
 const TAG_APPLIED: u8 = 0x10;
@@ -176,6 +177,57 @@ impl Cores for CoreLink {
             .transpose()
     }
 
+    fn flush(&self, slots: Range<usize>) -> BoxFuture<'static, Result<(), String>> {
+        let mut waits = Vec::new();
+        for c in self.cores_of(&slots) {
+            let (tx, rx) = oneshot::channel();
+            let msg = CoreMsg::Call(Box::new(move |core: &Core| {
+                core.flush_changes();
+                let _ = tx.send(());
+            }));
+            if self.inboxes[c].unbounded_send(msg).is_err() {
+                return Box::pin(async { Err("the cores are stopping".to_string()) });
+            }
+            waits.push(rx);
+        }
+        Box::pin(async move {
+            for rx in waits {
+                rx.await
+                    .map_err(|_| "a core stopped while flushing".to_string())?;
+            }
+            Ok(())
+        })
+    }
+
+    fn install(
+        &self,
+        group: GroupId,
+        slots: Range<usize>,
+        records: Vec<(Vec<u8>, Vec<u8>)>,
+        last: Option<LogId>,
+    ) -> BoxFuture<'static, Result<(), String>> {
+        let records = Arc::new(records);
+        let mut waits = Vec::new();
+        for c in self.cores_of(&slots) {
+            let (tx, rx) = oneshot::channel();
+            let (records, slots) = (records.clone(), slots.clone());
+            let msg = CoreMsg::Call(Box::new(move |core: &Core| {
+                let _ = tx.send(install_on_core(core, group, slots, &records, last));
+            }));
+            if self.inboxes[c].unbounded_send(msg).is_err() {
+                return Box::pin(async { Err("the cores are stopping".to_string()) });
+            }
+            waits.push(rx);
+        }
+        Box::pin(async move {
+            for rx in waits {
+                rx.await
+                    .map_err(|_| "a core stopped while installing a snapshot".to_string())??;
+            }
+            Ok(())
+        })
+    }
+
     fn save_membership(&self, group: GroupId, m: &Membership) -> Result<(), String> {
         let value = bincode::serialize(m).map_err(|e| e.to_string())?;
         self.storage.write(Batch {
@@ -244,6 +296,47 @@ fn apply_on_core(
     core.set_applied_mark(group, last);
     core.finish();
     replies
+}
+
+/// Replaces this core's keys of `slots` with the snapshot's `records`.
+fn install_on_core(
+    core: &Core,
+    group: GroupId,
+    slots: Range<usize>,
+    records: &[(Vec<u8>, Vec<u8>)],
+    last: Option<LogId>,
+) -> Result<(), String> {
+    {
+        let mut shard = core.shard.borrow_mut();
+        let owned = shard.owned_slots();
+        let mine = slots.start.max(owned.start)..slots.end.min(owned.end);
+        let mut old: Vec<Vec<u8>> = Vec::new();
+        for slot in mine.clone() {
+            // Time 0: every key, expired or not.
+            shard.for_each_in_slot(slot, 0, |e| old.push(e.key().to_vec()));
+        }
+        for key in &old {
+            shard.apply(Mutation::Del { key });
+        }
+        let limits = shard.hash_limits;
+        for (k, v) in records {
+            let (slot, key) = codec::decode_key(k)?;
+            if !mine.contains(&(slot as usize)) {
+                continue;
+            }
+            let (value, expire_at) = codec::decode_value(v, limits)?;
+            shard.apply(Mutation::Restore {
+                key,
+                value,
+                expire_at,
+            });
+        }
+    }
+    if let Some(last) = last {
+        core.set_applied_mark(group, last);
+    }
+    core.finish();
+    Ok(())
 }
 
 /// The shard function and key slot of a replicated command (None: not a keyed command).

@@ -398,6 +398,35 @@ impl Storage {
     pub fn load_slots(
         &self,
         slots: Range<usize>,
+        emit: impl FnMut(Vec<(fjall::Slice, fjall::Slice)>) -> bool,
+    ) -> Result<(), String> {
+        self.scan_slots(None, slots, emit)
+    }
+
+    /// Calls `done` with a point-in-time read view taken once everything queued for the
+    /// writer so far is committed (a Raft group's snapshot: its cores flushed first).
+    pub fn view_after_queued(
+        self: &Arc<Self>,
+        done: impl FnOnce(Result<fjall::Snapshot, String>) + Send + 'static,
+    ) {
+        let me = self.clone();
+        self.sync(move |r| done(r.map(|()| me.db.snapshot())));
+    }
+
+    /// Every stored (key, value) of `slots` in `view`, in key order, in chunks.
+    pub fn read_slots_at(
+        &self,
+        view: &fjall::Snapshot,
+        slots: Range<usize>,
+        emit: impl FnMut(Vec<(fjall::Slice, fjall::Slice)>) -> bool,
+    ) -> Result<(), String> {
+        self.scan_slots(Some(view), slots, emit)
+    }
+
+    fn scan_slots(
+        &self,
+        view: Option<&fjall::Snapshot>,
+        slots: Range<usize>,
         mut emit: impl FnMut(Vec<(fjall::Slice, fjall::Slice)>) -> bool,
     ) -> Result<(), String> {
         const CHUNK: usize = 4096;
@@ -407,10 +436,11 @@ impl Storage {
             let ks = &self.groups[g];
             let lo = codec::slot_prefix(slots.start);
             let hi = slots.end.min(SLOT_COUNT);
-            let iter: Box<dyn Iterator<Item = fjall::Guard>> = if hi == SLOT_COUNT {
-                Box::new(ks.range(lo..))
-            } else {
-                Box::new(ks.range(lo..codec::slot_prefix(hi)))
+            let iter: Box<dyn Iterator<Item = fjall::Guard>> = match (view, hi == SLOT_COUNT) {
+                (None, true) => Box::new(ks.range(lo..)),
+                (None, false) => Box::new(ks.range(lo..codec::slot_prefix(hi))),
+                (Some(v), true) => Box::new(v.range(ks, lo..)),
+                (Some(v), false) => Box::new(v.range(ks, lo..codec::slot_prefix(hi))),
             };
             for guard in iter {
                 let kv = guard.into_inner().map_err(|e| db_err(ks.path(), e))?;

@@ -445,6 +445,21 @@ impl Cluster {
         );
     }
 
+    /// Empties node `i`'s data dir (the node must be killed first).
+    pub fn wipe(&mut self, i: usize) {
+        assert!(self.nodes[i].child.is_none(), "wipe a running node");
+        let dir = &self.nodes[i].dir;
+        std::fs::remove_dir_all(dir).expect("remove the node's dir");
+        std::fs::create_dir(dir).expect("recreate the node's dir");
+    }
+
+    /// How many times node `i`'s log contains `needle`.
+    pub fn log_count(&self, i: usize, needle: &str) -> usize {
+        std::fs::read_to_string(&self.nodes[i].log)
+            .map(|t| t.matches(needle).count())
+            .unwrap_or(0)
+    }
+
     /// Pauses node `i` (SIGSTOP): its sockets stay open but nothing runs.
     pub fn stop(&mut self, i: usize) {
         self.signal(i, libc::SIGSTOP);
