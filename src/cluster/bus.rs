@@ -172,6 +172,12 @@ pub trait BusHandler: Send + Sync + 'static {
     /// Answers a custom (admin) call. An `Err` reaches the caller as [`BusError::Remote`].
     /// The future is dropped unfinished if the calling node's connection closes.
     fn call(&self, payload: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, String>>;
+
+    /// Whether vote requests are answered now (a restarted node abstains for a while: it
+    /// does not remember which leader it last acknowledged, see `cluster::node`).
+    fn votes_allowed(&self) -> bool {
+        true
+    }
 }
 
 /// Serves the bus on `listener` until the returned future is dropped; dropping it also closes
@@ -262,6 +268,9 @@ async fn dispatch(
                 raft.append_entries(rpc).await
             })
             .await
+        }
+        Some(Kind::Vote) if !handler.votes_allowed() => {
+            failure("not voting yet: this node started less than a leader lease ago")
         }
         Some(Kind::Vote) => {
             raft_request(&*handler, group, &payload, |raft, rpc| async move {

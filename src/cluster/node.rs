@@ -48,6 +48,8 @@ pub struct ClusterNode {
     handle: tokio::runtime::Handle,
     /// Bumped by each election hold, so only the latest one lifts it.
     hold_generation: AtomicU64,
+    /// Leader lease for reads (ms); see [`ClusterNode::lease_holds`].
+    lease_ms: u64,
 }
 
 /// How long a node that was away waits before it may stand for election: the longest
@@ -59,11 +61,21 @@ fn election_hold(timeout_ms: u64) -> Duration {
 
 struct Handler {
     rafts: Vec<Option<Raft>>,
+    started: std::time::Instant,
+    /// How long after start this node abstains from voting.
+    abstain: Duration,
 }
 
 impl BusHandler for Handler {
     fn raft(&self, group: GroupId) -> Option<Raft> {
         self.rafts.get(group as usize).cloned().flatten()
+    }
+
+    /// A follower that acknowledged a leader promises not to vote for another one for the
+    /// longest election timeout (openraft's leader lease, which our read leases rely on).
+    /// A restarted node has forgotten that promise, so it abstains for that long.
+    fn votes_allowed(&self) -> bool {
+        self.started.elapsed() >= self.abstain
     }
 
     fn call(
@@ -151,6 +163,8 @@ impl ClusterNode {
             listener,
             Arc::new(Handler {
                 rafts: rafts.clone(),
+                started: std::time::Instant::now(),
+                abstain: Duration::from_millis(2 * timeout),
             }),
         ));
         let node = Arc::new(ClusterNode {
@@ -161,6 +175,7 @@ impl ClusterNode {
             rafts,
             handle,
             hold_generation: AtomicU64::new(0),
+            lease_ms: timeout / 2,
         });
         for g in 0..groups {
             node.spawn_watcher(g as GroupId);
@@ -372,6 +387,10 @@ impl ClusterNode {
                 .map_or(Refusal::NoLeader, Refusal::Moved)));
             return rx;
         };
+        if self.lease_holds(&raft) {
+            let _ = tx.send(Ok(()));
+            return rx;
+        }
         self.handle.spawn(async move {
             let r = match tokio::time::timeout(WRITE_TIMEOUT, raft.ensure_linearizable()).await {
                 Ok(Ok(_)) => Ok(()),
@@ -433,6 +452,23 @@ impl ClusterNode {
             lines.push(line);
         }
         lines
+    }
+
+    /// Whether this node may serve a linearizable read of the group from its own state
+    /// without asking a quorum (a leader lease). A follower refuses to vote for anyone while
+    /// it has heard from its leader within the election timeout (`cluster-node-timeout`),
+    /// so no other leader can exist until that long after the last quorum acknowledged this
+    /// one. The lease is half of that, which stays safe as long as no node's clock runs
+    /// twice as fast as another's (the drift bound). It also needs this term's first entry
+    /// applied, so every write acknowledged by an earlier leader is in the state read.
+    fn lease_holds(&self, raft: &Raft) -> bool {
+        let m = raft.metrics();
+        let m = m.borrow();
+        m.state == ServerState::Leader
+            && m.millis_since_quorum_ack
+                .is_some_and(|ms| ms < self.lease_ms)
+            && m.last_applied
+                .is_some_and(|l| l.leader_id.term == m.current_term)
     }
 
     /// The slots of the groups this node leads now, as ranges.
