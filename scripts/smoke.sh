@@ -41,4 +41,48 @@ expect 11 get smoke:counter
 expect v hget smoke:hash f
 ttl=$(cli pttl smoke:ttl)
 [ "$ttl" -gt 0 ] && [ "$ttl" -le 600000 ] || { echo "FAIL: TTL after restart: $ttl"; exit 1; }
-echo "1 passed, 0 failed: smoke (redis-cli + redis-benchmark + restart)"
+kill $pid 2>/dev/null || true
+for _ in $(seq 100); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
+
+# Cluster: three nodes on loopback, driven by redis-cli -c (redirects) and CLUSTER commands.
+free_port() {
+  python3 -c 'import socket
+while True:
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close()
+    if p < 55000:
+        b = socket.socket()
+        try:
+            b.bind(("127.0.0.1", p + 10000)); b.close(); print(p); break
+        except OSError: pass'
+}
+ports=()
+for _ in 1 2 3; do ports+=("$(free_port)"); done
+peers="127.0.0.1:${ports[0]},127.0.0.1:${ports[1]},127.0.0.1:${ports[2]}"
+cpids=()
+for p in "${ports[@]}"; do
+  mkdir -p "$dir/c$p"
+  "$bin" --port "$p" --bind 127.0.0.1 --dir "$dir/c$p" --loglevel warning \
+    --cluster-enabled yes --cluster-peers "$peers" &
+  cpids+=($!)
+done
+# Stop the servers and wait for them before removing their dirs.
+trap 'kill $pid "${cpids[@]}" 2>/dev/null || true; wait 2>/dev/null; rm -rf "$dir"' EXIT
+for p in "${ports[@]}"; do
+  for _ in $(seq 300); do
+    redis-cli -p "$p" cluster info 2>/dev/null | grep -q "cluster_state:ok" && break
+    sleep 0.1
+  done
+  redis-cli -p "$p" cluster info | grep -q "cluster_state:ok" || { echo "FAIL: node $p not ok"; exit 1; }
+done
+c() { redis-cli -c -p "${ports[0]}" "$@"; }
+for i in $(seq 20); do
+  [ "$(c set "smoke:$i" "v$i")" = OK ] || { echo "FAIL: cluster SET smoke:$i"; exit 1; }
+done
+for i in $(seq 20); do
+  [ "$(redis-cli -c -p "${ports[2]}" get "smoke:$i")" = "v$i" ] || { echo "FAIL: cluster GET smoke:$i"; exit 1; }
+done
+[ "$(c incrby "{smoke}:n" 5)" = 5 ] || { echo "FAIL: cluster INCRBY"; exit 1; }
+moved=$(redis-cli -p "${ports[0]}" get smoke:1; redis-cli -p "${ports[1]}" get smoke:1; redis-cli -p "${ports[2]}" get smoke:1)
+echo "$moved" | grep -q "^MOVED " || { echo "FAIL: no MOVED from a non-leader: $moved"; exit 1; }
+[ "$(redis-cli -p "${ports[0]}" cluster slots | grep -c "^127.0.0.1$")" -ge 6 ] || { echo "FAIL: CLUSTER SLOTS"; exit 1; }
+echo "1 passed, 0 failed: smoke (redis-cli + redis-benchmark + restart + cluster via redis-cli -c)"

@@ -1,0 +1,857 @@
+#!/usr/bin/env python3
+"""Cluster write benchmark (issue 4): a 3-node tallykv cluster vs a redis-server 3+3 cluster, same machine.
+
+For each appendfsync policy (--fsync, default everysec,always) it starts, side by side:
+
+tallykv   3 nodes on loopback (`--cluster-enabled yes --cluster-peers ... --appendonly yes
+          --appendfsync <mode> --threads N`); a write is acknowledged after its slot group's Raft
+          commit on a majority (2 of 3 voters), so an acknowledged write is on two nodes.
+redis     Debian's redis-server, 3 primaries + 3 replicas (`--cluster-enabled yes --appendonly yes
+          --appendfsync <mode> --save ''`, built with `redis-cli --cluster create --cluster-replicas 1`);
+          waits for cluster_state:ok on all six and every replica online with its primary's offset.
+
+and measures, repeating each measurement --repeats times with the runs of both clusters interleaved
+(the order flips every repeat) so that the machine's drift hits both alike:
+
+rb   `redis-benchmark --cluster -c 50 -n N -r 100000 -P <p> -t <incr|set> --csv` against each cluster,
+     N sized from the previous run (or a short calibration run) so that each run lasts --seconds.
+py   INCR through this script's own client (below), against tallykv (plain INCR) and against redis
+     twice: with `WAIT 1 0` ("redis+WAIT") and without (the client's own ceiling on redis).
+
+The py client: --clients connections (default 50) over --py-procs processes, each connection bound to
+one primary (round robin) and writing only keys that primary owns (keys `wk:<i>`, i < 100000, routed
+by CRC16 with the cluster's CLUSTER SLOTS), so no request is redirected. Each connection loops:
+send one batch, read all its replies, repeat. A batch is <p> pipelined `INCR wk:<i>` (random i), and
+for redis+WAIT one `WAIT 1 0` after them. `WAIT 1 0` returns once at least one replica has
+acknowledged the replication offset of the connection's last write (no timeout), so a redis+WAIT batch
+completes when all its INCRs are applied on the primary and received and applied by >= 1 replica
+(in memory: Redis 7.0's WAIT does not wait for the replica's AOF fsync; with appendfsync always the
+primary has fsynced before replying). At -P 1 that is exactly "WAIT after each write"; at -P 16 one
+WAIT covers the 16 INCRs before it. Latency is per batch (send of the batch to its last reply); rps
+counts INCRs whose batch completed inside the measured window (after a --warmup).
+
+Prints markdown tables with the median over repeats, the spread (min-max) and the ratios
+tallykv/redis, computed per repeat (runs adjacent in time) and summarised as median [min-max].
+This machine is a shared 2-vCPU VM: the client runs on the same cores as 6 (redis) or 3 (tallykv)
+servers. Read the ratios, not the absolute numbers.
+
+Run from the repository root after `cargo build --release`:
+
+    python3 benches/cluster.py [--bin target/release/tallykv-server] [--repeats 3] [--seconds 6]
+"""
+
+import argparse
+import array
+import atexit
+import csv
+import ctypes
+import io
+import multiprocessing
+import os
+import random
+import selectors
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+BIN = "target/release/tallykv-server"
+POLL_S = 0.05
+KEYS = 100_000  # same key range as redis-benchmark -r 100000
+
+# Everything we start or create, so that any exit path (exception, Ctrl-C, SIGTERM) cleans up.
+_procs = []
+_dirs = []
+
+
+def cleanup():
+    for p in list(_procs):
+        kill_proc(p)
+    for d in list(_dirs):
+        shutil.rmtree(d, ignore_errors=True)
+    _dirs.clear()
+
+
+def kill_proc(proc):
+    """SIGKILLs a server we started (its own process group, so Redis's fork children too), then reaps it."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+    if proc in _procs:
+        _procs.remove(proc)
+
+
+def _on_sigterm(signum, _frame):
+    raise SystemExit(128 + signum)
+
+
+def install_cleanup():
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    atexit.register(cleanup)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_PDEATHSIG = 1
+
+
+def _child_setup():
+    # If this script is SIGKILLed, the kernel kills the servers too.
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def mkdtemp(prefix):
+    d = tempfile.mkdtemp(prefix=prefix)
+    _dirs.append(d)
+    return d
+
+
+def rmdir(d):
+    shutil.rmtree(d, ignore_errors=True)
+    if d in _dirs:
+        _dirs.remove(d)
+
+
+def _bindable(port):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+_taken = set()
+
+
+def cluster_port():
+    """A free port P whose bus port P+10000 is free too (both tallykv and Redis use P+10000)."""
+    rng = random.Random()
+    for _ in range(1000):
+        p = rng.randrange(20000, 45000)
+        if p not in _taken and p + 10000 not in _taken and _bindable(p) and _bindable(p + 10000):
+            _taken.update((p, p + 10000))
+            return p
+    raise RuntimeError("no free port pair P, P+10000")
+
+
+# ---------------------------------------------------------------------------- RESP
+
+class RespError(Exception):
+    pass
+
+
+class Conn:
+    """A minimal blocking RESP2 client on a raw socket."""
+
+    def __init__(self, port, timeout=5.0):
+        self.port = port
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.f = self.sock.makefile("rb")
+
+    def close(self):
+        try:
+            self.f.close()
+            self.sock.close()
+        except OSError:
+            pass
+
+    def send(self, *cmds):
+        self.sock.sendall(b"".join(encode(c) for c in cmds))
+
+    def read(self):
+        """One reply; an error reply is returned as a RespError, not raised."""
+        line = self.f.readline()
+        if not line.endswith(b"\r\n"):
+            raise ConnectionError("connection closed")
+        t, body = line[:1], line[1:-2]
+        if t == b"+":
+            return body.decode()
+        if t == b"-":
+            return RespError(body.decode())
+        if t == b":":
+            return int(body)
+        if t in (b"$", b"="):
+            n = int(body)
+            if n < 0:
+                return None
+            data = self.f.read(n + 2)
+            if len(data) != n + 2:
+                raise ConnectionError("connection closed")
+            return data[:-2]
+        if t in (b"*", b"%"):
+            n = int(body)
+            if n < 0:
+                return None
+            return [self.read() for _ in range(n * (2 if t == b"%" else 1))]
+        raise ConnectionError(f"bad reply line {line!r}")
+
+    def call(self, *args):
+        self.send(args)
+        r = self.read()
+        if isinstance(r, RespError):
+            raise r
+        return r
+
+
+def encode(cmd):
+    out = [b"*%d\r\n" % len(cmd)]
+    for a in cmd:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(out)
+
+
+def call(port, *args, timeout=5.0):
+    c = Conn(port, timeout=timeout)
+    try:
+        return c.call(*args)
+    finally:
+        c.close()
+
+
+def info_fields(text):
+    if isinstance(text, bytes):
+        text = text.decode()
+    out = {}
+    for line in text.splitlines():
+        if ":" in line and not line.startswith("#"):
+            k, v = line.split(":", 1)
+            out[k] = v.strip()
+    return out
+
+
+# ---------------------------------------------------------------------------- slots
+
+def _crc16_table():
+    table = []
+    for i in range(256):
+        crc = i << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+        table.append(crc & 0xFFFF)
+    return table
+
+
+_CRC16 = _crc16_table()
+
+
+def key_slot(key):
+    """Redis Cluster's slot: CRC16-XMODEM of the key (or of its non-empty {hash tag}) mod 16384."""
+    s = key.find(b"{")
+    if s >= 0:
+        e = key.find(b"}", s + 1)
+        if e > s + 1:
+            key = key[s + 1:e]
+    crc = 0
+    for b in key:
+        crc = ((crc << 8) & 0xFFFF) ^ _CRC16[((crc >> 8) ^ b) & 0xFF]
+    return crc & 0x3FFF
+
+
+def cluster_slots(port):
+    """CLUSTER SLOTS as [(first, last, primary_port, [replica ports])]."""
+    out = []
+    for r in call(port, "CLUSTER", "SLOTS"):
+        out.append((r[0], r[1], r[2][1], [n[1] for n in r[3:]]))
+    return out
+
+
+def owner_map(slots):
+    """slot -> primary port."""
+    owner = [None] * 16384
+    for first, last, primary, _ in slots:
+        for s in range(first, last + 1):
+            owner[s] = primary
+    return owner
+
+
+# ---------------------------------------------------------------------------- clusters
+
+class Node:
+    """One server process logging to a file outside its data dir."""
+
+    def __init__(self, name, port, data_dir, argv, log_dir):
+        self.name, self.port, self.dir, self.argv = name, port, data_dir, argv
+        self.log_path = os.path.join(log_dir, f"{name}-{port}.log")
+        self.proc = None
+        self.started = 0.0
+
+    def start(self):
+        log = open(self.log_path, "ab")
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True, preexec_fn=_child_setup)
+        log.close()
+        _procs.append(self.proc)
+
+    def kill(self):
+        """SIGKILL (kill -9). Returns the monotonic time just before the signal."""
+        t = time.monotonic()
+        if self.proc is not None:
+            kill_proc(self.proc)
+        return t
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, n=5):
+        try:
+            with open(self.log_path, "rb") as f:
+                return " | ".join(f.read().decode(errors="replace").strip().splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def check(self):
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"{self.name} on {self.port} exited with {self.proc.returncode}: {self.log_tail()}")
+
+
+class Cluster:
+    label = ""
+
+    def __init__(self, nodes):
+        self.nodes = nodes
+
+    def live_ports(self):
+        return [n.port for n in self.nodes if n.alive()]
+
+    def stop(self):
+        for n in self.nodes:
+            n.kill()
+        for n in self.nodes:
+            rmdir(n.dir)
+
+    def cluster_ok(self, port):
+        try:
+            return info_fields(call(port, "CLUSTER", "INFO", timeout=2)).get("cluster_state") == "ok"
+        except (OSError, ConnectionError, RespError):
+            return False
+
+    def wait_ok(self, timeout, extra=lambda: True):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for n in self.nodes:
+                n.check()
+            if all(self.cluster_ok(p) for p in self.live_ports()) and extra():
+                return
+            time.sleep(POLL_S)
+        states = {p: self.cluster_ok(p) for p in self.live_ports()}
+        raise RuntimeError(f"{self.label}: not ok after {timeout}s (ok per port: {states})")
+
+    def slots(self):
+        last = None
+        for p in self.live_ports():
+            try:
+                return cluster_slots(p)
+            except (OSError, ConnectionError, RespError) as e:
+                last = e
+        raise RuntimeError(f"{self.label}: CLUSTER SLOTS failed: {last}")
+
+
+class TallyCluster(Cluster):
+    def __init__(self, bin_path, fsync, threads, log_dir, node_timeout=None, n=3, ready_timeout=60):
+        ports = [cluster_port() for _ in range(n)]
+        peers = ",".join(f"127.0.0.1:{p}" for p in ports)
+        nodes = []
+        for p in ports:
+            d = mkdtemp("cluster-tallykv-")
+            argv = [bin_path, "--port", str(p), "--bind", "127.0.0.1", "--dir", d, "--loglevel", "warning",
+                    "--threads", str(threads), "--appendonly", "yes", "--appendfsync", fsync,
+                    "--cluster-enabled", "yes", "--cluster-peers", peers]
+            if node_timeout:
+                argv += ["--cluster-node-timeout", str(node_timeout)]
+            nodes.append(Node("tallykv", p, d, argv, log_dir))
+        super().__init__(nodes)
+        self.label = f"tallykv {n} nodes"
+        self.command = " ".join(nodes[0].argv).replace(nodes[0].dir, "D")
+        for node in nodes:
+            node.start()
+        self.wait_ok(ready_timeout)
+
+    def group_lines(self, port):
+        """INFO cluster's `groupN:slots=a-b,role=...,leader=<name>` lines as {N: {field: value}}."""
+        out = {}
+        for k, v in info_fields(call(port, "INFO", "cluster", timeout=2)).items():
+            if k.startswith("group") and k[5:].isdigit():
+                out[int(k[5:])] = dict(kv.split("=", 1) for kv in v.split(",") if "=" in kv)
+        return out
+
+
+class RedisCluster(Cluster):
+    def __init__(self, fsync, log_dir, node_timeout=None, primaries=3, ready_timeout=120):
+        nodes = []
+        for _ in range(2 * primaries):
+            p = cluster_port()
+            d = mkdtemp("cluster-redis-")
+            argv = ["redis-server", "--port", str(p), "--bind", "127.0.0.1", "--protected-mode", "no",
+                    "--dir", d, "--save", "", "--appendonly", "yes", "--appendfsync", fsync,
+                    "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--logfile", ""]
+            if node_timeout:
+                argv += ["--cluster-node-timeout", str(node_timeout)]
+            nodes.append(Node("redis", p, d, argv, log_dir))
+        super().__init__(nodes)
+        self.label = f"redis {redis_version()} {primaries}+{primaries}"
+        self.command = " ".join(nodes[0].argv).replace(nodes[0].dir, "D").replace("--save  ", "--save '' ")
+        for node in nodes:
+            node.start()
+        for node in nodes:
+            wait_ping(node, 30)
+        create = ["redis-cli", "--cluster", "create", *[f"127.0.0.1:{n.port}" for n in nodes],
+                  "--cluster-replicas", "1", "--cluster-yes"]
+        r = subprocess.run(create, capture_output=True, text=True, timeout=120)
+        if r.returncode != 0 or "[OK] All 16384 slots covered" not in r.stdout:
+            raise RuntimeError(f"redis-cli --cluster create failed: {r.stdout[-400:]} {r.stderr[-400:]}")
+        self.wait_ok(ready_timeout, self.replicas_synced)
+
+    def replicas_synced(self):
+        """Every primary has an online replica at its own replication offset."""
+        primaries = 0
+        for p in self.live_ports():
+            f = info_fields(call(p, "INFO", "replication", timeout=2))
+            if f.get("role") != "master":
+                continue
+            if f.get("connected_slaves", "0") == "0":
+                # A primary without replicas only counts if it owns no slots (after a failover, the
+                # killed node rejoins as a replica; a slot-less primary would be our leftover).
+                return False
+            primaries += 1
+            off = f.get("master_repl_offset")
+            slave = dict(kv.split("=", 1) for kv in f.get("slave0", "").split(",") if "=" in kv)
+            if slave.get("state") != "online" or slave.get("offset") != off:
+                return False
+        return primaries > 0
+
+
+def wait_ping(node, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        node.check()
+        try:
+            if call(node.port, "PING", timeout=1) == "PONG":
+                return
+        except (OSError, ConnectionError, RespError):
+            pass
+        time.sleep(POLL_S)
+    raise RuntimeError(f"{node.name} on {node.port} did not answer PING in {timeout}s: {node.log_tail()}")
+
+
+def redis_version():
+    out = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout
+    return out.split()[2].removeprefix("v=")
+
+
+# ---------------------------------------------------------------------------- redis-benchmark
+
+def redis_benchmark(port, test, pipeline, clients, requests, timeout):
+    """One `redis-benchmark --cluster` run of one test. Returns (rps, p50_ms, p99_ms, seconds, notes)."""
+    cmd = ["redis-benchmark", "--cluster", "-h", "127.0.0.1", "-p", str(port), "-c", str(clients),
+           "-n", str(requests), "-r", str(KEYS), "-P", str(pipeline), "-t", test, "--csv"]
+    t0 = time.monotonic()
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    secs = time.monotonic() - t0
+    if r.returncode != 0:
+        raise RuntimeError(f"redis-benchmark exited {r.returncode}: {r.stdout[-300:]} {r.stderr.strip()[-300:]}")
+    rows = [row for row in csv.DictReader(io.StringIO(r.stdout[r.stdout.find('"test"'):]))]
+    if not rows:
+        raise RuntimeError(f"redis-benchmark gave no CSV: {r.stdout[-300:]} {r.stderr[-300:]}")
+    row = rows[0]
+    # Anything beyond the cluster banner (e.g. "Error from server", "Cluster slots configuration
+    # changed") means a run saw errors or redirections: keep it as a note.
+    notes = [line for line in (r.stdout + r.stderr).splitlines()
+             if line and not line.startswith(('"', "Cluster has", "Master ")) and "WARNING" not in line]
+    return float(row["rps"]), float(row["p50_latency_ms"]), float(row["p99_latency_ms"]), secs, notes
+
+
+# ---------------------------------------------------------------------------- py client
+
+WAIT_CMD = encode(["WAIT", "1", "0"])
+
+
+def _client_proc(targets, pipeline, wait, start_at, warmup, duration, seed, q):
+    """One client process: targets is [(port, [key bytes])], one connection each. Puts a result dict on q."""
+    rng = random.Random(seed)
+    sel = selectors.DefaultSelector()
+    conns = []
+    res = {"ops": 0, "lat": array.array("d"), "errors": 0, "samples": [], "wait_short": 0, "conn_errors": 0}
+    try:
+        for port, keys in targets:
+            s = socket.create_connection(("127.0.0.1", port), timeout=30)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            cmds = [encode([b"INCR", k]) for k in keys]
+            st = {"sock": s, "cmds": cmds, "buf": b"", "got": 0, "t0": 0.0, "last": b""}
+            conns.append(st)
+            sel.register(s, selectors.EVENT_READ, st)
+    except OSError as e:
+        res["conn_errors"] += 1
+        res["samples"].append(f"connect: {e}")
+        q.put(res)
+        return
+    expect = pipeline + (1 if wait else 0)
+    while time.time() < start_at:
+        time.sleep(0.001)
+    t_begin = time.perf_counter()
+    t_measure, t_end = t_begin + warmup, t_begin + warmup + duration
+    lat = res["lat"]
+
+    def send(st):
+        batch = [st["cmds"][rng.randrange(len(st["cmds"]))] for _ in range(pipeline)]
+        if wait:
+            batch.append(WAIT_CMD)
+        st["got"] = 0
+        st["t0"] = time.perf_counter()
+        st["sock"].sendall(b"".join(batch))
+
+    for st in conns:
+        send(st)
+    active = len(conns)
+    while active:
+        now = time.perf_counter()
+        if now > t_end + 30:
+            res["samples"].append(f"{active} connections stuck 30 s after the end")
+            break
+        for key, _ in sel.select(timeout=0.5):
+            st = key.data
+            try:
+                data = st["sock"].recv(262144)
+            except OSError as e:
+                data = b""
+                res["samples"].append(f"recv: {e}")
+            if not data:
+                res["conn_errors"] += 1
+                sel.unregister(st["sock"])
+                active -= 1
+                continue
+            buf = st["buf"] + data
+            last = buf.rfind(b"\r\n")
+            if last < 0:
+                st["buf"] = buf
+                continue
+            done, st["buf"] = buf[:last + 2], buf[last + 2:]
+            n = done.count(b"\r\n")
+            # All replies here are one line (integers, or errors such as MOVED/TRYAGAIN).
+            if b"-" in done:
+                for line in done.split(b"\r\n")[:-1]:
+                    if line.startswith(b"-"):
+                        res["errors"] += 1
+                        if len(res["samples"]) < 5:
+                            res["samples"].append(line.decode(errors="replace"))
+            st["got"] += n
+            start = done.rfind(b"\r\n", 0, len(done) - 2)
+            st["last"] = done[start + 2 if start >= 0 else 0:-2]
+            if st["got"] < expect:
+                continue
+            now = time.perf_counter()
+            if wait and st["last"] == b":0":
+                res["wait_short"] += 1
+            if t_measure <= now <= t_end:
+                res["ops"] += pipeline
+                if st["t0"] >= t_measure:
+                    lat.append(now - st["t0"])
+            if now < t_end:
+                send(st)
+            else:
+                sel.unregister(st["sock"])
+                active -= 1
+    for st in conns:
+        st["sock"].close()
+    q.put(res)
+
+
+def py_bench(primary_keys, clients, procs, pipeline, wait, warmup, duration):
+    """primary_keys: {port: [keys it owns]}. Returns (rps, p50_ms, p99_ms, notes)."""
+    ports = sorted(primary_keys)
+    conns = [(ports[i % len(ports)], primary_keys[ports[i % len(ports)]]) for i in range(clients)]
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    start_at = time.time() + 1.0  # time for every process to connect first
+    workers = [ctx.Process(target=_client_proc, args=(conns[i::procs], pipeline, wait, start_at, warmup, duration,
+                                                      random.randrange(1 << 30), q))
+               for i in range(procs)]
+    for w in workers:
+        w.start()
+    results = [q.get(timeout=warmup + duration + 120) for _ in workers]
+    for w in workers:
+        w.join(timeout=10)
+    ops = sum(r["ops"] for r in results)
+    lat = sorted(x for r in results for x in r["lat"])
+    notes = []
+    errors = sum(r["errors"] for r in results)
+    if errors:
+        notes.append(f"{errors} error replies, e.g. {[s for r in results for s in r['samples']][:3]}")
+    conn_errors = sum(r["conn_errors"] for r in results)
+    if conn_errors:
+        notes.append(f"{conn_errors} connection errors {[s for r in results for s in r['samples']][:3]}")
+    short = sum(r["wait_short"] for r in results)
+    if short:
+        notes.append(f"{short} WAIT replies of 0 replicas")
+    if not lat:
+        raise RuntimeError("py client completed no batch; " + "; ".join(notes))
+    return ops / duration, pct(lat, 50) * 1000, pct(lat, 99) * 1000, notes
+
+
+def pct(sorted_xs, p):
+    return sorted_xs[min(len(sorted_xs) - 1, int(len(sorted_xs) * p / 100))]
+
+
+_KEYS = [b"wk:%d" % i for i in range(KEYS)]
+_KEY_SLOTS = None
+
+
+def keys_by_primary(cluster):
+    global _KEY_SLOTS
+    if _KEY_SLOTS is None:
+        _KEY_SLOTS = [key_slot(k) for k in _KEYS]
+    owner = owner_map(cluster.slots())
+    out = {}
+    for k, s in zip(_KEYS, _KEY_SLOTS):
+        out.setdefault(owner[s], []).append(k)
+    return out
+
+
+# ---------------------------------------------------------------------------- driver
+
+def fmt_range(xs, f="{:.0f}"):
+    if len(xs) == 1:
+        return f.format(xs[0])
+    return f"{f.format(statistics.median(xs))} [{f.format(min(xs))}-{f.format(max(xs))}]"
+
+
+def ratio_range(xs):
+    return fmt_range(xs, "{:.2f}") if xs else "n/a"
+
+
+class Runner:
+    def __init__(self, args):
+        self.args = args
+        self.est = {}  # (system, fsync, p, test) -> last rps, to size the next run
+        self.rows = {}  # (kind, system, fsync, p, test) -> [(rps, p50, p99)] per repeat, None if failed
+        self.notes = []
+
+    def note(self, msg):
+        print("  NOTE " + msg, flush=True)
+        self.notes.append(msg)
+
+    def rb(self, cluster, sysname, fsync, p, test, repeat):
+        a = self.args
+        key = (sysname, fsync, p, test)
+        port = cluster.live_ports()[0]
+        try:
+            if key not in self.est:
+                # Sizing runs, not recorded: grow until one lasts >= 1 s (a very short run
+                # underestimates the rate: connection setup and slot discovery dominate it).
+                n = a.calibrate * p
+                while True:
+                    _, _, _, secs, _ = redis_benchmark(port, test, p, a.clients, n, a.bench_timeout)
+                    if secs >= 1.0:
+                        break
+                    n = int(n * min(10.0, 1.5 / max(secs, 0.01)))
+                self.est[key] = n / secs
+            for _attempt in range(2):
+                n = max(a.clients * p * 20, int(self.est[key] * a.seconds))
+                rps, p50, p99, secs, notes = redis_benchmark(port, test, p, a.clients, n, a.bench_timeout)
+                self.est[key] = n / secs
+                if secs >= a.seconds * 0.8:
+                    break
+                print(f"  rb {sysname} {fsync} -P {p} {test}: {secs:.1f}s is too short, again", flush=True)
+            for line in notes[:3]:
+                self.note(f"rb {sysname} {fsync} -P {p} {test} repeat {repeat}: {line}")
+            if secs < a.seconds * 0.8:
+                self.note(f"rb {sysname} {fsync} -P {p} {test} repeat {repeat}: ran only {secs:.1f}s")
+            result = (rps, p50, p99)
+            print(f"  rb {sysname:8} {fsync:8} -P {p:2} {test.upper():5} n={n:8} {secs:5.1f}s "
+                  f"rps {rps:9.0f} p50 {p50:7.3f} p99 {p99:7.3f}", flush=True)
+        except Exception as e:  # noqa: BLE001 - one failed run must not stop the others
+            self.note(f"rb {sysname} {fsync} -P {p} {test} repeat {repeat} FAILED: {type(e).__name__}: {e}")
+            result = None
+        self.rows.setdefault(("rb", sysname, fsync, p, test), []).append(result)
+
+    def py(self, cluster, sysname, fsync, p, wait, repeat):
+        a = self.args
+        label = sysname + ("+WAIT" if wait else "")
+        try:
+            keys = keys_by_primary(cluster)
+            rps, p50, p99, notes = py_bench(keys, a.clients, a.py_procs, p, wait, a.warmup, a.seconds)
+            for line in notes:
+                self.note(f"py {label} {fsync} -P {p} repeat {repeat}: {line}")
+            result = (rps, p50, p99)
+            print(f"  py {label:13} {fsync:8} -P {p:2} INCR  rps {rps:9.0f} p50 {p50:7.3f} p99 {p99:7.3f}",
+                  flush=True)
+        except Exception as e:  # noqa: BLE001
+            self.note(f"py {label} {fsync} -P {p} repeat {repeat} FAILED: {type(e).__name__}: {e}")
+            result = None
+        self.rows.setdefault(("py", label, fsync, p, "incr"), []).append(result)
+
+
+def run_fsync(runner, fsync, log_dir):
+    a = runner.args
+    tk = rc = None
+    try:
+        print(f"appendfsync {fsync}: starting clusters", flush=True)
+        tk = TallyCluster(a.bin, fsync, a.threads, log_dir)
+        rc = RedisCluster(fsync, log_dir)
+        runner.commands = (tk.command, rc.command)
+        systems = [("tallykv", tk), ("redis", rc)]
+        for rep in range(a.repeats):
+            order = systems if rep % 2 == 0 else systems[::-1]
+            print(f"appendfsync {fsync}, repeat {rep + 1}/{a.repeats}", flush=True)
+            for p in a.pipelines:
+                if "rb" in a.parts:
+                    for test in a.tests:
+                        for name, c in order:
+                            runner.rb(c, name, fsync, p, test, rep)
+                if "py" in a.parts:
+                    py_runs = [("tallykv", tk, False), ("redis", rc, True)]
+                    if a.py_redis_nowait:
+                        py_runs.append(("redis", rc, False))
+                    for name, c, wait in (py_runs if rep % 2 == 0 else py_runs[::-1]):
+                        runner.py(c, name, fsync, p, wait, rep)
+            for c in (tk, rc):
+                for n in c.nodes:
+                    n.check()
+    finally:
+        for c in (tk, rc):
+            if c:
+                c.stop()
+
+
+def summarize(runner, redis_label):
+    a = runner.args
+    rows = runner.rows
+
+    def series(kind, sysname, fsync, p, test):
+        return rows.get((kind, sysname, fsync, p, test), [])
+
+    def stat(rs, i, f="{:.0f}"):
+        xs = [r[i] for r in rs if r]
+        return fmt_range(xs, f) if xs else "n/a"
+
+    def ratios(num, den, i):
+        return [x[i] / y[i] for x, y in zip(num, den) if x and y and y[i]]
+
+    lines = []
+    if "rb" in a.parts:
+        lines.append("redis-benchmark --cluster (median [min-max] over repeats; ratios per repeat, tallykv/redis):")
+        lines.append("")
+        lines.append(f"| appendfsync | test | -P | tallykv rps | {redis_label} rps | rps ratio | tallykv p50 ms "
+                     f"| redis p50 ms | tallykv p99 ms | redis p99 ms | p99 ratio |")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
+        for fsync in a.fsync:
+            for test in a.tests:
+                for p in a.pipelines:
+                    t, r = series("rb", "tallykv", fsync, p, test), series("rb", "redis", fsync, p, test)
+                    lines.append(f"| {fsync} | {test.upper()} | {p} | {stat(t, 0)} | {stat(r, 0)} "
+                                 f"| {ratio_range(ratios(t, r, 0))} | {stat(t, 1, '{:.3f}')} | {stat(r, 1, '{:.3f}')} "
+                                 f"| {stat(t, 2, '{:.3f}')} | {stat(r, 2, '{:.3f}')} | {ratio_range(ratios(t, r, 2))} |")
+        lines.append("")
+    if "py" in a.parts:
+        lines.append("py client, INCR (median [min-max]; ratios per repeat):")
+        lines.append("")
+        lines.append("| appendfsync | -P | client | rps | p50 ms | p99 ms | tallykv/this rps | tallykv/this p99 |")
+        lines.append("|---|---|---|---|---|---|---|---|")
+        labels = ["tallykv", "redis+WAIT"] + (["redis"] if a.py_redis_nowait else [])
+        for fsync in a.fsync:
+            for p in a.pipelines:
+                t = series("py", "tallykv", fsync, p, "incr")
+                for label in labels:
+                    s = series("py", label, fsync, p, "incr")
+                    rr = "" if label == "tallykv" else ratio_range(ratios(t, s, 0))
+                    pr = "" if label == "tallykv" else ratio_range(ratios(t, s, 2))
+                    shown = {"tallykv": "tallykv (INCR)", "redis+WAIT": f"{redis_label} (INCR; WAIT 1 0)",
+                             "redis": f"{redis_label} (INCR, no WAIT)"}[label]
+                    lines.append(f"| {fsync} | {p} | {shown} | {stat(s, 0)} | {stat(s, 1, '{:.3f}')} "
+                                 f"| {stat(s, 2, '{:.3f}')} | {rr} | {pr} |")
+        lines.append("")
+    # Targets of issue 4.
+    for fsync in a.fsync:
+        for p in a.pipelines:
+            t = series("py", "tallykv", fsync, p, "incr")
+            w = series("py", "redis+WAIT", fsync, p, "incr")
+            rs = ratios(t, w, 0)
+            if rs:
+                met = "met" if statistics.median(rs) >= 1 else "MISSED"
+                lines.append(f"- target tallykv >= redis+WAIT throughput, {fsync}, -P {p}: {met} "
+                             f"(median ratio {statistics.median(rs):.2f}, range {min(rs):.2f}-{max(rs):.2f})")
+        if fsync == "everysec":
+            for kind, test in [("rb", t_) for t_ in a.tests] + [("py", "incr")]:
+                for p in a.pipelines:
+                    t = series(kind, "tallykv", fsync, p, test)
+                    p99s = [r[2] for r in t if r]
+                    if p99s:
+                        met = "met" if statistics.median(p99s) < 1.0 else "MISSED"
+                        lines.append(f"- target p99 < 1 ms, everysec, {kind} {test.upper()} -P {p}: {met} "
+                                     f"(tallykv p99 median {statistics.median(p99s):.3f} ms, "
+                                     f"range {min(p99s):.3f}-{max(p99s):.3f})")
+    if runner.notes:
+        lines.append("")
+        lines.append("Notes (errors, redirections, short runs):")
+        lines.extend(f"- {n}" for n in runner.notes)
+    print("\n" + "\n".join(lines))
+
+
+def int_list(s):
+    return [int(x) for x in s.split(",") if x]
+
+
+def main():
+    global BIN
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bin", default=BIN, help="tallykv-server binary (default target/release/tallykv-server)")
+    ap.add_argument("--fsync", default="everysec,always", help="appendfsync policies (comma list)")
+    ap.add_argument("--pipelines", type=int_list, default=[1, 16], help="-P values (default 1,16)")
+    ap.add_argument("--tests", default="incr,set", help="redis-benchmark tests (default incr,set)")
+    ap.add_argument("--parts", default="rb,py", help="rb (redis-benchmark), py (own client, WAIT); default both")
+    ap.add_argument("--repeats", type=int, default=3, help="repeats of every measurement (default 3)")
+    ap.add_argument("--seconds", type=float, default=6, help="target length of each run (default 6)")
+    ap.add_argument("--warmup", type=float, default=0.5, help="py client: seconds not measured at the start")
+    ap.add_argument("--calibrate", type=int, default=5000,
+                    help="requests x -P of the sizing run before a system's first measurement (default 5000)")
+    ap.add_argument("--clients", type=int, default=50, help="connections (-c), default 50")
+    ap.add_argument("--py-procs", type=int, default=2, help="py client processes (default 2)")
+    ap.add_argument("--no-py-redis-nowait", dest="py_redis_nowait", action="store_false",
+                    help="skip the py client's redis run without WAIT")
+    ap.add_argument("--threads", type=int, default=1, help="tallykv --threads per node (default 1)")
+    ap.add_argument("--bench-timeout", type=float, default=300, help="max seconds for one redis-benchmark run")
+    args = ap.parse_args()
+    args.fsync = [m for m in args.fsync.split(",") if m]
+    args.tests = [t for t in args.tests.split(",") if t]
+    args.parts = [p for p in args.parts.split(",") if p]
+    BIN = args.bin
+    for tool in ("redis-server", "redis-cli", "redis-benchmark"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} not found: apt-get install -y redis-server redis-tools")
+    if not os.path.exists(args.bin):
+        sys.exit(f"{args.bin} not found (cargo build --release, or --bin)")
+
+    install_cleanup()
+    log_dir = mkdtemp("cluster-logs-")
+    runner = Runner(args)
+    redis_label = f"redis {redis_version()} 3+3"
+    t0 = time.monotonic()
+    try:
+        for fsync in args.fsync:
+            try:
+                run_fsync(runner, fsync, log_dir)
+            except Exception as e:  # noqa: BLE001 - report and go on with the next policy
+                runner.note(f"appendfsync {fsync}: FAILED: {type(e).__name__}: {e}")
+    finally:
+        cleanup()
+    print(f"\ntotal {time.monotonic() - t0:.0f}s; tallykv node: {getattr(runner, 'commands', ('?', '?'))[0]}")
+    print(f"redis node: {getattr(runner, 'commands', ('?', '?'))[1]}")
+    summarize(runner, redis_label)
+
+
+if __name__ == "__main__":
+    main()
