@@ -85,4 +85,8 @@ done
 moved=$(redis-cli -p "${ports[0]}" get smoke:1; redis-cli -p "${ports[1]}" get smoke:1; redis-cli -p "${ports[2]}" get smoke:1)
 echo "$moved" | grep -q "^MOVED " || { echo "FAIL: no MOVED from a non-leader: $moved"; exit 1; }
 [ "$(redis-cli -p "${ports[0]}" cluster slots | grep -c "^127.0.0.1$")" -ge 6 ] || { echo "FAIL: CLUSTER SLOTS"; exit 1; }
-echo "1 passed, 0 failed: smoke (redis-cli + redis-benchmark + restart + cluster via redis-cli -c)"
+check=$(redis-cli --cluster check "127.0.0.1:${ports[0]}" 2>&1)
+echo "$check" | grep -q "All nodes agree about slots configuration" \
+  && echo "$check" | grep -q "All 16384 slots covered" \
+  || { echo "FAIL: redis-cli --cluster check:"; echo "$check"; exit 1; }
+echo "1 passed, 0 failed: smoke (redis-cli + redis-benchmark + restart + cluster via redis-cli -c and --cluster check)"

@@ -48,8 +48,10 @@ pub fn group_of(slot: usize, groups: usize) -> GroupId {
 /// same on every node, so CLUSTER NODES agrees everywhere without exchanging names.
 pub fn node_name(peers: &[String], id: NodeId) -> String {
     static CRC: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_XZ);
+    // Hashed with the id up front, so names differ in their first characters (tools such
+    // as `redis-cli --cluster check` show only those).
     let joined = peers.join(",");
-    let a = CRC.checksum(joined.as_bytes());
+    let a = CRC.checksum(format!("{id}/{joined}").as_bytes());
     let b = CRC.checksum(format!("tallykv/{joined}").as_bytes());
     format!("{a:016x}{:08x}{id:016x}", b as u32)
 }
