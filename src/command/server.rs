@@ -508,6 +508,14 @@ fn replication_section(shared: &Shared, out: &mut String) {
          repl_backlog_histlen:0\r\n",
         shared.run_id
     );
+    // In a cluster, replication is per slot group (Raft): the same per-group lines as INFO
+    // cluster (role, term, leader, log and apply positions, followers' lag on the leader).
+    if let Some(c) = shared.cluster() {
+        for line in c.group_lines() {
+            out.push_str(&line);
+            out.push_str("\r\n");
+        }
+    }
 }
 
 fn cpu_section(out: &mut String) {
