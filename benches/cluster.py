@@ -135,11 +135,26 @@ def _bindable(port):
 _taken = set()
 
 
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def cluster_port():
-    """A free port P whose bus port P+10000 is free too (both tallykv and Redis use P+10000)."""
+    """A free port P whose bus port P+10000 is free too (both tallykv and Redis use P+10000).
+
+    Both stay below the kernel's ephemeral range: a client that keeps reconnecting to a killed
+    node could otherwise be handed that node's port as its own source port and connect to
+    itself (TCP simultaneous open), which then holds the port and the node cannot restart."""
     rng = random.Random()
+    high = min(_ephemeral_low(), 65536) - 10000
+    if high <= 11000:
+        raise RuntimeError("the ephemeral port range leaves no room for P and P+10000 below it")
     for _ in range(1000):
-        p = rng.randrange(20000, 45000)
+        p = rng.randrange(max(1024, high - 12000), high)
         if p not in _taken and p + 10000 not in _taken and _bindable(p) and _bindable(p + 10000):
             _taken.update((p, p + 10000))
             return p
@@ -298,11 +313,12 @@ class Node:
         _procs.append(self.proc)
 
     def kill(self):
-        """SIGKILL (kill -9). Returns the monotonic time just before the signal."""
+        """SIGKILL (kill -9), then reap. Returns the monotonic times just before the signal and
+        once the process is gone (after that, nothing it held can answer)."""
         t = time.monotonic()
         if self.proc is not None:
             kill_proc(self.proc)
-        return t
+        return t, time.monotonic()
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
@@ -345,8 +361,12 @@ class Cluster:
         while time.monotonic() < deadline:
             for n in self.nodes:
                 n.check()
-            if all(self.cluster_ok(p) for p in self.live_ports()) and extra():
-                return
+            if all(self.cluster_ok(p) for p in self.live_ports()):
+                try:
+                    if extra():
+                        return
+                except (OSError, ConnectionError, RespError):
+                    pass  # e.g. a node still loading: ask again
             time.sleep(POLL_S)
         states = {p: self.cluster_ok(p) for p in self.live_ports()}
         raise RuntimeError(f"{self.label}: not ok after {timeout}s (ok per port: {states})")
