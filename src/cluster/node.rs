@@ -37,6 +37,13 @@ pub enum Refusal {
     Down,
 }
 
+impl Refusal {
+    /// A redirect to `leader`, or NoLeader when none is known.
+    fn to(leader: Option<NodeId>) -> Refusal {
+        leader.map_or(Refusal::NoLeader, Refusal::Moved)
+    }
+}
+
 pub struct ClusterNode {
     pub id: NodeId,
     pub layout: Layout,
@@ -349,9 +356,7 @@ impl ClusterNode {
     ) -> oneshot::Receiver<Result<Response, Refusal>> {
         let (tx, rx) = oneshot::channel();
         let Some(raft) = self.rafts[g as usize].clone() else {
-            let _ = tx.send(Err(self
-                .leader(g)
-                .map_or(Refusal::NoLeader, Refusal::Moved)));
+            let _ = tx.send(Err(Refusal::to(self.leader(g))));
             return rx;
         };
         self.handle.spawn(async move {
@@ -359,7 +364,7 @@ impl ClusterNode {
                 Ok(Ok(resp)) => Ok(resp.data),
                 Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
                     // Refused before it was appended, or truncated from the log: not applied.
-                    Err(f.leader_id.map_or(Refusal::NoLeader, Refusal::Moved))
+                    Err(Refusal::to(f.leader_id))
                 }
                 Ok(Err(RaftError::APIError(e))) => {
                     tracing::warn!("slot group {g}: write refused: {e}");
@@ -382,9 +387,7 @@ impl ClusterNode {
     pub fn read_barrier(&self, g: GroupId) -> oneshot::Receiver<Result<(), Refusal>> {
         let (tx, rx) = oneshot::channel();
         let Some(raft) = self.rafts[g as usize].clone() else {
-            let _ = tx.send(Err(self
-                .leader(g)
-                .map_or(Refusal::NoLeader, Refusal::Moved)));
+            let _ = tx.send(Err(Refusal::to(self.leader(g))));
             return rx;
         };
         if self.lease_holds(&raft) {
@@ -399,7 +402,7 @@ impl ClusterNode {
                         openraft::error::CheckIsLeaderError::ForwardToLeader(f) => f.leader_id,
                         _ => None,
                     };
-                    Err(leader.map_or(Refusal::NoLeader, Refusal::Moved))
+                    Err(Refusal::to(leader))
                 }
                 Ok(Err(RaftError::Fatal(_))) => Err(Refusal::Down),
                 Err(_) => Err(Refusal::NoLeader),

@@ -60,7 +60,7 @@ pub trait Cores: Send + Sync + 'static {
         &self,
         group: GroupId,
         slots: Range<usize>,
-        records: Vec<(Vec<u8>, Vec<u8>)>,
+        records: crate::storage::KeyValues,
         last: Option<LogId>,
     ) -> BoxFuture<'static, Result<(), String>>;
 }

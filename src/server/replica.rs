@@ -18,7 +18,7 @@ use crate::command::table::{lookup, lookup_sub, registry};
 use crate::command::{Exec, flags};
 use crate::protocol::Out;
 use crate::shard::Mutation;
-use crate::storage::{Batch, Item, Storage, codec};
+use crate::storage::{Batch, Item, KeyValues, Storage, codec};
 
 /// Storage keys of the state machine (tags >= 0x10 of the `raft` keyspace).
 const TAG_APPLIED: u8 = 0x10;
@@ -73,28 +73,22 @@ impl CoreLink {
         storage: Arc<Storage>,
     ) -> Result<CoreLink, String> {
         let cores = inboxes.len() as u32;
-        match storage.raft_get(&cores_key())? {
+        let stored = storage.raft_get(&cores_key())?;
+        let link = CoreLink { inboxes, storage };
+        match stored {
             Some(v) if v.as_slice() != cores.to_le_bytes() => {
                 let was = v.try_into().map(u32::from_le_bytes).unwrap_or(0);
                 return Err(format!(
                     "this cluster node's data in {} was written with threads {was}, not {cores}: \
                      start it with threads {was}, or empty its dir to have it catch up from the \
                      other nodes",
-                    storage.dir().display()
+                    link.storage.dir().display()
                 ));
             }
             Some(_) => {}
-            None => storage.write(Batch {
-                wipe: None,
-                items: Vec::new(),
-                raft: vec![Item {
-                    key: cores_key(),
-                    value: Some(cores.to_le_bytes().to_vec()),
-                }],
-                done: None,
-            }),
+            None => link.write_raft_item(cores_key(), cores.to_le_bytes().to_vec()),
         }
-        Ok(CoreLink { inboxes, storage })
+        Ok(link)
     }
 
     fn cores_of(&self, slots: &Range<usize>) -> Vec<usize> {
@@ -108,6 +102,54 @@ impl CoreLink {
     }
 }
 
+impl CoreLink {
+    /// Runs `f` on every core owning part of `slots` (through their inboxes) and resolves
+    /// with each core's result; `what` names the work in the error if a core stops.
+    fn on_cores<T: Send + 'static>(
+        &self,
+        slots: &Range<usize>,
+        what: &'static str,
+        f: impl Fn(&Core) -> T + Send + Sync + 'static,
+    ) -> BoxFuture<'static, Result<Vec<T>, String>> {
+        let f = Arc::new(f);
+        let mut waits = Vec::new();
+        for c in self.cores_of(slots) {
+            let (tx, rx) = oneshot::channel();
+            let f = f.clone();
+            let msg = CoreMsg::Call(Box::new(move |core: &Core| {
+                let _ = tx.send(f(core));
+            }));
+            if self.inboxes[c].unbounded_send(msg).is_err() {
+                return Box::pin(async { Err("the cores are stopping".to_string()) });
+            }
+            waits.push(rx);
+        }
+        Box::pin(async move {
+            let mut results = Vec::with_capacity(waits.len());
+            for rx in waits {
+                results.push(
+                    rx.await
+                        .map_err(|_| format!("a core stopped while {what}"))?,
+                );
+            }
+            Ok(results)
+        })
+    }
+
+    /// Writes one key of the `raft` keyspace through the storage queue.
+    fn write_raft_item(&self, key: Vec<u8>, value: Vec<u8>) {
+        self.storage.write(Batch {
+            wipe: None,
+            items: Vec::new(),
+            raft: vec![Item {
+                key,
+                value: Some(value),
+            }],
+            done: None,
+        });
+    }
+}
+
 impl Cores for CoreLink {
     fn apply(
         &self,
@@ -117,18 +159,10 @@ impl Cores for CoreLink {
         last: LogId,
     ) -> BoxFuture<'static, Result<Vec<Response>, String>> {
         let items = Arc::new(items);
-        let mut waits = Vec::new();
-        for c in self.cores_of(&slots) {
-            let (tx, rx) = oneshot::channel();
-            let items = items.clone();
-            let msg = CoreMsg::Call(Box::new(move |core: &Core| {
-                let _ = tx.send(apply_on_core(core, group, &items, last));
-            }));
-            if self.inboxes[c].unbounded_send(msg).is_err() {
-                return Box::pin(async { Err("the cores are stopping".to_string()) });
-            }
-            waits.push(rx);
-        }
+        let on_core = items.clone();
+        let parts = self.on_cores(&slots, "applying", move |core| {
+            apply_on_core(core, group, &on_core, last)
+        });
         Box::pin(async move {
             let mut responses: Vec<Response> = items
                 .iter()
@@ -139,13 +173,8 @@ impl Cores for CoreLink {
                     },
                 })
                 .collect();
-            for rx in waits {
-                let parts = rx
-                    .await
-                    .map_err(|_| "a core stopped while applying".to_string())?;
-                for (i, j, reply) in parts {
-                    responses[i as usize].replies[j as usize] = reply;
-                }
+            for (i, j, reply) in parts.await?.into_iter().flatten() {
+                responses[i as usize].replies[j as usize] = reply;
             }
             Ok(responses)
         })
@@ -178,67 +207,27 @@ impl Cores for CoreLink {
     }
 
     fn flush(&self, slots: Range<usize>) -> BoxFuture<'static, Result<(), String>> {
-        let mut waits = Vec::new();
-        for c in self.cores_of(&slots) {
-            let (tx, rx) = oneshot::channel();
-            let msg = CoreMsg::Call(Box::new(move |core: &Core| {
-                core.flush_changes();
-                let _ = tx.send(());
-            }));
-            if self.inboxes[c].unbounded_send(msg).is_err() {
-                return Box::pin(async { Err("the cores are stopping".to_string()) });
-            }
-            waits.push(rx);
-        }
-        Box::pin(async move {
-            for rx in waits {
-                rx.await
-                    .map_err(|_| "a core stopped while flushing".to_string())?;
-            }
-            Ok(())
-        })
+        let done = self.on_cores(&slots, "flushing", Core::flush_changes);
+        Box::pin(async move { done.await.map(drop) })
     }
 
     fn install(
         &self,
         group: GroupId,
         slots: Range<usize>,
-        records: Vec<(Vec<u8>, Vec<u8>)>,
+        records: KeyValues,
         last: Option<LogId>,
     ) -> BoxFuture<'static, Result<(), String>> {
-        let records = Arc::new(records);
-        let mut waits = Vec::new();
-        for c in self.cores_of(&slots) {
-            let (tx, rx) = oneshot::channel();
-            let (records, slots) = (records.clone(), slots.clone());
-            let msg = CoreMsg::Call(Box::new(move |core: &Core| {
-                let _ = tx.send(install_on_core(core, group, slots, &records, last));
-            }));
-            if self.inboxes[c].unbounded_send(msg).is_err() {
-                return Box::pin(async { Err("the cores are stopping".to_string()) });
-            }
-            waits.push(rx);
-        }
-        Box::pin(async move {
-            for rx in waits {
-                rx.await
-                    .map_err(|_| "a core stopped while installing a snapshot".to_string())??;
-            }
-            Ok(())
-        })
+        let range = slots.clone();
+        let done = self.on_cores(&range, "installing a snapshot", move |core| {
+            install_on_core(core, group, slots.clone(), &records, last)
+        });
+        Box::pin(async move { done.await?.into_iter().collect() })
     }
 
     fn save_membership(&self, group: GroupId, m: &Membership) -> Result<(), String> {
         let value = bincode::serialize(m).map_err(|e| e.to_string())?;
-        self.storage.write(Batch {
-            wipe: None,
-            items: Vec::new(),
-            raft: vec![Item {
-                key: membership_key(group),
-                value: Some(value),
-            }],
-            done: None,
-        });
+        self.write_raft_item(membership_key(group), value);
         Ok(())
     }
 }

@@ -64,14 +64,17 @@ fn no_leader(g: GroupId) -> String {
     format!("TRYAGAIN slot group {g} is electing a leader; retry shortly")
 }
 
-/// The error for a refused op (its slot from its first key).
-fn refusal_text(cluster: &ClusterNode, op: &Op, why: &Refusal) -> String {
+/// The slot of an op's first key (routed ops always have one).
+fn op_slot(op: &Op) -> usize {
     let def = registry().def(op.cmd_id as usize);
-    let slot = def
-        .keys
+    def.keys
         .positions(op.args.len())
         .next()
-        .map_or(0, |p| key_slot(&op.args[p]) as usize);
+        .map_or(0, |p| key_slot(&op.args[p]) as usize)
+}
+
+/// The error for a refused op on `slot`.
+fn refusal_text(cluster: &ClusterNode, slot: usize, why: &Refusal) -> String {
     match why {
         Refusal::Moved(id) => moved(cluster, slot, *id),
         Refusal::NoLeader => no_leader(cluster.group_of(slot)),
@@ -82,11 +85,12 @@ fn refusal_text(cluster: &ClusterNode, op: &Op, why: &Refusal) -> String {
     }
 }
 
-fn refused(cluster: &ClusterNode, ops: &[Op], why: &Refusal, resp3: bool) -> BatchReply {
+/// The same refusal for every op, given their slots.
+fn refused(cluster: &ClusterNode, slots: &[usize], why: &Refusal, resp3: bool) -> BatchReply {
     let mut out = Out::new(resp3);
-    let mut ends = Vec::with_capacity(ops.len());
-    for op in ops {
-        out.error(&refusal_text(cluster, op, why));
+    let mut ends = Vec::with_capacity(slots.len());
+    for &slot in slots {
+        out.error(&refusal_text(cluster, slot, why));
         ends.push(out.buf.len() as u32);
     }
     BatchReply { buf: out.buf, ends }
@@ -105,7 +109,9 @@ pub async fn run_group(
 ) -> BatchReply {
     let writes = ops.iter().any(|op| op.flags & flags::WRITE != 0);
     if writes {
-        let cmds: Vec<Vec<Bytes>> = ops.iter().map(|op| op.args.clone()).collect();
+        // The slots are kept for the error replies; the arguments move into the entry.
+        let slots: Vec<usize> = ops.iter().map(op_slot).collect();
+        let cmds: Vec<Vec<Bytes>> = ops.into_iter().map(|op| op.args).collect();
         let n = cmds.len();
         match cluster
             .propose(g, Request::Commands { now, resp3, cmds })
@@ -120,32 +126,28 @@ pub async fn run_group(
                 }
                 BatchReply { buf, ends }
             }
-            Ok(Ok(_)) => refused(cluster, &ops, &Refusal::Down, resp3),
-            Ok(Err(why)) => refused(cluster, &ops, &why, resp3),
-            Err(_) => refused(cluster, &ops, &Refusal::Down, resp3),
+            Ok(Ok(_)) => refused(cluster, &slots, &Refusal::Down, resp3),
+            Ok(Err(why)) => refused(cluster, &slots, &why, resp3),
+            Err(_) => refused(cluster, &slots, &Refusal::Down, resp3),
         }
     } else {
         match cluster.read_barrier(g).await {
             Ok(Ok(())) => run_here(core, ops, resp3).await,
-            Ok(Err(why)) => refused(cluster, &ops, &why, resp3),
-            Err(_) => refused(cluster, &ops, &Refusal::Down, resp3),
+            Ok(Err(why)) => refused(cluster, &slots_of(&ops), &why, resp3),
+            Err(_) => refused(cluster, &slots_of(&ops), &Refusal::Down, resp3),
         }
     }
+}
+
+fn slots_of(ops: &[Op]) -> Vec<usize> {
+    ops.iter().map(op_slot).collect()
 }
 
 /// Runs ops on the cores owning their keys (this node's copy) and returns their replies in
 /// order.
 async fn run_here(core: &Rc<Core>, ops: Vec<Op>, resp3: bool) -> BatchReply {
     let cores = core.cores();
-    let owner = |op: &Op| {
-        let def = registry().def(op.cmd_id as usize);
-        def.keys
-            .positions(op.args.len())
-            .next()
-            .map_or(core.id, |p| {
-                slot_owner(key_slot(&op.args[p]) as usize, cores)
-            })
-    };
+    let owner = |op: &Op| slot_owner(op_slot(op), cores);
     let n = ops.len();
     let mut per_core: Vec<Vec<(usize, Op)>> = (0..cores).map(|_| Vec::new()).collect();
     for (i, op) in ops.into_iter().enumerate() {
