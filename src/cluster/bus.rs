@@ -178,6 +178,10 @@ pub trait BusHandler: Send + Sync + 'static {
     fn votes_allowed(&self) -> bool {
         true
     }
+
+    /// Called when this node accepted a leader's append-entries or snapshot for `group`
+    /// (it heard from a live leader: no election is due).
+    fn leader_heard(&self, _group: GroupId) {}
 }
 
 /// Serves the bus on `listener` until the returned future is dropped; dropping it also closes
@@ -264,8 +268,13 @@ async fn dispatch(
             Err(message) => (STATUS_FAILED, message.into_bytes()),
         },
         Some(Kind::AppendEntries) => {
+            let heard = handler.clone();
             raft_request(&*handler, group, &payload, |raft, rpc| async move {
-                raft.append_entries(rpc).await
+                let reply = raft.append_entries(rpc).await;
+                if matches!(&reply, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+                    heard.leader_heard(group);
+                }
+                reply
             })
             .await
         }
@@ -279,9 +288,20 @@ async fn dispatch(
             .await
         }
         Some(Kind::InstallSnapshot) => {
-            raft_request(&*handler, group, &payload, |raft, rpc| async move {
-                raft.install_snapshot(rpc).await
-            })
+            let heard = handler.clone();
+            raft_request(
+                &*handler,
+                group,
+                &payload,
+                |raft, rpc: InstallSnapshotRequest<TypeConfig>| async move {
+                    let vote = rpc.vote;
+                    let reply = raft.install_snapshot(rpc).await;
+                    if matches!(&reply, Ok(r) if r.vote == vote) {
+                        heard.leader_heard(group);
+                    }
+                    reply
+                },
+            )
             .await
         }
         None => failure(&format!("unknown request kind {kind}")),

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
 use openraft::error::{ClientWriteError, RaftError};
@@ -53,24 +53,49 @@ pub struct ClusterNode {
     /// Per group, this node's Raft when it is a member.
     rafts: Vec<Option<Raft>>,
     handle: tokio::runtime::Handle,
-    /// Bumped by each election hold, so only the latest one lifts it.
-    hold_generation: AtomicU64,
     /// Leader lease for reads (ms); see [`ClusterNode::lease_holds`].
     lease_ms: u64,
 }
 
-/// How long a node that was away waits before it may stand for election: the longest
-/// election timeout (a leader's heartbeats reach it well within that), and at least 1.5 s
-/// (peers redial a restarted node with up to 1 s backoff).
+/// How long a node that was away waits before it may stand for election: twice the
+/// timeout (a leader's heartbeats reach it well within that), and at least 1.5 s (peers
+/// redial a restarted node with up to 1 s backoff).
 fn election_hold(timeout_ms: u64) -> Duration {
     Duration::from_millis((2 * timeout_ms).max(1500))
 }
 
+/// When this node last accepted each group's leader (its heartbeats, entries or snapshot),
+/// written by the bus handler and read by the election driver.
+struct Heard {
+    epoch: Instant,
+    ms: Box<[AtomicU64]>,
+}
+
+impl Heard {
+    fn new(groups: usize) -> Heard {
+        Heard {
+            epoch: Instant::now(),
+            ms: (0..groups).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn touch(&self, g: GroupId) {
+        if let Some(at) = self.ms.get(g as usize) {
+            at.fetch_max(self.epoch.elapsed().as_millis() as u64, Relaxed);
+        }
+    }
+
+    fn at(&self, g: GroupId) -> Instant {
+        self.epoch + Duration::from_millis(self.ms[g as usize].load(Relaxed))
+    }
+}
+
 struct Handler {
     rafts: Vec<Option<Raft>>,
-    started: std::time::Instant,
+    started: Instant,
     /// How long after start this node abstains from voting.
     abstain: Duration,
+    heard: Arc<Heard>,
 }
 
 impl BusHandler for Handler {
@@ -79,10 +104,14 @@ impl BusHandler for Handler {
     }
 
     /// A follower that acknowledged a leader promises not to vote for another one for the
-    /// longest election timeout (openraft's leader lease, which our read leases rely on).
-    /// A restarted node has forgotten that promise, so it abstains for that long.
+    /// election timeout (openraft's leader lease, which our read leases rely on). A
+    /// restarted node has forgotten that promise, so it abstains for longer than that.
     fn votes_allowed(&self) -> bool {
         self.started.elapsed() >= self.abstain
+    }
+
+    fn leader_heard(&self, group: GroupId) {
+        self.heard.touch(group);
     }
 
     fn call(
@@ -114,11 +143,17 @@ impl ClusterNode {
         let runtime: &'static tokio::runtime::Runtime = Box::leak(Box::new(runtime));
         let handle = runtime.handle().clone();
         let timeout = config.node_timeout_ms;
+        let heartbeat = (timeout / 10).max(20);
         let raft_config = openraft::Config {
             cluster_name: "tallykv".to_string(),
-            heartbeat_interval: (timeout / 10).max(20),
-            election_timeout_min: timeout,
-            election_timeout_max: timeout * 2,
+            heartbeat_interval: heartbeat,
+            // openraft makes a voter refuse other candidates for `election_timeout_max`
+            // after hearing from its leader (its "leader lease"): that is the node timeout.
+            // Elections themselves are started by this module's driver, not openraft's
+            // timer (see `spawn_elections`), so the minimum only has to be valid.
+            election_timeout_min: (timeout / 2).max(heartbeat + 1),
+            election_timeout_max: timeout,
+            enable_elect: false,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_after),
             // Keep a tenth of a snapshot interval of log behind each snapshot, so a replica
             // just briefly behind catches up from the log rather than a whole snapshot.
@@ -166,12 +201,14 @@ impl ClusterNode {
             let _guard = handle.enter();
             tokio::net::TcpListener::from_std(bus).map_err(|e| format!("cluster bus: {e}"))?
         };
+        let heard = Arc::new(Heard::new(groups));
         handle.spawn(super::bus::serve(
             listener,
             Arc::new(Handler {
                 rafts: rafts.clone(),
-                started: std::time::Instant::now(),
+                started: Instant::now(),
                 abstain: Duration::from_millis(2 * timeout),
+                heard: heard.clone(),
             }),
         ));
         let node = Arc::new(ClusterNode {
@@ -181,68 +218,81 @@ impl ClusterNode {
             layout,
             rafts,
             handle,
-            hold_generation: AtomicU64::new(0),
             lease_ms: timeout / 2,
         });
         for g in 0..groups {
             node.spawn_watcher(g as GroupId);
             node.spawn_bootstrap(g as GroupId, timeout);
         }
-        node.hold_elections(election_hold(timeout));
-        node.spawn_pause_watch(timeout);
+        node.spawn_elections(heard, timeout);
         Ok(node)
     }
 
-    /// Keeps this node from standing for election for `hold`. openraft 0.9 has no pre-vote:
-    /// a node that was away (restarted, paused, starved of CPU) and finds its election timer
-    /// expired would stand at once with a higher term and depose healthy leaders as soon as
-    /// they see that term. Holding back for a while first lets it hear the current leaders'
-    /// heartbeats, which resets its timer; if there is no leader, it stands after the hold.
-    fn hold_elections(self: &Arc<Self>, hold: Duration) {
-        let generation = self.hold_generation.fetch_add(1, Relaxed) + 1;
-        for raft in self.rafts.iter().flatten() {
-            raft.runtime_config().elect(false);
-        }
+    /// Starts elections for the groups this node votes in, in place of openraft's own
+    /// timer (disabled with `enable_elect: false`). openraft 0.9 has no pre-vote: a node
+    /// that was away (paused, starved of CPU, restarted) finds its timer long expired and
+    /// would stand at once with a higher term, and healthy leaders step down as soon as they
+    /// see that term. Here a single loop decides, and before deciding it checks that it
+    /// itself ran on time: after a gap it holds every election until the current leaders
+    /// have had time to be heard. A group's election is due when its leader has been silent
+    /// for the node timeout (voters refuse other candidates until then anyway) plus a random
+    /// quarter of it (so the followers do not split the vote); a failed attempt is retried
+    /// after half the timeout plus the same jitter.
+    fn spawn_elections(self: &Arc<Self>, heard: Arc<Heard>, timeout_ms: u64) {
         let node = self.clone();
+        let tick = Duration::from_millis((timeout_ms / 10).max(20));
+        let late = Duration::from_millis((timeout_ms / 2).max(100));
+        let timeout = Duration::from_millis(timeout_ms);
+        let jitter = move || Duration::from_millis(fastrand::u64(0..=timeout_ms / 4));
         self.handle.spawn(async move {
-            tokio::time::sleep(hold).await;
-            // A later hold extends this one.
-            if node.hold_generation.load(Relaxed) == generation {
-                for raft in node.rafts.iter().flatten() {
-                    raft.runtime_config().elect(true);
+            let groups = node.rafts.len();
+            let mut hold_until = Instant::now() + election_hold(timeout_ms);
+            let mut attempted: Vec<Option<Instant>> = vec![None; groups];
+            let mut jitters: Vec<Duration> = (0..groups).map(|_| jitter()).collect();
+            let mut last = Instant::now();
+            loop {
+                tokio::time::sleep(tick).await;
+                let now = Instant::now();
+                let gap = now - std::mem::replace(&mut last, now);
+                if gap > late {
+                    tracing::warn!(
+                        "this node did not run for {} ms: holding elections until it hears \
+                         from the current leaders",
+                        gap.as_millis()
+                    );
+                    hold_until = now + election_hold(timeout_ms);
+                }
+                for (g, raft) in node.rafts.iter().enumerate() {
+                    let Some(raft) = raft else { continue };
+                    let standing = {
+                        let m = raft.metrics();
+                        let m = m.borrow();
+                        m.state != ServerState::Leader
+                            && m.membership_config
+                                .membership()
+                                .voter_ids()
+                                .any(|v| v == node.id)
+                    };
+                    if !standing {
+                        continue;
+                    }
+                    let heard_at = heard.at(g as GroupId);
+                    let due = match attempted[g] {
+                        Some(at) if at > heard_at => at + timeout / 2,
+                        _ => heard_at + timeout,
+                    } + jitters[g];
+                    if now < due.max(hold_until) {
+                        continue;
+                    }
+                    attempted[g] = Some(now);
+                    jitters[g] = jitter();
+                    tracing::debug!("slot group {g}: no leader heard from, standing for election");
+                    if let Err(e) = raft.trigger().elect().await {
+                        tracing::debug!("slot group {g}: cannot stand: {e}");
+                    }
                 }
             }
         });
-    }
-
-    /// Notices that this process did not run for a while (SIGSTOP, a stalled VM) and holds
-    /// elections, from a plain thread so it wakes as soon as the process runs again, before
-    /// Raft's own timers are handled.
-    fn spawn_pause_watch(self: &Arc<Self>, timeout_ms: u64) {
-        let node = Arc::downgrade(self);
-        let threshold = Duration::from_millis((timeout_ms / 2).max(50));
-        let spawned = std::thread::Builder::new()
-            .name("tallykv-pausewatch".into())
-            .spawn(move || {
-                let mut last = std::time::Instant::now();
-                loop {
-                    std::thread::sleep(Duration::from_millis(10));
-                    let Some(node) = node.upgrade() else { return };
-                    let gap = last.elapsed();
-                    last = std::time::Instant::now();
-                    if gap > threshold {
-                        tracing::warn!(
-                            "this node did not run for {} ms: holding elections until it hears \
-                             from the current leaders",
-                            gap.as_millis()
-                        );
-                        node.hold_elections(election_hold(timeout_ms));
-                    }
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::warn!("cannot start the pause watch: {e}");
-        }
     }
 
     /// Keeps the leader table current and logs elections.
@@ -461,8 +511,8 @@ impl ClusterNode {
     /// without asking a quorum (a leader lease). A follower refuses to vote for anyone while
     /// it has heard from its leader within the election timeout (`cluster-node-timeout`),
     /// so no other leader can exist until that long after the last quorum acknowledged this
-    /// one. The lease is half of that, which stays safe as long as no node's clock runs
-    /// twice as fast as another's (the drift bound). It also needs this term's first entry
+    /// one (openraft's `election_timeout_max`). The lease is half of that, which stays safe
+    /// as long as no node's clock runs twice as fast as another's (the drift bound). It also needs this term's first entry
     /// applied, so every write acknowledged by an earlier leader is in the state read.
     fn lease_holds(&self, raft: &Raft) -> bool {
         let m = raft.metrics();

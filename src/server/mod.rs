@@ -203,10 +203,18 @@ async fn core_main(
     mesh: MeshBuilder<CoreMsg, glommio::channels::channel_mesh::Full>,
     addrs: Vec<(String, bool)>,
 ) -> Result<(), String> {
-    let (senders, receivers) = mesh
-        .join()
-        .await
-        .map_err(|_| "cannot join the core mesh".to_string())?;
+    // glommio can miss the cross-executor wakeup of a mesh join, leaving a core asleep with
+    // no deadline (seen as a start that hung once in about thirty, both executors parked in
+    // io_uring). A periodic timer bounds every sleep until the join is done, and each wakeup
+    // rechecks the shared channels.
+    let nudge = glommio::spawn_local(async {
+        loop {
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let joined = mesh.join().await;
+    nudge.cancel().await;
+    let (senders, receivers) = joined.map_err(|_| "cannot join the core mesh".to_string())?;
     let id = senders.peer_id();
     let core = Core::new(id, shared.clone(), senders);
     core.spawn_receivers(receivers);
