@@ -14,14 +14,18 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Barrier, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::cluster::{Cluster, Outcome, Router};
+use common::load::{
+    IncrLoad, Tally, check_counter, check_counters, cmd, keys_per_group, read_incr_reply,
+    record_raw, replicas_converge, text,
+};
 use common::{error_text, wait_until};
 use redis::Value;
 use tallykv::cluster::key_slot;
@@ -32,8 +36,8 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// `--cluster-node-timeout` of the fault tests (ms): a follower starts an election after
-/// between this and twice this without hearing from its leader.
+/// `--cluster-node-timeout` of the fault tests (ms): a follower stands for election after
+/// between this and 1.25× this without hearing from its leader.
 const NODE_TIMEOUT_MS: u64 = 500;
 
 /// Three nodes electing within [`NODE_TIMEOUT_MS`].
@@ -45,54 +49,17 @@ fn start_fast() -> Cluster {
 /// leader is killed, measured by the clients (from the kill to the first acknowledged write
 /// that was sent after it).
 ///
-/// Raft needs at most two election rounds here: a follower's timer fires after between
-/// `NODE_TIMEOUT_MS` and the maximum election timeout (twice that); if it fires before the
-/// other follower's leader lease (the maximum election timeout since its last heartbeat) has
-/// run out, its vote request is refused and it wins on its next timeout. Hence 2 × the
-/// maximum election timeout. The slack covers a split vote (both followers standing at
-/// once costs another round; runs here took 1.6–2.8 s in all), a heartbeat interval, the
-/// client finding the new leader (connection refused, next node, MOVED), and scheduling on
-/// two shared cores running debug builds of three servers and the clients.
-const UNAVAILABILITY_BOUND_MS: u64 = 2 * (2 * NODE_TIMEOUT_MS) + FAILOVER_SLACK_MS;
+/// A follower stands once its leader has been silent for the node timeout (when the other
+/// follower's leader lease has run out too) plus a random quarter of it, so one round
+/// normally elects. Hence 2 × the node timeout: a second round after a split vote (both
+/// followers standing at once) fits. The slack covers a heartbeat interval, the client
+/// finding the new leader (connection refused, next node, MOVED), and scheduling on two
+/// shared cores running debug builds of three servers and the clients.
+const UNAVAILABILITY_BOUND_MS: u64 = 2 * NODE_TIMEOUT_MS + FAILOVER_SLACK_MS;
 const FAILOVER_SLACK_MS: u64 = 2500;
 
 /// Reply timeout of the load's clients: a paused node is given up on after this.
 const CLIENT_TIMEOUT: Duration = Duration::from_millis(1500);
-
-fn cmd(args: &[&str]) -> redis::Cmd {
-    let mut c = redis::cmd(args[0]);
-    for a in &args[1..] {
-        c.arg(*a);
-    }
-    c
-}
-
-/// `count` keys named `{prefix}{n}` for each group of `c`, in group order.
-fn keys_per_group(c: &Cluster, prefix: &str, count: usize) -> Vec<Vec<String>> {
-    let mut per_group = vec![Vec::new(); c.groups.len()];
-    let mut n = 0;
-    while per_group.iter().any(|k: &Vec<String>| k.len() < count) {
-        let key = format!("{prefix}{n}");
-        n += 1;
-        let g = c.group_of_key(&key);
-        if per_group[g].len() < count {
-            per_group[g].push(key);
-        }
-    }
-    per_group
-}
-
-/// The reply as text (bulk or simple string), None for nil.
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::Nil => None,
-        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        Value::SimpleString(s) => Some(s.clone()),
-        Value::Okay => Some("OK".to_string()),
-        Value::VerbatimString { text, .. } => Some(text.clone()),
-        other => panic!("expected a string reply, got {other:?}"),
-    }
-}
 
 fn int(v: &Value) -> i64 {
     match v {
@@ -122,32 +89,6 @@ fn field<'a>(pairs: &'a [(String, Value)], name: &str) -> &'a Value {
         .find(|(k, _)| k == name)
         .unwrap_or_else(|| panic!("no {name} in {pairs:?}"))
         .1
-}
-
-/// Every node's copy of `key` (read with READONLY, so followers answer from their own
-/// replica) equals `expected`, within 15 s.
-fn replicas_converge(c: &Cluster, expected: &BTreeMap<String, Option<String>>) {
-    for i in (0..c.len()).filter(|&i| c.running(i)) {
-        let mut conn = c.conn(i);
-        let _: () = cmd(&["READONLY"]).query(&mut conn).expect("READONLY");
-        let mut differing = Vec::new();
-        let converged = wait_until(Duration::from_secs(15), || {
-            differing.clear();
-            for (k, want) in expected {
-                let got: Option<String> = cmd(&["GET", k]).query(&mut conn).expect("GET");
-                if &got != want {
-                    differing.push(format!("{k}: {got:?} != {want:?}"));
-                }
-            }
-            differing.is_empty()
-        });
-        assert!(
-            converged,
-            "node {i}'s replica differs from the leaders':\n{}\n{}",
-            differing.join("\n"),
-            c.logs(20)
-        );
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -499,292 +440,6 @@ fn redis_cli_follows_redirects(c: &Cluster) {
 // Counters under load through faults
 // ---------------------------------------------------------------------------------------
 
-struct Counter {
-    key: String,
-    slot: usize,
-    group: usize,
-    incr: redis::Cmd,
-}
-
-/// What the clients saw for one counter.
-#[derive(Default, Clone)]
-struct Tally {
-    /// Every INCR sent (or about to be: a failed connect counts too).
-    attempts: u64,
-    /// Integer replies.
-    acked: u64,
-    /// Certainly not applied (MOVED, TRYAGAIN, not sent).
-    refused: u64,
-    /// Outcome unknown (UNCERTAIN, broken connection, timeout).
-    unknown: u64,
-    /// The integers replied.
-    values: Vec<i64>,
-    /// Unexpected replies.
-    failures: Vec<String>,
-}
-
-impl Tally {
-    fn record(&mut self, outcome: Outcome) -> Option<i64> {
-        match outcome {
-            Outcome::Reply(Value::Int(v)) => {
-                self.acked += 1;
-                self.values.push(v);
-                return Some(v);
-            }
-            Outcome::Reply(other) => self.failures.push(format!("INCR replied {other:?}")),
-            Outcome::Refused(_) => self.refused += 1,
-            Outcome::Unknown(_) => self.unknown += 1,
-            Outcome::Failed(e) => self.failures.push(e),
-        }
-        None
-    }
-
-    fn merge(&mut self, other: Tally) {
-        self.attempts += other.attempts;
-        self.acked += other.acked;
-        self.refused += other.refused;
-        self.unknown += other.unknown;
-        self.values.extend(other.values);
-        self.failures.extend(other.failures);
-    }
-}
-
-const NO_TIME: u64 = u64::MAX;
-
-/// What the load's threads share: when the fault happened, and per group how many writes
-/// were acknowledged and the first acknowledgement of a write sent after the fault.
-struct LoadState {
-    stop: AtomicBool,
-    epoch: Instant,
-    fault_at_ms: AtomicU64,
-    acks: Vec<AtomicU64>,
-    first_ack_after_fault_ms: Vec<AtomicU64>,
-}
-
-impl LoadState {
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
-    }
-}
-
-/// INCR load on counters spread over every group, from several threads each with its own
-/// [`Router`].
-struct IncrLoad {
-    state: Arc<LoadState>,
-    counters: Arc<Vec<Counter>>,
-    threads: Vec<JoinHandle<Vec<Tally>>>,
-}
-
-impl IncrLoad {
-    fn start(c: &Cluster, n_threads: usize, per_group: usize) -> IncrLoad {
-        let counters: Vec<Counter> = keys_per_group(c, "ctr", per_group)
-            .into_iter()
-            .flatten()
-            .map(|key| {
-                let slot = key_slot(key.as_bytes()) as usize;
-                Counter {
-                    group: c.group_of_slot(slot),
-                    incr: cmd(&["INCR", &key]),
-                    key,
-                    slot,
-                }
-            })
-            .collect();
-        let counters = Arc::new(counters);
-        let groups = c.groups.len();
-        let state = Arc::new(LoadState {
-            stop: AtomicBool::new(false),
-            epoch: Instant::now(),
-            fault_at_ms: AtomicU64::new(NO_TIME),
-            acks: (0..groups).map(|_| AtomicU64::new(0)).collect(),
-            first_ack_after_fault_ms: (0..groups).map(|_| AtomicU64::new(NO_TIME)).collect(),
-        });
-        let threads = (0..n_threads)
-            .map(|t| {
-                let mut router = Router::new(c, CLIENT_TIMEOUT);
-                let counters = counters.clone();
-                let state = state.clone();
-                std::thread::spawn(move || {
-                    let mut tallies = vec![Tally::default(); counters.len()];
-                    // Threads start at different counters and walk them all in turn.
-                    let mut next = t * counters.len() / n_threads;
-                    while !state.stop.load(Relaxed) {
-                        let i = next % counters.len();
-                        next += 1;
-                        let ctr = &counters[i];
-                        let sent = state.now_ms();
-                        tallies[i].attempts += 1;
-                        let outcome = router.send(&ctr.incr, ctr.slot);
-                        if tallies[i].record(outcome).is_some() {
-                            state.acks[ctr.group].fetch_add(1, Relaxed);
-                            if sent >= state.fault_at_ms.load(Relaxed) {
-                                state.first_ack_after_fault_ms[ctr.group]
-                                    .fetch_min(state.now_ms(), Relaxed);
-                            }
-                        }
-                    }
-                    tallies
-                })
-            })
-            .collect();
-        IncrLoad {
-            state,
-            counters,
-            threads,
-        }
-    }
-
-    /// Waits until every group acknowledged `n` more writes (panics after `limit`).
-    fn wait_progress(&self, c: &Cluster, n: u64, limit: Duration) {
-        let base: Vec<u64> = self.state.acks.iter().map(|a| a.load(Relaxed)).collect();
-        let progressed = wait_until(limit, || {
-            self.state
-                .acks
-                .iter()
-                .zip(&base)
-                .all(|(a, b)| a.load(Relaxed) >= b + n)
-        });
-        if !progressed {
-            let now: Vec<u64> = self.state.acks.iter().map(|a| a.load(Relaxed)).collect();
-            panic!(
-                "some group made no progress in {limit:?}: acks {base:?} -> {now:?}\n{}",
-                c.logs(30)
-            );
-        }
-    }
-
-    /// Marks now as the fault time.
-    fn mark_fault(&self) {
-        self.state.fault_at_ms.store(self.state.now_ms(), Relaxed);
-    }
-
-    /// Waits until every group acknowledged a write sent after the fault; returns per group
-    /// how long after the fault that was (ms).
-    fn wait_recovered(&self, c: &Cluster, limit: Duration) -> Vec<u64> {
-        let s = &self.state;
-        let recovered = wait_until(limit, || {
-            s.first_ack_after_fault_ms
-                .iter()
-                .all(|t| t.load(Relaxed) != NO_TIME)
-        });
-        let fault = s.fault_at_ms.load(Relaxed);
-        let times: Vec<u64> = s
-            .first_ack_after_fault_ms
-            .iter()
-            .map(|t| t.load(Relaxed).saturating_sub(fault))
-            .collect();
-        assert!(
-            recovered,
-            "not every group acknowledged a write within {limit:?} of the fault \
-             (per group ms, {NO_TIME} = never: {times:?})\n{}",
-            c.logs(30)
-        );
-        times
-    }
-
-    /// Stops the threads and returns each counter's tally over all of them.
-    fn finish(mut self) -> (Arc<Vec<Counter>>, Vec<Tally>) {
-        self.state.stop.store(true, Relaxed);
-        let mut total = vec![Tally::default(); self.counters.len()];
-        for t in std::mem::take(&mut self.threads) {
-            for (sum, part) in total.iter_mut().zip(t.join().expect("load thread")) {
-                sum.merge(part);
-            }
-        }
-        (self.counters.clone(), total)
-    }
-}
-
-impl Drop for IncrLoad {
-    /// A failing test's load stops with it instead of hammering the next test's machine.
-    fn drop(&mut self) {
-        self.state.stop.store(true, Relaxed);
-    }
-}
-
-/// Checks one counter's final value against what the clients were told: every acknowledged
-/// increment is in it, no refused one is, so acked <= final <= acked + unknown (<= attempts);
-/// the replies are distinct (a linearizable counter never hands out the same value twice, so a
-/// stale leader acknowledging from an old state would show) and none exceeds the final value.
-fn check_counter(key: &str, t: &Tally, fin: i64, problems: &mut Vec<String>) {
-    let fin = u64::try_from(fin).unwrap_or(0);
-    let (acked, unknown, attempts) = (t.acked, t.unknown, t.attempts);
-    if !t.failures.is_empty() {
-        problems.push(format!("{key}: unexpected replies {:?}", t.failures));
-    }
-    if fin < acked {
-        problems.push(format!(
-            "{key}: final {fin} < acknowledged {acked}: acked writes lost"
-        ));
-    }
-    if fin > attempts {
-        problems.push(format!("{key}: final {fin} > attempted {attempts}"));
-    }
-    if fin > acked + unknown {
-        problems.push(format!(
-            "{key}: final {fin} > acknowledged {acked} + unknown {unknown}: a refused \
-             (MOVED/TRYAGAIN) write was applied"
-        ));
-    }
-    let distinct: BTreeSet<i64> = t.values.iter().copied().collect();
-    if distinct.len() != t.values.len() {
-        let mut seen = BTreeSet::new();
-        let dups: BTreeSet<i64> = t
-            .values
-            .iter()
-            .filter(|v| !seen.insert(**v))
-            .copied()
-            .collect();
-        problems.push(format!(
-            "{key}: the same value was acknowledged twice: {dups:?}"
-        ));
-    }
-    if let Some(&max) = distinct.last()
-        && max as u64 > fin
-    {
-        problems.push(format!("{key}: acknowledged value {max} > final {fin}"));
-    }
-}
-
-/// Reads every counter from its group's leader (linearizable), checks it against its tally,
-/// and checks every replica converges to it.
-fn check_counters(c: &Cluster, counters: &[Counter], tallies: &[Tally]) {
-    let mut router = Router::new(c, Duration::from_secs(5));
-    let mut problems = Vec::new();
-    let mut finals = BTreeMap::new();
-    let mut totals = Tally::default();
-    for (ctr, t) in counters.iter().zip(tallies) {
-        let v = router.query(&cmd(&["GET", &ctr.key]), ctr.slot, Duration::from_secs(20));
-        let fin = text(&v).map_or(0, |s| s.parse::<i64>().expect("a counter"));
-        check_counter(&ctr.key, t, fin, &mut problems);
-        finals.insert(ctr.key.clone(), fin);
-        totals.merge(Tally {
-            values: Vec::new(),
-            ..t.clone()
-        });
-    }
-    eprintln!(
-        "{} counters: {} INCRs sent, {} acknowledged, {} refused, {} unknown",
-        counters.len(),
-        totals.attempts,
-        totals.acked,
-        totals.refused,
-        totals.unknown
-    );
-    assert!(
-        problems.is_empty(),
-        "counter invariants violated:\n{}\n{}",
-        problems.join("\n"),
-        c.logs(40)
-    );
-    // A counter never incremented reads as nil.
-    let expected = finals
-        .iter()
-        .map(|(k, v)| (k.clone(), (*v != 0).then(|| v.to_string())))
-        .collect();
-    replicas_converge(c, &expected);
-}
-
 /// Kill -9 the leader of some groups in the middle of an INCR load, keep the load going,
 /// restart the node: no acknowledged increment is lost, none refused is applied, and every
 /// group the node led is writable again within [`UNAVAILABILITY_BOUND_MS`].
@@ -792,7 +447,7 @@ fn check_counters(c: &Cluster, counters: &[Counter], tallies: &[Tally]) {
 fn kill9_leader_keeps_acknowledged_increments() {
     let _serial = serial();
     let mut c = start_fast();
-    let load = IncrLoad::start(&c, 4, 4);
+    let load = IncrLoad::start(&c, 4, 4, CLIENT_TIMEOUT);
     load.wait_progress(&c, 30, Duration::from_secs(20));
 
     let victim = c.leader_of_group(0);
@@ -828,44 +483,6 @@ fn kill9_leader_keeps_acknowledged_increments() {
     }
 }
 
-/// One RESP reply line from a raw connection: `Ok(n)` for an integer, `Err(text)` for an
-/// error (these tests only send INCR there).
-fn read_incr_reply(r: &mut BufReader<TcpStream>) -> Result<i64, String> {
-    let mut line = String::new();
-    match r.read_line(&mut line) {
-        Ok(0) => return Err("connection closed".to_string()),
-        Err(e) => return Err(format!("io: {e}")),
-        Ok(_) => {}
-    }
-    let line = line.trim_end();
-    if let Some(n) = line.strip_prefix(':') {
-        n.parse().map_err(|_| format!("bad integer {line:?}"))
-    } else if let Some(e) = line.strip_prefix('-') {
-        Err(e.to_string())
-    } else {
-        panic!("unexpected reply to INCR: {line:?}")
-    }
-}
-
-/// Files a raw INCR reply in `t` the way [`Router`] classifies outcomes.
-fn record_raw(t: &mut Tally, reply: Result<i64, String>) -> Option<i64> {
-    t.attempts += 1;
-    let outcome = match reply {
-        Ok(n) => Outcome::Reply(Value::Int(n)),
-        Err(e) if e.starts_with("MOVED") || e.starts_with("TRYAGAIN") => Outcome::Refused(e),
-        Err(e)
-            if e.starts_with("UNCERTAIN")
-                || e.starts_with("CLUSTERDOWN")
-                || e.starts_with("io:")
-                || e.starts_with("connection closed") =>
-        {
-            Outcome::Unknown(e)
-        }
-        Err(e) => Outcome::Failed(e),
-    };
-    t.record(outcome)
-}
-
 /// Pause a leader (SIGSTOP) past the election timeout while the load runs, and resume it:
 /// the counters' invariants hold, and the resumed node acknowledges nothing from its stale
 /// state: INCRs queued on its connection while it was paused and sent right after it
@@ -897,7 +514,7 @@ fn paused_leader_acknowledges_nothing_stale() {
         );
     }
 
-    let load = IncrLoad::start(&c, 4, 4);
+    let load = IncrLoad::start(&c, 4, 4, CLIENT_TIMEOUT);
     load.wait_progress(&c, 30, Duration::from_secs(20));
     let led = c.led_by(victim);
     c.stop(victim);

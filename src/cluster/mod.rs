@@ -2,6 +2,8 @@
 //! room never touches a shard's data directly: it drives the shards through the cores.
 
 pub mod bus;
+pub mod membership;
+pub mod meta;
 pub mod node;
 pub mod slot;
 pub mod sm;

@@ -2,22 +2,28 @@
 //! tokio runtime beside the glommio cores, the bus they talk over, and the leader table the
 //! cores read (lock-free) to route and redirect commands.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{
+    Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
+};
 use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
+use futures::future::BoxFuture;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
 
 use super::bus::{BusClient, BusHandler, Network};
+use super::meta::{self, META, MetaSm};
 use super::sm::{Cores, GroupSm};
 use super::snapshot::SnapshotFiles;
 use super::topology::{Layout, group_of};
-use super::types::{GroupId, NodeId, NodeInfo, Raft, Request, Response};
+use super::types::{GroupId, LogId, NodeId, NodeInfo, Raft, Request, Response};
 use crate::config::ClusterConfig;
 use crate::storage::Storage;
+use openraft::storage::RaftLogStorage;
 
 /// How long a proposer waits for its entry to commit before answering that the outcome is
 /// unknown (a leader cut off from its followers neither commits nor learns it lost).
@@ -37,24 +43,28 @@ pub enum Refusal {
     Down,
 }
 
+/// How logs name a group.
+pub(super) fn group_name(g: GroupId) -> String {
+    if g == META {
+        "meta group".to_string()
+    } else {
+        format!("slot group {g}")
+    }
+}
+
+fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl Refusal {
     /// A redirect to `leader`, or NoLeader when none is known.
     fn to(leader: Option<NodeId>) -> Refusal {
         leader.map_or(Refusal::NoLeader, Refusal::Moved)
     }
-}
-
-pub struct ClusterNode {
-    pub id: NodeId,
-    pub layout: Layout,
-    /// Current leader of each group as this node last saw it (0 = none known).
-    leaders: Box<[AtomicU64]>,
-    terms: Box<[AtomicU64]>,
-    /// Per group, this node's Raft when it is a member.
-    rafts: Vec<Option<Raft>>,
-    handle: tokio::runtime::Handle,
-    /// Leader lease for reads (ms); see [`ClusterNode::lease_holds`].
-    lease_ms: u64,
 }
 
 /// How long a node that was away waits before it may stand for election: twice the
@@ -68,39 +78,78 @@ fn election_hold(timeout_ms: u64) -> Duration {
 /// written by the bus handler and read by the election driver.
 struct Heard {
     epoch: Instant,
-    ms: Box<[AtomicU64]>,
+    at: Mutex<HashMap<GroupId, Instant>>,
 }
 
 impl Heard {
-    fn new(groups: usize) -> Heard {
-        Heard {
-            epoch: Instant::now(),
-            ms: (0..groups).map(|_| AtomicU64::new(0)).collect(),
-        }
-    }
-
     fn touch(&self, g: GroupId) {
-        if let Some(at) = self.ms.get(g as usize) {
-            at.fetch_max(self.epoch.elapsed().as_millis() as u64, Relaxed);
-        }
+        lock(&self.at).insert(g, Instant::now());
     }
 
     fn at(&self, g: GroupId) -> Instant {
-        self.epoch + Duration::from_millis(self.ms[g as usize].load(Relaxed))
+        lock(&self.at).get(&g).copied().unwrap_or(self.epoch)
     }
 }
 
-struct Handler {
-    rafts: Vec<Option<Raft>>,
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Admin calls between nodes, over the bus.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) enum Call {
+    /// What a node announces, and its id if it belongs to a cluster already.
+    Hello,
+    /// Makes an unassigned node a member with `id`, starting from `map`.
+    Join { id: NodeId, map: Box<Layout> },
+    /// CLUSTER MEET, sent on to the meta leader.
+    Meet {
+        host: String,
+        port: u16,
+        bus_port: u16,
+    },
+    /// CLUSTER FORGET, sent on to the meta leader.
+    Forget { id: NodeId },
+    /// The responder's view of a group: (leader, term, members if it leads).
+    Group { group: GroupId },
+    /// Would the responder vote for a candidate whose last log id is `last_log`? (Pre-vote.)
+    PreVote {
+        group: GroupId,
+        last_log: Option<LogId>,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct HelloReply {
+    pub info: NodeInfo,
+    pub id: Option<NodeId>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct GroupReply {
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    /// The committed membership (voters and learners), when the responder leads the group.
+    pub members: Option<BTreeSet<NodeId>>,
+}
+
+/// Serves the bus for this node, before and after it has a cluster node (an unassigned
+/// node answers Hello and Join only).
+pub struct Handler {
+    node: OnceLock<Arc<ClusterNode>>,
     started: Instant,
     /// How long after start this node abstains from voting.
     abstain: Duration,
     heard: Arc<Heard>,
+    /// The announced address (name empty until assigned).
+    me: NodeInfo,
+    /// Set while an unassigned node waits for Join.
+    joiner: Mutex<Option<oneshot::Sender<(NodeId, Layout)>>>,
 }
 
 impl BusHandler for Handler {
     fn raft(&self, group: GroupId) -> Option<Raft> {
-        self.rafts.get(group as usize).cloned().flatten()
+        self.node.get()?.raft(group)
     }
 
     /// A follower that acknowledged a leader promises not to vote for another one for the
@@ -114,25 +163,96 @@ impl BusHandler for Handler {
         self.heard.touch(group);
     }
 
-    fn call(
-        &self,
-        _payload: Vec<u8>,
-    ) -> futures::future::BoxFuture<'static, Result<Vec<u8>, String>> {
-        Box::pin(async { Err("no admin calls are defined yet".to_string()) })
+    fn call(&self, payload: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, String>> {
+        let call: Call = match bincode::deserialize(&payload) {
+            Ok(c) => c,
+            Err(e) => return Box::pin(async move { Err(format!("undecodable call: {e}")) }),
+        };
+        let node = self.node.get().cloned();
+        let reply: Result<Vec<u8>, String> = match (call, node) {
+            (Call::Hello, node) => encode(&HelloReply {
+                info: self.me.clone(),
+                id: node.map(|n| n.id),
+            }),
+            (Call::Join { id, map }, None) => match lock(&self.joiner).take() {
+                Some(tx) => {
+                    let _ = tx.send((id, *map));
+                    encode(&())
+                }
+                None => Err("this node is not waiting to join".to_string()),
+            },
+            (Call::Join { id, .. }, Some(node)) if node.id == id => encode(&()),
+            (Call::Join { .. }, Some(node)) => Err(format!(
+                "this node already belongs to a cluster as node {}",
+                node.id
+            )),
+            (_, None) => Err("this node has not joined a cluster yet".to_string()),
+            (Call::Group { group }, Some(node)) => encode(&node.group_view(group)),
+            (Call::PreVote { group, last_log }, Some(node)) => {
+                let quiet =
+                    self.heard.at(group).elapsed() >= Duration::from_millis(node.timeout_ms);
+                return Box::pin(async move {
+                    let Some(raft) = node.raft(group) else {
+                        return encode(&false);
+                    };
+                    if !quiet || raft.metrics().borrow().state == ServerState::Leader {
+                        return encode(&false);
+                    }
+                    let mine = node
+                        .parts
+                        .storage
+                        .raft_log(group)
+                        .get_log_state()
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .last_log_id;
+                    encode(&(last_log >= mine))
+                });
+            }
+            (
+                Call::Meet {
+                    host,
+                    port,
+                    bus_port,
+                },
+                Some(node),
+            ) => {
+                return Box::pin(async move {
+                    let id = node.meet(host, port, bus_port).await?;
+                    encode(&id)
+                });
+            }
+            (Call::Forget { id }, Some(node)) => {
+                return Box::pin(async move {
+                    node.forget(id).await?;
+                    encode(&())
+                });
+            }
+        };
+        Box::pin(async move { reply })
     }
 }
 
-impl ClusterNode {
-    /// Starts Raft for every group this node replicates and serves the bus on `bus`.
-    /// Blocks until the groups are open (their logs read); elections run on afterwards.
-    pub fn start(
-        config: &ClusterConfig,
-        id: NodeId,
-        layout: Layout,
+pub(super) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, String> {
+    bincode::serialize(v).map_err(|e| e.to_string())
+}
+
+/// The Raft runtime and bus of a node that may not have joined a cluster yet.
+pub struct Startup {
+    handle: tokio::runtime::Handle,
+    handler: Arc<Handler>,
+    client: Arc<BusClient>,
+    joined: Mutex<Option<oneshot::Receiver<(NodeId, Layout)>>>,
+}
+
+impl Startup {
+    /// Starts the Raft runtime and serves the bus on `bus`; `me` is what this node
+    /// announces.
+    pub fn new(
         bus: std::net::TcpListener,
-        storage: Arc<Storage>,
-        cores: Arc<dyn Cores>,
-    ) -> Result<Arc<ClusterNode>, String> {
+        me: NodeInfo,
+        timeout_ms: u64,
+    ) -> Result<Startup, String> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("tallykv-raft")
@@ -142,6 +262,99 @@ impl ClusterNode {
         // The runtime lives as long as the process.
         let runtime: &'static tokio::runtime::Runtime = Box::leak(Box::new(runtime));
         let handle = runtime.handle().clone();
+        let local_ip = bus
+            .local_addr()
+            .ok()
+            .map(|a| a.ip())
+            .filter(|ip| !ip.is_unspecified());
+        let client = Arc::new(BusClient::new(local_ip));
+        bus.set_nonblocking(true)
+            .map_err(|e| format!("cluster bus: {e}"))?;
+        let listener = {
+            let _guard = handle.enter();
+            tokio::net::TcpListener::from_std(bus).map_err(|e| format!("cluster bus: {e}"))?
+        };
+        let (tx, rx) = oneshot::channel();
+        let handler = Arc::new(Handler {
+            node: OnceLock::new(),
+            started: Instant::now(),
+            abstain: Duration::from_millis(2 * timeout_ms),
+            heard: Arc::new(Heard {
+                epoch: Instant::now(),
+                at: Mutex::new(HashMap::new()),
+            }),
+            me,
+            joiner: Mutex::new(Some(tx)),
+        });
+        handle.spawn(super::bus::serve(listener, handler.clone()));
+        Ok(Startup {
+            handle,
+            handler,
+            client,
+            joined: Mutex::new(Some(rx)),
+        })
+    }
+
+    /// Blocks until another node's CLUSTER MEET makes this node a member: its id and the
+    /// cluster map it starts from.
+    pub fn wait_join(&self) -> Result<(NodeId, Layout), String> {
+        let rx = lock(&self.joined).take().ok_or("already joined")?;
+        self.handle
+            .block_on(rx)
+            .map_err(|_| "the bus stopped".to_string())
+    }
+
+    pub fn handle(&self) -> &tokio::runtime::Handle {
+        &self.handle
+    }
+}
+
+/// What starting a slot group's Raft on this node takes.
+pub(super) struct Parts {
+    raft_config: Arc<openraft::Config>,
+    pub client: Arc<BusClient>,
+    pub storage: Arc<Storage>,
+    pub files: Arc<SnapshotFiles>,
+    pub cores: Arc<dyn Cores>,
+}
+
+pub struct ClusterNode {
+    pub id: NodeId,
+    /// Slot groups (fixed when the cluster formed).
+    groups: usize,
+    /// The cluster map this node last applied.
+    map: RwLock<Arc<Layout>>,
+    /// Current leader of each group as this node last saw it (0 = none known).
+    leaders: Box<[AtomicU64]>,
+    terms: Box<[AtomicU64]>,
+    /// Per group, this node's Raft when it replicates the group.
+    rafts: RwLock<Vec<Option<Raft>>>,
+    /// The meta group's Raft (every node has one).
+    pub(super) meta: Raft,
+    pub(super) handle: tokio::runtime::Handle,
+    /// Leader lease for reads (ms); see [`ClusterNode::lease_holds`].
+    lease_ms: u64,
+    pub(super) timeout_ms: u64,
+    pub(super) parts: Parts,
+    /// Groups whose membership this node is changing now (as their leader).
+    pub(super) busy: Mutex<BTreeSet<GroupId>>,
+}
+
+impl ClusterNode {
+    /// Starts Raft for the meta group and every slot group this node replicates in `state`'s
+    /// map. `bootstrap`: the map is the one computed from `cluster-peers` and this node may
+    /// form the groups if nobody else has. Blocks until the groups are open (their logs
+    /// read); elections run on afterwards.
+    pub fn start(
+        config: &ClusterConfig,
+        id: NodeId,
+        state: meta::Stored,
+        startup: &Startup,
+        storage: Arc<Storage>,
+        cores: Arc<dyn Cores>,
+        bootstrap: bool,
+    ) -> Result<Arc<ClusterNode>, String> {
+        let handle = startup.handle.clone();
         let timeout = config.node_timeout_ms;
         let heartbeat = (timeout / 10).max(20);
         let raft_config = openraft::Config {
@@ -162,82 +375,163 @@ impl ClusterNode {
         }
         .validate()
         .map_err(|e| format!("Raft settings: {e}"))?;
-        let raft_config = Arc::new(raft_config);
-        let local_ip = bus
-            .local_addr()
-            .ok()
-            .map(|a| a.ip())
-            .filter(|ip| !ip.is_unspecified());
-        let client = Arc::new(BusClient::new(local_ip));
-        let groups = layout.group_count();
-        let files = Arc::new(SnapshotFiles::new(storage.dir()));
-        let rafts = handle.block_on(async {
-            let mut rafts = Vec::with_capacity(groups);
-            for (g, gl) in layout.groups.iter().enumerate() {
-                if !gl.members.contains(&id) {
-                    rafts.push(None);
-                    continue;
-                }
-                let g = g as GroupId;
-                let sm = GroupSm::open(
-                    g,
-                    gl.slots.clone(),
-                    cores.clone(),
-                    storage.clone(),
-                    files.clone(),
-                )?;
-                let log = storage.raft_log(g);
-                let net = Network::new(client.clone(), g);
-                let raft = Raft::new(id, raft_config.clone(), net, log, sm)
-                    .await
-                    .map_err(|e| format!("slot group {g}: cannot start Raft: {e}"))?;
-                rafts.push(Some(raft));
-            }
-            Ok::<_, String>(rafts)
-        })?;
-        bus.set_nonblocking(true)
-            .map_err(|e| format!("cluster bus: {e}"))?;
-        let listener = {
-            let _guard = handle.enter();
-            tokio::net::TcpListener::from_std(bus).map_err(|e| format!("cluster bus: {e}"))?
+        let parts = Parts {
+            raft_config: Arc::new(raft_config),
+            client: startup.client.clone(),
+            files: Arc::new(SnapshotFiles::new(storage.dir())),
+            storage,
+            cores,
         };
-        let heard = Arc::new(Heard::new(groups));
-        handle.spawn(super::bus::serve(
-            listener,
-            Arc::new(Handler {
-                rafts: rafts.clone(),
-                started: Instant::now(),
-                abstain: Duration::from_millis(2 * timeout),
-                heard: heard.clone(),
-            }),
-        ));
+        let map = Arc::new(state.map.clone());
+        let groups = map.group_count();
+        let (publish, maps) = tokio::sync::watch::channel(map.clone());
+        let meta_raft = handle.block_on(async {
+            let sm = MetaSm::new(parts.storage.clone(), parts.files.clone(), state, publish);
+            Raft::new(
+                id,
+                parts.raft_config.clone(),
+                Network::new(parts.client.clone(), META),
+                parts.storage.raft_log(META),
+                sm,
+            )
+            .await
+            .map_err(|e| format!("meta group: cannot start Raft: {e}"))
+        })?;
         let node = Arc::new(ClusterNode {
             id,
+            groups,
+            map: RwLock::new(map.clone()),
             leaders: (0..groups).map(|_| AtomicU64::new(0)).collect(),
             terms: (0..groups).map(|_| AtomicU64::new(0)).collect(),
-            layout,
-            rafts,
-            handle,
+            rafts: RwLock::new(vec![None; groups]),
+            meta: meta_raft,
+            handle: handle.clone(),
             lease_ms: timeout / 2,
+            timeout_ms: timeout,
+            parts,
+            busy: Mutex::new(BTreeSet::new()),
         });
-        for g in 0..groups {
-            node.spawn_watcher(g as GroupId);
-            node.spawn_bootstrap(g as GroupId, timeout);
+        for g in 0..groups as GroupId {
+            if map.groups[g as usize].members.contains(&id) {
+                handle.block_on(node.open_group(g))?;
+            }
         }
-        node.spawn_elections(heard, timeout);
+        if startup.handler.node.set(node.clone()).is_err() {
+            return Err("the cluster node started twice".to_string());
+        }
+        node.spawn_watcher(META, node.meta.clone());
+        if bootstrap {
+            let voters = map.meta_voters();
+            node.spawn_bootstrap(META, node.meta.clone(), voters.into_iter().collect());
+            for (g, gl) in map.groups.iter().enumerate() {
+                if let Some(raft) = node.raft(g as GroupId) {
+                    node.spawn_bootstrap(g as GroupId, raft, gl.members.clone());
+                }
+            }
+        }
+        node.spawn_elections(startup.handler.heard.clone(), timeout);
+        node.spawn_membership(maps);
         Ok(node)
     }
 
-    /// Starts elections for the groups this node votes in, in place of openraft's own
-    /// timer (disabled with `enable_elect: false`). openraft 0.9 has no pre-vote: a node
-    /// that was away (paused, starved of CPU, restarted) finds its timer long expired and
-    /// would stand at once with a higher term, and healthy leaders step down as soon as they
-    /// see that term. Here a single loop decides, and before deciding it checks that it
-    /// itself ran on time: after a gap it holds every election until the current leaders
-    /// have had time to be heard. A group's election is due when its leader has been silent
-    /// for the node timeout (voters refuse other candidates until then anyway) plus a random
-    /// quarter of it (so the followers do not split the vote); a failed attempt is retried
-    /// after half the timeout plus the same jitter.
+    /// Opens this node's Raft for slot group `g` (its log and applied state from storage)
+    /// and starts watching its leader.
+    pub(super) async fn open_group(self: &Arc<Self>, g: GroupId) -> Result<(), String> {
+        if self.raft(g).is_some() {
+            return Ok(());
+        }
+        let slots = self.layout().groups[g as usize].slots.clone();
+        let p = &self.parts;
+        let sm = GroupSm::open(
+            g,
+            slots,
+            p.cores.clone(),
+            p.storage.clone(),
+            p.files.clone(),
+        )?;
+        let raft = Raft::new(
+            self.id,
+            p.raft_config.clone(),
+            Network::new(p.client.clone(), g),
+            p.storage.raft_log(g),
+            sm,
+        )
+        .await
+        .map_err(|e| format!("slot group {g}: cannot start Raft: {e}"))?;
+        write(&self.rafts)[g as usize] = Some(raft.clone());
+        self.spawn_watcher(g, raft);
+        Ok(())
+    }
+
+    /// Stops this node's Raft for slot group `g` (it no longer replicates it).
+    pub(super) async fn close_group(&self, g: GroupId) {
+        let raft = write(&self.rafts)[g as usize].take();
+        if let Some(raft) = raft {
+            let _ = raft.shutdown().await;
+        }
+        self.leaders[g as usize].store(0, Relaxed);
+    }
+
+    /// Runs `fut` on the Raft runtime.
+    pub fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.handle.spawn(fut);
+    }
+
+    /// The current cluster map.
+    pub fn layout(&self) -> Arc<Layout> {
+        read(&self.map).clone()
+    }
+
+    pub(super) fn set_layout(&self, map: Arc<Layout>) {
+        *write(&self.map) = map;
+    }
+
+    /// This node's Raft of `group` (the meta group's too), if it replicates it.
+    pub fn raft(&self, group: GroupId) -> Option<Raft> {
+        if group == META {
+            return Some(self.meta.clone());
+        }
+        read(&self.rafts).get(group as usize).cloned().flatten()
+    }
+
+    /// Every Raft this node runs: (group, raft), the meta group's first.
+    pub(super) fn all_rafts(&self) -> Vec<(GroupId, Raft)> {
+        let mut all = vec![(META, self.meta.clone())];
+        all.extend(
+            read(&self.rafts)
+                .iter()
+                .enumerate()
+                .filter_map(|(g, r)| r.clone().map(|r| (g as GroupId, r))),
+        );
+        all
+    }
+
+    /// This node's view of `group`, for a peer asking.
+    pub(super) fn group_view(&self, group: GroupId) -> GroupReply {
+        let Some(raft) = self.raft(group) else {
+            let (leader, term) = if (group as usize) < self.groups {
+                (self.leader(group), self.term(group))
+            } else {
+                (None, 0)
+            };
+            return GroupReply {
+                leader,
+                term,
+                members: None,
+            };
+        };
+        let m = raft.metrics().borrow().clone();
+        let members = (m.state == ServerState::Leader).then(|| {
+            let c = m.membership_config.membership();
+            c.voter_ids().chain(c.learner_ids()).collect()
+        });
+        GroupReply {
+            leader: m.current_leader,
+            term: m.current_term,
+            members,
+        }
+    }
+
     fn spawn_elections(self: &Arc<Self>, heard: Arc<Heard>, timeout_ms: u64) {
         let node = self.clone();
         let tick = Duration::from_millis((timeout_ms / 10).max(20));
@@ -245,10 +539,9 @@ impl ClusterNode {
         let timeout = Duration::from_millis(timeout_ms);
         let jitter = move || Duration::from_millis(fastrand::u64(0..=timeout_ms / 4));
         self.handle.spawn(async move {
-            let groups = node.rafts.len();
             let mut hold_until = Instant::now() + election_hold(timeout_ms);
-            let mut attempted: Vec<Option<Instant>> = vec![None; groups];
-            let mut jitters: Vec<Duration> = (0..groups).map(|_| jitter()).collect();
+            let mut attempted: HashMap<GroupId, Instant> = HashMap::new();
+            let mut jitters: HashMap<GroupId, Duration> = HashMap::new();
             let mut last = Instant::now();
             loop {
                 tokio::time::sleep(tick).await;
@@ -262,8 +555,7 @@ impl ClusterNode {
                     );
                     hold_until = now + election_hold(timeout_ms);
                 }
-                for (g, raft) in node.rafts.iter().enumerate() {
-                    let Some(raft) = raft else { continue };
+                for (g, raft) in node.all_rafts() {
                     let standing = {
                         let m = raft.metrics();
                         let m = m.borrow();
@@ -276,100 +568,149 @@ impl ClusterNode {
                     if !standing {
                         continue;
                     }
-                    let heard_at = heard.at(g as GroupId);
-                    let due = match attempted[g] {
-                        Some(at) if at > heard_at => at + timeout / 2,
+                    let heard_at = heard.at(g);
+                    let due = match attempted.get(&g) {
+                        Some(&at) if at > heard_at => at + timeout / 2,
                         _ => heard_at + timeout,
-                    } + jitters[g];
+                    } + *jitters.entry(g).or_insert_with(jitter);
                     if now < due.max(hold_until) {
                         continue;
                     }
-                    attempted[g] = Some(now);
-                    jitters[g] = jitter();
-                    tracing::debug!("slot group {g}: no leader heard from, standing for election");
-                    if let Err(e) = raft.trigger().elect().await {
-                        tracing::debug!("slot group {g}: cannot stand: {e}");
-                    }
+                    attempted.insert(g, now);
+                    jitters.insert(g, jitter());
+                    let node = node.clone();
+                    node.handle.clone().spawn(async move {
+                        if !node.pre_vote(g, &raft).await {
+                            return;
+                        }
+                        tracing::debug!("{}: no leader heard from, standing", group_name(g));
+                        if let Err(e) = raft.trigger().elect().await {
+                            tracing::debug!("{}: cannot stand: {e}", group_name(g));
+                        }
+                    });
                 }
             }
         });
     }
 
-    /// Keeps the leader table current and logs elections.
-    fn spawn_watcher(self: &Arc<Self>, g: GroupId) {
-        let Some(raft) = self.rafts[g as usize].clone() else {
-            return;
+    /// Raft's pre-vote, outside openraft 0.9 (which has none): asks the group's other voters
+    /// whether they would vote for this node now — only if they have not heard from a leader
+    /// within the node timeout and this node's log is at least as up to date as theirs. Only
+    /// with a majority of yes (in every configuration of a joint membership) does the node
+    /// stand, so a node cut off from the others, or one that is behind, never raises the
+    /// term and never deposes a leader when it comes back.
+    async fn pre_vote(&self, g: GroupId, raft: &Raft) -> bool {
+        let configs = raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_joint_config()
+            .clone();
+        let Ok(state) = self.parts.storage.raft_log(g).get_log_state().await else {
+            return false;
         };
+        let last_log = state.last_log_id;
+        let map = self.layout();
+        let timeout = Duration::from_millis((self.timeout_ms / 2).max(100));
+        let peers: BTreeSet<NodeId> = configs.iter().flatten().copied().collect();
+        let asks = peers.iter().filter(|&&p| p != self.id).map(|&p| {
+            let addr = map.nodes.get(&p).map(NodeInfo::bus_addr);
+            let call = encode(&Call::PreVote { group: g, last_log });
+            let client = self.parts.client.clone();
+            async move {
+                let (Some(addr), Ok(call)) = (addr, call) else {
+                    return (p, false);
+                };
+                let granted = match client.call(&addr, call, timeout).await {
+                    Ok(reply) => bincode::deserialize::<bool>(&reply).unwrap_or(false),
+                    Err(_) => false,
+                };
+                (p, granted)
+            }
+        });
+        let granted: BTreeSet<NodeId> = futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .filter(|(_, yes)| *yes)
+            .map(|(p, _)| p)
+            .chain(std::iter::once(self.id))
+            .collect();
+        configs
+            .iter()
+            .all(|c| c.iter().filter(|v| granted.contains(v)).count() * 2 > c.len())
+    }
+
+    /// Keeps the leader table current and logs elections.
+    fn spawn_watcher(self: &Arc<Self>, g: GroupId, raft: Raft) {
         let node = self.clone();
         self.handle.spawn(async move {
             let mut rx = raft.metrics();
+            let mut before = 0;
             loop {
                 let (leader, term, state) = {
                     let m = rx.borrow_and_update();
                     (m.current_leader.unwrap_or(0), m.current_term, m.state)
                 };
-                let before = node.leaders[g as usize].swap(leader, Relaxed);
-                node.terms[g as usize].store(term, Relaxed);
+                if let Some(slot) = node.leaders.get(g as usize) {
+                    slot.store(leader, Relaxed);
+                    node.terms[g as usize].store(term, Relaxed);
+                }
+                let name = group_name(g);
                 if before != leader {
                     match (leader, state) {
-                        (0, _) => tracing::warn!("slot group {g}: no leader (term {term})"),
+                        (0, _) => tracing::warn!("{name}: no leader (term {term})"),
                         (_, ServerState::Leader) => {
-                            tracing::info!("slot group {g}: this node is the leader (term {term})")
+                            tracing::info!("{name}: this node is the leader (term {term})")
                         }
-                        (l, _) => {
-                            tracing::info!("slot group {g}: leader is node {l} (term {term})")
-                        }
+                        (l, _) => tracing::info!("{name}: leader is node {l} (term {term})"),
                     }
                 }
-                if rx.changed().await.is_err() {
-                    node.leaders[g as usize].store(0, Relaxed);
+                before = leader;
+                if state == ServerState::Shutdown || rx.changed().await.is_err() {
                     return;
                 }
             }
         });
     }
 
-    /// Forms the group on first start: if no leader has made itself heard after two election
+    /// Forms a group on first start: if no leader has made itself heard after two election
     /// timeouts, the group's first member proposes the computed membership; the others do
     /// so after four (the first member may be down). Proposing the same membership twice is
     /// harmless: a node that already has a log refuses. Waiting first keeps a node whose data
     /// dir was emptied from forming a rival group: it hears the leader and catches up.
-    fn spawn_bootstrap(self: &Arc<Self>, g: GroupId, timeout_ms: u64) {
-        let Some(raft) = self.rafts[g as usize].clone() else {
-            return;
-        };
-        let gl = &self.layout.groups[g as usize];
-        let members: BTreeMap<NodeId, NodeInfo> = gl
-            .members
+    fn spawn_bootstrap(self: &Arc<Self>, g: GroupId, raft: Raft, members: Vec<NodeId>) {
+        let map = self.layout();
+        let members: BTreeMap<NodeId, NodeInfo> = members
             .iter()
-            .map(|m| (*m, self.layout.nodes[m].clone()))
+            .filter_map(|m| map.nodes.get(m).map(|n| (*m, n.clone())))
             .collect();
-        let first = gl.members[0] == self.id;
-        let node = self.clone();
+        let first = members.keys().next() == Some(&self.id);
+        let timeout_ms = self.timeout_ms;
         self.handle.spawn(async move {
             let wait = if first { 2 } else { 4 };
             tokio::time::sleep(Duration::from_millis(timeout_ms * wait)).await;
-            if node.leader(g).is_some() {
+            if raft.metrics().borrow().current_leader.is_some() {
                 return;
             }
             match raft.is_initialized().await {
                 Ok(false) => match raft.initialize(members).await {
-                    Ok(()) => tracing::info!("slot group {g}: formed"),
-                    Err(e) => tracing::debug!("slot group {g}: not formed here: {e}"),
+                    Ok(()) => tracing::info!("{}: formed", group_name(g)),
+                    Err(e) => tracing::debug!("{}: not formed here: {e}", group_name(g)),
                 },
                 Ok(true) => {}
-                Err(e) => tracing::error!("slot group {g}: {e}"),
+                Err(e) => tracing::error!("{}: {e}", group_name(g)),
             }
         });
     }
 
     pub fn group_count(&self) -> usize {
-        self.layout.group_count()
+        self.groups
     }
 
     #[inline]
     pub fn group_of(&self, slot: usize) -> GroupId {
-        group_of(slot, self.layout.group_count())
+        group_of(slot, self.groups)
     }
 
     /// The group's leader as last seen (None during an election).
@@ -381,20 +722,27 @@ impl ClusterNode {
         }
     }
 
+    /// Records who leads a group this node does not replicate (learned from its members).
+    pub(super) fn note_leader(&self, g: GroupId, leader: Option<(NodeId, u64)>) {
+        let (l, t) = leader.unwrap_or((0, self.term(g)));
+        self.leaders[g as usize].store(l, Relaxed);
+        self.terms[g as usize].store(t, Relaxed);
+    }
+
     pub fn term(&self, g: GroupId) -> u64 {
         self.terms[g as usize].load(Relaxed)
     }
 
     pub fn is_member(&self, g: GroupId) -> bool {
-        self.rafts[g as usize].is_some()
+        self.raft(g).is_some()
     }
 
-    pub fn node(&self, id: NodeId) -> Option<&NodeInfo> {
-        self.layout.nodes.get(&id)
+    pub fn node(&self, id: NodeId) -> Option<NodeInfo> {
+        read(&self.map).nodes.get(&id).cloned()
     }
 
-    pub fn me(&self) -> &NodeInfo {
-        &self.layout.nodes[&self.id]
+    pub fn me(&self) -> NodeInfo {
+        self.node(self.id).unwrap_or_default()
     }
 
     /// Proposes `req` to group `g` and resolves with the replies once it is committed and
@@ -405,7 +753,7 @@ impl ClusterNode {
         req: Request,
     ) -> oneshot::Receiver<Result<Response, Refusal>> {
         let (tx, rx) = oneshot::channel();
-        let Some(raft) = self.rafts[g as usize].clone() else {
+        let Some(raft) = self.raft(g) else {
             let _ = tx.send(Err(Refusal::to(self.leader(g))));
             return rx;
         };
@@ -436,7 +784,7 @@ impl ClusterNode {
     /// linearizable.
     pub fn read_barrier(&self, g: GroupId) -> oneshot::Receiver<Result<(), Refusal>> {
         let (tx, rx) = oneshot::channel();
-        let Some(raft) = self.rafts[g as usize].clone() else {
+        let Some(raft) = self.raft(g) else {
             let _ = tx.send(Err(Refusal::to(self.leader(g))));
             return rx;
         };
@@ -466,9 +814,10 @@ impl ClusterNode {
     /// and (on the leader) each follower's lag in entries.
     pub fn group_lines(&self) -> Vec<String> {
         let mut lines = Vec::new();
-        for (g, gl) in self.layout.groups.iter().enumerate() {
+        let map = self.layout();
+        for (g, gl) in map.groups.iter().enumerate() {
             let slots = format!("{}-{}", gl.slots.start, gl.slots.end - 1);
-            let Some(raft) = &self.rafts[g] else {
+            let Some(raft) = self.raft(g as GroupId) else {
                 lines.push(format!("group{g}:slots={slots},role=none"));
                 continue;
             };
@@ -482,7 +831,7 @@ impl ClusterNode {
             };
             let leader = m
                 .current_leader
-                .and_then(|l| self.node(l))
+                .and_then(|l| map.nodes.get(&l))
                 .map_or("-".to_string(), |n| n.name.clone());
             let last = m.last_log_index.unwrap_or(0);
             let applied = m.last_applied.map_or(0, |l| l.index);
@@ -526,7 +875,7 @@ impl ClusterNode {
 
     /// The slots of the groups this node leads now, as ranges.
     pub fn led_slots(&self) -> Vec<std::ops::Range<usize>> {
-        self.layout
+        self.layout()
             .groups
             .iter()
             .enumerate()
@@ -538,7 +887,7 @@ impl ClusterNode {
     /// Stops every group this node replicates (SHUTDOWN); the others elect new leaders when
     /// their election timers fire.
     pub fn shutdown(&self, timeout: Duration) {
-        let rafts: Vec<Raft> = self.rafts.iter().flatten().cloned().collect();
+        let rafts: Vec<Raft> = self.all_rafts().into_iter().map(|(_, r)| r).collect();
         let _ = self.handle.block_on(async move {
             tokio::time::timeout(timeout, async {
                 for r in rafts {

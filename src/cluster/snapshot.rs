@@ -44,6 +44,15 @@ impl SnapshotFiles {
         Ok(())
     }
 
+    /// Deletes group `g`'s snapshot (this node no longer replicates the group).
+    pub fn remove(&self, g: GroupId) -> Result<(), String> {
+        match std::fs::remove_file(self.path(g)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("{}: {e}", self.path(g).display())),
+        }
+    }
+
     /// Group `g`'s snapshot: its meta and whole file, if any.
     pub fn load(&self, g: GroupId) -> Result<Option<(Meta, Vec<u8>)>, String> {
         let path = self.path(g);

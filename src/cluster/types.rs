@@ -60,6 +60,8 @@ pub enum Request {
     },
     /// Keys the leader found expired at `now`: each is deleted if still expired then.
     Expired { now: u64, keys: Vec<Bytes> },
+    /// The meta group's only entry: the whole new cluster map (taken if its epoch is newer).
+    Map(Box<super::topology::Layout>),
 }
 
 /// What applying an entry returns to the proposer: one encoded RESP reply per command.

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use super::connection::ConnCtx;
 use super::{Ctx, NOT_INTEGER, arg_i64};
 use crate::cluster::node::ClusterNode;
+use crate::cluster::topology::Layout;
 use crate::cluster::types::{GroupId, NodeId, NodeInfo};
 use crate::cluster::{SLOT_COUNT, key_slot};
 use crate::protocol::Out;
@@ -35,18 +36,20 @@ fn node(ctx: &mut ConnCtx<'_>) -> Option<std::sync::Arc<ClusterNode>> {
 }
 
 /// The primary shown for group `g`: its leader, or (during an election) its first voter.
-fn primary(c: &ClusterNode, g: GroupId) -> NodeId {
+fn primary(c: &ClusterNode, map: &Layout, g: GroupId) -> NodeId {
     c.leader(g)
-        .unwrap_or_else(|| c.layout.groups[g as usize].members[0])
+        .filter(|l| map.nodes.contains_key(l))
+        .unwrap_or_else(|| map.groups[g as usize].members[0])
 }
 
-fn replicas(c: &ClusterNode, g: GroupId) -> impl Iterator<Item = NodeId> + '_ {
-    let p = primary(c, g);
-    c.layout.groups[g as usize]
+fn replicas(c: &ClusterNode, map: &Layout, g: GroupId) -> Vec<NodeId> {
+    let p = primary(c, map, g);
+    map.groups[g as usize]
         .members
         .iter()
         .copied()
         .filter(move |&m| m != p)
+        .collect()
 }
 
 fn is_ip(host: &str) -> bool {
@@ -102,7 +105,8 @@ pub fn info_text(c: Option<&ClusterNode>) -> String {
     let mut leaders = std::collections::BTreeSet::new();
     let mut epoch = 0;
     let mut my_epoch = 0;
-    for (g, gl) in c.layout.groups.iter().enumerate() {
+    let map = c.layout();
+    for (g, gl) in map.groups.iter().enumerate() {
         let g = g as GroupId;
         epoch = epoch.max(c.term(g));
         if let Some(l) = c.leader(g) {
@@ -124,11 +128,13 @@ pub fn info_text(c: Option<&ClusterNode>) -> String {
          cluster_size:{}\r\n\
          cluster_current_epoch:{epoch}\r\n\
          cluster_my_epoch:{my_epoch}\r\n\
-         cluster_slot_groups:{}\r\n",
+         cluster_slot_groups:{}\r\n\
+         cluster_map_epoch:{}\r\n",
         SLOT_COUNT - ok,
-        c.layout.nodes.len(),
+        map.nodes.len(),
         leaders.len(),
         c.group_count(),
+        map.epoch,
     )
 }
 
@@ -151,14 +157,19 @@ pub fn slots(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
     let Some(c) = node(ctx) else { return };
     let mut out = Out::new(ctx.out.resp3);
     out.array(c.group_count());
-    for (g, gl) in c.layout.groups.iter().enumerate() {
+    let map = c.layout();
+    for (g, gl) in map.groups.iter().enumerate() {
         let g = g as GroupId;
         out.array(2 + gl.members.len());
         out.int(gl.slots.start as i64);
         out.int(gl.slots.end as i64 - 1);
-        slots_node(&mut out, &c.layout.nodes[&primary(&c, g)]);
-        for r in replicas(&c, g) {
-            slots_node(&mut out, &c.layout.nodes[&r]);
+        let default = NodeInfo::default();
+        slots_node(
+            &mut out,
+            map.nodes.get(&primary(&c, &map, g)).unwrap_or(&default),
+        );
+        for r in replicas(&c, &map, g) {
+            slots_node(&mut out, map.nodes.get(&r).unwrap_or(&default));
         }
     }
     ctx.out.raw(&out.buf);
@@ -168,7 +179,9 @@ pub fn shards(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
     let Some(c) = node(ctx) else { return };
     let mut out = Out::new(ctx.out.resp3);
     out.array(c.group_count());
-    for (g, gl) in c.layout.groups.iter().enumerate() {
+    let map = c.layout();
+    let default = NodeInfo::default();
+    for (g, gl) in map.groups.iter().enumerate() {
         let g = g as GroupId;
         out.map(2);
         out.bulk(b"slots");
@@ -177,9 +190,9 @@ pub fn shards(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
         out.int(gl.slots.end as i64 - 1);
         out.bulk(b"nodes");
         out.array(gl.members.len());
-        let p = primary(&c, g);
-        for id in std::iter::once(p).chain(replicas(&c, g)) {
-            let n = &c.layout.nodes[&id];
+        let p = primary(&c, &map, g);
+        for id in std::iter::once(p).chain(replicas(&c, &map, g)) {
+            let n = map.nodes.get(&id).unwrap_or(&default);
             let hostname = !is_ip(&n.host);
             out.map(if hostname { 7 } else { 6 });
             out.bulk(b"id");
@@ -214,9 +227,9 @@ pub fn nodes(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
 /// one leading none is shown as a replica of the leader of its first group.
 pub fn nodes_text(c: &ClusterNode) -> String {
     let mut text = String::new();
-    for (&id, n) in &c.layout.nodes {
-        let led: Vec<(GroupId, &std::ops::Range<usize>)> = c
-            .layout
+    let map = c.layout();
+    for (&id, n) in &map.nodes {
+        let led: Vec<(GroupId, &std::ops::Range<usize>)> = map
             .groups
             .iter()
             .enumerate()
@@ -225,8 +238,7 @@ pub fn nodes_text(c: &ClusterNode) -> String {
             .collect();
         let myself = if id == c.id { "myself," } else { "" };
         let (role, master) = if led.is_empty() {
-            let master = c
-                .layout
+            let master = map
                 .groups
                 .iter()
                 .enumerate()
@@ -317,5 +329,70 @@ pub fn getkeysinslot_local(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     ctx.out.array(keys.len());
     for k in &keys {
         ctx.out.bulk(k);
+    }
+}
+
+/// CLUSTER MEET ip port [cluster-bus-port] and CLUSTER FORGET node-id. MEET makes the
+/// unassigned node at that address (a node started with `cluster-enabled yes` and no
+/// `cluster-peers`) a member; replicas then move to it until they are spread evenly. FORGET
+/// moves every replica off the node, then removes it from the cluster. Both reply once the
+/// cluster map holds the change; the moves follow in the background (CLUSTER INFO's
+/// `cluster_map_epoch` and the log show them).
+pub async fn admin(shared: &crate::server::state::Shared, args: &[Bytes], out: &mut Out) {
+    if !shared.config.cluster.enabled {
+        out.error(NOT_ENABLED);
+        return;
+    }
+    let Some(c) = shared.cluster().cloned() else {
+        out.error(crate::cluster::CLUSTERDOWN);
+        return;
+    };
+    let sub = args[1].to_ascii_lowercase();
+    let (tx, rx) = futures::channel::oneshot::channel::<Result<(), String>>();
+    if sub == b"meet" {
+        let host = String::from_utf8_lossy(&args[2]).into_owned();
+        let port = std::str::from_utf8(&args[3])
+            .ok()
+            .and_then(|p| p.parse::<u16>().ok());
+        let bus_port = match (args.get(4), port) {
+            (Some(b), _) => std::str::from_utf8(b)
+                .ok()
+                .and_then(|p| p.parse::<u16>().ok()),
+            (None, Some(p)) => p.checked_add(10000),
+            (None, None) => None,
+        };
+        let (Some(port), Some(bus_port)) = (port, bus_port) else {
+            out.error(&format!(
+                "ERR Invalid base port specified: {}",
+                String::from_utf8_lossy(&args[3])
+            ));
+            return;
+        };
+        if args.len() > 5 {
+            out.error(crate::command::SYNTAX_ERROR);
+            return;
+        }
+        let node = c.clone();
+        c.spawn(async move {
+            let _ = tx.send(node.meet(host, port, bus_port).await.map(drop));
+        });
+    } else {
+        let name = String::from_utf8_lossy(&args[2]).into_owned();
+        let Some(id) = c.node_id_by_name(&name) else {
+            out.error(&format!("ERR Unknown node {name}"));
+            return;
+        };
+        let node = c.clone();
+        c.spawn(async move {
+            let _ = tx.send(node.forget(id).await);
+        });
+    }
+    match rx.await {
+        Ok(Ok(())) => out.ok(),
+        Ok(Err(e)) if e.starts_with("ERR ") || e.starts_with("Unknown") => {
+            out.error(&format!("ERR {}", e.trim_start_matches("ERR ")))
+        }
+        Ok(Err(e)) => out.error(&format!("ERR {e}")),
+        Err(_) => out.error("ERR the cluster node stopped"),
     }
 }

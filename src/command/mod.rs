@@ -118,6 +118,8 @@ pub enum Exec {
     /// SAVE (false) / BGSAVE (true): every core hands its changes to storage, then storage
     /// takes a snapshot; run by the dispatcher because it waits on other cores and on disk.
     Snapshot(bool),
+    /// CLUSTER MEET / FORGET: a change of the cluster map, which waits on other nodes.
+    ClusterAdmin,
 }
 
 /// Multi-key commands the dispatcher splits by core when their keys span cores.

@@ -1459,14 +1459,8 @@ impl Loader {
 
     /// Checks on the configuration as a whole, as Valkey does after loading.
     fn finish(self) -> Result<Config, ConfigError> {
+        // A cluster node without cluster-peers waits for another node's CLUSTER MEET.
         let c = &self.cfg.cluster;
-        if c.enabled && c.peers.is_empty() {
-            return Err(ConfigError::General {
-                reason: "cluster-enabled yes needs cluster-peers (every initial member's \
-                         host:port, the same list on every node)"
-                    .to_string(),
-            });
-        }
         if c.enabled && self.cfg.port == 0 {
             return Err(ConfigError::General {
                 reason: "cluster-enabled yes needs a TCP port".to_string(),

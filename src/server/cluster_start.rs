@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use super::replica::CoreLink;
 use super::state::Shared;
-use crate::cluster::node::ClusterNode;
+use crate::cluster::meta;
+use crate::cluster::node::{ClusterNode, Startup};
 use crate::cluster::topology::Layout;
+use crate::cluster::types::{NodeId, NodeInfo};
 
 /// The host this node announces: cluster-announce-hostname, else cluster-announce-ip, else
 /// its first specific bind address, else 127.0.0.1.
@@ -39,26 +41,39 @@ pub fn prepare(shared: &Arc<Shared>) -> Result<(), String> {
                 .to_string(),
         );
     }
-    let layout = Layout::initial(c)?;
     let host = announced_host(shared);
     let port = if c.announce_port != 0 {
         c.announce_port
     } else {
         shared.port()
     };
-    let id = layout.find_self(&host, port)?;
     let bus_port = if c.port != 0 {
         c.port
     } else {
         shared.port() + 10000
     };
-    if bus_port != layout.nodes[&id].bus_port && c.announce_bus_port != layout.nodes[&id].bus_port {
-        return Err(format!(
-            "cluster-port {bus_port}: peers expect this node's bus at port {} (client port + \
-             10000)",
-            layout.nodes[&id].bus_port
-        ));
-    }
+    let announced_bus_port = if c.announce_bus_port != 0 {
+        c.announce_bus_port
+    } else {
+        bus_port
+    };
+    // With no peers listed, the node waits for another node's CLUSTER MEET.
+    let initial = if c.peers.is_empty() {
+        None
+    } else {
+        let layout = Layout::initial(c)?;
+        let id = layout.find_self(&host, port)?;
+        if bus_port != layout.nodes[&id].bus_port
+            && c.announce_bus_port != layout.nodes[&id].bus_port
+        {
+            return Err(format!(
+                "cluster-port {bus_port}: peers expect this node's bus at port {} (client port \
+                 + 10000)",
+                layout.nodes[&id].bus_port
+            ));
+        }
+        Some((id, layout))
+    };
     let bind_host = shared
         .config
         .bind_addrs()
@@ -69,13 +84,22 @@ pub fn prepare(shared: &Arc<Shared>) -> Result<(), String> {
     let bus_addr = crate::cluster::types::join_host_port(&bind_host, bus_port);
     let bus = TcpListener::bind(&bus_addr)
         .map_err(|e| format!("Could not create the cluster bus socket {bus_addr}: {e}"))?;
-    tracing::info!(
-        "cluster node {} ({}), {} nodes, {} slot groups, bus on {bus_addr}",
-        id,
-        layout.nodes[&id].name,
-        layout.nodes.len(),
-        layout.group_count()
-    );
+    match &initial {
+        Some((id, layout)) => tracing::info!(
+            "cluster node {} ({}), {} nodes, {} slot groups, bus on {bus_addr}",
+            id,
+            layout.nodes[id].name,
+            layout.nodes.len(),
+            layout.group_count()
+        ),
+        None => tracing::info!("cluster bus on {bus_addr}"),
+    }
+    let me = NodeInfo {
+        name: String::new(),
+        host,
+        port,
+        bus_port: announced_bus_port,
+    };
     let shared = shared.clone();
     std::thread::Builder::new()
         .name("tallykv-cluster".into())
@@ -84,18 +108,7 @@ pub fn prepare(shared: &Arc<Shared>) -> Result<(), String> {
             while shared.storage().is_none() || shared.loading() {
                 std::thread::sleep(Duration::from_millis(5));
             }
-            let storage = shared.storage().expect("storage is open").clone();
-            let started = CoreLink::new(shared.inboxes.clone(), storage.clone()).and_then(|link| {
-                ClusterNode::start(
-                    &shared.config.cluster,
-                    id,
-                    layout,
-                    bus,
-                    storage,
-                    Arc::new(link),
-                )
-            });
-            match started {
+            match start(&shared, bus, me, initial) {
                 Ok(node) => {
                     let _ = shared.cluster.set(node);
                 }
@@ -108,4 +121,63 @@ pub fn prepare(shared: &Arc<Shared>) -> Result<(), String> {
         })
         .map_err(|e| format!("cannot start the cluster thread: {e}"))?;
     Ok(())
+}
+
+/// Starts this node's groups: as the node this data dir was (its stored id and cluster
+/// map), else as the `cluster-peers` entry it is (forming the cluster with them), else once
+/// another node's CLUSTER MEET makes it a member.
+fn start(
+    shared: &Arc<Shared>,
+    bus: TcpListener,
+    me: NodeInfo,
+    initial: Option<(NodeId, Layout)>,
+) -> Result<Arc<ClusterNode>, String> {
+    let config = &shared.config.cluster;
+    let storage = shared.storage().expect("storage is open").clone();
+    let link = Arc::new(CoreLink::new(shared.inboxes.clone(), storage.clone())?);
+    let startup = Startup::new(bus, me, config.node_timeout_ms)?;
+    let stored_id = meta::load_self(&storage)?;
+    let stored = meta::load(&storage)?;
+    let (id, state, bootstrap) = match (stored_id, stored, initial) {
+        (Some(id), Some(state), _) => {
+            tracing::info!(
+                "cluster node {id}: cluster map epoch {} from the data dir",
+                state.map.epoch
+            );
+            let bootstrap = state.map.epoch == 1;
+            (id, state, bootstrap)
+        }
+        (_, _, Some((id, map))) => {
+            let state = meta::Stored {
+                applied: None,
+                membership: Default::default(),
+                map,
+            };
+            startup
+                .handle()
+                .block_on(meta::save_joined(&storage, id, &state))?;
+            (id, state, true)
+        }
+        (_, _, None) => {
+            tracing::info!(
+                "no cluster-peers and no cluster in the data dir: waiting for CLUSTER MEET from \
+                 a cluster node"
+            );
+            let (id, map) = startup.wait_join()?;
+            tracing::info!(
+                "joined the cluster as node {id} (cluster map epoch {})",
+                map.epoch
+            );
+            let state = meta::Stored {
+                applied: None,
+                membership: Default::default(),
+                map,
+            };
+            startup
+                .handle()
+                .block_on(meta::save_joined(&storage, id, &state))?;
+            (id, state, false)
+        }
+    };
+    ClusterNode::start(config, id, state, &startup, storage, link, bootstrap)
 }

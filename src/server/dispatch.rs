@@ -314,6 +314,13 @@ impl Dispatcher {
                 super::persist::snapshot_command(core, background, &args, &mut self.local).await;
                 self.count_local(stats, id, start, began);
             }
+            Exec::ClusterAdmin => {
+                self.flush(core, client.resp3).await;
+                let start = self.local.buf.len();
+                let began = Instant::now();
+                command::cluster::admin(&core.shared, &args, &mut self.local).await;
+                self.count_local(stats, id, start, began);
+            }
             Exec::Conn(f) => {
                 if def.flags & flags::BARRIER != 0 {
                     self.flush(core, client.resp3).await;

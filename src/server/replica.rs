@@ -169,7 +169,7 @@ impl Cores for CoreLink {
                 .map(|it| Response {
                     replies: match &*it.request {
                         Request::Commands { cmds, .. } => vec![Bytes::new(); cmds.len()],
-                        Request::Expired { .. } => Vec::new(),
+                        Request::Expired { .. } | Request::Map(_) => Vec::new(),
                     },
                 })
                 .collect();
@@ -269,6 +269,8 @@ fn apply_on_core(
                     replies.push((i as u32, j as u32, Bytes::from(out.buf)));
                 }
             }
+            // Only the meta group carries maps, and it does not apply through the cores.
+            Request::Map(_) => {}
             Request::Expired { now, keys } => {
                 let mut shard = core.shard.borrow_mut();
                 shard.expire_deletes = true;
@@ -282,7 +284,7 @@ fn apply_on_core(
             }
         }
     }
-    core.set_applied_mark(group, last);
+    core.set_applied_mark(group, Some(last));
     core.finish();
     replies
 }
@@ -321,9 +323,9 @@ fn install_on_core(
             });
         }
     }
-    if let Some(last) = last {
-        core.set_applied_mark(group, last);
-    }
+    // None (the node stops replicating the group): the log restarts from scratch if the
+    // group comes back here, so no entry may be skipped as already applied.
+    core.set_applied_mark(group, last);
     core.finish();
     Ok(())
 }
@@ -370,9 +372,9 @@ impl Core {
         stored
     }
 
-    fn set_applied_mark(&self, group: GroupId, last: LogId) {
+    fn set_applied_mark(&self, group: GroupId, last: Option<LogId>) {
         let mut marks = self.marks.borrow_mut();
-        marks.applied.insert(group, Some(last));
+        marks.applied.insert(group, last);
         if !marks.dirty.contains(&group) {
             marks.dirty.push(group);
         }

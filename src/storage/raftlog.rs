@@ -84,6 +84,18 @@ fn fjall_err(e: fjall::Error) -> AnyError {
 }
 
 impl Storage {
+    /// Deletes every record of `group` in the `raft` keyspace: its log, vote and state-machine
+    /// records (this node no longer replicates the group). Not synced: if a crash brings them
+    /// back, the node drops them again once the group's leader confirms it is not a member.
+    pub fn raft_clear_group(&self, group: GroupId) -> Result<(), String> {
+        let keys = self.raft_scan(&group.to_be_bytes())?;
+        let mut batch = self.db.batch();
+        for (key, _) in keys {
+            batch.remove(&self.raft, key);
+        }
+        batch.commit().map_err(|e| e.to_string())
+    }
+
     /// The Raft log of `group`. Cheap; every handle of a group sees the same log.
     pub fn raft_log(self: &Arc<Self>, group: GroupId) -> LogStore {
         LogStore {

@@ -6,10 +6,15 @@
 //! Nodes keep their client port (and bus port = client port + 10000) for the harness's
 //! lifetime, since their peers know them by it. Every process is killed on drop; when the
 //! test panics, the tail of each node's log is printed and the directory is kept.
+//!
+//! A partitionable cluster ([`Cluster::start_partitionable`]) puts node `i` on its own
+//! loopback address 127.0.0.(i+1) and its real bus on another port, with a [`NetProxy`]
+//! listening where its peers dial (client port + 10000): the proxy can cut links between
+//! nodes while clients still reach every node directly.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -18,10 +23,15 @@ use std::time::{Duration, Instant};
 
 use tallykv::cluster::key_slot;
 
+use super::netproxy::{NetProxy, ProxiedNode};
+
 /// Client ports are drawn from here: their bus ports (port + 10000) then fall in 20000..30000,
 /// so neither range meets the other nor the kernel's ephemeral range (32768 and up), from
 /// which client connections could take a bus port while its node is down.
 const PORT_RANGE: Range<u16> = 10000..20000;
+/// Real bus ports of a partitionable cluster's nodes (behind the proxy): below both ranges
+/// above.
+const REAL_BUS_RANGE: Range<u16> = 2000..10000;
 
 /// Ports this test process has handed out (its tests may run in parallel).
 static USED_PORTS: Mutex<Vec<u16>> = Mutex::new(Vec::new());
@@ -31,20 +41,34 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long the cluster may take to have a leader for every group.
 const OK_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn bindable(port: u16) -> bool {
-    TcpListener::bind(("127.0.0.1", port)).is_ok()
+fn bindable(host: &str, port: u16) -> bool {
+    TcpListener::bind((host, port)).is_ok()
 }
 
-/// `n` client ports, each free along with its bus port a moment ago.
-fn pick_ports(n: usize) -> Vec<u16> {
+/// A client port for each of `hosts`, free along with its bus port (client port + 10000) on
+/// that host a moment ago, and with `real_bus` a third free port for the node's real bus.
+/// Ports differ across hosts too (nodes are told apart by port).
+fn pick_ports(hosts: &[String], real_bus: bool) -> Vec<(u16, Option<u16>)> {
     let mut used = USED_PORTS.lock().unwrap_or_else(|e| e.into_inner());
-    let mut ports = Vec::with_capacity(n);
-    while ports.len() < n {
+    let mut ports = Vec::with_capacity(hosts.len());
+    while ports.len() < hosts.len() {
+        let host = &hosts[ports.len()];
         let p = fastrand::u16(PORT_RANGE);
-        if !used.contains(&p) && bindable(p) && bindable(p + 10000) {
-            used.push(p);
-            ports.push(p);
+        if used.contains(&p) || !bindable(host, p) || !bindable(host, p + 10000) {
+            continue;
         }
+        let bus = if real_bus {
+            let b = fastrand::u16(REAL_BUS_RANGE);
+            if used.contains(&b) || !bindable(host, b) {
+                continue;
+            }
+            used.push(b);
+            Some(b)
+        } else {
+            None
+        };
+        used.push(p);
+        ports.push((p, bus));
     }
     ports
 }
@@ -95,7 +119,11 @@ fn parse_group_line(line: &str) -> Option<GroupView> {
 }
 
 struct Node {
+    /// The address it binds (and announces).
+    host: String,
     port: u16,
+    /// Where its bus really listens, behind the proxy (None: client port + 10000, direct).
+    real_bus: Option<u16>,
     dir: PathBuf,
     log: PathBuf,
     /// None once killed.
@@ -115,6 +143,8 @@ pub struct Cluster {
     root: Option<tempfile::TempDir>,
     /// Each slot group's slots, by group number.
     pub groups: Vec<Range<usize>>,
+    /// The bus proxy of a partitionable cluster. Dropped after the nodes are killed.
+    proxy: Option<NetProxy>,
 }
 
 impl Cluster {
@@ -122,22 +152,68 @@ impl Cluster {
     /// every node reports `cluster_state:ok` and all agree on each group's leader. Retries on
     /// fresh ports if a node dies at startup (most likely a port taken meanwhile).
     pub fn start(n: usize, extra: &[&str]) -> Cluster {
+        Self::launch(n, extra, false)
+    }
+
+    /// Like [`Cluster::start`], with node `i` bound to 127.0.0.(i+1) and every bus link
+    /// through a [`NetProxy`] (see [`Cluster::proxy`]).
+    pub fn start_partitionable(n: usize, extra: &[&str]) -> Cluster {
+        assert!(n < 255, "one loopback address per node");
+        Self::launch(n, extra, true)
+    }
+
+    fn launch(n: usize, extra: &[&str], partitionable: bool) -> Cluster {
         for attempt in 1..=3 {
             let root = tempfile::tempdir().expect("temp dir");
-            let ports = pick_ports(n);
-            let peers = ports
+            let hosts: Vec<String> = (0..n)
+                .map(|i| {
+                    if partitionable {
+                        format!("127.0.0.{}", i + 1)
+                    } else {
+                        "127.0.0.1".to_string()
+                    }
+                })
+                .collect();
+            let ports = pick_ports(&hosts, partitionable);
+            let proxy = if partitionable {
+                let proxied: Vec<ProxiedNode> = hosts
+                    .iter()
+                    .zip(&ports)
+                    .map(|(host, &(port, real_bus))| {
+                        let ip = host.parse().expect("an IP address");
+                        ProxiedNode {
+                            listen: SocketAddr::new(ip, port + 10000),
+                            target: SocketAddr::new(ip, real_bus.expect("a real bus port")),
+                        }
+                    })
+                    .collect();
+                match NetProxy::start(&proxied) {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        eprintln!("cluster start attempt {attempt}: bus proxy: {e}");
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            let peers = hosts
                 .iter()
-                .map(|p| format!("127.0.0.1:{p}"))
+                .zip(&ports)
+                .map(|(host, (p, _))| format!("{host}:{p}"))
                 .collect::<Vec<_>>()
                 .join(",");
-            let nodes = ports
-                .iter()
+            let nodes = hosts
+                .into_iter()
+                .zip(ports)
                 .enumerate()
-                .map(|(i, &port)| {
+                .map(|(i, (host, (port, real_bus)))| {
                     let dir = root.path().join(format!("node{i}"));
                     std::fs::create_dir(&dir).expect("node dir");
                     Node {
+                        host,
                         port,
+                        real_bus,
                         dir,
                         log: root.path().join(format!("node{i}.log")),
                         child: None,
@@ -152,6 +228,7 @@ impl Cluster {
                 args: extra.iter().map(|a| a.to_string()).collect(),
                 root: Some(root),
                 groups: Vec::new(),
+                proxy,
             };
             for i in 0..n {
                 c.spawn(i);
@@ -188,6 +265,18 @@ impl Cluster {
         self.nodes.iter().map(|n| n.port).collect()
     }
 
+    /// The address node `i` binds and announces (127.0.0.1 unless partitionable).
+    pub fn host(&self, i: usize) -> &str {
+        &self.nodes[i].host
+    }
+
+    /// The bus proxy of a cluster from [`Cluster::start_partitionable`].
+    pub fn proxy(&self) -> &NetProxy {
+        self.proxy
+            .as_ref()
+            .expect("a cluster started with start_partitionable")
+    }
+
     /// CLUSTER MYID of node `i`.
     pub fn name(&self, i: usize) -> &str {
         &self.nodes[i].name
@@ -217,7 +306,7 @@ impl Cluster {
     }
 
     fn url(&self, i: usize) -> String {
-        format!("redis://127.0.0.1:{}/", self.nodes[i].port)
+        format!("redis://{}:{}/", self.nodes[i].host, self.nodes[i].port)
     }
 
     /// A RESP2 connection to node `i` (panics if it does not connect).
@@ -382,8 +471,17 @@ impl Cluster {
             .append(true)
             .open(&node.log)
             .expect("open the node's log");
-        let child = Command::new(env!("CARGO_BIN_EXE_tallykv-server"))
-            .args(["--port", &node.port.to_string(), "--bind", "127.0.0.1"])
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tallykv-server"));
+        command.args(["--port", &node.port.to_string(), "--bind", &node.host]);
+        if let Some(real_bus) = node.real_bus {
+            command
+                .args(["--cluster-port", &real_bus.to_string()])
+                .args([
+                    "--cluster-announce-bus-port",
+                    &(node.port + 10000).to_string(),
+                ]);
+        }
+        let child = command
             .arg("--dir")
             .arg(&node.dir)
             .args(["--threads", "2", "--cluster-enabled", "yes"])
@@ -543,6 +641,7 @@ pub enum Outcome {
 /// MOVED corrects, and rotation to the next node when a node does not answer. Each `send` is
 /// exactly one attempt, so callers can count attempts and outcomes themselves.
 pub struct Router {
+    hosts: Vec<String>,
     ports: Vec<u16>,
     groups: Vec<Range<usize>>,
     conns: Vec<Option<redis::Connection>>,
@@ -554,6 +653,9 @@ impl Router {
     /// A router for `cluster`'s nodes; `timeout` bounds connecting and each reply.
     pub fn new(cluster: &Cluster, timeout: Duration) -> Router {
         Router {
+            hosts: (0..cluster.len())
+                .map(|i| cluster.host(i).to_string())
+                .collect(),
             ports: cluster.ports(),
             groups: cluster.groups.clone(),
             conns: (0..cluster.len()).map(|_| None).collect(),
@@ -571,7 +673,7 @@ impl Router {
 
     fn connection(&mut self, node: usize) -> redis::RedisResult<&mut redis::Connection> {
         if self.conns[node].is_none() {
-            let url = format!("redis://127.0.0.1:{}/", self.ports[node]);
+            let url = format!("redis://{}:{}/", self.hosts[node], self.ports[node]);
             let c = redis::Client::open(url)?.get_connection_with_timeout(self.timeout)?;
             c.set_read_timeout(Some(self.timeout))?;
             c.set_write_timeout(Some(self.timeout))?;

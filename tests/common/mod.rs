@@ -8,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod cluster;
+pub mod load;
+pub mod netproxy;
 
 pub struct Server {
     child: Child,

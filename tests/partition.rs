@@ -1,0 +1,565 @@
+//! Network partitions in cluster mode. The nodes' bus links (node to node) go through a
+//! fault-injecting TCP proxy in the test process (`common::netproxy`), not through network
+//! namespaces: each node binds its own loopback address, so the proxy knows which node is
+//! calling, and a cut link silently drops bytes (no reset, no close) the way a partition
+//! does. Clients still reach every node directly, the isolated one included, which is the
+//! case that matters: a node cut off from the majority must not acknowledge anything from
+//! its stale state while the majority moves on.
+//!
+//! The final state is judged as in `tests/cluster.rs` (see `common::load`): every
+//! acknowledged increment is in it, no refused one is, unknown ones may be. The tests take a
+//! file-wide lock: each starts three nodes, and the timing bounds would mean little with two
+//! clusters sharing two cores.
+
+mod common;
+
+use std::io::{BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use common::cluster::{Cluster, GroupView, Router};
+use common::load::{
+    IncrLoad, Tally, check_counter, check_counters, cmd, keys_per_group, read_incr_reply,
+    record_raw, text,
+};
+use common::netproxy::{NetProxy, ProxiedNode};
+use common::wait_until;
+use tallykv::cluster::key_slot;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `--cluster-node-timeout` (ms): a follower stands for election after between this and
+/// 1.25× this without hearing from its leader.
+const NODE_TIMEOUT_MS: u64 = 500;
+
+/// Reply timeout of the load's clients. An isolated node accepts commands and answers its
+/// writes only when they time out (after 5 s, UNCERTAIN), so the clients give up on it after
+/// this and try another node.
+const CLIENT_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// The longest the majority may take, from the cut, until both its nodes name a new leader
+/// for every group the isolated node led.
+///
+/// For the majority a cut leader is a silent one, as after kill -9: a follower stands once it
+/// has not heard from its leader for the node timeout plus a random quarter of it, when the
+/// other follower's leader lease has run out too, so one round normally elects; 2 × the node
+/// timeout leaves room for a second round after a split vote. The slack covers a heartbeat
+/// interval, the poll of INFO cluster, and scheduling on two shared cores running debug
+/// builds of three servers and the clients (as `UNAVAILABILITY_BOUND_MS` in tests/cluster.rs).
+const ELECTION_BOUND_MS: u64 = 2 * NODE_TIMEOUT_MS + SLACK_MS;
+const SLACK_MS: u64 = 2500;
+
+/// The longest a group the isolated node led may go without acknowledging a write, from the
+/// cut to the first acknowledged write sent after it, when the node led `led` groups.
+///
+/// The election as in [`ELECTION_BOUND_MS`], plus the clients' part: unlike a killed node,
+/// an isolated one accepts their commands and does not answer, so a client learns of the
+/// partition only by timing out ([`CLIENT_TIMEOUT`]), once per group the node led (each
+/// client has its own guess of each group's leader and walks the counters group by group, so
+/// its timeouts come one after another), before the next node redirects it to the new leader.
+fn write_bound_ms(led: usize) -> u64 {
+    2 * NODE_TIMEOUT_MS + led as u64 * CLIENT_TIMEOUT.as_millis() as u64 + SLACK_MS
+}
+
+/// Three nodes on 127.0.0.1-3, their bus links through the proxy.
+fn start() -> Cluster {
+    Cluster::start_partitionable(3, &["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
+}
+
+/// Waits until each of `nodes` names a leader other than `old` for each of `groups`; how
+/// long that took, or None after `limit`.
+fn wait_new_leaders(
+    c: &Cluster,
+    nodes: &[usize],
+    groups: &[usize],
+    old: usize,
+    limit: Duration,
+) -> Option<Duration> {
+    let start = Instant::now();
+    let changed = wait_until(limit, || {
+        nodes.iter().all(|&i| {
+            c.info_groups(i).is_some_and(|views| {
+                groups
+                    .iter()
+                    .all(|&g| views[g].leader.as_deref().is_some_and(|l| l != c.name(old)))
+            })
+        })
+    });
+    changed.then(|| start.elapsed())
+}
+
+/// Each group's (leader, term) as the cluster agrees on it now.
+fn leaders_and_terms(c: &Cluster) -> Vec<(usize, u64)> {
+    (0..c.groups.len())
+        .map(|g| {
+            let l = c.leader_of_group(g);
+            (l, c.info_groups(l).expect("INFO cluster")[g].term)
+        })
+        .collect()
+}
+
+/// A raw connection to node `i`'s client port, and a reader on it.
+fn raw(c: &Cluster, i: usize, timeout: Duration) -> (TcpStream, BufReader<TcpStream>) {
+    let stream = TcpStream::connect((c.host(i), c.port(i))).expect("connect");
+    stream.set_read_timeout(Some(timeout)).expect("timeout");
+    let writer = stream.try_clone().expect("clone stream");
+    (writer, BufReader::new(stream))
+}
+
+fn resp(args: &[&str]) -> String {
+    let mut out = format!("*{}\r\n", args.len());
+    for a in args {
+        out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    out
+}
+
+/// One reply to GET: `Ok(value)` (None for nil) or `Err(error text)`.
+fn read_get_reply(r: &mut BufReader<TcpStream>) -> Result<Option<String>, String> {
+    use std::io::BufRead;
+    let mut line = String::new();
+    match r.read_line(&mut line) {
+        Ok(0) => return Err("connection closed".to_string()),
+        Err(e) => return Err(format!("io: {e}")),
+        Ok(_) => {}
+    }
+    let line = line.trim_end();
+    if let Some(e) = line.strip_prefix('-') {
+        return Err(e.to_string());
+    }
+    let len: i64 = line
+        .strip_prefix('$')
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected reply to GET: {line:?}"));
+    if len < 0 {
+        return Ok(None);
+    }
+    let mut body = vec![0u8; len as usize + 2];
+    r.read_exact(&mut body).expect("bulk body");
+    body.truncate(len as usize);
+    Ok(Some(String::from_utf8(body).expect("UTF-8 value")))
+}
+
+/// Node `i`'s view of group `g`, for the record ("?" if it does not answer).
+fn view(c: &Cluster, i: usize, g: usize) -> String {
+    c.info_groups(i)
+        .and_then(|v| v.get(g).cloned())
+        .map_or("?".to_string(), |v: GroupView| {
+            format!("role={} term={} leader={:?}", v.role, v.term, v.leader)
+        })
+}
+
+// ---------------------------------------------------------------------------------------
+// The proxy itself
+// ---------------------------------------------------------------------------------------
+
+/// An echo server on `ip` (an ephemeral port), for the proxy's own test.
+fn echo_server(ip: &str) -> SocketAddr {
+    let listener = TcpListener::bind((ip, 0)).expect("bind an echo server");
+    let addr = listener.local_addr().expect("local addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut w = stream.try_clone().expect("clone stream");
+                let mut r = stream;
+                let _ = std::io::copy(&mut r, &mut w);
+            });
+        }
+    });
+    addr
+}
+
+/// A connection from `from` (an address of the loopback) to `to`.
+fn dial_from(from: &str, to: SocketAddr) -> TcpStream {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let local: SocketAddr = format!("{from}:0").parse().expect("an address");
+    socket.bind(&local.into()).expect("bind the source address");
+    socket
+        .connect(&to.into())
+        .expect("connect through the proxy");
+    let s: TcpStream = socket.into();
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    s
+}
+
+/// What comes back within the read timeout: Some(bytes), or None if nothing did (the
+/// connection stays open); panics if it closed.
+fn echoed(s: &mut TcpStream, sent: &[u8]) -> Option<Vec<u8>> {
+    s.write_all(sent).expect("write");
+    let mut got = vec![0u8; sent.len()];
+    match s.read_exact(&mut got) {
+        Ok(()) => Some(got),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            None
+        }
+        Err(e) => panic!("the connection failed: {e}"),
+    }
+}
+
+/// Whether the proxy closed `s` within 2 s.
+fn closed(s: &mut TcpStream) -> bool {
+    wait_until(Duration::from_secs(2), || {
+        let mut b = [0u8; 64];
+        match s.read(&mut b) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        }
+    })
+}
+
+/// A cut link drops bytes without closing anything, a connection opened across it is
+/// accepted and goes nowhere, one direction can be cut alone, and healing closes exactly the
+/// connections that lost bytes.
+#[test]
+fn proxy_drops_cut_traffic_and_closes_broken_connections_on_heal() {
+    let nodes: Vec<ProxiedNode> = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+        .iter()
+        .map(|ip| ProxiedNode {
+            listen: format!("{ip}:0").parse().expect("an address"),
+            target: echo_server(ip),
+        })
+        .collect();
+    let proxy = NetProxy::start(&nodes).expect("start the proxy");
+    // Node 1 calls node 0; node 2 calls node 0 (idle during the cut); node 2 calls node 1.
+    let mut a = dial_from("127.0.0.2", proxy.listen_addr(0));
+    let mut idle = dial_from("127.0.0.3", proxy.listen_addr(0));
+    let mut b = dial_from("127.0.0.3", proxy.listen_addr(1));
+    assert_eq!(echoed(&mut a, b"hello").as_deref(), Some(&b"hello"[..]));
+    assert_eq!(echoed(&mut idle, b"hi").as_deref(), Some(&b"hi"[..]));
+    assert_eq!(echoed(&mut b, b"hey").as_deref(), Some(&b"hey"[..]));
+    assert!(wait_until(Duration::from_secs(2), || proxy
+        .connections(1, 0)
+        == 1));
+
+    proxy.isolate(0);
+    assert!(proxy.is_cut(0, 1) && proxy.is_cut(1, 0) && !proxy.is_cut(1, 2));
+    assert_eq!(echoed(&mut a, b"lost"), None, "a cut link forwarded bytes");
+    assert!(proxy.dropped_bytes() >= 4);
+    let mut late = dial_from("127.0.0.2", proxy.listen_addr(0));
+    assert_eq!(
+        echoed(&mut late, b"late"),
+        None,
+        "a connection across the cut got through"
+    );
+    assert_eq!(
+        echoed(&mut b, b"still").as_deref(),
+        Some(&b"still"[..]),
+        "a link outside the cut stopped"
+    );
+
+    proxy.heal();
+    assert!(closed(&mut a), "a connection that lost bytes stayed open");
+    assert!(
+        closed(&mut late),
+        "a connection opened across the cut stayed open"
+    );
+    assert_eq!(
+        echoed(&mut idle, b"again").as_deref(),
+        Some(&b"again"[..]),
+        "an idle connection was closed by the heal"
+    );
+    let mut fresh = dial_from("127.0.0.2", proxy.listen_addr(0));
+    assert_eq!(echoed(&mut fresh, b"back").as_deref(), Some(&b"back"[..]));
+
+    // One direction: node 1's requests reach node 0 (the echo server), the replies do not.
+    proxy.block(0, 1);
+    assert_eq!(echoed(&mut fresh, b"one-way"), None);
+    proxy.heal();
+    assert!(closed(&mut fresh));
+
+    drop(proxy);
+    assert!(
+        TcpStream::connect_timeout(&nodes[0].target, Duration::from_secs(1)).is_ok(),
+        "the echo server is still there"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// An isolated leader
+// ---------------------------------------------------------------------------------------
+
+/// Cut a leader off from the other two nodes in the middle of an INCR load, while clients can
+/// still reach it. The majority elects new leaders within [`ELECTION_BOUND_MS`] and its
+/// groups take writes again within [`write_bound_ms`]. Meanwhile the isolated node, which
+/// cannot reach a quorum, acknowledges no write and serves no linearizable read: INCRs sent
+/// to it get errors (UNCERTAIN, TRYAGAIN, MOVED), never a value, and a GET of a key the
+/// majority has changed since gets an error rather than the old value. After the heal the
+/// node rejoins, acknowledges nothing older than the new leader's history, the counters'
+/// invariants hold and every replica converges.
+#[test]
+fn isolated_leader_acknowledges_nothing_stale() {
+    let _serial = serial();
+    let c = start();
+    let probe = keys_per_group(&c, "probe", 1)[0][0].clone();
+    let probe_slot = key_slot(probe.as_bytes()) as usize;
+    let victim = c.leader_of_group(0);
+    let majority: Vec<usize> = (0..c.len()).filter(|&i| i != victim).collect();
+    let mut probe_tally = Tally::default();
+
+    // A raw connection to the leader's client port: the proxy never touches it.
+    let (mut old_writer, mut old) = raw(&c, victim, Duration::from_secs(15));
+    let incr = resp(&["INCR", &probe]);
+    for expected in 1..=3 {
+        old_writer.write_all(incr.as_bytes()).expect("write");
+        let v = record_raw(&mut probe_tally, read_incr_reply(&mut old));
+        assert_eq!(
+            v,
+            Some(expected),
+            "the leader serves the probe before the cut"
+        );
+    }
+
+    let load = IncrLoad::start(&c, 4, 4, CLIENT_TIMEOUT);
+    load.wait_progress(&c, 30, Duration::from_secs(20));
+    let led = c.led_by(victim);
+    assert!(
+        led.contains(&0),
+        "node {victim} leads group 0 (it says {led:?})"
+    );
+    let dropped_before = c.proxy().dropped_bytes();
+    c.proxy().isolate(victim);
+    let cut = Instant::now();
+    load.mark_fault();
+    let elected = wait_new_leaders(&c, &majority, &led, victim, Duration::from_secs(20))
+        .unwrap_or_else(|| {
+            panic!(
+                "the majority elected no new leaders for {led:?}\n{}",
+                c.logs(30)
+            )
+        });
+    let unavailable = load.wait_recovered(&c, Duration::from_secs(30));
+    let write_bound = write_bound_ms(led.len());
+    eprintln!(
+        "isolated node {victim} (leading groups {led:?}): the majority named new leaders after \
+         {elected:?} (bound {ELECTION_BOUND_MS} ms); per group ms from the cut to the first \
+         acknowledged write: {unavailable:?} (bound {write_bound} ms for its groups)"
+    );
+
+    // Increments through the new leader while the old one is cut off.
+    let mut router = Router::new(&c, CLIENT_TIMEOUT);
+    let mut majority_acked = Vec::new();
+    while majority_acked.len() < 5 {
+        probe_tally.attempts += 1;
+        if let Some(v) = probe_tally.record(router.send(&cmd(&["INCR", &probe]), probe_slot)) {
+            majority_acked.push(v);
+        }
+        assert!(
+            probe_tally.attempts < 500,
+            "the new leader does not take the probe"
+        );
+    }
+    let newest = *majority_acked.iter().max().expect("values");
+
+    // The isolated node, asked directly: three INCRs (one batch) and a linearizable GET on
+    // another connection, sent together so their timeouts run side by side.
+    let (mut get_writer, mut get_reader) = raw(&c, victim, Duration::from_secs(15));
+    old_writer
+        .write_all(incr.repeat(3).as_bytes())
+        .expect("write");
+    get_writer
+        .write_all(resp(&["GET", &probe]).as_bytes())
+        .expect("write");
+    let isolated_view = view(&c, victim, 0);
+    let mut isolated_incrs = Vec::new();
+    for _ in 0..3 {
+        let reply = read_incr_reply(&mut old);
+        record_raw(&mut probe_tally, reply.clone());
+        isolated_incrs.push(reply);
+    }
+    let isolated_get = read_get_reply(&mut get_reader);
+    assert!(
+        c.proxy().is_cut(victim, majority[0]) && c.proxy().dropped_bytes() > dropped_before,
+        "the proxy did not cut node {victim} off"
+    );
+    eprintln!(
+        "isolated node {victim} sees group 0 as {isolated_view}; INCR there while cut off: \
+         {isolated_incrs:?}; GET: {isolated_get:?} (the majority acknowledged up to {newest})"
+    );
+    for reply in &isolated_incrs {
+        match reply {
+            Ok(v) => panic!(
+                "the isolated node acknowledged INCR = {v} without a quorum (the majority had \
+                 acknowledged {newest})\n{}",
+                c.logs(30)
+            ),
+            Err(e) => assert!(
+                ["UNCERTAIN", "TRYAGAIN", "MOVED", "CLUSTERDOWN"]
+                    .iter()
+                    .any(|p| e.starts_with(p)),
+                "unexpected reply from the isolated node: {e}"
+            ),
+        }
+    }
+    match &isolated_get {
+        Err(e) => assert!(
+            ["TRYAGAIN", "MOVED", "CLUSTERDOWN"]
+                .iter()
+                .any(|p| e.starts_with(p)),
+            "unexpected reply to GET from the isolated node: {e}"
+        ),
+        Ok(v) => panic!(
+            "the isolated node answered GET {probe} = {v:?} as current, though the majority \
+             has since acknowledged {newest} (a stale linearizable read)\n{}",
+            c.logs(30)
+        ),
+    }
+
+    let cut_for = cut.elapsed();
+    c.proxy().heal();
+    // Sent after every increment above completed: any value acknowledged now must be newer.
+    let mut after_heal = Vec::new();
+    let mut redirected = false;
+    while !redirected && after_heal.len() < 20 {
+        old_writer.write_all(incr.as_bytes()).expect("write");
+        let reply = read_incr_reply(&mut old);
+        redirected = matches!(&reply, Err(e) if e.starts_with("MOVED"));
+        if let Some(v) = record_raw(&mut probe_tally, reply.clone()) {
+            assert!(
+                v > newest,
+                "the healed node acknowledged INCR = {v} though the new leader had already \
+                 acknowledged {newest}: a stale acknowledgement"
+            );
+        }
+        after_heal.push(reply);
+        if matches!(after_heal.last(), Some(Err(_))) && !redirected {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    eprintln!("cut off for {cut_for:?}; probe on the old leader after the heal: {after_heal:?}");
+    assert!(
+        redirected,
+        "the healed node never redirected the probe to the new leader"
+    );
+
+    load.wait_progress(&c, 30, Duration::from_secs(20));
+    c.wait_ok();
+    let (counters, tallies) = load.finish();
+    c.wait_ok();
+    check_counters(&c, &counters, &tallies);
+    let v = router.query(&cmd(&["GET", &probe]), probe_slot, Duration::from_secs(20));
+    let fin = text(&v).map_or(0, |s| s.parse::<i64>().expect("a counter"));
+    let mut problems = Vec::new();
+    check_counter(&probe, &probe_tally, fin, &mut problems);
+    assert!(problems.is_empty(), "probe: {problems:?}\n{}", c.logs(40));
+
+    assert!(
+        elected <= Duration::from_millis(ELECTION_BOUND_MS),
+        "electing new leaders took {elected:?} (bound {ELECTION_BOUND_MS} ms)"
+    );
+    for &g in &led {
+        assert!(
+            unavailable[g] <= write_bound,
+            "group {g} took {} ms to acknowledge a write after its leader was cut off \
+             (bound {write_bound} ms)",
+            unavailable[g]
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// An isolated follower
+// ---------------------------------------------------------------------------------------
+
+/// Cut a node off for several election timeouts and heal: the groups it led elect new
+/// leaders (expected), the others keep theirs, in the same term, throughout and after the
+/// heal, and the node catches up.
+///
+/// The hazard: openraft 0.9 has no pre-vote. Cut off, the node hears from no leader and
+/// stands in every group it follows again and again, each time in a higher term; once it can
+/// reach the others, a leader that sees the higher term (in a reply to its heartbeat) steps
+/// down, though it was healthy all along. The node stands only after a pre-vote round a
+/// majority grants (`ClusterNode::pre_vote`), which a cut-off node cannot win.
+#[test]
+fn isolated_follower_does_not_depose_healthy_leaders() {
+    let _serial = serial();
+    let c = start();
+    let before = leaders_and_terms(&c);
+    // The node leading the fewest groups, so most groups are ones it follows.
+    let victim = (0..c.len())
+        .min_by_key(|&i| before.iter().filter(|(l, _)| *l == i).count())
+        .expect("nodes");
+    let majority: Vec<usize> = (0..c.len()).filter(|&i| i != victim).collect();
+    let led: Vec<usize> = (0..c.groups.len())
+        .filter(|&g| before[g].0 == victim)
+        .collect();
+    let others: Vec<usize> = (0..c.groups.len()).filter(|g| !led.contains(g)).collect();
+    let victim_terms = |c: &Cluster| -> Vec<u64> {
+        let views = c
+            .info_groups(victim)
+            .expect("INFO cluster from the isolated node");
+        others.iter().map(|&g| views[g].term).collect()
+    };
+
+    let load = IncrLoad::start(&c, 4, 4, CLIENT_TIMEOUT);
+    load.wait_progress(&c, 30, Duration::from_secs(20));
+    let terms_at_cut = victim_terms(&c);
+    c.proxy().isolate(victim);
+    load.mark_fault();
+    let cut = Instant::now();
+    if !led.is_empty() {
+        wait_new_leaders(&c, &majority, &led, victim, Duration::from_secs(20)).unwrap_or_else(
+            || {
+                panic!(
+                    "the majority elected no new leaders for {led:?}\n{}",
+                    c.logs(30)
+                )
+            },
+        );
+    }
+    // Writes keep flowing in every group while the node is away.
+    load.wait_progress(&c, 30, Duration::from_secs(20));
+    // Cut off well past its election timeout in every group it follows: the duration is
+    // the point, there is no condition to poll for.
+    let away = Duration::from_millis(6 * NODE_TIMEOUT_MS);
+    if let Some(left) = away.checked_sub(cut.elapsed()) {
+        std::thread::sleep(left);
+    }
+    let terms_before_heal = victim_terms(&c);
+    c.proxy().heal();
+    c.wait_ok();
+    load.wait_progress(&c, 30, Duration::from_secs(20));
+    let (counters, tallies) = load.finish();
+    c.wait_ok();
+
+    let after = leaders_and_terms(&c);
+    eprintln!(
+        "isolated node {victim} (leading {led:?}) for {:?}: its terms in groups {others:?} \
+         went {terms_at_cut:?} -> {terms_before_heal:?} while cut off; (leader, term) per \
+         group before {before:?}, after {after:?}",
+        cut.elapsed()
+    );
+    // It caught up: every replica, its own included, ends with the leaders' counters.
+    check_counters(&c, &counters, &tallies);
+    let changed: Vec<String> = others
+        .iter()
+        .filter(|&&g| after[g] != before[g])
+        .map(|&g| {
+            format!(
+                "group {g}: leader node {} term {} -> node {} term {}",
+                before[g].0, before[g].1, after[g].0, after[g].1
+            )
+        })
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "healing the partition of node {victim} disturbed groups it did not lead:\n{}\n{}",
+        changed.join("\n"),
+        c.logs(30)
+    );
+}
