@@ -818,7 +818,15 @@ impl ClusterNode {
         for (g, gl) in map.groups.iter().enumerate() {
             let slots = format!("{}-{}", gl.slots.start, gl.slots.end - 1);
             let Some(raft) = self.raft(g as GroupId) else {
-                lines.push(format!("group{g}:slots={slots},role=none"));
+                // Not a member: who leads it, as learned from its members.
+                let leader = self
+                    .leader(g as GroupId)
+                    .and_then(|l| map.nodes.get(&l))
+                    .map_or("-".to_string(), |n| n.name.clone());
+                lines.push(format!(
+                    "group{g}:slots={slots},role=none,term={},leader={leader}",
+                    self.term(g as GroupId)
+                ));
                 continue;
             };
             let m = raft.metrics().borrow().clone();

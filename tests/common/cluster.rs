@@ -132,6 +132,8 @@ struct Node {
     stopped: bool,
     /// CLUSTER MYID.
     name: String,
+    /// Started without `--cluster-peers`: it waits for a CLUSTER MEET.
+    joiner: bool,
 }
 
 pub struct Cluster {
@@ -219,6 +221,7 @@ impl Cluster {
                         child: None,
                         stopped: false,
                         name: String::new(),
+                        joiner: false,
                     }
                 })
                 .collect();
@@ -255,6 +258,61 @@ impl Cluster {
 
     pub fn len(&self) -> usize {
         self.nodes.len()
+    }
+
+    /// Starts one more node, without `--cluster-peers` (it waits for a CLUSTER MEET: see
+    /// [`Cluster::meet`]); returns its index.
+    pub fn add_joiner(&mut self) -> usize {
+        assert!(self.proxy.is_none(), "joiners are not proxied");
+        let i = self.nodes.len();
+        let host = "127.0.0.1".to_string();
+        let (port, real_bus) = pick_ports(std::slice::from_ref(&host), false)[0];
+        let root = self.root.as_ref().expect("the cluster's dir").path();
+        let dir = root.join(format!("node{i}"));
+        std::fs::create_dir(&dir).expect("node dir");
+        self.nodes.push(Node {
+            host,
+            port,
+            real_bus,
+            dir,
+            log: root.join(format!("node{i}.log")),
+            child: None,
+            stopped: false,
+            name: String::new(),
+            joiner: true,
+        });
+        self.spawn(i);
+        assert!(
+            self.wait_answers(i),
+            "node {i} did not start\n{}",
+            self.logs(20)
+        );
+        i
+    }
+
+    /// Sends `CLUSTER MEET` for node `joiner` to node `via` and waits until the joiner has
+    /// started its cluster node (it answers CLUSTER MYID).
+    pub fn meet(&mut self, via: usize, joiner: usize) {
+        let reply: redis::RedisResult<String> = redis::cmd("CLUSTER")
+            .arg("MEET")
+            .arg(self.host(joiner))
+            .arg(self.port(joiner))
+            .query(&mut self.conn(via));
+        assert_eq!(
+            reply.as_deref(),
+            Ok("OK"),
+            "CLUSTER MEET\n{}",
+            self.logs(20)
+        );
+        let mut name = String::new();
+        let started = super::wait_until(Duration::from_secs(20), || {
+            let r: redis::RedisResult<String> = redis::cmd("CLUSTER")
+                .arg("MYID")
+                .query(&mut self.conn(joiner));
+            r.map(|n| name = n).is_ok()
+        });
+        assert!(started, "node {joiner} did not join\n{}", self.logs(20));
+        self.nodes[joiner].name = name;
     }
 
     pub fn port(&self, i: usize) -> u16 {
@@ -485,7 +543,11 @@ impl Cluster {
             .arg("--dir")
             .arg(&node.dir)
             .args(["--threads", "2", "--cluster-enabled", "yes"])
-            .args(["--cluster-peers", &self.peers])
+            .args(if node.joiner {
+                Vec::new()
+            } else {
+                vec!["--cluster-peers", self.peers.as_str()]
+            })
             .args(["--loglevel", "notice", "--logfile"])
             .arg(&node.log)
             .args(&self.args)
@@ -710,12 +772,21 @@ impl Router {
                         let to = e
                             .redirect_node()
                             .and_then(|(addr, _)| addr.rsplit_once(':'))
-                            .and_then(|(_, p)| p.parse::<u16>().ok())
-                            .and_then(|p| self.ports.iter().position(|&q| q == p));
-                        match to {
-                            Some(to) => self.guess[g] = to,
-                            None => return Outcome::Failed(format!("bad redirect: {text}")),
-                        }
+                            .and_then(|(host, p)| Some((host.to_string(), p.parse::<u16>().ok()?)));
+                        let Some((host, port)) = to else {
+                            return Outcome::Failed(format!("bad redirect: {text}"));
+                        };
+                        // A node that joined since the router was made is learned here.
+                        let to = match self.ports.iter().position(|&q| q == port) {
+                            Some(to) => to,
+                            None => {
+                                self.hosts.push(host);
+                                self.ports.push(port);
+                                self.conns.push(None);
+                                self.ports.len() - 1
+                            }
+                        };
+                        self.guess[g] = to;
                         Outcome::Refused(text)
                     }
                     Some("TRYAGAIN" | "LOADING") => {
