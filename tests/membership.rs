@@ -87,6 +87,10 @@ fn nodes_join_and_leave_while_serving() {
             c.logs(20)
         );
     }
+    // Leaders spread too: the joiner is handed a leadership (after the imbalance lasted
+    // 5 s, so a returning node is not raced).
+    let leads = wait_until(Duration::from_secs(30), || !c.led_by(joiner).is_empty());
+    assert!(leads, "the new node leads no group\n{}", c.logs(40));
     load.wait_progress(&c, 20, Duration::from_secs(20));
     // The joiner restarts from its data dir (its id and the map are stored there).
     c.restart(joiner);

@@ -287,7 +287,97 @@ impl ClusterNode {
             );
             return self.commit_map(map.with_move(g, from, to)).await;
         }
+        self.balance_leaders(&map).await
+    }
+
+    /// Once the replicas are in place: if one node leads two groups more than another that
+    /// replicates one of them, asks the first to hand that group's leadership over.
+    async fn balance_leaders(&self, map: &Layout) -> Result<(), String> {
+        let mut led: BTreeMap<NodeId, Vec<GroupId>> = map
+            .nodes
+            .keys()
+            .filter(|id| !map.leaving.contains(id))
+            .map(|&id| (id, Vec::new()))
+            .collect();
+        for g in 0..self.group_count() as GroupId {
+            match self.leader(g).and_then(|l| led.get_mut(&l)) {
+                Some(groups) => groups.push(g),
+                None => return Ok(()), // an election is running: wait
+            }
+        }
+        let Some((&most, from)) = led.iter().max_by_key(|(id, gs)| (gs.len(), **id)) else {
+            return Ok(());
+        };
+        let fewest = led.values().map(Vec::len).min().unwrap_or(0);
+        // Only an imbalance that lasts: right after a failover the old leader may be back
+        // soon, and moving leaders costs each group an election round.
+        let lasting = Duration::from_millis((10 * self.timeout_ms).max(5000));
+        {
+            let mut since = lock(&self.imbalanced_since);
+            if fewest + 1 >= from.len() {
+                *since = None;
+                return Ok(());
+            }
+            if since.get_or_insert_with(std::time::Instant::now).elapsed() < lasting {
+                return Ok(());
+            }
+        }
+        for &g in from {
+            let least = led
+                .iter()
+                .filter(|(id, _)| map.groups[g as usize].members.contains(id))
+                .min_by_key(|(id, gs)| (gs.len(), **id));
+            if let Some((&to, gs)) = least
+                && gs.len() + 1 < from.len()
+            {
+                let done = if most == self.id {
+                    self.hand_off(g, to).await?
+                } else {
+                    let info = map.nodes.get(&most).ok_or("the leader is not in the map")?;
+                    let call = encode(&Call::HandOff { group: g, to })?;
+                    let reply = self
+                        .parts
+                        .client
+                        .call(&info.bus_addr(), call, CALL_TIMEOUT)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    decode::<bool>(&reply)?
+                };
+                if done {
+                    *lock(&self.imbalanced_since) = None;
+                    return Ok(());
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// As group `g`'s leader: hands the leadership to node `to` if it has every entry and
+    /// this node has led for a while (the old leader's own vote lease must have run out, or
+    /// it would refuse the vote). Returns whether it asked `to` to stand.
+    pub(super) async fn hand_off(&self, g: GroupId, to: NodeId) -> Result<bool, String> {
+        let raft = self.raft(g).ok_or("not a member")?;
+        let m = raft.metrics().borrow().clone();
+        let settled = lock(&self.led_since)
+            .get(&g)
+            .is_some_and(|t| t.elapsed() > Duration::from_millis(2 * self.timeout_ms));
+        let caught_up = m
+            .replication
+            .as_ref()
+            .and_then(|r| r.get(&to).copied().flatten())
+            .is_some_and(|matched| Some(matched.index) == m.last_log_index);
+        if m.state != ServerState::Leader || !settled || !caught_up {
+            return Ok(false);
+        }
+        let info = self.node(to).ok_or("the target is not in the map")?;
+        tracing::info!("{}: handing the leadership to node {to}", group_name(g));
+        let call = encode(&Call::TakeLead { group: g })?;
+        self.parts
+            .client
+            .call(&info.bus_addr(), call, CALL_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(true)
     }
 
     /// Commits `next` through the meta group (this node must lead it).

@@ -112,6 +112,10 @@ pub(super) enum Call {
     Forget { id: NodeId },
     /// The responder's view of a group: (leader, term, members if it leads).
     Group { group: GroupId },
+    /// To a group's leader: hand the leadership to node `to` (leader balancing).
+    HandOff { group: GroupId, to: NodeId },
+    /// To a caught-up follower: stand for election now (the leader is handing off).
+    TakeLead { group: GroupId },
     /// Would the responder vote for a candidate whose last log id is `last_log`? (Pre-vote.)
     PreVote {
         group: GroupId,
@@ -188,6 +192,17 @@ impl BusHandler for Handler {
             )),
             (_, None) => Err("this node has not joined a cluster yet".to_string()),
             (Call::Group { group }, Some(node)) => encode(&node.group_view(group)),
+            (Call::HandOff { group, to }, Some(node)) => {
+                return Box::pin(async move { encode(&node.hand_off(group, to).await?) });
+            }
+            (Call::TakeLead { group }, Some(node)) => {
+                return Box::pin(async move {
+                    let raft = node.raft(group).ok_or("not a member")?;
+                    tracing::info!("{}: taking the leadership over", group_name(group));
+                    raft.trigger().elect().await.map_err(|e| e.to_string())?;
+                    encode(&())
+                });
+            }
             (Call::PreVote { group, last_log }, Some(node)) => {
                 let quiet =
                     self.heard.at(group).elapsed() >= Duration::from_millis(node.timeout_ms);
@@ -338,6 +353,10 @@ pub struct ClusterNode {
     pub(super) parts: Parts,
     /// Groups whose membership this node is changing now (as their leader).
     pub(super) busy: Mutex<BTreeSet<GroupId>>,
+    /// When this node last became leader of each group it leads.
+    pub(super) led_since: Mutex<HashMap<GroupId, Instant>>,
+    /// Since when the leaders have been unevenly spread (the meta leader's balancer).
+    pub(super) imbalanced_since: Mutex<Option<Instant>>,
 }
 
 impl ClusterNode {
@@ -410,6 +429,8 @@ impl ClusterNode {
             timeout_ms: timeout,
             parts,
             busy: Mutex::new(BTreeSet::new()),
+            led_since: Mutex::new(HashMap::new()),
+            imbalanced_since: Mutex::new(None),
         });
         for g in 0..groups as GroupId {
             if map.groups[g as usize].members.contains(&id) {
@@ -657,6 +678,9 @@ impl ClusterNode {
                     node.terms[g as usize].store(term, Relaxed);
                 }
                 let name = group_name(g);
+                if before != leader && state == ServerState::Leader {
+                    lock(&node.led_since).insert(g, Instant::now());
+                }
                 if before != leader {
                     match (leader, state) {
                         (0, _) => tracing::warn!("{name}: no leader (term {term})"),
