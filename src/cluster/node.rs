@@ -650,16 +650,25 @@ impl ClusterNode {
                 (p, granted)
             }
         });
-        let granted: BTreeSet<NodeId> = futures::future::join_all(asks)
-            .await
-            .into_iter()
-            .filter(|(_, yes)| *yes)
-            .map(|(p, _)| p)
-            .chain(std::iter::once(self.id))
-            .collect();
-        configs
-            .iter()
-            .all(|c| c.iter().filter(|v| granted.contains(v)).count() * 2 > c.len())
+        // Decided as soon as every configuration has its majority (a peer that is down
+        // would otherwise hold the round up for the whole call timeout).
+        let won = |granted: &BTreeSet<NodeId>| {
+            configs
+                .iter()
+                .all(|c| c.iter().filter(|v| granted.contains(v)).count() * 2 > c.len())
+        };
+        let mut granted = BTreeSet::from([self.id]);
+        let mut pending: futures::stream::FuturesUnordered<_> = asks.collect();
+        while !won(&granted) {
+            match futures::StreamExt::next(&mut pending).await {
+                Some((p, true)) => {
+                    granted.insert(p);
+                }
+                Some((_, false)) => {}
+                None => return false,
+            }
+        }
+        true
     }
 
     /// Keeps the leader table current and logs elections.
