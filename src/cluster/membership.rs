@@ -41,16 +41,8 @@ impl ClusterNode {
         self.handle.spawn(async move {
             loop {
                 let map = maps.borrow_and_update().clone();
-                node.set_layout(map.clone());
-                for (g, gl) in map.groups.iter().enumerate() {
-                    let g = g as GroupId;
-                    if gl.members.contains(&node.id)
-                        && node.raft(g).is_none()
-                        && let Err(e) = node.open_group(g).await
-                    {
-                        tracing::error!("{}: {e}", group_name(g));
-                    }
-                }
+                node.set_layout(map);
+                node.open_listed_groups().await;
                 if maps.changed().await.is_err() {
                     return;
                 }
@@ -61,6 +53,8 @@ impl ClusterNode {
         self.handle.spawn(async move {
             loop {
                 tokio::time::sleep(tick).await;
+                // Also here: a group dropped while the map gave it back is reopened.
+                node.open_listed_groups().await;
                 node.reconcile_led_groups();
                 node.retire_groups().await;
                 node.poll_leaders().await;
@@ -71,6 +65,21 @@ impl ClusterNode {
                 }
             }
         });
+    }
+
+    /// Opens this node's Raft for every group the map lists it in.
+    async fn open_listed_groups(self: &Arc<Self>) {
+        let _opening = self.opening.lock().await;
+        let map = self.layout();
+        for (g, gl) in map.groups.iter().enumerate() {
+            let g = g as GroupId;
+            if gl.members.contains(&self.id)
+                && self.raft(g).is_none()
+                && let Err(e) = self.open_group(g).await
+            {
+                tracing::error!("{}: {e}", group_name(g));
+            }
+        }
     }
 
     /// For each group this node leads whose Raft membership differs from the map's: adds
@@ -229,6 +238,10 @@ impl ClusterNode {
             match view.members {
                 Some(members) if !members.contains(&self.id) => {}
                 _ => continue,
+            }
+            let _opening = self.opening.lock().await;
+            if self.layout().groups[g as usize].members.contains(&self.id) {
+                continue; // given back meanwhile
             }
             self.close_group(g).await;
             let slots = map.groups[g as usize].slots.clone();

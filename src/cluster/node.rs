@@ -357,6 +357,8 @@ pub struct ClusterNode {
     pub(super) led_since: Mutex<HashMap<GroupId, Instant>>,
     /// Since when the leaders have been unevenly spread (the meta leader's balancer).
     pub(super) imbalanced_since: Mutex<Option<Instant>>,
+    /// Held while groups are opened or dropped here, so the two never interleave.
+    pub(super) opening: tokio::sync::Mutex<()>,
 }
 
 impl ClusterNode {
@@ -431,6 +433,7 @@ impl ClusterNode {
             busy: Mutex::new(BTreeSet::new()),
             led_since: Mutex::new(HashMap::new()),
             imbalanced_since: Mutex::new(None),
+            opening: tokio::sync::Mutex::new(()),
         });
         for g in 0..groups as GroupId {
             if map.groups[g as usize].members.contains(&id) {
