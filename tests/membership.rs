@@ -64,7 +64,15 @@ fn wait_moves_done(c: &Cluster, i: usize, what: &str) {
 
 #[test]
 fn nodes_join_and_leave_while_serving() {
-    let mut c = Cluster::start(3, &["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()]);
+    let mut c = Cluster::start(
+        3,
+        &[
+            "--cluster-node-timeout",
+            &NODE_TIMEOUT_MS.to_string(),
+            "--cluster-leader-balance-delay",
+            "3000",
+        ],
+    );
     let groups = c.groups.len();
     let load = IncrLoad::start(&c, 4, 3, CLIENT_TIMEOUT);
     load.wait_progress(&c, 20, Duration::from_secs(20));
@@ -88,7 +96,7 @@ fn nodes_join_and_leave_while_serving() {
         );
     }
     // Leaders spread too: the joiner is handed a leadership (after the imbalance lasted
-    // 5 s, so a returning node is not raced).
+    // cluster-leader-balance-delay, 3 s here).
     let leads = wait_until(Duration::from_secs(30), || !c.led_by(joiner).is_empty());
     assert!(leads, "the new node leads no group\n{}", c.logs(40));
     load.wait_progress(&c, 20, Duration::from_secs(20));

@@ -322,9 +322,12 @@ impl ClusterNode {
             return Ok(());
         };
         let fewest = led.values().map(Vec::len).min().unwrap_or(0);
-        // Only an imbalance that lasts: right after a failover the old leader may be back
-        // soon, and moving leaders costs each group an election round.
-        let lasting = Duration::from_millis((10 * self.timeout_ms).max(5000));
+        // Only an imbalance that lasts (cluster-leader-balance-delay): right after a
+        // failover the old leader may be back soon, and each hand-off is an election round.
+        let lasting = self.balance_delay;
+        if lasting.is_zero() {
+            return Ok(());
+        }
         {
             let mut since = lock(&self.imbalanced_since);
             if fewest + 1 >= from.len() {

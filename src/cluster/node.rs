@@ -350,6 +350,8 @@ pub struct ClusterNode {
     /// Leader lease for reads (ms); see [`ClusterNode::lease_holds`].
     lease_ms: u64,
     pub(super) timeout_ms: u64,
+    /// `cluster-leader-balance-delay` (0: leaders are never handed over).
+    pub(super) balance_delay: Duration,
     pub(super) parts: Parts,
     /// Groups whose membership this node is changing now (as their leader).
     pub(super) busy: Mutex<BTreeSet<GroupId>>,
@@ -429,6 +431,7 @@ impl ClusterNode {
             handle: handle.clone(),
             lease_ms: timeout / 2,
             timeout_ms: timeout,
+            balance_delay: Duration::from_millis(config.leader_balance_delay_ms),
             parts,
             busy: Mutex::new(BTreeSet::new()),
             led_since: Mutex::new(HashMap::new()),
@@ -717,11 +720,12 @@ impl ClusterNode {
     /// dir was emptied from forming a rival group: it hears the leader and catches up.
     fn spawn_bootstrap(self: &Arc<Self>, g: GroupId, raft: Raft, members: Vec<NodeId>) {
         let map = self.layout();
+        // The layout's first member is the group's preferred leader (they spread).
+        let first = members.first() == Some(&self.id);
         let members: BTreeMap<NodeId, NodeInfo> = members
             .iter()
             .filter_map(|m| map.nodes.get(m).map(|n| (*m, n.clone())))
             .collect();
-        let first = members.keys().next() == Some(&self.id);
         let timeout_ms = self.timeout_ms;
         self.handle.spawn(async move {
             let wait = if first { 2 } else { 4 };

@@ -230,6 +230,7 @@ enum Key {
     ClusterSlotGroups,
     ClusterNodeTimeout,
     ClusterSnapshotAfter,
+    ClusterLeaderBalanceDelay,
 }
 
 /// Whether `CONFIG SET` may change a directive.
@@ -347,6 +348,11 @@ const SPECS: &[Spec] = &[
         "cluster-snapshot-after",
         Immutable,
     ),
+    spec(
+        Key::ClusterLeaderBalanceDelay,
+        "cluster-leader-balance-delay",
+        Immutable,
+    ),
 ];
 
 /// Every name a directive answers to (aliases are separate entries, as in
@@ -397,6 +403,7 @@ fn num_spec(key: Key) -> Option<Num> {
         Key::ClusterSlotGroups => int(0, 1024),
         Key::ClusterNodeTimeout => int(100, INT_MAX),
         Key::ClusterSnapshotAfter => int(1, LONG_MAX),
+        Key::ClusterLeaderBalanceDelay => int(0, LONG_MAX),
         Key::Maxclients => Num {
             unsigned: true,
             ..int(1, u32::MAX as u64)
@@ -936,6 +943,9 @@ pub struct ClusterConfig {
     /// `cluster-snapshot-after`: log entries a group applies before it snapshots its data
     /// and purges the log before it.
     pub snapshot_after: u64,
+    /// `cluster-leader-balance-delay` (ms): how long leaderships must stay unevenly spread
+    /// before the meta leader hands some over; 0 = never.
+    pub leader_balance_delay_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -952,6 +962,7 @@ impl Default for ClusterConfig {
             slot_groups: 0,
             node_timeout_ms: 1000,
             snapshot_after: 100_000,
+            leader_balance_delay_ms: 60_000,
         }
     }
 }
@@ -1281,6 +1292,7 @@ impl Config {
             Key::ClusterSlotGroups => self.cluster.slot_groups.to_string(),
             Key::ClusterNodeTimeout => self.cluster.node_timeout_ms.to_string(),
             Key::ClusterSnapshotAfter => self.cluster.snapshot_after.to_string(),
+            Key::ClusterLeaderBalanceDelay => self.cluster.leader_balance_delay_ms.to_string(),
         }
     }
 }
@@ -1443,6 +1455,9 @@ impl Loader {
             (Key::ClusterSlotGroups, Value::Num(v)) => cfg.cluster.slot_groups = v as usize,
             (Key::ClusterNodeTimeout, Value::Num(v)) => cfg.cluster.node_timeout_ms = v,
             (Key::ClusterSnapshotAfter, Value::Num(v)) => cfg.cluster.snapshot_after = v,
+            (Key::ClusterLeaderBalanceDelay, Value::Num(v)) => {
+                cfg.cluster.leader_balance_delay_ms = v
+            }
             (Key::Save, Value::Save { clear, pairs }) => {
                 // Valkey: `save ""` empties the list; the first `save` line
                 // replaces the defaults; later lines append.
