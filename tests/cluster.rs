@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{Cluster, Outcome, Router};
 use common::load::{
-    IncrLoad, Tally, check_counter, check_counters, cmd, keys_per_group, read_incr_reply,
-    record_raw, replicas_converge, text,
+    IncrLoad, Tally, check_counter, check_counters, cmd, keys_per_group, probe_until_redirected,
+    read_incr_reply, record_raw, replicas_converge, text,
 };
 use common::{error_text, wait_until};
 use redis::Value;
@@ -573,24 +573,14 @@ fn paused_leader_acknowledges_nothing_stale() {
         record_raw(&mut probe_tally, reply);
     }
     // Sent after every increment above completed: any value acknowledged now must be newer.
-    let mut after_resume = Vec::new();
-    let mut redirected = false;
-    while !redirected && after_resume.len() < 20 {
-        old_writer.write_all(incr.as_bytes()).expect("write");
-        let reply = read_incr_reply(&mut old);
-        redirected = matches!(&reply, Err(e) if e.starts_with("MOVED"));
-        if let Some(v) = record_raw(&mut probe_tally, reply.clone()) {
-            assert!(
-                v > newest,
-                "the resumed node acknowledged INCR = {v} though the new leader had already \
-                 acknowledged {newest}: a stale acknowledgement"
-            );
-        }
-        after_resume.push(reply);
-        if matches!(after_resume.last(), Some(Err(_))) && !redirected {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
+    let after_resume = probe_until_redirected(
+        &mut old_writer,
+        &mut old,
+        &incr,
+        newest,
+        &mut probe_tally,
+        "resumed node",
+    );
     eprintln!(
         "probe on the resumed node's connection: queued while paused {queued_replies:?}, sent \
          after resuming {after_resume:?}"

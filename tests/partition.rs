@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{Cluster, GroupView, Router};
 use common::load::{
-    IncrLoad, Tally, check_counter, check_counters, cmd, keys_per_group, read_incr_reply,
-    record_raw, text,
+    IncrLoad, Tally, check_counter, check_counters, cmd, keys_per_group, probe_until_redirected,
+    read_incr_reply, read_reply_line, record_raw, text,
 };
 use common::netproxy::{NetProxy, ProxiedNode};
 use common::wait_until;
@@ -121,14 +121,7 @@ fn resp(args: &[&str]) -> String {
 
 /// One reply to GET: `Ok(value)` (None for nil) or `Err(error text)`.
 fn read_get_reply(r: &mut BufReader<TcpStream>) -> Result<Option<String>, String> {
-    use std::io::BufRead;
-    let mut line = String::new();
-    match r.read_line(&mut line) {
-        Ok(0) => return Err("connection closed".to_string()),
-        Err(e) => return Err(format!("io: {e}")),
-        Ok(_) => {}
-    }
-    let line = line.trim_end();
+    let line = read_reply_line(r)?;
     if let Some(e) = line.strip_prefix('-') {
         return Err(e.to_string());
     }
@@ -423,25 +416,16 @@ fn isolated_leader_acknowledges_nothing_stale() {
     let cut_for = cut.elapsed();
     c.proxy().heal();
     // Sent after every increment above completed: any value acknowledged now must be newer.
-    let mut after_heal = Vec::new();
-    let mut redirected = false;
-    while !redirected && after_heal.len() < 20 {
-        old_writer.write_all(incr.as_bytes()).expect("write");
-        let reply = read_incr_reply(&mut old);
-        redirected = matches!(&reply, Err(e) if e.starts_with("MOVED"));
-        if let Some(v) = record_raw(&mut probe_tally, reply.clone()) {
-            assert!(
-                v > newest,
-                "the healed node acknowledged INCR = {v} though the new leader had already \
-                 acknowledged {newest}: a stale acknowledgement"
-            );
-        }
-        after_heal.push(reply);
-        if matches!(after_heal.last(), Some(Err(_))) && !redirected {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
+    let after_heal = probe_until_redirected(
+        &mut old_writer,
+        &mut old,
+        &incr,
+        newest,
+        &mut probe_tally,
+        "healed node",
+    );
     eprintln!("cut off for {cut_for:?}; probe on the old leader after the heal: {after_heal:?}");
+    let redirected = matches!(after_heal.last(), Some(Err(e)) if e.starts_with("MOVED"));
     assert!(
         redirected,
         "the healed node never redirected the probe to the new leader"

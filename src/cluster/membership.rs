@@ -531,12 +531,10 @@ impl ClusterNode {
 
     /// Node ids by name (CLUSTER FORGET takes a name).
     pub fn node_id_by_name(&self, name: &str) -> Option<NodeId> {
-        let map = self.layout();
-        let found: BTreeMap<&str, NodeId> = map
+        self.layout()
             .nodes
             .iter()
-            .map(|(&id, n)| (n.name.as_str(), id))
-            .collect();
-        found.get(name).copied()
+            .find(|(_, n)| n.name == name)
+            .map(|(&id, _)| id)
     }
 }

@@ -774,7 +774,10 @@ impl ClusterNode {
     }
 
     pub fn is_member(&self, g: GroupId) -> bool {
-        self.raft(g).is_some()
+        g == META
+            || read(&self.rafts)
+                .get(g as usize)
+                .is_some_and(Option::is_some)
     }
 
     pub fn node(&self, id: NodeId) -> Option<NodeInfo> {

@@ -389,10 +389,7 @@ pub async fn admin(shared: &crate::server::state::Shared, args: &[Bytes], out: &
     }
     match rx.await {
         Ok(Ok(())) => out.ok(),
-        Ok(Err(e)) if e.starts_with("ERR ") || e.starts_with("Unknown") => {
-            out.error(&format!("ERR {}", e.trim_start_matches("ERR ")))
-        }
-        Ok(Err(e)) => out.error(&format!("ERR {e}")),
+        Ok(Err(e)) => out.error(&format!("ERR {}", e.trim_start_matches("ERR "))),
         Err(_) => out.error("ERR the cluster node stopped"),
     }
 }

@@ -147,17 +147,7 @@ fn start(
             let bootstrap = state.map.epoch == 1;
             (id, state, bootstrap)
         }
-        (_, _, Some((id, map))) => {
-            let state = meta::Stored {
-                applied: None,
-                membership: Default::default(),
-                map,
-            };
-            startup
-                .handle()
-                .block_on(meta::save_joined(&storage, id, &state))?;
-            (id, state, true)
-        }
+        (_, _, Some((id, map))) => (id, first_state(&startup, &storage, id, map)?, true),
         (_, _, None) => {
             tracing::info!(
                 "no cluster-peers and no cluster in the data dir: waiting for CLUSTER MEET from \
@@ -168,16 +158,27 @@ fn start(
                 "joined the cluster as node {id} (cluster map epoch {})",
                 map.epoch
             );
-            let state = meta::Stored {
-                applied: None,
-                membership: Default::default(),
-                map,
-            };
-            startup
-                .handle()
-                .block_on(meta::save_joined(&storage, id, &state))?;
-            (id, state, false)
+            (id, first_state(&startup, &storage, id, map)?, false)
         }
     };
     ClusterNode::start(config, id, state, &startup, storage, link, bootstrap)
+}
+
+/// A node's first meta state, starting from `map` as node `id`, stored before any group
+/// starts (a restart then finds it).
+fn first_state(
+    startup: &Startup,
+    storage: &crate::storage::Storage,
+    id: NodeId,
+    map: Layout,
+) -> Result<meta::Stored, String> {
+    let state = meta::Stored {
+        applied: None,
+        membership: Default::default(),
+        map,
+    };
+    startup
+        .handle()
+        .block_on(meta::save_joined(storage, id, &state))?;
+    Ok(state)
 }

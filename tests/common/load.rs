@@ -5,7 +5,7 @@
 //! reply in time) may or may not be.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -383,16 +383,21 @@ pub fn check_counters(c: &Cluster, counters: &[Counter], tallies: &[Tally]) {
     replicas_converge(c, &expected);
 }
 
+/// One RESP reply line from a raw connection, without its CRLF; `Err` for a closed
+/// connection or an I/O error (as `connection closed` / `io: ...`).
+pub fn read_reply_line(r: &mut BufReader<TcpStream>) -> Result<String, String> {
+    let mut line = String::new();
+    match r.read_line(&mut line) {
+        Ok(0) => Err("connection closed".to_string()),
+        Err(e) => Err(format!("io: {e}")),
+        Ok(_) => Ok(line.trim_end().to_string()),
+    }
+}
+
 /// One RESP reply line from a raw connection: `Ok(n)` for an integer, `Err(text)` for an
 /// error (these tests only send INCR there).
 pub fn read_incr_reply(r: &mut BufReader<TcpStream>) -> Result<i64, String> {
-    let mut line = String::new();
-    match r.read_line(&mut line) {
-        Ok(0) => return Err("connection closed".to_string()),
-        Err(e) => return Err(format!("io: {e}")),
-        Ok(_) => {}
-    }
-    let line = line.trim_end();
+    let line = read_reply_line(r)?;
     if let Some(n) = line.strip_prefix(':') {
         n.parse().map_err(|_| format!("bad integer {line:?}"))
     } else if let Some(e) = line.strip_prefix('-') {
@@ -400,6 +405,40 @@ pub fn read_incr_reply(r: &mut BufReader<TcpStream>) -> Result<i64, String> {
     } else {
         panic!("unexpected reply to INCR: {line:?}")
     }
+}
+
+/// After a fault ends, keeps sending `incr` (a raw INCR) on the old leader's connection until
+/// it redirects (at most 20 tries), filing each reply in `tally`: any value acknowledged there
+/// must be newer than `newest`, the last one the new leader acknowledged before — anything
+/// else is a stale acknowledgement. `who` names the node in the message. Returns the replies.
+pub fn probe_until_redirected(
+    writer: &mut TcpStream,
+    reader: &mut BufReader<TcpStream>,
+    incr: &str,
+    newest: i64,
+    tally: &mut Tally,
+    who: &str,
+) -> Vec<Result<i64, String>> {
+    let mut replies = Vec::new();
+    let mut redirected = false;
+    while !redirected && replies.len() < 20 {
+        writer.write_all(incr.as_bytes()).expect("write");
+        let reply = read_incr_reply(reader);
+        redirected = matches!(&reply, Err(e) if e.starts_with("MOVED"));
+        if let Some(v) = record_raw(tally, reply.clone()) {
+            assert!(
+                v > newest,
+                "the {who} acknowledged INCR = {v} though the new leader had already \
+                 acknowledged {newest}: a stale acknowledgement"
+            );
+        }
+        let failed = reply.is_err();
+        replies.push(reply);
+        if failed && !redirected {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    replies
 }
 
 /// Files a raw INCR reply in `t` the way [`Router`] classifies outcomes.
