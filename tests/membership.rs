@@ -32,12 +32,13 @@ fn known_and_epoch(c: &Cluster, i: usize) -> Option<(usize, u64)> {
     ))
 }
 
-/// How many groups node `i` replicates (is a voter of).
+/// How many groups node `i` replicates (is a voter of; a voter standing in an election is
+/// a candidate for that moment).
 fn replicated(c: &Cluster, i: usize) -> usize {
     c.info_groups(i)
         .unwrap_or_default()
         .iter()
-        .filter(|v| v.role == "leader" || v.role == "follower")
+        .filter(|v| matches!(v.role.as_str(), "leader" | "follower" | "candidate"))
         .count()
 }
 

@@ -161,6 +161,22 @@ impl ClusterNode {
                 .map_err(|e| format!("adding node {n}: {e}"))?;
             tracing::info!("{name}: node {n} caught up");
         }
+        if *voters != want_voters && !want_voters.contains(&self.id) && g != META {
+            // This leader leaves the group: hand the leadership to a staying voter first
+            // (a blip of a few milliseconds), which then makes the change, rather than
+            // stepping down after it and leaving the group to an election.
+            let mut staying: Vec<NodeId> = voters
+                .intersection(&want_voters)
+                .copied()
+                .filter(|&n| n != self.id)
+                .collect();
+            staying.sort_by_key(|&n| (self.led_count(n), n));
+            for to in staying {
+                if self.hand_off(g, to).await? {
+                    return Ok(());
+                }
+            }
+        }
         if *voters != want_voters {
             tracing::info!("{name}: changing voters {voters:?} -> {want_voters:?}");
             // The meta group keeps a removed voter as a learner (it may still be in the
@@ -368,24 +384,50 @@ impl ClusterNode {
         Ok(())
     }
 
-    /// As group `g`'s leader: hands the leadership to node `to` if it has every entry and
-    /// this node has led for a while (the old leader's own vote lease must have run out, or
-    /// it would refuse the vote). Returns whether it asked `to` to stand.
+    /// As group `g`'s leader: hands the leadership to node `to` if it catches up and this
+    /// node has led for a while (the old leader's own vote lease must have run out, or it
+    /// would refuse the vote). The group's writes and reads wait meanwhile, so the target's
+    /// log matches this node's when it stands (Raft's leadership transfer); they resume,
+    /// redirected, once this node has stepped down. Returns whether `to` was asked to stand.
     pub(super) async fn hand_off(&self, g: GroupId, to: NodeId) -> Result<bool, String> {
         let raft = self.raft(g).ok_or("not a member")?;
-        let m = raft.metrics().borrow().clone();
+        let matched = |m: &openraft::RaftMetrics<NodeId, NodeInfo>| {
+            m.replication
+                .as_ref()
+                .and_then(|r| r.get(&to).copied().flatten())
+                .is_some_and(|matched| Some(matched.index) == m.last_log_index)
+        };
         let settled = lock(&self.led_since)
             .get(&g)
             .is_some_and(|t| t.elapsed() > Duration::from_millis(2 * self.timeout_ms));
-        let caught_up = m
-            .replication
-            .as_ref()
-            .and_then(|r| r.get(&to).copied().flatten())
-            .is_some_and(|matched| Some(matched.index) == m.last_log_index);
-        if m.state != ServerState::Leader || !settled || !caught_up {
-            return Ok(false);
+        {
+            let m = raft.metrics().borrow().clone();
+            let replicating = m
+                .replication
+                .as_ref()
+                .is_some_and(|r| r.get(&to).copied().flatten().is_some());
+            if m.state != ServerState::Leader || !settled || !replicating {
+                return Ok(false);
+            }
         }
         let info = self.node(to).ok_or("the target is not in the map")?;
+        let Some(_held) = self.handing.begin(g) else {
+            return Ok(false);
+        };
+        // Proposals already made still reach the log: wait until `to` has them all.
+        let wait = Duration::from_millis(self.timeout_ms / 2);
+        let mut metrics = raft.metrics();
+        let caught_up = matches!(
+            tokio::time::timeout(wait, metrics.wait_for(|m| matched(m))).await,
+            Ok(Ok(_))
+        );
+        if !caught_up {
+            tracing::info!(
+                "{}: not handing the leadership to node {to}: it did not catch up",
+                group_name(g)
+            );
+            return Ok(false);
+        }
         tracing::info!("{}: handing the leadership to node {to}", group_name(g));
         let call = encode(&Call::TakeLead { group: g })?;
         self.parts
@@ -393,6 +435,14 @@ impl ClusterNode {
             .call(&info.bus_addr(), call, CALL_TIMEOUT)
             .await
             .map_err(|e| e.to_string())?;
+        // Hold the group until this node has granted the vote and stepped down (or the
+        // election failed and it still leads).
+        let wait = Duration::from_millis(self.timeout_ms);
+        let _ = tokio::time::timeout(
+            wait,
+            metrics.wait_for(|m| m.state != ServerState::Leader),
+        )
+        .await;
         Ok(true)
     }
 

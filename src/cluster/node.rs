@@ -3,7 +3,10 @@
 //! cores read (lock-free) to route and redirect commands.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64,
+    Ordering::{AcqRel, Acquire, Relaxed, Release},
+};
 use std::sync::{
     Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
 };
@@ -361,6 +364,63 @@ pub struct ClusterNode {
     pub(super) imbalanced_since: Mutex<Option<Instant>>,
     /// Held while groups are opened or dropped here, so the two never interleave.
     pub(super) opening: tokio::sync::Mutex<()>,
+    /// Groups whose leadership this node is handing over now (see [`HandOffs`]).
+    pub(super) handing: Arc<HandOffs>,
+}
+
+/// The groups whose leadership this node is handing to another voter. While a hand-off
+/// runs, the group's new writes and reads wait here: the target's log must match the
+/// leader's when it stands (a voter refuses a candidate whose log is behind, and a failed
+/// hand-off costs an election round), and no lease read may overlap the change of leader.
+pub(super) struct HandOffs {
+    on: Box<[AtomicBool]>,
+    ended: tokio::sync::Notify,
+}
+
+impl HandOffs {
+    fn new(groups: usize) -> Self {
+        HandOffs {
+            on: (0..groups).map(|_| AtomicBool::new(false)).collect(),
+            ended: tokio::sync::Notify::new(),
+        }
+    }
+
+    #[inline]
+    fn running(&self, g: GroupId) -> bool {
+        self.on.get(g as usize).is_some_and(|f| f.load(Acquire))
+    }
+
+    /// Resolves once no hand-off of `g` runs.
+    async fn wait(&self, g: GroupId) {
+        loop {
+            let ended = self.ended.notified();
+            if !self.running(g) {
+                return;
+            }
+            ended.await;
+        }
+    }
+
+    /// Marks a hand-off of `g` as running until the returned guard drops.
+    pub(super) fn begin(self: &Arc<Self>, g: GroupId) -> Option<HandOffGuard> {
+        let flag = self.on.get(g as usize)?;
+        (!flag.swap(true, AcqRel)).then(|| HandOffGuard {
+            offs: self.clone(),
+            g,
+        })
+    }
+}
+
+pub(super) struct HandOffGuard {
+    offs: Arc<HandOffs>,
+    g: GroupId,
+}
+
+impl Drop for HandOffGuard {
+    fn drop(&mut self) {
+        self.offs.on[self.g as usize].store(false, Release);
+        self.offs.ended.notify_waiters();
+    }
 }
 
 impl ClusterNode {
@@ -437,6 +497,7 @@ impl ClusterNode {
             led_since: Mutex::new(HashMap::new()),
             imbalanced_since: Mutex::new(None),
             opening: tokio::sync::Mutex::new(()),
+            handing: Arc::new(HandOffs::new(groups)),
         });
         for g in 0..groups as GroupId {
             if map.groups[g as usize].members.contains(&id) {
@@ -606,8 +667,14 @@ impl ClusterNode {
                     attempted.insert(g, now);
                     jitters.insert(g, jitter());
                     let node = node.clone();
+                    let heard = heard.clone();
                     node.handle.clone().spawn(async move {
                         if !node.pre_vote(g, &raft).await {
+                            return;
+                        }
+                        // A leader elected while the pre-vote ran has been heard from by now
+                        // (its first entry): standing anyway would depose it.
+                        if heard.at(g) > now {
                             return;
                         }
                         tracing::debug!("{}: no leader heard from, standing", group_name(g));
@@ -753,6 +820,13 @@ impl ClusterNode {
         group_of(slot, self.groups)
     }
 
+    /// How many slot groups node `n` leads, as this node last saw.
+    pub(super) fn led_count(&self, n: NodeId) -> usize {
+        (0..self.groups as GroupId)
+            .filter(|&g| self.leader(g) == Some(n))
+            .count()
+    }
+
     /// The group's leader as last seen (None during an election).
     #[inline]
     pub fn leader(&self, g: GroupId) -> Option<NodeId> {
@@ -800,7 +874,11 @@ impl ClusterNode {
             let _ = tx.send(Err(Refusal::to(self.leader(g))));
             return rx;
         };
+        let handing = self.handing.running(g).then(|| self.handing.clone());
         self.handle.spawn(async move {
+            if let Some(handing) = handing {
+                handing.wait(g).await;
+            }
             let r = match tokio::time::timeout(WRITE_TIMEOUT, raft.client_write(req)).await {
                 Ok(Ok(resp)) => Ok(resp.data),
                 Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
@@ -831,11 +909,15 @@ impl ClusterNode {
             let _ = tx.send(Err(Refusal::to(self.leader(g))));
             return rx;
         };
-        if self.lease_holds(&raft) {
+        let handing = self.handing.running(g).then(|| self.handing.clone());
+        if handing.is_none() && self.lease_holds(&raft) {
             let _ = tx.send(Ok(()));
             return rx;
         }
         self.handle.spawn(async move {
+            if let Some(handing) = handing {
+                handing.wait(g).await;
+            }
             let r = match tokio::time::timeout(WRITE_TIMEOUT, raft.ensure_linearizable()).await {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err(RaftError::APIError(e))) => {

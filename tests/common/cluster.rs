@@ -675,8 +675,12 @@ impl Drop for Cluster {
         for i in 0..self.nodes.len() {
             self.kill9(i);
         }
-        if std::thread::panicking() {
+        let panicking = std::thread::panicking();
+        if panicking {
             eprintln!("{}", self.logs(40));
+        }
+        // TALLYKV_KEEP_LOGS=1 keeps them after a passing test too, to read its elections.
+        if panicking || std::env::var_os("TALLYKV_KEEP_LOGS").is_some() {
             if let Some(root) = self.root.take() {
                 eprintln!("cluster dirs and logs kept at {}", root.keep().display());
             }
