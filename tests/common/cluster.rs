@@ -680,10 +680,10 @@ impl Drop for Cluster {
             eprintln!("{}", self.logs(40));
         }
         // TALLYKV_KEEP_LOGS=1 keeps them after a passing test too, to read its elections.
-        if panicking || std::env::var_os("TALLYKV_KEEP_LOGS").is_some() {
-            if let Some(root) = self.root.take() {
-                eprintln!("cluster dirs and logs kept at {}", root.keep().display());
-            }
+        if (panicking || std::env::var_os("TALLYKV_KEEP_LOGS").is_some())
+            && let Some(root) = self.root.take()
+        {
+            eprintln!("cluster dirs and logs kept at {}", root.keep().display());
         }
     }
 }
