@@ -973,3 +973,128 @@ fn set_until_acked(router: &mut Router, k: &str, v: &str) {
         }
     }
 }
+
+/// A field of node `i`'s INFO (all sections) as a number.
+fn info_field(c: &Cluster, i: usize, name: &str) -> u64 {
+    let info: String = c.query(i, &cmd(&["INFO", "everything"]));
+    info.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("INFO has no numeric {name}"))
+}
+
+/// What node `i` compares with maxmemory: used memory less the storage and Raft buffers.
+fn counted_memory(c: &Cluster, i: usize) -> u64 {
+    info_field(c, i, "used_memory") - info_field(c, i, "mem_not_counted_for_evict")
+}
+
+/// Over maxmemory, the leaders choose the victims and evict them through their groups' logs:
+/// memory comes back under the limit on every node, the replicas of each group hold exactly
+/// the same keys afterwards (no replica evicted on its own), and under allkeys-lru the keys
+/// written last survive the evictions they cause.
+#[test]
+fn leaders_evict_through_the_log() {
+    let _serial = serial();
+    let c = start_fast();
+    const HEADROOM: u64 = 6 << 20;
+    let mut limits = Vec::new();
+    for i in 0..c.len() {
+        let limit = counted_memory(&c, i) + HEADROOM;
+        let _: () = c.query(i, &cmd(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]));
+        let _: () = c.query(i, &cmd(&["CONFIG", "SET", "maxmemory", &limit.to_string()]));
+        limits.push(limit);
+    }
+    let wait_under_limit = |what: &str| {
+        for (i, &limit) in limits.iter().enumerate() {
+            let under = wait_until(Duration::from_secs(20), || counted_memory(&c, i) <= limit);
+            assert!(
+                under,
+                "{what}: node {i} stays over maxmemory: {} > {limit}\n{}",
+                counted_memory(&c, i),
+                c.logs(20)
+            );
+        }
+    };
+    let mut conns: Vec<redis::Connection> = (0..c.groups.len())
+        .map(|g| c.conn(c.leader_of_group(g)))
+        .collect();
+    let value = "v".repeat(1024);
+    let mut refused = std::collections::BTreeSet::new();
+    // Pipelined SETs of 1 KB values to each group's leader, round-robin over the groups;
+    // an OOM refusal is allowed (the evictions had not caught up), anything else fails.
+    let mut write = |keys: &[Vec<String>]| {
+        let rounds = keys.iter().map(Vec::len).max().unwrap_or(0).div_ceil(64);
+        for round in 0..rounds {
+            for (g, ks) in keys.iter().enumerate() {
+                let chunk = &ks[(round * 64).min(ks.len())..((round + 1) * 64).min(ks.len())];
+                let mut pipe = redis::pipe();
+                for k in chunk {
+                    pipe.cmd("SET").arg(k).arg(&value);
+                }
+                let replies: Vec<Value> = pipe.query(&mut conns[g]).expect("pipelined SETs");
+                for (k, r) in chunk.iter().zip(&replies) {
+                    match r {
+                        Value::Okay => {}
+                        Value::ServerError(e) if e.code() == "OOM" => {
+                            refused.insert(k.clone());
+                        }
+                        other => panic!("SET {k}: {other:?}\n{}", c.logs(20)),
+                    }
+                }
+            }
+        }
+    };
+    // About 4 times the headroom.
+    let old = keys_per_group(&c, "old:", (4 * HEADROOM as usize / 1024) / c.groups.len());
+    write(&old);
+    wait_under_limit("after the first writes");
+    let evicted: u64 = (0..c.len())
+        .map(|i| info_field(&c, i, "evicted_keys"))
+        .sum();
+    assert!(evicted > 0, "nothing was evicted");
+    // The LRU clock counts seconds: let the old keys grow idle, then write a few more,
+    // which push memory over the limit again; the evictions must take old keys.
+    std::thread::sleep(Duration::from_millis(2100));
+    let fresh = keys_per_group(&c, "fresh:", 32);
+    write(&fresh);
+    wait_under_limit("after the fresh writes");
+    // Every replica holds what its group's leader holds: the fresh keys acknowledged, and
+    // for a sample of the old ones the leader's answer, present or evicted.
+    let mut expected: BTreeMap<String, Option<String>> = BTreeMap::new();
+    for k in fresh.iter().flatten().filter(|k| !refused.contains(*k)) {
+        expected.insert(k.clone(), Some(value.clone()));
+    }
+    assert!(
+        expected.len() * 2 > fresh.iter().flatten().count(),
+        "most fresh SETs were refused with OOM: {refused:?}"
+    );
+    let mut router = Router::new(&c, Duration::from_secs(5));
+    for k in old.iter().flatten().step_by(7) {
+        let slot = key_slot(k.as_bytes()) as usize;
+        let v = router.query(&cmd(&["GET", k]), slot, Duration::from_secs(10));
+        expected.insert(k.clone(), text(&v));
+    }
+    let kept = expected
+        .iter()
+        .filter(|(k, v)| k.starts_with("old:") && v.is_some())
+        .count();
+    assert!(kept > 0, "every old key was evicted");
+    replicas_converge(&c, &expected);
+
+    // noeviction: a leader over the limit refuses writes that may grow memory, with Valkey's
+    // error, and still runs the others.
+    for i in 0..c.len() {
+        let _: () = c.query(i, &cmd(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]));
+        let _: () = c.query(i, &cmd(&["CONFIG", "SET", "maxmemory", "1"]));
+    }
+    let k = &fresh[0][0];
+    let slot = key_slot(k.as_bytes()) as usize;
+    let refused = router.send(&cmd(&["SET", k, "x"]), slot);
+    assert!(
+        matches!(&refused, Outcome::Failed(e)
+            if e.contains("OOM command not allowed when used memory > 'maxmemory'.")),
+        "{refused:?}"
+    );
+    let deleted = router.query(&cmd(&["DEL", k]), slot, Duration::from_secs(10));
+    assert_eq!(deleted, Value::Int(1));
+}

@@ -9,7 +9,6 @@
 //! The state (map, applied log id, membership) is one record in the `raft` keyspace, written
 //! with each apply; after a crash the log replays on top of it.
 
-use std::io::Cursor;
 use std::sync::Arc;
 
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
@@ -17,7 +16,7 @@ use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::snapshot::{self, Meta, SnapshotFiles};
+use super::snapshot::{self, Meta, SnapshotFile, SnapshotFiles};
 use super::topology::Layout;
 use super::types::{
     Entry, GroupId, LogId, Membership, NodeId, NodeInfo, Request, Response, StorageError,
@@ -195,12 +194,14 @@ impl RaftSnapshotBuilder<TypeConfig> for MetaSnapshotBuilder {
             ),
         };
         let map = bincode::serialize(&self.state.map).map_err(|e| snapshot_err(e.to_string()))?;
-        let mut out = snapshot::begin(&meta).map_err(snapshot_err)?;
-        snapshot::push_record(&mut out, b"map", &map);
-        self.files.save(META, &out).map_err(snapshot_err)?;
+        // Small (one map): written in place, but to a file like a slot group's, since both
+        // share openraft's snapshot data type.
+        let mut out = self.files.create(META, &meta).map_err(snapshot_err)?;
+        out.push(b"map", &map).map_err(snapshot_err)?;
+        let (file, _) = out.commit().map_err(snapshot_err)?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(out)),
+            snapshot: Box::new(file),
         })
     }
 }
@@ -252,27 +253,36 @@ impl RaftStateMachine<TypeConfig> for MetaSm {
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>, StorageError> {
+        Ok(Box::new(self.files.receive(META).map_err(snapshot_err)?))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, NodeInfo>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<SnapshotFile>,
     ) -> Result<(), StorageError> {
-        let bytes = snapshot.into_inner();
-        let records = snapshot::records(&bytes).map_err(snapshot_err)?;
-        let (_, map) = records
-            .into_iter()
-            .find(|(k, _)| k == b"map")
-            .ok_or_else(|| snapshot_err("the meta snapshot has no map".to_string()))?;
-        let map: Layout = bincode::deserialize(&map).map_err(|e| snapshot_err(e.to_string()))?;
+        let received = snapshot.finish_receiving().await.map_err(snapshot_err)?;
+        let map = read_map(&received);
+        if map.is_err() {
+            let _ = std::fs::remove_file(&received);
+        }
+        let map = map.map_err(snapshot_err)?;
         self.state.applied = meta.last_log_id;
         self.state.membership = meta.last_membership.clone();
         self.take_map(map);
         self.persist().map_err(sm_err)?;
-        self.files.save(META, &bytes).map_err(snapshot_err)?;
+        // The state is stored before the file replaces the old snapshot: a crash between the
+        // two must not leave a snapshot newer than what the state machine restarts from.
+        let (tx, rx) = futures::channel::oneshot::channel();
+        self.storage.sync(move |r| {
+            let _ = tx.send(r);
+        });
+        rx.await
+            .map_err(|_| "the storage writer stopped".to_string())
+            .and_then(|r| r)
+            .map_err(sm_err)?;
+        self.files.adopt(META, &received).map_err(snapshot_err)?;
         Ok(())
     }
 
@@ -281,9 +291,21 @@ impl RaftStateMachine<TypeConfig> for MetaSm {
             .files
             .load(META)
             .map_err(snapshot_err)?
-            .map(|(meta, bytes)| Snapshot {
+            .map(|(meta, file)| Snapshot {
                 meta,
-                snapshot: Box::new(Cursor::new(bytes)),
+                snapshot: Box::new(file),
             }))
     }
+}
+
+/// The cluster map in a received meta snapshot file.
+fn read_map(path: &std::path::Path) -> Result<Layout, String> {
+    let mut reader = snapshot::Reader::open(path)?;
+    while let Some((k, v)) = reader.next_record()? {
+        if k == b"map" {
+            return bincode::deserialize(&v)
+                .map_err(|e| format!("{}: the cluster map: {e}", path.display()));
+        }
+    }
+    Err(format!("{}: the meta snapshot has no map", path.display()))
 }

@@ -124,7 +124,14 @@ pub(super) enum Call {
         group: GroupId,
         last_log: Option<LogId>,
     },
+    /// To a group's leader: the sender is over maxmemory; evict about `bytes` of the
+    /// group's keys (through its log, so every replica frees them).
+    Evict { group: GroupId, bytes: u64 },
 }
+
+/// How a leader's cores are asked to evict about `bytes` of group `g`'s keys (its `slots`)
+/// through the group's log; set by the server once the cores run.
+pub type Evictor = Box<dyn Fn(GroupId, std::ops::Range<usize>, u64) + Send + Sync>;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct HelloReply {
@@ -206,6 +213,10 @@ impl BusHandler for Handler {
                     encode(&())
                 });
             }
+            (Call::Evict { group, bytes }, Some(node)) => {
+                node.evict_led(group, bytes);
+                encode(&())
+            }
             (Call::PreVote { group, last_log }, Some(node)) => {
                 let quiet =
                     self.heard.at(group).elapsed() >= Duration::from_millis(node.timeout_ms);
@@ -274,6 +285,7 @@ impl Startup {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("tallykv-raft")
+            .on_thread_start(crate::metrics::memory::bind_storage_arena)
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the Raft runtime: {e}"))?;
@@ -366,6 +378,9 @@ pub struct ClusterNode {
     pub(super) opening: tokio::sync::Mutex<()>,
     /// Groups whose leadership this node is handing over now (see [`HandOffs`]).
     pub(super) handing: Arc<HandOffs>,
+    evictor: OnceLock<Evictor>,
+    /// When this node last asked the leaders of its groups to evict (ms).
+    evict_asked_ms: AtomicU64,
 }
 
 /// The groups whose leadership this node is handing to another voter. While a hand-off
@@ -454,6 +469,10 @@ impl ClusterNode {
             // Keep a tenth of a snapshot interval of log behind each snapshot, so a replica
             // just briefly behind catches up from the log rather than a whole snapshot.
             max_in_snapshot_log_to_keep: (config.snapshot_after / 10).min(1000),
+            // The last chunk's reply waits for the install, which streams the whole snapshot
+            // into the cores (seconds for a large group); openraft's 200 ms default had the
+            // leader time out and send it all again.
+            install_snapshot_timeout: 10_000,
             ..Default::default()
         }
         .validate()
@@ -498,6 +517,8 @@ impl ClusterNode {
             imbalanced_since: Mutex::new(None),
             opening: tokio::sync::Mutex::new(()),
             handing: Arc::new(HandOffs::new(groups)),
+            evictor: OnceLock::new(),
+            evict_asked_ms: AtomicU64::new(0),
         });
         for g in 0..groups as GroupId {
             if map.groups[g as usize].members.contains(&id) {
@@ -818,6 +839,70 @@ impl ClusterNode {
     #[inline]
     pub fn group_of(&self, slot: usize) -> GroupId {
         group_of(slot, self.groups)
+    }
+
+    pub fn set_evictor(&self, evictor: Evictor) {
+        let _ = self.evictor.set(evictor);
+    }
+
+    /// As group `g`'s leader: has the cores evict about `bytes` of its keys.
+    fn evict_led(&self, g: GroupId, bytes: u64) {
+        if self.leader(g) != Some(self.id) {
+            return;
+        }
+        let Some(evict) = self.evictor.get() else {
+            return;
+        };
+        let Some(slots) = self.layout().groups.get(g as usize).map(|gl| gl.slots.clone()) else {
+            return;
+        };
+        evict(g, slots, bytes);
+    }
+
+    /// This node is `excess` bytes over maxmemory. Only a group's leader may evict (every
+    /// replica must delete the same keys), and the replicas of a group hold the same keys, so
+    /// the node asks the leader of each group it replicates — itself or another node — to
+    /// evict that group's even part of the excess. At most every 20 ms: the leaders' deletes
+    /// take a log round trip to show here, and a repeated request before then would evict
+    /// the same part twice.
+    pub fn request_evictions(&self, excess: u64) {
+        let now = crate::util::now_ms();
+        let last = self.evict_asked_ms.load(Relaxed);
+        if now < last + 20
+            || self
+                .evict_asked_ms
+                .compare_exchange(last, now, AcqRel, Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let held: Vec<GroupId> = (0..self.groups as GroupId)
+            .filter(|&g| self.is_member(g))
+            .collect();
+        if held.is_empty() {
+            return;
+        }
+        let bytes = excess / held.len() as u64 + 1;
+        let map = self.layout();
+        for g in held {
+            match self.leader(g) {
+                Some(l) if l == self.id => self.evict_led(g, bytes),
+                Some(l) => {
+                    let (Some(info), Ok(call)) = (
+                        map.nodes.get(&l),
+                        encode(&Call::Evict { group: g, bytes }),
+                    ) else {
+                        continue;
+                    };
+                    let (client, addr) = (self.parts.client.clone(), info.bus_addr());
+                    // Fire and forget: while still over, the next request goes out soon.
+                    self.handle.spawn(async move {
+                        let _ = client.call(&addr, call, Duration::from_secs(2)).await;
+                    });
+                }
+                None => {} // an election runs: asked again on a later tick
+            }
+        }
     }
 
     /// How many slot groups node `n` leads, as this node last saw.

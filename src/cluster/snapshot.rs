@@ -6,25 +6,79 @@
 //! File: `TKVRSNP1`, u32 LE meta length, the bincode SnapshotMeta, then records
 //! `[u32 LE key length][stored key][u32 LE value length][stored value]` in the storage
 //! codec's encoding (so a snapshot is read with the same decoder as the data dir).
+//!
+//! A snapshot never sits in memory whole: it is written record by record while the fjall
+//! view is read ([`Writer`]), sent and received in openraft's chunks straight from and to a
+//! file ([`SnapshotFile`]), and read back record by record ([`Reader`]) to be installed in
+//! bounded batches. Files under `<dir>/raft-snapshots`:
+//!
+//! ```text
+//! g{g}.snap            group g's current snapshot (what a lagging replica is sent)
+//! g{g}.installing      a received snapshot being installed; found at start, the install was
+//!                      cut short and is finished from it (see `sm`)
+//! g{g}-{ms}-{n}.tmp    a snapshot being built       } partial: deleted when dropped and
+//! g{g}-{ms}-{n}.recv   a snapshot being received    } at the next start
+//! ```
 
-use std::io::Write;
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
 
 use super::types::{GroupId, NodeId, NodeInfo};
+use crate::storage::KeyValues;
 
 const MAGIC: &[u8; 8] = b"TKVRSNP1";
+/// A header's meta is a log id and a membership: far below this unless the length is corrupt.
+const MAX_META_BYTES: usize = 16 * 1024 * 1024;
+/// What a read reserves ahead for one key or value at most: a corrupt length then fails at
+/// the end of the file instead of allocating up to 4 GiB first.
+const MAX_RESERVE: usize = 1024 * 1024;
 
 pub type Meta = openraft::SnapshotMeta<NodeId, NodeInfo>;
+
+/// One record: a stored key and its stored value.
+pub type Record = (Vec<u8>, Vec<u8>);
 
 /// Snapshot files of this node's groups, under `<dir>/raft-snapshots`.
 pub struct SnapshotFiles {
     dir: PathBuf,
+    /// Makes the names of files being built or received unique within this process (the
+    /// start time in their names, across restarts).
+    next: AtomicU64,
+}
+
+/// An error about `path`.
+fn path_err(path: &Path) -> impl Fn(std::io::Error) -> String + '_ {
+    move |e| format!("{}: {e}", path.display())
 }
 
 impl SnapshotFiles {
+    /// The snapshot files under `data_dir`. Deletes what a previous run left half built or half
+    /// received (never a `.installing` file: that one is finished at start).
     pub fn new(data_dir: &Path) -> SnapshotFiles {
+        let dir = data_dir.join("raft-snapshots");
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let partial = path
+                    .extension()
+                    .is_some_and(|ext| ext == "tmp" || ext == "recv");
+                if partial {
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => tracing::info!("deleted the partial snapshot {}", path.display()),
+                        Err(e) => tracing::warn!("cannot delete {}: {e}", path.display()),
+                    }
+                }
+            }
+        }
         SnapshotFiles {
-            dir: data_dir.join("raft-snapshots"),
+            dir,
+            next: AtomicU64::new(0),
         }
     }
 
@@ -32,119 +86,617 @@ impl SnapshotFiles {
         self.dir.join(format!("g{g}.snap"))
     }
 
-    /// Replaces group `g`'s snapshot with `bytes` (written whole, synced, then renamed).
-    pub fn save(&self, g: GroupId, bytes: &[u8]) -> Result<(), String> {
-        let err = |e: std::io::Error| format!("{}: {e}", self.path(g).display());
-        std::fs::create_dir_all(&self.dir).map_err(err)?;
-        let tmp = self.dir.join(format!("g{g}.snap.tmp"));
-        let mut f = std::fs::File::create(&tmp).map_err(err)?;
-        f.write_all(bytes).map_err(err)?;
-        f.sync_data().map_err(err)?;
-        std::fs::rename(&tmp, self.path(g)).map_err(err)?;
-        Ok(())
+    /// Where group `g`'s received snapshot lies while it is installed.
+    pub fn installing_path(&self, g: GroupId) -> PathBuf {
+        self.dir.join(format!("g{g}.installing"))
     }
 
-    /// Deletes group `g`'s snapshot (this node no longer replicates the group).
-    pub fn remove(&self, g: GroupId) -> Result<(), String> {
-        match std::fs::remove_file(self.path(g)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(format!("{}: {e}", self.path(g).display())),
+    /// A new, unique path for a partial file of group `g`.
+    fn partial_path(&self, g: GroupId, ext: &str) -> Result<PathBuf, String> {
+        std::fs::create_dir_all(&self.dir).map_err(path_err(&self.dir))?;
+        let n = self.next.fetch_add(1, Relaxed);
+        let ms = crate::util::now_ms();
+        Ok(self.dir.join(format!("g{g}-{ms}-{n}.{ext}")))
+    }
+
+    /// Starts building group `g`'s snapshot: a new file with `meta`'s header, which
+    /// [`Writer::commit`] makes the group's snapshot.
+    pub fn create(&self, g: GroupId, meta: &Meta) -> Result<Writer, String> {
+        let tmp = self.partial_path(g, "tmp")?;
+        let file = File::create_new(&tmp).map_err(path_err(&tmp))?;
+        let mut w = Writer {
+            out: BufWriter::with_capacity(1024 * 1024, file),
+            dest: self.path(g),
+            dir: self.dir.clone(),
+            tmp,
+            bytes: 0,
+            done: false,
+        };
+        let meta = bincode::serialize(meta).map_err(|e| format!("snapshot meta: {e}"))?;
+        w.write(MAGIC)?;
+        w.write(&(meta.len() as u32).to_le_bytes())?;
+        w.write(&meta)?;
+        Ok(w)
+    }
+
+    /// A new, empty file to receive a snapshot of group `g` into (deleted if dropped before
+    /// it is installed).
+    pub fn receive(&self, g: GroupId) -> Result<SnapshotFile, String> {
+        let path = self.partial_path(g, "recv")?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(path_err(&path))?;
+        Ok(SnapshotFile {
+            file: tokio::fs::File::from_std(file),
+            receiving: Some(path),
+        })
+    }
+
+    /// Checks a received snapshot of group `g` whole (its header says `meta`, every record
+    /// is complete) and moves it to [`installing_path`](Self::installing_path), durably: from
+    /// then on a restart finishes installing it. A file that fails the check is deleted.
+    /// Blocks (reads the file).
+    pub fn stage(&self, g: GroupId, received: &Path, meta: &Meta) -> Result<u64, String> {
+        let checked = (|| {
+            let mut r = Reader::open(received)?;
+            if r.meta().snapshot_id != meta.snapshot_id || r.meta().last_log_id != meta.last_log_id
+            {
+                return Err(format!(
+                    "{}: holds snapshot {}, not {}",
+                    received.display(),
+                    r.meta().snapshot_id,
+                    meta.snapshot_id
+                ));
+            }
+            let mut records = 0u64;
+            while r.skip_record()? {
+                records += 1;
+            }
+            Ok(records)
+        })();
+        let records = match checked {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = std::fs::remove_file(received);
+                return Err(e);
+            }
+        };
+        self.put(received, &self.installing_path(g))?;
+        Ok(records)
+    }
+
+    /// The meta of group `g`'s snapshot whose install a restart cut short, if any.
+    pub fn staged(&self, g: GroupId) -> Result<Option<Meta>, String> {
+        match Reader::open(&self.installing_path(g)) {
+            Ok(r) => Ok(Some(r.meta)),
+            Err(ReadError::Missing) => Ok(None),
+            Err(e) => Err(e.to_string()),
         }
     }
 
-    /// Group `g`'s snapshot: its meta and whole file, if any.
-    pub fn load(&self, g: GroupId) -> Result<Option<(Meta, Vec<u8>)>, String> {
+    /// Makes group `g`'s installed snapshot (see [`stage`](Self::stage)) its current one.
+    pub fn commit_staged(&self, g: GroupId) -> Result<(), String> {
+        self.put(&self.installing_path(g), &self.path(g))
+    }
+
+    /// Makes the complete snapshot file at `from` group `g`'s current snapshot.
+    pub fn adopt(&self, g: GroupId, from: &Path) -> Result<(), String> {
+        self.put(from, &self.path(g))
+    }
+
+    /// Renames `from` to `to` and syncs the directory, so the rename survives a crash.
+    fn put(&self, from: &Path, to: &Path) -> Result<(), String> {
+        std::fs::rename(from, to).map_err(path_err(to))?;
+        sync_dir(&self.dir)
+    }
+
+    /// Deletes group `g`'s snapshot and any install of one (this node no longer replicates
+    /// the group).
+    pub fn remove(&self, g: GroupId) -> Result<(), String> {
+        for path in [self.path(g), self.installing_path(g)] {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(format!("{}: {e}", path.display())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Group `g`'s snapshot, if any: its meta and the open file (not read further).
+    pub fn load(&self, g: GroupId) -> Result<Option<(Meta, SnapshotFile)>, String> {
         let path = self.path(g);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(format!("{}: {e}", path.display())),
         };
-        let (meta, _) = split(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(Some((meta, bytes)))
+        let meta = read_header(&mut file, &path).map_err(|e| e.to_string())?;
+        Ok(Some((meta, SnapshotFile::from_std(file))))
     }
 }
 
-/// Starts a snapshot file's bytes with its header.
-pub fn begin(meta: &Meta) -> Result<Vec<u8>, String> {
-    let meta = bincode::serialize(meta).map_err(|e| e.to_string())?;
-    let mut out = Vec::with_capacity(64 + meta.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&(meta.len() as u32).to_le_bytes());
-    out.extend_from_slice(&meta);
-    Ok(out)
+fn sync_dir(dir: &Path) -> Result<(), String> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(path_err(dir))
 }
 
-/// Appends one stored key and value.
-pub fn push_record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
-    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
-    out.extend_from_slice(key);
-    out.extend_from_slice(&(value.len() as u32).to_le_bytes());
-    out.extend_from_slice(value);
+/// A snapshot being built: records are appended as they are read, through a buffer.
+pub struct Writer {
+    out: BufWriter<File>,
+    tmp: PathBuf,
+    dest: PathBuf,
+    dir: PathBuf,
+    bytes: u64,
+    done: bool,
 }
 
-/// The meta and the record section of a snapshot file.
-fn split(bytes: &[u8]) -> Result<(Meta, &[u8]), String> {
-    if bytes.len() < 12 || &bytes[..8] != MAGIC {
-        return Err("not a tallykv slot-group snapshot".to_string());
+impl Writer {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.bytes += bytes.len() as u64;
+        self.out.write_all(bytes).map_err(path_err(&self.tmp))
     }
-    let len = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize;
-    let meta_bytes = bytes.get(12..12 + len).ok_or("truncated snapshot header")?;
-    let meta = bincode::deserialize(meta_bytes).map_err(|e| format!("snapshot meta: {e}"))?;
-    Ok((meta, &bytes[12 + len..]))
+
+    /// Appends one stored key and value.
+    pub fn push(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
+        self.write(&(key.len() as u32).to_le_bytes())?;
+        self.write(key)?;
+        self.write(&(value.len() as u32).to_le_bytes())?;
+        self.write(value)
+    }
+
+    /// Syncs the file and renames it over the group's snapshot; returns it open for reading,
+    /// and its size.
+    pub fn commit(mut self) -> Result<(SnapshotFile, u64), String> {
+        let err = path_err(&self.tmp);
+        self.out.flush().map_err(&err)?;
+        self.out.get_ref().sync_data().map_err(&err)?;
+        std::fs::rename(&self.tmp, &self.dest).map_err(path_err(&self.dest))?;
+        self.done = true;
+        sync_dir(&self.dir)?;
+        let file = File::open(&self.dest).map_err(path_err(&self.dest))?;
+        Ok((SnapshotFile::from_std(file), self.bytes))
+    }
 }
 
-/// The records of a snapshot file, in order.
-pub fn records(bytes: &[u8]) -> Result<crate::storage::KeyValues, String> {
-    let (_, mut rest) = split(bytes)?;
-    let mut out = Vec::new();
-    let take = |rest: &mut &[u8]| -> Result<Vec<u8>, String> {
-        let len = rest
-            .get(..4)
-            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
-            .ok_or("truncated snapshot record")?;
-        let v = rest
-            .get(4..4 + len)
-            .ok_or("truncated snapshot record")?
-            .to_vec();
-        *rest = &rest[4 + len..];
-        Ok(v)
-    };
-    while !rest.is_empty() {
-        let k = take(&mut rest)?;
-        let v = take(&mut rest)?;
-        out.push((k, v));
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
     }
-    Ok(out)
+}
+
+/// Why a snapshot file could not be read.
+#[derive(Debug)]
+pub enum ReadError {
+    /// There is no such file.
+    Missing,
+    Bad(String),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Missing => f.write_str("no such snapshot file"),
+            ReadError::Bad(e) => f.write_str(e),
+        }
+    }
+}
+
+impl From<ReadError> for String {
+    fn from(e: ReadError) -> String {
+        e.to_string()
+    }
+}
+
+/// Reads the header of a snapshot file; `path` names it in errors.
+fn read_header(input: &mut impl Read, path: &Path) -> Result<Meta, ReadError> {
+    let bad = |what: &str| ReadError::Bad(format!("{}: {what}", path.display()));
+    let mut head = [0u8; 12];
+    if let Err(e) = input.read_exact(&mut head) {
+        return Err(match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => bad("not a tallykv slot-group snapshot"),
+            _ => bad(&e.to_string()),
+        });
+    }
+    if &head[..8] != MAGIC {
+        return Err(bad("not a tallykv slot-group snapshot"));
+    }
+    let len = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes")) as usize;
+    if len > MAX_META_BYTES {
+        return Err(bad(&format!("snapshot meta of {len} bytes")));
+    }
+    let mut meta = vec![0u8; len];
+    input.read_exact(&mut meta).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => bad("truncated snapshot header"),
+        _ => bad(&e.to_string()),
+    })?;
+    bincode::deserialize(&meta).map_err(|e| bad(&format!("snapshot meta: {e}")))
+}
+
+/// Reads a snapshot file record by record, through a buffer.
+pub struct Reader {
+    input: BufReader<File>,
+    path: PathBuf,
+    meta: Meta,
+    /// Where the next record starts (for error messages).
+    offset: u64,
+}
+
+impl Reader {
+    /// Opens the snapshot file at `path` and reads its header.
+    pub fn open(path: &Path) -> Result<Reader, ReadError> {
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ReadError::Missing),
+            Err(e) => return Err(ReadError::Bad(format!("{}: {e}", path.display()))),
+        };
+        let mut input = BufReader::with_capacity(1024 * 1024, file);
+        let meta = read_header(&mut input, path)?;
+        let offset = 12 + bincode::serialized_size(&meta).unwrap_or(0);
+        Ok(Reader {
+            input,
+            path: path.to_path_buf(),
+            meta,
+            offset,
+        })
+    }
+
+    pub fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
+    fn bad(&self, what: impl std::fmt::Display) -> String {
+        format!(
+            "{}: {what} (record at byte {})",
+            self.path.display(),
+            self.offset
+        )
+    }
+
+    /// Whether another record follows (false at the end of the file).
+    fn more(&mut self) -> Result<bool, String> {
+        match self.input.fill_buf() {
+            Ok(buf) => Ok(!buf.is_empty()),
+            Err(e) => Err(self.bad(e)),
+        }
+    }
+
+    /// Reads one length-prefixed field into `out` (or skips it, for None).
+    fn field(&mut self, out: Option<&mut Vec<u8>>) -> Result<u64, String> {
+        let mut len = [0u8; 4];
+        self.input
+            .read_exact(&mut len)
+            .map_err(|e| self.truncated(e))?;
+        let len = u32::from_le_bytes(len) as u64;
+        let got = match out {
+            Some(out) => {
+                out.reserve((len as usize).min(MAX_RESERVE));
+                (&mut self.input).take(len).read_to_end(out)
+            }
+            None => std::io::copy(&mut (&mut self.input).take(len), &mut std::io::sink())
+                .map(|n| n as usize),
+        }
+        .map_err(|e| self.bad(e))?;
+        if got as u64 != len {
+            return Err(self.bad("truncated snapshot record"));
+        }
+        Ok(4 + len)
+    }
+
+    fn truncated(&self, e: std::io::Error) -> String {
+        match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => self.bad("truncated snapshot record"),
+            _ => self.bad(e),
+        }
+    }
+
+    /// The next record (stored key, stored value), or None at the end of the file.
+    pub fn next_record(&mut self) -> Result<Option<Record>, String> {
+        if !self.more()? {
+            return Ok(None);
+        }
+        let (mut key, mut value) = (Vec::new(), Vec::new());
+        let n = self.field(Some(&mut key))? + self.field(Some(&mut value))?;
+        self.offset += n;
+        Ok(Some((key, value)))
+    }
+
+    /// Steps over the next record; false at the end of the file.
+    pub fn skip_record(&mut self) -> Result<bool, String> {
+        if !self.more()? {
+            return Ok(false);
+        }
+        let n = self.field(None)? + self.field(None)?;
+        self.offset += n;
+        Ok(true)
+    }
+
+    /// The next records, at most `max_records` and, past the first, `max_bytes` of keys and
+    /// values; empty at the end of the file.
+    pub fn next_batch(
+        &mut self,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<KeyValues, String> {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        while batch.len() < max_records && (batch.is_empty() || bytes < max_bytes) {
+            let Some((k, v)) = self.next_record()? else {
+                break;
+            };
+            bytes += k.len() + v.len();
+            batch.push((k, v));
+        }
+        Ok(batch)
+    }
+}
+
+/// openraft's snapshot data: a snapshot file, read in chunks when a snapshot is sent and
+/// written in chunks when one is received.
+#[derive(Debug)]
+pub struct SnapshotFile {
+    file: tokio::fs::File,
+    /// Set while a snapshot is being received into this file: dropped before it is
+    /// installed (openraft gave up on it, or a newer one came), the file is deleted.
+    receiving: Option<PathBuf>,
+}
+
+impl SnapshotFile {
+    /// A snapshot file opened for reading.
+    pub fn from_std(file: File) -> SnapshotFile {
+        SnapshotFile {
+            file: tokio::fs::File::from_std(file),
+            receiving: None,
+        }
+    }
+
+    /// Ends receiving: syncs the file and returns where it lies, now the caller's to move or
+    /// delete.
+    pub async fn finish_receiving(mut self) -> Result<PathBuf, String> {
+        let path = self
+            .receiving
+            .take()
+            .ok_or("this snapshot file was not received")?;
+        // Also completes a write openraft's flush left in flight.
+        if let Err(e) = self.file.sync_data().await {
+            let _ = std::fs::remove_file(&path);
+            return Err(format!("{}: {e}", path.display()));
+        }
+        Ok(path)
+    }
+}
+
+impl Drop for SnapshotFile {
+    fn drop(&mut self) {
+        if let Some(path) = self.receiving.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+impl AsyncRead for SnapshotFile {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.file).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SnapshotFile {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.file).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.file).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.file).poll_shutdown(cx)
+    }
+}
+
+impl AsyncSeek for SnapshotFile {
+    fn start_seek(mut self: Pin<&mut Self>, position: std::io::SeekFrom) -> std::io::Result<()> {
+        Pin::new(&mut self.file).start_seek(position)
+    }
+
+    fn poll_complete(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<u64>> {
+        Pin::new(&mut self.file).poll_complete(cx)
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
     use super::*;
+
+    fn meta(id: &str) -> Meta {
+        Meta {
+            last_log_id: None,
+            last_membership: Default::default(),
+            snapshot_id: id.into(),
+        }
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    }
+
+    fn read_all(path: &Path) -> Result<KeyValues, String> {
+        let mut r = Reader::open(path)?;
+        let mut out = Vec::new();
+        while let Some(kv) = r.next_record()? {
+            out.push(kv);
+        }
+        Ok(out)
+    }
 
     #[test]
     fn round_trip_and_damage() {
-        let meta = Meta {
-            last_log_id: None,
-            last_membership: Default::default(),
-            snapshot_id: "x".into(),
-        };
-        let mut b = begin(&meta).unwrap();
-        push_record(&mut b, b"k1", b"v1");
-        push_record(&mut b, b"k2", b"");
-        assert_eq!(
-            records(&b).unwrap(),
-            vec![(b"k1".to_vec(), b"v1".to_vec()), (b"k2".to_vec(), vec![])]
-        );
         let dir = tempfile::tempdir().unwrap();
         let files = SnapshotFiles::new(dir.path());
         assert!(files.load(3).unwrap().is_none());
-        files.save(3, &b).unwrap();
-        let (m, bytes) = files.load(3).unwrap().unwrap();
+        let mut w = files.create(3, &meta("x")).unwrap();
+        w.push(b"k1", b"v1").unwrap();
+        w.push(b"k2", b"").unwrap();
+        let (_, size) = w.commit().unwrap();
+        let path = files.path(3);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), size);
+        let want = vec![(b"k1".to_vec(), b"v1".to_vec()), (b"k2".to_vec(), vec![])];
+        assert_eq!(read_all(&path).unwrap(), want);
+        let (m, _) = files.load(3).unwrap().unwrap();
         assert_eq!(m.snapshot_id, "x");
-        assert_eq!(bytes, b);
-        assert!(records(&b[..b.len() - 1]).is_err());
-        assert!(records(b"garbage").is_err());
+        // Nothing partial is left behind.
+        let names: Vec<_> = std::fs::read_dir(&files.dir).unwrap().flatten().collect();
+        assert_eq!(names.len(), 1);
+
+        let bytes = std::fs::read(&path).unwrap();
+        let damaged = dir.path().join("damaged.snap");
+        for cut in [1, 3, 7] {
+            std::fs::write(&damaged, &bytes[..bytes.len() - cut]).unwrap();
+            let e = read_all(&damaged).unwrap_err();
+            assert!(e.contains("damaged.snap"), "{e}");
+            assert!(e.contains("truncated snapshot record"), "{e}");
+        }
+        std::fs::write(&damaged, &bytes[..14]).unwrap();
+        let e = read_all(&damaged).unwrap_err();
+        assert!(e.contains("damaged.snap: truncated snapshot header"), "{e}");
+        std::fs::write(&damaged, b"garbage").unwrap();
+        let e = read_all(&damaged).unwrap_err();
+        assert!(
+            e.contains("damaged.snap: not a tallykv slot-group snapshot"),
+            "{e}"
+        );
+        // A valid header whose record lengths are garbage: no huge allocation, an error.
+        let mut junk = bytes[..bytes.len() - 18].to_vec();
+        junk.extend_from_slice(&[0xff; 40]);
+        std::fs::write(&damaged, &junk).unwrap();
+        assert!(read_all(&damaged).unwrap_err().contains("truncated"));
+        assert!(matches!(
+            Reader::open(&dir.path().join("none")),
+            Err(ReadError::Missing)
+        ));
+    }
+
+    #[test]
+    fn batches_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = SnapshotFiles::new(dir.path());
+        let mut w = files.create(1, &meta("b")).unwrap();
+        for i in 0..25u32 {
+            w.push(&i.to_be_bytes(), &[7u8; 100]).unwrap();
+        }
+        w.commit().unwrap();
+        let mut r = Reader::open(&files.path(1)).unwrap();
+        let sizes: Vec<usize> = std::iter::from_fn(|| {
+            let b = r.next_batch(10, 350).unwrap();
+            (!b.is_empty()).then_some(b.len())
+        })
+        .collect();
+        // 104 bytes a record: the batch closes once 350 bytes are reached.
+        assert_eq!(sizes, vec![4, 4, 4, 4, 4, 4, 1]);
+        let mut r = Reader::open(&files.path(1)).unwrap();
+        assert_eq!(r.next_batch(3, usize::MAX).unwrap().len(), 3);
+        // A record larger than the byte bound still makes a batch of one.
+        assert_eq!(r.next_batch(10, 1).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn received_files_are_staged_or_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = SnapshotFiles::new(dir.path());
+        let mut w = files.create(2, &meta("s")).unwrap();
+        w.push(b"a", b"1").unwrap();
+        w.commit().unwrap();
+        let sent = std::fs::read(files.path(2)).unwrap();
+        runtime().block_on(async {
+            // Received in two chunks, the second written first (openraft seeks to offsets).
+            let mut f = files.receive(2).unwrap();
+            f.seek(std::io::SeekFrom::Start(5)).await.unwrap();
+            f.write_all(&sent[5..]).await.unwrap();
+            f.seek(std::io::SeekFrom::Start(0)).await.unwrap();
+            f.write_all(&sent[..5]).await.unwrap();
+            f.shutdown().await.unwrap();
+            let path = f.finish_receiving().await.unwrap();
+            assert_eq!(std::fs::read(&path).unwrap(), sent);
+            assert!(files.staged(2).unwrap().is_none());
+            assert_eq!(files.stage(2, &path, &meta("s")).unwrap(), 1);
+            assert!(!path.exists());
+            assert_eq!(files.staged(2).unwrap().unwrap().snapshot_id, "s");
+            files.commit_staged(2).unwrap();
+            assert!(files.staged(2).unwrap().is_none());
+
+            // Another snapshot's file is refused and deleted.
+            let mut f = files.receive(2).unwrap();
+            f.write_all(&sent).await.unwrap();
+            let path = f.finish_receiving().await.unwrap();
+            let e = files.stage(2, &path, &meta("other")).unwrap_err();
+            assert!(e.contains("holds snapshot s, not other"), "{e}");
+            assert!(!path.exists());
+
+            // A truncated one too.
+            let mut f = files.receive(2).unwrap();
+            f.write_all(&sent[..sent.len() - 1]).await.unwrap();
+            let path = f.finish_receiving().await.unwrap();
+            let e = files.stage(2, &path, &meta("s")).unwrap_err();
+            assert!(e.contains(&path.display().to_string()), "{e}");
+            assert!(!path.exists());
+
+            // A receive given up is deleted; the current snapshot reads back in full.
+            let f = files.receive(2).unwrap();
+            drop(f);
+            let (m, mut f) = files.load(2).unwrap().unwrap();
+            assert_eq!(m.snapshot_id, "s");
+            let mut back = Vec::new();
+            f.seek(std::io::SeekFrom::Start(0)).await.unwrap();
+            f.read_to_end(&mut back).await.unwrap();
+            assert_eq!(back, sent);
+        });
+        let names: Vec<String> = std::fs::read_dir(&files.dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["g2.snap".to_string()]);
+    }
+
+    #[test]
+    fn partial_files_are_deleted_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = SnapshotFiles::new(dir.path());
+        let keep = files.create(4, &meta("k")).unwrap();
+        keep.commit().unwrap();
+        let recv = files.partial_path(4, "recv").unwrap();
+        let tmp = files.partial_path(4, "tmp").unwrap();
+        std::fs::write(&recv, b"half").unwrap();
+        std::fs::write(&tmp, b"half").unwrap();
+        std::fs::write(
+            files.installing_path(4),
+            std::fs::read(files.path(4)).unwrap(),
+        )
+        .unwrap();
+        let files = SnapshotFiles::new(dir.path());
+        assert!(!recv.exists() && !tmp.exists());
+        assert!(files.path(4).exists());
+        assert_eq!(files.staged(4).unwrap().unwrap().snapshot_id, "k");
+        files.remove(4).unwrap();
+        assert!(files.staged(4).unwrap().is_none() && files.load(4).unwrap().is_none());
     }
 }

@@ -1,8 +1,6 @@
 //! The Raft type configuration every cluster part shares: what a log entry carries, what
 //! applying it returns, and how a node is addressed.
 
-use std::io::Cursor;
-
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -62,6 +60,9 @@ pub enum Request {
     Expired { now: u64, keys: Vec<Bytes> },
     /// The meta group's only entry: the whole new cluster map (taken if its epoch is newer).
     Map(Box<super::topology::Layout>),
+    /// Keys the leader chose to evict (over maxmemory): each is deleted if it still exists.
+    /// (Last, so the entries stored before it existed decode unchanged.)
+    Evict { keys: Vec<Bytes> },
 }
 
 /// What applying an entry returns to the proposer: one encoded RESP reply per command.
@@ -77,7 +78,7 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = NodeInfo,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = super::snapshot::SnapshotFile,
         AsyncRuntime = openraft::TokioRuntime,
 );
 

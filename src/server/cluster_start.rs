@@ -161,7 +161,9 @@ fn start(
             (id, first_state(&startup, &storage, id, map)?, false)
         }
     };
-    ClusterNode::start(config, id, state, &startup, storage, link, bootstrap)
+    let node = ClusterNode::start(config, id, state, &startup, storage, link, bootstrap)?;
+    node.set_evictor(super::replica::evictor(shared.inboxes.clone()));
+    Ok(node)
 }
 
 /// A node's first meta state, starting from `map` as node `id`, stored before any group

@@ -64,6 +64,9 @@ pub enum CoreMsg {
     Call(Box<dyn FnOnce(&Core) + Send>),
 }
 
+/// Valkey's refusal of a command that may grow memory when over maxmemory.
+pub const OOM: &str = "OOM command not allowed when used memory > 'maxmemory'.";
+
 pub struct Core {
     pub id: usize,
     pub shard: RefCell<Shard>,
@@ -78,6 +81,11 @@ pub struct Core {
     pub(super) me: std::rc::Weak<Core>,
     /// Raft applied marks per slot group (cluster mode).
     pub(super) marks: RefCell<super::replica::Marks>,
+    /// The groups this core has an eviction proposal in flight for (cluster mode).
+    pub(super) evicting: RefCell<std::collections::BTreeSet<crate::cluster::types::GroupId>>,
+    /// Writes bound for each group's log from this core's connections in the current turn,
+    /// proposed together as one entry (cluster mode; see [`super::routing::propose_merged`]).
+    pub(super) merging: RefCell<super::routing::Merging>,
 }
 
 /// The slots core `core` of `cores` owns: a contiguous range, so SCAN can walk cores in order.
@@ -114,6 +122,8 @@ impl Core {
                 .then(super::persist::Persist::default),
             me: me.clone(),
             marks: RefCell::default(),
+            evicting: RefCell::default(),
+            merging: RefCell::default(),
             shared,
             senders,
         })
@@ -124,7 +134,7 @@ impl Core {
     }
 
     /// Copies runtime settings that shards cache (encoding limits, LRU/LFU mode).
-    fn sync_settings(&self, shard: &mut Shard) {
+    pub(super) fn sync_settings(&self, shard: &mut Shard) {
         let rt = &self.shared.config.runtime;
         shard.hash_limits = HashLimits {
             max_listpack_entries: rt.hash_max_listpack_entries(),
@@ -171,7 +181,7 @@ impl Core {
             let start = out.buf.len();
             let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
                 if op.flags & flags::DENYOOM != 0 && !self.make_room(&mut shard, now) {
-                    out.error("OOM command not allowed when used memory > 'maxmemory'.");
+                    out.error(OOM);
                     return false;
                 }
                 let mut ctx = Ctx {

@@ -293,6 +293,7 @@ fn spawn_ticker(core: Rc<Core>) {
                 if let Some(storage) = core.shared.storage() {
                     core.shared.memory.set_not_counted(storage.memory_bytes());
                 }
+                replica::evict_pressure(&core);
                 sample_ops(&core.shared);
                 persist::snapshot_tick(&core);
                 conn::close_idle_clients(&core.shared);

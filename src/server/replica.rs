@@ -10,9 +10,10 @@ use bytes::Bytes;
 use futures::channel::{mpsc, oneshot};
 use futures::future::BoxFuture;
 
-use super::core::{Core, CoreMsg, Op, owned_slots};
+use super::core::{Core, CoreMsg, Op, evict_policy, owned_slots};
 use crate::cluster::key_slot;
 use crate::cluster::sm::{ApplyItem, Cores};
+use crate::cluster::node::Evictor;
 use crate::cluster::types::{GroupId, LogId, Membership, Request, Response};
 use crate::command::table::{lookup, lookup_sub, registry};
 use crate::command::{Exec, flags};
@@ -169,7 +170,9 @@ impl Cores for CoreLink {
                 .map(|it| Response {
                     replies: match &*it.request {
                         Request::Commands { cmds, .. } => vec![Bytes::new(); cmds.len()],
-                        Request::Expired { .. } | Request::Map(_) => Vec::new(),
+                        Request::Expired { .. } | Request::Evict { .. } | Request::Map(_) => {
+                            Vec::new()
+                        }
                     },
                 })
                 .collect();
@@ -225,6 +228,43 @@ impl Cores for CoreLink {
         Box::pin(async move { done.await?.into_iter().collect() })
     }
 
+    fn install_begin(
+        &self,
+        group: GroupId,
+        slots: Range<usize>,
+    ) -> BoxFuture<'static, Result<(), String>> {
+        let range = slots.clone();
+        let done = self.on_cores(&range, "installing a snapshot", move |core| {
+            install_begin_on_core(core, group, slots.clone())
+        });
+        Box::pin(async move { done.await.map(drop) })
+    }
+
+    fn install_records(
+        &self,
+        _group: GroupId,
+        slots: Range<usize>,
+        records: KeyValues,
+    ) -> BoxFuture<'static, Result<(), String>> {
+        let range = slots.clone();
+        let done = self.on_cores(&range, "installing a snapshot", move |core| {
+            install_records_on_core(core, slots.clone(), &records)
+        });
+        Box::pin(async move { done.await?.into_iter().collect() })
+    }
+
+    fn install_finish(
+        &self,
+        group: GroupId,
+        slots: Range<usize>,
+        last: Option<LogId>,
+    ) -> BoxFuture<'static, Result<(), String>> {
+        let done = self.on_cores(&slots, "installing a snapshot", move |core| {
+            install_finish_on_core(core, group, last)
+        });
+        Box::pin(async move { done.await.map(drop) })
+    }
+
     fn save_membership(&self, group: GroupId, m: &Membership) -> Result<(), String> {
         let value = bincode::serialize(m).map_err(|e| e.to_string())?;
         self.write_raft_item(membership_key(group), value);
@@ -251,6 +291,14 @@ fn apply_on_core(
         }
         match &*item.request {
             Request::Commands { now, resp3, cmds } => {
+                {
+                    // New keys' LRU/LFU stamps come from the shard's clock: the entry's
+                    // time, not whenever this core last served a client directly (a stale
+                    // clock made keys written through the log look idle to eviction).
+                    let mut shard = core.shard.borrow_mut();
+                    core.sync_settings(&mut shard);
+                    shard.clock_ms = *now;
+                }
                 for (j, args) in cmds.iter().enumerate() {
                     let Some((op, slot)) = resolve(reg, args) else {
                         let mut out = Out::new(*resp3);
@@ -282,6 +330,18 @@ fn apply_on_core(
                 }
                 shard.expire_deletes = false;
             }
+            Request::Evict { keys } => {
+                let mut shard = core.shard.borrow_mut();
+                let mut evicted = false;
+                for key in keys {
+                    if owned.contains(&(key_slot(key) as usize)) {
+                        evicted |= shard.evict_decided(key);
+                    }
+                }
+                if evicted {
+                    crate::metrics::memory::flush_thread_cache();
+                }
+            }
         }
     }
     core.set_applied_mark(group, Some(last));
@@ -289,7 +349,8 @@ fn apply_on_core(
     replies
 }
 
-/// Replaces this core's keys of `slots` with the snapshot's `records`.
+/// Replaces this core's keys of `slots` with the snapshot's `records`, in one step: the
+/// deletions, the records and the new mark reach storage in one batch.
 fn install_on_core(
     core: &Core,
     group: GroupId,
@@ -297,37 +358,13 @@ fn install_on_core(
     records: &[(Vec<u8>, Vec<u8>)],
     last: Option<LogId>,
 ) -> Result<(), String> {
-    {
-        let mut shard = core.shard.borrow_mut();
-        let owned = shard.owned_slots();
-        let mine = slots.start.max(owned.start)..slots.end.min(owned.end);
-        let mut old: Vec<Vec<u8>> = Vec::new();
-        for slot in mine.clone() {
-            // Time 0: every key, expired or not.
-            shard.for_each_in_slot(slot, 0, |e| old.push(e.key().to_vec()));
-        }
-        for key in &old {
-            shard.apply(Mutation::Del { key });
-        }
-        let limits = shard.hash_limits;
-        for (k, v) in records {
-            let (slot, key) = codec::decode_key(k)?;
-            if !mine.contains(&(slot as usize)) {
-                continue;
-            }
-            let (value, expire_at) = codec::decode_value(v, limits)?;
-            shard.apply(Mutation::Restore {
-                key,
-                value,
-                expire_at,
-            });
-        }
-    }
+    delete_slots_on_core(core, &slots);
+    let restored = restore_on_core(core, &slots, records);
     // None (the node stops replicating the group): the log restarts from scratch if the
     // group comes back here, so no entry may be skipped as already applied.
     core.set_applied_mark(group, last);
     core.finish();
-    Ok(())
+    restored
 }
 
 /// The shard function and key slot of a replicated command (None: not a keyed command).
@@ -423,4 +460,187 @@ pub fn propose_expired(core: &Core, cluster: &crate::cluster::node::ClusterNode)
         // Fire and forget: a lost proposal is found again on a later lap.
         drop(cluster.propose(g, Request::Expired { now, keys }));
     }
+}
+
+/// Keys one eviction proposal carries at most.
+const EVICT_BATCH: usize = 512;
+
+/// The leader's side of eviction (cluster mode): asks the cores owning parts of group `g`'s
+/// `slots` to evict about `bytes` of its keys, each in proportion to its part (see
+/// [`ClusterNode::request_evictions`] for who asks).
+pub fn evictor(inboxes: Vec<mpsc::UnboundedSender<CoreMsg>>) -> Evictor {
+    Box::new(move |g, slots, bytes| {
+        let n = inboxes.len();
+        let width = slots.len().max(1) as u64;
+        for (c, inbox) in inboxes.iter().enumerate() {
+            let r = owned_slots(c, n);
+            let part = r.end.min(slots.end).saturating_sub(r.start.max(slots.start)) as u64;
+            if part == 0 {
+                continue;
+            }
+            let share = bytes * part / width + 1;
+            let _ = inbox.unbounded_send(CoreMsg::Call(Box::new(move |core: &Core| {
+                propose_evictions(core, g, share)
+            })));
+        }
+    })
+}
+
+/// As group `g`'s leader: picks about `bytes` of this core's keys of the group by the
+/// maxmemory-policy and proposes their deletion through the group's log, so every replica
+/// evicts the same keys and none decides on its own. One proposal per group and core at a
+/// time (a request meanwhile is dropped: the node over the limit asks again).
+fn propose_evictions(core: &Core, g: GroupId, bytes: u64) {
+    let Some(cluster) = core.shared.cluster() else {
+        return;
+    };
+    let rt = &core.shared.config.runtime;
+    let Some(policy) = evict_policy(rt.maxmemory_policy()) else {
+        return;
+    };
+    if cluster.leader(g) != Some(cluster.id) || core.evicting.borrow().contains(&g) {
+        return;
+    }
+    let in_group = |k: &[u8]| cluster.group_of(key_slot(k) as usize) == g;
+    let victims = {
+        let mut shard = core.shard.borrow_mut();
+        core.sync_settings(&mut shard);
+        let now = crate::util::now_ms();
+        shard.pick_victims(
+            policy,
+            rt.maxmemory_samples(),
+            now,
+            &in_group,
+            bytes,
+            EVICT_BATCH,
+        )
+    };
+    if victims.is_empty() {
+        return;
+    }
+    let keys = victims.into_iter().map(Bytes::from).collect();
+    let proposal = cluster.propose(g, Request::Evict { keys });
+    let Some(me) = core.me.upgrade() else {
+        return;
+    };
+    core.evicting.borrow_mut().insert(g);
+    glommio::spawn_local(async move {
+        // A refused or lost proposal evicted nothing: a later request picks again.
+        let _ = proposal.await;
+        me.evicting.borrow_mut().remove(&g);
+    })
+    .detach();
+}
+
+/// This node over maxmemory with an evicting policy: asks the leaders of its groups to
+/// evict (called each memory sample, and when a write finds memory over the limit).
+pub fn evict_pressure(core: &Core) {
+    let Some(cluster) = core.shared.cluster() else {
+        return;
+    };
+    let rt = &core.shared.config.runtime;
+    let limit = rt.maxmemory();
+    if limit == 0 || evict_policy(rt.maxmemory_policy()).is_none() {
+        return;
+    }
+    let mem = &core.shared.memory;
+    mem.publish(core.id);
+    let used = mem.used_for_eviction();
+    if used > limit {
+        cluster.request_evictions(used - limit);
+    }
+}
+
+/// Whether writes that may grow memory (DENYOOM) are refused now, as this node's leader
+/// checks before proposing them: over maxmemory with noeviction, or over it by more than an
+/// eighth with an evicting policy (the evictions, which go through the log, have not kept
+/// up). Over the limit with an evicting policy also starts evictions on every core.
+pub fn refuse_growth(core: &Core) -> bool {
+    let rt = &core.shared.config.runtime;
+    let limit = rt.maxmemory();
+    if limit == 0 {
+        return false;
+    }
+    let mem = &core.shared.memory;
+    mem.publish(core.id);
+    let used = mem.used_for_eviction();
+    if used <= limit {
+        return false;
+    }
+    if evict_policy(rt.maxmemory_policy()).is_none() {
+        return true;
+    }
+    evict_pressure(core);
+    used > limit + limit / 8
+}
+
+/// Deletes every key of `slots` this core owns (expired or not).
+fn delete_slots_on_core(core: &Core, slots: &Range<usize>) {
+    let mut shard = core.shard.borrow_mut();
+    let owned = shard.owned_slots();
+    let mine = slots.start.max(owned.start)..slots.end.min(owned.end);
+    let mut old: Vec<Vec<u8>> = Vec::new();
+    for slot in mine {
+        // Time 0: every key, expired or not.
+        shard.for_each_in_slot(slot, 0, |e| old.push(e.key().to_vec()));
+    }
+    for key in &old {
+        shard.apply(Mutation::Del { key });
+    }
+}
+
+/// Adds the `records` (stored key, stored value) of `slots` this core owns.
+fn restore_on_core(
+    core: &Core,
+    slots: &Range<usize>,
+    records: &[(Vec<u8>, Vec<u8>)],
+) -> Result<(), String> {
+    let mut shard = core.shard.borrow_mut();
+    let owned = shard.owned_slots();
+    let mine = slots.start.max(owned.start)..slots.end.min(owned.end);
+    let limits = shard.hash_limits;
+    for (k, v) in records {
+        let (slot, key) = codec::decode_key(k)?;
+        if !mine.contains(&(slot as usize)) {
+            continue;
+        }
+        let (value, expire_at) = codec::decode_value(v, limits)?;
+        shard.apply(Mutation::Restore {
+            key,
+            value,
+            expire_at,
+        });
+    }
+    Ok(())
+}
+
+/// A streamed install's first step on this core: deletes its keys of `slots` and clears its
+/// applied mark for `group`, handed to storage now in one batch, so no later step's writes
+/// can reach the disk before them, and a crash keeps the old keys and mark or neither.
+fn install_begin_on_core(core: &Core, group: GroupId, slots: Range<usize>) {
+    delete_slots_on_core(core, &slots);
+    core.set_applied_mark(group, None);
+    core.flush_changes();
+    core.finish();
+}
+
+/// A streamed install's batch on this core, handed to storage now (so the installer sees
+/// the writer's backlog and waits for it).
+fn install_records_on_core(
+    core: &Core,
+    slots: Range<usize>,
+    records: &[(Vec<u8>, Vec<u8>)],
+) -> Result<(), String> {
+    let restored = restore_on_core(core, &slots, records);
+    core.flush_changes();
+    core.finish();
+    restored
+}
+
+/// A streamed install's last step on this core: its applied mark for `group`, handed to
+/// storage after every record.
+fn install_finish_on_core(core: &Core, group: GroupId, last: Option<LogId>) {
+    core.set_applied_mark(group, last);
+    core.flush_changes();
+    core.finish();
 }

@@ -33,6 +33,9 @@ impl EvictPolicy {
 }
 
 const POOL_SIZE: usize = 16;
+/// What an entry costs beyond its key and value bytes (table slot, header): for estimating
+/// how much a set of victims frees.
+const ENTRY_OVERHEAD: usize = 48;
 pub(super) const LFU_INIT_VAL: u32 = 5;
 
 /// The best eviction candidates seen so far, ascending by score (best last).
@@ -115,27 +118,70 @@ impl Shard {
     /// Evicts one key under `policy`, sampling `samples` keys; returns false when there is
     /// nothing left that the policy may evict.
     pub fn evict_one(&mut self, policy: EvictPolicy, samples: usize, now: u64) -> bool {
+        match self.next_victim(policy, samples, now, &|_| true) {
+            Some(key) => {
+                self.evict_key(&key);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Chooses keys to evict under `policy` without deleting them, among those `allowed`
+    /// accepts, until their sizes add up to `bytes` or there are `max` of them. A cluster
+    /// leader evicts this way: it proposes the deletes through its group's log (only keys
+    /// of the groups it leads are allowed), and every replica applies them.
+    pub fn pick_victims(
+        &mut self,
+        policy: EvictPolicy,
+        samples: usize,
+        now: u64,
+        allowed: &dyn Fn(&[u8]) -> bool,
+        bytes: u64,
+        max: usize,
+    ) -> Vec<Box<[u8]>> {
+        let mut picked: ahash::AHashSet<Box<[u8]>> = ahash::AHashSet::new();
+        let mut freed = 0u64;
+        while freed < bytes && picked.len() < max {
+            let Some(key) =
+                self.next_victim(policy, samples, now, &|k| allowed(k) && !picked.contains(k))
+            else {
+                break;
+            };
+            freed += self
+                .peek(&key, 0)
+                .map_or(0, |e| (e.key().len() + e.heap_size() + ENTRY_OVERHEAD) as u64);
+            picked.insert(key);
+        }
+        picked.into_iter().collect()
+    }
+
+    /// The next key `policy` would evict among those `allowed` accepts (None when sampling
+    /// finds none).
+    fn next_victim(
+        &mut self,
+        policy: EvictPolicy,
+        samples: usize,
+        now: u64,
+        allowed: &dyn Fn(&[u8]) -> bool,
+    ) -> Option<Box<[u8]>> {
         let volatile_only = policy.volatile_only();
         if matches!(
             policy,
             EvictPolicy::AllKeysRandom | EvictPolicy::VolatileRandom
         ) {
             for _ in 0..samples.max(1) * 4 {
-                let Some((slot, index)) = self.sample_position(volatile_only) else {
-                    return false;
-                };
+                let (slot, index) = self.sample_position(volatile_only)?;
                 let entry = self.slots[slot]
                     .table
                     .get_bucket(index)
                     .expect("sampled a full bucket");
-                if volatile_only && entry.expire_at().is_none() {
+                if (volatile_only && entry.expire_at().is_none()) || !allowed(entry.key()) {
                     continue;
                 }
-                let key: Box<[u8]> = entry.key().into();
-                self.evict_key(&key);
-                return true;
+                return Some(entry.key().into());
             }
-            return false;
+            return None;
         }
         loop {
             // Refill the pool with fresh samples.
@@ -151,7 +197,7 @@ impl Shard {
                     .table
                     .get_bucket(index)
                     .expect("sampled a full bucket");
-                if volatile_only && entry.expire_at().is_none() {
+                if (volatile_only && entry.expire_at().is_none()) || !allowed(entry.key()) {
                     continue;
                 }
                 sampled += 1;
@@ -159,25 +205,30 @@ impl Shard {
                 let key: Box<[u8]> = entry.key().into();
                 self.evict_pool.offer(score, &key);
             }
-            // Evict the best candidate that still exists (and is still eligible).
-            let mut evicted = false;
+            // The best candidate that still exists (and is still eligible).
             while let Some((_, key)) = self.evict_pool.items.pop() {
-                let eligible = self
-                    .peek(&key, 0)
-                    .is_some_and(|e| !volatile_only || e.expire_at().is_some());
+                let eligible = allowed(&key)
+                    && self
+                        .peek(&key, 0)
+                        .is_some_and(|e| !volatile_only || e.expire_at().is_some());
                 if eligible {
-                    self.evict_key(&key);
-                    evicted = true;
-                    break;
+                    return Some(key);
                 }
             }
-            if evicted {
-                return true;
-            }
             if sampled == 0 {
-                return false;
+                return None;
             }
         }
+    }
+
+    /// Deletes `key` as an eviction the leader decided (applied from the log); false if it
+    /// no longer exists.
+    pub fn evict_decided(&mut self, key: &[u8]) -> bool {
+        if self.peek(key, 0).is_none() {
+            return false;
+        }
+        self.evict_key(key);
+        true
     }
 
     /// A random entry's position for eviction sampling. With `volatile_only` it is always a

@@ -738,6 +738,40 @@ fn lru_evicts_the_idlest_keys_first_when_everything_is_sampled() {
 }
 
 #[test]
+fn picked_victims_are_the_idlest_allowed_keys_and_stay_until_evicted() {
+    fastrand::seed(3);
+    let mut s = shard();
+    s.clock_ms = T0;
+    for i in 0..10 {
+        for prefix in ["a", "b"] {
+            set(&mut s, &key(prefix, i), Ttl::Clear);
+            make_idle(&mut s, &key(prefix, i), T0, (i as u64 + 1) * 10_000);
+        }
+    }
+    let only_a = |k: &[u8]| k.starts_with(b"a");
+    // Everything sampled: the three idlest "a" keys, whatever "b" keys are idler.
+    let mut picked = s.pick_victims(EvictPolicy::AllKeysLru, 64, T0, &only_a, u64::MAX, 3);
+    picked.sort();
+    assert_eq!(picked, vec![key("a", 7).into(), key("a", 8).into(), key("a", 9).into()]);
+    assert_eq!(s.len(), 20, "picking deletes nothing");
+    assert_eq!(s.stats.evicted_keys.get(), 0);
+    // A byte budget stops the picking once the victims' sizes cover it.
+    let one = s.pick_victims(EvictPolicy::AllKeysLru, 64, T0, &only_a, 1, 100);
+    assert_eq!(one.len(), 1);
+    // Applied from the log: deleted and counted as evictions; a key already gone is not.
+    for k in &picked {
+        assert!(s.evict_decided(k));
+    }
+    assert!(!s.evict_decided(&key("a", 9)));
+    assert_eq!((s.len(), s.stats.evicted_keys.get()), (17, 3));
+    // Nothing allowed: nothing picked.
+    assert!(
+        s.pick_victims(EvictPolicy::AllKeysLru, 64, T0, &|_| false, u64::MAX, 10)
+            .is_empty()
+    );
+}
+
+#[test]
 fn lru_sampling_with_the_pool_approximates_lru() {
     fastrand::seed(2);
     let mut s = shard();

@@ -218,7 +218,10 @@ impl Storage {
         let writer = storage.clone();
         std::thread::Builder::new()
             .name("tallykv-writer".into())
-            .spawn(move || writer.run_writer(rx))
+            .spawn(move || {
+                crate::metrics::memory::bind_storage_arena();
+                writer.run_writer(rx)
+            })
             .map_err(|e| format!("cannot start the storage writer: {e}"))?;
         Ok(storage)
     }
@@ -232,10 +235,14 @@ impl Storage {
         self.db.disk_space().unwrap_or(0)
     }
 
-    /// Memory fjall holds for writes and reads: memtables (active and sealed) and the block
-    /// cache's current contents.
+    /// Memory fjall holds for writes and reads: memtables (active and sealed) as allocated
+    /// in the storage arena (with the Raft log's and bus's buffers, see
+    /// [`crate::metrics::memory::bind_storage_arena`]) — fjall's own estimate if that arena
+    /// cannot be read — and the block cache's current contents.
     pub fn memory_bytes(&self) -> u64 {
-        self.db.write_buffer_size() + self.db.cache_size()
+        let writes = crate::metrics::memory::storage_arena_allocated()
+            .unwrap_or_else(|| self.db.write_buffer_size());
+        writes + self.db.cache_size()
     }
 
     /// Approximate number of stored keys (for loading progress).

@@ -96,6 +96,54 @@ impl Storage {
         batch.commit().map_err(|e| e.to_string())
     }
 
+    /// The last purged log id of `group`'s log, and whether any entry follows it (read
+    /// before the group's Raft starts, to check it against the applied state).
+    pub fn raft_log_purged(&self, group: GroupId) -> Result<(Option<LogId>, bool), String> {
+        let err = |e: AnyError| format!("slot group {group}: reading its log: {e}");
+        let purged: Option<LogId> = match self
+            .raft
+            .get(meta_key(group, TAG_PURGED))
+            .map_err(|e| err(fjall_err(e)))?
+        {
+            Some(v) => Some(decode(&v).map_err(err)?),
+            None => None,
+        };
+        let first = purged.map_or(0, |id| id.index + 1);
+        let more = self
+            .raft
+            .range(entry_key(group, first)..=entry_key(group, u64::MAX))
+            .next()
+            .is_some();
+        Ok((purged, more))
+    }
+
+    /// Restarts `group`'s log after `after`: deletes its entries and committed id and records
+    /// `after` as its last purged id (none: an empty log), so openraft starts from the state
+    /// machine's applied state. The vote stays. Not synced: a crash that loses it brings
+    /// back the state it was called on, and the same check calls it again.
+    pub fn raft_restart_log(&self, group: GroupId, after: Option<LogId>) -> Result<(), String> {
+        let err = |e: AnyError| format!("slot group {group}: restarting its log: {e}");
+        let (purged, _) = self.raft_log_purged(group)?;
+        let first = purged.map_or(0, |id| id.index + 1);
+        let mut batch = self.db.batch();
+        for guard in self
+            .raft
+            .range(entry_key(group, first)..=entry_key(group, u64::MAX))
+        {
+            batch.remove(&self.raft, guard.key().map_err(|e| err(fjall_err(e)))?);
+        }
+        batch.remove(&self.raft, meta_key(group, TAG_COMMITTED));
+        match after {
+            Some(id) => batch.insert(
+                &self.raft,
+                meta_key(group, TAG_PURGED),
+                encode(&id).map_err(err)?,
+            ),
+            None => batch.remove(&self.raft, meta_key(group, TAG_PURGED)),
+        }
+        batch.commit().map_err(|e| err(fjall_err(e)))
+    }
+
     /// The Raft log of `group`. Cheap; every handle of a group sees the same log.
     pub fn raft_log(self: &Arc<Self>, group: GroupId) -> LogStore {
         LogStore {
@@ -347,7 +395,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Cursor;
     use std::path::Path;
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicU16, Ordering::Relaxed};
@@ -358,6 +405,7 @@ mod tests {
     use openraft::{CommittedLeaderId, EntryPayload, RaftSnapshotBuilder, SnapshotMeta};
 
     use super::*;
+    use crate::cluster::snapshot::SnapshotFile;
     use crate::cluster::types::{NodeId, NodeInfo, Request, Response};
     use crate::config::AppendFsync;
     use crate::storage::{Batch, Item};
@@ -688,6 +736,11 @@ mod tests {
         snapshot: Option<SnapshotMeta<NodeId, NodeInfo>>,
     }
 
+    /// The test state machine keeps no data: its snapshots are empty files.
+    fn empty_snapshot() -> SnapshotFile {
+        SnapshotFile::from_std(tempfile::tempfile().expect("a temporary file"))
+    }
+
     impl TestStateMachine {
         fn state(&self) -> std::sync::MutexGuard<'_, TestSmState> {
             self.0.lock().expect("test state machine lock")
@@ -705,7 +758,7 @@ mod tests {
             s.snapshot = Some(meta.clone());
             Ok(Snapshot {
                 meta,
-                snapshot: Box::new(Cursor::new(Vec::new())),
+                snapshot: Box::new(empty_snapshot()),
             })
         }
     }
@@ -742,14 +795,14 @@ mod tests {
             self.clone()
         }
 
-        async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-            Ok(Box::new(Cursor::new(Vec::new())))
+        async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>, StorageError> {
+            Ok(Box::new(empty_snapshot()))
         }
 
         async fn install_snapshot(
             &mut self,
             meta: &SnapshotMeta<NodeId, NodeInfo>,
-            _snapshot: Box<Cursor<Vec<u8>>>,
+            _snapshot: Box<SnapshotFile>,
         ) -> Result<(), StorageError> {
             let mut s = self.state();
             s.applied = meta.last_log_id;
@@ -763,7 +816,7 @@ mod tests {
         ) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
             Ok(self.state().snapshot.clone().map(|meta| Snapshot {
                 meta,
-                snapshot: Box::new(Cursor::new(Vec::new())),
+                snapshot: Box::new(empty_snapshot()),
             }))
         }
     }
