@@ -1000,7 +1000,10 @@ fn leaders_evict_through_the_log() {
     let mut limits = Vec::new();
     for i in 0..c.len() {
         let limit = counted_memory(&c, i) + HEADROOM;
-        let _: () = c.query(i, &cmd(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]));
+        let _: () = c.query(
+            i,
+            &cmd(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]),
+        );
         let _: () = c.query(i, &cmd(&["CONFIG", "SET", "maxmemory", &limit.to_string()]));
         limits.push(limit);
     }
@@ -1084,7 +1087,10 @@ fn leaders_evict_through_the_log() {
     // noeviction: a leader over the limit refuses writes that may grow memory, with Valkey's
     // error, and still runs the others.
     for i in 0..c.len() {
-        let _: () = c.query(i, &cmd(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]));
+        let _: () = c.query(
+            i,
+            &cmd(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]),
+        );
         let _: () = c.query(i, &cmd(&["CONFIG", "SET", "maxmemory", "1"]));
     }
     let k = &fresh[0][0];

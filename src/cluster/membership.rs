@@ -438,11 +438,8 @@ impl ClusterNode {
         // Hold the group until this node has granted the vote and stepped down (or the
         // election failed and it still leads).
         let wait = Duration::from_millis(self.timeout_ms);
-        let _ = tokio::time::timeout(
-            wait,
-            metrics.wait_for(|m| m.state != ServerState::Leader),
-        )
-        .await;
+        let _ =
+            tokio::time::timeout(wait, metrics.wait_for(|m| m.state != ServerState::Leader)).await;
         Ok(true)
     }
 

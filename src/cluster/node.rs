@@ -853,7 +853,12 @@ impl ClusterNode {
         let Some(evict) = self.evictor.get() else {
             return;
         };
-        let Some(slots) = self.layout().groups.get(g as usize).map(|gl| gl.slots.clone()) else {
+        let Some(slots) = self
+            .layout()
+            .groups
+            .get(g as usize)
+            .map(|gl| gl.slots.clone())
+        else {
             return;
         };
         evict(g, slots, bytes);
@@ -888,10 +893,9 @@ impl ClusterNode {
             match self.leader(g) {
                 Some(l) if l == self.id => self.evict_led(g, bytes),
                 Some(l) => {
-                    let (Some(info), Ok(call)) = (
-                        map.nodes.get(&l),
-                        encode(&Call::Evict { group: g, bytes }),
-                    ) else {
+                    let (Some(info), Ok(call)) =
+                        (map.nodes.get(&l), encode(&Call::Evict { group: g, bytes }))
+                    else {
                         continue;
                     };
                     let (client, addr) = (self.parts.client.clone(), info.bus_addr());

@@ -12,8 +12,8 @@ use futures::future::BoxFuture;
 
 use super::core::{Core, CoreMsg, Op, evict_policy, owned_slots};
 use crate::cluster::key_slot;
-use crate::cluster::sm::{ApplyItem, Cores};
 use crate::cluster::node::Evictor;
+use crate::cluster::sm::{ApplyItem, Cores};
 use crate::cluster::types::{GroupId, LogId, Membership, Request, Response};
 use crate::command::table::{lookup, lookup_sub, registry};
 use crate::command::{Exec, flags};
@@ -474,7 +474,10 @@ pub fn evictor(inboxes: Vec<mpsc::UnboundedSender<CoreMsg>>) -> Evictor {
         let width = slots.len().max(1) as u64;
         for (c, inbox) in inboxes.iter().enumerate() {
             let r = owned_slots(c, n);
-            let part = r.end.min(slots.end).saturating_sub(r.start.max(slots.start)) as u64;
+            let part = r
+                .end
+                .min(slots.end)
+                .saturating_sub(r.start.max(slots.start)) as u64;
             if part == 0 {
                 continue;
             }

@@ -148,9 +148,9 @@ impl Shard {
             else {
                 break;
             };
-            freed += self
-                .peek(&key, 0)
-                .map_or(0, |e| (e.key().len() + e.heap_size() + ENTRY_OVERHEAD) as u64);
+            freed += self.peek(&key, 0).map_or(0, |e| {
+                (e.key().len() + e.heap_size() + ENTRY_OVERHEAD) as u64
+            });
             picked.insert(key);
         }
         picked.into_iter().collect()

@@ -752,7 +752,10 @@ fn picked_victims_are_the_idlest_allowed_keys_and_stay_until_evicted() {
     // Everything sampled: the three idlest "a" keys, whatever "b" keys are idler.
     let mut picked = s.pick_victims(EvictPolicy::AllKeysLru, 64, T0, &only_a, u64::MAX, 3);
     picked.sort();
-    assert_eq!(picked, vec![key("a", 7).into(), key("a", 8).into(), key("a", 9).into()]);
+    assert_eq!(
+        picked,
+        vec![key("a", 7).into(), key("a", 8).into(), key("a", 9).into()]
+    );
     assert_eq!(s.len(), 20, "picking deletes nothing");
     assert_eq!(s.stats.evicted_keys.get(), 0);
     // A byte budget stops the picking once the victims' sizes cover it.
