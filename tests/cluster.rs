@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use common::cluster::{Cluster, Outcome, Router};
 use common::load::{
     IncrLoad, Tally, check_counter, check_counters, cmd, keys_per_group, probe_until_redirected,
-    read_incr_reply, record_raw, replicas_converge, text,
+    read_incr_reply, record_raw, replicas_converge, set_until_acked, text,
 };
 use common::{error_text, wait_until};
 use redis::Value;
@@ -959,19 +959,6 @@ fn wiped_node_catches_up_by_snapshot() {
         "the wiped node formed a group of its own:\n{}",
         c.logs(30)
     );
-}
-
-/// SET k v, retried until acknowledged (a retry of the same SET is harmless: an unknown
-/// outcome of an earlier attempt leaves the same value).
-fn set_until_acked(router: &mut Router, k: &str, v: &str) {
-    let slot = key_slot(k.as_bytes()) as usize;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match router.send(&cmd(&["SET", k, v]), slot) {
-            Outcome::Reply(Value::Okay) => return,
-            other => assert!(Instant::now() < deadline, "SET {k}: {other:?}"),
-        }
-    }
 }
 
 /// A field of node `i`'s INFO (all sections) as a number.

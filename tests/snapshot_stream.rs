@@ -4,12 +4,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::cluster::{Cluster, Outcome, Router};
-use common::load::{cmd, keys_per_group, replicas_converge};
-use redis::Value;
-use tallykv::cluster::key_slot;
+use common::cluster::{Cluster, Router};
+use common::load::{keys_per_group, replicas_converge, set_until_acked};
 
 /// A node wiped while it was fully caught up and restarted at once: the leaders still
 /// remember its log reaching their last entries, and find it went back to nothing. They must
@@ -54,16 +52,4 @@ fn node_wiped_while_caught_up_catches_up_by_snapshot() {
         "the wiped node caught up without a snapshot:\n{}",
         c.logs(30)
     );
-}
-
-/// SET k v, retried until acknowledged (a retry of the same SET is harmless).
-fn set_until_acked(router: &mut Router, k: &str, v: &str) {
-    let slot = key_slot(k.as_bytes()) as usize;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match router.send(&cmd(&["SET", k, v]), slot) {
-            Outcome::Reply(Value::Okay) => return,
-            other => assert!(Instant::now() < deadline, "SET {k}: {other:?}"),
-        }
-    }
 }

@@ -83,9 +83,6 @@ pub struct Core {
     pub(super) marks: RefCell<super::replica::Marks>,
     /// The groups this core has an eviction proposal in flight for (cluster mode).
     pub(super) evicting: RefCell<std::collections::BTreeSet<crate::cluster::types::GroupId>>,
-    /// Writes bound for each group's log from this core's connections in the current turn,
-    /// proposed together as one entry (cluster mode; see [`super::routing::propose_merged`]).
-    pub(super) merging: RefCell<super::routing::Merging>,
 }
 
 /// The slots core `core` of `cores` owns: a contiguous range, so SCAN can walk cores in order.
@@ -123,7 +120,6 @@ impl Core {
             me: me.clone(),
             marks: RefCell::default(),
             evicting: RefCell::default(),
-            merging: RefCell::default(),
             shared,
             senders,
         })

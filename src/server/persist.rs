@@ -43,7 +43,7 @@ fn new_ticket() -> (oneshot::Sender<()>, Ticket) {
 }
 
 /// Yields once: the task goes to the back of the run queue, behind this turn's other work.
-pub(super) async fn yield_now() {
+async fn yield_now() {
     let mut yielded = false;
     futures::future::poll_fn(|cx| {
         if yielded {

@@ -535,21 +535,28 @@ fn propose_evictions(core: &Core, g: GroupId, bytes: u64) {
     .detach();
 }
 
+/// (used, limit) when this node's memory is over `maxmemory` (set).
+fn over_limit(core: &Core) -> Option<(u64, u64)> {
+    let limit = core.shared.config.runtime.maxmemory();
+    if limit == 0 {
+        return None;
+    }
+    let mem = &core.shared.memory;
+    mem.publish(core.id);
+    let used = mem.used_for_eviction();
+    (used > limit).then_some((used, limit))
+}
+
 /// This node over maxmemory with an evicting policy: asks the leaders of its groups to
 /// evict (called each memory sample, and when a write finds memory over the limit).
 pub fn evict_pressure(core: &Core) {
     let Some(cluster) = core.shared.cluster() else {
         return;
     };
-    let rt = &core.shared.config.runtime;
-    let limit = rt.maxmemory();
-    if limit == 0 || evict_policy(rt.maxmemory_policy()).is_none() {
+    if evict_policy(core.shared.config.runtime.maxmemory_policy()).is_none() {
         return;
     }
-    let mem = &core.shared.memory;
-    mem.publish(core.id);
-    let used = mem.used_for_eviction();
-    if used > limit {
+    if let Some((used, limit)) = over_limit(core) {
         cluster.request_evictions(used - limit);
     }
 }
@@ -557,20 +564,12 @@ pub fn evict_pressure(core: &Core) {
 /// Whether writes that may grow memory (DENYOOM) are refused now, as this node's leader
 /// checks before proposing them: over maxmemory with noeviction, or over it by more than an
 /// eighth with an evicting policy (the evictions, which go through the log, have not kept
-/// up). Over the limit with an evicting policy also starts evictions on every core.
+/// up). Over the limit with an evicting policy also asks the leaders to evict.
 pub fn refuse_growth(core: &Core) -> bool {
-    let rt = &core.shared.config.runtime;
-    let limit = rt.maxmemory();
-    if limit == 0 {
+    let Some((used, limit)) = over_limit(core) else {
         return false;
-    }
-    let mem = &core.shared.memory;
-    mem.publish(core.id);
-    let used = mem.used_for_eviction();
-    if used <= limit {
-        return false;
-    }
-    if evict_policy(rt.maxmemory_policy()).is_none() {
+    };
+    if evict_policy(core.shared.config.runtime.maxmemory_policy()).is_none() {
         return true;
     }
     evict_pressure(core);

@@ -2,11 +2,9 @@
 //! commands for one slot group through that group's Raft log (writes) or behind its read
 //! index (reads).
 
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use futures::channel::oneshot;
 
 use super::core::{BatchReply, Core, OOM, Op, slot_owner};
 use crate::cluster::node::{ClusterNode, Refusal};
@@ -110,7 +108,6 @@ pub async fn run_group(
     resp3: bool,
 ) -> BatchReply {
     let writes = ops.iter().any(|op| op.flags & flags::WRITE != 0);
-    let grows = |op: &Op| op.flags & flags::DENYOOM != 0;
     if ops.iter().any(grows) && super::replica::refuse_growth(core) {
         return refuse_growing(core, cluster, g, ops, now, resp3).await;
     }
@@ -119,18 +116,22 @@ pub async fn run_group(
         let slots: Vec<usize> = ops.iter().map(op_slot).collect();
         let cmds: Vec<Vec<Bytes>> = ops.into_iter().map(|op| op.args).collect();
         let n = cmds.len();
-        match propose_merged(core, g, now, resp3, cmds).await {
-            Ok(replies) if replies.len() == n => {
+        match cluster
+            .propose(g, Request::Commands { now, resp3, cmds })
+            .await
+        {
+            Ok(Ok(resp)) if resp.replies.len() == n => {
                 let mut buf = Vec::new();
                 let mut ends = Vec::with_capacity(n);
-                for r in &replies {
+                for r in &resp.replies {
                     buf.extend_from_slice(r);
                     ends.push(buf.len() as u32);
                 }
                 BatchReply { buf, ends }
             }
-            Ok(_) => refused(cluster, &slots, &Refusal::Down, resp3),
-            Err(why) => refused(cluster, &slots, &why, resp3),
+            Ok(Ok(_)) => refused(cluster, &slots, &Refusal::Down, resp3),
+            Ok(Err(why)) => refused(cluster, &slots, &why, resp3),
+            Err(_) => refused(cluster, &slots, &Refusal::Down, resp3),
         }
     } else {
         match cluster.read_barrier(g).await {
@@ -141,89 +142,9 @@ pub async fn run_group(
     }
 }
 
-/// The commands waiting to be proposed to each (group, RESP version) from one core.
-#[derive(Default)]
-pub struct Merging {
-    pending: HashMap<(GroupId, bool), Merged>,
-}
-
-/// Where one batch's replies (or the entry's refusal) go.
-type ReplyTo = oneshot::Sender<Result<Vec<Bytes>, Refusal>>;
-
-/// Commands of several connection batches, to be proposed as one log entry.
-struct Merged {
-    now: u64,
-    cmds: Vec<Vec<Bytes>>,
-    /// Each batch's first command and its reply channel.
-    waiters: Vec<(usize, ReplyTo)>,
-}
-
-/// Proposes `cmds` (one connection batch) to group `g` together with the other batches for
-/// `g` this core's connections produce in the same scheduler turn: one log entry — one
-/// append, one replication round, one apply — for all of them, instead of one each. Under
-/// many connections with one command in flight each (the common client), the per-entry work
-/// dominated the write path. The entry carries the latest of the batches' times. Resolves
-/// with this batch's replies, or the refusal shared by all of them.
-async fn propose_merged(
-    core: &Rc<Core>,
-    g: GroupId,
-    now: u64,
-    resp3: bool,
-    cmds: Vec<Vec<Bytes>>,
-) -> Result<Vec<Bytes>, Refusal> {
-    let (tx, rx) = oneshot::channel();
-    let first = {
-        let mut merging = core.merging.borrow_mut();
-        let first = !merging.pending.contains_key(&(g, resp3));
-        let m = merging.pending.entry((g, resp3)).or_insert_with(|| Merged {
-            now,
-            cmds: Vec::new(),
-            waiters: Vec::new(),
-        });
-        m.now = m.now.max(now);
-        m.waiters.push((m.cmds.len(), tx));
-        m.cmds.extend(cmds);
-        first
-    };
-    if first {
-        let core = core.clone();
-        glommio::spawn_local(async move {
-            // Behind the other connections ready in this turn, so they can join.
-            super::persist::yield_now().await;
-            let Some(m) = core.merging.borrow_mut().pending.remove(&(g, resp3)) else {
-                return;
-            };
-            let Some(cluster) = core.shared.cluster() else {
-                return;
-            };
-            let total = m.cmds.len();
-            let outcome = cluster
-                .propose(
-                    g,
-                    Request::Commands {
-                        now: m.now,
-                        resp3,
-                        cmds: m.cmds,
-                    },
-                )
-                .await;
-            let replies = match outcome {
-                Ok(Ok(resp)) if resp.replies.len() == total => Ok(resp.replies),
-                Ok(Ok(_)) | Err(_) => Err(Refusal::Down),
-                Ok(Err(why)) => Err(why),
-            };
-            let mut ends: Vec<usize> = m.waiters.iter().skip(1).map(|w| w.0).collect();
-            ends.push(total);
-            for ((start, tx), end) in m.waiters.into_iter().zip(ends) {
-                let _ = tx.send(match &replies {
-                    Ok(all) => Ok(all[start..end].to_vec()),
-                    Err(why) => Err(why.clone()),
-                });
-            }
-        })
-        .detach();
-    }
-    rx.await.unwrap_or(Err(Refusal::Down))
+/// Whether `op` may grow memory (refused over maxmemory).
+fn grows(op: &Op) -> bool {
+    op.flags & flags::DENYOOM != 0
 }
 
 /// Over maxmemory: the ops that may grow memory get Valkey's OOM error, the others run.
@@ -235,23 +156,17 @@ async fn refuse_growing(
     now: u64,
     resp3: bool,
 ) -> BatchReply {
-    let grows: Vec<bool> = ops
-        .iter()
-        .map(|op| op.flags & flags::DENYOOM != 0)
-        .collect();
-    let rest: Vec<Op> = ops
-        .into_iter()
-        .filter(|op| op.flags & flags::DENYOOM == 0)
-        .collect();
+    let refused: Vec<bool> = ops.iter().map(grows).collect();
+    let rest: Vec<Op> = ops.into_iter().filter(|op| !grows(op)).collect();
     let ran = if rest.is_empty() {
         BatchReply::default()
     } else {
         Box::pin(run_group(core, cluster, g, rest, now, resp3)).await
     };
     let mut out = Out::new(resp3);
-    let mut ends = Vec::with_capacity(grows.len());
+    let mut ends = Vec::with_capacity(refused.len());
     let mut next = 0;
-    for refused in grows {
+    for refused in refused {
         if refused {
             out.error(OOM);
         } else if next < ran.ends.len() {

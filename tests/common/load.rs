@@ -459,3 +459,16 @@ pub fn record_raw(t: &mut Tally, reply: Result<i64, String>) -> Option<i64> {
     };
     t.record(outcome)
 }
+
+/// SET k v, retried until acknowledged (a retry of the same SET is harmless: an unknown
+/// outcome of an earlier attempt leaves the same value).
+pub fn set_until_acked(router: &mut Router, k: &str, v: &str) {
+    let slot = key_slot(k.as_bytes()) as usize;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match router.send(&cmd(&["SET", k, v]), slot) {
+            Outcome::Reply(Value::Okay) => return,
+            other => assert!(Instant::now() < deadline, "SET {k}: {other:?}"),
+        }
+    }
+}
