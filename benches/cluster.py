@@ -15,20 +15,23 @@ and measures, repeating each measurement --repeats times with the runs of both c
 
 rb   `redis-benchmark --cluster -c 50 -n N -r 100000 -P <p> -t <incr|set> --csv` against each cluster,
      N sized from the previous run (or a short calibration run) so that each run lasts --seconds.
-py   INCR through this script's own client (below), against tallykv (plain INCR) and against redis
-     twice: with `WAIT 1 0` ("redis+WAIT") and without (the client's own ceiling on redis).
+py   INCR through waitload (examples/waitload.rs, below), against tallykv (plain INCR) and against
+     redis twice: with `WAIT 1 0` ("redis+WAIT") and without (the client's own ceiling on redis).
 
-The py client: --clients connections (default 50) over --py-procs processes, each connection bound to
-one primary (round robin) and writing only keys that primary owns (keys `wk:<i>`, i < 100000, routed
-by CRC16 with the cluster's CLUSTER SLOTS), so no request is redirected. Each connection loops:
-send one batch, read all its replies, repeat. A batch is <p> pipelined `INCR wk:<i>` (random i), and
-for redis+WAIT one `WAIT 1 0` after them. `WAIT 1 0` returns once at least one replica has
-acknowledged the replication offset of the connection's last write (no timeout), so a redis+WAIT batch
-completes when all its INCRs are applied on the primary and received and applied by >= 1 replica
-(in memory: Redis 7.0's WAIT does not wait for the replica's AOF fsync; with appendfsync always the
-primary has fsynced before replying). At -P 1 that is exactly "WAIT after each write"; at -P 16 one
-WAIT covers the 16 INCRs before it. Latency is per batch (send of the batch to its last reply); rps
-counts INCRs whose batch completed inside the measured window (after a --warmup).
+The waitload client (`cargo build --release --example waitload`; found next to --bin as
+`<dir of --bin>/examples/waitload`, or given with --loader): one thread with one event loop, like
+redis-benchmark, so the two clients cost the servers' shared cores alike. --clients connections
+(default 50), each bound to one primary (round robin) and writing only keys that primary owns (keys
+`wk:<i>`, i < 100000, routed by CRC16 with the cluster's CLUSTER SLOTS), so no request is redirected.
+Each connection loops: send one batch, read all its replies, repeat. A batch is <p> pipelined
+`INCR wk:<i>` (random i), and for redis+WAIT one `WAIT 1 0` after them. `WAIT 1 0` returns once at
+least one replica has acknowledged the replication offset of the connection's last write (no
+timeout), so a redis+WAIT batch completes when all its INCRs are applied on the primary and received
+and applied by >= 1 replica (in memory: Redis 7.0's WAIT does not wait for the replica's AOF fsync;
+with appendfsync always the primary has fsynced before replying). At -P 1 that is exactly "WAIT after
+each write"; at -P 16 one WAIT covers the 16 INCRs before it. Latency is per batch (send of the batch
+to its last reply); rps counts the INCRs of batches that started after a --warmup and completed
+before the end of the run.
 
 Prints markdown tables with the median over repeats, the spread (min-max) and the ratios
 tallykv/redis, computed per repeat (runs adjacent in time) and summarised as median [min-max].
@@ -41,15 +44,13 @@ Run from the repository root after `cargo build --release`:
 """
 
 import argparse
-import array
 import atexit
 import csv
 import ctypes
 import io
-import multiprocessing
+import json
 import os
 import random
-import selectors
 import shutil
 import signal
 import socket
@@ -284,15 +285,6 @@ def cluster_slots(port):
     return out
 
 
-def owner_map(slots):
-    """slot -> primary port."""
-    owner = [None] * 16384
-    for first, last, primary, _ in slots:
-        for s in range(first, last + 1):
-            owner[s] = primary
-    return owner
-
-
 # ---------------------------------------------------------------------------- clusters
 
 class Node:
@@ -495,150 +487,39 @@ def redis_benchmark(port, test, pipeline, clients, requests, timeout):
     return float(row["rps"]), float(row["p50_latency_ms"]), float(row["p99_latency_ms"]), secs, notes
 
 
-# ---------------------------------------------------------------------------- py client
+# ---------------------------------------------------------------------------- waitload client
 
-WAIT_CMD = encode(["WAIT", "1", "0"])
-
-
-def _client_proc(targets, pipeline, wait, start_at, warmup, duration, seed, q):
-    """One client process: targets is [(port, [key bytes])], one connection each. Puts a result dict on q."""
-    rng = random.Random(seed)
-    sel = selectors.DefaultSelector()
-    conns = []
-    res = {"ops": 0, "lat": array.array("d"), "errors": 0, "samples": [], "wait_short": 0, "conn_errors": 0}
-    try:
-        for port, keys in targets:
-            s = socket.create_connection(("127.0.0.1", port), timeout=30)
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            cmds = [encode([b"INCR", k]) for k in keys]
-            st = {"sock": s, "cmds": cmds, "buf": b"", "got": 0, "t0": 0.0, "last": b""}
-            conns.append(st)
-            sel.register(s, selectors.EVENT_READ, st)
-    except OSError as e:
-        res["conn_errors"] += 1
-        res["samples"].append(f"connect: {e}")
-        q.put(res)
-        return
-    expect = pipeline + (1 if wait else 0)
-    while time.time() < start_at:
-        time.sleep(0.001)
-    t_begin = time.perf_counter()
-    t_measure, t_end = t_begin + warmup, t_begin + warmup + duration
-    lat = res["lat"]
-
-    def send(st):
-        batch = [st["cmds"][rng.randrange(len(st["cmds"]))] for _ in range(pipeline)]
-        if wait:
-            batch.append(WAIT_CMD)
-        st["got"] = 0
-        st["t0"] = time.perf_counter()
-        st["sock"].sendall(b"".join(batch))
-
-    for st in conns:
-        send(st)
-    active = len(conns)
-    while active:
-        now = time.perf_counter()
-        if now > t_end + 30:
-            res["samples"].append(f"{active} connections stuck 30 s after the end")
-            break
-        for key, _ in sel.select(timeout=0.5):
-            st = key.data
-            try:
-                data = st["sock"].recv(262144)
-            except OSError as e:
-                data = b""
-                res["samples"].append(f"recv: {e}")
-            if not data:
-                res["conn_errors"] += 1
-                sel.unregister(st["sock"])
-                active -= 1
-                continue
-            buf = st["buf"] + data
-            last = buf.rfind(b"\r\n")
-            if last < 0:
-                st["buf"] = buf
-                continue
-            done, st["buf"] = buf[:last + 2], buf[last + 2:]
-            n = done.count(b"\r\n")
-            # All replies here are one line (integers, or errors such as MOVED/TRYAGAIN).
-            if b"-" in done:
-                for line in done.split(b"\r\n")[:-1]:
-                    if line.startswith(b"-"):
-                        res["errors"] += 1
-                        if len(res["samples"]) < 5:
-                            res["samples"].append(line.decode(errors="replace"))
-            st["got"] += n
-            start = done.rfind(b"\r\n", 0, len(done) - 2)
-            st["last"] = done[start + 2 if start >= 0 else 0:-2]
-            if st["got"] < expect:
-                continue
-            now = time.perf_counter()
-            if wait and st["last"] == b":0":
-                res["wait_short"] += 1
-            if t_measure <= now <= t_end:
-                res["ops"] += pipeline
-                if st["t0"] >= t_measure:
-                    lat.append(now - st["t0"])
-            if now < t_end:
-                send(st)
-            else:
-                sel.unregister(st["sock"])
-                active -= 1
-    for st in conns:
-        st["sock"].close()
-    q.put(res)
+def loader_path(bin_path, override=None):
+    """The waitload binary: --loader, else next to --bin (`X/tallykv-server` -> `X/examples/waitload`),
+    else target/release/examples/waitload."""
+    if override:
+        return override
+    beside = os.path.join(os.path.dirname(bin_path) or ".", "examples", "waitload")
+    return beside if os.path.exists(beside) else "target/release/examples/waitload"
 
 
-def py_bench(primary_keys, clients, procs, pipeline, wait, warmup, duration):
-    """primary_keys: {port: [keys it owns]}. Returns (rps, p50_ms, p99_ms, notes)."""
-    ports = sorted(primary_keys)
-    conns = [(ports[i % len(ports)], primary_keys[ports[i % len(ports)]]) for i in range(clients)]
-    ctx = multiprocessing.get_context("fork")
-    q = ctx.Queue()
-    start_at = time.time() + 1.0  # time for every process to connect first
-    workers = [ctx.Process(target=_client_proc, args=(conns[i::procs], pipeline, wait, start_at, warmup, duration,
-                                                      random.randrange(1 << 30), q))
-               for i in range(procs)]
-    for w in workers:
-        w.start()
-    results = [q.get(timeout=warmup + duration + 120) for _ in workers]
-    for w in workers:
-        w.join(timeout=10)
-    ops = sum(r["ops"] for r in results)
-    lat = sorted(x for r in results for x in r["lat"])
+def py_bench(loader, port, clients, pipeline, wait, warmup, duration):
+    """One waitload run (examples/waitload.rs) against the cluster seeded at `port`.
+    Returns (rps, p50_ms, p99_ms, notes)."""
+    cmd = [loader, "--port", str(port), "--clients", str(clients), "--pipeline", str(pipeline),
+           "--warmup", str(warmup), "--seconds", str(duration), "--keys", str(KEYS)]
+    if wait:
+        cmd.append("--wait")
+    # waitload gives up on a connection 30 s after the end; the margin covers its setup.
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=warmup + duration + 90)
+    if r.returncode != 0:
+        raise RuntimeError(f"waitload exited {r.returncode}: {r.stderr.strip()[-300:]}")
+    res = json.loads(r.stdout.strip().splitlines()[-1])
     notes = []
-    errors = sum(r["errors"] for r in results)
-    if errors:
-        notes.append(f"{errors} error replies, e.g. {[s for r in results for s in r['samples']][:3]}")
-    conn_errors = sum(r["conn_errors"] for r in results)
-    if conn_errors:
-        notes.append(f"{conn_errors} connection errors {[s for r in results for s in r['samples']][:3]}")
-    short = sum(r["wait_short"] for r in results)
-    if short:
-        notes.append(f"{short} WAIT replies of 0 replicas")
-    if not lat:
-        raise RuntimeError("py client completed no batch; " + "; ".join(notes))
-    return ops / duration, pct(lat, 50) * 1000, pct(lat, 99) * 1000, notes
-
-
-def pct(sorted_xs, p):
-    return sorted_xs[min(len(sorted_xs) - 1, int(len(sorted_xs) * p / 100))]
-
-
-_KEYS = [b"wk:%d" % i for i in range(KEYS)]
-_KEY_SLOTS = None
-
-
-def keys_by_primary(cluster):
-    global _KEY_SLOTS
-    if _KEY_SLOTS is None:
-        _KEY_SLOTS = [key_slot(k) for k in _KEYS]
-    owner = owner_map(cluster.slots())
-    out = {}
-    for k, s in zip(_KEYS, _KEY_SLOTS):
-        out.setdefault(owner[s], []).append(k)
-    return out
+    if res["errors"]:
+        notes.append(f"{res['errors']} error replies, e.g. {res['error_samples']}")
+    if res["conn_errors"]:
+        notes.append(f"{res['conn_errors']} connection errors {res['error_samples']}")
+    if res["wait_short"]:
+        notes.append(f"{res['wait_short']} WAIT replies of 0 replicas")
+    if res["p50_ms"] is None:
+        raise RuntimeError("waitload completed no batch; " + "; ".join(notes))
+    return res["rps"], res["p50_ms"], res["p99_ms"], notes
 
 
 # ---------------------------------------------------------------------------- driver
@@ -702,8 +583,8 @@ class Runner:
         a = self.args
         label = sysname + ("+WAIT" if wait else "")
         try:
-            keys = keys_by_primary(cluster)
-            rps, p50, p99, notes = py_bench(keys, a.clients, a.py_procs, p, wait, a.warmup, a.seconds)
+            rps, p50, p99, notes = py_bench(a.loader, cluster.live_ports()[0], a.clients, p, wait, a.warmup,
+                                            a.seconds)
             for line in notes:
                 self.note(f"py {label} {fsync} -P {p} repeat {repeat}: {line}")
             result = (rps, p50, p99)
@@ -777,7 +658,7 @@ def summarize(runner, redis_label):
                                  f"| {stat(t, 2, '{:.3f}')} | {stat(r, 2, '{:.3f}')} | {ratio_range(ratios(t, r, 2))} |")
         lines.append("")
     if "py" in a.parts:
-        lines.append("py client, INCR (median [min-max]; ratios per repeat):")
+        lines.append("waitload client, INCR (median [min-max]; ratios per repeat):")
         lines.append("")
         lines.append("| appendfsync | -P | client | rps | p50 ms | p99 ms | tallykv/this rps | tallykv/this p99 |")
         lines.append("|---|---|---|---|---|---|---|---|")
@@ -832,16 +713,17 @@ def main():
     ap.add_argument("--fsync", default="everysec,always", help="appendfsync policies (comma list)")
     ap.add_argument("--pipelines", type=int_list, default=[1, 16], help="-P values (default 1,16)")
     ap.add_argument("--tests", default="incr,set", help="redis-benchmark tests (default incr,set)")
-    ap.add_argument("--parts", default="rb,py", help="rb (redis-benchmark), py (own client, WAIT); default both")
+    ap.add_argument("--parts", default="rb,py", help="rb (redis-benchmark), py (waitload client, WAIT); default both")
     ap.add_argument("--repeats", type=int, default=3, help="repeats of every measurement (default 3)")
     ap.add_argument("--seconds", type=float, default=6, help="target length of each run (default 6)")
-    ap.add_argument("--warmup", type=float, default=0.5, help="py client: seconds not measured at the start")
+    ap.add_argument("--warmup", type=float, default=0.5, help="py part: seconds not measured at the start")
     ap.add_argument("--calibrate", type=int, default=5000,
                     help="requests x -P of the sizing run before a system's first measurement (default 5000)")
     ap.add_argument("--clients", type=int, default=50, help="connections (-c), default 50")
-    ap.add_argument("--py-procs", type=int, default=2, help="py client processes (default 2)")
+    ap.add_argument("--loader", default=None,
+                    help="waitload binary for the py part (default: examples/waitload next to --bin)")
     ap.add_argument("--no-py-redis-nowait", dest="py_redis_nowait", action="store_false",
-                    help="skip the py client's redis run without WAIT")
+                    help="skip the py part's redis run without WAIT")
     ap.add_argument("--threads", type=int, default=1, help="tallykv --threads per node (default 1)")
     ap.add_argument("--bench-timeout", type=float, default=300, help="max seconds for one redis-benchmark run")
     args = ap.parse_args()
@@ -854,6 +736,9 @@ def main():
             sys.exit(f"{tool} not found: apt-get install -y redis-server redis-tools")
     if not os.path.exists(args.bin):
         sys.exit(f"{args.bin} not found (cargo build --release, or --bin)")
+    args.loader = loader_path(args.bin, args.loader)
+    if "py" in args.parts and not os.access(args.loader, os.X_OK):
+        sys.exit(f"{args.loader} not found: cargo build --release --example waitload (or --loader)")
 
     install_cleanup()
     log_dir = mkdtemp("cluster-logs-")

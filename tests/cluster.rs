@@ -1018,6 +1018,8 @@ fn leaders_evict_through_the_log() {
             for (g, ks) in keys.iter().enumerate() {
                 let chunk = &ks[(round * 64).min(ks.len())..((round + 1) * 64).min(ks.len())];
                 let mut pipe = redis::pipe();
+                // Each reply as it came, errors included (OOM is checked below).
+                pipe.ignore_errors();
                 for k in chunk {
                     pipe.cmd("SET").arg(k).arg(&value);
                 }

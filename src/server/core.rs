@@ -83,6 +83,8 @@ pub struct Core {
     pub(super) marks: RefCell<super::replica::Marks>,
     /// The groups this core has an eviction proposal in flight for (cluster mode).
     pub(super) evicting: RefCell<std::collections::BTreeSet<crate::cluster::types::GroupId>>,
+    /// Writes this core has in flight or waiting, per slot group (cluster mode).
+    pub(super) proposals: RefCell<super::routing::Proposals>,
 }
 
 /// The slots core `core` of `cores` owns: a contiguous range, so SCAN can walk cores in order.
@@ -120,6 +122,7 @@ impl Core {
             me: me.clone(),
             marks: RefCell::default(),
             evicting: RefCell::default(),
+            proposals: RefCell::default(),
             shared,
             senders,
         })

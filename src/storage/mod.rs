@@ -30,6 +30,7 @@ pub mod codec;
 pub mod raftlog;
 mod snapshot;
 
+use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{
@@ -138,6 +139,9 @@ pub struct Storage {
     raft_unsynced: AtomicBool,
     fsync_mode: Box<dyn Fn() -> AppendFsync + Send + Sync>,
     pub stats: PersistStats,
+    /// Each Raft group's committed id saved since its last append (see `raftlog`), shared
+    /// by every handle of the group's log.
+    raft_committed: Mutex<HashMap<u16, raftlog::PendingCommitted>>,
 }
 
 /// Fails when another process holds the lock of the database under `dir` (fjall takes the
@@ -214,6 +218,7 @@ impl Storage {
                 last_bgsave_ok: AtomicBool::new(true),
                 ..Default::default()
             },
+            raft_committed: Mutex::new(HashMap::new()),
         });
         let writer = storage.clone();
         std::thread::Builder::new()
@@ -376,6 +381,9 @@ impl Storage {
     /// Stops the writer after it has committed and synced everything queued; blocks until
     /// then (bounded by `timeout`).
     pub fn close(&self, timeout: Duration) {
+        if let Err(e) = self.raft_write_committed() {
+            tracing::warn!("writing the Raft committed ids at shutdown: {e}");
+        }
         let (tx, rx) = std::sync::mpsc::channel();
         self.sync(move |r| {
             let _ = tx.send(r);

@@ -15,13 +15,17 @@
 //! returns; only the fsync goes through the storage writer (`Storage::after_raft_write`),
 //! where appends of every group and the data path's tickets share one fsync per round.
 //!
+//! The committed id openraft saves after every replication round is not a write of its own
+//! (a journal write per round per group): it rides the group's next append batch, or the
+//! shutdown.
+//!
 //! Purging deletes a prefix, which leaves tombstones an LSM iterator would have to step over
 //! (100+ ms for a long prefix). Every read therefore starts at the first live index, one past
 //! the stored last purged id, never at the start of the group's entries.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use fjall::Keyspace;
 use openraft::storage::{LogFlushed, RaftLogStorage};
@@ -42,6 +46,9 @@ pub const FIRST_STATE_MACHINE_TAG: u8 = 0x10;
 /// Bytes of entries one `limited_get_log_entries` returns at most (but always one entry), so
 /// replicating a run of large commands does not build one huge message.
 const MAX_READ_BYTES: usize = 8 * 1024 * 1024;
+
+/// A group's committed id saved since its last append: `Some(c)` is waiting to be written.
+pub type PendingCommitted = Arc<Mutex<Option<Option<LogId>>>>;
 
 /// The key of one of a group's single values (vote, committed, purged).
 fn meta_key(group: GroupId, tag: u8) -> [u8; 3] {
@@ -88,6 +95,7 @@ impl Storage {
     /// records (this node no longer replicates the group). Not synced: if a crash brings them
     /// back, the node drops them again once the group's leader confirms it is not a member.
     pub fn raft_clear_group(&self, group: GroupId) -> Result<(), String> {
+        take(&self.pending_committed(group));
         let keys = self.raft_scan(&group.to_be_bytes())?;
         let mut batch = self.db.batch();
         for (key, _) in keys {
@@ -123,6 +131,7 @@ impl Storage {
     /// back the state it was called on, and the same check calls it again.
     pub fn raft_restart_log(&self, group: GroupId, after: Option<LogId>) -> Result<(), String> {
         let err = |e: AnyError| format!("slot group {group}: restarting its log: {e}");
+        take(&self.pending_committed(group));
         let (purged, _) = self.raft_log_purged(group)?;
         let first = purged.map_or(0, |id| id.index + 1);
         let mut batch = self.db.batch();
@@ -149,7 +158,42 @@ impl Storage {
         LogStore {
             storage: self.clone(),
             group,
+            committed: self.pending_committed(group),
         }
+    }
+
+    /// `group`'s committed id waiting for its next append, shared by all its log handles.
+    fn pending_committed(&self, group: GroupId) -> PendingCommitted {
+        self.raft_committed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(group)
+            .or_default()
+            .clone()
+    }
+
+    /// Writes the committed ids saved since each group's last append (at shutdown, so a
+    /// clean restart applies everything committed before it stopped at once).
+    pub fn raft_write_committed(&self) -> Result<(), String> {
+        let pending: Vec<(GroupId, PendingCommitted)> = self
+            .raft_committed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(g, p)| (*g, p.clone()))
+            .collect();
+        let mut batch = self.db.batch();
+        for (group, pending) in pending {
+            let key = meta_key(group, TAG_COMMITTED);
+            match take(&pending) {
+                Some(Some(id)) => {
+                    batch.insert(&self.raft, key, encode(&id).map_err(|e| e.to_string())?)
+                }
+                Some(None) => batch.remove(&self.raft, key),
+                None => {}
+            }
+        }
+        batch.commit().map_err(|e| e.to_string())
     }
 }
 
@@ -158,6 +202,15 @@ impl Storage {
 pub struct LogStore {
     storage: Arc<Storage>,
     group: GroupId,
+    committed: PendingCommitted,
+}
+
+/// Takes a group's pending committed id (a poisoned lock still holds a whole value).
+fn take(pending: &PendingCommitted) -> Option<Option<LogId>> {
+    pending
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take()
 }
 
 // openraft's StorageError is large, but every trait method returns it anyway: boxing it in
@@ -326,18 +379,29 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(StorageIOError::read_vote)?)
     }
 
-    // Not synced on its own: losing it in a crash only delays applying, which openraft
-    // recovers from; it becomes durable with the next append's or vote's fsync.
+    // Written with the group's next append (or at shutdown), not on its own. A stored
+    // committed id older than the true one only means openraft applies less at start and the
+    // rest once a leader commits again; it never runs ahead of the stored log, as it goes in
+    // the same batch as the entries it may cover, or after them.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        Ok(self
-            .write_meta(TAG_COMMITTED, committed.as_ref())
-            .map_err(StorageIOError::write)?)
+        *self
+            .committed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(committed);
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self
-            .read_meta(TAG_COMMITTED)
-            .map_err(StorageIOError::read)?)
+        let pending = *self
+            .committed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match pending {
+            Some(committed) => Ok(committed),
+            None => Ok(self
+                .read_meta(TAG_COMMITTED)
+                .map_err(StorageIOError::read)?),
+        }
     }
 
     async fn append<I>(
@@ -354,6 +418,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for entry in entries {
             let v = encode(&entry).map_err(|e| StorageIOError::write_log_entry(entry.log_id, e))?;
             batch.insert(self.ks(), entry_key(self.group, entry.log_id.index), v);
+        }
+        if let Some(committed) = take(&self.committed) {
+            let key = meta_key(self.group, TAG_COMMITTED);
+            match committed {
+                Some(id) => {
+                    batch.insert(self.ks(), key, encode(&id).map_err(StorageIOError::write)?)
+                }
+                None => batch.remove(self.ks(), key),
+            }
         }
         batch
             .commit()
@@ -850,6 +923,34 @@ mod tests {
         })
         .unwrap();
         storage.close(Duration::from_secs(5));
+    }
+
+    /// The committed id is no write of its own: it rides the next append, or the close.
+    #[test]
+    fn committed_rides_the_next_append_or_the_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let on_disk = |st: &Storage| st.raft_get(&meta_key(5, TAG_COMMITTED)).unwrap();
+        {
+            let st = open(dir.path(), AppendFsync::EverySec);
+            rt.block_on(async {
+                let mut log = st.raft_log(5);
+                log.blocking_append(entries(1, 1..=10)).await.unwrap();
+                log.save_committed(Some(log_id(1, 8))).await.unwrap();
+                assert_eq!(log.read_committed().await.unwrap(), Some(log_id(1, 8)));
+                assert_eq!(on_disk(&st), None, "not a write of its own");
+                log.blocking_append(entries(1, 11..=11)).await.unwrap();
+                assert_eq!(on_disk(&st), Some(encode(&log_id(1, 8)).unwrap()));
+                log.save_committed(Some(log_id(1, 11))).await.unwrap();
+            });
+            st.close(Duration::from_secs(5));
+        }
+        let st = open(dir.path(), AppendFsync::EverySec);
+        rt.block_on(async {
+            let mut log = st.raft_log(5);
+            assert_eq!(log.read_committed().await.unwrap(), Some(log_id(1, 11)));
+        });
+        st.close(Duration::from_secs(5));
     }
 
     #[test]

@@ -1,0 +1,534 @@
+//! Closed-loop `INCR` load on a Redis Cluster (tallykv or redis-server), optionally with
+//! `WAIT 1 0` after every batch: the client of `benches/cluster.py`'s "py" part.
+//!
+//! redis-benchmark cannot send `WAIT`, and a Python client capped redis at a fraction of what
+//! redis-benchmark reaches, so "redis cluster + WAIT" was measured with a slower client than
+//! everything it was compared with. This one is as lean as redis-benchmark: one thread (as
+//! redis-benchmark), one event loop, pre-encoded commands, buffers reused across batches.
+//!
+//! It reads CLUSTER SLOTS from the seed node, routes keys `wk:<i>` (i < --keys) to their slot's
+//! primary, and opens --clients connections round-robin over the primaries, each writing only
+//! keys its primary owns (so nothing is redirected). Each connection loops: send --pipeline
+//! `INCR <random owned key>` (and `WAIT 1 0` with --wait), read all the replies, repeat. A batch
+//! counts (its INCRs towards rps, its latency, send to last reply, towards the percentiles) if
+//! it started after --warmup and completed before the end of the run.
+//!
+//! Prints one JSON line: `{"rps":..,"p50_ms":..,"p99_ms":..,"errors":..,"error_samples":[..],
+//! "wait_short":..,"conn_errors":..}` (`wait_short`: WAIT replies of `:0`, no replica
+//! acknowledged; p50/p99 are `null` if no batch counted).
+//!
+//!     cargo build --release --example waitload
+//!     target/release/examples/waitload --port 7000 --clients 50 --pipeline 16 --wait
+
+use std::collections::BTreeMap;
+use std::process::exit;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use tallykv::cluster::{SLOT_COUNT, key_slot};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const USAGE: &str = "usage: waitload --port P [--clients N] [--pipeline P] [--wait] \
+                     [--warmup S] [--seconds S] [--keys K]";
+
+/// `WAIT 1 0`: return once one replica has acknowledged this connection's last write.
+const WAIT_CMD: &[u8] = b"*3\r\n$4\r\nWAIT\r\n$1\r\n1\r\n$1\r\n0\r\n";
+
+/// How long a connection may still be waiting for its last batch after the run: past that it
+/// is reported as a connection error instead of hanging the benchmark.
+const STUCK_AFTER_END: Duration = Duration::from_secs(30);
+
+/// Error replies and connection errors kept as examples.
+const MAX_SAMPLES: usize = 3;
+
+/// A primary's keys as pre-encoded `INCR`s, shared by the connections bound to it.
+type Commands = Rc<[Box<[u8]>]>;
+
+/// The command line.
+struct Args {
+    port: u16,
+    clients: usize,
+    pipeline: usize,
+    wait: bool,
+    warmup: f64,
+    seconds: f64,
+    keys: usize,
+}
+
+impl Args {
+    fn parse() -> Result<Args, String> {
+        let mut args = Args {
+            port: 0,
+            clients: 50,
+            pipeline: 1,
+            wait: false,
+            warmup: 0.5,
+            seconds: 5.0,
+            keys: 100_000,
+        };
+        let mut it = std::env::args().skip(1);
+        while let Some(flag) = it.next() {
+            if flag == "--wait" {
+                args.wait = true;
+                continue;
+            }
+            let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+            let bad = || format!("{flag}: bad value {value:?}");
+            match flag.as_str() {
+                "--port" => args.port = value.parse().map_err(|_| bad())?,
+                "--clients" => args.clients = value.parse().map_err(|_| bad())?,
+                "--pipeline" => args.pipeline = value.parse().map_err(|_| bad())?,
+                "--keys" => args.keys = value.parse().map_err(|_| bad())?,
+                "--warmup" => args.warmup = value.parse().map_err(|_| bad())?,
+                "--seconds" => args.seconds = value.parse().map_err(|_| bad())?,
+                _ => return Err(format!("unknown option {flag}")),
+            }
+        }
+        if args.port == 0 {
+            return Err("--port is required".into());
+        }
+        if args.clients == 0 || args.pipeline == 0 || args.keys == 0 {
+            return Err("--clients, --pipeline and --keys must be positive".into());
+        }
+        if !(args.warmup >= 0.0 && args.seconds > 0.0) {
+            return Err("--warmup must be >= 0 and --seconds > 0".into());
+        }
+        Ok(args)
+    }
+}
+
+fn main() {
+    let args = Args::parse().unwrap_or_else(|e| {
+        eprintln!("waitload: {e}\n{USAGE}");
+        exit(2)
+    });
+    // One thread, like redis-benchmark: a client with more cores would not be a fair comparison.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| {
+            eprintln!("waitload: cannot start the runtime: {e}");
+            exit(1)
+        });
+    let local = tokio::task::LocalSet::new();
+    match runtime.block_on(local.run_until(run(&args))) {
+        Ok(totals) => println!("{}", totals.json(args.seconds)),
+        Err(e) => {
+            eprintln!("waitload: {e}");
+            exit(1)
+        }
+    }
+}
+
+/// What one connection counted; summed over all connections at the end.
+#[derive(Default)]
+struct Stats {
+    ops: u64,
+    /// Batch latencies in nanoseconds (only batches inside the measured window).
+    latencies: Vec<u64>,
+    errors: u64,
+    samples: Vec<String>,
+    wait_short: u64,
+    conn_errors: u64,
+}
+
+impl Stats {
+    fn sample(&mut self, s: String) {
+        if self.samples.len() < MAX_SAMPLES {
+            self.samples.push(s);
+        }
+    }
+
+    fn add(&mut self, other: Stats) {
+        self.ops += other.ops;
+        self.latencies.extend_from_slice(&other.latencies);
+        self.errors += other.errors;
+        self.wait_short += other.wait_short;
+        self.conn_errors += other.conn_errors;
+        for s in other.samples {
+            self.sample(s);
+        }
+    }
+
+    /// The one output line; percentiles as benches/cluster.py computes them (nearest rank).
+    fn json(mut self, seconds: f64) -> String {
+        self.latencies.sort_unstable();
+        let pct = |p: usize| {
+            let n = self.latencies.len();
+            if n == 0 {
+                return "null".to_string();
+            }
+            format!(
+                "{:.3}",
+                self.latencies[(n * p / 100).min(n - 1)] as f64 / 1e6
+            )
+        };
+        let samples: Vec<String> = self.samples.iter().map(|s| json_string(s)).collect();
+        format!(
+            "{{\"rps\":{:.1},\"p50_ms\":{},\"p99_ms\":{},\"errors\":{},\"error_samples\":[{}],\
+             \"wait_short\":{},\"conn_errors\":{}}}",
+            self.ops as f64 / seconds,
+            pct(50),
+            pct(99),
+            self.errors,
+            samples.join(","),
+            self.wait_short,
+            self.conn_errors
+        )
+    }
+}
+
+/// `s` as a JSON string literal.
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Routes the keys, connects everything, then runs all connections on this thread.
+async fn run(args: &Args) -> Result<Stats, String> {
+    let owners = slot_owners(args.port).await?;
+    // Per primary (by port, so the round robin is stable), its keys' pre-encoded INCRs.
+    let mut by_primary: BTreeMap<u16, Vec<Box<[u8]>>> = BTreeMap::new();
+    for i in 0..args.keys {
+        let key = format!("wk:{i}");
+        let slot = key_slot(key.as_bytes()) as usize;
+        let port = owners[slot].ok_or_else(|| format!("slot {slot} has no primary"))?;
+        by_primary
+            .entry(port)
+            .or_default()
+            .push(incr_command(key.as_bytes()));
+    }
+    let primaries: Vec<(u16, Commands)> = by_primary
+        .into_iter()
+        .map(|(port, cmds)| (port, cmds.into()))
+        .collect();
+
+    // Connect every client before the clock starts, so setup is not measured.
+    let mut streams = Vec::with_capacity(args.clients);
+    let mut totals = Stats::default();
+    for i in 0..args.clients {
+        let (port, cmds) = &primaries[i % primaries.len()];
+        match TcpStream::connect(("127.0.0.1", *port)).await {
+            Ok(s) => {
+                s.set_nodelay(true)
+                    .map_err(|e| format!("TCP_NODELAY: {e}"))?;
+                streams.push((s, cmds.clone()));
+            }
+            Err(e) => {
+                totals.conn_errors += 1;
+                totals.sample(format!("connect 127.0.0.1:{port}: {e}"));
+            }
+        }
+    }
+
+    let begin = Instant::now();
+    let window = Window {
+        measure: begin + Duration::from_secs_f64(args.warmup),
+        end: begin + Duration::from_secs_f64(args.warmup + args.seconds),
+    };
+    let expected_batches = (args.seconds * 200_000.0 / args.pipeline as f64) as usize;
+    let tasks: Vec<_> = streams
+        .into_iter()
+        .map(|(stream, cmds)| {
+            let client = Client {
+                stream,
+                cmds,
+                pipeline: args.pipeline,
+                wait: args.wait,
+                window,
+                // Room for a fast run's share of latencies up front: no growth in the loop.
+                stats: Stats {
+                    latencies: Vec::with_capacity(expected_batches / args.clients + 1),
+                    ..Stats::default()
+                },
+            };
+            tokio::task::spawn_local(client.run())
+        })
+        .collect();
+    for task in tasks {
+        let stats = task.await.map_err(|e| format!("client task failed: {e}"))?;
+        totals.add(stats);
+    }
+    Ok(totals)
+}
+
+/// The measured part of the run: batches started at or after `measure` and completed by `end`.
+#[derive(Clone, Copy)]
+struct Window {
+    measure: Instant,
+    end: Instant,
+}
+
+/// One connection, bound to one primary and the keys it owns.
+struct Client {
+    stream: TcpStream,
+    cmds: Commands,
+    pipeline: usize,
+    wait: bool,
+    window: Window,
+    stats: Stats,
+}
+
+impl Client {
+    async fn run(mut self) -> Stats {
+        let deadline = tokio::time::Instant::from_std(self.window.end + STUCK_AFTER_END);
+        let mut stats = std::mem::take(&mut self.stats);
+        match tokio::time::timeout_at(deadline, self.batches(&mut stats)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                stats.conn_errors += 1;
+                stats.sample(e);
+            }
+            Err(_) => {
+                stats.conn_errors += 1;
+                stats.sample(format!("no reply {STUCK_AFTER_END:?} after the end"));
+            }
+        }
+        stats
+    }
+
+    /// The send/read loop until the end of the run.
+    async fn batches(&mut self, stats: &mut Stats) -> Result<(), String> {
+        let mut rng = fastrand::Rng::new();
+        let mut batch = Vec::with_capacity(64 * (self.pipeline + 1));
+        let mut replies = Replies::new();
+        let expect = self.pipeline + usize::from(self.wait);
+        loop {
+            let start = Instant::now();
+            if start >= self.window.end {
+                return Ok(());
+            }
+            batch.clear();
+            for _ in 0..self.pipeline {
+                batch.extend_from_slice(&self.cmds[rng.usize(..self.cmds.len())]);
+            }
+            if self.wait {
+                batch.extend_from_slice(WAIT_CMD);
+            }
+            self.stream
+                .write_all(&batch)
+                .await
+                .map_err(|e| format!("write: {e}"))?;
+            let mut last_was_zero = false;
+            for _ in 0..expect {
+                let line = replies.next_line(&mut self.stream).await?;
+                match line.first() {
+                    Some(b':') | Some(b'+') => {}
+                    Some(b'-') => {
+                        stats.errors += 1;
+                        if stats.samples.len() < MAX_SAMPLES {
+                            stats.sample(String::from_utf8_lossy(line).into_owned());
+                        }
+                    }
+                    // INCR and WAIT only ever answer with one line.
+                    _ => {
+                        return Err(format!(
+                            "unexpected reply {:?}",
+                            String::from_utf8_lossy(line)
+                        ));
+                    }
+                }
+                last_was_zero = line == b":0";
+            }
+            let done = Instant::now();
+            if self.wait && last_was_zero {
+                stats.wait_short += 1;
+            }
+            if start >= self.window.measure && done <= self.window.end {
+                stats.ops += self.pipeline as u64;
+                stats.latencies.push((done - start).as_nanos() as u64);
+            }
+        }
+    }
+}
+
+/// A read buffer handing out one reply line at a time (without its CRLF).
+struct Replies {
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+}
+
+impl Replies {
+    fn new() -> Replies {
+        // Larger than any batch's replies, so a read is short and tokio skips the extra
+        // read() that would only return EAGAIN.
+        Replies {
+            buf: vec![0; 64 * 1024].into_boxed_slice(),
+            start: 0,
+            end: 0,
+        }
+    }
+
+    async fn next_line(&mut self, stream: &mut TcpStream) -> Result<&[u8], String> {
+        loop {
+            if let Some(nl) = self.buf[self.start..self.end]
+                .iter()
+                .position(|&b| b == b'\n')
+            {
+                let line_start = self.start;
+                let line_end = self.start + nl;
+                self.start = line_end + 1;
+                let line = &self.buf[line_start..line_end];
+                return Ok(line.strip_suffix(b"\r").unwrap_or(line));
+            }
+            if self.start == self.end {
+                self.start = 0;
+                self.end = 0;
+            } else if self.end == self.buf.len() {
+                // Keep the partial line, make room behind it.
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+                if self.end == self.buf.len() {
+                    return Err("reply line longer than the read buffer".into());
+                }
+            }
+            let n = stream
+                .read(&mut self.buf[self.end..])
+                .await
+                .map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                return Err("connection closed by the server".into());
+            }
+            self.end += n;
+        }
+    }
+}
+
+/// `INCR key`, RESP-encoded once so the loop only copies bytes.
+fn incr_command(key: &[u8]) -> Box<[u8]> {
+    let mut out = format!("*2\r\n$4\r\nINCR\r\n${}\r\n", key.len()).into_bytes();
+    out.extend_from_slice(key);
+    out.extend_from_slice(b"\r\n");
+    out.into_boxed_slice()
+}
+
+/// For every slot, the port of its primary per the seed's CLUSTER SLOTS (the first node of
+/// each range). Nodes are reached on 127.0.0.1 whatever address they announce: the benchmark
+/// runs every node on loopback.
+async fn slot_owners(seed: u16) -> Result<Vec<Option<u16>>, String> {
+    let ask = async {
+        let mut stream = TcpStream::connect(("127.0.0.1", seed))
+            .await
+            .map_err(|e| format!("connect 127.0.0.1:{seed}: {e}"))?;
+        stream
+            .write_all(b"*2\r\n$7\r\nCLUSTER\r\n$5\r\nSLOTS\r\n")
+            .await
+            .map_err(|e| format!("CLUSTER SLOTS: {e}"))?;
+        let mut buf = Vec::with_capacity(16 * 1024);
+        loop {
+            if let Some((value, _)) = parse_value(&buf)? {
+                return Ok::<_, String>(value);
+            }
+            let n = stream
+                .read_buf(&mut buf)
+                .await
+                .map_err(|e| format!("CLUSTER SLOTS: {e}"))?;
+            if n == 0 {
+                return Err("CLUSTER SLOTS: connection closed".into());
+            }
+        }
+    };
+    let reply = tokio::time::timeout(Duration::from_secs(10), ask)
+        .await
+        .map_err(|_| "CLUSTER SLOTS: no reply in 10 s".to_string())??;
+    let ranges = match reply {
+        Value::Array(ranges) => ranges,
+        Value::Error(e) => return Err(format!("CLUSTER SLOTS: {e}")),
+        _ => return Err("CLUSTER SLOTS: not an array".into()),
+    };
+    let mut owners = vec![None; SLOT_COUNT];
+    for range in &ranges {
+        let bad = || "CLUSTER SLOTS: malformed range".to_string();
+        let Value::Array(fields) = range else {
+            return Err(bad());
+        };
+        let (Some(&Value::Int(first)), Some(&Value::Int(last)), Some(Value::Array(primary))) =
+            (fields.first(), fields.get(1), fields.get(2))
+        else {
+            return Err(bad());
+        };
+        let Some(&Value::Int(port)) = primary.get(1) else {
+            return Err(bad());
+        };
+        let port = u16::try_from(port).map_err(|_| bad())?;
+        if !(0 <= first && first <= last && last < SLOT_COUNT as i64) {
+            return Err(bad());
+        }
+        for owner in &mut owners[first as usize..=last as usize] {
+            *owner = Some(port);
+        }
+    }
+    Ok(owners)
+}
+
+/// A RESP2 reply, as much of it as CLUSTER SLOTS needs.
+enum Value {
+    Int(i64),
+    Bytes,
+    Error(String),
+    Array(Vec<Value>),
+}
+
+/// One complete RESP2 value at the start of `buf` and its length, `None` if more bytes are needed.
+fn parse_value(buf: &[u8]) -> Result<Option<(Value, usize)>, String> {
+    let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
+        return Ok(None);
+    };
+    if nl < 2 || buf[nl - 1] != b'\r' {
+        return Err("CLUSTER SLOTS: malformed reply".into());
+    }
+    let line = &buf[1..nl - 1];
+    let after = nl + 1;
+    let number = || -> Result<i64, String> {
+        std::str::from_utf8(line)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| "CLUSTER SLOTS: bad number".to_string())
+    };
+    match buf[0] {
+        b':' => Ok(Some((Value::Int(number()?), after))),
+        b'+' => Ok(Some((Value::Bytes, after))),
+        b'-' => Ok(Some((
+            Value::Error(String::from_utf8_lossy(line).into_owned()),
+            after,
+        ))),
+        b'$' => {
+            let len = number()?;
+            if len < 0 {
+                return Ok(Some((Value::Bytes, after)));
+            }
+            let total = after + len as usize + 2;
+            Ok((buf.len() >= total).then_some((Value::Bytes, total)))
+        }
+        b'*' => {
+            let len = number()?;
+            let mut items = Vec::with_capacity(len.max(0) as usize);
+            let mut at = after;
+            for _ in 0..len.max(0) {
+                let Some((item, used)) = parse_value(&buf[at..])? else {
+                    return Ok(None);
+                };
+                items.push(item);
+                at += used;
+            }
+            Ok(Some((Value::Array(items), at)))
+        }
+        other => Err(format!(
+            "CLUSTER SLOTS: unexpected reply type {:?}",
+            other as char
+        )),
+    }
+}
