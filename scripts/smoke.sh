@@ -89,4 +89,12 @@ check=$(redis-cli --cluster check "127.0.0.1:${ports[0]}" 2>&1)
 echo "$check" | grep -q "All nodes agree about slots configuration" \
   && echo "$check" | grep -q "All 16384 slots covered" \
   || { echo "FAIL: redis-cli --cluster check:"; echo "$check"; exit 1; }
-echo "1 passed, 0 failed: smoke (redis-cli + redis-benchmark + restart + cluster via redis-cli -c and --cluster check)"
+# FLUSHALL on every node (each flushes the groups it leads, replicas included) empties it.
+redis-cli --cluster call "127.0.0.1:${ports[0]}" flushall >/dev/null 2>&1 \
+  || { echo "FAIL: redis-cli --cluster call FLUSHALL"; exit 1; }
+for p in "${ports[@]}"; do
+  for _ in $(seq 50); do [ "$(redis-cli -p "$p" dbsize)" = 0 ] && break; sleep 0.1; done
+  [ "$(redis-cli -p "$p" dbsize)" = 0 ] || { echo "FAIL: node $p holds keys after FLUSHALL"; exit 1; }
+done
+[ -z "$(c get smoke:1)" ] || { echo "FAIL: cluster GET after FLUSHALL"; exit 1; }
+echo "1 passed, 0 failed: smoke (redis-cli + redis-benchmark + restart + cluster via redis-cli -c, --cluster check and --cluster call FLUSHALL)"

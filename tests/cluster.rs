@@ -961,6 +961,55 @@ fn wiped_node_catches_up_by_snapshot() {
     );
 }
 
+/// FLUSHALL on a node deletes the keys of the groups it leads (the slots it serves as
+/// primary), on their replicas too, through the groups' logs, and leaves the other groups'
+/// keys alone; run on every node (what `redis-cli --cluster call ... FLUSHALL` does) it
+/// empties the cluster.
+#[test]
+fn flushall_deletes_the_led_groups_through_their_logs() {
+    let _serial = serial();
+    let c = start_fast();
+    let client = c.cluster_client();
+    let mut cc = client.get_connection().expect("cluster connection");
+    let keys: Vec<String> = (0..200).map(|i| format!("fk:{i}")).collect();
+    for k in &keys {
+        let _: () = cmd(&["SET", k, k]).query(&mut cc).expect("SET");
+    }
+    let led: BTreeSet<usize> = c.led_by(0).into_iter().collect();
+    assert!(!led.is_empty(), "node 0 leads a group\n{}", c.logs(10));
+    let ok: String = c.query(0, &cmd(&["FLUSHALL", "ASYNC"]));
+    assert_eq!(ok, "OK");
+    for k in &keys {
+        let got: Option<String> = cmd(&["GET", k]).query(&mut cc).expect("GET");
+        if led.contains(&c.group_of_key(k)) {
+            assert_eq!(got, None, "{k} is in a group node 0 leads");
+        } else {
+            assert_eq!(got.as_deref(), Some(k.as_str()), "{k} is in another group");
+        }
+    }
+    let err = cmd(&["FLUSHALL", "LATER"])
+        .query::<Value>(&mut c.conn(0))
+        .expect_err("a bad argument");
+    assert_eq!(err.code(), Some("ERR"), "{err}");
+    for i in 1..c.len() {
+        let reply = cmd(&["FLUSHDB"]).query::<Value>(&mut c.conn(i));
+        if c.led_by(i).is_empty() {
+            let err = reply.expect_err("a node leading nothing is a replica");
+            assert_eq!(err.code(), Some("READONLY"), "{err}");
+        } else {
+            assert_eq!(reply.expect("FLUSHDB"), Value::Okay);
+        }
+    }
+    // Every copy is gone: each node only flushed the groups it leads, so the replicas
+    // deleted theirs by applying the leaders' entries.
+    for i in 0..c.len() {
+        let empty = wait_until(Duration::from_secs(10), || {
+            c.query::<i64>(i, &cmd(&["DBSIZE"])) == 0
+        });
+        assert!(empty, "node {i} still holds keys\n{}", c.logs(10));
+    }
+}
+
 /// A field of node `i`'s INFO (all sections) as a number.
 fn info_field(c: &Cluster, i: usize, name: &str) -> u64 {
     let info: String = c.query(i, &cmd(&["INFO", "everything"]));

@@ -15,6 +15,8 @@ use bytes::Bytes;
 use super::core::{BatchReply, Core, NO_STATS, Op, slot_owner};
 use super::routing;
 use crate::cluster::key_slot;
+use crate::cluster::node::ClusterNode;
+use crate::cluster::types::GroupId;
 use crate::command::connection::{Client, ConnCtx};
 use crate::command::table::{lookup, lookup_sub, registry};
 use crate::command::{self, Exec, Fanout, Multi, ShardFn, flags, keyspace, string};
@@ -355,14 +357,12 @@ impl Dispatcher {
             self.push_local(start);
             return;
         };
-        if matches!(def.exec, Exec::Fanout(_)) {
-            self.local.error(
-                "ERR FLUSHALL/FLUSHDB are not supported in cluster mode yet (delete keys instead)",
-            );
-            self.push_local(start);
+        if let Exec::Fanout(kind) = def.exec {
+            // Only FLUSHALL/FLUSHDB come here (the other fanouts read this node's copies).
+            debug_assert!(matches!(kind, Fanout::FlushAll));
+            self.flush_led_groups(core, cluster, def, cmd_id, args);
             return;
-        }
-        let exec = match def.exec {
+        }        let exec = match def.exec {
             Exec::Shard(f) | Exec::Multi(f, _) => f,
             _ => unreachable!("only keyed commands are routed"),
         };
@@ -387,25 +387,87 @@ impl Dispatcher {
                 self.slots.push(Slot::One(part));
             }
             Some(routing::Route::Group(g)) => {
-                let dest = core.cores() + g as usize;
-                if self.pending.len() <= dest {
-                    self.pending
-                        .resize_with(core.cores() + cluster.group_count(), Vec::new);
-                }
-                let q = &mut self.pending[dest];
-                q.push(Op {
-                    exec,
-                    args,
-                    flags: def.flags,
-                    cmd_id,
-                });
-                self.slots.push(Slot::One(Part::Remote {
-                    round: self.rounds.len() as u32,
-                    core: dest as u32,
-                    idx: (q.len() - 1) as u32,
-                }));
+                let part = self.queue_for_group(
+                    core,
+                    cluster,
+                    g,
+                    Op {
+                        exec,
+                        args,
+                        flags: def.flags,
+                        cmd_id,
+                    },
+                );
+                self.slots.push(Slot::One(part));
             }
         }
+    }
+
+    /// Queues `op` for slot group `g`'s log (sent when the batch flushes); where its reply
+    /// will be.
+    fn queue_for_group(
+        &mut self,
+        core: &Rc<Core>,
+        cluster: &ClusterNode,
+        g: GroupId,
+        op: Op,
+    ) -> Part {
+        let dest = core.cores() + g as usize;
+        if self.pending.len() <= dest {
+            self.pending
+                .resize_with(core.cores() + cluster.group_count(), Vec::new);
+        }
+        let q = &mut self.pending[dest];
+        q.push(op);
+        Part::Remote {
+            round: self.rounds.len() as u32,
+            core: dest as u32,
+            idx: (q.len() - 1) as u32,
+        }
+    }
+
+    /// FLUSHALL/FLUSHDB in cluster mode, as on a Valkey cluster primary: deletes the keys of
+    /// the slots this node serves as primary, i.e. of every group it leads, through each
+    /// group's log so that its replicas delete them too; +OK once every group applied it.
+    /// The groups other nodes lead keep their keys (run it on every node, e.g. with
+    /// `redis-cli --cluster call`, to empty the cluster). A node leading no group is a
+    /// replica only, and refuses as a Valkey replica does.
+    fn flush_led_groups(
+        &mut self,
+        core: &Rc<Core>,
+        cluster: &ClusterNode,
+        def: &command::CommandDef,
+        cmd_id: u32,
+        args: Vec<Bytes>,
+    ) {
+        let start = self.local.buf.len();
+        if !command::server::flush_args_ok(&args) {
+            self.local.error(command::SYNTAX_ERROR);
+            self.push_local(start);
+            return;
+        }
+        let led: Vec<GroupId> = (0..cluster.group_count() as GroupId)
+            .filter(|&g| cluster.leader(g) == Some(cluster.id))
+            .collect();
+        if led.is_empty() {
+            self.local
+                .error("READONLY You can't write against a read only replica.");
+            self.push_local(start);
+            return;
+        }
+        let parts = led
+            .into_iter()
+            .map(|g| {
+                let op = Op {
+                    exec: keyspace::flush_local,
+                    args: args.clone(),
+                    flags: def.flags,
+                    cmd_id,
+                };
+                self.queue_for_group(core, cluster, g, op)
+            })
+            .collect();
+        self.slots.push(Slot::Gathered(Gather::AllOk, parts));
     }
 
     /// A multi-key command whose keys span cores.

@@ -16,7 +16,7 @@ use crate::cluster::node::Evictor;
 use crate::cluster::sm::{ApplyItem, Cores};
 use crate::cluster::types::{GroupId, LogId, Membership, Request, Response};
 use crate::command::table::{lookup, lookup_sub, registry};
-use crate::command::{Exec, flags};
+use crate::command::{Exec, Fanout, flags};
 use crate::protocol::Out;
 use crate::shard::Mutation;
 use crate::storage::{Batch, Item, KeyValues, Storage, codec};
@@ -161,8 +161,9 @@ impl Cores for CoreLink {
     ) -> BoxFuture<'static, Result<Vec<Response>, String>> {
         let items = Arc::new(items);
         let on_core = items.clone();
-        let parts = self.on_cores(&slots, "applying", move |core| {
-            apply_on_core(core, group, &on_core, last)
+        let range = slots.clone();
+        let parts = self.on_cores(&range, "applying", move |core| {
+            apply_on_core(core, group, &slots, &on_core, last)
         });
         Box::pin(async move {
             let mut responses: Vec<Response> = items
@@ -273,10 +274,11 @@ impl Cores for CoreLink {
 }
 
 /// Applies the entries of `items` whose keys this core owns and that it has not applied
-/// yet; returns (item, command, reply) for each command it ran.
+/// yet; returns (item, command, reply) for each command it ran. `slots`: the group's.
 fn apply_on_core(
     core: &Core,
     group: GroupId,
+    slots: &Range<usize>,
     items: &[ApplyItem],
     last: LogId,
 ) -> Vec<(u32, u32, Bytes)> {
@@ -300,6 +302,14 @@ fn apply_on_core(
                     shard.clock_ms = *now;
                 }
                 for (j, args) in cmds.iter().enumerate() {
+                    if is_flush(reg, args) {
+                        // FLUSHALL/FLUSHDB through a group's log: the group's keys here.
+                        delete_slots_on_core(core, slots);
+                        let mut out = Out::new(*resp3);
+                        out.ok();
+                        replies.push((i as u32, j as u32, Bytes::from(out.buf)));
+                        continue;
+                    }
                     let Some((op, slot)) = resolve(reg, args) else {
                         let mut out = Out::new(*resp3);
                         out.error("ERR command cannot be replicated");
@@ -365,6 +375,13 @@ fn install_on_core(
     core.set_applied_mark(group, last);
     core.finish();
     restored
+}
+
+/// Whether a replicated command is FLUSHALL/FLUSHDB (deletes the whole group's keys).
+fn is_flush(reg: &crate::command::table::Registry, args: &[Bytes]) -> bool {
+    args.first()
+        .and_then(|name| lookup(name))
+        .is_some_and(|id| matches!(reg.def(id).exec, Exec::Fanout(Fanout::FlushAll)))
 }
 
 /// The shard function and key slot of a replicated command (None: not a keyed command).
