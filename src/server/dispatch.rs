@@ -362,7 +362,8 @@ impl Dispatcher {
             debug_assert!(matches!(kind, Fanout::FlushAll));
             self.flush_led_groups(core, cluster, def, cmd_id, args);
             return;
-        }        let exec = match def.exec {
+        }
+        let exec = match def.exec {
             Exec::Shard(f) | Exec::Multi(f, _) => f,
             _ => unreachable!("only keyed commands are routed"),
         };
