@@ -961,6 +961,60 @@ fn wiped_node_catches_up_by_snapshot() {
     );
 }
 
+/// KEYS, SCAN, DBSIZE and RANDOMKEY on a node see the slots it serves as primary (the groups
+/// it leads), not the copies it keeps as a replica: over all nodes, every key once.
+#[test]
+fn keyspace_commands_see_the_slots_a_node_serves() {
+    let _serial = serial();
+    let c = start_fast();
+    let client = c.cluster_client();
+    let mut cc = client.get_connection().expect("cluster connection");
+    let keys: BTreeSet<String> = (0..300).map(|i| format!("sk:{i}")).collect();
+    for k in &keys {
+        let _: () = cmd(&["SET", k, "v"]).query(&mut cc).expect("SET");
+    }
+    let mut total = 0;
+    let mut from_keys = Vec::new();
+    let mut from_scan = Vec::new();
+    for i in 0..c.len() {
+        let led: BTreeSet<usize> = c.led_by(i).into_iter().collect();
+        let mine = keys
+            .iter()
+            .filter(|k| led.contains(&c.group_of_key(k)))
+            .count() as i64;
+        let size: i64 = c.query(i, &cmd(&["DBSIZE"]));
+        assert_eq!(size, mine, "node {i} leads groups {led:?}");
+        total += size;
+        let listed: Vec<String> = c.query(i, &cmd(&["KEYS", "*"]));
+        assert!(
+            listed.iter().all(|k| led.contains(&c.group_of_key(k))),
+            "node {i} lists a key of a group it does not lead"
+        );
+        from_keys.extend(listed);
+        let mut cursor = "0".to_string();
+        loop {
+            let (next, batch): (String, Vec<String>) =
+                c.query(i, &cmd(&["SCAN", &cursor, "COUNT", "50"]));
+            from_scan.extend(batch);
+            if next == "0" {
+                break;
+            }
+            cursor = next;
+        }
+        let random: Option<String> = c.query(i, &cmd(&["RANDOMKEY"]));
+        match random {
+            Some(k) => assert!(led.contains(&c.group_of_key(&k)), "node {i}: RANDOMKEY {k}"),
+            None => assert_eq!(mine, 0, "node {i}: RANDOMKEY found nothing"),
+        }
+    }
+    assert_eq!(total, keys.len() as i64, "DBSIZE over all nodes");
+    for (what, mut got) in [("KEYS", from_keys), ("SCAN", from_scan)] {
+        got.sort();
+        let want: Vec<String> = keys.iter().cloned().collect();
+        assert_eq!(got, want, "{what} over all nodes: every key once");
+    }
+}
+
 /// FLUSHALL on a node deletes the keys of the groups it leads (the slots it serves as
 /// primary), on their replicas too, through the groups' logs, and leaves the other groups'
 /// keys alone; run on every node (what `redis-cli --cluster call ... FLUSHALL` does) it
@@ -1000,11 +1054,13 @@ fn flushall_deletes_the_led_groups_through_their_logs() {
             assert_eq!(reply.expect("FLUSHDB"), Value::Okay);
         }
     }
-    // Every copy is gone: each node only flushed the groups it leads, so the replicas
-    // deleted theirs by applying the leaders' entries.
+    // Every copy is gone (INFO keyspace counts the replica copies too): each node only
+    // flushed the groups it leads, so the replicas deleted theirs by applying the leaders'
+    // entries.
     for i in 0..c.len() {
         let empty = wait_until(Duration::from_secs(10), || {
-            c.query::<i64>(i, &cmd(&["DBSIZE"])) == 0
+            let info: String = c.query(i, &cmd(&["INFO", "keyspace"]));
+            !info.contains("db0:keys=")
         });
         assert!(empty, "node {i} still holds keys\n{}", c.logs(10));
     }

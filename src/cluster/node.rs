@@ -916,6 +916,12 @@ impl ClusterNode {
             .count()
     }
 
+    /// Whether this node serves `slot` as its primary: it leads the slot's group.
+    #[inline]
+    pub fn serves(&self, slot: usize) -> bool {
+        self.leader(self.group_of(slot)) == Some(self.id)
+    }
+
     /// The group's leader as last seen (None during an election).
     #[inline]
     pub fn leader(&self, g: GroupId) -> Option<NodeId> {

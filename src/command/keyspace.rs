@@ -151,7 +151,8 @@ pub fn keys_local(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     let pattern = &args[1];
     let all = &pattern[..] == b"*";
     let mut found: Vec<Vec<u8>> = Vec::new();
-    for slot in ctx.shard.owned_slots() {
+    let served = served(ctx);
+    for slot in ctx.shard.owned_slots().filter(|&s| served(s)) {
         ctx.shard.for_each_in_slot(slot, ctx.now, |e| {
             if all || crate::util::glob_match(pattern, e.key(), false) {
                 found.push(e.key().to_vec());
@@ -164,9 +165,29 @@ pub fn keys_local(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     }
 }
 
+/// Which slots are this node's keyspace. Standalone: all of them. In a cluster, the slots of
+/// the groups it leads, which it serves as primary: KEYS, SCAN, DBSIZE and RANDOMKEY see only
+/// those, as a Valkey cluster primary's dataset holds only its own slots. The copies it keeps
+/// as a replica of other groups are left out, so that a cluster client scanning every
+/// primary, or `redis-cli --cluster info` adding up their DBSIZEs, sees each key once.
+fn served(ctx: &Ctx<'_>) -> impl Fn(usize) -> bool + use<> {
+    let cluster = ctx.shared.cluster().cloned();
+    move |slot| cluster.as_ref().is_none_or(|c| c.serves(slot))
+}
+
 /// Per-core DBSIZE.
 pub fn dbsize_local(ctx: &mut Ctx<'_>, _args: &[Bytes]) {
-    ctx.out.int(ctx.shard.len() as i64);
+    let n = if ctx.shared.cluster().is_some() {
+        let served = served(ctx);
+        ctx.shard
+            .owned_slots()
+            .filter(|&s| served(s))
+            .map(|s| ctx.shard.count_in_slot(s))
+            .sum()
+    } else {
+        ctx.shard.len()
+    };
+    ctx.out.int(n as i64);
 }
 
 /// Per-core FLUSHALL/FLUSHDB.
@@ -175,9 +196,30 @@ pub fn flush_local(ctx: &mut Ctx<'_>, _args: &[Bytes]) {
     ctx.out.ok();
 }
 
-/// Per-core RANDOMKEY: a random key of this core, or nil.
+/// Tries of RANDOMKEY on a cluster node for a key of a slot it serves (a node leading one
+/// group in three finds one in the first try or two; nil after this many misses).
+const RANDOMKEY_TRIES: usize = 64;
+
+/// Per-core RANDOMKEY: a random key of this core (of a slot it serves), or nil.
 pub fn randomkey_local(ctx: &mut Ctx<'_>, _args: &[Bytes]) {
-    match ctx.shard.random_entry(ctx.now).map(|e| e.key().to_vec()) {
+    let served = served(ctx);
+    let tries = if ctx.shared.cluster().is_some() {
+        RANDOMKEY_TRIES
+    } else {
+        1
+    };
+    let mut found = None;
+    for _ in 0..tries {
+        match ctx.shard.random_entry(ctx.now).map(|e| e.key().to_vec()) {
+            Some(k) if served(crate::cluster::key_slot(&k) as usize) => {
+                found = Some(k);
+                break;
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    match found {
         Some(k) => ctx.out.bulk(&k),
         None => ctx.out.nil(),
     }
@@ -318,11 +360,16 @@ pub fn scan(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     }
     let mut keys: Vec<(Vec<u8>, Kind, bool)> = Vec::new();
     let now = ctx.now;
+    let served = served(ctx);
     let next = loop {
         let want = opts.count.saturating_sub(keys.len()).max(1);
-        let n = ctx.shard.scan_slot(slot, in_slot, want, |e| {
-            keys.push((e.key().to_vec(), e.kind(), e.is_expired(now)));
-        });
+        let n = if served(slot) {
+            ctx.shard.scan_slot(slot, in_slot, want, |e| {
+                keys.push((e.key().to_vec(), e.kind(), e.is_expired(now)));
+            })
+        } else {
+            0
+        };
         if n != 0 {
             break (n << SLOT_BITS) | slot as u64;
         }
