@@ -37,9 +37,9 @@ fn serial() -> MutexGuard<'static, ()> {
 /// 1.25× this without hearing from its leader.
 const NODE_TIMEOUT_MS: u64 = 500;
 
-/// Reply timeout of the load's clients. An isolated node accepts commands and answers its
-/// writes only when they time out (after 5 s, UNCERTAIN), so the clients give up on it after
-/// this and try another node.
+/// Reply timeout of the load's clients. An isolated node answers the writes it took in its
+/// first node timeout after the cut only when they time out (after 5 s, UNCERTAIN), so the
+/// clients give up on it after this and try another node. (Later ones it refuses at once.)
 const CLIENT_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// The longest the majority may take, from the cut, until both its nodes name a new leader
@@ -362,13 +362,13 @@ fn isolated_leader_acknowledges_nothing_stale() {
     // The isolated node, asked directly: three INCRs (one batch) and a linearizable GET on
     // another connection, sent together so their timeouts run side by side.
     let (mut get_writer, mut get_reader) = raw(&c, victim, Duration::from_secs(15));
+    let asked = Instant::now();
     old_writer
         .write_all(incr.repeat(3).as_bytes())
         .expect("write");
     get_writer
         .write_all(resp(&["GET", &probe]).as_bytes())
         .expect("write");
-    let isolated_view = view(&c, victim, 0);
     let mut isolated_incrs = Vec::new();
     for _ in 0..3 {
         let reply = read_incr_reply(&mut old);
@@ -376,13 +376,28 @@ fn isolated_leader_acknowledges_nothing_stale() {
         isolated_incrs.push(reply);
     }
     let isolated_get = read_get_reply(&mut get_reader);
+    let answered_in = asked.elapsed();
+    let isolated_view = view(&c, victim, 0);
+    let state: String = c.query(victim, &cmd(&["CLUSTER", "INFO"]));
+    assert!(
+        state.contains("cluster_state:fail"),
+        "the isolated node reports its slots as served: {state}"
+    );
     assert!(
         c.proxy().is_cut(victim, majority[0]) && c.proxy().dropped_bytes() > dropped_before,
         "the proxy did not cut node {victim} off"
     );
+    // Long past a node timeout without a quorum's acknowledgement, the node refuses at once
+    // (CLUSTERDOWN, as a Valkey primary cut off from the majority) instead of holding the
+    // commands for the 5 s write timeout.
+    assert!(
+        answered_in < Duration::from_millis(2500),
+        "the isolated node took {answered_in:?} to refuse: {isolated_incrs:?} {isolated_get:?}"
+    );
     eprintln!(
         "isolated node {victim} sees group 0 as {isolated_view}; INCR there while cut off: \
-         {isolated_incrs:?}; GET: {isolated_get:?} (the majority acknowledged up to {newest})"
+         {isolated_incrs:?}; GET: {isolated_get:?}, answered in {answered_in:?} (the majority \
+         acknowledged up to {newest})"
     );
     for reply in &isolated_incrs {
         match reply {

@@ -39,6 +39,9 @@ pub enum Refusal {
     Moved(NodeId),
     /// No leader is known (an election is running, or no quorum).
     NoLeader,
+    /// This node leads the group but no quorum has acknowledged it for a node timeout
+    /// (cut off from its followers, which may have elected another leader meanwhile).
+    NoQuorum,
     /// The entry may or may not commit later (timeout, or the leader changed meanwhile
     /// without truncating it): the client must not assume either.
     Uncertain,
@@ -969,6 +972,12 @@ impl ClusterNode {
             let _ = tx.send(Err(Refusal::to(self.leader(g))));
             return rx;
         };
+        if self.quorum_lost(&raft) {
+            // Not proposed, so certainly not applied: a definite refusal now, instead of an
+            // UNCERTAIN after the write timeout.
+            let _ = tx.send(Err(Refusal::NoQuorum));
+            return rx;
+        }
         let handing = self.handing.running(g).then(|| self.handing.clone());
         self.handle.spawn(async move {
             if let Some(handing) = handing {
@@ -1007,6 +1016,10 @@ impl ClusterNode {
         let handing = self.handing.running(g).then(|| self.handing.clone());
         if handing.is_none() && self.lease_holds(&raft) {
             let _ = tx.send(Ok(()));
+            return rx;
+        }
+        if self.quorum_lost(&raft) {
+            let _ = tx.send(Err(Refusal::NoQuorum));
             return rx;
         }
         self.handle.spawn(async move {
@@ -1068,6 +1081,12 @@ impl ClusterNode {
                  applied={applied}",
                 m.current_term
             );
+            if let Some(ms) = m
+                .millis_since_quorum_ack
+                .filter(|_| m.state == ServerState::Leader)
+            {
+                line.push_str(&format!(",quorum_ack_ms={ms}"));
+            }
             if let Some(repl) = &m.replication {
                 let lags: Vec<String> = repl
                     .iter()
@@ -1099,6 +1118,24 @@ impl ClusterNode {
                 .is_some_and(|ms| ms < self.lease_ms)
             && m.last_applied
                 .is_some_and(|l| l.leader_id.term == m.current_term)
+    }
+
+    /// Whether this node leads the group but no quorum has acknowledged it for a whole node
+    /// timeout: its followers stand for election after that long without hearing from it,
+    /// so it is likely deposed already and would only learn so once it reaches them. Writes
+    /// and reads it gets meanwhile are refused at once (a write is not proposed, so it is
+    /// certainly not applied) rather than left waiting for the write timeout.
+    pub fn quorum_lost_in(&self, g: GroupId) -> bool {
+        self.raft(g).is_some_and(|raft| self.quorum_lost(&raft))
+    }
+
+    /// [`ClusterNode::quorum_lost_in`] for a group's Raft at hand.
+    fn quorum_lost(&self, raft: &Raft) -> bool {
+        let m = raft.metrics();
+        let m = m.borrow();
+        m.state == ServerState::Leader
+            && m.millis_since_quorum_ack
+                .is_some_and(|ms| ms > self.timeout_ms)
     }
 
     /// The slots of the groups this node leads now, as ranges.

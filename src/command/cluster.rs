@@ -109,7 +109,10 @@ pub fn info_text(c: Option<&ClusterNode>) -> String {
     for (g, gl) in map.groups.iter().enumerate() {
         let g = g as GroupId;
         epoch = epoch.max(c.term(g));
-        if let Some(l) = c.leader(g) {
+        // A leader here that no quorum has acknowledged for a node timeout is likely
+        // deposed on the other side of a partition: its slots are down here (Valkey's
+        // minority side reports cluster_state:fail too).
+        if let Some(l) = c.leader(g).filter(|&l| l != c.id || !c.quorum_lost_in(g)) {
             ok += gl.slots.len();
             leaders.insert(l);
             if l == c.id {

@@ -80,6 +80,12 @@ fn refusal_text(cluster: &ClusterNode, slot: usize, why: &Refusal) -> String {
     match why {
         Refusal::Moved(id) => moved(cluster, slot, *id),
         Refusal::NoLeader => no_leader(cluster.group_of(slot)),
+        // What a Valkey primary cut off from the majority answers (cluster_state:fail);
+        // cluster clients take it as their cue to reload the slot map from other nodes.
+        Refusal::NoQuorum => format!(
+            "{CLUSTERDOWN} (slot group {} has no quorum on this node)",
+            cluster.group_of(slot)
+        ),
         Refusal::Uncertain => "UNCERTAIN the write was not confirmed in time: it may or may not \
                                have been applied (leadership changed or no quorum)"
             .to_string(),
@@ -191,6 +197,11 @@ async fn propose(
         let mut proposals = core.proposals.borrow_mut();
         let queue = proposals.groups.entry(key).or_default();
         if queue.in_flight >= IN_FLIGHT {
+            if cluster.quorum_lost_in(g) {
+                // The entry in flight waits for a quorum that is gone (up to the write
+                // timeout): refuse now, as an entry of its own would be.
+                return Err(Refusal::NoQuorum);
+            }
             let (tx, rx) = oneshot::channel();
             let w = queue.waiting.get_or_insert_with(|| Waiting {
                 now,

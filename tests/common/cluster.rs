@@ -799,6 +799,9 @@ impl Router {
                     }
                     Some("UNCERTAIN") => Outcome::Unknown(text),
                     Some("CLUSTERDOWN") => {
+                        // As cluster clients do (they reload the slot map elsewhere): a node
+                        // cut off from its group's quorum says so until it is healed.
+                        self.give_up_on(node, g);
                         std::thread::sleep(Duration::from_millis(20));
                         Outcome::Unknown(text)
                     }
