@@ -277,6 +277,18 @@ pub struct Startup {
     joined: Mutex<Option<oneshot::Receiver<(NodeId, Layout)>>>,
 }
 
+impl Parts {
+    /// Group `g`'s Raft settings: the shared ones, named after the group. openraft puts the
+    /// name in the span of everything it logs (shown at loglevel debug), so its lines say
+    /// which group they are about; the name never goes over the wire.
+    fn config_for(&self, g: GroupId) -> Arc<openraft::Config> {
+        Arc::new(openraft::Config {
+            cluster_name: group_name(g),
+            ..(*self.raft_config).clone()
+        })
+    }
+}
+
 impl Startup {
     /// Starts the Raft runtime and serves the bus on `bus`; `me` is what this node
     /// announces.
@@ -344,6 +356,7 @@ impl Startup {
 
 /// What starting a slot group's Raft on this node takes.
 pub(super) struct Parts {
+    /// The settings every group shares; see [`Parts::config_for`].
     raft_config: Arc<openraft::Config>,
     pub client: Arc<BusClient>,
     pub storage: Arc<Storage>,
@@ -494,7 +507,7 @@ impl ClusterNode {
             let sm = MetaSm::new(parts.storage.clone(), parts.files.clone(), state, publish);
             Raft::new(
                 id,
-                parts.raft_config.clone(),
+                parts.config_for(META),
                 Network::new(parts.client.clone(), META),
                 parts.storage.raft_log(META),
                 sm,
@@ -563,7 +576,7 @@ impl ClusterNode {
         )?;
         let raft = Raft::new(
             self.id,
-            p.raft_config.clone(),
+            p.config_for(g),
             Network::new(p.client.clone(), g),
             p.storage.raft_log(g),
             sm,
