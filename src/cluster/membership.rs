@@ -203,7 +203,7 @@ impl ClusterNode {
 
     /// Asks the nodes the map lists for group `g` (and then any other node) how they see
     /// it; returns the answer from the highest term (a leader's carries the membership).
-    async fn ask_group(&self, g: GroupId, map: &Layout) -> Option<GroupReply> {
+    pub(super) async fn ask_group(&self, g: GroupId, map: &Layout) -> Option<GroupReply> {
         let mut best: Option<GroupReply> = None;
         let listed: Vec<NodeId> = if g == META {
             map.nodes.keys().copied().collect()

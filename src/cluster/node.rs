@@ -820,8 +820,11 @@ impl ClusterNode {
     /// Forms a group on first start: if no leader has made itself heard after two election
     /// timeouts, the group's first member proposes the computed membership; the others do
     /// so after four (the first member may be down). Proposing the same membership twice is
-    /// harmless: a node that already has a log refuses. Waiting first keeps a node whose data
-    /// dir was emptied from forming a rival group: it hears the leader and catches up.
+    /// harmless: a node that already has a log refuses. A node whose data dir was emptied
+    /// must not form a rival group: the wait lets it hear the leader, and before forming it
+    /// asks the other members, so a leader slow to reach it (a busy machine, a reconnect
+    /// backoff) does not make it form anyway — any member past term 0 or naming a leader
+    /// means the group exists, and its leader will bring this node up to date.
     fn spawn_bootstrap(self: &Arc<Self>, g: GroupId, raft: Raft, members: Vec<NodeId>) {
         let map = self.layout();
         // The layout's first member is the group's preferred leader (they spread).
@@ -831,6 +834,7 @@ impl ClusterNode {
             .filter_map(|m| map.nodes.get(m).map(|n| (*m, n.clone())))
             .collect();
         let timeout_ms = self.timeout_ms;
+        let node = self.clone();
         self.handle.spawn(async move {
             let wait = if first { 2 } else { 4 };
             tokio::time::sleep(Duration::from_millis(timeout_ms * wait)).await;
@@ -838,10 +842,22 @@ impl ClusterNode {
                 return;
             }
             match raft.is_initialized().await {
-                Ok(false) => match raft.initialize(members).await {
-                    Ok(()) => tracing::info!("{}: formed", group_name(g)),
-                    Err(e) => tracing::debug!("{}: not formed here: {e}", group_name(g)),
-                },
+                Ok(false) => {
+                    if let Some(seen) = node.ask_group(g, &node.layout()).await
+                        && (seen.term > 0 || seen.leader.is_some())
+                    {
+                        tracing::info!(
+                            "{}: formed already (term {}); waiting for its leader",
+                            group_name(g),
+                            seen.term
+                        );
+                        return;
+                    }
+                    match raft.initialize(members).await {
+                        Ok(()) => tracing::info!("{}: formed", group_name(g)),
+                        Err(e) => tracing::debug!("{}: not formed here: {e}", group_name(g)),
+                    }
+                }
                 Ok(true) => {}
                 Err(e) => tracing::error!("{}: {e}", group_name(g)),
             }
