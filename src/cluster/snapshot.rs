@@ -3,9 +3,13 @@
 //! as one file per group so a lagging or emptied replica can be sent it after the log
 //! before it was purged.
 //!
-//! File: `TKVRSNP1`, u32 LE meta length, the bincode SnapshotMeta, then records
+//! File: `TKVRSNP2`, u32 LE meta length, the bincode SnapshotMeta, then records
 //! `[u32 LE key length][stored key][u32 LE value length][stored value]` in the storage
-//! codec's encoding (so a snapshot is read with the same decoder as the data dir).
+//! codec's encoding (so a snapshot is read with the same decoder as the data dir), then an
+//! end marker: `[u32 LE 0xFFFFFFFF][u64 LE record count][u32 LE CRC-32C of the records'
+//! bytes]`. A file cut at a record boundary, or with a flipped bit, is an error, never a
+//! smaller snapshot. (`TKVRSNP1` files, from before the end marker, are still read: they end
+//! at the end of the file.)
 //!
 //! A snapshot never sits in memory whole: it is written record by record while the fjall
 //! view is read ([`Writer`]), sent and received in openraft's chunks straight from and to a
@@ -32,7 +36,14 @@ use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
 use super::types::{GroupId, NodeId, NodeInfo};
 use crate::storage::KeyValues;
 
-const MAGIC: &[u8; 8] = b"TKVRSNP1";
+const MAGIC: &[u8; 8] = b"TKVRSNP2";
+/// The format before the end marker (read, never written).
+const MAGIC_V1: &[u8; 8] = b"TKVRSNP1";
+/// In a key length's place: the records are over and the end marker follows (no key is
+/// 4 GiB long).
+const END_MARK: u32 = u32::MAX;
+/// The checksum of a file's records.
+static CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
 /// A header's meta is a log id and a membership: far below this unless the length is corrupt.
 const MAX_META_BYTES: usize = 16 * 1024 * 1024;
 /// What a read reserves ahead for one key or value at most: a corrupt length then fails at
@@ -110,6 +121,8 @@ impl SnapshotFiles {
             dir: self.dir.clone(),
             tmp,
             bytes: 0,
+            records: 0,
+            crc: CRC32C.digest(),
             done: false,
         };
         let meta = bincode::serialize(meta).map_err(|e| format!("snapshot meta: {e}"))?;
@@ -214,7 +227,7 @@ impl SnapshotFiles {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(format!("{}: {e}", path.display())),
         };
-        let meta = read_header(&mut file, &path).map_err(|e| e.to_string())?;
+        let (meta, _) = read_header(&mut file, &path).map_err(|e| e.to_string())?;
         Ok(Some((meta, SnapshotFile::from_std(file))))
     }
 }
@@ -232,6 +245,9 @@ pub struct Writer {
     dest: PathBuf,
     dir: PathBuf,
     bytes: u64,
+    records: u64,
+    /// Of the records' bytes so far.
+    crc: crc::Digest<'static, u32>,
     done: bool,
 }
 
@@ -241,17 +257,35 @@ impl Writer {
         self.out.write_all(bytes).map_err(path_err(&self.tmp))
     }
 
-    /// Appends one stored key and value.
-    pub fn push(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
-        self.write(&(key.len() as u32).to_le_bytes())?;
-        self.write(key)?;
-        self.write(&(value.len() as u32).to_le_bytes())?;
-        self.write(value)
+    /// Writes part of a record, into the checksum too.
+    fn record_part(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.crc.update(bytes);
+        self.write(bytes)
     }
 
-    /// Syncs the file and renames it over the group's snapshot; returns it open for reading,
-    /// and its size.
+    /// Appends one stored key and value.
+    pub fn push(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
+        if key.len() >= END_MARK as usize || value.len() > u32::MAX as usize {
+            return Err(format!(
+                "{}: a record too large for a snapshot",
+                self.tmp.display()
+            ));
+        }
+        self.record_part(&(key.len() as u32).to_le_bytes())?;
+        self.record_part(key)?;
+        self.record_part(&(value.len() as u32).to_le_bytes())?;
+        self.record_part(value)?;
+        self.records += 1;
+        Ok(())
+    }
+
+    /// Writes the end marker, syncs the file and renames it over the group's snapshot;
+    /// returns it open for reading, and its size.
     pub fn commit(mut self) -> Result<(SnapshotFile, u64), String> {
+        let crc = std::mem::replace(&mut self.crc, CRC32C.digest()).finalize();
+        self.write(&END_MARK.to_le_bytes())?;
+        self.write(&self.records.to_le_bytes())?;
+        self.write(&crc.to_le_bytes())?;
         let err = path_err(&self.tmp);
         self.out.flush().map_err(&err)?;
         self.out.get_ref().sync_data().map_err(&err)?;
@@ -294,8 +328,9 @@ impl From<ReadError> for String {
     }
 }
 
-/// Reads the header of a snapshot file; `path` names it in errors.
-fn read_header(input: &mut impl Read, path: &Path) -> Result<Meta, ReadError> {
+/// Reads the header of a snapshot file; `path` names it in errors. Also whether the file
+/// ends with an end marker (the current format) or at its end (`TKVRSNP1`).
+fn read_header(input: &mut impl Read, path: &Path) -> Result<(Meta, bool), ReadError> {
     let bad = |what: &str| ReadError::Bad(format!("{}: {what}", path.display()));
     let mut head = [0u8; 12];
     if let Err(e) = input.read_exact(&mut head) {
@@ -304,9 +339,11 @@ fn read_header(input: &mut impl Read, path: &Path) -> Result<Meta, ReadError> {
             _ => bad(&e.to_string()),
         });
     }
-    if &head[..8] != MAGIC {
-        return Err(bad("not a tallykv slot-group snapshot"));
-    }
+    let marked = match &head[..8] {
+        m if m == MAGIC => true,
+        m if m == MAGIC_V1 => false,
+        _ => return Err(bad("not a tallykv slot-group snapshot")),
+    };
     let len = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes")) as usize;
     if len > MAX_META_BYTES {
         return Err(bad(&format!("snapshot meta of {len} bytes")));
@@ -316,7 +353,8 @@ fn read_header(input: &mut impl Read, path: &Path) -> Result<Meta, ReadError> {
         std::io::ErrorKind::UnexpectedEof => bad("truncated snapshot header"),
         _ => bad(&e.to_string()),
     })?;
-    bincode::deserialize(&meta).map_err(|e| bad(&format!("snapshot meta: {e}")))
+    let meta = bincode::deserialize(&meta).map_err(|e| bad(&format!("snapshot meta: {e}")))?;
+    Ok((meta, marked))
 }
 
 /// Reads a snapshot file record by record, through a buffer.
@@ -326,6 +364,13 @@ pub struct Reader {
     meta: Meta,
     /// Where the next record starts (for error messages).
     offset: u64,
+    /// The file ends with an end marker (else at its end: `TKVRSNP1`).
+    marked: bool,
+    /// The end marker was read and checked: no record follows.
+    ended: bool,
+    records: u64,
+    /// Of the records' bytes so far.
+    crc: crc::Digest<'static, u32>,
 }
 
 impl Reader {
@@ -337,13 +382,17 @@ impl Reader {
             Err(e) => return Err(ReadError::Bad(format!("{}: {e}", path.display()))),
         };
         let mut input = BufReader::with_capacity(1024 * 1024, file);
-        let meta = read_header(&mut input, path)?;
+        let (meta, marked) = read_header(&mut input, path)?;
         let offset = 12 + bincode::serialized_size(&meta).unwrap_or(0);
         Ok(Reader {
             input,
             path: path.to_path_buf(),
             meta,
             offset,
+            marked,
+            ended: false,
+            records: 0,
+            crc: CRC32C.digest(),
         })
     }
 
@@ -367,54 +416,119 @@ impl Reader {
         }
     }
 
-    /// Reads one length-prefixed field into `out` (or skips it, for None).
-    fn field(&mut self, out: Option<&mut Vec<u8>>) -> Result<u64, String> {
-        let mut len = [0u8; 4];
-        self.input
-            .read_exact(&mut len)
-            .map_err(|e| self.truncated(e))?;
-        let len = u32::from_le_bytes(len) as u64;
-        let got = match out {
-            Some(out) => {
-                out.reserve((len as usize).min(MAX_RESERVE));
-                (&mut self.input).take(len).read_to_end(out)
-            }
-            None => std::io::copy(&mut (&mut self.input).take(len), &mut std::io::sink())
-                .map(|n| n as usize),
-        }
-        .map_err(|e| self.bad(e))?;
-        if got as u64 != len {
-            return Err(self.bad("truncated snapshot record"));
-        }
-        Ok(4 + len)
-    }
-
-    fn truncated(&self, e: std::io::Error) -> String {
-        match e.kind() {
-            std::io::ErrorKind::UnexpectedEof => self.bad("truncated snapshot record"),
+    /// Reads exactly `buf.len()` bytes; `what` names them if the file ends first.
+    fn exact(&mut self, buf: &mut [u8], what: &str) -> Result<(), String> {
+        self.input.read_exact(buf).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => self.bad(format!("truncated snapshot {what}")),
             _ => self.bad(e),
-        }
+        })
     }
 
-    /// The next record (stored key, stored value), or None at the end of the file.
-    pub fn next_record(&mut self) -> Result<Option<Record>, String> {
-        if !self.more()? {
-            return Ok(None);
-        }
-        let (mut key, mut value) = (Vec::new(), Vec::new());
-        let n = self.field(Some(&mut key))? + self.field(Some(&mut value))?;
-        self.offset += n;
-        Ok(Some((key, value)))
+    /// Reads a record's length field (into the checksum).
+    fn length(&mut self) -> Result<u32, String> {
+        let mut len = [0u8; 4];
+        self.exact(&mut len, "record")?;
+        self.crc.update(&len);
+        Ok(u32::from_le_bytes(len))
     }
 
-    /// Steps over the next record; false at the end of the file.
-    pub fn skip_record(&mut self) -> Result<bool, String> {
-        if !self.more()? {
+    /// Reads `len` bytes of a record into `out` (or skips them, for None), into the
+    /// checksum.
+    fn body(&mut self, len: u32, out: Option<&mut Vec<u8>>) -> Result<(), String> {
+        let len = len as usize;
+        match out {
+            Some(out) => {
+                out.reserve(len.min(MAX_RESERVE));
+                let start = out.len();
+                let got = (&mut self.input)
+                    .take(len as u64)
+                    .read_to_end(out)
+                    .map_err(|e| self.bad(e))?;
+                if got != len {
+                    return Err(self.bad("truncated snapshot record"));
+                }
+                self.crc.update(&out[start..]);
+            }
+            None => {
+                let mut scratch = [0u8; 16 * 1024];
+                let mut left = len;
+                while left > 0 {
+                    let n = left.min(scratch.len());
+                    self.exact(&mut scratch[..n], "record")?;
+                    self.crc.update(&scratch[..n]);
+                    left -= n;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the next record into `out` (or skips it); false after the last one, once the
+    /// end marker (if the format has one) matched what was read.
+    fn record(&mut self, out: Option<(&mut Vec<u8>, &mut Vec<u8>)>) -> Result<bool, String> {
+        if self.ended {
             return Ok(false);
         }
-        let n = self.field(None)? + self.field(None)?;
-        self.offset += n;
+        if !self.more()? {
+            if self.marked {
+                return Err(self.bad("truncated snapshot: no end marker"));
+            }
+            self.ended = true;
+            return Ok(false);
+        }
+        let mut len = [0u8; 4];
+        self.exact(&mut len, "record")?;
+        let key_len = u32::from_le_bytes(len);
+        if self.marked && key_len == END_MARK {
+            return self.end().map(|()| false);
+        }
+        self.crc.update(&len);
+        let (key, value) = match out {
+            Some((k, v)) => (Some(k), Some(v)),
+            None => (None, None),
+        };
+        self.body(key_len, key)?;
+        let value_len = self.length()?;
+        self.body(value_len, value)?;
+        self.offset += 8 + key_len as u64 + value_len as u64;
+        self.records += 1;
         Ok(true)
+    }
+
+    /// Checks the end marker against what was read, and that nothing follows it.
+    fn end(&mut self) -> Result<(), String> {
+        let mut tail = [0u8; 12];
+        self.exact(&mut tail, "end marker")?;
+        let count = u64::from_le_bytes(tail[..8].try_into().expect("8 bytes"));
+        let crc = u32::from_le_bytes(tail[8..].try_into().expect("4 bytes"));
+        if count != self.records {
+            return Err(self.bad(format!(
+                "snapshot ends after {} records, its end marker says {count}",
+                self.records
+            )));
+        }
+        let read = std::mem::replace(&mut self.crc, CRC32C.digest()).finalize();
+        if crc != read {
+            return Err(self.bad("snapshot records do not match their checksum"));
+        }
+        if self.more()? {
+            return Err(self.bad("data after the snapshot's end marker"));
+        }
+        self.ended = true;
+        Ok(())
+    }
+
+    /// The next record (stored key, stored value), or None after the last.
+    pub fn next_record(&mut self) -> Result<Option<Record>, String> {
+        let (mut key, mut value) = (Vec::new(), Vec::new());
+        Ok(self
+            .record(Some((&mut key, &mut value)))?
+            .then_some((key, value)))
+    }
+
+    /// Steps over the next record; false after the last.
+    pub fn skip_record(&mut self) -> Result<bool, String> {
+        self.record(None)
     }
 
     /// The next records, at most `max_records` and, past the first, `max_bytes` of keys and
@@ -569,12 +683,47 @@ mod tests {
 
         let bytes = std::fs::read(&path).unwrap();
         let damaged = dir.path().join("damaged.snap");
-        for cut in [1, 3, 7] {
+        // The end marker: 4 + 8 + 4 bytes; the last record: 4 + 2 + 4 + 0.
+        for (cut, why) in [
+            (1, "truncated snapshot end marker"),
+            (7, "truncated snapshot end marker"),
+            (17, "truncated snapshot record"),
+            (19, "truncated snapshot record"),
+            // Cut at a record boundary: it reads as complete records, and is still refused.
+            (16, "truncated snapshot: no end marker"),
+            (26, "truncated snapshot: no end marker"),
+        ] {
             std::fs::write(&damaged, &bytes[..bytes.len() - cut]).unwrap();
             let e = read_all(&damaged).unwrap_err();
             assert!(e.contains("damaged.snap"), "{e}");
-            assert!(e.contains("truncated snapshot record"), "{e}");
+            assert!(e.contains(why), "cut {cut}: {e}");
         }
+        // A flipped bit in a value, a wrong count, bytes after the end.
+        let value_at = bytes.len() - 16 - 10 - 2;
+        let mut flipped = bytes.clone();
+        flipped[value_at] ^= 1;
+        std::fs::write(&damaged, &flipped).unwrap();
+        let e = read_all(&damaged).unwrap_err();
+        assert!(e.contains("do not match their checksum"), "{e}");
+        let mut counted = bytes.clone();
+        let count_at = bytes.len() - 12;
+        counted[count_at] = 3;
+        std::fs::write(&damaged, &counted).unwrap();
+        let e = read_all(&damaged).unwrap_err();
+        assert!(
+            e.contains("ends after 2 records, its end marker says 3"),
+            "{e}"
+        );
+        let mut longer = bytes.clone();
+        longer.push(0);
+        std::fs::write(&damaged, &longer).unwrap();
+        let e = read_all(&damaged).unwrap_err();
+        assert!(e.contains("data after the snapshot's end marker"), "{e}");
+        // A snapshot from before the end marker (`TKVRSNP1`) still reads to its end.
+        let mut v1 = bytes[..bytes.len() - 16].to_vec();
+        v1[..8].copy_from_slice(MAGIC_V1);
+        std::fs::write(&damaged, &v1).unwrap();
+        assert_eq!(read_all(&damaged).unwrap(), want);
         std::fs::write(&damaged, &bytes[..14]).unwrap();
         let e = read_all(&damaged).unwrap_err();
         assert!(e.contains("damaged.snap: truncated snapshot header"), "{e}");
