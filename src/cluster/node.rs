@@ -948,6 +948,12 @@ impl ClusterNode {
             .count()
     }
 
+    /// Whether this node's copy of group `g` is being replaced by a snapshot (partial until
+    /// the install finishes): not a state READONLY reads may see.
+    pub fn installing(&self, g: GroupId) -> bool {
+        self.parts.files.is_staged(g)
+    }
+
     /// Whether this node serves `slot` as its primary: it leads the slot's group.
     #[inline]
     pub fn serves(&self, slot: usize) -> bool {

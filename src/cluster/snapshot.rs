@@ -58,6 +58,11 @@ pub type Record = (Vec<u8>, Vec<u8>);
 /// Snapshot files of this node's groups, under `<dir>/raft-snapshots`.
 pub struct SnapshotFiles {
     dir: PathBuf,
+    /// The groups with a staged (`.installing`) snapshot: their keys here are being replaced
+    /// and are not a state to serve (READONLY reads go to the leader meanwhile).
+    staged: std::sync::Mutex<std::collections::BTreeSet<GroupId>>,
+    /// How many groups `staged` holds, so the common case needs no lock.
+    staged_count: AtomicU64,
     /// Makes the names of files being built or received unique within this process (the
     /// start time in their names, across restarts).
     next: AtomicU64,
@@ -73,9 +78,19 @@ impl SnapshotFiles {
     /// received (never a `.installing` file: that one is finished at start).
     pub fn new(data_dir: &Path) -> SnapshotFiles {
         let dir = data_dir.join("raft-snapshots");
+        let mut staged = std::collections::BTreeSet::new();
         if let Ok(entries) = std::fs::read_dir(&dir) {
             for entry in entries.flatten() {
                 let path = entry.path();
+                if path.extension().is_some_and(|ext| ext == "installing")
+                    && let Some(g) = path
+                        .file_stem()
+                        .and_then(|s| s.to_str())
+                        .and_then(|s| s.strip_prefix('g'))
+                        .and_then(|n| n.parse::<GroupId>().ok())
+                {
+                    staged.insert(g);
+                }
                 let partial = path
                     .extension()
                     .is_some_and(|ext| ext == "tmp" || ext == "recv");
@@ -89,8 +104,32 @@ impl SnapshotFiles {
         }
         SnapshotFiles {
             dir,
+            staged_count: AtomicU64::new(staged.len() as u64),
+            staged: std::sync::Mutex::new(staged),
             next: AtomicU64::new(0),
         }
+    }
+
+    /// Whether group `g` has a staged snapshot: its install has not finished (or a crash cut
+    /// it short and it is finished at start), so this node's copy of the group is partial.
+    pub fn is_staged(&self, g: GroupId) -> bool {
+        self.staged_count.load(Relaxed) > 0 && self.staged_set().contains(&g)
+    }
+
+    fn staged_set(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<GroupId>> {
+        self.staged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn set_staged(&self, g: GroupId, on: bool) {
+        let mut set = self.staged_set();
+        if on {
+            set.insert(g);
+        } else {
+            set.remove(&g);
+        }
+        self.staged_count.store(set.len() as u64, Relaxed);
     }
 
     fn path(&self, g: GroupId) -> PathBuf {
@@ -177,6 +216,8 @@ impl SnapshotFiles {
                 return Err(e);
             }
         };
+        // Marked before the rename: a reader never sees the file without the mark.
+        self.set_staged(g, true);
         self.put(received, &self.installing_path(g))?;
         Ok(records)
     }
@@ -192,7 +233,9 @@ impl SnapshotFiles {
 
     /// Makes group `g`'s installed snapshot (see [`stage`](Self::stage)) its current one.
     pub fn commit_staged(&self, g: GroupId) -> Result<(), String> {
-        self.put(&self.installing_path(g), &self.path(g))
+        self.put(&self.installing_path(g), &self.path(g))?;
+        self.set_staged(g, false);
+        Ok(())
     }
 
     /// Makes the complete snapshot file at `from` group `g`'s current snapshot.
@@ -216,6 +259,7 @@ impl SnapshotFiles {
                 Err(e) => return Err(format!("{}: {e}", path.display())),
             }
         }
+        self.set_staged(g, false);
         Ok(())
     }
 
@@ -786,11 +830,16 @@ mod tests {
             let path = f.finish_receiving().await.unwrap();
             assert_eq!(std::fs::read(&path).unwrap(), sent);
             assert!(files.staged(2).unwrap().is_none());
+            assert!(!files.is_staged(2));
             assert_eq!(files.stage(2, &path, &meta("s")).unwrap(), 1);
             assert!(!path.exists());
             assert_eq!(files.staged(2).unwrap().unwrap().snapshot_id, "s");
+            assert!(files.is_staged(2) && !files.is_staged(3));
+            // A restart finds the staged install (and finishes it before serving).
+            assert!(SnapshotFiles::new(dir.path()).is_staged(2));
             files.commit_staged(2).unwrap();
             assert!(files.staged(2).unwrap().is_none());
+            assert!(!files.is_staged(2));
 
             // Another snapshot's file is refused and deleted.
             let mut f = files.receive(2).unwrap();

@@ -46,7 +46,9 @@ pub fn route(
     if leader == Some(cluster.id) {
         return Some(Route::Group(g));
     }
-    if readonly_client && read && cluster.is_member(g) {
+    // A replica in the middle of a snapshot install holds part of the group: the read goes
+    // to the leader instead.
+    if readonly_client && read && cluster.is_member(g) && !cluster.installing(g) {
         return Some(Route::LocalRead);
     }
     Some(Route::Refuse(match leader {
