@@ -86,12 +86,7 @@ pub async fn save_joined(storage: &Storage, id: NodeId, stored: &Stored) -> Resu
         ],
         done: None,
     });
-    let (tx, rx) = futures::channel::oneshot::channel();
-    storage.sync(move |r| {
-        let _ = tx.send(r);
-    });
-    rx.await
-        .map_err(|_| "the storage writer stopped".to_string())?
+    synced(storage).await
 }
 
 pub struct MetaSm {
@@ -178,12 +173,28 @@ impl MetaSm {
 }
 
 pub struct MetaSnapshotBuilder {
+    storage: Arc<Storage>,
     files: Arc<SnapshotFiles>,
     state: Stored,
 }
 
+/// Waits until everything queued for the storage writer so far is committed and synced.
+async fn synced(storage: &Storage) -> Result<(), String> {
+    let (tx, rx) = futures::channel::oneshot::channel();
+    storage.sync(move |r| {
+        let _ = tx.send(r);
+    });
+    rx.await
+        .map_err(|_| "the storage writer stopped".to_string())
+        .and_then(|r| r)
+}
+
 impl RaftSnapshotBuilder<TypeConfig> for MetaSnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        // openraft purges the log up to the snapshot once it is built, straight to fjall; the
+        // state it was built from went through the storage writer. Synced first, so a crash
+        // can never find the log purged past the stored state.
+        synced(&self.storage).await.map_err(snapshot_err)?;
         let meta = Meta {
             last_log_id: self.state.applied,
             last_membership: self.state.membership.clone(),
@@ -248,6 +259,7 @@ impl RaftStateMachine<TypeConfig> for MetaSm {
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         MetaSnapshotBuilder {
+            storage: self.storage.clone(),
             files: self.files.clone(),
             state: self.state.clone(),
         }
@@ -274,14 +286,7 @@ impl RaftStateMachine<TypeConfig> for MetaSm {
         self.persist().map_err(sm_err)?;
         // The state is stored before the file replaces the old snapshot: a crash between the
         // two must not leave a snapshot newer than what the state machine restarts from.
-        let (tx, rx) = futures::channel::oneshot::channel();
-        self.storage.sync(move |r| {
-            let _ = tx.send(r);
-        });
-        rx.await
-            .map_err(|_| "the storage writer stopped".to_string())
-            .and_then(|r| r)
-            .map_err(sm_err)?;
+        synced(&self.storage).await.map_err(sm_err)?;
         self.files.adopt(META, &received).map_err(snapshot_err)?;
         Ok(())
     }
