@@ -648,19 +648,26 @@ mod tests {
             }
             log.purge(log_id(1, N - 10)).await.unwrap();
 
-            let started = Instant::now();
-            let got = log.try_get_log_entries(N - 9..).await.unwrap();
-            let state = log.get_log_state().await.unwrap();
-            let took = started.elapsed();
-            assert_eq!(ids(&got), ids(&entries(1, N - 9..=N)));
-            assert_eq!(state.last_log_id, Some(log_id(1, N)));
+            // Relative timing on a shared machine (other tests run beside this one): the
+            // fastest of several interleaved tries of each, so a stall during one try does
+            // not decide the comparison.
+            let mut took = Duration::MAX;
+            let mut scan = Duration::MAX;
+            for _ in 0..5 {
+                let started = Instant::now();
+                let got = log.try_get_log_entries(N - 9..).await.unwrap();
+                let state = log.get_log_state().await.unwrap();
+                took = took.min(started.elapsed());
+                assert_eq!(ids(&got), ids(&entries(1, N - 9..=N)));
+                assert_eq!(state.last_log_id, Some(log_id(1, N)));
 
-            // What a read from the start of the group's entries would pay: stepping over
-            // every tombstone of the purged prefix.
-            let started = Instant::now();
-            let first = log.ks().range(entry_key(1, 0)..).next();
-            let scan = started.elapsed();
-            assert!(first.is_some());
+                // What a read from the start of the group's entries would pay: stepping over
+                // every tombstone of the purged prefix.
+                let started = Instant::now();
+                let first = log.ks().range(entry_key(1, 0)..).next();
+                scan = scan.min(started.elapsed());
+                assert!(first.is_some());
+            }
             eprintln!("reads from the first live index: {took:?}; seek over tombstones: {scan:?}");
             assert!(
                 took * 5 < scan,
