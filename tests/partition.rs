@@ -38,8 +38,9 @@ fn serial() -> MutexGuard<'static, ()> {
 const NODE_TIMEOUT_MS: u64 = 500;
 
 /// Reply timeout of the load's clients. An isolated node answers the writes it took in its
-/// first node timeout after the cut only when they time out (after 5 s, UNCERTAIN), so the
-/// clients give up on it after this and try another node. (Later ones it refuses at once.)
+/// first node timeout after the cut once it sees its quorum gone (UNCERTAIN, within about
+/// 1.5 node timeouts; at most 5 s), and refuses later ones at once; a client that hears
+/// nothing for this long gives up on it and tries another node.
 const CLIENT_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// The longest the majority may take, from the cut, until both its nodes name a new leader

@@ -49,6 +49,43 @@ pub enum Refusal {
     Down,
 }
 
+/// What `client_write` under the write timeout returns.
+type Written = Result<
+    Result<
+        openraft::raft::ClientWriteResponse<super::types::TypeConfig>,
+        RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>,
+    >,
+    tokio::time::error::Elapsed,
+>;
+
+/// What a finished (or timed out) `client_write` of group `g` means for its proposer.
+fn written_outcome(g: GroupId, written: Written) -> Result<Response, Refusal> {
+    match written {
+        Ok(Ok(resp)) => Ok(resp.data),
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+            // Refused before it was appended, or truncated from the log: not applied.
+            Err(Refusal::to(f.leader_id))
+        }
+        Ok(Err(RaftError::APIError(e))) => {
+            tracing::warn!("slot group {g}: write refused: {e}");
+            Err(Refusal::NoLeader)
+        }
+        Ok(Err(RaftError::Fatal(e))) => {
+            tracing::error!("slot group {g}: Raft stopped: {e}");
+            Err(Refusal::Down)
+        }
+        Err(_) => Err(Refusal::Uncertain),
+    }
+}
+
+/// Whether `raft` leads its group without a quorum's acknowledgement for `timeout_ms` (see
+/// [`ClusterNode::quorum_lost_in`]).
+fn no_quorum(raft: &Raft, timeout_ms: u64) -> bool {
+    let m = raft.metrics();
+    let m = m.borrow();
+    m.state == ServerState::Leader && m.millis_since_quorum_ack.is_some_and(|ms| ms > timeout_ms)
+}
+
 /// How logs name a group.
 pub(super) fn group_name(g: GroupId) -> String {
     if g == META {
@@ -1014,25 +1051,30 @@ impl ClusterNode {
             return rx;
         }
         let handing = self.handing.running(g).then(|| self.handing.clone());
+        let timeout_ms = self.timeout_ms;
         self.handle.spawn(async move {
             if let Some(handing) = handing {
                 handing.wait(g).await;
             }
-            let r = match tokio::time::timeout(WRITE_TIMEOUT, raft.client_write(req)).await {
-                Ok(Ok(resp)) => Ok(resp.data),
-                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                    // Refused before it was appended, or truncated from the log: not applied.
-                    Err(Refusal::to(f.leader_id))
+            // A leader that loses its quorum with the write in flight cannot know its fate:
+            // say so once the quorum is clearly gone (about a node timeout), not only at the
+            // write timeout.
+            let cut_off = async {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(timeout_ms / 2)).await;
+                    if no_quorum(&raft, timeout_ms) {
+                        break;
+                    }
                 }
-                Ok(Err(RaftError::APIError(e))) => {
-                    tracing::warn!("slot group {g}: write refused: {e}");
-                    Err(Refusal::NoLeader)
+            };
+            let r = tokio::select! {
+                written = tokio::time::timeout(WRITE_TIMEOUT, raft.client_write(req)) => {
+                    written_outcome(g, written)
                 }
-                Ok(Err(RaftError::Fatal(e))) => {
-                    tracing::error!("slot group {g}: Raft stopped: {e}");
-                    Err(Refusal::Down)
+                () = cut_off => {
+                    tracing::warn!("slot group {g}: lost its quorum with a write in flight");
+                    Err(Refusal::Uncertain)
                 }
-                Err(_) => Err(Refusal::Uncertain),
             };
             let _ = tx.send(r);
         });
@@ -1166,11 +1208,7 @@ impl ClusterNode {
 
     /// [`ClusterNode::quorum_lost_in`] for a group's Raft at hand.
     fn quorum_lost(&self, raft: &Raft) -> bool {
-        let m = raft.metrics();
-        let m = m.borrow();
-        m.state == ServerState::Leader
-            && m.millis_since_quorum_ack
-                .is_some_and(|ms| ms > self.timeout_ms)
+        no_quorum(raft, self.timeout_ms)
     }
 
     /// The slots of the groups this node leads now, as ranges.
