@@ -86,7 +86,7 @@ pub async fn save_joined(storage: &Storage, id: NodeId, stored: &Stored) -> Resu
         ],
         done: None,
     });
-    synced(storage).await
+    storage.synced().await
 }
 
 pub struct MetaSm {
@@ -178,23 +178,12 @@ pub struct MetaSnapshotBuilder {
     state: Stored,
 }
 
-/// Waits until everything queued for the storage writer so far is committed and synced.
-async fn synced(storage: &Storage) -> Result<(), String> {
-    let (tx, rx) = futures::channel::oneshot::channel();
-    storage.sync(move |r| {
-        let _ = tx.send(r);
-    });
-    rx.await
-        .map_err(|_| "the storage writer stopped".to_string())
-        .and_then(|r| r)
-}
-
 impl RaftSnapshotBuilder<TypeConfig> for MetaSnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         // openraft purges the log up to the snapshot once it is built, straight to fjall; the
         // state it was built from went through the storage writer. Synced first, so a crash
         // can never find the log purged past the stored state.
-        synced(&self.storage).await.map_err(snapshot_err)?;
+        self.storage.synced().await.map_err(snapshot_err)?;
         let meta = Meta {
             last_log_id: self.state.applied,
             last_membership: self.state.membership.clone(),
@@ -286,7 +275,7 @@ impl RaftStateMachine<TypeConfig> for MetaSm {
         self.persist().map_err(sm_err)?;
         // The state is stored before the file replaces the old snapshot: a crash between the
         // two must not leave a snapshot newer than what the state machine restarts from.
-        synced(&self.storage).await.map_err(sm_err)?;
+        self.storage.synced().await.map_err(sm_err)?;
         self.files.adopt(META, &received).map_err(snapshot_err)?;
         Ok(())
     }

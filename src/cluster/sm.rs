@@ -193,7 +193,7 @@ impl GroupSm {
             // The cores hand records to the storage writer faster than it commits them:
             // wait for it rather than queue the whole snapshot in memory.
             if self.storage.backlogged() {
-                synced(&self.storage).await?;
+                self.storage.synced().await?;
             }
         }
         reader
@@ -203,22 +203,12 @@ impl GroupSm {
         self.cores
             .install_finish(g, slots, meta.last_log_id)
             .await?;
-        synced(&self.storage).await?;
+        self.storage.synced().await?;
         self.files.commit_staged(g)?;
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         Ok(keys)
     }
-}
-
-/// Waits until everything queued for the storage writer so far is committed and synced.
-async fn synced(storage: &Storage) -> Result<(), String> {
-    let (tx, rx) = futures::channel::oneshot::channel();
-    storage.sync(move |r| {
-        let _ = tx.send(r);
-    });
-    rx.await
-        .map_err(|_| "the storage writer stopped".to_string())?
 }
 
 /// Restarts `group`'s log at `applied` when its purged prefix is past it (an install cut

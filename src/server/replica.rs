@@ -302,19 +302,22 @@ fn apply_on_core(
                     shard.clock_ms = *now;
                 }
                 for (j, args) in cmds.iter().enumerate() {
-                    if is_flush(reg, args) {
-                        // FLUSHALL/FLUSHDB through a group's log: the group's keys here.
-                        delete_slots_on_core(core, slots);
-                        let mut out = Out::new(*resp3);
-                        out.ok();
-                        replies.push((i as u32, j as u32, Bytes::from(out.buf)));
-                        continue;
-                    }
-                    let Some((op, slot)) = resolve(reg, args) else {
-                        let mut out = Out::new(*resp3);
-                        out.error("ERR command cannot be replicated");
-                        replies.push((i as u32, j as u32, Bytes::from(out.buf)));
-                        continue;
+                    let (op, slot) = match resolve(reg, args) {
+                        Some(Replicated::Keyed(op, slot)) => (op, slot),
+                        Some(Replicated::Flush) => {
+                            // FLUSHALL/FLUSHDB through a group's log: the group's keys here.
+                            delete_slots_on_core(core, slots);
+                            let mut out = Out::new(*resp3);
+                            out.ok();
+                            replies.push((i as u32, j as u32, Bytes::from(out.buf)));
+                            continue;
+                        }
+                        None => {
+                            let mut out = Out::new(*resp3);
+                            out.error("ERR command cannot be replicated");
+                            replies.push((i as u32, j as u32, Bytes::from(out.buf)));
+                            continue;
+                        }
                     };
                     if !owned.contains(&slot) {
                         continue;
@@ -377,15 +380,16 @@ fn install_on_core(
     restored
 }
 
-/// Whether a replicated command is FLUSHALL/FLUSHDB (deletes the whole group's keys).
-fn is_flush(reg: &crate::command::table::Registry, args: &[Bytes]) -> bool {
-    args.first()
-        .and_then(|name| lookup(name))
-        .is_some_and(|id| matches!(reg.def(id).exec, Exec::Fanout(Fanout::FlushAll)))
+/// What a command in a group's log does on a replica.
+enum Replicated {
+    /// A keyed command: its shard function, and its key's slot.
+    Keyed(Op, usize),
+    /// FLUSHALL/FLUSHDB: deletes the whole group's keys.
+    Flush,
 }
 
-/// The shard function and key slot of a replicated command (None: not a keyed command).
-fn resolve(reg: &crate::command::table::Registry, args: &[Bytes]) -> Option<(Op, usize)> {
+/// What a replicated command is (None: neither keyed nor FLUSHALL, not replicable).
+fn resolve(reg: &crate::command::table::Registry, args: &[Bytes]) -> Option<Replicated> {
     let mut id = lookup(args.first()?)?;
     let mut def = reg.def(id);
     if matches!(def.exec, Exec::Container) {
@@ -394,10 +398,11 @@ fn resolve(reg: &crate::command::table::Registry, args: &[Bytes]) -> Option<(Op,
     }
     let exec = match def.exec {
         Exec::Shard(f) | Exec::Multi(f, _) => f,
+        Exec::Fanout(Fanout::FlushAll) => return Some(Replicated::Flush),
         _ => return None,
     };
     let slot = key_slot(&args[def.keys.positions(args.len()).next()?]) as usize;
-    Some((
+    Some(Replicated::Keyed(
         Op {
             exec,
             args: args.to_vec(),

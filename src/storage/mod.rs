@@ -297,6 +297,19 @@ impl Storage {
         }
     }
 
+    /// Resolves once everything queued so far is committed and synced to disk ([`sync`] as
+    /// a future).
+    ///
+    /// [`sync`]: Storage::sync
+    pub async fn synced(&self) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.sync(move |r| {
+            let _ = tx.send(r);
+        });
+        rx.await
+            .unwrap_or_else(|_| Err("the storage writer dropped a sync request".into()))
+    }
+
     /// Calls `done` once what was just written directly to the `raft` keyspace is as durable
     /// as `appendfsync` promises: after a (group-committed) fsync under `always`, at once
     /// otherwise (`everysec` makes sure the writer's periodic sync covers it).

@@ -362,15 +362,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Votes are rare (elections) and must be on disk before this returns, whatever
         // appendfsync says; waiting on the writer's barrier keeps the fsync off this thread
         // and lets simultaneous elections of many groups share it.
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.storage.sync(move |r| {
-            let _ = tx.send(r);
-        });
-        let synced = rx
+        self.storage
+            .synced()
             .await
-            .unwrap_or_else(|_| Err("the storage writer dropped a sync request".into()));
-        synced.map_err(|e| StorageIOError::write_vote(AnyError::error(e)))?;
-        Ok(())
+            .map_err(|e| StorageIOError::write_vote(AnyError::error(e)).into())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
