@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod command;
 pub mod config;
+pub mod engine;
 pub mod metrics;
 pub mod protocol;
 pub mod server;

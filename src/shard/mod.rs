@@ -11,6 +11,7 @@ pub mod entry;
 mod evict;
 mod expire;
 pub mod hash;
+pub mod journal;
 pub mod mutation;
 pub mod scan;
 pub mod stats;
@@ -24,6 +25,7 @@ use crate::cluster::{SLOT_COUNT, key_slot};
 pub use entry::{Entry, Kind, NewValue, Value, ValueRef};
 pub use evict::{EvictPolicy, idle_ms, lfu_decayed};
 pub use hash::{HashLimits, HashObj};
+pub use journal::{Image, Journal};
 pub use mutation::{Mutation, Ttl};
 pub use stats::ShardStats;
 
@@ -68,6 +70,10 @@ pub struct Shard {
     /// only while applying log entries: there the leader's time is in the entry and every
     /// replica deletes alike; elsewhere expired keys are hidden and left for the log.
     pub expire_deletes: bool,
+    /// While set, every applied record is also written here with the before-images of the
+    /// keys it changes (a leader evaluating commands, see [`Journal`]); changes are then not
+    /// tracked for persistence: the engine marks them once they commit.
+    journal: Option<Journal>,
 }
 
 /// The change feed persistence reads: which keys changed since it last looked. It stores each
@@ -113,6 +119,7 @@ impl Shard {
             changes: None,
             change_count: 0,
             expire_deletes: true,
+            journal: None,
         }
     }
 
@@ -163,6 +170,21 @@ impl Shard {
                     if !c.keys.contains(*k) {
                         c.keys.insert((*k).into());
                     }
+                }
+            }
+            Mutation::FlushSlots { slots } => {
+                let keys = {
+                    let owned = self.owned.clone();
+                    let mine = (slots.start as usize).max(owned.start)
+                        ..(slots.end as usize).min(owned.end);
+                    let mut keys = Vec::new();
+                    for slot in mine {
+                        keys.extend(self.slots[slot].table.iter().map(|e| Box::from(e.key())));
+                    }
+                    keys
+                };
+                if let Some(c) = self.changes.as_mut() {
+                    c.keys.extend(keys);
                 }
             }
             m => {
@@ -265,7 +287,11 @@ impl Shard {
     /// give the same state on every replica. Returns false only when the record had nothing
     /// to act on (a DEL or EXPIRE of a missing key).
     pub fn apply(&mut self, m: Mutation<'_>) -> bool {
-        self.note_change(&m);
+        if self.journal.is_some() {
+            self.journal_record(&m);
+        } else {
+            self.note_change(&m);
+        }
         match m {
             Mutation::SetStr { key, value, ttl } => {
                 self.put(key, NewValue::from_bytes(value), ttl);
@@ -337,6 +363,12 @@ impl Shard {
                 self.put(key, NewValue::Owned(value), ttl);
                 true
             }
+            Mutation::FlushSlots { slots } => {
+                for key in self.keys_in(slots.start as usize..slots.end as usize) {
+                    self.remove(&key);
+                }
+                true
+            }
             Mutation::FlushAll => {
                 for slot in self.owned.clone() {
                     self.slots[slot] = SlotTable::default();
@@ -347,6 +379,87 @@ impl Shard {
                 self.evict_pool.clear();
                 self.sync_counts();
                 true
+            }
+        }
+    }
+
+    /// Starts journaling: every record applied until [`Shard::take_journal`] is recorded
+    /// with the before-images of the keys it changes.
+    pub fn start_journal(&mut self) {
+        self.journal = Some(Journal::default());
+    }
+
+    /// Ends journaling and returns what was recorded.
+    pub fn take_journal(&mut self) -> Option<Journal> {
+        self.journal.take()
+    }
+
+    /// The journal being filled, if any (to close units between commands).
+    pub fn journal_mut(&mut self) -> Option<&mut Journal> {
+        self.journal.as_mut()
+    }
+
+    /// Records `m` in the journal: first the before-image of each key it is about to change
+    /// (once per key and journal), then the record itself.
+    fn journal_record(&mut self, m: &Mutation<'_>) {
+        let keys: Vec<Box<[u8]>> = match m {
+            Mutation::Rename { from, to } => vec![(*from).into(), (*to).into()],
+            Mutation::FlushAll => self.keys_in(self.owned.clone()),
+            Mutation::FlushSlots { slots } => {
+                self.keys_in(slots.start as usize..slots.end as usize)
+            }
+            m => m.key().map(|k| vec![k.into()]).unwrap_or_default(),
+        };
+        for key in keys {
+            if !self.journal.as_ref().is_some_and(|j| j.has_image(&key)) {
+                let image = self.image_of(&key);
+                if let Some(j) = self.journal.as_mut() {
+                    j.push_image(&key, image);
+                }
+            }
+        }
+        if let Some(j) = self.journal.as_mut() {
+            m.encode(&mut j.records);
+            j.note_record();
+        }
+    }
+
+    /// Every key stored in `slots` (of those this shard owns), expired or not.
+    fn keys_in(&self, slots: Range<usize>) -> Vec<Box<[u8]>> {
+        let owned = self.owned.clone();
+        let mine = slots.start.max(owned.start)..slots.end.min(owned.end);
+        let mut keys = Vec::new();
+        for slot in mine {
+            keys.extend(self.slots[slot].table.iter().map(|e| Box::from(e.key())));
+        }
+        keys
+    }
+
+    /// A copy of `key`'s stored state, expired or not (None: absent).
+    pub fn image_of(&self, key: &[u8]) -> Option<Image> {
+        self.peek_stored(key).map(|e| Image {
+            value: e.to_value(),
+            expire_at: e.expire_at(),
+            access: e.access,
+        })
+    }
+
+    /// Puts `key` back to `image` (undoing changes that never committed). Neither journaled
+    /// nor tracked for persistence: what persistence holds never included the undone changes.
+    pub fn restore_image(&mut self, key: &[u8], image: Option<Image>) {
+        self.remove(key);
+        if let Some(image) = image {
+            let entry = Entry::new(key, image.value, 0, image.access);
+            self.insert_entry(entry, image.expire_at);
+        }
+    }
+
+    /// Marks `key` as changed for persistence (the engine, when a leader's record commits).
+    pub fn mark_changed(&mut self, key: &[u8]) {
+        if let Some(c) = self.changes.as_mut() {
+            self.change_count += 1;
+            if !c.keys.contains(key) {
+                c.keys.insert(key.into());
             }
         }
     }

@@ -1,0 +1,16 @@
+//! The write path: where a command's records go once a handler has produced them.
+//!
+//! One seam with two sides (DESIGN.md): standalone, a core applies records to its shard and
+//! hands the changed keys to storage; in a cluster, the slot group's leader applies them
+//! while it evaluates (recording before-images, `spec`), proposes them through the group's
+//! Raft log as one entry per loop pass (`record`), and answers once that entry commits;
+//! replicas apply the records and never execute a command.
+//!
+//! This room knows commands only through the command table and handlers; it never touches
+//! sockets (server) or files (storage).
+
+pub mod record;
+pub mod spec;
+
+#[cfg(test)]
+mod tests;
