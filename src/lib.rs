@@ -12,6 +12,8 @@ pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod shard;
+pub mod slot;
+pub mod state;
 pub mod storage;
 pub mod util;
 

@@ -341,7 +341,7 @@ pub fn getkeysinslot_local(ctx: &mut Ctx<'_>, args: &[Bytes]) {
 /// moves every replica off the node, then removes it from the cluster. Both reply once the
 /// cluster map holds the change; the moves follow in the background (CLUSTER INFO's
 /// `cluster_map_epoch` and the log show them).
-pub async fn admin(shared: &crate::server::state::Shared, args: &[Bytes], out: &mut Out) {
+pub async fn admin(shared: &crate::state::Shared, args: &[Bytes], out: &mut Out) {
     if !shared.config.cluster.enabled {
         out.error(NOT_ENABLED);
         return;

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::{SYNTAX_ERROR, is, lossy};
 use crate::protocol::Out;
-use crate::server::state::{ClientInfo, Shared};
+use crate::state::{ClientInfo, Shared};
 
 /// A connection's state as commands see it.
 pub struct Client {
@@ -458,6 +458,6 @@ pub fn shutdown(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
         return;
     }
     tracing::warn!("User requested shutdown...");
-    crate::server::shutdown::begin(ctx.shared.clone(), save);
+    ctx.shared.begin_shutdown(save);
     ctx.client.closing = true;
 }

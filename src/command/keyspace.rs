@@ -170,14 +170,14 @@ pub fn keys_local(ctx: &mut Ctx<'_>, args: &[Bytes]) {
 /// those, as a Valkey cluster primary's dataset holds only its own slots. The copies it keeps
 /// as a replica of other groups are left out, so that a cluster client scanning every
 /// primary, or `redis-cli --cluster info` adding up their DBSIZEs, sees each key once.
-fn served(ctx: &Ctx<'_>) -> impl Fn(usize) -> bool + use<> {
-    let cluster = ctx.shared.cluster().cloned();
-    move |slot| cluster.as_ref().is_none_or(|c| c.serves(slot))
+fn served<'a>(ctx: &Ctx<'a>) -> impl Fn(usize) -> bool + use<'a> {
+    let node = ctx.node;
+    move |slot| node.serves(slot)
 }
 
 /// Per-core DBSIZE.
 pub fn dbsize_local(ctx: &mut Ctx<'_>, _args: &[Bytes]) {
-    let n = if ctx.shared.cluster().is_some() {
+    let n = if ctx.node.clustered() {
         let served = served(ctx);
         ctx.shard
             .owned_slots()
@@ -203,7 +203,7 @@ const RANDOMKEY_TRIES: usize = 64;
 /// Per-core RANDOMKEY: a random key of this core (of a slot it serves), or nil.
 pub fn randomkey_local(ctx: &mut Ctx<'_>, _args: &[Bytes]) {
     let served = served(ctx);
-    let tries = if ctx.shared.cluster().is_some() {
+    let tries = if ctx.node.clustered() {
         RANDOMKEY_TRIES
     } else {
         1

@@ -20,7 +20,6 @@ pub mod table;
 use bytes::Bytes;
 
 use crate::protocol::Out;
-use crate::server::state::Shared;
 use crate::shard::{Entry, Mutation, Shard};
 
 pub use table::{COMMANDS, CommandDef, lookup, lookup_sub};
@@ -150,13 +149,25 @@ pub enum Fanout {
     GetKeysInSlot,
 }
 
-/// What a shard command sees: its core's shard, the time, the reply buffer, shared settings.
+/// What a data command may know of the node beyond its shard: a handler gets this narrow
+/// view, never the node's shared state (DESIGN.md).
+pub trait NodeView {
+    /// `proto-max-bulk-len`: the longest string a command may build.
+    fn proto_max_bulk_len(&self) -> usize;
+    /// Whether this node runs in cluster mode.
+    fn clustered(&self) -> bool;
+    /// Whether this node serves `slot` as its primary (always, standalone): KEYS, SCAN,
+    /// DBSIZE and RANDOMKEY cover those slots only, as on a Valkey cluster primary.
+    fn serves(&self, slot: usize) -> bool;
+}
+
+/// What a shard command sees: its core's shard, the time, the reply buffer, the node view.
 pub struct Ctx<'a> {
     pub shard: &'a mut Shard,
     /// Unix milliseconds, fixed for the batch being executed (Valkey caches time per command).
     pub now: u64,
     pub out: &'a mut Out,
-    pub shared: &'a Shared,
+    pub node: &'a dyn NodeView,
 }
 
 impl Ctx<'_> {

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use super::connection::ConnCtx;
 use super::{is, lossy};
 use crate::metrics::memory::{Memory, rss_bytes};
-use crate::server::state::Shared;
+use crate::state::Shared;
 
 /// Valkey's bytesToHuman: two decimals and a unit letter.
 pub fn human_bytes(n: u64) -> String {
@@ -462,7 +462,7 @@ fn stats_section(shared: &Shared, out: &mut String) {
          total_writes_processed:0\r\n",
         c(|x| x.connections_received.get()),
         c(|x| x.commands_processed.get()),
-        crate::server::ops_per_sec(),
+        crate::metrics::stats::ops_per_sec(),
         c(|x| x.net_input_bytes.get()),
         c(|x| x.net_output_bytes.get()),
         c(|x| x.rejected_connections.get()),

@@ -399,7 +399,7 @@ pub fn append(ctx: &mut Ctx<'_>, args: &[Bytes]) {
         }
         Some(len) => {
             let total = len + args[2].len();
-            if total > ctx.shared.proto_max_bulk_len() {
+            if total > ctx.node.proto_max_bulk_len() {
                 ctx.out.error(TOO_BIG);
                 return;
             }
@@ -480,7 +480,7 @@ pub fn setrange(ctx: &mut Ctx<'_>, args: &[Bytes]) {
         return;
     }
     let offset = offset as usize;
-    if offset.saturating_add(data.len()) > ctx.shared.proto_max_bulk_len() {
+    if offset.saturating_add(data.len()) > ctx.node.proto_max_bulk_len() {
         ctx.out.error(TOO_BIG);
         return;
     }

@@ -2,6 +2,7 @@
 //! each written by its own core only and summed by INFO.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::shard::stats::Counter;
 
@@ -85,6 +86,23 @@ impl CoreStats {
             codes.push((code.into(), 1));
         }
     }
+}
+
+static OPS_SAMPLES: [AtomicU64; 16] = [const { AtomicU64::new(0) }; 16];
+static OPS_LAST: AtomicU64 = AtomicU64::new(0);
+static OPS_INDEX: AtomicU64 = AtomicU64::new(0);
+
+/// Records commands/second over the last 100 ms (called by core 0 only).
+pub fn sample_ops(shared: &crate::state::Shared) {
+    let total = shared.sum_cores(|c| c.commands_processed.get());
+    let last = OPS_LAST.swap(total, Relaxed);
+    let i = OPS_INDEX.fetch_add(1, Relaxed) as usize % OPS_SAMPLES.len();
+    OPS_SAMPLES[i].store(total.saturating_sub(last) * 10, Relaxed);
+}
+
+/// INFO's instantaneous_ops_per_sec: the mean of the last 16 samples.
+pub fn ops_per_sec() -> u64 {
+    OPS_SAMPLES.iter().map(|s| s.load(Relaxed)).sum::<u64>() / OPS_SAMPLES.len() as u64
 }
 
 #[cfg(test)]

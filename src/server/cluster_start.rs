@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::replica::CoreLink;
-use super::state::Shared;
 use crate::cluster::meta;
 use crate::cluster::node::{ClusterNode, Startup};
 use crate::cluster::topology::Layout;
 use crate::cluster::types::{NodeId, NodeInfo};
+use crate::state::Shared;
 
 /// The host this node announces: cluster-announce-hostname, else cluster-announce-ip, else
 /// its first specific bind address, else 127.0.0.1.

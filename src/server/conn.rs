@@ -11,9 +11,9 @@ use glommio::net::TcpStream;
 
 use super::core::Core;
 use super::dispatch::Dispatcher;
-use super::state::{ClientInfo, ClientMeta, Shared};
 use crate::command::connection::Client;
 use crate::protocol::{Limits, RequestParser};
+use crate::state::{ClientInfo, ClientMeta, Shared};
 
 /// Bytes read from the socket per read call.
 const READ_CHUNK: usize = 64 * 1024;

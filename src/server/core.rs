@@ -20,8 +20,8 @@ use crate::cluster::SLOT_COUNT;
 use crate::command::{Ctx, ShardFn, flags};
 use crate::config::MaxmemoryPolicy;
 use crate::protocol::Out;
-use crate::server::state::Shared;
 use crate::shard::{AccessMode, EvictPolicy, HashLimits, Shard};
+use crate::state::Shared;
 
 /// One command for a shard: its handler, arguments, flags and registry id (for statistics;
 /// `NO_STATS` for the parts of a split command, which are counted once where they were split).
@@ -187,7 +187,7 @@ impl Core {
                     shard: &mut shard,
                     now,
                     out,
-                    shared: &self.shared,
+                    node: &*self.shared,
                 };
                 (op.exec)(&mut ctx, &op.args);
                 true

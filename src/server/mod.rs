@@ -13,11 +13,10 @@ pub mod persist;
 pub mod replica;
 mod routing;
 pub mod shutdown;
-pub mod state;
 
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use glommio::channels::channel_mesh::MeshBuilder;
@@ -25,8 +24,8 @@ use glommio::net::TcpListener;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 
 use self::core::{Core, CoreMsg};
-use self::state::Shared;
 use crate::config::Config;
+use crate::state::Shared;
 
 /// Runs the server until the process is stopped. Returns an error if it cannot start.
 pub fn run(config: Config) -> Result<(), String> {
@@ -294,7 +293,7 @@ fn spawn_ticker(core: Rc<Core>) {
                     core.shared.memory.set_not_counted(storage.memory_bytes());
                 }
                 replica::evict_pressure(&core);
-                sample_ops(&core.shared);
+                crate::metrics::stats::sample_ops(&core.shared);
                 persist::snapshot_tick(&core);
                 conn::close_idle_clients(&core.shared);
             }
@@ -321,21 +320,4 @@ async fn active_expire(core: &Rc<Core>, budget: Duration) {
         .expire_cycle_cpu_us
         .add(started.elapsed().as_micros() as u64);
     core.shared.memory.publish(core.id);
-}
-
-static OPS_SAMPLES: [AtomicU64; 16] = [const { AtomicU64::new(0) }; 16];
-static OPS_LAST: AtomicU64 = AtomicU64::new(0);
-static OPS_INDEX: AtomicU64 = AtomicU64::new(0);
-
-/// Records commands/second over the last 100 ms (called by core 0 only).
-fn sample_ops(shared: &Shared) {
-    let total = shared.sum_cores(|c| c.commands_processed.get());
-    let last = OPS_LAST.swap(total, Relaxed);
-    let i = OPS_INDEX.fetch_add(1, Relaxed) as usize % OPS_SAMPLES.len();
-    OPS_SAMPLES[i].store(total.saturating_sub(last) * 10, Relaxed);
-}
-
-/// INFO's instantaneous_ops_per_sec: the mean of the last 16 samples.
-pub fn ops_per_sec() -> u64 {
-    OPS_SAMPLES.iter().map(|s| s.load(Relaxed)).sum::<u64>() / OPS_SAMPLES.len() as u64
 }

@@ -308,7 +308,7 @@ static LOAD_STARTED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
 static LOAD_LOGGED_MS: AtomicU64 = AtomicU64::new(0);
 
 /// Marks the start of loading (before any core starts).
-pub fn loading_begins(shared: &super::state::Shared, cores: usize) {
+pub fn loading_begins(shared: &crate::state::Shared, cores: usize) {
     let _ = LOAD_STARTED.set(Instant::now());
     shared.loading_cores.store(cores, Relaxed);
     shared

@@ -74,8 +74,9 @@ pub struct Shared {
     /// Cores that handed over their last changes after `shutting_down` was set.
     pub shutdown_flushed: AtomicUsize,
     /// Channels into each core from outside the executors (the Raft runtime).
-    pub inboxes: Vec<futures::channel::mpsc::UnboundedSender<super::core::CoreMsg>>,
-    inbox_rx: Vec<Mutex<Option<futures::channel::mpsc::UnboundedReceiver<super::core::CoreMsg>>>>,
+    pub inboxes: Vec<futures::channel::mpsc::UnboundedSender<crate::server::core::CoreMsg>>,
+    inbox_rx:
+        Vec<Mutex<Option<futures::channel::mpsc::UnboundedReceiver<crate::server::core::CoreMsg>>>>,
     /// This node's cluster part, once started (cluster-enabled yes).
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::node::ClusterNode>>,
 }
@@ -130,7 +131,7 @@ impl Shared {
     pub fn take_inbox(
         &self,
         id: usize,
-    ) -> Option<futures::channel::mpsc::UnboundedReceiver<super::core::CoreMsg>> {
+    ) -> Option<futures::channel::mpsc::UnboundedReceiver<crate::server::core::CoreMsg>> {
         self.inbox_rx[id].lock().ok()?.take()
     }
 
@@ -185,4 +186,68 @@ fn random_run_id() -> String {
     (0..40)
         .map(|_| char::from_digit(fastrand::u32(..16), 16).expect("digit below 16"))
         .collect()
+}
+
+impl Shared {
+    /// Starts an orderly stop (once; SHUTDOWN, SIGTERM, SIGINT): cores stop taking commands
+    /// and hand over their last changes, storage syncs, the process exits from a thread of its
+    /// own. With `save`, a snapshot is written first (SHUTDOWN SAVE).
+    pub fn begin_shutdown(self: &Arc<Self>, save: bool) {
+        let shared = self.clone();
+        if shared
+            .shutting_down
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        let spawned = std::thread::Builder::new()
+            .name("tallykv-shutdown".into())
+            .spawn(move || {
+                // Every core's ticker notices the flag and hands over its last changes.
+                let deadline = Instant::now() + std::time::Duration::from_secs(2);
+                while shared.shutdown_flushed.load(Relaxed) < shared.cores
+                    && Instant::now() < deadline
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                if let Some(storage) = shared.storage() {
+                    if save {
+                        let (tx, rx) = std::sync::mpsc::channel();
+                        if storage.snapshot(move |r| {
+                            let _ = tx.send(r);
+                        }) {
+                            match rx.recv() {
+                                Ok(Ok(())) => {}
+                                Ok(Err(e)) => {
+                                    tracing::error!("snapshot before shutdown failed: {e}")
+                                }
+                                Err(_) => {
+                                    tracing::error!("snapshot before shutdown did not finish")
+                                }
+                            }
+                        }
+                    }
+                    storage.close(std::time::Duration::from_secs(30));
+                }
+                tracing::info!("tallykv is now ready to exit, bye bye...");
+                std::process::exit(0);
+            });
+        if spawned.is_err() {
+            std::process::exit(1);
+        }
+    }
+}
+
+impl crate::command::NodeView for Shared {
+    fn proto_max_bulk_len(&self) -> usize {
+        self.config.runtime.proto_max_bulk_len()
+    }
+
+    fn clustered(&self) -> bool {
+        self.config.cluster.enabled
+    }
+
+    fn serves(&self, slot: usize) -> bool {
+        self.cluster().is_none_or(|c| c.serves(slot))
+    }
 }
