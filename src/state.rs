@@ -41,6 +41,8 @@ pub struct ClientMeta {
 pub struct Shared {
     pub config: Config,
     pub cores: usize,
+    /// Which core owns each hash slot.
+    pub slot_map: crate::slot::SlotMap,
     pub shard_stats: Vec<Arc<ShardStats>>,
     pub core_stats: Vec<Arc<CoreStats>>,
     pub clients: Mutex<BTreeMap<u64, Arc<ClientInfo>>>,
@@ -93,6 +95,7 @@ impl Shared {
         Shared {
             config,
             cores,
+            slot_map: crate::slot::SlotMap::even(cores),
             shard_stats: (0..cores)
                 .map(|_| Arc::new(ShardStats::default()))
                 .collect(),

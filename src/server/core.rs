@@ -107,7 +107,7 @@ pub fn slot_owner(slot: usize, cores: usize) -> usize {
 impl Core {
     pub fn new(id: usize, shared: Arc<Shared>, senders: Senders<CoreMsg>) -> Rc<Core> {
         let stats = shared.shard_stats[id].clone();
-        let mut shard = Shard::new(owned_slots(id, shared.cores), stats);
+        let mut shard = Shard::new(shared.slot_map.range(id), stats);
         // In a cluster, only applying the Raft log deletes expired keys (the leader's time).
         shard.expire_deletes = !shared.config.cluster.enabled;
         Rc::new_cyclic(|me| Core {
@@ -130,6 +130,12 @@ impl Core {
 
     pub fn cores(&self) -> usize {
         self.shared.cores
+    }
+
+    /// The core that owns `slot`.
+    #[inline]
+    pub fn owner(&self, slot: usize) -> usize {
+        self.shared.slot_map.core_of(slot)
     }
 
     /// Copies runtime settings that shards cache (encoding limits, LRU/LFU mode).

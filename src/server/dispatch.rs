@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::core::{BatchReply, Core, NO_STATS, Op, slot_owner};
+use super::core::{BatchReply, Core, NO_STATS, Op};
 use super::routing;
 use crate::cluster::key_slot;
 use crate::cluster::node::ClusterNode;
@@ -275,9 +275,9 @@ impl Dispatcher {
         let mut positions = def.keys.positions(args.len());
         let key_core = positions
             .next()
-            .map(|p| slot_owner(key_slot(&args[p]) as usize, cores));
+            .map(|p| core.owner(key_slot(&args[p]) as usize));
         let single_core = key_core.is_some_and(|c| {
-            positions.all(|p| slot_owner(key_slot(&args[p]) as usize, cores) == c)
+            positions.all(|p| core.owner(key_slot(&args[p]) as usize) == c)
         });
         match def.exec {
             Exec::Container => unreachable!("containers resolve to a subcommand above"),
@@ -378,12 +378,11 @@ impl Dispatcher {
                 self.push_local(start);
             }
             Some(routing::Route::LocalRead) => {
-                let cores = core.cores();
                 let target = def
                     .keys
                     .positions(args.len())
                     .next()
-                    .map_or(core.id, |p| slot_owner(key_slot(&args[p]) as usize, cores));
+                    .map_or(core.id, |p| core.owner(key_slot(&args[p]) as usize));
                 let part = self.route(core, target, exec, args, def.flags, cmd_id);
                 self.slots.push(Slot::One(part));
             }
@@ -484,7 +483,7 @@ impl Dispatcher {
         args: Vec<Bytes>,
     ) {
         let cores = core.cores();
-        let owner = |k: &[u8]| slot_owner(key_slot(k) as usize, cores);
+        let owner = |k: &[u8]| core.owner(key_slot(k) as usize);
         let stats = &core.shared.core_stats[core.id];
         stats.commands[cmd_id as usize].calls.inc();
         stats.commands_processed.inc();
@@ -574,7 +573,7 @@ impl Dispatcher {
             Fanout::Scan => {
                 // One core per call: the one owning the cursor's slot.
                 let target = keyspace::parse_cursor(&args[1]).map_or(core.id, |c| {
-                    slot_owner(keyspace::scan_cursor_slot(c), cores)
+                    core.owner(keyspace::scan_cursor_slot(c))
                 });
                 let part = self.route(core, target, keyspace::scan, args, flags, cmd_id);
                 self.slots.push(Slot::One(part));

@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
-use super::core::{Core, slot_owner};
+use super::core::Core;
 use crate::cluster::key_slot;
 use crate::command::{self, NO_SUCH_KEY, keyspace};
 use crate::protocol::Out;
@@ -19,7 +19,7 @@ use crate::shard::{Mutation, Ttl};
 const CORE_FAILED: &str = "ERR internal error: another core did not answer (see the server log)";
 
 fn owner(core: &Core, key: &[u8]) -> usize {
-    slot_owner(key_slot(key) as usize, core.cores())
+    core.owner(key_slot(key) as usize)
 }
 
 pub async fn move_key(core: &Rc<Core>, name: &str, args: &[Bytes], out: &mut Out) {
