@@ -21,13 +21,13 @@ use glommio::LocalExecutorBuilder;
 use glommio::Placement;
 use openraft_rt::AsyncRuntime;
 
-mod mpsc;
-mod mutex;
-mod oneshot;
+pub mod mpsc;
+pub mod mutex;
+pub mod oneshot;
 mod task;
 mod time;
 mod wait_list;
-mod watch;
+pub mod watch;
 
 pub use mpsc::LocalMpsc;
 pub use mutex::LocalMutex;

@@ -46,14 +46,17 @@ impl<T> Chan<T> {
     }
 }
 
+/// Sending half; the channel stays open while one is alive.
 pub struct Sender<T> {
     chan: Rc<RefCell<Chan<T>>>,
 }
 
+/// Sender that does not keep the channel open; `upgrade` fails once the last sender is gone.
 pub struct WeakSender<T> {
     chan: Weak<RefCell<Chan<T>>>,
 }
 
+/// Receiving half; dropping it closes the channel and drops what is queued.
 pub struct Receiver<T> {
     chan: Rc<RefCell<Chan<T>>>,
 }

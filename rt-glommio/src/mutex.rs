@@ -20,6 +20,7 @@ pub struct LocalMutex<T> {
     waiters: RefCell<WaitList>,
 }
 
+/// Holds the lock; dropping it hands the lock to the next waiter.
 pub struct Guard<'a, T> {
     /// `Some` for the guard's whole life; taken in `drop` to unlock before waking the next task.
     value: Option<RefMut<'a, T>>,

@@ -22,10 +22,12 @@ struct Shared<T> {
     receiver_waker: Option<Waker>,
 }
 
+/// Sending half; dropped unsent, the receiver gets [`RecvError`].
 pub struct Sender<T> {
     shared: Rc<RefCell<Shared<T>>>,
 }
 
+/// Receiving half, a future of the value.
 pub struct Receiver<T> {
     shared: Rc<RefCell<Shared<T>>>,
 }

@@ -45,10 +45,12 @@ impl State {
     }
 }
 
+/// Publishes new values; `changed` errs once every sender is gone.
 pub struct Sender<T> {
     shared: Rc<Shared<T>>,
 }
 
+/// Reads the latest value and waits for the next one.
 pub struct Receiver<T> {
     shared: Rc<Shared<T>>,
     id: u64,
