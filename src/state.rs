@@ -76,9 +76,9 @@ pub struct Shared {
     /// Cores that handed over their last changes after `shutting_down` was set.
     pub shutdown_flushed: AtomicUsize,
     /// Channels into each core from outside the executors (the Raft runtime).
-    pub inboxes: Vec<futures::channel::mpsc::UnboundedSender<crate::server::core::CoreMsg>>,
+    pub inboxes: Vec<futures::channel::mpsc::UnboundedSender<crate::engine::core::CoreMsg>>,
     inbox_rx:
-        Vec<Mutex<Option<futures::channel::mpsc::UnboundedReceiver<crate::server::core::CoreMsg>>>>,
+        Vec<Mutex<Option<futures::channel::mpsc::UnboundedReceiver<crate::engine::core::CoreMsg>>>>,
     /// This node's cluster part, once started (cluster-enabled yes).
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::node::ClusterNode>>,
 }
@@ -134,7 +134,7 @@ impl Shared {
     pub fn take_inbox(
         &self,
         id: usize,
-    ) -> Option<futures::channel::mpsc::UnboundedReceiver<crate::server::core::CoreMsg>> {
+    ) -> Option<futures::channel::mpsc::UnboundedReceiver<crate::engine::core::CoreMsg>> {
         self.inbox_rx[id].lock().ok()?.take()
     }
 

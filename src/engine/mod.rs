@@ -9,7 +9,13 @@
 //! This room knows commands only through the command table and handlers; it never touches
 //! sockets (server) or files (storage).
 
+pub mod core;
+pub mod dispatch;
+mod multi;
+pub mod persist;
 pub mod record;
+pub mod replica;
+mod routing;
 pub mod spec;
 
 #[cfg(test)]

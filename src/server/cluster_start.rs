@@ -5,7 +5,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::replica::CoreLink;
+use crate::engine::replica::CoreLink;
 use crate::cluster::meta;
 use crate::cluster::node::{ClusterNode, Startup};
 use crate::cluster::topology::Layout;
@@ -162,7 +162,7 @@ fn start(
         }
     };
     let node = ClusterNode::start(config, id, state, &startup, storage, link, bootstrap)?;
-    node.set_evictor(super::replica::evictor(shared.inboxes.clone()));
+    node.set_evictor(crate::engine::replica::evictor(shared.inboxes.clone()));
     Ok(node)
 }
 

@@ -9,8 +9,8 @@ use bytes::BytesMut;
 use futures::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use glommio::net::TcpStream;
 
-use super::core::Core;
-use super::dispatch::Dispatcher;
+use crate::engine::core::Core;
+use crate::engine::dispatch::Dispatcher;
 use crate::command::connection::Client;
 use crate::protocol::{Limits, RequestParser};
 use crate::state::{ClientInfo, ClientMeta, Shared};

@@ -6,12 +6,6 @@
 
 mod cluster_start;
 pub mod conn;
-pub mod core;
-pub mod dispatch;
-mod multi;
-pub mod persist;
-pub mod replica;
-mod routing;
 pub mod shutdown;
 
 use std::rc::Rc;
@@ -23,7 +17,7 @@ use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 
-use self::core::{Core, CoreMsg};
+use crate::engine::core::{Core, CoreMsg};
 use crate::config::Config;
 use crate::state::Shared;
 
@@ -100,7 +94,7 @@ pub fn run(config: Config) -> Result<(), String> {
 /// directory that is locked or cannot be opened still stops the server with its error; the
 /// lock is checked first, here, so a second server on the same dir fails before it listens.
 fn open_storage(shared: Arc<Shared>, cores: usize) -> Result<(), String> {
-    persist::loading_begins(&shared, cores);
+    crate::engine::persist::loading_begins(&shared, cores);
     let dir = shared.config.dir.clone();
     crate::storage::check_not_locked(&dir)?;
     std::thread::Builder::new()
@@ -282,7 +276,7 @@ fn spawn_ticker(core: Rc<Core>) {
                     active_expire(&core, period / 4).await;
                     core.evict_if_over_limit();
                 } else if let Some(cluster) = core.shared.cluster() {
-                    replica::propose_expired(&core, cluster);
+                    crate::engine::replica::propose_expired(&core, cluster);
                 }
                 core.schedule_flush();
             }
@@ -292,9 +286,9 @@ fn spawn_ticker(core: Rc<Core>) {
                 if let Some(storage) = core.shared.storage() {
                     core.shared.memory.set_not_counted(storage.memory_bytes());
                 }
-                replica::evict_pressure(&core);
+                crate::engine::replica::evict_pressure(&core);
                 crate::metrics::stats::sample_ops(&core.shared);
-                persist::snapshot_tick(&core);
+                crate::engine::persist::snapshot_tick(&core);
                 conn::close_idle_clients(&core.shared);
             }
         }
