@@ -260,8 +260,7 @@ impl Shard {
     }
 
     fn evict_key(&mut self, key: &[u8]) {
-        self.apply(Mutation::Del { key });
-        self.stats.evicted_keys.inc();
+        self.apply(Mutation::Evicted { key });
     }
 
     /// Higher is a better eviction candidate.

@@ -25,11 +25,7 @@ impl Shard {
     /// Checks up to `max_checked` keys with an expiry, continuing where the last step stopped,
     /// and deletes those expired at `now`.
     pub fn active_expire_step(&mut self, now: u64, max_checked: usize) -> ExpireStep {
-        let step = self.expire_walk(now, max_checked, None);
-        if step.expired > 0 {
-            self.stats.expired_keys.add(step.expired as u64);
-        }
-        step
+        self.expire_walk(now, max_checked, None)
     }
 
     /// Like [`Shard::active_expire_step`], but collects the expired keys into `found` instead
@@ -116,7 +112,7 @@ impl Shard {
             Some(found) => found.extend(doomed),
             None => {
                 for key in &doomed {
-                    self.apply(Mutation::Del { key });
+                    self.apply(Mutation::Expired { key });
                 }
             }
         }

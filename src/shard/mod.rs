@@ -279,8 +279,7 @@ impl Shard {
 
     /// Lazy-expiry deletion: counted in `expired_keys`.
     fn delete_expired(&mut self, key: &[u8], _now: u64) {
-        self.apply(Mutation::Del { key });
-        self.stats.expired_keys.inc();
+        self.apply(Mutation::Expired { key });
     }
 
     /// Applies one mutation record. Deterministic: the same records applied to the same state
@@ -345,6 +344,20 @@ impl Shard {
             }
             Mutation::Expire { key, at } => self.set_expire(key, at),
             Mutation::Del { key } => self.remove(key).is_some(),
+            Mutation::Expired { key } => {
+                let removed = self.remove(key).is_some();
+                if removed {
+                    self.stats.expired_keys.inc();
+                }
+                removed
+            }
+            Mutation::Evicted { key } => {
+                let removed = self.remove(key).is_some();
+                if removed {
+                    self.stats.evicted_keys.inc();
+                }
+                removed
+            }
             Mutation::Rename { from, to } => match self.remove(from) {
                 Some(entry) => {
                     let expire = entry.expire_at();

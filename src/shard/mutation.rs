@@ -50,8 +50,12 @@ pub enum Mutation<'a> {
     },
     /// Set (Some) or remove (None) the key's absolute expiry. A time in the past deletes.
     Expire { key: &'a [u8], at: Option<u64> },
-    /// Delete a key (DEL, expiry, eviction).
+    /// Delete a key (DEL, UNLINK, RENAME's source...).
     Del { key: &'a [u8] },
+    /// Delete a key found expired (counted in `expired_keys` wherever it is applied).
+    Expired { key: &'a [u8] },
+    /// Delete a key chosen by eviction (counted in `evicted_keys` wherever it is applied).
+    Evicted { key: &'a [u8] },
     /// Move a key within this shard, replacing the destination (RENAME).
     Rename { from: &'a [u8], to: &'a [u8] },
     /// Store a whole value with its expiry (COPY, and RENAME across cores).
@@ -78,6 +82,8 @@ impl Mutation<'_> {
             | Mutation::HDel { key, .. }
             | Mutation::Expire { key, .. }
             | Mutation::Del { key }
+            | Mutation::Expired { key }
+            | Mutation::Evicted { key }
             | Mutation::Restore { key, .. } => Some(key),
             Mutation::Rename { to, .. } => Some(to),
             Mutation::FlushAll | Mutation::FlushSlots { .. } => None,
@@ -118,6 +124,8 @@ const TAG_RENAME: u8 = 9;
 const TAG_RESTORE: u8 = 10;
 const TAG_FLUSH_ALL: u8 = 11;
 const TAG_FLUSH_SLOTS: u8 = 12;
+const TAG_EXPIRED: u8 = 13;
+const TAG_EVICTED: u8 = 14;
 
 const VALUE_STR: u8 = 0;
 const VALUE_INT: u8 = 1;
@@ -253,6 +261,8 @@ pub enum Decoded<'a> {
     HDel(&'a [u8], Vec<&'a [u8]>),
     Expire(&'a [u8], Option<u64>),
     Del(&'a [u8]),
+    Expired(&'a [u8]),
+    Evicted(&'a [u8]),
     Rename(&'a [u8], &'a [u8]),
     Restore(&'a [u8], Value, Option<u64>),
     FlushAll,
@@ -283,6 +293,8 @@ impl<'a> Decoded<'a> {
             Decoded::HDel(key, fields) => Mutation::HDel { key, fields },
             Decoded::Expire(key, at) => Mutation::Expire { key, at: *at },
             Decoded::Del(key) => Mutation::Del { key },
+            Decoded::Expired(key) => Mutation::Expired { key },
+            Decoded::Evicted(key) => Mutation::Evicted { key },
             Decoded::Rename(from, to) => Mutation::Rename { from, to },
             Decoded::Restore(key, value, expire_at) => Mutation::Restore {
                 key,
@@ -345,8 +357,12 @@ impl Mutation<'_> {
                     None => out.push(0),
                 }
             }
-            Mutation::Del { key } => {
-                out.push(TAG_DEL);
+            Mutation::Del { key } | Mutation::Expired { key } | Mutation::Evicted { key } => {
+                out.push(match self {
+                    Mutation::Expired { .. } => TAG_EXPIRED,
+                    Mutation::Evicted { .. } => TAG_EVICTED,
+                    _ => TAG_DEL,
+                });
                 put_bytes(out, key);
             }
             Mutation::Rename { from, to } => {
@@ -414,6 +430,8 @@ impl Mutation<'_> {
                 Decoded::Expire(key, opt_time(r)?)
             }
             TAG_DEL => Decoded::Del(r.bytes("key")?),
+            TAG_EXPIRED => Decoded::Expired(r.bytes("key")?),
+            TAG_EVICTED => Decoded::Evicted(r.bytes("key")?),
             TAG_RENAME => Decoded::Rename(r.bytes("key")?, r.bytes("key")?),
             TAG_RESTORE => {
                 let key = r.bytes("key")?;
@@ -536,6 +554,8 @@ mod tests {
                 at: None,
             },
             Mutation::Del { key: b"d" },
+            Mutation::Expired { key: b"x" },
+            Mutation::Evicted { key: b"v" },
             Mutation::Rename {
                 from: b"a",
                 to: b"b",
