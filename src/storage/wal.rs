@@ -45,6 +45,8 @@ mod record;
 mod recover;
 mod state;
 mod syncer;
+#[cfg(test)]
+mod tests;
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
