@@ -29,6 +29,7 @@
 pub mod codec;
 pub mod raftlog;
 mod snapshot;
+pub mod wal;
 
 use std::collections::HashMap;
 use std::ops::Range;
