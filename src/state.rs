@@ -75,23 +75,15 @@ pub struct Shared {
     pub bgsave_scheduled: std::sync::atomic::AtomicBool,
     /// Cores that handed over their last changes after `shutting_down` was set.
     pub shutdown_flushed: AtomicUsize,
-    /// Channels into each core from outside the executors (the Raft runtime).
-    pub inboxes: Vec<futures::channel::mpsc::UnboundedSender<crate::engine::core::CoreMsg>>,
-    inbox_rx:
-        Vec<Mutex<Option<futures::channel::mpsc::UnboundedReceiver<crate::engine::core::CoreMsg>>>>,
     /// This node's cluster part, once started (cluster-enabled yes).
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::node::ClusterNode>>,
+    /// What the cluster's start needs, checked before the cores start (cluster-enabled yes).
+    pub cluster_boot: std::sync::OnceLock<crate::cluster::start::Boot>,
 }
 
 impl Shared {
     pub fn new(config: Config, cores: usize, commands: usize) -> Shared {
         let now = crate::util::now_ms();
-        let (inboxes, inbox_rx) = (0..cores)
-            .map(|_| {
-                let (tx, rx) = futures::channel::mpsc::unbounded();
-                (tx, Mutex::new(Some(rx)))
-            })
-            .unzip();
         Shared {
             config,
             cores,
@@ -124,18 +116,9 @@ impl Shared {
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             shutdown_flushed: AtomicUsize::new(0),
             bgsave_scheduled: std::sync::atomic::AtomicBool::new(false),
-            inboxes,
-            inbox_rx,
             cluster: std::sync::OnceLock::new(),
+            cluster_boot: std::sync::OnceLock::new(),
         }
-    }
-
-    /// Core `id`'s end of its inbox (taken once, by that core).
-    pub fn take_inbox(
-        &self,
-        id: usize,
-    ) -> Option<futures::channel::mpsc::UnboundedReceiver<crate::engine::core::CoreMsg>> {
-        self.inbox_rx[id].lock().ok()?.take()
     }
 
     /// The cluster node, when cluster mode is on and started.

@@ -1,329 +1,369 @@
-//! A slot group's Raft state machine: committed entries are applied by the cores that own
-//! the group's slots (through [`Cores`], the one crossing from Raft into the data path).
+//! A group's Raft state machine, on the core that hosts the group.
 //!
-//! Durability: each core writes its data changes and "group g applied up to log id L" in the
-//! same storage batch, so after a crash every core knows exactly which entries its keys
-//! already reflect. The group's applied state is the smallest of its cores' marks; entries
-//! above it are applied again on restart and each core skips the ones at or below its own
-//! mark — no entry is applied twice to the same key.
+//! A slot group's state is the core's shard (its keys in the group's slots): a committed
+//! entry's records are applied to it — except on the leader that proposed them, which applied
+//! them while it evaluated the commands and only marks them committed here (see
+//! `engine::replicated`). The meta group's state is the cluster map.
 //!
-//! Snapshots are streamed (see `snapshot`): a received one is installed in batches, so a
-//! crash can stop an install half done. openraft cannot restart from that: at start it
-//! trusts the applied state the cores report, and it purges the log the snapshot covers
-//! while the install still runs, so a group whose keys were half replaced would either
-//! claim an applied index it does not hold or find the entries it needs gone. So:
-//! - The received file is checked whole and synced, then renamed to `g{g}.installing`
-//!   before any key changes. Its presence at start means "finish this install": the first
-//!   thing openraft asks at start ([`GroupSm::applied_state`]) runs the install again from
-//!   it, so the group comes back at the snapshot's index without the leader's help and
-//!   without forgetting its vote or log.
-//! - The install's first step deletes the group's keys and clears its applied marks in one
-//!   storage batch per core; the last sets the marks; only once those and the membership
-//!   are synced does the file become the group's snapshot (`g{g}.snap`). A crash between
-//!   the two leaves marks of none, which the next start ignores in favour of the file.
-//! - A crash after openraft purged the log but before the file was renamed (the purge races
-//!   the install) leaves the old keys and marks behind a purged log: [`GroupSm::open`]
-//!   restarts the log at the applied mark (the vote stays), so the leader sends the
-//!   snapshot again (its log going back is what openraft's `loosen-follower-log-revert`
-//!   lets a leader take, as for a wiped node). It refuses to if entries follow the purged
-//!   prefix: those may have counted towards a commit, and dropping them could lose a write.
+//! Durability: the group's "applied up to log id L" (and its membership) is written in the
+//! same storage batch as the data changes it covers, so after a crash the group restarts
+//! exactly at L and openraft applies the log after it again.
+//!
+//! Snapshots are files (see `snapshot`): built from a point-in-time view of storage taken once
+//! the core handed over everything applied; received into a file, checked whole, then
+//! installed in bounded batches. A crash can stop an install half done, and openraft cannot
+//! restart from that (it would trust an applied state the data does not hold, or find the log
+//! it needs purged), so:
+//! - the received file is checked whole and synced, then renamed to `g{g}.installing` before
+//!   any key changes; its presence at start means "finish this install", which the first
+//!   thing openraft asks at start ([`GroupSm::applied_state`]) does;
+//! - the install's first step deletes the group's keys and clears its applied mark in one
+//!   storage batch; the last sets the mark; only once those are durable does the file become
+//!   the group's snapshot (`g{g}.snap`).
 
 use std::ops::Range;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Instant;
+use std::{fmt, io};
 
-use futures::future::BoxFuture;
-use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
-use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
+use futures::{StreamExt, TryStreamExt};
+use openraft::entry::RaftEntry;
+use openraft::storage::{EntryResponder, RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use openraft10 as openraft;
+use openraft::type_config::alias::SnapshotOf;
+use serde::{Deserialize, Serialize};
 
-use super::snapshot::{self, Meta, SnapshotFile, SnapshotFiles};
-use super::types::{
-    Entry, GroupId, LogId, Membership, NodeId, NodeInfo, Request, Response, StorageError,
-    TypeConfig,
-};
-use crate::storage::Storage;
+use super::meta::{self, MetaState};
+use super::node::{ClusterNode, group_name};
+use super::snapshot::{self, Meta, SnapshotFile, SnapshotFiles, show_log_id};
+use super::types::{Data, GroupId, LogId, Membership, TypeConfig};
+use super::wire;
+use crate::engine::core::Core;
+use crate::engine::record::{self, Payload};
+use crate::engine::replicated::{self, Refusal};
+use crate::shard::Mutation;
+use crate::storage::{Storage, codec};
 
-/// Records per batch an install hands the cores at most, and bytes of keys and values: a
-/// batch is what the install holds in memory (twice: one read ahead), and what a core
-/// applies in one go while its clients wait.
+/// Records per batch an install applies at most, and bytes of keys and values: a batch is
+/// what the install holds in memory (twice: one read ahead), and what the core applies in one
+/// go while its clients wait.
 const INSTALL_BATCH_RECORDS: usize = 10_000;
 const INSTALL_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
-/// One committed entry for the cores: its log index and request.
-pub struct ApplyItem {
-    pub index: u64,
-    pub request: Arc<Request>,
+/// The state-machine record of a slot group: `[group BE][TAG_APPLIED]`.
+const TAG_APPLIED: u8 = 0x20;
+
+pub fn applied_key(g: GroupId) -> Vec<u8> {
+    let mut k = g.to_be_bytes().to_vec();
+    k.push(TAG_APPLIED);
+    k
 }
 
-/// How the state machine reaches the data path (implemented by the server room).
-pub trait Cores: Send + Sync + 'static {
-    /// Applies `items` (in log order) on the cores owning `slots`, then records `last` as
-    /// those cores' applied mark for `group` (also when `items` is empty: blank and
-    /// membership entries advance it). Returns one reply set per item.
-    fn apply(
-        &self,
-        group: GroupId,
-        slots: Range<usize>,
-        items: Vec<ApplyItem>,
-        last: LogId,
-    ) -> BoxFuture<'static, Result<Vec<Response>, String>>;
+/// What a slot group stores beside its data: how far it applied, and its membership.
+#[derive(Serialize, Deserialize, Default)]
+struct Applied {
+    applied: Option<LogId>,
+    membership: Membership,
+}
 
-    /// The applied mark of `group` that every core owning `slots` has reached (None if
-    /// some core has none: the whole log is applied again, each core skipping what it has).
-    fn applied(&self, group: GroupId, slots: Range<usize>) -> Result<Option<LogId>, String>;
+fn err(e: impl fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
 
-    /// The last membership stored for `group`.
-    fn membership(&self, group: GroupId) -> Result<Option<Membership>, String>;
-
-    /// Stores the membership of `group` (rare; written through the storage queue).
-    fn save_membership(&self, group: GroupId, m: &Membership) -> Result<(), String>;
-
-    /// Has the cores owning `slots` hand their pending changes to storage now.
-    fn flush(&self, slots: Range<usize>) -> BoxFuture<'static, Result<(), String>>;
-
-    /// Replaces the keys of `slots` on their cores with `records` (stored key, stored
-    /// value) and sets their applied mark for `group` to `last`, in one step on each core.
-    /// For small installs only (dropping a group's copy: no records, `last` None); a
-    /// snapshot is installed in the steps below.
-    fn install(
-        &self,
-        group: GroupId,
-        slots: Range<usize>,
-        records: crate::storage::KeyValues,
-        last: Option<LogId>,
-    ) -> BoxFuture<'static, Result<(), String>>;
-
-    /// Installing a snapshot, step 1: deletes the keys of `slots` on their cores and clears
-    /// their applied mark for `group`; each core hands both to storage in one batch before
-    /// the future resolves, so a crash leaves the old keys and mark or neither.
-    fn install_begin(
-        &self,
-        group: GroupId,
-        slots: Range<usize>,
-    ) -> BoxFuture<'static, Result<(), String>>;
-
-    /// Step 2, once per batch: adds `records` (stored key, stored value) of `slots` on
-    /// their cores, handed to storage before the future resolves.
-    fn install_records(
-        &self,
-        group: GroupId,
-        slots: Range<usize>,
-        records: crate::storage::KeyValues,
-    ) -> BoxFuture<'static, Result<(), String>>;
-
-    /// Step 3: sets the applied mark for `group` of the cores owning `slots` to `last`,
-    /// handed to storage (after every record) before the future resolves.
-    fn install_finish(
-        &self,
-        group: GroupId,
-        slots: Range<usize>,
-        last: Option<LogId>,
-    ) -> BoxFuture<'static, Result<(), String>>;
+enum Machine {
+    Slots(Range<usize>),
+    Meta(MetaState),
 }
 
 pub struct GroupSm {
-    group: GroupId,
-    slots: Range<usize>,
-    cores: Arc<dyn Cores>,
+    g: GroupId,
+    core: Weak<Core>,
+    node: Arc<ClusterNode>,
     storage: Arc<Storage>,
-    files: Arc<SnapshotFiles>,
     applied: Option<LogId>,
     membership: Membership,
-    /// The meta of a snapshot whose install a crash cut short: finished before openraft
-    /// hears the applied state (see the module doc).
+    machine: Machine,
+    /// The snapshot whose install a crash cut short: finished before openraft hears the
+    /// applied state.
     interrupted: Option<Meta>,
 }
 
-fn sm_err(e: String) -> StorageError {
-    StorageIOError::write_state_machine(&std::io::Error::other(e)).into()
-}
-
 impl GroupSm {
-    /// The state machine of `group` as storage holds it; see the module doc for what is
-    /// repaired here when a snapshot install was cut short.
-    pub fn open(
-        group: GroupId,
+    /// Slot group `g`'s state machine as storage holds it.
+    pub fn open_slots(
+        g: GroupId,
         slots: Range<usize>,
-        cores: Arc<dyn Cores>,
+        core: &Rc<Core>,
+        node: Arc<ClusterNode>,
         storage: Arc<Storage>,
-        files: Arc<SnapshotFiles>,
     ) -> Result<GroupSm, String> {
-        let applied = cores.applied(group, slots.clone())?;
-        let membership = cores.membership(group)?.unwrap_or_default();
-        let interrupted = files.staged(group)?;
-        if interrupted.is_none() {
-            restart_log_if_purged(&storage, group, applied)?;
-        }
+        let stored: Applied = match storage.raft_get(&applied_key(g))? {
+            Some(v) => wire::decode(&v, "slot group applied state").map_err(|e| e.0)?,
+            None => Applied::default(),
+        };
+        let interrupted = node.files.staged(g)?;
         Ok(GroupSm {
-            group,
-            slots,
-            cores,
+            g,
+            core: Rc::downgrade(core),
+            node,
             storage,
-            files,
-            applied,
-            membership,
+            applied: stored.applied,
+            membership: stored.membership,
+            machine: Machine::Slots(slots),
             interrupted,
         })
     }
 
-    /// Installs group's snapshot from its `.installing` file (see
-    /// [`SnapshotFiles::stage`]): deletes the group's keys, adds the file's records in
-    /// bounded batches, stores the membership and applied marks, and once those are durable
-    /// makes the file the group's snapshot. Returns the number of keys.
-    async fn install_staged(&mut self, meta: &Meta) -> Result<u64, String> {
-        let (g, slots) = (self.group, self.slots.clone());
-        self.cores.install_begin(g, slots.clone()).await?;
-        // The file is read on a blocking thread one batch ahead of the cores.
-        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
-        let path = self.files.installing_path(g);
-        let reader = tokio::task::spawn_blocking(move || -> Result<(), String> {
-            let mut r = snapshot::Reader::open(&path)?;
-            loop {
-                let batch = r.next_batch(INSTALL_BATCH_RECORDS, INSTALL_BATCH_BYTES)?;
-                // A closed channel: the install failed, and says why itself.
-                if batch.is_empty() || tx.blocking_send(batch).is_err() {
+    /// The meta group's state machine, starting from `state`.
+    pub fn open_meta(
+        core: &Rc<Core>,
+        node: Arc<ClusterNode>,
+        storage: Arc<Storage>,
+        state: MetaState,
+    ) -> GroupSm {
+        GroupSm {
+            g: meta::META,
+            core: Rc::downgrade(core),
+            node,
+            storage,
+            applied: state.stored.applied,
+            membership: state.stored.membership.clone(),
+            machine: Machine::Meta(state),
+            interrupted: None,
+        }
+    }
+
+    fn core(&self) -> io::Result<Rc<Core>> {
+        self.core
+            .upgrade()
+            .ok_or_else(|| err("the core hosting the group stopped"))
+    }
+
+    /// Hands the applied mark and membership to storage with the core's next data batch.
+    fn stage_applied(&self, core: &Core) {
+        let v = wire::encode(&Applied {
+            applied: self.applied,
+            membership: self.membership.clone(),
+        });
+        core.stage_raft_item(applied_key(self.g), Some(v));
+    }
+
+    /// Applies one normal entry of a slot group.
+    fn apply_data(&mut self, core: &Core, log_id: &LogId, data: &Data) -> io::Result<()> {
+        match record::decode(&data.0) {
+            Ok(Payload::Records(r)) => {
+                let own = log_id.leader_id.node_id == self.node.id
+                    && replicated::is_own(core, self.g, r.proposal);
+                if own {
+                    replicated::committed(core, self.g, r.proposal);
                     return Ok(());
                 }
+                // Another leader's entry: whatever this node still holds uncommitted from
+                // its own leadership is not in the log any more and goes first.
+                replicated::lost(core, self.g, Refusal::NoLeader);
+                let mut shard = core.shard.borrow_mut();
+                r.validate(shard.hash_limits).map_err(err)?;
+                shard.clock_ms = r.now;
+                r.apply(&mut shard).map_err(err)
             }
-        });
+            Ok(Payload::Opaque(_)) => Ok(()),
+            Err(e) => Err(err(format!(
+                "{}: entry {log_id}: {e}",
+                group_name(self.g)
+            ))),
+        }
+    }
+
+    /// Installs the group's snapshot from its `.installing` file (see
+    /// [`SnapshotFiles::stage`]): deletes the group's keys, adds the file's records in
+    /// bounded batches, stores the membership and applied mark, and once those are durable
+    /// makes the file the group's snapshot. Returns the number of keys.
+    async fn install_staged(&mut self, meta: &Meta) -> Result<u64, String> {
+        let Machine::Slots(slots) = &self.machine else {
+            return Err("the meta group installs its map in place".into());
+        };
+        let slots = slots.clone();
+        let core = self.core().map_err(|e| e.to_string())?;
+        let g = self.g;
+        // Anything uncommitted of this node's leadership goes first (a snapshot replaces it).
+        replicated::lost(&core, g, Refusal::NoLeader);
+        {
+            let mut shard = core.shard.borrow_mut();
+            shard.apply(Mutation::FlushSlots {
+                slots: slots.start as u16..slots.end as u16,
+            });
+        }
+        self.applied = None;
+        self.stage_applied(&core);
+        core.flush_changes();
+        // The file is read on a thread of its own, one batch ahead of the core.
+        let (tx, mut rx) = futures::channel::mpsc::channel::<Result<crate::storage::KeyValues, String>>(1);
+        let path = self.node.files.installing_path(g);
+        std::thread::Builder::new()
+            .name("tallykv-install".into())
+            .spawn(move || {
+                let mut tx = tx;
+                let mut r = match snapshot::Reader::open(&path) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = futures::executor::block_on(futures::SinkExt::send(&mut tx, Err(e.to_string())));
+                        return;
+                    }
+                };
+                loop {
+                    let batch = r.next_batch(INSTALL_BATCH_RECORDS, INSTALL_BATCH_BYTES);
+                    let last = !matches!(&batch, Ok(b) if !b.is_empty());
+                    if futures::executor::block_on(futures::SinkExt::send(&mut tx, batch)).is_err() || last {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start the install thread: {e}"))?;
         let mut keys = 0u64;
-        while let Some(batch) = rx.recv().await {
+        while let Some(batch) = rx.next().await {
+            let batch = batch?;
+            if batch.is_empty() {
+                break;
+            }
             keys += batch.len() as u64;
-            self.cores.install_records(g, slots.clone(), batch).await?;
-            // The cores hand records to the storage writer faster than it commits them:
-            // wait for it rather than queue the whole snapshot in memory.
+            {
+                let mut shard = core.shard.borrow_mut();
+                let limits = shard.hash_limits;
+                for (k, v) in &batch {
+                    let (slot, key) = codec::decode_key(k)?;
+                    if !slots.contains(&(slot as usize)) {
+                        continue;
+                    }
+                    let (value, expire_at) = codec::decode_value(v, limits)?;
+                    shard.apply(Mutation::Restore {
+                        key,
+                        value,
+                        expire_at,
+                    });
+                }
+            }
+            core.flush_changes();
+            // The core hands records over faster than the writer commits them: wait for it
+            // rather than queue the whole snapshot in memory.
             if self.storage.backlogged() {
                 self.storage.synced().await?;
             }
+            crate::engine::persist::yield_now().await;
         }
-        reader
-            .await
-            .map_err(|e| format!("reading the snapshot: {e}"))??;
-        self.cores.save_membership(g, &meta.last_membership)?;
-        self.cores
-            .install_finish(g, slots, meta.last_log_id)
-            .await?;
-        self.storage.synced().await?;
-        self.files.commit_staged(g)?;
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
+        self.stage_applied(&core);
+        core.flush_changes();
+        core.finish();
+        self.storage.synced().await?;
+        self.node.files.commit_staged(g)?;
         Ok(keys)
     }
 }
 
-/// Restarts `group`'s log at `applied` when its purged prefix is past it (an install cut
-/// short before its file was staged: see the module doc).
-fn restart_log_if_purged(
-    storage: &Storage,
-    group: GroupId,
-    applied: Option<LogId>,
-) -> Result<(), String> {
-    let (purged, more) = storage.raft_log_purged(group)?;
-    let Some(purged) = purged else { return Ok(()) };
-    if applied.is_some_and(|a| a.index >= purged.index) {
-        return Ok(());
-    }
-    let applied_text = applied.map_or("nothing".to_string(), |l| l.to_string());
-    if more {
-        return Err(format!(
-            "slot group {group}: its log is purged up to {purged} and goes on after it, but \
-             its data is only applied up to {applied_text} (a snapshot install was cut short); \
-             the entries after {purged} may count towards a commit, so they are not dropped: \
-             empty this node's dir to have it catch up from the other nodes"
-        ));
-    }
-    tracing::warn!(
-        "slot group {group}: its log is purged up to {purged} but its data is only applied \
-         up to {applied_text} (a snapshot install was cut short): the log restarts there, \
-         vote kept, and the leader sends a snapshot again"
-    );
-    storage.raft_restart_log(group, applied)
-}
-
-/// Builds a group's snapshot from a point-in-time view of storage taken while applying was
-/// paused (see [`GroupSm::get_snapshot_builder`]); runs beside the state machine.
-pub struct GroupSnapshotBuilder {
-    group: GroupId,
-    slots: Range<usize>,
+/// Builds a group's snapshot file from a point-in-time view of storage, on a thread of its own.
+pub struct SnapshotBuilder {
+    g: GroupId,
+    slots: Option<Range<usize>>,
     storage: Arc<Storage>,
     files: Arc<SnapshotFiles>,
-    prepared: Result<(fjall::Snapshot, Meta), String>,
+    /// The meta group's map (its whole state).
+    map: Option<Vec<u8>>,
+    prepared: Result<(Option<fjall::Snapshot>, Meta), String>,
 }
 
-fn snapshot_err(e: String) -> StorageError {
-    StorageIOError::write_snapshot(None, &std::io::Error::other(e)).into()
-}
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = SnapshotFile;
 
-impl RaftSnapshotBuilder<TypeConfig> for GroupSnapshotBuilder {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let (view, meta) = self.prepared.clone().map_err(snapshot_err)?;
-        let (storage, files, slots, g) = (
+    async fn build_snapshot(&mut self) -> io::Result<SnapshotOf<TypeConfig, SnapshotFile>> {
+        let (view, meta) = self.prepared.clone().map_err(err)?;
+        let (storage, files, slots, g, map) = (
             self.storage.clone(),
             self.files.clone(),
             self.slots.clone(),
-            self.group,
+            self.g,
+            self.map.clone(),
         );
         let started = Instant::now();
         let meta2 = meta.clone();
-        let (file, bytes, keys) = tokio::task::spawn_blocking(move || {
-            // Written record by record as the view is read: the file, not memory, holds it.
-            let mut out = files.create(g, &meta2)?;
-            let mut keys = 0u64;
-            let mut failed = None;
-            storage.read_slots_at(&view, slots, |chunk| {
-                keys += chunk.len() as u64;
-                for (k, v) in chunk {
-                    if let Err(e) = out.push(&k, &v) {
-                        failed = Some(e);
-                        return false;
+        let (tx, rx) = futures::channel::oneshot::channel();
+        std::thread::Builder::new()
+            .name("tallykv-snapshot".into())
+            .spawn(move || {
+                let built = (|| {
+                    // Written record by record as the view is read: the file, not memory,
+                    // holds it.
+                    let mut out = files.create(g, &meta2)?;
+                    let mut keys = 0u64;
+                    if let Some(map) = map {
+                        out.push(b"map", &map)?;
                     }
-                }
-                true
-            })?;
-            if let Some(e) = failed {
-                return Err(e);
-            }
-            let (file, bytes) = out.commit()?;
-            Ok::<_, String>((file, bytes, keys))
-        })
-        .await
-        .map_err(|e| snapshot_err(e.to_string()))?
-        .map_err(snapshot_err)?;
+                    if let (Some(view), Some(slots)) = (view, slots) {
+                        let mut failed = None;
+                        storage.read_slots_at(&view, slots, |chunk| {
+                            keys += chunk.len() as u64;
+                            for (k, v) in chunk {
+                                if let Err(e) = out.push(&k, &v) {
+                                    failed = Some(e);
+                                    return false;
+                                }
+                            }
+                            true
+                        })?;
+                        if let Some(e) = failed {
+                            return Err(e);
+                        }
+                    }
+                    let (file, bytes) = out.commit()?;
+                    Ok::<_, String>((file, bytes, keys))
+                })();
+                let _ = tx.send(built);
+            })
+            .map_err(err)?;
+        let (file, bytes, keys) = rx
+            .await
+            .map_err(|_| err("the snapshot thread stopped"))?
+            .map_err(err)?;
         tracing::info!(
-            "slot group {g}: snapshot at log {} built: {keys} keys, {bytes} bytes in {} ms",
-            meta.last_log_id.map_or("-".to_string(), |l| l.to_string()),
+            "{}: snapshot at log {} built: {keys} keys, {bytes} bytes in {} ms",
+            group_name(g),
+            show_log_id(&meta),
             started.elapsed().as_millis()
         );
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(file),
+            snapshot: file,
         })
     }
 }
 
 impl RaftStateMachine<TypeConfig> for GroupSm {
-    type SnapshotBuilder = GroupSnapshotBuilder;
+    type SnapshotData = SnapshotFile;
+    type SnapshotBuilder = SnapshotBuilder;
 
     /// openraft asks this first when the group starts, before it reads any entry: an
     /// install a crash cut short is finished here (see the module doc).
-    async fn applied_state(&mut self) -> Result<(Option<LogId>, Membership), StorageError> {
+    async fn applied_state(&mut self) -> io::Result<(Option<LogId>, Membership)> {
         if let Some(meta) = self.interrupted.take() {
-            let (g, at) = (self.group, meta.last_log_id);
-            let at_text = at.map_or("-".to_string(), |l| l.to_string());
-            if self.applied.map(|l| l.index) >= at.map(|l| l.index) {
+            let g = self.g;
+            let at = show_log_id(&meta);
+            if self.applied.map(|l| l.index) >= meta.last_log_id.map(|l| l.index) {
                 // The last step was durable; only the file's rename was lost.
-                self.files.commit_staged(g).map_err(sm_err)?;
+                self.node.files.commit_staged(g).map_err(err)?;
                 self.membership = meta.last_membership.clone();
             } else {
                 tracing::warn!(
-                    "slot group {g}: finishing the install of the snapshot at log {at_text} \
-                     that a restart cut short"
+                    "{}: finishing the install of the snapshot at log {at} that a restart cut \
+                     short",
+                    group_name(g)
                 );
                 let started = Instant::now();
-                let keys = self.install_staged(&meta).await.map_err(sm_err)?;
+                let keys = self.install_staged(&meta).await.map_err(err)?;
                 tracing::info!(
-                    "slot group {g}: installed the snapshot at log {at_text} ({keys} keys) in \
-                     {} ms",
+                    "{}: installed the snapshot at log {at} ({keys} keys) in {} ms",
+                    group_name(g),
                     started.elapsed().as_millis()
                 );
             }
@@ -331,474 +371,171 @@ impl RaftStateMachine<TypeConfig> for GroupSm {
         Ok((self.applied, self.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> io::Result<()>
     where
-        I: IntoIterator<Item = Entry> + Send,
-        I::IntoIter: Send,
+        Strm: futures::Stream<Item = io::Result<EntryResponder<TypeConfig>>> + Unpin + OptionalSend,
     {
-        // Which response slot each entry's reply goes to: None for blank/membership.
-        let mut slots: Vec<Option<usize>> = Vec::new();
-        let mut items = Vec::new();
-        let mut last = None;
-        for entry in entries {
-            last = Some(entry.log_id);
-            match entry.payload {
-                EntryPayload::Blank => slots.push(None),
-                EntryPayload::Normal(request) => {
-                    slots.push(Some(items.len()));
-                    items.push(ApplyItem {
-                        index: entry.log_id.index,
-                        request: Arc::new(request),
-                    });
+        let core = self.core()?;
+        let mut meta_changed = false;
+        while let Some((entry, responder)) = entries.try_next().await? {
+            let log_id = entry.log_id();
+            match &entry.payload {
+                EntryPayload::Blank => {
+                    // A new term's first entry: a leader that speculated under an earlier
+                    // term is not leading any more.
+                    if log_id.leader_id.node_id != self.node.id {
+                        replicated::lost(&core, self.g, Refusal::NoLeader);
+                    }
                 }
+                EntryPayload::Normal(data) => match &mut self.machine {
+                    Machine::Slots(_) => self.apply_data(&core, &log_id, data)?,
+                    Machine::Meta(state) => {
+                        meta_changed |= state.apply(&data.0, log_id);
+                    }
+                },
                 EntryPayload::Membership(m) => {
-                    slots.push(None);
-                    self.membership = Membership::new(Some(entry.log_id), m);
-                    self.cores
-                        .save_membership(self.group, &self.membership)
-                        .map_err(sm_err)?;
+                    self.membership = Membership::new(Some(log_id), m.clone());
                     tracing::info!(
-                        "slot group {}: membership now {:?} (log {})",
-                        self.group,
-                        self.membership.membership().voter_ids().collect::<Vec<_>>(),
-                        entry.log_id
+                        "{}: voters now {:?} (log {log_id})",
+                        group_name(self.g),
+                        self.membership.membership().voter_ids().collect::<Vec<_>>()
                     );
                 }
             }
+            self.applied = Some(log_id);
+            if let Some(r) = responder {
+                r.send(());
+            }
         }
-        let Some(last) = last else {
-            return Ok(Vec::new());
-        };
-        let mut replies = self
-            .cores
-            .apply(self.group, self.slots.clone(), items, last)
-            .await
-            .map_err(sm_err)?
-            .into_iter();
-        self.applied = Some(last);
-        Ok(slots
-            .into_iter()
-            .map(|s| match s {
-                Some(_) => replies.next().unwrap_or_default(),
-                None => Response::default(),
-            })
-            .collect())
-    }
-
-    /// Called between applies: the cores hand their changes to storage, and a read view is
-    /// taken once those are committed, so it holds exactly the state at `applied`.
-    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        let flushed = self.cores.flush(self.slots.clone()).await;
-        let prepared = match flushed {
-            Err(e) => Err(e),
-            Ok(()) => {
-                let (tx, rx) = futures::channel::oneshot::channel();
-                self.storage.view_after_queued(move |r| {
-                    let _ = tx.send(r);
-                });
-                match rx.await {
-                    Ok(Ok(view)) => Ok((
-                        view,
-                        Meta {
-                            last_log_id: self.applied,
-                            last_membership: self.membership.clone(),
-                            snapshot_id: format!(
-                                "{}-{}-{}",
-                                self.group,
-                                self.applied.map_or(0, |l| l.index),
-                                crate::util::now_ms()
-                            ),
-                        },
-                    )),
-                    Ok(Err(e)) => Err(e),
-                    Err(_) => Err("the storage writer stopped".to_string()),
+        match &mut self.machine {
+            Machine::Slots(_) => {
+                self.stage_applied(&core);
+                core.finish();
+            }
+            Machine::Meta(state) => {
+                state.stored.applied = self.applied;
+                state.stored.membership = self.membership.clone();
+                state.persist(&core);
+                if meta_changed {
+                    state.publish();
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Called between applies: the core hands its changes to storage, and a read view is
+    /// taken once those are committed, so it holds exactly the state at `applied`.
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        let meta = Meta {
+            last_log_id: self.applied,
+            last_membership: self.membership.clone(),
         };
-        GroupSnapshotBuilder {
-            group: self.group,
-            slots: self.slots.clone(),
+        let (slots, map) = match &self.machine {
+            Machine::Slots(slots) => (Some(slots.clone()), None),
+            Machine::Meta(state) => (None, Some(wire::encode(&state.stored.map))),
+        };
+        let prepared = if slots.is_some() {
+            match self.core() {
+                Err(e) => Err(e.to_string()),
+                Ok(core) => {
+                    self.stage_applied(&core);
+                    core.flush_changes();
+                    let (tx, rx) = futures::channel::oneshot::channel();
+                    self.storage.view_after_queued(move |r| {
+                        let _ = tx.send(r);
+                    });
+                    match rx.await {
+                        Ok(Ok(view)) => Ok((Some(view), meta)),
+                        Ok(Err(e)) => Err(e),
+                        Err(_) => Err("the storage writer stopped".to_string()),
+                    }
+                }
+            }
+        } else {
+            Ok((None, meta))
+        };
+        SnapshotBuilder {
+            g: self.g,
+            slots,
             storage: self.storage.clone(),
-            files: self.files.clone(),
+            files: self.node.files.clone(),
+            map,
             prepared,
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>, StorageError> {
-        Ok(Box::new(
-            self.files.receive(self.group).map_err(snapshot_err)?,
-        ))
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        meta: &SnapshotMeta<NodeId, NodeInfo>,
-        snapshot: Box<SnapshotFile>,
-    ) -> Result<(), StorageError> {
+    async fn install_snapshot(&mut self, meta: &Meta, snapshot: SnapshotFile) -> io::Result<()> {
         let started = Instant::now();
-        let received = snapshot.finish_receiving().await.map_err(snapshot_err)?;
+        let g = self.g;
+        let received = snapshot.finish_receiving().map_err(err)?;
+        if matches!(self.machine, Machine::Meta(_)) {
+            let core = self.core()?;
+            let Machine::Meta(state) = &mut self.machine else {
+                return Ok(());
+            };
+            let map = snapshot::Reader::open(&received)
+                .map_err(|e| e.to_string())
+                .and_then(|mut r| loop {
+                    match r.next_record()? {
+                        Some((k, v)) if k == b"map" => {
+                            break wire::decode(&v, "cluster map").map_err(|e| e.0);
+                        }
+                        Some(_) => {}
+                        None => break Err("the meta snapshot has no map".to_string()),
+                    }
+                });
+            let map = match map {
+                Ok(m) => m,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&received);
+                    return Err(err(e));
+                }
+            };
+            self.applied = meta.last_log_id;
+            self.membership = meta.last_membership.clone();
+            state.stored.applied = self.applied;
+            state.stored.membership = self.membership.clone();
+            state.take(map);
+            state.persist(&core);
+            state.publish();
+            // Stored before the file replaces the old snapshot: a crash between the two must
+            // not leave a snapshot newer than the state the group restarts from.
+            self.storage.synced().await.map_err(err)?;
+            self.node.files.adopt(g, &received).map_err(err)?;
+            return Ok(());
+        }
         // Checked whole before any key changes: a bad file leaves the group as it was.
-        let (files, g, m) = (self.files.clone(), self.group, meta.clone());
-        let records = tokio::task::spawn_blocking(move || files.stage(g, &received, &m))
-            .await
-            .map_err(|e| snapshot_err(e.to_string()))?
-            .map_err(snapshot_err)?;
+        let (files, m) = (self.node.files.clone(), meta.clone());
+        let (tx, rx) = futures::channel::oneshot::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(files.stage(g, &received, &m));
+        });
+        let records = rx.await.map_err(|_| err("the staging thread stopped"))?.map_err(err)?;
         tracing::info!(
-            "slot group {g}: installing the leader's snapshot at log {} ({records} keys)",
-            meta.last_log_id.map_or("-".to_string(), |l| l.to_string()),
+            "{}: installing the leader's snapshot at log {} ({records} keys)",
+            group_name(g),
+            show_log_id(meta),
         );
-        let keys = self.install_staged(meta).await.map_err(sm_err)?;
+        let keys = self.install_staged(meta).await.map_err(err)?;
         tracing::info!(
-            "slot group {}: installed the leader's snapshot at log {} ({keys} keys) in {} ms",
-            self.group,
-            meta.last_log_id.map_or("-".to_string(), |l| l.to_string()),
+            "{}: installed the leader's snapshot at log {} ({keys} keys) in {} ms",
+            group_name(g),
+            show_log_id(meta),
             started.elapsed().as_millis()
         );
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+    async fn get_current_snapshot(&mut self) -> io::Result<Option<SnapshotOf<TypeConfig, SnapshotFile>>> {
         Ok(self
+            .node
             .files
-            .load(self.group)
-            .map_err(snapshot_err)?
+            .load(self.g)
+            .map_err(err)?
             .map(|(meta, file)| Snapshot {
                 meta,
-                snapshot: Box::new(file),
+                snapshot: file,
             }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::{BTreeMap, BTreeSet};
-    use std::sync::Mutex;
-
-    use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
-    use openraft::{CommittedLeaderId, RaftLogReader};
-    use tokio::io::AsyncWriteExt;
-
-    use super::*;
-    use crate::cluster::types::Vote;
-    use crate::config::AppendFsync;
-    use crate::storage::KeyValues;
-
-    /// Cores whose every step is durable at once, as a kill -9 after that step leaves them.
-    #[derive(Default)]
-    struct FakeCores(Mutex<FakeState>);
-
-    #[derive(Default)]
-    struct FakeState {
-        keys: BTreeMap<Vec<u8>, Vec<u8>>,
-        mark: Option<LogId>,
-        membership: Option<Membership>,
-        /// The install steps seen: "begin", the size of each batch, "finish".
-        steps: Vec<String>,
-        /// Batches taken before the next one fails (the process "dies" there).
-        die_after_batches: Option<usize>,
-    }
-
-    impl FakeCores {
-        fn state(&self) -> std::sync::MutexGuard<'_, FakeState> {
-            self.0.lock().expect("fake cores lock")
-        }
-    }
-
-    fn ready<T: Send + 'static>(v: T) -> BoxFuture<'static, T> {
-        Box::pin(async move { v })
-    }
-
-    impl Cores for FakeCores {
-        fn apply(
-            &self,
-            _: GroupId,
-            _: Range<usize>,
-            _: Vec<ApplyItem>,
-            _: LogId,
-        ) -> BoxFuture<'static, Result<Vec<Response>, String>> {
-            ready(Err("these tests apply no entries".to_string()))
-        }
-
-        fn applied(&self, _: GroupId, _: Range<usize>) -> Result<Option<LogId>, String> {
-            Ok(self.state().mark)
-        }
-
-        fn membership(&self, _: GroupId) -> Result<Option<Membership>, String> {
-            Ok(self.state().membership.clone())
-        }
-
-        fn save_membership(&self, _: GroupId, m: &Membership) -> Result<(), String> {
-            self.state().membership = Some(m.clone());
-            Ok(())
-        }
-
-        fn flush(&self, _: Range<usize>) -> BoxFuture<'static, Result<(), String>> {
-            ready(Ok(()))
-        }
-
-        fn install(
-            &self,
-            _: GroupId,
-            _: Range<usize>,
-            _: KeyValues,
-            _: Option<LogId>,
-        ) -> BoxFuture<'static, Result<(), String>> {
-            ready(Err("snapshots install in steps".to_string()))
-        }
-
-        fn install_begin(
-            &self,
-            _: GroupId,
-            _: Range<usize>,
-        ) -> BoxFuture<'static, Result<(), String>> {
-            let mut s = self.state();
-            s.keys.clear();
-            s.mark = None;
-            s.steps.push("begin".into());
-            ready(Ok(()))
-        }
-
-        fn install_records(
-            &self,
-            _: GroupId,
-            _: Range<usize>,
-            records: KeyValues,
-        ) -> BoxFuture<'static, Result<(), String>> {
-            let mut s = self.state();
-            if let Some(n) = s.die_after_batches.as_mut() {
-                if *n == 0 {
-                    return ready(Err("killed".to_string()));
-                }
-                *n -= 1;
-            }
-            s.steps.push(records.len().to_string());
-            s.keys.extend(records);
-            ready(Ok(()))
-        }
-
-        fn install_finish(
-            &self,
-            _: GroupId,
-            _: Range<usize>,
-            last: Option<LogId>,
-        ) -> BoxFuture<'static, Result<(), String>> {
-            let mut s = self.state();
-            s.mark = last;
-            s.steps.push("finish".into());
-            ready(Ok(()))
-        }
-    }
-
-    const G: GroupId = 5;
-
-    fn log_id(term: u64, index: u64) -> LogId {
-        LogId::new(CommittedLeaderId::new(term, 1), index)
-    }
-
-    fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("tokio runtime")
-    }
-
-    struct Node {
-        _dir: tempfile::TempDir,
-        storage: Arc<Storage>,
-        files: Arc<SnapshotFiles>,
-        cores: Arc<FakeCores>,
-    }
-
-    impl Node {
-        fn new() -> Node {
-            let dir = tempfile::tempdir().unwrap();
-            let storage = Storage::open(dir.path(), Box::new(|| AppendFsync::EverySec)).unwrap();
-            let files = Arc::new(SnapshotFiles::new(dir.path()));
-            Node {
-                _dir: dir,
-                storage,
-                files,
-                cores: Arc::new(FakeCores::default()),
-            }
-        }
-
-        fn open(&self) -> Result<GroupSm, String> {
-            GroupSm::open(
-                G,
-                0..100,
-                self.cores.clone(),
-                self.storage.clone(),
-                self.files.clone(),
-            )
-        }
-    }
-
-    fn record(i: u32) -> (Vec<u8>, Vec<u8>) {
-        (i.to_be_bytes().to_vec(), format!("value {i}").into_bytes())
-    }
-
-    /// The leader's snapshot of `n` records at log 3-40, as the bytes it sends.
-    fn leader_snapshot(n: u32) -> (Meta, Vec<u8>) {
-        let dir = tempfile::tempdir().unwrap();
-        let files = SnapshotFiles::new(dir.path());
-        let voters = BTreeSet::from([1, 2, 3]);
-        let meta = Meta {
-            last_log_id: Some(log_id(3, 40)),
-            last_membership: Membership::new(
-                Some(log_id(2, 7)),
-                openraft::Membership::new(vec![voters], ()),
-            ),
-            snapshot_id: "5-40-1".into(),
-        };
-        let mut w = files.create(G, &meta).unwrap();
-        for i in 0..n {
-            let (k, v) = record(i);
-            w.push(&k, &v).unwrap();
-        }
-        w.commit().unwrap();
-        let bytes = std::fs::read(dir.path().join("raft-snapshots/g5.snap")).unwrap();
-        (meta, bytes)
-    }
-
-    async fn receive(files: &SnapshotFiles, bytes: &[u8]) -> Box<SnapshotFile> {
-        let mut f = files.receive(G).unwrap();
-        f.write_all(bytes).await.unwrap();
-        f.shutdown().await.unwrap();
-        Box::new(f)
-    }
-
-    #[test]
-    fn install_streams_in_batches_and_replaces_the_keys() {
-        let node = Node::new();
-        node.cores
-            .state()
-            .keys
-            .insert(b"old".to_vec(), b"gone".to_vec());
-        let (meta, bytes) = leader_snapshot(25_000);
-        runtime().block_on(async {
-            let mut sm = node.open().unwrap();
-            let data = receive(&node.files, &bytes).await;
-            sm.install_snapshot(&meta, data).await.unwrap();
-            assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(3, 40)));
-            let current = sm.get_current_snapshot().await.unwrap().unwrap();
-            assert_eq!(current.meta.snapshot_id, "5-40-1");
-        });
-        let s = node.cores.state();
-        assert_eq!(s.steps, ["begin", "10000", "10000", "5000", "finish"]);
-        assert_eq!(s.keys.len(), 25_000);
-        assert_eq!(s.keys.first_key_value(), Some((&record(0).0, &record(0).1)));
-        assert_eq!(s.mark, Some(log_id(3, 40)));
-        assert_eq!(s.membership.as_ref(), Some(&meta.last_membership));
-        assert!(node.files.staged(G).unwrap().is_none());
-        // Only the installed snapshot is left: the received file became it.
-        let left = std::fs::read_dir(node._dir.path().join("raft-snapshots"))
-            .unwrap()
-            .count();
-        assert_eq!(left, 1);
-    }
-
-    #[test]
-    fn an_install_cut_short_is_finished_at_the_next_start() {
-        let node = Node::new();
-        node.cores
-            .state()
-            .keys
-            .insert(b"old".to_vec(), b"gone".to_vec());
-        node.cores.state().mark = Some(log_id(1, 3));
-        node.cores.state().die_after_batches = Some(1);
-        let (meta, bytes) = leader_snapshot(25_000);
-        let rt = runtime();
-        rt.block_on(async {
-            let mut sm = node.open().unwrap();
-            let data = receive(&node.files, &bytes).await;
-            assert!(sm.install_snapshot(&meta, data).await.is_err());
-        });
-        {
-            // What the crash leaves: the old keys gone, some new ones, no applied mark, and
-            // the received snapshot staged.
-            let mut s = node.cores.state();
-            assert_eq!((s.keys.len(), s.mark), (10_000, None));
-            assert!(!s.keys.contains_key(b"old".as_slice()));
-            s.die_after_batches = None;
-            s.steps.clear();
-        }
-        assert!(node.files.staged(G).unwrap().is_some());
-        assert!(node.files.load(G).unwrap().is_none());
-        rt.block_on(async {
-            // Restart: openraft's first question finishes the install.
-            let mut sm = node.open().unwrap();
-            let (applied, membership) = sm.applied_state().await.unwrap();
-            assert_eq!(applied, Some(log_id(3, 40)));
-            assert_eq!(membership, meta.last_membership);
-            assert!(sm.get_current_snapshot().await.unwrap().is_some());
-        });
-        let s = node.cores.state();
-        assert_eq!(s.steps, ["begin", "10000", "10000", "5000", "finish"]);
-        assert_eq!((s.keys.len(), s.mark), (25_000, Some(log_id(3, 40))));
-        assert!(node.files.staged(G).unwrap().is_none());
-    }
-
-    #[test]
-    fn an_install_whose_last_step_was_durable_only_moves_its_file() {
-        let node = Node::new();
-        let (meta, bytes) = leader_snapshot(10);
-        let staged = node.files.installing_path(G);
-        std::fs::create_dir_all(staged.parent().unwrap()).unwrap();
-        std::fs::write(&staged, &bytes).unwrap();
-        node.cores.state().mark = meta.last_log_id;
-        node.cores.state().membership = Some(meta.last_membership.clone());
-        runtime().block_on(async {
-            let mut sm = node.open().unwrap();
-            assert_eq!(sm.applied_state().await.unwrap().0, meta.last_log_id);
-        });
-        assert!(node.cores.state().steps.is_empty());
-        assert!(!staged.exists());
-        assert_eq!(node.files.load(G).unwrap().unwrap().0, meta);
-    }
-
-    /// A log purged past the applied mark with no install staged (the crash came between
-    /// openraft's purge and the staging): the log restarts at the mark, vote kept, unless
-    /// entries follow the purged prefix.
-    #[test]
-    fn a_log_purged_past_the_applied_state_restarts_there() {
-        let node = Node::new();
-        node.cores.state().mark = Some(log_id(1, 4));
-        let vote = Vote::new_committed(3, 2);
-        let entries = |r: std::ops::RangeInclusive<u64>| -> Vec<Entry> {
-            r.map(|i| Entry {
-                log_id: log_id(1, i),
-                payload: EntryPayload::Blank,
-            })
-            .collect()
-        };
-        runtime().block_on(async {
-            let mut log = node.storage.raft_log(G);
-            log.save_vote(&vote).await.unwrap();
-            log.blocking_append(entries(1..=10)).await.unwrap();
-            log.save_committed(Some(log_id(1, 10))).await.unwrap();
-            log.purge(log_id(1, 10)).await.unwrap();
-
-            // Applied at or past the purged prefix: nothing to repair.
-            node.cores.state().mark = Some(log_id(1, 10));
-            node.open().unwrap();
-            assert_eq!(log.read_committed().await.unwrap(), Some(log_id(1, 10)));
-
-            node.cores.state().mark = Some(log_id(1, 4));
-            node.open().unwrap();
-            let st = log.get_log_state().await.unwrap();
-            assert_eq!(st.last_purged_log_id, Some(log_id(1, 4)));
-            assert_eq!(st.last_log_id, Some(log_id(1, 4)));
-            assert_eq!(log.read_committed().await.unwrap(), None);
-            assert_eq!(log.read_vote().await.unwrap(), Some(vote));
-
-            // Entries after a purged prefix the data is behind: refused, nothing dropped.
-            log.purge(log_id(1, 10)).await.unwrap();
-            log.blocking_append(entries(11..=12)).await.unwrap();
-            let e = node.open().err().unwrap();
-            assert!(e.contains("empty this node's dir"), "{e}");
-            let got = log.try_get_log_entries(0..).await.unwrap();
-            assert_eq!(got.len(), 2);
-        });
     }
 }

@@ -3,18 +3,18 @@
 //! as one file per group so a lagging or emptied replica can be sent it after the log
 //! before it was purged.
 //!
-//! File: `TKVRSNP2`, u32 LE meta length, the bincode SnapshotMeta, then records
+//! File: `TKVRSNP3`, u32 LE meta length, the SnapshotMeta (`wire` encoding), then records
 //! `[u32 LE key length][stored key][u32 LE value length][stored value]` in the storage
 //! codec's encoding (so a snapshot is read with the same decoder as the data dir), then an
 //! end marker: `[u32 LE 0xFFFFFFFF][u64 LE record count][u32 LE CRC-32C of the records'
 //! bytes]`. A file cut at a record boundary, or with a flipped bit, is an error, never a
-//! smaller snapshot. (`TKVRSNP1` files, from before the end marker, are still read: they end
-//! at the end of the file.)
+//! smaller snapshot. (`TKVRSNP1`/`TKVRSNP2` files, written with bincode by the 0.9-based
+//! cluster, are refused by name: their meta is not readable by this build.)
 //!
 //! A snapshot never sits in memory whole: it is written record by record while the fjall
-//! view is read ([`Writer`]), sent and received in openraft's chunks straight from and to a
-//! file ([`SnapshotFile`]), and read back record by record ([`Reader`]) to be installed in
-//! bounded batches. Files under `<dir>/raft-snapshots`:
+//! view is read ([`Writer`]), sent and received in chunks straight from and to a file
+//! ([`SnapshotFile`], see `net`), and read back record by record ([`Reader`]) to be installed
+//! in bounded batches. Files under `<dir>/raft-snapshots`:
 //!
 //! ```text
 //! g{g}.snap            group g's current snapshot (what a lagging replica is sent)
@@ -27,18 +27,15 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
-
-use super::types::{GroupId, NodeId, NodeInfo};
+use super::types::{GroupId, TypeConfig};
+use super::wire;
 use crate::storage::KeyValues;
 
-const MAGIC: &[u8; 8] = b"TKVRSNP2";
-/// The format before the end marker (read, never written).
-const MAGIC_V1: &[u8; 8] = b"TKVRSNP1";
+const MAGIC: &[u8; 8] = b"TKVRSNP3";
+/// The formats of the 0.9-based cluster (bincode meta): refused by name.
+const MAGIC_OLD: [&[u8; 8]; 2] = [b"TKVRSNP1", b"TKVRSNP2"];
 /// In a key length's place: the records are over and the end marker follows (no key is
 /// 4 GiB long).
 const END_MARK: u32 = u32::MAX;
@@ -50,7 +47,7 @@ const MAX_META_BYTES: usize = 16 * 1024 * 1024;
 /// the end of the file instead of allocating up to 4 GiB first.
 const MAX_RESERVE: usize = 1024 * 1024;
 
-pub type Meta = openraft::SnapshotMeta<NodeId, NodeInfo>;
+pub type Meta = openraft10::type_config::alias::SnapshotMetaOf<TypeConfig>;
 
 /// One record: a stored key and its stored value.
 pub type Record = (Vec<u8>, Vec<u8>);
@@ -164,7 +161,7 @@ impl SnapshotFiles {
             crc: CRC32C.digest(),
             done: false,
         };
-        let meta = bincode::serialize(meta).map_err(|e| format!("snapshot meta: {e}"))?;
+        let meta = wire::encode(meta);
         w.write(MAGIC)?;
         w.write(&(meta.len() as u32).to_le_bytes())?;
         w.write(&meta)?;
@@ -182,7 +179,8 @@ impl SnapshotFiles {
             .open(&path)
             .map_err(path_err(&path))?;
         Ok(SnapshotFile {
-            file: tokio::fs::File::from_std(file),
+            file,
+            path: path.clone(),
             receiving: Some(path),
         })
     }
@@ -194,13 +192,12 @@ impl SnapshotFiles {
     pub fn stage(&self, g: GroupId, received: &Path, meta: &Meta) -> Result<u64, String> {
         let checked = (|| {
             let mut r = Reader::open(received)?;
-            if r.meta().snapshot_id != meta.snapshot_id || r.meta().last_log_id != meta.last_log_id
-            {
+            if r.meta() != meta {
                 return Err(format!(
-                    "{}: holds snapshot {}, not {}",
+                    "{}: holds the snapshot at log {}, not the one at log {}",
                     received.display(),
-                    r.meta().snapshot_id,
-                    meta.snapshot_id
+                    show_log_id(r.meta()),
+                    show_log_id(meta)
                 ));
             }
             let mut records = 0u64;
@@ -263,7 +260,7 @@ impl SnapshotFiles {
         Ok(())
     }
 
-    /// Group `g`'s snapshot, if any: its meta and the open file (not read further).
+    /// Group `g`'s snapshot, if any: its meta and the file.
     pub fn load(&self, g: GroupId) -> Result<Option<(Meta, SnapshotFile)>, String> {
         let path = self.path(g);
         let mut file = match File::open(&path) {
@@ -272,7 +269,7 @@ impl SnapshotFiles {
             Err(e) => return Err(format!("{}: {e}", path.display())),
         };
         let (meta, _) = read_header(&mut file, &path).map_err(|e| e.to_string())?;
-        Ok(Some((meta, SnapshotFile::from_std(file))))
+        Ok(Some((meta, SnapshotFile::open(file, path))))
     }
 }
 
@@ -337,7 +334,7 @@ impl Writer {
         self.done = true;
         sync_dir(&self.dir)?;
         let file = File::open(&self.dest).map_err(path_err(&self.dest))?;
-        Ok((SnapshotFile::from_std(file), self.bytes))
+        Ok((SnapshotFile::open(file, self.dest.clone()), self.bytes))
     }
 }
 
@@ -372,9 +369,15 @@ impl From<ReadError> for String {
     }
 }
 
-/// Reads the header of a snapshot file; `path` names it in errors. Also whether the file
-/// ends with an end marker (the current format) or at its end (`TKVRSNP1`).
-fn read_header(input: &mut impl Read, path: &Path) -> Result<(Meta, bool), ReadError> {
+/// A snapshot's last log id, for messages.
+pub fn show_log_id(meta: &Meta) -> String {
+    meta.last_log_id
+        .as_ref()
+        .map_or("-".to_string(), |l| l.to_string())
+}
+
+/// Reads the header of a snapshot file; `path` names it in errors. Also the header's length.
+fn read_header(input: &mut impl Read, path: &Path) -> Result<(Meta, u64), ReadError> {
     let bad = |what: &str| ReadError::Bad(format!("{}: {what}", path.display()));
     let mut head = [0u8; 12];
     if let Err(e) = input.read_exact(&mut head) {
@@ -383,11 +386,16 @@ fn read_header(input: &mut impl Read, path: &Path) -> Result<(Meta, bool), ReadE
             _ => bad(&e.to_string()),
         });
     }
-    let marked = match &head[..8] {
-        m if m == MAGIC => true,
-        m if m == MAGIC_V1 => false,
+    match &head[..8] {
+        m if m == MAGIC => {}
+        m if MAGIC_OLD.iter().any(|o| m == *o) => {
+            return Err(bad(
+                "a snapshot of the 0.9-based cluster (bincode, format 1/2): this build reads \
+                 format 3; empty this node's dir to have it catch up from the other nodes",
+            ));
+        }
         _ => return Err(bad("not a tallykv slot-group snapshot")),
-    };
+    }
     let len = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes")) as usize;
     if len > MAX_META_BYTES {
         return Err(bad(&format!("snapshot meta of {len} bytes")));
@@ -397,8 +405,8 @@ fn read_header(input: &mut impl Read, path: &Path) -> Result<(Meta, bool), ReadE
         std::io::ErrorKind::UnexpectedEof => bad("truncated snapshot header"),
         _ => bad(&e.to_string()),
     })?;
-    let meta = bincode::deserialize(&meta).map_err(|e| bad(&format!("snapshot meta: {e}")))?;
-    Ok((meta, marked))
+    let meta = wire::decode(&meta, "snapshot meta").map_err(|e| bad(&e.0))?;
+    Ok((meta, 12 + len as u64))
 }
 
 /// Reads a snapshot file record by record, through a buffer.
@@ -408,8 +416,6 @@ pub struct Reader {
     meta: Meta,
     /// Where the next record starts (for error messages).
     offset: u64,
-    /// The file ends with an end marker (else at its end: `TKVRSNP1`).
-    marked: bool,
     /// The end marker was read and checked: no record follows.
     ended: bool,
     records: u64,
@@ -426,14 +432,12 @@ impl Reader {
             Err(e) => return Err(ReadError::Bad(format!("{}: {e}", path.display()))),
         };
         let mut input = BufReader::with_capacity(1024 * 1024, file);
-        let (meta, marked) = read_header(&mut input, path)?;
-        let offset = 12 + bincode::serialized_size(&meta).unwrap_or(0);
+        let (meta, offset) = read_header(&mut input, path)?;
         Ok(Reader {
             input,
             path: path.to_path_buf(),
             meta,
             offset,
-            marked,
             ended: false,
             records: 0,
             crc: CRC32C.digest(),
@@ -514,16 +518,12 @@ impl Reader {
             return Ok(false);
         }
         if !self.more()? {
-            if self.marked {
-                return Err(self.bad("truncated snapshot: no end marker"));
-            }
-            self.ended = true;
-            return Ok(false);
+            return Err(self.bad("truncated snapshot: no end marker"));
         }
         let mut len = [0u8; 4];
         self.exact(&mut len, "record")?;
         let key_len = u32::from_le_bytes(len);
-        if self.marked && key_len == END_MARK {
+        if key_len == END_MARK {
             return self.end().map(|()| false);
         }
         self.crc.update(&len);
@@ -595,34 +595,35 @@ impl Reader {
     }
 }
 
-/// openraft's snapshot data: a snapshot file, read in chunks when a snapshot is sent and
-/// written in chunks when one is received.
+/// A group's snapshot data for openraft: a snapshot file, read in chunks when it is sent and
+/// written in chunks when one is received (see `net`).
 #[derive(Debug)]
 pub struct SnapshotFile {
-    file: tokio::fs::File,
+    pub file: File,
+    pub path: PathBuf,
     /// Set while a snapshot is being received into this file: dropped before it is
-    /// installed (openraft gave up on it, or a newer one came), the file is deleted.
+    /// installed (the transfer failed, or a newer one came), the file is deleted.
     receiving: Option<PathBuf>,
 }
 
 impl SnapshotFile {
-    /// A snapshot file opened for reading.
-    pub fn from_std(file: File) -> SnapshotFile {
+    /// A complete snapshot file, open for reading.
+    pub fn open(file: File, path: PathBuf) -> SnapshotFile {
         SnapshotFile {
-            file: tokio::fs::File::from_std(file),
+            file,
+            path,
             receiving: None,
         }
     }
 
     /// Ends receiving: syncs the file and returns where it lies, now the caller's to move or
     /// delete.
-    pub async fn finish_receiving(mut self) -> Result<PathBuf, String> {
+    pub fn finish_receiving(mut self) -> Result<PathBuf, String> {
         let path = self
             .receiving
             .take()
             .ok_or("this snapshot file was not received")?;
-        // Also completes a write openraft's flush left in flight.
-        if let Err(e) = self.file.sync_data().await {
+        if let Err(e) = self.file.sync_data() {
             let _ = std::fs::remove_file(&path);
             return Err(format!("{}: {e}", path.display()));
         }
@@ -638,63 +639,18 @@ impl Drop for SnapshotFile {
     }
 }
 
-impl AsyncRead for SnapshotFile {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.file).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for SnapshotFile {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.file).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.file).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.file).poll_shutdown(cx)
-    }
-}
-
-impl AsyncSeek for SnapshotFile {
-    fn start_seek(mut self: Pin<&mut Self>, position: std::io::SeekFrom) -> std::io::Result<()> {
-        Pin::new(&mut self.file).start_seek(position)
-    }
-
-    fn poll_complete(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<u64>> {
-        Pin::new(&mut self.file).poll_complete(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+    use std::io::{Seek, SeekFrom};
 
     use super::*;
+    use crate::cluster::types::{LeaderId, LogId};
 
-    fn meta(id: &str) -> Meta {
+    fn meta(index: u64) -> Meta {
         Meta {
-            last_log_id: None,
+            last_log_id: Some(LogId::new(LeaderId { term: 1, node_id: 1 }, index)),
             last_membership: Default::default(),
-            snapshot_id: id.into(),
         }
-    }
-
-    fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("tokio runtime")
     }
 
     fn read_all(path: &Path) -> Result<KeyValues, String> {
@@ -711,7 +667,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let files = SnapshotFiles::new(dir.path());
         assert!(files.load(3).unwrap().is_none());
-        let mut w = files.create(3, &meta("x")).unwrap();
+        let mut w = files.create(3, &meta(1)).unwrap();
         w.push(b"k1", b"v1").unwrap();
         w.push(b"k2", b"").unwrap();
         let (_, size) = w.commit().unwrap();
@@ -720,7 +676,7 @@ mod tests {
         let want = vec![(b"k1".to_vec(), b"v1".to_vec()), (b"k2".to_vec(), vec![])];
         assert_eq!(read_all(&path).unwrap(), want);
         let (m, _) = files.load(3).unwrap().unwrap();
-        assert_eq!(m.snapshot_id, "x");
+        assert_eq!(m, meta(1));
         // Nothing partial is left behind.
         let names: Vec<_> = std::fs::read_dir(&files.dir).unwrap().flatten().collect();
         assert_eq!(names.len(), 1);
@@ -763,11 +719,12 @@ mod tests {
         std::fs::write(&damaged, &longer).unwrap();
         let e = read_all(&damaged).unwrap_err();
         assert!(e.contains("data after the snapshot's end marker"), "{e}");
-        // A snapshot from before the end marker (`TKVRSNP1`) still reads to its end.
-        let mut v1 = bytes[..bytes.len() - 16].to_vec();
-        v1[..8].copy_from_slice(MAGIC_V1);
-        std::fs::write(&damaged, &v1).unwrap();
-        assert_eq!(read_all(&damaged).unwrap(), want);
+        // A snapshot of the 0.9-based cluster is refused by name.
+        let mut v2 = bytes.clone();
+        v2[..8].copy_from_slice(b"TKVRSNP2");
+        std::fs::write(&damaged, &v2).unwrap();
+        let e = read_all(&damaged).unwrap_err();
+        assert!(e.contains("0.9-based cluster"), "{e}");
         std::fs::write(&damaged, &bytes[..14]).unwrap();
         let e = read_all(&damaged).unwrap_err();
         assert!(e.contains("damaged.snap: truncated snapshot header"), "{e}");
@@ -792,7 +749,7 @@ mod tests {
     fn batches_are_bounded() {
         let dir = tempfile::tempdir().unwrap();
         let files = SnapshotFiles::new(dir.path());
-        let mut w = files.create(1, &meta("b")).unwrap();
+        let mut w = files.create(1, &meta(2)).unwrap();
         for i in 0..25u32 {
             w.push(&i.to_be_bytes(), &[7u8; 100]).unwrap();
         }
@@ -815,58 +772,55 @@ mod tests {
     fn received_files_are_staged_or_deleted() {
         let dir = tempfile::tempdir().unwrap();
         let files = SnapshotFiles::new(dir.path());
-        let mut w = files.create(2, &meta("s")).unwrap();
+        let mut w = files.create(2, &meta(3)).unwrap();
         w.push(b"a", b"1").unwrap();
         w.commit().unwrap();
         let sent = std::fs::read(files.path(2)).unwrap();
-        runtime().block_on(async {
-            // Received in two chunks, the second written first (openraft seeks to offsets).
-            let mut f = files.receive(2).unwrap();
-            f.seek(std::io::SeekFrom::Start(5)).await.unwrap();
-            f.write_all(&sent[5..]).await.unwrap();
-            f.seek(std::io::SeekFrom::Start(0)).await.unwrap();
-            f.write_all(&sent[..5]).await.unwrap();
-            f.shutdown().await.unwrap();
-            let path = f.finish_receiving().await.unwrap();
-            assert_eq!(std::fs::read(&path).unwrap(), sent);
-            assert!(files.staged(2).unwrap().is_none());
-            assert!(!files.is_staged(2));
-            assert_eq!(files.stage(2, &path, &meta("s")).unwrap(), 1);
-            assert!(!path.exists());
-            assert_eq!(files.staged(2).unwrap().unwrap().snapshot_id, "s");
-            assert!(files.is_staged(2) && !files.is_staged(3));
-            // A restart finds the staged install (and finishes it before serving).
-            assert!(SnapshotFiles::new(dir.path()).is_staged(2));
-            files.commit_staged(2).unwrap();
-            assert!(files.staged(2).unwrap().is_none());
-            assert!(!files.is_staged(2));
+        // Received in two chunks, the second written first.
+        let mut f = files.receive(2).unwrap();
+        f.file.seek(SeekFrom::Start(5)).unwrap();
+        f.file.write_all(&sent[5..]).unwrap();
+        f.file.seek(SeekFrom::Start(0)).unwrap();
+        f.file.write_all(&sent[..5]).unwrap();
+        let path = f.finish_receiving().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), sent);
+        assert!(files.staged(2).unwrap().is_none());
+        assert!(!files.is_staged(2));
+        assert_eq!(files.stage(2, &path, &meta(3)).unwrap(), 1);
+        assert!(!path.exists());
+        assert_eq!(files.staged(2).unwrap().unwrap(), meta(3));
+        assert!(files.is_staged(2) && !files.is_staged(3));
+        // A restart finds the staged install (and finishes it before serving).
+        assert!(SnapshotFiles::new(dir.path()).is_staged(2));
+        files.commit_staged(2).unwrap();
+        assert!(files.staged(2).unwrap().is_none());
+        assert!(!files.is_staged(2));
 
-            // Another snapshot's file is refused and deleted.
-            let mut f = files.receive(2).unwrap();
-            f.write_all(&sent).await.unwrap();
-            let path = f.finish_receiving().await.unwrap();
-            let e = files.stage(2, &path, &meta("other")).unwrap_err();
-            assert!(e.contains("holds snapshot s, not other"), "{e}");
-            assert!(!path.exists());
+        // Another snapshot's file is refused and deleted.
+        let mut f = files.receive(2).unwrap();
+        f.file.write_all(&sent).unwrap();
+        let path = f.finish_receiving().unwrap();
+        let e = files.stage(2, &path, &meta(4)).unwrap_err();
+        assert!(e.contains("not the one at log"), "{e}");
+        assert!(!path.exists());
 
-            // A truncated one too.
-            let mut f = files.receive(2).unwrap();
-            f.write_all(&sent[..sent.len() - 1]).await.unwrap();
-            let path = f.finish_receiving().await.unwrap();
-            let e = files.stage(2, &path, &meta("s")).unwrap_err();
-            assert!(e.contains(&path.display().to_string()), "{e}");
-            assert!(!path.exists());
+        // A truncated one too.
+        let mut f = files.receive(2).unwrap();
+        f.file.write_all(&sent[..sent.len() - 1]).unwrap();
+        let path = f.finish_receiving().unwrap();
+        let e = files.stage(2, &path, &meta(3)).unwrap_err();
+        assert!(e.contains(&path.display().to_string()), "{e}");
+        assert!(!path.exists());
 
-            // A receive given up is deleted; the current snapshot reads back in full.
-            let f = files.receive(2).unwrap();
-            drop(f);
-            let (m, mut f) = files.load(2).unwrap().unwrap();
-            assert_eq!(m.snapshot_id, "s");
-            let mut back = Vec::new();
-            f.seek(std::io::SeekFrom::Start(0)).await.unwrap();
-            f.read_to_end(&mut back).await.unwrap();
-            assert_eq!(back, sent);
-        });
+        // A receive given up is deleted; the current snapshot reads back in full.
+        let f = files.receive(2).unwrap();
+        drop(f);
+        let (m, mut f) = files.load(2).unwrap().unwrap();
+        assert_eq!(m, meta(3));
+        let mut back = Vec::new();
+        f.file.seek(SeekFrom::Start(0)).unwrap();
+        f.file.read_to_end(&mut back).unwrap();
+        assert_eq!(back, sent);
         let names: Vec<String> = std::fs::read_dir(&files.dir)
             .unwrap()
             .flatten()
@@ -879,7 +833,7 @@ mod tests {
     fn partial_files_are_deleted_at_start() {
         let dir = tempfile::tempdir().unwrap();
         let files = SnapshotFiles::new(dir.path());
-        let keep = files.create(4, &meta("k")).unwrap();
+        let keep = files.create(4, &meta(5)).unwrap();
         keep.commit().unwrap();
         let recv = files.partial_path(4, "recv").unwrap();
         let tmp = files.partial_path(4, "tmp").unwrap();
@@ -893,7 +847,7 @@ mod tests {
         let files = SnapshotFiles::new(dir.path());
         assert!(!recv.exists() && !tmp.exists());
         assert!(files.path(4).exists());
-        assert_eq!(files.staged(4).unwrap().unwrap().snapshot_id, "k");
+        assert_eq!(files.staged(4).unwrap().unwrap(), meta(5));
         files.remove(4).unwrap();
         assert!(files.staged(4).unwrap().is_none() && files.load(4).unwrap().is_none());
     }

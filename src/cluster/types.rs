@@ -1,7 +1,12 @@
-//! The Raft type configuration every cluster part shares: what a log entry carries, what
-//! applying it returns, and how a node is addressed.
+//! The Raft type configuration every cluster part shares (openraft 0.10, single-threaded on
+//! the glommio cores): what a log entry carries, how a node is addressed, and how a leader
+//! hears that openraft refused or lost one of its proposals.
+
+use std::fmt;
 
 use bytes::Bytes;
+use openraft::{OptionalSend, RaftTypeConfig};
+use openraft10 as openraft;
 use serde::{Deserialize, Serialize};
 
 /// A node's Raft id: assigned once when the node joins (the bootstrap assigns 1..=N in the
@@ -45,46 +50,90 @@ pub fn join_host_port(host: &str, port: u16) -> String {
     }
 }
 
-/// One Raft log payload for a slot group. Deterministic to apply: the leader's clock is in
-/// the entry, so every replica expires, computes and replies exactly alike.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum Request {
-    /// Client commands (full argument vectors, name first), run in order at `now` (the
-    /// leader's Unix milliseconds). `resp3`: how replies are encoded.
-    Commands {
-        now: u64,
-        resp3: bool,
-        cmds: Vec<Vec<Bytes>>,
-    },
-    /// Keys the leader found expired at `now`: each is deleted if still expired then.
-    Expired { now: u64, keys: Vec<Bytes> },
-    /// The meta group's only entry: the whole new cluster map (taken if its epoch is newer).
-    Map(Box<super::topology::Layout>),
-    /// Keys the leader chose to evict (over maxmemory): each is deleted if it still exists.
-    /// (Last, so the entries stored before it existed decode unchanged.)
-    Evict { keys: Vec<Bytes> },
+/// The runtime: openraft's tasks, timers and channels on the glommio executor of the core
+/// that hosts the group.
+pub type Rt = tallykv_rt_glommio::GlommioRuntime;
+
+/// A log entry's application data: an `engine::record` payload (a slot group's records, or
+/// the meta group's map), already encoded and versioned. Serialized as a byte string.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Data(pub Bytes);
+
+impl fmt::Debug for Data {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Data({} bytes)", self.0.len())
+    }
 }
 
-/// What applying an entry returns to the proposer: one encoded RESP reply per command.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Response {
-    pub replies: Vec<Bytes>,
+impl fmt::Display for Data {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} bytes", self.0.len())
+    }
 }
 
-openraft::declare_raft_types!(
-    pub TypeConfig:
-        D = Request,
-        R = Response,
-        NodeId = NodeId,
-        Node = NodeInfo,
-        Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = super::snapshot::SnapshotFile,
-        AsyncRuntime = openraft::TokioRuntime,
-);
+/// How openraft answers a proposal: the leader learns here only that a proposal was refused
+/// or its fate became unknown; a commit it sees when the entry applies (see `engine`).
+pub struct Reply<T> {
+    answer: Option<Box<dyn FnOnce(Option<T>)>>,
+}
 
-pub type Raft = openraft::Raft<TypeConfig>;
-pub type StorageError = openraft::StorageError<NodeId>;
-pub type LogId = openraft::LogId<NodeId>;
-pub type Vote = openraft::Vote<NodeId>;
-pub type Entry = openraft::Entry<TypeConfig>;
-pub type Membership = openraft::StoredMembership<NodeId, NodeInfo>;
+impl<T> Reply<T> {
+    /// `answer` runs once: with openraft's result, or with None if openraft drops the
+    /// proposal unanswered (its group stopped).
+    pub fn new(answer: impl FnOnce(Option<T>) + 'static) -> Self {
+        Reply {
+            answer: Some(Box::new(answer)),
+        }
+    }
+}
+
+impl<T: 'static> openraft::raft::responder::Responder<TypeConfig, T> for Reply<T> {
+    fn on_complete(mut self, result: T) {
+        if let Some(answer) = self.answer.take() {
+            answer(Some(result));
+        }
+    }
+}
+
+impl<T> Drop for Reply<T> {
+    fn drop(&mut self) {
+        if let Some(answer) = self.answer.take() {
+            answer(None);
+        }
+    }
+}
+
+/// Written by hand: `declare_raft_types!` cannot name a generic responder.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TypeConfig;
+
+impl RaftTypeConfig for TypeConfig {
+    type D = Data;
+    type R = ();
+    type NodeId = NodeId;
+    type Node = NodeInfo;
+    type Term = u64;
+    type LeaderId = openraft::impls::leader_id_adv::LeaderId<u64, NodeId>;
+    type Vote = openraft::impls::Vote<Self::LeaderId>;
+    type Payload = openraft::EntryPayload<Data, NodeId, NodeInfo>;
+    // With `leader_id_adv` the committed leader id is the leader id itself.
+    type Entry = openraft::Entry<Self::LeaderId, Self::Payload>;
+    type AsyncRuntime = Rt;
+    type Responder<T>
+        = Reply<T>
+    where
+        T: OptionalSend + 'static;
+    type Batch<T>
+        = openraft::impls::InlineBatch<T>
+    where
+        T: OptionalSend + 'static;
+    type ErrorSource = openraft::impls::BoxedErrorSource;
+}
+
+pub type Entry = <TypeConfig as RaftTypeConfig>::Entry;
+pub type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;
+pub type Vote = openraft::type_config::alias::VoteOf<TypeConfig>;
+pub type LeaderId = openraft::impls::leader_id_adv::LeaderId<u64, NodeId>;
+pub type Membership = openraft::type_config::alias::StoredMembershipOf<TypeConfig>;
+pub type Raft = openraft::Raft<TypeConfig, super::sm::GroupSm>;
+pub type ClientWriteResult = openraft::raft::ClientWriteResult<TypeConfig>;

@@ -341,17 +341,16 @@ pub fn getkeysinslot_local(ctx: &mut Ctx<'_>, args: &[Bytes]) {
 /// moves every replica off the node, then removes it from the cluster. Both reply once the
 /// cluster map holds the change; the moves follow in the background (CLUSTER INFO's
 /// `cluster_map_epoch` and the log show them).
-pub async fn admin(shared: &crate::state::Shared, args: &[Bytes], out: &mut Out) {
+pub fn admin(shared: &crate::state::Shared, args: &[Bytes], out: &mut Out) -> Option<AdminRequest> {
     if !shared.config.cluster.enabled {
         out.error(NOT_ENABLED);
-        return;
+        return None;
     }
     let Some(c) = shared.cluster().cloned() else {
         out.error(crate::cluster::CLUSTERDOWN);
-        return;
+        return None;
     };
     let sub = args[1].to_ascii_lowercase();
-    let (tx, rx) = futures::channel::oneshot::channel::<Result<(), String>>();
     if sub == b"meet" {
         let host = String::from_utf8_lossy(&args[2]).into_owned();
         let port = std::str::from_utf8(&args[3])
@@ -369,30 +368,30 @@ pub async fn admin(shared: &crate::state::Shared, args: &[Bytes], out: &mut Out)
                 "ERR Invalid base port specified: {}",
                 String::from_utf8_lossy(&args[3])
             ));
-            return;
+            return None;
         };
         if args.len() > 5 {
             out.error(crate::command::SYNTAX_ERROR);
-            return;
+            return None;
         }
-        let node = c.clone();
-        c.spawn(async move {
-            let _ = tx.send(node.meet(host, port, bus_port).await.map(drop));
-        });
+        Some(AdminRequest::Meet {
+            host,
+            port,
+            bus_port,
+        })
     } else {
         let name = String::from_utf8_lossy(&args[2]).into_owned();
         let Some(id) = c.node_id_by_name(&name) else {
             out.error(&format!("ERR Unknown node {name}"));
-            return;
+            return None;
         };
-        let node = c.clone();
-        c.spawn(async move {
-            let _ = tx.send(node.forget(id).await);
-        });
+        Some(AdminRequest::Forget { id })
     }
-    match rx.await {
-        Ok(Ok(())) => out.ok(),
-        Ok(Err(e)) => out.error(&format!("ERR {}", e.trim_start_matches("ERR "))),
-        Err(_) => out.error("ERR the cluster node stopped"),
-    }
+}
+
+/// A change of the cluster map a client asked for, parsed (see [`admin`]); the engine runs
+/// it on the node's core 0, which hosts the meta group.
+pub enum AdminRequest {
+    Meet { host: String, port: u16, bus_port: u16 },
+    Forget { id: NodeId },
 }

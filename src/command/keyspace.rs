@@ -196,6 +196,23 @@ pub fn flush_local(ctx: &mut Ctx<'_>, _args: &[Bytes]) {
     ctx.out.ok();
 }
 
+/// FLUSHALL of one slot group in a cluster (through its log): `args` are the command's name
+/// and the group's slot range, start and end, as the dispatcher built them.
+pub fn flush_slots(ctx: &mut Ctx<'_>, args: &[Bytes]) {
+    let bound = |i: usize| {
+        args.get(i)
+            .and_then(|a| std::str::from_utf8(a).ok())
+            .and_then(|a| a.parse::<u16>().ok())
+    };
+    match (bound(1), bound(2)) {
+        (Some(start), Some(end)) if start <= end => {
+            ctx.apply(Mutation::FlushSlots { slots: start..end });
+            ctx.out.ok();
+        }
+        _ => ctx.out.error("ERR internal error: bad slot range"),
+    }
+}
+
 /// Tries of RANDOMKEY on a cluster node for a key of a slot it serves (a node leading one
 /// group in three finds one in the first try or two; nil after this many misses).
 const RANDOMKEY_TRIES: usize = 64;

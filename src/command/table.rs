@@ -1371,6 +1371,12 @@ impl Registry {
         self.defs.is_empty()
     }
 
+    /// The definition with registry id `id`, if there is one (ids of split command parts
+    /// are not).
+    pub fn get(&self, id: usize) -> Option<&'static CommandDef> {
+        (id < self.len()).then(|| self.def(id))
+    }
+
     pub fn def(&self, id: usize) -> &'static CommandDef {
         self.defs[id]
     }

@@ -6,6 +6,7 @@
 //! commands of one batch that touch one core are atomic with respect to each other there.
 
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -14,9 +15,12 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::channel::oneshot;
+use futures::future::LocalBoxFuture;
 use glommio::channels::channel_mesh::{Receivers, Senders};
 
-use crate::cluster::SLOT_COUNT;
+use super::replicated::{Consensus, Replicated};
+use crate::cluster::host::Host;
+use crate::cluster::types::GroupId;
 use crate::command::{Ctx, ShardFn, flags};
 use crate::config::MaxmemoryPolicy;
 use crate::protocol::Out;
@@ -62,6 +66,15 @@ pub enum CoreMsg {
     },
     /// A closure to run against the core (multi-phase cross-core commands such as RENAME).
     Call(Box<dyn FnOnce(&Core) + Send>),
+    /// Async work to run on the core (cluster admin calls and start-up).
+    Task(Box<dyn FnOnce(Rc<Core>) -> LocalBoxFuture<'static, ()> + Send>),
+    /// One connection batch's ops for slot group `g`, which this core hosts.
+    Group {
+        g: GroupId,
+        ops: Vec<Op>,
+        resp3: bool,
+        reply: oneshot::Sender<BatchReply>,
+    },
 }
 
 /// Valkey's refusal of a command that may grow memory when over maxmemory.
@@ -79,36 +92,21 @@ pub struct Core {
     pub(super) persist: Option<super::persist::Persist>,
     /// This core itself, for tasks it spawns.
     pub(super) me: std::rc::Weak<Core>,
-    /// Raft applied marks per slot group (cluster mode).
-    pub(super) marks: RefCell<super::replica::Marks>,
-    /// The groups this core has an eviction proposal in flight for (cluster mode).
-    pub(super) evicting: RefCell<std::collections::BTreeSet<crate::cluster::types::GroupId>>,
-    /// Writes this core has in flight or waiting, per slot group (cluster mode).
-    pub(super) proposals: RefCell<super::routing::Proposals>,
-}
-
-/// The slots core `core` of `cores` owns: a contiguous range, so SCAN can walk cores in order.
-pub fn owned_slots(core: usize, cores: usize) -> std::ops::Range<usize> {
-    (core * SLOT_COUNT / cores)..((core + 1) * SLOT_COUNT / cores)
-}
-
-/// The core that owns `slot`.
-#[inline]
-pub fn slot_owner(slot: usize, cores: usize) -> usize {
-    // Inverse of owned_slots: the largest core whose range starts at or before `slot`.
-    let c = slot * cores / SLOT_COUNT;
-    if c + 1 < cores && owned_slots(c + 1, cores).start <= slot {
-        c + 1
-    } else {
-        c
-    }
+    /// State-machine records (Raft applied marks, the cluster map) to write with the next
+    /// data batch, so a batch and the mark saying what it covers are durable together.
+    raft_items: RefCell<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+    /// The uncommitted writes of the slot groups this core leads (cluster mode).
+    pub replicated: RefCell<Replicated>,
+    /// This core's part of the cluster, once started.
+    host: RefCell<Option<Rc<Host>>>,
 }
 
 impl Core {
     pub fn new(id: usize, shared: Arc<Shared>, senders: Senders<CoreMsg>) -> Rc<Core> {
         let stats = shared.shard_stats[id].clone();
         let mut shard = Shard::new(shared.slot_map.range(id), stats);
-        // In a cluster, only applying the Raft log deletes expired keys (the leader's time).
+        // In a cluster, expired keys are deleted only by records: the leader journals the
+        // deletions it decides (lazily or actively) and replicas apply them.
         shard.expire_deletes = !shared.config.cluster.enabled;
         Rc::new_cyclic(|me| Core {
             id,
@@ -120,9 +118,9 @@ impl Core {
                 .appendonly()
                 .then(super::persist::Persist::default),
             me: me.clone(),
-            marks: RefCell::default(),
-            evicting: RefCell::default(),
-            proposals: RefCell::default(),
+            raft_items: RefCell::default(),
+            replicated: RefCell::default(),
+            host: RefCell::new(None),
             shared,
             senders,
         })
@@ -136,6 +134,47 @@ impl Core {
     #[inline]
     pub fn owner(&self, slot: usize) -> usize {
         self.shared.slot_map.core_of(slot)
+    }
+
+    /// This core's part of the cluster, once started.
+    pub fn host(&self) -> Option<Rc<Host>> {
+        self.host.borrow().clone()
+    }
+
+    pub fn set_host(&self, host: Rc<Host>) {
+        *self.host.borrow_mut() = Some(host);
+    }
+
+    /// The consensus the engine proposes through (cluster mode, once started).
+    pub fn consensus(&self) -> Option<Rc<dyn Consensus>> {
+        self.host().map(|h| h as Rc<dyn Consensus>)
+    }
+
+    /// Queues a state-machine record (`None`: delete it) for the next data batch.
+    pub fn stage_raft_item(&self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        self.raft_items.borrow_mut().insert(key, value);
+    }
+
+    /// The records staged since the last call.
+    pub(super) fn take_raft_items(&self) -> Vec<crate::storage::Item> {
+        std::mem::take(&mut *self.raft_items.borrow_mut())
+            .into_iter()
+            .map(|(key, value)| crate::storage::Item { key, value })
+            .collect()
+    }
+
+    pub(super) fn has_raft_items(&self) -> bool {
+        !self.raft_items.borrow().is_empty()
+    }
+
+    /// Whether this core holds replicated writes that have not committed yet.
+    pub fn pending_replicated(&self) -> bool {
+        !self.replicated.borrow().spec.is_empty()
+    }
+
+    /// Publishes this core's allocation counter (maxmemory accounting).
+    pub fn publish_memory(&self) {
+        self.shared.memory.publish(self.id);
     }
 
     /// Copies runtime settings that shards cache (encoding limits, LRU/LFU mode).
@@ -225,6 +264,10 @@ impl Core {
                 stats.commands_processed.inc();
             }
             last = ended;
+            // A leader's journal keeps each command's records as one unit.
+            if let Some(j) = shard.journal_mut() {
+                j.close_unit();
+            }
             ends.push(out.buf.len() as u32);
         }
     }
@@ -407,6 +450,121 @@ impl Core {
         rx.await.unwrap_or_default()
     }
 
+    /// Sends one connection batch's ops for slot group `g` to the core hosting it and waits
+    /// for their replies (see `replicated::run_batch`).
+    pub async fn send_group_batch(
+        &self,
+        core: usize,
+        g: GroupId,
+        ops: Vec<Op>,
+        resp3: bool,
+    ) -> BatchReply {
+        let (tx, rx) = oneshot::channel();
+        let msg = CoreMsg::Group {
+            g,
+            ops,
+            resp3,
+            reply: tx,
+        };
+        if self.senders.send_to(core, msg).await.is_err() {
+            return BatchReply::default();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Runs the async `f` on core `core` (here if it is this core) and returns its result.
+    pub async fn on_core<T: Send + 'static>(
+        self: &Rc<Self>,
+        core: usize,
+        f: impl FnOnce(Rc<Core>) -> LocalBoxFuture<'static, T> + Send + 'static,
+    ) -> Option<T> {
+        if core == self.id {
+            return Some(f(self.clone()).await);
+        }
+        let (tx, rx) = oneshot::channel();
+        let msg = CoreMsg::Task(Box::new(move |c: Rc<Core>| {
+            Box::pin(async move {
+                let _ = tx.send(f(c).await);
+            })
+        }));
+        if self.senders.send_to(core, msg).await.is_err() {
+            return None;
+        }
+        rx.await.ok()
+    }
+
+    /// Sends the async `f` to run on core `core` without waiting for it.
+    pub fn spawn_on(
+        self: &Rc<Self>,
+        core: usize,
+        f: impl FnOnce(Rc<Core>) -> LocalBoxFuture<'static, ()> + Send + 'static,
+    ) {
+        if core == self.id {
+            glommio::spawn_local(f(self.clone())).detach();
+            return;
+        }
+        let _ = self.senders.try_send_to(core, CoreMsg::Task(Box::new(f)));
+    }
+
+    /// As group `g`'s leader (its slots `slots`, on this core): evicts about `bytes` of its
+    /// keys by the maxmemory-policy, journaled, and proposes the deletions like a write, so
+    /// every replica evicts the same keys and none decides on its own.
+    pub fn evict_in(self: &Rc<Self>, g: GroupId, slots: std::ops::Range<usize>, bytes: u64) {
+        let rt = &self.shared.config.runtime;
+        let Some(policy) = evict_policy(rt.maxmemory_policy()) else {
+            return;
+        };
+        let now = crate::util::now_ms();
+        let journal = {
+            let mut shard = self.shard.borrow_mut();
+            self.sync_settings(&mut shard);
+            let in_group = |k: &[u8]| slots.contains(&(crate::cluster::key_slot(k) as usize));
+            let victims =
+                shard.pick_victims(policy, rt.maxmemory_samples(), now, &in_group, bytes, 512);
+            if victims.is_empty() {
+                return;
+            }
+            shard.start_journal();
+            for key in &victims {
+                shard.evict_decided(key);
+            }
+            if let Some(j) = shard.journal_mut() {
+                j.close_unit();
+            }
+            shard.take_journal().unwrap_or_default()
+        };
+        crate::metrics::memory::flush_thread_cache();
+        super::replicated::absorb(self, g, journal, now);
+    }
+
+    /// Whether writes that may grow memory (DENYOOM) are refused now in cluster mode, as a
+    /// leader checks before evaluating them: over maxmemory with noeviction, or over it by
+    /// more than an eighth with an evicting policy (the evictions, which go through the log,
+    /// have not kept up). Over the limit with an evicting policy also asks the leaders to
+    /// evict.
+    pub fn refuse_growth(self: &Rc<Self>) -> bool {
+        let Some((used, limit)) = self.over_limit() else {
+            return false;
+        };
+        if evict_policy(self.shared.config.runtime.maxmemory_policy()).is_none() {
+            return true;
+        }
+        crate::cluster::evict::pressure(self);
+        used > limit + limit / 8
+    }
+
+    /// (used, limit) when this node's memory is over `maxmemory` (set).
+    pub fn over_limit(&self) -> Option<(u64, u64)> {
+        let limit = self.shared.config.runtime.maxmemory();
+        if limit == 0 {
+            return None;
+        }
+        let mem = &self.shared.memory;
+        mem.publish(self.id);
+        let used = mem.used_for_eviction();
+        (used > limit).then_some((used, limit))
+    }
+
     /// Runs `f` on core `core` (here if it is this core) and returns its result.
     pub async fn call<T: Send + 'static>(
         self: &Rc<Self>,
@@ -431,24 +589,6 @@ impl Core {
         rx.await.ok()
     }
 
-    /// Serves work sent from outside the executors (the Raft state machines).
-    pub fn spawn_inbox(self: &Rc<Self>) {
-        let Some(mut inbox) = self.shared.take_inbox(self.id) else {
-            return;
-        };
-        let core = self.clone();
-        glommio::spawn_local(async move {
-            while let Some(msg) = inbox.next().await {
-                if let CoreMsg::Call(f) = msg
-                    && std::panic::catch_unwind(AssertUnwindSafe(|| f(&core))).is_err()
-                {
-                    tracing::error!("work sent to core {} panicked", core.id);
-                }
-            }
-        })
-        .detach();
-    }
-
     /// Serves messages from the other cores until they hang up.
     pub fn spawn_receivers(self: &Rc<Self>, mut receivers: Receivers<CoreMsg>) {
         for (_peer, mut stream) in receivers.streams() {
@@ -463,6 +603,23 @@ impl Core {
                             let now = core.prepare();
                             core.execute(&ops, now, &mut out, &mut ends);
                             core.finish();
+                            if core.pending_replicated() {
+                                // Fan-out reads (KEYS, SCAN, DBSIZE...) and READONLY reads
+                                // saw this core's whole shard, uncommitted writes included:
+                                // their replies wait until those commit.
+                                let core = core.clone();
+                                glommio::spawn_local(async move {
+                                    let r = match super::replicated::settle_all(&core).await {
+                                        Ok(()) => BatchReply { buf: out.buf, ends },
+                                        Err(why) => super::replicated::refused_all(
+                                            &core, &ops, &why, resp3,
+                                        ),
+                                    };
+                                    let _ = reply.send(r);
+                                })
+                                .detach();
+                                continue;
+                            }
                             core.when_durable(before, move || {
                                 let _ = reply.send(BatchReply { buf: out.buf, ends });
                             });
@@ -473,6 +630,24 @@ impl Core {
                                     "a cross-core call panicked; its caller gets no reply"
                                 );
                             }
+                        }
+                        CoreMsg::Task(f) => {
+                            // Started now, in arrival order (bus requests forwarded here
+                            // rely on it), and run on as a task of its own.
+                            glommio::spawn_local(f(core.clone())).detach();
+                        }
+                        CoreMsg::Group {
+                            g,
+                            ops,
+                            resp3,
+                            reply,
+                        } => {
+                            let core = core.clone();
+                            glommio::spawn_local(async move {
+                                let r = super::replicated::run_batch(&core, g, ops, resp3).await;
+                                let _ = reply.send(r);
+                            })
+                            .detach();
                         }
                     }
                 }
@@ -497,25 +672,4 @@ pub fn evict_policy(p: MaxmemoryPolicy) -> Option<EvictPolicy> {
         MaxmemoryPolicy::VolatileRandom => EvictPolicy::VolatileRandom,
         MaxmemoryPolicy::VolatileTtl => EvictPolicy::VolatileTtl,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slot_ownership_is_a_partition() {
-        for cores in 1..=7 {
-            let mut next = 0;
-            for c in 0..cores {
-                let r = owned_slots(c, cores);
-                assert_eq!(r.start, next);
-                next = r.end;
-                for s in [r.start, r.end - 1] {
-                    assert_eq!(slot_owner(s, cores), c, "slot {s} cores {cores}");
-                }
-            }
-            assert_eq!(next, SLOT_COUNT);
-        }
-    }
 }

@@ -62,6 +62,9 @@ pub struct Dispatcher {
     /// Replies of flushed batches: rounds[round][core].
     rounds: Vec<Vec<Option<BatchReply>>>,
     local_ends: Vec<u32>,
+    /// A shard command ran here, outside a slot group's path, in cluster mode: its reply
+    /// may have seen uncommitted writes and must wait for them (see `replicated`).
+    ran_local: bool,
 }
 
 impl Dispatcher {
@@ -73,6 +76,7 @@ impl Dispatcher {
             pending: (0..cores).map(|_| Vec::new()).collect(),
             rounds: Vec::new(),
             local_ends: Vec::new(),
+            ran_local: false,
         }
     }
 
@@ -107,6 +111,15 @@ impl Dispatcher {
         }
         self.flush(core, client.resp3).await;
         core.finish();
+        if std::mem::take(&mut self.ran_local)
+            && core.pending_replicated()
+            && super::replicated::settle_all(core).await.is_err()
+        {
+            // The writes these replies saw were undone (the leadership changed): nothing
+            // confirmed can be sent, and the client retries on a new connection.
+            client.closing = true;
+            return;
+        }
         // appendfsync always: replies after a write leave only once it is on disk (the other
         // cores' parts waited for their own batches before answering).
         // (In cluster mode a write is acknowledged after its Raft commit instead.)
@@ -151,6 +164,7 @@ impl Dispatcher {
         cmd_id: u32,
     ) -> Part {
         if target == core.id {
+            self.ran_local |= core.shared.config.cluster.enabled;
             let start = self.local.buf.len();
             self.local_ends.clear();
             core.execute(
@@ -320,7 +334,36 @@ impl Dispatcher {
                 self.flush(core, client.resp3).await;
                 let start = self.local.buf.len();
                 let began = Instant::now();
-                command::cluster::admin(&core.shared, &args, &mut self.local).await;
+                if let Some(req) = command::cluster::admin(&core.shared, &args, &mut self.local) {
+                    let done = core
+                        .on_core(0, move |core| {
+                            Box::pin(async move {
+                                let Some(host) = core.host() else {
+                                    return Err(crate::cluster::CLUSTERDOWN.to_string());
+                                };
+                                match req {
+                                    command::cluster::AdminRequest::Meet {
+                                        host: h,
+                                        port,
+                                        bus_port,
+                                    } => crate::cluster::admin::meet(&host, h, port, bus_port)
+                                        .await
+                                        .map(drop),
+                                    command::cluster::AdminRequest::Forget { id } => {
+                                        crate::cluster::admin::forget(&host, id).await
+                                    }
+                                }
+                            })
+                        })
+                        .await;
+                    match done {
+                        Some(Ok(())) => self.local.ok(),
+                        Some(Err(e)) => self
+                            .local
+                            .error(&format!("ERR {}", e.trim_start_matches("ERR "))),
+                        None => self.local.error("ERR the cluster node stopped"),
+                    }
+                }
                 self.count_local(stats, id, start, began);
             }
             Exec::Conn(f) => {
@@ -455,12 +498,18 @@ impl Dispatcher {
             self.push_local(start);
             return;
         }
+        let map = cluster.layout();
         let parts = led
             .into_iter()
             .map(|g| {
+                let slots = map.groups[g as usize].slots.clone();
                 let op = Op {
-                    exec: keyspace::flush_local,
-                    args: args.clone(),
+                    exec: keyspace::flush_slots,
+                    args: vec![
+                        args[0].clone(),
+                        Bytes::from(slots.start.to_string()),
+                        Bytes::from(slots.end.to_string()),
+                    ],
                     flags: def.flags,
                     cmd_id,
                 };
@@ -603,15 +652,13 @@ impl Dispatcher {
             .map(|(c, q)| {
                 let ops = std::mem::take(q);
                 let core = core.clone();
-                let now = self.now;
                 async move {
                     let cores = core.cores();
                     let reply = if c < cores {
                         core.send_batch(c, ops, resp3).await
                     } else {
-                        let cluster = core.shared.cluster().expect("groups only in cluster mode");
                         let g = (c - cores) as crate::cluster::types::GroupId;
-                        routing::run_group(&core, cluster, g, ops, now, resp3).await
+                        routing::run_group(&core, g, ops, resp3).await
                     };
                     (c, reply)
                 }

@@ -14,7 +14,7 @@ pub mod dispatch;
 mod multi;
 pub mod persist;
 pub mod record;
-pub mod replica;
+pub mod replicated;
 mod routing;
 pub mod spec;
 

@@ -43,7 +43,7 @@ fn new_ticket() -> (oneshot::Sender<()>, Ticket) {
 }
 
 /// Yields once: the task goes to the back of the run queue, behind this turn's other work.
-async fn yield_now() {
+pub async fn yield_now() {
     let mut yielded = false;
     futures::future::poll_fn(|cx| {
         if yielded {
@@ -66,7 +66,7 @@ impl Core {
     pub fn schedule_flush(&self) {
         let Some(p) = &self.persist else { return };
         if p.scheduled.get()
-            || !(self.shard.borrow().has_changes() || self.marks.borrow().is_dirty())
+            || !(self.shard.borrow().has_changes() || self.has_raft_items())
         {
             return;
         }
@@ -87,7 +87,7 @@ impl Core {
             return;
         };
         let shard = &mut *self.shard.borrow_mut();
-        let marks = self.take_mark_items();
+        let marks = self.take_raft_items();
         let Some(changes) = shard
             .take_changes()
             .or_else(|| (!marks.is_empty()).then(crate::shard::Changes::default))
@@ -95,16 +95,27 @@ impl Core {
             return;
         };
         let mut items = Vec::with_capacity(changes.keys.len());
+        let rep = self.replicated.borrow();
         for key in changes.keys {
             let mut stored = Vec::with_capacity(2 + key.len());
             codec::encode_key(key_slot(&key), &key, &mut stored);
-            let value = shard.peek_stored(&key).map(|e| {
-                let mut v = Vec::with_capacity(16 + e.heap_size());
-                codec::encode_value(e.value(), e.expire_at(), &mut v);
-                v
-            });
+            // A key a leader's uncommitted proposal changed since is stored as of the last
+            // commit (storage never holds what may be undone).
+            let value = match rep.spec.committed_image(&key) {
+                Some(image) => image.as_ref().map(|img| {
+                    let mut v = Vec::with_capacity(16);
+                    codec::encode_value(img.value.as_ref(), img.expire_at, &mut v);
+                    v
+                }),
+                None => shard.peek_stored(&key).map(|e| {
+                    let mut v = Vec::with_capacity(16 + e.heap_size());
+                    codec::encode_value(e.value(), e.expire_at(), &mut v);
+                    v
+                }),
+            };
             items.push(Item { key: stored, value });
         }
+        drop(rep);
         let pair = p.next.borrow_mut().take();
         let wait = self.always() || storage.backlogged();
         let pair = pair.or_else(|| wait.then(new_ticket));
@@ -168,7 +179,6 @@ impl Core {
         }
         let (tx, mut rx) = futures::channel::mpsc::channel(2);
         let (result_tx, result_rx) = oneshot::channel();
-        let slots = self.shard.borrow().owned_slots();
         let runtime = self.shared.config.runtime.clone();
         let core = self.clone();
         glommio::spawn_local(async move {
@@ -179,6 +189,10 @@ impl Core {
                 }
                 glommio::timer::sleep(Duration::from_millis(2)).await;
             };
+            // A cluster node's slot groups decide which core owns which slots: known once
+            // the data dir (and its cluster map) is open.
+            let slots = core.shared.slot_map.range(core.id);
+            core.shard.borrow_mut().set_owned(slots.clone());
             let reader = storage.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("tallykv-load-{}", core.id))

@@ -4,7 +4,6 @@
 //! This room owns sockets, executors and timers. It calls into `command` through the
 //! dispatcher and never touches a shard's data itself.
 
-mod cluster_start;
 pub mod conn;
 pub mod shutdown;
 
@@ -41,7 +40,7 @@ pub fn run(config: Config) -> Result<(), String> {
     ));
     shared.port.store(port as usize, Relaxed);
     if shared.config.cluster.enabled {
-        cluster_start::prepare(&shared)?;
+        crate::cluster::start::prepare(&shared)?;
     }
     if shared.config.runtime.appendonly() {
         open_storage(shared.clone(), cores)?;
@@ -101,7 +100,14 @@ fn open_storage(shared: Arc<Shared>, cores: usize) -> Result<(), String> {
         .name("tallykv-open".into())
         .spawn(move || {
             let rt = shared.config.runtime.clone();
-            match crate::storage::Storage::open(&dir, Box::new(move || rt.appendfsync())) {
+            let opened = crate::storage::Storage::open(&dir, Box::new(move || rt.appendfsync()))
+                .and_then(|storage| {
+                    if shared.config.cluster.enabled {
+                        crate::cluster::start::storage_opened(&shared, &storage)?;
+                    }
+                    Ok(storage)
+                });
+            match opened {
                 Ok(storage) => {
                     tracing::info!(
                         "data dir {} (appendonly yes, appendfsync {})",
@@ -170,7 +176,7 @@ fn probe_bind(addrs: &[(String, bool)]) -> Result<(), String> {
 /// its port while connections of the previous one sit in TIME_WAIT; SO_REUSEPORT, so every
 /// core listens on the same port and the kernel spreads connections (glommio's own `bind`
 /// sets only the latter).
-fn bind_listener(addr: &str) -> std::io::Result<TcpListener> {
+pub fn bind_listener(addr: &str) -> std::io::Result<TcpListener> {
     use std::os::fd::{FromRawFd, IntoRawFd};
     let addr: std::net::SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(addr)?
         .next()
@@ -211,9 +217,14 @@ async fn core_main(
     let id = senders.peer_id();
     let core = Core::new(id, shared.clone(), senders);
     core.spawn_receivers(receivers);
-    core.spawn_inbox();
     core.start_loading();
     spawn_ticker(core.clone());
+    if shared.config.cluster.enabled {
+        crate::cluster::start::serve_bus(&core)?;
+        if id == 0 {
+            glommio::spawn_local(crate::cluster::start::start(core.clone())).detach();
+        }
+    }
     let mut listeners = Vec::new();
     for (addr, optional) in &addrs {
         match bind_listener(addr) {
@@ -266,17 +277,21 @@ fn spawn_ticker(core: Rc<Core>) {
             let period = Duration::from_micros(1_000_000 / hz as u64);
             glommio::timer::sleep(period).await;
             if core.shared.shutting_down.load(Relaxed) {
+                if let Some(host) = core.host() {
+                    host.shutdown().await;
+                }
                 core.flush_changes();
                 core.shared.shutdown_flushed.fetch_add(1, Relaxed);
                 return;
             }
             if !core.shared.loading() {
-                // A cluster node expires and evicts through the leader's log only.
+                // A cluster node expires and evicts through its groups' leaders only (the
+                // deletions are records in the logs): see `cluster::host`.
                 if !core.shared.config.cluster.enabled {
                     active_expire(&core, period / 4).await;
                     core.evict_if_over_limit();
-                } else if let Some(cluster) = core.shared.cluster() {
-                    crate::engine::replica::propose_expired(&core, cluster);
+                } else if let Some(host) = core.host() {
+                    host.tick();
                 }
                 core.schedule_flush();
             }
@@ -286,7 +301,7 @@ fn spawn_ticker(core: Rc<Core>) {
                 if let Some(storage) = core.shared.storage() {
                     core.shared.memory.set_not_counted(storage.memory_bytes());
                 }
-                crate::engine::replica::evict_pressure(&core);
+                crate::cluster::evict::pressure(&core);
                 crate::metrics::stats::sample_ops(&core.shared);
                 crate::engine::persist::snapshot_tick(&core);
                 conn::close_idle_clients(&core.shared);

@@ -28,33 +28,53 @@ impl Shard {
         self.expire_walk(now, max_checked, None)
     }
 
-    /// Like [`Shard::active_expire_step`], but collects the expired keys into `found` instead
-    /// of deleting them: a Raft leader proposes their deletion through the log.
-    pub fn expired_keys_step(
+    /// [`Shard::active_expire_step`] over `slots` only (of those this shard owns), from and
+    /// to `cursor`: a cluster leader expires the keys of the groups it leads, each group
+    /// keeping its own cursor (the deletions are journaled and proposed like any write).
+    pub fn expire_step_in(
         &mut self,
+        slots: std::ops::Range<usize>,
+        cursor: &mut u64,
         now: u64,
         max_checked: usize,
-        found: &mut Vec<Box<[u8]>>,
     ) -> ExpireStep {
-        self.expire_walk(now, max_checked, Some(found))
+        let owned = self.owned.clone();
+        let range = slots.start.max(owned.start)..slots.end.min(owned.end);
+        let saved = self.expire_cursor;
+        self.expire_cursor = *cursor;
+        let step = self.expire_walk_in(range, now, max_checked, None);
+        *cursor = self.expire_cursor;
+        self.expire_cursor = saved;
+        step
     }
 
     fn expire_walk(
         &mut self,
         now: u64,
         max_checked: usize,
+        collect: Option<&mut Vec<Box<[u8]>>>,
+    ) -> ExpireStep {
+        let range = self.owned.clone();
+        self.expire_walk_in(range, now, max_checked, collect)
+    }
+
+    fn expire_walk_in(
+        &mut self,
+        range: std::ops::Range<usize>,
+        now: u64,
+        max_checked: usize,
         mut collect: Option<&mut Vec<Box<[u8]>>>,
     ) -> ExpireStep {
         let mut step = ExpireStep::default();
-        if self.volatile == 0 || self.owned.is_empty() {
+        if self.volatile == 0 || range.is_empty() {
             step.lap_done = true;
             return step;
         }
-        let span = self.owned.len();
+        let span = range.len();
         let mut slot = (self.expire_cursor & ((1 << SLOT_BITS) - 1)) as usize;
         let mut in_slot = self.expire_cursor >> SLOT_BITS;
-        if !self.owned.contains(&slot) {
-            slot = self.owned.start;
+        if !range.contains(&slot) {
+            slot = range.start;
             in_slot = 0;
         }
         let mut slots_visited = 0;
@@ -77,8 +97,8 @@ impl Shard {
             in_slot = 0;
             slot += 1;
             slots_visited += 1;
-            if slot >= self.owned.end {
-                slot = self.owned.start;
+            if slot >= range.end {
+                slot = range.start;
                 step.lap_done = true;
             }
         }

@@ -12,31 +12,30 @@
 //! then key (see [`codec`]). Keyspaces follow slot groups, not cores, so a restart with a
 //! different `--threads` reads the same files, and the Raft cluster can give each slot group
 //! its own keyspace (dropping a group whose replica moved away is dropping a keyspace).
-//! The `raft` keyspace holds every slot group's Raft state, keyed `[group u16 BE][tag u8]..`:
-//! tags below 0x10 are the Raft log and vote ([`raftlog`]), tags from 0x10 up belong to the
-//! replicated state machine, which writes them through [`Batch::raft`] in the same atomic batch
-//! as the data they describe.
+//! The `raft` keyspace holds the cluster's state-machine records, keyed
+//! `[group u16 BE][tag u8]..` (a slot group's applied mark, the cluster map, this node's id),
+//! written through [`Batch::raft`] in the same atomic batch as the data they describe. The Raft
+//! logs themselves are not here: each core writes its groups' log to a write-ahead log of its
+//! own ([`wal`]), from the core's thread. (Tags below 0x10 held the 0.9-based cluster's log.)
 //!
 //! fjall blocks, so nothing here runs on a glommio core. Cores send [`Batch`]es to one writer
 //! thread; it commits everything queued as one atomic fjall batch and, for
 //! `appendfsync always`, fsyncs once for all of them before completing their tickets (group
 //! commit). `everysec` syncs at most a second after a write; `no` leaves it to the OS.
-//! The Raft log is the exception to "one writer": it is written directly by the task that
-//! appends (entries must be readable when `append` returns) and only its fsync goes through the
-//! writer, so log appends of all groups share the fsyncs of the data path.
 //! Loading runs on one thread per core, each reading that core's slot ranges.
 
 pub mod codec;
-pub mod raftlog;
+
+/// Tags of the `raft` keyspace's state-machine records start here.
+pub const FIRST_STATE_MACHINE_TAG: u8 = 0x10;
 mod snapshot;
 pub mod wal;
 
-use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{
     AtomicBool, AtomicU64,
-    Ordering::{AcqRel, Relaxed},
+    Ordering::Relaxed,
 };
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
@@ -95,9 +94,6 @@ enum WriteMsg {
     /// Runs once everything queued before it is committed (and synced). Barriers that arrive
     /// together share one fsync.
     Barrier(Callback),
-    /// The Raft log was written directly (not through the writer) under `everysec`: the
-    /// writer's periodic sync must cover it.
-    RaftWritten,
     /// Takes a snapshot of everything queued before it and writes it out on its own thread.
     Snapshot(Callback),
 }
@@ -135,14 +131,8 @@ pub struct Storage {
     tx: Mutex<Option<Sender<WriteMsg>>>,
     /// Bytes sent to the writer and not yet committed.
     backlog_bytes: AtomicU64,
-    /// Set when the Raft log was written directly since the writer's last sync began; the
-    /// first such write tells the writer ([`WriteMsg::RaftWritten`]), the rest need not.
-    raft_unsynced: AtomicBool,
     fsync_mode: Box<dyn Fn() -> AppendFsync + Send + Sync>,
     pub stats: PersistStats,
-    /// Each Raft group's committed id saved since its last append (see `raftlog`), shared
-    /// by every handle of the group's log.
-    raft_committed: Mutex<HashMap<u16, raftlog::PendingCommitted>>,
 }
 
 /// Fails when another process holds the lock of the database under `dir` (fjall takes the
@@ -213,13 +203,11 @@ impl Storage {
             dir: dir.to_path_buf(),
             tx: Mutex::new(Some(tx)),
             backlog_bytes: AtomicU64::new(0),
-            raft_unsynced: AtomicBool::new(false),
             fsync_mode,
             stats: PersistStats {
                 last_bgsave_ok: AtomicBool::new(true),
                 ..Default::default()
             },
-            raft_committed: Mutex::new(HashMap::new()),
         });
         let writer = storage.clone();
         std::thread::Builder::new()
@@ -311,24 +299,6 @@ impl Storage {
             .unwrap_or_else(|_| Err("the storage writer dropped a sync request".into()))
     }
 
-    /// Calls `done` once what was just written directly to the `raft` keyspace is as durable
-    /// as `appendfsync` promises: after a (group-committed) fsync under `always`, at once
-    /// otherwise (`everysec` makes sure the writer's periodic sync covers it).
-    fn after_raft_write(&self, done: impl FnOnce(Result<(), String>) + Send + 'static) {
-        match (self.fsync_mode)() {
-            AppendFsync::Always => self.sync(done),
-            AppendFsync::EverySec => {
-                // AcqRel pairs with the writer's swap in `sync_now`: a write that finds the flag
-                // already set was made before that sync's fsync began.
-                if !self.raft_unsynced.swap(true, AcqRel) {
-                    self.send(WriteMsg::RaftWritten);
-                }
-                done(Ok(()));
-            }
-            AppendFsync::No => done(Ok(())),
-        }
-    }
-
     /// The value of `key` in the `raft` keyspace, as last committed (a [`Batch`] still queued
     /// for the writer is not visible yet).
     pub fn raft_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
@@ -395,9 +365,6 @@ impl Storage {
     /// Stops the writer after it has committed and synced everything queued; blocks until
     /// then (bounded by `timeout`).
     pub fn close(&self, timeout: Duration) {
-        if let Err(e) = self.raft_write_committed() {
-            tracing::warn!("writing the Raft committed ids at shutdown: {e}");
-        }
         let (tx, rx) = std::sync::mpsc::channel();
         self.sync(move |r| {
             let _ = tx.send(r);
@@ -550,10 +517,8 @@ impl Storage {
                         }
                     }
                     // Deferred to the one commit and fsync below: still after everything
-                    // queued before the barrier, and shared by every barrier taken this round
-                    // (Raft appends of many groups, votes, the data path's tickets).
+                    // queued before the barrier, and shared by every barrier taken this round.
                     WriteMsg::Barrier(cb) => barriers.push(cb),
-                    WriteMsg::RaftWritten => wrote = true,
                     WriteMsg::Snapshot(cb) => {
                         self.commit(std::mem::replace(&mut batch, self.db.batch()));
                         let snap = self.db.snapshot();
@@ -623,7 +588,7 @@ impl Storage {
             debug_assert!(
                 item.key
                     .get(2)
-                    .is_some_and(|&tag| tag >= raftlog::FIRST_STATE_MACHINE_TAG),
+                    .is_some_and(|&tag| tag >= FIRST_STATE_MACHINE_TAG),
                 "Batch::raft may only write state-machine keys"
             );
             match item.value {
@@ -667,9 +632,6 @@ impl Storage {
     }
 
     fn sync_now(&self) {
-        // Cleared before the fsync: a direct Raft write after this point sets it again and
-        // asks for another sync; one before it is covered by this one.
-        self.raft_unsynced.swap(false, AcqRel);
         let started = Instant::now();
         if let Err(e) = self.db.persist(PersistMode::SyncData) {
             fatal(&format!("syncing {}: {e}", self.dir.join(DB_DIR).display()));

@@ -1,0 +1,389 @@
+//! Admin calls between nodes over the bus (request kind `net::KIND_ADMIN`): joining a node
+//! (CLUSTER MEET), removing one (CLUSTER FORGET), asking a node how it sees a group, handing
+//! a group's leadership over, and asking a leader to evict. A call about a slot group runs on
+//! the core hosting the group; the others on core 0 (which hosts the meta group).
+
+use std::collections::BTreeSet;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::LocalBoxFuture;
+use openraft::ServerState;
+use openraft10 as openraft;
+use openraft::type_config::async_runtime::WatchReceiver;
+use serde::{Deserialize, Serialize};
+
+use super::host::Host;
+use super::meta::{self, META};
+use super::net::KIND_ADMIN;
+use super::node::group_name;
+use super::topology::{Layout, random_node_name};
+use super::types::{GroupId, NodeId, NodeInfo, join_host_port};
+use super::wire;
+
+/// How long a peer has to answer an admin call.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a change of the cluster map may take to commit.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Call {
+    /// What a node announces, and its id if it belongs to a cluster already.
+    Hello,
+    /// Makes an unassigned node a member with `id`, starting from `map`.
+    Join { id: NodeId, map: Box<Layout> },
+    /// CLUSTER MEET, sent on to the meta leader.
+    Meet {
+        host: String,
+        port: u16,
+        bus_port: u16,
+    },
+    /// CLUSTER FORGET, sent on to the meta leader.
+    Forget { id: NodeId },
+    /// The responder's view of a group: (leader, term, members if it leads).
+    Group { group: GroupId },
+    /// To a group's leader: hand the leadership to node `to` (leader balancing).
+    HandOff { group: GroupId, to: NodeId },
+    /// To a group's leader: the sender is over maxmemory; evict about `bytes` of the
+    /// group's keys (through its log, so every replica frees them).
+    Evict { group: GroupId, bytes: u64 },
+}
+
+impl Call {
+    /// The group whose host core answers the call (None: core 0).
+    pub fn group(&self) -> Option<GroupId> {
+        match self {
+            Call::Group { group } | Call::HandOff { group, .. } | Call::Evict { group, .. } => {
+                (*group != META).then_some(*group)
+            }
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HelloReply {
+    pub info: NodeInfo,
+    pub id: Option<NodeId>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct GroupReply {
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    /// The committed membership (voters and learners), when the responder leads the group.
+    pub members: Option<BTreeSet<NodeId>>,
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    wire::decode(bytes, "admin reply").map_err(|e| e.0)
+}
+
+/// Sends `call` to the node at bus address `addr` and decodes its reply.
+pub async fn call<T: serde::de::DeserializeOwned>(
+    host: &Host,
+    addr: &str,
+    call: &Call,
+    timeout: Duration,
+) -> Result<T, String> {
+    let group = call.group().unwrap_or(META);
+    let reply = host
+        .links
+        .call(addr, KIND_ADMIN, group, wire::encode(call), timeout)
+        .await
+        .map_err(|e| e.to_string())?;
+    decode(&reply)
+}
+
+/// Answers an admin call that reached this core (`host`), forwarding it to the core it
+/// belongs to if that is another one.
+pub fn serve(host: Rc<Host>, payload: Bytes) -> LocalBoxFuture<'static, Result<Vec<u8>, String>> {
+    Box::pin(async move {
+        let call: Call = wire::decode(&payload, "admin call").map_err(|e| e.0)?;
+        let Some(core) = host.core_rc() else {
+            return Err("this node is stopping".into());
+        };
+        let target = match call.group() {
+            Some(g) => core.owner(host.node.layout().groups.get(g as usize).map_or(0, |gl| gl.slots.start)),
+            None => 0,
+        };
+        if target != core.id {
+            return core
+                .on_core(target, move |core| {
+                    Box::pin(async move {
+                        match core.host() {
+                            Some(host) => answer(&host, call).await,
+                            None => Err("this node has not joined a cluster yet".to_string()),
+                        }
+                    })
+                })
+                .await
+                .unwrap_or_else(|| Err("the core hosting it stopped".to_string()));
+        }
+        answer(&host, call).await
+    })
+}
+
+/// Answers `call` on the core it belongs to.
+async fn answer(host: &Rc<Host>, call: Call) -> Result<Vec<u8>, String> {
+    Ok(match call {
+        Call::Hello => wire::encode(&HelloReply {
+            info: host.node.me(),
+            id: Some(host.node.id),
+        }),
+        Call::Join { id, .. } if id == host.node.id => wire::encode(&()),
+        Call::Join { .. } => {
+            return Err(format!(
+                "this node already belongs to a cluster as node {}",
+                host.node.id
+            ));
+        }
+        Call::Group { group } => wire::encode(&group_view(host, group)),
+        Call::HandOff { group, to } => wire::encode(&hand_off(host, group, to).await?),
+        Call::Evict { group, bytes } => {
+            host.evict_led(group, bytes);
+            wire::encode(&())
+        }
+        Call::Meet {
+            host: h,
+            port,
+            bus_port,
+        } => wire::encode(&meet(host, h, port, bus_port).await?),
+        Call::Forget { id } => {
+            forget(host, id).await?;
+            wire::encode(&())
+        }
+    })
+}
+
+/// This node's view of `group` (on its host core), for a peer asking.
+pub fn group_view(host: &Host, group: GroupId) -> GroupReply {
+    let Some(raft) = host.raft(group) else {
+        return GroupReply {
+            leader: host.node.leader(group),
+            term: host.node.term(group),
+            members: None,
+        };
+    };
+    let m = raft.metrics();
+    let m = m.borrow_watched();
+    let members = (m.state == ServerState::Leader).then(|| {
+        let c = m.membership_config.membership();
+        c.voter_ids().chain(c.learner_ids()).collect()
+    });
+    GroupReply {
+        leader: m.current_leader,
+        term: m.current_term,
+        members,
+    }
+}
+
+/// Asks the nodes the map lists for group `g` (and then any other node) how they see it;
+/// returns the answer from the highest term (a leader's carries the membership).
+pub async fn ask_group(host: &Rc<Host>, g: GroupId, map: &Layout) -> Option<GroupReply> {
+    let mut best: Option<GroupReply> = None;
+    let listed: Vec<NodeId> = if g == META {
+        map.nodes.keys().copied().collect()
+    } else {
+        map.groups.get(g as usize)?.members.clone()
+    };
+    for id in listed {
+        let reply = if id == host.node.id {
+            host.raft(g).map(|_| group_view(host, g))
+        } else {
+            let Some(info) = map.nodes.get(&id) else {
+                continue;
+            };
+            call::<GroupReply>(host, &info.bus_addr(), &Call::Group { group: g }, CALL_TIMEOUT)
+                .await
+                .ok()
+        };
+        let Some(reply) = reply else { continue };
+        if reply.members.is_some() {
+            return Some(reply);
+        }
+        if best.as_ref().is_none_or(|b| reply.term > b.term) {
+            best = Some(reply);
+        }
+    }
+    best
+}
+
+/// As group `g`'s leader: hands the leadership to node `to` if it has caught up and this
+/// node has led for a while (openraft's leadership transfer: the group's commands wait while
+/// the target takes over). Returns whether the transfer was started.
+pub async fn hand_off(host: &Rc<Host>, g: GroupId, to: NodeId) -> Result<bool, String> {
+    let raft = host.raft(g).ok_or("not a member")?;
+    let settled = super::node::lock(&host.node.led_since)
+        .get(&g)
+        .is_some_and(|t| t.elapsed() > Duration::from_millis(2 * host.node.timeout_ms));
+    {
+        let m = raft.metrics();
+        let m = m.borrow_watched();
+        let replicating = m
+            .replication
+            .as_ref()
+            .is_some_and(|r| r.get(&to).is_some_and(Option::is_some));
+        if m.state != ServerState::Leader || !settled || !replicating {
+            return Ok(false);
+        }
+    }
+    if !host.node.set_handing(g, true) {
+        return Ok(false);
+    }
+    tracing::info!("{}: handing the leadership to node {to}", group_name(g));
+    let started = raft.trigger().transfer_leader(to).await;
+    // Held until this node has stepped down (or the transfer failed and it still leads).
+    let deadline = std::time::Instant::now() + Duration::from_millis(host.node.timeout_ms);
+    while started.is_ok()
+        && raft.metrics().borrow_watched().state == ServerState::Leader
+        && std::time::Instant::now() < deadline
+    {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    host.node.set_handing(g, false);
+    started.map_err(|e| e.to_string())?;
+    Ok(true)
+}
+
+/// Commits `next` through the meta group (this node must lead it: core 0).
+pub async fn commit_map(host: &Host, next: Layout) -> Result<(), String> {
+    let raft = host.raft(META).ok_or("the meta group is not hosted here")?;
+    let before = host.node.layout().epoch;
+    let wanted = next.epoch;
+    let written = glommio::timer::timeout(STEP_TIMEOUT, async {
+        Ok(raft.client_write(super::types::Data(Bytes::from(meta::entry(&next)))).await)
+    })
+    .await
+    .map_err(|_| "the meta group did not commit in time".to_string())?;
+    written.map_err(|e| e.to_string())?;
+    // Applied (and published) by the time client_write returns; a map with a newer epoch
+    // committed meanwhile means this one lost the race.
+    if host.node.layout().epoch == wanted || before >= wanted {
+        Ok(())
+    } else {
+        Err("the cluster map changed meanwhile; try again".to_string())
+    }
+}
+
+/// Runs `call` on the meta leader; None when this node (core 0) leads the meta group.
+async fn on_meta_leader(host: &Host, call: &Call) -> Result<Option<Vec<u8>>, String> {
+    let raft = host.raft(META).ok_or("the meta group is not hosted here")?;
+    let leader = {
+        let m = raft.metrics();
+        let m = m.borrow_watched();
+        if m.state == ServerState::Leader {
+            return Ok(None);
+        }
+        m.current_leader
+    };
+    let leader = leader
+        .and_then(|l| host.node.node(l))
+        .ok_or("the meta group has no leader now; try again")?;
+    let reply = host
+        .links
+        .call(
+            &leader.bus_addr(),
+            KIND_ADMIN,
+            META,
+            wire::encode(call),
+            STEP_TIMEOUT,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Some(reply.to_vec()))
+}
+
+/// CLUSTER MEET: makes the unassigned node at `host:port` (bus at `bus_port`) a member.
+/// Returns its node id. Runs on core 0.
+pub async fn meet(host: &Rc<Host>, h: String, port: u16, bus_port: u16) -> Result<NodeId, String> {
+    let call_meet = Call::Meet {
+        host: h.clone(),
+        port,
+        bus_port,
+    };
+    if let Some(reply) = on_meta_leader(host, &call_meet).await? {
+        return decode(&reply);
+    }
+    let bus = join_host_port(&h, bus_port);
+    let hello: HelloReply = call(host, &bus, &Call::Hello, CALL_TIMEOUT)
+        .await
+        .map_err(|e| format!("cannot reach the node's bus at {bus}: {e}"))?;
+    let map = host.node.layout();
+    let known = map
+        .nodes
+        .iter()
+        .find(|(_, n)| n.host == h && n.port == port)
+        .map(|(&id, _)| id);
+    if let Some(id) = hello.id {
+        return match known {
+            Some(k) if k == id => Ok(id),
+            _ => Err(format!(
+                "the node at {bus} already belongs to a cluster (node {id})"
+            )),
+        };
+    }
+    let id = match known {
+        Some(id) => id,
+        None => {
+            let id = map.next_id;
+            let mut next = (*map).clone();
+            next.epoch += 1;
+            next.next_id += 1;
+            next.nodes.insert(
+                id,
+                NodeInfo {
+                    name: random_node_name(),
+                    host: h.clone(),
+                    port,
+                    bus_port,
+                },
+            );
+            tracing::info!("cluster map: node {id} ({h}:{port}) joins");
+            commit_map(host, next).await?;
+            id
+        }
+    };
+    let join = Call::Join {
+        id,
+        map: Box::new((*host.node.layout()).clone()),
+    };
+    call::<()>(host, &bus, &join, CALL_TIMEOUT)
+        .await
+        .map_err(|e| format!("node {id} did not take the join: {e}"))?;
+    Ok(id)
+}
+
+/// CLUSTER FORGET: moves every replica off node `id`, then removes it from the map. Runs on
+/// core 0.
+pub async fn forget(host: &Rc<Host>, id: NodeId) -> Result<(), String> {
+    if let Some(reply) = on_meta_leader(host, &Call::Forget { id }).await? {
+        return decode(&reply);
+    }
+    let map = host.node.layout();
+    if !map.nodes.contains_key(&id) {
+        return Err(format!("Unknown node {id}"));
+    }
+    if map.leaving.contains(&id) {
+        return Ok(());
+    }
+    let remaining = map.nodes.len() - map.leaving.len() - 1;
+    let needed = map
+        .groups
+        .iter()
+        .map(|g| g.members.len())
+        .max()
+        .unwrap_or(0);
+    if remaining < needed {
+        return Err(format!(
+            "cannot forget node {id}: {remaining} nodes would remain, fewer than the {needed} \
+             replicas of each slot group"
+        ));
+    }
+    let mut next = (*map).clone();
+    next.epoch += 1;
+    next.leaving.insert(id);
+    tracing::info!("cluster map: node {id} is leaving; its replicas move first");
+    commit_map(host, next).await
+}
