@@ -2,6 +2,7 @@
 //! room never touches a shard's data directly: it drives the shards through the cores.
 
 pub mod bus;
+pub mod link;
 pub mod membership;
 pub mod meta;
 pub mod node;
