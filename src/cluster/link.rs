@@ -1478,6 +1478,9 @@ async fn dial_one(target: SocketAddr, local_ip: Option<IpAddr>) -> io::Result<Tc
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
     use futures::future::join_all;
     use glommio::{LocalExecutorBuilder, Placement};
 
@@ -1756,6 +1759,25 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_encoder_leaves_nothing_behind() {
+        run(|| async {
+            let (addr, _server) = start_server(Rc::new(Echo::default()));
+            let links = Links::new(None, 1, 0);
+            let failed = links.call_with(&addr, 4, 0, SECOND, |out| {
+                out.extend_from_slice(b"half a frame");
+                Err("cannot encode")
+            });
+            assert_eq!(
+                failed.await,
+                Err(BusError::Encode("cannot encode".to_owned()))
+            );
+            // The half-written frame was taken back: the connection still parses.
+            let reply = links.call(&addr, 4, 0, request(0, b"ok"), 5 * SECOND).await;
+            assert_eq!(reply, Ok(Bytes::from_static(b"ko")));
+        });
+    }
+
+    #[test]
     fn client_drops_a_connection_answering_with_an_oversized_frame() {
         run(|| async {
             let listener = listen("127.0.0.1:0");
@@ -1835,5 +1857,227 @@ mod tests {
             // Nobody answers: the call times out.
             assert_eq!(call.await, Err(BusError::Timeout(SECOND)));
         });
+    }
+
+    #[test]
+    fn frames_queued_in_one_loop_pass_go_out_in_one_write() {
+        run(|| async {
+            let (addr, _server) = start_server(Rc::new(Echo::default()));
+            let links = Links::new(None, 1, 0);
+            let reply = links.call(&addr, 4, 0, request(0, b"up"), 5 * SECOND).await;
+            assert_eq!(reply, Ok(Bytes::from_static(b"pu")));
+            let before = peer_stats(&links, &addr).stats;
+            // Fifty tasks, each making one call, all run in one pass of the loop.
+            let tasks: Vec<_> = (0..50)
+                .map(|i| {
+                    let links = links.clone();
+                    let addr = addr.clone();
+                    glommio::spawn_local(async move {
+                        let body = format!("task-{i}");
+                        let reply = links
+                            .call(&addr, 4, 0, request(0, body.as_bytes()), 5 * SECOND)
+                            .await;
+                        assert_eq!(reply, Ok(reversed(body.as_bytes())));
+                    })
+                })
+                .collect();
+            join_all(tasks).await;
+            let after = peer_stats(&links, &addr).stats;
+            assert_eq!(after.frames_sent - before.frames_sent, 50);
+            assert_eq!(after.writes - before.writes, 1);
+        });
+    }
+
+    #[test]
+    fn pipelined_calls_for_a_group_reach_the_handler_in_call_order() {
+        run(|| async {
+            let echo = Rc::new(Echo::default());
+            let (addr, _server) = start_server(echo.clone());
+            let links = Links::new(None, 1, 0);
+            let mut calls = Vec::new();
+            for batch in 0..4u32 {
+                for i in 0..500u32 {
+                    let seq = batch * 500 + i;
+                    let group = 7 + (seq % 2) as u16;
+                    let mut body = seq.to_be_bytes().to_vec();
+                    // Some large frames, so writes end part-way and calls queue meanwhile.
+                    if seq % 100 == 0 {
+                        body.resize(256 << 10, 0);
+                    }
+                    calls.push(links.call(&addr, 1, group, request(0, &body), 10 * SECOND));
+                }
+                // Let the writer run between batches.
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+            }
+            for reply in join_all(calls).await {
+                assert!(reply.is_ok(), "{reply:?}");
+            }
+            let seen = echo.seen.borrow();
+            assert_eq!(seen.len(), 2000);
+            for group in [7, 8] {
+                let order: Vec<u32> = seen
+                    .iter()
+                    .filter(|(g, _)| *g == group)
+                    .map(|(_, body)| u32::from_be_bytes([body[0], body[1], body[2], body[3]]))
+                    .collect();
+                let expected: Vec<u32> = (0..2000)
+                    .filter(|seq| 7 + seq % 2 == group as u32)
+                    .collect();
+                assert_eq!(order, expected);
+            }
+        });
+    }
+
+    #[test]
+    fn a_hello_of_another_version_is_refused_with_a_clear_error() {
+        run(|| async {
+            let (addr, _server) = start_server(Rc::new(Echo::default()));
+            let mut stream = TcpStream::connect(addr.as_str()).await.expect("connect");
+            let mut pipelined = hello_frame(2, 0);
+            pipelined.extend_from_slice(&[0, 0, 0, 11, 0, 0, 0, 0, 0, 0, 0, 1, 4, 0, 0]);
+            stream.write_all(&pipelined).await.expect("hello");
+            let refusal = read_raw_frame(&mut stream).await.expect("refusal");
+            assert_eq!(
+                check_ack(&refusal),
+                Err(
+                    "refused by the peer: protocol version 2 is not supported; the server \
+                     speaks version 1"
+                        .to_owned()
+                )
+            );
+            let mut byte = [0u8; 1];
+            let read = within(5 * SECOND, stream.read(&mut byte)).await;
+            assert!(matches!(read, Some(Ok(0))), "{read:?}");
+
+            let mut stream = TcpStream::connect(addr.as_str()).await.expect("connect");
+            let mut frame = hello_frame(PROTOCOL_VERSION, 0);
+            frame[4..10].copy_from_slice(b"HTTP/1");
+            stream.write_all(&frame).await.expect("hello");
+            let refusal = read_raw_frame(&mut stream).await.expect("refusal");
+            assert_eq!(
+                check_ack(&refusal),
+                Err("refused by the peer: not a tallykv bus peer (bad magic)".to_owned())
+            );
+            assert_eq!(served_stats().failed_connects, 2);
+        });
+    }
+
+    #[test]
+    fn a_refused_handshake_fails_the_calls_and_backs_off() {
+        run(|| async {
+            let listener = listen("127.0.0.1:0");
+            let addr = listener.local_addr().expect("local addr").to_string();
+            let _server = glommio::spawn_local(async move {
+                let mut stream = listener.accept().await.expect("accept");
+                read_raw_frame(&mut stream).await.expect("hello");
+                let mut refusal = Vec::new();
+                encode_ack(&mut refusal, Some("protocol version 1 is not supported"));
+                stream.write_all(&refusal).await.expect("refusal");
+                glommio::timer::sleep(10 * SECOND).await;
+            });
+            let links = Links::new(None, 1, 0);
+            let first = links.call(&addr, 4, 0, request(0, b"x"), 5 * SECOND).await;
+            assert_eq!(
+                first,
+                Err(BusError::Handshake(format!(
+                    "{addr}: refused by the peer: protocol version 1 is not supported"
+                )))
+            );
+            let second = links.call(&addr, 4, 0, request(0, b"x"), 5 * SECOND).await;
+            match second {
+                Err(BusError::Unreachable(why)) => assert!(why.contains("next attempt"), "{why}"),
+                other => panic!("expected unreachable, got {other:?}"),
+            }
+        });
+    }
+
+    /// Answers `[tag]:payload` at once.
+    struct Tagged(u8);
+
+    impl Serve for Tagged {
+        fn request(
+            &self,
+            _kind: u8,
+            _group: u16,
+            payload: Bytes,
+        ) -> LocalBoxFuture<'static, Result<Vec<u8>, String>> {
+            let mut reply = vec![self.0, b':'];
+            reply.extend_from_slice(&payload);
+            Box::pin(std::future::ready(Ok(reply)))
+        }
+    }
+
+    /// Polls `stop` until it is set.
+    async fn stopped(stop: &AtomicBool) {
+        while !stop.load(Ordering::Relaxed) {
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[test]
+    fn a_connection_adopted_by_another_core_serves_everything_pipelined_behind_the_hello() {
+        let socket = listening_socket("127.0.0.1:0");
+        let addr = socket
+            .local_addr()
+            .expect("local addr")
+            .as_socket()
+            .expect("inet")
+            .to_string();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (adopt, adopted) = std::sync::mpsc::channel::<(Hello, OwnedFd)>();
+
+        let core0 = executor()
+            .spawn({
+                let stop = stop.clone();
+                move || async move {
+                    let route: Route = Rc::new(move |hello, socket| {
+                        adopt.send((hello, socket)).map_err(|unsent| unsent.0.1)
+                    });
+                    let serving = serve(listener_from(socket), 0, Rc::new(Tagged(b'0')), route);
+                    futures::future::select(pin!(serving), pin!(stopped(&stop))).await;
+                }
+            })
+            .expect("core 0");
+        let core1 = executor()
+            .spawn({
+                let stop = stop.clone();
+                move || async move {
+                    let handler: Rc<dyn Serve> = Rc::new(Tagged(b'1'));
+                    let mut connections = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        match adopted.try_recv() {
+                            Ok((hello, socket)) => {
+                                assert_eq!((hello.node, hello.core, hello.target_core), (2, 0, 1));
+                                connections.push(glommio::spawn_local(serve_adopted(
+                                    socket,
+                                    hello,
+                                    handler.clone(),
+                                )));
+                            }
+                            Err(_) => glommio::timer::sleep(Duration::from_millis(2)).await,
+                        }
+                    }
+                }
+            })
+            .expect("core 1");
+
+        run(|| async {
+            let links = Links::new(None, 2, 0);
+            links.set_target_core(1);
+            // Queued before the connection's task first runs: the hello and all twenty
+            // requests leave in one write and reach core 0 together.
+            let calls: Vec<_> = (0..20)
+                .map(|i| links.call(&addr, 1, 3, format!("req-{i}"), 10 * SECOND))
+                .collect();
+            for (i, reply) in join_all(calls).await.into_iter().enumerate() {
+                assert_eq!(reply, Ok(Bytes::from(format!("1:req-{i}"))));
+            }
+            let peer = peer_stats(&links, &addr);
+            assert_eq!(peer.stats.writes, 1);
+            assert_eq!(peer.stats.frames_received, 20);
+        });
+        stop.store(true, Ordering::Relaxed);
+        core0.join().expect("core 0 ran");
+        core1.join().expect("core 1 ran");
     }
 }
