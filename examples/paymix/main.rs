@@ -37,17 +37,20 @@
 //! encoded once; per authorization only keys and numbers are written, into reused buffers.
 //!
 //! --preload first writes every `card:{c<c>}` (SET) and `mprof:{m<m>}` (HSET), not timed, with
-//! deep pipelines, sending refused keys again (preload.rs); `--seconds 0` stops after it. A run
-//! counts the authorizations that started after --warmup and completed before the end. Prints
-//! one JSON line: `{"auths_per_s":..,"commands_per_s":..,"p50_ms":..,"p99_ms":..,"p999_ms":..,
-//! "auths":..,"pipelines_per_auth":..,"errors":..,"error_samples":[..],"wait_short":..,
-//! "misses":..,"conn_errors":..,"preload_s":..,"preload_retries":..,"preload_restarts":..,
-//! "preload_refusal":..}` (only the preload fields with `--seconds 0`). `errors` counts error
-//! replies, `SET NX` finding its id taken, unexpected replies and WAIT replies of `:0` (also
-//! counted alone in `wait_short`); `misses` counts a GET or HMGET that found no preloaded value;
-//! percentiles are `null` if no authorization counted; the preload fields are `null` without
-//! --preload (`preload_retries`: keys sent again after a refusal such as CLUSTERDOWN,
-//! `preload_restarts`: passes started over after a MOVED, `preload_refusal`: the first of those).
+//! deep pipelines, sending refused keys again (preload.rs); `--seconds 0` stops after it.
+//!
+//! A run counts the authorizations that started after --warmup and completed before the end.
+//! `errors` counts error replies, `SET NX` finding its id taken, unexpected replies and WAIT
+//! replies of `:0` (also counted alone in `wait_short`); an authorization with any of those is
+//! failed: counted in `failed_auths`, not in `auths`, `auths_per_s` nor the percentiles
+//! (`null` if no authorization counted). `misses` counts a GET or HMGET that found no preloaded
+//! value (not a failure). Prints one JSON line: `{"auths_per_s":..,"commands_per_s":..,
+//! "p50_ms":..,"p99_ms":..,"p999_ms":..,"auths":..,"failed_auths":..,"pipelines_per_auth":..,
+//! "errors":..,"error_samples":[..],"wait_short":..,"misses":..,"conn_errors":..,"preload_s":..,
+//! "preload_retries":..,"preload_restarts":..,"preload_refusal":..}` (only the preload fields
+//! with `--seconds 0`; `null` without --preload). `preload_retries`: keys sent again after a
+//! refusal such as CLUSTERDOWN; `preload_restarts`: passes started over after a MOVED;
+//! `preload_refusal`: the first of those.
 //!
 //!     cargo build --release --example paymix
 //!     target/release/examples/paymix --port 7000 --preload --seconds 0
@@ -370,11 +373,19 @@ impl Client {
                 conn.send().await?;
                 pipelines += 1;
             }
+            let errors_before = stats.errors;
             for conn in &mut self.conns {
                 conn.receive(stats).await?;
             }
             let done = Instant::now();
-            if start >= self.window.measure && done <= self.window.end {
+            if start < self.window.measure || done > self.window.end {
+                continue;
+            }
+            // A refused command fails the authorization: it does not count as one served,
+            // however fast the refusal came.
+            if stats.errors > errors_before {
+                stats.failed_auths += 1;
+            } else {
                 stats.auths += 1;
                 stats.pipelines += pipelines;
                 stats.latencies.push((done - start).as_nanos() as u64);

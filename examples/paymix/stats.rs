@@ -9,7 +9,10 @@ const MAX_SAMPLES: usize = 3;
 /// What one client counted; summed over all clients at the end.
 #[derive(Default)]
 pub struct Stats {
+    /// Authorizations in the measured window that got no error.
     pub auths: u64,
+    /// Authorizations in the measured window with an error reply or a short WAIT.
+    pub failed_auths: u64,
     /// Node pipelines of the counted authorizations.
     pub pipelines: u64,
     /// Authorization latencies in nanoseconds (only those inside the measured window).
@@ -35,6 +38,7 @@ impl Stats {
 
     pub fn add(&mut self, other: Stats) {
         self.auths += other.auths;
+        self.failed_auths += other.failed_auths;
         self.pipelines += other.pipelines;
         self.latencies.extend_from_slice(&other.latencies);
         self.errors += other.errors;
@@ -63,7 +67,7 @@ impl Stats {
         let samples: Vec<String> = self.samples.iter().map(|s| json_string(s)).collect();
         format!(
             "\"auths_per_s\":{:.1},\"commands_per_s\":{:.1},\"p50_ms\":{},\"p99_ms\":{},\
-             \"p999_ms\":{},\"auths\":{},\"pipelines_per_auth\":{:.2},\"errors\":{},\
+             \"p999_ms\":{},\"auths\":{},\"failed_auths\":{},\"pipelines_per_auth\":{:.2},\"errors\":{},\
              \"error_samples\":[{}],\"wait_short\":{},\"misses\":{},\"conn_errors\":{}",
             self.auths as f64 / seconds,
             (self.auths * COMMANDS_PER_AUTH) as f64 / seconds,
@@ -71,6 +75,7 @@ impl Stats {
             pct(990),
             pct(999),
             self.auths,
+            self.failed_auths,
             self.pipelines as f64 / self.auths.max(1) as f64,
             self.errors,
             samples.join(","),
