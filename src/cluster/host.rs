@@ -28,6 +28,7 @@ use super::node::{ClusterNode, group_name};
 use super::sm::GroupSm;
 use super::topology::Layout;
 use super::types::{ClientWriteResult, Data, GroupId, NodeId, NodeInfo, Raft, Reply};
+use crate::config::AppendFsync;
 use crate::engine::core::Core;
 use crate::engine::replicated::{self, Admit, Consensus, Refusal};
 use crate::engine::spec::Pid;
@@ -53,6 +54,8 @@ pub struct Host {
     changing: RefCell<BTreeSet<GroupId>>,
     /// Groups whose membership this node is changing now (as their leader).
     busy: RefCell<BTreeSet<GroupId>>,
+    /// When the log was last synced by the periodic (everysec) sync.
+    last_sync: Cell<Instant>,
     /// Per led group, where its active expiry continues.
     expire_cursors: RefCell<BTreeMap<GroupId, u64>>,
     me: Weak<Host>,
@@ -83,6 +86,7 @@ impl Host {
                 changing: RefCell::new(BTreeSet::new()),
                 busy: RefCell::new(BTreeSet::new()),
                 expire_cursors: RefCell::new(BTreeMap::new()),
+                last_sync: Cell::new(Instant::now()),
                 me: me.clone(),
             }
         })
@@ -348,6 +352,36 @@ impl Host {
         }
         replicated::expire_waiters(&core, &no_quorum);
         self.expire_led(&core);
+        let wal = self.pump.wal().stats();
+        core.shared
+            .memory
+            .set_raft_buffers(core.id, (wal.cache_bytes + wal.bytes_queued) as u64);
+        self.periodic_sync();
+    }
+
+    /// `appendfsync everysec`: what the log wrote in the last second reaches the disk.
+    /// (`always` syncs on every write; `no` leaves it to the OS, as Valkey.)
+    fn periodic_sync(&self) {
+        if self.storage_fsync() != AppendFsync::EverySec {
+            return;
+        }
+        let now = Instant::now();
+        if now.duration_since(self.last_sync.get()) < Duration::from_secs(1) {
+            return;
+        }
+        self.last_sync.set(now);
+        let pump = self.pump.clone();
+        glommio::spawn_local(async move {
+            if let Err(e) = pump.write_and_sync().await {
+                tracing::error!("Raft log: {e}");
+            }
+        })
+        .detach();
+    }
+
+    fn storage_fsync(&self) -> AppendFsync {
+        self.core()
+            .map_or(AppendFsync::EverySec, |c| c.shared.config.runtime.appendfsync())
     }
 
     fn timeout(&self) -> Duration {

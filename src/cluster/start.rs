@@ -435,7 +435,16 @@ async fn start_core(
     let storage = shared.storage().ok_or("storage is not open")?.clone();
     let boot = shared.cluster_boot.get().ok_or("cluster start not prepared")?;
     let dir = wal_root(storage.dir()).join(format!("core-{}", core.id));
-    let wal = Wal::open(&dir, WalOptions::default()).map_err(|e| e.to_string())?;
+    // The cache of recent entries serves the followers' replication (they lag by little):
+    // a few MiB per core; older entries are read back from the file.
+    let wal = Wal::open(
+        &dir,
+        WalOptions {
+            cache_bytes: 8 << 20,
+            ..WalOptions::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
     let rt = shared.config.runtime.clone();
     let pump = WalPump::new(
         wal,

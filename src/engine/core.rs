@@ -224,7 +224,12 @@ impl Core {
         for op in ops {
             let start = out.buf.len();
             let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                if op.flags & flags::DENYOOM != 0 && !self.make_room(&mut shard, now) {
+                // In a cluster only a group's leader evicts, through the group's log (see
+                // `cluster::evict`); the engine refused growth before evaluating.
+                if op.flags & flags::DENYOOM != 0
+                    && !self.shared.config.cluster.enabled
+                    && !self.make_room(&mut shard, now)
+                {
                     out.error(OOM);
                     return false;
                 }

@@ -35,6 +35,10 @@ pub struct Memory {
     /// Memory the storage engine holds (memtables, block cache): part of `used`, but not
     /// counted for eviction, as Valkey leaves out its AOF buffers (mem_not_counted_for_evict).
     not_counted: AtomicU64,
+    /// Per core, the Raft log buffers it holds (its write-ahead log's cache of recent entries
+    /// and what is queued for the next write): left out of the maxmemory comparison too, as
+    /// Valkey leaves out its replication buffers.
+    raft: Box<[AtomicU64]>,
 }
 
 impl Default for Memory {
@@ -68,6 +72,7 @@ impl Memory {
             peak: AtomicU64::new(0),
             startup: AtomicU64::new(0),
             not_counted: AtomicU64::new(0),
+            raft: (0..MAX_CORES).map(|_| AtomicU64::new(0)).collect(),
         };
         m.refresh();
         m
@@ -95,15 +100,20 @@ impl Memory {
 
     /// What maxmemory is compared with: `used` minus the storage engine's buffers.
     pub fn used_for_eviction(&self) -> u64 {
-        self.used().saturating_sub(self.not_counted.load(Relaxed))
+        self.used().saturating_sub(self.not_counted())
     }
 
     pub fn set_not_counted(&self, bytes: u64) {
         self.not_counted.store(bytes, Relaxed);
     }
 
+    /// Records how many bytes of Raft log buffers core `core` holds.
+    pub fn set_raft_buffers(&self, core: usize, bytes: u64) {
+        self.raft[core.min(MAX_CORES - 1)].store(bytes, Relaxed);
+    }
+
     pub fn not_counted(&self) -> u64 {
-        self.not_counted.load(Relaxed)
+        self.not_counted.load(Relaxed) + self.raft.iter().map(|r| r.load(Relaxed)).sum::<u64>()
     }
 
     /// Records the current figure as the startup baseline (call once, when ready to serve).
