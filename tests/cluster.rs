@@ -1198,3 +1198,80 @@ fn leaders_evict_through_the_log() {
     let deleted = router.query(&cmd(&["DEL", k]), slot, Duration::from_secs(10));
     assert_eq!(deleted, Value::Int(1));
 }
+
+/// No dirty read: a write its leader applied while evaluating it, but could not commit (both
+/// followers paused), is seen by no reader — not on that leader while the write is pending,
+/// not after the leader is killed — and once the followers resume and elect a new leader the
+/// write is gone: it was never acknowledged and never replicated.
+#[test]
+fn a_write_that_never_commits_is_never_read() {
+    let _serial = serial();
+    let mut c = start_fast();
+    let key = keys_per_group(&c, "dirty", 1)[0][0].clone();
+    let g = c.group_of_key(&key);
+    let slot = key_slot(key.as_bytes()) as usize;
+    let leader = c.leader_of_group(g);
+    let mut conn = c.conn(leader);
+    let ok: Value = cmd(&["SET", &key, "committed"]).query(&mut conn).expect("SET");
+    assert_eq!(ok, Value::Okay);
+    let followers: Vec<usize> = (0..c.len()).filter(|&i| i != leader).collect();
+    for &f in &followers {
+        c.stop(f);
+    }
+    // The write, on a connection of its own: its reply cannot come (no quorum).
+    let raw = TcpStream::connect(("127.0.0.1", c.port(leader))).expect("connect");
+    let mut writer = raw.try_clone().expect("clone");
+    let set = format!(
+        "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n$5\r\ndirty\r\n",
+        key.len()
+    );
+    writer.write_all(set.as_bytes()).expect("write the SET");
+    // Readers racing it on the leader: each answer is the committed value or a refusal,
+    // never the pending one.
+    let mut answers: Vec<String> = Vec::new();
+    for _ in 0..4 {
+        let stream = TcpStream::connect(("127.0.0.1", c.port(leader))).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut w = stream.try_clone().expect("clone");
+        let mut r = BufReader::new(stream);
+        let get = format!("*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n", key.len());
+        w.write_all(get.as_bytes()).expect("write GET");
+        let mut line = String::new();
+        let got = std::io::BufRead::read_line(&mut r, &mut line);
+        if got.is_ok() && line.starts_with('$') && !line.starts_with("$-1") {
+            let mut value = String::new();
+            let _ = std::io::BufRead::read_line(&mut r, &mut value);
+            answers.push(value.trim_end().to_string());
+        } else {
+            answers.push(line.trim_end().to_string());
+        }
+    }
+    assert!(
+        answers.iter().all(|a| a != "dirty"),
+        "a reader saw a write that never committed: {answers:?}"
+    );
+    drop(raw);
+    let led = c.led_by(leader);
+    c.kill9(leader);
+    for &f in &followers {
+        c.cont(f);
+    }
+    c.wait_leader_change(&led, leader, Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("no new leader for group {g}\n{}", c.logs(30)));
+    let mut router = Router::new(&c, Duration::from_secs(5));
+    let v = router.query(&cmd(&["GET", &key]), slot, Duration::from_secs(30));
+    assert_eq!(
+        text(&v).as_deref(),
+        Some("committed"),
+        "after the failover: {v:?}\n{}",
+        c.logs(20)
+    );
+    // The old leader comes back a follower: it drops the entry it alone had.
+    c.respawn(leader);
+    c.wait_ok();
+    let mut expected = BTreeMap::new();
+    expected.insert(key, Some("committed".to_string()));
+    replicas_converge(&c, &expected);
+}
