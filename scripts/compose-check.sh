@@ -71,11 +71,31 @@ diagnose() {
   done
 }
 
+# stop_writer: ends the background writer. Its container may not exist yet (compose run
+# takes seconds to create it, and a run that fails right after starting the writer gets
+# here first): removing it once and waiting let such a writer run its 100000 iterations
+# with the check waiting for it. So it is removed until the job ends, and the job's own
+# processes are stopped if that takes too long.
+stop_writer() {
+  local tries=0
+  while kill -0 "$writer_pid" 2>/dev/null && [ "$tries" -lt 30 ]; do
+    docker rm -fv "$writer" >/dev/null 2>&1 || true
+    sleep 1
+    tries=$((tries + 1))
+  done
+  if kill -0 "$writer_pid" 2>/dev/null; then
+    pkill -P "$writer_pid" 2>/dev/null || true
+    kill "$writer_pid" 2>/dev/null || true
+  fi
+  wait "$writer_pid" 2>/dev/null || true
+  docker rm -fv "$writer" >/dev/null 2>&1 || true
+  writer_pid=
+}
+
 cleanup() {
   local rc=$?
   if [ -n "$writer_pid" ]; then
-    docker rm -fv "$writer" >/dev/null 2>&1 || true
-    wait "$writer_pid" 2>/dev/null || true
+    stop_writer
   fi
   if [ "$rc" -ne 0 ]; then
     diagnose
@@ -170,9 +190,7 @@ dc kill -s SIGKILL tallykv2 >/dev/null 2>&1 || fail "kill tallykv2"
 before=$(acks)
 echo "compose-check: killed tallykv2 after $before acknowledged writes"
 wait_acks $((before + want)) "after killing tallykv2"
-docker rm -fv "$writer" >/dev/null 2>&1 || true
-wait "$writer_pid" 2>/dev/null || true
-writer_pid=
+stop_writer
 echo "compose-check: $(acks) acknowledged writes, $(($(acks) - before)) of them with tallykv2 down;" \
   "$(nacks) failed"
 
