@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Failover time (issue 4): kill -9 the leader of one slot group under write load, time until writes succeed.
+"""Failover time (issue 4): kill -9 (or pause) the leader of one slot group under write load, time until writes succeed.
 
 Per configuration (--systems; tallykv with each --tallykv-timeouts value of `--cluster-node-timeout`,
 optionally redis with --redis-timeout) it starts one cluster on loopback, the same way as
@@ -16,24 +16,33 @@ trials of:
    moves on to the next node of the cluster after 1 ms;
 3. after >= 1 s of successful writes, SIGKILL the node that leads that slot range (the primary of the
    key's slot in CLUSTER SLOTS, confirmed on tallykv by its `INFO cluster` line `groupN:...role=leader`);
+   with --fault stop, SIGSTOP it instead: its sockets stay open and nothing answers, as for a leader
+   cut off by a partition or a stalled VM, so the writer learns of it only by its 2 s reply timeout;
 4. failover time = reply time of the first acknowledged INCR sent (last attempt) after the killed
-   process was reaped, minus the kill time (monotonic clock, taken just before the signal; counting
-   only requests sent after the reap excludes one the dying process could still answer). The writer also checks that every acknowledged
+   process was reaped (or the pause), minus the kill time (monotonic clock, taken just before the
+   signal; counting only requests sent after the reap excludes one the dying process could still
+   answer). The writer also checks that every acknowledged
    INCR returned more than the one before it: a value that does not is an acknowledged write lost in
    the failover (reported, not expected from tallykv's majority commit; Redis replicates
    asynchronously, so it can lose some);
-5. restart the killed node on its dir (it rejoins: tallykv as a follower, redis as a replica).
+5. restart the killed node on its dir, or SIGCONT the paused one (it rejoins: tallykv as a follower,
+   redis as a replica).
+
+The integration tests (tests/cluster.rs, tests/partition.rs) check what happens in these faults,
+never how fast: the times belong here.
 
 Reports min / p50 / p90 / max over the trials and the count of lost acknowledged increments.
 
 Run from the repository root after `cargo build --release`:
 
     python3 benches/failover.py [--trials 20] [--tallykv-timeouts 1000,500] [--systems tallykv,redis]
+                                [--fault kill|stop]
 """
 
 import argparse
 import os
 import shutil
+import signal
 import statistics
 import sys
 import threading
@@ -195,7 +204,12 @@ def run_config(args, label, make, node_timeout):
                     raise RuntimeError(f"writer got {w.count()} acks in 30 s before the kill; errors {w.errors}")
                 time.sleep(0.05)
             before = w.count()
-            t_kill, t_dead = leader.kill()
+            if args.fault == "stop":
+                t_kill = time.monotonic()
+                os.killpg(leader.proc.pid, signal.SIGSTOP)
+                t_dead = t_kill  # nothing sent from now on can be answered by it
+            else:
+                t_kill, t_dead = leader.kill()
             t_ack = t_elected = None
             deadline = t_kill + args.max_failover
             while t_ack is None and time.monotonic() < deadline:
@@ -212,9 +226,10 @@ def run_config(args, label, make, node_timeout):
             if w.regressions:
                 notes.append(f"trial {trial}: acknowledged values went back {w.regressions[:3]}")
             errs = ", ".join(f"{k} {v}" for k, v in sorted(w.errors.items()))
+            verb = "paused" if args.fault == "stop" else "killed"
             if t_ack is None:
                 notes.append(f"trial {trial}: no acknowledged write within {args.max_failover}s ({errs})")
-                print(f"  trial {trial + 1:2}: killed {leader.port}, NO write in {args.max_failover}s; {errs}",
+                print(f"  trial {trial + 1:2}: {verb} {leader.port}, NO write in {args.max_failover}s; {errs}",
                       flush=True)
             else:
                 times.append(t_ack - t_kill)
@@ -222,9 +237,13 @@ def run_config(args, label, make, node_timeout):
                 if t_elected is not None:
                     elected.append(t_elected - t_kill)
                     seen = f" (new leader in INFO by {1000 * (t_elected - t_kill):.0f} ms)"
-                print(f"  trial {trial + 1:2}: killed {leader.port} after {before} acks: "
+                print(f"  trial {trial + 1:2}: {verb} {leader.port} after {before} acks: "
                       f"{1000 * (t_ack - t_kill):7.1f} ms{seen}; errors: {errs or 'none'}", flush=True)
-            leader.start()
+            if args.fault == "stop":
+                os.killpg(leader.proc.pid, signal.SIGCONT)
+                leader.started = time.monotonic()  # it holds its elections a while, as after a restart
+            else:
+                leader.start()
             restarted = leader
     except Exception as e:  # noqa: BLE001 - report what was measured so far
         notes.append(f"stopped: {type(e).__name__}: {e}")
@@ -252,6 +271,8 @@ def main():
     ap.add_argument("--threads", type=int, default=1, help="tallykv --threads per node (default 1)")
     ap.add_argument("--fsync", default="everysec", help="appendfsync of both (default everysec)")
     ap.add_argument("--max-failover", type=float, default=60, help="seconds to wait for a write after the kill")
+    ap.add_argument("--fault", choices=["kill", "stop"], default="kill",
+                    help="kill: SIGKILL the leader and restart it; stop: SIGSTOP it and SIGCONT it after (default kill)")
     args = ap.parse_args()
     systems = [s for s in args.systems.split(",") if s]
     if "tallykv" in systems and not os.path.exists(args.bin):
@@ -264,11 +285,11 @@ def main():
     configs = []
     if "tallykv" in systems:
         for t in args.tallykv_timeouts:
-            configs.append((f"tallykv 3 nodes, cluster-node-timeout {t}", t,
+            configs.append((f"tallykv 3 nodes, cluster-node-timeout {t}, {args.fault}", t,
                             lambda t=t: cl.TallyCluster(args.bin, args.fsync, args.threads, log_dir, node_timeout=t)))
     if "redis" in systems:
         t = args.redis_timeout
-        configs.append((f"redis {cl.redis_version()} 3+3, cluster-node-timeout {t}", t,
+        configs.append((f"redis {cl.redis_version()} 3+3, cluster-node-timeout {t}, {args.fault}", t,
                         lambda: cl.RedisCluster(args.fsync, log_dir, node_timeout=t)))
     t_start = time.monotonic()
     results = []

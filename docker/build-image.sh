@@ -9,17 +9,18 @@
 # Environment:
 #   TALLYKV_IMAGE  image tag to build (default tallykv:local)
 #   TALLYKV_BIN    server binary to package as is; when unset, `cargo build --release` runs
-#                  first (a no-op when up to date) and target/release/tallykv-server is used,
-#                  so the image never carries a stale build
+#                  first (a no-op when up to date) and its tallykv-server (under
+#                  $CARGO_TARGET_DIR, default target/) is used, so the image never carries a
+#                  stale build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 image=${TALLYKV_IMAGE:-tallykv:local}
-uid=10001 # the unprivileged user the server runs as; owns /data
+uid=10001 # the unprivileged user the server runs as; owns /data (its group may write it too)
 
 if [ -z "${TALLYKV_BIN:-}" ]; then
   cargo build --release --bin tallykv-server
-  bin=target/release/tallykv-server
+  bin=${CARGO_TARGET_DIR:-target}/release/tallykv-server
 else
   bin=$TALLYKV_BIN
 fi
@@ -91,7 +92,8 @@ chmod 0644 "$root/etc/passwd" "$root/etc/group" "$root/etc/nsswitch.conf"
 echo "$libs" | xargs -n1 dirname | sort -u >"$root/etc/ld.so.conf"
 ldconfig -r "$root" -X
 mkdir -m 1777 "$root/tmp"
-mkdir -m 0755 "$root/data"
+# Group-writable: docker-compose.yml runs each node as a uid of its own in group 10001.
+mkdir -m 0770 "$root/data"
 
 # One reproducible tar: sorted, epoch mtimes, numeric owners; root owns everything but /data.
 tar -C "$root" --sort=name --mtime=@0 --numeric-owner --owner=0 --group=0 \

@@ -6,11 +6,16 @@
 # Always ends with `compose down -v`.
 #
 # Usage: scripts/compose-check.sh
-# Environment: CHECK_TIMEOUT  seconds allowed from `up` to the end (default 120; the image
-#                             build, which may compile the release binary, is not counted)
+# Environment: CHECK_TIMEOUT  seconds allowed from `up` to the end (default 300, generous: a
+#                             run took 110 s on a busy 2-core machine; the image build, which
+#                             may compile the release binary, is not counted)
 #              CHECK_WRITES   acknowledged writes wanted before the kill, and again after it
 #                             (default 200)
+#              CHECK_PROJECT  compose project name (default tallykv-check)
+#              TALLYKV_IMAGE  image tag to build and run (default tallykv:local)
 # Exits 0 without doing anything when no Docker engine answers (CI runs it only where one is).
+# On a failure it prints what it knows: each node's state, restarts, health checks and the
+# last lines of its log (all of it in a file it names).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,30 +32,73 @@ else
   exit 1
 fi
 
-timeout_s=${CHECK_TIMEOUT:-120}
+timeout_s=${CHECK_TIMEOUT:-300}
 want=${CHECK_WRITES:-200}
-project=tallykv-check
+project=${CHECK_PROJECT:-tallykv-check}
+export TALLYKV_IMAGE=${TALLYKV_IMAGE:-tallykv:local}
 dc() { "${compose[@]}" -p "$project" -f docker-compose.yml "$@"; }
 work=$(mktemp -d)
 writer=$project-writer
 writer_pid=
 
+# diagnose: what a failed run leaves to go on, on stderr: the containers (compose ps), each
+# node's state, exit code, restarts and last health checks, and the last lines of each
+# node's log; the full logs go to a file that outlives the run (they go with `down`).
+diagnose() {
+  {
+    echo "compose-check: the containers:"
+    dc ps 2>&1 || true
+    local n id
+    for n in 1 2 3; do
+      id=$(dc ps -q "tallykv$n" 2>/dev/null) || id=
+      if [ -z "$id" ]; then
+        echo "tallykv$n: no container"
+        continue
+      fi
+      docker inspect -f "tallykv$n: {{.State.Status}}, exit code {{.State.ExitCode}}, \
+{{.RestartCount}} restarts, started {{.State.StartedAt}}{{if .State.Health}}, health \
+{{.State.Health.Status}}, failing streak {{.State.Health.FailingStreak}}{{range .State.Health.Log}}
+  health check at {{.Start}}: exit {{.ExitCode}} {{printf \"%q\" .Output}}{{end}}{{end}}" "$id" \
+        2>&1 || true
+    done
+  } >&2
+  local logs
+  logs=$(mktemp "${TMPDIR:-/tmp}/tallykv-compose-check.XXXXXX.log")
+  dc logs --no-color --timestamps >"$logs" 2>&1 || true
+  echo "compose-check: the nodes' logs are in $logs; the last lines of each:" >&2
+  for n in 1 2 3; do
+    grep "^tallykv${n}[-_]" "$logs" | tail -n 15 >&2
+  done
+}
+
+# stop_writer: ends the background writer. Its container may not exist yet (compose run
+# takes seconds to create it, and a run that fails right after starting the writer gets
+# here first): removing it once and waiting let such a writer run its 100000 iterations
+# with the check waiting for it. So it is removed until the job ends, and the job's own
+# processes are stopped if that takes too long.
+stop_writer() {
+  local tries=0
+  while kill -0 "$writer_pid" 2>/dev/null && [ "$tries" -lt 30 ]; do
+    docker rm -fv "$writer" >/dev/null 2>&1 || true
+    sleep 1
+    tries=$((tries + 1))
+  done
+  if kill -0 "$writer_pid" 2>/dev/null; then
+    pkill -P "$writer_pid" 2>/dev/null || true
+    kill "$writer_pid" 2>/dev/null || true
+  fi
+  wait "$writer_pid" 2>/dev/null || true
+  docker rm -fv "$writer" >/dev/null 2>&1 || true
+  writer_pid=
+}
+
 cleanup() {
   local rc=$?
   if [ -n "$writer_pid" ]; then
-    docker rm -fv "$writer" >/dev/null 2>&1 || true
-    wait "$writer_pid" 2>/dev/null || true
+    stop_writer
   fi
   if [ "$rc" -ne 0 ]; then
-    # The nodes' full logs outlive the run (they go with `down`); the last lines go to stderr.
-    local logs
-    logs=$(mktemp "${TMPDIR:-/tmp}/tallykv-compose-check.XXXXXX.log")
-    dc logs --no-color >"$logs" 2>&1 || true
-    echo "compose-check: the nodes' logs are in $logs; the last lines of each:" >&2
-    local n
-    for n in 1 2 3; do
-      grep "^tallykv${n}[-_]" "$logs" | tail -n 15 >&2
-    done
+    diagnose
   fi
   dc down -v --remove-orphans >/dev/null 2>&1 || true
   rm -rf "$work"
@@ -64,14 +112,14 @@ fail() {
   exit 1
 }
 
-TALLYKV_IMAGE=tallykv:local docker/build-image.sh
+docker/build-image.sh
 
 # Unlimited locked memory where the engine can grant it, else the most it can (see the
 # ulimits in docker-compose.yml); an explicit TALLYKV_MEMLOCK wins.
 if [ -z "${TALLYKV_MEMLOCK:-}" ] &&
-  ! docker run --rm --ulimit memlock=-1:-1 --entrypoint /bin/sh tallykv:local -c : \
+  ! docker run --rm --ulimit memlock=-1:-1 --entrypoint /bin/sh "$TALLYKV_IMAGE" -c : \
     >/dev/null 2>&1; then
-  kib=$(docker run --rm --entrypoint /bin/sh tallykv:local -c 'ulimit -H -l')
+  kib=$(docker run --rm --entrypoint /bin/sh "$TALLYKV_IMAGE" -c 'ulimit -H -l')
   if ! [[ $kib =~ ^[0-9]+$ ]] || [ "$kib" -lt 512 ]; then
     fail "the engine grants neither unlimited nor 512 KiB of locked memory (got '$kib')"
   fi
@@ -101,13 +149,23 @@ wait_healthy() {
   local node
   for node in "$@"; do
     until [ "$(health "$node")" = healthy ]; do
-      past_deadline && fail "$node not healthy after ${timeout_s}s"
+      past_deadline && fail "$node not healthy after ${timeout_s}s (health: $(health "$node"))"
       sleep 1
     done
   done
 }
+# restarts: each node's restart count (a start stuck long enough is restarted: see
+# docker-compose.yml), for the record.
+restarts() {
+  local n id out=
+  for n in 1 2 3; do
+    id=$(dc ps -q "tallykv$n")
+    out="$out tallykv$n $(docker inspect -f '{{.RestartCount}}' "$id" 2>/dev/null || echo '?'),"
+  done
+  echo "restarts:${out%,}"
+}
 wait_healthy tallykv1 tallykv2 tallykv3
-echo "compose-check: 3 nodes healthy after $((SECONDS - start))s"
+echo "compose-check: 3 nodes healthy after $((SECONDS - start))s ($(restarts))"
 
 # The writer logs one line per write to acks.log on this side: "set k:<i> <i>" and
 # "incr c:<j> <reply>" for acknowledged writes, "nack ..." for the others. Only whole,
@@ -132,9 +190,7 @@ dc kill -s SIGKILL tallykv2 >/dev/null 2>&1 || fail "kill tallykv2"
 before=$(acks)
 echo "compose-check: killed tallykv2 after $before acknowledged writes"
 wait_acks $((before + want)) "after killing tallykv2"
-docker rm -fv "$writer" >/dev/null 2>&1 || true
-wait "$writer_pid" 2>/dev/null || true
-writer_pid=
+stop_writer
 echo "compose-check: $(acks) acknowledged writes, $(($(acks) - before)) of them with tallykv2 down;" \
   "$(nacks) failed"
 
@@ -207,4 +263,4 @@ verify_until "tallykv2 down"
 dc start tallykv2 >/dev/null 2>&1 || fail "restart tallykv2"
 wait_healthy tallykv2
 verify_until "tallykv2 restarted"
-echo "compose-check: OK in $((SECONDS - start))s"
+echo "compose-check: OK in $((SECONDS - start))s ($(restarts))"

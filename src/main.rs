@@ -1,5 +1,7 @@
 //! tallykv-server: parse the configuration, set up logging, run the server.
 
+use std::time::{Duration, Instant};
+
 use tikv_jemallocator::Jemalloc;
 
 // jemalloc gives INFO used_memory and maxmemory exact allocation figures.
@@ -39,11 +41,84 @@ fn main() {
     std::panic::set_hook(Box::new(|info| {
         tracing::error!("panic: {info}");
     }));
+    watch_start(config.port);
     if let Err(e) = tallykv::server::run(config) {
         tracing::error!("{e}");
         eprintln!("{e}");
         std::process::exit(1);
     }
+}
+
+/// How long a start may take until the client port listens. The cores listen before the
+/// data is loaded (clients get -LOADING meanwhile), so a healthy start listens within a
+/// second or two even on a busy machine; this is many times that.
+const START_LIMIT: Duration = Duration::from_secs(30);
+
+/// Exits (status 1, saying why) if nothing listens on the client `port` within
+/// [`START_LIMIT`], so that a supervisor (compose's restart policy, systemd) starts the
+/// server again instead of leaving it up and deaf.
+///
+/// The case it catches: glommio cannot create one of the executors (io_uring refused, e.g.
+/// locked memory used up: RLIMIT_MEMLOCK is counted per uid, so containers running as the
+/// same uid share it). That executor's thread ends with the error, the others wait for it
+/// in the core mesh's join forever, and the error would only be reported once all of them
+/// had ended. Port 0 (chosen later) is not watched, nor is a system without /proc/net/tcp.
+fn watch_start(port: u16) {
+    if port == 0 {
+        return;
+    }
+    let watch = move || {
+        let started = Instant::now();
+        loop {
+            match listening(port) {
+                None | Some(true) => return,
+                Some(false) if started.elapsed() < START_LIMIT => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+                Some(false) => {
+                    let e = format!(
+                        "start-up stuck: nothing listens on port {port} {} s after start; most \
+                         likely a core's executor could not start (io_uring refused: locked \
+                         memory used up? RLIMIT_MEMLOCK is shared by every process of this uid) \
+                         and the other cores wait for it; exiting",
+                        START_LIMIT.as_secs()
+                    );
+                    tracing::error!("{e}");
+                    eprintln!("{e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+    };
+    // Without the thread the server starts unwatched, as it would anyway.
+    let _ = std::thread::Builder::new()
+        .name("tallykv-start".into())
+        .spawn(watch);
+}
+
+/// Whether a socket of this network namespace listens on TCP `port` (state 0A in
+/// /proc/net/tcp or tcp6); None if neither table can be read. Read rather than connected
+/// to, so the check is no client of the server.
+fn listening(port: u16) -> Option<bool> {
+    let local_port = format!(":{port:04X}");
+    let mut readable = false;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        readable = true;
+        // "sl local_address rem_address st ...", addresses as HEXIP:HEXPORT.
+        let listens = text.lines().skip(1).any(|line| {
+            let mut fields = line.split_whitespace();
+            let local = fields.nth(1);
+            let state = fields.nth(1);
+            local.is_some_and(|a| a.ends_with(&local_port)) && state == Some("0A")
+        });
+        if listens {
+            return Some(true);
+        }
+    }
+    readable.then_some(false)
 }
 
 fn init_logging(config: &tallykv::config::Config) {

@@ -8,8 +8,12 @@
 //! sent) must not, and one whose outcome is unknown (UNCERTAIN, a broken connection, no reply
 //! in time) may or may not be.
 //!
-//! The tests take a file-wide lock and run one at a time: each starts three nodes, and the
-//! failover bounds would mean little with two clusters fighting over two shared cores.
+//! The tests take a file-wide lock and run one at a time: each starts three nodes, and two
+//! clusters fighting over two shared cores would mostly test the scheduler.
+//!
+//! Nothing here asserts how fast a failover was: the tests wait for conditions (new leaders
+//! named, every group acknowledging writes again) with generous deadlines and print the
+//! times for the record. Failover times are measured by `benches/failover.py`.
 
 mod common;
 
@@ -24,9 +28,9 @@ use std::time::{Duration, Instant};
 use common::cluster::{Cluster, Outcome, Router};
 use common::load::{
     IncrLoad, Tally, check_counter, check_counters, cmd, keys_per_group, probe_until_redirected,
-    read_incr_reply, record_raw, replicas_converge, set_until_acked, text,
+    read_incr_reply, record_raw, replicas_converge, replies_summary, set_until_acked, text,
 };
-use common::{error_text, wait_until};
+use common::{DEADLINE, error_text, ttl_after, wait_until};
 use redis::Value;
 use tallykv::cluster::key_slot;
 
@@ -40,25 +44,13 @@ fn serial() -> MutexGuard<'static, ()> {
 /// between this and 1.25× this without hearing from its leader.
 const NODE_TIMEOUT_MS: u64 = 500;
 
-/// Three nodes electing within [`NODE_TIMEOUT_MS`].
+/// Three nodes with a short node timeout ([`NODE_TIMEOUT_MS`]).
 fn start_fast() -> Cluster {
     Cluster::start(3, &["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
 }
 
-/// The longest a group of the fault tests may go without acknowledging a write after its
-/// leader is killed, measured by the clients (from the kill to the first acknowledged write
-/// that was sent after it).
-///
-/// A follower stands once its leader has been silent for the node timeout (when the other
-/// follower's leader lease has run out too) plus a random quarter of it, so one round
-/// normally elects. Hence 2 × the node timeout: a second round after a split vote (both
-/// followers standing at once) fits. The slack covers a heartbeat interval, the client
-/// finding the new leader (connection refused, next node, MOVED), and scheduling on two
-/// shared cores running debug builds of three servers and the clients.
-const UNAVAILABILITY_BOUND_MS: u64 = 2 * NODE_TIMEOUT_MS + FAILOVER_SLACK_MS;
-const FAILOVER_SLACK_MS: u64 = 2500;
-
-/// Reply timeout of the load's clients: a paused node is given up on after this.
+/// Reply timeout of the load's clients: a paused node is given up on after this (only how
+/// soon the load moves on depends on it, never an outcome).
 const CLIENT_TIMEOUT: Duration = Duration::from_millis(1500);
 
 fn int(v: &Value) -> i64 {
@@ -206,7 +198,7 @@ fn protocol_through_cluster_clients() {
         let set: i64 = cmd(&["EXPIRE", k, "100"]).query(&mut cc).expect("EXPIRE");
         assert_eq!(set, 1);
         let ttl: i64 = cmd(&["TTL", k]).query(&mut cc).expect("TTL");
-        assert!((90..=100).contains(&ttl), "TTL {k} = {ttl}");
+        assert!(ttl_after(100).contains(&ttl), "TTL {k} = {ttl}");
     }
     let ttl: i64 = cmd(&["TTL", &keys[100]]).query(&mut cc).expect("TTL");
     assert_eq!(ttl, -1);
@@ -441,8 +433,8 @@ fn redis_cli_follows_redirects(c: &Cluster) {
 // ---------------------------------------------------------------------------------------
 
 /// Kill -9 the leader of some groups in the middle of an INCR load, keep the load going,
-/// restart the node: no acknowledged increment is lost, none refused is applied, and every
-/// group the node led is writable again within [`UNAVAILABILITY_BOUND_MS`].
+/// restart the node: every group the node led elects a new leader and acknowledges writes
+/// again, no acknowledged increment is lost, none refused is applied.
 #[test]
 fn kill9_leader_keeps_acknowledged_increments() {
     let _serial = serial();
@@ -459,13 +451,13 @@ fn kill9_leader_keeps_acknowledged_increments() {
     c.kill9(victim);
     load.mark_fault();
     let elected = c
-        .wait_leader_change(&led, victim, Duration::from_secs(20))
+        .wait_leader_change(&led, victim, DEADLINE)
         .unwrap_or_else(|| panic!("no new leaders for groups {led:?}\n{}", c.logs(30)));
-    let unavailable = load.wait_recovered(&c, Duration::from_secs(20));
+    let unavailable = load.wait_recovered(&c, DEADLINE);
     eprintln!(
         "killed node {victim} (leading groups {led:?}): new leaders known everywhere after \
          {elected:?}; per group ms from the kill to the first acknowledged write: \
-         {unavailable:?} (bound {UNAVAILABILITY_BOUND_MS})"
+         {unavailable:?}"
     );
     load.wait_progress(&c, 30, Duration::from_secs(20));
 
@@ -474,19 +466,13 @@ fn kill9_leader_keeps_acknowledged_increments() {
     let (counters, tallies) = load.finish();
     c.wait_ok();
     check_counters(&c, &counters, &tallies);
-    for (g, ms) in unavailable.iter().enumerate() {
-        assert!(
-            *ms <= UNAVAILABILITY_BOUND_MS,
-            "group {g} took {ms} ms to acknowledge a write after its leader was killed \
-             (bound {UNAVAILABILITY_BOUND_MS} ms)"
-        );
-    }
 }
 
-/// Pause a leader (SIGSTOP) past the election timeout while the load runs, and resume it:
-/// the counters' invariants hold, and the resumed node acknowledges nothing from its stale
-/// state: INCRs queued on its connection while it was paused and sent right after it
-/// resumed are refused, unknown, or get values consistent with the new leader's history.
+/// Pause a leader (SIGSTOP) until the other nodes have elected new leaders for its groups
+/// (so past its election timeout) while the load runs, and resume it: the counters'
+/// invariants hold, and the resumed node acknowledges nothing from its stale state: INCRs
+/// queued on its connection while it was paused and sent right after it resumed are
+/// refused, unknown, or get values consistent with the new leader's history.
 #[test]
 fn paused_leader_acknowledges_nothing_stale() {
     let _serial = serial();
@@ -498,9 +484,7 @@ fn paused_leader_acknowledges_nothing_stale() {
 
     // A raw connection to the leader, used before, during and after the pause.
     let stream = TcpStream::connect(("127.0.0.1", c.port(victim))).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(15)))
-        .expect("timeout");
+    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
     let mut old_writer = stream.try_clone().expect("clone stream");
     let mut old = BufReader::new(stream);
     let incr = format!("*2\r\n$4\r\nINCR\r\n${}\r\n{probe}\r\n", probe.len());
@@ -518,7 +502,6 @@ fn paused_leader_acknowledges_nothing_stale() {
     load.wait_progress(&c, 30, Duration::from_secs(20));
     let led = c.led_by(victim);
     c.stop(victim);
-    let paused = Instant::now();
     load.mark_fault();
     // Queued in the paused node's socket: it reads them the moment it resumes, before it
     // can have heard of the new leader.
@@ -527,19 +510,17 @@ fn paused_leader_acknowledges_nothing_stale() {
         .write_all(incr.repeat(QUEUED).as_bytes())
         .expect("write");
     let elected = c
-        .wait_leader_change(&led, victim, Duration::from_secs(20))
+        .wait_leader_change(&led, victim, DEADLINE)
         .unwrap_or_else(|| panic!("no new leaders for groups {led:?}\n{}", c.logs(30)));
-    let unavailable = load.wait_recovered(&c, Duration::from_secs(30));
+    let unavailable = load.wait_recovered(&c, DEADLINE);
     eprintln!(
         "paused node {victim} (leading groups {led:?}): new leaders known everywhere after \
          {elected:?}; per group ms from the pause to the first acknowledged write: \
          {unavailable:?} (clients wait up to {CLIENT_TIMEOUT:?} on the paused node before \
          trying another, so they add to that)"
     );
-    assert!(
-        elected <= Duration::from_millis(UNAVAILABILITY_BOUND_MS),
-        "electing new leaders took {elected:?} (bound {UNAVAILABILITY_BOUND_MS} ms)"
-    );
+    // A new leader for the paused node's groups means its followers stopped hearing from it
+    // for an election timeout: the pause lasted past it.
     let new_leader = c.leader_of_group(0);
     assert_ne!(
         new_leader, victim,
@@ -560,11 +541,6 @@ fn paused_leader_acknowledges_nothing_stale() {
     }
     let newest = *before_resume.iter().max().expect("values");
 
-    let pause = paused.elapsed();
-    assert!(
-        pause > Duration::from_millis(2 * NODE_TIMEOUT_MS),
-        "paused for {pause:?} only, not past the election timeout"
-    );
     c.cont(victim);
     let mut queued_replies = Vec::new();
     for _ in 0..QUEUED {
@@ -583,7 +559,8 @@ fn paused_leader_acknowledges_nothing_stale() {
     );
     eprintln!(
         "probe on the resumed node's connection: queued while paused {queued_replies:?}, sent \
-         after resuming {after_resume:?}"
+         after resuming: {}",
+        replies_summary(&after_resume)
     );
 
     load.wait_progress(&c, 30, Duration::from_secs(20));

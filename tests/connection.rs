@@ -560,16 +560,13 @@ fn client_list_format_and_filters() {
 
     // A closed connection leaves the list.
     drop(other);
-    assert!(common::wait_until(
-        std::time::Duration::from_secs(5),
-        || {
-            run::<String>(&mut c, &["CLIENT", "LIST"])
-                .unwrap()
-                .lines()
-                .count()
-                == 1
-        }
-    ));
+    assert!(common::wait_until(common::DEADLINE, || {
+        run::<String>(&mut c, &["CLIENT", "LIST"])
+            .unwrap()
+            .lines()
+            .count()
+            == 1
+    }));
 }
 
 #[test]

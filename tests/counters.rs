@@ -5,8 +5,9 @@
 mod common;
 
 use std::io::{Read, Write};
+use std::ops::RangeInclusive;
 
-use common::{Server, err, int, now_ms, ok, run};
+use common::{Server, err, int, now_ms, ok, pttl_after, run, ttl_after};
 use redis::Value;
 
 const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
@@ -60,9 +61,9 @@ fn pair(a: &str, b: &str) -> (String, String) {
     (a.to_string(), b.to_string())
 }
 
-fn ttl_in(c: &mut redis::Connection, key: &str, lo: i64, hi: i64) {
+fn ttl_in(c: &mut redis::Connection, key: &str, want: RangeInclusive<i64>) {
     let t = int(c, &["TTL", key]);
-    assert!((lo..=hi).contains(&t), "TTL {key} = {t}, want {lo}..={hi}");
+    assert!(want.contains(&t), "TTL {key} = {t}, want {want:?}");
 }
 
 /// Sends `req` (raw RESP) followed by a PING and returns everything answered before PONG.
@@ -233,28 +234,27 @@ fn counters_and_ttl() {
     let mut c = s.conn();
     ok(&mut c, &["SET", "n", "10", "EX", "100"]);
     assert_eq!(int(&mut c, &["INCR", "n"]), 11);
-    ttl_in(&mut c, "n", 99, 100);
+    ttl_in(&mut c, "n", ttl_after(100));
     assert_eq!(int(&mut c, &["DECRBY", "n", "5"]), 6);
-    ttl_in(&mut c, "n", 99, 100);
+    ttl_in(&mut c, "n", ttl_after(100));
     assert_eq!(bulk(&mut c, &["INCRBYFLOAT", "n", "0.5"]), "6.5");
-    ttl_in(&mut c, "n", 99, 100);
+    ttl_in(&mut c, "n", ttl_after(100));
     // A failed increment leaves value and TTL alone.
     assert_eq!(err(&mut c, &["INCR", "n"]), NOT_INTEGER);
-    ttl_in(&mut c, "n", 99, 100);
+    ttl_in(&mut c, "n", ttl_after(100));
     // SET without KEEPTTL clears it; with KEEPTTL it stays.
     ok(&mut c, &["SET", "n", "1", "EX", "100"]);
     ok(&mut c, &["SET", "n", "2", "KEEPTTL"]);
     assert_eq!(int(&mut c, &["INCR", "n"]), 3);
-    ttl_in(&mut c, "n", 99, 100);
+    ttl_in(&mut c, "n", ttl_after(100));
     ok(&mut c, &["SET", "n", "2"]);
     assert_eq!(int(&mut c, &["INCR", "n"]), 3);
     assert_eq!(int(&mut c, &["TTL", "n"]), -1);
     // An expired counter starts again from zero.
     ok(&mut c, &["SET", "e", "41", "PX", "30"]);
-    assert!(common::wait_until(
-        std::time::Duration::from_secs(5),
-        || { run::<i64>(&mut c, &["EXISTS", "e"]).unwrap() == 0 }
-    ));
+    assert!(common::wait_until(common::DEADLINE, || {
+        run::<i64>(&mut c, &["EXISTS", "e"]).unwrap() == 0
+    }));
     assert_eq!(int(&mut c, &["INCR", "e"]), 1);
     assert_eq!(int(&mut c, &["TTL", "e"]), -1);
 }
@@ -539,7 +539,7 @@ fn increx_nx_xx() {
         increx(&mut c, &["t2", "NX", "EX", "100", "BYINT", "3"]),
         (3, 3)
     );
-    ttl_in(&mut c, "t2", 99, 100);
+    ttl_in(&mut c, "t2", ttl_after(100));
     assert_eq!(err(&mut c, &["INCREX", "foo", "NX", "XX"]), SYNTAX);
     assert_eq!(err(&mut c, &["INCREX", "foo", "XX", "NX"]), SYNTAX);
     assert_eq!(err(&mut c, &["INCREX", "foo", "NX", "NX"]), SYNTAX);
@@ -550,10 +550,10 @@ fn increx_expiration() {
     let s = Server::start(&[]);
     let mut c = s.conn();
     assert_eq!(increx(&mut c, &["foo", "EX", "100"]), (1, 1));
-    ttl_in(&mut c, "foo", 99, 100);
+    ttl_in(&mut c, "foo", ttl_after(100));
     assert_eq!(increx(&mut c, &["p", "PX", "100000"]), (1, 1));
     let pttl = int(&mut c, &["PTTL", "p"]);
-    assert!((99_000..=100_000).contains(&pttl), "{pttl}");
+    assert!(pttl_after(100_000).contains(&pttl), "{pttl}");
     let at = now_ms() / 1000 + 500;
     assert_eq!(increx(&mut c, &["e", "EXAT", &at.to_string()]), (1, 1));
     assert_eq!(int(&mut c, &["EXPIRETIME", "e"]), at);
@@ -569,12 +569,12 @@ fn increx_expiration() {
     // Options combine in any order.
     assert_eq!(increx(&mut c, &["x", "EX", "100", "BYINT", "7"]), (7, 7));
     assert_eq!(get(&mut c, "x").as_deref(), Some("7"));
-    ttl_in(&mut c, "x", 99, 100);
+    ttl_in(&mut c, "x", ttl_after(100));
     assert_eq!(
         increx_f(&mut c, &["y", "BYFLOAT", "2.5", "EX", "100"]),
         pair("2.5", "2.5")
     );
-    ttl_in(&mut c, "y", 99, 100);
+    ttl_in(&mut c, "y", ttl_after(100));
     // A past EXAT: the reply is the increment, but the key is gone.
     // (DBSIZE counts keys not yet reclaimed: a past expiry must delete, not store.)
     // Lookups reclaim expired keys, so DBSIZE is checked before EXISTS.
@@ -649,13 +649,13 @@ fn increx_persist_and_enx() {
         increx(&mut c, &["k", "BYINT", "1", "PERSIST"]),
         (i64::MAX, 0)
     );
-    ttl_in(&mut c, "k", 400, 500);
+    ttl_in(&mut c, "k", 400..=500);
     ok(&mut c, &["SET", "k", "10", "EX", "500"]);
     assert_eq!(
         increx(&mut c, &["k", "BYINT", "5", "UBOUND", "5", "PERSIST"]),
         (10, 0)
     );
-    ttl_in(&mut c, "k", 400, 500);
+    ttl_in(&mut c, "k", 400..=500);
     for bad in [
         &["INCREX", "k", "EX", "10", "PERSIST"][..],
         &["INCREX", "k", "PERSIST", "EX", "10"],
@@ -679,15 +679,15 @@ fn increx_persist_and_enx() {
     );
     ok(&mut c, &["SET", "k", "10"]);
     assert_eq!(increx(&mut c, &["k", "EX", "100", "ENX"]), (11, 1));
-    ttl_in(&mut c, "k", 1, 100);
+    ttl_in(&mut c, "k", 1..=100);
     ok(&mut c, &["SET", "k", "10", "EX", "500"]);
     assert_eq!(increx(&mut c, &["k", "EX", "100", "ENX"]), (11, 1));
-    ttl_in(&mut c, "k", 400, 500);
+    ttl_in(&mut c, "k", 400..=500);
     ok(&mut c, &["SET", "k", "10", "EX", "500"]);
     assert_eq!(increx(&mut c, &["k", "ENX", "PX", "100000"]), (11, 1));
-    ttl_in(&mut c, "k", 400, 500);
+    ttl_in(&mut c, "k", 400..=500);
     assert_eq!(increx(&mut c, &["absent", "EX", "100", "ENX"]), (1, 1));
-    ttl_in(&mut c, "absent", 1, 100);
+    ttl_in(&mut c, "absent", 1..=100);
     // A past EXAT with ENX: deletes a key without TTL, leaves a key with one.
     ok(&mut c, &["SET", "k", "10"]);
     assert_eq!(increx(&mut c, &["k", "EXAT", "100", "ENX"]), (11, 1));
@@ -695,7 +695,7 @@ fn increx_persist_and_enx() {
     ok(&mut c, &["SET", "k", "10", "EX", "500"]);
     assert_eq!(increx(&mut c, &["k", "EXAT", "100", "ENX"]), (11, 1));
     assert_eq!(get(&mut c, "k").as_deref(), Some("11"));
-    ttl_in(&mut c, "k", 400, 500);
+    ttl_in(&mut c, "k", 400..=500);
     // A declined increment does not apply the expiry.
     ok(&mut c, &["SET", "k", MAX]);
     assert_eq!(
@@ -834,7 +834,7 @@ fn increx_integer_bounds() {
         increx(&mut c, &["k", "BYINT", "5", "UBOUND", "5", "EX", "100"]),
         (10, 0)
     );
-    ttl_in(&mut c, "k", 400, 500);
+    ttl_in(&mut c, "k", 400..=500);
     ok(&mut c, &["SET", "k", "10"]);
     assert_eq!(
         increx(
@@ -843,7 +843,7 @@ fn increx_integer_bounds() {
         ),
         (12, 2)
     );
-    ttl_in(&mut c, "k", 1, 100);
+    ttl_in(&mut c, "k", 1..=100);
     // The applied increment must fit in 64 bits.
     ok(&mut c, &["SET", "k", MAX]);
     assert_eq!(
@@ -931,7 +931,7 @@ fn increx_float_bounds() {
     assert_eq!(get(&mut c, "k").as_deref(), Some("-1e4932"));
     ok(&mut c, &["SET", "k", BIG, "EX", "100"]);
     assert_eq!(increx_f(&mut c, &["k", "BYFLOAT", BIG, "EX", "60"]).1, "0");
-    ttl_in(&mut c, "k", 61, 100);
+    ttl_in(&mut c, "k", 61..=100);
     ok(&mut c, &["SET", "k", BIG]);
     assert_eq!(increx_f(&mut c, &["k", "BYFLOAT", BIG, "EX", "60"]).1, "0");
     assert_eq!(int(&mut c, &["TTL", "k"]), -1);

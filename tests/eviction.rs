@@ -9,7 +9,7 @@ use std::time::Duration;
 /// pure cache; tests/persistence.rs covers maxmemory with the storage engine's buffers.
 const CACHE: &[&str] = &["--appendonly", "no"];
 
-use common::{Server, err, run, wait_until};
+use common::{DEADLINE, Server, err, run, wait_until};
 
 const MB: u64 = 1024 * 1024;
 
@@ -114,7 +114,7 @@ fn used_memory_follows_the_data() {
     );
     run::<()>(&mut c, &["FLUSHALL"]).unwrap();
     assert!(
-        wait_until(Duration::from_secs(5), || used_memory(&mut c)
+        wait_until(DEADLINE, || used_memory(&mut c)
             < before + (full - before) / 4),
         "used_memory did not fall after FLUSHALL: before {before}, full {full}, now {}",
         used_memory(&mut c)
@@ -229,7 +229,7 @@ fn noeviction_refuses_writes_but_serves_reads_and_deletes() {
     }
     assert_eq!(del.query::<i64>(&mut c).unwrap(), written);
     // With the memory back, writes work again.
-    assert!(wait_until(Duration::from_secs(5), || {
+    assert!(wait_until(DEADLINE, || {
         run::<String>(&mut c, &["SET", "after", "v"]).is_ok()
     }));
     // The refused writes were counted as rejected calls.
@@ -524,7 +524,7 @@ fn lowering_maxmemory_evicts_without_writes() {
     run::<()>(&mut c, &["CONFIG", "SET", "maxmemory", &limit.to_string()]).unwrap();
     // No writes: the background eviction brings memory under the new limit.
     assert!(
-        wait_until(Duration::from_secs(5), || used_memory(&mut c) <= limit),
+        wait_until(DEADLINE, || used_memory(&mut c) <= limit),
         "used_memory {} stayed over {limit}",
         used_memory(&mut c)
     );

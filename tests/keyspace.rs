@@ -5,9 +5,8 @@
 mod common;
 
 use std::collections::HashSet;
-use std::time::Duration;
 
-use common::{Server, err, run, wait_until};
+use common::{DEADLINE, Server, err, pttl_after, run, ttl_after, wait_until};
 use tallykv::cluster::{SLOT_COUNT, key_slot};
 
 /// The core (of 2) that owns `key`.
@@ -132,7 +131,7 @@ fn check_rename(c: &mut redis::Connection, src: &str, dst: &str) {
         ["a", "1", "b", "2"]
     );
     let pttl: i64 = run(c, &["PTTL", dst]).unwrap();
-    assert!((90_000..=100_000).contains(&pttl), "{pttl}");
+    assert!(pttl_after(100_000).contains(&pttl), "{pttl}");
 
     // RENAME overwrites the destination, and its TTL: a persistent source leaves none.
     run::<String>(c, &["SET", src, "plain"]).unwrap();
@@ -157,7 +156,7 @@ fn check_rename(c: &mut redis::Connection, src: &str, dst: &str) {
     run::<i64>(c, &["EXPIRE", src, "1000"]).unwrap();
     assert_eq!(run::<i64>(c, &["COPY", src, dst]).unwrap(), 1);
     let ttl: i64 = run(c, &["TTL", dst]).unwrap();
-    assert!((990..=1000).contains(&ttl), "{ttl}");
+    assert!(ttl_after(1000).contains(&ttl), "{ttl}");
     run::<i64>(c, &["HSET", dst, "f", "changed"]).unwrap();
     assert_eq!(run::<String>(c, &["HGET", src, "f"]).unwrap(), "v");
     assert_eq!(run::<i64>(c, &["COPY", src, dst]).unwrap(), 0);
@@ -308,7 +307,7 @@ fn keys_with_glob_patterns() {
     assert!(keys(&mut c, "nomatch*").is_empty());
     // Expired keys are not listed.
     run::<String>(&mut c, &["SET", "gone", "v", "PX", "1"]).unwrap();
-    assert!(wait_until(Duration::from_secs(2), || keys(&mut c, "gone").is_empty()));
+    assert!(wait_until(DEADLINE, || keys(&mut c, "gone").is_empty()));
 }
 
 /// A full SCAN iteration with `extra` options: every key returned, and the number of calls.
@@ -658,7 +657,7 @@ fn object_freq_and_idletime_follow_the_policy() {
 
     // Idle time grows while nothing reads the key, survives lookups that are not accesses,
     // and goes back to 0 on a read (the LRU clock ticks in seconds, so "0" may read as 1).
-    assert!(wait_until(Duration::from_secs(5), || {
+    assert!(wait_until(DEADLINE, || {
         run::<i64>(&mut c, &["OBJECT", "IDLETIME", &k0]).unwrap() >= 2
     }));
     for args in [

@@ -8,8 +8,12 @@
 //!
 //! The final state is judged as in `tests/cluster.rs` (see `common::load`): every
 //! acknowledged increment is in it, no refused one is, unknown ones may be. The tests take a
-//! file-wide lock: each starts three nodes, and the timing bounds would mean little with two
-//! clusters sharing two cores.
+//! file-wide lock: each starts three nodes, and two clusters at once on two shared cores
+//! would mostly test the scheduler.
+//!
+//! Nothing here asserts how fast anything happened: the waits are for conditions (new
+//! leaders named, a write acknowledged, a refusal received) with generous deadlines, and the
+//! times are printed for the record. Failover times are measured by `benches/failover.py`.
 
 mod common;
 
@@ -21,11 +25,11 @@ use std::time::{Duration, Instant};
 use common::cluster::{Cluster, GroupView, Router};
 use common::load::{
     IncrLoad, Tally, check_counter, check_counters, cmd, keys_per_group, probe_until_redirected,
-    read_incr_reply, read_reply_line, record_raw, text,
+    read_incr_reply, read_reply_line, record_raw, replies_summary, text,
 };
 use common::netproxy::{NetProxy, ProxiedNode};
-use common::wait_until;
-use tallykv::cluster::key_slot;
+use common::{DEADLINE, wait_until};
+use tallykv::cluster::{SLOT_COUNT, key_slot};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -40,32 +44,9 @@ const NODE_TIMEOUT_MS: u64 = 500;
 /// Reply timeout of the load's clients. An isolated node answers the writes it took in its
 /// first node timeout after the cut once it sees its quorum gone (UNCERTAIN, within about
 /// 1.5 node timeouts; at most 5 s), and refuses later ones at once; a client that hears
-/// nothing for this long gives up on it and tries another node.
+/// nothing for this long gives up on it and tries another node. Only how soon the load moves
+/// on depends on it, never an outcome.
 const CLIENT_TIMEOUT: Duration = Duration::from_millis(1500);
-
-/// The longest the majority may take, from the cut, until both its nodes name a new leader
-/// for every group the isolated node led.
-///
-/// For the majority a cut leader is a silent one, as after kill -9: a follower stands once it
-/// has not heard from its leader for the node timeout plus a random quarter of it, when the
-/// other follower's leader lease has run out too, so one round normally elects; 2 × the node
-/// timeout leaves room for a second round after a split vote. The slack covers a heartbeat
-/// interval, the poll of INFO cluster, and scheduling on two shared cores running debug
-/// builds of three servers and the clients (as `UNAVAILABILITY_BOUND_MS` in tests/cluster.rs).
-const ELECTION_BOUND_MS: u64 = 2 * NODE_TIMEOUT_MS + SLACK_MS;
-const SLACK_MS: u64 = 2500;
-
-/// The longest a group the isolated node led may go without acknowledging a write, from the
-/// cut to the first acknowledged write sent after it, when the node led `led` groups.
-///
-/// The election as in [`ELECTION_BOUND_MS`], plus the clients' part: unlike a killed node,
-/// an isolated one accepts their commands and does not answer, so a client learns of the
-/// partition only by timing out ([`CLIENT_TIMEOUT`]), once per group the node led (each
-/// client has its own guess of each group's leader and walks the counters group by group, so
-/// its timeouts come one after another), before the next node redirects it to the new leader.
-fn write_bound_ms(led: usize) -> u64 {
-    2 * NODE_TIMEOUT_MS + led as u64 * CLIENT_TIMEOUT.as_millis() as u64 + SLACK_MS
-}
 
 /// Three nodes on 127.0.0.1-3, their bus links through the proxy.
 fn start() -> Cluster {
@@ -73,7 +54,7 @@ fn start() -> Cluster {
 }
 
 /// Waits until each of `nodes` names a leader other than `old` for each of `groups`; how
-/// long that took, or None after `limit`.
+/// long that took (for the record), or None after `limit`.
 fn wait_new_leaders(
     c: &Cluster,
     nodes: &[usize],
@@ -177,15 +158,28 @@ fn dial_from(from: &str, to: SocketAddr) -> TcpStream {
     socket
         .connect(&to.into())
         .expect("connect through the proxy");
-    let s: TcpStream = socket.into();
-    s.set_read_timeout(Some(Duration::from_millis(300)))
-        .expect("timeout");
-    s
+    socket.into()
 }
 
-/// What comes back within the read timeout: Some(bytes), or None if nothing did (the
-/// connection stays open); panics if it closed.
+/// How long a cut link is watched for bytes it should not forward. Bytes that get through
+/// would come back within it on an idle machine; on a busy one a slow leak could go unseen
+/// (a missed bug, never a failed healthy run).
+const SILENCE: Duration = Duration::from_millis(300);
+
+/// Sends `sent` and waits (up to [`DEADLINE`]) for the echo: Some(bytes), or None if nothing
+/// came back (the connection stays open); panics if it closed.
 fn echoed(s: &mut TcpStream, sent: &[u8]) -> Option<Vec<u8>> {
+    echoed_within(s, sent, DEADLINE)
+}
+
+/// Sends `sent` and checks that nothing comes back within [`SILENCE`] (the connection stays
+/// open); panics if it closed.
+fn silent(s: &mut TcpStream, sent: &[u8]) -> bool {
+    echoed_within(s, sent, SILENCE).is_none()
+}
+
+fn echoed_within(s: &mut TcpStream, sent: &[u8], wait: Duration) -> Option<Vec<u8>> {
+    s.set_read_timeout(Some(wait)).expect("timeout");
     s.write_all(sent).expect("write");
     let mut got = vec![0u8; sent.len()];
     match s.read_exact(&mut got) {
@@ -202,9 +196,11 @@ fn echoed(s: &mut TcpStream, sent: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-/// Whether the proxy closed `s` within 2 s.
+/// Whether the proxy closed `s` (waits up to [`DEADLINE`]).
 fn closed(s: &mut TcpStream) -> bool {
-    wait_until(Duration::from_secs(2), || {
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    wait_until(DEADLINE, || {
         let mut b = [0u8; 64];
         match s.read(&mut b) {
             Ok(0) => true,
@@ -237,19 +233,22 @@ fn proxy_drops_cut_traffic_and_closes_broken_connections_on_heal() {
     assert_eq!(echoed(&mut a, b"hello").as_deref(), Some(&b"hello"[..]));
     assert_eq!(echoed(&mut idle, b"hi").as_deref(), Some(&b"hi"[..]));
     assert_eq!(echoed(&mut b, b"hey").as_deref(), Some(&b"hey"[..]));
-    assert!(wait_until(Duration::from_secs(2), || proxy
-        .connections(1, 0)
-        == 1));
+    assert!(wait_until(DEADLINE, || proxy.connections(1, 0) == 1));
 
     proxy.isolate(0);
     assert!(proxy.is_cut(0, 1) && proxy.is_cut(1, 0) && !proxy.is_cut(1, 2));
-    assert_eq!(echoed(&mut a, b"lost"), None, "a cut link forwarded bytes");
-    assert!(proxy.dropped_bytes() >= 4);
+    assert!(silent(&mut a, b"lost"), "a cut link forwarded bytes");
     let mut late = dial_from("127.0.0.2", proxy.listen_addr(0));
-    assert_eq!(
-        echoed(&mut late, b"late"),
-        None,
+    assert!(
+        silent(&mut late, b"late"),
         "a connection across the cut got through"
+    );
+    // The proxy has taken both writes and dropped them (so the heal below knows those two
+    // connections lost bytes): "lost" and "late".
+    assert!(
+        wait_until(DEADLINE, || proxy.dropped_bytes() >= 8),
+        "the proxy dropped {} bytes, not 8",
+        proxy.dropped_bytes()
     );
     assert_eq!(
         echoed(&mut b, b"still").as_deref(),
@@ -272,14 +271,19 @@ fn proxy_drops_cut_traffic_and_closes_broken_connections_on_heal() {
     assert_eq!(echoed(&mut fresh, b"back").as_deref(), Some(&b"back"[..]));
 
     // One direction: node 1's requests reach node 0 (the echo server), the replies do not.
+    let dropped = proxy.dropped_bytes();
     proxy.block(0, 1);
-    assert_eq!(echoed(&mut fresh, b"one-way"), None);
+    assert!(silent(&mut fresh, b"one-way"));
+    assert!(
+        wait_until(DEADLINE, || proxy.dropped_bytes() >= dropped + 7),
+        "the echo of \"one-way\" was not dropped"
+    );
     proxy.heal();
     assert!(closed(&mut fresh));
 
     drop(proxy);
     assert!(
-        TcpStream::connect_timeout(&nodes[0].target, Duration::from_secs(1)).is_ok(),
+        TcpStream::connect_timeout(&nodes[0].target, DEADLINE).is_ok(),
         "the echo server is still there"
     );
 }
@@ -289,13 +293,13 @@ fn proxy_drops_cut_traffic_and_closes_broken_connections_on_heal() {
 // ---------------------------------------------------------------------------------------
 
 /// Cut a leader off from the other two nodes in the middle of an INCR load, while clients can
-/// still reach it. The majority elects new leaders within [`ELECTION_BOUND_MS`] and its
-/// groups take writes again within [`write_bound_ms`]. Meanwhile the isolated node, which
-/// cannot reach a quorum, acknowledges no write and serves no linearizable read: INCRs sent
-/// to it get errors (UNCERTAIN, TRYAGAIN, MOVED), never a value, and a GET of a key the
-/// majority has changed since gets an error rather than the old value. After the heal the
-/// node rejoins, acknowledges nothing older than the new leader's history, the counters'
-/// invariants hold and every replica converges.
+/// still reach it. The majority elects new leaders and every group takes writes again.
+/// Meanwhile the isolated node, which cannot reach a quorum, acknowledges no write and serves
+/// no linearizable read: once it has noticed (CLUSTER INFO says cluster_state:fail), INCRs and
+/// a GET of a key the majority has changed since are refused at once with CLUSTERDOWN —
+/// never a value, and not held until the write timeout (which would answer UNCERTAIN or
+/// TRYAGAIN). After the heal the node rejoins, acknowledges nothing older than the new
+/// leader's history, the counters' invariants hold and every replica converges.
 #[test]
 fn isolated_leader_acknowledges_nothing_stale() {
     let _serial = serial();
@@ -307,7 +311,7 @@ fn isolated_leader_acknowledges_nothing_stale() {
     let mut probe_tally = Tally::default();
 
     // A raw connection to the leader's client port: the proxy never touches it.
-    let (mut old_writer, mut old) = raw(&c, victim, Duration::from_secs(15));
+    let (mut old_writer, mut old) = raw(&c, victim, DEADLINE);
     let incr = resp(&["INCR", &probe]);
     for expected in 1..=3 {
         old_writer.write_all(incr.as_bytes()).expect("write");
@@ -330,19 +334,16 @@ fn isolated_leader_acknowledges_nothing_stale() {
     c.proxy().isolate(victim);
     let cut = Instant::now();
     load.mark_fault();
-    let elected = wait_new_leaders(&c, &majority, &led, victim, Duration::from_secs(20))
-        .unwrap_or_else(|| {
-            panic!(
-                "the majority elected no new leaders for {led:?}\n{}",
-                c.logs(30)
-            )
-        });
-    let unavailable = load.wait_recovered(&c, Duration::from_secs(30));
-    let write_bound = write_bound_ms(led.len());
+    let elected = wait_new_leaders(&c, &majority, &led, victim, DEADLINE).unwrap_or_else(|| {
+        panic!(
+            "the majority elected no new leaders for {led:?} within {DEADLINE:?}\n{}",
+            c.logs(30)
+        )
+    });
+    let unavailable = load.wait_recovered(&c, DEADLINE);
     eprintln!(
         "isolated node {victim} (leading groups {led:?}): the majority named new leaders after \
-         {elected:?} (bound {ELECTION_BOUND_MS} ms); per group ms from the cut to the first \
-         acknowledged write: {unavailable:?} (bound {write_bound} ms for its groups)"
+         {elected:?}; per group ms from the cut to the first acknowledged write: {unavailable:?}"
     );
 
     // Increments through the new leader while the old one is cut off.
@@ -360,10 +361,32 @@ fn isolated_leader_acknowledges_nothing_stale() {
     }
     let newest = *majority_acked.iter().max().expect("values");
 
+    // The isolated node notices that no quorum acknowledges it any more (a node timeout
+    // without replies): its CLUSTER INFO stops counting the slots of the groups it led.
+    let led_slots: usize = led.iter().map(|&g| c.groups[g].len()).sum();
+    let mut state = String::new();
+    let noticed = wait_until(DEADLINE, || {
+        state = c.query(victim, &cmd(&["CLUSTER", "INFO"]));
+        state
+            .lines()
+            .find_map(|l| l.strip_prefix("cluster_slots_ok:"))
+            .and_then(|n| n.trim().parse::<usize>().ok())
+            .is_some_and(|ok| ok + led_slots <= SLOT_COUNT)
+    });
+    assert!(
+        noticed && state.contains("cluster_state:fail"),
+        "the isolated node still reports the slots of {led:?} as served: {state}\n{}",
+        c.logs(30)
+    );
+    assert!(
+        c.proxy().is_cut(victim, majority[0])
+            && wait_until(DEADLINE, || c.proxy().dropped_bytes() > dropped_before),
+        "the proxy did not cut node {victim} off"
+    );
+
     // The isolated node, asked directly: three INCRs (one batch) and a linearizable GET on
-    // another connection, sent together so their timeouts run side by side.
-    let (mut get_writer, mut get_reader) = raw(&c, victim, Duration::from_secs(15));
-    let asked = Instant::now();
+    // another connection.
+    let (mut get_writer, mut get_reader) = raw(&c, victim, DEADLINE);
     old_writer
         .write_all(incr.repeat(3).as_bytes())
         .expect("write");
@@ -377,29 +400,14 @@ fn isolated_leader_acknowledges_nothing_stale() {
         isolated_incrs.push(reply);
     }
     let isolated_get = read_get_reply(&mut get_reader);
-    let answered_in = asked.elapsed();
     let isolated_view = view(&c, victim, 0);
-    let state: String = c.query(victim, &cmd(&["CLUSTER", "INFO"]));
-    assert!(
-        state.contains("cluster_state:fail"),
-        "the isolated node reports its slots as served: {state}"
-    );
-    assert!(
-        c.proxy().is_cut(victim, majority[0]) && c.proxy().dropped_bytes() > dropped_before,
-        "the proxy did not cut node {victim} off"
-    );
-    // Long past a node timeout without a quorum's acknowledgement, the node refuses at once
-    // (CLUSTERDOWN, as a Valkey primary cut off from the majority) instead of holding the
-    // commands for the 5 s write timeout.
-    assert!(
-        answered_in < Duration::from_millis(2500),
-        "the isolated node took {answered_in:?} to refuse: {isolated_incrs:?} {isolated_get:?}"
-    );
     eprintln!(
         "isolated node {victim} sees group 0 as {isolated_view}; INCR there while cut off: \
-         {isolated_incrs:?}; GET: {isolated_get:?}, answered in {answered_in:?} (the majority \
-         acknowledged up to {newest})"
+         {isolated_incrs:?}; GET: {isolated_get:?} (the majority acknowledged up to {newest})"
     );
+    // Refused at once, as a Valkey primary cut off from the majority does: CLUSTERDOWN, not
+    // proposed, so certainly not applied. A node that held the commands instead would answer
+    // the INCRs UNCERTAIN and the GET TRYAGAIN, at its write timeout.
     for reply in &isolated_incrs {
         match reply {
             Ok(v) => panic!(
@@ -408,19 +416,19 @@ fn isolated_leader_acknowledges_nothing_stale() {
                 c.logs(30)
             ),
             Err(e) => assert!(
-                ["UNCERTAIN", "TRYAGAIN", "MOVED", "CLUSTERDOWN"]
-                    .iter()
-                    .any(|p| e.starts_with(p)),
-                "unexpected reply from the isolated node: {e}"
+                e.starts_with("CLUSTERDOWN"),
+                "the isolated node did not refuse INCR at once with CLUSTERDOWN: {e} (it sees \
+                 group 0 as {isolated_view})\n{}",
+                c.logs(30)
             ),
         }
     }
     match &isolated_get {
         Err(e) => assert!(
-            ["TRYAGAIN", "MOVED", "CLUSTERDOWN"]
-                .iter()
-                .any(|p| e.starts_with(p)),
-            "unexpected reply to GET from the isolated node: {e}"
+            e.starts_with("CLUSTERDOWN"),
+            "the isolated node did not refuse GET at once with CLUSTERDOWN: {e} (it sees group \
+             0 as {isolated_view})\n{}",
+            c.logs(30)
         ),
         Ok(v) => panic!(
             "the isolated node answered GET {probe} = {v:?} as current, though the majority \
@@ -440,7 +448,10 @@ fn isolated_leader_acknowledges_nothing_stale() {
         &mut probe_tally,
         "healed node",
     );
-    eprintln!("cut off for {cut_for:?}; probe on the old leader after the heal: {after_heal:?}");
+    eprintln!(
+        "cut off for {cut_for:?}; probe on the old leader after the heal: {}",
+        replies_summary(&after_heal)
+    );
     let redirected = matches!(after_heal.last(), Some(Err(e)) if e.starts_with("MOVED"));
     assert!(
         redirected,
@@ -457,19 +468,6 @@ fn isolated_leader_acknowledges_nothing_stale() {
     let mut problems = Vec::new();
     check_counter(&probe, &probe_tally, fin, &mut problems);
     assert!(problems.is_empty(), "probe: {problems:?}\n{}", c.logs(40));
-
-    assert!(
-        elected <= Duration::from_millis(ELECTION_BOUND_MS),
-        "electing new leaders took {elected:?} (bound {ELECTION_BOUND_MS} ms)"
-    );
-    for &g in &led {
-        assert!(
-            unavailable[g] <= write_bound,
-            "group {g} took {} ms to acknowledge a write after its leader was cut off \
-             (bound {write_bound} ms)",
-            unavailable[g]
-        );
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -513,14 +511,12 @@ fn isolated_follower_does_not_depose_healthy_leaders() {
     load.mark_fault();
     let cut = Instant::now();
     if !led.is_empty() {
-        wait_new_leaders(&c, &majority, &led, victim, Duration::from_secs(20)).unwrap_or_else(
-            || {
-                panic!(
-                    "the majority elected no new leaders for {led:?}\n{}",
-                    c.logs(30)
-                )
-            },
-        );
+        wait_new_leaders(&c, &majority, &led, victim, DEADLINE).unwrap_or_else(|| {
+            panic!(
+                "the majority elected no new leaders for {led:?}\n{}",
+                c.logs(30)
+            )
+        });
     }
     // Writes keep flowing in every group while the node is away.
     load.wait_progress(&c, 30, Duration::from_secs(20));

@@ -4,9 +4,9 @@
 mod common;
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{Server, err, run, wait_until};
+use common::{DEADLINE, Server, err, run, wait_until};
 use redis::Value;
 
 /// INFO (or INFO <sections>) parsed into field → value, plus the section headers in order.
@@ -661,7 +661,7 @@ fn config_resetstat_zeroes_counters() {
         run::<Option<String>>(&mut c, &["GET", &format!("missing{i}")]).unwrap();
     }
     run::<()>(&mut c, &["SET", "gone", "v", "PX", "1"]).unwrap();
-    assert!(wait_until(Duration::from_secs(5), || {
+    assert!(wait_until(DEADLINE, || {
         let (f, _) = info(&mut c, &["stats"]);
         num(&f, "expired_keys") == 1
     }));

@@ -16,7 +16,7 @@ use redis::Value;
 use tallykv::cluster::key_slot;
 
 use super::cluster::{Cluster, Outcome, Router};
-use super::wait_until;
+use super::{DEADLINE, wait_until};
 
 pub fn cmd(args: &[&str]) -> redis::Cmd {
     let mut c = redis::cmd(args[0]);
@@ -408,9 +408,10 @@ pub fn read_incr_reply(r: &mut BufReader<TcpStream>) -> Result<i64, String> {
 }
 
 /// After a fault ends, keeps sending `incr` (a raw INCR) on the old leader's connection until
-/// it redirects (at most 20 tries), filing each reply in `tally`: any value acknowledged there
-/// must be newer than `newest`, the last one the new leader acknowledged before — anything
-/// else is a stale acknowledgement. `who` names the node in the message. Returns the replies.
+/// it redirects (or [`DEADLINE`] passes: the caller checks the last reply), filing each reply
+/// in `tally`: any value acknowledged there must be newer than `newest`, the last one the new
+/// leader acknowledged before — anything else is a stale acknowledgement. `who` names the
+/// node in the message. Returns the replies.
 pub fn probe_until_redirected(
     writer: &mut TcpStream,
     reader: &mut BufReader<TcpStream>,
@@ -421,7 +422,8 @@ pub fn probe_until_redirected(
 ) -> Vec<Result<i64, String>> {
     let mut replies = Vec::new();
     let mut redirected = false;
-    while !redirected && replies.len() < 20 {
+    let deadline = Instant::now() + DEADLINE;
+    while !redirected && Instant::now() < deadline {
         writer.write_all(incr.as_bytes()).expect("write");
         let reply = read_incr_reply(reader);
         redirected = matches!(&reply, Err(e) if e.starts_with("MOVED"));
@@ -439,6 +441,15 @@ pub fn probe_until_redirected(
         }
     }
     replies
+}
+
+/// A probe's replies, for the record: how many, the first and the last.
+pub fn replies_summary(replies: &[Result<i64, String>]) -> String {
+    match replies {
+        [] => "no replies".to_string(),
+        [one] => format!("1 reply: {one:?}"),
+        [first, .., last] => format!("{} replies, first {first:?}, last {last:?}", replies.len()),
+    }
 }
 
 /// Files a raw INCR reply in `t` the way [`Router`] classifies outcomes.

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use std::net::TcpListener;
+use std::ops::RangeInclusive;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -160,11 +161,13 @@ impl Server {
         c
     }
 
-    /// A raw TCP stream, for protocol-level tests.
+    /// A raw TCP stream, for protocol-level tests. Reads and writes time out after
+    /// [`DEADLINE`], so a server that stops answering (or reading) fails the test instead of
+    /// hanging it.
     pub fn raw(&self) -> std::net::TcpStream {
         let s = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
+        s.set_read_timeout(Some(DEADLINE)).expect("timeout");
+        s.set_write_timeout(Some(DEADLINE)).expect("timeout");
         s
     }
 
@@ -212,6 +215,25 @@ pub fn error_text(e: &redis::RedisError) -> String {
         (Some(code), None) => code.to_string(),
         _ => e.to_string(),
     }
+}
+
+/// How long a test waits for a condition that normally holds within milliseconds to a few
+/// seconds (a key expiring, a connection closing, a server exiting, a new leader). Generous on
+/// purpose: CI's two cores are shared with other builds, and a stall there must never decide
+/// a test. Tests assert on what happened, never on how fast; speed is for `benches/`.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// The values `TTL` may read soon after a key was given `secs` seconds: `secs` itself (TTL
+/// rounds), down to [`DEADLINE`] less, so a stall between setting and reading on a busy
+/// machine never decides a test. Narrow enough to tell a TTL that was set from one kept or
+/// left alone, which is what the tests check.
+pub fn ttl_after(secs: i64) -> RangeInclusive<i64> {
+    secs - DEADLINE.as_secs() as i64..=secs
+}
+
+/// As [`ttl_after`], for `PTTL` after `ms` milliseconds.
+pub fn pttl_after(ms: i64) -> RangeInclusive<i64> {
+    ms - DEADLINE.as_millis() as i64..=ms
 }
 
 /// Polls `f` until it returns true or `timeout` passes.
