@@ -17,6 +17,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Mutex, MutexGuard};
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant};
 use common::cluster::{Cluster, GroupView, Router};
 use common::load::{
     IncrLoad, Tally, check_counter, check_counters, cmd, keys_per_group, probe_until_redirected,
-    read_incr_reply, read_reply_line, record_raw, replies_summary, text,
+    read_incr_reply, read_reply_line, record_raw, replicas_converge, replies_summary, text,
 };
 use common::netproxy::{NetProxy, ProxiedNode};
 use common::{DEADLINE, wait_until};
@@ -558,4 +559,61 @@ fn isolated_follower_does_not_depose_healthy_leaders() {
         changed.join("\n"),
         c.logs(30)
     );
+}
+
+/// No dirty read: a write its leader applied while evaluating it, but cannot commit (the
+/// leader is cut off from its followers), is seen by no reader — each GET racing it on that
+/// leader answers the committed value or a refusal, never the pending one — and once the
+/// leader is killed and the majority elects another, the write is gone: it was never
+/// acknowledged and never reached a follower. The old leader, back as a follower, drops it.
+#[test]
+fn a_write_that_never_commits_is_never_read() {
+    let _serial = serial();
+    let mut c = start();
+    let key = keys_per_group(&c, "dirty", 1)[0][0].clone();
+    let g = c.group_of_key(&key);
+    let slot = key_slot(key.as_bytes()) as usize;
+    let leader = c.leader_of_group(g);
+    let majority: Vec<usize> = (0..c.len()).filter(|&i| i != leader).collect();
+    let (mut w, mut r) = raw(&c, leader, DEADLINE);
+    w.write_all(resp(&["SET", &key, "committed"]).as_bytes())
+        .expect("write");
+    assert_eq!(read_reply_line(&mut r), Ok("+OK".to_string()));
+    c.proxy().isolate(leader);
+    // The write, on a connection of its own: its reply cannot come (no quorum).
+    let (mut dirty_writer, _dirty_reader) = raw(&c, leader, DEADLINE);
+    dirty_writer
+        .write_all(resp(&["SET", &key, "dirty"]).as_bytes())
+        .expect("write the SET");
+    // Readers racing it on the leader, each on a new connection.
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        let (mut w, mut r) = raw(&c, leader, DEADLINE);
+        w.write_all(resp(&["GET", &key]).as_bytes()).expect("write GET");
+        answers.push(read_get_reply(&mut r));
+    }
+    assert!(
+        answers
+            .iter()
+            .all(|a| matches!(a, Ok(Some(v)) if v == "committed") || a.is_err()),
+        "a reader saw a write that never committed: {answers:?}"
+    );
+    let led = c.led_by(leader);
+    c.kill9(leader);
+    c.proxy().heal();
+    wait_new_leaders(&c, &majority, &led, leader, DEADLINE)
+        .unwrap_or_else(|| panic!("no new leader for group {g}\n{}", c.logs(30)));
+    let mut router = Router::new(&c, CLIENT_TIMEOUT);
+    let v = router.query(&cmd(&["GET", &key]), slot, DEADLINE);
+    assert_eq!(
+        text(&v).as_deref(),
+        Some("committed"),
+        "after the failover: {v:?}\n{}",
+        c.logs(20)
+    );
+    c.respawn(leader);
+    c.wait_ok();
+    let mut expected = BTreeMap::new();
+    expected.insert(key, Some("committed".to_string()));
+    replicas_converge(&c, &expected);
 }
