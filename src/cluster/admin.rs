@@ -179,6 +179,27 @@ pub fn group_view(host: &Host, group: GroupId) -> GroupReply {
     }
 }
 
+/// This node's view of group `g`, from the core that hosts it (None if it does not
+/// replicate the group).
+async fn local_view(host: &Rc<Host>, g: GroupId, map: &Layout) -> Option<GroupReply> {
+    if host.raft(g).is_some() || g == META {
+        return host.raft(g).map(|_| group_view(host, g));
+    }
+    let core = host.core_rc()?;
+    let target = core.owner(map.groups.get(g as usize)?.slots.start);
+    if target == core.id {
+        return None;
+    }
+    core.on_core(target, move |core| {
+        Box::pin(async move {
+            let host = core.host()?;
+            host.raft(g).map(|_| group_view(&host, g))
+        })
+    })
+    .await
+    .flatten()
+}
+
 /// Asks the nodes the map lists for group `g` (and then any other node) how they see it;
 /// returns the answer from the highest term (a leader's carries the membership).
 pub async fn ask_group(host: &Rc<Host>, g: GroupId, map: &Layout) -> Option<GroupReply> {
@@ -190,7 +211,7 @@ pub async fn ask_group(host: &Rc<Host>, g: GroupId, map: &Layout) -> Option<Grou
     };
     for id in listed {
         let reply = if id == host.node.id {
-            host.raft(g).map(|_| group_view(host, g))
+            local_view(host, g, map).await
         } else {
             let Some(info) = map.nodes.get(&id) else {
                 continue;
