@@ -123,6 +123,10 @@ impl Host {
             election_timeout_min: (timeout * 4 / 5).max(heartbeat + 1),
             election_timeout_max: timeout.max(heartbeat + 2),
             enable_pre_vote: Some(true),
+            // Heartbeats are sent by the core for all the groups it leads at once (one frame
+            // per peer and pass), and only to followers that did not acknowledge an append
+            // within the interval: see `Host::spawn_heartbeats`.
+            enable_heartbeat: false,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_after),
             // Keep a tenth of a snapshot interval of log behind each snapshot, so a replica
             // just briefly behind catches up from the log rather than a whole snapshot.
@@ -327,6 +331,47 @@ impl Host {
         .detach();
     }
 
+    /// Sends the heartbeats of every group this core leads at the same moment, so that
+    /// they leave in one write per peer, and only for groups with a follower that has not
+    /// acknowledged anything (an append counts) within the heartbeat interval: while writes
+    /// flow, and for idle groups between intervals, no heartbeat is sent.
+    pub fn spawn_heartbeats(self: &Rc<Self>) {
+        let me = self.clone();
+        let interval = Duration::from_millis(self.config.heartbeat_interval);
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(interval).await;
+                if me.core_rc().is_none() {
+                    return;
+                }
+                let now = Instant::now();
+                let due: Vec<Raft> = me
+                    .groups
+                    .borrow()
+                    .values()
+                    .filter(|raft| {
+                        let m = raft.metrics();
+                        let m = m.borrow_watched();
+                        m.state == ServerState::Leader
+                            && m.heartbeat.as_ref().is_none_or(|acks| {
+                                acks.iter().any(|(id, at)| {
+                                    *id != me.node.id
+                                        && at.as_ref().is_none_or(|t| {
+                                            now.saturating_duration_since(**t) >= interval
+                                        })
+                                })
+                            })
+                    })
+                    .cloned()
+                    .collect();
+                for raft in due {
+                    let _ = raft.trigger().heartbeat().await;
+                }
+            }
+        })
+        .detach();
+    }
+
     /// Periodic work (the core's tick): refuses promptly for groups whose quorum is gone,
     /// answers replies that waited too long, refreshes INFO's group lines, and runs the
     /// leader's active expiry.
@@ -345,6 +390,13 @@ impl Host {
             if *g != META {
                 self.node.set_quorum_lost(*g, lost);
                 self.node.set_group_line(*g, group_line(&m, &self.node));
+                let mut offsets = vec![(self.node.id, m.last_applied.map_or(0, |l| l.index))];
+                if let Some(repl) = &m.replication {
+                    offsets.extend(repl.iter().filter(|(id, _)| **id != self.node.id).map(
+                        |(id, matched)| (*id, matched.as_ref().map_or(0, |l| l.index)),
+                    ));
+                }
+                self.node.set_offsets(*g, offsets);
             }
             if lost {
                 no_quorum.push(*g);

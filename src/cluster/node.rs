@@ -36,6 +36,9 @@ struct GroupFacts {
     quorum_lost: AtomicBool,
     /// A leadership hand-off runs: its commands wait on the host core.
     handing: AtomicBool,
+    /// The last log index this node applied, and (while it leads) each follower's matched
+    /// index: CLUSTER SHARDS' replication-offset.
+    offsets: Mutex<Vec<(NodeId, u64)>>,
 }
 
 pub struct ClusterNode {
@@ -83,6 +86,7 @@ impl ClusterNode {
                     member: AtomicBool::new(false),
                     quorum_lost: AtomicBool::new(false),
                     handing: AtomicBool::new(false),
+                    offsets: Mutex::new(Vec::new()),
                 })
                 .collect(),
             meta_leader: AtomicU64::new(0),
@@ -246,6 +250,23 @@ impl ClusterNode {
             .filter(|(g, _)| self.leader(*g as GroupId) == Some(self.id))
             .map(|(_, gl)| gl.slots.clone())
             .collect()
+    }
+
+    pub(super) fn set_offsets(&self, g: GroupId, offsets: Vec<(NodeId, u64)>) {
+        if let Some(f) = self.facts.get(g as usize) {
+            *lock(&f.offsets) = offsets;
+        }
+    }
+
+    /// How far node `id` has group `g`'s log, as far as this node knows (its own applied
+    /// index; a follower's matched index while this node leads; else 0).
+    pub fn replication_offset(&self, g: GroupId, id: NodeId) -> u64 {
+        self.facts.get(g as usize).map_or(0, |f| {
+            lock(&f.offsets)
+                .iter()
+                .find(|(n, _)| *n == id)
+                .map_or(0, |(_, o)| *o)
+        })
     }
 
     pub(super) fn set_group_line(&self, g: GroupId, line: String) {

@@ -474,5 +474,6 @@ async fn start_core(
         }
     }
     host.spawn_membership();
+    host.spawn_heartbeats();
     Ok(())
 }

@@ -156,6 +156,13 @@ fn slots_node(out: &mut Out, n: &NodeInfo) {
     }
 }
 
+/// CLUSTER SLOTS: each group's slots with its leader, and no replicas. Every node leads
+/// some groups and follows others, so listing followers would show most nodes as a replica
+/// of some range, and clients that classify a node by its role (redis-py marks it by the
+/// last range it appears in) would then miss primaries: `scan_iter`, `keys` and `dbsize`
+/// through redis-py's cluster client covered one node's share. A READONLY connection to a
+/// follower still reads the follower's copy (see `engine::routing`); CLUSTER SHARDS lists
+/// every replica with its role, per shard.
 pub fn slots(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
     let Some(c) = node(ctx) else { return };
     let mut out = Out::new(ctx.out.resp3);
@@ -163,7 +170,7 @@ pub fn slots(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
     let map = c.layout();
     for (g, gl) in map.groups.iter().enumerate() {
         let g = g as GroupId;
-        out.array(2 + gl.members.len());
+        out.array(3);
         out.int(gl.slots.start as i64);
         out.int(gl.slots.end as i64 - 1);
         let default = NodeInfo::default();
@@ -171,9 +178,6 @@ pub fn slots(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
             &mut out,
             map.nodes.get(&primary(&c, &map, g)).unwrap_or(&default),
         );
-        for r in replicas(&c, &map, g) {
-            slots_node(&mut out, map.nodes.get(&r).unwrap_or(&default));
-        }
     }
     ctx.out.raw(&out.buf);
 }
@@ -197,7 +201,7 @@ pub fn shards(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
         for id in std::iter::once(p).chain(replicas(&c, &map, g)) {
             let n = map.nodes.get(&id).unwrap_or(&default);
             let hostname = !is_ip(&n.host);
-            out.map(if hostname { 7 } else { 6 });
+            out.map(if hostname { 8 } else { 7 });
             out.bulk(b"id");
             out.bulk(n.name.as_bytes());
             out.bulk(b"port");
@@ -212,6 +216,8 @@ pub fn shards(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
             }
             out.bulk(b"role");
             out.bulk(if id == p { &b"master"[..] } else { b"replica" });
+            out.bulk(b"replication-offset");
+            out.int(c.replication_offset(g, id) as i64);
             out.bulk(b"health");
             let online = c.leader(g).is_some() || id == c.id;
             out.bulk(if online { &b"online"[..] } else { b"loading" });

@@ -58,7 +58,11 @@ fn write_info(out: &mut Out, id: usize) {
     for c in acl {
         out.simple(c);
     }
-    out.array(0); // tips
+    let tips = tips(reg.full_name(id));
+    out.array(tips.len());
+    for t in tips {
+        out.simple(t);
+    }
     // Key specs in the Redis 7 shape, derived from (first, last, step).
     if d.keys.first > 0 {
         out.array(1);
@@ -288,4 +292,64 @@ pub fn object_help(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
             "    <key>.",
         ],
     );
+}
+
+/// Valkey's command tips (COMMAND INFO's tips) for the commands tallykv has: cluster clients
+/// route by them (redis-py sends KEYS, DBSIZE and FLUSHALL to every primary because of
+/// `request_policy:all_shards`, and sums DBSIZE because of `response_policy:agg_sum`).
+const TIPS: &[(&str, &[&str])] = &[
+    ("keys", &["request_policy:all_shards", "nondeterministic_output_order"]),
+    ("dbsize", &["request_policy:all_shards", "response_policy:agg_sum"]),
+    ("flushall", &["request_policy:all_shards", "response_policy:all_succeeded"]),
+    ("flushdb", &["request_policy:all_shards", "response_policy:all_succeeded"]),
+    (
+        "scan",
+        &[
+            "nondeterministic_output",
+            "request_policy:special",
+            "response_policy:special",
+        ],
+    ),
+    (
+        "randomkey",
+        &[
+            "request_policy:all_shards",
+            "response_policy:special",
+            "nondeterministic_output",
+        ],
+    ),
+    ("mget", &["request_policy:multi_shard"]),
+    ("mset", &["request_policy:multi_shard", "response_policy:all_succeeded"]),
+    ("del", &["request_policy:multi_shard", "response_policy:agg_sum"]),
+    ("unlink", &["request_policy:multi_shard", "response_policy:agg_sum"]),
+    ("exists", &["request_policy:multi_shard", "response_policy:agg_sum"]),
+    ("touch", &["request_policy:multi_shard", "response_policy:agg_sum"]),
+    ("ping", &["request_policy:all_shards", "response_policy:all_succeeded"]),
+    (
+        "info",
+        &[
+            "nondeterministic_output",
+            "request_policy:all_shards",
+            "response_policy:special",
+        ],
+    ),
+    ("config|set", &["request_policy:all_nodes", "response_policy:all_succeeded"]),
+    (
+        "config|resetstat",
+        &["request_policy:all_nodes", "response_policy:all_succeeded"],
+    ),
+    ("save", &["request_policy:all_nodes", "response_policy:all_succeeded"]),
+    ("bgsave", &["request_policy:all_nodes", "response_policy:all_succeeded"]),
+    ("time", &["nondeterministic_output"]),
+    ("lastsave", &["nondeterministic_output"]),
+    ("hrandfield", &["nondeterministic_output"]),
+    ("client|list", &["nondeterministic_output"]),
+    ("client|info", &["nondeterministic_output"]),
+];
+
+/// The tips of the command with this full name ("config|set" for a subcommand).
+pub fn tips(full_name: &str) -> &'static [&'static str] {
+    TIPS.iter()
+        .find(|(n, _)| *n == full_name)
+        .map_or(&[], |(_, t)| t)
 }
