@@ -127,6 +127,10 @@ impl Host {
             // per peer and pass), and only to followers that did not acknowledge an append
             // within the interval: see `Host::spawn_heartbeats`.
             enable_heartbeat: false,
+            // Entries go to the followers as soon as they are appended here, not after the
+            // local write: the leader's own write and the followers' run side by side (the
+            // commit still counts the leader only once its write is done).
+            broadcast_submitted_on_append: Some(true),
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_after),
             // Keep a tenth of a snapshot interval of log behind each snapshot, so a replica
             // just briefly behind catches up from the log rather than a whole snapshot.

@@ -25,6 +25,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
+use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -172,18 +173,39 @@ impl RaftNetworkV2<TypeConfig> for GroupConnection {
     {
         let (links, addr, group) = (self.links.clone(), self.addr.clone(), self.group);
         let timeout = option.soft_ttl();
-        // Each request's frame is queued as the stream reaches it (in order, on the one
-        // connection); up to STREAM_WINDOW replies are awaited at once, yielded in order.
-        let replies = input
-            .map(move |req| {
-                links.call(&addr, KIND_STREAM_APPEND, group, wire::encode(&req), timeout)
+        let send = move |req: &AppendEntriesRequest<TypeConfig>| {
+            links.call(&addr, KIND_STREAM_APPEND, group, wire::encode(req), timeout)
+        };
+        let decode = |reply: Result<Bytes, BusError>| {
+            let reply = reply.map_err(rpc_err)?;
+            wire::decode::<StreamAppendResult<TypeConfig>>(&reply, "stream append reply")
+                .map_err(decode_err)
+        };
+        // Each job's frame is queued as the stream reaches it (in order, on the one
+        // connection); up to STREAM_WINDOW jobs are awaited at once, answered in order.
+        let replies = Coalesce::new(input)
+            .map(move |job| {
+                let first = send(job.first());
+                let send = send.clone();
+                async move {
+                    match job {
+                        Job::One(_) => vec![decode(first.await)],
+                        Job::Behind { probe, .. } => {
+                            let with = decode(first.await);
+                            match with {
+                                // The entries' success says the follower holds everything up
+                                // to their previous entry, so up to the probe's too, and it
+                                // carried a commit index at least as recent.
+                                Ok(Ok(_)) => vec![Ok(Ok(probe.prev_log_id)), with],
+                                // Anything else: ask the follower what it says to the probe.
+                                other => vec![decode(send(&probe).await), other],
+                            }
+                        }
+                    }
+                }
             })
             .buffered(STREAM_WINDOW)
-            .map(|reply| {
-                let reply = reply.map_err(rpc_err)?;
-                wire::decode::<StreamAppendResult<TypeConfig>>(&reply, "stream append reply")
-                    .map_err(decode_err)
-            });
+            .flat_map(futures::stream::iter);
         // An error ends the stream (openraft restarts replication after it).
         let mut failed = false;
         let out = replies
@@ -331,6 +353,104 @@ impl RaftNetworkV2<TypeConfig> for GroupConnection {
             "transfer reply",
         )
         .await
+    }
+}
+
+/// How long an append without entries (openraft sends one to pass on a new commit index)
+/// waits for the next append with entries, which carries a commit index at least as recent:
+/// while writes flow, the commit rides the next entry's frame instead of costing a round trip
+/// of its own; when they stop, it goes out after this.
+const PROBE_DELAY: Duration = Duration::from_millis(20);
+
+/// What the replication stream sends: one append, or a held probe (no entries) answered
+/// by the append with entries that followed it.
+enum Job {
+    One(AppendEntriesRequest<TypeConfig>),
+    Behind {
+        probe: AppendEntriesRequest<TypeConfig>,
+        with: AppendEntriesRequest<TypeConfig>,
+    },
+}
+
+impl Job {
+    /// The request sent first (the only one sent, for a probe whose follower answers).
+    fn first(&self) -> &AppendEntriesRequest<TypeConfig> {
+        match self {
+            Job::One(r) => r,
+            Job::Behind { with, .. } => with,
+        }
+    }
+}
+
+/// Turns openraft's appends into jobs, holding an append without entries for up to
+/// [`PROBE_DELAY`] in case entries follow (see [`PROBE_DELAY`]).
+struct Coalesce<S> {
+    input: S,
+    held: Option<AppendEntriesRequest<TypeConfig>>,
+    timer: Option<glommio::timer::Timer>,
+    queued: VecDeque<Job>,
+    ended: bool,
+}
+
+impl<S> Coalesce<S> {
+    fn new(input: S) -> Self {
+        Coalesce {
+            input,
+            held: None,
+            timer: None,
+            queued: VecDeque::new(),
+            ended: false,
+        }
+    }
+}
+
+impl<S> futures::Stream for Coalesce<S>
+where
+    S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>> + Unpin,
+{
+    type Item = Job;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Job>> {
+        use std::task::Poll;
+        let me = &mut *self;
+        loop {
+            if let Some(job) = me.queued.pop_front() {
+                return Poll::Ready(Some(job));
+            }
+            if me.ended {
+                return Poll::Ready(me.held.take().map(Job::One));
+            }
+            match std::pin::Pin::new(&mut me.input).poll_next(cx) {
+                Poll::Ready(Some(req)) if req.entries.is_empty() => {
+                    if let Some(older) = me.held.replace(req) {
+                        me.queued.push_back(Job::One(older));
+                    }
+                    me.timer = Some(glommio::timer::Timer::new(PROBE_DELAY));
+                }
+                Poll::Ready(Some(req)) => {
+                    me.timer = None;
+                    return Poll::Ready(Some(match me.held.take() {
+                        Some(probe) => Job::Behind { probe, with: req },
+                        None => Job::One(req),
+                    }));
+                }
+                Poll::Ready(None) => me.ended = true,
+                Poll::Pending => {
+                    if let Some(timer) = me.timer.as_mut()
+                        && std::pin::Pin::new(timer).poll(cx).is_ready()
+                    {
+                        me.timer = None;
+                        if let Some(probe) = me.held.take() {
+                            return Poll::Ready(Some(Job::One(probe)));
+                        }
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
     }
 }
 

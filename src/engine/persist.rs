@@ -24,6 +24,12 @@ use crate::config::AppendFsync;
 use crate::shard::Mutation;
 use crate::storage::{Batch, Item, Storage, codec};
 
+/// In a cluster, a core hands its pending changes to storage once this many keys are
+/// pending (see [`Core::schedule_flush`])...
+pub const CLUSTER_FLUSH_KEYS: usize = 262_144;
+/// ...or at least this often.
+pub const CLUSTER_FLUSH_INTERVAL: Duration = Duration::from_secs(30);
+
 /// Completes when the batch it belongs to is durable (Err: the writer is gone).
 pub type Ticket = Shared<oneshot::Receiver<()>>;
 
@@ -63,10 +69,22 @@ impl Core {
     }
 
     /// Arranges for this turn's changes to reach storage (at most one pending task).
+    ///
+    /// In a cluster, the Raft log is what makes a write durable: storage is the checkpoint
+    /// the log is replayed onto at restart (from each group's applied mark). So changes are
+    /// handed over in bulk rather than every turn — when many keys are pending, on the tick
+    /// every [`CLUSTER_FLUSH_INTERVAL`], before a snapshot and at shutdown — and a key
+    /// written many times meanwhile is written once. (Standalone, storage is the log: every
+    /// turn.)
     pub fn schedule_flush(&self) {
         let Some(p) = &self.persist else { return };
         if p.scheduled.get()
             || !(self.shard.borrow().has_changes() || self.has_raft_items())
+        {
+            return;
+        }
+        if self.shared.config.cluster.enabled
+            && self.shard.borrow().pending_changes() < CLUSTER_FLUSH_KEYS
         {
             return;
         }
@@ -136,6 +154,10 @@ impl Core {
     /// (backpressure). None when nothing needs waiting.
     pub fn ticket_since(&self, before: u64) -> Option<Ticket> {
         let p = self.persist.as_ref()?;
+        // In a cluster a reply waits for the Raft commit instead (see `replicated`).
+        if self.shared.config.cluster.enabled {
+            return None;
+        }
         let backlogged = self.shared.storage().is_some_and(|s| s.backlogged());
         if self.change_count() == before || !(self.always() || backlogged) {
             return None;

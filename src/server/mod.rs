@@ -272,6 +272,7 @@ async fn core_main(
 fn spawn_ticker(core: Rc<Core>) {
     glommio::spawn_local(async move {
         let mut last_sample = Instant::now();
+        let mut last_flush = Instant::now();
         loop {
             let hz = core.shared.config.runtime.hz().clamp(1, 500);
             let period = Duration::from_micros(1_000_000 / hz as u64);
@@ -292,6 +293,10 @@ fn spawn_ticker(core: Rc<Core>) {
                     core.evict_if_over_limit();
                 } else if let Some(host) = core.host() {
                     host.tick();
+                    if last_flush.elapsed() >= crate::engine::persist::CLUSTER_FLUSH_INTERVAL {
+                        last_flush = Instant::now();
+                        core.flush_changes();
+                    }
                 }
                 core.schedule_flush();
             }

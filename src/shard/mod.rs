@@ -128,6 +128,11 @@ impl Shard {
         self.changes = on.then(Changes::default);
     }
 
+    /// How many keys changed since the last [`Shard::take_changes`].
+    pub fn pending_changes(&self) -> usize {
+        self.changes.as_ref().map_or(0, |c| c.keys.len())
+    }
+
     /// Whether keys changed since the last [`Shard::take_changes`].
     pub fn has_changes(&self) -> bool {
         self.changes.as_ref().is_some_and(|c| !c.is_empty())
