@@ -57,6 +57,7 @@ def main():
     ap.add_argument("--fsync", default="everysec", help="appendfsync (default everysec)")
     ap.add_argument("--pin", default="", help="comma list of vCPUs: node i runs on pin[i %% len]")
     ap.add_argument("--extra", default="", help="extra tallykv-server arguments")
+    ap.add_argument("--threads", type=int, default=1, help="tallykv --threads per node (default 1)")
     args = ap.parse_args()
 
     C.install_cleanup()
@@ -72,7 +73,7 @@ def main():
                     _plain(self, name, port, data_dir, argv + args.extra.split(), log_dir)
 
                 C.Node.__init__ = with_extra
-            cluster = C.TallyCluster(args.bin, args.fsync, 1, log_dir)
+            cluster = C.TallyCluster(args.bin, args.fsync, args.threads, log_dir)
         if args.pin:
             cpus = args.pin.split(",")
             for i, node in enumerate(cluster.nodes):

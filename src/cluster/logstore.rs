@@ -68,6 +68,10 @@ impl WalPump {
         }
         let Some(me) = self.me.upgrade() else { return };
         glommio::spawn_local(async move {
+            // Behind the pass's other work, and behind the replication tasks the appends woke:
+            // the entries go to the followers before the leader's own write, which runs
+            // beside their round trip.
+            crate::engine::persist::yield_now().await;
             crate::engine::persist::yield_now().await;
             me.pump().await;
         })
