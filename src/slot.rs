@@ -60,7 +60,9 @@ impl SlotMap {
     /// Slots split evenly over `cores`.
     pub fn even(cores: usize) -> SlotMap {
         SlotMap {
-            bounds: (0..=cores).map(|c| AtomicUsize::new(c * SLOT_COUNT / cores)).collect(),
+            bounds: (0..=cores)
+                .map(|c| AtomicUsize::new(c * SLOT_COUNT / cores))
+                .collect(),
         }
     }
 

@@ -589,7 +589,8 @@ fn a_write_that_never_commits_is_never_read() {
     let mut answers = Vec::new();
     for _ in 0..4 {
         let (mut w, mut r) = raw(&c, leader, DEADLINE);
-        w.write_all(resp(&["GET", &key]).as_bytes()).expect("write GET");
+        w.write_all(resp(&["GET", &key]).as_bytes())
+            .expect("write GET");
         answers.push(read_get_reply(&mut r));
     }
     assert!(

@@ -10,8 +10,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::LocalBoxFuture;
 use openraft::ServerState;
-use openraft10 as openraft;
 use openraft::type_config::async_runtime::WatchReceiver;
+use openraft10 as openraft;
 use serde::{Deserialize, Serialize};
 
 use super::host::Host;
@@ -105,7 +105,13 @@ pub fn serve(host: Rc<Host>, payload: Bytes) -> LocalBoxFuture<'static, Result<V
             return Err("this node is stopping".into());
         };
         let target = match call.group() {
-            Some(g) => core.owner(host.node.layout().groups.get(g as usize).map_or(0, |gl| gl.slots.start)),
+            Some(g) => core.owner(
+                host.node
+                    .layout()
+                    .groups
+                    .get(g as usize)
+                    .map_or(0, |gl| gl.slots.start),
+            ),
             None => 0,
         };
         if target != core.id {
@@ -216,9 +222,14 @@ pub async fn ask_group(host: &Rc<Host>, g: GroupId, map: &Layout) -> Option<Grou
             let Some(info) = map.nodes.get(&id) else {
                 continue;
             };
-            call::<GroupReply>(host, &info.bus_addr(), &Call::Group { group: g }, CALL_TIMEOUT)
-                .await
-                .ok()
+            call::<GroupReply>(
+                host,
+                &info.bus_addr(),
+                &Call::Group { group: g },
+                CALL_TIMEOUT,
+            )
+            .await
+            .ok()
         };
         let Some(reply) = reply else { continue };
         if reply.members.is_some() {
@@ -274,7 +285,9 @@ pub async fn commit_map(host: &Host, next: Layout) -> Result<(), String> {
     let before = host.node.layout().epoch;
     let wanted = next.epoch;
     let written = glommio::timer::timeout(STEP_TIMEOUT, async {
-        Ok(raft.client_write(super::types::Data(Bytes::from(meta::entry(&next)))).await)
+        Ok(raft
+            .client_write(super::types::Data(Bytes::from(meta::entry(&next))))
+            .await)
     })
     .await
     .map_err(|_| "the meta group did not commit in time".to_string())?;

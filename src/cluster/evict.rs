@@ -65,8 +65,13 @@ pub fn pressure(core: &Rc<Core>) {
                 let Some(host) = core.host() else { return };
                 // Fire and forget: while still over, the next request goes out soon.
                 glommio::spawn_local(async move {
-                    let _ = admin::call::<()>(&host, &addr, &Call::Evict { group: g, bytes }, CALL_TIMEOUT)
-                        .await;
+                    let _ = admin::call::<()>(
+                        &host,
+                        &addr,
+                        &Call::Evict { group: g, bytes },
+                        CALL_TIMEOUT,
+                    )
+                    .await;
                 })
                 .detach();
             }

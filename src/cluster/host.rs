@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::future::LocalBoxFuture;
 use openraft::raft::ReadPolicy;
+use openraft::type_config::async_runtime::WatchReceiver;
 use openraft::{ServerState, SnapshotPolicy};
 use openraft10 as openraft;
-use openraft::type_config::async_runtime::WatchReceiver;
 
 use super::link::Links;
 use super::logstore::{LogStore, WalPump};
@@ -182,7 +182,11 @@ impl Host {
     }
 
     /// Opens the meta group here (core 0), starting from `state`.
-    pub async fn open_meta(&self, state: meta::Stored, on_map: Rc<dyn Fn(Arc<Layout>)>) -> Result<(), String> {
+    pub async fn open_meta(
+        &self,
+        state: meta::Stored,
+        on_map: Rc<dyn Fn(Arc<Layout>)>,
+    ) -> Result<(), String> {
         let core = self.core().ok_or("the core stopped")?;
         let log = LogStore::open(META, self.pump.clone()).map_err(|e| e.to_string())?;
         let sm = GroupSm::open_meta(
@@ -261,7 +265,8 @@ impl Host {
                     me.node.note_leader(g, leader, term);
                 }
                 let leading = state == ServerState::Leader;
-                if was_leader && !leading
+                if was_leader
+                    && !leading
                     && let Some(core) = me.core()
                 {
                     let why = leader
@@ -396,9 +401,11 @@ impl Host {
                 self.node.set_group_line(*g, group_line(&m, &self.node));
                 let mut offsets = vec![(self.node.id, m.last_applied.map_or(0, |l| l.index))];
                 if let Some(repl) = &m.replication {
-                    offsets.extend(repl.iter().filter(|(id, _)| **id != self.node.id).map(
-                        |(id, matched)| (*id, matched.as_ref().map_or(0, |l| l.index)),
-                    ));
+                    offsets.extend(
+                        repl.iter()
+                            .filter(|(id, _)| **id != self.node.id)
+                            .map(|(id, matched)| (*id, matched.as_ref().map_or(0, |l| l.index))),
+                    );
                 }
                 self.node.set_offsets(*g, offsets);
             }
@@ -436,8 +443,9 @@ impl Host {
     }
 
     fn storage_fsync(&self) -> AppendFsync {
-        self.core()
-            .map_or(AppendFsync::EverySec, |c| c.shared.config.runtime.appendfsync())
+        self.core().map_or(AppendFsync::EverySec, |c| {
+            c.shared.config.runtime.appendfsync()
+        })
     }
 
     fn timeout(&self) -> Duration {
@@ -483,7 +491,12 @@ impl Host {
         if !matches!(self.admit(g), Admit::Now(_)) {
             return;
         }
-        let Some(slots) = self.node.layout().groups.get(g as usize).map(|gl| gl.slots.clone())
+        let Some(slots) = self
+            .node
+            .layout()
+            .groups
+            .get(g as usize)
+            .map(|gl| gl.slots.clone())
         else {
             return;
         };

@@ -244,7 +244,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
     }
 
-    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -253,8 +257,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut wal = self.pump.wal.borrow_mut();
             for entry in entries {
                 let log_id = entry.log_id();
-                wal.append(self.group, log_id.index, bytes::Bytes::from(wire::encode(&entry)))
-                    .map_err(io_err)?;
+                wal.append(
+                    self.group,
+                    log_id.index,
+                    bytes::Bytes::from(wire::encode(&entry)),
+                )
+                .map_err(io_err)?;
                 self.last.set(Some(log_id));
             }
         }

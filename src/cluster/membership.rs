@@ -17,9 +17,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::Duration;
 
+use openraft::type_config::async_runtime::WatchReceiver;
 use openraft::{ChangeMembers, ServerState};
 use openraft10 as openraft;
-use openraft::type_config::async_runtime::WatchReceiver;
 
 use super::admin::{self, CALL_TIMEOUT, Call, STEP_TIMEOUT};
 use super::host::Host;
@@ -51,7 +51,9 @@ impl Host {
         self.reconcile_led_groups();
         self.retire_groups().await;
         self.poll_leaders().await;
-        if self.raft(META).is_some_and(|r| r.metrics().borrow_watched().state == ServerState::Leader)
+        if self
+            .raft(META)
+            .is_some_and(|r| r.metrics().borrow_watched().state == ServerState::Leader)
             && let Err(e) = plan(self).await
         {
             tracing::warn!("cluster map: {e}");
@@ -265,7 +267,10 @@ async fn plan(host: &Rc<Host>) -> Result<(), String> {
     let map = host.node.layout();
     for g in 0..map.group_count() as GroupId {
         let want: BTreeSet<NodeId> = map.groups[g as usize].members.iter().copied().collect();
-        match admin::ask_group(host, g, &map).await.and_then(|v| v.members) {
+        match admin::ask_group(host, g, &map)
+            .await
+            .and_then(|v| v.members)
+        {
             Some(members) if members == want => {}
             _ => return Ok(()), // a change in progress, or no leader: wait
         }
@@ -279,7 +284,9 @@ async fn plan(host: &Rc<Host>) -> Result<(), String> {
         return admin::commit_map(host, next).await;
     }
     if let Some((g, from, to)) = map.next_move(|g| host.node.leader(g)) {
-        tracing::info!("cluster map: moving slot group {g}'s replica from node {from} to node {to}");
+        tracing::info!(
+            "cluster map: moving slot group {g}'s replica from node {from} to node {to}"
+        );
         return admin::commit_map(host, map.with_move(g, from, to)).await;
     }
     balance_leaders(host, &map).await

@@ -22,16 +22,17 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
-use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::channel::{mpsc, oneshot};
 use futures::future::LocalBoxFuture;
 use futures::{FutureExt, StreamExt};
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::errors::{
     NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable,
 };
@@ -41,10 +42,9 @@ use openraft::raft::{
     TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::storage::Snapshot;
-use openraft::base::{BoxFuture, BoxStream};
+use openraft::type_config::alias::SnapshotOf;
 use openraft::{OptionalSend, RaftNetworkFactory, RaftNetworkV2};
 use openraft10 as openraft;
-use openraft::type_config::alias::SnapshotOf;
 use serde::{Deserialize, Serialize};
 
 use super::link::{BusError, Links};
@@ -169,7 +169,10 @@ impl RaftNetworkV2<TypeConfig> for GroupConnection {
         >,
     >
     where
-        S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
+        S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>>
+            + OptionalSend
+            + Unpin
+            + 'static,
     {
         let (links, addr, group) = (self.links.clone(), self.addr.clone(), self.group);
         let timeout = option.soft_ttl();
@@ -480,10 +483,13 @@ pub trait Groups {
 
 struct AppendStream {
     input: mpsc::UnboundedSender<AppendEntriesRequest<TypeConfig>>,
-    replies: Rc<RefCell<VecDeque<oneshot::Sender<Result<Vec<u8>, String>>>>>,
+    replies: ReplyQueue,
 }
 
 type Reply = LocalBoxFuture<'static, Result<Vec<u8>, String>>;
+
+/// Who waits for each append sent on a stream, oldest first.
+type ReplyQueue = Rc<RefCell<VecDeque<oneshot::Sender<Result<Vec<u8>, String>>>>>;
 
 fn ready(r: Result<Vec<u8>, String>) -> Reply {
     Box::pin(futures::future::ready(r))
@@ -581,8 +587,7 @@ impl RaftServer {
 
     fn start_stream(self: &Rc<Self>, g: GroupId, raft: Raft) -> AppendStream {
         let (input, rx) = mpsc::unbounded();
-        let replies: Rc<RefCell<VecDeque<oneshot::Sender<Result<Vec<u8>, String>>>>> =
-            Rc::default();
+        let replies: ReplyQueue = Rc::default();
         let out = raft.stream_append(rx);
         let (me, queue) = (Rc::downgrade(self), replies.clone());
         glommio::spawn_local(async move {

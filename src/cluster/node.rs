@@ -123,7 +123,10 @@ impl ClusterNode {
 
     /// The current cluster map.
     pub fn layout(&self) -> Arc<Layout> {
-        self.map.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     pub(super) fn set_layout(&self, map: Arc<Layout>) {
@@ -140,7 +143,9 @@ impl ClusterNode {
     }
 
     pub fn term(&self, g: GroupId) -> u64 {
-        self.facts.get(g as usize).map_or(0, |f| f.term.load(Relaxed))
+        self.facts
+            .get(g as usize)
+            .map_or(0, |f| f.term.load(Relaxed))
     }
 
     /// Records who leads group `g` (its host core, or a poll of its members when this node
@@ -177,7 +182,9 @@ impl ClusterNode {
     }
 
     pub fn is_member(&self, g: GroupId) -> bool {
-        self.facts.get(g as usize).is_some_and(|f| f.member.load(Relaxed))
+        self.facts
+            .get(g as usize)
+            .is_some_and(|f| f.member.load(Relaxed))
     }
 
     pub(super) fn set_quorum_lost(&self, g: GroupId, lost: bool) {
@@ -202,7 +209,9 @@ impl ClusterNode {
     }
 
     pub fn handing(&self, g: GroupId) -> bool {
-        self.facts.get(g as usize).is_some_and(|f| f.handing.load(Relaxed))
+        self.facts
+            .get(g as usize)
+            .is_some_and(|f| f.handing.load(Relaxed))
     }
 
     /// Whether this node's copy of group `g` is being replaced by a snapshot (partial until

@@ -30,9 +30,9 @@ use std::{fmt, io};
 use futures::{StreamExt, TryStreamExt};
 use openraft::entry::RaftEntry;
 use openraft::storage::{EntryResponder, RaftStateMachine, Snapshot};
+use openraft::type_config::alias::SnapshotOf;
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use openraft10 as openraft;
-use openraft::type_config::alias::SnapshotOf;
 use serde::{Deserialize, Serialize};
 
 use super::meta::{self, MetaState};
@@ -169,10 +169,7 @@ impl GroupSm {
                 r.apply(&mut shard).map_err(err)
             }
             Ok(Payload::Opaque(_)) => Ok(()),
-            Err(e) => Err(err(format!(
-                "{}: entry {log_id}: {e}",
-                group_name(self.g)
-            ))),
+            Err(e) => Err(err(format!("{}: entry {log_id}: {e}", group_name(self.g)))),
         }
     }
 
@@ -199,7 +196,8 @@ impl GroupSm {
         self.stage_applied(&core);
         core.flush_changes();
         // The file is read on a thread of its own, one batch ahead of the core.
-        let (tx, mut rx) = futures::channel::mpsc::channel::<Result<crate::storage::KeyValues, String>>(1);
+        let (tx, mut rx) =
+            futures::channel::mpsc::channel::<Result<crate::storage::KeyValues, String>>(1);
         let path = self.node.files.installing_path(g);
         std::thread::Builder::new()
             .name("tallykv-install".into())
@@ -208,14 +206,19 @@ impl GroupSm {
                 let mut r = match snapshot::Reader::open(&path) {
                     Ok(r) => r,
                     Err(e) => {
-                        let _ = futures::executor::block_on(futures::SinkExt::send(&mut tx, Err(e.to_string())));
+                        let _ = futures::executor::block_on(futures::SinkExt::send(
+                            &mut tx,
+                            Err(e.to_string()),
+                        ));
                         return;
                     }
                 };
                 loop {
                     let batch = r.next_batch(INSTALL_BATCH_RECORDS, INSTALL_BATCH_BYTES);
                     let last = !matches!(&batch, Ok(b) if !b.is_empty());
-                    if futures::executor::block_on(futures::SinkExt::send(&mut tx, batch)).is_err() || last {
+                    if futures::executor::block_on(futures::SinkExt::send(&mut tx, batch)).is_err()
+                        || last
+                    {
                         return;
                     }
                 }
@@ -476,13 +479,15 @@ impl RaftStateMachine<TypeConfig> for GroupSm {
             };
             let map = snapshot::Reader::open(&received)
                 .map_err(|e| e.to_string())
-                .and_then(|mut r| loop {
-                    match r.next_record()? {
-                        Some((k, v)) if k == b"map" => {
-                            break wire::decode(&v, "cluster map").map_err(|e| e.0);
+                .and_then(|mut r| {
+                    loop {
+                        match r.next_record()? {
+                            Some((k, v)) if k == b"map" => {
+                                break wire::decode(&v, "cluster map").map_err(|e| e.0);
+                            }
+                            Some(_) => {}
+                            None => break Err("the meta snapshot has no map".to_string()),
                         }
-                        Some(_) => {}
-                        None => break Err("the meta snapshot has no map".to_string()),
                     }
                 });
             let map = match map {
@@ -511,7 +516,10 @@ impl RaftStateMachine<TypeConfig> for GroupSm {
         std::thread::spawn(move || {
             let _ = tx.send(files.stage(g, &received, &m));
         });
-        let records = rx.await.map_err(|_| err("the staging thread stopped"))?.map_err(err)?;
+        let records = rx
+            .await
+            .map_err(|_| err("the staging thread stopped"))?
+            .map_err(err)?;
         tracing::info!(
             "{}: installing the leader's snapshot at log {} ({records} keys)",
             group_name(g),
@@ -527,7 +535,9 @@ impl RaftStateMachine<TypeConfig> for GroupSm {
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> io::Result<Option<SnapshotOf<TypeConfig, SnapshotFile>>> {
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> io::Result<Option<SnapshotOf<TypeConfig, SnapshotFile>>> {
         Ok(self
             .node
             .files

@@ -648,7 +648,13 @@ mod tests {
 
     fn meta(index: u64) -> Meta {
         Meta {
-            last_log_id: Some(LogId::new(LeaderId { term: 1, node_id: 1 }, index)),
+            last_log_id: Some(LogId::new(
+                LeaderId {
+                    term: 1,
+                    node_id: 1,
+                },
+                index,
+            )),
             last_membership: Default::default(),
         }
     }

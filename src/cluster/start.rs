@@ -302,8 +302,12 @@ pub fn serve_bus(core: &Rc<Core>) -> Result<(), String> {
         .cluster_boot
         .get()
         .ok_or("cluster start not prepared")?;
-    let listener = crate::server::bind_listener(&boot.bus_addr)
-        .map_err(|e| format!("Could not create the cluster bus socket {}: {e}", boot.bus_addr))?;
+    let listener = crate::server::bind_listener(&boot.bus_addr).map_err(|e| {
+        format!(
+            "Could not create the cluster bus socket {}: {e}",
+            boot.bus_addr
+        )
+    })?;
     let handler: Rc<dyn Serve> = Rc::new(BusServe {
         core: Rc::downgrade(core),
     });
@@ -346,7 +350,10 @@ async fn start_inner(core: &Rc<Core>) -> Result<(), String> {
         glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
     }
     let storage = shared.storage().ok_or("storage is not open")?.clone();
-    let boot = shared.cluster_boot.get().ok_or("cluster start not prepared")?;
+    let boot = shared
+        .cluster_boot
+        .get()
+        .ok_or("cluster start not prepared")?;
     let stored_id = meta::load_self(&storage)?;
     let stored = meta::load(&storage)?;
     let (id, state, bootstrap) = match (stored_id, stored, boot.initial.clone()) {
@@ -433,7 +440,10 @@ async fn start_core(
 ) -> Result<(), String> {
     let shared = core.shared.clone();
     let storage = shared.storage().ok_or("storage is not open")?.clone();
-    let boot = shared.cluster_boot.get().ok_or("cluster start not prepared")?;
+    let boot = shared
+        .cluster_boot
+        .get()
+        .ok_or("cluster start not prepared")?;
     let dir = wal_root(storage.dir()).join(format!("core-{}", core.id));
     // The cache of recent entries serves the followers' replication (they lag by little):
     // a few MiB per core; older entries are read back from the file.

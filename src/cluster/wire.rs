@@ -40,8 +40,9 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
 /// Decodes what [`encode`] wrote; `what` names it in errors.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, WireError> {
     match bytes.split_first() {
-        Some((&VERSION, rest)) => postcard::from_bytes(rest)
-            .map_err(|e| WireError(format!("undecodable {what}: {e}"))),
+        Some((&VERSION, rest)) => {
+            postcard::from_bytes(rest).map_err(|e| WireError(format!("undecodable {what}: {e}")))
+        }
         Some((&v, _)) => Err(WireError(format!(
             "{what} has encoding version {v}; this build reads version {VERSION} (written by a \
              newer tallykv?)"

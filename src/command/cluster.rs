@@ -398,6 +398,12 @@ pub fn admin(shared: &crate::state::Shared, args: &[Bytes], out: &mut Out) -> Op
 /// A change of the cluster map a client asked for, parsed (see [`admin`]); the engine runs
 /// it on the node's core 0, which hosts the meta group.
 pub enum AdminRequest {
-    Meet { host: String, port: u16, bus_port: u16 },
-    Forget { id: NodeId },
+    Meet {
+        host: String,
+        port: u16,
+        bus_port: u16,
+    },
+    Forget {
+        id: NodeId,
+    },
 }

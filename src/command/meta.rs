@@ -298,10 +298,22 @@ pub fn object_help(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
 /// route by them (redis-py sends KEYS, DBSIZE and FLUSHALL to every primary because of
 /// `request_policy:all_shards`, and sums DBSIZE because of `response_policy:agg_sum`).
 const TIPS: &[(&str, &[&str])] = &[
-    ("keys", &["request_policy:all_shards", "nondeterministic_output_order"]),
-    ("dbsize", &["request_policy:all_shards", "response_policy:agg_sum"]),
-    ("flushall", &["request_policy:all_shards", "response_policy:all_succeeded"]),
-    ("flushdb", &["request_policy:all_shards", "response_policy:all_succeeded"]),
+    (
+        "keys",
+        &["request_policy:all_shards", "nondeterministic_output_order"],
+    ),
+    (
+        "dbsize",
+        &["request_policy:all_shards", "response_policy:agg_sum"],
+    ),
+    (
+        "flushall",
+        &["request_policy:all_shards", "response_policy:all_succeeded"],
+    ),
+    (
+        "flushdb",
+        &["request_policy:all_shards", "response_policy:all_succeeded"],
+    ),
     (
         "scan",
         &[
@@ -319,12 +331,33 @@ const TIPS: &[(&str, &[&str])] = &[
         ],
     ),
     ("mget", &["request_policy:multi_shard"]),
-    ("mset", &["request_policy:multi_shard", "response_policy:all_succeeded"]),
-    ("del", &["request_policy:multi_shard", "response_policy:agg_sum"]),
-    ("unlink", &["request_policy:multi_shard", "response_policy:agg_sum"]),
-    ("exists", &["request_policy:multi_shard", "response_policy:agg_sum"]),
-    ("touch", &["request_policy:multi_shard", "response_policy:agg_sum"]),
-    ("ping", &["request_policy:all_shards", "response_policy:all_succeeded"]),
+    (
+        "mset",
+        &[
+            "request_policy:multi_shard",
+            "response_policy:all_succeeded",
+        ],
+    ),
+    (
+        "del",
+        &["request_policy:multi_shard", "response_policy:agg_sum"],
+    ),
+    (
+        "unlink",
+        &["request_policy:multi_shard", "response_policy:agg_sum"],
+    ),
+    (
+        "exists",
+        &["request_policy:multi_shard", "response_policy:agg_sum"],
+    ),
+    (
+        "touch",
+        &["request_policy:multi_shard", "response_policy:agg_sum"],
+    ),
+    (
+        "ping",
+        &["request_policy:all_shards", "response_policy:all_succeeded"],
+    ),
     (
         "info",
         &[
@@ -333,13 +366,22 @@ const TIPS: &[(&str, &[&str])] = &[
             "response_policy:special",
         ],
     ),
-    ("config|set", &["request_policy:all_nodes", "response_policy:all_succeeded"]),
+    (
+        "config|set",
+        &["request_policy:all_nodes", "response_policy:all_succeeded"],
+    ),
     (
         "config|resetstat",
         &["request_policy:all_nodes", "response_policy:all_succeeded"],
     ),
-    ("save", &["request_policy:all_nodes", "response_policy:all_succeeded"]),
-    ("bgsave", &["request_policy:all_nodes", "response_policy:all_succeeded"]),
+    (
+        "save",
+        &["request_policy:all_nodes", "response_policy:all_succeeded"],
+    ),
+    (
+        "bgsave",
+        &["request_policy:all_nodes", "response_policy:all_succeeded"],
+    ),
     ("time", &["nondeterministic_output"]),
     ("lastsave", &["nondeterministic_output"]),
     ("hrandfield", &["nondeterministic_output"]),

@@ -616,9 +616,9 @@ impl Core {
                                 glommio::spawn_local(async move {
                                     let r = match super::replicated::settle_all(&core).await {
                                         Ok(()) => BatchReply { buf: out.buf, ends },
-                                        Err(why) => super::replicated::refused_all(
-                                            &core, &ops, &why, resp3,
-                                        ),
+                                        Err(why) => {
+                                            super::replicated::refused_all(&core, &ops, &why, resp3)
+                                        }
                                     };
                                     let _ = reply.send(r);
                                 })

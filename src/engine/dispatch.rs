@@ -290,9 +290,8 @@ impl Dispatcher {
         let key_core = positions
             .next()
             .map(|p| core.owner(key_slot(&args[p]) as usize));
-        let single_core = key_core.is_some_and(|c| {
-            positions.all(|p| core.owner(key_slot(&args[p]) as usize) == c)
-        });
+        let single_core = key_core
+            .is_some_and(|c| positions.all(|p| core.owner(key_slot(&args[p]) as usize) == c));
         match def.exec {
             Exec::Container => unreachable!("containers resolve to a subcommand above"),
             Exec::Shard(f) => {
@@ -621,9 +620,8 @@ impl Dispatcher {
             }
             Fanout::Scan => {
                 // One core per call: the one owning the cursor's slot.
-                let target = keyspace::parse_cursor(&args[1]).map_or(core.id, |c| {
-                    core.owner(keyspace::scan_cursor_slot(c))
-                });
+                let target = keyspace::parse_cursor(&args[1])
+                    .map_or(core.id, |c| core.owner(keyspace::scan_cursor_slot(c)));
                 let part = self.route(core, target, keyspace::scan, args, flags, cmd_id);
                 self.slots.push(Slot::One(part));
                 return;

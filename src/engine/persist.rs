@@ -25,8 +25,9 @@ use crate::shard::Mutation;
 use crate::storage::{Batch, Item, Storage, codec};
 
 /// In a cluster, a core hands its pending changes to storage once this many keys are
-/// pending (see [`Core::schedule_flush`])...
-pub const CLUSTER_FLUSH_KEYS: usize = 262_144;
+/// pending (see [`Core::schedule_flush`]; the hand-over encodes every pending key on the
+/// core thread, so this bounds that pause)...
+pub const CLUSTER_FLUSH_KEYS: usize = 65_536;
 /// ...or at least this often.
 pub const CLUSTER_FLUSH_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -74,17 +75,18 @@ impl Core {
     /// the log is replayed onto at restart (from each group's applied mark). So changes are
     /// handed over in bulk rather than every turn — when many keys are pending, on the tick
     /// every [`CLUSTER_FLUSH_INTERVAL`], before a snapshot and at shutdown — and a key
-    /// written many times meanwhile is written once. (Standalone, storage is the log: every
-    /// turn.)
+    /// written many times meanwhile is written once. Over `maxmemory` they go every turn:
+    /// the set of pending keys is memory eviction cannot free (it holds the evicted keys
+    /// too), and a node evicting to make room must not keep it growing. (Standalone, storage
+    /// is the log: every turn.)
     pub fn schedule_flush(&self) {
         let Some(p) = &self.persist else { return };
-        if p.scheduled.get()
-            || !(self.shard.borrow().has_changes() || self.has_raft_items())
-        {
+        if p.scheduled.get() || !(self.shard.borrow().has_changes() || self.has_raft_items()) {
             return;
         }
         if self.shared.config.cluster.enabled
             && self.shard.borrow().pending_changes() < CLUSTER_FLUSH_KEYS
+            && self.over_limit().is_none()
         {
             return;
         }

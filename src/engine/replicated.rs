@@ -97,19 +97,16 @@ pub async fn run_batch(core: &Rc<Core>, g: GroupId, ops: Vec<Op>, resp3: bool) -
     let Some(consensus) = core.consensus() else {
         return refused(core, &ops, &Refusal::Down, resp3);
     };
-    loop {
-        match consensus.admit(g) {
-            Admit::Now(_) => break,
-            Admit::Refuse(why) => return refused(core, &ops, &why, resp3),
-            Admit::Confirm => {
-                if let Err(why) = consensus.confirm(g).await {
-                    return refused(core, &ops, &why, resp3);
-                }
-                // Admitted again, now: the confirmation renewed the lease.
-                match consensus.admit(g) {
-                    Admit::Now(_) | Admit::Confirm => break,
-                    Admit::Refuse(why) => return refused(core, &ops, &why, resp3),
-                }
+    match consensus.admit(g) {
+        Admit::Now(_) => {}
+        Admit::Refuse(why) => return refused(core, &ops, &why, resp3),
+        Admit::Confirm => {
+            if let Err(why) = consensus.confirm(g).await {
+                return refused(core, &ops, &why, resp3);
+            }
+            // Admitted again, now: the confirmation renewed the lease.
+            if let Admit::Refuse(why) = consensus.admit(g) {
+                return refused(core, &ops, &why, resp3);
             }
         }
     }
@@ -168,7 +165,12 @@ pub async fn run_batch(core: &Rc<Core>, g: GroupId, ops: Vec<Op>, resp3: bool) -
 
 /// Adds what a journal recorded for group `g` to this pass's proposal for it (opened if
 /// needed, handed to Raft when the pass ends); the proposal's id, if anything was recorded.
-pub fn absorb(core: &Rc<Core>, g: GroupId, journal: crate::shard::Journal, now: u64) -> Option<Pid> {
+pub fn absorb(
+    core: &Rc<Core>,
+    g: GroupId,
+    journal: crate::shard::Journal,
+    now: u64,
+) -> Option<Pid> {
     let mut rep = core.replicated.borrow_mut();
     let pid = rep.spec.absorb(g, journal, now);
     if pid.is_some() && !rep.propose_scheduled {

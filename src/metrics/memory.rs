@@ -158,9 +158,8 @@ impl Memory {
     }
 }
 
-/// A jemalloc arena of its own for the threads that write storage and run Raft (the storage
-/// writer, the Raft runtime): fjall's memtables, the Raft log's buffers and the bus's
-/// buffers are allocated there, so their real size — node and size-class overhead included,
+/// A jemalloc arena of its own for the thread that writes storage (the storage writer):
+/// fjall's memtables are allocated there, so their real size — node and size-class overhead included,
 /// which fjall's own `write_buffer_size` estimate leaves out (about 60 bytes per entry, a
 /// drift of megabytes per million writes until a memtable is flushed) — can be left out of
 /// what maxmemory is compared with, as Valkey leaves out its AOF and replication buffers.

@@ -9,9 +9,9 @@ use bytes::BytesMut;
 use futures::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use glommio::net::TcpStream;
 
+use crate::command::connection::Client;
 use crate::engine::core::Core;
 use crate::engine::dispatch::Dispatcher;
-use crate::command::connection::Client;
 use crate::protocol::{Limits, RequestParser};
 use crate::state::{ClientInfo, ClientMeta, Shared};
 

@@ -16,8 +16,8 @@ use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 
-use crate::engine::core::{Core, CoreMsg};
 use crate::config::Config;
+use crate::engine::core::{Core, CoreMsg};
 use crate::state::Shared;
 
 /// Runs the server until the process is stopped. Returns an error if it cannot start.

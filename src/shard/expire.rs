@@ -25,7 +25,8 @@ impl Shard {
     /// Checks up to `max_checked` keys with an expiry, continuing where the last step stopped,
     /// and deletes those expired at `now`.
     pub fn active_expire_step(&mut self, now: u64, max_checked: usize) -> ExpireStep {
-        self.expire_walk(now, max_checked, None)
+        let range = self.owned.clone();
+        self.expire_walk_in(range, now, max_checked)
     }
 
     /// [`Shard::active_expire_step`] over `slots` only (of those this shard owns), from and
@@ -42,20 +43,10 @@ impl Shard {
         let range = slots.start.max(owned.start)..slots.end.min(owned.end);
         let saved = self.expire_cursor;
         self.expire_cursor = *cursor;
-        let step = self.expire_walk_in(range, now, max_checked, None);
+        let step = self.expire_walk_in(range, now, max_checked);
         *cursor = self.expire_cursor;
         self.expire_cursor = saved;
         step
-    }
-
-    fn expire_walk(
-        &mut self,
-        now: u64,
-        max_checked: usize,
-        collect: Option<&mut Vec<Box<[u8]>>>,
-    ) -> ExpireStep {
-        let range = self.owned.clone();
-        self.expire_walk_in(range, now, max_checked, collect)
     }
 
     fn expire_walk_in(
@@ -63,7 +54,6 @@ impl Shard {
         range: std::ops::Range<usize>,
         now: u64,
         max_checked: usize,
-        mut collect: Option<&mut Vec<Box<[u8]>>>,
     ) -> ExpireStep {
         let mut step = ExpireStep::default();
         if self.volatile == 0 || range.is_empty() {
@@ -80,13 +70,8 @@ impl Shard {
         let mut slots_visited = 0;
         while step.checked < max_checked && slots_visited <= span {
             if self.slots[slot].volatile > 0 {
-                let (next, checked, expired) = self.expire_in_slot(
-                    slot,
-                    in_slot,
-                    max_checked - step.checked,
-                    now,
-                    collect.as_deref_mut(),
-                );
+                let (next, checked, expired) =
+                    self.expire_in_slot(slot, in_slot, max_checked - step.checked, now);
                 step.checked += checked;
                 step.expired += expired;
                 if next != 0 {
@@ -107,14 +92,13 @@ impl Shard {
     }
 
     /// Walks one slot's table from `cursor`; returns (next cursor or 0, checked, expired).
-    /// Expired keys are deleted, or handed to `collect` when given.
+    /// Expired keys are deleted.
     fn expire_in_slot(
         &mut self,
         slot: usize,
         cursor: u64,
         budget: usize,
         now: u64,
-        collect: Option<&mut Vec<Box<[u8]>>>,
     ) -> (u64, usize, usize) {
         let mut doomed: Vec<Box<[u8]>> = Vec::new();
         let mut checked = 0;
@@ -128,13 +112,8 @@ impl Shard {
             }
         });
         let expired = doomed.len();
-        match collect {
-            Some(found) => found.extend(doomed),
-            None => {
-                for key in &doomed {
-                    self.apply(Mutation::Expired { key });
-                }
-            }
+        for key in &doomed {
+            self.apply(Mutation::Expired { key });
         }
         (next, checked, expired)
     }

@@ -209,7 +209,10 @@ impl Shard {
     /// Changes the slots this shard owns; only while it holds no key (before loading, or a
     /// node joining a cluster).
     pub fn set_owned(&mut self, owned: Range<usize>) {
-        debug_assert!(self.keys == 0, "slots reassigned under a shard holding keys");
+        debug_assert!(
+            self.keys == 0,
+            "slots reassigned under a shard holding keys"
+        );
         self.owned = owned;
         self.expire_cursor = 0;
     }

@@ -77,16 +77,37 @@ pub fn replicas_converge(c: &Cluster, expected: &BTreeMap<String, Option<String>
                 // (MOVED): not converged yet.
                 match cmd(&["GET", k]).query::<Option<String>>(&mut conn) {
                     Ok(got) if &got == want => {}
-                    Ok(got) => differing.push(format!("{k}: {got:?} != {want:?}")),
+                    Ok(got) => differing.push(format!(
+                        "{k} (group {}): {:?} != {:?}",
+                        c.group_of_key(k),
+                        got.map(|v| v.len()),
+                        want.as_ref().map(String::len)
+                    )),
                     Err(e) => differing.push(format!("{k}: {e}")),
                 }
             }
             differing.is_empty()
         });
+        let groups = |n: usize| -> String {
+            let Some(mut conn) = c.try_conn(n, Duration::from_secs(2)).ok() else {
+                return String::new();
+            };
+            let info: String = cmd(&["INFO", "cluster"])
+                .query(&mut conn)
+                .unwrap_or_default();
+            info.lines()
+                .filter(|l| l.starts_with("group"))
+                .map(|l| format!("  node {n}: {l}\n"))
+                .collect()
+        };
         assert!(
             converged,
-            "node {i}'s replica differs from the leaders':\n{}\n{}",
+            "node {i}'s replica differs from the leaders' (value lengths):\n{}\n{}{}",
             differing.join("\n"),
+            (0..c.len())
+                .filter(|&n| c.running(n))
+                .map(groups)
+                .collect::<String>(),
             c.logs(20)
         );
     }
