@@ -1,9 +1,7 @@
 //! openraft's async runtime on a glommio executor: each Raft group lives on one glommio core
 //! thread, with openraft built with its `single-threaded` feature (no `Send` bounds, no tokio).
 //!
-//! ```ignore
-//! openraft::declare_raft_types!(pub TypeConfig: AsyncRuntime = tallykv_rt_glommio::GlommioRuntime, ..);
-//! ```
+//! A type config names it as its runtime: `AsyncRuntime = tallykv_rt_glommio::GlommioRuntime`.
 //!
 //! What this room may not touch: it knows nothing of Raft or of tallykv's data; it only maps
 //! openraft-rt's traits onto glommio (tasks, timers) and onto channels made for one thread.
