@@ -51,7 +51,8 @@ pub struct ClusterNode {
     /// INFO cluster's per-group lines, as the host cores last wrote them.
     lines: Mutex<Vec<String>>,
     pub timeout_ms: u64,
-    /// Leader lease for reads (ms): half the node timeout, see `host`.
+    /// Leader lease for reads (ms): a quarter of the node timeout, half the voters lease
+    /// (see `Host::raft_config`).
     pub lease_ms: u64,
     /// `cluster-leader-balance-delay` (zero: leaders are never handed over).
     pub balance_delay: Duration,
@@ -92,7 +93,7 @@ impl ClusterNode {
             meta_leader: AtomicU64::new(0),
             lines: Mutex::new(vec![String::new(); groups]),
             timeout_ms: config.node_timeout_ms,
-            lease_ms: config.node_timeout_ms / 2,
+            lease_ms: config.node_timeout_ms / 4,
             balance_delay: Duration::from_millis(config.leader_balance_delay_ms),
             snapshot_after: config.snapshot_after,
             files,
@@ -104,10 +105,10 @@ impl ClusterNode {
     }
 
     /// Whether vote requests are answered now. A follower that acknowledged a leader promises
-    /// not to vote for another one for the election timeout (openraft's leader lease, which
+    /// not to vote for another one for half the node timeout (openraft's leader lease, which
     /// the read leases rely on); a restarted node — or one whose data dir was lost — has
-    /// forgotten that promise (and maybe its vote), so it abstains for twice that long after
-    /// it starts: by then any live leader has reached it.
+    /// forgotten that promise (and maybe its vote), so it abstains for twice the node timeout
+    /// after it starts: by then any live leader has reached it.
     pub fn votes_allowed(&self) -> bool {
         Instant::now() >= self.abstain_until
     }
