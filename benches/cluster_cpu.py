@@ -9,7 +9,9 @@ settings with, one change at a time (BENCHMARKS.md, "session 6"). For each -P it
 
 against the cluster and prints rps, p50/p99, the servers' user+system CPU time over the run
 (from /proc/<pid>/stat) divided by the writes, and for tallykv how many log entries the
-groups' leaders appended (INFO cluster's last_log), i.e. how many writes went per entry.
+groups' leaders appended (INFO cluster's last_log), i.e. how many writes went per entry; and the context switches of all
+the nodes' threads (/proc/<pid>/task/*/status) and their futex calls (`perf stat`, when perf is
+installed) per write.
 
     python3 benches/cluster_cpu.py --bin target/release/tallykv-server [--n 80000] [--pipelines 1,16]
     python3 benches/cluster_cpu.py --redis
@@ -35,6 +37,50 @@ def cpu_seconds(nodes):
             fields = f.read().rsplit(")", 1)[1].split()
         total += int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")
+
+
+def context_switches(nodes):
+    """Voluntary and involuntary context switches of every thread of the nodes so far."""
+    vol = invol = 0
+    for node in nodes:
+        task_dir = f"/proc/{node.proc.pid}/task"
+        for tid in os.listdir(task_dir):
+            try:
+                with open(f"{task_dir}/{tid}/status") as f:
+                    for line in f:
+                        if line.startswith("voluntary_ctxt_switches:"):
+                            vol += int(line.split()[1])
+                        elif line.startswith("nonvoluntary_ctxt_switches:"):
+                            invol += int(line.split()[1])
+            except FileNotFoundError:
+                pass  # a thread that ended meanwhile
+    return vol, invol
+
+
+def futex_counter(nodes):
+    """`perf stat` counting futex calls of the nodes' processes (None when perf cannot)."""
+    pids = ",".join(str(node.proc.pid) for node in nodes)
+    try:
+        proc = subprocess.Popen(["perf", "stat", "-x", ",", "-e", "syscalls:sys_enter_futex", "-p", pids],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    except FileNotFoundError:
+        return None
+    return proc
+
+
+def futex_count(proc):
+    if proc is None:
+        return None
+    proc.send_signal(2)
+    _, err = proc.communicate()
+    for line in err.splitlines():
+        fields = line.split(",")
+        if len(fields) > 2 and "sys_enter_futex" in fields[2]:
+            try:
+                return int(fields[0])
+            except ValueError:
+                return None
+    return None
 
 
 def leader_entries(cluster):
@@ -84,13 +130,20 @@ def main():
             n = args.n if p == 1 else args.n * p // 4
             entries0 = None if args.redis else leader_entries(cluster)
             cpu0 = cpu_seconds(cluster.nodes)
+            vol0, invol0 = context_switches(cluster.nodes)
+            perf = futex_counter(cluster.nodes)
             rps, p50, p99, _, notes = C.redis_benchmark(port, args.test, p, 50, n, 300)
             cpu = cpu_seconds(cluster.nodes) - cpu0
+            vol1, invol1 = context_switches(cluster.nodes)
+            futexes = futex_count(perf)
             line = (f"-P {p:2d} {args.test.upper()}: rps {rps:9.0f}  p50 {p50:7.3f} ms  p99 {p99:8.3f} ms  "
                     f"CPU {cpu / n * 1e6:6.1f} us/write")
             if entries0 is not None:
                 entries = leader_entries(cluster) - entries0
                 line += f"  {n / max(entries, 1):5.1f} writes/entry"
+            line += f"  ctx sw/write {(vol1 - vol0) / n:.3f} vol + {(invol1 - invol0) / n:.3f} invol"
+            if futexes is not None:
+                line += f"  futex calls/write {futexes / n:.3f}"
             print(line + (f"  notes: {notes}" if notes else ""), flush=True)
     finally:
         C.cleanup()
