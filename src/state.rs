@@ -196,6 +196,17 @@ impl Shared {
                 {
                     std::thread::sleep(std::time::Duration::from_millis(2));
                 }
+                let flushed = shared.shutdown_flushed.load(Relaxed);
+                if flushed < shared.cores {
+                    // Standalone, what those cores changed since their last hand-over is not
+                    // stored; in a cluster it is in the Raft log and replayed at restart.
+                    tracing::warn!(
+                        "shutdown: {} of {} cores did not hand over their last changes within 2 s; \
+                         stopping without them",
+                        shared.cores - flushed,
+                        shared.cores
+                    );
+                }
                 if let Some(storage) = shared.storage() {
                     if save {
                         let (tx, rx) = std::sync::mpsc::channel();
