@@ -26,12 +26,15 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use tallykv::cluster::key_slot;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 #[path = "common/cluster_slots.rs"]
 mod cluster_slots;
+#[path = "common/replies.rs"]
+mod replies;
 use cluster_slots::slot_owners;
+use replies::{Replies, Reply, json_string};
 
 const USAGE: &str = "usage: waitload --port P [--clients N] [--pipeline P] [--wait] \
                      [--warmup S] [--seconds S] [--keys K]";
@@ -183,22 +186,6 @@ impl Stats {
     }
 }
 
-/// `s` as a JSON string literal.
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 /// Routes the keys, connects everything, then runs all connections on this thread.
 async fn run(args: &Args) -> Result<Stats, String> {
     let owners = slot_owners(args.port).await?;
@@ -306,7 +293,8 @@ impl Client {
     async fn batches(&mut self, stats: &mut Stats) -> Result<(), String> {
         let mut rng = fastrand::Rng::new();
         let mut batch = Vec::with_capacity(64 * (self.pipeline + 1));
-        let mut replies = Replies::new();
+        // Larger than any batch's replies.
+        let mut replies = Replies::with_capacity(64 * 1024);
         let expect = self.pipeline + usize::from(self.wait);
         loop {
             let start = Instant::now();
@@ -326,24 +314,17 @@ impl Client {
                 .map_err(|e| format!("write: {e}"))?;
             let mut last_was_zero = false;
             for _ in 0..expect {
-                let line = replies.next_line(&mut self.stream).await?;
-                match line.first() {
-                    Some(b':') | Some(b'+') => {}
-                    Some(b'-') => {
+                last_was_zero = false;
+                match replies.next(&mut self.stream).await? {
+                    Reply::Simple => {}
+                    Reply::Int(n) => last_was_zero = n == 0,
+                    Reply::Error(e) => {
                         stats.errors += 1;
-                        if stats.samples.len() < MAX_SAMPLES {
-                            stats.sample(String::from_utf8_lossy(line).into_owned());
-                        }
+                        stats.sample(e);
                     }
-                    // INCR and WAIT only ever answer with one line.
-                    _ => {
-                        return Err(format!(
-                            "unexpected reply {:?}",
-                            String::from_utf8_lossy(line)
-                        ));
-                    }
+                    // INCR and WAIT only ever answer with an integer (or an error).
+                    _ => return Err("unexpected reply: not an integer or a status".into()),
                 }
-                last_was_zero = line == b":0";
             }
             let done = Instant::now();
             if self.wait && last_was_zero {
@@ -353,60 +334,6 @@ impl Client {
                 stats.ops += self.pipeline as u64;
                 stats.latencies.push((done - start).as_nanos() as u64);
             }
-        }
-    }
-}
-
-/// A read buffer handing out one reply line at a time (without its CRLF).
-struct Replies {
-    buf: Box<[u8]>,
-    start: usize,
-    end: usize,
-}
-
-impl Replies {
-    fn new() -> Replies {
-        // Larger than any batch's replies, so a read is short and tokio skips the extra
-        // read() that would only return EAGAIN.
-        Replies {
-            buf: vec![0; 64 * 1024].into_boxed_slice(),
-            start: 0,
-            end: 0,
-        }
-    }
-
-    async fn next_line(&mut self, stream: &mut TcpStream) -> Result<&[u8], String> {
-        loop {
-            if let Some(nl) = self.buf[self.start..self.end]
-                .iter()
-                .position(|&b| b == b'\n')
-            {
-                let line_start = self.start;
-                let line_end = self.start + nl;
-                self.start = line_end + 1;
-                let line = &self.buf[line_start..line_end];
-                return Ok(line.strip_suffix(b"\r").unwrap_or(line));
-            }
-            if self.start == self.end {
-                self.start = 0;
-                self.end = 0;
-            } else if self.end == self.buf.len() {
-                // Keep the partial line, make room behind it.
-                self.buf.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
-                if self.end == self.buf.len() {
-                    return Err("reply line longer than the read buffer".into());
-                }
-            }
-            let n = stream
-                .read(&mut self.buf[self.end..])
-                .await
-                .map_err(|e| format!("read: {e}"))?;
-            if n == 0 {
-                return Err("connection closed by the server".into());
-            }
-            self.end += n;
         }
     }
 }

@@ -1,9 +1,11 @@
 //! The slot map of a Redis Cluster as a load client needs it: for every slot, the port of the
 //! primary that serves it, read once from a seed node's CLUSTER SLOTS. Shared by the examples
-//! (`#[path = "common/cluster_slots.rs"] mod cluster_slots;`); not a general RESP client.
+//! (`#[path = "common/cluster_slots.rs"] mod cluster_slots;`), decoded with redis-protocol.
 
 use std::time::Duration;
 
+use redis_protocol::resp2::decode::decode;
+use redis_protocol::resp2::types::OwnedFrame as Value;
 use tallykv::cluster::SLOT_COUNT;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -22,7 +24,8 @@ pub async fn slot_owners(seed: u16) -> Result<Vec<Option<u16>>, String> {
             .map_err(|e| format!("CLUSTER SLOTS: {e}"))?;
         let mut buf = Vec::with_capacity(16 * 1024);
         loop {
-            if let Some((value, _)) = parse_value(&buf)? {
+            let parsed = decode(&buf).map_err(|e| format!("CLUSTER SLOTS: {e:?}"))?;
+            if let Some((value, _)) = parsed {
                 return Ok::<_, String>(value);
             }
             let n = stream
@@ -48,12 +51,15 @@ pub async fn slot_owners(seed: u16) -> Result<Vec<Option<u16>>, String> {
         let Value::Array(fields) = range else {
             return Err(bad());
         };
-        let (Some(&Value::Int(first)), Some(&Value::Int(last)), Some(Value::Array(primary))) =
-            (fields.first(), fields.get(1), fields.get(2))
+        let (
+            Some(&Value::Integer(first)),
+            Some(&Value::Integer(last)),
+            Some(Value::Array(primary)),
+        ) = (fields.first(), fields.get(1), fields.get(2))
         else {
             return Err(bad());
         };
-        let Some(&Value::Int(port)) = primary.get(1) else {
+        let Some(&Value::Integer(port)) = primary.get(1) else {
             return Err(bad());
         };
         let port = u16::try_from(port).map_err(|_| bad())?;
@@ -65,63 +71,4 @@ pub async fn slot_owners(seed: u16) -> Result<Vec<Option<u16>>, String> {
         }
     }
     Ok(owners)
-}
-
-/// A RESP2 reply, as much of it as CLUSTER SLOTS needs.
-enum Value {
-    Int(i64),
-    Bytes,
-    Error(String),
-    Array(Vec<Value>),
-}
-
-/// One complete RESP2 value at the start of `buf` and its length, `None` if more bytes are needed.
-fn parse_value(buf: &[u8]) -> Result<Option<(Value, usize)>, String> {
-    let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
-        return Ok(None);
-    };
-    if nl < 2 || buf[nl - 1] != b'\r' {
-        return Err("CLUSTER SLOTS: malformed reply".into());
-    }
-    let line = &buf[1..nl - 1];
-    let after = nl + 1;
-    let number = || -> Result<i64, String> {
-        std::str::from_utf8(line)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| "CLUSTER SLOTS: bad number".to_string())
-    };
-    match buf[0] {
-        b':' => Ok(Some((Value::Int(number()?), after))),
-        b'+' => Ok(Some((Value::Bytes, after))),
-        b'-' => Ok(Some((
-            Value::Error(String::from_utf8_lossy(line).into_owned()),
-            after,
-        ))),
-        b'$' => {
-            let len = number()?;
-            if len < 0 {
-                return Ok(Some((Value::Bytes, after)));
-            }
-            let total = after + len as usize + 2;
-            Ok((buf.len() >= total).then_some((Value::Bytes, total)))
-        }
-        b'*' => {
-            let len = number()?;
-            let mut items = Vec::with_capacity(len.max(0) as usize);
-            let mut at = after;
-            for _ in 0..len.max(0) {
-                let Some((item, used)) = parse_value(&buf[at..])? else {
-                    return Ok(None);
-                };
-                items.push(item);
-                at += used;
-            }
-            Ok(Some((Value::Array(items), at)))
-        }
-        other => Err(format!(
-            "CLUSTER SLOTS: unexpected reply type {:?}",
-            other as char
-        )),
-    }
 }

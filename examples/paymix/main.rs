@@ -68,6 +68,8 @@ use tallykv::cluster::{SLOT_COUNT, key_slot};
 #[path = "../common/cluster_slots.rs"]
 mod cluster_slots;
 mod preload;
+#[path = "../common/replies.rs"]
+mod replies;
 mod resp;
 mod stats;
 

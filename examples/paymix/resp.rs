@@ -1,10 +1,11 @@
 //! RESP on the client side, as lean as the load needs: commands encoded from pre-encoded heads
 //! and constant arguments into reused buffers, one connection per primary with its pipeline,
-//! and replies scanned (not built) from a reused read buffer.
+//! and replies scanned (not built) from a reused read buffer (`common/replies.rs`).
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+pub use crate::replies::{Replies, Reply};
 use crate::stats::Stats;
 
 /// Command heads (array length and name) and constant arguments, RESP-encoded once.
@@ -148,7 +149,8 @@ impl Conn {
             stream,
             out: Vec::with_capacity(1024),
             expect: Vec::with_capacity(16),
-            replies: Replies::new(),
+            // A card blob is ~100 bytes: 16 KiB holds any pipeline's replies.
+            replies: Replies::with_capacity(16 * 1024),
         })
     }
 
@@ -189,116 +191,5 @@ impl Conn {
         }
         self.expect.clear();
         Ok(())
-    }
-}
-
-/// A reply, as much of it as the checks need.
-pub enum Reply {
-    Simple,
-    Int(i64),
-    Bulk,
-    Nil,
-    /// An array and how many of its elements are nil.
-    Array {
-        nils: usize,
-    },
-    Error(String),
-}
-
-/// A read buffer handing out one complete reply at a time.
-pub struct Replies {
-    buf: Box<[u8]>,
-    start: usize,
-    end: usize,
-}
-
-impl Replies {
-    pub fn new() -> Replies {
-        // Larger than any pipeline's replies (a card blob is ~100 bytes), so a read is short.
-        Replies {
-            buf: vec![0; 16 * 1024].into_boxed_slice(),
-            start: 0,
-            end: 0,
-        }
-    }
-
-    pub async fn next(&mut self, stream: &mut TcpStream) -> Result<Reply, String> {
-        loop {
-            if let Some((reply, used)) = scan(&self.buf[self.start..self.end])? {
-                self.start += used;
-                return Ok(reply);
-            }
-            if self.start == self.end {
-                self.start = 0;
-                self.end = 0;
-            } else if self.end == self.buf.len() {
-                // Keep the partial reply, make room behind it.
-                self.buf.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
-                if self.end == self.buf.len() {
-                    return Err("reply longer than the read buffer".into());
-                }
-            }
-            let n = stream
-                .read(&mut self.buf[self.end..])
-                .await
-                .map_err(|e| format!("read: {e}"))?;
-            if n == 0 {
-                return Err("connection closed by the server".into());
-            }
-            self.end += n;
-        }
-    }
-}
-
-/// One complete RESP2 reply at the start of `buf` and its length, `None` if more bytes are
-/// needed.
-fn scan(buf: &[u8]) -> Result<Option<(Reply, usize)>, String> {
-    let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
-        return Ok(None);
-    };
-    if nl < 2 || buf[nl - 1] != b'\r' {
-        return Err("malformed reply".into());
-    }
-    let line = &buf[1..nl - 1];
-    let after = nl + 1;
-    let number = || -> Result<i64, String> {
-        std::str::from_utf8(line)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| format!("bad number {:?}", String::from_utf8_lossy(line)))
-    };
-    match buf[0] {
-        b'+' => Ok(Some((Reply::Simple, after))),
-        b':' => Ok(Some((Reply::Int(number()?), after))),
-        b'-' => Ok(Some((
-            Reply::Error(String::from_utf8_lossy(line).into_owned()),
-            after,
-        ))),
-        b'$' => {
-            let len = number()?;
-            if len < 0 {
-                return Ok(Some((Reply::Nil, after)));
-            }
-            let total = after + len as usize + 2;
-            Ok((buf.len() >= total).then_some((Reply::Bulk, total)))
-        }
-        b'*' => {
-            let len = number()?;
-            if len < 0 {
-                return Ok(Some((Reply::Nil, after)));
-            }
-            let (mut nils, mut at) = (0, after);
-            for _ in 0..len {
-                let Some((item, used)) = scan(&buf[at..])? else {
-                    return Ok(None);
-                };
-                nils += usize::from(matches!(item, Reply::Nil));
-                at += used;
-            }
-            Ok(Some((Reply::Array { nils }, at)))
-        }
-        other => Err(format!("unexpected reply type {:?}", other as char)),
     }
 }

@@ -2,6 +2,7 @@
 
 use crate::COMMANDS_PER_AUTH;
 use crate::preload::Preloaded;
+use crate::replies::json_string;
 
 /// Error replies and connection errors kept as examples.
 const MAX_SAMPLES: usize = 3;
@@ -102,20 +103,4 @@ pub fn preload_json_fields(preloaded: Option<&Preloaded>) -> String {
             .as_deref()
             .map_or("null".to_string(), json_string),
     )
-}
-
-/// `s` as a JSON string literal.
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
