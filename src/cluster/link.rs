@@ -1330,25 +1330,20 @@ async fn drive(conn: Rc<Conn>, local_ip: Option<IpAddr>) {
     let addr = &conn.addr;
     let now = Instant::now();
     let mut backoff = peer.backoff.borrow_mut();
+    // A connection that never got to serve: counted, logged once until one succeeds, and
+    // retried after the backoff.
+    let mut not_opened = |what: &str, why: &str| {
+        bump(&peer.counters.failed_connects, 1);
+        if !backoff.down_logged {
+            tracing::warn!(peer = %addr, reason = %why, "cluster link: {what}");
+            backoff.down_logged = true;
+        }
+        backoff.failed(now, why.to_owned());
+        format!("{addr}: {why}")
+    };
     let error = match ended {
-        Ended::Unreachable(why) => {
-            bump(&peer.counters.failed_connects, 1);
-            if !backoff.down_logged {
-                tracing::warn!(peer = %addr, error = %why, "cluster link: cannot connect");
-                backoff.down_logged = true;
-            }
-            backoff.failed(now, why.clone());
-            BusError::Unreachable(format!("{addr}: {why}"))
-        }
-        Ended::Handshake(why) => {
-            bump(&peer.counters.failed_connects, 1);
-            if !backoff.down_logged {
-                tracing::warn!(peer = %addr, reason = %why, "cluster link: handshake failed");
-                backoff.down_logged = true;
-            }
-            backoff.failed(now, why.clone());
-            BusError::Handshake(format!("{addr}: {why}"))
-        }
+        Ended::Unreachable(why) => BusError::Unreachable(not_opened("cannot connect", &why)),
+        Ended::Handshake(why) => BusError::Handshake(not_opened("handshake failed", &why)),
         Ended::Lost(why) => {
             tracing::warn!(peer = %addr, reason = %why, "cluster link: connection lost");
             backoff.down_logged = true;
