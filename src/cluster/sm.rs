@@ -164,7 +164,7 @@ impl GroupSm {
                 // its own leadership is not in the log any more and goes first.
                 replicated::lost(core, self.g, Refusal::NoLeader);
                 let mut shard = core.shard.borrow_mut();
-                r.validate(shard.hash_limits).map_err(err)?;
+                r.validate(shard.limits).map_err(err)?;
                 shard.clock_ms = r.now;
                 r.apply(&mut shard).map_err(err)
             }
@@ -233,7 +233,7 @@ impl GroupSm {
             keys += batch.len() as u64;
             {
                 let mut shard = core.shard.borrow_mut();
-                let limits = shard.hash_limits;
+                let limits = shard.limits;
                 for (k, v) in &batch {
                     let (slot, key) = codec::decode_key(k)?;
                     if !slots.contains(&(slot as usize)) {

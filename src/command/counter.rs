@@ -16,7 +16,7 @@ pub(super) fn current_int(ctx: &mut Ctx<'_>, key: &[u8]) -> Result<i64, &'static
         None => Ok(0),
         Some(ValueRef::Int(i)) => Ok(i),
         Some(ValueRef::Str(s)) => crate::util::parse_i64(s).ok_or(NOT_INTEGER),
-        Some(ValueRef::Hash(_)) => Err(WRONGTYPE),
+        Some(_) => Err(WRONGTYPE),
     }
 }
 
@@ -366,7 +366,7 @@ pub fn increx(ctx: &mut Ctx<'_>, args: &[Bytes]) {
                     return;
                 }
             },
-            Some(Value::Hash(_)) => unreachable!("WRONGTYPE answered above"),
+            Some(_) => unreachable!("WRONGTYPE answered above"),
         };
         let (new, applied, written) = if condition_met {
             match int_step(old, &plan, o.saturate) {

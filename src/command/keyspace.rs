@@ -6,7 +6,7 @@ use bytes::Bytes;
 use super::{Ctx, NO_SUCH_KEY, SYNTAX_ERROR, is};
 use crate::cluster::SLOT_COUNT;
 use crate::protocol::Out;
-use crate::shard::{AccessMode, Entry, Kind, Mutation, ValueRef};
+use crate::shard::{AccessMode, Entry, Kind, Mutation};
 
 pub fn del(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     let mut n = 0;
@@ -440,13 +440,8 @@ struct ObjectInfo {
 
 fn object_info(ctx: &mut Ctx<'_>, key: &[u8]) -> Option<ObjectInfo> {
     let e = read_notouch(ctx, key)?;
-    let encoding = match e.value() {
-        ValueRef::Int(_) => "int",
-        // Valkey embeds strings of up to 44 bytes in the object header.
-        ValueRef::Str(s) if s.len() <= 44 => "embstr",
-        ValueRef::Str(_) => "raw",
-        ValueRef::Hash(h) => h.encoding(),
-    };
+    // Valkey embeds strings of up to 44 bytes in the object header (embstr).
+    let encoding = e.value().encoding();
     Some(ObjectInfo {
         encoding,
         access: e.access,

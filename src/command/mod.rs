@@ -12,10 +12,13 @@ pub mod counter;
 pub mod expire;
 pub mod hash;
 pub mod keyspace;
+pub mod list;
 pub mod meta;
 pub mod server;
+pub mod set;
 pub mod string;
 pub mod table;
+pub mod zset;
 
 use bytes::Bytes;
 

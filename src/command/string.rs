@@ -16,7 +16,7 @@ fn reply_string_to(out: &mut crate::protocol::Out, value: ValueRef<'_>) {
     match value {
         ValueRef::Str(s) => out.bulk(s),
         ValueRef::Int(i) => out.bulk_int(i),
-        ValueRef::Hash(_) => out.error(WRONGTYPE),
+        _ => out.error(WRONGTYPE),
     }
 }
 
@@ -28,7 +28,7 @@ pub fn get(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     match shard.get_read(&args[1], *now).map(|e| e.value()) {
         Some(ValueRef::Str(s)) => out.bulk(s),
         Some(ValueRef::Int(i)) => out.bulk_int(i),
-        Some(ValueRef::Hash(_)) => out.error(WRONGTYPE),
+        Some(_) => out.error(WRONGTYPE),
         None => out.nil(),
     }
 }
@@ -317,7 +317,7 @@ fn mget_element(ctx: &mut Ctx<'_>, key: &[u8]) {
         Some(ValueRef::Str(s)) => out.bulk(s),
         Some(ValueRef::Int(i)) => out.bulk_int(i),
         // MGET never fails: a non-string reads as nil.
-        Some(ValueRef::Hash(_)) | None => out.nil(),
+        Some(_) | None => out.nil(),
     }
 }
 
@@ -365,7 +365,7 @@ fn string_len(v: ValueRef<'_>) -> Option<usize> {
     match v {
         ValueRef::Str(s) => Some(s.len()),
         ValueRef::Int(i) => Some(itoa::Buffer::new().format(i).len()),
-        ValueRef::Hash(_) => None,
+        _ => None,
     }
 }
 

@@ -23,14 +23,14 @@ pub struct CommandDef {
     pub subcommands: &'static [CommandDef],
 }
 
-const fn k(first: i32, last: i32, step: i32) -> KeySpec {
+pub(crate) const fn k(first: i32, last: i32, step: i32) -> KeySpec {
     KeySpec { first, last, step }
 }
-const NOKEY: KeySpec = KeySpec::NONE;
-const K1: KeySpec = k(1, 1, 1);
+pub(crate) const NOKEY: KeySpec = KeySpec::NONE;
+pub(crate) const K1: KeySpec = k(1, 1, 1);
 
 #[allow(clippy::too_many_arguments)]
-const fn def(
+pub(crate) const fn def(
     name: &'static str,
     arity: i32,
     flags: u32,
@@ -78,9 +78,9 @@ const fn container(
 
 use Exec::{Conn as C, Fanout as F, Multi as M, Shard as S};
 
-const W: u32 = WRITE | DENYOOM;
-const WF: u32 = WRITE | DENYOOM | FAST;
-const RF: u32 = READONLY | FAST;
+pub(crate) const W: u32 = WRITE | DENYOOM;
+pub(crate) const WF: u32 = WRITE | DENYOOM | FAST;
+pub(crate) const RF: u32 = READONLY | FAST;
 const CONN: u32 = NOSCRIPT | LOADING | STALE | FAST;
 
 pub static COMMANDS: &[CommandDef] = &[
@@ -1348,7 +1348,7 @@ impl Registry {
             by_name: HashMap::default(),
             sub_by_name: HashMap::new(),
         };
-        for d in COMMANDS {
+        for d in families() {
             let id = r.defs.len();
             r.defs.push(d);
             r.full_names.push(d.name.to_string());
@@ -1406,6 +1406,16 @@ impl Registry {
         v.sort_unstable();
         v
     }
+}
+
+/// Every command, the core table's first, then each family's own (a family registers its
+/// commands beside its code, as Dragonfly's families do).
+fn families() -> impl Iterator<Item = &'static CommandDef> {
+    COMMANDS
+        .iter()
+        .chain(super::list::COMMANDS)
+        .chain(super::set::COMMANDS)
+        .chain(super::zset::COMMANDS)
 }
 
 pub fn registry() -> &'static Registry {

@@ -180,7 +180,7 @@ impl Core {
     /// Copies runtime settings that shards cache (encoding limits, LRU/LFU mode).
     pub(super) fn sync_settings(&self, shard: &mut Shard) {
         let rt = &self.shared.config.runtime;
-        shard.hash_limits = HashLimits {
+        shard.limits.hash = HashLimits {
             max_listpack_entries: rt.hash_max_listpack_entries(),
             max_listpack_value: rt.hash_max_listpack_value(),
         };

@@ -287,7 +287,7 @@ impl Core {
         expired: &mut Vec<Vec<u8>>,
     ) {
         let mut shard = self.shard.borrow_mut();
-        let limits = shard.hash_limits;
+        let limits = shard.limits;
         for (k, v) in chunk {
             let decoded = codec::decode_key(&k).and_then(|(slot, key)| {
                 let actual = key_slot(key);

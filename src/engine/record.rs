@@ -16,7 +16,7 @@
 //! recognise its own entries when they commit (it applied them already, see `spec`).
 
 use crate::shard::mutation::{DecodeError, Reader, put_varint};
-use crate::shard::{HashLimits, Mutation, Shard};
+use crate::shard::{Encodings, Mutation, Shard};
 
 pub const FORMAT_VERSION: u8 = 1;
 const KIND_RECORDS: u8 = 1;
@@ -128,14 +128,14 @@ pub fn decode(payload: &[u8]) -> Result<Payload<'_>, DecodeError> {
 impl Records<'_> {
     /// Checks that every record decodes, without applying anything: an entry is applied
     /// whole or not at all.
-    pub fn validate(&self, limits: HashLimits) -> Result<(), DecodeError> {
+    pub fn validate(&self, limits: Encodings) -> Result<(), DecodeError> {
         self.for_each(limits, |_| {})
     }
 
     /// Applies every record to `shard`, in order (call [`Records::validate`] first: a
     /// damaged record met half way would leave the entry half applied).
     pub fn apply(&self, shard: &mut Shard) -> Result<(), DecodeError> {
-        let limits = shard.hash_limits;
+        let limits = shard.limits;
         self.for_each(limits, |m| {
             shard.apply(m);
         })
@@ -143,7 +143,7 @@ impl Records<'_> {
 
     fn for_each(
         &self,
-        limits: HashLimits,
+        limits: Encodings,
         mut f: impl FnMut(Mutation<'_>),
     ) -> Result<(), DecodeError> {
         let mut r = Reader::new(self.body);

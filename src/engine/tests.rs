@@ -167,7 +167,7 @@ fn propose(
 fn apply_entry(s: &mut Shard, payload: &[u8]) {
     match record::decode(payload).expect("decodes") {
         Payload::Records(r) => {
-            r.validate(s.hash_limits).expect("valid");
+            r.validate(s.limits).expect("valid");
             r.apply(s).expect("applies");
         }
         Payload::Opaque(_) => panic!("a records entry"),

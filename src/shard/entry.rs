@@ -12,6 +12,9 @@ use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
 use std::ptr::NonNull;
 
 use super::hash::HashObj;
+use super::list::ListObj;
+use super::set::SetObj;
+use super::zset::ZSetObj;
 
 /// An owned value, for moving a value between shards (COPY, RENAME across cores) and for
 /// building entries.
@@ -20,6 +23,9 @@ pub enum Value {
     Str(Box<[u8]>),
     Int(i64),
     Hash(Box<HashObj>),
+    List(Box<ListObj>),
+    Set(Box<SetObj>),
+    ZSet(Box<ZSetObj>),
 }
 
 /// A borrowed view of a stored value.
@@ -28,6 +34,9 @@ pub enum ValueRef<'a> {
     Str(&'a [u8]),
     Int(i64),
     Hash(&'a HashObj),
+    List(&'a ListObj),
+    Set(&'a SetObj),
+    ZSet(&'a ZSetObj),
 }
 
 /// The type name TYPE reports and SCAN ... TYPE filters on.
@@ -35,6 +44,9 @@ pub enum ValueRef<'a> {
 pub enum Kind {
     String,
     Hash,
+    List,
+    Set,
+    ZSet,
 }
 
 impl Kind {
@@ -42,7 +54,17 @@ impl Kind {
         match self {
             Kind::String => "string",
             Kind::Hash => "hash",
+            Kind::List => "list",
+            Kind::Set => "set",
+            Kind::ZSet => "zset",
         }
+    }
+
+    /// The kind TYPE names `name` (SCAN ... TYPE), case-insensitively.
+    pub fn from_name(name: &[u8]) -> Option<Kind> {
+        [Kind::String, Kind::Hash, Kind::List, Kind::Set, Kind::ZSet]
+            .into_iter()
+            .find(|k| name.eq_ignore_ascii_case(k.name().as_bytes()))
     }
 }
 
@@ -57,10 +79,7 @@ impl Value {
     }
 
     pub fn kind(&self) -> Kind {
-        match self {
-            Value::Str(_) | Value::Int(_) => Kind::String,
-            Value::Hash(_) => Kind::Hash,
-        }
+        self.as_ref().kind()
     }
 
     pub fn as_ref(&self) -> ValueRef<'_> {
@@ -68,6 +87,9 @@ impl Value {
             Value::Str(s) => ValueRef::Str(s),
             Value::Int(i) => ValueRef::Int(*i),
             Value::Hash(h) => ValueRef::Hash(h),
+            Value::List(l) => ValueRef::List(l),
+            Value::Set(x) => ValueRef::Set(x),
+            Value::ZSet(z) => ValueRef::ZSet(z),
         }
     }
 }
@@ -77,6 +99,9 @@ impl<'a> ValueRef<'a> {
         match self {
             ValueRef::Str(_) | ValueRef::Int(_) => Kind::String,
             ValueRef::Hash(_) => Kind::Hash,
+            ValueRef::List(_) => Kind::List,
+            ValueRef::Set(_) => Kind::Set,
+            ValueRef::ZSet(_) => Kind::ZSet,
         }
     }
 
@@ -85,6 +110,22 @@ impl<'a> ValueRef<'a> {
             ValueRef::Str(s) => Value::Str(s.into()),
             ValueRef::Int(i) => Value::Int(i),
             ValueRef::Hash(h) => Value::Hash(Box::new(h.clone())),
+            ValueRef::List(l) => Value::List(Box::new(l.clone())),
+            ValueRef::Set(x) => Value::Set(Box::new(x.clone())),
+            ValueRef::ZSet(z) => Value::ZSet(Box::new(z.clone())),
+        }
+    }
+
+    /// OBJECT ENCODING's answer.
+    pub fn encoding(self) -> &'static str {
+        match self {
+            ValueRef::Int(_) => "int",
+            ValueRef::Str(s) if s.len() <= 44 => "embstr",
+            ValueRef::Str(_) => "raw",
+            ValueRef::Hash(h) => h.encoding(),
+            ValueRef::List(l) => l.encoding(),
+            ValueRef::Set(x) => x.encoding(),
+            ValueRef::ZSet(z) => z.encoding(),
         }
     }
 
@@ -93,7 +134,7 @@ impl<'a> ValueRef<'a> {
         match self {
             ValueRef::Str(s) => Some(s),
             ValueRef::Int(i) => Some(scratch.format(i).as_bytes()),
-            ValueRef::Hash(_) => None,
+            _ => None,
         }
     }
 }
@@ -106,6 +147,14 @@ pub fn string_bytes<'a>(value: ValueRef<'a>, scratch: &'a mut itoa::Buffer) -> O
 const KIND_STR: u8 = 0;
 const KIND_INT: u8 = 1;
 const KIND_HASH: u8 = 2;
+const KIND_LIST: u8 = 3;
+const KIND_SET: u8 = 4;
+const KIND_ZSET: u8 = 5;
+
+/// Whether a kind byte says the payload is a pointer to a boxed collection.
+fn is_boxed(kind: u8) -> bool {
+    kind >= KIND_HASH
+}
 
 /// A key, its value, its absolute expiry and its access metadata (LRU clock or LFU counter).
 pub struct Entry {
@@ -121,7 +170,7 @@ pub struct Entry {
     kind: u8,
 }
 
-// SAFETY: an Entry exclusively owns its allocation and the HashObj it may point to (which is
+// SAFETY: an Entry exclusively owns its allocation and the collection it may point to (all
 // Send); nothing is shared, so moving it to another thread is sound.
 unsafe impl Send for Entry {}
 
@@ -185,9 +234,9 @@ impl Entry {
             Value::Int(i) => {
                 Entry::raw(key, KIND_INT, PayloadSrc::Word(i as u64), expire_at, access)
             }
-            Value::Hash(h) => {
-                let word = Box::into_raw(h) as u64;
-                Entry::raw(key, KIND_HASH, PayloadSrc::Word(word), expire_at, access)
+            boxed => {
+                let (kind, word) = into_boxed_word(boxed);
+                Entry::raw(key, kind, PayloadSrc::Word(word), expire_at, access)
             }
         }
     }
@@ -254,53 +303,72 @@ impl Entry {
         }
     }
 
-    fn hash_ptr(&self) -> *mut HashObj {
-        self.word() as usize as *mut HashObj
+    fn ptr_of<T>(&self) -> *mut T {
+        self.word() as usize as *mut T
     }
 
     pub fn value(&self) -> ValueRef<'_> {
-        match self.kind {
-            KIND_STR => ValueRef::Str(self.payload()),
-            KIND_INT => ValueRef::Int(self.word() as i64),
-            // SAFETY: a KIND_HASH payload is the pointer from Box::into_raw, owned by us.
-            _ => ValueRef::Hash(unsafe { &*self.hash_ptr() }),
+        // SAFETY (boxed kinds): the payload is the pointer Box::into_raw gave for the type the
+        // kind byte names, owned by this entry until `drop_boxed`.
+        unsafe {
+            match self.kind {
+                KIND_STR => ValueRef::Str(self.payload()),
+                KIND_INT => ValueRef::Int(self.word() as i64),
+                KIND_HASH => ValueRef::Hash(&*self.ptr_of::<HashObj>()),
+                KIND_LIST => ValueRef::List(&*self.ptr_of::<ListObj>()),
+                KIND_SET => ValueRef::Set(&*self.ptr_of::<SetObj>()),
+                _ => ValueRef::ZSet(&*self.ptr_of::<ZSetObj>()),
+            }
         }
     }
 
     pub fn kind(&self) -> Kind {
-        if self.kind == KIND_HASH {
-            Kind::Hash
-        } else {
-            Kind::String
-        }
+        self.value().kind()
     }
 
-    /// The hash value for modification, None for strings.
+    /// The hash value for modification, None for other types.
     pub fn hash_mut(&mut self) -> Option<&mut HashObj> {
         // SAFETY: as in `value`, and `&mut self` makes the access exclusive.
-        (self.kind == KIND_HASH).then(|| unsafe { &mut *self.hash_ptr() })
+        (self.kind == KIND_HASH).then(|| unsafe { &mut *self.ptr_of::<HashObj>() })
+    }
+
+    /// The list value for modification, None for other types.
+    pub fn list_mut(&mut self) -> Option<&mut ListObj> {
+        // SAFETY: as in `hash_mut`.
+        (self.kind == KIND_LIST).then(|| unsafe { &mut *self.ptr_of::<ListObj>() })
+    }
+
+    /// The set value for modification, None for other types.
+    pub fn set_mut(&mut self) -> Option<&mut SetObj> {
+        // SAFETY: as in `hash_mut`.
+        (self.kind == KIND_SET).then(|| unsafe { &mut *self.ptr_of::<SetObj>() })
+    }
+
+    /// The sorted-set value for modification, None for other types.
+    pub fn zset_mut(&mut self) -> Option<&mut ZSetObj> {
+        // SAFETY: as in `hash_mut`.
+        (self.kind == KIND_ZSET).then(|| unsafe { &mut *self.ptr_of::<ZSetObj>() })
     }
 
     /// Replaces the value, reusing the allocation when the payload size is unchanged (a SET of
     /// a same-length string, any integer over an integer).
     pub fn set_value(&mut self, value: Value) {
-        let (kind, src) = match &value {
-            Value::Str(s) => (KIND_STR, PayloadSrc::Bytes(s)),
-            Value::Int(i) => (KIND_INT, PayloadSrc::Word(*i as u64)),
-            Value::Hash(_) => (KIND_HASH, PayloadSrc::Word(0)),
-        };
-        self.drop_hash();
-        self.resize_payload(src.len());
-        self.kind = kind;
+        self.drop_boxed();
         match value {
-            Value::Hash(h) => self.write_word(Box::into_raw(h) as u64),
-            _ => self.write_payload(src),
+            Value::Str(s) => self.set_str(&s),
+            Value::Int(i) => self.set_int(i),
+            boxed => {
+                let (kind, word) = into_boxed_word(boxed);
+                self.resize_payload(8);
+                self.kind = kind;
+                self.write_word(word);
+            }
         }
     }
 
     /// Sets a string value from bytes (no intermediate box).
     pub fn set_str(&mut self, bytes: &[u8]) {
-        self.drop_hash();
+        self.drop_boxed();
         self.resize_payload(bytes.len());
         self.kind = KIND_STR;
         self.payload_mut().copy_from_slice(bytes);
@@ -309,23 +377,40 @@ impl Entry {
     /// Sets an integer value, in place when it already is one.
     pub fn set_int(&mut self, v: i64) {
         if self.kind != KIND_INT {
-            self.drop_hash();
+            self.drop_boxed();
             self.resize_payload(8);
             self.kind = KIND_INT;
         }
         self.write_word(v as u64);
     }
 
-    /// The value, consuming the entry (a hash moves without a copy).
+    /// The value, consuming the entry (a collection moves without a copy).
     pub fn into_value(mut self) -> Value {
-        if self.kind == KIND_HASH {
-            // SAFETY: the pointer came from Box::into_raw; switching the kind first means
-            // Drop will not free it again.
-            let h = unsafe { Box::from_raw(self.hash_ptr()) };
+        if is_boxed(self.kind) {
+            // SAFETY: the pointer came from Box::into_raw for the type the kind names;
+            // switching the kind first means Drop will not free it again.
+            let v = unsafe { self.take_boxed() };
             self.kind = KIND_STR;
-            return Value::Hash(h);
+            return v;
         }
         self.to_value()
+    }
+
+    /// Rebuilds the Box of a boxed payload.
+    ///
+    /// # Safety
+    /// The kind must be a boxed kind, and the caller must make sure the pointer is not used
+    /// or freed again (switch the kind away at once).
+    unsafe fn take_boxed(&mut self) -> Value {
+        // SAFETY: per the contract, the pointer is the Box::into_raw of the named type.
+        unsafe {
+            match self.kind {
+                KIND_HASH => Value::Hash(Box::from_raw(self.ptr_of())),
+                KIND_LIST => Value::List(Box::from_raw(self.ptr_of())),
+                KIND_SET => Value::Set(Box::from_raw(self.ptr_of())),
+                _ => Value::ZSet(Box::from_raw(self.ptr_of())),
+            }
+        }
     }
 
     /// A copy of the value.
@@ -333,14 +418,13 @@ impl Entry {
         self.value().to_owned()
     }
 
-    /// Frees a hash payload. The 8 payload bytes stay allocated (plen unchanged, so the
+    /// Frees a boxed payload. The 8 payload bytes stay allocated (plen unchanged, so the
     /// allocation's recorded size stays right for dealloc); every caller overwrites or resizes
     /// the payload next.
-    fn drop_hash(&mut self) {
-        if self.kind == KIND_HASH {
-            // SAFETY: the pointer came from Box::into_raw and is dropped exactly once: the
-            // kind is switched away from hash right here.
-            drop(unsafe { Box::from_raw(self.hash_ptr()) });
+    fn drop_boxed(&mut self) {
+        if is_boxed(self.kind) {
+            // SAFETY: dropped exactly once: the kind is switched away right here.
+            drop(unsafe { self.take_boxed() });
             self.kind = KIND_STR;
         }
     }
@@ -391,8 +475,23 @@ impl Entry {
             + self.plen as usize
             + match self.value() {
                 ValueRef::Hash(h) => h.heap_size(),
+                ValueRef::List(l) => l.heap_size(),
+                ValueRef::Set(x) => x.heap_size(),
+                ValueRef::ZSet(z) => z.heap_size(),
                 _ => 0,
             }
+    }
+}
+
+/// The kind byte and payload word of a boxed value (the pointer from Box::into_raw, which the
+/// entry owns from then on).
+fn into_boxed_word(v: Value) -> (u8, u64) {
+    match v {
+        Value::Hash(h) => (KIND_HASH, Box::into_raw(h) as u64),
+        Value::List(l) => (KIND_LIST, Box::into_raw(l) as u64),
+        Value::Set(x) => (KIND_SET, Box::into_raw(x) as u64),
+        Value::ZSet(z) => (KIND_ZSET, Box::into_raw(z) as u64),
+        Value::Str(_) | Value::Int(_) => unreachable!("strings are stored inline"),
     }
 }
 
@@ -412,10 +511,7 @@ impl PayloadSrc<'_> {
 
 impl Drop for Entry {
     fn drop(&mut self) {
-        if self.kind == KIND_HASH {
-            // SAFETY: the pointer came from Box::into_raw and this is the last use.
-            drop(unsafe { Box::from_raw(self.hash_ptr()) });
-        }
+        self.drop_boxed();
         let total = self.klen as usize + self.plen as usize;
         if total != 0 {
             // SAFETY: allocated with exactly this layout.

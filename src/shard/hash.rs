@@ -21,7 +21,7 @@ impl PartialEq for HashObj {
 }
 
 /// Encoding limits, from `hash-max-listpack-entries` / `hash-max-listpack-value`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HashLimits {
     pub max_listpack_entries: usize,
     pub max_listpack_value: usize,

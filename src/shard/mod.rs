@@ -12,9 +12,12 @@ mod evict;
 mod expire;
 pub mod hash;
 pub mod journal;
+pub mod list;
 pub mod mutation;
 pub mod scan;
+pub mod set;
 pub mod stats;
+pub mod zset;
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -26,8 +29,21 @@ pub use entry::{Entry, Kind, NewValue, Value, ValueRef};
 pub use evict::{EvictPolicy, idle_ms, lfu_decayed};
 pub use hash::{HashLimits, HashObj};
 pub use journal::{Image, Journal};
+pub use list::{ListLimits, ListObj};
 pub use mutation::{Mutation, Ttl};
+pub use set::{SetLimits, SetObj};
 pub use stats::ShardStats;
+pub use zset::{ZSetLimits, ZSetObj};
+
+/// The encoding limits of every collection type (the `*-max-listpack-*` directives): they
+/// decide when a small encoding converts to a scalable one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Encodings {
+    pub hash: HashLimits,
+    pub list: ListLimits,
+    pub set: SetLimits,
+    pub zset: ZSetLimits,
+}
 
 /// How the access field of entries is maintained (it follows maxmemory-policy, as in Valkey).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +71,7 @@ pub struct Shard {
     keys: usize,
     volatile: usize,
     pub stats: Arc<ShardStats>,
-    pub hash_limits: HashLimits,
+    pub limits: Encodings,
     pub access_mode: AccessMode,
     evict_pool: evict::Pool,
     expire_cursor: u64,
@@ -111,7 +127,7 @@ impl Shard {
             keys: 0,
             volatile: 0,
             stats,
-            hash_limits: HashLimits::default(),
+            limits: Encodings::default(),
             access_mode: AccessMode::Lru,
             evict_pool: evict::Pool::default(),
             expire_cursor: 0,
@@ -331,7 +347,7 @@ impl Shard {
                 true
             }
             Mutation::HSet { key, pairs } => {
-                let limits = self.hash_limits;
+                let limits = self.limits.hash;
                 let entry = self.entry_or_insert(key, || Value::Hash(Box::default()));
                 if let Some(h) = entry.hash_mut() {
                     h.set_pairs(pairs, limits);
@@ -358,6 +374,108 @@ impl Shard {
                 }
                 true
             }
+            Mutation::ListPush { key, left, elems } => {
+                let limits = self.limits.list;
+                let entry = self.entry_or_insert(key, || Value::List(Box::default()));
+                if let Some(l) = entry.list_mut() {
+                    for e in elems {
+                        if left {
+                            l.push_front(e, limits);
+                        } else {
+                            l.push_back(e, limits);
+                        }
+                    }
+                }
+                true
+            }
+            Mutation::ListPop { key, left, count } => {
+                let limits = self.limits.list;
+                self.shrink(key, |e| {
+                    let l = e.list_mut()?;
+                    for _ in 0..count {
+                        let popped = if left {
+                            l.pop_front(limits)
+                        } else {
+                            l.pop_back(limits)
+                        };
+                        if popped.is_none() {
+                            break;
+                        }
+                    }
+                    Some(l.is_empty())
+                })
+            }
+            Mutation::ListSet { key, index, value } => {
+                let limits = self.limits.list;
+                self.shrink(key, |e| {
+                    let l = e.list_mut()?;
+                    if index < l.len() {
+                        l.set(index, value, limits);
+                    }
+                    Some(false)
+                })
+            }
+            Mutation::ListInsert { key, index, value } => {
+                let limits = self.limits.list;
+                self.shrink(key, |e| {
+                    let l = e.list_mut()?;
+                    l.insert(index.min(l.len()), value, limits);
+                    Some(false)
+                })
+            }
+            Mutation::ListRem { key, count, elem } => {
+                let limits = self.limits.list;
+                self.shrink(key, |e| {
+                    let l = e.list_mut()?;
+                    l.remove_matching(count, elem, limits);
+                    Some(l.is_empty())
+                })
+            }
+            Mutation::ListTrim { key, start, end } => {
+                let limits = self.limits.list;
+                self.shrink(key, |e| {
+                    let l = e.list_mut()?;
+                    l.retain_range(start, end, limits);
+                    Some(l.is_empty())
+                })
+            }
+            Mutation::SetAdd { key, members } => {
+                let limits = self.limits.set;
+                let first = members.first().copied().unwrap_or_default();
+                let entry = self.entry_or_insert(key, || {
+                    Value::Set(Box::new(SetObj::for_first(first, limits)))
+                });
+                if let Some(x) = entry.set_mut() {
+                    for m in members {
+                        x.insert(m, limits);
+                    }
+                }
+                true
+            }
+            Mutation::SetRem { key, members } => self.shrink(key, |e| {
+                let x = e.set_mut()?;
+                for m in members {
+                    x.remove(m);
+                }
+                Some(x.is_empty())
+            }),
+            Mutation::ZAdd { key, pairs } => {
+                let limits = self.limits.zset;
+                let entry = self.entry_or_insert(key, || Value::ZSet(Box::default()));
+                if let Some(z) = entry.zset_mut() {
+                    for (score, m) in pairs {
+                        z.insert(m, *score, limits);
+                    }
+                }
+                true
+            }
+            Mutation::ZRem { key, members } => self.shrink(key, |e| {
+                let z = e.zset_mut()?;
+                for m in members {
+                    z.remove(m);
+                }
+                Some(z.is_empty())
+            }),
             Mutation::Expire { key, at } => self.set_expire(key, at),
             Mutation::Del { key } => self.remove(key).is_some(),
             Mutation::Expired { key } => {
@@ -410,6 +528,20 @@ impl Shard {
                 true
             }
         }
+    }
+
+    /// Changes the collection at `key` in place with `f`, which returns whether it is now
+    /// empty (None: the key holds another type, nothing changed); an emptied collection's key
+    /// goes, as in Valkey. False when the key is missing.
+    fn shrink(&mut self, key: &[u8], f: impl FnOnce(&mut Entry) -> Option<bool>) -> bool {
+        let (slot, hash) = self.locate(key);
+        let Ok(mut found) = self.slots[slot].table.find_entry(hash, |e| e.key() == key) else {
+            return false;
+        };
+        if f(found.get_mut()) == Some(true) {
+            self.remove(key);
+        }
+        true
     }
 
     /// Starts journaling: every record applied until [`Shard::take_journal`] is recorded
@@ -566,8 +698,9 @@ impl Shard {
         let mut bytes = match entry.value() {
             ValueRef::Str(s) => s.to_vec(),
             ValueRef::Int(i) => itoa::Buffer::new().format(i).as_bytes().to_vec(),
-            // A hash here means the command did not check the type: a bug, but keep the data.
-            ValueRef::Hash(_) => return,
+            // A collection here means the command did not check the type: a bug, but keep
+            // the data.
+            _ => return,
         };
         f(&mut bytes);
         // Valkey keeps APPEND/SETRANGE results raw-encoded even when they look numeric.

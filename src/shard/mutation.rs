@@ -5,8 +5,12 @@
 //! the INCRBYFLOAT value, never "now" or a random choice). Standalone mode applies a record at
 //! once; persistence and Raft replication drive the same `Shard::apply` from their logs.
 
+use super::Encodings;
 use super::entry::{Value, ValueRef};
-use super::hash::{HashLimits, HashObj};
+use super::hash::HashObj;
+use super::list::ListObj;
+use super::set::SetObj;
+use super::zset::ZSetObj;
 use crate::cluster::SLOT_COUNT;
 
 /// What happens to a key's time-to-live when its value is replaced.
@@ -48,6 +52,63 @@ pub enum Mutation<'a> {
         key: &'a [u8],
         fields: &'a [&'a [u8]],
     },
+    /// Push elements onto a list (creating it), at the head (`left`, each element in turn, as
+    /// LPUSH) or the tail.
+    ListPush {
+        key: &'a [u8],
+        left: bool,
+        elems: &'a [&'a [u8]],
+    },
+    /// Pop `count` elements from the head (`left`) or tail; the key goes with its last one.
+    ListPop {
+        key: &'a [u8],
+        left: bool,
+        count: usize,
+    },
+    /// Replace the element at `index` (LSET, after the leader checked it exists).
+    ListSet {
+        key: &'a [u8],
+        index: usize,
+        value: &'a [u8],
+    },
+    /// Insert before position `index` (`index == len` appends): LINSERT, resolved.
+    ListInsert {
+        key: &'a [u8],
+        index: usize,
+        value: &'a [u8],
+    },
+    /// LREM as decided: remove `count` (0 = all; negative = from the tail) copies of `elem`.
+    ListRem {
+        key: &'a [u8],
+        count: i64,
+        elem: &'a [u8],
+    },
+    /// Keep the elements in `start..end` (LTRIM, normalized); an empty list goes.
+    ListTrim {
+        key: &'a [u8],
+        start: usize,
+        end: usize,
+    },
+    /// Add members to a set (creating it).
+    SetAdd {
+        key: &'a [u8],
+        members: &'a [&'a [u8]],
+    },
+    /// Remove members from a set; the key goes with its last member.
+    SetRem {
+        key: &'a [u8],
+        members: &'a [&'a [u8]],
+    },
+    /// Set members' scores in a sorted set (creating it): absolute scores, never increments.
+    ZAdd {
+        key: &'a [u8],
+        pairs: &'a [(f64, &'a [u8])],
+    },
+    /// Remove members from a sorted set; the key goes with its last member.
+    ZRem {
+        key: &'a [u8],
+        members: &'a [&'a [u8]],
+    },
     /// Set (Some) or remove (None) the key's absolute expiry. A time in the past deletes.
     Expire { key: &'a [u8], at: Option<u64> },
     /// Delete a key (DEL, UNLINK, RENAME's source...).
@@ -80,6 +141,16 @@ impl Mutation<'_> {
             | Mutation::SetRange { key, .. }
             | Mutation::HSet { key, .. }
             | Mutation::HDel { key, .. }
+            | Mutation::ListPush { key, .. }
+            | Mutation::ListPop { key, .. }
+            | Mutation::ListSet { key, .. }
+            | Mutation::ListInsert { key, .. }
+            | Mutation::ListRem { key, .. }
+            | Mutation::ListTrim { key, .. }
+            | Mutation::SetAdd { key, .. }
+            | Mutation::SetRem { key, .. }
+            | Mutation::ZAdd { key, .. }
+            | Mutation::ZRem { key, .. }
             | Mutation::Expire { key, .. }
             | Mutation::Del { key }
             | Mutation::Expired { key }
@@ -126,10 +197,23 @@ const TAG_FLUSH_ALL: u8 = 11;
 const TAG_FLUSH_SLOTS: u8 = 12;
 const TAG_EXPIRED: u8 = 13;
 const TAG_EVICTED: u8 = 14;
+const TAG_LIST_PUSH: u8 = 15;
+const TAG_LIST_POP: u8 = 16;
+const TAG_LIST_SET: u8 = 17;
+const TAG_LIST_INSERT: u8 = 18;
+const TAG_LIST_REM: u8 = 19;
+const TAG_LIST_TRIM: u8 = 20;
+const TAG_SET_ADD: u8 = 21;
+const TAG_SET_REM: u8 = 22;
+const TAG_ZADD: u8 = 23;
+const TAG_ZREM: u8 = 24;
 
 const VALUE_STR: u8 = 0;
 const VALUE_INT: u8 = 1;
 const VALUE_HASH: u8 = 2;
+const VALUE_LIST: u8 = 3;
+const VALUE_SET: u8 = 4;
+const VALUE_ZSET: u8 = 5;
 
 pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
@@ -232,7 +316,50 @@ impl<'a> Reader<'a> {
         (0..n).map(|_| self.bytes(what)).collect()
     }
 
-    fn value(&mut self, limits: HashLimits) -> Result<Value, DecodeError> {
+    fn flag(&mut self, what: &str) -> Result<bool, DecodeError> {
+        match self.byte(what)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            b => Err(DecodeError(format!("bad {what} flag {b}"))),
+        }
+    }
+
+    fn usize(&mut self, what: &str) -> Result<usize, DecodeError> {
+        usize::try_from(self.varint(what)?).map_err(|_| DecodeError(format!("{what} out of range")))
+    }
+
+    fn score(&mut self) -> Result<f64, DecodeError> {
+        let b = self
+            .buf
+            .split_first_chunk::<8>()
+            .ok_or_else(|| Self::err("score"))?;
+        let v = f64::from_le_bytes(*b.0);
+        self.buf = b.1;
+        if v.is_nan() {
+            return Err(DecodeError("a NaN score".into()));
+        }
+        Ok(v)
+    }
+
+    fn scored(&mut self, what: &str) -> Result<Vec<(f64, &'a [u8])>, DecodeError> {
+        let n = self.varint(what)?;
+        // Each pair takes at least nine bytes.
+        if n > self.buf.len() as u64 / 9 {
+            return Err(Self::err(what));
+        }
+        (0..n)
+            .map(|_| Ok((self.score()?, self.bytes(what)?)))
+            .collect()
+    }
+
+    fn value(&mut self, limits: Encodings) -> Result<Value, DecodeError> {
+        let nonempty = |n: usize, what: &str| {
+            if n == 0 {
+                Err(DecodeError(format!("an empty {what} value")))
+            } else {
+                Ok(())
+            }
+        };
         match self.byte("value")? {
             VALUE_STR => Ok(Value::Str(self.bytes("string value")?.into())),
             VALUE_INT => Ok(Value::Int(unzigzag(self.varint("integer value")?))),
@@ -242,8 +369,35 @@ impl<'a> Reader<'a> {
                     return Err(DecodeError("a hash value needs field/value pairs".into()));
                 }
                 let mut h = HashObj::new();
-                h.set_pairs(&pairs, limits);
+                h.set_pairs(&pairs, limits.hash);
                 Ok(Value::Hash(Box::new(h)))
+            }
+            VALUE_LIST => {
+                let elems = self.list("list value")?;
+                nonempty(elems.len(), "list")?;
+                let mut l = ListObj::new();
+                for e in elems {
+                    l.push_back(e, limits.list);
+                }
+                Ok(Value::List(Box::new(l)))
+            }
+            VALUE_SET => {
+                let members = self.list("set value")?;
+                nonempty(members.len(), "set")?;
+                let mut x = SetObj::for_first(members[0], limits.set);
+                for m in members {
+                    x.insert(m, limits.set);
+                }
+                Ok(Value::Set(Box::new(x)))
+            }
+            VALUE_ZSET => {
+                let pairs = self.scored("sorted set value")?;
+                nonempty(pairs.len(), "sorted set")?;
+                let mut z = ZSetObj::new();
+                for (score, m) in pairs {
+                    z.insert(m, score, limits.zset);
+                }
+                Ok(Value::ZSet(Box::new(z)))
             }
             t => Err(DecodeError(format!("unknown value type {t}"))),
         }
@@ -259,6 +413,16 @@ pub enum Decoded<'a> {
     SetRange(&'a [u8], usize, &'a [u8]),
     HSet(&'a [u8], Vec<&'a [u8]>),
     HDel(&'a [u8], Vec<&'a [u8]>),
+    ListPush(&'a [u8], bool, Vec<&'a [u8]>),
+    ListPop(&'a [u8], bool, usize),
+    ListSet(&'a [u8], usize, &'a [u8]),
+    ListInsert(&'a [u8], usize, &'a [u8]),
+    ListRem(&'a [u8], i64, &'a [u8]),
+    ListTrim(&'a [u8], usize, usize),
+    SetAdd(&'a [u8], Vec<&'a [u8]>),
+    SetRem(&'a [u8], Vec<&'a [u8]>),
+    ZAdd(&'a [u8], Vec<(f64, &'a [u8])>),
+    ZRem(&'a [u8], Vec<&'a [u8]>),
     Expire(&'a [u8], Option<u64>),
     Del(&'a [u8]),
     Expired(&'a [u8]),
@@ -291,6 +455,40 @@ impl<'a> Decoded<'a> {
             },
             Decoded::HSet(key, pairs) => Mutation::HSet { key, pairs },
             Decoded::HDel(key, fields) => Mutation::HDel { key, fields },
+            Decoded::ListPush(key, left, elems) => Mutation::ListPush {
+                key,
+                left: *left,
+                elems,
+            },
+            Decoded::ListPop(key, left, count) => Mutation::ListPop {
+                key,
+                left: *left,
+                count: *count,
+            },
+            Decoded::ListSet(key, index, value) => Mutation::ListSet {
+                key,
+                index: *index,
+                value,
+            },
+            Decoded::ListInsert(key, index, value) => Mutation::ListInsert {
+                key,
+                index: *index,
+                value,
+            },
+            Decoded::ListRem(key, count, elem) => Mutation::ListRem {
+                key,
+                count: *count,
+                elem,
+            },
+            Decoded::ListTrim(key, start, end) => Mutation::ListTrim {
+                key,
+                start: *start,
+                end: *end,
+            },
+            Decoded::SetAdd(key, members) => Mutation::SetAdd { key, members },
+            Decoded::SetRem(key, members) => Mutation::SetRem { key, members },
+            Decoded::ZAdd(key, pairs) => Mutation::ZAdd { key, pairs },
+            Decoded::ZRem(key, members) => Mutation::ZRem { key, members },
             Decoded::Expire(key, at) => Mutation::Expire { key, at: *at },
             Decoded::Del(key) => Mutation::Del { key },
             Decoded::Expired(key) => Mutation::Expired { key },
@@ -346,6 +544,57 @@ impl Mutation<'_> {
                     put_bytes(out, p);
                 }
             }
+            Mutation::ListPush { key, left, elems } => {
+                out.push(TAG_LIST_PUSH);
+                put_bytes(out, key);
+                out.push(*left as u8);
+                put_list(out, elems);
+            }
+            Mutation::ListPop { key, left, count } => {
+                out.push(TAG_LIST_POP);
+                put_bytes(out, key);
+                out.push(*left as u8);
+                put_varint(out, *count as u64);
+            }
+            Mutation::ListSet { key, index, value }
+            | Mutation::ListInsert { key, index, value } => {
+                out.push(if matches!(self, Mutation::ListSet { .. }) {
+                    TAG_LIST_SET
+                } else {
+                    TAG_LIST_INSERT
+                });
+                put_bytes(out, key);
+                put_varint(out, *index as u64);
+                put_bytes(out, value);
+            }
+            Mutation::ListRem { key, count, elem } => {
+                out.push(TAG_LIST_REM);
+                put_bytes(out, key);
+                put_varint(out, zigzag(*count));
+                put_bytes(out, elem);
+            }
+            Mutation::ListTrim { key, start, end } => {
+                out.push(TAG_LIST_TRIM);
+                put_bytes(out, key);
+                put_varint(out, *start as u64);
+                put_varint(out, *end as u64);
+            }
+            Mutation::SetAdd { key, members }
+            | Mutation::SetRem { key, members }
+            | Mutation::ZRem { key, members } => {
+                out.push(match self {
+                    Mutation::SetAdd { .. } => TAG_SET_ADD,
+                    Mutation::SetRem { .. } => TAG_SET_REM,
+                    _ => TAG_ZREM,
+                });
+                put_bytes(out, key);
+                put_list(out, members);
+            }
+            Mutation::ZAdd { key, pairs } => {
+                out.push(TAG_ZADD);
+                put_bytes(out, key);
+                put_scored(out, pairs.len(), pairs.iter().copied());
+            }
             Mutation::Expire { key, at } => {
                 out.push(TAG_EXPIRE);
                 put_bytes(out, key);
@@ -396,7 +645,7 @@ impl Mutation<'_> {
     }
 
     /// Decodes the next record of `r`; hashes of restored values are built with `limits`.
-    pub fn decode<'a>(r: &mut Reader<'a>, limits: HashLimits) -> Result<Decoded<'a>, DecodeError> {
+    pub fn decode<'a>(r: &mut Reader<'a>, limits: Encodings) -> Result<Decoded<'a>, DecodeError> {
         let opt_time = |r: &mut Reader<'a>| -> Result<Option<u64>, DecodeError> {
             match r.byte("time")? {
                 0 => Ok(None),
@@ -404,7 +653,8 @@ impl Mutation<'_> {
                 t => Err(DecodeError(format!("unknown time kind {t}"))),
             }
         };
-        Ok(match r.byte("record tag")? {
+        let tag = r.byte("record tag")?;
+        Ok(match tag {
             TAG_SET_STR => Decoded::SetStr(r.bytes("key")?, r.bytes("value")?, r.ttl()?),
             TAG_SET_INT => {
                 Decoded::SetInt(r.bytes("key")?, unzigzag(r.varint("integer")?), r.ttl()?)
@@ -425,6 +675,41 @@ impl Mutation<'_> {
                 Decoded::HSet(key, pairs)
             }
             TAG_HDEL => Decoded::HDel(r.bytes("key")?, r.list("hash fields")?),
+            TAG_LIST_PUSH => {
+                let key = r.bytes("key")?;
+                let left = r.flag("side")?;
+                Decoded::ListPush(key, left, r.list("list elements")?)
+            }
+            TAG_LIST_POP => {
+                let key = r.bytes("key")?;
+                let left = r.flag("side")?;
+                Decoded::ListPop(key, left, r.usize("count")?)
+            }
+            TAG_LIST_SET | TAG_LIST_INSERT => {
+                let key = r.bytes("key")?;
+                let index = r.usize("index")?;
+                let value = r.bytes("element")?;
+                if tag == TAG_LIST_SET {
+                    Decoded::ListSet(key, index, value)
+                } else {
+                    Decoded::ListInsert(key, index, value)
+                }
+            }
+            TAG_LIST_REM => {
+                let key = r.bytes("key")?;
+                let count = unzigzag(r.varint("count")?);
+                Decoded::ListRem(key, count, r.bytes("element")?)
+            }
+            TAG_LIST_TRIM => {
+                let key = r.bytes("key")?;
+                let start = r.usize("start")?;
+                let end = r.usize("end")?;
+                Decoded::ListTrim(key, start, end)
+            }
+            TAG_SET_ADD => Decoded::SetAdd(r.bytes("key")?, r.list("set members")?),
+            TAG_SET_REM => Decoded::SetRem(r.bytes("key")?, r.list("set members")?),
+            TAG_ZADD => Decoded::ZAdd(r.bytes("key")?, r.scored("sorted set members")?),
+            TAG_ZREM => Decoded::ZRem(r.bytes("key")?, r.list("sorted set members")?),
             TAG_EXPIRE => {
                 let key = r.bytes("key")?;
                 Decoded::Expire(key, opt_time(r)?)
@@ -474,6 +759,41 @@ fn encode_value(value: ValueRef<'_>, out: &mut Vec<u8>) {
                 put_bytes(out, v);
             }
         }
+        ValueRef::List(l) => {
+            out.push(VALUE_LIST);
+            put_varint(out, l.len() as u64);
+            for e in l.iter() {
+                put_bytes(out, e);
+            }
+        }
+        ValueRef::Set(x) => {
+            out.push(VALUE_SET);
+            put_varint(out, x.len() as u64);
+            for m in x.iter() {
+                put_bytes(out, &m);
+            }
+        }
+        ValueRef::ZSet(z) => {
+            out.push(VALUE_ZSET);
+            put_scored(out, z.len(), z.iter().map(|(m, s)| (s, m)));
+        }
+    }
+}
+
+fn put_list(out: &mut Vec<u8>, items: &[&[u8]]) {
+    put_varint(out, items.len() as u64);
+    for i in items {
+        put_bytes(out, i);
+    }
+}
+
+/// A count, then per pair the score (f64, little-endian: exact, no decimal round trip) and
+/// the member.
+fn put_scored<'m>(out: &mut Vec<u8>, n: usize, pairs: impl Iterator<Item = (f64, &'m [u8])>) {
+    put_varint(out, n as u64);
+    for (s, m) in pairs {
+        out.extend_from_slice(&s.to_le_bytes());
+        put_bytes(out, m);
     }
 }
 
@@ -485,23 +805,41 @@ mod tests {
         let mut buf = Vec::new();
         m.encode(&mut buf);
         let mut r = Reader::new(&buf);
-        let d = Mutation::decode(&mut r, HashLimits::default()).expect("decodes");
+        let d = Mutation::decode(&mut r, Encodings::default()).expect("decodes");
         assert!(r.is_empty(), "{m:?} left bytes");
         assert_eq!(d.mutation(), m);
         // Every strict prefix is refused, never misread.
         for cut in 0..buf.len() {
             let mut r = Reader::new(&buf[..cut]);
             assert!(
-                Mutation::decode(&mut r, HashLimits::default()).is_err(),
+                Mutation::decode(&mut r, Encodings::default()).is_err(),
                 "{m:?} cut at {cut}"
             );
         }
     }
 
+    /// A list, a set and a sorted set with a few members each.
+    fn collections() -> (Value, Value, Value) {
+        let limits = Encodings::default();
+        let mut l = ListObj::new();
+        let mut x = SetObj::new();
+        let mut z = ZSetObj::new();
+        for m in [&b"a"[..], b"7", b"", b"\x00\xff"] {
+            l.push_back(m, limits.list);
+            x.insert(m, limits.set);
+            z.insert(m, m.len() as f64 - 1.5, limits.zset);
+        }
+        (
+            Value::List(Box::new(l)),
+            Value::Set(Box::new(x)),
+            Value::ZSet(Box::new(z)),
+        )
+    }
+
     #[test]
     fn records_roundtrip() {
         let mut h = HashObj::new();
-        h.set_pairs(&[b"f", b"v", b"g", b""], HashLimits::default());
+        h.set_pairs(&[b"f", b"v", b"g", b""], Encodings::default().hash);
         for m in [
             Mutation::SetStr {
                 key: b"k",
@@ -577,6 +915,67 @@ mod tests {
             },
             Mutation::FlushAll,
             Mutation::FlushSlots { slots: 10..20 },
+            Mutation::ListPush {
+                key: b"l",
+                left: true,
+                elems: &[b"a", b"", b"\xff"],
+            },
+            Mutation::ListPop {
+                key: b"l",
+                left: false,
+                count: 3,
+            },
+            Mutation::ListSet {
+                key: b"l",
+                index: 2,
+                value: b"x",
+            },
+            Mutation::ListInsert {
+                key: b"l",
+                index: 0,
+                value: b"y",
+            },
+            Mutation::ListRem {
+                key: b"l",
+                count: -2,
+                elem: b"a",
+            },
+            Mutation::ListTrim {
+                key: b"l",
+                start: 1,
+                end: 9,
+            },
+            Mutation::SetAdd {
+                key: b"s",
+                members: &[b"1", b"m"],
+            },
+            Mutation::SetRem {
+                key: b"s",
+                members: &[b"m"],
+            },
+            Mutation::ZAdd {
+                key: b"z",
+                pairs: &[(1.5, b"a"), (f64::INFINITY, b"b"), (-0.0, b"c")],
+            },
+            Mutation::ZRem {
+                key: b"z",
+                members: &[b"a"],
+            },
+            Mutation::Restore {
+                key: b"c",
+                value: collections().0,
+                expire_at: None,
+            },
+            Mutation::Restore {
+                key: b"c",
+                value: collections().1,
+                expire_at: Some(3),
+            },
+            Mutation::Restore {
+                key: b"c",
+                value: collections().2,
+                expire_at: None,
+            },
         ] {
             roundtrip(m);
         }
@@ -585,7 +984,7 @@ mod tests {
     #[test]
     fn unknown_tags_and_damage_are_refused() {
         let mut r = Reader::new(&[200]);
-        let e = Mutation::decode(&mut r, HashLimits::default())
+        let e = Mutation::decode(&mut r, Encodings::default())
             .err()
             .expect("refused");
         assert!(e.0.contains("unknown record tag 200"), "{e}");
@@ -594,6 +993,6 @@ mod tests {
         put_bytes(&mut buf, b"h");
         put_varint(&mut buf, u64::MAX >> 1);
         let mut r = Reader::new(&buf);
-        assert!(Mutation::decode(&mut r, HashLimits::default()).is_err());
+        assert!(Mutation::decode(&mut r, Encodings::default()).is_err());
     }
 }

@@ -136,6 +136,7 @@ fn model_of(value: &Value) -> ModelValue {
                 table: h.encoding() == "hashtable",
             }
         }
+        other => panic!("the string/hash model holds no {:?}", other.kind()),
     }
 }
 
@@ -279,7 +280,7 @@ struct Harness {
 impl Harness {
     fn new(lfu: bool) -> Harness {
         let mut s = shard();
-        s.hash_limits = LIMITS;
+        s.limits.hash = LIMITS;
         if lfu {
             s.access_mode = AccessMode::Lfu {
                 log_factor: 10,

@@ -7,22 +7,31 @@
 //!
 //! ```text
 //! byte 0      format version (1)
-//! byte 1      type: 0 string, 1 integer, 2 hash; bit 7 set when an expiry follows
+//! byte 1      type: 0 string, 1 integer, 2 hash, 3 list, 4 set, 5 sorted set;
+//!             bit 7 set when an expiry follows
 //! [8 bytes]   absolute expiry, Unix ms, little-endian (only with bit 7)
 //! payload     string: the bytes; integer: i64 little-endian;
 //!             hash: u32 field count, then per field u32 length + bytes, u32 length + bytes
+//!             list, set: u32 count, then per element u32 length + bytes (a list in order)
+//!             sorted set: u32 count, then per member f64 score (LE) + u32 length + bytes
 //! ```
+//!
+//! Types 3–5 were added without a version bump: a version-1 reader from before them refuses
+//! them by type ("unknown value type"), which is the failure a version bump would give.
 //!
 //! A reader refuses a version it does not know instead of guessing, so a file written by a
 //! future release fails loudly; a future release keeps reading version 1.
 
-use crate::shard::{HashLimits, HashObj, Value, ValueRef};
+use crate::shard::{Encodings, HashLimits, HashObj, ListObj, SetObj, Value, ValueRef, ZSetObj};
 
 pub const FORMAT_VERSION: u8 = 1;
 
 const TYPE_STR: u8 = 0;
 const TYPE_INT: u8 = 1;
 const TYPE_HASH: u8 = 2;
+const TYPE_LIST: u8 = 3;
+const TYPE_SET: u8 = 4;
+const TYPE_ZSET: u8 = 5;
 const HAS_EXPIRY: u8 = 0x80;
 
 /// Appends the stored form of `key` in `slot` to `out`.
@@ -50,6 +59,9 @@ pub fn encode_value(value: ValueRef<'_>, expire_at: Option<u64>, out: &mut Vec<u
         ValueRef::Str(_) => TYPE_STR,
         ValueRef::Int(_) => TYPE_INT,
         ValueRef::Hash(_) => TYPE_HASH,
+        ValueRef::List(_) => TYPE_LIST,
+        ValueRef::Set(_) => TYPE_SET,
+        ValueRef::ZSet(_) => TYPE_ZSET,
     };
     out.push(FORMAT_VERSION);
     match expire_at {
@@ -71,7 +83,31 @@ pub fn encode_value(value: ValueRef<'_>, expire_at: Option<u64>, out: &mut Vec<u
                 out.extend_from_slice(v);
             }
         }
+        ValueRef::List(l) => {
+            out.extend_from_slice(&(l.len() as u32).to_le_bytes());
+            for e in l.iter() {
+                put(out, e);
+            }
+        }
+        ValueRef::Set(x) => {
+            out.extend_from_slice(&(x.len() as u32).to_le_bytes());
+            for m in x.iter() {
+                put(out, &m);
+            }
+        }
+        ValueRef::ZSet(z) => {
+            out.extend_from_slice(&(z.len() as u32).to_le_bytes());
+            for (m, score) in z.iter() {
+                out.extend_from_slice(&score.to_le_bytes());
+                put(out, m);
+            }
+        }
     }
+}
+
+fn put(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(b);
 }
 
 /// The absolute expiry of a stored value, without decoding the value (None: persistent).
@@ -104,7 +140,7 @@ fn header(stored: &[u8]) -> Result<(u8, Option<u64>, &[u8]), String> {
 
 /// Decodes a stored value; hashes are built with `limits` (listpack or table, as a write of
 /// the same fields would have made them).
-pub fn decode_value(stored: &[u8], limits: HashLimits) -> Result<(Value, Option<u64>), String> {
+pub fn decode_value(stored: &[u8], limits: Encodings) -> Result<(Value, Option<u64>), String> {
     let (ty, expire_at, payload) = header(stored)?;
     let value = match ty {
         TYPE_STR => Value::from_bytes(payload),
@@ -114,25 +150,88 @@ pub fn decode_value(stored: &[u8], limits: HashLimits) -> Result<(Value, Option<
                 .map_err(|_| format!("integer value has {} bytes, not 8", payload.len()))?;
             Value::Int(i64::from_le_bytes(b))
         }
-        TYPE_HASH => Value::Hash(Box::new(decode_hash(payload, limits)?)),
+        TYPE_HASH => Value::Hash(Box::new(decode_hash(payload, limits.hash)?)),
+        TYPE_LIST | TYPE_SET => {
+            let elems = decode_elements(payload)?;
+            if ty == TYPE_LIST {
+                let mut l = ListObj::new();
+                for e in elems {
+                    l.push_back(e, limits.list);
+                }
+                Value::List(Box::new(l))
+            } else {
+                let mut x = SetObj::for_first(elems[0], limits.set);
+                for m in &elems {
+                    x.insert(m, limits.set);
+                }
+                if x.len() != elems.len() {
+                    return Err("set value repeats a member".into());
+                }
+                Value::Set(Box::new(x))
+            }
+        }
+        TYPE_ZSET => Value::ZSet(Box::new(decode_zset(payload, limits)?)),
         other => return Err(format!("unknown value type {other}")),
     };
     Ok((value, expire_at))
 }
 
-fn decode_hash(mut p: &[u8], limits: HashLimits) -> Result<HashObj, String> {
-    fn take<'a>(p: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
-        if p.len() < n {
-            return Err("hash value is cut short".into());
+fn take<'a>(p: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
+    if p.len() < n {
+        return Err("value is cut short".into());
+    }
+    let (head, tail) = p.split_at(n);
+    *p = tail;
+    Ok(head)
+}
+
+fn take_len(p: &mut &[u8]) -> Result<usize, String> {
+    let b = take(p, 4)?;
+    Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+}
+
+/// The elements of a list or set payload (at least one).
+fn decode_elements(mut p: &[u8]) -> Result<Vec<&[u8]>, String> {
+    let count = take_len(&mut p)?;
+    if count == 0 {
+        return Err("collection value has no elements".into());
+    }
+    // Each element takes at least its 4-byte length: a larger count is damage.
+    if count > p.len() / 4 {
+        return Err("collection value is cut short".into());
+    }
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let n = take_len(&mut p)?;
+        out.push(take(&mut p, n)?);
+    }
+    if !p.is_empty() {
+        return Err(format!("collection value has {} stray bytes", p.len()));
+    }
+    Ok(out)
+}
+
+fn decode_zset(mut p: &[u8], limits: Encodings) -> Result<ZSetObj, String> {
+    let count = take_len(&mut p)?;
+    if count == 0 || count > p.len() / 12 {
+        return Err("sorted set value is empty or cut short".into());
+    }
+    let mut z = ZSetObj::new();
+    for _ in 0..count {
+        let score = f64::from_le_bytes(take(&mut p, 8)?.try_into().expect("8 bytes"));
+        if score.is_nan() {
+            return Err("sorted set value holds a NaN score".into());
         }
-        let (head, tail) = p.split_at(n);
-        *p = tail;
-        Ok(head)
+        let n = take_len(&mut p)?;
+        z.insert(take(&mut p, n)?, score, limits.zset);
     }
-    fn take_len(p: &mut &[u8]) -> Result<usize, String> {
-        let b = take(p, 4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    if !p.is_empty() || z.len() != count {
+        return Err("sorted set value has stray bytes or repeats a member".into());
     }
+    Ok(z)
+}
+
+fn decode_hash(mut p: &[u8], limits: HashLimits) -> Result<HashObj, String> {
     let count = take_len(&mut p)?;
     if count == 0 {
         return Err("hash value has no fields".into());
@@ -164,7 +263,7 @@ mod tests {
     fn round_trip(v: &Value, exp: Option<u64>) {
         let mut buf = Vec::new();
         encode_value(v.as_ref(), exp, &mut buf);
-        let (back, e) = decode_value(&buf, HashLimits::default()).unwrap();
+        let (back, e) = decode_value(&buf, Encodings::default()).unwrap();
         assert_eq!(&back, v);
         assert_eq!(e, exp);
         assert_eq!(peek_expiry(&buf).unwrap(), exp);
@@ -185,6 +284,30 @@ mod tests {
             );
         }
         round_trip(&Value::Hash(Box::new(h)), Some(1_700_000_000_000));
+        let limits = Encodings::default();
+        let mut l = ListObj::new();
+        let mut ints = SetObj::new();
+        let mut x = SetObj::new();
+        let mut z = ZSetObj::new();
+        for i in 0..300 {
+            let m = format!("m{i}");
+            l.push_back(m.as_bytes(), limits.list);
+            l.push_back(b"dup", limits.list);
+            ints.insert(i.to_string().as_bytes(), limits.set);
+            x.insert(m.as_bytes(), limits.set);
+            z.insert(m.as_bytes(), (i % 7) as f64 * 0.5, limits.zset);
+        }
+        z.insert(b"inf", f64::INFINITY, limits.zset);
+        z.insert(b"-inf", f64::NEG_INFINITY, limits.zset);
+        for v in [
+            Value::List(Box::new(l)),
+            Value::Set(Box::new(ints)),
+            Value::Set(Box::new(x)),
+            Value::ZSet(Box::new(z)),
+        ] {
+            round_trip(&v, Some(7));
+            round_trip(&v, None);
+        }
     }
 
     #[test]
@@ -194,17 +317,17 @@ mod tests {
         h.set(b"f", b"v", HashLimits::default());
         encode_value(ValueRef::Hash(&h), Some(5), &mut buf);
         for cut in 0..buf.len() {
-            assert!(decode_value(&buf[..cut], HashLimits::default()).is_err());
+            assert!(decode_value(&buf[..cut], Encodings::default()).is_err());
         }
         let mut newer = buf.clone();
         newer[0] = 2;
-        let err = decode_value(&newer, HashLimits::default()).unwrap_err();
+        let err = decode_value(&newer, Encodings::default()).unwrap_err();
         assert!(err.contains("format version 2"), "{err}");
         let mut bad_type = buf.clone();
         bad_type[1] = 0x85;
-        assert!(decode_value(&bad_type, HashLimits::default()).is_err());
+        assert!(decode_value(&bad_type, Encodings::default()).is_err());
         proptest::proptest!(|(bytes: Vec<u8>)| {
-            let _ = decode_value(&bytes, HashLimits::default());
+            let _ = decode_value(&bytes, Encodings::default());
         });
     }
 
