@@ -20,6 +20,26 @@ pub struct Client {
     pub authenticated: bool,
     /// READONLY: in cluster mode, reads of slots this node replicates are served here.
     pub readonly: bool,
+    /// Between MULTI and EXEC/DISCARD: the queued commands.
+    pub multi: Option<Multi>,
+    /// The keys WATCH named since the last EXEC/DISCARD/UNWATCH.
+    pub watching: Option<Watching>,
+}
+
+/// A transaction being queued (MULTI ... EXEC).
+#[derive(Default)]
+pub struct Multi {
+    pub queued: Vec<Vec<Bytes>>,
+    /// A queued command was refused (unknown, wrong arity, ...): EXEC answers EXECABORT.
+    pub failed: bool,
+}
+
+/// A client's WATCH session: one flag for all its keys (set when any of them changes), and
+/// each key with the core that owns it and whether it existed when watched (a watched key
+/// that expires afterwards fails the EXEC too, as in Valkey).
+pub struct Watching {
+    pub flag: crate::shard::WatchFlag,
+    pub keys: Vec<(Bytes, usize, bool)>,
 }
 
 impl Client {
@@ -71,6 +91,8 @@ pub fn reset(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
     ctx.client.info.meta.lock().expect("client meta lock").name = None;
     // RESET returns to the default user, which must authenticate again when a password is set.
     ctx.client.authenticated = false;
+    // RESET also discards a transaction; its watches are dropped by the dispatcher.
+    ctx.client.multi = None;
     ctx.out.simple("RESET");
 }
 

@@ -15,10 +15,13 @@ fn acl_categories(d: &CommandDef) -> Vec<&'static str> {
     let admin = d.flags & flags::ADMIN != 0;
     let fast = d.flags & flags::FAST != 0;
     let dangerous = admin || matches!(d.name, "keys" | "flushall" | "flushdb");
-    let table: [(&'static str, bool); 11] = [
+    let table: [(&'static str, bool); 16] = [
         ("@keyspace", group("generic")),
         ("@read", d.flags & flags::READONLY != 0 && !group("server")),
         ("@write", d.flags & flags::WRITE != 0),
+        ("@set", group("set")),
+        ("@sortedset", group("sorted_set")),
+        ("@list", group("list")),
         ("@hash", group("hash")),
         ("@string", group("string")),
         ("@admin", admin),
@@ -27,6 +30,8 @@ fn acl_categories(d: &CommandDef) -> Vec<&'static str> {
         ("@blocking", d.flags & flags::BLOCKING != 0),
         ("@dangerous", dangerous),
         ("@connection", group("connection")),
+        ("@transaction", group("transactions")),
+        ("@scripting", group("scripting")),
     ];
     table
         .iter()

@@ -47,6 +47,14 @@ pub mod flags {
     /// Our own: the command reads or changes connection/global state, so earlier commands of
     /// the same pipeline must have run on every core before it runs.
     pub const BARRIER: u32 = 1 << 20;
+    /// Our own: the op is part of a MULTI/EXEC transaction (see `engine::tx`); it is skipped
+    /// when the transaction's WATCH guard found a watched key changed.
+    pub const TX: u32 = 1 << 21;
+    /// Our own: the op checks a transaction's WATCHed keys on its core (`engine::tx`); the
+    /// transaction's ops after it in the batch are skipped when it answers `:0`.
+    pub const TX_GUARD: u32 = 1 << 22;
+    /// Our own: Valkey's `no-multi` — refused inside MULTI.
+    pub const NO_MULTI: u32 = 1 << 23;
 
     pub const NAMES: &[(u32, &str)] = &[
         (WRITE, "write"),
@@ -122,6 +130,18 @@ pub enum Exec {
     Snapshot(bool),
     /// CLUSTER MEET / FORGET: a change of the cluster map, which waits on other nodes.
     ClusterAdmin,
+    /// MULTI, EXEC, DISCARD, WATCH, UNWATCH: the dispatcher runs them (`engine::tx`).
+    Tx(TxCmd),
+}
+
+/// The transaction commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxCmd {
+    Multi,
+    Exec,
+    Discard,
+    Watch,
+    Unwatch,
 }
 
 /// Multi-key commands the dispatcher splits by core when their keys span cores.

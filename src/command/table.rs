@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use super::flags::*;
-use super::{Exec, Fanout, KeySpec, Multi};
+use super::{Exec, Fanout, KeySpec, Multi, TxCmd};
 use super::{cluster as cl, connection as c, counter, expire, hash, keyspace, server, string};
 
 pub struct CommandDef {
@@ -268,6 +268,61 @@ pub static COMMANDS: &[CommandDef] = &[
         "Closes the connection.",
         "O(1)",
         C(c::quit),
+    ),
+    def(
+        "multi",
+        1,
+        NOSCRIPT | LOADING | STALE | FAST | ALLOW_BUSY,
+        NOKEY,
+        "transactions",
+        "1.2.0",
+        "Starts a transaction.",
+        "O(1)",
+        Exec::Tx(TxCmd::Multi),
+    ),
+    def(
+        "exec",
+        1,
+        NOSCRIPT | LOADING | STALE,
+        NOKEY,
+        "transactions",
+        "1.2.0",
+        "Executes all commands in a transaction.",
+        "Depends on commands in the transaction",
+        Exec::Tx(TxCmd::Exec),
+    ),
+    def(
+        "discard",
+        1,
+        NOSCRIPT | LOADING | STALE | FAST | ALLOW_BUSY,
+        NOKEY,
+        "transactions",
+        "2.0.0",
+        "Discards a transaction.",
+        "O(N) when N is the number of queued commands",
+        Exec::Tx(TxCmd::Discard),
+    ),
+    def(
+        "watch",
+        -2,
+        NOSCRIPT | LOADING | STALE | FAST | ALLOW_BUSY,
+        k(1, -1, 1),
+        "transactions",
+        "2.2.0",
+        "Monitors changes to keys to determine the execution of a transaction.",
+        "O(1) for every key.",
+        Exec::Tx(TxCmd::Watch),
+    ),
+    def(
+        "unwatch",
+        1,
+        NOSCRIPT | LOADING | STALE | FAST | ALLOW_BUSY,
+        NOKEY,
+        "transactions",
+        "2.2.0",
+        "Forgets about watched keys of a transaction.",
+        "O(1)",
+        Exec::Tx(TxCmd::Unwatch),
     ),
     def(
         "reset",

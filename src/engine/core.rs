@@ -18,6 +18,7 @@ use futures::channel::oneshot;
 use futures::future::LocalBoxFuture;
 use glommio::channels::channel_mesh::{Receivers, Senders};
 
+use super::gate::{Gate, TxId};
 use super::replicated::{Consensus, Replicated};
 use crate::cluster::host::Host;
 use crate::cluster::types::GroupId;
@@ -59,13 +60,16 @@ impl BatchReply {
 /// Work sent to a core.
 pub enum CoreMsg {
     /// Ops to execute in order, replies encoded in RESP2 or RESP3.
+    /// `tx`: the gated transaction the batch belongs to, if any (see `gate`).
     Batch {
         ops: Vec<Op>,
         resp3: bool,
         reply: oneshot::Sender<BatchReply>,
+        tx: Option<TxId>,
     },
-    /// A closure to run against the core (multi-phase cross-core commands such as RENAME).
-    Call(Box<dyn FnOnce(&Core) + Send>),
+    /// A closure to run against the core (multi-phase cross-core commands such as RENAME),
+    /// as part of gated transaction `tx` if given.
+    Call(Box<dyn FnOnce(&Core) + Send>, Option<TxId>),
     /// Async work to run on the core (cluster admin calls and start-up).
     Task(Box<dyn FnOnce(Rc<Core>) -> LocalBoxFuture<'static, ()> + Send>),
     /// One connection batch's ops for slot group `g`, which this core hosts.
@@ -99,6 +103,11 @@ pub struct Core {
     pub replicated: RefCell<Replicated>,
     /// This core's part of the cluster, once started.
     host: RefCell<Option<Rc<Host>>>,
+    /// Held by a transaction spanning several cores while it runs (standalone).
+    pub gate: Gate,
+    /// A shard of no core's own, for running one command whose keys live on several cores
+    /// (see `scratch`): kept between uses, emptied after each.
+    pub(super) scratch: RefCell<Option<Shard>>,
 }
 
 impl Core {
@@ -121,6 +130,8 @@ impl Core {
             raft_items: RefCell::default(),
             replicated: RefCell::default(),
             host: RefCell::new(None),
+            gate: Gate::default(),
+            scratch: RefCell::new(None),
             shared,
             senders,
         })
@@ -221,8 +232,16 @@ impl Core {
         let mut shard = self.shard.borrow_mut();
         let stats = &self.shared.core_stats[self.id];
         let mut last = Instant::now();
-        for op in ops {
+        // A transaction whose WATCH guard failed: its remaining ops are skipped.
+        let mut tx_aborted = false;
+        for (i, op) in ops.iter().enumerate() {
             let start = out.buf.len();
+            if op.flags & flags::TX == 0 {
+                tx_aborted = false;
+            } else if tx_aborted {
+                ends.push(out.buf.len() as u32);
+                continue;
+            }
             let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
                 // In a cluster only a group's leader evicts, through the group's log (see
                 // `cluster::evict`); the engine refused growth before evaluating.
@@ -269,8 +288,14 @@ impl Core {
                 stats.commands_processed.inc();
             }
             last = ended;
-            // A leader's journal keeps each command's records as one unit.
-            if let Some(j) = shard.journal_mut() {
+            if op.flags & flags::TX_GUARD != 0 {
+                tx_aborted = &out.buf[start..] == b":0\r\n";
+            }
+            // A leader's journal keeps each command's records as one unit, and a transaction's
+            // (its consecutive TX ops) as one.
+            let tx_continues = op.flags & flags::TX != 0
+                && ops.get(i + 1).is_some_and(|n| n.flags & flags::TX != 0);
+            if !tx_continues && let Some(j) = shard.journal_mut() {
                 j.close_unit();
             }
             ends.push(out.buf.len() as u32);
@@ -385,7 +410,7 @@ impl Core {
                 && self.evict_asked_ms[c].get() != now
             {
                 self.evict_asked_ms[c].set(now);
-                let ask = CoreMsg::Call(Box::new(|core: &Core| core.evict_if_over_limit()));
+                let ask = CoreMsg::Call(Box::new(|core: &Core| core.evict_if_over_limit()), None);
                 // A full channel means the core is busy with requests already: skip.
                 let _ = self.senders.try_send_to(c, ask);
             }
@@ -435,7 +460,13 @@ impl Core {
     }
 
     /// Sends a batch to another core and waits for its replies.
-    pub async fn send_batch(&self, core: usize, ops: Vec<Op>, resp3: bool) -> BatchReply {
+    pub async fn send_batch(
+        &self,
+        core: usize,
+        ops: Vec<Op>,
+        resp3: bool,
+        gated: Option<TxId>,
+    ) -> BatchReply {
         let (tx, rx) = oneshot::channel();
         if self
             .senders
@@ -445,6 +476,7 @@ impl Core {
                     ops,
                     resp3,
                     reply: tx,
+                    tx: gated,
                 },
             )
             .await
@@ -576,18 +608,38 @@ impl Core {
         core: usize,
         f: impl FnOnce(&Core) -> T + Send + 'static,
     ) -> Option<T> {
+        self.call_as(core, None, f).await
+    }
+
+    /// `call` as part of gated transaction `gated` (None: an ordinary call, which waits while
+    /// another transaction holds that core's gate). A transaction's call answers at once: the
+    /// transaction waits for durability once, at its end (`durable_barrier`).
+    pub async fn call_as<T: Send + 'static>(
+        self: &Rc<Self>,
+        core: usize,
+        gated: Option<TxId>,
+        f: impl FnOnce(&Core) -> T + Send + 'static,
+    ) -> Option<T> {
         if core == self.id {
+            self.gate.wait_open(gated).await;
             return Some(f(self));
         }
         let (tx, rx) = oneshot::channel();
-        let msg = CoreMsg::Call(Box::new(move |c: &Core| {
-            let before = c.change_count();
-            let v = f(c);
-            c.finish();
-            c.when_durable(before, move || {
-                let _ = tx.send(v);
-            });
-        }));
+        let msg = CoreMsg::Call(
+            Box::new(move |c: &Core| {
+                let before = c.change_count();
+                let v = f(c);
+                c.finish();
+                if gated.is_some() {
+                    let _ = tx.send(v);
+                    return;
+                }
+                c.when_durable(before, move || {
+                    let _ = tx.send(v);
+                });
+            }),
+            gated,
+        );
         if self.senders.send_to(core, msg).await.is_err() {
             return None;
         }
@@ -601,40 +653,27 @@ impl Core {
             glommio::spawn_local(async move {
                 while let Some(msg) = stream.next().await {
                     match msg {
-                        CoreMsg::Batch { ops, resp3, reply } => {
-                            let mut out = Out::new(resp3);
-                            let mut ends = Vec::with_capacity(ops.len());
-                            let before = core.change_count();
-                            let now = core.prepare();
-                            core.execute(&ops, now, &mut out, &mut ends);
-                            core.finish();
-                            if core.pending_replicated() {
-                                // Fan-out reads (KEYS, SCAN, DBSIZE...) and READONLY reads
-                                // saw this core's whole shard, uncommitted writes included:
-                                // their replies wait until those commit.
-                                let core = core.clone();
-                                glommio::spawn_local(async move {
-                                    let r = match super::replicated::settle_all(&core).await {
-                                        Ok(()) => BatchReply { buf: out.buf, ends },
-                                        Err(why) => {
-                                            super::replicated::refused_all(&core, &ops, &why, resp3)
-                                        }
-                                    };
-                                    let _ = reply.send(r);
-                                })
-                                .detach();
+                        CoreMsg::Batch {
+                            ops,
+                            resp3,
+                            reply,
+                            tx,
+                        } => {
+                            if core.gate.blocks(tx) {
+                                let c = core.clone();
+                                core.gate
+                                    .park(Box::new(move || c.run_batch_msg(ops, resp3, reply, tx)));
                                 continue;
                             }
-                            core.when_durable(before, move || {
-                                let _ = reply.send(BatchReply { buf: out.buf, ends });
-                            });
+                            core.run_batch_msg(ops, resp3, reply, tx);
                         }
-                        CoreMsg::Call(f) => {
-                            if std::panic::catch_unwind(AssertUnwindSafe(|| f(&core))).is_err() {
-                                tracing::error!(
-                                    "a cross-core call panicked; its caller gets no reply"
-                                );
+                        CoreMsg::Call(f, tx) => {
+                            if core.gate.blocks(tx) {
+                                let c = core.clone();
+                                core.gate.park(Box::new(move || c.run_call(f)));
+                                continue;
                             }
+                            core.run_call(f);
                         }
                         CoreMsg::Task(f) => {
                             // Started now, in arrival order (bus requests forwarded here
@@ -659,6 +698,50 @@ impl Core {
             })
             .detach();
         }
+    }
+
+    fn run_call(&self, f: Box<dyn FnOnce(&Core) + Send>) {
+        if std::panic::catch_unwind(AssertUnwindSafe(|| f(self))).is_err() {
+            tracing::error!("a cross-core call panicked; its caller gets no reply");
+        }
+    }
+
+    /// Runs a batch another core sent and answers it (once durable, unless it is part of a
+    /// gated transaction, which waits for durability once at its end).
+    fn run_batch_msg(
+        self: &Rc<Self>,
+        ops: Vec<Op>,
+        resp3: bool,
+        reply: oneshot::Sender<BatchReply>,
+        tx: Option<TxId>,
+    ) {
+        let mut out = Out::new(resp3);
+        let mut ends = Vec::with_capacity(ops.len());
+        let before = self.change_count();
+        let now = self.prepare();
+        self.execute(&ops, now, &mut out, &mut ends);
+        self.finish();
+        if self.pending_replicated() {
+            // Fan-out reads (KEYS, SCAN, DBSIZE...) and READONLY reads saw this core's whole
+            // shard, uncommitted writes included: their replies wait until those commit.
+            let core = self.clone();
+            glommio::spawn_local(async move {
+                let r = match super::replicated::settle_all(&core).await {
+                    Ok(()) => BatchReply { buf: out.buf, ends },
+                    Err(why) => super::replicated::refused_all(&core, &ops, &why, resp3),
+                };
+                let _ = reply.send(r);
+            })
+            .detach();
+            return;
+        }
+        if tx.is_some() {
+            let _ = reply.send(BatchReply { buf: out.buf, ends });
+            return;
+        }
+        self.when_durable(before, move || {
+            let _ = reply.send(BatchReply { buf: out.buf, ends });
+        });
     }
 }
 

@@ -13,6 +13,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::core::{BatchReply, Core, NO_STATS, Op};
+use super::gate::TxId;
 use super::routing;
 use crate::cluster::key_slot;
 use crate::cluster::node::ClusterNode;
@@ -53,7 +54,7 @@ enum Slot {
 }
 
 pub struct Dispatcher {
-    local: Out,
+    pub(super) local: Out,
     /// The time local ops of the current read batch run at.
     now: u64,
     slots: Vec<Slot>,
@@ -65,6 +66,13 @@ pub struct Dispatcher {
     /// A shard command ran here, outside a slot group's path, in cluster mode: its reply
     /// may have seen uncommitted writes and must wait for them (see `replicated`).
     ran_local: bool,
+    /// The gated transaction this dispatcher runs for (see `gate`, `tx`): its ops pass the
+    /// gates it holds.
+    pub(super) tx: Option<TxId>,
+    /// Flags added to every op it routes (`flags::TX` while it runs a transaction).
+    op_flags: u32,
+    /// Running a transaction as one batch: nothing may split the batch (no barrier flush).
+    atomic: bool,
 }
 
 impl Dispatcher {
@@ -77,7 +85,104 @@ impl Dispatcher {
             rounds: Vec::new(),
             local_ends: Vec::new(),
             ran_local: false,
+            tx: None,
+            op_flags: 0,
+            atomic: false,
         }
+    }
+
+    /// Runs a transaction's `queued` commands as one batch for `dest`, led by its WATCH
+    /// `guard` (if any); their replies, or None when the guard found a watched key changed.
+    pub(super) async fn run_atomic(
+        &mut self,
+        core: &Rc<Core>,
+        client: &mut Client,
+        guard: Option<Op>,
+        dest: super::tx::Dest,
+        queued: Vec<Vec<Bytes>>,
+    ) -> Option<Vec<Vec<u8>>> {
+        self.local.resp3 = client.resp3;
+        self.op_flags = flags::TX;
+        self.atomic = true;
+        // From here to the flush nothing yields, so nothing else runs on this core: the gate
+        // must be open now and stays so.
+        core.gate.wait_open(None).await;
+        self.now = core.prepare();
+        let guarded = guard.is_some();
+        if let Some(op) = guard {
+            let part = match dest {
+                super::tx::Dest::Core(c) => {
+                    let part = self.route(core, c, op.exec, op.args, op.flags, op.cmd_id);
+                    if c == core.id && self.part_bytes(part) == b":0\r\n" {
+                        return None;
+                    }
+                    part
+                }
+                super::tx::Dest::Group(g) => {
+                    let cluster = core.shared.cluster()?;
+                    self.queue_for_group(core, cluster, g, op)
+                }
+            };
+            self.slots.push(Slot::One(part));
+        }
+        for args in queued {
+            self.dispatch(core, client, args).await;
+        }
+        self.flush(core, client.resp3).await;
+        core.finish();
+        let mut replies = self.take_replies();
+        if guarded {
+            if replies.first().is_some_and(|r| r == b":0\r\n") {
+                return None;
+            }
+            replies.remove(0);
+        }
+        Some(replies)
+    }
+
+    /// Runs a transaction's `queued` commands, each where its keys live, while `tx` holds the
+    /// gates of every core they touch.
+    pub(super) async fn run_gated(
+        &mut self,
+        core: &Rc<Core>,
+        client: &mut Client,
+        tx: TxId,
+        queued: Vec<Vec<Bytes>>,
+    ) -> Vec<Vec<u8>> {
+        self.local.resp3 = client.resp3;
+        self.tx = Some(tx);
+        self.op_flags = flags::TX;
+        self.now = core.prepare();
+        for args in queued {
+            self.dispatch(core, client, args).await;
+        }
+        self.flush(core, client.resp3).await;
+        core.finish();
+        self.take_replies()
+    }
+
+    fn part_bytes(&self, p: Part) -> &[u8] {
+        Self::part(&self.local.buf, &self.rounds, p)
+    }
+
+    /// Each command's reply, in order (gathered parts combined).
+    fn take_replies(&mut self) -> Vec<Vec<u8>> {
+        let resp3 = self.local.resp3;
+        self.slots
+            .iter()
+            .map(|slot| match slot {
+                Slot::One(p) => Self::part(&self.local.buf, &self.rounds, *p).to_vec(),
+                Slot::Gathered(g, parts) => {
+                    let bufs: Vec<&[u8]> = parts
+                        .iter()
+                        .map(|p| Self::part(&self.local.buf, &self.rounds, *p))
+                        .collect();
+                    let mut w = Vec::new();
+                    gather(*g, &bufs, resp3, &mut w);
+                    w
+                }
+            })
+            .collect()
     }
 
     /// Runs `commands` (one read batch) and appends their replies, in order, to `wbuf`.
@@ -163,6 +268,7 @@ impl Dispatcher {
         flags: u32,
         cmd_id: u32,
     ) -> Part {
+        let flags = flags | self.op_flags;
         if target == core.id {
             self.ran_local |= core.shared.config.cluster.enabled;
             let start = self.local.buf.len();
@@ -196,6 +302,8 @@ impl Dispatcher {
     }
 
     async fn dispatch(&mut self, core: &Rc<Core>, client: &mut Client, args: Vec<Bytes>) {
+        // A transaction holding this core's gate runs first (see `gate`).
+        core.gate.wait_open(self.tx).await;
         let start = self.local.buf.len();
         let stats = &core.shared.core_stats[core.id];
         let Some(mut id) = lookup(&args[0]) else {
@@ -211,6 +319,7 @@ impl Dispatcher {
                 return;
             }
             command::unknown_command(&mut self.local, &args);
+            doom(client);
             self.push_local(start);
             return;
         };
@@ -239,6 +348,7 @@ impl Dispatcher {
                         def.name.to_ascii_uppercase()
                     );
                     self.local.error(&msg);
+                    doom(client);
                     self.push_local(start);
                     return;
                 }
@@ -251,12 +361,14 @@ impl Dispatcher {
         let argc = args.len() as i32;
         if (def.arity > 0 && argc != def.arity) || argc < -def.arity {
             command::arity_error(&mut self.local, reg.full_name(id));
+            doom(client);
             stats.commands[id].rejected_calls.inc();
             self.push_local(start);
             return;
         }
         if def.flags & flags::NO_AUTH == 0 && client.auth_required(&core.shared) {
             self.local.error("NOAUTH Authentication required.");
+            doom(client);
             stats.commands[id].rejected_calls.inc();
             self.push_local(start);
             return;
@@ -265,6 +377,7 @@ impl Dispatcher {
             // PING is not flagged `loading` in Valkey, but health checks must see a live node.
             self.local
                 .error("LOADING Valkey is loading the dataset in memory");
+            doom(client);
             stats.commands[id].rejected_calls.inc();
             self.push_local(start);
             return;
@@ -275,6 +388,17 @@ impl Dispatcher {
             .commands
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let cmd_id = id as u32;
+        if client.multi.is_some() && !super::tx::runs_inside_multi(def) {
+            self.queue_in_multi(core, client, def, args);
+            self.push_local(start);
+            return;
+        }
+        if let Exec::Tx(cmd) = def.exec {
+            let began = Instant::now();
+            self.tx_command(core, client, cmd, args).await;
+            self.count_local(stats, id, start, began);
+            return;
+        }
         if core.shared.config.cluster.enabled
             && matches!(
                 def.exec,
@@ -294,14 +418,24 @@ impl Dispatcher {
             .is_some_and(|c| positions.all(|p| core.owner(key_slot(&args[p]) as usize) == c));
         match def.exec {
             Exec::Container => unreachable!("containers resolve to a subcommand above"),
+            Exec::Shard(f) | Exec::Multi(f, Multi::MSetNx | Multi::Move)
+                if key_core.is_some() && !single_core =>
+            {
+                // Its keys live on several cores: run it on a scratch shard holding them all,
+                // under their cores' gates (after what this pipeline queued before it).
+                self.flush(core, client.resp3).await;
+                let start = self.local.buf.len();
+                let began = Instant::now();
+                let keys = def
+                    .keys
+                    .positions(args.len())
+                    .map(|p| args[p].clone())
+                    .collect();
+                super::span::run_spanning(core, f, &args, keys, self.tx, &mut self.local).await;
+                self.count_local(stats, id, start, began);
+            }
             Exec::Shard(f) => {
                 let target = key_core.unwrap_or(core.id);
-                if key_core.is_some() && !single_core {
-                    self.local
-                        .error("CROSSSLOT Keys in request don't hash to the same slot");
-                    self.push_local(start);
-                    return;
-                }
                 let part = self.route(core, target, f, args, def.flags, cmd_id);
                 self.slots.push(Slot::One(part));
             }
@@ -317,8 +451,7 @@ impl Dispatcher {
                 self.slots.push(Slot::One(part));
             }
             Exec::Multi(_, kind) => {
-                self.split(core, client, def.name, def.flags, cmd_id, kind, args)
-                    .await
+                self.split(core, def.name, def.flags, cmd_id, kind, args);
             }
             Exec::Fanout(kind) => self.fanout(core, kind, args, def.flags, cmd_id),
             Exec::Snapshot(background) => {
@@ -365,8 +498,9 @@ impl Dispatcher {
                 }
                 self.count_local(stats, id, start, began);
             }
+            Exec::Tx(_) => unreachable!("run above"),
             Exec::Conn(f) => {
-                if def.flags & flags::BARRIER != 0 {
+                if def.flags & flags::BARRIER != 0 && !self.atomic {
                     self.flush(core, client.resp3).await;
                 }
                 let start = self.local.buf.len();
@@ -378,6 +512,9 @@ impl Dispatcher {
                     core: core.id,
                 };
                 f(&mut ctx, &args);
+                if def.name == "reset" {
+                    super::tx::unwatch(core, client);
+                }
                 self.count_local(stats, id, start, began);
             }
         }
@@ -455,6 +592,10 @@ impl Dispatcher {
         op: Op,
     ) -> Part {
         let dest = core.cores() + g as usize;
+        let op = Op {
+            flags: op.flags | self.op_flags,
+            ..op
+        };
         if self.pending.len() <= dest {
             self.pending
                 .resize_with(core.cores() + cluster.group_count(), Vec::new);
@@ -519,11 +660,9 @@ impl Dispatcher {
     }
 
     /// A multi-key command whose keys span cores.
-    #[allow(clippy::too_many_arguments)]
-    async fn split(
+    fn split(
         &mut self,
         core: &Rc<Core>,
-        client: &mut Client,
         name: &str,
         flags: u32,
         cmd_id: u32,
@@ -587,17 +726,7 @@ impl Dispatcher {
                 };
                 self.slots.push(Slot::Gathered(gather, parts));
             }
-            Multi::MSetNx | Multi::Move => {
-                // Two phases across cores: everything queued before must have run first.
-                self.flush(core, client.resp3).await;
-                let start = self.local.buf.len();
-                if kind == Multi::MSetNx {
-                    super::multi::msetnx(core, &args, &mut self.local).await;
-                } else {
-                    super::multi::move_key(core, name, &args, &mut self.local).await;
-                }
-                self.push_local(start);
-            }
+            Multi::MSetNx | Multi::Move => unreachable!("run on a scratch shard (dispatch)"),
         }
     }
 
@@ -637,10 +766,11 @@ impl Dispatcher {
     }
 
     /// Sends every queued batch and waits for all replies.
-    async fn flush(&mut self, core: &Rc<Core>, resp3: bool) {
+    pub(super) async fn flush(&mut self, core: &Rc<Core>, resp3: bool) {
         if self.pending.iter().all(|q| q.is_empty()) {
             return;
         }
+        let gated = self.tx;
         let mut round: Vec<Option<BatchReply>> = (0..self.pending.len()).map(|_| None).collect();
         let sends: Vec<_> = self
             .pending
@@ -653,7 +783,7 @@ impl Dispatcher {
                 async move {
                     let cores = core.cores();
                     let reply = if c < cores {
-                        core.send_batch(c, ops, resp3).await
+                        core.send_batch(c, ops, resp3, gated).await
                     } else {
                         let g = (c - cores) as crate::cluster::types::GroupId;
                         routing::run_group(&core, g, ops, resp3).await
@@ -724,6 +854,43 @@ impl Dispatcher {
                 stats.count_error(&wbuf[start..]);
             }
         }
+    }
+}
+
+/// A queued command that cannot run marks its transaction: EXEC answers EXECABORT.
+fn doom(client: &mut Client) {
+    if let Some(m) = client.multi.as_mut() {
+        m.failed = true;
+    }
+}
+
+impl Dispatcher {
+    /// Inside MULTI: queues the command (`+QUEUED`), or refuses it and dooms the transaction.
+    fn queue_in_multi(
+        &mut self,
+        core: &Rc<Core>,
+        client: &mut Client,
+        def: &command::CommandDef,
+        args: Vec<Bytes>,
+    ) {
+        if super::tx::refused_inside_multi(def) {
+            self.local
+                .error("ERR Command not allowed inside a transaction");
+            doom(client);
+            return;
+        }
+        if let Some(cluster) = core.shared.cluster()
+            && let Some(routing::Route::Refuse(e)) =
+                routing::route(cluster, def, &args, client.readonly)
+        {
+            self.local.error(&e);
+            doom(client);
+            return;
+        }
+        if let Some(m) = client.multi.as_mut() {
+            m.queued.push(args);
+        }
+        self.local.simple("QUEUED");
     }
 }
 

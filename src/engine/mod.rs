@@ -11,12 +11,20 @@
 
 pub mod core;
 pub mod dispatch;
-mod multi;
+pub mod gate;
 pub mod persist;
 pub mod record;
 pub mod replicated;
 mod routing;
+mod span;
 pub mod spec;
+mod tx;
 
 #[cfg(test)]
 mod tests;
+
+/// A closing connection's transaction state: its WATCH registrations are dropped.
+pub fn tx_cleanup(core: &std::rc::Rc<core::Core>, client: &mut crate::command::connection::Client) {
+    client.multi = None;
+    tx::unwatch(core, client);
+}

@@ -94,6 +94,8 @@ impl Core {
         p.scheduled.set(true);
         glommio::spawn_local(async move {
             yield_now().await;
+            // Storage never receives half of a gated transaction: hand over once it is done.
+            me.gate.wait_open(None).await;
             me.flush_changes();
         })
         .detach();

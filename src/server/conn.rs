@@ -82,6 +82,8 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
         closing: false,
         authenticated: false,
         readonly: false,
+        multi: None,
+        watching: None,
     };
     let result = std::panic::AssertUnwindSafe(run(&core, &mut stream, &mut client))
         .catch_unwind()
@@ -94,6 +96,7 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
             "connection task panicked; connection closed"
         ),
     }
+    crate::engine::tx_cleanup(&core, &mut client);
     shared.connected_clients.fetch_sub(1, Relaxed);
     shared
         .clients

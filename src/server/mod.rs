@@ -289,6 +289,8 @@ fn spawn_ticker(core: Rc<Core>) {
                 // A cluster node expires and evicts through its groups' leaders only (the
                 // deletions are records in the logs): see `cluster::host`.
                 if !core.shared.config.cluster.enabled {
+                    // Not in the middle of a transaction holding this core (see `gate`).
+                    core.gate.wait_open(None).await;
                     active_expire(&core, period / 4).await;
                     core.evict_if_over_limit();
                 } else if let Some(host) = core.host() {
@@ -321,6 +323,10 @@ fn spawn_ticker(core: Rc<Core>) {
 async fn active_expire(core: &Rc<Core>, budget: Duration) {
     let started = Instant::now();
     loop {
+        if core.gate.holder().is_some() {
+            // A transaction took this core while we yielded: it must see no deletion.
+            break;
+        }
         let step = {
             let mut shard = core.shard.borrow_mut();
             shard.active_expire_step(crate::util::now_ms(), 200)

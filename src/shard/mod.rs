@@ -17,6 +17,7 @@ pub mod mutation;
 pub mod scan;
 pub mod set;
 pub mod stats;
+pub mod watch;
 pub mod zset;
 
 use std::ops::Range;
@@ -33,6 +34,7 @@ pub use list::{ListLimits, ListObj};
 pub use mutation::{Mutation, Ttl};
 pub use set::{SetLimits, SetObj};
 pub use stats::ShardStats;
+pub use watch::{WatchFlag, Watches};
 pub use zset::{ZSetLimits, ZSetObj};
 
 /// The encoding limits of every collection type (the `*-max-listpack-*` directives): they
@@ -90,6 +92,8 @@ pub struct Shard {
     /// keys it changes (a leader evaluating commands, see [`Journal`]); changes are then not
     /// tracked for persistence: the engine marks them once they commit.
     journal: Option<Journal>,
+    /// The clients watching keys of this shard (WATCH).
+    pub watches: Watches,
 }
 
 /// The change feed persistence reads: which keys changed since it last looked. It stores each
@@ -136,6 +140,7 @@ impl Shard {
             change_count: 0,
             expire_deletes: true,
             journal: None,
+            watches: Watches::default(),
         }
     }
 
@@ -318,6 +323,9 @@ impl Shard {
     /// give the same state on every replica. Returns false only when the record had nothing
     /// to act on (a DEL or EXPIRE of a missing key).
     pub fn apply(&mut self, m: Mutation<'_>) -> bool {
+        if !self.watches.is_empty() {
+            self.touch_watched(&m);
+        }
         if self.journal.is_some() {
             self.journal_record(&m);
         } else {
@@ -526,6 +534,27 @@ impl Shard {
                 self.evict_pool.clear();
                 self.sync_counts();
                 true
+            }
+        }
+    }
+
+    /// Marks the WATCH sessions of the keys `m` changes.
+    fn touch_watched(&mut self, m: &Mutation<'_>) {
+        match m {
+            Mutation::FlushAll => self.watches.touch_where(|_| true),
+            Mutation::FlushSlots { slots } => {
+                let slots = slots.start as usize..slots.end as usize;
+                self.watches
+                    .touch_where(|k| slots.contains(&(key_slot(k) as usize)))
+            }
+            Mutation::Rename { from, to } => {
+                self.watches.touch(from);
+                self.watches.touch(to);
+            }
+            m => {
+                if let Some(k) = m.key() {
+                    self.watches.touch(k);
+                }
             }
         }
     }

@@ -1,0 +1,218 @@
+//! Work whose keys live on several cores (standalone): taking and opening the cores' gates
+//! (see `gate`), and running one command against a scratch shard that holds copies of all its
+//! keys.
+//!
+//! A command such as SINTERSTORE, SMOVE, RENAME or LMOVE is written against one shard. When its
+//! keys live on different cores, the engine takes those cores' gates, copies the live keys
+//! into the core's scratch shard, runs the command there (journaling what it changes), writes
+//! the final state of every key it changed back to the key's own core, and opens the gates:
+//! to everyone else the command happened at once. The write-back goes through the owners'
+//! `Shard::apply`, so persistence, WATCH and keyspace counts see it like any other write.
+
+use std::collections::BTreeSet;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::core::Core;
+use super::gate::TxId;
+use crate::cluster::{SLOT_COUNT, key_slot};
+use crate::command::{Ctx, ShardFn};
+use crate::protocol::Out;
+use crate::shard::{Mutation, Shard, ShardStats, Value};
+
+/// The reply when another core did not answer (it panicked or is shutting down).
+pub const CORE_FAILED: &str =
+    "ERR internal error: another core did not answer (see the server log)";
+
+/// Takes the gates of `cores` (ascending, so concurrent coordinators never deadlock).
+pub async fn acquire_all(core: &Rc<Core>, cores: &BTreeSet<usize>, tx: TxId) {
+    for &c in cores {
+        if c == core.id {
+            core.gate.acquire(tx).await;
+        } else {
+            core.on_core(c, move |cc| {
+                Box::pin(async move { cc.gate.acquire(tx).await })
+            })
+            .await;
+        }
+    }
+}
+
+/// Opens the gates `tx` holds on `cores`.
+pub async fn release_all(core: &Rc<Core>, cores: &BTreeSet<usize>, tx: TxId) {
+    for &c in cores {
+        core.call_as(c, Some(tx), move |cc| cc.gate.release(tx))
+            .await;
+    }
+}
+
+/// Waits until what `cores` (other than this one) applied so far is as durable as
+/// appendfsync promises: a gated transaction's parts answer before their durability, so the
+/// transaction waits once, here, after opening the gates.
+pub async fn durable_barrier(core: &Rc<Core>, cores: &BTreeSet<usize>) {
+    for &c in cores {
+        if c == core.id {
+            continue;
+        }
+        if let Some(Some(ticket)) = core.call(c, |cc| cc.ticket_since(0)).await {
+            let _ = ticket.await;
+        }
+    }
+}
+
+/// The cores owning `keys`.
+pub fn owners(core: &Core, keys: &[Bytes]) -> BTreeSet<usize> {
+    keys.iter()
+        .map(|k| core.owner(key_slot(k) as usize))
+        .collect()
+}
+
+/// Runs `exec` on `args` atomically although its `keys` live on several cores: takes their
+/// gates unless `held` (the transaction already holding them), runs it on the scratch shard,
+/// writes back, opens the gates.
+pub async fn run_spanning(
+    core: &Rc<Core>,
+    exec: ShardFn,
+    args: &[Bytes],
+    keys: Vec<Bytes>,
+    held: Option<TxId>,
+    out: &mut Out,
+) {
+    let cores = owners(core, &keys);
+    let tx = match held {
+        Some(tx) => tx,
+        None => {
+            let tx = super::gate::new_tx_id();
+            acquire_all(core, &cores, tx).await;
+            tx
+        }
+    };
+    run_on_scratch(core, exec, args, keys, tx, out).await;
+    if held.is_none() {
+        release_all(core, &cores, tx).await;
+        durable_barrier(core, &cores).await;
+    }
+}
+
+/// A key's live state as fetched from its core.
+type Fetched = (Bytes, Value, Option<u64>);
+/// A key's state after the command: its value and expiry, or None when it is gone.
+type Final = (Box<[u8]>, Option<(Value, Option<u64>)>);
+
+/// Runs `exec` against copies of `keys` (their gates held by `tx`) and writes back what it
+/// changed.
+async fn run_on_scratch(
+    core: &Rc<Core>,
+    exec: ShardFn,
+    args: &[Bytes],
+    keys: Vec<Bytes>,
+    tx: TxId,
+    out: &mut Out,
+) {
+    let mut fetched: Vec<Fetched> = Vec::new();
+    for c in owners(core, &keys) {
+        let mine: Vec<Bytes> = keys
+            .iter()
+            .filter(|k| core.owner(key_slot(k) as usize) == c)
+            .cloned()
+            .collect();
+        let got = core
+            .call_as(c, Some(tx), move |cc| {
+                let now = crate::util::now_ms();
+                let mut shard = cc.shard.borrow_mut();
+                mine.into_iter()
+                    .filter_map(|k| {
+                        let e = shard.get(&k, now)?;
+                        let (v, exp) = (e.to_value(), e.expire_at());
+                        Some((k, v, exp))
+                    })
+                    .collect::<Vec<Fetched>>()
+            })
+            .await;
+        match got {
+            Some(v) => fetched.extend(v),
+            None => {
+                out.error(CORE_FAILED);
+                return;
+            }
+        }
+    }
+    let now = core.prepare();
+    let changed = {
+        let mut slot = core.scratch.borrow_mut();
+        let scratch =
+            slot.get_or_insert_with(|| Shard::new(0..SLOT_COUNT, Arc::new(ShardStats::default())));
+        scratch.limits = core.shard.borrow().limits;
+        scratch.clock_ms = now;
+        for (k, v, exp) in fetched.iter().cloned() {
+            scratch.apply(Mutation::Restore {
+                key: &k,
+                value: v,
+                expire_at: exp,
+            });
+        }
+        scratch.start_journal();
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut ctx = Ctx {
+                shard: scratch,
+                now,
+                out: &mut *out,
+                node: &*core.shared,
+            };
+            exec(&mut ctx, args);
+        }));
+        let journal = scratch.take_journal().unwrap_or_default();
+        let changed: Vec<Final> = if run.is_err() {
+            out.error("ERR internal error while executing the command (see the server log)");
+            Vec::new()
+        } else {
+            journal
+                .images
+                .into_iter()
+                .map(|(k, _)| {
+                    let now_state = scratch
+                        .peek_stored(&k)
+                        .map(|e| (e.to_value(), e.expire_at()));
+                    (k, now_state)
+                })
+                .collect()
+        };
+        // Empty the scratch shard for its next use.
+        for (k, _, _) in &fetched {
+            scratch.remove(k);
+        }
+        for (k, _) in &changed {
+            scratch.remove(k);
+        }
+        changed
+    };
+    for c in owners(
+        core,
+        &changed
+            .iter()
+            .map(|(k, _)| Bytes::copy_from_slice(k))
+            .collect::<Vec<_>>(),
+    ) {
+        let mine: Vec<_> = changed
+            .iter()
+            .filter(|(k, _)| core.owner(key_slot(k) as usize) == c)
+            .cloned()
+            .collect();
+        core.call_as(c, Some(tx), move |cc| {
+            let mut shard = cc.shard.borrow_mut();
+            for (k, state) in mine {
+                match state {
+                    Some((value, expire_at)) => shard.apply(Mutation::Restore {
+                        key: &k,
+                        value,
+                        expire_at,
+                    }),
+                    None => shard.apply(Mutation::Del { key: &k }),
+                };
+            }
+        })
+        .await;
+    }
+}
