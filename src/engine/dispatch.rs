@@ -73,6 +73,8 @@ pub struct Dispatcher {
     op_flags: u32,
     /// Running a transaction as one batch: nothing may split the batch (no barrier flush).
     atomic: bool,
+    /// A blocking command's attempt: it answers a null instead of blocking (`blocking`).
+    pub(super) no_block: bool,
 }
 
 impl Dispatcher {
@@ -88,6 +90,7 @@ impl Dispatcher {
             tx: None,
             op_flags: 0,
             atomic: false,
+            no_block: false,
         }
     }
 
@@ -391,6 +394,19 @@ impl Dispatcher {
         if client.multi.is_some() && !super::tx::runs_inside_multi(def) {
             self.queue_in_multi(core, client, def, args);
             self.push_local(start);
+            return;
+        }
+        if def.flags & flags::BLOCKING != 0
+            && !self.no_block
+            && self.tx.is_none()
+            && self.op_flags & flags::TX == 0
+        {
+            // Whatever this pipeline queued before it runs first.
+            self.flush(core, client.resp3).await;
+            let start = self.local.buf.len();
+            let began = Instant::now();
+            self.run_blocking(core, client, def, args).await;
+            self.count_local(stats, id, start, began);
             return;
         }
         if let Exec::Tx(cmd) = def.exec {

@@ -9,6 +9,7 @@
 //! This room knows commands only through the command table and handlers; it never touches
 //! sockets (server) or files (storage).
 
+mod blocking;
 pub mod core;
 pub mod dispatch;
 pub mod gate;

@@ -7,6 +7,7 @@
 //! order (a stable cursor), COUNTKEYSINSLOT is a length, and a slot can later move between
 //! cores or nodes as a unit.
 
+pub mod blocked;
 pub mod entry;
 mod evict;
 mod expire;
@@ -26,6 +27,7 @@ use std::sync::Arc;
 use hashbrown::HashTable;
 
 use crate::cluster::{SLOT_COUNT, key_slot};
+pub use blocked::{Blocked, Wakeup};
 pub use entry::{Entry, Kind, NewValue, Value, ValueRef};
 pub use evict::{EvictPolicy, idle_ms, lfu_decayed};
 pub use hash::{HashLimits, HashObj};
@@ -94,6 +96,8 @@ pub struct Shard {
     journal: Option<Journal>,
     /// The clients watching keys of this shard (WATCH).
     pub watches: Watches,
+    /// The clients blocked on keys of this shard (BLPOP...).
+    pub blocked: Blocked,
 }
 
 /// The change feed persistence reads: which keys changed since it last looked. It stores each
@@ -141,6 +145,7 @@ impl Shard {
             expire_deletes: true,
             journal: None,
             watches: Watches::default(),
+            blocked: Blocked::default(),
         }
     }
 
@@ -325,6 +330,9 @@ impl Shard {
     pub fn apply(&mut self, m: Mutation<'_>) -> bool {
         if !self.watches.is_empty() {
             self.touch_watched(&m);
+        }
+        if !self.blocked.is_empty() {
+            self.wake_blocked(&m);
         }
         if self.journal.is_some() {
             self.journal_record(&m);
@@ -535,6 +543,23 @@ impl Shard {
                 self.sync_counts();
                 true
             }
+        }
+    }
+
+    /// Wakes the clients blocked on a key `m` may give data to.
+    fn wake_blocked(&mut self, m: &Mutation<'_>) {
+        match m {
+            Mutation::ListPush { key, .. }
+            | Mutation::ListInsert { key, .. }
+            | Mutation::ListSet { key, .. }
+            | Mutation::ZAdd { key, .. }
+            | Mutation::SetStr { key, .. }
+            | Mutation::SetInt { key, .. }
+            | Mutation::HSet { key, .. }
+            | Mutation::SetAdd { key, .. }
+            | Mutation::Restore { key, .. } => self.blocked.wake(key),
+            Mutation::Rename { to, .. } => self.blocked.wake(to),
+            _ => {}
         }
     }
 

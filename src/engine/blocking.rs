@@ -1,0 +1,170 @@
+//! Blocking commands (BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BLMPOP, BZPOPMIN, BZPOPMAX, BZMPOP).
+//!
+//! A blocking command's handler is its non-blocking attempt: it pops when there is data and
+//! answers a null otherwise. The dispatcher runs it like any command; on a null it blocks
+//! the connection: it registers one wake-up on every key's core (the shard fires it when a
+//! record may give the key data, see `shard::blocked`), tries once more (a push may have
+//! landed before the registration), and waits for the wake-up or the timeout, then tries
+//! again. Registering before the second attempt means no push is missed. Inside MULTI, or
+//! with the timeout already reached, the null is the answer, as in Valkey.
+//!
+//! While it waits, the connection reads nothing, so the blocked loop also looks at the socket
+//! every so often: a client that hung up stops waiting before it could be handed an element
+//! nobody would receive.
+
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::channel::oneshot;
+use futures::future::{Either, select};
+
+use super::core::Core;
+use super::dispatch::Dispatcher;
+use crate::cluster::key_slot;
+use crate::command::CommandDef;
+use crate::command::connection::Client;
+use crate::shard::Wakeup;
+
+/// How often a blocked connection checks that its client is still there.
+const LIVENESS_CHECK: Duration = Duration::from_millis(100);
+
+/// Where a blocking command's timeout argument is.
+fn timeout_arg<'a>(def: &CommandDef, args: &'a [Bytes]) -> &'a [u8] {
+    match def.name {
+        "blmpop" | "bzmpop" => &args[1],
+        _ => &args[args.len() - 1],
+    }
+}
+
+/// Valkey's getTimeoutFromObjectOrReply: seconds as a float, 0 = forever; None for forever.
+pub fn parse_timeout(arg: &[u8]) -> Result<Option<Duration>, &'static str> {
+    let secs = crate::util::parse_f64(arg).ok_or(NOT_FLOAT)?;
+    if !secs.is_finite() {
+        return Err(NOT_FLOAT);
+    }
+    if secs < 0.0 {
+        return Err("ERR timeout is negative");
+    }
+    if secs > (i64::MAX / 1000) as f64 {
+        return Err("ERR timeout is out of range");
+    }
+    let ms = (secs * 1000.0) as u64;
+    Ok((ms > 0).then(|| Duration::from_millis(ms)))
+}
+
+const NOT_FLOAT: &str = "ERR timeout is not a float or out of range";
+
+/// Whether an encoded reply is a null (nil bulk, nil array, RESP3 null): nothing was there.
+fn is_null(reply: &[u8]) -> bool {
+    reply.starts_with(b"$-1\r\n") || reply.starts_with(b"*-1\r\n") || reply.starts_with(b"_\r\n")
+}
+
+/// Whether the client hung up (its socket reads end-of-file).
+fn hung_up(fd: i32) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: a 1-byte peek into a valid buffer on the connection's own descriptor, which
+    // stays open while the connection task (our caller) runs.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n == 0
+}
+
+impl Dispatcher {
+    /// Runs blocking command `args`, blocking the connection until it is served or times out;
+    /// the reply goes to the local buffer.
+    pub(super) async fn run_blocking(
+        &mut self,
+        core: &Rc<Core>,
+        client: &mut Client,
+        def: &'static CommandDef,
+        args: Vec<Bytes>,
+    ) {
+        let timeout = match parse_timeout(timeout_arg(def, &args)) {
+            Ok(t) => t,
+            Err(e) => {
+                self.local.error(e);
+                return;
+            }
+        };
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let keys: Vec<Bytes> = def
+            .keys
+            .positions(args.len())
+            .map(|p| args[p].clone())
+            .collect();
+        let mut registered = false;
+        loop {
+            let reply = attempt(core, client, args.clone()).await;
+            if !is_null(&reply) {
+                self.local.raw(&reply);
+                return;
+            }
+            if registered {
+                // Woken (or timed out) and still nothing.
+                if deadline.is_some_and(|d| Instant::now() >= d) || client.closing {
+                    self.local.raw(&reply);
+                    return;
+                }
+            }
+            // (Re-)arm: a fresh wake-up registered on every key's core, then one more
+            // attempt before waiting, so a push in between is not missed.
+            let (tx, mut rx) = oneshot::channel();
+            let w: Wakeup = Arc::new(Mutex::new(Some(tx)));
+            for key in &keys {
+                let owner = core.owner(key_slot(key) as usize);
+                let (k, w2) = (key.clone(), w.clone());
+                core.call(owner, move |cc| cc.shard.borrow_mut().blocked.add(&k, &w2))
+                    .await;
+            }
+            let again = attempt(core, client, args.clone()).await;
+            if !is_null(&again) {
+                self.local.raw(&again);
+                return;
+            }
+            registered = true;
+            // Wait for the wake-up, the deadline, or the client leaving.
+            loop {
+                let tick = match deadline {
+                    Some(d) => d
+                        .saturating_duration_since(Instant::now())
+                        .min(LIVENESS_CHECK),
+                    None => LIVENESS_CHECK,
+                };
+                match select(&mut rx, Box::pin(glommio::timer::sleep(tick))).await {
+                    Either::Left(_) => break,
+                    Either::Right(_) => {
+                        if hung_up(client.info.fd) {
+                            client.closing = true;
+                            self.local.raw(&again);
+                            return;
+                        }
+                        if deadline.is_some_and(|d| Instant::now() >= d) {
+                            self.local.raw(&again);
+                            return;
+                        }
+                    }
+                }
+            }
+            // Our wake-up is spent or abandoned: the shards drop their references to it.
+            drop(w);
+        }
+    }
+}
+
+/// One non-blocking attempt of the command, through the normal path (its own dispatcher, so
+/// it runs where its keys live, through the slot group in a cluster).
+async fn attempt(core: &Rc<Core>, client: &mut Client, args: Vec<Bytes>) -> Vec<u8> {
+    let mut d = Dispatcher::new(core.cores());
+    d.no_block = true;
+    let mut wbuf = Vec::new();
+    Box::pin(d.run(core, client, vec![args], &mut wbuf)).await;
+    wbuf
+}
