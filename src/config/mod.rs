@@ -212,6 +212,12 @@ enum Key {
     LfuDecayTime,
     HashMaxListpackEntries,
     HashMaxListpackValue,
+    ListMaxListpackSize,
+    SetMaxIntsetEntries,
+    SetMaxListpackEntries,
+    SetMaxListpackValue,
+    ZsetMaxListpackEntries,
+    ZsetMaxListpackValue,
     Appendonly,
     Appendfsync,
     LoadDelay,
@@ -305,6 +311,33 @@ const SPECS: &[Spec] = &[
         ..spec(
             Key::HashMaxListpackValue,
             "hash-max-listpack-value",
+            Mutable,
+        )
+    },
+    Spec {
+        alias: Some("list-max-ziplist-size"),
+        ..spec(Key::ListMaxListpackSize, "list-max-listpack-size", Mutable)
+    },
+    spec(Key::SetMaxIntsetEntries, "set-max-intset-entries", Mutable),
+    spec(
+        Key::SetMaxListpackEntries,
+        "set-max-listpack-entries",
+        Mutable,
+    ),
+    spec(Key::SetMaxListpackValue, "set-max-listpack-value", Mutable),
+    Spec {
+        alias: Some("zset-max-ziplist-entries"),
+        ..spec(
+            Key::ZsetMaxListpackEntries,
+            "zset-max-listpack-entries",
+            Mutable,
+        )
+    },
+    Spec {
+        alias: Some("zset-max-ziplist-value"),
+        ..spec(
+            Key::ZsetMaxListpackValue,
+            "zset-max-listpack-value",
             Mutable,
         )
     },
@@ -429,11 +462,14 @@ fn num_spec(key: Key) -> Option<Num> {
             unsigned: true,
             ..int(MB, LONG_MAX)
         },
-        Key::HashMaxListpackEntries => Num {
+        Key::HashMaxListpackEntries
+        | Key::SetMaxIntsetEntries
+        | Key::SetMaxListpackEntries
+        | Key::ZsetMaxListpackEntries => Num {
             unsigned: true,
             ..int(0, LONG_MAX)
         },
-        Key::HashMaxListpackValue => Num {
+        Key::HashMaxListpackValue | Key::SetMaxListpackValue | Key::ZsetMaxListpackValue => Num {
             memory: true,
             unsigned: true,
             ..int(0, LONG_MAX)
@@ -504,6 +540,19 @@ fn parse_value(key: Key, args: &[Vec<u8>]) -> Result<Value, String> {
         }));
     }
     Ok(match key {
+        Key::ListMaxListpackSize => {
+            // Signed (Valkey's INT_MIN..INT_MAX): negative sizes are byte budgets.
+            let v =
+                parse::string2ll(one()?).ok_or("argument couldn't be parsed into an integer")?;
+            if v < i64::from(i32::MIN) || v > i64::from(i32::MAX) {
+                return Err(format!(
+                    "argument must be between {} and {} inclusive",
+                    i32::MIN,
+                    i32::MAX
+                ));
+            }
+            Value::Num(v as u64)
+        }
         Key::ProtectedMode | Key::Appendonly | Key::ClusterEnabled => Value::Bool(yes_no(one()?)?),
         Key::ClusterAnnounceHostname | Key::ClusterAnnounceIp => Value::Str(utf8(one()?)?),
         Key::ClusterPeers => {
@@ -611,6 +660,13 @@ pub struct Runtime {
     lfu_decay_time: AtomicU32,
     hash_max_listpack_entries: AtomicU64,
     hash_max_listpack_value: AtomicU64,
+    /// An i64 stored in two's complement.
+    list_max_listpack_size: AtomicU64,
+    set_max_intset_entries: AtomicU64,
+    set_max_listpack_entries: AtomicU64,
+    set_max_listpack_value: AtomicU64,
+    zset_max_listpack_entries: AtomicU64,
+    zset_max_listpack_value: AtomicU64,
     protected_mode: AtomicBool,
     appendonly: AtomicBool,
     appendfsync: AtomicU8,
@@ -651,6 +707,12 @@ impl Default for Runtime {
             lfu_decay_time: AtomicU32::new(1),
             hash_max_listpack_entries: AtomicU64::new(128),
             hash_max_listpack_value: AtomicU64::new(64),
+            list_max_listpack_size: AtomicU64::new(-2i64 as u64),
+            set_max_intset_entries: AtomicU64::new(512),
+            set_max_listpack_entries: AtomicU64::new(128),
+            set_max_listpack_value: AtomicU64::new(64),
+            zset_max_listpack_entries: AtomicU64::new(128),
+            zset_max_listpack_value: AtomicU64::new(64),
             protected_mode: AtomicBool::new(true),
             appendonly: AtomicBool::new(true),
             key_load_delay: AtomicU32::new(0),
@@ -745,6 +807,33 @@ impl Runtime {
         to_usize(self.hash_max_listpack_value.load(Relaxed))
     }
 
+    /// The collection encoding limits shards cache (`*-max-listpack-*`, `*-max-intset-*`).
+    pub fn encodings(&self) -> crate::shard::Encodings {
+        let get = |a: &AtomicU64| to_usize(a.load(Relaxed));
+        crate::shard::Encodings {
+            hash: crate::shard::HashLimits {
+                max_listpack_entries: get(&self.hash_max_listpack_entries),
+                max_listpack_value: get(&self.hash_max_listpack_value),
+            },
+            list: crate::shard::ListLimits {
+                max_listpack_size: self.list_max_listpack_size() as i64,
+            },
+            set: crate::shard::SetLimits {
+                max_intset_entries: get(&self.set_max_intset_entries),
+                max_listpack_entries: get(&self.set_max_listpack_entries),
+                max_listpack_value: get(&self.set_max_listpack_value),
+            },
+            zset: crate::shard::ZSetLimits {
+                max_listpack_entries: get(&self.zset_max_listpack_entries),
+                max_listpack_value: get(&self.zset_max_listpack_value),
+            },
+        }
+    }
+
+    pub fn list_max_listpack_size(&self) -> i64 {
+        self.list_max_listpack_size.load(Relaxed) as i64
+    }
+
     pub fn protected_mode(&self) -> bool {
         self.protected_mode.load(Relaxed)
     }
@@ -805,6 +894,24 @@ impl Runtime {
             }
             (Key::HashMaxListpackValue, Value::Num(v)) => {
                 self.hash_max_listpack_value.store(v, Relaxed)
+            }
+            (Key::ListMaxListpackSize, Value::Num(v)) => {
+                self.list_max_listpack_size.store(v, Relaxed)
+            }
+            (Key::SetMaxIntsetEntries, Value::Num(v)) => {
+                self.set_max_intset_entries.store(v, Relaxed)
+            }
+            (Key::SetMaxListpackEntries, Value::Num(v)) => {
+                self.set_max_listpack_entries.store(v, Relaxed)
+            }
+            (Key::SetMaxListpackValue, Value::Num(v)) => {
+                self.set_max_listpack_value.store(v, Relaxed)
+            }
+            (Key::ZsetMaxListpackEntries, Value::Num(v)) => {
+                self.zset_max_listpack_entries.store(v, Relaxed)
+            }
+            (Key::ZsetMaxListpackValue, Value::Num(v)) => {
+                self.zset_max_listpack_value.store(v, Relaxed)
             }
             (Key::ProtectedMode, Value::Bool(b)) => self.protected_mode.store(b, Relaxed),
             (Key::Appendonly, Value::Bool(b)) => self.appendonly.store(b, Relaxed),
@@ -1268,6 +1375,12 @@ impl Config {
             Key::LfuDecayTime => rt.lfu_decay_time().to_string(),
             Key::HashMaxListpackEntries => rt.hash_max_listpack_entries().to_string(),
             Key::HashMaxListpackValue => rt.hash_max_listpack_value().to_string(),
+            Key::ListMaxListpackSize => rt.list_max_listpack_size().to_string(),
+            Key::SetMaxIntsetEntries => rt.encodings().set.max_intset_entries.to_string(),
+            Key::SetMaxListpackEntries => rt.encodings().set.max_listpack_entries.to_string(),
+            Key::SetMaxListpackValue => rt.encodings().set.max_listpack_value.to_string(),
+            Key::ZsetMaxListpackEntries => rt.encodings().zset.max_listpack_entries.to_string(),
+            Key::ZsetMaxListpackValue => rt.encodings().zset.max_listpack_value.to_string(),
             Key::Appendonly => yes_no(rt.appendonly()),
             Key::Appendfsync => rt.appendfsync().as_str().to_string(),
             Key::Save => {

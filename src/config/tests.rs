@@ -540,8 +540,8 @@ fn config_get_globs_and_renders_like_valkey() {
     let all = cfg.get(&[b"*"]);
     assert_eq!(
         all.len(),
-        SPECS.len() + 2,
-        "every directive plus the two aliases"
+        SPECS.len() + 5,
+        "every directive plus the five aliases"
     );
 
     let mut mm: Vec<String> = cfg

@@ -25,7 +25,7 @@ use crate::cluster::types::GroupId;
 use crate::command::{Ctx, ShardFn, flags};
 use crate::config::MaxmemoryPolicy;
 use crate::protocol::Out;
-use crate::shard::{AccessMode, EvictPolicy, HashLimits, Shard};
+use crate::shard::{AccessMode, EvictPolicy, Shard};
 use crate::state::Shared;
 
 /// One command for a shard: its handler, arguments, flags and registry id (for statistics;
@@ -191,10 +191,7 @@ impl Core {
     /// Copies runtime settings that shards cache (encoding limits, LRU/LFU mode).
     pub(super) fn sync_settings(&self, shard: &mut Shard) {
         let rt = &self.shared.config.runtime;
-        shard.limits.hash = HashLimits {
-            max_listpack_entries: rt.hash_max_listpack_entries(),
-            max_listpack_value: rt.hash_max_listpack_value(),
-        };
+        shard.limits = rt.encodings();
         shard.access_mode = if matches!(
             rt.maxmemory_policy(),
             MaxmemoryPolicy::AllKeysLfu | MaxmemoryPolicy::VolatileLfu
