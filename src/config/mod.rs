@@ -816,7 +816,7 @@ impl Runtime {
                 max_listpack_value: get(&self.hash_max_listpack_value),
             },
             list: crate::shard::ListLimits {
-                max_listpack_size: self.list_max_listpack_size() as i64,
+                max_listpack_size: self.list_max_listpack_size(),
             },
             set: crate::shard::SetLimits {
                 max_intset_entries: get(&self.set_max_intset_entries),
