@@ -474,6 +474,14 @@ fn spop_and_srandmember() {
     assert_eq!(run::<String>(&mut c, &["SPOP", "one"]).unwrap(), "only");
     assert_eq!(int(&mut c, &["EXISTS", "one"]), 0);
 
+    // Popping a whole listpack answers as Valkey's SUNION of it would: integers first,
+    // ascending (it rebuilds the set from an intset).
+    sadd(&mut c, "lpints", &strings(["x", "2", "1"]));
+    run::<i64>(&mut c, &["SREM", "lpints", "x"]).unwrap();
+    assert_eq!(encoding(&mut c, "lpints"), "listpack");
+    let all: Vec<String> = run(&mut c, &["SPOP", "lpints", "5"]).unwrap();
+    assert_eq!(all, ["1", "2"]);
+
     // Missing keys, count 0 and errors, in Valkey's order.
     assert_eq!(
         run::<Option<String>>(&mut c, &["SPOP", "missing"]).unwrap(),

@@ -356,6 +356,7 @@ pub fn spop(ctx: &mut Ctx<'_>, args: &[Bytes]) {
         }
     };
     let key = &args[1];
+    let limits = ctx.shard.limits.set;
     let x = match set_for_write(ctx.shard, ctx.now, ctx.out, key) {
         Err(()) => return,
         Ok(None) => {
@@ -382,7 +383,18 @@ pub fn spop(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     }
     if count >= x.len() as u64 {
         // Everything goes: the record is the key's deletion (Valkey propagates a DEL too).
-        reply_members(ctx.out, x.iter(), x.len());
+        // Valkey answers with SUNION's reply of the one set, which rebuilds a listpack from
+        // an intset first (integers ascending, then the rest in order); other encodings
+        // come back in their own order.
+        if let SetObj::Listpack(_) = x {
+            let mut rebuilt = SetObj::new();
+            for e in x.iter() {
+                rebuilt.insert(&e, limits);
+            }
+            reply_members(ctx.out, rebuilt.iter(), rebuilt.len());
+        } else {
+            reply_members(ctx.out, x.iter(), x.len());
+        }
         ctx.apply(Mutation::Del { key });
         return;
     }
@@ -770,4 +782,57 @@ pub fn sscan(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     reply_scan_head(ctx.out, next);
     ctx.out.array(found);
     ctx.out.raw(&page.buf);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<Bytes> {
+        a.iter()
+            .map(|s| Bytes::copy_from_slice(s.as_bytes()))
+            .collect()
+    }
+
+    fn row(name: &str) -> &'static CommandDef {
+        COMMANDS
+            .iter()
+            .find(|d| d.name == name)
+            .expect("a set command")
+    }
+
+    #[test]
+    fn sintercard_keys_are_the_counted_ones() {
+        let keys =
+            |a: &[&str]| -> Vec<usize> { row("sintercard").keys.positions(&args(a)).collect() };
+        assert_eq!(keys(&["sintercard", "2", "a", "b", "LIMIT", "1"]), [2, 3]);
+        assert_eq!(keys(&["sintercard", "1", "a"]), [2]);
+        // A count the command will refuse names no keys (it replies the error itself).
+        assert!(keys(&["sintercard", "3", "a", "b"]).is_empty());
+        assert!(keys(&["sintercard", "0", "a"]).is_empty());
+        assert!(keys(&["sintercard", "-1", "a"]).is_empty());
+        assert!(keys(&["sintercard", "x", "a"]).is_empty());
+        let (f, l, s) = {
+            let k = row("sintercard").keys;
+            (k.first, k.last, k.step)
+        };
+        assert_eq!(
+            (f, l, s),
+            (0, 0, 0),
+            "Valkey's legacy triple for SINTERCARD"
+        );
+    }
+
+    #[test]
+    fn store_and_move_rows_name_all_their_keys() {
+        let pos =
+            |name: &str, a: &[&str]| -> Vec<usize> { row(name).keys.positions(&args(a)).collect() };
+        assert_eq!(
+            pos("sinterstore", &["sinterstore", "d", "a", "b"]),
+            [1, 2, 3]
+        );
+        assert_eq!(pos("sdiff", &["sdiff", "a", "b"]), [1, 2]);
+        assert_eq!(pos("smove", &["smove", "a", "b", "m"]), [1, 2]);
+        assert_eq!(pos("sadd", &["sadd", "k", "m1", "m2"]), [1]);
+    }
 }
