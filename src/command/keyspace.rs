@@ -275,6 +275,7 @@ pub fn parse_cursor(arg: &[u8]) -> Option<u64> {
 pub enum ScanOf {
     Keys,
     Hash,
+    Set,
 }
 
 /// Parsed SCAN/HSCAN options.

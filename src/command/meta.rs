@@ -46,11 +46,14 @@ fn write_info(out: &mut Out, id: usize) {
     out.array(10);
     out.bulk(reg.full_name(id).as_bytes());
     out.int(d.arity as i64);
-    let fl: Vec<&str> = flags::NAMES
+    let mut fl: Vec<&str> = flags::NAMES
         .iter()
         .filter(|(f, _)| d.flags & f != 0)
         .map(|(_, n)| *n)
         .collect();
+    if d.keys.numkeys_at > 0 {
+        fl.push("movablekeys");
+    }
     out.set(fl.len());
     for f in fl {
         out.simple(f);
@@ -236,7 +239,7 @@ pub fn command_getkeys(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
         }
     }
     let d = registry().def(id);
-    if d.keys.first == 0 {
+    if !d.keys.has_keys() {
         ctx.out.error("ERR The command has no key arguments");
         return;
     }
@@ -246,7 +249,7 @@ pub fn command_getkeys(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
             .error("ERR Invalid number of arguments specified for command");
         return;
     }
-    let keys: Vec<usize> = d.keys.positions(target.len()).collect();
+    let keys: Vec<usize> = d.keys.positions(target).collect();
     if keys.is_empty() {
         ctx.out.error("ERR Invalid arguments specified for command");
         return;

@@ -75,12 +75,16 @@ pub mod flags {
     ];
 }
 
-/// Where a command's keys are, Valkey's (first, last, step): last < 0 counts from the end.
+/// Where a command's keys are: Valkey's legacy (first, last, step), where last < 0 counts
+/// from the end, plus — for commands that say how many keys they name (SINTERCARD, ZUNION,
+/// LMPOP...) — Valkey's "keynum" key spec: `args[numkeys_at]` is that count and the keys
+/// follow it (0: no such spec). Such a command is `movablekeys` in COMMAND INFO.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeySpec {
     pub first: i32,
     pub last: i32,
     pub step: i32,
+    pub numkeys_at: i32,
 }
 
 impl KeySpec {
@@ -88,10 +92,14 @@ impl KeySpec {
         first: 0,
         last: 0,
         step: 0,
+        numkeys_at: 0,
     };
 
-    /// Indices of the key arguments in `args` (args[0] is the command name).
-    pub fn positions(&self, argc: usize) -> impl Iterator<Item = usize> {
+    /// Indices of the key arguments in `args` (args[0] is the command name). A count that is
+    /// not a positive integer, or names more keys than there are arguments, yields no counted
+    /// keys: the command itself then replies the error.
+    pub fn positions<A: AsRef<[u8]>>(&self, args: &[A]) -> impl Iterator<Item = usize> + use<A> {
+        let argc = args.len();
         let first = self.first.max(0) as usize;
         let last = if self.last < 0 {
             argc as i64 + self.last as i64
@@ -104,7 +112,21 @@ impl KeySpec {
         } else {
             last as usize + 1
         };
-        (first..end.min(argc)).step_by(step)
+        let counted = match usize::try_from(self.numkeys_at) {
+            Ok(at) if at > 0 => args
+                .get(at)
+                .and_then(|a| crate::util::parse_i64(a.as_ref()))
+                .and_then(|n| usize::try_from(n).ok())
+                .filter(|&n| n > 0 && n < argc - at)
+                .map_or(0..0, |n| at + 1..at + 1 + n),
+            _ => 0..0,
+        };
+        (first..end.min(argc)).step_by(step).chain(counted)
+    }
+
+    /// Whether the command has key arguments at all (COMMAND GETKEYS).
+    pub fn has_keys(&self) -> bool {
+        self.first > 0 || self.numkeys_at > 0
     }
 }
 

@@ -24,7 +24,20 @@ pub struct CommandDef {
 }
 
 pub(crate) const fn k(first: i32, last: i32, step: i32) -> KeySpec {
-    KeySpec { first, last, step }
+    KeySpec {
+        first,
+        last,
+        step,
+        numkeys_at: 0,
+    }
+}
+/// Keys counted by the argument at `at` and following it (Valkey's keynum key spec); the
+/// legacy triple stays (0, 0, 0), as Valkey reports for SINTERCARD.
+pub(crate) const fn numkeys(at: i32) -> KeySpec {
+    KeySpec {
+        numkeys_at: at,
+        ..KeySpec::NONE
+    }
 }
 pub(crate) const NOKEY: KeySpec = KeySpec::NONE;
 pub(crate) const K1: KeySpec = k(1, 1, 1);

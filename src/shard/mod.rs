@@ -458,13 +458,12 @@ impl Shard {
             Mutation::SetAdd { key, members } => {
                 let limits = self.limits.set;
                 let first = members.first().copied().unwrap_or_default();
+                // As SADD: the encoding is chosen for the whole argument list first.
                 let entry = self.entry_or_insert(key, || {
-                    Value::Set(Box::new(SetObj::for_first(first, limits)))
+                    Value::Set(Box::new(SetObj::create(first, members.len(), limits)))
                 });
                 if let Some(x) = entry.set_mut() {
-                    for m in members {
-                        x.insert(m, limits);
-                    }
+                    x.add_all(members, limits);
                 }
                 true
             }
