@@ -97,7 +97,7 @@ impl Dispatcher {
         let deadline = timeout.map(|t| Instant::now() + t);
         let keys: Vec<Bytes> = def
             .keys
-            .positions(args.len())
+            .positions(&args)
             .map(|p| args[p].clone())
             .collect();
         let mut registered = false;

@@ -444,7 +444,7 @@ impl Dispatcher {
                 let began = Instant::now();
                 let keys = def
                     .keys
-                    .positions(args.len())
+                    .positions(&args)
                     .map(|p| args[p].clone())
                     .collect();
                 super::span::run_spanning(core, f, &args, keys, self.tx, &mut self.local).await;

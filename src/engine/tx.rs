@@ -69,7 +69,7 @@ fn def_of(args: &[Bytes]) -> Option<&'static crate::command::CommandDef> {
 /// The keys of a queued command.
 fn keys_of(def: &crate::command::CommandDef, args: &[Bytes]) -> Vec<Bytes> {
     def.keys
-        .positions(args.len())
+        .positions(&args)
         .map(|p| args[p].clone())
         .collect()
 }
