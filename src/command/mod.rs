@@ -68,11 +68,16 @@ pub mod flags {
 }
 
 /// Where a command's keys are, Valkey's (first, last, step): last < 0 counts from the end.
+/// A command whose keys are counted by an argument (LMPOP's `numkeys key [key ...]`) names
+/// that argument's position in `numkeys`; its keys follow it (Valkey's "keynum" key spec, a
+/// command with movable keys).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeySpec {
     pub first: i32,
     pub last: i32,
     pub step: i32,
+    /// Position of the key count (0: none).
+    pub numkeys: i32,
 }
 
 impl KeySpec {
@@ -80,10 +85,18 @@ impl KeySpec {
         first: 0,
         last: 0,
         step: 0,
+        numkeys: 0,
     };
 
-    /// Indices of the key arguments in `args` (args[0] is the command name).
-    pub fn positions(&self, argc: usize) -> impl Iterator<Item = usize> {
+    /// Whether the command names keys at all.
+    pub fn has_keys(&self) -> bool {
+        self.first > 0 || self.numkeys > 0
+    }
+
+    /// Indices of the key arguments in `args` (args[0] is the command name). A key count
+    /// that is not a positive integer names no keys (the command replies the error itself).
+    pub fn positions(&self, args: &[Bytes]) -> impl Iterator<Item = usize> + use<> {
+        let argc = args.len();
         let first = self.first.max(0) as usize;
         let last = if self.last < 0 {
             argc as i64 + self.last as i64
@@ -96,7 +109,15 @@ impl KeySpec {
         } else {
             last as usize + 1
         };
-        (first..end.min(argc)).step_by(step)
+        let counted = match usize::try_from(self.numkeys) {
+            Ok(at) if at > 0 && at < argc => {
+                let n = arg_i64(&args[at]).filter(|&n| n > 0).unwrap_or(0);
+                let n = usize::try_from(n).unwrap_or(usize::MAX);
+                at + 1..(at + 1).saturating_add(n).min(argc)
+            }
+            _ => 0..0,
+        };
+        (first..end.min(argc)).step_by(step).chain(counted)
     }
 }
 

@@ -24,7 +24,20 @@ pub struct CommandDef {
 }
 
 pub(crate) const fn k(first: i32, last: i32, step: i32) -> KeySpec {
-    KeySpec { first, last, step }
+    KeySpec {
+        first,
+        last,
+        step,
+        numkeys: 0,
+    }
+}
+
+/// Keys counted by the argument at `at` and following it (LMPOP's `numkeys key [key ...]`).
+pub(crate) const fn numkeys_at(at: i32) -> KeySpec {
+    KeySpec {
+        numkeys: at,
+        ..KeySpec::NONE
+    }
 }
 pub(crate) const NOKEY: KeySpec = KeySpec::NONE;
 pub(crate) const K1: KeySpec = k(1, 1, 1);
