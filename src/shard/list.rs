@@ -539,7 +539,8 @@ impl ListObj {
         }
         let pos = node.offset_of(k);
         let l = pack::len_at(&node.data, pos);
-        node.remove_ranges(&[pos..pos + l]);
+        node.data.drain(pos..pos + l);
+        node.count -= 1;
         (ni, k)
     }
 
