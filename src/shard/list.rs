@@ -204,6 +204,7 @@ impl Node {
     fn insert_at_byte(&mut self, pos: usize, v: &[u8]) {
         let n = pack::entry_len(v);
         let old = self.data.len();
+        reserve_for(&mut self.data, n);
         self.data.resize(old + n, 0);
         self.data.copy_within(pos..old, pos + n);
         pack::write(v, &mut self.data[pos..pos + n]);
@@ -219,6 +220,7 @@ impl Node {
         let pos = self.offset_of(k);
         let old = pack::len_at(&self.data, pos);
         let n = pack::entry_len(v);
+        reserve_for(&mut self.data, n.saturating_sub(old));
         self.data.splice(pos..pos + old, std::iter::repeat_n(0, n));
         pack::write(v, &mut self.data[pos..pos + n]);
     }
@@ -227,6 +229,7 @@ impl Node {
     fn drop_front(&mut self, k: usize) {
         let pos = self.offset_of(k);
         self.data.drain(..pos);
+        shrink_if_sparse(&mut self.data);
         self.count -= k as u32;
     }
 
@@ -234,6 +237,7 @@ impl Node {
     fn drop_back(&mut self, k: usize) {
         let pos = self.offset_of(self.count as usize - k);
         self.data.truncate(pos);
+        shrink_if_sparse(&mut self.data);
         self.count -= k as u32;
     }
 
@@ -241,7 +245,7 @@ impl Node {
     fn split_off(&mut self, k: usize) -> Node {
         let pos = self.offset_of(k);
         let tail = self.data.split_off(pos);
-        self.data.shrink_to_fit();
+        shrink_if_sparse(&mut self.data);
         let moved = self.count - k as u32;
         self.count = k as u32;
         Node {
@@ -263,7 +267,35 @@ impl Node {
         let len = self.data.len();
         self.data.copy_within(read..len, write);
         self.data.truncate(write + len - read);
+        shrink_if_sparse(&mut self.data);
         self.count -= ranges.len() as u32;
+    }
+}
+
+/// The allocation size a node of `n` bytes is given: the allocator's size classes (four per
+/// doubling, as jemalloc's), so a node's capacity is what it really occupies. Growing from
+/// class to class keeps appends amortized O(1) while a full node wastes next to nothing —
+/// Vec's doubling from an odd first size would leave an 8 KiB node in a 10 KiB block.
+fn size_class(n: usize) -> usize {
+    if n <= 16 {
+        return if n <= 8 { 8 } else { 16 };
+    }
+    let step = 1usize << ((n - 1).ilog2() - 2);
+    n.div_ceil(step) * step
+}
+
+/// Makes room for `extra` more bytes in `data`, by size class.
+fn reserve_for(data: &mut Vec<u8>, extra: usize) {
+    let n = data.len() + extra;
+    if n > data.capacity() {
+        data.reserve_exact(size_class(n) - data.len());
+    }
+}
+
+/// Gives back the memory of a node that shrank to well under its allocation.
+fn shrink_if_sparse(data: &mut Vec<u8>) {
+    if data.capacity() > 2 * size_class(data.len().max(1)) {
+        data.shrink_to(size_class(data.len().max(1)));
     }
 }
 
@@ -540,6 +572,7 @@ impl ListObj {
         let pos = node.offset_of(k);
         let l = pack::len_at(&node.data, pos);
         node.data.drain(pos..pos + l);
+        shrink_if_sparse(&mut node.data);
         node.count -= 1;
         (ni, k)
     }
@@ -577,6 +610,7 @@ impl ListObj {
     fn merge_with_next(&mut self, ni: usize) {
         let next = self.nodes.remove(ni + 1).expect("a next node");
         let node = &mut self.nodes[ni];
+        reserve_for(&mut node.data, next.data.len());
         node.data.extend_from_slice(&next.data);
         node.count += next.count;
     }

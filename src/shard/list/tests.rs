@@ -384,3 +384,31 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn size_classes_are_the_allocators() {
+    let classes: Vec<usize> = [
+        1, 8, 9, 16, 17, 20, 33, 100, 1000, 4096, 4097, 8172, 8192, 9007,
+    ]
+    .iter()
+    .map(|&n| size_class(n))
+    .collect();
+    assert_eq!(
+        classes,
+        [
+            8, 8, 16, 16, 20, 20, 40, 112, 1024, 4096, 5120, 8192, 8192, 10240
+        ]
+    );
+    // Full 8 KiB nodes of 18-byte entries sit in 8 KiB blocks.
+    let mut l = ListObj::new();
+    for i in 0..10_000 {
+        l.push_back(format!("{i:016}").as_bytes(), DEFAULT);
+    }
+    assert!(
+        l.nodes
+            .iter()
+            .rev()
+            .skip(1)
+            .all(|n| n.data.capacity() == 8192)
+    );
+}
