@@ -399,8 +399,18 @@ impl ListObj {
         self.push(&[v], true, limits);
     }
 
+    /// Makes room for `n` more nodes. The node table grows by a quarter, not double: a node
+    /// is 32 bytes, as Valkey's quicklistNode, and a half-empty doubled table would add more.
+    fn reserve_nodes(&mut self, n: usize) {
+        let cap = self.nodes.capacity();
+        if self.nodes.len() + n > cap {
+            self.nodes.reserve_exact((cap / 4).max(n).max(4));
+        }
+    }
+
     fn push_one(&mut self, v: &[u8], left: bool, limits: ListLimits) {
         self.len += 1;
+        self.reserve_nodes(1);
         if !self.quicklist {
             match self.nodes.front_mut() {
                 Some(n) => n.insert_at_byte(if left { 0 } else { n.data.len() }, v),
@@ -581,6 +591,7 @@ impl ListObj {
     /// end), splitting that node when `k` is inside it, then merges `new` with its
     /// neighbours where the limit allows (as Valkey's quicklist does after a split).
     fn put_node(&mut self, (ni, k): (usize, usize), new: Node, limits: ListLimits) {
+        self.reserve_nodes(2);
         let mut center = if ni >= self.nodes.len() {
             self.nodes.push_back(new);
             self.nodes.len() - 1
