@@ -394,13 +394,7 @@ impl Shard {
                 let limits = self.limits.list;
                 let entry = self.entry_or_insert(key, || Value::List(Box::default()));
                 if let Some(l) = entry.list_mut() {
-                    for e in elems {
-                        if left {
-                            l.push_front(e, limits);
-                        } else {
-                            l.push_back(e, limits);
-                        }
-                    }
+                    l.push(elems, left, limits);
                 }
                 true
             }
@@ -408,16 +402,7 @@ impl Shard {
                 let limits = self.limits.list;
                 self.shrink(key, |e| {
                     let l = e.list_mut()?;
-                    for _ in 0..count {
-                        let popped = if left {
-                            l.pop_front(limits)
-                        } else {
-                            l.pop_back(limits)
-                        };
-                        if popped.is_none() {
-                            break;
-                        }
-                    }
+                    l.pop_many(left, count, limits);
                     Some(l.is_empty())
                 })
             }

@@ -763,7 +763,7 @@ fn encode_value(value: ValueRef<'_>, out: &mut Vec<u8>) {
             out.push(VALUE_LIST);
             put_varint(out, l.len() as u64);
             for e in l.iter() {
-                put_bytes(out, e);
+                put_bytes(out, &e);
             }
         }
         ValueRef::Set(x) => {

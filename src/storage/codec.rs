@@ -86,7 +86,7 @@ pub fn encode_value(value: ValueRef<'_>, expire_at: Option<u64>, out: &mut Vec<u
         ValueRef::List(l) => {
             out.extend_from_slice(&(l.len() as u32).to_le_bytes());
             for e in l.iter() {
-                put(out, e);
+                put(out, &e);
             }
         }
         ValueRef::Set(x) => {
