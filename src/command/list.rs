@@ -571,7 +571,70 @@ pub fn lmpop(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     }
 }
 
+// The blocking forms. Each handler is the command's non-blocking attempt: it serves when
+// there is data and answers a null otherwise; the engine blocks the connection on a null and
+// retries when a key may have received data (`engine::blocking`). Inside MULTI or a script the
+// null is the answer, as in Valkey.
+
+/// Checks a blocking command's timeout argument; Err after replying its error.
+fn check_timeout(ctx: &mut Ctx<'_>, arg: &[u8]) -> Result<(), Replied> {
+    super::parse_timeout(arg).map(drop).map_err(|e| {
+        ctx.out.error(e);
+        Replied
+    })
+}
+
+/// BLPOP / BRPOP key [key ...] timeout: [key, element] from the first non-empty list.
+fn blocking_pop(ctx: &mut Ctx<'_>, args: &[Bytes], left: bool) {
+    if check_timeout(ctx, &args[args.len() - 1]).is_err() {
+        return;
+    }
+    let keys = &args[1..args.len() - 1];
+    match first_nonempty(ctx, keys) {
+        Err(Replied) => {}
+        Ok(None) => ctx.out.nil_array(),
+        Ok(Some(i)) => {
+            ctx.out.array(2);
+            ctx.out.bulk(&keys[i]);
+            pop_from(ctx, &keys[i], left, None);
+        }
+    }
+}
+
+pub fn blpop(ctx: &mut Ctx<'_>, args: &[Bytes]) {
+    blocking_pop(ctx, args, true);
+}
+
+pub fn brpop(ctx: &mut Ctx<'_>, args: &[Bytes]) {
+    blocking_pop(ctx, args, false);
+}
+
+pub fn brpoplpush(ctx: &mut Ctx<'_>, args: &[Bytes]) {
+    if check_timeout(ctx, &args[3]).is_ok() {
+        rpoplpush(ctx, &args[..3]);
+    }
+}
+
+pub fn blmove(ctx: &mut Ctx<'_>, args: &[Bytes]) {
+    if check_timeout(ctx, &args[5]).is_ok() {
+        lmove(ctx, &args[..5]);
+    }
+}
+
+/// BLMPOP timeout numkeys key [key ...] LEFT|RIGHT [COUNT count]: LMPOP after the timeout.
+pub fn blmpop(ctx: &mut Ctx<'_>, args: &[Bytes]) {
+    if check_timeout(ctx, &args[1]).is_err() {
+        return;
+    }
+    let mut rest = Vec::with_capacity(args.len() - 1);
+    rest.push(args[0].clone());
+    rest.extend_from_slice(&args[2..]);
+    lmpop(ctx, &rest);
+}
+
 use Exec::Shard as S;
+
+const BLOCKING_WRITE: u32 = WRITE | super::flags::BLOCKING;
 
 const PUSH_COMPLEXITY: &str = "O(1) for each element added, so O(N) to add N elements when the command is called with multiple arguments.";
 
@@ -763,6 +826,61 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns multiple elements from a list after removing them. Deletes the list if the last element was popped.",
         "O(N+M) where N is the number of provided keys and M is the number of elements returned.",
         S(lmpop),
+    ),
+    def(
+        "blpop",
+        -3,
+        BLOCKING_WRITE,
+        k(1, -2, 1),
+        "list",
+        "2.0.0",
+        "Removes and returns the first element in a list. Blocks until an element is available otherwise. Deletes the list if the last element was popped.",
+        "O(N) where N is the number of provided keys.",
+        S(blpop),
+    ),
+    def(
+        "brpop",
+        -3,
+        BLOCKING_WRITE,
+        k(1, -2, 1),
+        "list",
+        "2.0.0",
+        "Removes and returns the last element in a list. Blocks until an element is available otherwise. Deletes the list if the last element was popped.",
+        "O(N) where N is the number of provided keys.",
+        S(brpop),
+    ),
+    def(
+        "brpoplpush",
+        4,
+        BLOCKING_WRITE | super::flags::DENYOOM,
+        k(1, 2, 1),
+        "list",
+        "2.2.0",
+        "Pops an element from a list, pushes it to another list and returns it. Block until an element is available otherwise. Deletes the list if the last element was popped.",
+        "O(1)",
+        S(brpoplpush),
+    ),
+    def(
+        "blmove",
+        6,
+        BLOCKING_WRITE | super::flags::DENYOOM,
+        k(1, 2, 1),
+        "list",
+        "6.2.0",
+        "Pops an element from a list, pushes it to another list and returns it. Blocks until an element is available otherwise. Deletes the list if the last element was moved.",
+        "O(1)",
+        S(blmove),
+    ),
+    def(
+        "blmpop",
+        -5,
+        BLOCKING_WRITE,
+        numkeys(2),
+        "list",
+        "7.0.0",
+        "Pops the first element from one of multiple lists. Blocks until an element is available otherwise. Deletes the list if the last element was popped.",
+        "O(N+M) where N is the number of provided keys and M is the number of elements returned.",
+        S(blmpop),
     ),
 ];
 

@@ -292,6 +292,24 @@ pub fn arg_i64(arg: &[u8]) -> Option<i64> {
     crate::util::parse_i64(arg)
 }
 
+/// A blocking command's timeout (Valkey's getTimeoutFromObjectOrReply): seconds as a float;
+/// None for 0, which waits forever.
+pub fn parse_timeout(arg: &[u8]) -> Result<Option<std::time::Duration>, &'static str> {
+    const NOT_FLOAT: &str = "ERR timeout is not a float or out of range";
+    let secs = crate::util::parse_f64(arg).ok_or(NOT_FLOAT)?;
+    if !secs.is_finite() {
+        return Err(NOT_FLOAT);
+    }
+    if secs < 0.0 {
+        return Err("ERR timeout is negative");
+    }
+    if secs > (i64::MAX / 1000) as f64 {
+        return Err("ERR timeout is out of range");
+    }
+    let ms = (secs * 1000.0) as u64;
+    Ok((ms > 0).then(|| std::time::Duration::from_millis(ms)))
+}
+
 /// Case-insensitive comparison of an argument with an ASCII keyword.
 #[inline]
 pub fn is(arg: &[u8], keyword: &str) -> bool {

@@ -38,24 +38,6 @@ fn timeout_arg<'a>(def: &CommandDef, args: &'a [Bytes]) -> &'a [u8] {
     }
 }
 
-/// Valkey's getTimeoutFromObjectOrReply: seconds as a float, 0 = forever; None for forever.
-pub fn parse_timeout(arg: &[u8]) -> Result<Option<Duration>, &'static str> {
-    let secs = crate::util::parse_f64(arg).ok_or(NOT_FLOAT)?;
-    if !secs.is_finite() {
-        return Err(NOT_FLOAT);
-    }
-    if secs < 0.0 {
-        return Err("ERR timeout is negative");
-    }
-    if secs > (i64::MAX / 1000) as f64 {
-        return Err("ERR timeout is out of range");
-    }
-    let ms = (secs * 1000.0) as u64;
-    Ok((ms > 0).then(|| Duration::from_millis(ms)))
-}
-
-const NOT_FLOAT: &str = "ERR timeout is not a float or out of range";
-
 /// Whether an encoded reply is a null (nil bulk, nil array, RESP3 null): nothing was there.
 fn is_null(reply: &[u8]) -> bool {
     reply.starts_with(b"$-1\r\n") || reply.starts_with(b"*-1\r\n") || reply.starts_with(b"_\r\n")
@@ -87,7 +69,7 @@ impl Dispatcher {
         def: &'static CommandDef,
         args: Vec<Bytes>,
     ) {
-        let timeout = match parse_timeout(timeout_arg(def, &args)) {
+        let timeout = match crate::command::parse_timeout(timeout_arg(def, &args)) {
             Ok(t) => t,
             Err(e) => {
                 self.local.error(e);
@@ -95,11 +77,7 @@ impl Dispatcher {
             }
         };
         let deadline = timeout.map(|t| Instant::now() + t);
-        let keys: Vec<Bytes> = def
-            .keys
-            .positions(&args)
-            .map(|p| args[p].clone())
-            .collect();
+        let keys: Vec<Bytes> = def.keys.positions(&args).map(|p| args[p].clone()).collect();
         let mut registered = false;
         loop {
             let reply = attempt(core, client, args.clone()).await;
@@ -110,7 +88,8 @@ impl Dispatcher {
             if registered {
                 // Woken (or timed out) and still nothing.
                 if deadline.is_some_and(|d| Instant::now() >= d) || client.closing {
-                    self.local.raw(&reply);
+                    // Valkey's timeout reply is a null array for every blocking command.
+                    self.local.nil_array();
                     return;
                 }
             }
@@ -143,11 +122,11 @@ impl Dispatcher {
                     Either::Right(_) => {
                         if hung_up(client.info.fd) {
                             client.closing = true;
-                            self.local.raw(&again);
+                            self.local.nil_array();
                             return;
                         }
                         if deadline.is_some_and(|d| Instant::now() >= d) {
-                            self.local.raw(&again);
+                            self.local.nil_array();
                             return;
                         }
                     }

@@ -442,11 +442,7 @@ impl Dispatcher {
                 self.flush(core, client.resp3).await;
                 let start = self.local.buf.len();
                 let began = Instant::now();
-                let keys = def
-                    .keys
-                    .positions(&args)
-                    .map(|p| args[p].clone())
-                    .collect();
+                let keys = def.keys.positions(&args).map(|p| args[p].clone()).collect();
                 super::span::run_spanning(core, f, &args, keys, self.tx, &mut self.local).await;
                 self.count_local(stats, id, start, began);
             }
