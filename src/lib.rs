@@ -10,6 +10,7 @@ pub mod config;
 pub mod engine;
 pub mod metrics;
 pub mod protocol;
+pub mod script;
 pub mod server;
 pub mod shard;
 pub mod slot;
