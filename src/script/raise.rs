@@ -287,10 +287,13 @@ pub fn to_lua_number(lua: &Lua, v: &Value) -> mlua::Result<Option<f64>> {
     })
 }
 
+/// 2^63 as a double: the first value past `i64::MAX`.
+pub const TWO_POW_63: f64 = (1u64 << 63) as f64;
+
 /// C's `(long long)d` as x86-64 computes it: truncation, and the "integer indefinite" value
 /// (`i64::MIN`) for NaN and out-of-range values where Rust's `as` would saturate.
 pub fn c_double_to_i64(d: f64) -> i64 {
-    if (-9.223_372_036_854_775_808e18..9.223_372_036_854_775_808e18).contains(&d) {
+    if (-TWO_POW_63..TWO_POW_63).contains(&d) {
         d as i64
     } else {
         i64::MIN

@@ -5,7 +5,7 @@
 use mlua::{Lua, Table, Value};
 
 use super::raise::{
-    Args, LibResult, Raise, c_double_to_i64, lib_function, lua_bytes, to_lua_number,
+    Args, LibResult, Raise, TWO_POW_63, c_double_to_i64, lib_function, lua_bytes, to_lua_number,
 };
 
 /// Largest `iN` size the library accepts.
@@ -124,10 +124,10 @@ fn gettoalign(len: u64, h: &Header, opt: u8, size: u64) -> u64 {
 
 /// C's `(unsigned long)d` on x86-64 (values from 2^63 go through the high-bit path).
 fn c_double_to_u64(d: f64) -> u64 {
-    if d < 9.223_372_036_854_775_808e18 {
+    if d < TWO_POW_63 {
         c_double_to_i64(d) as u64
     } else {
-        (c_double_to_i64(d - 9.223_372_036_854_775_808e18) as u64) ^ (1 << 63)
+        (c_double_to_i64(d - TWO_POW_63) as u64) ^ (1 << 63)
     }
 }
 
