@@ -994,4 +994,30 @@ mod tests {
             "ERR user_script:1: JSON parser does not support UTF-16 or UTF-32"
         );
     }
+
+    #[test]
+    fn deep_nesting_fails_cleanly_past_the_stack_budget() {
+        let err = eval_err(
+            "cjson.decode_max_depth(100000) \
+             return cjson.decode(string.rep('[', 10000) .. string.rep(']', 10000))",
+        );
+        assert!(
+            err.contains("Found too many nested data structures"),
+            "{err}"
+        );
+        let err = eval_err(
+            "cjson.encode_max_depth(100000) local t = {} local c = t \
+             for i = 1, 10000 do c[1] = {} c = c[1] end return cjson.encode(t)",
+        );
+        assert!(err.contains("Cannot serialise, excessive nesting"), "{err}");
+        // Within the budget, deep documents work both ways.
+        assert_eq!(
+            eval(
+                "cjson.decode_max_depth(3000) cjson.encode_max_depth(3000) \
+                  local s = string.rep('[', 2500) .. string.rep(']', 2500) \
+                  return tostring(cjson.encode(cjson.decode(s)) == string.rep('[', 2499) .. '{}' .. string.rep(']', 2499))"
+            ),
+            "true"
+        );
+    }
 }

@@ -10,7 +10,7 @@
 use mlua::{Lua, Table, Value};
 use rmp::Marker;
 
-use super::{LUA_C_STACK, STACK_BUDGET};
+use super::{LUA_C_STACK, STACK_BUDGET, deep};
 
 use super::raise::{Args, LibResult, Raise, c_double_to_i64, lib_function, lua_bytes, number_of};
 
@@ -286,7 +286,7 @@ impl Cursor<'_> {
         // The table and, while an element decodes, its index sit on the stack.
         check_stack(used + 1, "in function mp_decode_to_lua_array")?;
         for i in 1..=len {
-            let v = self.decode(lua, used + 2)?;
+            let v = deep(|| self.decode(lua, used + 2))?;
             t.raw_set(i, v)?;
         }
         Ok(Value::Table(t))
@@ -295,8 +295,8 @@ impl Cursor<'_> {
     fn map(&mut self, lua: &Lua, used: usize, len: usize) -> Result<Value, DecodeError> {
         let t = lua.create_table()?;
         for _ in 0..len {
-            let k = self.decode(lua, used + 1)?;
-            let v = self.decode(lua, used + 2)?;
+            let k = deep(|| self.decode(lua, used + 1))?;
+            let v = deep(|| self.decode(lua, used + 2))?;
             // lua_settable: a nil or NaN key is Lua's own error.
             t.raw_set(k, v)?;
         }
@@ -512,6 +512,28 @@ mod tests {
         assert_eq!(
             eval_err("return cmsgpack.unpack(nil)"),
             "ERR user_script:1: bad argument #1 to 'unpack' (string expected, got nil)"
+        );
+    }
+
+    #[test]
+    fn stack_limits_fail_cleanly() {
+        let err = eval_err("return cmsgpack.unpack(string.rep('\\145', 10000) .. '\\0')");
+        assert!(
+            err.starts_with("ERR user_script:1: stack overflow ("),
+            "{err}"
+        );
+        let err = eval_err("return cmsgpack.unpack(string.rep(cmsgpack.pack('a'), 9000))");
+        assert_eq!(
+            err,
+            "ERR user_script:1: stack overflow (too many return values at once; \
+             use unpack_one or unpack_limit instead.)"
+        );
+        assert_eq!(
+            eval(
+                "local s = string.rep(cmsgpack.pack('a'), 9000) \
+                  return select('#', cmsgpack.unpack_limit(s, 100))"
+            ),
+            "101"
         );
     }
 }

@@ -484,4 +484,32 @@ mod tests {
         );
         assert_eq!(reply.matches("*1\r\n").count(), STACK_BUDGET - 2 - 4 + 1);
     }
+
+    #[test]
+    fn large_values_convert_without_holding_every_element() {
+        let lua = sealed_vm();
+        let reply = to_reply(
+            &lua,
+            "local t = {} for i = 1, 50000 do t[i] = {tostring(i)} end return t",
+            false,
+            false,
+        );
+        assert!(reply.starts_with("*50000\r\n*1\r\n$1\r\n1\r\n"));
+        assert!(reply.ends_with("*1\r\n$5\r\n50000\r\n"));
+        let reply = to_reply(
+            &lua,
+            "local m = {} for i = 1, 20000 do m['k' .. i] = {i} end return {map = m}",
+            false,
+            true,
+        );
+        assert!(reply.starts_with("%20000\r\n"));
+        let mut big = b"*30000\r\n".to_vec();
+        for _ in 0..30000 {
+            big.extend_from_slice(b"$2\r\nab\r\n");
+        }
+        let Value::Table(t) = reply_to_lua(&lua, &big, false).unwrap() else {
+            panic!("an array")
+        };
+        assert_eq!(t.raw_len(), 30000);
+    }
 }

@@ -469,4 +469,12 @@ mod tests {
             "ERR user_script:1: bad argument #2 to 'pack' (number expected, got string)"
         );
     }
+
+    #[test]
+    fn too_many_results_fail_cleanly() {
+        assert_eq!(
+            eval_err("return struct.unpack(string.rep('b', 9000), string.rep('\\1', 9000))"),
+            "ERR user_script:1: stack overflow (too many results)"
+        );
+    }
 }
