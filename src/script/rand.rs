@@ -1,9 +1,14 @@
 //! `math.random` / `math.randomseed` on Valkey's own PRNG.
 //!
 //! Valkey replaces Lua's `rand()`-based functions with `redisLrand48()`, a copy of the classic
-//! `lrand48` generator, so a script's sequence is the same on every platform; EVAL reseeds it
-//! with 0 before each script, which makes `math.random` deterministic per call (scripts are
-//! replicated by effects, but the sequence stays what clients have always seen).
+//! `lrand48` generator, so a seeded sequence is the same on every platform.
+//!
+//! Until Redis 6, EVAL reseeded it with 0 before every script, so `math.random` repeated the
+//! same numbers in every call (scripts were replicated verbatim and had to be deterministic).
+//! Since Redis 7 scripts replicate by effects and the reseed is gone: Valkey 8's own test suite
+//! checks that "random numbers are random now" across EVALs. The generator starts from the
+//! unseeded `lrand48` state and runs on; `math.randomseed(n)` restarts it. [`reset_random`]
+//! reseeds with 0, the old per-call behaviour, for a host that wants it.
 
 use mlua::{Lua, Table};
 
@@ -38,13 +43,16 @@ impl Lrand48 {
 }
 
 impl Default for Lrand48 {
-    /// Valkey's state before any seeding is srand48(0)'s.
+    /// The state before any seeding: `rand.c`'s initial words 0x1234, 0xABCD, 0x330E (also
+    /// POSIX's for an unseeded `lrand48`).
     fn default() -> Self {
-        Lrand48::seeded(0)
+        Lrand48 {
+            x: 0x1234_ABCD_330E,
+        }
     }
 }
 
-/// Reseeds the VM's generator with 0, as EVAL does before every script.
+/// Reseeds the VM's generator with 0, as EVAL did before every script until Redis 6.
 pub fn reset_random(lua: &Lua) {
     lua.set_app_data(Lrand48::seeded(0));
 }
@@ -120,6 +128,15 @@ mod tests {
             let mine: Vec<i64> = (0..1000).map(|_| ours.next() as i64).collect();
             assert_eq!(mine, theirs, "seed {seed}");
         }
+    }
+
+    #[test]
+    fn unseeded_state_is_rand_c_initial_state() {
+        let mut r = Lrand48::default();
+        // X1 = (0x5DEECE66D * 0x1234ABCD330E + 0xB) mod 2^48, output X1 >> 17.
+        let x1 = (0x5_DEEC_E66Du64.wrapping_mul(0x1234_ABCD_330E) + 0xB) & ((1 << 48) - 1);
+        assert_eq!(r.next() as u64, x1 >> 17);
+        assert_eq!(Lrand48::seeded(0x1234_ABCD), Lrand48::default());
     }
 
     #[test]

@@ -217,7 +217,8 @@ pub fn lua_to_reply(value: &Value, script_resp3: bool, out: &mut Out) -> mlua::R
 /// when `lua_checkstack(4)` fails, which bounds cyclic tables.
 fn write_value(value: &Value, script_resp3: bool, out: &mut Out, used: usize) -> mlua::Result<()> {
     if used + 4 > STACK_BUDGET {
-        write_error(out, b"reached lua stack limit");
+        // addReplyError: a message without a code gets ERR.
+        write_error(out, b"ERR reached lua stack limit");
         return Ok(());
     }
     match value {
@@ -478,7 +479,7 @@ mod tests {
         let lua = sealed_vm();
         let reply = to_reply(&lua, "local t = {} t[1] = t return t", false, false);
         assert!(
-            reply.ends_with("-reached lua stack limit\r\n"),
+            reply.ends_with("-ERR reached lua stack limit\r\n"),
             "{}",
             &reply[reply.len() - 40..]
         );

@@ -233,10 +233,9 @@ where
     set_global(lua, "ARGV", array(&mut argv.iter().map(|a| a.as_ref()))?)
 }
 
-/// Prepares the VM for one script run, as EVAL does: the PRNG reseeded with 0, RESP2 and
-/// full replication ([`redis_api::RunState`]).
+/// Prepares the VM for one script run, as EVAL and FCALL do: RESP2 and full replication
+/// ([`redis_api::RunState`]). The PRNG is left running, as in Valkey 7+ (see `rand.rs`).
 pub fn begin_run(lua: &Lua) {
-    rand::reset_random(lua);
     lua.set_app_data(redis_api::RunState::default());
 }
 
@@ -930,7 +929,7 @@ mod tests {
     }
 
     #[test]
-    fn random_is_valkeys_sequence_after_reset() {
+    fn random_follows_lrand48_and_runs_on_between_scripts() {
         let lua = sealed_vm();
         let f = compile_script(
             &lua,
@@ -944,18 +943,23 @@ mod tests {
             };
             t.sequence_values::<f64>().map(|v| v.unwrap()).collect()
         };
+        let expected = |mut r: rand::Lrand48| -> Vec<f64> {
+            let max = rand::LRAND48_MAX as f64;
+            let mut frac = || (r.next() % rand::LRAND48_MAX) as f64 / max;
+            vec![
+                frac(),
+                frac(),
+                (frac() * 10.0).floor() + 1.0,
+                (frac() * 3.0).floor() + 5.0,
+            ]
+        };
+        // A fresh VM starts from the unseeded state; the next script continues the sequence.
         let first = run(&lua);
-        assert_eq!(first, run(&lua), "reset gives the same sequence");
-        let mut r = rand::Lrand48::seeded(0);
-        let max = rand::LRAND48_MAX as f64;
-        let mut frac = || (r.next() % rand::LRAND48_MAX) as f64 / max;
-        let expected = vec![
-            frac(),
-            frac(),
-            (frac() * 10.0).floor() + 1.0,
-            (frac() * 3.0).floor() + 5.0,
-        ];
-        assert_eq!(first, expected);
+        assert_eq!(first, expected(rand::Lrand48::default()));
+        assert_ne!(first, run(&lua), "random numbers are random now");
+        // reset_random: the pre-Redis-7 per-call reseed with 0.
+        rand::reset_random(&lua);
+        assert_eq!(run(&lua), expected(rand::Lrand48::seeded(0)));
         assert_eq!(
             eval_err("math.random(0)"),
             "ERR user_script:1: bad argument #1 to 'random' (interval is empty)"
