@@ -8,12 +8,12 @@ use super::raise::{Args, LibResult, lib_function, lua_bytes, to_lua_number};
 /// with the 2^52+2^51 trick (so 2^32 wraps to 0 and 0.5 rounds to even, exactly as in C).
 fn barg(lua: &Lua, args: &Args, n: usize) -> LibResult<u32> {
     let num = match args.get(n) {
-        Some(v) => to_lua_number(lua, v)?.unwrap_or(0.0),
-        None => 0.0,
+        Some(v) => to_lua_number(lua, &v)?,
+        None => None,
     };
-    let b = (num + 6_755_399_441_055_744.0).to_bits() as u32;
+    let b = (num.unwrap_or(0.0) + 6_755_399_441_055_744.0).to_bits() as u32;
     // A zero result from something that is not a number is LuaBitOp's type error.
-    if b == 0 && !matches!(args.get(n), Some(v) if to_lua_number(lua, v)?.is_some()) {
+    if b == 0 && num.is_none() {
         return Err(args.type_error(n, "number"));
     }
     Ok(b)

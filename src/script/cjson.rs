@@ -93,7 +93,7 @@ fn enum_option(
 ) -> LibResult<Value> {
     if !args.is_none_or_nil(idx) {
         if let Some(Value::Boolean(b)) = args.get(idx) {
-            *setting = *b as i32;
+            *setting = b as i32;
         } else {
             let name = args.check_bytes(lua, idx)?;
             match options.iter().position(|o| o.as_bytes() == name.as_slice()) {
@@ -305,7 +305,7 @@ fn encode(lua: &Lua, cfg: &Config, args: &Args) -> LibResult<Value> {
         cfg,
         out: Vec::new(),
     };
-    enc.value(&args.0[0], 0, 1)?;
+    enc.value(&args.get(1).unwrap_or(Value::Nil), 0, 1)?;
     Ok(lua_bytes(lua, enc.out)?)
 }
 

@@ -99,8 +99,9 @@ fn pack(lua: &Lua, args: &Args) -> LibResult<Value> {
         return Err(Raise::arg(0, "Too many arguments for MessagePack pack."));
     }
     let mut out = Vec::new();
-    for v in &args.0 {
-        encode(v, 0, &mut out)?;
+    for i in 1..=args.len() {
+        let v = args.get(i).unwrap_or(Value::Nil);
+        encode(&v, 0, &mut out)?;
     }
     Ok(lua_bytes(lua, out)?)
 }

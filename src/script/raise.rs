@@ -37,6 +37,15 @@ impl Raise {
     pub fn arg(n: i32, msg: impl Into<Vec<u8>>) -> Raise {
         Raise::Arg(n, msg.into())
     }
+
+    /// A message raised with no position, as `luaG_runerror` gives from inside a C function
+    /// (`rawset` on a read-only table, `next` with an invalid key).
+    pub fn plain(lua: &Lua, msg: impl AsRef<[u8]>) -> Raise {
+        match lua.create_string(msg) {
+            Ok(s) => Raise::Value(Value::String(s)),
+            Err(e) => e.into(),
+        }
+    }
 }
 
 /// An mlua failure inside a library function (out of memory, a failing metamethod): raised as
@@ -88,6 +97,20 @@ fn failure(lua: &Lua, raise: Raise) -> mlua::Result<MultiValue> {
     ]))
 }
 
+/// Marks arguments handed over as one table (see [`PACK_ABOVE`]).
+static PACKED_MARK: u8 = 0;
+
+fn packed_mark() -> *mut c_void {
+    &PACKED_MARK as *const u8 as *mut c_void
+}
+
+/// Above this many arguments the trampoline hands them to Rust in one table. mlua gives each
+/// argument of a Rust function its own slot in its auxiliary stack, which holds 8000 values
+/// for the whole VM and panics when full; a script can pass ~8000 values
+/// (`redis.call('rpush', k, unpack(t))`), so long argument lists must not become that many
+/// references at once.
+const PACK_ABOVE: c_int = 32;
+
 /// The C closure around every library function: upvalue 1 is the mlua function.
 ///
 /// Safety: called by Lua as a C function. `lua_error` / `luaL_argerror` longjmp out of this
@@ -96,9 +119,26 @@ fn failure(lua: &Lua, raise: Raise) -> mlua::Result<MultiValue> {
 unsafe extern "C-unwind" fn trampoline(state: *mut ffi::lua_State) -> c_int {
     unsafe {
         let nargs = ffi::lua_gettop(state);
+        let call_args = if nargs > PACK_ABOVE {
+            // [args...] -> [mark, n, {args...}]
+            ffi::lua_createtable(state, nargs, 0);
+            for i in 1..=nargs {
+                ffi::lua_pushvalue(state, i);
+                ffi::lua_rawseti(state, nargs + 1, i as ffi::lua_Integer);
+            }
+            ffi::lua_replace(state, 1);
+            ffi::lua_settop(state, 1);
+            ffi::lua_pushlightuserdata(state, packed_mark());
+            ffi::lua_insert(state, 1);
+            ffi::lua_pushnumber(state, nargs as ffi::lua_Number);
+            ffi::lua_insert(state, 2);
+            3
+        } else {
+            nargs
+        };
         ffi::lua_pushvalue(state, ffi::lua_upvalueindex(1));
         ffi::lua_insert(state, 1);
-        ffi::lua_call(state, nargs, ffi::LUA_MULTRET);
+        ffi::lua_call(state, call_args, ffi::LUA_MULTRET);
         let nres = ffi::lua_gettop(state);
         if nres == 4
             && ffi::lua_type(state, 1) == ffi::LUA_TLIGHTUSERDATA
@@ -147,7 +187,7 @@ where
 {
     let inner =
         lua.create_function(
-            move |lua, args: MultiValue| match f(lua, Args(args.into_vec())) {
+            move |lua, args: MultiValue| match f(lua, Args::from_call(args)) {
                 Ok(r) => r.into_lua_multi(lua),
                 Err(raise) => failure(lua, raise),
             },
@@ -155,22 +195,62 @@ where
     wrap(lua, inner)
 }
 
-/// A function's arguments with the `luaL_check*` family over them (1-based, as in C).
-pub struct Args(pub Vec<Value>);
+/// A function's arguments with the `luaL_check*` family over them (1-based, as in C). Long
+/// argument lists arrive as one table and are read one value at a time.
+pub struct Args {
+    direct: Vec<Value>,
+    packed: Option<(mlua::Table, usize)>,
+}
 
 impl Args {
+    /// Arguments given directly (tests, helpers).
+    pub fn new(values: Vec<Value>) -> Args {
+        Args {
+            direct: values,
+            packed: None,
+        }
+    }
+
+    fn from_call(args: MultiValue) -> Args {
+        let mut v = args.into_vec();
+        let packed_len = match v.as_slice() {
+            [Value::LightUserData(mark), n, Value::Table(_)] if mark.0 == packed_mark() => {
+                number_of(n)
+            }
+            _ => None,
+        };
+        if let Some(n) = packed_len
+            && let Some(Value::Table(t)) = v.pop()
+        {
+            return Args {
+                direct: Vec::new(),
+                packed: Some((t, n as usize)),
+            };
+        }
+        Args::new(v)
+    }
+
     /// `lua_gettop`.
     pub fn len(&self) -> usize {
-        self.0.len()
+        match &self.packed {
+            Some((_, n)) => *n,
+            None => self.direct.len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len() == 0
     }
 
     /// The argument at `n` (1-based); `None` past the end (C's "no value").
-    pub fn get(&self, n: usize) -> Option<&Value> {
-        self.0.get(n - 1)
+    pub fn get(&self, n: usize) -> Option<Value> {
+        if n == 0 || n > self.len() {
+            return None;
+        }
+        match &self.packed {
+            Some((t, _)) => Some(t.raw_get(n).unwrap_or(Value::Nil)),
+            None => self.direct.get(n - 1).cloned(),
+        }
     }
 
     /// `lua_isnoneornil`.
@@ -179,7 +259,7 @@ impl Args {
     }
 
     /// `luaL_checkany`.
-    pub fn check_any(&self, n: usize) -> LibResult<&Value> {
+    pub fn check_any(&self, n: usize) -> LibResult<Value> {
         self.get(n)
             .ok_or_else(|| Raise::arg(n as i32, "value expected"))
     }
@@ -187,7 +267,7 @@ impl Args {
     /// `luaL_checktype(n, LUA_TTABLE)`.
     pub fn check_table(&self, n: usize) -> LibResult<mlua::Table> {
         match self.get(n) {
-            Some(Value::Table(t)) => Ok(t.clone()),
+            Some(Value::Table(t)) => Ok(t),
             _ => Err(self.type_error(n, "table")),
         }
     }
@@ -195,7 +275,7 @@ impl Args {
     /// `luaL_checklstring`: strings, and numbers converted with Lua's `%.14g`.
     pub fn check_bytes(&self, lua: &Lua, n: usize) -> LibResult<Vec<u8>> {
         match self.get(n) {
-            Some(v) => to_lua_string(lua, v)?.ok_or_else(|| self.type_error(n, "string")),
+            Some(v) => to_lua_string(lua, &v)?.ok_or_else(|| self.type_error(n, "string")),
             None => Err(self.type_error(n, "string")),
         }
     }
@@ -212,7 +292,7 @@ impl Args {
     /// `luaL_checknumber`: numbers, and strings Lua converts (`lua_tonumber`).
     pub fn check_number(&self, lua: &Lua, n: usize) -> LibResult<f64> {
         match self.get(n) {
-            Some(v) => to_lua_number(lua, v)?.ok_or_else(|| self.type_error(n, "number")),
+            Some(v) => to_lua_number(lua, &v)?.ok_or_else(|| self.type_error(n, "number")),
             None => Err(self.type_error(n, "number")),
         }
     }
@@ -238,7 +318,7 @@ impl Args {
 
     /// `luaL_typerror`: `<expected> expected, got <type>`.
     pub fn type_error(&self, n: usize, expected: &str) -> Raise {
-        let got = self.get(n).map_or("no value", type_name);
+        let got = self.get(n).map_or("no value", |v| type_name(&v));
         Raise::arg(n as i32, format!("{expected} expected, got {got}"))
     }
 }

@@ -129,21 +129,33 @@ pub fn command_args(args: &[Value]) -> Result<Vec<Vec<u8>>, CommandArgsError> {
     if args.is_empty() {
         return Err(CommandArgsError::NoArguments);
     }
-    args.iter()
-        .map(|v| match v {
-            Value::String(s) => Ok(s.as_bytes().to_vec()),
-            Value::Integer(_) | Value::Number(_) => {
-                let n = super::raise::number_of(v).expect("matched a number");
-                let mut out = Vec::new();
-                match double2ll(n) {
-                    Some(ll) => crate::util::format_i64(ll, &mut out),
-                    None => crate::util::fpconv_dtoa(n, &mut out),
-                }
-                Ok(out)
-            }
-            _ => Err(CommandArgsError::NotStringOrInteger),
-        })
+    args.iter().map(command_arg).collect()
+}
+
+/// [`command_args`] over a library function's arguments (read one at a time).
+fn command_args_of(args: &Args) -> Result<Vec<Vec<u8>>, CommandArgsError> {
+    if args.is_empty() {
+        return Err(CommandArgsError::NoArguments);
+    }
+    (1..=args.len())
+        .map(|i| command_arg(&args.get(i).unwrap_or(Value::Nil)))
         .collect()
+}
+
+fn command_arg(v: &Value) -> Result<Vec<u8>, CommandArgsError> {
+    match v {
+        Value::String(s) => Ok(s.as_bytes().to_vec()),
+        Value::Integer(_) | Value::Number(_) => {
+            let n = super::raise::number_of(v).expect("matched a number");
+            let mut out = Vec::new();
+            match double2ll(n) {
+                Some(ll) => crate::util::format_i64(ll, &mut out),
+                None => crate::util::fpconv_dtoa(n, &mut out),
+            }
+            Ok(out)
+        }
+        _ => Err(CommandArgsError::NotStringOrInteger),
+    }
 }
 
 /// Valkey's `double2ll`: the integer value of an integral double within ±(2^63-1)/2.
@@ -185,7 +197,7 @@ where
             CallMode::Call => Err(Raise::Value(Value::Table(table))),
             CallMode::Pcall => Ok(Value::Table(table)),
         };
-        let argv = match command_args(&args.0) {
+        let argv = match command_args_of(&args) {
             Ok(argv) => argv,
             Err(e) => return fail(error_table(lua, e.message().as_bytes())?),
         };
@@ -217,7 +229,7 @@ where
     F: Fn(&Lua, Vec<Vec<u8>>) -> Option<bool> + 'static,
 {
     lib_function(lua, move |lua, args: Args| -> LibResult<bool> {
-        let argv = command_args(&args.0).map_err(|e| raise_error_table(lua, e.message()))?;
+        let argv = command_args_of(&args).map_err(|e| raise_error_table(lua, e.message()))?;
         check(lua, argv).ok_or_else(|| {
             raise_error_table(lua, "Invalid command passed to server.acl_check_cmd()")
         })
@@ -231,7 +243,8 @@ fn log(lua: &Lua, args: &Args) -> LibResult<()> {
             "server.log() requires two arguments or more.",
         ));
     }
-    let Some(level) = to_lua_number(lua, &args.0[0])? else {
+    let first = args.get(1).unwrap_or(Value::Nil);
+    let Some(level) = to_lua_number(lua, &first)? else {
         return Err(raise_error_table(
             lua,
             "First argument must be a number (log level).",
@@ -248,8 +261,9 @@ fn log(lua: &Lua, args: &Args) -> LibResult<()> {
         return Ok(());
     }
     let mut line = Vec::new();
-    for (j, v) in args.0.iter().enumerate().skip(1) {
-        if let Some(s) = super::raise::to_lua_string(lua, v)? {
+    for j in 1..args.len() {
+        let v = args.get(j + 1).unwrap_or(Value::Nil);
+        if let Some(s) = super::raise::to_lua_string(lua, &v)? {
             // Valkey adds the separator before every piece but the first argument's.
             if j != 1 {
                 line.push(b' ');
@@ -270,7 +284,8 @@ fn sha1hex(lua: &Lua, args: &Args) -> LibResult<String> {
     if args.len() != 1 {
         return Err(raise_error_table(lua, "wrong number of arguments"));
     }
-    let data = super::raise::to_lua_string(lua, &args.0[0])?.unwrap_or_default();
+    let data =
+        super::raise::to_lua_string(lua, &args.get(1).unwrap_or(Value::Nil))?.unwrap_or_default();
     Ok(sha1_smol::Sha1::from(data).digest().to_string())
 }
 
@@ -318,7 +333,8 @@ pub fn add_redis_helpers(lua: &Lua, redis: &Table) -> mlua::Result<()> {
                     "server.setresp() requires one argument.",
                 ));
             }
-            let resp = to_lua_number(lua, &a.0[0])?.map_or(0, |n| c_double_to_i64(n) as i32);
+            let resp = to_lua_number(lua, &a.get(1).unwrap_or(Value::Nil))?
+                .map_or(0, |n| c_double_to_i64(n) as i32);
             if resp != 2 && resp != 3 {
                 return Err(raise_error_table(lua, "RESP version must be 2 or 3."));
             }
@@ -345,7 +361,8 @@ pub fn add_redis_helpers(lua: &Lua, redis: &Table) -> mlua::Result<()> {
                     "server.set_repl() requires one argument.",
                 ));
             }
-            let flags = to_lua_number(lua, &a.0[0])?.map_or(0, |n| c_double_to_i64(n) as i32);
+            let flags = to_lua_number(lua, &a.get(1).unwrap_or(Value::Nil))?
+                .map_or(0, |n| c_double_to_i64(n) as i32);
             if flags & !(REPL_ALL as i32) != 0 {
                 return Err(raise_error_table(
                     lua,
@@ -552,5 +569,34 @@ mod tests {
             err.reply_text("abc"),
             "ERR Please specify at least one argument for this call script: abc, on @user_script:1."
         );
+    }
+
+    #[test]
+    fn thousands_of_arguments_and_results() {
+        // Valkey's "Script check unpack with massive arguments": 7999 values through
+        // redis.call. Each would be an mlua reference if passed one by one.
+        let lua = sealed_vm_with(|lua, redis| {
+            let exec = |_: &Lua, argv: Vec<Vec<u8>>| {
+                CommandOutcome::Reply(format!(":{}\r\n", argv.len() - 2).into_bytes())
+            };
+            redis.raw_set("call", command_function(lua, CallMode::Call, exec)?)?;
+            Ok(())
+        });
+        let run = |code: &str| {
+            let f = crate::script::compile_script(&lua, code.as_bytes()).unwrap();
+            crate::script::run_script(&lua, &f, ()).unwrap()
+        };
+        let n = run("local a = {} for i = 1, 7999 do a[i] = 'v' .. i end \
+                     return redis.call('rpush', 'l', unpack(a))");
+        assert_eq!(n, Value::Number(7999.0));
+        let n = run("local a = {} for i = 1, 3000 do a[i] = 'v' .. i end \
+                     return #cmsgpack.pack(unpack(a))");
+        assert!(matches!(n, Value::Integer(_)));
+        // Only the first of thousands of results is kept.
+        let v = run("local a = {} for i = 1, 7999 do a[i] = 'v' .. i end return unpack(a)");
+        assert_eq!(v.as_string().unwrap().to_str().unwrap(), "v1");
+        let v = run("local a = {} for i = 1, 200 do a[i] = 2 ^ (i % 31) end \
+                     return bit.bor(unpack(a))");
+        assert_eq!(v, Value::Integer(i32::MAX as i64));
     }
 }

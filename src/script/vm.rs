@@ -358,15 +358,16 @@ end
 return function(...) return finish(pcall(...)) end
 "#;
 
-/// Calls a script with the error handler; with arguments (FUNCTION mode) through a closure,
-/// since Lua 5.1's `xpcall` passes none.
+/// Calls a script with the error handler, through a closure that passes the arguments (Lua
+/// 5.1's `xpcall` passes none; FUNCTION mode has two) and keeps the first result only, as
+/// Valkey's `lua_pcall(lua, n, 1, ...)` does: thousands of returned values would otherwise
+/// become thousands of mlua references, and overflow `xpcall`'s own stack frame (Lua 5.1
+/// pushes its status without checking; debug builds assert on it).
 const RUNNER: &str = r#"
 local xpcall, select, unpack = ...
 return function(handler, f, ...)
-  local n = select('#', ...)
-  if n == 0 then return xpcall(f, handler) end
-  local args = {...}
-  return xpcall(function() return f(unpack(args, 1, n)) end, handler)
+  local n, args = select('#', ...), {...}
+  return xpcall(function() return (f(unpack(args, 1, n))) end, handler)
 end
 "#;
 
@@ -383,13 +384,12 @@ fn guarded_loadstring(lua: &Lua, orig: Function) -> mlua::Result<Function> {
                 Value::String(lua.create_string(msg)?),
             ]));
         }
-        orig.call::<MultiValue>(MultiValue::from_vec(args.0))
-            .map_err(|e| {
-                Raise::Value(Value::String(
-                    lua.create_string(root_message(&e))
-                        .unwrap_or_else(|_| lua.create_string("error").expect("small string")),
-                ))
-            })
+        // The builtin reads two arguments; extra ones are not passed on.
+        orig.call::<MultiValue>((
+            Value::String(lua.create_string(&code)?),
+            Value::String(lua.create_string(&name)?),
+        ))
+        .map_err(|e| Raise::plain(lua, root_message(&e)))
     })
 }
 
@@ -596,7 +596,7 @@ pub fn seal(lua: &Lua) -> mlua::Result<()> {
         "rawget",
         lib_function(lua, move |_lua, a: Args| -> LibResult<Value> {
             let t = a.check_table(1)?;
-            let k = a.check_any(2)?.clone();
+            let k = a.check_any(2)?;
             Ok(see_through(&ro, t)?.raw_get(k)?)
         })?,
     )?;
@@ -605,16 +605,14 @@ pub fn seal(lua: &Lua) -> mlua::Result<()> {
         "rawset",
         lib_function(lua, move |lua, a: Args| -> LibResult<Table> {
             let t = a.check_table(1)?;
-            let k = a.check_any(2)?.clone();
-            let v = a.check_any(3)?.clone();
+            let k = a.check_any(2)?;
+            let v = a.check_any(3)?;
             // Valkey's lua_rawset raises from the C function: no position in the message.
-            let raise = |msg: String| {
-                Raise::Value(Value::String(lua.create_string(msg).expect("small string")))
-            };
             if ro.contains_key(t.clone())? {
-                return Err(raise(READONLY_ERROR.to_string()));
+                return Err(Raise::plain(lua, READONLY_ERROR));
             }
-            t.raw_set(k, v).map_err(|e| raise(root_message(&e)))?;
+            t.raw_set(k, v)
+                .map_err(|e| Raise::plain(lua, root_message(&e)))?;
             Ok(t)
         })?,
     )?;
@@ -624,12 +622,10 @@ pub fn seal(lua: &Lua) -> mlua::Result<()> {
         "next",
         lib_function(lua, move |lua, a: Args| -> LibResult<MultiValue> {
             let t = see_through(&ro, a.check_table(1)?)?;
-            let k = a.get(2).cloned().unwrap_or(Value::Nil);
-            raw_next.call::<MultiValue>((t, k)).map_err(|e| {
-                Raise::Value(Value::String(
-                    lua.create_string(root_message(&e)).expect("small string"),
-                ))
-            })
+            let k = a.get(2).unwrap_or(Value::Nil);
+            raw_next
+                .call::<MultiValue>((t, k))
+                .map_err(|e| Raise::plain(lua, root_message(&e)))
         })?,
     )?;
     let ro = readonly.clone();
@@ -643,7 +639,7 @@ pub fn seal(lua: &Lua) -> mlua::Result<()> {
             },
         )?,
     )?;
-    let ro = readonly;
+    let ro = readonly.clone();
     g.raw_set(
         "ipairs",
         lib_function(
@@ -653,6 +649,47 @@ pub fn seal(lua: &Lua) -> mlua::Result<()> {
                 Ok((ipairs_aux.clone(), t, 0.0))
             },
         )?,
+    )?;
+
+    // What getmetatable() shows for a read-only view: nothing for a library table (they have
+    // no metatable in Valkey), a read-only copy of the globals' metatable for _G.
+    let metatable_views = lua.create_table()?;
+    let orig_getmetatable: Function = g.raw_get("getmetatable")?;
+    let (ro, views) = (readonly.clone(), metatable_views.clone());
+    g.raw_set(
+        "getmetatable",
+        lib_function(lua, move |_lua, a: Args| -> LibResult<Value> {
+            let v = a.check_any(1)?;
+            if let Value::Table(t) = &v
+                && ro.contains_key(t.clone())?
+            {
+                return Ok(views.raw_get(t.clone())?);
+            }
+            Ok(orig_getmetatable.call::<Value>(v)?)
+        })?,
+    )?;
+    let ro = readonly.clone();
+    g.raw_set(
+        "setmetatable",
+        lib_function(lua, move |lua, a: Args| -> LibResult<Table> {
+            let t = a.check_table(1)?;
+            let mt = match a.get(2) {
+                Some(Value::Nil) => None,
+                Some(Value::Table(m)) => Some(m),
+                _ => return Err(Raise::arg(2, "nil or table expected")),
+            };
+            // Valkey's lua_setmetatable refuses a read-only table (no position, as from C).
+            if ro.contains_key(t.clone())? {
+                return Err(Raise::plain(lua, READONLY_ERROR));
+            }
+            if let Some(old) = t.metatable()
+                && !old.raw_get::<Value>("__metatable")?.is_nil()
+            {
+                return Err(Raise::error("cannot change a protected metatable"));
+            }
+            t.set_metatable(mt)?;
+            Ok(t)
+        })?,
     )?;
 
     // The globals' own view: reads go to the real table, whose metatable reports a missing
@@ -665,7 +702,7 @@ pub fn seal(lua: &Lua) -> mlua::Result<()> {
         }
         match a.get(2) {
             Some(v @ (Value::String(_) | Value::Integer(_) | Value::Number(_))) => {
-                let name = to_lua_string(lua, v)?.unwrap_or_default();
+                let name = to_lua_string(lua, &v)?.unwrap_or_default();
                 let mut msg = b"Script attempted to access nonexistent global variable '".to_vec();
                 msg.extend_from_slice(c_str(&name));
                 msg.push(b'\'');
@@ -677,16 +714,20 @@ pub fn seal(lua: &Lua) -> mlua::Result<()> {
         }
     })?;
     let g_meta = lua.create_table()?;
-    g_meta.raw_set("__index", nonexistent)?;
+    g_meta.raw_set("__index", nonexistent.clone())?;
     g.set_metatable(Some(g_meta))?;
 
     let globals_view = lua.create_table()?;
     let view_meta = lua.create_table()?;
     view_meta.raw_set("__index", g.clone())?;
-    view_meta.raw_set("__newindex", refuse_write)?;
+    view_meta.raw_set("__newindex", refuse_write.clone())?;
     view_meta.raw_set("__metatable", false)?;
     globals_view.set_metatable(Some(view_meta))?;
     sealer.readonly.raw_set(globals_view.clone(), g.clone())?;
+    let shown_meta = lua.create_table()?;
+    shown_meta.raw_set("__index", nonexistent)?;
+    shown_meta.raw_set("__newindex", refuse_write)?;
+    metatable_views.raw_set(globals_view.clone(), sealer.protect(&shown_meta)?)?;
     g.raw_set("_G", globals_view.clone())?;
     lua.set_globals(globals_view)?;
     Ok(())
@@ -764,8 +805,42 @@ mod tests {
             eval_err("getmetatable('').__index = {}"),
             "ERR user_script:1: Attempt to modify a readonly table"
         );
-        assert_eq!(eval("return tostring(getmetatable(_G))"), "false");
-        assert!(eval_err("setmetatable(_G, nil)").contains("cannot change a protected metatable"));
+        // Valkey's "Try trick global protection" tests.
+        assert_eq!(
+            eval_err("setmetatable(_G, {})"),
+            "ERR Attempt to modify a readonly table"
+        );
+        assert_eq!(
+            eval_err("local g = getmetatable(_G)\ng.__index = {}"),
+            "ERR user_script:2: Attempt to modify a readonly table"
+        );
+        assert_eq!(
+            eval_err("_G = {}"),
+            "ERR user_script:1: Attempt to modify a readonly table"
+        );
+        assert_eq!(eval("return type(getmetatable(_G).__index)"), "function");
+        assert_eq!(eval("return tostring(getmetatable(string))"), "nil");
+        assert_eq!(
+            eval_err("setmetatable(string, {})"),
+            "ERR Attempt to modify a readonly table"
+        );
+        assert!(eval_err("getmetatable(nil).__index = 1").contains("attempt to index a nil value"));
+        // setmetatable keeps its own rules elsewhere.
+        assert_eq!(
+            eval_err("setmetatable({}, 1)"),
+            "ERR user_script:1: bad argument #2 to 'setmetatable' (nil or table expected)"
+        );
+        assert_eq!(
+            eval_err("setmetatable(setmetatable({}, {__metatable = 1}), {})"),
+            "ERR user_script:1: cannot change a protected metatable"
+        );
+        assert_eq!(
+            eval(
+                "local t = setmetatable({}, {__index = function() return 7 end}) \
+                  return t.x + tostring(getmetatable(t) ~= nil and 1 or 0)"
+            ),
+            "8"
+        );
         // Local state and new tables stay writable.
         assert_eq!(
             eval("local t = {} t.x = 1 rawset(t, 'y', 2) return t.x + t.y"),
