@@ -22,6 +22,8 @@ mod rand;
 mod redis_api;
 mod resp;
 mod structlib;
+#[cfg(test)]
+mod valkey_cases;
 mod vm;
 
 pub use rand::reset_random;
