@@ -11,7 +11,8 @@
 //! *trampoline*: it calls the closure, and when the closure hands back a failure marker it
 //! raises the failure itself with `luaL_where` / `luaL_argerror` / `lua_error`. Those run in the
 //! trampoline's frame, which is the frame the script called, so positions and function names
-//! come out exactly as from a C library function. This file is the only raw FFI of the room.
+//! come out exactly as from a C library function. The same trick guards builtins against the
+//! read-only views of `seal`. This file is the only raw Lua FFI of the room.
 
 use std::ffi::{c_int, c_void};
 
@@ -175,6 +176,98 @@ fn wrap(lua: &Lua, inner: Function) -> mlua::Result<Function> {
     unsafe {
         lua.exec_raw::<Function>(inner, |state| {
             ffi::lua_pushcclosure(state, trampoline, 1);
+        })
+    }
+}
+
+/// What a guard around a builtin does when its first argument is a read-only view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// Refuse, as Valkey's patched Lua refuses any write to a read-only table (`rawset`,
+    /// `table.insert`, ...): `Attempt to modify a readonly table`, raised from C (no position).
+    Refuse,
+    /// Hand the builtin the real table behind the view instead (`rawget`, `next`).
+    SeeThrough,
+}
+
+/// Reads upvalue 2 (view -> real table) for argument 1; leaves the real table or nil on top.
+unsafe fn lookup_view(state: *mut ffi::lua_State) -> bool {
+    unsafe {
+        if ffi::lua_type(state, 1) != ffi::LUA_TTABLE {
+            return false;
+        }
+        ffi::lua_pushvalue(state, 1);
+        ffi::lua_rawget(state, ffi::lua_upvalueindex(2));
+        if ffi::lua_isnil(state, -1) != 0 {
+            ffi::lua_pop(state, 1);
+            return false;
+        }
+        true
+    }
+}
+
+/// Runs the original C function (upvalue 1) in this very frame: its argument errors then name
+/// the function the script called and carry the script's position, exactly as unguarded.
+unsafe fn run_original(state: *mut ffi::lua_State) -> c_int {
+    unsafe {
+        match ffi::lua_tocfunction(state, ffi::lua_upvalueindex(1)) {
+            Some(original) => original(state),
+            None => 0,
+        }
+    }
+}
+
+/// Safety: as [`trampoline`]; the original builtins have no upvalues of their own, which is
+/// what makes calling them in this frame equivalent to calling them directly.
+unsafe extern "C-unwind" fn refusing_guard(state: *mut ffi::lua_State) -> c_int {
+    unsafe {
+        if lookup_view(state) {
+            ffi::lua_pop(state, 1);
+            ffi::lua_pushstring(state, c"Attempt to modify a readonly table".as_ptr());
+            ffi::lua_error(state)
+        }
+        run_original(state)
+    }
+}
+
+/// Safety: as [`refusing_guard`].
+unsafe extern "C-unwind" fn see_through_guard(state: *mut ffi::lua_State) -> c_int {
+    unsafe {
+        if lookup_view(state) {
+            ffi::lua_replace(state, 1);
+        }
+        run_original(state)
+    }
+}
+
+/// Wraps a builtin C function without upvalues (`rawset`, `rawget`, `next`, `setmetatable`,
+/// `table.insert`, ...) so that a read-only view as its first argument is refused or seen
+/// through; `views` maps each view to its real table.
+pub fn guard_builtin(
+    lua: &Lua,
+    original: Function,
+    views: mlua::Table,
+    guard: Guard,
+) -> mlua::Result<Function> {
+    let f = match guard {
+        Guard::Refuse => refusing_guard as ffi::lua_CFunction,
+        Guard::SeeThrough => see_through_guard as ffi::lua_CFunction,
+    };
+    // Safety: exec_raw pushes the two upvalues and runs this in a protected call; a Lua
+    // function (not a C function) is refused before the closure is made, since the guard
+    // could not run it in its own frame.
+    unsafe {
+        lua.exec_raw::<Value>((original, views), |state| {
+            if ffi::lua_tocfunction(state, -2).is_none() {
+                ffi::lua_settop(state, 0);
+                ffi::lua_pushnil(state);
+                return;
+            }
+            ffi::lua_pushcclosure(state, f, 2);
+        })
+        .and_then(|v| match v {
+            Value::Function(f) => Ok(f),
+            _ => Err(mlua::Error::runtime("only a C function can be guarded")),
         })
     }
 }

@@ -12,7 +12,9 @@
 use mlua::chunk::ChunkMode;
 use mlua::{Function, IntoLuaMulti, Lua, LuaOptions, MultiValue, StdLib, Table, Value};
 
-use super::raise::{Args, LibResult, Raise, lib_function, root_message, to_lua_string};
+use super::raise::{
+    Args, Guard, LibResult, Raise, guard_builtin, lib_function, root_message, to_lua_string,
+};
 use super::{bit, cjson, cmsgpack, rand, redis_api, structlib};
 
 /// The chunk name Valkey gives EVAL scripts: errors read `user_script:<line>: ...`.
@@ -552,82 +554,33 @@ fn see_through(readonly: &Table, t: Table) -> mlua::Result<Table> {
 /// global raises `Script attempted to access nonexistent global variable '<name>'`.
 pub fn seal(lua: &Lua) -> mlua::Result<()> {
     let g = real_globals(lua)?;
-    let refuse_write = lib_function(lua, |_lua, _args| -> LibResult<()> {
-        Err(Raise::error(READONLY_ERROR))
-    })?;
-    let mut sealer = Sealer {
-        lua,
-        readonly: lua.create_table()?,
-        refuse_write: refuse_write.clone(),
-        proxies: Default::default(),
-    };
+    // view -> real table, filled as the views are made; the guards below consult it.
+    let readonly = lua.create_table()?;
 
-    // The string metatable is shared by every string: its __index must be the proxy, and
-    // getmetatable('') returns a read-only view of it.
-    let string_meta: Option<Table> = lua.load("return getmetatable('')").eval()?;
-    if let Some(m) = string_meta {
-        let view = sealer.protect(&m)?;
-        m.raw_set("__metatable", view)?;
+    // Builtins that write without metamethods refuse the views; those that read without
+    // metamethods see through them. They run in the guard's own frame (see raise.rs).
+    for (name, guard) in [
+        ("rawset", Guard::Refuse),
+        ("setmetatable", Guard::Refuse),
+        ("rawget", Guard::SeeThrough),
+        ("next", Guard::SeeThrough),
+    ] {
+        let original: Function = g.raw_get(name)?;
+        g.raw_set(name, guard_builtin(lua, original, readonly.clone(), guard)?)?;
     }
-
-    let entries: Vec<(Value, Table)> = g
-        .pairs::<Value, Value>()
-        .filter_map(|p| match p {
-            Ok((k, Value::Table(v))) => Some(Ok((k, v))),
-            Ok(_) => None,
-            Err(e) => Some(Err(e)),
-        })
-        .collect::<mlua::Result<_>>()?;
-    for (k, v) in entries {
-        if v.to_pointer() == g.to_pointer() {
-            continue; // _G, set to the globals' proxy below
-        }
-        let p = sealer.protect(&v)?;
-        g.raw_set(k, p)?;
+    let table_lib: Table = g.raw_get("table")?;
+    for name in ["insert", "remove", "sort"] {
+        let original: Function = table_lib.raw_get(name)?;
+        table_lib.raw_set(
+            name,
+            guard_builtin(lua, original, readonly.clone(), Guard::Refuse)?,
+        )?;
     }
-
-    let readonly = sealer.readonly.clone();
+    // pairs and ipairs keep their iterator in an upvalue, so they are rebuilt instead: the
+    // iterator they return walks the real table.
     let next: Function = g.raw_get("next")?;
     let ipairs: Function = g.raw_get("ipairs")?;
     let (ipairs_aux, _, _): (Function, Value, Value) = ipairs.call(lua.create_table()?)?;
-
-    let ro = readonly.clone();
-    g.raw_set(
-        "rawget",
-        lib_function(lua, move |_lua, a: Args| -> LibResult<Value> {
-            let t = a.check_table(1)?;
-            let k = a.check_any(2)?;
-            Ok(see_through(&ro, t)?.raw_get(k)?)
-        })?,
-    )?;
-    let ro = readonly.clone();
-    g.raw_set(
-        "rawset",
-        lib_function(lua, move |lua, a: Args| -> LibResult<Table> {
-            let t = a.check_table(1)?;
-            let k = a.check_any(2)?;
-            let v = a.check_any(3)?;
-            // Valkey's lua_rawset raises from the C function: no position in the message.
-            if ro.contains_key(t.clone())? {
-                return Err(Raise::plain(lua, READONLY_ERROR));
-            }
-            t.raw_set(k, v)
-                .map_err(|e| Raise::plain(lua, root_message(&e)))?;
-            Ok(t)
-        })?,
-    )?;
-    let ro = readonly.clone();
-    let raw_next = next.clone();
-    g.raw_set(
-        "next",
-        lib_function(lua, move |lua, a: Args| -> LibResult<MultiValue> {
-            let t = see_through(&ro, a.check_table(1)?)?;
-            let k = a.get(2).unwrap_or(Value::Nil);
-            raw_next
-                .call::<MultiValue>((t, k))
-                .map_err(|e| Raise::plain(lua, root_message(&e)))
-        })?,
-    )?;
     let ro = readonly.clone();
     g.raw_set(
         "pairs",
@@ -650,9 +603,8 @@ pub fn seal(lua: &Lua) -> mlua::Result<()> {
             },
         )?,
     )?;
-
-    // What getmetatable() shows for a read-only view: nothing for a library table (they have
-    // no metatable in Valkey), a read-only copy of the globals' metatable for _G.
+    // What getmetatable() shows for a view: nothing for a library table (they have no
+    // metatable in Valkey), a read-only copy of the globals' metatable for _G.
     let metatable_views = lua.create_table()?;
     let orig_getmetatable: Function = g.raw_get("getmetatable")?;
     let (ro, views) = (readonly.clone(), metatable_views.clone());
@@ -668,29 +620,40 @@ pub fn seal(lua: &Lua) -> mlua::Result<()> {
             Ok(orig_getmetatable.call::<Value>(v)?)
         })?,
     )?;
-    let ro = readonly.clone();
-    g.raw_set(
-        "setmetatable",
-        lib_function(lua, move |lua, a: Args| -> LibResult<Table> {
-            let t = a.check_table(1)?;
-            let mt = match a.get(2) {
-                Some(Value::Nil) => None,
-                Some(Value::Table(m)) => Some(m),
-                _ => return Err(Raise::arg(2, "nil or table expected")),
-            };
-            // Valkey's lua_setmetatable refuses a read-only table (no position, as from C).
-            if ro.contains_key(t.clone())? {
-                return Err(Raise::plain(lua, READONLY_ERROR));
-            }
-            if let Some(old) = t.metatable()
-                && !old.raw_get::<Value>("__metatable")?.is_nil()
-            {
-                return Err(Raise::error("cannot change a protected metatable"));
-            }
-            t.set_metatable(mt)?;
-            Ok(t)
-        })?,
-    )?;
+
+    let refuse_write = lib_function(lua, |_lua, _args| -> LibResult<()> {
+        Err(Raise::error(READONLY_ERROR))
+    })?;
+    let mut sealer = Sealer {
+        lua,
+        readonly: readonly.clone(),
+        refuse_write: refuse_write.clone(),
+        proxies: Default::default(),
+    };
+
+    // The string metatable is shared by every string: its __index must be the view, and
+    // getmetatable('') returns a read-only view of it.
+    let string_meta: Option<Table> = lua.load("return getmetatable('')").eval()?;
+    if let Some(m) = string_meta {
+        let view = sealer.protect(&m)?;
+        m.raw_set("__metatable", view)?;
+    }
+
+    let entries: Vec<(Value, Table)> = g
+        .pairs::<Value, Value>()
+        .filter_map(|p| match p {
+            Ok((k, Value::Table(v))) => Some(Ok((k, v))),
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        })
+        .collect::<mlua::Result<_>>()?;
+    for (k, v) in entries {
+        if v.to_pointer() == g.to_pointer() {
+            continue; // _G, set to the globals' view below
+        }
+        let p = sealer.protect(&v)?;
+        g.raw_set(k, p)?;
+    }
 
     // The globals' own view: reads go to the real table, whose metatable reports a missing
     // name (luaSetErrorMetatable); writes are refused.
@@ -723,7 +686,7 @@ pub fn seal(lua: &Lua) -> mlua::Result<()> {
     view_meta.raw_set("__newindex", refuse_write.clone())?;
     view_meta.raw_set("__metatable", false)?;
     globals_view.set_metatable(Some(view_meta))?;
-    sealer.readonly.raw_set(globals_view.clone(), g.clone())?;
+    readonly.raw_set(globals_view.clone(), g.clone())?;
     let shown_meta = lua.create_table()?;
     shown_meta.raw_set("__index", nonexistent)?;
     shown_meta.raw_set("__newindex", refuse_write)?;
@@ -840,6 +803,30 @@ mod tests {
                   return t.x + tostring(getmetatable(t) ~= nil and 1 or 0)"
             ),
             "8"
+        );
+        assert_eq!(
+            eval_err("table.insert(_G, 1)"),
+            "ERR Attempt to modify a readonly table"
+        );
+        assert_eq!(
+            eval_err("table.sort(redis)"),
+            "ERR Attempt to modify a readonly table"
+        );
+        // Guarded builtins report misuse exactly as the unguarded ones.
+        assert_eq!(
+            eval_err("rawset(nil, 1, 2)"),
+            "ERR user_script:1: bad argument #1 to 'rawset' (table expected, got nil)"
+        );
+        assert_eq!(
+            eval_err("table.insert(nil, 1)"),
+            "ERR user_script:1: bad argument #1 to 'insert' (table expected, got nil)"
+        );
+        assert_eq!(
+            eval(
+                "local t = {3, 1, 2} table.sort(t) table.insert(t, 4) table.remove(t, 1) \
+                  return table.concat(t, ',')"
+            ),
+            "2,3,4"
         );
         // Local state and new tables stay writable.
         assert_eq!(
