@@ -4,15 +4,25 @@
 //! What is here: the sandbox (Valkey's allowed globals only, `os` reduced to `os.clock`, no
 //! file or bytecode loading, globals and library tables read-only after [`seal`]), Valkey's
 //! bundled libraries re-implemented in Rust (`cjson`, `cmsgpack`, `struct`, `bit`), its
-//! deterministic `math.random`, the `redis`/`server` table minus the calls that run commands,
-//! its error handler and error texts, and [`reply_to_lua`] / [`lua_to_reply`].
+//! `lrand48` `math.random`, the `redis`/`server` table minus the calls that run commands, its
+//! error handler and error texts, and [`reply_to_lua`] / [`lua_to_reply`].
 //!
-//! What is not: executing commands, script caching, EVAL/FCALL/FUNCTION themselves, timeouts.
-//! The host (the scripting commands) builds `redis.call` / `redis.pcall` with
-//! [`command_function`] around its own executor, adds them to [`redis_table`], seals the VM
-//! and runs scripts with [`run_script`]. This room touches no keyspace and no connection.
+//! What is not: executing commands, script caching, EVAL/FCALL/FUNCTION themselves, timeouts
+//! (an mlua hook returning an error is reported as `ERR <message>` at the script's line). This
+//! room touches no keyspace and no connection.
 //!
-//! A VM is single-threaded (`mlua::Lua` without `send`): one per core.
+//! How a host uses it (EVAL):
+//! 1. [`new_vm`]; add `call` / `pcall` ([`command_function`] around the host's executor) and
+//!    `acl_check_cmd` ([`acl_check_function`]) to [`redis_table`]; [`seal`]. One VM per core:
+//!    `mlua::Lua` is not `Send` here.
+//! 2. Per script: [`compile_script`] once (keyed by SHA1); per call [`set_keys_and_argv`],
+//!    [`begin_run`], [`run_script`]; then [`lua_to_reply`] with the [`run_state`]'s protocol
+//!    for booleans, or [`ScriptError::reply_text`] with the SHA1 for a failure.
+//!
+//! mlua holds every Lua value Rust keeps (a `Value`, `Table`, `LuaString`) in one auxiliary
+//! Lua stack of at most 8000 slots for the whole VM, and panics when it is full: code here
+//! never holds more than a few per nesting level, and a host should not collect thousands of
+//! Lua values at once either.
 
 mod bit;
 mod cjson;
