@@ -272,6 +272,29 @@ pub fn guard_builtin(
     }
 }
 
+/// Calls a script the way `luaCallFunction` does: `lua_pcall(L, nargs, 1, handler)`.
+/// Arguments: the error handler, the function, its arguments. Returns the status and the one
+/// result (or the handler's value). Being a C function, it is the script's caller, as in
+/// Valkey: `error(msg, 2)` at a script's top level gets no position.
+///
+/// Safety: called by Lua as a C function with at least two values on its stack; after the
+/// protected call two values remain and the C function's reserved slots cover the push.
+unsafe extern "C-unwind" fn protected_call(state: *mut ffi::lua_State) -> c_int {
+    unsafe {
+        let nargs = ffi::lua_gettop(state) - 2;
+        let status = ffi::lua_pcall(state, nargs, 1, 1);
+        ffi::lua_pushboolean(state, (status == 0) as c_int);
+        ffi::lua_replace(state, 1);
+        2
+    }
+}
+
+/// The function behind [`protected_call`].
+pub fn protected_runner(lua: &Lua) -> mlua::Result<Function> {
+    // Safety: `protected_call` follows the Lua C API contract described on it.
+    unsafe { lua.create_c_function(protected_call) }
+}
+
 /// A library function: `f` gets the raw arguments and fails with a [`Raise`].
 pub fn lib_function<F, R>(lua: &Lua, f: F) -> mlua::Result<Function>
 where

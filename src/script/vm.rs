@@ -13,7 +13,8 @@ use mlua::chunk::ChunkMode;
 use mlua::{Function, IntoLuaMulti, Lua, LuaOptions, MultiValue, StdLib, Table, Value};
 
 use super::raise::{
-    Args, Guard, LibResult, Raise, guard_builtin, lib_function, root_message, to_lua_string,
+    Args, Guard, LibResult, Raise, guard_builtin, lib_function, protected_runner, root_message,
+    to_lua_string,
 };
 use super::{bit, cjson, cmsgpack, rand, redis_api, structlib};
 
@@ -242,7 +243,8 @@ pub fn begin_run(lua: &Lua) {
 }
 
 /// Runs a compiled script under Valkey's error handler and returns its first result
-/// (`lua_pcall(..., 1, handler)`). FUNCTION mode passes `(keys, args)` as `args`.
+/// (`lua_pcall(..., 1, handler)`: only one result ever reaches Rust). FUNCTION mode passes
+/// `(keys, args)` as `args`.
 pub fn run_script(lua: &Lua, f: &Function, args: impl IntoLuaMulti) -> Result<Value, ScriptError> {
     let vm_failure = |e: mlua::Error| ScriptError::Unhandled(root_message(&e));
     let runner = registry_fn(lua, REG_RUNNER).map_err(vm_failure)?;
@@ -360,19 +362,6 @@ end
 return function(...) return finish(pcall(...)) end
 "#;
 
-/// Calls a script with the error handler, through a closure that passes the arguments (Lua
-/// 5.1's `xpcall` passes none; FUNCTION mode has two) and keeps the first result only, as
-/// Valkey's `lua_pcall(lua, n, 1, ...)` does: thousands of returned values would otherwise
-/// become thousands of mlua references, and overflow `xpcall`'s own stack frame (Lua 5.1
-/// pushes its status without checking; debug builds assert on it).
-const RUNNER: &str = r#"
-local xpcall, select, unpack = ...
-return function(handler, f, ...)
-  local n, args = select('#', ...), {...}
-  return xpcall(function() return (f(unpack(args, 1, n))) end, handler)
-end
-"#;
-
 /// `loadstring` refusing bytecode, otherwise the builtin (which gives the chunk the scripts'
 /// globals).
 fn guarded_loadstring(lua: &Lua, orig: Function) -> mlua::Result<Function> {
@@ -470,12 +459,7 @@ pub fn new_vm() -> mlua::Result<Lua> {
         .load(PCALL_WRAPPER)
         .set_name("=pcall")
         .call::<Function>((builtin("pcall")?, builtin("type")?))?;
-    let runner = lua.load(RUNNER).set_name("=runner").call::<Function>((
-        builtin("xpcall")?,
-        builtin("select")?,
-        builtin("unpack")?,
-    ))?;
-    lua.set_named_registry_value(REG_RUNNER, runner)?;
+    lua.set_named_registry_value(REG_RUNNER, protected_runner(&lua)?)?;
     lua.set_named_registry_value(REG_HANDLER, lua.create_function(error_handler)?)?;
 
     let loadstring = builtin("loadstring")?;
@@ -939,6 +923,11 @@ mod tests {
             "MYCODE custom script: e0f1, on @user_script:1."
         );
         assert_eq!(run("error()"), "ERR nil script: e0f1, on @user_script:1.");
+        // The script's caller is C, as in Valkey: level 2 has no position.
+        assert_eq!(
+            run("error('x', 2)"),
+            "ERR x script: e0f1, on @user_script:1."
+        );
         assert_eq!(
             run("return a"),
             "ERR user_script:1: Script attempted to access nonexistent global variable 'a' script: e0f1, on @user_script:1."
