@@ -295,6 +295,46 @@ pub fn protected_runner(lua: &Lua) -> mlua::Result<Function> {
     unsafe { lua.create_c_function(protected_call) }
 }
 
+/// Valkey's `pcall` (`luaRedisPcall`): the builtin pcall, except that an error that is a table
+/// with an `err` string comes back as that string, as before Redis 7 made command errors
+/// tables. A table without one comes back followed by its `err` field, which the C code leaves
+/// on the stack. The status placeholder is pushed before the call, so a function returning
+/// thousands of values does not overflow this frame.
+///
+/// Safety: called by Lua as a C function. `lua_getfield` may run an `__index` metamethod that
+/// raises; that unwinds this frame, which holds no Rust value with a destructor.
+unsafe extern "C-unwind" fn valkey_pcall(state: *mut ffi::lua_State) -> c_int {
+    unsafe {
+        let mut argc = ffi::lua_gettop(state);
+        if argc == 0 {
+            // Valkey calls lua_pcall with -1 arguments here and Lua finds a nil to call; say
+            // so without the out-of-range call.
+            ffi::lua_pushnil(state);
+            argc = 1;
+        }
+        ffi::lua_pushboolean(state, 1);
+        ffi::lua_insert(state, 1);
+        if ffi::lua_pcall(state, argc - 1, ffi::LUA_MULTRET, 0) != 0 {
+            ffi::lua_remove(state, 1);
+            if ffi::lua_type(state, -1) == ffi::LUA_TTABLE {
+                ffi::lua_getfield(state, -1, c"err".as_ptr());
+                if ffi::lua_isstring(state, -1) != 0 {
+                    ffi::lua_replace(state, -2);
+                }
+            }
+            ffi::lua_pushboolean(state, 0);
+            ffi::lua_insert(state, 1);
+        }
+        ffi::lua_gettop(state)
+    }
+}
+
+/// The global `pcall` of a Valkey VM.
+pub fn valkey_pcall_function(lua: &Lua) -> mlua::Result<Function> {
+    // Safety: `valkey_pcall` follows the Lua C API contract described on it.
+    unsafe { lua.create_c_function(valkey_pcall) }
+}
+
 /// A library function: `f` gets the raw arguments and fails with a [`Raise`].
 pub fn lib_function<F, R>(lua: &Lua, f: F) -> mlua::Result<Function>
 where

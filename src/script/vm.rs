@@ -14,7 +14,7 @@ use mlua::{Function, IntoLuaMulti, Lua, LuaOptions, MultiValue, StdLib, Table, V
 
 use super::raise::{
     Args, Guard, LibResult, Raise, guard_builtin, lib_function, protected_runner, root_message,
-    to_lua_string,
+    to_lua_string, valkey_pcall_function,
 };
 use super::{bit, cjson, cmsgpack, rand, redis_api, structlib};
 
@@ -343,25 +343,6 @@ fn error_handler(lua: &Lua, err: Value) -> mlua::Result<Table> {
     Ok(out)
 }
 
-/// Valkey's `pcall` (`luaRedisPcall`): an error that is a table with an `err` string comes back
-/// as that string, as before Redis 7 (command errors are tables now). A table without one
-/// comes back followed by its `err` field, as the C code leaves it on the stack.
-const PCALL_WRAPPER: &str = r#"
-local pcall, type = ...
-local function finish(ok, ...)
-  if ok then return ok, ... end
-  local e = ...
-  if type(e) == 'table' then
-    local m = e.err
-    local tm = type(m)
-    if tm == 'string' or tm == 'number' then return false, m end
-    return false, e, m
-  end
-  return false, e
-end
-return function(...) return finish(pcall(...)) end
-"#;
-
 /// `loadstring` refusing bytecode, otherwise the builtin (which gives the chunk the scripts'
 /// globals).
 fn guarded_loadstring(lua: &Lua, orig: Function) -> mlua::Result<Function> {
@@ -455,17 +436,13 @@ pub fn new_vm() -> mlua::Result<Lua> {
     g.raw_set("server", redis.clone())?;
     lua.set_named_registry_value(REG_REDIS, redis)?;
 
-    let pcall = lua
-        .load(PCALL_WRAPPER)
-        .set_name("=pcall")
-        .call::<Function>((builtin("pcall")?, builtin("type")?))?;
     lua.set_named_registry_value(REG_RUNNER, protected_runner(&lua)?)?;
     lua.set_named_registry_value(REG_HANDLER, lua.create_function(error_handler)?)?;
 
     let loadstring = builtin("loadstring")?;
     g.raw_set("load", guarded_load(&lua, loadstring.clone())?)?;
     g.raw_set("loadstring", guarded_loadstring(&lua, loadstring)?)?;
-    g.raw_set("pcall", pcall)?;
+    g.raw_set("pcall", valkey_pcall_function(&lua)?)?;
 
     // Drop everything not on Valkey's allow lists.
     let keys: Vec<Value> = g
@@ -976,6 +953,18 @@ mod tests {
         assert_eq!(
             eval("local ok, e = pcall(error, {err='E x'}) return e"),
             "E x"
+        );
+        assert_eq!(
+            eval("local ok, e = pcall() return tostring(ok) .. ' ' .. e"),
+            "false attempt to call a nil value"
+        );
+        // Thousands of results fit: the status goes in before the call.
+        assert_eq!(
+            eval(
+                "local t = {} for i = 1, 7990 do t[i] = i end \
+                  return select('#', pcall(unpack, t))"
+            ),
+            "7991"
         );
     }
 
