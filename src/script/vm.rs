@@ -378,7 +378,8 @@ fn guarded_load(lua: &Lua, orig_loadstring: Function) -> mlua::Result<Function> 
         loop {
             let piece: Value = reader
                 .call(())
-                .map_err(|e| Raise::Error(root_message(&e).into_bytes()))?;
+                // The reader's own error passes through unchanged, as from lua_load.
+                .map_err(|e| Raise::plain(lua, root_message(&e)))?;
             match &piece {
                 Value::Nil => break,
                 Value::String(_) | Value::Integer(_) | Value::Number(_) => {
