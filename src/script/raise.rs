@@ -11,8 +11,10 @@
 //! *trampoline*: it calls the closure, and when the closure hands back a failure marker it
 //! raises the failure itself with `luaL_where` / `luaL_argerror` / `lua_error`. Those run in the
 //! trampoline's frame, which is the frame the script called, so positions and function names
-//! come out exactly as from a C library function. The same trick guards builtins against the
-//! read-only views of `seal`. This file is the only raw Lua FFI of the room.
+//! come out exactly as from a C library function. Three more small C functions live here for
+//! the same reason (a C frame where Valkey has one): the guards around builtins for `seal`'s
+//! read-only views, Valkey's `pcall`, and the protected call that runs a script. This file is
+//! the only raw Lua FFI of the room.
 
 use std::ffi::{c_int, c_void};
 

@@ -5,9 +5,14 @@
 //! library table. Vendored Lua 5.1 has no read-only tables (Valkey patches its Lua for them),
 //! so sealing uses proxies: every table reachable from the globals is replaced by an empty
 //! table whose metatable reads through to the real one and refuses writes; the real tables are
-//! reachable only from Rust. The few builtins that bypass metatables (`rawset`, `rawget`,
-//! `next`, `pairs`, `ipairs`) are replaced by versions that see through the proxies and refuse
-//! to write to them.
+//! reachable only from Rust. The builtins that bypass metatables are guarded: `rawset`,
+//! `setmetatable` and `table.insert`/`remove`/`sort` refuse the proxies, `rawget`, `next`,
+//! `pairs` and `ipairs` see through them, and `getmetatable` shows what Valkey shows (nothing
+//! for a library table, a read-only metatable for `_G`).
+//!
+//! Scripts run as Valkey runs them: called from C with `lua_pcall(L, n, 1, handler)`, Valkey's
+//! error handler (here in Rust) shaping errors into `{err, source, line}`, and Valkey's `pcall`
+//! turning command error tables back into messages.
 
 use mlua::chunk::ChunkMode;
 use mlua::{Function, IntoLuaMulti, Lua, LuaOptions, MultiValue, StdLib, Table, Value};
