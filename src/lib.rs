@@ -2,7 +2,8 @@
 //!
 //! Rooms (see DESIGN.md): `protocol` (RESP on the wire), `command` (the command table and
 //! families), `shard` (one core's keyspace), `server` (executors, connections, dispatch),
-//! `cluster` (slots), `config`, `metrics`, `util` (Valkey-exact parsing and formatting).
+//! `cluster` (slots), `config`, `metrics`, `script` (the Lua VM scripts run in), `util`
+//! (Valkey-exact parsing and formatting).
 
 pub mod cluster;
 pub mod command;
@@ -10,6 +11,7 @@ pub mod config;
 pub mod engine;
 pub mod metrics;
 pub mod protocol;
+pub mod script;
 pub mod server;
 pub mod shard;
 pub mod slot;

@@ -12,6 +12,8 @@ pub mod glob;
 pub mod num;
 pub mod time;
 
+/// Lua scripting prints command arguments that are not integers with it (`luaArgsToServerArgv`).
+pub(crate) use dtoa::fpconv_dtoa;
 pub use float::{
     FloatError, IncrexFloat, IncrexFloatArgs, IncrexFloatError, check_hincrbyfloat_increment,
     format_double, hincr_by_float, incr_by_float, increx_float, increx_float_check,
