@@ -68,7 +68,7 @@ fn def_of(args: &[Bytes]) -> Option<&'static crate::command::CommandDef> {
 
 /// The keys of a queued command.
 fn keys_of(def: &crate::command::CommandDef, args: &[Bytes]) -> Vec<Bytes> {
-    def.keys.positions(&args).map(|p| args[p].clone()).collect()
+    def.keys.positions(args).map(|p| args[p].clone()).collect()
 }
 
 /// Guard op: `[_, client id, key, alive (0|1), ...]`; answers `:1` when every watched key here
