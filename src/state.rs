@@ -48,6 +48,8 @@ pub struct Shared {
     pub clients: Mutex<BTreeMap<u64, Arc<ClientInfo>>>,
     pub next_client_id: AtomicU64,
     pub connected_clients: AtomicUsize,
+    /// Lua scripts: the node's cache and what runs on each core.
+    pub scripts: crate::command::script::Scripts,
     pub memory: Memory,
     pub started: Instant,
     pub started_unix_ms: u64,
@@ -97,6 +99,7 @@ impl Shared {
             clients: Mutex::new(BTreeMap::new()),
             next_client_id: AtomicU64::new(1),
             connected_clients: AtomicUsize::new(0),
+            scripts: crate::command::script::Scripts::new(cores),
             memory: Memory::new(),
             started: Instant::now(),
             started_unix_ms: now,
@@ -246,5 +249,9 @@ impl crate::command::NodeView for Shared {
 
     fn serves(&self, slot: usize) -> bool {
         self.cluster().is_none_or(|c| c.serves(slot))
+    }
+
+    fn scripts(&self) -> &crate::command::script::Scripts {
+        &self.scripts
     }
 }

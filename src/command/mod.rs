@@ -14,6 +14,7 @@ pub mod hash;
 pub mod keyspace;
 pub mod list;
 pub mod meta;
+pub mod script;
 pub mod server;
 pub mod set;
 pub mod string;
@@ -204,6 +205,8 @@ pub trait NodeView {
     /// Whether this node serves `slot` as its primary (always, standalone): KEYS, SCAN,
     /// DBSIZE and RANDOMKEY cover those slots only, as on a Valkey cluster primary.
     fn serves(&self, slot: usize) -> bool;
+    /// The node's Lua scripts (the cache and what runs where).
+    fn scripts(&self) -> &script::Scripts;
 }
 
 /// What a shard command sees: its core's shard, the time, the reply buffer, the node view.

@@ -68,7 +68,7 @@ pub(crate) const fn def(
     }
 }
 
-const fn container(
+pub(crate) const fn container(
     name: &'static str,
     group: &'static str,
     since: &'static str,
@@ -1484,6 +1484,7 @@ fn families() -> impl Iterator<Item = &'static CommandDef> {
         .chain(super::list::COMMANDS)
         .chain(super::set::COMMANDS)
         .chain(super::zset::COMMANDS)
+        .chain(super::script::COMMANDS)
 }
 
 pub fn registry() -> &'static Registry {

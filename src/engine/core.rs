@@ -114,6 +114,7 @@ impl Core {
     pub fn new(id: usize, shared: Arc<Shared>, senders: Senders<CoreMsg>) -> Rc<Core> {
         let stats = shared.shard_stats[id].clone();
         let mut shard = Shard::new(shared.slot_map.range(id), stats);
+        shard.core = Some(id);
         // In a cluster, expired keys are deleted only by records: the leader journals the
         // deletions it decides (lazily or actively) and replicas apply them.
         shard.expire_deletes = !shared.config.cluster.enabled;

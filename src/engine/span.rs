@@ -142,8 +142,12 @@ async fn run_on_scratch(
     let now = core.prepare();
     let changed = {
         let mut slot = core.scratch.borrow_mut();
-        let scratch =
-            slot.get_or_insert_with(|| Shard::new(0..SLOT_COUNT, Arc::new(ShardStats::default())));
+        let scratch = slot.get_or_insert_with(|| {
+            let mut s = Shard::new(0..SLOT_COUNT, Arc::new(ShardStats::default()));
+            s.scratch = true;
+            s.core = Some(core.id);
+            s
+        });
         scratch.limits = core.shard.borrow().limits;
         scratch.clock_ms = now;
         for (k, v, exp) in fetched.iter().cloned() {

@@ -98,6 +98,10 @@ pub struct Shard {
     pub watches: Watches,
     /// The clients blocked on keys of this shard (BLPOP...).
     pub blocked: Blocked,
+    /// The core this shard runs on (None in unit tests).
+    pub core: Option<usize>,
+    /// A scratch shard holds copies of one command's keys only (see `engine::span`).
+    pub scratch: bool,
 }
 
 /// The change feed persistence reads: which keys changed since it last looked. It stores each
@@ -146,6 +150,8 @@ impl Shard {
             journal: None,
             watches: Watches::default(),
             blocked: Blocked::default(),
+            core: None,
+            scratch: false,
         }
     }
 

@@ -1,0 +1,598 @@
+//! Scripting: EVAL, EVALSHA, EVAL_RO, EVALSHA_RO and SCRIPT LOAD/EXISTS/FLUSH/KILL.
+//!
+//! A script runs like one command: on the core that owns its keys (or on the scratch shard
+//! when its keys span cores, see `engine::span`; through the slot group's leader in a
+//! cluster), against that shard, without yielding. Its `redis.call`s run the commands' own
+//! handlers on the same shard, so everything it writes is applied through mutation records
+//! and, in a cluster, journaled as ONE unit of records: replicas apply the script's effects
+//! and never run the script.
+//!
+//! Each core has its own Lua VM (`crate::script`: Valkey's sandbox and libraries), compiled
+//! lazily from the node's script cache (SCRIPT LOAD and EVAL fill it; SCRIPT FLUSH empties it
+//! and every core's compiled copies go with it). A count hook watches the running time: past
+//! `busy-reply-threshold` the other cores answer `-BUSY` for this core's keys, and SCRIPT KILL
+//! stops a script that has not written yet.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use mlua::{Function, HookTriggers, Lua, VmState};
+
+use super::table::{CommandDef, def, numkeys};
+use super::{Ctx, Exec, NodeView, flags, is};
+use crate::cluster::key_slot;
+use crate::protocol::Out;
+use crate::script::{self, CallMode, CommandOutcome, ScriptError};
+use crate::shard::Shard;
+
+const NOSCRIPT: &str = "NOSCRIPT No matching script. Please use EVAL.";
+pub const BUSY: &str =
+    "BUSY Valkey is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.";
+
+/// The node's scripts: bodies by SHA1, and what runs where.
+pub struct Scripts {
+    bodies: Mutex<HashMap<String, Arc<[u8]>>>,
+    /// Bumped by SCRIPT FLUSH: a core whose compiled copies are older drops them.
+    generation: AtomicU64,
+    /// Per core: when its running script started (Unix ms; 0: none running).
+    started: Vec<AtomicU64>,
+    /// Per core: SCRIPT KILL asked the running script to stop (shared with its hook).
+    kill: Vec<Arc<AtomicBool>>,
+    /// Per core: the running script has written (it can no longer be killed).
+    wrote: Vec<AtomicBool>,
+}
+
+impl Scripts {
+    pub fn new(cores: usize) -> Scripts {
+        Scripts {
+            bodies: Mutex::default(),
+            generation: AtomicU64::new(0),
+            started: (0..cores).map(|_| AtomicU64::new(0)).collect(),
+            kill: (0..cores)
+                .map(|_| Arc::new(AtomicBool::new(false)))
+                .collect(),
+            wrote: (0..cores).map(|_| AtomicBool::new(false)).collect(),
+        }
+    }
+
+    fn bodies(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<[u8]>>> {
+        self.bodies.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Caches `body`; returns its SHA1 (lowercase hex).
+    pub fn load(&self, body: &[u8]) -> String {
+        let sha = sha1_hex(body);
+        self.bodies()
+            .entry(sha.clone())
+            .or_insert_with(|| body.into());
+        sha
+    }
+
+    fn body(&self, sha: &str) -> Option<Arc<[u8]>> {
+        self.bodies().get(sha).cloned()
+    }
+
+    /// Whether core `core` runs a script for longer than `threshold_ms`.
+    pub fn busy(&self, core: usize, threshold_ms: u64) -> bool {
+        let since = self.started.get(core).map_or(0, |s| s.load(Relaxed));
+        since != 0 && crate::util::now_ms().saturating_sub(since) >= threshold_ms
+    }
+}
+
+pub fn sha1_hex(body: &[u8]) -> String {
+    sha1_smol::Sha1::from(body).digest().to_string()
+}
+
+/// Shebang flags (`#!lua flags=...`).
+#[derive(Clone, Copy, Default)]
+struct ScriptFlags {
+    no_writes: bool,
+}
+
+/// Parses a script's shebang line, Valkey's evalExtractShebangFlags.
+fn shebang(body: &[u8]) -> Result<ScriptFlags, String> {
+    if !body.starts_with(b"#!") {
+        return Ok(ScriptFlags::default());
+    }
+    let line_end = body.iter().position(|&b| b == b'\n').unwrap_or(body.len());
+    let line = String::from_utf8_lossy(&body[..line_end]).into_owned();
+    let mut parts = line.split(' ').filter(|p| !p.is_empty());
+    let engine = parts.next().unwrap_or_default();
+    if engine != "#!lua" {
+        return Err(format!("ERR Unexpected engine in script shebang: {engine}"));
+    }
+    let mut flags = ScriptFlags::default();
+    for part in parts {
+        let Some(list) = part.strip_prefix("flags=") else {
+            return Err(format!("ERR Unknown lua shebang option: {part}"));
+        };
+        for flag in list.split(',').filter(|f| !f.is_empty()) {
+            match flag {
+                "no-writes" => flags.no_writes = true,
+                "allow-oom" | "allow-stale" | "no-cluster" | "allow-cross-slot-keys" => {}
+                other => return Err(format!("ERR Unexpected flag in script shebang: {other}")),
+            }
+        }
+    }
+    Ok(flags)
+}
+
+/// This core's VM and its compiled scripts.
+struct CoreVm {
+    lua: Lua,
+    compiled: HashMap<String, (Function, ScriptFlags)>,
+    generation: u64,
+}
+
+thread_local! {
+    static VM: RefCell<Option<CoreVm>> = const { RefCell::new(None) };
+    /// The script running on this thread, for `redis.call` (null when none).
+    static RUNNING: Cell<*mut Running> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+/// What `redis.call` needs while a script runs: the shard and node of the EVAL's context.
+struct Running {
+    shard: *mut Shard,
+    node: *const dyn NodeView,
+    now: u64,
+    read_only: bool,
+    /// The keys the script declared.
+    declared: Vec<Bytes>,
+    core: usize,
+}
+
+fn new_core_vm() -> mlua::Result<CoreVm> {
+    let lua = script::new_vm()?;
+    let redis = script::redis_table(&lua)?;
+    redis.raw_set(
+        "call",
+        script::command_function(&lua, CallMode::Call, |_, argv| call_from_script(argv))?,
+    )?;
+    redis.raw_set(
+        "pcall",
+        script::command_function(&lua, CallMode::Pcall, |_, argv| call_from_script(argv))?,
+    )?;
+    redis.raw_set(
+        "acl_check_cmd",
+        script::acl_check_function(&lua, |_, argv| {
+            // No ACLs yet: every known command is allowed.
+            super::table::lookup(&argv[0]).map(|_| true)
+        })?,
+    )?;
+    script::seal(&lua)?;
+    Ok(CoreVm {
+        lua,
+        compiled: HashMap::new(),
+        generation: 0,
+    })
+}
+
+/// Runs one `redis.call` / `redis.pcall` of the script running on this thread.
+fn call_from_script(argv: Vec<Vec<u8>>) -> CommandOutcome {
+    let ptr = RUNNING.with(|r| r.get());
+    if ptr.is_null() {
+        return CommandOutcome::Refused(b"-ERR no script is running".to_vec());
+    }
+    // SAFETY: RUNNING points at the `Running` of the EVAL on this thread's stack, set just
+    // before the script starts and cleared right after it returns; Lua calls back into here
+    // only while the script runs, on this thread.
+    let run = unsafe { &mut *ptr };
+    let refuse = |msg: &str| CommandOutcome::Refused(msg.as_bytes().to_vec());
+    let reg = super::table::registry();
+    let Some(mut id) = super::table::lookup(&argv[0]) else {
+        return refuse("Unknown command called from script");
+    };
+    if matches!(reg.def(id).exec, Exec::Container) {
+        match argv.get(1).and_then(|a| super::table::lookup_sub(id, a)) {
+            Some(sub) => id = sub,
+            None => return refuse("Unknown command called from script"),
+        }
+    }
+    let def = reg.def(id);
+    let argc = argv.len() as i32;
+    if (def.arity > 0 && argc != def.arity) || argc < -def.arity {
+        return refuse("Wrong number of args calling command from script");
+    }
+    if def.flags & flags::NOSCRIPT != 0 {
+        return refuse("This command is not allowed from script");
+    }
+    let write = def.flags & flags::WRITE != 0;
+    if write && run.read_only {
+        return refuse("Write commands are not allowed from read-only scripts.");
+    }
+    let args: Vec<Bytes> = argv.into_iter().map(Bytes::from).collect();
+    // SAFETY: as for RUNNING; the shard and node outlive the script's run.
+    let (shard, node) = unsafe { (&mut *run.shard, &*run.node) };
+    for p in def.keys.positions(&args) {
+        let key = &args[p];
+        if !key_is_reachable(run, shard, node, key) {
+            return refuse(if node.clustered() {
+                "ERR Script attempted to access a non local key in a cluster node script"
+            } else {
+                "ERR Script attempted to access a key served by another thread: pass every \
+                 key the script uses in KEYS"
+            });
+        }
+    }
+    let script_resp3 = RESP3.with(|r| r.get());
+    let mut out = Out::new(script_resp3);
+    match def.exec {
+        Exec::Shard(f) | Exec::Multi(f, _) => {
+            let mut ctx = Ctx {
+                shard,
+                now: run.now,
+                out: &mut out,
+                node,
+            };
+            f(&mut ctx, &args);
+        }
+        Exec::Conn(_) if def.name == "ping" => match args.len() {
+            1 => out.simple("PONG"),
+            _ => out.bulk(&args[1]),
+        },
+        Exec::Conn(_) if def.name == "echo" => out.bulk(&args[1]),
+        _ => return refuse("This command is not allowed from script"),
+    }
+    if write {
+        node.scripts().wrote[run.core].store(true, Relaxed);
+    }
+    CommandOutcome::Reply(out.buf)
+}
+
+thread_local! {
+    /// The running script's `redis.setresp` choice, read by `call_from_script`.
+    static RESP3: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether a script running here may touch `key`: it is in this shard (a scratch shard holds
+/// only the declared keys), and in a cluster in a slot this node serves.
+fn key_is_reachable(run: &Running, shard: &Shard, node: &dyn NodeView, key: &[u8]) -> bool {
+    if shard.scratch {
+        return run.declared.iter().any(|k| k == key);
+    }
+    let slot = key_slot(key) as usize;
+    shard.owned_slots().contains(&slot) && node.serves(slot)
+}
+
+/// EVAL / EVAL_RO script numkeys [key ...] [arg ...]
+pub fn eval(ctx: &mut Ctx<'_>, args: &[Bytes]) {
+    let read_only = is(&args[0], "eval_ro");
+    let sha = ctx.node.scripts().load(&args[1]);
+    run(ctx, args, &sha, Some(&args[1]), read_only);
+}
+
+/// EVALSHA / EVALSHA_RO sha1 numkeys [key ...] [arg ...]
+pub fn evalsha(ctx: &mut Ctx<'_>, args: &[Bytes]) {
+    let read_only = is(&args[0], "evalsha_ro");
+    let sha = String::from_utf8_lossy(&args[1]).to_ascii_lowercase();
+    if sha.len() != 40 {
+        ctx.out.error(NOSCRIPT);
+        return;
+    }
+    run(ctx, args, &sha, None, read_only);
+}
+
+fn run(ctx: &mut Ctx<'_>, args: &[Bytes], sha: &str, body: Option<&Bytes>, read_only: bool) {
+    let Some(numkeys) = super::arg_i64(&args[2]) else {
+        ctx.out.error(super::NOT_INTEGER);
+        return;
+    };
+    if numkeys < 0 {
+        ctx.out.error("ERR Number of keys can't be negative");
+        return;
+    }
+    if numkeys as usize > args.len() - 3 {
+        ctx.out
+            .error("ERR Number of keys can't be greater than number of args");
+        return;
+    }
+    let keys = &args[3..3 + numkeys as usize];
+    let argv = &args[3 + numkeys as usize..];
+    let scripts = ctx.node.scripts();
+    VM.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            match new_core_vm() {
+                Ok(vm) => *slot = Some(vm),
+                Err(e) => {
+                    ctx.out
+                        .error(&format!("ERR could not start the Lua VM: {e}"));
+                    return;
+                }
+            }
+        }
+        let vm = slot.as_mut().expect("created above");
+        let generation = scripts.generation.load(Relaxed);
+        if vm.generation != generation {
+            vm.compiled.clear();
+            vm.generation = generation;
+        }
+        if !vm.compiled.contains_key(sha) {
+            let source = match body {
+                Some(b) => Arc::from(&b[..]),
+                None => match scripts.body(sha) {
+                    Some(b) => b,
+                    None => {
+                        ctx.out.error(NOSCRIPT);
+                        return;
+                    }
+                },
+            };
+            let flags = match shebang(&source) {
+                Ok(f) => f,
+                Err(e) => {
+                    ctx.out.error(&e);
+                    return;
+                }
+            };
+            // The shebang line is a Lua comment only for Lua's own `#` rule on the first
+            // line, which `load` does not apply: blank it out, keeping line numbers.
+            let code: Vec<u8> = if source.starts_with(b"#!") {
+                let end = source
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .unwrap_or(source.len());
+                source[end..].to_vec()
+            } else {
+                source.to_vec()
+            };
+            match script::compile_script(&vm.lua, &code) {
+                Ok(f) => {
+                    vm.compiled.insert(sha.to_string(), (f, flags));
+                }
+                Err(e) => {
+                    ctx.out.error(&e.reply_text(sha));
+                    return;
+                }
+            }
+        }
+        let (function, flags) = vm.compiled.get(sha).cloned().expect("compiled above");
+        let lua = &vm.lua;
+        if let Err(e) = script::set_keys_and_argv(lua, keys, argv) {
+            ctx.out.error(&format!("ERR {e}"));
+            return;
+        }
+        script::begin_run(lua);
+        let core = ctx.shard.core.unwrap_or(0);
+        let mut running = Running {
+            shard: &mut *ctx.shard,
+            // SAFETY: only the lifetime bound is erased; the pointer is used while the script
+            // runs, inside this call, where `ctx.node` is alive (see `call_from_script`).
+            node: unsafe {
+                std::mem::transmute::<*const (dyn NodeView + '_), *const (dyn NodeView + 'static)>(
+                    ctx.node,
+                )
+            },
+            now: ctx.now,
+            read_only: read_only || flags.no_writes,
+            declared: keys.to_vec(),
+            core,
+        };
+        scripts.kill[core].store(false, Relaxed);
+        scripts.wrote[core].store(false, Relaxed);
+        scripts.started[core].store(crate::util::now_ms().max(1), Relaxed);
+        RUNNING.with(|r| r.set(&mut running));
+        RESP3.with(|r| r.set(false));
+        let kill_flag = scripts.kill[core].clone();
+        let _ = lua.set_hook(
+            HookTriggers::new().every_nth_instruction(100_000),
+            move |lua, _| {
+                // Keep `redis.setresp` visible to `redis.call`.
+                RESP3.with(|r| r.set(script::run_state(lua).resp == 3));
+                if kill_flag.load(Relaxed) {
+                    return Err(mlua::Error::RuntimeError(
+                        "ERR Script killed by user with SCRIPT KILL...".into(),
+                    ));
+                }
+                Ok(VmState::Continue)
+            },
+        );
+        let result = script::run_script(lua, &function, ());
+        lua.remove_hook();
+        RUNNING.with(|r| r.set(std::ptr::null_mut()));
+        scripts.started[core].store(0, Relaxed);
+        match result {
+            Ok(v) => {
+                let script_resp3 = script::run_state(lua).resp == 3;
+                if let Err(e) = script::lua_to_reply(&v, script_resp3, ctx.out) {
+                    ctx.out.error(&format!("ERR {e}"));
+                }
+            }
+            Err(ScriptError::Runtime(e)) if e.err.contains("Script killed by user") => {
+                ctx.out
+                    .error("ERR Script killed by user with SCRIPT KILL...");
+            }
+            Err(e) => ctx.out.error(&e.reply_text(sha)),
+        }
+    });
+}
+
+/// SCRIPT LOAD script
+pub fn script_load(ctx: &mut Ctx<'_>, args: &[Bytes]) {
+    if let Err(e) = shebang(&args[2]) {
+        ctx.out.error(&e);
+        return;
+    }
+    let sha = ctx.node.scripts().load(&args[2]);
+    ctx.out.bulk(sha.as_bytes());
+}
+
+/// SCRIPT EXISTS sha1 [sha1 ...]
+pub fn script_exists(ctx: &mut Ctx<'_>, args: &[Bytes]) {
+    let scripts = ctx.node.scripts();
+    ctx.out.array(args.len() - 2);
+    for a in &args[2..] {
+        let sha = String::from_utf8_lossy(a).to_ascii_lowercase();
+        ctx.out.int(scripts.body(&sha).is_some() as i64);
+    }
+}
+
+/// SCRIPT FLUSH [ASYNC|SYNC]
+pub fn script_flush(ctx: &mut Ctx<'_>, args: &[Bytes]) {
+    if args.len() > 3 || (args.len() == 3 && !is(&args[2], "async") && !is(&args[2], "sync")) {
+        ctx.out
+            .error("ERR SCRIPT FLUSH only support SYNC|ASYNC option");
+        return;
+    }
+    let scripts = ctx.node.scripts();
+    scripts.bodies().clear();
+    scripts.generation.fetch_add(1, Relaxed);
+    ctx.out.ok();
+}
+
+/// SCRIPT KILL
+pub fn script_kill(ctx: &mut Ctx<'_>, _args: &[Bytes]) {
+    let scripts = ctx.node.scripts();
+    let running = (0..scripts.started.len()).find(|&c| scripts.started[c].load(Relaxed) != 0);
+    match running {
+        None => ctx.out.error("NOTBUSY No scripts in execution right now."),
+        Some(c) if scripts.wrote[c].load(Relaxed) => ctx.out.error(
+            "UNKILLABLE Sorry the script already executed write commands against the dataset. \
+             You can either wait the script termination or kill the server in a hard way using \
+             the SHUTDOWN NOSAVE command.",
+        ),
+        Some(c) => {
+            scripts.kill[c].store(true, Relaxed);
+            ctx.out.ok();
+        }
+    }
+}
+
+use Exec::Shard as S;
+
+const SCRIPT_FLAGS: u32 = flags::NOSCRIPT | flags::SKIP_MONITOR | flags::MAY_REPLICATE;
+
+/// This family's rows of the command table (see `table::families`).
+pub static COMMANDS: &[CommandDef] = &[
+    def(
+        "eval",
+        -3,
+        SCRIPT_FLAGS | flags::STALE,
+        numkeys(2),
+        "scripting",
+        "2.6.0",
+        "Executes a server-side Lua script.",
+        "Depends on the script that is executed.",
+        S(eval),
+    ),
+    def(
+        "evalsha",
+        -3,
+        SCRIPT_FLAGS | flags::STALE,
+        numkeys(2),
+        "scripting",
+        "2.6.0",
+        "Executes a server-side Lua script by SHA1 digest.",
+        "Depends on the script that is executed.",
+        S(evalsha),
+    ),
+    def(
+        "eval_ro",
+        -3,
+        flags::NOSCRIPT | flags::SKIP_MONITOR | flags::READONLY | flags::STALE,
+        numkeys(2),
+        "scripting",
+        "7.0.0",
+        "Executes a read-only server-side Lua script.",
+        "Depends on the script that is executed.",
+        S(eval),
+    ),
+    def(
+        "evalsha_ro",
+        -3,
+        flags::NOSCRIPT | flags::SKIP_MONITOR | flags::READONLY | flags::STALE,
+        numkeys(2),
+        "scripting",
+        "7.0.0",
+        "Executes a read-only server-side Lua script by SHA1 digest.",
+        "Depends on the script that is executed.",
+        S(evalsha),
+    ),
+    CommandDef {
+        subcommands: SCRIPT_SUBCOMMANDS,
+        ..super::table::container(
+            "script",
+            "scripting",
+            "2.6.0",
+            "A container for Lua scripts management commands.",
+            &[],
+        )
+    },
+];
+
+static SCRIPT_SUBCOMMANDS: &[CommandDef] = &[
+    def(
+        "load",
+        3,
+        flags::NOSCRIPT | flags::STALE,
+        super::table::NOKEY,
+        "scripting",
+        "2.6.0",
+        "Loads a server-side Lua script to the script cache.",
+        "O(N) with N being the length in bytes of the script body.",
+        S(script_load),
+    ),
+    def(
+        "exists",
+        -3,
+        flags::NOSCRIPT | flags::STALE,
+        super::table::NOKEY,
+        "scripting",
+        "2.6.0",
+        "Determines whether server-side Lua scripts exist in the script cache.",
+        "O(N) with N being the number of scripts to check.",
+        S(script_exists),
+    ),
+    def(
+        "flush",
+        -2,
+        flags::NOSCRIPT,
+        super::table::NOKEY,
+        "scripting",
+        "2.6.0",
+        "Removes all server-side Lua scripts from the script cache.",
+        "O(N) with N being the number of scripts in cache",
+        S(script_flush),
+    ),
+    def(
+        "kill",
+        2,
+        flags::NOSCRIPT | flags::ALLOW_BUSY,
+        super::table::NOKEY,
+        "scripting",
+        "2.6.0",
+        "Terminates a server-side Lua script during execution.",
+        "O(1)",
+        S(script_kill),
+    ),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shebangs_parse_as_valkey() {
+        assert!(!shebang(b"return 1").unwrap().no_writes);
+        assert!(
+            shebang(b"#!lua flags=no-writes,allow-oom\nreturn 1")
+                .unwrap()
+                .no_writes
+        );
+        assert_eq!(
+            shebang(b"#!lua flags=bogus\nreturn 1").err().unwrap(),
+            "ERR Unexpected flag in script shebang: bogus"
+        );
+        assert_eq!(
+            shebang(b"#!python\nreturn 1").err().unwrap(),
+            "ERR Unexpected engine in script shebang: #!python"
+        );
+        assert_eq!(
+            sha1_hex(b"return 1"),
+            "e0e1f9fabfc9d4800c877a703b823ac0578ff8db"
+        );
+    }
+}
