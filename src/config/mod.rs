@@ -213,6 +213,7 @@ enum Key {
     HashMaxListpackEntries,
     HashMaxListpackValue,
     ListMaxListpackSize,
+    BusyReplyThreshold,
     SetMaxIntsetEntries,
     SetMaxListpackEntries,
     SetMaxListpackValue,
@@ -319,6 +320,10 @@ const SPECS: &[Spec] = &[
         ..spec(Key::ListMaxListpackSize, "list-max-listpack-size", Mutable)
     },
     spec(Key::SetMaxIntsetEntries, "set-max-intset-entries", Mutable),
+    Spec {
+        alias: Some("lua-time-limit"),
+        ..spec(Key::BusyReplyThreshold, "busy-reply-threshold", Mutable)
+    },
     spec(
         Key::SetMaxListpackEntries,
         "set-max-listpack-entries",
@@ -462,6 +467,7 @@ fn num_spec(key: Key) -> Option<Num> {
             unsigned: true,
             ..int(MB, LONG_MAX)
         },
+        Key::BusyReplyThreshold => int(0, LONG_MAX),
         Key::HashMaxListpackEntries
         | Key::SetMaxIntsetEntries
         | Key::SetMaxListpackEntries
@@ -663,6 +669,7 @@ pub struct Runtime {
     /// An i64 stored in two's complement.
     list_max_listpack_size: AtomicU64,
     set_max_intset_entries: AtomicU64,
+    busy_reply_threshold: AtomicU64,
     set_max_listpack_entries: AtomicU64,
     set_max_listpack_value: AtomicU64,
     zset_max_listpack_entries: AtomicU64,
@@ -709,6 +716,7 @@ impl Default for Runtime {
             hash_max_listpack_value: AtomicU64::new(64),
             list_max_listpack_size: AtomicU64::new(-2i64 as u64),
             set_max_intset_entries: AtomicU64::new(512),
+            busy_reply_threshold: AtomicU64::new(5000),
             set_max_listpack_entries: AtomicU64::new(128),
             set_max_listpack_value: AtomicU64::new(64),
             zset_max_listpack_entries: AtomicU64::new(128),
@@ -830,6 +838,11 @@ impl Runtime {
         }
     }
 
+    /// `busy-reply-threshold` (ms): how long a script runs before others get -BUSY.
+    pub fn busy_reply_threshold(&self) -> u64 {
+        self.busy_reply_threshold.load(Relaxed)
+    }
+
     pub fn list_max_listpack_size(&self) -> i64 {
         self.list_max_listpack_size.load(Relaxed) as i64
     }
@@ -897,6 +910,9 @@ impl Runtime {
             }
             (Key::ListMaxListpackSize, Value::Num(v)) => {
                 self.list_max_listpack_size.store(v, Relaxed)
+            }
+            (Key::BusyReplyThreshold, Value::Num(v)) => {
+                self.busy_reply_threshold.store(v, Relaxed)
             }
             (Key::SetMaxIntsetEntries, Value::Num(v)) => {
                 self.set_max_intset_entries.store(v, Relaxed)
@@ -1377,6 +1393,7 @@ impl Config {
             Key::HashMaxListpackValue => rt.hash_max_listpack_value().to_string(),
             Key::ListMaxListpackSize => rt.list_max_listpack_size().to_string(),
             Key::SetMaxIntsetEntries => rt.encodings().set.max_intset_entries.to_string(),
+            Key::BusyReplyThreshold => rt.busy_reply_threshold().to_string(),
             Key::SetMaxListpackEntries => rt.encodings().set.max_listpack_entries.to_string(),
             Key::SetMaxListpackValue => rt.encodings().set.max_listpack_value.to_string(),
             Key::ZsetMaxListpackEntries => rt.encodings().zset.max_listpack_entries.to_string(),

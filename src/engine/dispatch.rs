@@ -794,7 +794,11 @@ impl Dispatcher {
                 let core = core.clone();
                 async move {
                     let cores = core.cores();
-                    let reply = if c < cores {
+                    let threshold = core.shared.config.runtime.busy_reply_threshold();
+                    let reply = if c < cores && core.shared.scripts.busy(c, threshold) {
+                        // That core is running a long script: Valkey answers -BUSY.
+                        busy_replies(ops.len(), resp3)
+                    } else if c < cores {
                         core.send_batch(c, ops, resp3, gated).await
                     } else {
                         let g = (c - cores) as crate::cluster::types::GroupId;
@@ -867,6 +871,17 @@ impl Dispatcher {
             }
         }
     }
+}
+
+/// A -BUSY reply for each of `n` ops.
+fn busy_replies(n: usize, resp3: bool) -> BatchReply {
+    let mut out = Out::new(resp3);
+    let mut ends = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.error(command::script::BUSY);
+        ends.push(out.buf.len() as u32);
+    }
+    BatchReply { buf: out.buf, ends }
 }
 
 /// A queued command that cannot run marks its transaction: EXEC answers EXECABORT.
