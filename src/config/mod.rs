@@ -911,9 +911,7 @@ impl Runtime {
             (Key::ListMaxListpackSize, Value::Num(v)) => {
                 self.list_max_listpack_size.store(v, Relaxed)
             }
-            (Key::BusyReplyThreshold, Value::Num(v)) => {
-                self.busy_reply_threshold.store(v, Relaxed)
-            }
+            (Key::BusyReplyThreshold, Value::Num(v)) => self.busy_reply_threshold.store(v, Relaxed),
             (Key::SetMaxIntsetEntries, Value::Num(v)) => {
                 self.set_max_intset_entries.store(v, Relaxed)
             }

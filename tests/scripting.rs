@@ -1,0 +1,341 @@
+//! Lua scripting through real clients: EVAL/EVALSHA/EVAL_RO, the script cache, Valkey's
+//! replies and errors, redis-rs's `Script`, scripts whose keys span cores (atomic), SCRIPT
+//! KILL and -BUSY, persistence of a script's writes, and a cluster where a script's writes
+//! reach every replica (which never runs the script).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use common::cluster::Cluster;
+use common::{DEADLINE, Server, err, run, wait_until};
+use redis::Value;
+use tallykv::cluster::key_slot;
+
+/// Keys on different cores with `--threads 2`.
+const ON_CORE_1: &str = "a";
+const ON_CORE_0: &str = "b";
+
+fn eval(c: &mut redis::Connection, script: &str, keys: &[&str], args: &[&str]) -> Value {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(script).arg(keys.len()).arg(keys).arg(args);
+    cmd.query(c).unwrap_or_else(|e| panic!("{script}: {e}"))
+}
+
+fn eval_err(c: &mut redis::Connection, script: &str, numkeys: &str) -> String {
+    err(c, &["EVAL", script, numkeys])
+}
+
+#[test]
+fn replies_and_errors_match_valkey() {
+    let s = Server::start(&["--threads", "2"]);
+    let mut c = s.conn();
+    assert_eq!(
+        eval(
+            &mut c,
+            "return {1, 2, {3, 'x'}, redis.status_reply('OK'), false, true, 3.99}",
+            &[],
+            &[]
+        ),
+        Value::Array(vec![
+            Value::Int(1),
+            Value::Int(2),
+            Value::Array(vec![Value::Int(3), Value::BulkString(b"x".to_vec())]),
+            Value::Okay,
+            Value::Nil,
+            Value::Int(1),
+            Value::Int(3),
+        ])
+    );
+    assert_eq!(
+        eval(&mut c, "return KEYS[1]..ARGV[1]", &["k"], &["v"]),
+        Value::BulkString(b"kv".to_vec())
+    );
+    assert_eq!(
+        eval(&mut c, "return cjson.encode({a=1})", &[], &[]),
+        Value::BulkString(br#"{"a":1}"#.to_vec())
+    );
+    assert_eq!(
+        eval(
+            &mut c,
+            "redis.call('incrby', KEYS[1], 5); return redis.call('get', KEYS[1])",
+            &["ctr"],
+            &[]
+        ),
+        Value::BulkString(b"5".to_vec())
+    );
+    let sha_of = |body: &str| tallykv::command::script::sha1_hex(body.as_bytes());
+    for (script, expected) in [
+        (
+            "return redis.call('nosuch')",
+            "ERR Unknown command called from script",
+        ),
+        (
+            "return redis.call('get')",
+            "ERR Wrong number of args calling command from script",
+        ),
+        (
+            "return redis.call('multi')",
+            "ERR This command is not allowed from script",
+        ),
+        ("error('boom')", "ERR user_script:1: boom"),
+        (
+            "x = 1",
+            "ERR user_script:1: Attempt to modify a readonly table",
+        ),
+    ] {
+        assert_eq!(
+            eval_err(&mut c, script, "0"),
+            format!("{expected} script: {}, on @user_script:1.", sha_of(script)),
+            "{script}"
+        );
+    }
+    let ro = "#!lua flags=no-writes\nreturn redis.call('set','x','y')";
+    assert_eq!(
+        eval_err(&mut c, ro, "0"),
+        format!(
+            "ERR Write commands are not allowed from read-only scripts. script: {}, on @user_script:2.",
+            sha_of(ro)
+        )
+    );
+    assert_eq!(
+        err(
+            &mut c,
+            &["EVAL_RO", "return redis.call('set','x','y')", "0"]
+        ),
+        format!(
+            "ERR Write commands are not allowed from read-only scripts. script: {}, on @user_script:1.",
+            sha_of("return redis.call('set','x','y')")
+        )
+    );
+    assert_eq!(
+        eval_err(&mut c, "#!lua flags=bogus\nreturn 1", "0"),
+        "ERR Unexpected flag in script shebang: bogus"
+    );
+    assert_eq!(
+        eval_err(&mut c, "#!python\nreturn 1", "0"),
+        "ERR Unexpected engine in script shebang: #!python"
+    );
+    assert_eq!(
+        eval_err(&mut c, "return 1", "-1"),
+        "ERR Number of keys can't be negative"
+    );
+    assert_eq!(
+        eval_err(&mut c, "return 1", "5"),
+        "ERR Number of keys can't be greater than number of args"
+    );
+    // The cache.
+    assert_eq!(
+        err(&mut c, &["EVALSHA", &"a".repeat(40), "0"]),
+        "NOSCRIPT No matching script. Please use EVAL."
+    );
+    let sha: String = run(&mut c, &["SCRIPT", "LOAD", "return 1"]).unwrap();
+    assert_eq!(sha, "e0e1f9fabfc9d4800c877a703b823ac0578ff8db");
+    assert_eq!(
+        run::<i64>(&mut c, &["EVALSHA", &sha.to_uppercase(), "0"]).unwrap(),
+        1
+    );
+    assert_eq!(
+        run::<Vec<i64>>(&mut c, &["SCRIPT", "EXISTS", &sha, &"x".repeat(40)]).unwrap(),
+        vec![1, 0]
+    );
+    assert_eq!(
+        err(&mut c, &["SCRIPT", "KILL"]),
+        "NOTBUSY No scripts in execution right now."
+    );
+    assert_eq!(run::<String>(&mut c, &["SCRIPT", "FLUSH"]).unwrap(), "OK");
+    assert_eq!(
+        run::<Vec<i64>>(&mut c, &["SCRIPT", "EXISTS", &sha]).unwrap(),
+        vec![0]
+    );
+    // redis-rs's Script: EVALSHA, falling back to EVAL after the flush.
+    let script = redis::Script::new("return redis.call('incr', KEYS[1])");
+    assert_eq!(script.key("hits").invoke::<i64>(&mut c).unwrap(), 1);
+    assert_eq!(script.key("hits").invoke::<i64>(&mut c).unwrap(), 2);
+}
+
+#[test]
+fn a_script_whose_keys_span_cores_is_atomic() {
+    let s = Server::start(&["--threads", "2"]);
+    let mut c = s.conn();
+    run::<()>(&mut c, &["MSET", ON_CORE_1, "0", ON_CORE_0, "0"]).unwrap();
+    let transfer = "redis.call('incrby', KEYS[1], 1); redis.call('decrby', KEYS[2], 1); \
+                    return redis.call('mget', KEYS[1], KEYS[2])";
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let url = s.url();
+            std::thread::spawn(move || {
+                let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+                for _ in 0..100 {
+                    let (x, y): (i64, i64) = redis::cmd("EVAL")
+                        .arg(transfer)
+                        .arg(2)
+                        .arg(ON_CORE_1)
+                        .arg(ON_CORE_0)
+                        .query(&mut c)
+                        .unwrap();
+                    assert_eq!(x + y, 0, "a script saw another's half");
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert_eq!(
+        run::<Vec<i64>>(&mut c, &["MGET", ON_CORE_1, ON_CORE_0]).unwrap(),
+        vec![400, -400]
+    );
+}
+
+/// A raw connection with a read timeout, for commands that may wait on a busy core.
+fn raw(s: &Server) -> std::net::TcpStream {
+    let t = s.raw();
+    t.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    t
+}
+
+fn read_reply(t: &mut std::net::TcpStream) -> Option<String> {
+    let mut buf = [0u8; 512];
+    match t.read(&mut buf) {
+        Ok(n) if n > 0 => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+        _ => None,
+    }
+}
+
+#[test]
+fn script_kill_stops_a_runaway_script_and_others_get_busy_meanwhile() {
+    let s = Server::start(&["--threads", "2", "--busy-reply-threshold", "100"]);
+    let mut runner = s.raw();
+    let spin = "while 1 do end";
+    runner
+        .write_all(
+            format!(
+                "*4\r\n$4\r\nEVAL\r\n${}\r\n{spin}\r\n$1\r\n1\r\n$1\r\n{ON_CORE_1}\r\n",
+                spin.len()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // A connection on the other core answers at once: the runaway's keys are BUSY, and
+    // SCRIPT KILL stops it. Connections land on either core: try until one answers.
+    let mut killed = false;
+    for _ in 0..40 {
+        let mut t = raw(&s);
+        t.write_all(format!("GET {ON_CORE_1}\r\n").as_bytes())
+            .unwrap();
+        let Some(reply) = read_reply(&mut t) else {
+            continue; // this connection is on the busy core
+        };
+        assert!(reply.starts_with("-BUSY"), "{reply}");
+        t.write_all(b"SCRIPT KILL\r\n").unwrap();
+        assert_eq!(read_reply(&mut t).as_deref(), Some("+OK\r\n"));
+        killed = true;
+        break;
+    }
+    assert!(killed, "no connection landed on the other core");
+    runner.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut buf = [0u8; 256];
+    let n = runner.read(&mut buf).unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n])
+            .starts_with("-ERR Script killed by user with SCRIPT KILL"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    // The core serves again.
+    let mut c = s.conn();
+    assert_eq!(
+        run::<Option<String>>(&mut c, &["GET", ON_CORE_1]).unwrap(),
+        None
+    );
+    // A script that wrote cannot be killed.
+    let mut writer = s.raw();
+    let body =
+        "redis.call('set', KEYS[1], 'w') local i = 0 while i < 30000000 do i = i + 1 end return i";
+    writer
+        .write_all(
+            format!(
+                "*4\r\n$4\r\nEVAL\r\n${}\r\n{body}\r\n$1\r\n1\r\n$1\r\n{ON_CORE_1}\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut refused = false;
+    for _ in 0..40 {
+        let mut t = raw(&s);
+        t.write_all(b"SCRIPT KILL\r\n").unwrap();
+        match read_reply(&mut t) {
+            Some(r) if r.starts_with("-UNKILLABLE") => {
+                refused = true;
+                break;
+            }
+            Some(r) if r.starts_with("-NOTBUSY") => break, // it finished already
+            _ => continue,
+        }
+    }
+    writer.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut buf = [0u8; 64];
+    let n = writer.read(&mut buf).unwrap();
+    assert_eq!(String::from_utf8_lossy(&buf[..n]), ":30000000\r\n");
+    let _ = refused; // UNKILLABLE when a connection landed on the other core in time
+    assert_eq!(run::<String>(&mut c, &["GET", ON_CORE_1]).unwrap(), "w");
+}
+
+#[test]
+fn script_writes_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start_in(dir.path(), &["--threads", "2", "--appendfsync", "always"]);
+    let mut c = s.conn();
+    eval(
+        &mut c,
+        "redis.call('set', KEYS[1], ARGV[1]); redis.call('set', KEYS[2], ARGV[1]); return 1",
+        &[ON_CORE_1, ON_CORE_0],
+        &["kept"],
+    );
+    s.kill9();
+    s.restart();
+    s.wait_loaded();
+    let mut c = s.conn();
+    assert_eq!(
+        run::<Vec<String>>(&mut c, &["MGET", ON_CORE_1, ON_CORE_0]).unwrap(),
+        vec!["kept", "kept"]
+    );
+}
+
+#[test]
+fn cluster_scripts_write_through_the_group_to_every_replica() {
+    let cl = Cluster::start(3, &[]);
+    cl.wait_ok();
+    let k1 = "{card}:vel";
+    let k2 = "{card}:seen";
+    let leader = cl.leader_of_slot(key_slot(k1.as_bytes()) as usize);
+    let mut c = cl.conn(leader);
+    let script = "local n = redis.call('incrby', KEYS[1], ARGV[1]); \
+                  redis.call('set', KEYS[2], n); return n";
+    for _ in 0..3 {
+        eval(&mut c, script, &[k1, k2], &["7"]);
+    }
+    // A key of another slot: CROSSSLOT, as Valkey.
+    assert!(err(&mut c, &["EVAL", "return 1", "2", k1, "other"]).starts_with("CROSSSLOT"));
+    for i in 0..cl.len() {
+        assert!(
+            wait_until(DEADLINE, || {
+                let mut r = cl.conn(i);
+                let _: () = redis::cmd("READONLY").query(&mut r).unwrap();
+                let got: Vec<Option<i64>> = redis::cmd("MGET")
+                    .arg(k1)
+                    .arg(k2)
+                    .query(&mut r)
+                    .unwrap_or_default();
+                got == vec![Some(21), Some(21)]
+            }),
+            "node {i} did not apply the script's records"
+        );
+    }
+}
