@@ -41,11 +41,14 @@ fn write_info(out: &mut Out, id: usize) {
     out.array(10);
     out.bulk(reg.full_name(id).as_bytes());
     out.int(d.arity as i64);
-    let fl: Vec<&str> = flags::NAMES
+    let mut fl: Vec<&str> = flags::NAMES
         .iter()
         .filter(|(f, _)| d.flags & f != 0)
         .map(|(_, n)| *n)
         .collect();
+    if d.keys.numkeys > 0 {
+        fl.push("movablekeys");
+    }
     out.set(fl.len());
     for f in fl {
         out.simple(f);
@@ -63,9 +66,10 @@ fn write_info(out: &mut Out, id: usize) {
     for t in tips {
         out.simple(t);
     }
-    // Key specs in the Redis 7 shape, derived from (first, last, step).
+    // Key specs in the Redis 7 shape, derived from (first, last, step) and numkeys.
+    let specs = (d.keys.first > 0) as usize + (d.keys.numkeys > 0) as usize;
+    out.array(specs);
     if d.keys.first > 0 {
-        out.array(1);
         out.map(3);
         out.bulk(b"flags");
         out.array(0);
@@ -93,8 +97,31 @@ fn write_info(out: &mut Out, id: usize) {
         out.int(d.keys.step as i64);
         out.bulk(b"limit");
         out.int(0);
-    } else {
+    }
+    if d.keys.numkeys > 0 {
+        out.map(3);
+        out.bulk(b"flags");
         out.array(0);
+        out.bulk(b"begin_search");
+        out.map(2);
+        out.bulk(b"type");
+        out.bulk(b"index");
+        out.bulk(b"spec");
+        out.map(1);
+        out.bulk(b"index");
+        out.int(d.keys.numkeys as i64);
+        out.bulk(b"find_keys");
+        out.map(2);
+        out.bulk(b"type");
+        out.bulk(b"keynum");
+        out.bulk(b"spec");
+        out.map(3);
+        out.bulk(b"keynumidx");
+        out.int(0);
+        out.bulk(b"firstkey");
+        out.int(1);
+        out.bulk(b"keystep");
+        out.int(1);
     }
     let subs = reg.subs_of(id);
     out.array(subs.len());
@@ -231,7 +258,7 @@ pub fn command_getkeys(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
         }
     }
     let d = registry().def(id);
-    if d.keys.first == 0 {
+    if d.keys.first == 0 && d.keys.numkeys == 0 {
         ctx.out.error("ERR The command has no key arguments");
         return;
     }
@@ -241,7 +268,7 @@ pub fn command_getkeys(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
             .error("ERR Invalid number of arguments specified for command");
         return;
     }
-    let keys: Vec<usize> = d.keys.positions(target.len()).collect();
+    let keys: Vec<usize> = d.keys.positions(target).collect();
     if keys.is_empty() {
         ctx.out.error("ERR Invalid arguments specified for command");
         return;

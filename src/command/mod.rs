@@ -68,11 +68,17 @@ pub mod flags {
 }
 
 /// Where a command's keys are, Valkey's (first, last, step): last < 0 counts from the end.
+/// A command whose key count is an argument (ZUNIONSTORE's `destination numkeys key...`,
+/// ZMPOP's `numkeys key...`) also names that argument's index in `numkeys`: that many keys
+/// follow it. COMMAND INFO reports such commands as `movablekeys`, with (first, last, step)
+/// covering only the fixed keys, as Valkey does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeySpec {
     pub first: i32,
     pub last: i32,
     pub step: i32,
+    /// Index of the numkeys argument; 0 when the command has none.
+    pub numkeys: i32,
 }
 
 impl KeySpec {
@@ -80,10 +86,14 @@ impl KeySpec {
         first: 0,
         last: 0,
         step: 0,
+        numkeys: 0,
     };
 
-    /// Indices of the key arguments in `args` (args[0] is the command name).
-    pub fn positions(&self, argc: usize) -> impl Iterator<Item = usize> {
+    /// Indices of the key arguments in `args` (args[0] is the command name). A numkeys
+    /// argument that is not a count the arguments can hold names no keys (the command
+    /// itself then replies with its error).
+    pub fn positions(&self, args: &[Bytes]) -> impl Iterator<Item = usize> + use<> {
+        let argc = args.len();
         let first = self.first.max(0) as usize;
         let last = if self.last < 0 {
             argc as i64 + self.last as i64
@@ -96,7 +106,13 @@ impl KeySpec {
         } else {
             last as usize + 1
         };
-        (first..end.min(argc)).step_by(step)
+        let fixed = (first..end.min(argc)).step_by(step);
+        let idx = self.numkeys.max(0) as usize;
+        let counted = match args.get(idx).filter(|_| idx > 0).and_then(|a| arg_i64(a)) {
+            Some(n) if n > 0 && (n as u64) < (argc - idx) as u64 => idx + 1..idx + 1 + n as usize,
+            _ => 0..0,
+        };
+        fixed.chain(counted)
     }
 }
 
@@ -254,4 +270,47 @@ pub fn arg_i64(arg: &[u8]) -> Option<i64> {
 #[inline]
 pub fn is(arg: &[u8], keyword: &str) -> bool {
     arg.eq_ignore_ascii_case(keyword.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<Bytes> {
+        a.iter()
+            .map(|s| Bytes::copy_from_slice(s.as_bytes()))
+            .collect()
+    }
+
+    fn keys(spec: KeySpec, a: &[&str]) -> Vec<usize> {
+        spec.positions(&args(a)).collect()
+    }
+
+    #[test]
+    fn key_positions_follow_a_numkeys_argument() {
+        let store = table::kn(1, 1, 1, 2);
+        let plain = table::kn(0, 0, 0, 1);
+        assert_eq!(
+            keys(
+                store,
+                &["zunionstore", "d", "2", "a", "b", "weights", "1", "2"]
+            ),
+            [1, 3, 4]
+        );
+        assert_eq!(
+            keys(plain, &["zunion", "2", "a", "b", "withscores"]),
+            [2, 3]
+        );
+        assert_eq!(keys(plain, &["zmpop", "1", "a", "min"]), [2]);
+        // A count the arguments cannot hold, zero, or not a number: no counted keys.
+        assert_eq!(keys(plain, &["zunion", "3", "a", "b"]), Vec::<usize>::new());
+        assert_eq!(keys(plain, &["zunion", "0", "a"]), Vec::<usize>::new());
+        assert_eq!(keys(plain, &["zunion", "x", "a"]), Vec::<usize>::new());
+        assert_eq!(keys(store, &["zunionstore", "d", "-1", "a"]), [1]);
+        // Without numkeys, positions are Valkey's (first, last, step).
+        assert_eq!(
+            keys(table::k(1, -1, 2), &["mset", "a", "1", "b", "2"]),
+            [1, 3]
+        );
+    }
 }

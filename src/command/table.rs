@@ -24,7 +24,22 @@ pub struct CommandDef {
 }
 
 pub(crate) const fn k(first: i32, last: i32, step: i32) -> KeySpec {
-    KeySpec { first, last, step }
+    KeySpec {
+        first,
+        last,
+        step,
+        numkeys: 0,
+    }
+}
+/// Keys (first, last, step) plus the `count` keys that follow the numkeys argument at
+/// index `numkeys` (see [`KeySpec::numkeys`]).
+pub(crate) const fn kn(first: i32, last: i32, step: i32, numkeys: i32) -> KeySpec {
+    KeySpec {
+        first,
+        last,
+        step,
+        numkeys,
+    }
 }
 pub(crate) const NOKEY: KeySpec = KeySpec::NONE;
 pub(crate) const K1: KeySpec = k(1, 1, 1);

@@ -286,7 +286,7 @@ impl Dispatcher {
         }
         let cores = core.cores();
         // The core owning the keys, if they are all on one core.
-        let mut positions = def.keys.positions(args.len());
+        let mut positions = def.keys.positions(&args);
         let key_core = positions
             .next()
             .map(|p| core.owner(key_slot(&args[p]) as usize));
@@ -422,7 +422,7 @@ impl Dispatcher {
             Some(routing::Route::LocalRead) => {
                 let target = def
                     .keys
-                    .positions(args.len())
+                    .positions(&args)
                     .next()
                     .map_or(core.id, |p| core.owner(key_slot(&args[p]) as usize));
                 let part = self.route(core, target, exec, args, def.flags, cmd_id);

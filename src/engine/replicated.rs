@@ -188,7 +188,7 @@ fn read_gate(spec: &Spec, g: GroupId, op: &Op) -> Option<Pid> {
         return spec.group_last(g);
     };
     def.keys
-        .positions(op.args.len())
+        .positions(&op.args)
         .filter_map(|p| spec.last_pid(&op.args[p]))
         .max()
 }

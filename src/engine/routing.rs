@@ -34,7 +34,7 @@ pub fn route(
     args: &[Bytes],
     readonly_client: bool,
 ) -> Option<Route> {
-    let mut positions = def.keys.positions(args.len());
+    let mut positions = def.keys.positions(args);
     let slot = key_slot(&args[positions.next()?]);
     if positions.any(|p| key_slot(&args[p]) != slot) {
         return Some(Route::Refuse(CROSSSLOT.to_string()));
@@ -73,7 +73,7 @@ fn op_slot(op: &Op) -> usize {
         return 0;
     };
     def.keys
-        .positions(op.args.len())
+        .positions(&op.args)
         .next()
         .map_or(0, |p| key_slot(&op.args[p]) as usize)
 }
