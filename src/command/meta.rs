@@ -15,10 +15,11 @@ fn acl_categories(d: &CommandDef) -> Vec<&'static str> {
     let admin = d.flags & flags::ADMIN != 0;
     let fast = d.flags & flags::FAST != 0;
     let dangerous = admin || matches!(d.name, "keys" | "flushall" | "flushdb");
-    let table: [(&'static str, bool); 11] = [
+    let table: [(&'static str, bool); 12] = [
         ("@keyspace", group("generic")),
         ("@read", d.flags & flags::READONLY != 0 && !group("server")),
         ("@write", d.flags & flags::WRITE != 0),
+        ("@sortedset", group("sorted-set")),
         ("@hash", group("hash")),
         ("@string", group("string")),
         ("@admin", admin),

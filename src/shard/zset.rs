@@ -52,6 +52,12 @@ fn hash_member(m: &[u8]) -> u64 {
     STATE.get_or_init(ahash::RandomState::new).hash_one(m)
 }
 
+/// A score as a listpack keeps it: Valkey stores an integral score as an integer there, so
+/// -0 comes back as 0 (the skiplist encoding keeps the sign).
+fn listpack_score(score: f64) -> f64 {
+    if score == 0.0 { 0.0 } else { score }
+}
+
 /// Members with their scores in order, lowest first (either end).
 pub type ScoredIter<'a> = Box<dyn DoubleEndedIterator<Item = (&'a [u8], f64)> + 'a>;
 
@@ -105,7 +111,12 @@ impl ZSetObj {
     pub fn from_sorted(pairs: Vec<(f64, Member)>, limits: ZSetLimits) -> ZSetObj {
         let longest = pairs.iter().map(|(_, m)| m.len()).max().unwrap_or(0);
         if limits.fits_listpack(pairs.len(), longest) {
-            ZSetObj::Listpack(pairs)
+            ZSetObj::Listpack(
+                pairs
+                    .into_iter()
+                    .map(|(s, m)| (listpack_score(s), m))
+                    .collect(),
+            )
         } else {
             ZSetObj::SkipList(Ranked::from_sorted(pairs))
         }
@@ -144,6 +155,7 @@ impl ZSetObj {
             "NaN scores are refused before they get here"
         );
         if let ZSetObj::Listpack(v) = self {
+            let score = listpack_score(score);
             match v.iter().position(|(_, x)| **x == *m) {
                 Some(i) => {
                     if v[i].0 != score {
@@ -352,6 +364,11 @@ mod tests {
             z.insert(b"z", 0.0, limits);
             assert!(!z.insert(b"z", -0.0, limits));
             assert_eq!(z.score(b"z").unwrap().to_bits(), 0.0f64.to_bits());
+            // A listpack forgets the sign of -0, as Valkey's does; a skiplist keeps it.
+            z.insert(b"m", -0.0, limits);
+            let kept = z.score(b"m").unwrap().is_sign_negative();
+            assert_eq!(kept, z.encoding() == "skiplist");
+            z.remove(b"m");
             let order: Vec<String> = members(&z).into_iter().map(|(m, _)| m).collect();
             assert_eq!(order, ["z", "", "\u{0}", "a", "b", "c"]);
             assert_eq!(z.rank(b"a"), Some(3));

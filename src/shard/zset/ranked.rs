@@ -90,6 +90,10 @@ impl Ranked {
         self.index.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     fn node(&self, id: u32) -> &Node {
         &self.nodes[id as usize]
     }
