@@ -7,10 +7,12 @@
 //! Scores are never NaN here (commands refuse NaN before they reach a set), so the order
 //! below is total.
 
+mod packed;
 mod ranked;
 
 use std::cmp::Ordering;
 
+pub use packed::Packed;
 pub use ranked::Ranked;
 
 type Member = Box<[u8]>;
@@ -63,9 +65,9 @@ pub type ScoredIter<'a> = Box<dyn DoubleEndedIterator<Item = (&'a [u8], f64)> + 
 
 #[derive(Debug, Clone)]
 pub enum ZSetObj {
-    /// (score, member) pairs in order.
-    Listpack(Vec<(f64, Member)>),
-    SkipList(Ranked),
+    Listpack(Packed),
+    /// Boxed: most sorted sets are small, and a listpack should not carry a skiplist's size.
+    SkipList(Box<Ranked>),
 }
 
 impl PartialEq for ZSetObj {
@@ -79,7 +81,7 @@ impl PartialEq for ZSetObj {
 
 impl Default for ZSetObj {
     fn default() -> Self {
-        ZSetObj::Listpack(Vec::new())
+        ZSetObj::Listpack(Packed::default())
     }
 }
 
@@ -92,9 +94,9 @@ impl ZSetObj {
     /// most `max_member` bytes.
     pub fn with_hint(size: usize, max_member: usize, limits: ZSetLimits) -> ZSetObj {
         if limits.fits_listpack(size, max_member) {
-            ZSetObj::Listpack(Vec::new())
+            ZSetObj::Listpack(Packed::default())
         } else {
-            ZSetObj::SkipList(Ranked::with_capacity(size))
+            ZSetObj::SkipList(Box::new(Ranked::with_capacity(size)))
         }
     }
 
@@ -111,20 +113,17 @@ impl ZSetObj {
     pub fn from_sorted(pairs: Vec<(f64, Member)>, limits: ZSetLimits) -> ZSetObj {
         let longest = pairs.iter().map(|(_, m)| m.len()).max().unwrap_or(0);
         if limits.fits_listpack(pairs.len(), longest) {
-            ZSetObj::Listpack(
-                pairs
-                    .into_iter()
-                    .map(|(s, m)| (listpack_score(s), m))
-                    .collect(),
-            )
+            ZSetObj::Listpack(Packed::from_sorted(
+                pairs.into_iter().map(|(s, m)| (listpack_score(s), m)),
+            ))
         } else {
-            ZSetObj::SkipList(Ranked::from_sorted(pairs))
+            ZSetObj::SkipList(Box::new(Ranked::from_sorted(pairs)))
         }
     }
 
     pub fn len(&self) -> usize {
         match self {
-            ZSetObj::Listpack(v) => v.len(),
+            ZSetObj::Listpack(p) => p.len(),
             ZSetObj::SkipList(r) => r.len(),
         }
     }
@@ -142,7 +141,7 @@ impl ZSetObj {
 
     pub fn score(&self, m: &[u8]) -> Option<f64> {
         match self {
-            ZSetObj::Listpack(v) => v.iter().find(|(_, x)| **x == *m).map(|(s, _)| *s),
+            ZSetObj::Listpack(p) => p.score(m),
             ZSetObj::SkipList(r) => r.score(m),
         }
     }
@@ -154,22 +153,20 @@ impl ZSetObj {
             !score.is_nan(),
             "NaN scores are refused before they get here"
         );
-        if let ZSetObj::Listpack(v) = self {
+        if let ZSetObj::Listpack(p) = self {
             let score = listpack_score(score);
-            match v.iter().position(|(_, x)| **x == *m) {
-                Some(i) => {
-                    if v[i].0 != score {
-                        let (_, member) = v.remove(i);
-                        let pos = v.partition_point(|(s, x)| cmp_entry(*s, x, score, m).is_lt());
-                        v.insert(pos, (score, member));
+            match p.score(m) {
+                Some(old) => {
+                    if old != score {
+                        p.remove(m);
+                        p.insert_new(m, score);
                     }
                     return false;
                 }
-                None if v.len() < limits.max_listpack_entries
+                None if p.len() < limits.max_listpack_entries
                     && m.len() <= limits.max_listpack_value =>
                 {
-                    let pos = v.partition_point(|(s, x)| cmp_entry(*s, x, score, m).is_lt());
-                    v.insert(pos, (score, m.into()));
+                    p.insert_new(m, score);
                     return true;
                 }
                 None => self.convert_to_skiplist(self.len() + 1),
@@ -184,13 +181,7 @@ impl ZSetObj {
     /// Removes `m`; true when it was there.
     pub fn remove(&mut self, m: &[u8]) -> bool {
         match self {
-            ZSetObj::Listpack(v) => match v.iter().position(|(_, x)| **x == *m) {
-                Some(i) => {
-                    v.remove(i);
-                    true
-                }
-                None => false,
-            },
+            ZSetObj::Listpack(p) => p.remove(m).is_some(),
             ZSetObj::SkipList(r) => r.remove(m).is_some(),
         }
     }
@@ -202,20 +193,18 @@ impl ZSetObj {
             return;
         }
         match self {
-            ZSetObj::Listpack(v) => {
-                v.drain(start..end);
-            }
+            ZSetObj::Listpack(p) => p.remove_range(start, end),
             ZSetObj::SkipList(r) => r.remove_range(start, end),
         }
     }
 
     fn convert_to_skiplist(&mut self, capacity: usize) {
-        if let ZSetObj::Listpack(v) = self {
-            let mut r = Ranked::with_capacity(capacity.max(v.len()));
-            for (s, m) in v.drain(..) {
-                r.insert(&m, s);
+        if let ZSetObj::Listpack(p) = self {
+            let mut r = Ranked::with_capacity(capacity.max(p.len()));
+            for (m, s) in p.iter() {
+                r.insert(m, s);
             }
-            *self = ZSetObj::SkipList(r);
+            *self = ZSetObj::SkipList(Box::new(r));
         }
     }
 
@@ -229,7 +218,7 @@ impl ZSetObj {
         let end = end.min(self.len());
         let start = start.min(end);
         match self {
-            ZSetObj::Listpack(v) => Box::new(v[start..end].iter().map(|(s, m)| (&**m, *s))),
+            ZSetObj::Listpack(p) => Box::new(p.range(start, end).into_iter()),
             ZSetObj::SkipList(r) => Box::new(r.range(start, end)),
         }
     }
@@ -237,7 +226,7 @@ impl ZSetObj {
     /// The member at `rank` (0-based, lowest score first) and its score.
     pub fn get(&self, rank: usize) -> Option<(&[u8], f64)> {
         match self {
-            ZSetObj::Listpack(v) => v.get(rank).map(|(s, m)| (&**m, *s)),
+            ZSetObj::Listpack(p) => p.get(rank),
             ZSetObj::SkipList(r) => r.get(rank),
         }
     }
@@ -245,7 +234,7 @@ impl ZSetObj {
     /// The 0-based rank of `m`, lowest score first.
     pub fn rank(&self, m: &[u8]) -> Option<usize> {
         match self {
-            ZSetObj::Listpack(v) => v.iter().position(|(_, x)| **x == *m),
+            ZSetObj::Listpack(p) => p.rank(m),
             ZSetObj::SkipList(r) => r.rank(m),
         }
     }
@@ -254,7 +243,7 @@ impl ZSetObj {
     /// e.g. "score below the range's minimum"): the rank where a range starts or ends.
     pub fn partition_point(&self, pred: impl Fn(f64, &[u8]) -> bool) -> usize {
         match self {
-            ZSetObj::Listpack(v) => v.partition_point(|(s, m)| pred(*s, m)),
+            ZSetObj::Listpack(p) => p.partition_point(pred),
             ZSetObj::SkipList(r) => r.partition_point(pred),
         }
     }
@@ -262,11 +251,8 @@ impl ZSetObj {
     /// A uniformly random member with its score (None when empty).
     pub fn random(&self) -> Option<(&[u8], f64)> {
         match self {
-            ZSetObj::Listpack(v) if v.is_empty() => None,
-            ZSetObj::Listpack(v) => {
-                let (s, m) = &v[fastrand::usize(..v.len())];
-                Some((m, *s))
-            }
+            ZSetObj::Listpack(p) if p.is_empty() => None,
+            ZSetObj::Listpack(p) => p.get(fastrand::usize(..p.len())),
             ZSetObj::SkipList(r) => r.random(),
         }
     }
@@ -275,9 +261,9 @@ impl ZSetObj {
     /// done). A listpack is returned whole in one call, as in Valkey.
     pub fn scan(&self, cursor: u64, count: usize, mut emit: impl FnMut(&[u8], f64)) -> u64 {
         match self {
-            ZSetObj::Listpack(v) => {
-                for (s, m) in v {
-                    emit(m, *s);
+            ZSetObj::Listpack(p) => {
+                for (m, s) in p.iter() {
+                    emit(m, s);
                 }
                 0
             }
@@ -287,9 +273,7 @@ impl ZSetObj {
 
     pub fn heap_size(&self) -> usize {
         match self {
-            ZSetObj::Listpack(v) => {
-                v.capacity() * 24 + v.iter().map(|(_, m)| m.len()).sum::<usize>()
-            }
+            ZSetObj::Listpack(p) => p.heap_size(),
             ZSetObj::SkipList(r) => r.heap_size(),
         }
     }
