@@ -276,6 +276,7 @@ pub enum ScanOf {
     Keys,
     Hash,
     Set,
+    ZSet,
 }
 
 /// Parsed SCAN/HSCAN options.
@@ -284,6 +285,7 @@ pub struct ScanOptions {
     pub count: usize,
     /// SCAN ... TYPE, lowercased and known to be a Valkey type name.
     pub kind: Option<Vec<u8>>,
+    /// HSCAN NOVALUES or ZSCAN NOSCORES.
     pub no_values: bool,
 }
 
@@ -330,7 +332,11 @@ pub fn parse_scan_options(rest: &[Bytes], of: ScanOf) -> Result<ScanOptions, Str
             o.no_values = true;
             i += 1;
         } else if is(&rest[i], "NOSCORES") {
-            return Err("ERR NOSCORES option can only be used in ZSCAN".into());
+            if of != ScanOf::ZSet {
+                return Err("ERR NOSCORES option can only be used in ZSCAN".into());
+            }
+            o.no_values = true;
+            i += 1;
         } else {
             return Err(SYNTAX_ERROR.into());
         }

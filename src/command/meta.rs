@@ -20,7 +20,7 @@ fn acl_categories(d: &CommandDef) -> Vec<&'static str> {
         ("@read", d.flags & flags::READONLY != 0 && !group("server")),
         ("@write", d.flags & flags::WRITE != 0),
         ("@set", group("set")),
-        ("@sortedset", group("sorted_set")),
+        ("@sortedset", group("sorted-set")),
         ("@list", group("list")),
         ("@hash", group("hash")),
         ("@string", group("string")),

@@ -39,6 +39,16 @@ pub(crate) const fn numkeys(at: i32) -> KeySpec {
         ..KeySpec::NONE
     }
 }
+/// Legacy (first, last, step) keys plus keys counted by the argument at `numkeys_at`
+/// (ZUNIONSTORE's destination and sources).
+pub(crate) const fn kn(first: i32, last: i32, step: i32, numkeys_at: i32) -> KeySpec {
+    KeySpec {
+        first,
+        last,
+        step,
+        numkeys_at,
+    }
+}
 pub(crate) const NOKEY: KeySpec = KeySpec::NONE;
 pub(crate) const K1: KeySpec = k(1, 1, 1);
 

@@ -467,8 +467,13 @@ impl Shard {
             }),
             Mutation::ZAdd { key, pairs } => {
                 let limits = self.limits.zset;
-                let entry = self.entry_or_insert(key, || Value::ZSet(Box::default()));
+                // Valkey sizes the encoding by the whole write (zsetTypeCreate / MaybeConvert).
+                let longest = pairs.iter().map(|(_, m)| m.len()).max().unwrap_or(0);
+                let entry = self.entry_or_insert(key, || {
+                    Value::ZSet(Box::new(ZSetObj::with_hint(pairs.len(), longest, limits)))
+                });
                 if let Some(z) = entry.zset_mut() {
+                    z.prepare(pairs.len(), longest, limits);
                     for (score, m) in pairs {
                         z.insert(m, *score, limits);
                     }
@@ -480,6 +485,11 @@ impl Shard {
                 for m in members {
                     z.remove(m);
                 }
+                Some(z.is_empty())
+            }),
+            Mutation::ZRemRange { key, start, end } => self.shrink(key, |e| {
+                let z = e.zset_mut()?;
+                z.remove_range(start, end);
                 Some(z.is_empty())
             }),
             Mutation::Expire { key, at } => self.set_expire(key, at),

@@ -109,6 +109,15 @@ pub enum Mutation<'a> {
         key: &'a [u8],
         members: &'a [&'a [u8]],
     },
+    /// Remove the members of ranks `start..end` from a sorted set (ZREMRANGEBY*, ZPOPMIN,
+    /// ZPOPMAX, ZMPOP, as the leader resolved them against the same state): a range
+    /// record stays a few bytes however many members go, where a ZRem would name them all.
+    /// The key goes with its last member.
+    ZRemRange {
+        key: &'a [u8],
+        start: usize,
+        end: usize,
+    },
     /// Set (Some) or remove (None) the key's absolute expiry. A time in the past deletes.
     Expire { key: &'a [u8], at: Option<u64> },
     /// Delete a key (DEL, UNLINK, RENAME's source...).
@@ -151,6 +160,7 @@ impl Mutation<'_> {
             | Mutation::SetRem { key, .. }
             | Mutation::ZAdd { key, .. }
             | Mutation::ZRem { key, .. }
+            | Mutation::ZRemRange { key, .. }
             | Mutation::Expire { key, .. }
             | Mutation::Del { key }
             | Mutation::Expired { key }
@@ -207,6 +217,8 @@ const TAG_SET_ADD: u8 = 21;
 const TAG_SET_REM: u8 = 22;
 const TAG_ZADD: u8 = 23;
 const TAG_ZREM: u8 = 24;
+// 50-59: sorted sets.
+const TAG_ZREM_RANGE: u8 = 50;
 
 const VALUE_STR: u8 = 0;
 const VALUE_INT: u8 = 1;
@@ -423,6 +435,7 @@ pub enum Decoded<'a> {
     SetRem(&'a [u8], Vec<&'a [u8]>),
     ZAdd(&'a [u8], Vec<(f64, &'a [u8])>),
     ZRem(&'a [u8], Vec<&'a [u8]>),
+    ZRemRange(&'a [u8], usize, usize),
     Expire(&'a [u8], Option<u64>),
     Del(&'a [u8]),
     Expired(&'a [u8]),
@@ -489,6 +502,11 @@ impl<'a> Decoded<'a> {
             Decoded::SetRem(key, members) => Mutation::SetRem { key, members },
             Decoded::ZAdd(key, pairs) => Mutation::ZAdd { key, pairs },
             Decoded::ZRem(key, members) => Mutation::ZRem { key, members },
+            Decoded::ZRemRange(key, start, end) => Mutation::ZRemRange {
+                key,
+                start: *start,
+                end: *end,
+            },
             Decoded::Expire(key, at) => Mutation::Expire { key, at: *at },
             Decoded::Del(key) => Mutation::Del { key },
             Decoded::Expired(key) => Mutation::Expired { key },
@@ -589,6 +607,12 @@ impl Mutation<'_> {
                 });
                 put_bytes(out, key);
                 put_list(out, members);
+            }
+            Mutation::ZRemRange { key, start, end } => {
+                out.push(TAG_ZREM_RANGE);
+                put_bytes(out, key);
+                put_varint(out, *start as u64);
+                put_varint(out, *end as u64);
             }
             Mutation::ZAdd { key, pairs } => {
                 out.push(TAG_ZADD);
@@ -710,6 +734,12 @@ impl Mutation<'_> {
             TAG_SET_REM => Decoded::SetRem(r.bytes("key")?, r.list("set members")?),
             TAG_ZADD => Decoded::ZAdd(r.bytes("key")?, r.scored("sorted set members")?),
             TAG_ZREM => Decoded::ZRem(r.bytes("key")?, r.list("sorted set members")?),
+            TAG_ZREM_RANGE => {
+                let key = r.bytes("key")?;
+                let start = r.usize("start")?;
+                let end = r.usize("end")?;
+                Decoded::ZRemRange(key, start, end)
+            }
             TAG_EXPIRE => {
                 let key = r.bytes("key")?;
                 Decoded::Expire(key, opt_time(r)?)
@@ -956,6 +986,11 @@ mod tests {
             Mutation::ZAdd {
                 key: b"z",
                 pairs: &[(1.5, b"a"), (f64::INFINITY, b"b"), (-0.0, b"c")],
+            },
+            Mutation::ZRemRange {
+                key: b"z",
+                start: 3,
+                end: 300,
             },
             Mutation::ZRem {
                 key: b"z",
