@@ -148,6 +148,39 @@ pub static COMMANDS: &[CommandDef] = &[
         S(zmpop),
     ),
     def(
+        "bzpopmin",
+        -3,
+        WRITE | FAST | super::flags::BLOCKING,
+        k(1, -2, 1),
+        G,
+        "5.0.0",
+        "Removes and returns the member with the lowest score from one or more sorted sets. Blocks until a member is available otherwise. Deletes the sorted set if the last element was popped.",
+        "O(log(N)) with N being the number of elements in the sorted set.",
+        S(bzpopmin),
+    ),
+    def(
+        "bzpopmax",
+        -3,
+        WRITE | FAST | super::flags::BLOCKING,
+        k(1, -2, 1),
+        G,
+        "5.0.0",
+        "Removes and returns the member with the highest score from one or more sorted sets. Blocks until a member available otherwise.  Deletes the sorted set if the last element was popped.",
+        "O(log(N)) with N being the number of elements in the sorted set.",
+        S(bzpopmax),
+    ),
+    def(
+        "bzmpop",
+        -5,
+        WRITE | super::flags::BLOCKING,
+        kn(0, 0, 0, 2),
+        G,
+        "7.0.0",
+        "Removes and returns a member by score from one or more sorted sets. Blocks until a member is available otherwise. Deletes the sorted set if the last element was popped.",
+        "O(K) + O(M*log(N)) where K is the number of provided keys, N being the number of elements in the sorted set, and M being the number of elements popped.",
+        S(bzmpop),
+    ),
+    def(
         "zmscore",
         -3,
         RF,
@@ -709,6 +742,58 @@ fn zrank_generic(ctx: &mut Ctx<'_>, args: &[Bytes], reverse: bool) {
         (None, true) => out.nil_array(),
         (None, false) => out.nil(),
     }
+}
+
+// The blocking pops: the handler is the non-blocking attempt (a null when every key is
+// empty); the engine blocks the connection and retries (`engine::blocking`).
+
+/// BZPOPMIN / BZPOPMAX key [key ...] timeout: [key, member, score] from the first non-empty
+/// sorted set.
+fn bzpop(ctx: &mut Ctx<'_>, args: &[Bytes], max: bool) {
+    if let Err(e) = super::parse_timeout(&args[args.len() - 1]) {
+        ctx.out.error(e);
+        return;
+    }
+    for key in &args[1..args.len() - 1] {
+        match pop_scored(ctx, key, max, 1) {
+            Popped::Missing => continue,
+            Popped::WrongType => {
+                ctx.out.error(WRONGTYPE);
+                return;
+            }
+            Popped::Members(m) => {
+                let Some((member, score)) = m.into_iter().next() else {
+                    continue;
+                };
+                ctx.out.array(3);
+                ctx.out.bulk(key);
+                ctx.out.bulk(&member);
+                ctx.out.double(score);
+                return;
+            }
+        }
+    }
+    ctx.out.nil_array();
+}
+
+pub fn bzpopmin(ctx: &mut Ctx<'_>, args: &[Bytes]) {
+    bzpop(ctx, args, false);
+}
+
+pub fn bzpopmax(ctx: &mut Ctx<'_>, args: &[Bytes]) {
+    bzpop(ctx, args, true);
+}
+
+/// BZMPOP timeout numkeys key [key ...] MIN|MAX [COUNT count]: ZMPOP after the timeout.
+pub fn bzmpop(ctx: &mut Ctx<'_>, args: &[Bytes]) {
+    if let Err(e) = super::parse_timeout(&args[1]) {
+        ctx.out.error(e);
+        return;
+    }
+    let mut rest = Vec::with_capacity(args.len() - 1);
+    rest.push(args[0].clone());
+    rest.extend_from_slice(&args[2..]);
+    zmpop(ctx, &rest);
 }
 
 /// What [`pop_scored`] found at a key.
