@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""Lists, sets, sorted sets and scripts, side by side with Debian's redis-server (issue 10).
+
+Same machine, same client (redis-benchmark, 50 connections, -P 1 and -P 16), one run:
+  * SET (the base ratio every other ratio is compared with), and redis-benchmark's own
+    lpush, lpop, sadd, spop, zadd, zpopmin and lrange_100 tests;
+  * EVALSHA of the `limits` library's moving-window script (acquire_moving_window.lua: LINDEX,
+    LPUSH, LTRIM, EXPIRE per call) on 100k keys;
+with `appendonly no` on both sides, then again with `appendonly yes` + `appendfsync everysec`.
+Then memory per member of one 1M-member list, set and sorted set (INFO used_memory).
+
+Prints markdown tables (rps and tallykv/redis ratios). Run from the repository root after
+`cargo build --release --bin tallykv-server`:
+
+    python3 benches/collections.py [--requests 200000] [--threads 2] [--skip-memory]
+"""
+
+import argparse
+import csv
+import io
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from side_by_side import BIN, Server  # noqa: E402
+
+TESTS = ["set", "lpush", "lpop", "sadd", "spop", "zadd", "zpopmin", "lrange_100"]
+
+
+def limits_script():
+    import limits
+
+    path = os.path.join(os.path.dirname(limits.__file__), "resources", "redis", "lua_scripts",
+                        "acquire_moving_window.lua")
+    with open(path) as f:
+        return f.read()
+
+
+def redis_argv(fsync):
+    def argv(port, d):
+        a = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", d,
+             "--protected-mode", "no"]
+        return a + (["--appendonly", "yes", "--appendfsync", "everysec"] if fsync else ["--appendonly", "no"])
+    return argv
+
+
+def tallykv_argv(threads, fsync):
+    def argv(port, d):
+        a = [BIN, "--port", str(port), "--bind", "127.0.0.1", "--dir", d, "--threads", str(threads),
+             "--loglevel", "warning"]
+        return a + (["--appendonly", "yes", "--appendfsync", "everysec"] if fsync else ["--appendonly", "no"])
+    return argv
+
+
+def redis_benchmark(server, requests, pipeline, extra):
+    cmd = ["redis-benchmark", "-p", str(server.port), "-c", "50", "-n", str(requests), "-P", str(pipeline),
+           "-r", "100000", "--csv", *extra]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    res = {}
+    for row in csv.DictReader(io.StringIO(out)):
+        name = row["test"].lower().split()[0]
+        res[name] = float(row["rps"])
+    return res
+
+
+def run_all(server, requests, pipeline, sha):
+    res = redis_benchmark(server, requests, pipeline, ["-t", ",".join(TESTS)])
+    # One custom command per run: redis-benchmark names it after the command.
+    ev = redis_benchmark(server, requests, pipeline,
+                         ["EVALSHA", sha, "1", "mw:__rand_int__", "1700000000", "100", "60", "1"])
+    res["evalsha_moving_window"] = next(iter(ev.values()))
+    return res
+
+
+def memory_per_member(server, n):
+    server.cli("flushall")
+    used0 = server.info_field("used_memory")
+    out = {}
+    for kind, cmd in [("list", "RPUSH"), ("set", "SADD"), ("zset", "ZADD")]:
+        buf = io.BytesIO()
+        batch = 1000
+        for start in range(0, n, batch):
+            args = [cmd.encode(), kind.encode()]
+            for i in range(start, start + batch):
+                if kind == "zset":
+                    args.append(str(i).encode())
+                args.append(b"member:%d" % i)
+            buf.write(b"*%d\r\n" % len(args))
+            for a in args:
+                buf.write(b"$%d\r\n%s\r\n" % (len(a), a))
+        r = subprocess.run(["redis-cli", "-p", str(server.port), "--pipe"], input=buf.getvalue(),
+                           capture_output=True, check=True)
+        if b"errors: 0" not in r.stdout:
+            raise RuntimeError(r.stdout.decode())
+        used1 = server.info_field("used_memory")
+        out[kind] = (used1 - used0) / n
+        server.cli("del", kind)
+        used0 = server.info_field("used_memory")
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=200000)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--skip-memory", action="store_true")
+    args = ap.parse_args()
+    body = limits_script()
+    import hashlib
+    sha = hashlib.sha1(body.encode()).hexdigest()
+    for fsync in (False, True):
+        mode = "appendonly yes, everysec" if fsync else "appendonly no"
+        results = {}
+        for name, argv in [("redis", redis_argv(fsync)), ("tallykv", tallykv_argv(args.threads, fsync))]:
+            s = Server(name, argv)
+            try:
+                s.cli("script", "load", body)
+                results[name] = {p: run_all(s, args.requests, p, sha) for p in (1, 16)}
+            finally:
+                s.stop()
+        print(f"\n### {mode} (tallykv --threads {args.threads}; 50 clients; rps; ratio tallykv/redis)\n")
+        print("| test | redis -P1 | tallykv -P1 | ratio -P1 | redis -P16 | tallykv -P16 | ratio -P16 |")
+        print("|---|---|---|---|---|---|---|")
+        for test in TESTS + ["evalsha_moving_window"]:
+            row = [test]
+            for p in (1, 16):
+                r, t = results["redis"][p].get(test, 0), results["tallykv"][p].get(test, 0)
+                row += [f"{r:,.0f}", f"{t:,.0f}", f"{t / r:.2f}" if r else "-"]
+            print("| " + " | ".join(row) + " |")
+    if not args.skip_memory:
+        n = 1_000_000
+        mem = {}
+        for name, argv in [("redis", redis_argv(False)), ("tallykv", tallykv_argv(args.threads, False))]:
+            s = Server(name, argv)
+            try:
+                mem[name] = memory_per_member(s, n)
+            finally:
+                s.stop()
+        print(f"\n### Memory per member, one {n:,}-member collection (used_memory delta / n)\n")
+        print("| type | redis | tallykv | ratio |")
+        print("|---|---|---|---|")
+        for kind in ("list", "set", "zset"):
+            r, t = mem["redis"][kind], mem["tallykv"][kind]
+            print(f"| {kind} | {r:.1f} B | {t:.1f} B | {t / r:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
