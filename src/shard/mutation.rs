@@ -405,7 +405,8 @@ impl<'a> Reader<'a> {
             VALUE_ZSET => {
                 let pairs = self.scored("sorted set value")?;
                 nonempty(pairs.len(), "sorted set")?;
-                let mut z = ZSetObj::new();
+                // Sized up front as Valkey loads one (a large set keeps its skiplist's -0).
+                let mut z = ZSetObj::with_hint(pairs.len(), 0, limits.zset);
                 for (score, m) in pairs {
                     z.insert(m, score, limits.zset);
                 }

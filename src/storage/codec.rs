@@ -216,7 +216,8 @@ fn decode_zset(mut p: &[u8], limits: Encodings) -> Result<ZSetObj, String> {
     if count == 0 || count > p.len() / 12 {
         return Err("sorted set value is empty or cut short".into());
     }
-    let mut z = ZSetObj::new();
+    // Sized up front as Valkey loads one (a large set keeps its skiplist's -0).
+    let mut z = ZSetObj::with_hint(count, 0, limits.zset);
     for _ in 0..count {
         let score = f64::from_le_bytes(take(&mut p, 8)?.try_into().expect("8 bytes"));
         if score.is_nan() {
