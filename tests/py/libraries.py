@@ -45,15 +45,17 @@ def concurrently(n, fn):
     def run(i):
         try:
             fn(i)
-        except Exception as e:  # noqa: BLE001 - reported below
-            errors.append(repr(e))
+        except Exception:  # noqa: BLE001 - reported below
+            import traceback
+
+            errors.append(traceback.format_exc(limit=4))
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    check(not errors, f"worker errors: {errors[:3]}")
+    check(not errors, "worker errors:\n" + "\n".join(errors[:2]))
 
 
 def limits_strategies():
@@ -137,7 +139,8 @@ def redis_py_transactions():
     def cas(_i):
         c = client()
         for _ in range(25):
-            with c.pipeline() as p:
+            # redis-py's cluster client takes WATCH only in a transactional pipeline.
+            with c.pipeline(transaction=True) as p:
                 while True:
                     try:
                         p.watch(counter)
