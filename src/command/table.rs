@@ -1471,6 +1471,7 @@ fn families() -> impl Iterator<Item = &'static CommandDef> {
         .chain(super::list::COMMANDS)
         .chain(super::set::COMMANDS)
         .chain(super::zset::COMMANDS)
+        .chain(super::bitmap::COMMANDS)
 }
 
 pub fn registry() -> &'static Registry {
