@@ -6,6 +6,7 @@
 //! the same table. A family file parses arguments, reads its shard and writes through
 //! mutation records — it never sees a socket.
 
+pub mod bitmap;
 pub mod cluster;
 pub mod connection;
 pub mod counter;

@@ -8,7 +8,7 @@
 //!
 //! All unsafe code of the shard is in this file; everything else goes through the methods.
 
-use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
+use std::alloc::{Layout, alloc, dealloc, handle_alloc_error, realloc};
 use std::ptr::NonNull;
 
 use super::hash::HashObj;
@@ -374,6 +374,33 @@ impl Entry {
         self.payload_mut().copy_from_slice(bytes);
     }
 
+    /// The bytes of a string value for changing in place (SETRANGE, SETBIT, BITFIELD), first
+    /// lengthened with zeros to at least `len`; None for other kinds (an integer is rewritten
+    /// as a string by the caller). Growing reallocates, which the allocator often does
+    /// without moving the bytes, so writing near the end of a large string costs what it
+    /// writes, not the whole string.
+    pub fn str_mut_at_least(&mut self, len: usize) -> Option<&mut [u8]> {
+        if self.kind != KIND_STR {
+            return None;
+        }
+        let old = self.plen as usize;
+        if len > old {
+            let (old_total, total) = (self.klen as usize + old, self.klen as usize + len);
+            self.ptr = if old_total == 0 {
+                allocate(total)
+            } else {
+                // SAFETY: the allocation was made with `layout(old_total)`; the new size is
+                // non-zero and bounded by proto-max-bulk-len. realloc keeps the first
+                // `old_total` bytes (the key and the string so far).
+                let p = unsafe { realloc(self.ptr.as_ptr(), layout(old_total), total) };
+                NonNull::new(p).unwrap_or_else(|| handle_alloc_error(layout(total)))
+            };
+            self.plen = u32::try_from(len).expect("values are smaller than 4 GiB");
+            self.payload_mut()[old..].fill(0);
+        }
+        Some(self.payload_mut())
+    }
+
     /// Sets an integer value, in place when it already is one.
     pub fn set_int(&mut self, v: i64) {
         if self.kind != KIND_INT {
@@ -570,6 +597,25 @@ mod tests {
         e.set_str(&[7u8; 1000]);
         assert_eq!(e.value(), ValueRef::Str(&[7u8; 1000]));
         assert_eq!(e.to_value(), Value::Str(vec![7u8; 1000].into()));
+    }
+
+    #[test]
+    fn strings_grow_and_change_in_place() {
+        for key in [&b""[..], b"k"] {
+            let mut e = Entry::with(key, NewValue::Str(b""), 0, 0);
+            e.str_mut_at_least(3).unwrap()[1] = b'x';
+            assert_eq!(e.value(), ValueRef::Str(b"\0x\0"));
+            // Never shorter: a smaller length leaves the string alone.
+            assert_eq!(e.str_mut_at_least(1).unwrap().len(), 3);
+            e.str_mut_at_least(100_000).unwrap()[99_999] = 1;
+            assert_eq!(e.key(), key);
+            let ValueRef::Str(s) = e.value() else {
+                panic!("still a string")
+            };
+            assert_eq!((&s[..3], s.len(), s[99_999]), (&b"\0x\0"[..], 100_000, 1));
+        }
+        let mut n = Entry::with(b"n", NewValue::Int(5), 0, 0);
+        assert!(n.str_mut_at_least(1).is_none());
     }
 
     #[test]

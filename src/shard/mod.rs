@@ -359,13 +359,20 @@ impl Shard {
                 true
             }
             Mutation::SetRange { key, offset, data } => {
-                self.update_string(key, |cur| {
-                    let end = offset + data.len();
-                    if cur.len() < end {
-                        cur.resize(end, 0);
-                    }
-                    cur[offset..end].copy_from_slice(data);
-                });
+                // In place for a string (a bit flip in a large bitmap touches one byte);
+                // an integer is rewritten as its digits first.
+                let end = offset + data.len();
+                let entry = self.entry_or_insert(key, || Value::Str(Box::default()));
+                if let Some(bytes) = entry.str_mut_at_least(end) {
+                    bytes[offset..end].copy_from_slice(data);
+                } else {
+                    self.update_string(key, |cur| {
+                        if cur.len() < end {
+                            cur.resize(end, 0);
+                        }
+                        cur[offset..end].copy_from_slice(data);
+                    });
+                }
                 true
             }
             Mutation::HSet { key, pairs } => {
