@@ -26,6 +26,11 @@ impl NodeView for Node {
     fn serves(&self, _slot: usize) -> bool {
         true
     }
+    fn scripts(&self) -> &crate::command::script::Scripts {
+        static SCRIPTS: std::sync::OnceLock<crate::command::script::Scripts> =
+            std::sync::OnceLock::new();
+        SCRIPTS.get_or_init(|| crate::command::script::Scripts::new(1))
+    }
 }
 
 /// A decoded RESP2 reply.
