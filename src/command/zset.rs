@@ -993,15 +993,29 @@ pub fn zrandmember(ctx: &mut Ctx<'_>, args: &[Bytes]) {
             shape.item(out, m, s);
         }
     } else {
-        // Distinct picks: a partial Fisher-Yates shuffle of the ranks.
         let n = count as usize;
-        let mut ranks: Vec<usize> = (0..len).collect();
         shape.header(out, n);
-        for i in 0..n {
-            let j = i + fastrand::usize(..len - i);
-            ranks.swap(i, j);
-            let (m, s) = z.get(ranks[i]).expect("a rank below the length");
+        let mut emit = |rank: usize| {
+            let (m, s) = z.get(rank).expect("a rank below the length");
             shape.item(out, m, s);
+        };
+        if n * 3 <= len {
+            // Few of many (Valkey's CASE 4): random ranks, skipping repeats.
+            let mut picked = hashbrown::HashSet::with_capacity(n);
+            while picked.len() < n {
+                let rank = fastrand::usize(..len);
+                if picked.insert(rank) {
+                    emit(rank);
+                }
+            }
+        } else {
+            // Most of the set: a partial Fisher-Yates shuffle of the ranks.
+            let mut ranks: Vec<usize> = (0..len).collect();
+            for i in 0..n {
+                let j = i + fastrand::usize(..len - i);
+                ranks.swap(i, j);
+                emit(ranks[i]);
+            }
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Sorted-set values, ordered by (score, member) as Valkey orders them. Small sets are one
-//! sorted vector (`listpack`); a set that would grow past `zset-max-listpack-entries`
+//! packed buffer ([`packed`]; `listpack`); a set that would grow past `zset-max-listpack-entries`
 //! members, or gain a member longer than `zset-max-listpack-value` bytes, becomes a member →
 //! score table plus an order with O(log n) ranks ([`ranked`]; `skiplist` in OBJECT
 //! ENCODING), and never converts back — Valkey's rules (zsetAdd, zsetTypeCreate).

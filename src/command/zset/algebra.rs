@@ -228,21 +228,12 @@ fn generic(ctx: &mut Ctx<'_>, args: &[Bytes], name: &str, op: Op, output: Output
             weight,
         })
         .collect();
-    if op != Op::Diff {
-        // Smallest first, as Valkey orders them (a stable sort, as glibc's qsort is here):
-        // the order in which scores are summed can change a float's last bit.
-        inputs.sort_by_key(Input::len);
-    }
     if output == Output::Card {
+        inputs.sort_by_key(Input::len);
         out.int(inter_card(&inputs, limit) as i64);
         return;
     }
-    let mut result = match op {
-        Op::Union => union(&inputs, how),
-        Op::Inter => inter(&inputs, how),
-        Op::Diff => diff(&inputs),
-    };
-    result.sort_by(|a, b| cmp_entry(a.0, &a.1, b.0, &b.1));
+    let result = compute(&mut inputs, op, how);
     if output == Output::Store {
         let pairs = result
             .into_iter()
@@ -256,6 +247,22 @@ fn generic(ctx: &mut Ctx<'_>, args: &[Bytes], name: &str, op: Op, output: Output
     for (s, m) in &result {
         shape.item(out, m, *s);
     }
+}
+
+/// The result of `op` over `inputs`, in (score, member) order.
+fn compute<'a>(inputs: &mut [Input<'a>], op: Op, how: Aggregate) -> Vec<(f64, Cow<'a, [u8]>)> {
+    if op != Op::Diff {
+        // Smallest first, as Valkey orders them (a stable sort, as glibc's qsort is here):
+        // the order in which scores are summed can change a float's last bit.
+        inputs.sort_by_key(Input::len);
+    }
+    let mut result = match op {
+        Op::Union => union(inputs, how),
+        Op::Inter => inter(inputs, how),
+        Op::Diff => diff(inputs),
+    };
+    result.sort_by(|a, b| cmp_entry(a.0, &a.1, b.0, &b.1));
+    result
 }
 
 fn union<'a>(inputs: &[Input<'a>], how: Aggregate) -> Vec<(f64, Cow<'a, [u8]>)> {
@@ -337,4 +344,96 @@ fn diff<'a>(inputs: &[Input<'a>]) -> Vec<(f64, Cow<'a, [u8]>)> {
         })
         .map(|(m, s)| (s, m))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shard::{SetLimits, ZSetLimits};
+
+    fn zset(pairs: &[(f64, &str)]) -> ZSetObj {
+        let mut z = ZSetObj::new();
+        for (s, m) in pairs {
+            z.insert(m.as_bytes(), *s, ZSetLimits::default());
+        }
+        z
+    }
+
+    fn set(members: &[&str]) -> SetObj {
+        let mut x = SetObj::for_first(members[0].as_bytes(), SetLimits::default());
+        for m in members {
+            x.insert(m.as_bytes(), SetLimits::default());
+        }
+        x
+    }
+
+    fn run(inputs: &[Src<'_>], op: Op, how: Aggregate) -> Vec<(String, f64)> {
+        let mut inputs: Vec<Input<'_>> = inputs
+            .iter()
+            .map(|&src| Input {
+                src: Some(src),
+                weight: 1.0,
+            })
+            .collect();
+        compute(&mut inputs, op, how)
+            .into_iter()
+            .map(|(s, m)| (String::from_utf8(m.into_owned()).unwrap(), s))
+            .collect()
+    }
+
+    fn want(pairs: &[(&str, f64)]) -> Vec<(String, f64)> {
+        pairs.iter().map(|(m, s)| (m.to_string(), *s)).collect()
+    }
+
+    /// Plain sets (listpack and intset encoded) score 1 each; the replies are
+    /// redis-server's for the same inputs.
+    #[test]
+    fn plain_sets_score_one() {
+        let z1 = zset(&[(1.0, "a"), (2.0, "b"), (3.0, "c")]);
+        let z2 = zset(&[(10.0, "b"), (20.0, "c"), (30.0, "d")]);
+        let s1 = set(&["a", "b", "x"]);
+        let (z1, z2, s1) = (Src::ZSet(&z1), Src::ZSet(&z2), Src::Set(&s1));
+        assert_eq!(
+            run(&[z1, z2, s1], Op::Union, Aggregate::Sum),
+            want(&[
+                ("x", 1.0),
+                ("a", 2.0),
+                ("b", 13.0),
+                ("c", 23.0),
+                ("d", 30.0)
+            ])
+        );
+        assert_eq!(
+            run(&[z1, z2, s1], Op::Inter, Aggregate::Sum),
+            want(&[("b", 13.0)])
+        );
+        assert_eq!(
+            run(&[z1, s1], Op::Diff, Aggregate::Sum),
+            want(&[("c", 3.0)])
+        );
+        assert_eq!(
+            run(&[s1, z1], Op::Diff, Aggregate::Sum),
+            want(&[("x", 1.0)])
+        );
+        let ints = set(&["3", "1", "2"]);
+        assert_eq!(ints.encoding(), "intset");
+        let z = zset(&[(5.0, "2"), (6.0, "9")]);
+        assert_eq!(
+            run(&[Src::Set(&ints), Src::ZSet(&z)], Op::Inter, Aggregate::Max),
+            want(&[("2", 5.0)])
+        );
+        let mut inputs = [
+            Input {
+                src: Some(Src::Set(&ints)),
+                weight: 1.0,
+            },
+            Input {
+                src: Some(Src::ZSet(&z)),
+                weight: 1.0,
+            },
+        ];
+        assert_eq!(inter_card(&inputs, 0), 1);
+        inputs.swap(0, 1);
+        assert_eq!(inter_card(&inputs, 1), 1);
+    }
 }

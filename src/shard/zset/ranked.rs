@@ -12,8 +12,9 @@
 //!   CHUNK), amortized over the CHUNK / 2 changes that must happen between two rebuilds).
 //!
 //! Per member that is 24 bytes of slab, the member's own allocation, ~5 bytes of order and
-//! 5–10 bytes of hash table, against Valkey's node, sds and dict entry (see the memory figures
-//! in tests/zsets.rs's notes and the family report).
+//! 5–10 bytes of hash table, against Valkey's skiplist node, sds and dict entry. Measured
+//! (INFO used_memory, 1M members `member:N`, random scores): ~57 bytes per member here,
+//! ~110 in redis-server 7.0.
 //!
 //! Ids also make ZSCAN simple and exact: a cursor is the next slab slot, so a member present
 //! for a whole scan is returned exactly once. Ids change only when the slab is compacted
