@@ -2,15 +2,18 @@
 //! the way the engine runs them.
 //!
 //! * `bitcount/1MB`, `bitcount/64MB`: BITCOUNT of a whole bitmap (POPCNT a word at a time;
-//!   a byte-at-a-time count runs at ~1.2 GB/s on the 2-vCPU VM, the word loop at ~14 GB/s
-//!   and with POPCNT at ~30 GB/s on cache-resident data, ~7 GB/s from memory).
+//!   a byte-at-a-time count runs at ~1.2 GB/s on the 2-vCPU VM, the portable word loop at
+//!   ~14 GB/s and with POPCNT at ~30 GB/s on cache-resident data, ~7 GB/s from memory).
+//!   Measured: 37 µs and 4.6 ms.
 //! * `bitpos/1MB_last_bit`: BITPOS 1 when the only set bit is the last one (whole words
-//!   skipped).
+//!   skipped). Measured: 35 µs.
 //! * `setbit/64MB`: SETBIT of a random bit of a 64 MB bitmap: the record changes one byte in
 //!   place (it copied the whole value twice before SetRange learnt to: ~40 ms per SETBIT in
-//!   a debug build, now the cost of a small one).
-//! * `bitop_and/2x1MB`: BITOP AND of two 1 MB bitmaps into a third.
-//! * `bitfield/incrby_3`: BITFIELD with three INCRBYs on a 1 MB bitmap.
+//!   a debug build). Measured: 0.54 µs.
+//! * `bitop_and/2x1MB`: BITOP AND of two 1 MB bitmaps into a third, stored. Folding each
+//!   source into the result a slice at a time took it from 430 µs (all sources a word at a
+//!   time) to 180 µs.
+//! * `bitfield/incrby_3`: BITFIELD with three INCRBYs on a 1 MB bitmap. Measured: 0.79 µs.
 //!
 //! Run with `cargo bench --bench bitmap` (add `-- --warm-up-time 1 --measurement-time 3` for
 //! a quick pass).
