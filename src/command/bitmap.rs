@@ -16,8 +16,9 @@ use self::bits::{BitOp, Overflow};
 use super::flags::READONLY;
 use super::table::{K1, RF, W, def, k};
 use super::{CommandDef, Ctx, Exec, NOT_INTEGER, SYNTAX_ERROR, WRONGTYPE, arg_i64, is};
+use crate::protocol::Out;
 use crate::shard::entry::string_bytes;
-use crate::shard::{Kind, Mutation, Ttl, ValueRef};
+use crate::shard::{Entry, Kind, Mutation, Ttl, ValueRef};
 
 /// This family's rows of the command table (see `table::families`).
 pub static COMMANDS: &[CommandDef] = &[
@@ -120,21 +121,23 @@ fn parse_offset(arg: &[u8], hash_bits: Option<u32>, max_bytes: usize) -> Option<
     (offset >= 0 && (offset as u64 >> 3) < max_bytes as u64).then_some(offset as u64)
 }
 
-/// A string value's bytes for reading, or Err after replying WRONGTYPE. Integer-encoded
-/// strings read as their decimal form.
-macro_rules! string_or_wrongtype {
-    ($entry:expr, $scratch:expr, $out:expr) => {
-        match $entry {
-            None => None,
-            Some(e) => match string_bytes(e.value(), $scratch) {
-                Some(s) => Some(s),
-                None => {
-                    $out.error(WRONGTYPE);
-                    return;
-                }
-            },
-        }
-    };
+/// The bytes of the string a lookup found (None when the key is missing; an integer-encoded
+/// string reads as its digits, written into `scratch`), or Err after replying WRONGTYPE.
+fn string_of<'a>(
+    entry: Option<&'a mut Entry>,
+    scratch: &'a mut itoa::Buffer,
+    out: &mut Out,
+) -> Result<Option<&'a [u8]>, ()> {
+    match entry {
+        None => Ok(None),
+        Some(e) => match string_bytes(e.value(), scratch) {
+            Some(s) => Ok(Some(s)),
+            None => {
+                out.error(WRONGTYPE);
+                Err(())
+            }
+        },
+    }
 }
 
 pub fn setbit(ctx: &mut Ctx<'_>, args: &[Bytes]) {
@@ -155,7 +158,9 @@ pub fn setbit(ctx: &mut Ctx<'_>, args: &[Bytes]) {
         shard, now, out, ..
     } = ctx;
     let mut scratch = itoa::Buffer::new();
-    let current = string_or_wrongtype!(shard.get(key, *now), &mut scratch, out);
+    let Ok(current) = string_of(shard.get(key, *now), &mut scratch, out) else {
+        return;
+    };
     let byte_index = (offset / 8) as usize;
     let byte = current.and_then(|s| s.get(byte_index)).copied();
     let was = bits::get_bit(current.unwrap_or_default(), offset);
@@ -181,7 +186,9 @@ pub fn getbit(ctx: &mut Ctx<'_>, args: &[Bytes]) {
         shard, now, out, ..
     } = ctx;
     let mut scratch = itoa::Buffer::new();
-    let s = string_or_wrongtype!(shard.get_read(&args[1], *now), &mut scratch, out);
+    let Ok(s) = string_of(shard.get_read(&args[1], *now), &mut scratch, out) else {
+        return;
+    };
     out.int(i64::from(bits::get_bit(s.unwrap_or_default(), offset)));
 }
 
@@ -205,7 +212,7 @@ struct RangeArgs {
 
 /// Parses `start [end [BYTE|BIT]]` in Valkey's order (start, unit, then end), replying the
 /// error itself. `rest` has at most three arguments.
-fn parse_range(out: &mut crate::protocol::Out, rest: &[Bytes]) -> Result<Option<RangeArgs>, ()> {
+fn parse_range(out: &mut Out, rest: &[Bytes]) -> Result<Option<RangeArgs>, ()> {
     let Some(start) = rest.first() else {
         return Ok(None);
     };
@@ -263,7 +270,10 @@ pub fn bitcount(ctx: &mut Ctx<'_>, args: &[Bytes]) {
         return;
     };
     let mut scratch = itoa::Buffer::new();
-    let Some(s) = string_or_wrongtype!(shard.get_read(&args[1], *now), &mut scratch, out) else {
+    let Ok(found) = string_of(shard.get_read(&args[1], *now), &mut scratch, out) else {
+        return;
+    };
+    let Some(s) = found else {
         out.int(0);
         return;
     };
@@ -307,7 +317,10 @@ pub fn bitpos(ctx: &mut Ctx<'_>, args: &[Bytes]) {
         return;
     };
     let mut scratch = itoa::Buffer::new();
-    let Some(s) = string_or_wrongtype!(shard.get_read(&args[1], *now), &mut scratch, out) else {
+    let Ok(found) = string_of(shard.get_read(&args[1], *now), &mut scratch, out) else {
+        return;
+    };
+    let Some(s) = found else {
         // A missing key is an endless run of zeros, whatever the range.
         out.int(if bit { -1 } else { 0 });
         return;
@@ -421,11 +434,7 @@ fn parse_type(arg: &[u8]) -> Option<(bool, u32)> {
 
 /// Parses the subcommands after the key, replying the first error (Valkey's order: each
 /// subcommand's type, then offset, then value).
-fn parse_field_ops(
-    out: &mut crate::protocol::Out,
-    args: &[Bytes],
-    max_bytes: usize,
-) -> Result<Vec<FieldOp>, ()> {
+fn parse_field_ops(out: &mut Out, args: &[Bytes], max_bytes: usize) -> Result<Vec<FieldOp>, ()> {
     let mut ops = Vec::new();
     let mut overflow = Overflow::Wrap;
     let mut j = 0;
@@ -505,7 +514,9 @@ fn bitfield_generic(ctx: &mut Ctx<'_>, args: &[Bytes], read_only: bool) {
     } else {
         shard.get_read(key, *now)
     };
-    let base: Option<&[u8]> = string_or_wrongtype!(entry, &mut scratch, out);
+    let Ok(base) = string_of(entry, &mut scratch, out) else {
+        return;
+    };
     let base_len = base.map_or(0, |s| s.len() as u64);
 
     // The bytes the writes give new values, over the string as it was; every read goes

@@ -262,55 +262,63 @@ impl BitOp {
             .find(|(n, _)| name.eq_ignore_ascii_case(n.as_bytes()))
             .map(|&(_, op)| op)
     }
+}
 
-    /// The operation on one word (or byte) of each source, shorter sources read as zeros.
-    #[inline(always)]
-    fn combine<T>(self, mut words: impl Iterator<Item = T>) -> T
-    where
-        T: Copy
-            + Default
-            + std::ops::BitAnd<Output = T>
-            + std::ops::BitOr<Output = T>
-            + std::ops::BitXor<Output = T>
-            + std::ops::Not<Output = T>,
-    {
-        let first = words.next().expect("BITOP has at least one source");
-        match self {
-            BitOp::And => words.fold(first, |acc, w| acc & w),
-            BitOp::Or => words.fold(first, |acc, w| acc | w),
-            BitOp::Xor => words.fold(first, |acc, w| acc ^ w),
-            BitOp::Not => !first,
-            BitOp::Diff | BitOp::Diff1 | BitOp::AndOr => {
-                let others = words.fold(T::default(), |acc, w| acc | w);
-                match self {
-                    BitOp::Diff => first & !others,
-                    BitOp::Diff1 => !first & others,
-                    _ => first & others,
-                }
-            }
-            BitOp::One => {
-                // `seen` has the bits of any source so far, `twice` those of two or more.
-                let (seen, twice) = words.fold((first, T::default()), |(seen, twice), w| {
-                    (seen | w, twice | (seen & w))
-                });
-                seen & !twice
-            }
-        }
+/// `acc[i] = f(acc[i], s[i])` over the bytes `s` has; a loop the compiler vectorizes.
+#[inline(always)]
+fn fold_into(acc: &mut [u8], s: &[u8], f: impl Fn(u8, u8) -> u8) {
+    for (a, &b) in acc.iter_mut().zip(s) {
+        *a = f(*a, b);
     }
 }
 
-/// BITOP's result: as long as the longest source, shorter ones padded with zero bytes.
+/// BITOP's result: as long as the longest source, shorter ones (and missing keys, which are
+/// empty) read as zero bytes. Each source is folded into the result whole, a slice at a
+/// time, rather than all sources a byte at a time.
 pub fn bitop(op: BitOp, sources: &[&[u8]]) -> Vec<u8> {
     let len = sources.iter().map(|s| s.len()).max().unwrap_or(0);
+    let Some((first, rest)) = sources.split_first() else {
+        return Vec::new();
+    };
     let mut out = vec![0u8; len];
-    // Word at a time while every source has a whole word, then byte at a time.
-    let common = sources.iter().map(|s| s.len()).min().unwrap_or(0) / 8 * 8;
-    for (i, dst) in out[..common].chunks_exact_mut(8).enumerate() {
-        let w = op.combine(sources.iter().map(|s| word(&s[i * 8..i * 8 + 8])));
-        dst.copy_from_slice(&w.to_be_bytes());
-    }
-    for (i, dst) in out.iter_mut().enumerate().skip(common) {
-        *dst = op.combine(sources.iter().map(|s| s.get(i).copied().unwrap_or(0)));
+    out[..first.len()].copy_from_slice(first);
+    match op {
+        BitOp::And => {
+            for s in rest {
+                fold_into(&mut out, s, |a, b| a & b);
+                out[s.len()..].fill(0);
+            }
+        }
+        BitOp::Or => rest
+            .iter()
+            .for_each(|s| fold_into(&mut out, s, |a, b| a | b)),
+        BitOp::Xor => rest
+            .iter()
+            .for_each(|s| fold_into(&mut out, s, |a, b| a ^ b)),
+        BitOp::Not => out.iter_mut().for_each(|b| *b = !*b),
+        BitOp::Diff | BitOp::Diff1 | BitOp::AndOr => {
+            let mut others = vec![0u8; len];
+            for s in rest {
+                fold_into(&mut others, s, |a, b| a | b);
+            }
+            // `out` holds the first source, zero-padded.
+            match op {
+                BitOp::Diff => fold_into(&mut out, &others, |x, o| x & !o),
+                BitOp::Diff1 => fold_into(&mut out, &others, |x, o| !x & o),
+                _ => fold_into(&mut out, &others, |x, o| x & o),
+            }
+        }
+        BitOp::One => {
+            // `out` gathers the bits of any source, `twice` those seen in two or more.
+            let mut twice = vec![0u8; len];
+            for s in rest {
+                for ((seen, t), &b) in out.iter_mut().zip(twice.iter_mut()).zip(s.iter()) {
+                    *t |= *seen & b;
+                    *seen |= b;
+                }
+            }
+            fold_into(&mut out, &twice, |seen, t| seen & !t);
+        }
     }
     out
 }
