@@ -41,6 +41,11 @@ impl NodeView for Node {
     fn serves(&self, _slot: usize) -> bool {
         true
     }
+    fn scripts(&self) -> &tallykv::command::script::Scripts {
+        static SCRIPTS: std::sync::OnceLock<tallykv::command::script::Scripts> =
+            std::sync::OnceLock::new();
+        SCRIPTS.get_or_init(|| tallykv::command::script::Scripts::new(1))
+    }
 }
 
 fn args(a: &[&str]) -> Vec<Bytes> {

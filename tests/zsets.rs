@@ -902,7 +902,10 @@ fn union_inter_diff_and_their_stores() {
 fn plain_sets_are_inputs() {
     let s = Server::start(&[]);
     let mut c = s.conn();
-    assert_eq!(run::<i64>(&mut c, &["SADD", "{t}s", "a", "b", "x"]).unwrap(), 3);
+    assert_eq!(
+        run::<i64>(&mut c, &["SADD", "{t}s", "a", "b", "x"]).unwrap(),
+        3
+    );
     int(&mut c, &["ZADD", "{t}z", "1", "a", "2", "b", "3", "c"]);
     assert_eq!(
         strs(&mut c, &["ZUNION", "2", "{t}z", "{t}s", "WITHSCORES"]),
