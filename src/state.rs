@@ -48,6 +48,11 @@ pub struct Shared {
     pub clients: Mutex<BTreeMap<u64, Arc<ClientInfo>>>,
     pub next_client_id: AtomicU64,
     pub connected_clients: AtomicUsize,
+    /// Clients blocked in a blocking command (of them, with a timeout), and clients with a
+    /// WATCH session (INFO clients).
+    pub blocked_clients: AtomicUsize,
+    pub blocked_with_timeout: AtomicUsize,
+    pub watching_clients: AtomicUsize,
     /// Lua scripts: the node's cache and what runs on each core.
     pub scripts: crate::command::script::Scripts,
     pub memory: Memory,
@@ -99,6 +104,9 @@ impl Shared {
             clients: Mutex::new(BTreeMap::new()),
             next_client_id: AtomicU64::new(1),
             connected_clients: AtomicUsize::new(0),
+            blocked_clients: AtomicUsize::new(0),
+            blocked_with_timeout: AtomicUsize::new(0),
+            watching_clients: AtomicUsize::new(0),
             scripts: crate::command::script::Scripts::new(cores),
             memory: Memory::new(),
             started: Instant::now(),

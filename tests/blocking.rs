@@ -68,12 +68,20 @@ fn a_push_on_any_core_wakes_the_blocked_client() {
     // BLPOP on keys of both cores, served by a push to the second key.
     let mut b = s.raw();
     send(&mut b, &inline(&format!("BLPOP {ON_CORE_1} {ON_CORE_0} 0")));
-    std::thread::sleep(Duration::from_millis(100));
+    // INFO clients counts the blocked client and the keys it waits on.
+    assert!(common::wait_until(DEADLINE, || {
+        let info: String = run(&mut pusher, &["INFO", "clients"]).unwrap();
+        info.contains("blocked_clients:1\r\n") && info.contains("total_blocking_keys:2\r\n")
+    }));
     assert_eq!(
         run::<i64>(&mut pusher, &["RPUSH", ON_CORE_0, "hello"]).unwrap(),
         1
     );
     expect(&mut b, "*2\r\n$1\r\nb\r\n$5\r\nhello\r\n");
+    assert!(common::wait_until(DEADLINE, || {
+        let info: String = run(&mut pusher, &["INFO", "clients"]).unwrap();
+        info.contains("blocked_clients:0\r\n") && info.contains("total_blocking_keys:0\r\n")
+    }));
     // BLMOVE across cores.
     send(
         &mut b,

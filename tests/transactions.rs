@@ -199,6 +199,12 @@ fn watch_is_invalidated_by_any_change() {
     // Untouched, UNWATCHed or DISCARDed sessions commit.
     raw(&mut other, &["SET", ON_CORE_1, "v"]);
     assert_eq!(raw(&mut c, &["WATCH", ON_CORE_1, ON_CORE_0]), Value::Okay);
+    // INFO clients counts the session and its keys.
+    let info: String = run(&mut other, &["INFO", "clients"]).unwrap();
+    assert!(
+        info.contains("watching_clients:1\r\n") && info.contains("total_watched_keys:2\r\n"),
+        "{info}"
+    );
     assert_eq!(raw(&mut c, &["MULTI"]), Value::Okay);
     raw(&mut c, &["SET", ON_CORE_0, "committed"]);
     assert_eq!(raw(&mut c, &["EXEC"]), Value::Array(vec![Value::Okay]));

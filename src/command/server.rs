@@ -180,16 +180,21 @@ fn clients_section(shared: &Shared, out: &mut String) {
          maxclients:{}\r\n\
          client_recent_max_input_buffer:0\r\n\
          client_recent_max_output_buffer:0\r\n\
-         blocked_clients:0\r\n\
+         blocked_clients:{}\r\n\
          tracking_clients:0\r\n\
          pubsub_clients:0\r\n\
-         watching_clients:0\r\n\
-         clients_in_timeout_table:0\r\n\
-         total_watched_keys:0\r\n\
-         total_blocking_keys:0\r\n\
+         watching_clients:{}\r\n\
+         clients_in_timeout_table:{}\r\n\
+         total_watched_keys:{}\r\n\
+         total_blocking_keys:{}\r\n\
          total_blocking_keys_on_nokey:0\r\n",
         shared.connected_clients.load(Relaxed),
         shared.config.runtime.maxclients(),
+        shared.blocked_clients.load(Relaxed),
+        shared.watching_clients.load(Relaxed),
+        shared.blocked_with_timeout.load(Relaxed),
+        shared.sum_shards(|s| s.watched_keys.get()),
+        shared.sum_shards(|s| s.blocking_keys.get()),
     );
 }
 

@@ -13,6 +13,7 @@
 //! nobody would receive.
 
 use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -59,6 +60,48 @@ fn hung_up(fd: i32) -> bool {
     n == 0
 }
 
+/// A blocked client, as INFO counts it: counted while it lives; when it goes, the shards drop
+/// the client's dead wake-ups (and recount the keys clients are blocked on).
+struct Blocked {
+    core: Rc<Core>,
+    keys: Vec<Bytes>,
+    timeout: bool,
+}
+
+impl Blocked {
+    fn new(core: &Rc<Core>, keys: Vec<Bytes>, timeout: bool) -> Blocked {
+        core.shared.blocked_clients.fetch_add(1, Relaxed);
+        if timeout {
+            core.shared.blocked_with_timeout.fetch_add(1, Relaxed);
+        }
+        Blocked {
+            core: core.clone(),
+            keys,
+            timeout,
+        }
+    }
+}
+
+impl Drop for Blocked {
+    fn drop(&mut self) {
+        let shared = &self.core.shared;
+        shared.blocked_clients.fetch_sub(1, Relaxed);
+        if self.timeout {
+            shared.blocked_with_timeout.fetch_sub(1, Relaxed);
+        }
+        for key in self.keys.drain(..) {
+            let owner = self.core.owner(key_slot(&key) as usize);
+            self.core.spawn_on(owner, move |cc| {
+                Box::pin(async move {
+                    let mut shard = cc.shard.borrow_mut();
+                    shard.blocked.sweep(&key);
+                    shard.sync_waiting_counts();
+                })
+            });
+        }
+    }
+}
+
 impl Dispatcher {
     /// Runs blocking command `args`, blocking the connection until it is served or times out;
     /// the reply goes to the local buffer.
@@ -79,6 +122,7 @@ impl Dispatcher {
         let deadline = timeout.map(|t| Instant::now() + t);
         let keys: Vec<Bytes> = def.keys.positions(&args).map(|p| args[p].clone()).collect();
         let mut registered = false;
+        let mut _gauge: Option<Blocked> = None;
         loop {
             let reply = attempt(core, client, args.clone()).await;
             if !is_null(&reply) {
@@ -100,8 +144,15 @@ impl Dispatcher {
             for key in &keys {
                 let owner = core.owner(key_slot(key) as usize);
                 let (k, w2) = (key.clone(), w.clone());
-                core.call(owner, move |cc| cc.shard.borrow_mut().blocked.add(&k, &w2))
-                    .await;
+                core.call(owner, move |cc| {
+                    let mut shard = cc.shard.borrow_mut();
+                    shard.blocked.add(&k, &w2);
+                    shard.sync_waiting_counts();
+                })
+                .await;
+            }
+            if _gauge.is_none() {
+                _gauge = Some(Blocked::new(core, keys.clone(), deadline.is_some()));
             }
             let again = attempt(core, client, args.clone()).await;
             if !is_null(&again) {

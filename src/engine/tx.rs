@@ -112,6 +112,9 @@ pub fn unwatch(core: &Rc<Core>, client: &mut Client) {
     let Some(w) = client.watching.take() else {
         return;
     };
+    core.shared
+        .watching_clients
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     let id = client.info.id;
     let mut by_core: std::collections::BTreeMap<usize, Vec<Bytes>> = Default::default();
     for (k, c, _) in w.keys {
@@ -124,6 +127,7 @@ pub fn unwatch(core: &Rc<Core>, client: &mut Client) {
                 for k in keys {
                     shard.watches.remove(&k, id);
                 }
+                shard.sync_waiting_counts();
             })
         });
     }
@@ -197,6 +201,11 @@ impl Dispatcher {
                 return;
             }
         }
+        if client.watching.is_none() {
+            core.shared
+                .watching_clients
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let flag = client
             .watching
             .get_or_insert_with(|| Watching {
@@ -214,6 +223,7 @@ impl Dispatcher {
                     let now = crate::util::now_ms();
                     let mut shard = cc.shard.borrow_mut();
                     shard.watches.add(&k, id, &f);
+                    shard.sync_waiting_counts();
                     shard.peek(&k, now).is_some()
                 })
                 .await

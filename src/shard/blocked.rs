@@ -28,6 +28,11 @@ impl Blocked {
         self.keys.is_empty()
     }
 
+    /// Keys at least one client is blocked on.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
     pub fn add(&mut self, key: &[u8], wakeup: &Wakeup) {
         let list = self.keys.entry(key.into()).or_default();
         list.retain(|w| w.strong_count() > 0);

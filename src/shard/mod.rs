@@ -336,9 +336,11 @@ impl Shard {
     pub fn apply(&mut self, m: Mutation<'_>) -> bool {
         if !self.watches.is_empty() {
             self.touch_watched(&m);
+            self.sync_waiting_counts();
         }
         if !self.blocked.is_empty() {
             self.wake_blocked(&m);
+            self.sync_waiting_counts();
         }
         if self.journal.is_some() {
             self.journal_record(&m);
@@ -551,6 +553,13 @@ impl Shard {
                 true
             }
         }
+    }
+
+    /// Publishes how many keys are watched and blocked on (INFO clients); call after changing
+    /// `watches` or `blocked`.
+    pub fn sync_waiting_counts(&self) {
+        self.stats.watched_keys.set(self.watches.len() as u64);
+        self.stats.blocking_keys.set(self.blocked.len() as u64);
     }
 
     /// Wakes the clients blocked on a key `m` may give data to.

@@ -38,4 +38,7 @@ pub struct ShardStats {
     pub evicted_keys: Counter,
     pub keyspace_hits: Counter,
     pub keyspace_misses: Counter,
+    /// Keys some client WATCHes, and keys some client is blocked on (gauges).
+    pub watched_keys: Counter,
+    pub blocking_keys: Counter,
 }

@@ -30,6 +30,11 @@ impl Watches {
         self.keys.is_empty()
     }
 
+    /// Keys watched by at least one client.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
     /// Registers `client`'s session `flag` on `key` (replacing an older session's entry).
     pub fn add(&mut self, key: &[u8], client: ClientId, flag: &WatchFlag) {
         let list = self.keys.entry(key.into()).or_default();
