@@ -278,32 +278,46 @@ fn field_value<'c>(ctx: &'c Ctx<'_>, key: &[u8], field: &[u8]) -> Option<&'c [u8
     }
 }
 
+/// The `[count [WITHVALUES|WITHSCORES]]` of HRANDFIELD and ZRANDMEMBER (`with` names the
+/// flag), checked in Valkey's order: Ok(None) without a count, Ok(Some((count, flag)));
+/// Err after replying the error.
+pub(super) fn rand_count(
+    ctx: &mut Ctx<'_>,
+    args: &[Bytes],
+    with: &str,
+) -> Result<Option<(i64, bool)>, ()> {
+    if args.len() < 3 {
+        return Ok(None);
+    }
+    let Some(c) = super::arg_i64(&args[2]) else {
+        ctx.out.error(NOT_INTEGER);
+        return Err(());
+    };
+    if c == i64::MIN {
+        ctx.out.error(
+            "ERR value is out of range, value must between -9223372036854775807 and 9223372036854775807",
+        );
+        return Err(());
+    }
+    if args.len() > 4 || (args.len() == 4 && !super::is(&args[3], with)) {
+        ctx.out.error(super::SYNTAX_ERROR);
+        return Err(());
+    }
+    let flag = args.len() == 4;
+    if flag && !(-(i64::MAX / 2)..=i64::MAX / 2).contains(&c) {
+        ctx.out.error("ERR value is out of range");
+        return Err(());
+    }
+    Ok(Some((c, flag)))
+}
+
 /// HRANDFIELD key [count [WITHVALUES]], with Valkey's argument checks in Valkey's order.
 pub fn hrandfield(ctx: &mut Ctx<'_>, args: &[Bytes]) {
-    let mut count = None;
-    let mut with_values = false;
-    if args.len() >= 3 {
-        let Some(c) = super::arg_i64(&args[2]) else {
-            ctx.out.error(NOT_INTEGER);
-            return;
-        };
-        if c == i64::MIN {
-            ctx.out.error(
-                "ERR value is out of range, value must between -9223372036854775807 and 9223372036854775807",
-            );
-            return;
-        }
-        if args.len() > 4 || (args.len() == 4 && !super::is(&args[3], "WITHVALUES")) {
-            ctx.out.error(super::SYNTAX_ERROR);
-            return;
-        }
-        with_values = args.len() == 4;
-        if with_values && !(-(i64::MAX / 2)..=i64::MAX / 2).contains(&c) {
-            ctx.out.error("ERR value is out of range");
-            return;
-        }
-        count = Some(c);
-    }
+    let Ok(parsed) = rand_count(ctx, args, "WITHVALUES") else {
+        return;
+    };
+    let count = parsed.map(|(c, _)| c);
+    let with_values = parsed.is_some_and(|(_, w)| w);
     // Split the borrows: the hash is read in place while the reply is written.
     let Ctx {
         shard, now, out, ..

@@ -17,7 +17,7 @@ use super::Exec::Shard as S;
 use super::flags::{FAST, READONLY, WRITE};
 use super::keyspace::{INVALID_CURSOR, ScanOf, parse_cursor, parse_scan_options, reply_scan_head};
 use super::table::{K1, RF, W, WF, def, k, kn};
-use super::{CommandDef, Ctx, NOT_FLOAT, NOT_INTEGER, WRONGTYPE, is};
+use super::{CommandDef, Ctx, NOT_FLOAT, WRONGTYPE, is};
 use crate::protocol::Out;
 use crate::shard::{Mutation, Shard, ValueRef, ZSetObj};
 
@@ -935,30 +935,11 @@ pub fn zmpop(ctx: &mut Ctx<'_>, args: &[Bytes]) {
 
 /// ZRANDMEMBER key [count [WITHSCORES]], with Valkey's argument checks in Valkey's order.
 pub fn zrandmember(ctx: &mut Ctx<'_>, args: &[Bytes]) {
-    let mut count = None;
-    let mut with_scores = false;
-    if args.len() >= 3 {
-        let Some(c) = super::arg_i64(&args[2]) else {
-            ctx.out.error(NOT_INTEGER);
-            return;
-        };
-        if c == i64::MIN {
-            ctx.out.error(
-                "ERR value is out of range, value must between -9223372036854775807 and 9223372036854775807",
-            );
-            return;
-        }
-        if args.len() > 4 || (args.len() == 4 && !is(&args[3], "WITHSCORES")) {
-            ctx.syntax_error();
-            return;
-        }
-        with_scores = args.len() == 4;
-        if with_scores && !(-(i64::MAX / 2)..=i64::MAX / 2).contains(&c) {
-            ctx.out.error("ERR value is out of range");
-            return;
-        }
-        count = Some(c);
-    }
+    let Ok(parsed) = super::hash::rand_count(ctx, args, "WITHSCORES") else {
+        return;
+    };
+    let count = parsed.map(|(c, _)| c);
+    let with_scores = parsed.is_some_and(|(_, w)| w);
     let Ctx {
         shard, now, out, ..
     } = ctx;
