@@ -77,8 +77,6 @@ pub fn older_cluster(storage: &Storage) -> Result<bool, String> {
 /// Stores this node's id and `stored` as its meta state, and waits until that is durable.
 pub async fn save_joined(storage: &Storage, id: NodeId, stored: &Stored) -> Result<(), String> {
     storage.write(Batch {
-        wipe: None,
-        items: Vec::new(),
         raft: vec![
             Item {
                 key: key(NODE_WIDE, TAG_SELF),
@@ -89,7 +87,7 @@ pub async fn save_joined(storage: &Storage, id: NodeId, stored: &Stored) -> Resu
                 value: Some(wire::encode(stored)),
             },
         ],
-        done: None,
+        ..Batch::default()
     });
     storage.synced().await
 }

@@ -393,6 +393,7 @@ fn persistence_section(shared: &Shared, out: &mut String) {
          aof_last_fsync_time:{}\r\n\
          storage_commits:{}\r\n\
          storage_keys_written:{}\r\n\
+         storage_deltas_written:{}\r\n\
          storage_bytes_written:{}\r\n\
          storage_dir:{}\r\n",
         if in_progress {
@@ -430,6 +431,7 @@ fn persistence_section(shared: &Shared, out: &mut String) {
         st.last_fsync_unix.load(Relaxed),
         st.commits.load(Relaxed),
         st.keys_written.load(Relaxed),
+        st.deltas_written.load(Relaxed),
         st.bytes_written.load(Relaxed),
         storage.dir().display(),
     );

@@ -21,8 +21,9 @@ use futures::{SinkExt, StreamExt};
 use super::core::Core;
 use crate::cluster::key_slot;
 use crate::config::AppendFsync;
-use crate::shard::Mutation;
-use crate::storage::{Batch, Item, Storage, codec};
+use crate::shard::deltas::DeltaState;
+use crate::shard::{Mutation, Shard};
+use crate::storage::{Batch, DeltaGc, Item, Storage, codec};
 
 /// In a cluster, a core hands its pending changes to storage once this many keys are
 /// pending (see [`Core::schedule_flush`]; the hand-over encodes every pending key on the
@@ -117,10 +118,40 @@ impl Core {
             return;
         };
         let mut items = Vec::with_capacity(changes.keys.len());
+        let mut deltas = Vec::with_capacity(changes.deltas.len());
+        let mut delta_gc = Vec::new();
         let rep = self.replicated.borrow();
+        for (key, records) in changes.deltas {
+            let slot = key_slot(&key);
+            let present = shard.peek_stored(&key).is_some();
+            match shard.delta_keys.get_mut(&key[..]) {
+                // Still there: the turn's records go on top of the stored base.
+                Some(state) if present => {
+                    let mut stored = Vec::with_capacity(16 + key.len());
+                    codec::encode_delta_key(slot, &key, state.epoch, state.next_seq, &mut stored);
+                    state.next_seq += 1;
+                    state.delta_bytes += records.len() as u64;
+                    deltas.push(Item {
+                        key: stored,
+                        value: Some(records),
+                    });
+                }
+                // Gone (its last element popped): a delete says it more simply.
+                _ => {
+                    let mut stored = Vec::with_capacity(2 + key.len());
+                    codec::encode_key(slot, &key, &mut stored);
+                    items.push(Item {
+                        key: stored,
+                        value: None,
+                    });
+                    forget_deltas(shard, &key, None, &mut delta_gc);
+                }
+            }
+        }
         for key in changes.keys {
+            let slot = key_slot(&key);
             let mut stored = Vec::with_capacity(2 + key.len());
-            codec::encode_key(key_slot(&key), &key, &mut stored);
+            codec::encode_key(slot, &key, &mut stored);
             // A key a leader's uncommitted proposal changed since is stored as of the last
             // commit (storage never holds what may be undone).
             let value = match rep.spec.committed_image(&key) {
@@ -129,12 +160,31 @@ impl Core {
                     codec::encode_value(img.value.as_ref(), img.expire_at, &mut v);
                     v
                 }),
-                None => shard.peek_stored(&key).map(|e| {
-                    let mut v = Vec::with_capacity(16 + e.heap_size());
-                    codec::encode_value(e.value(), e.expire_at(), &mut v);
-                    v
-                }),
+                None => match shard.peek_stored(&key) {
+                    // A large value: stored under a new epoch, its next changes as deltas.
+                    Some(e) if shard.use_deltas && crate::shard::deltas::worth_deltas(e) => {
+                        let epoch = fastrand::u64(..);
+                        let mut v = Vec::with_capacity(24 + e.heap_size());
+                        codec::encode_value_at(e.value(), e.expire_at(), Some(epoch), &mut v);
+                        let state = DeltaState::new(epoch, v.len() as u64);
+                        forget_deltas(shard, &key, Some(state), &mut delta_gc);
+                        items.push(Item {
+                            key: stored,
+                            value: Some(v),
+                        });
+                        continue;
+                    }
+                    Some(e) => {
+                        let mut v = Vec::with_capacity(16 + e.heap_size());
+                        codec::encode_value(e.value(), e.expire_at(), &mut v);
+                        Some(v)
+                    }
+                    None => None,
+                },
             };
+            if !shard.delta_keys.is_empty() {
+                forget_deltas(shard, &key, None, &mut delta_gc);
+            }
             items.push(Item { key: stored, value });
         }
         drop(rep);
@@ -149,6 +199,8 @@ impl Core {
             wipe: changes.flushed.then(|| shard.owned_slots()),
             items,
             raft: marks,
+            deltas,
+            delta_gc,
             done,
         });
     }
@@ -224,12 +276,18 @@ impl Core {
                 .name(format!("tallykv-load-{}", core.id))
                 .spawn(move || {
                     let mut tx = tx;
-                    let r = reader.load_slots(slots, |chunk| {
+                    let r = reader.load_slots(slots.clone(), |chunk| {
                         let delay = runtime.key_load_delay() as u64;
                         if delay > 0 {
                             std::thread::sleep(Duration::from_micros(delay * chunk.len() as u64));
                         }
-                        futures::executor::block_on(tx.send(chunk)).is_ok()
+                        futures::executor::block_on(tx.send(Chunk::Values(chunk))).is_ok()
+                    });
+                    // Large values' later changes, applied on top of the values.
+                    let r = r.and_then(|()| {
+                        reader.load_deltas(slots, |chunk| {
+                            futures::executor::block_on(tx.send(Chunk::Deltas(chunk))).is_ok()
+                        })
                     });
                     let _ = result_tx.send(r);
                 });
@@ -244,11 +302,17 @@ impl Core {
                 crate::util::now_ms()
             };
             let mut expired = Vec::new();
+            let mut stale = Vec::new();
             while let Some(chunk) = rx.next().await {
-                let n = chunk.len() as u64;
-                core.load_chunk(&storage, chunk, now, &mut expired);
-                let total = core.shared.loading_keys.fetch_add(n, Relaxed) + n;
-                log_progress(&core, total);
+                match chunk {
+                    Chunk::Values(chunk) => {
+                        let n = chunk.len() as u64;
+                        core.load_chunk(&storage, chunk, now, &mut expired);
+                        let total = core.shared.loading_keys.fetch_add(n, Relaxed) + n;
+                        log_progress(&core, total);
+                    }
+                    Chunk::Deltas(chunk) => core.load_deltas(&storage, chunk, &mut stale),
+                }
                 core.shared.memory.publish(core.id);
                 glommio::yield_if_needed().await;
             }
@@ -256,6 +320,16 @@ impl Core {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => fatal_load(&e),
                 Err(_) => fatal_load("a loader thread stopped unexpectedly"),
+            }
+            core.settle_deltas(now, &mut expired);
+            if !stale.is_empty() {
+                storage.write(Batch {
+                    deltas: stale
+                        .into_iter()
+                        .map(|key| Item { key, value: None })
+                        .collect(),
+                    ..Batch::default()
+                });
             }
             // Keys that expired while the node was down: gone from memory, now from disk.
             if !expired.is_empty() {
@@ -266,16 +340,19 @@ impl Core {
                     .expired_keys
                     .add(expired.len() as u64);
                 storage.write(Batch {
-                    wipe: None,
                     items: expired
                         .into_iter()
                         .map(|key| Item { key, value: None })
                         .collect(),
-                    raft: Vec::new(),
-                    done: None,
+                    ..Batch::default()
                 });
             }
-            core.shard.borrow_mut().track_changes(true);
+            {
+                let mut shard = core.shard.borrow_mut();
+                shard.track_changes(true);
+                // Standalone, storage is the log: a large value's changes go as deltas.
+                shard.use_deltas = !core.shared.config.cluster.enabled;
+            }
             core.finish_loading();
         })
         .detach();
@@ -298,10 +375,10 @@ impl Core {
                         "key stored under slot {slot} hashes to slot {actual}"
                     ));
                 }
-                let (value, expire_at) = codec::decode_value(&v, limits)?;
-                Ok((slot, key, value, expire_at))
+                let (value, expire_at, epoch) = codec::decode_value_at(&v, limits)?;
+                Ok((slot, key, value, expire_at, epoch))
             });
-            let (slot, key, value, expire_at) = match decoded {
+            let (slot, key, value, expire_at, epoch) = match decoded {
                 Ok(d) => d,
                 Err(e) => {
                     let slot = codec::decode_key(&k).map(|(s, _)| s as usize).unwrap_or(0);
@@ -313,7 +390,12 @@ impl Core {
                 }
             };
             debug_assert!(shard.owned_slots().contains(&(slot as usize)));
-            if expire_at.is_some_and(|at| now > at) {
+            // A value with deltas is judged once they are applied (one may have removed
+            // its expiry): see `settle_deltas`.
+            if let Some(epoch) = epoch {
+                let state = DeltaState::new(epoch, v.len() as u64);
+                shard.delta_keys.insert(key.into(), state);
+            } else if expire_at.is_some_and(|at| now > at) {
                 expired.push(k.to_vec());
                 continue;
             }
@@ -322,6 +404,81 @@ impl Core {
                 value,
                 expire_at,
             });
+        }
+    }
+
+    /// Applies a chunk of stored deltas to the values loaded before them; deltas of an
+    /// epoch their value no longer has are collected in `stale` (to delete).
+    fn load_deltas(
+        &self,
+        storage: &Storage,
+        chunk: Vec<(fjall::Slice, fjall::Slice)>,
+        stale: &mut Vec<Vec<u8>>,
+    ) {
+        let mut shard = self.shard.borrow_mut();
+        let limits = shard.limits;
+        for (k, v) in chunk {
+            let corrupt = |e: &dyn std::fmt::Display| -> ! {
+                fatal_load(&format!(
+                    "corrupt delta in {} (stored key {:?}): {e}",
+                    storage.deltas_path().display(),
+                    String::from_utf8_lossy(&k)
+                ))
+            };
+            let d = codec::decode_delta_key(&k).unwrap_or_else(|e| corrupt(&e));
+            let state = match shard.delta_keys.get(d.key) {
+                Some(s) if s.epoch == d.epoch => *s,
+                _ => {
+                    stale.push(k.to_vec());
+                    continue;
+                }
+            };
+            if d.seq != state.next_seq {
+                corrupt(&format!(
+                    "delta {} follows delta {} of its value (one is missing)",
+                    d.seq,
+                    state.next_seq as i64 - 1
+                ));
+            }
+            let mut r = crate::shard::mutation::Reader::new(&v);
+            while !r.is_empty() {
+                let decoded = Mutation::decode(&mut r, limits).unwrap_or_else(|e| corrupt(&e));
+                let m = decoded.mutation();
+                if m.key() != Some(d.key) {
+                    corrupt(&"a record of another key");
+                }
+                shard.apply(m);
+            }
+            if let Some(s) = shard.delta_keys.get_mut(d.key) {
+                s.next_seq += 1;
+                s.delta_bytes += v.len() as u64;
+            }
+        }
+    }
+
+    /// Once every delta is applied: values with deltas that are gone (a delta deleted the
+    /// value) or expired while the node was down are deleted, on disk too.
+    fn settle_deltas(&self, now: u64, expired: &mut Vec<Vec<u8>>) {
+        let shard = &mut *self.shard.borrow_mut();
+        if shard.delta_keys.is_empty() {
+            return;
+        }
+        let keys: Vec<Box<[u8]>> = shard.delta_keys.keys().cloned().collect();
+        for key in keys {
+            let gone = match shard.peek_stored(&key) {
+                None => true,
+                Some(e) if e.expire_at().is_some_and(|at| now > at) => {
+                    shard.apply(Mutation::Del { key: &key });
+                    true
+                }
+                Some(_) => false,
+            };
+            if gone {
+                shard.delta_keys.remove(&key);
+                let mut stored = Vec::with_capacity(2 + key.len());
+                codec::encode_key(key_slot(&key), &key, &mut stored);
+                expired.push(stored);
+            }
         }
     }
 
@@ -342,6 +499,29 @@ impl Core {
             );
         }
     }
+}
+
+/// Sets (or clears) `key`'s delta state; asks storage to delete the deltas the old state
+/// left (any of another epoch than the new one's).
+fn forget_deltas(shard: &mut Shard, key: &[u8], new: Option<DeltaState>, gc: &mut Vec<DeltaGc>) {
+    let old = match new {
+        Some(state) => shard.delta_keys.insert(key.into(), state),
+        None => shard.delta_keys.remove(key),
+    };
+    if old.is_some_and(|s| s.next_seq > 0) {
+        let mut prefix = Vec::with_capacity(6 + key.len());
+        codec::encode_delta_prefix(key_slot(key), key, &mut prefix);
+        gc.push(DeltaGc {
+            prefix,
+            keep: new.map(|s| s.epoch),
+        });
+    }
+}
+
+/// What a core's loader thread sends it: stored values, then stored deltas.
+enum Chunk {
+    Values(Vec<(fjall::Slice, fjall::Slice)>),
+    Deltas(Vec<(fjall::Slice, fjall::Slice)>),
 }
 
 static LOAD_STARTED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();

@@ -8,6 +8,7 @@
 //! cores or nodes as a unit.
 
 pub mod blocked;
+pub mod deltas;
 pub mod entry;
 mod evict;
 mod expire;
@@ -102,20 +103,40 @@ pub struct Shard {
     pub core: Option<usize>,
     /// A scratch shard holds copies of one command's keys only (see `engine::span`).
     pub scratch: bool,
+    /// Whether large values persist as a base plus deltas ([`deltas`]; standalone storage).
+    pub use_deltas: bool,
+    /// The large keys whose stored base carries a delta epoch, and where their deltas stand.
+    pub delta_keys: std::collections::HashMap<Box<[u8]>, deltas::DeltaState, ahash::RandomState>,
 }
 
 /// The change feed persistence reads: which keys changed since it last looked. It stores each
 /// key's state as of when it looks, so a key written many times in between is written once.
 #[derive(Default)]
 pub struct Changes {
+    /// Keys to store whole (or delete).
     pub keys: std::collections::HashSet<Box<[u8]>, ahash::RandomState>,
+    /// Large keys whose changes are stored as a delta: their records, encoded one after the
+    /// other (see [`deltas`]). A key is in `keys` or here, never both.
+    pub deltas: std::collections::HashMap<Box<[u8]>, Vec<u8>, ahash::RandomState>,
     /// Every key of the shard was deleted (FLUSHALL) before the changes in `keys`.
     pub flushed: bool,
 }
 
 impl Changes {
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty() && !self.flushed
+        self.keys.is_empty() && self.deltas.is_empty() && !self.flushed
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len() + self.deltas.len()
+    }
+
+    /// Marks `key` for storing whole (superseding its deltas of this turn).
+    fn rewrite(&mut self, key: &[u8]) {
+        if !self.keys.contains(key) {
+            self.deltas.remove(key);
+            self.keys.insert(key.into());
+        }
     }
 }
 
@@ -152,6 +173,8 @@ impl Shard {
             blocked: Blocked::default(),
             core: None,
             scratch: false,
+            use_deltas: false,
+            delta_keys: Default::default(),
         }
     }
 
@@ -162,7 +185,7 @@ impl Shard {
 
     /// How many keys changed since the last [`Shard::take_changes`].
     pub fn pending_changes(&self) -> usize {
-        self.changes.as_ref().map_or(0, |c| c.keys.len())
+        self.changes.as_ref().map_or(0, Changes::len)
     }
 
     /// Whether keys changed since the last [`Shard::take_changes`].
@@ -193,21 +216,32 @@ impl Shard {
     }
 
     fn note_change(&mut self, m: &Mutation<'_>) {
+        if self.changes.is_none() {
+            return;
+        }
+        self.change_count += 1;
+        // A part of a large value changes: a delta of its stored base may carry it.
+        let delta_budget = match m.key() {
+            Some(k) if self.use_deltas && deltas::is_partial(m) => self
+                .delta_keys
+                .get(k)
+                .map(deltas::DeltaState::budget)
+                .filter(|&b| b > 0 && self.peek_stored(k).is_some_and(deltas::worth_deltas)),
+            _ => None,
+        };
         let Some(c) = self.changes.as_mut() else {
             return;
         };
-        self.change_count += 1;
         match m {
             Mutation::FlushAll => {
                 c.keys.clear();
+                c.deltas.clear();
                 c.flushed = true;
+                self.delta_keys.clear();
             }
             Mutation::Rename { from, to } => {
-                for k in [from, to] {
-                    if !c.keys.contains(*k) {
-                        c.keys.insert((*k).into());
-                    }
-                }
+                c.rewrite(from);
+                c.rewrite(to);
             }
             Mutation::FlushSlots { slots } => {
                 let keys = {
@@ -221,15 +255,27 @@ impl Shard {
                     keys
                 };
                 if let Some(c) = self.changes.as_mut() {
-                    c.keys.extend(keys);
+                    for k in keys {
+                        c.rewrite(&k);
+                    }
                 }
             }
             m => {
-                if let Some(k) = m.key()
-                    && !c.keys.contains(k)
-                {
-                    c.keys.insert(k.into());
+                let Some(k) = m.key() else { return };
+                if c.keys.contains(k) {
+                    return;
                 }
+                if let Some(budget) = delta_budget {
+                    let buf = match c.deltas.get_mut(k) {
+                        Some(buf) => buf,
+                        None => c.deltas.entry(k.into()).or_default(),
+                    };
+                    m.encode(buf);
+                    if buf.len() as u64 <= budget {
+                        return;
+                    }
+                }
+                c.rewrite(k);
             }
         }
     }
@@ -689,9 +735,7 @@ impl Shard {
     pub fn mark_changed(&mut self, key: &[u8]) {
         if let Some(c) = self.changes.as_mut() {
             self.change_count += 1;
-            if !c.keys.contains(key) {
-                c.keys.insert(key.into());
-            }
+            c.rewrite(key);
         }
     }
 

@@ -8,8 +8,9 @@
 //! ```text
 //! byte 0      format version (1)
 //! byte 1      type: 0 string, 1 integer, 2 hash, 3 list, 4 set, 5 sorted set;
-//!             bit 7 set when an expiry follows
+//!             bit 7 set when an expiry follows, bit 6 when an epoch follows
 //! [8 bytes]   absolute expiry, Unix ms, little-endian (only with bit 7)
+//! [8 bytes]   delta epoch, little-endian (only with bit 6; see below)
 //! payload     string: the bytes; integer: i64 little-endian;
 //!             hash: u32 field count, then per field u32 length + bytes, u32 length + bytes
 //!             list, set: u32 count, then per element u32 length + bytes (a list in order)
@@ -18,6 +19,20 @@
 //!
 //! Types 3–5 were added without a version bump: a version-1 reader from before them refuses
 //! them by type ("unknown value type"), which is the failure a version bump would give.
+//!
+//! A large value (a collection of many elements, a long string) that changes a little at a
+//! time is not rewritten whole on every change: its stored form carries an epoch, and each
+//! later change is stored as a delta in the `deltas` keyspace, keyed
+//!
+//! ```text
+//! [slot u16 BE][key length u32 BE][key][epoch u64 BE][sequence u32 BE]
+//! ```
+//!
+//! whose value is the change's mutation records (the Raft log's record encoding, one after
+//! the other). Loading applies a key's deltas of its value's epoch in sequence order on top
+//! of the value; deltas of another epoch are left over from before the value was last
+//! rewritten, and are ignored (and deleted). The key length keeps one key's deltas apart from
+//! a longer key that starts with the same bytes.
 //!
 //! A reader refuses a version it does not know instead of guessing, so a file written by a
 //! future release fails loudly; a future release keeps reading version 1.
@@ -33,6 +48,7 @@ const TYPE_LIST: u8 = 3;
 const TYPE_SET: u8 = 4;
 const TYPE_ZSET: u8 = 5;
 const HAS_EXPIRY: u8 = 0x80;
+const HAS_EPOCH: u8 = 0x40;
 
 /// Appends the stored form of `key` in `slot` to `out`.
 pub fn encode_key(slot: u16, key: &[u8], out: &mut Vec<u8>) {
@@ -55,6 +71,16 @@ pub fn slot_prefix(slot: usize) -> [u8; 2] {
 
 /// Appends the stored form of a value and its expiry to `out`.
 pub fn encode_value(value: ValueRef<'_>, expire_at: Option<u64>, out: &mut Vec<u8>) {
+    encode_value_at(value, expire_at, None, out)
+}
+
+/// [`encode_value`] for a value whose later changes are stored as deltas of `epoch`.
+pub fn encode_value_at(
+    value: ValueRef<'_>,
+    expire_at: Option<u64>,
+    epoch: Option<u64>,
+    out: &mut Vec<u8>,
+) {
     let ty = match value {
         ValueRef::Str(_) => TYPE_STR,
         ValueRef::Int(_) => TYPE_INT,
@@ -64,12 +90,13 @@ pub fn encode_value(value: ValueRef<'_>, expire_at: Option<u64>, out: &mut Vec<u
         ValueRef::ZSet(_) => TYPE_ZSET,
     };
     out.push(FORMAT_VERSION);
-    match expire_at {
-        Some(at) => {
-            out.push(ty | HAS_EXPIRY);
-            out.extend_from_slice(&at.to_le_bytes());
-        }
-        None => out.push(ty),
+    let flags = expire_at.map_or(0, |_| HAS_EXPIRY) | epoch.map_or(0, |_| HAS_EPOCH);
+    out.push(ty | flags);
+    if let Some(at) = expire_at {
+        out.extend_from_slice(&at.to_le_bytes());
+    }
+    if let Some(e) = epoch {
+        out.extend_from_slice(&e.to_le_bytes());
     }
     match value {
         ValueRef::Str(s) => out.extend_from_slice(s),
@@ -112,11 +139,17 @@ fn put(out: &mut Vec<u8>, b: &[u8]) {
 
 /// The absolute expiry of a stored value, without decoding the value (None: persistent).
 pub fn peek_expiry(stored: &[u8]) -> Result<Option<u64>, String> {
-    let (_, expire_at, _) = header(stored)?;
-    Ok(expire_at)
+    Ok(header(stored)?.expire_at)
 }
 
-fn header(stored: &[u8]) -> Result<(u8, Option<u64>, &[u8]), String> {
+struct Header<'a> {
+    ty: u8,
+    expire_at: Option<u64>,
+    epoch: Option<u64>,
+    payload: &'a [u8],
+}
+
+fn header(stored: &[u8]) -> Result<Header<'_>, String> {
     let [version, ty, rest @ ..] = stored else {
         return Err(format!(
             "stored value of {} bytes is too short",
@@ -129,19 +162,41 @@ fn header(stored: &[u8]) -> Result<(u8, Option<u64>, &[u8]), String> {
              (was the data written by a newer tallykv?)"
         ));
     }
-    if ty & HAS_EXPIRY == 0 {
-        return Ok((*ty, None, rest));
-    }
-    let Some((at, payload)) = rest.split_first_chunk::<8>() else {
-        return Err("stored value is cut short inside its expiry".into());
+    let mut payload = rest;
+    let mut word = |what: &str| match payload.split_first_chunk::<8>() {
+        Some((w, tail)) => {
+            payload = tail;
+            Ok(u64::from_le_bytes(*w))
+        }
+        None => Err(format!("stored value is cut short inside its {what}")),
     };
-    Ok((ty & !HAS_EXPIRY, Some(u64::from_le_bytes(*at)), payload))
+    let expire_at = (ty & HAS_EXPIRY != 0).then(|| word("expiry")).transpose()?;
+    let epoch = (ty & HAS_EPOCH != 0).then(|| word("epoch")).transpose()?;
+    Ok(Header {
+        ty: ty & !(HAS_EXPIRY | HAS_EPOCH),
+        expire_at,
+        epoch,
+        payload,
+    })
 }
 
 /// Decodes a stored value; hashes are built with `limits` (listpack or table, as a write of
 /// the same fields would have made them).
 pub fn decode_value(stored: &[u8], limits: Encodings) -> Result<(Value, Option<u64>), String> {
-    let (ty, expire_at, payload) = header(stored)?;
+    decode_value_at(stored, limits).map(|(v, at, _)| (v, at))
+}
+
+/// [`decode_value`], and the epoch of the value's deltas (None: it has none).
+pub fn decode_value_at(
+    stored: &[u8],
+    limits: Encodings,
+) -> Result<(Value, Option<u64>, Option<u64>), String> {
+    let Header {
+        ty,
+        expire_at,
+        epoch,
+        payload,
+    } = header(stored)?;
     let value = match ty {
         TYPE_STR => Value::from_bytes(payload),
         TYPE_INT => {
@@ -173,7 +228,47 @@ pub fn decode_value(stored: &[u8], limits: Encodings) -> Result<(Value, Option<u
         TYPE_ZSET => Value::ZSet(Box::new(decode_zset(payload, limits)?)),
         other => return Err(format!("unknown value type {other}")),
     };
-    Ok((value, expire_at))
+    Ok((value, expire_at, epoch))
+}
+
+/// Appends the first stored key of `key`'s deltas (every delta of the key starts with it).
+pub fn encode_delta_prefix(slot: u16, key: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&slot.to_be_bytes());
+    out.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    out.extend_from_slice(key);
+}
+
+/// Appends the stored key of `key`'s delta number `seq` of `epoch`.
+pub fn encode_delta_key(slot: u16, key: &[u8], epoch: u64, seq: u32, out: &mut Vec<u8>) {
+    encode_delta_prefix(slot, key, out);
+    out.extend_from_slice(&epoch.to_be_bytes());
+    out.extend_from_slice(&seq.to_be_bytes());
+}
+
+/// A delta's stored key, read back.
+pub struct DeltaKey<'a> {
+    pub slot: u16,
+    pub key: &'a [u8],
+    pub epoch: u64,
+    pub seq: u32,
+}
+
+pub fn decode_delta_key(stored: &[u8]) -> Result<DeltaKey<'_>, String> {
+    let bad = || format!("stored delta key of {} bytes is malformed", stored.len());
+    let (slot, rest) = stored.split_first_chunk::<2>().ok_or_else(bad)?;
+    let (len, rest) = rest.split_first_chunk::<4>().ok_or_else(bad)?;
+    let len = u32::from_be_bytes(*len) as usize;
+    if rest.len() != len + 12 {
+        return Err(bad());
+    }
+    let (key, rest) = rest.split_at(len);
+    let (epoch, seq) = rest.split_at(8);
+    Ok(DeltaKey {
+        slot: u16::from_be_bytes(*slot),
+        key,
+        epoch: u64::from_be_bytes(epoch.try_into().map_err(|_| bad())?),
+        seq: u32::from_be_bytes(seq.try_into().map_err(|_| bad())?),
+    })
 }
 
 fn take<'a>(p: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
@@ -268,6 +363,34 @@ mod tests {
         assert_eq!(&back, v);
         assert_eq!(e, exp);
         assert_eq!(peek_expiry(&buf).unwrap(), exp);
+        for epoch in [0, 7, u64::MAX] {
+            let mut buf = Vec::new();
+            encode_value_at(v.as_ref(), exp, Some(epoch), &mut buf);
+            let (back, e, ep) = decode_value_at(&buf, Encodings::default()).unwrap();
+            assert_eq!((&back, e, ep), (v, exp, Some(epoch)));
+            assert_eq!(peek_expiry(&buf).unwrap(), exp);
+        }
+    }
+
+    #[test]
+    fn delta_keys_round_trip_and_sort_by_key_then_epoch_then_sequence() {
+        let enc = |key: &[u8], epoch, seq| {
+            let mut out = Vec::new();
+            encode_delta_key(9, key, epoch, seq, &mut out);
+            out
+        };
+        let k = enc(b"list", 3, 258);
+        let d = decode_delta_key(&k).unwrap();
+        assert_eq!((d.slot, d.key, d.epoch, d.seq), (9, &b"list"[..], 3, 258));
+        assert!(enc(b"list", 3, 2) < enc(b"list", 3, 10));
+        assert!(enc(b"list", 3, u32::MAX) < enc(b"list", 4, 0));
+        // A longer key sharing the first bytes never sorts inside another key's deltas.
+        let mut prefix = Vec::new();
+        encode_delta_prefix(9, b"list", &mut prefix);
+        assert!(!enc(b"lists", 0, 0).starts_with(&prefix));
+        for cut in 0..k.len() {
+            assert!(decode_delta_key(&k[..cut]).is_err());
+        }
     }
 
     #[test]

@@ -17,6 +17,8 @@
 //! written through [`Batch::raft`] in the same atomic batch as the data they describe. The Raft
 //! logs themselves are not here: each core writes its groups' log to a write-ahead log of its
 //! own ([`wal`]), from the core's thread. (Tags below 0x10 held the 0.9-based cluster's log.)
+//! The `deltas` keyspace holds the changes of large values since their last full write
+//! (see [`codec`]), keyed by slot first like the groups, so a slot range covers both.
 //!
 //! fjall blocks, so nothing here runs on a glommio core. Cores send [`Batch`]es to one writer
 //! thread; it commits everything queued as one atomic fjall batch and, for
@@ -49,6 +51,8 @@ const DEFAULT_GROUPS: usize = 16;
 const DB_DIR: &str = "tallykv.db";
 /// The keyspace of every slot group's Raft log, vote and state-machine bookkeeping.
 const RAFT_KEYSPACE: &str = "raft";
+/// The keyspace of large values' deltas (see [`codec`]).
+const DELTAS_KEYSPACE: &str = "deltas";
 pub const SNAPSHOT_DIR: &str = "snapshot";
 /// Queued batches the writer takes into one commit at most.
 const MAX_MSGS_PER_COMMIT: usize = 4096;
@@ -65,6 +69,14 @@ impl Item {
     }
 }
 
+impl Batch {
+    /// What this batch counts against the writer's queue ([`MAX_BACKLOG_BYTES`]).
+    fn backlog_bytes(&self) -> usize {
+        let items = self.items.iter().chain(&self.raft).chain(&self.deltas);
+        items.map(Item::bytes).sum::<usize>() + self.delta_gc.len() * 64
+    }
+}
+
 /// Queued bytes past which writers wait for the disk. Under `everysec` the queue is what a
 /// kill -9 can lose, so it stays well under a second of the writer's throughput (~30 MB/s).
 const MAX_BACKLOG_BYTES: u64 = 8 * 1024 * 1024;
@@ -72,7 +84,16 @@ const MAX_BACKLOG_BYTES: u64 = 8 * 1024 * 1024;
 /// (key, value) pairs read back from the database.
 pub type KeyValues = Vec<(Vec<u8>, Vec<u8>)>;
 
+/// Old deltas of a key to delete: every delta stored under `prefix` (the key's delta
+/// prefix, [`codec::encode_delta_prefix`]) whose epoch is not `keep`. Only tidying: loading
+/// ignores deltas of another epoch than their base's, so one missed here does no harm.
+pub struct DeltaGc {
+    pub prefix: Vec<u8>,
+    pub keep: Option<u64>,
+}
+
 /// The changes of one core's event-loop turn.
+#[derive(Default)]
 pub struct Batch {
     /// Slots whose keys are all deleted first (FLUSHALL on that core).
     pub wipe: Option<Range<usize>>,
@@ -80,6 +101,10 @@ pub struct Batch {
     /// Writes to the `raft` keyspace (state-machine keys, tag >= 0x10: see the module doc),
     /// committed atomically with `items`.
     pub raft: Vec<Item>,
+    /// New deltas of large values (stored keys from [`codec::encode_delta_key`]).
+    pub deltas: Vec<Item>,
+    /// Deltas left behind by values rewritten or deleted in this batch.
+    pub delta_gc: Vec<DeltaGc>,
     /// Completed once the batch is durable (appendfsync always).
     pub done: Option<oneshot::Sender<()>>,
 }
@@ -87,7 +112,7 @@ pub struct Batch {
 type Callback = Box<dyn FnOnce(Result<(), String>) + Send>;
 
 enum WriteMsg {
-    Batch(Batch),
+    Batch(Box<Batch>),
     /// Runs once everything queued before it is committed (and synced). Barriers that arrive
     /// together share one fsync.
     Barrier(Callback),
@@ -100,6 +125,8 @@ enum WriteMsg {
 pub struct PersistStats {
     pub commits: AtomicU64,
     pub keys_written: AtomicU64,
+    /// Deltas of large values written (see [`codec`]).
+    pub deltas_written: AtomicU64,
     pub bytes_written: AtomicU64,
     pub fsyncs: AtomicU64,
     pub fsync_us_total: AtomicU64,
@@ -124,6 +151,7 @@ pub struct Storage {
     db: Database,
     groups: Vec<Keyspace>,
     raft: Keyspace,
+    deltas: Keyspace,
     dir: PathBuf,
     tx: Mutex<Option<Sender<WriteMsg>>>,
     /// Bytes sent to the writer and not yet committed.
@@ -192,11 +220,15 @@ impl Storage {
         let raft = db
             .keyspace(RAFT_KEYSPACE, group_options)
             .map_err(|e| db_err(&path, e))?;
+        let deltas = db
+            .keyspace(DELTAS_KEYSPACE, group_options)
+            .map_err(|e| db_err(&path, e))?;
         let (tx, rx) = std::sync::mpsc::channel();
         let storage = Arc::new(Storage {
             db,
             groups,
             raft,
+            deltas,
             dir: dir.to_path_buf(),
             tx: Mutex::new(Some(tx)),
             backlog_bytes: AtomicU64::new(0),
@@ -264,9 +296,9 @@ impl Storage {
 
     /// Queues one core's changes for the next commit.
     pub fn write(&self, batch: Batch) {
-        let bytes: usize = batch.items.iter().chain(&batch.raft).map(Item::bytes).sum();
-        self.backlog_bytes.fetch_add(bytes as u64, Relaxed);
-        self.send(WriteMsg::Batch(batch));
+        self.backlog_bytes
+            .fetch_add(batch.backlog_bytes() as u64, Relaxed);
+        self.send(WriteMsg::Batch(Box::new(batch)));
     }
 
     /// Whether more is queued for the writer than it should hold in memory: writers then
@@ -341,7 +373,7 @@ impl Storage {
             .spawn(move || {
                 let started = Instant::now();
                 // The raft keyspace too: it is where purged log prefixes leave tombstones.
-                for ks in me.groups.iter().chain([&me.raft]) {
+                for ks in me.groups.iter().chain([&me.raft, &me.deltas]) {
                     if let Err(e) = ks.major_compact() {
                         tracing::error!("compaction of {} failed: {e}", ks.path().display());
                     }
@@ -377,7 +409,10 @@ impl Storage {
         // Best effort and bounded: everything is already synced in the journal, and fjall's
         // wait spins forever if its flush worker has died (e.g. the dir was removed).
         let started = Instant::now();
-        let keyspaces: Vec<Keyspace> = self.groups.iter().chain([&self.raft]).cloned().collect();
+        let keyspaces: Vec<Keyspace> = (self.groups.iter())
+            .chain([&self.raft, &self.deltas])
+            .cloned()
+            .collect();
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         let flusher = std::thread::Builder::new()
             .name("tallykv-close".into())
@@ -409,6 +444,42 @@ impl Storage {
         emit: impl FnMut(Vec<(fjall::Slice, fjall::Slice)>) -> bool,
     ) -> Result<(), String> {
         self.scan_slots(None, slots, emit)
+    }
+
+    /// Reads every stored delta of `slots` (after [`Storage::load_slots`]: they apply on top
+    /// of the values), in key order, so a key's deltas come in sequence order; in chunks.
+    pub fn load_deltas(
+        &self,
+        slots: Range<usize>,
+        mut emit: impl FnMut(Vec<(fjall::Slice, fjall::Slice)>) -> bool,
+    ) -> Result<(), String> {
+        const CHUNK: usize = 1024;
+        let lo = codec::slot_prefix(slots.start);
+        let iter: Box<dyn Iterator<Item = fjall::Guard>> = if slots.end >= SLOT_COUNT {
+            Box::new(self.deltas.range(lo..))
+        } else {
+            Box::new(self.deltas.range(lo..codec::slot_prefix(slots.end)))
+        };
+        let mut chunk = Vec::with_capacity(CHUNK);
+        for guard in iter {
+            chunk.push(
+                guard
+                    .into_inner()
+                    .map_err(|e| db_err(self.deltas.path(), e))?,
+            );
+            if chunk.len() == CHUNK && !emit(std::mem::take(&mut chunk)) {
+                return Ok(());
+            }
+        }
+        if !chunk.is_empty() {
+            emit(chunk);
+        }
+        Ok(())
+    }
+
+    /// The keyspace directory holding deltas (for error messages).
+    pub fn deltas_path(&self) -> PathBuf {
+        self.deltas.path().to_path_buf()
     }
 
     /// Calls `done` with a point-in-time read view taken once everything queued for the
@@ -505,9 +576,9 @@ impl Storage {
             for msg in msgs.drain(..) {
                 match msg {
                     WriteMsg::Batch(b) => {
-                        self.add_batch(&mut batch, b.wipe, b.items, b.raft);
+                        let done = self.add_batch(&mut batch, *b);
                         wrote = true;
-                        if let Some(d) = b.done {
+                        if let Some(d) = done {
                             // Tickets also serve backpressure; only `always` needs the fsync.
                             wants_sync |= mode == AppendFsync::Always;
                             dones.push(d);
@@ -550,23 +621,30 @@ impl Storage {
         tracing::debug!("storage writer stopped");
     }
 
+    /// Adds `b` to the commit being built; returns its ticket.
     fn add_batch(
         &self,
         batch: &mut fjall::OwnedWriteBatch,
-        wipe: Option<Range<usize>>,
-        items: Vec<Item>,
-        raft: Vec<Item>,
-    ) {
+        b: Batch,
+    ) -> Option<oneshot::Sender<()>> {
+        self.backlog_bytes
+            .fetch_sub(b.backlog_bytes() as u64, Relaxed);
+        let Batch {
+            wipe,
+            items,
+            raft,
+            deltas,
+            delta_gc,
+            done,
+        } = b;
         if let Some(slots) = wipe {
             self.wipe(batch, slots);
         }
         let stats = &self.stats;
-        let bytes: usize = items.iter().chain(&raft).map(Item::bytes).sum();
-        self.backlog_bytes.fetch_sub(bytes as u64, Relaxed);
         stats.keys_written.fetch_add(items.len() as u64, Relaxed);
         stats
             .changes_since_save
-            .fetch_add(items.len() as u64, Relaxed);
+            .fetch_add((items.len() + deltas.len()) as u64, Relaxed);
         for item in items {
             let slot = u16::from_be_bytes([item.key[0], item.key[1]]) as usize;
             let ks = &self.groups[self.group_of(slot)];
@@ -578,6 +656,27 @@ impl Storage {
                     batch.insert(ks, item.key, v);
                 }
                 None => batch.remove(ks, item.key),
+            }
+        }
+        for item in deltas {
+            match item.value {
+                Some(v) => {
+                    stats.deltas_written.fetch_add(1, Relaxed);
+                    stats
+                        .bytes_written
+                        .fetch_add((item.key.len() + v.len()) as u64, Relaxed);
+                    batch.insert(&self.deltas, item.key, v);
+                }
+                None => batch.remove(&self.deltas, item.key),
+            }
+        }
+        for gc in delta_gc {
+            for guard in self.deltas.prefix(&gc.prefix) {
+                let Ok(k) = guard.key() else { continue };
+                let stale = codec::decode_delta_key(&k).map_or(true, |d| Some(d.epoch) != gc.keep);
+                if stale {
+                    batch.remove(&self.deltas, k);
+                }
             }
         }
         // Raft bookkeeping is not user data: it stays out of the key and change counts.
@@ -593,13 +692,14 @@ impl Storage {
                 None => batch.remove(&self.raft, item.key),
             }
         }
+        done
     }
 
     /// Deletes every stored key of `slots` (FLUSHALL): part of the same atomic batch as the
     /// writes that follow it.
     fn wipe(&self, batch: &mut fjall::OwnedWriteBatch, slots: Range<usize>) {
         let snap = self.db.snapshot();
-        for ks in &self.groups {
+        for ks in self.groups.iter().chain([&self.deltas]) {
             let lo = codec::slot_prefix(slots.start);
             let iter: Box<dyn Iterator<Item = fjall::Guard>> = if slots.end >= SLOT_COUNT {
                 Box::new(snap.range(ks, lo..))

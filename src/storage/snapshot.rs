@@ -84,6 +84,19 @@ impl Storage {
                 }
                 ingest.finish().map_err(|e| db_err(&path, e))?;
             }
+            // Large values' deltas since their last full write: the copy loads like the
+            // original.
+            let dest = out
+                .keyspace(super::DELTAS_KEYSPACE, group_options)
+                .map_err(|e| db_err(&path, e))?;
+            let mut ingest = dest.start_ingestion().map_err(|e| db_err(&path, e))?;
+            for guard in snap.iter(&self.deltas) {
+                let (k, v) = guard
+                    .into_inner()
+                    .map_err(|e| db_err(self.deltas.path(), e))?;
+                ingest.write(k, v).map_err(|e| db_err(&path, e))?;
+            }
+            ingest.finish().map_err(|e| db_err(&path, e))?;
             out.persist(PersistMode::SyncAll)
                 .map_err(|e| db_err(&path, e))?;
         }
