@@ -6,11 +6,14 @@ Same machine, same client (redis-benchmark, 50 connections, -P 1 and -P 16), one
     lpush, lpop, sadd, spop, zadd, zpopmin and lrange_100 tests;
   * EVALSHA of the `limits` library's moving-window script (acquire_moving_window.lua: LINDEX,
     LPUSH, LTRIM, EXPIRE per call) on 100k keys;
+  * a sliding-window-log check in MULTI (ZADD + ZREMRANGEBYSCORE + ZCARD + PEXPIRE, EXEC) on
+    100k keys, sent by examples/waitload.rs --workload slidewin (redis-benchmark cannot send a
+    transaction): 50 connections, 1 or 16 transactions in flight each; rps = transactions/s;
 with `appendonly no` on both sides, then again with `appendonly yes` + `appendfsync everysec`.
 Then memory per member of one 1M-member list, set and sorted set (INFO used_memory).
 
 Prints markdown tables (rps and tallykv/redis ratios). Run from the repository root after
-`cargo build --release --bin tallykv-server`:
+`cargo build --release --bin tallykv-server --example waitload`:
 
     python3 benches/collections.py [--requests 200000] [--threads 2] [--skip-memory]
 """
@@ -70,7 +73,24 @@ def run_all(server, requests, pipeline, sha):
     ev = redis_benchmark(server, requests, pipeline,
                          ["EVALSHA", sha, "1", "mw:__rand_int__", "1700000000", "100", "60", "1"])
     res["evalsha_moving_window"] = next(iter(ev.values()))
+    res["multi_sliding_window"] = waitload(server, requests, pipeline)
     return res
+
+
+WAITLOAD = os.path.join(os.path.dirname(BIN), "examples", "waitload")
+
+
+def waitload(server, requests, pipeline):
+    # About as long as redis-benchmark's runs of `requests` at a few 10k/s.
+    seconds = max(2.0, requests / 50000)
+    out = subprocess.run([WAITLOAD, "--port", str(server.port), "--standalone", "--workload", "slidewin",
+                          "--clients", "50", "--pipeline", str(pipeline), "--seconds", str(seconds)],
+                         capture_output=True, text=True, check=True).stdout
+    import json
+    r = json.loads(out)
+    if r["errors"] or r["conn_errors"]:
+        raise RuntimeError(f"waitload on {server.name}: {out}")
+    return r["rps"]
 
 
 def memory_per_member(server, n):
@@ -122,7 +142,7 @@ def main():
         print(f"\n### {mode} (tallykv --threads {args.threads}; 50 clients; rps; ratio tallykv/redis)\n")
         print("| test | redis -P1 | tallykv -P1 | ratio -P1 | redis -P16 | tallykv -P16 | ratio -P16 |")
         print("|---|---|---|---|---|---|---|")
-        for test in TESTS + ["evalsha_moving_window"]:
+        for test in TESTS + ["evalsha_moving_window", "multi_sliding_window"]:
             row = [test]
             for p in (1, 16):
                 r, t = results["redis"][p].get(test, 0), results["tallykv"][p].get(test, 0)

@@ -17,8 +17,22 @@
 //! "wait_short":..,"conn_errors":..}` (`wait_short`: WAIT replies of `:0`, no replica
 //! acknowledged; p50/p99 are `null` if no batch counted).
 //!
+//! `--workload slidewin` sends, instead of one INCR, one sliding-window-log rate-limit check
+//! as a transaction on the key `sw:<i>`, as limiter libraries that keep sorted sets do:
+//!
+//!     MULTI
+//!     ZADD sw:<i> <now ms> <now ms>-<client>-<n>   this request
+//!     ZREMRANGEBYSCORE sw:<i> -inf <now ms - 60000> requests older than the window
+//!     ZCARD sw:<i>                                  requests in the window
+//!     PEXPIRE sw:<i> 60000                          the log goes with the last request
+//!     EXEC
+//!
+//! (an op is the whole transaction). `--standalone` sends everything to --port without asking
+//! for CLUSTER SLOTS (a standalone tallykv or redis-server).
+//!
 //!     cargo build --release --example waitload
 //!     target/release/examples/waitload --port 7000 --clients 50 --pipeline 16 --wait
+//!     target/release/examples/waitload --port 6379 --standalone --workload slidewin
 
 use std::collections::BTreeMap;
 use std::process::exit;
@@ -37,7 +51,11 @@ use cluster_slots::slot_owners;
 use replies::{Replies, Reply, json_string};
 
 const USAGE: &str = "usage: waitload --port P [--clients N] [--pipeline P] [--wait] \
-                     [--warmup S] [--seconds S] [--keys K]";
+                     [--warmup S] [--seconds S] [--keys K] [--workload incr|slidewin] \
+                     [--standalone]";
+
+/// The sliding window of `--workload slidewin`, in ms.
+const WINDOW_MS: u64 = 60_000;
 
 /// `WAIT 1 0`: return once one replica has acknowledged this connection's last write.
 const WAIT_CMD: &[u8] = b"*3\r\n$4\r\nWAIT\r\n$1\r\n1\r\n$1\r\n0\r\n";
@@ -49,8 +67,17 @@ const STUCK_AFTER_END: Duration = Duration::from_secs(30);
 /// Error replies and connection errors kept as examples.
 const MAX_SAMPLES: usize = 3;
 
-/// A primary's keys as pre-encoded `INCR`s, shared by the connections bound to it.
+/// A primary's keys as pre-encoded RESP bulk strings, shared by the connections bound to it.
 type Commands = Rc<[Box<[u8]>]>;
+
+/// What one op of the load is.
+#[derive(Clone, Copy, PartialEq)]
+enum Workload {
+    /// `INCR key`.
+    Incr,
+    /// A sliding-window-log check in MULTI/EXEC (see the module doc).
+    SlideWin,
+}
 
 /// The command line.
 struct Args {
@@ -61,6 +88,8 @@ struct Args {
     warmup: f64,
     seconds: f64,
     keys: usize,
+    workload: Workload,
+    standalone: bool,
 }
 
 impl Args {
@@ -73,11 +102,17 @@ impl Args {
             warmup: 0.5,
             seconds: 5.0,
             keys: 100_000,
+            workload: Workload::Incr,
+            standalone: false,
         };
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
             if flag == "--wait" {
                 args.wait = true;
+                continue;
+            }
+            if flag == "--standalone" {
+                args.standalone = true;
                 continue;
             }
             let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -89,6 +124,13 @@ impl Args {
                 "--keys" => args.keys = value.parse().map_err(|_| bad())?,
                 "--warmup" => args.warmup = value.parse().map_err(|_| bad())?,
                 "--seconds" => args.seconds = value.parse().map_err(|_| bad())?,
+                "--workload" => {
+                    args.workload = match value.as_str() {
+                        "incr" => Workload::Incr,
+                        "slidewin" => Workload::SlideWin,
+                        _ => return Err(bad()),
+                    }
+                }
                 _ => return Err(format!("unknown option {flag}")),
             }
         }
@@ -188,17 +230,25 @@ impl Stats {
 
 /// Routes the keys, connects everything, then runs all connections on this thread.
 async fn run(args: &Args) -> Result<Stats, String> {
-    let owners = slot_owners(args.port).await?;
-    // Per primary (by port, so the round robin is stable), its keys' pre-encoded INCRs.
+    let owners = if args.standalone {
+        vec![Some(args.port); tallykv::cluster::SLOT_COUNT]
+    } else {
+        slot_owners(args.port).await?
+    };
+    let prefix = match args.workload {
+        Workload::Incr => "wk",
+        Workload::SlideWin => "sw",
+    };
+    // Per primary (by port, so the round robin is stable), its keys, pre-encoded.
     let mut by_primary: BTreeMap<u16, Vec<Box<[u8]>>> = BTreeMap::new();
     for i in 0..args.keys {
-        let key = format!("wk:{i}");
+        let key = format!("{prefix}:{i}");
         let slot = key_slot(key.as_bytes()) as usize;
         let port = owners[slot].ok_or_else(|| format!("slot {slot} has no primary"))?;
         by_primary
             .entry(port)
             .or_default()
-            .push(incr_command(key.as_bytes()));
+            .push(bulk(key.as_bytes()));
     }
     let primaries: Vec<(u16, Commands)> = by_primary
         .into_iter()
@@ -231,10 +281,13 @@ async fn run(args: &Args) -> Result<Stats, String> {
     let expected_batches = (args.seconds * 200_000.0 / args.pipeline as f64) as usize;
     let tasks: Vec<_> = streams
         .into_iter()
-        .map(|(stream, cmds)| {
+        .enumerate()
+        .map(|(id, (stream, cmds))| {
             let client = Client {
+                id,
                 stream,
                 cmds,
+                workload: args.workload,
                 pipeline: args.pipeline,
                 wait: args.wait,
                 window,
@@ -263,8 +316,10 @@ struct Window {
 
 /// One connection, bound to one primary and the keys it owns.
 struct Client {
+    id: usize,
     stream: TcpStream,
     cmds: Commands,
+    workload: Workload,
     pipeline: usize,
     wait: bool,
     window: Window,
@@ -295,15 +350,39 @@ impl Client {
         let mut batch = Vec::with_capacity(64 * (self.pipeline + 1));
         // Larger than any batch's replies.
         let mut replies = Replies::with_capacity(64 * 1024);
-        let expect = self.pipeline + usize::from(self.wait);
+        // Replies per op: INCR's one; MULTI's +OK, four +QUEUED and EXEC's array.
+        let per_op = match self.workload {
+            Workload::Incr => 1,
+            Workload::SlideWin => 6,
+        };
+        let expect = self.pipeline * per_op + usize::from(self.wait);
+        let mut n = 0u64;
         loop {
             let start = Instant::now();
             if start >= self.window.end {
                 return Ok(());
             }
             batch.clear();
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
             for _ in 0..self.pipeline {
-                batch.extend_from_slice(&self.cmds[rng.usize(..self.cmds.len())]);
+                let key = &self.cmds[rng.usize(..self.cmds.len())];
+                match self.workload {
+                    Workload::Incr => {
+                        batch.extend_from_slice(b"*2\r\n$4\r\nINCR\r\n");
+                        batch.extend_from_slice(key);
+                    }
+                    Workload::SlideWin => {
+                        n += 1;
+                        slide_window(
+                            &mut batch,
+                            key,
+                            now_ms,
+                            &format!("{now_ms}-{}-{n}", self.id),
+                        );
+                    }
+                }
             }
             if self.wait {
                 batch.extend_from_slice(WAIT_CMD);
@@ -322,6 +401,8 @@ impl Client {
                         stats.errors += 1;
                         stats.sample(e);
                     }
+                    // EXEC's: a null array (a WATCH failed; none here) would be an error.
+                    Reply::Array { nils: 0 } if self.workload == Workload::SlideWin => {}
                     // INCR and WAIT only ever answer with an integer (or an error).
                     _ => return Err("unexpected reply: not an integer or a status".into()),
                 }
@@ -338,10 +419,37 @@ impl Client {
     }
 }
 
-/// `INCR key`, RESP-encoded once so the loop only copies bytes.
-fn incr_command(key: &[u8]) -> Box<[u8]> {
-    let mut out = format!("*2\r\n$4\r\nINCR\r\n${}\r\n", key.len()).into_bytes();
+/// A key as a RESP bulk string, encoded once so the loop only copies bytes.
+fn bulk(key: &[u8]) -> Box<[u8]> {
+    let mut out = format!("${}\r\n", key.len()).into_bytes();
     out.extend_from_slice(key);
     out.extend_from_slice(b"\r\n");
     out.into_boxed_slice()
+}
+
+fn put_bulk(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(format!("${}\r\n", s.len()).as_bytes());
+    out.extend_from_slice(s);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// One sliding-window-log check on `key` (a pre-encoded bulk) as a transaction.
+fn slide_window(out: &mut Vec<u8>, key: &[u8], now_ms: u64, member: &str) {
+    let now = now_ms.to_string();
+    let oldest = now_ms.saturating_sub(WINDOW_MS).to_string();
+    out.extend_from_slice(b"*1\r\n$5\r\nMULTI\r\n");
+    out.extend_from_slice(b"*4\r\n$4\r\nZADD\r\n");
+    out.extend_from_slice(key);
+    put_bulk(out, now.as_bytes());
+    put_bulk(out, member.as_bytes());
+    out.extend_from_slice(b"*4\r\n$16\r\nZREMRANGEBYSCORE\r\n");
+    out.extend_from_slice(key);
+    put_bulk(out, b"-inf");
+    put_bulk(out, oldest.as_bytes());
+    out.extend_from_slice(b"*2\r\n$5\r\nZCARD\r\n");
+    out.extend_from_slice(key);
+    out.extend_from_slice(b"*3\r\n$7\r\nPEXPIRE\r\n");
+    out.extend_from_slice(key);
+    put_bulk(out, WINDOW_MS.to_string().as_bytes());
+    out.extend_from_slice(b"*1\r\n$4\r\nEXEC\r\n");
 }
