@@ -17,6 +17,8 @@ rb   `redis-benchmark --cluster -c 50 -n N -r 100000 -P <p> -t <incr|set> --csv`
      N sized from the previous run (or a short calibration run) so that each run lasts --seconds.
 py   INCR through waitload (examples/waitload.rs, below), against tallykv (plain INCR) and against
      redis twice: with `WAIT 1 0` ("redis+WAIT") and without (the client's own ceiling on redis).
+     `--workload slidewin` sends a sliding-window-log check in MULTI instead of each INCR, and
+     `--workload evalsha` the `limits` library's moving-window script (see waitload.rs).
 
 The waitload client (`cargo build --release --example waitload`; found next to --bin as
 `<dir of --bin>/examples/waitload`, or given with --loader): one thread with one event loop, like
@@ -498,11 +500,21 @@ def loader_path(bin_path, override=None):
     return beside if os.path.exists(beside) else "target/release/examples/waitload"
 
 
-def py_bench(loader, port, clients, pipeline, wait, warmup, duration):
+def limits_script_path():
+    """The `limits` library's moving-window script (pip install limits)."""
+    import limits
+    return os.path.join(os.path.dirname(limits.__file__), "resources", "redis", "lua_scripts",
+                        "acquire_moving_window.lua")
+
+
+def py_bench(loader, port, clients, pipeline, wait, warmup, duration, workload="incr"):
     """One waitload run (examples/waitload.rs) against the cluster seeded at `port`.
     Returns (rps, p50_ms, p99_ms, notes)."""
     cmd = [loader, "--port", str(port), "--clients", str(clients), "--pipeline", str(pipeline),
-           "--warmup", str(warmup), "--seconds", str(duration), "--keys", str(KEYS)]
+           "--warmup", str(warmup), "--seconds", str(duration), "--keys", str(KEYS),
+           "--workload", workload]
+    if workload == "evalsha":
+        cmd += ["--script", limits_script_path()]
     if wait:
         cmd.append("--wait")
     # waitload gives up on a connection 30 s after the end; the margin covers its setup.
@@ -584,11 +596,11 @@ class Runner:
         label = sysname + ("+WAIT" if wait else "")
         try:
             rps, p50, p99, notes = py_bench(a.loader, cluster.live_ports()[0], a.clients, p, wait, a.warmup,
-                                            a.seconds)
+                                            a.seconds, a.workload)
             for line in notes:
                 self.note(f"py {label} {fsync} -P {p} repeat {repeat}: {line}")
             result = (rps, p50, p99)
-            print(f"  py {label:13} {fsync:8} -P {p:2} INCR  rps {rps:9.0f} p50 {p50:7.3f} p99 {p99:7.3f}",
+            print(f"  py {label:13} {fsync:8} -P {p:2} {a.workload}  rps {rps:9.0f} p50 {p50:7.3f} p99 {p99:7.3f}",
                   flush=True)
         except Exception as e:  # noqa: BLE001
             self.note(f"py {label} {fsync} -P {p} repeat {repeat} FAILED: {type(e).__name__}: {e}")
@@ -658,7 +670,7 @@ def summarize(runner, redis_label):
                                  f"| {stat(t, 2, '{:.3f}')} | {stat(r, 2, '{:.3f}')} | {ratio_range(ratios(t, r, 2))} |")
         lines.append("")
     if "py" in a.parts:
-        lines.append("waitload client, INCR (median [min-max]; ratios per repeat):")
+        lines.append(f"waitload client, {a.workload} (median [min-max]; ratios per repeat):")
         lines.append("")
         lines.append("| appendfsync | -P | client | rps | p50 ms | p99 ms | tallykv/this rps | tallykv/this p99 |")
         lines.append("|---|---|---|---|---|---|---|---|")
@@ -670,8 +682,9 @@ def summarize(runner, redis_label):
                     s = series("py", label, fsync, p, "incr")
                     rr = "" if label == "tallykv" else ratio_range(ratios(t, s, 0))
                     pr = "" if label == "tallykv" else ratio_range(ratios(t, s, 2))
-                    shown = {"tallykv": "tallykv (INCR)", "redis+WAIT": f"{redis_label} (INCR; WAIT 1 0)",
-                             "redis": f"{redis_label} (INCR, no WAIT)"}[label]
+                    w = a.workload
+                    shown = {"tallykv": f"tallykv ({w})", "redis+WAIT": f"{redis_label} ({w}; WAIT 1 0)",
+                             "redis": f"{redis_label} ({w}, no WAIT)"}[label]
                     lines.append(f"| {fsync} | {p} | {shown} | {stat(s, 0)} | {stat(s, 1, '{:.3f}')} "
                                  f"| {stat(s, 2, '{:.3f}')} | {rr} | {pr} |")
         lines.append("")
@@ -724,6 +737,9 @@ def main():
                     help="waitload binary for the py part (default: examples/waitload next to --bin)")
     ap.add_argument("--no-py-redis-nowait", dest="py_redis_nowait", action="store_false",
                     help="skip the py part's redis run without WAIT")
+    ap.add_argument("--workload", default="incr", choices=["incr", "slidewin", "evalsha"],
+                    help="py part: waitload's op: INCR, a MULTI sliding-window log (ZADD, ZREMRANGEBYSCORE, "
+                         "ZCARD, PEXPIRE) or EVALSHA of limits' moving-window script (default incr)")
     ap.add_argument("--threads", type=int, default=1, help="tallykv --threads per node (default 1)")
     ap.add_argument("--bench-timeout", type=float, default=300, help="max seconds for one redis-benchmark run")
     args = ap.parse_args()

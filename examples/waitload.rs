@@ -27,7 +27,10 @@
 //!     PEXPIRE sw:<i> 60000                          the log goes with the last request
 //!     EXEC
 //!
-//! (an op is the whole transaction). `--standalone` sends everything to --port without asking
+//! (an op is the whole transaction). `--workload evalsha --script FILE` loads FILE on every
+//! primary (SCRIPT LOAD) and sends `EVALSHA <sha> 1 mw:<i> 1700000000 100 60 1` per op: the
+//! arguments of the `limits` library's moving-window script (timestamp, limit, expiry,
+//! amount), as benches/collections.py gives it to redis-benchmark. `--standalone` sends everything to --port without asking
 //! for CLUSTER SLOTS (a standalone tallykv or redis-server).
 //!
 //!     cargo build --release --example waitload
@@ -51,8 +54,8 @@ use cluster_slots::slot_owners;
 use replies::{Replies, Reply, json_string};
 
 const USAGE: &str = "usage: waitload --port P [--clients N] [--pipeline P] [--wait] \
-                     [--warmup S] [--seconds S] [--keys K] [--workload incr|slidewin] \
-                     [--standalone]";
+                     [--warmup S] [--seconds S] [--keys K] [--workload incr|slidewin|evalsha] \
+                     [--script FILE] [--standalone]";
 
 /// The sliding window of `--workload slidewin`, in ms.
 const WINDOW_MS: u64 = 60_000;
@@ -77,6 +80,8 @@ enum Workload {
     Incr,
     /// A sliding-window-log check in MULTI/EXEC (see the module doc).
     SlideWin,
+    /// EVALSHA of `--script` (see the module doc).
+    EvalSha,
 }
 
 /// The command line.
@@ -89,6 +94,7 @@ struct Args {
     seconds: f64,
     keys: usize,
     workload: Workload,
+    script: Option<String>,
     standalone: bool,
 }
 
@@ -103,6 +109,7 @@ impl Args {
             seconds: 5.0,
             keys: 100_000,
             workload: Workload::Incr,
+            script: None,
             standalone: false,
         };
         let mut it = std::env::args().skip(1);
@@ -128,14 +135,19 @@ impl Args {
                     args.workload = match value.as_str() {
                         "incr" => Workload::Incr,
                         "slidewin" => Workload::SlideWin,
+                        "evalsha" => Workload::EvalSha,
                         _ => return Err(bad()),
                     }
                 }
+                "--script" => args.script = Some(value),
                 _ => return Err(format!("unknown option {flag}")),
             }
         }
         if args.port == 0 {
             return Err("--port is required".into());
+        }
+        if (args.workload == Workload::EvalSha) != args.script.is_some() {
+            return Err("--script goes with --workload evalsha, and only with it".into());
         }
         if args.clients == 0 || args.pipeline == 0 || args.keys == 0 {
             return Err("--clients, --pipeline and --keys must be positive".into());
@@ -238,6 +250,7 @@ async fn run(args: &Args) -> Result<Stats, String> {
     let prefix = match args.workload {
         Workload::Incr => "wk",
         Workload::SlideWin => "sw",
+        Workload::EvalSha => "mw",
     };
     // Per primary (by port, so the round robin is stable), its keys, pre-encoded.
     let mut by_primary: BTreeMap<u16, Vec<Box<[u8]>>> = BTreeMap::new();
@@ -254,6 +267,20 @@ async fn run(args: &Args) -> Result<Stats, String> {
         .into_iter()
         .map(|(port, cmds)| (port, cmds.into()))
         .collect();
+    // EVALSHA's command head, once the script is loaded on every primary.
+    let mut head: Rc<[u8]> = Rc::from(&b""[..]);
+    if let Some(path) = &args.script {
+        let body = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
+        let mut sha = None;
+        for (port, _) in &primaries {
+            sha = Some(script_load(*port, &body).await?);
+        }
+        let sha = sha.ok_or("no primary")?;
+        let mut h = b"*8\r\n$7\r\nEVALSHA\r\n".to_vec();
+        put_bulk(&mut h, sha.as_bytes());
+        h.extend_from_slice(b"$1\r\n1\r\n");
+        head = h.into();
+    }
 
     // Connect every client before the clock starts, so setup is not measured.
     let mut streams = Vec::with_capacity(args.clients);
@@ -287,6 +314,7 @@ async fn run(args: &Args) -> Result<Stats, String> {
                 id,
                 stream,
                 cmds,
+                head: head.clone(),
                 workload: args.workload,
                 pipeline: args.pipeline,
                 wait: args.wait,
@@ -319,6 +347,8 @@ struct Client {
     id: usize,
     stream: TcpStream,
     cmds: Commands,
+    /// The command up to the key (EVALSHA).
+    head: Rc<[u8]>,
     workload: Workload,
     pipeline: usize,
     wait: bool,
@@ -354,6 +384,7 @@ impl Client {
         let per_op = match self.workload {
             Workload::Incr => 1,
             Workload::SlideWin => 6,
+            Workload::EvalSha => 1,
         };
         let expect = self.pipeline * per_op + usize::from(self.wait);
         let mut n = 0u64;
@@ -372,6 +403,11 @@ impl Client {
                     Workload::Incr => {
                         batch.extend_from_slice(b"*2\r\n$4\r\nINCR\r\n");
                         batch.extend_from_slice(key);
+                    }
+                    Workload::EvalSha => {
+                        batch.extend_from_slice(&self.head);
+                        batch.extend_from_slice(key);
+                        batch.extend_from_slice(MOVING_WINDOW_ARGS);
                     }
                     Workload::SlideWin => {
                         n += 1;
@@ -403,6 +439,8 @@ impl Client {
                     }
                     // EXEC's: a null array (a WATCH failed; none here) would be an error.
                     Reply::Array { nils: 0 } if self.workload == Workload::SlideWin => {}
+                    // The moving window's verdict: true (1) or false (nil).
+                    Reply::Nil if self.workload == Workload::EvalSha => {}
                     // INCR and WAIT only ever answer with an integer (or an error).
                     _ => return Err("unexpected reply: not an integer or a status".into()),
                 }
@@ -417,6 +455,43 @@ impl Client {
             }
         }
     }
+}
+
+/// The arguments after the key of the moving-window EVALSHA: timestamp, limit, expiry, amount.
+const MOVING_WINDOW_ARGS: &[u8] = b"$10\r\n1700000000\r\n$3\r\n100\r\n$2\r\n60\r\n$1\r\n1\r\n";
+
+/// SCRIPT LOAD `body` on the node at `port`; its sha.
+async fn script_load(port: u16, body: &[u8]) -> Result<String, String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| format!("connect {port}: {e}"))?;
+    let mut cmd = b"*3\r\n$6\r\nSCRIPT\r\n$4\r\nLOAD\r\n".to_vec();
+    put_bulk(&mut cmd, body);
+    stream
+        .write_all(&cmd)
+        .await
+        .map_err(|e| format!("SCRIPT LOAD on {port}: {e}"))?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 256];
+    // `$40\r\n<sha>\r\n`
+    while !(buf.len() >= 47 || buf.first() == Some(&b'-') && buf.ends_with(b"\r\n")) {
+        use tokio::io::AsyncReadExt;
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|e| format!("SCRIPT LOAD on {port}: {e}"))?;
+        if n == 0 {
+            return Err(format!("SCRIPT LOAD on {port}: connection closed"));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    if !buf.starts_with(b"$40\r\n") {
+        return Err(format!(
+            "SCRIPT LOAD on {port}: {}",
+            String::from_utf8_lossy(&buf)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&buf[5..45]).into_owned())
 }
 
 /// A key as a RESP bulk string, encoded once so the loop only copies bytes.
