@@ -1,9 +1,12 @@
 //! Hashes: HSET/HGET and friends, HINCRBY(FLOAT), HRANDFIELD, HSCAN — their table rows and
-//! handlers.
+//! handlers — and Valkey 9's hash field expiry (HEXPIRE, HTTL, HPERSIST, HGETEX, HSETEX...),
+//! whose handlers are in [`expiry`].
 //!
 //! A field whose time to live has passed is invisible to every command here: reads are given
 //! `now` and skip it, and on the node that owns the write path the lookup itself deletes it
 //! (a record, as for an expired key) before the command sees the hash.
+
+mod expiry;
 
 use bytes::Bytes;
 
@@ -13,6 +16,8 @@ use super::table::{CommandDef, K1, RF, WF, def};
 use super::{Ctx, Exec::Shard as S, NOT_INTEGER, OVERFLOW, WRONGTYPE};
 use crate::protocol::Out;
 use crate::shard::{HashObj, Mutation, ValueRef};
+
+const FIELDS_COMPLEXITY: &str = "O(N) where N is the number of specified fields.";
 
 /// This family's rows of the command table (see `table::families`).
 pub static COMMANDS: &[CommandDef] = &[
@@ -191,6 +196,128 @@ pub static COMMANDS: &[CommandDef] = &[
         "Iterates over fields and values of a hash.",
         "O(1) for every call. O(N) for a complete iteration, including enough command calls for the cursor to return back to 0. N is the number of elements inside the collection.",
         S(hscan),
+    ),
+    // hash field expiry (Valkey 9.0)
+    def(
+        "hexpire",
+        -6,
+        WRITE | FAST,
+        K1,
+        "hash",
+        "9.0.0",
+        "Sets expiry time on hash fields.",
+        FIELDS_COMPLEXITY,
+        S(expiry::hexpire),
+    ),
+    def(
+        "hpexpire",
+        -6,
+        WRITE | FAST,
+        K1,
+        "hash",
+        "9.0.0",
+        "Set expiry time on hash object.",
+        "O(1) for each field assigned with TTL, so O(N) to add N TTLs when the command is called with multiple fields.",
+        S(expiry::hpexpire),
+    ),
+    def(
+        "hexpireat",
+        -6,
+        WRITE | FAST,
+        K1,
+        "hash",
+        "9.0.0",
+        "Set expiry time on hash fields.",
+        FIELDS_COMPLEXITY,
+        S(expiry::hexpireat),
+    ),
+    def(
+        "hpexpireat",
+        -6,
+        WRITE | FAST,
+        K1,
+        "hash",
+        "9.0.0",
+        "Sets expiration time on hash field.",
+        FIELDS_COMPLEXITY,
+        S(expiry::hpexpireat),
+    ),
+    def(
+        "httl",
+        -5,
+        RF,
+        K1,
+        "hash",
+        "9.0.0",
+        "Returns the remaining time to live (in seconds) of a hash key's field(s) that have an associated expiration.",
+        FIELDS_COMPLEXITY,
+        S(expiry::httl),
+    ),
+    def(
+        "hpttl",
+        -5,
+        RF,
+        K1,
+        "hash",
+        "9.0.0",
+        "Returns the remaining time to live in milliseconds of a hash key's field(s) that have an associated expiration.",
+        FIELDS_COMPLEXITY,
+        S(expiry::hpttl),
+    ),
+    def(
+        "hexpiretime",
+        -5,
+        RF,
+        K1,
+        "hash",
+        "9.0.0",
+        "Returns the Unix timestamp in seconds since the epoch at which the given key's field(s) will expire",
+        "O(1) for each field, so O(N) for N items when the command is called with multiple fields.",
+        S(expiry::hexpiretime),
+    ),
+    def(
+        "hpexpiretime",
+        -5,
+        RF,
+        K1,
+        "hash",
+        "9.0.0",
+        "Returns the Unix timestamp in milliseconds since Unix epoch at which the given key's field(s) will expire",
+        "O(1) for each field, so O(N) for N items when the command is called with multiple fields.",
+        S(expiry::hpexpiretime),
+    ),
+    def(
+        "hpersist",
+        -5,
+        WRITE | FAST,
+        K1,
+        "hash",
+        "9.0.0",
+        "Remove the existing expiration on a hash key's field(s).",
+        FIELDS_COMPLEXITY,
+        S(expiry::hpersist),
+    ),
+    def(
+        "hgetex",
+        -5,
+        WRITE | FAST,
+        K1,
+        "hash",
+        "9.0.0",
+        "Get the value of one or more fields of a given hash key, and optionally set their expiration time or time-to-live (TTL).",
+        FIELDS_COMPLEXITY,
+        S(expiry::hgetex),
+    ),
+    def(
+        "hsetex",
+        -6,
+        WF,
+        K1,
+        "hash",
+        "9.0.0",
+        "Set the value of one or more fields of a given hash key, and optionally set their expiration time.",
+        FIELDS_COMPLEXITY,
+        S(expiry::hsetex),
     ),
 ];
 
