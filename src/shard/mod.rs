@@ -867,12 +867,14 @@ impl Shard {
     /// Valkey. False when the key is missing; `f` does not run when it holds another type
     /// (the command checked the type: a record never changes a value's type).
     fn edit_hash(&mut self, key: &[u8], create: bool, f: impl FnOnce(&mut HashObj)) -> bool {
-        if create {
-            self.entry_or_insert(key, || Value::Hash(Box::default()));
-        }
         let (slot, hash) = self.locate(key);
-        let Some(entry) = self.slots[slot].table.find_mut(hash, |e| e.key() == key) else {
-            return false;
+        let entry = if create {
+            self.entry_or_insert(key, || Value::Hash(Box::default()))
+        } else {
+            match self.slots[slot].table.find_mut(hash, |e| e.key() == key) {
+                Some(e) => e,
+                None => return false,
+            }
         };
         let Some(h) = entry.hash_mut() else {
             return true;
