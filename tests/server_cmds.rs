@@ -452,7 +452,10 @@ fn info_default_sections_and_fields() {
     assert!(f["used_cpu_sys"].parse::<f64>().is_ok());
     assert!(f["used_cpu_user"].parse::<f64>().is_ok());
     assert_eq!(num(&f, "cluster_enabled"), 0);
-    assert_eq!(f["db0"], "keys=2,expires=1,avg_ttl=0");
+    assert_eq!(
+        f["db0"],
+        "keys=2,expires=1,avg_ttl=0,keys_with_volatile_items=0"
+    );
     assert_eq!(num(&f, "loading"), 0);
     assert!(num(&f, "rdb_last_save_time") > 0);
     // Not in the default sections.

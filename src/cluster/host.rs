@@ -57,7 +57,7 @@ pub struct Host {
     /// When the log was last synced by the periodic (everysec) sync.
     last_sync: Cell<Instant>,
     /// Per led group, where its active expiry continues.
-    expire_cursors: RefCell<BTreeMap<GroupId, u64>>,
+    expire_cursors: RefCell<BTreeMap<GroupId, crate::shard::ExpireCursor>>,
     me: Weak<Host>,
 }
 
@@ -477,7 +477,7 @@ impl Host {
                 let mut shard = core.shard.borrow_mut();
                 shard.start_journal();
                 let mut cursors = self.expire_cursors.borrow_mut();
-                let cursor = cursors.entry(g).or_insert(0);
+                let cursor = cursors.entry(g).or_default();
                 shard.expire_step_in(slots, cursor, now, EXPIRE_SAMPLE);
                 if let Some(j) = shard.journal_mut() {
                     j.close_unit();

@@ -1,11 +1,325 @@
-//! Hashes: HSET/HGET and friends, HINCRBY(FLOAT), HRANDFIELD, HSCAN.
+//! Hashes: HSET/HGET and friends, HINCRBY(FLOAT), HRANDFIELD, HSCAN — their table rows and
+//! handlers — and Valkey 9's hash field expiry (HEXPIRE, HTTL, HPERSIST, HGETEX, HSETEX...),
+//! whose handlers are in [`expiry`].
+//!
+//! A field whose time to live has passed is invisible to every command here: reads are given
+//! `now` and skip it, and on the node that owns the write path the lookup itself deletes it
+//! (a record, as for an expired key) before the command sees the hash.
+
+mod expiry;
 
 use bytes::Bytes;
 
+use super::flags::{FAST, READONLY, WRITE};
 use super::keyspace::{INVALID_CURSOR, ScanOf, parse_cursor, parse_scan_options, reply_scan_head};
-use super::{Ctx, NOT_INTEGER, OVERFLOW, WRONGTYPE};
+use super::table::{CommandDef, K1, RF, WF, def};
+use super::{Ctx, Exec::Shard as S, NOT_INTEGER, OVERFLOW, WRONGTYPE};
 use crate::protocol::Out;
 use crate::shard::{HashObj, Mutation, ValueRef};
+
+const FIELDS_COMPLEXITY: &str = "O(N) where N is the number of specified fields.";
+
+/// This family's rows of the command table (see `table::families`).
+pub static COMMANDS: &[CommandDef] = &[
+    def(
+        "hset",
+        -4,
+        WF,
+        K1,
+        "hash",
+        "2.0.0",
+        "Creates or modifies the value of a field in a hash.",
+        "O(1) for each field/value pair added, so O(N) to add N field/value pairs when the command is called with multiple field/value pairs.",
+        S(hset),
+    ),
+    def(
+        "hsetnx",
+        4,
+        WF,
+        K1,
+        "hash",
+        "2.0.0",
+        "Sets the value of a field in a hash only when the field doesn't exist.",
+        "O(1)",
+        S(hsetnx),
+    ),
+    def(
+        "hmset",
+        -4,
+        WF,
+        K1,
+        "hash",
+        "2.0.0",
+        "Sets the values of multiple fields.",
+        "O(N) where N is the number of fields being set.",
+        S(hmset),
+    ),
+    def(
+        "hget",
+        3,
+        RF,
+        K1,
+        "hash",
+        "2.0.0",
+        "Returns the value of a field in a hash.",
+        "O(1)",
+        S(hget),
+    ),
+    def(
+        "hmget",
+        -3,
+        RF,
+        K1,
+        "hash",
+        "2.0.0",
+        "Returns the values of all fields in a hash.",
+        "O(N) where N is the number of fields being requested.",
+        S(hmget),
+    ),
+    def(
+        "hgetall",
+        2,
+        READONLY,
+        K1,
+        "hash",
+        "2.0.0",
+        "Returns all fields and values in a hash.",
+        "O(N) where N is the size of the hash.",
+        S(hgetall),
+    ),
+    def(
+        "hdel",
+        -3,
+        WRITE | FAST,
+        K1,
+        "hash",
+        "2.0.0",
+        "Deletes one or more fields and their values from a hash. Deletes the hash if no fields remain.",
+        "O(N) where N is the number of fields to be removed.",
+        S(hdel),
+    ),
+    def(
+        "hlen",
+        2,
+        RF,
+        K1,
+        "hash",
+        "2.0.0",
+        "Returns the number of fields in a hash.",
+        "O(1)",
+        S(hlen),
+    ),
+    def(
+        "hexists",
+        3,
+        RF,
+        K1,
+        "hash",
+        "2.0.0",
+        "Determines whether a field exists in a hash.",
+        "O(1)",
+        S(hexists),
+    ),
+    def(
+        "hkeys",
+        2,
+        READONLY,
+        K1,
+        "hash",
+        "2.0.0",
+        "Returns all fields in a hash.",
+        "O(N) where N is the size of the hash.",
+        S(hkeys),
+    ),
+    def(
+        "hvals",
+        2,
+        READONLY,
+        K1,
+        "hash",
+        "2.0.0",
+        "Returns all values in a hash.",
+        "O(N) where N is the size of the hash.",
+        S(hvals),
+    ),
+    def(
+        "hstrlen",
+        3,
+        RF,
+        K1,
+        "hash",
+        "3.2.0",
+        "Returns the length of the value of a field.",
+        "O(1)",
+        S(hstrlen),
+    ),
+    def(
+        "hincrby",
+        4,
+        WF,
+        K1,
+        "hash",
+        "2.0.0",
+        "Increments the integer value of a field in a hash by a number. Uses 0 as initial value if the field doesn't exist.",
+        "O(1)",
+        S(hincrby),
+    ),
+    def(
+        "hincrbyfloat",
+        4,
+        WF,
+        K1,
+        "hash",
+        "2.6.0",
+        "Increments the floating point value of a field by a number. Uses 0 as initial value if the field doesn't exist.",
+        "O(1)",
+        S(hincrbyfloat),
+    ),
+    def(
+        "hrandfield",
+        -2,
+        READONLY,
+        K1,
+        "hash",
+        "6.2.0",
+        "Returns one or more random fields from a hash.",
+        "O(N) where N is the number of fields returned",
+        S(hrandfield),
+    ),
+    def(
+        "hscan",
+        -3,
+        READONLY,
+        K1,
+        "hash",
+        "2.8.0",
+        "Iterates over fields and values of a hash.",
+        "O(1) for every call. O(N) for a complete iteration, including enough command calls for the cursor to return back to 0. N is the number of elements inside the collection.",
+        S(hscan),
+    ),
+    // hash field expiry (Valkey 9.0)
+    def(
+        "hexpire",
+        -6,
+        WRITE | FAST,
+        K1,
+        "hash",
+        "9.0.0",
+        "Sets expiry time on hash fields.",
+        FIELDS_COMPLEXITY,
+        S(expiry::hexpire),
+    ),
+    def(
+        "hpexpire",
+        -6,
+        WRITE | FAST,
+        K1,
+        "hash",
+        "9.0.0",
+        "Set expiry time on hash object.",
+        "O(1) for each field assigned with TTL, so O(N) to add N TTLs when the command is called with multiple fields.",
+        S(expiry::hpexpire),
+    ),
+    def(
+        "hexpireat",
+        -6,
+        WRITE | FAST,
+        K1,
+        "hash",
+        "9.0.0",
+        "Set expiry time on hash fields.",
+        FIELDS_COMPLEXITY,
+        S(expiry::hexpireat),
+    ),
+    def(
+        "hpexpireat",
+        -6,
+        WRITE | FAST,
+        K1,
+        "hash",
+        "9.0.0",
+        "Sets expiration time on hash field.",
+        FIELDS_COMPLEXITY,
+        S(expiry::hpexpireat),
+    ),
+    def(
+        "httl",
+        -5,
+        RF,
+        K1,
+        "hash",
+        "9.0.0",
+        "Returns the remaining time to live (in seconds) of a hash key's field(s) that have an associated expiration.",
+        FIELDS_COMPLEXITY,
+        S(expiry::httl),
+    ),
+    def(
+        "hpttl",
+        -5,
+        RF,
+        K1,
+        "hash",
+        "9.0.0",
+        "Returns the remaining time to live in milliseconds of a hash key's field(s) that have an associated expiration.",
+        FIELDS_COMPLEXITY,
+        S(expiry::hpttl),
+    ),
+    def(
+        "hexpiretime",
+        -5,
+        RF,
+        K1,
+        "hash",
+        "9.0.0",
+        "Returns the Unix timestamp in seconds since the epoch at which the given key's field(s) will expire",
+        "O(1) for each field, so O(N) for N items when the command is called with multiple fields.",
+        S(expiry::hexpiretime),
+    ),
+    def(
+        "hpexpiretime",
+        -5,
+        RF,
+        K1,
+        "hash",
+        "9.0.0",
+        "Returns the Unix timestamp in milliseconds since Unix epoch at which the given key's field(s) will expire",
+        "O(1) for each field, so O(N) for N items when the command is called with multiple fields.",
+        S(expiry::hpexpiretime),
+    ),
+    def(
+        "hpersist",
+        -5,
+        WRITE | FAST,
+        K1,
+        "hash",
+        "9.0.0",
+        "Remove the existing expiration on a hash key's field(s).",
+        FIELDS_COMPLEXITY,
+        S(expiry::hpersist),
+    ),
+    def(
+        "hgetex",
+        -5,
+        WRITE | FAST,
+        K1,
+        "hash",
+        "9.0.0",
+        "Get the value of one or more fields of a given hash key, and optionally set their expiration time or time-to-live (TTL).",
+        FIELDS_COMPLEXITY,
+        S(expiry::hgetex),
+    ),
+    def(
+        "hsetex",
+        -6,
+        WF,
+        K1,
+        "hash",
+        "9.0.0",
+        "Set the value of one or more fields of a given hash key, and optionally set their expiration time.",
+        FIELDS_COMPLEXITY,
+        S(expiry::hsetex),
+    ),
+];
 
 /// The hash at `key` for reading: Ok(None) when missing, Err after replying WRONGTYPE.
 fn read_hash<'c>(ctx: &'c mut Ctx<'_>, key: &[u8]) -> Result<Option<&'c HashObj>, ()> {
@@ -30,12 +344,13 @@ fn hash_for_read<'s>(
     }
 }
 
-/// For writes (lazy expiry, no hit/miss accounting): the number of fields of the hash at
-/// `key`, 0 when missing; Err after replying WRONGTYPE.
+/// For writes (lazy expiry, no hit/miss accounting): the number of live fields of the hash
+/// at `key`, 0 when missing; Err after replying WRONGTYPE.
 fn hash_len_for_write(ctx: &mut Ctx<'_>, key: &[u8]) -> Result<usize, ()> {
+    let now = ctx.now;
     match ctx.write(key).map(|e| e.value()) {
         None => Ok(0),
-        Some(ValueRef::Hash(h)) => Ok(h.len()),
+        Some(ValueRef::Hash(h)) => Ok(h.live_len(now)),
         Some(_) => {
             ctx.out.error(WRONGTYPE);
             Err(())
@@ -43,10 +358,10 @@ fn hash_len_for_write(ctx: &mut Ctx<'_>, key: &[u8]) -> Result<usize, ()> {
     }
 }
 
-/// The number of fields of the hash at `key` (0 when missing), without side effects.
+/// The number of live fields of the hash at `key` (0 when missing), without side effects.
 fn hash_len(ctx: &Ctx<'_>, key: &[u8]) -> usize {
     match ctx.shard.peek(key, ctx.now).map(|e| e.value()) {
-        Some(ValueRef::Hash(h)) => h.len(),
+        Some(ValueRef::Hash(h)) => h.live_len(ctx.now),
         _ => 0,
     }
 }
@@ -101,11 +416,11 @@ pub fn hsetnx(ctx: &mut Ctx<'_>, args: &[Bytes]) {
 }
 
 pub fn hget(ctx: &mut Ctx<'_>, args: &[Bytes]) {
-    let field = &args[2];
+    let (field, now) = (&args[2], ctx.now);
     let Ok(h) = read_hash(ctx, &args[1]) else {
         return;
     };
-    match h.and_then(|h| h.get(field)) {
+    match h.and_then(|h| h.get(field, now)) {
         Some(v) => {
             let v = v.to_vec();
             ctx.out.bulk(&v);
@@ -123,7 +438,7 @@ pub fn hmget(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     };
     out.array(args.len() - 2);
     for f in &args[2..] {
-        match h.and_then(|h| h.get(f)) {
+        match h.and_then(|h| h.get(f, *now)) {
             Some(v) => out.bulk(v),
             None => out.nil(),
         }
@@ -149,14 +464,14 @@ fn hget_all_parts(ctx: &mut Ctx<'_>, args: &[Bytes], fields: bool, values: bool)
     let Ok(h) = hash_for_read(shard, *now, out, &args[1]) else {
         return;
     };
-    let n = h.map_or(0, |h| h.len());
+    let n = h.map_or(0, |h| h.live_len(*now));
     if fields && values {
         out.map(n);
     } else {
         out.array(n);
     }
     if let Some(h) = h {
-        for (f, v) in h.iter() {
+        for (f, v) in h.iter_live(*now) {
             if fields {
                 out.bulk(f);
             }
@@ -191,26 +506,29 @@ pub fn hdel(ctx: &mut Ctx<'_>, args: &[Bytes]) {
 }
 
 pub fn hlen(ctx: &mut Ctx<'_>, args: &[Bytes]) {
+    let now = ctx.now;
     let Ok(h) = read_hash(ctx, &args[1]) else {
         return;
     };
-    let n = h.map_or(0, |h| h.len());
+    let n = h.map_or(0, |h| h.live_len(now));
     ctx.out.int(n as i64);
 }
 
 pub fn hexists(ctx: &mut Ctx<'_>, args: &[Bytes]) {
+    let now = ctx.now;
     let Ok(h) = read_hash(ctx, &args[1]) else {
         return;
     };
-    let present = h.is_some_and(|h| h.get(&args[2]).is_some());
+    let present = h.is_some_and(|h| h.get(&args[2], now).is_some());
     ctx.out.int(present as i64);
 }
 
 pub fn hstrlen(ctx: &mut Ctx<'_>, args: &[Bytes]) {
+    let now = ctx.now;
     let Ok(h) = read_hash(ctx, &args[1]) else {
         return;
     };
-    let n = h.and_then(|h| h.get(&args[2])).map_or(0, |v| v.len());
+    let n = h.and_then(|h| h.get(&args[2], now)).map_or(0, |v| v.len());
     ctx.out.int(n as i64);
 }
 
@@ -240,10 +558,7 @@ pub fn hincrby(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     };
     let mut buf = itoa::Buffer::new();
     let text = buf.format(new).as_bytes();
-    ctx.apply(Mutation::HSet {
-        key,
-        pairs: &[&args[2], text],
-    });
+    set_keeping_ttl(ctx, key, &args[2], text);
     ctx.out.int(new);
 }
 
@@ -260,20 +575,36 @@ pub fn hincrbyfloat(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     let current = field_value(ctx, key, &args[2]);
     match crate::util::hincr_by_float(current, &args[3]) {
         Ok(result) => {
-            ctx.apply(Mutation::HSet {
-                key,
-                pairs: &[&args[2], &result],
-            });
+            set_keeping_ttl(ctx, key, &args[2], &result);
             ctx.out.bulk(&result);
         }
         Err(e) => ctx.out.error(e.hincrbyfloat_msg()),
     }
 }
 
-/// The value of `field` in the hash at `key`, without side effects (None when either is missing).
+/// Sets `field` to `value` keeping the time to live the field has (HINCRBY and
+/// HINCRBYFLOAT, as Valkey 9): the record names the absolute time, never "keep".
+fn set_keeping_ttl(ctx: &mut Ctx<'_>, key: &[u8], field: &[u8], value: &[u8]) {
+    let pairs: &[&[u8]] = &[field, value];
+    match field_ttl(ctx, key, field) {
+        Some(Some(at)) => ctx.apply(Mutation::HSetEx { key, at, pairs }),
+        _ => ctx.apply(Mutation::HSet { key, pairs }),
+    };
+}
+
+/// The value of `field` in the hash at `key`, without side effects (None when either is
+/// missing, or the field expired).
 fn field_value<'c>(ctx: &'c Ctx<'_>, key: &[u8], field: &[u8]) -> Option<&'c [u8]> {
     match ctx.shard.peek(key, ctx.now).map(|e| e.value()) {
-        Some(ValueRef::Hash(h)) => h.get(field),
+        Some(ValueRef::Hash(h)) => h.get(field, ctx.now),
+        _ => None,
+    }
+}
+
+/// The time to live of `field` in the hash at `key`, as [`HashObj::field_ttl`].
+fn field_ttl(ctx: &Ctx<'_>, key: &[u8], field: &[u8]) -> Option<Option<u64>> {
+    match ctx.shard.peek(key, ctx.now).map(|e| e.value()) {
+        Some(ValueRef::Hash(h)) => h.field_ttl(field, ctx.now),
         _ => None,
     }
 }
@@ -325,8 +656,10 @@ pub fn hrandfield(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     let Ok(h) = hash_for_read(shard, *now, out, &args[1]) else {
         return;
     };
+    // A hash whose fields all expired (not deleted yet) answers as a missing key.
+    let h = h.filter(|h| h.live_len(*now) > 0);
     let Some(count) = count else {
-        match h.and_then(|h| h.random()) {
+        match h.and_then(|h| h.random(*now)) {
             Some((f, _)) => out.bulk(f),
             None => out.nil(),
         }
@@ -355,17 +688,17 @@ pub fn hrandfield(ctx: &mut Ctx<'_>, args: &[Bytes]) {
         let n = count.unsigned_abs() as usize;
         header(out, n);
         for _ in 0..n {
-            emit(out, h.random().expect("a stored hash is never empty"));
+            emit(out, h.random(*now).expect("the hash has a live field"));
         }
-    } else if count as usize >= h.len() {
-        header(out, h.len());
-        for pair in h.iter() {
+    } else if count as usize >= h.live_len(*now) {
+        header(out, h.live_len(*now));
+        for pair in h.iter_live(*now) {
             emit(out, pair);
         }
     } else {
         // Distinct picks: a partial Fisher-Yates shuffle of the pairs.
         let n = count as usize;
-        let mut all: Vec<(&[u8], &[u8])> = h.iter().collect();
+        let mut all: Vec<(&[u8], &[u8])> = h.iter_live(*now).collect();
         header(out, n);
         for i in 0..n {
             let j = i + fastrand::usize(..all.len() - i);
@@ -408,7 +741,7 @@ pub fn hscan(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     // Encode the page into a scratch buffer: the array header needs the count first.
     let mut page = Out::new(out.resp3);
     let mut found = 0;
-    let next = h.scan(cursor, opts.count, |f, v| {
+    let next = h.scan(cursor, opts.count, *now, |f, v| {
         if opts
             .pattern
             .as_ref()

@@ -450,6 +450,7 @@ fn stats_section(shared: &Shared, out: &mut String) {
          total_net_output_bytes:{}\r\n\
          rejected_connections:{}\r\n\
          expired_keys:{}\r\n\
+         expired_fields:{}\r\n\
          expired_stale_perc:0.00\r\n\
          expired_time_cap_reached_count:0\r\n\
          expire_cycle_cpu_milliseconds:{}\r\n\
@@ -474,6 +475,7 @@ fn stats_section(shared: &Shared, out: &mut String) {
         c(|x| x.net_output_bytes.get()),
         c(|x| x.rejected_connections.get()),
         s(|x| x.expired_keys.get()),
+        s(|x| x.expired_fields.get()),
         s(|x| x.expire_cycle_cpu_us.get()) / 1000,
         s(|x| x.evicted_keys.get()),
         s(|x| x.keyspace_hits.get()),
@@ -552,8 +554,13 @@ fn keyspace_section(shared: &Shared, out: &mut String) {
     out.push_str("# Keyspace\r\n");
     let keys = shared.sum_shards(|s| s.keys.get());
     let expires = shared.sum_shards(|s| s.expires.get());
+    let volatile_hashes = shared.sum_shards(|s| s.keys_with_volatile_items.get());
     if keys > 0 {
-        let _ = write!(out, "db0:keys={keys},expires={expires},avg_ttl=0\r\n");
+        // Valkey 9's line: `keys_with_volatile_items` counts hashes with field TTLs.
+        let _ = write!(
+            out,
+            "db0:keys={keys},expires={expires},avg_ttl=0,keys_with_volatile_items={volatile_hashes}\r\n"
+        );
     }
 }
 
@@ -629,6 +636,7 @@ pub fn config_resetstat(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
     }
     for s in &ctx.shared.shard_stats {
         s.expired_keys.set(0);
+        s.expired_fields.set(0);
         s.evicted_keys.set(0);
         s.keyspace_hits.set(0);
         s.keyspace_misses.set(0);

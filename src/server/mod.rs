@@ -318,8 +318,9 @@ fn spawn_ticker(core: Rc<Core>) {
     .detach();
 }
 
-/// Valkey's adaptive rule: keep expiring while more than 10% of the keys checked had
-/// expired, within the time budget; yield to connections between steps.
+/// Valkey's adaptive rule: keep expiring while more than 10% of the keys (or of the hashes
+/// with field TTLs) checked had expired, within the time budget; yield to connections
+/// between steps.
 async fn active_expire(core: &Rc<Core>, budget: Duration) {
     let started = Instant::now();
     loop {
@@ -331,7 +332,7 @@ async fn active_expire(core: &Rc<Core>, budget: Duration) {
             let mut shard = core.shard.borrow_mut();
             shard.active_expire_step(crate::util::now_ms(), 200)
         };
-        if step.checked == 0 || step.expired * 10 < step.checked || started.elapsed() >= budget {
+        if !step.worth_another() || started.elapsed() >= budget {
             break;
         }
         glommio::yield_if_needed().await;

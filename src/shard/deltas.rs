@@ -69,6 +69,9 @@ pub fn is_partial(m: &Mutation<'_>) -> bool {
         | Mutation::SetRange { .. }
         | Mutation::HSet { .. }
         | Mutation::HDel { .. }
+        | Mutation::HSetEx { .. }
+        | Mutation::HExpire { .. }
+        | Mutation::HExpired { .. }
         | Mutation::ListPush { .. }
         | Mutation::ListPop { .. }
         | Mutation::ListSet { .. }

@@ -578,7 +578,7 @@ mod tests {
         e.set_value(Value::Hash(Box::default()));
         assert_eq!(e.kind(), Kind::Hash);
         e.hash_mut().unwrap().set(b"f", b"v", Default::default());
-        assert!(matches!(e.value(), ValueRef::Hash(h) if h.get(b"f") == Some(&b"v"[..])));
+        assert!(matches!(e.value(), ValueRef::Hash(h) if h.get(b"f", 0) == Some(&b"v"[..])));
         e.set_str(b"");
         assert_eq!(e.value(), ValueRef::Str(b""));
         // Hash to string and back, many times: the allocation's size must stay consistent.

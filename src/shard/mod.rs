@@ -22,6 +22,7 @@ pub mod stats;
 pub mod watch;
 pub mod zset;
 
+use std::collections::BTreeSet;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -31,6 +32,7 @@ use crate::cluster::{SLOT_COUNT, key_slot};
 pub use blocked::{Blocked, Wakeup};
 pub use entry::{Entry, Kind, NewValue, Value, ValueRef};
 pub use evict::{EvictPolicy, idle_ms, lfu_decayed};
+pub use expire::{ExpireCursor, ExpireStep};
 pub use hash::{HashLimits, HashObj};
 pub use journal::{Image, Journal};
 pub use list::{ListLimits, ListObj};
@@ -75,11 +77,17 @@ pub struct Shard {
     hasher: ahash::RandomState,
     keys: usize,
     volatile: usize,
+    /// The hashes that have fields with a time to live, as (slot, earliest field expiry,
+    /// key): what the field expiry cycle walks (Valkey's `keys_with_volatile_items`), in slot
+    /// order so a slot group's part is one range, and within a slot earliest first so a
+    /// step looks only at hashes with something to delete. Kept exact by every path that
+    /// stores, changes or removes a hash.
+    volatile_hashes: BTreeSet<(u16, u64, Box<[u8]>)>,
     pub stats: Arc<ShardStats>,
     pub limits: Encodings,
     pub access_mode: AccessMode,
     evict_pool: evict::Pool,
-    expire_cursor: u64,
+    expire_cursor: ExpireCursor,
     /// The time of the batch being executed (set by the owner before each batch); only used
     /// for the access metadata of new keys, never for data decisions.
     pub clock_ms: u64,
@@ -159,11 +167,12 @@ impl Shard {
             hasher: ahash::RandomState::new(),
             keys: 0,
             volatile: 0,
+            volatile_hashes: BTreeSet::new(),
             stats,
             limits: Encodings::default(),
             access_mode: AccessMode::Lru,
             evict_pool: evict::Pool::default(),
-            expire_cursor: 0,
+            expire_cursor: ExpireCursor::default(),
             clock_ms: crate::util::now_ms(),
             changes: None,
             change_count: 0,
@@ -292,7 +301,7 @@ impl Shard {
             "slots reassigned under a shard holding keys"
         );
         self.owned = owned;
-        self.expire_cursor = 0;
+        self.expire_cursor = ExpireCursor::default();
     }
 
     pub fn len(&self) -> usize {
@@ -306,6 +315,11 @@ impl Shard {
     /// Keys with an expiry.
     pub fn volatile_len(&self) -> usize {
         self.volatile
+    }
+
+    /// Hashes with at least one field that has a time to live.
+    pub fn volatile_hashes_len(&self) -> usize {
+        self.volatile_hashes.len()
     }
 
     pub fn count_in_slot(&self, slot: usize) -> usize {
@@ -330,6 +344,19 @@ impl Shard {
 
     #[inline]
     fn lookup(&mut self, key: &[u8], now: u64, count: bool) -> Option<&mut Entry> {
+        self.lookup_inner(key, now, count, true)
+    }
+
+    /// `lookup`; with `reclaim`, the expired fields of a hash found are deleted first (lazy
+    /// field expiry, a record like lazy key expiry), up to [`LAZY_FIELDS`] of them.
+    #[inline]
+    fn lookup_inner(
+        &mut self,
+        key: &[u8],
+        now: u64,
+        count: bool,
+        reclaim: bool,
+    ) -> Option<&mut Entry> {
         let (slot, hash) = self.locate(key);
         // Find the bucket once; the index then gives O(1) access without re-probing.
         let found = self.slots[slot]
@@ -354,6 +381,27 @@ impl Shard {
                 self.delete_expired(key, now);
             }
             return None;
+        }
+        if reclaim
+            && self.expire_deletes
+            && !self.volatile_hashes.is_empty()
+            && let Some(i) = live
+        {
+            let due = match self.slots[slot].table.get_bucket(i).map(|e| e.value()) {
+                Some(ValueRef::Hash(h)) if h.next_expiry().is_some_and(|at| now > at) => {
+                    h.expired_fields(now, LAZY_FIELDS)
+                }
+                _ => Vec::new(),
+            };
+            if !due.is_empty() {
+                let fields: Vec<&[u8]> = due.iter().map(|f| &f[..]).collect();
+                self.apply(Mutation::HExpired {
+                    key,
+                    fields: &fields,
+                });
+                // The hit or miss was counted above; the key may be gone now.
+                return self.lookup_inner(key, now, false, false);
+            }
         }
         let mode = self.access_mode;
         let entry = self.slots[slot].table.get_bucket_mut(live?)?;
@@ -425,31 +473,29 @@ impl Shard {
             }
             Mutation::HSet { key, pairs } => {
                 let limits = self.limits.hash;
-                let entry = self.entry_or_insert(key, || Value::Hash(Box::default()));
-                if let Some(h) = entry.hash_mut() {
-                    h.set_pairs(pairs, limits);
-                }
-                true
+                self.edit_hash(key, true, |h| h.set_pairs(pairs, limits))
             }
-            Mutation::HDel { key, fields } => {
-                let (slot, hash) = self.locate(key);
-                let Ok(mut found) = self.slots[slot].table.find_entry(hash, |e| e.key() == key)
-                else {
-                    return false;
-                };
-                let now_empty = match found.get_mut().hash_mut() {
-                    Some(h) => {
-                        for f in fields {
-                            h.remove(f);
-                        }
-                        h.is_empty()
-                    }
-                    None => false,
-                };
-                if now_empty {
-                    self.remove(key);
+            Mutation::HSetEx { key, at, pairs } => {
+                let limits = self.limits.hash;
+                self.edit_hash(key, true, |h| h.set_pairs_expiring(pairs, at, limits))
+            }
+            Mutation::HDel { key, fields } => self.edit_hash(key, false, |h| {
+                for f in fields {
+                    h.remove(f);
                 }
-                true
+            }),
+            Mutation::HExpire { key, at, fields } => self.edit_hash(key, false, |h| {
+                for f in fields {
+                    h.set_ttl(f, at);
+                }
+            }),
+            Mutation::HExpired { key, fields } => {
+                let mut gone = 0;
+                let acted = self.edit_hash(key, false, |h| {
+                    gone = fields.iter().filter(|f| h.remove(f)).count();
+                });
+                self.stats.expired_fields.add(gone as u64);
+                acted
             }
             Mutation::ListPush { key, left, elems } => {
                 let limits = self.limits.list;
@@ -591,6 +637,10 @@ impl Shard {
                 for slot in self.owned.clone() {
                     self.slots[slot] = SlotTable::default();
                 }
+                let owned = self.owned.clone();
+                self.volatile_hashes
+                    .retain(|(slot, _, _)| !owned.contains(&(*slot as usize)));
+                self.sync_volatile_hashes();
                 self.nonempty.iter_mut().for_each(|w| *w = 0);
                 self.keys = 0;
                 self.volatile = 0;
@@ -618,6 +668,7 @@ impl Shard {
             | Mutation::SetStr { key, .. }
             | Mutation::SetInt { key, .. }
             | Mutation::HSet { key, .. }
+            | Mutation::HSetEx { key, .. }
             | Mutation::SetAdd { key, .. }
             | Mutation::Restore { key, .. } => self.blocked.wake(key),
             Mutation::Rename { to, .. } => self.blocked.wake(to),
@@ -749,7 +800,9 @@ impl Shard {
         match table.entry(hash, |e| e.key() == key, |e| hasher.hash_one(e.key())) {
             hashbrown::hash_table::Entry::Occupied(mut o) => {
                 let entry = o.get_mut();
+                let head_before = fields_head(entry);
                 entry.assign(value);
+                let head_after = fields_head(entry);
                 let had = entry.expire_at().is_some();
                 match ttl {
                     Ttl::Keep => {}
@@ -758,14 +811,18 @@ impl Shard {
                 }
                 let has = entry.expire_at().is_some();
                 self.adjust_volatile(slot, had, has);
+                self.index_fields(slot, key, head_before, head_after);
             }
             hashbrown::hash_table::Entry::Vacant(v) => {
                 let at = match ttl {
                     Ttl::At(at) => at,
                     _ => 0,
                 };
-                v.insert(Entry::with(key, value, at, access));
+                let entry = Entry::with(key, value, at, access);
+                let head = fields_head(&entry);
+                v.insert(entry);
                 self.after_insert(slot, at != 0);
+                self.index_fields(slot, key, None, head);
             }
         }
     }
@@ -774,6 +831,7 @@ impl Shard {
         let key: Box<[u8]> = entry.key().into();
         self.remove(&key);
         entry.set_expire_raw(expire);
+        let head = fields_head(&entry);
         let (slot, hash) = self.locate(&key);
         self.before_insert(slot);
         let hasher = &self.hasher;
@@ -781,6 +839,7 @@ impl Shard {
             .table
             .insert_unique(hash, entry, |e| hasher.hash_one(e.key()));
         self.after_insert(slot, expire.is_some());
+        self.index_fields(slot, &key, None, head);
     }
 
     fn entry_or_insert(&mut self, key: &[u8], make: impl FnOnce() -> Value) -> &mut Entry {
@@ -843,7 +902,57 @@ impl Shard {
             .ok()?;
         let (entry, _) = found.remove();
         self.after_remove(slot, entry.expire_at().is_some());
+        self.index_fields(slot, key, fields_head(&entry), None);
         Some(entry)
+    }
+
+    /// Changes the hash at `key` in place with `f` (creating an empty one first with
+    /// `create`), keeping the field expiry index in step; a hash left empty goes, as in
+    /// Valkey. False when the key is missing; `f` does not run when it holds another type
+    /// (the command checked the type: a record never changes a value's type).
+    fn edit_hash(&mut self, key: &[u8], create: bool, f: impl FnOnce(&mut HashObj)) -> bool {
+        let (slot, hash) = self.locate(key);
+        let entry = if create {
+            self.entry_or_insert(key, || Value::Hash(Box::default()))
+        } else {
+            match self.slots[slot].table.find_mut(hash, |e| e.key() == key) {
+                Some(e) => e,
+                None => return false,
+            }
+        };
+        let Some(h) = entry.hash_mut() else {
+            return true;
+        };
+        let before = h.next_expiry();
+        f(h);
+        let (after, empty) = (h.next_expiry(), h.is_empty());
+        self.index_fields(slot, key, before, after);
+        if empty {
+            self.remove(key);
+        }
+        true
+    }
+
+    /// Moves `key`'s place in the field expiry index from `before` to `after` (its hash's
+    /// earliest field expiry then and now; None: not indexed).
+    fn index_fields(&mut self, slot: usize, key: &[u8], before: Option<u64>, after: Option<u64>) {
+        if before == after {
+            return;
+        }
+        let slot = slot as u16;
+        if let Some(at) = before {
+            self.volatile_hashes.remove(&(slot, at, Box::from(key)));
+        }
+        if let Some(at) = after {
+            self.volatile_hashes.insert((slot, at, key.into()));
+        }
+        self.sync_volatile_hashes();
+    }
+
+    fn sync_volatile_hashes(&self) {
+        self.stats
+            .keys_with_volatile_items
+            .set(self.volatile_hashes.len() as u64);
     }
 
     /// Call before anything that may insert into a slot's table (hashbrown's `entry` makes
@@ -987,6 +1096,19 @@ impl Shard {
             .map(|i| (start + i) % buckets)
             .find(|&i| table.get_bucket(i).is_some())
             .map(|i| (slot, i))
+    }
+}
+
+/// How many expired fields one lookup deletes at most; the rest stay hidden until the next
+/// lookup or the field expiry cycle, so a read never writes an unbounded record.
+pub const LAZY_FIELDS: usize = 1024;
+
+/// The earliest field expiry of a hash entry (None for other types and for hashes without
+/// field TTLs): its place in the field expiry index.
+fn fields_head(entry: &Entry) -> Option<u64> {
+    match entry.value() {
+        ValueRef::Hash(h) => h.next_expiry(),
+        _ => None,
     }
 }
 

@@ -52,6 +52,27 @@ pub enum Mutation<'a> {
         key: &'a [u8],
         fields: &'a [&'a [u8]],
     },
+    /// Set hash fields (`pairs` alternates field, value), each expiring at the absolute time
+    /// `at` (HSETEX with a time, and HINCRBY of a field that has one, which keeps it).
+    HSetEx {
+        key: &'a [u8],
+        at: u64,
+        pairs: &'a [&'a [u8]],
+    },
+    /// Give stored hash fields the absolute expiry `at`, or remove theirs (None); fields not
+    /// stored are skipped. A time in the past does not delete here: the leader writes
+    /// [`Mutation::HExpired`] for that.
+    HExpire {
+        key: &'a [u8],
+        at: Option<u64>,
+        fields: &'a [&'a [u8]],
+    },
+    /// Delete hash fields found expired (counted in `expired_fields` wherever it is applied);
+    /// the key goes when its last field does.
+    HExpired {
+        key: &'a [u8],
+        fields: &'a [&'a [u8]],
+    },
     /// Push elements onto a list (creating it), at the head (`left`, each element in turn, as
     /// LPUSH) or the tail.
     ListPush {
@@ -150,6 +171,9 @@ impl Mutation<'_> {
             | Mutation::SetRange { key, .. }
             | Mutation::HSet { key, .. }
             | Mutation::HDel { key, .. }
+            | Mutation::HSetEx { key, .. }
+            | Mutation::HExpire { key, .. }
+            | Mutation::HExpired { key, .. }
             | Mutation::ListPush { key, .. }
             | Mutation::ListPop { key, .. }
             | Mutation::ListSet { key, .. }
@@ -219,6 +243,10 @@ const TAG_ZADD: u8 = 23;
 const TAG_ZREM: u8 = 24;
 // 50-59: sorted sets.
 const TAG_ZREM_RANGE: u8 = 50;
+// 70-79: hash field expiry.
+const TAG_HSETEX: u8 = 70;
+const TAG_HEXPIRE: u8 = 71;
+const TAG_HEXPIRED: u8 = 72;
 
 const VALUE_STR: u8 = 0;
 const VALUE_INT: u8 = 1;
@@ -226,6 +254,9 @@ const VALUE_HASH: u8 = 2;
 const VALUE_LIST: u8 = 3;
 const VALUE_SET: u8 = 4;
 const VALUE_ZSET: u8 = 5;
+/// A hash some of whose fields have a time to live: a count, then per field its name, value
+/// and time (0, or 1 and the absolute time).
+const VALUE_HASH_TTL: u8 = 6;
 
 pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
@@ -384,6 +415,37 @@ impl<'a> Reader<'a> {
                 h.set_pairs(&pairs, limits.hash);
                 Ok(Value::Hash(Box::new(h)))
             }
+            VALUE_HASH_TTL => {
+                let n = self.varint("hash value")?;
+                // Every field takes at least three bytes: a larger count is damage.
+                if n == 0 || n > self.buf.len() as u64 {
+                    return Err(DecodeError("a hash value needs field/value pairs".into()));
+                }
+                let mut fields = Vec::with_capacity(n as usize);
+                for _ in 0..n {
+                    let f = self.bytes("hash field")?;
+                    let v = self.bytes("hash value")?;
+                    let at = match self.byte("field ttl")? {
+                        0 => None,
+                        1 => Some(self.varint("field ttl")?),
+                        t => return Err(DecodeError(format!("unknown field ttl kind {t}"))),
+                    };
+                    fields.push((f, v, at));
+                }
+                let mut h = HashObj::new();
+                for (f, v, _) in &fields {
+                    h.set(f, v, limits.hash);
+                }
+                if h.len() != fields.len() {
+                    return Err(DecodeError("a hash value repeats a field".into()));
+                }
+                for (f, _, at) in fields {
+                    if at.is_some() {
+                        h.set_ttl(f, at);
+                    }
+                }
+                Ok(Value::Hash(Box::new(h)))
+            }
             VALUE_LIST => {
                 let elems = self.list("list value")?;
                 nonempty(elems.len(), "list")?;
@@ -426,6 +488,9 @@ pub enum Decoded<'a> {
     SetRange(&'a [u8], usize, &'a [u8]),
     HSet(&'a [u8], Vec<&'a [u8]>),
     HDel(&'a [u8], Vec<&'a [u8]>),
+    HSetEx(&'a [u8], u64, Vec<&'a [u8]>),
+    HExpire(&'a [u8], Option<u64>, Vec<&'a [u8]>),
+    HExpired(&'a [u8], Vec<&'a [u8]>),
     ListPush(&'a [u8], bool, Vec<&'a [u8]>),
     ListPop(&'a [u8], bool, usize),
     ListSet(&'a [u8], usize, &'a [u8]),
@@ -469,6 +534,17 @@ impl<'a> Decoded<'a> {
             },
             Decoded::HSet(key, pairs) => Mutation::HSet { key, pairs },
             Decoded::HDel(key, fields) => Mutation::HDel { key, fields },
+            Decoded::HSetEx(key, at, pairs) => Mutation::HSetEx {
+                key,
+                at: *at,
+                pairs,
+            },
+            Decoded::HExpire(key, at, fields) => Mutation::HExpire {
+                key,
+                at: *at,
+                fields,
+            },
+            Decoded::HExpired(key, fields) => Mutation::HExpired { key, fields },
             Decoded::ListPush(key, left, elems) => Mutation::ListPush {
                 key,
                 left: *left,
@@ -562,6 +638,23 @@ impl Mutation<'_> {
                 for p in pairs.iter() {
                     put_bytes(out, p);
                 }
+            }
+            Mutation::HSetEx { key, at, pairs } => {
+                out.push(TAG_HSETEX);
+                put_bytes(out, key);
+                put_varint(out, *at);
+                put_list(out, pairs);
+            }
+            Mutation::HExpire { key, at, fields } => {
+                out.push(TAG_HEXPIRE);
+                put_bytes(out, key);
+                put_opt_time(out, *at);
+                put_list(out, fields);
+            }
+            Mutation::HExpired { key, fields } => {
+                out.push(TAG_HEXPIRED);
+                put_bytes(out, key);
+                put_list(out, fields);
             }
             Mutation::ListPush { key, left, elems } => {
                 out.push(TAG_LIST_PUSH);
@@ -700,6 +793,21 @@ impl Mutation<'_> {
                 Decoded::HSet(key, pairs)
             }
             TAG_HDEL => Decoded::HDel(r.bytes("key")?, r.list("hash fields")?),
+            TAG_HSETEX => {
+                let key = r.bytes("key")?;
+                let at = r.varint("field ttl")?;
+                let pairs = r.list("hash fields")?;
+                if !pairs.len().is_multiple_of(2) {
+                    return Err(DecodeError("HSETEX record with an odd field list".into()));
+                }
+                Decoded::HSetEx(key, at, pairs)
+            }
+            TAG_HEXPIRE => {
+                let key = r.bytes("key")?;
+                let at = opt_time(r)?;
+                Decoded::HExpire(key, at, r.list("hash fields")?)
+            }
+            TAG_HEXPIRED => Decoded::HExpired(r.bytes("key")?, r.list("hash fields")?),
             TAG_LIST_PUSH => {
                 let key = r.bytes("key")?;
                 let left = r.flag("side")?;
@@ -782,6 +890,15 @@ fn encode_value(value: ValueRef<'_>, out: &mut Vec<u8>) {
             out.push(VALUE_INT);
             put_varint(out, zigzag(i));
         }
+        ValueRef::Hash(h) if h.has_field_ttls() => {
+            out.push(VALUE_HASH_TTL);
+            put_varint(out, h.len() as u64);
+            for (f, v, at) in h.entries() {
+                put_bytes(out, f);
+                put_bytes(out, v);
+                put_opt_time(out, at);
+            }
+        }
         ValueRef::Hash(h) => {
             out.push(VALUE_HASH);
             put_varint(out, 2 * h.len() as u64);
@@ -808,6 +925,17 @@ fn encode_value(value: ValueRef<'_>, out: &mut Vec<u8>) {
             out.push(VALUE_ZSET);
             put_scored(out, z.len(), z.iter().map(|(m, s)| (s, m)));
         }
+    }
+}
+
+/// An optional absolute time: 0, or 1 and the time.
+fn put_opt_time(out: &mut Vec<u8>, at: Option<u64>) {
+    match at {
+        Some(at) => {
+            out.push(1);
+            put_varint(out, at);
+        }
+        None => out.push(0),
     }
 }
 
@@ -871,6 +999,8 @@ mod tests {
     fn records_roundtrip() {
         let mut h = HashObj::new();
         h.set_pairs(&[b"f", b"v", b"g", b""], Encodings::default().hash);
+        let mut volatile = h.clone();
+        volatile.set_ttl(b"g", Some(1_700_000_000_000));
         for m in [
             Mutation::SetStr {
                 key: b"k",
@@ -913,6 +1043,30 @@ mod tests {
             Mutation::HDel {
                 key: b"h",
                 fields: &[b"f"],
+            },
+            Mutation::HSetEx {
+                key: b"h",
+                at: 1_700_000_000_123,
+                pairs: &[b"f", b"1", b"", b"\xff"],
+            },
+            Mutation::HExpire {
+                key: b"h",
+                at: Some(1_700_000_000_123),
+                fields: &[b"f", b"g"],
+            },
+            Mutation::HExpire {
+                key: b"h",
+                at: None,
+                fields: &[b"f"],
+            },
+            Mutation::HExpired {
+                key: b"h",
+                fields: &[b"g", b""],
+            },
+            Mutation::Restore {
+                key: b"h",
+                value: Value::Hash(Box::new(volatile.clone())),
+                expire_at: Some(7),
             },
             Mutation::Expire {
                 key: b"e",

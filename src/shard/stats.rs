@@ -33,6 +33,11 @@ pub struct ShardStats {
     pub keys: Counter,
     pub expires: Counter,
     pub expired_keys: Counter,
+    /// Hash fields deleted because their time to live passed (INFO `expired_fields`).
+    pub expired_fields: Counter,
+    /// Hashes with fields that have a time to live (a gauge: INFO's
+    /// `keys_with_volatile_items`).
+    pub keys_with_volatile_items: Counter,
     pub expired_stale_perc_x100: Counter,
     pub expire_cycle_cpu_us: Counter,
     pub evicted_keys: Counter,

@@ -7,18 +7,26 @@
 //!
 //! ```text
 //! byte 0      format version (1)
-//! byte 1      type: 0 string, 1 integer, 2 hash, 3 list, 4 set, 5 sorted set;
-//!             bit 7 set when an expiry follows, bit 6 when an epoch follows
+//! byte 1      type: 0 string, 1 integer, 2 hash, 3 list, 4 set, 5 sorted set,
+//!             6 hash with field expiry; bit 7 set when an expiry follows, bit 6 when an
+//!             epoch follows
 //! [8 bytes]   absolute expiry, Unix ms, little-endian (only with bit 7)
 //! [8 bytes]   delta epoch, little-endian (only with bit 6; see below)
 //! payload     string: the bytes; integer: i64 little-endian;
 //!             hash: u32 field count, then per field u32 length + bytes, u32 length + bytes
 //!             list, set: u32 count, then per element u32 length + bytes (a list in order)
 //!             sorted set: u32 count, then per member f64 score (LE) + u32 length + bytes
+//!             hash with field expiry: u32 field count, then per field u32 length + bytes,
+//!             u32 length + bytes, u64 absolute expiry of the field (Unix ms, LE; 0 = none)
 //! ```
 //!
-//! Types 3–5 were added without a version bump: a version-1 reader from before them refuses
-//! them by type ("unknown value type"), which is the failure a version bump would give.
+//! Types 3–6 were added without a version bump: a version-1 reader from before them refuses
+//! them by type ("unknown value type"), which is the failure a version bump would give. Type
+//! 6 is written only for a hash some of whose fields have a time to live (any other hash is
+//! still type 2, so files stay readable by builds from before field expiry as long as no
+//! field TTL was ever used). Its fields are stored as they are, expired or not: a field whose
+//! time passed while the node was down is hidden from the first read and deleted by the
+//! write path's field expiry, like an expired key in a cluster.
 //!
 //! A large value (a collection of many elements, a long string) that changes a little at a
 //! time is not rewritten whole on every change: its stored form carries an epoch, and each
@@ -47,6 +55,7 @@ const TYPE_HASH: u8 = 2;
 const TYPE_LIST: u8 = 3;
 const TYPE_SET: u8 = 4;
 const TYPE_ZSET: u8 = 5;
+const TYPE_HASH_TTL: u8 = 6;
 const HAS_EXPIRY: u8 = 0x80;
 const HAS_EPOCH: u8 = 0x40;
 
@@ -84,6 +93,7 @@ pub fn encode_value_at(
     let ty = match value {
         ValueRef::Str(_) => TYPE_STR,
         ValueRef::Int(_) => TYPE_INT,
+        ValueRef::Hash(h) if h.has_field_ttls() => TYPE_HASH_TTL,
         ValueRef::Hash(_) => TYPE_HASH,
         ValueRef::List(_) => TYPE_LIST,
         ValueRef::Set(_) => TYPE_SET,
@@ -101,6 +111,14 @@ pub fn encode_value_at(
     match value {
         ValueRef::Str(s) => out.extend_from_slice(s),
         ValueRef::Int(i) => out.extend_from_slice(&i.to_le_bytes()),
+        ValueRef::Hash(h) if h.has_field_ttls() => {
+            out.extend_from_slice(&(h.len() as u32).to_le_bytes());
+            for (f, v, at) in h.entries() {
+                put(out, f);
+                put(out, v);
+                out.extend_from_slice(&at.unwrap_or(0).to_le_bytes());
+            }
+        }
         ValueRef::Hash(h) => {
             out.extend_from_slice(&(h.len() as u32).to_le_bytes());
             for (f, v) in h.iter() {
@@ -205,7 +223,8 @@ pub fn decode_value_at(
                 .map_err(|_| format!("integer value has {} bytes, not 8", payload.len()))?;
             Value::Int(i64::from_le_bytes(b))
         }
-        TYPE_HASH => Value::Hash(Box::new(decode_hash(payload, limits.hash)?)),
+        TYPE_HASH => Value::Hash(Box::new(decode_hash(payload, limits.hash, false)?)),
+        TYPE_HASH_TTL => Value::Hash(Box::new(decode_hash(payload, limits.hash, true)?)),
         TYPE_LIST | TYPE_SET => {
             let elems = decode_elements(payload)?;
             if ty == TYPE_LIST {
@@ -327,18 +346,31 @@ fn decode_zset(mut p: &[u8], limits: Encodings) -> Result<ZSetObj, String> {
     Ok(z)
 }
 
-fn decode_hash(mut p: &[u8], limits: HashLimits) -> Result<HashObj, String> {
+/// A hash payload (type 2, or type 6 when `with_ttls`: an expiry after each field).
+fn decode_hash(mut p: &[u8], limits: HashLimits, with_ttls: bool) -> Result<HashObj, String> {
     let count = take_len(&mut p)?;
     if count == 0 {
         return Err("hash value has no fields".into());
     }
     let mut h = HashObj::new();
+    let mut ttls = Vec::new();
     for _ in 0..count {
         let flen = take_len(&mut p)?;
         let field = take(&mut p, flen)?;
         let vlen = take_len(&mut p)?;
         let value = take(&mut p, vlen)?;
         h.set(field, value, limits);
+        if with_ttls {
+            let at = u64::from_le_bytes(take(&mut p, 8)?.try_into().expect("8 bytes"));
+            if at != 0 {
+                ttls.push((field, at));
+            }
+        }
+    }
+    // After every field is in, so the encoding is the one the fields alone give before the
+    // first TTL makes it a table (as a replayed write would).
+    for (field, at) in ttls {
+        h.set_ttl(field, Some(at));
     }
     if !p.is_empty() {
         return Err(format!(
@@ -432,6 +464,40 @@ mod tests {
             round_trip(&v, Some(7));
             round_trip(&v, None);
         }
+    }
+
+    #[test]
+    fn hashes_with_field_ttls_are_type_6_and_keep_them() {
+        let limits = Encodings::default();
+        let mut h = HashObj::new();
+        h.set_pairs(&[b"a", b"1", b"b", b"2", b"c", b"3"], limits.hash);
+        let mut plain = Vec::new();
+        encode_value(ValueRef::Hash(&h), None, &mut plain);
+        assert_eq!(
+            plain[1], TYPE_HASH,
+            "a hash without field TTLs keeps type 2"
+        );
+        h.set_ttl(b"a", Some(1_700_000_000_123));
+        h.set_ttl(b"c", Some(5));
+        let mut buf = Vec::new();
+        encode_value(ValueRef::Hash(&h), Some(9), &mut buf);
+        assert_eq!(buf[1], TYPE_HASH_TTL | HAS_EXPIRY);
+        let (back, exp) = decode_value(&buf, limits).unwrap();
+        assert_eq!((&back, exp), (&Value::Hash(Box::new(h.clone())), Some(9)));
+        let Value::Hash(back) = back else {
+            unreachable!("decoded a hash")
+        };
+        assert_eq!(back.encoding(), "hashtable");
+        assert_eq!(back.field_ttl(b"a", 0), Some(Some(1_700_000_000_123)));
+        assert_eq!(back.field_ttl(b"b", 0), Some(None));
+        // Stored as it was: the long-expired field is there, hidden from reads.
+        assert_eq!((back.len(), back.live_len(6)), (3, 2));
+        for cut in 0..buf.len() {
+            assert!(decode_value(&buf[..cut], limits).is_err(), "cut at {cut}");
+        }
+        // A type-2 value written before field expiry existed still loads.
+        let (old, _) = decode_value(&plain, limits).unwrap();
+        assert!(matches!(old, Value::Hash(h) if !h.has_field_ttls() && h.len() == 3));
     }
 
     #[test]
