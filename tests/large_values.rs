@@ -54,6 +54,18 @@ fn dump(c: &mut redis::Connection) -> Dump {
             pairs.sort();
             items = pairs.into_iter().flat_map(|(f, v)| [f, v]).collect();
         }
+        if ty == "hash" {
+            // Which fields have a TTL (HTTL: -1 none, > 0 seconds left).
+            let fields: Vec<Vec<u8>> = items.iter().step_by(2).cloned().collect();
+            let ttls: Vec<i64> = redis::cmd("HTTL")
+                .arg(&k)
+                .arg("FIELDS")
+                .arg(fields.len())
+                .arg(&fields)
+                .query(c)
+                .unwrap();
+            items.extend(ttls.iter().map(|&t| vec![u8::from(t > 0)]));
+        }
         let ttl: i64 = redis::cmd("PTTL").arg(&k).query(c).unwrap();
         out.insert(k, (ty, items, ttl >= 0));
     }
