@@ -252,7 +252,11 @@ fn memory_section(shared: &Shared, out: &mut String) {
          mem_clients_slaves:0\r\n\
          mem_clients_normal:{clients_mem}\r\n\
          mem_allocator:jemalloc\r\n\
-         lazyfree_pending_objects:0\r\n",
+         active_defrag_running:0\r\n\
+         lazyfree_pending_objects:{lazy_pending}\r\n\
+         lazyfreed_objects:{lazy_freed}\r\n",
+        lazy_pending = crate::shard::lazyfree::pending_objects(),
+        lazy_freed = crate::shard::lazyfree::freed_objects(),
         used_h = human_bytes(used),
         not_counted = shared.memory.not_counted(),
         dataset_perc = if net > 0 {
@@ -632,6 +636,7 @@ pub fn config_resetstat(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
         s.keyspace_misses.set(0);
         s.expire_cycle_cpu_us.set(0);
     }
+    crate::shard::lazyfree::reset_stats();
     ctx.out.ok();
 }
 
@@ -650,8 +655,9 @@ pub fn config_help(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
     );
 }
 
-/// FLUSHALL/FLUSHDB argument check: optional SYNC or ASYNC (both flush at once here: freeing
-/// is cheap next to a fork-free server's alternatives, and ASYNC's reply semantics hold).
+/// FLUSHALL/FLUSHDB argument check: optional SYNC or ASYNC. Either way the keys are gone
+/// when the reply leaves; ASYNC (or neither, under `lazyfree-lazy-user-flush`) frees their
+/// memory in the background (see `shard::lazyfree`).
 pub fn flush_args_ok(args: &[Bytes]) -> bool {
     match args.len() {
         1 => true,

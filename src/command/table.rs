@@ -1144,7 +1144,7 @@ pub static COMMANDS: &[CommandDef] = &[
         "4.0.0",
         "Asynchronously deletes one or more keys.",
         "O(1) for each key removed regardless of its size.",
-        M(keyspace::del, Multi::SumInts),
+        M(keyspace::unlink, Multi::SumInts),
     ),
     def(
         "exists",
