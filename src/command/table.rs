@@ -1496,6 +1496,7 @@ fn families() -> impl Iterator<Item = &'static CommandDef> {
         .chain(super::zset::COMMANDS)
         .chain(super::script::COMMANDS)
         .chain(super::bitmap::COMMANDS)
+        .chain(super::memory::COMMANDS)
 }
 
 pub fn registry() -> &'static Registry {
