@@ -391,6 +391,20 @@ mod tests {
     #[global_allocator]
     static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+    /// Memory handed to the background freeing thread is left out of what maxmemory is
+    /// compared with, and comes back into it as the frees are reported.
+    #[test]
+    fn pending_frees_are_left_out_of_eviction() {
+        let m = super::Memory::new();
+        // Far more than this process holds, so other tests' frees cannot hide the effect.
+        const HUGE: u64 = 1 << 50;
+        super::add_pending_free(HUGE);
+        assert_eq!(m.used_for_eviction(), 0);
+        assert!(m.used() > 0, "used_memory still counts what is pending");
+        super::sub_pending_free(HUGE);
+        assert!(super::pending_free() < HUGE);
+    }
+
     /// Values allocated on another thread (a core) and handed to a storage thread, which
     /// copies them into fjall's memtable and frees them: the memtable must show up in the
     /// storage arena (with a thread cache, the freed blocks were reused for the copies and
