@@ -19,6 +19,14 @@ pub fn del(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     ctx.out.int(n);
 }
 
+/// UNLINK: DEL whose big values are freed in the background, whatever
+/// `lazyfree-lazy-user-del` says (see `shard::lazyfree`).
+pub fn unlink(ctx: &mut Ctx<'_>, args: &[Bytes]) {
+    ctx.shard.set_free_mode(Some(true));
+    del(ctx, args);
+    ctx.shard.set_free_mode(None);
+}
+
 pub fn exists(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     // A key named twice counts twice, as in Valkey.
     let n = args[1..]
@@ -190,14 +198,24 @@ pub fn dbsize_local(ctx: &mut Ctx<'_>, _args: &[Bytes]) {
     ctx.out.int(n as i64);
 }
 
-/// Per-core FLUSHALL/FLUSHDB.
-pub fn flush_local(ctx: &mut Ctx<'_>, _args: &[Bytes]) {
+/// How a FLUSHALL/FLUSHDB frees: ASYNC in the background, SYNC at once, neither as
+/// `lazyfree-lazy-user-flush` says (None). The command was checked (`flush_args_ok`).
+fn flush_mode(arg: Option<&Bytes>) -> Option<bool> {
+    arg.map(|a| is(a, "ASYNC"))
+}
+
+/// Per-core FLUSHALL/FLUSHDB [SYNC|ASYNC].
+pub fn flush_local(ctx: &mut Ctx<'_>, args: &[Bytes]) {
+    ctx.shard.set_free_mode(flush_mode(args.get(1)));
     ctx.apply(Mutation::FlushAll);
+    ctx.shard.set_free_mode(None);
     ctx.out.ok();
 }
 
-/// FLUSHALL of one slot group in a cluster (through its log): `args` are the command's name
-/// and the group's slot range, start and end, as the dispatcher built them.
+/// FLUSHALL of one slot group in a cluster (through its log): `args` are the command's name,
+/// the group's slot range, start and end, and the command's SYNC or ASYNC if it had one, as
+/// the dispatcher built them. (The mode frees the leader's copy; replicas applying the
+/// record follow their own `lazyfree-lazy-user-flush`.)
 pub fn flush_slots(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     let bound = |i: usize| {
         args.get(i)
@@ -206,7 +224,9 @@ pub fn flush_slots(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     };
     match (bound(1), bound(2)) {
         (Some(start), Some(end)) if start <= end => {
+            ctx.shard.set_free_mode(flush_mode(args.get(3)));
             ctx.apply(Mutation::FlushSlots { slots: start..end });
+            ctx.shard.set_free_mode(None);
             ctx.out.ok();
         }
         _ => ctx.out.error("ERR internal error: bad slot range"),

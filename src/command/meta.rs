@@ -17,7 +17,11 @@ fn acl_categories(d: &CommandDef) -> Vec<&'static str> {
     let dangerous = admin || matches!(d.name, "keys" | "flushall" | "flushdb");
     let table: [(&'static str, bool); 16] = [
         ("@keyspace", group("generic")),
-        ("@read", d.flags & flags::READONLY != 0 && !group("server")),
+        // Server commands flagged readonly read no keys, except MEMORY USAGE.
+        (
+            "@read",
+            d.flags & flags::READONLY != 0 && (!group("server") || d.keys.has_keys()),
+        ),
         ("@write", d.flags & flags::WRITE != 0),
         ("@set", group("set")),
         ("@sortedset", group("sorted-set")),
@@ -336,6 +340,34 @@ const TIPS: &[(&str, &[&str])] = &[
             "request_policy:all_shards",
             "response_policy:special",
             "nondeterministic_output",
+        ],
+    ),
+    (
+        "memory|doctor",
+        &[
+            "nondeterministic_output",
+            "request_policy:all_shards",
+            "response_policy:special",
+        ],
+    ),
+    (
+        "memory|malloc-stats",
+        &[
+            "nondeterministic_output",
+            "request_policy:all_shards",
+            "response_policy:special",
+        ],
+    ),
+    (
+        "memory|purge",
+        &["request_policy:all_shards", "response_policy:all_succeeded"],
+    ),
+    (
+        "memory|stats",
+        &[
+            "nondeterministic_output",
+            "request_policy:all_shards",
+            "response_policy:special",
         ],
     ),
     ("mget", &["request_policy:multi_shard"]),

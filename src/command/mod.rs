@@ -14,6 +14,7 @@ pub mod expire;
 pub mod hash;
 pub mod keyspace;
 pub mod list;
+pub mod memory;
 pub mod meta;
 pub mod script;
 pub mod server;

@@ -75,6 +75,30 @@ impl Scripts {
         self.bodies().get(sha).cloned()
     }
 
+    /// How many scripts are cached (MEMORY DOCTOR's "many scripts").
+    pub fn count(&self) -> usize {
+        self.bodies().len()
+    }
+
+    /// Bytes the script cache takes (MEMORY STATS' lua.caches): the table and, per script,
+    /// its SHA and its body (with the Arc's two counters).
+    pub fn cache_memory(&self) -> usize {
+        use crate::shard::usage::{alloc_size, table_bytes};
+        let bodies = self.bodies();
+        let slot = std::mem::size_of::<(String, Arc<[u8]>)>();
+        // hashbrown keeps tables of 8+ buckets at most 7/8 full.
+        let buckets = match bodies.capacity() {
+            0 => 0,
+            cap if cap < 8 => (cap + 1).next_power_of_two(),
+            cap => (cap * 8 / 7).next_power_of_two(),
+        };
+        table_bytes(buckets, slot)
+            + bodies
+                .iter()
+                .map(|(sha, body)| alloc_size(sha.capacity()) + alloc_size(body.len() + 16))
+                .sum::<usize>()
+    }
+
     /// Whether core `core` runs a script for longer than `threshold_ms`.
     pub fn busy(&self, core: usize, threshold_ms: u64) -> bool {
         let since = self.started.get(core).map_or(0, |s| s.load(Relaxed));

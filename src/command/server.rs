@@ -7,7 +7,6 @@ use bytes::Bytes;
 
 use super::connection::ConnCtx;
 use super::{is, lossy};
-use crate::metrics::memory::{Memory, rss_bytes};
 use crate::state::Shared;
 
 /// Valkey's bytesToHuman: two decimals and a unit letter.
@@ -199,28 +198,10 @@ fn clients_section(shared: &Shared, out: &mut String) {
 }
 
 fn memory_section(shared: &Shared, out: &mut String) {
-    shared.memory.refresh();
-    let used = shared.memory.used();
-    let peak = shared.memory.peak();
-    let rss = rss_bytes();
-    let a = Memory::allocator_stats();
+    // The same split as MEMORY STATS (Valkey's getMemoryOverheadData).
+    let o = super::memory::overhead(shared);
     let maxmemory = shared.config.runtime.maxmemory();
     let total_system = system_memory();
-    // Memory released since start (an engine's transient buffers) can leave `used` below the
-    // mark; Valkey's figure never exceeds used_memory.
-    let startup = shared.memory.startup().min(used);
-    // Valkey's overhead: the startup baseline plus what clients hold (buffers, CLIENT LIST's
-    // tot-mem); the dataset is the rest.
-    let clients_mem: u64 = shared
-        .clients
-        .lock()
-        .expect("client registry lock")
-        .values()
-        .map(|c| super::connection::client_memory(c) as u64)
-        .sum();
-    let overhead = startup + clients_mem;
-    let dataset = used.saturating_sub(overhead);
-    let net = used.saturating_sub(startup);
     let _ = write!(
         out,
         "# Memory\r\n\
@@ -251,41 +232,38 @@ fn memory_section(shared: &Shared, out: &mut String) {
          mem_not_counted_for_evict:{not_counted}\r\n\
          mem_clients_slaves:0\r\n\
          mem_clients_normal:{clients_mem}\r\n\
-         mem_allocator:jemalloc\r\n\
-         lazyfree_pending_objects:0\r\n",
-        used_h = human_bytes(used),
+         mem_allocator:{allocator}\r\n\
+         active_defrag_running:0\r\n\
+         lazyfree_pending_objects:{lazy_pending}\r\n\
+         lazyfreed_objects:{lazy_freed}\r\n",
+        used = o.total,
+        used_h = human_bytes(o.total),
+        rss = o.rss,
+        peak = o.peak,
+        overhead = o.overhead_total,
+        startup = o.startup,
+        dataset = o.dataset,
+        clients_mem = o.clients_normal,
         not_counted = shared.memory.not_counted(),
-        dataset_perc = if net > 0 {
-            dataset as f64 * 100.0 / net as f64
-        } else {
-            0.0
-        },
-        frag_bytes = rss as i64 - used as i64,
-        rss_h = human_bytes(rss),
-        peak_h = human_bytes(peak),
-        peak_perc = if peak > 0 {
-            used as f64 * 100.0 / peak as f64
-        } else {
-            0.0
-        },
-        aa = a.allocated,
-        ac = a.active,
-        ar = a.resident,
-        am = a.mapped,
-        art = a.retained,
-        afr = if a.allocated > 0 {
-            a.active as f64 / a.allocated as f64
-        } else {
-            0.0
-        },
+        dataset_perc = o.dataset_perc,
+        frag_bytes = o.total_frag_bytes(),
+        rss_h = human_bytes(o.rss),
+        peak_h = human_bytes(o.peak),
+        peak_perc = o.peak_perc,
+        aa = o.alloc.allocated,
+        ac = o.alloc.active,
+        ar = o.alloc.resident,
+        am = o.alloc.mapped,
+        art = o.alloc.retained,
+        // Valkey's: unused room in small-size-class slabs over allocated, plus one.
+        afr = o.allocator_frag(),
         ts_h = human_bytes(total_system),
         mm_h = human_bytes(maxmemory),
         policy = shared.config.runtime.maxmemory_policy().as_str(),
-        frag = if used > 0 {
-            rss as f64 / used as f64
-        } else {
-            0.0
-        },
+        frag = o.total_frag(),
+        allocator = super::memory::allocator_name(),
+        lazy_pending = crate::shard::lazyfree::pending_objects(),
+        lazy_freed = crate::shard::lazyfree::freed_objects(),
     );
 }
 
@@ -642,6 +620,7 @@ pub fn config_resetstat(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
         s.keyspace_misses.set(0);
         s.expire_cycle_cpu_us.set(0);
     }
+    crate::shard::lazyfree::reset_stats();
     ctx.out.ok();
 }
 
@@ -660,8 +639,9 @@ pub fn config_help(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
     );
 }
 
-/// FLUSHALL/FLUSHDB argument check: optional SYNC or ASYNC (both flush at once here: freeing
-/// is cheap next to a fork-free server's alternatives, and ASYNC's reply semantics hold).
+/// FLUSHALL/FLUSHDB argument check: optional SYNC or ASYNC. Either way the keys are gone
+/// when the reply leaves; ASYNC (or neither, under `lazyfree-lazy-user-flush`) frees their
+/// memory in the background (see `shard::lazyfree`).
 pub fn flush_args_ok(args: &[Bytes]) -> bool {
     match args.len() {
         1 => true,

@@ -967,7 +967,7 @@ pub static COMMANDS: &[CommandDef] = &[
         "4.0.0",
         "Asynchronously deletes one or more keys.",
         "O(1) for each key removed regardless of its size.",
-        M(keyspace::del, Multi::SumInts),
+        M(keyspace::unlink, Multi::SumInts),
     ),
     def(
         "exists",
@@ -1320,6 +1320,7 @@ fn families() -> impl Iterator<Item = &'static CommandDef> {
         .chain(super::zset::COMMANDS)
         .chain(super::script::COMMANDS)
         .chain(super::bitmap::COMMANDS)
+        .chain(super::memory::COMMANDS)
 }
 
 pub fn registry() -> &'static Registry {

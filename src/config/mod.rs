@@ -238,6 +238,11 @@ enum Key {
     ClusterNodeTimeout,
     ClusterSnapshotAfter,
     ClusterLeaderBalanceDelay,
+    LazyfreeLazyEviction,
+    LazyfreeLazyExpire,
+    LazyfreeLazyServerDel,
+    LazyfreeLazyUserDel,
+    LazyfreeLazyUserFlush,
 }
 
 /// Whether `CONFIG SET` may change a directive.
@@ -299,6 +304,20 @@ const SPECS: &[Spec] = &[
     spec(Key::Hz, "hz", Mutable),
     spec(Key::LfuLogFactor, "lfu-log-factor", Mutable),
     spec(Key::LfuDecayTime, "lfu-decay-time", Mutable),
+    // Which removals free big values in a background thread (see `shard::lazyfree`).
+    spec(Key::LazyfreeLazyEviction, "lazyfree-lazy-eviction", Mutable),
+    spec(Key::LazyfreeLazyExpire, "lazyfree-lazy-expire", Mutable),
+    spec(
+        Key::LazyfreeLazyServerDel,
+        "lazyfree-lazy-server-del",
+        Mutable,
+    ),
+    spec(Key::LazyfreeLazyUserDel, "lazyfree-lazy-user-del", Mutable),
+    spec(
+        Key::LazyfreeLazyUserFlush,
+        "lazyfree-lazy-user-flush",
+        Mutable,
+    ),
     Spec {
         alias: Some("hash-max-ziplist-entries"),
         ..spec(
@@ -559,7 +578,14 @@ fn parse_value(key: Key, args: &[Vec<u8>]) -> Result<Value, String> {
             }
             Value::Num(v as u64)
         }
-        Key::ProtectedMode | Key::Appendonly | Key::ClusterEnabled => Value::Bool(yes_no(one()?)?),
+        Key::ProtectedMode
+        | Key::Appendonly
+        | Key::ClusterEnabled
+        | Key::LazyfreeLazyEviction
+        | Key::LazyfreeLazyExpire
+        | Key::LazyfreeLazyServerDel
+        | Key::LazyfreeLazyUserDel
+        | Key::LazyfreeLazyUserFlush => Value::Bool(yes_no(one()?)?),
         Key::ClusterAnnounceHostname | Key::ClusterAnnounceIp => Value::Str(utf8(one()?)?),
         Key::ClusterPeers => {
             let list = utf8(one()?)?;
@@ -675,6 +701,8 @@ pub struct Runtime {
     zset_max_listpack_entries: AtomicU64,
     zset_max_listpack_value: AtomicU64,
     protected_mode: AtomicBool,
+    /// `lazyfree-lazy-eviction`, `-expire`, `-server-del`, `-user-del`, `-user-flush`.
+    lazyfree: [AtomicBool; 5],
     appendonly: AtomicBool,
     appendfsync: AtomicU8,
     key_load_delay: AtomicU32,
@@ -683,6 +711,18 @@ pub struct Runtime {
     /// Serialises `CONFIG SET` calls so two multi-parameter sets never interleave.
     set_lock: Mutex<()>,
     hooks: Mutex<Vec<Hook>>,
+}
+
+/// The slot of a `lazyfree-lazy-*` directive in [`Runtime::lazyfree`]'s array.
+fn lazyfree_index(key: Key) -> usize {
+    match key {
+        Key::LazyfreeLazyEviction => 0,
+        Key::LazyfreeLazyExpire => 1,
+        Key::LazyfreeLazyServerDel => 2,
+        Key::LazyfreeLazyUserDel => 3,
+        Key::LazyfreeLazyUserFlush => 4,
+        _ => unreachable!("{key:?} is not a lazyfree directive"),
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -722,6 +762,8 @@ impl Default for Runtime {
             zset_max_listpack_entries: AtomicU64::new(128),
             zset_max_listpack_value: AtomicU64::new(64),
             protected_mode: AtomicBool::new(true),
+            // Valkey 8's defaults: every removal of a big value frees it in the background.
+            lazyfree: std::array::from_fn(|_| AtomicBool::new(true)),
             appendonly: AtomicBool::new(true),
             key_load_delay: AtomicU32::new(0),
             appendfsync: AtomicU8::new(AppendFsync::EverySec.index()),
@@ -851,6 +893,18 @@ impl Runtime {
         self.protected_mode.load(Relaxed)
     }
 
+    /// The `lazyfree-lazy-*` directives: which removals free big values in the background.
+    pub fn lazyfree(&self) -> crate::shard::LazyFree {
+        let get = |k: Key| self.lazyfree[lazyfree_index(k)].load(Relaxed);
+        crate::shard::LazyFree {
+            eviction: get(Key::LazyfreeLazyEviction),
+            expire: get(Key::LazyfreeLazyExpire),
+            server_del: get(Key::LazyfreeLazyServerDel),
+            user_del: get(Key::LazyfreeLazyUserDel),
+            user_flush: get(Key::LazyfreeLazyUserFlush),
+        }
+    }
+
     /// `appendonly`: whether data is persisted under `dir` (no = a pure cache).
     pub fn appendonly(&self) -> bool {
         self.appendonly.load(Relaxed)
@@ -928,6 +982,14 @@ impl Runtime {
                 self.zset_max_listpack_value.store(v, Relaxed)
             }
             (Key::ProtectedMode, Value::Bool(b)) => self.protected_mode.store(b, Relaxed),
+            (
+                k @ (Key::LazyfreeLazyEviction
+                | Key::LazyfreeLazyExpire
+                | Key::LazyfreeLazyServerDel
+                | Key::LazyfreeLazyUserDel
+                | Key::LazyfreeLazyUserFlush),
+                Value::Bool(b),
+            ) => self.lazyfree[lazyfree_index(k)].store(b, Relaxed),
             (Key::Appendonly, Value::Bool(b)) => self.appendonly.store(b, Relaxed),
             (Key::Appendfsync, Value::Fsync(f)) => self.appendfsync.store(f.index(), Relaxed),
             (Key::Requirepass, Value::Str(s)) => *lock(&self.requirepass) = s,
@@ -963,6 +1025,7 @@ impl fmt::Debug for Runtime {
             )
             .field("hash_max_listpack_value", &self.hash_max_listpack_value())
             .field("protected_mode", &self.protected_mode())
+            .field("lazyfree", &self.lazyfree())
             .field("appendonly", &self.appendonly())
             .field("appendfsync", &self.appendfsync())
             .field("save", &self.save_params())
@@ -1387,6 +1450,11 @@ impl Config {
             Key::LoadDelay => rt.key_load_delay().to_string(),
             Key::LfuLogFactor => rt.lfu_log_factor().to_string(),
             Key::LfuDecayTime => rt.lfu_decay_time().to_string(),
+            Key::LazyfreeLazyEviction => yes_no(rt.lazyfree().eviction),
+            Key::LazyfreeLazyExpire => yes_no(rt.lazyfree().expire),
+            Key::LazyfreeLazyServerDel => yes_no(rt.lazyfree().server_del),
+            Key::LazyfreeLazyUserDel => yes_no(rt.lazyfree().user_del),
+            Key::LazyfreeLazyUserFlush => yes_no(rt.lazyfree().user_flush),
             Key::HashMaxListpackEntries => rt.hash_max_listpack_entries().to_string(),
             Key::HashMaxListpackValue => rt.hash_max_listpack_value().to_string(),
             Key::ListMaxListpackSize => rt.list_max_listpack_size().to_string(),

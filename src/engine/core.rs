@@ -193,6 +193,7 @@ impl Core {
     pub(super) fn sync_settings(&self, shard: &mut Shard) {
         let rt = &self.shared.config.runtime;
         shard.limits = rt.encodings();
+        shard.lazyfree = rt.lazyfree();
         shard.access_mode = if matches!(
             rt.maxmemory_policy(),
             MaxmemoryPolicy::AllKeysLfu | MaxmemoryPolicy::VolatileLfu
@@ -213,6 +214,8 @@ impl Core {
         let mut shard = self.shard.borrow_mut();
         self.sync_settings(&mut shard);
         shard.clock_ms = now;
+        // A command that set its own free mode and panicked before clearing it.
+        shard.set_free_mode(None);
         now
     }
 

@@ -655,13 +655,16 @@ impl Dispatcher {
             .into_iter()
             .map(|g| {
                 let slots = map.groups[g as usize].slots.clone();
+                let mut op_args = vec![
+                    args[0].clone(),
+                    Bytes::from(slots.start.to_string()),
+                    Bytes::from(slots.end.to_string()),
+                ];
+                // SYNC or ASYNC, checked above.
+                op_args.extend(args.get(1).cloned());
                 let op = Op {
                     exec: keyspace::flush_slots,
-                    args: vec![
-                        args[0].clone(),
-                        Bytes::from(slots.start.to_string()),
-                        Bytes::from(slots.end.to_string()),
-                    ],
+                    args: op_args,
                     flags: def.flags,
                     cmd_id,
                 };
@@ -723,6 +726,7 @@ impl Dispatcher {
                     (Multi::MSet, _) => string::mset,
                     (_, "exists") => keyspace::exists,
                     (_, "touch") => keyspace::touch,
+                    (_, "unlink") => keyspace::unlink,
                     _ => keyspace::del,
                 };
                 let parts = per_core

@@ -149,6 +149,7 @@ async fn run_on_scratch(
             s
         });
         scratch.limits = core.shard.borrow().limits;
+        scratch.lazyfree = core.shard.borrow().lazyfree;
         scratch.clock_ms = now;
         for (k, v, exp) in fetched.iter().cloned() {
             scratch.apply(Mutation::Restore {

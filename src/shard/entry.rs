@@ -496,6 +496,32 @@ impl Entry {
         self.expire_at != 0 && now_ms > self.expire_at
     }
 
+    /// Bytes this key and its value take (MEMORY USAGE): its slot in the shard's table, its
+    /// allocation (the key and an inline string or integer) and a collection's internals,
+    /// sampled as `samples` says (see `shard::usage`).
+    pub fn memory_usage(&self, samples: usize) -> usize {
+        // A slot of the table plus its control byte.
+        std::mem::size_of::<Entry>()
+            + 1
+            + super::usage::alloc_size(self.klen as usize + self.plen as usize)
+            + self.value().mem_usage(samples)
+    }
+
+    /// Takes a collection out of the entry, leaving eight zero bytes as a string in its place
+    /// until the caller stores the new value (the allocation keeps its size, as `drop_boxed`
+    /// leaves it); None for strings and integers.
+    pub fn take_collection(&mut self) -> Option<Value> {
+        if !is_boxed(self.kind) {
+            return None;
+        }
+        // SAFETY: a boxed kind; the kind is switched away at once, so the pointer is neither
+        // used nor freed again by this entry.
+        let v = unsafe { self.take_boxed() };
+        self.kind = KIND_STR;
+        self.payload_mut().fill(0);
+        Some(v)
+    }
+
     /// Bytes this entry owns on the heap (estimate for memory reports).
     pub fn heap_size(&self) -> usize {
         self.klen as usize
@@ -507,6 +533,35 @@ impl Entry {
                 ValueRef::ZSet(z) => z.heap_size(),
                 _ => 0,
             }
+    }
+}
+
+impl ValueRef<'_> {
+    /// Bytes a collection value takes beyond the entry's own allocation (its box and its
+    /// internals; see `shard::usage`); 0 for strings, which live in the entry.
+    pub fn mem_usage(self, samples: usize) -> usize {
+        use super::usage::alloc_size;
+        use std::mem::size_of;
+        match self {
+            ValueRef::Str(_) | ValueRef::Int(_) => 0,
+            ValueRef::Hash(h) => alloc_size(size_of::<HashObj>()) + h.mem_usage(samples),
+            ValueRef::List(l) => alloc_size(size_of::<ListObj>()) + l.mem_usage(samples),
+            ValueRef::Set(x) => alloc_size(size_of::<SetObj>()) + x.mem_usage(samples),
+            ValueRef::ZSet(z) => alloc_size(size_of::<ZSetObj>()) + z.mem_usage(samples),
+        }
+    }
+
+    /// Valkey's free effort (lazyfreeGetFreeEffort): roughly how many allocations dropping
+    /// the value walks and frees — a member per member of a hashtable or skiplist, a node
+    /// per quicklist node, 1 for everything stored in one or two allocations.
+    pub fn free_effort(self) -> usize {
+        match self {
+            ValueRef::Str(_) | ValueRef::Int(_) => 1,
+            ValueRef::Hash(h) => h.free_effort(),
+            ValueRef::List(l) => l.free_effort(),
+            ValueRef::Set(x) => x.free_effort(),
+            ValueRef::ZSet(z) => z.free_effort(),
+        }
     }
 }
 

@@ -382,6 +382,31 @@ impl HashObj {
             .sum::<usize>()
             + self.ttl.as_ref().map_or(0, |t| t.heap_size())
     }
+
+    /// Bytes this hash's contents take in allocations (MEMORY USAGE; see `shard::usage`):
+    /// exact for a listpack, the table plus sampled fields for a hashtable.
+    pub fn mem_usage(&self, samples: usize) -> usize {
+        use super::usage::{alloc_size, sampled, table_bytes, vec_bytes};
+        let pair = |(f, v): &(Field, Field)| alloc_size(f.len()) + alloc_size(v.len());
+        let slot = std::mem::size_of::<(Field, Field)>();
+        let ttls = self.ttl.as_ref().map_or(0, |t| t.heap_size());
+        ttls + match &self.repr {
+            Repr::Listpack(v) => {
+                vec_bytes(v.capacity(), slot) + v.iter().map(pair).sum::<usize>()
+            }
+            Repr::Table(t) => {
+                table_bytes(t.num_buckets(), slot) + sampled(t.iter().map(pair), t.len(), samples)
+            }
+        }
+    }
+
+    /// Valkey's free effort: a hashtable frees field by field, a listpack in one go.
+    pub fn free_effort(&self) -> usize {
+        match &self.repr {
+            Repr::Table(t) => t.len(),
+            Repr::Listpack(_) => 1,
+        }
+    }
 }
 
 impl Default for HashObj {

@@ -763,6 +763,24 @@ impl ListObj {
         self.nodes.capacity() * std::mem::size_of::<Node>()
             + self.nodes.iter().map(|n| n.data.capacity()).sum::<usize>()
     }
+
+    /// Bytes this list's contents take in allocations (MEMORY USAGE; see `shard::usage`):
+    /// the node ring plus the nodes' buffers, the first `samples` nodes standing for all of
+    /// them as in Valkey's quicklist estimate.
+    pub fn mem_usage(&self, samples: usize) -> usize {
+        use super::usage::{alloc_size, sampled, vec_bytes};
+        vec_bytes(self.nodes.capacity(), std::mem::size_of::<Node>())
+            + sampled(
+                self.nodes.iter().map(|n| alloc_size(n.data.capacity())),
+                self.nodes.len(),
+                samples,
+            )
+    }
+
+    /// Valkey's free effort: a quicklist frees node by node, a listpack in one go.
+    pub fn free_effort(&self) -> usize {
+        if self.quicklist { self.nodes.len() } else { 1 }
+    }
 }
 
 /// Walks entries between two cursors: `front` is (node, byte offset) of the next element

@@ -14,11 +14,13 @@ mod evict;
 mod expire;
 pub mod hash;
 pub mod journal;
+pub mod lazyfree;
 pub mod list;
 pub mod mutation;
 pub mod scan;
 pub mod set;
 pub mod stats;
+pub mod usage;
 pub mod watch;
 pub mod zset;
 
@@ -35,6 +37,7 @@ pub use evict::{EvictPolicy, idle_ms, lfu_decayed};
 pub use expire::{ExpireCursor, ExpireStep};
 pub use hash::{HashLimits, HashObj};
 pub use journal::{Image, Journal};
+pub use lazyfree::LazyFree;
 pub use list::{ListLimits, ListObj};
 pub use mutation::{Mutation, Ttl};
 pub use set::{SetLimits, SetObj};
@@ -115,6 +118,14 @@ pub struct Shard {
     pub use_deltas: bool,
     /// The large keys whose stored base carries a delta epoch, and where their deltas stand.
     pub delta_keys: std::collections::HashMap<Box<[u8]>, deltas::DeltaState, ahash::RandomState>,
+    /// Which removals free big values in the background (the `lazyfree-lazy-*` directives).
+    pub lazyfree: LazyFree,
+    /// Set by the command being run to free what it deletes lazily (`Some(true)`: UNLINK,
+    /// FLUSHALL ASYNC) or at once (`Some(false)`: FLUSHALL SYNC) whatever the directives say;
+    /// records applied from a log follow the directives (see [`Shard::set_free_mode`]).
+    free_mode: Option<bool>,
+    /// Bytes of this shard's per-slot tables (MEMORY STATS), kept as they grow.
+    table_bytes: usize,
 }
 
 /// The change feed persistence reads: which keys changed since it last looked. It stores each
@@ -184,6 +195,39 @@ impl Shard {
             scratch: false,
             use_deltas: false,
             delta_keys: Default::default(),
+            lazyfree: LazyFree::default(),
+            free_mode: None,
+            table_bytes: 0,
+        }
+    }
+
+    /// Makes the removals of the command about to run free lazily (`Some(true)`) or at once
+    /// (`Some(false)`) whatever the lazyfree directives say; `None` goes back to them. Only
+    /// when memory is released depends on it, never what the keyspace holds.
+    pub fn set_free_mode(&mut self, mode: Option<bool>) {
+        self.free_mode = mode;
+    }
+
+    /// Whether a DEL frees big values lazily (UNLINK always does).
+    fn lazy_user_del(&self) -> bool {
+        self.free_mode.unwrap_or(self.lazyfree.user_del)
+    }
+
+    /// Whether a flush frees lazily (FLUSHALL ASYNC, or a plain FLUSHALL under
+    /// `lazyfree-lazy-user-flush`).
+    fn lazy_flush(&self) -> bool {
+        self.free_mode.unwrap_or(self.lazyfree.user_flush)
+    }
+
+    /// Removes `key` and frees its value, in the background when it is big and `lazy`;
+    /// whether it was there.
+    fn delete(&mut self, key: &[u8], lazy: bool) -> bool {
+        match self.remove(key) {
+            Some(entry) => {
+                lazyfree::discard(entry, lazy);
+                true
+            }
+            None => false,
         }
     }
 
@@ -594,16 +638,16 @@ impl Shard {
                 Some(z.is_empty())
             }),
             Mutation::Expire { key, at } => self.set_expire(key, at),
-            Mutation::Del { key } => self.remove(key).is_some(),
+            Mutation::Del { key } => self.delete(key, self.lazy_user_del()),
             Mutation::Expired { key } => {
-                let removed = self.remove(key).is_some();
+                let removed = self.delete(key, self.lazyfree.expire);
                 if removed {
                     self.stats.expired_keys.inc();
                 }
                 removed
             }
             Mutation::Evicted { key } => {
-                let removed = self.remove(key).is_some();
+                let removed = self.delete(key, self.lazyfree.eviction);
                 if removed {
                     self.stats.evicted_keys.inc();
                 }
@@ -628,19 +672,34 @@ impl Shard {
                 true
             }
             Mutation::FlushSlots { slots } => {
+                let lazy = self.lazy_flush();
+                let mut removed = Vec::new();
                 for key in self.keys_in(slots.start as usize..slots.end as usize) {
-                    self.remove(&key);
+                    removed.extend(self.remove(&key));
+                }
+                if lazy {
+                    lazyfree::discard_entries(removed);
                 }
                 true
             }
             Mutation::FlushAll => {
+                let lazy = self.lazy_flush();
+                let mut tables = Vec::new();
                 for slot in self.owned.clone() {
-                    self.slots[slot] = SlotTable::default();
+                    let old = std::mem::take(&mut self.slots[slot]);
+                    if lazy && !old.table.is_empty() {
+                        tables.push(old.table);
+                    }
                 }
                 let owned = self.owned.clone();
                 self.volatile_hashes
                     .retain(|(slot, _, _)| !owned.contains(&(*slot as usize)));
                 self.sync_volatile_hashes();
+                if lazy {
+                    lazyfree::discard_tables(tables, self.keys as u64);
+                }
+                self.table_bytes = 0;
+                self.stats.table_bytes.set(0);
                 self.nonempty.iter_mut().for_each(|w| *w = 0);
                 self.keys = 0;
                 self.volatile = 0;
@@ -775,7 +834,7 @@ impl Shard {
     /// Puts `key` back to `image` (undoing changes that never committed). Neither journaled
     /// nor tracked for persistence: what persistence holds never included the undone changes.
     pub fn restore_image(&mut self, key: &[u8], image: Option<Image>) {
-        self.remove(key);
+        self.delete(key, self.lazyfree.server_del);
         if let Some(image) = image {
             let entry = Entry::new(key, image.value, 0, image.access);
             self.insert_entry(entry, image.expire_at);
@@ -801,6 +860,13 @@ impl Shard {
             hashbrown::hash_table::Entry::Occupied(mut o) => {
                 let entry = o.get_mut();
                 let head_before = fields_head(entry);
+                // An overwritten collection is a server-side delete (lazyfree-lazy-server-del).
+                if self.lazyfree.server_del
+                    && entry.value().free_effort() > lazyfree::LAZYFREE_THRESHOLD
+                    && let Some(old) = entry.take_collection()
+                {
+                    lazyfree::discard_value(old, true);
+                }
                 entry.assign(value);
                 let head_after = fields_head(entry);
                 let had = entry.expire_at().is_some();
@@ -827,9 +893,10 @@ impl Shard {
         }
     }
 
+    /// Stores `entry`, replacing (and freeing, as a server-side delete) what `key` held.
     fn insert_entry(&mut self, mut entry: Entry, expire: Option<u64>) {
         let key: Box<[u8]> = entry.key().into();
-        self.remove(&key);
+        self.delete(&key, self.lazyfree.server_del);
         entry.set_expire_raw(expire);
         let head = fields_head(&entry);
         let (slot, hash) = self.locate(&key);
@@ -960,11 +1027,20 @@ impl Shard {
     /// left, and then either by growing (the bucket count changes, which cursors notice) or,
     /// when deletions left tombstones in a table at most half full, by rehashing in place:
     /// same bucket count, entries moved. The epoch makes cursors notice that too.
+    ///
+    /// Room is made here, as the insert would make it (hashbrown grows a full table by the
+    /// same `reserve(1)`), so that the table's new size is known for MEMORY STATS.
     #[inline]
     fn before_insert(&mut self, slot: usize) {
         let s = &mut self.slots[slot];
         if s.table.capacity() == s.table.len() {
             s.epoch = s.epoch.wrapping_add(1);
+            let before = usage::table_bytes(s.table.num_buckets(), size_of::<Entry>());
+            let hasher = &self.hasher;
+            s.table.reserve(1, |e| hasher.hash_one(e.key()));
+            let after = usage::table_bytes(s.table.num_buckets(), size_of::<Entry>());
+            self.table_bytes = self.table_bytes + after - before;
+            self.stats.table_bytes.set(self.table_bytes as u64);
         }
     }
 

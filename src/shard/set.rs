@@ -503,6 +503,32 @@ impl SetObj {
             SetObj::Table(t) => t.members.num_buckets() * 17 + t.heap,
         }
     }
+
+    /// Bytes this set's contents take in allocations (MEMORY USAGE; see `shard::usage`):
+    /// exact for the small encodings, the table plus sampled members for a hashtable.
+    pub fn mem_usage(&self, samples: usize) -> usize {
+        use super::usage::{alloc_size, sampled, table_bytes, vec_bytes};
+        let outside = |m: &Member| alloc_size(m.heap_size());
+        match self {
+            SetObj::IntSet(v) => vec_bytes(v.capacity(), 8),
+            SetObj::Listpack(v) => {
+                vec_bytes(v.capacity(), 16) + v.iter().map(outside).sum::<usize>()
+            }
+            SetObj::Table(t) => {
+                table_bytes(t.members.num_buckets(), std::mem::size_of::<Member>())
+                    + sampled(t.members.iter().map(outside), t.members.len(), samples)
+            }
+        }
+    }
+
+    /// Valkey's free effort (lazyfreeGetFreeEffort): a hashtable frees member by member,
+    /// the compact encodings in one go.
+    pub fn free_effort(&self) -> usize {
+        match self {
+            SetObj::Table(t) => t.members.len(),
+            _ => 1,
+        }
+    }
 }
 
 #[cfg(test)]

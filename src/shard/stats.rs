@@ -46,4 +46,6 @@ pub struct ShardStats {
     /// Keys some client WATCHes, and keys some client is blocked on (gauges).
     pub watched_keys: Counter,
     pub blocking_keys: Counter,
+    /// Bytes of the shard's per-slot key tables (a gauge; MEMORY STATS).
+    pub table_bytes: Counter,
 }

@@ -238,6 +238,12 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (key_index(), small_bytes()).prop_map(|(k, v)| Op::Append(k, v)),
         2 => (key_index(), 0..12usize, small_bytes()).prop_map(|(k, o, d)| Op::SetRange(k, o, d)),
         5 => (key_index(), pairs()).prop_map(|(k, p)| Op::HSet(k, p)),
+        // A hash past the lazy-freeing threshold, so deleting or replacing it may free it in
+        // the background.
+        1 => (key_index(), 65..80usize).prop_map(|(k, n)| Op::HSet(
+            k,
+            (0..n).map(|i| (format!("f{i}").into_bytes(), b"v".to_vec())).collect(),
+        )),
         2 => (key_index(), prop::collection::vec(field(), 1..4)).prop_map(|(k, f)| Op::HDel(k, f)),
         4 => (key_index(), prop::option::weighted(0.8, -30i64..80))
             .prop_map(|(k, at)| Op::Expire(k, at)),
@@ -278,9 +284,11 @@ struct Harness {
 }
 
 impl Harness {
-    fn new(lfu: bool) -> Harness {
+    fn new(lfu: bool, lazyfree: LazyFree) -> Harness {
         let mut s = shard();
         s.limits.hash = LIMITS;
+        // Freeing in the background or here must not change what the shard holds.
+        s.lazyfree = lazyfree;
         if lfu {
             s.access_mode = AccessMode::Lfu {
                 log_factor: 10,
@@ -691,13 +699,21 @@ proptest! {
     #[test]
     fn shard_matches_model(
         lfu in any::<bool>(),
+        lazy in any::<[bool; 5]>(),
         seed in any::<u64>(),
         ops in prop::collection::vec(op(), 1..150),
     ) {
         // Sampling (eviction, RANDOMKEY, LFU increments) draws from fastrand: seed it so a
         // failing case replays.
         fastrand::seed(seed);
-        let mut h = Harness::new(lfu);
+        let lazyfree = LazyFree {
+            eviction: lazy[0],
+            expire: lazy[1],
+            server_del: lazy[2],
+            user_del: lazy[3],
+            user_flush: lazy[4],
+        };
+        let mut h = Harness::new(lfu, lazyfree);
         for op in &ops {
             h.run(op);
         }
@@ -1232,4 +1248,153 @@ fn expiry_and_eviction_counters() {
     assert!(s.apply(Mutation::FlushAll));
     assert_eq!((stats.keys.get(), stats.expires.get()), (0, 0));
     assert_eq!((stats.evicted_keys.get(), stats.expired_keys.get()), (1, 3));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lazy freeing and memory usage.
+
+/// A set of `n` members at `key`.
+fn add_set(s: &mut Shard, key: &[u8], n: usize) {
+    let members: Vec<Vec<u8>> = (0..n).map(|i| format!("member:{i}").into_bytes()).collect();
+    let refs: Vec<&[u8]> = members.iter().map(|m| &m[..]).collect();
+    s.apply(Mutation::SetAdd {
+        key,
+        members: &refs,
+    });
+}
+
+fn wait_freed(at_least: u64) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while lazyfree::freed_objects() < at_least {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    true
+}
+
+#[test]
+fn big_values_leave_the_keyspace_at_once_whoever_frees_them() {
+    let mut s = shard();
+    let before = lazyfree::freed_objects();
+    // DEL (lazyfree-lazy-user-del yes by default), an expiry, an eviction, an overwrite,
+    // RENAME over a big value, and FLUSHALL: each big value goes to the background thread.
+    for k in [&b"del"[..], b"exp", b"evict", b"over", b"dest", b"src"] {
+        add_set(&mut s, k, 500);
+    }
+    assert!(s.apply(Mutation::Del { key: b"del" }));
+    assert!(s.apply(Mutation::Expired { key: b"exp" }));
+    assert!(s.apply(Mutation::Evicted { key: b"evict" }));
+    s.apply(Mutation::SetStr {
+        key: b"over",
+        value: b"now a string",
+        ttl: Ttl::Clear,
+    });
+    assert_eq!(
+        s.peek(b"over", 0).unwrap().value(),
+        ValueRef::Str(b"now a string")
+    );
+    s.apply(Mutation::Rename {
+        from: b"src",
+        to: b"dest",
+    });
+    assert!(matches!(s.peek(b"dest", 0).unwrap().value(), ValueRef::Set(x) if x.len() == 500));
+    assert_eq!(s.len(), 2);
+    assert!(
+        wait_freed(before + 5),
+        "five big values freed in the background"
+    );
+    s.apply(Mutation::FlushAll);
+    assert!(s.is_empty());
+    assert!(wait_freed(before + 7), "and the two keys of the flush");
+}
+
+#[test]
+fn unlink_frees_lazily_even_when_del_does_not() {
+    let mut s = shard();
+    s.lazyfree = LazyFree {
+        user_del: false,
+        ..LazyFree::default()
+    };
+    add_set(&mut s, b"a", 200);
+    add_set(&mut s, b"b", 200);
+    let before = lazyfree::freed_objects();
+    s.apply(Mutation::Del { key: b"a" });
+    s.set_free_mode(Some(true));
+    s.apply(Mutation::Del { key: b"b" });
+    s.set_free_mode(None);
+    assert!(s.is_empty());
+    // Other tests free concurrently, so only "at least one more" is certain.
+    assert!(wait_freed(before + 1));
+}
+
+#[test]
+fn memory_usage_grows_with_the_value_and_sampling_estimates_it() {
+    let mut s = shard();
+    let usage = |s: &Shard, k: &[u8], samples| s.peek(k, 0).unwrap().memory_usage(samples);
+    s.apply(Mutation::SetStr {
+        key: b"short",
+        value: b"x",
+        ttl: Ttl::Clear,
+    });
+    s.apply(Mutation::SetStr {
+        key: b"long",
+        value: &[b'x'; 1000],
+        ttl: Ttl::Clear,
+    });
+    assert!(usage(&s, b"long", 5) > usage(&s, b"short", 5) + 900);
+    add_set(&mut s, b"small", 10);
+    add_set(&mut s, b"large", 10_000);
+    let (small, large) = (usage(&s, b"small", 5), usage(&s, b"large", usize::MAX));
+    // 10k members of 11-16 bytes: at least 16 bytes each in the table.
+    assert!(large > small + 10_000 * 16, "{small} {large}");
+    // The members are alike, so five samples estimate the whole closely.
+    let sampled = usage(&s, b"large", 5);
+    assert!(sampled.abs_diff(large) < large / 10, "{sampled} vs {large}");
+    for n in [10usize, 1000] {
+        let key = format!("h{n}");
+        let pairs: Vec<Vec<u8>> = (0..n)
+            .flat_map(|i| [format!("field:{i}").into_bytes(), vec![b'v'; 20]])
+            .collect();
+        let refs: Vec<&[u8]> = pairs.iter().map(|p| &p[..]).collect();
+        s.apply(Mutation::HSet {
+            key: key.as_bytes(),
+            pairs: &refs,
+        });
+        let elems: Vec<&[u8]> = refs.iter().step_by(2).copied().collect();
+        s.apply(Mutation::ListPush {
+            key: format!("l{n}").as_bytes(),
+            left: false,
+            elems: &elems,
+        });
+        let scored: Vec<(f64, &[u8])> = elems
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (i as f64, *m))
+            .collect();
+        s.apply(Mutation::ZAdd {
+            key: format!("z{n}").as_bytes(),
+            pairs: &scored,
+        });
+    }
+    for kind in ["h", "l", "z"] {
+        let small = usage(&s, format!("{kind}10").as_bytes(), 5);
+        let large = usage(&s, format!("{kind}1000").as_bytes(), 5);
+        assert!(large > small * 20, "{kind}: {small} {large}");
+    }
+}
+
+#[test]
+fn table_bytes_follow_growth_and_flush() {
+    let mut s = shard();
+    assert_eq!(s.stats.table_bytes.get(), 0);
+    for i in 0..5000 {
+        set(&mut s, format!("k{i}").as_bytes(), Ttl::Clear);
+    }
+    let grown = s.stats.table_bytes.get();
+    // At least a 32-byte slot per key.
+    assert!(grown >= 5000 * 32, "{grown}");
+    s.apply(Mutation::FlushAll);
+    assert_eq!(s.stats.table_bytes.get(), 0);
 }

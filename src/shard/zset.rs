@@ -277,6 +277,25 @@ impl ZSetObj {
             ZSetObj::SkipList(r) => r.heap_size(),
         }
     }
+
+    /// Bytes this sorted set's contents take in allocations (MEMORY USAGE; see
+    /// `shard::usage`).
+    pub fn mem_usage(&self, samples: usize) -> usize {
+        match self {
+            ZSetObj::Listpack(p) => p.mem_usage(),
+            ZSetObj::SkipList(r) => {
+                super::usage::alloc_size(std::mem::size_of::<Ranked>()) + r.mem_usage(samples)
+            }
+        }
+    }
+
+    /// Valkey's free effort: a skiplist frees member by member, a listpack in one go.
+    pub fn free_effort(&self) -> usize {
+        match self {
+            ZSetObj::SkipList(r) => r.len(),
+            ZSetObj::Listpack(_) => 1,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -172,6 +172,11 @@ impl Packed {
     pub fn heap_size(&self) -> usize {
         self.buf.capacity()
     }
+
+    /// The buffer's allocation (MEMORY USAGE).
+    pub fn mem_usage(&self) -> usize {
+        crate::shard::usage::alloc_size(self.buf.capacity())
+    }
 }
 
 #[cfg(test)]

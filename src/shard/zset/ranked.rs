@@ -303,6 +303,23 @@ impl Ranked {
             + self.order.heap_size()
     }
 
+    /// Bytes held in allocations (MEMORY USAGE; see `shard::usage`): the slab, the free
+    /// list, the index and the order exactly, the members' own allocations and the order's
+    /// chunks sampled.
+    pub fn mem_usage(&self, samples: usize) -> usize {
+        use crate::shard::usage::{alloc_size, sampled, table_bytes, vec_bytes};
+        let members = self
+            .nodes
+            .iter()
+            .filter(|n| !n.is_free())
+            .map(|n| alloc_size(n.member.len()));
+        vec_bytes(self.nodes.capacity(), std::mem::size_of::<Node>())
+            + vec_bytes(self.free.capacity(), 4)
+            + table_bytes(self.index.num_buckets(), 4)
+            + sampled(members, self.len(), samples)
+            + self.order.mem_usage(samples)
+    }
+
     #[cfg(test)]
     pub fn generation(&self) -> u32 {
         self.generation
@@ -553,6 +570,17 @@ impl Order {
             .map(|c| c.capacity() * 4 + 24)
             .sum::<usize>()
             + self.sums.capacity() * 8
+    }
+
+    fn mem_usage(&self, samples: usize) -> usize {
+        use crate::shard::usage::{sampled, vec_bytes};
+        vec_bytes(self.chunks.capacity(), std::mem::size_of::<Vec<u32>>())
+            + vec_bytes(self.sums.capacity(), 8)
+            + sampled(
+                self.chunks.iter().map(|c| vec_bytes(c.capacity(), 4)),
+                self.chunks.len(),
+                samples,
+            )
     }
 
     #[cfg(test)]
