@@ -1495,6 +1495,7 @@ fn families() -> impl Iterator<Item = &'static CommandDef> {
         .chain(super::set::COMMANDS)
         .chain(super::zset::COMMANDS)
         .chain(super::script::COMMANDS)
+        .chain(super::function::COMMANDS)
         .chain(super::bitmap::COMMANDS)
 }
 

@@ -17,6 +17,9 @@
 //! written through [`Batch::raft`] in the same atomic batch as the data they describe. The Raft
 //! logs themselves are not here: each core writes its groups' log to a write-ahead log of its
 //! own ([`wal`]), from the core's thread. (Tags below 0x10 held the 0.9-based cluster's log.)
+//! Node-wide records use the group prefix 0xFFFF: this node's cluster id (tag 0x23, see
+//! `cluster::meta`) and the function libraries ([`FUNCTIONS_RECORD`], tag 0x24), which are
+//! part of the data set: SAVE copies them with the keys.
 //!
 //! fjall blocks, so nothing here runs on a glommio core. Cores send [`Batch`]es to one writer
 //! thread; it commits everything queued as one atomic fjall batch and, for
@@ -28,6 +31,11 @@ pub mod codec;
 
 /// Tags of the `raft` keyspace's state-machine records start here.
 pub const FIRST_STATE_MACHINE_TAG: u8 = 0x10;
+
+/// The node's function libraries (FUNCTION LOAD), one node-wide record of the `raft` keyspace
+/// in the format `engine::libraries` gives it; written standalone by the FUNCTION commands, in
+/// a cluster with the meta group's state.
+pub const FUNCTIONS_RECORD: [u8; 3] = [0xFF, 0xFF, 0x24];
 mod snapshot;
 pub mod wal;
 
