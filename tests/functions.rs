@@ -1,14 +1,16 @@
 //! Valkey functions through real clients: FUNCTION LOAD/LIST/DELETE/FLUSH/DUMP/RESTORE/STATS/
 //! KILL and FCALL/FCALL_RO, with Valkey's replies (RESP2 and RESP3) and errors, functions
 //! whose keys live on several cores, FUNCTION KILL and -BUSY, libraries surviving a restart
-//! and a SAVE.
+//! and a SAVE, and a cluster where a library loaded on one node is callable on every node,
+//! including one restarted and one that joins later.
 
 mod common;
 
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use common::{DEADLINE, Server, err, run};
+use common::cluster::Cluster;
+use common::{DEADLINE, Server, err, run, wait_until};
 use redis::Value;
 
 /// Keys on different cores with `--threads 2`.
@@ -762,4 +764,103 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
             std::fs::copy(entry.path(), &target).unwrap();
         }
     }
+}
+
+/// FCALL `f` with no keys on node `i`, as a string (or the error text).
+fn fcall_on(cl: &Cluster, i: usize, f: &str) -> String {
+    let mut c = cl.conn(i);
+    match run::<String>(&mut c, &["FCALL", f, "0"]) {
+        Ok(v) => v,
+        Err(e) => common::error_text(&e),
+    }
+}
+
+#[test]
+fn cluster_libraries_reach_every_node() {
+    let mut cl = Cluster::start(3, &[]);
+    cl.wait_ok();
+    let mut c = cl.conn(1);
+    assert_eq!(load(&mut c, LIB), "mylib");
+    // The node that took the load answers at once; the others once their meta log applied.
+    assert_eq!(fcall_on(&cl, 1, "hello"), "hello ");
+    for i in 0..cl.len() {
+        assert!(
+            wait_until(DEADLINE, || fcall_on(&cl, i, "hello") == "hello "),
+            "node {i}: {}\n{}",
+            fcall_on(&cl, i, "hello"),
+            cl.logs(20)
+        );
+    }
+    // A function with a key runs through the key's group leader; its write replicates.
+    let key = "{fn}:k";
+    let leader = cl.leader_of_slot(tallykv::cluster::key_slot(key.as_bytes()) as usize);
+    let mut l = cl.conn(leader);
+    assert_eq!(
+        run::<String>(&mut l, &["FCALL", "setkey", "1", key, "v"]).unwrap(),
+        "OK"
+    );
+    assert_eq!(
+        run::<String>(&mut l, &["FCALL_RO", "getkey", "1", key]).unwrap(),
+        "v"
+    );
+    // Errors come back from wherever the change was decided.
+    let follower = (leader + 1) % cl.len();
+    let mut f = cl.conn(follower);
+    assert_eq!(
+        err(&mut f, &["FUNCTION", "LOAD", LIB]),
+        "ERR Library 'mylib' already exists"
+    );
+    assert_eq!(
+        err(&mut f, &["FUNCTION", "DELETE", "nosuch"]),
+        "ERR Library not found"
+    );
+    load(
+        &mut f,
+        "#!lua name=second\nredis.register_function('second', function() return 'two' end)",
+    );
+    assert_eq!(fcall_on(&cl, follower, "second"), "two");
+    // A restarted node keeps them.
+    cl.restart(2);
+    assert!(
+        wait_until(DEADLINE, || fcall_on(&cl, 2, "second") == "two"),
+        "{}",
+        cl.logs(20)
+    );
+    assert_eq!(fcall_on(&cl, 2, "hello"), "hello ");
+    // A node that joins later gets them from the meta group.
+    let joiner = cl.add_joiner();
+    cl.meet(0, joiner);
+    assert!(
+        wait_until(Duration::from_secs(60), || fcall_on(&cl, joiner, "second")
+            == "two"),
+        "joiner: {}\n{}",
+        fcall_on(&cl, joiner, "second"),
+        cl.logs(30)
+    );
+    // DELETE on one node removes it everywhere.
+    let mut c0 = cl.conn(0);
+    assert_eq!(
+        run::<String>(&mut c0, &["FUNCTION", "DELETE", "second"]).unwrap(),
+        "OK"
+    );
+    for i in 0..cl.len() {
+        assert!(
+            wait_until(DEADLINE, || fcall_on(&cl, i, "second")
+                == "ERR Function not found"),
+            "node {i}: {}",
+            fcall_on(&cl, i, "second")
+        );
+        let libs: Vec<Value> = run(&mut cl.conn(i), &["FUNCTION", "LIST"]).unwrap();
+        assert_eq!(libs.len(), 1, "node {i}");
+    }
+    // no-cluster functions do not run on a cluster.
+    load(
+        &mut c0,
+        "#!lua name=nc\nredis.register_function{function_name='nc', \
+         callback=function() return 1 end, flags={'no-cluster'}}",
+    );
+    assert_eq!(
+        fcall_on(&cl, 0, "nc"),
+        "ERR Can not run script on cluster, 'no-cluster' flag is set."
+    );
 }

@@ -3,7 +3,10 @@
 //!
 //! Standalone, a change applies to the node's set at once and the new set goes to storage as
 //! one node-wide record ([`FUNCTIONS_RECORD`]); with `appendfsync always` the reply waits
-//! until it is durable.
+//! until it is durable. In a cluster the change is committed through the meta group
+//! (`cluster::admin::change_functions`), which every node applies in log order and persists
+//! with its state, and the reply waits until this node applied it, so an FCALL sent here
+//! right after works.
 
 use std::rc::Rc;
 
@@ -54,8 +57,17 @@ pub fn load_stored(shared: &Shared, storage: &Storage) -> Result<(), String> {
 /// The error is the reply text.
 pub async fn commit(core: &Rc<Core>, change: LibraryChange) -> Result<(), String> {
     if core.shared.config.cluster.enabled {
-        // Reaching every node takes the meta group (next step).
-        return Err("ERR function libraries cannot change in cluster mode yet".into());
+        return core
+            .on_core(0, move |core| {
+                Box::pin(async move {
+                    match core.host() {
+                        Some(host) => crate::cluster::admin::change_functions(&host, change).await,
+                        None => Err(crate::cluster::CLUSTERDOWN.to_string()),
+                    }
+                })
+            })
+            .await
+            .unwrap_or_else(|| Err("ERR the cluster node stopped".to_string()));
     }
     let storage = core.shared.storage().cloned();
     core.shared.scripts.libraries.change(&change, |set| {
