@@ -137,6 +137,13 @@ impl Scripts {
     pub fn running_core(&self) -> Option<usize> {
         (0..self.started.len()).find(|&c| self.started[c].load(Relaxed) != 0)
     }
+
+    /// The first core running an EVAL script for longer than `threshold_ms` (Valkey would be
+    /// answering -BUSY by then).
+    pub fn busy_eval(&self, threshold_ms: u64) -> Option<usize> {
+        (0..self.started.len())
+            .find(|&c| self.busy(c, threshold_ms) && self.running_function(c).is_none())
+    }
 }
 
 pub fn sha1_hex(body: &[u8]) -> String {
@@ -485,14 +492,17 @@ pub(super) fn execute(
         declared: run.keys.to_vec(),
         core,
     };
-    let killed = if run.function.is_some() {
+    let is_function = run.function.is_some();
+    let killed = if is_function {
         KILLED_FUNCTION
     } else {
         KILLED_SCRIPT
     };
     scripts.kill[core].store(false, Relaxed);
     scripts.wrote[core].store(false, Relaxed);
-    scripts.set_running_function(core, run.function);
+    if is_function {
+        scripts.set_running_function(core, run.function);
+    }
     scripts.started[core].store(crate::util::now_ms().max(1), Relaxed);
     RUNNING.with(|r| r.set(&mut running));
     RESP3.with(|r| r.set(false));
@@ -512,7 +522,9 @@ pub(super) fn execute(
     lua.remove_hook();
     RUNNING.with(|r| r.set(std::ptr::null_mut()));
     scripts.started[core].store(0, Relaxed);
-    scripts.set_running_function(core, None);
+    if is_function {
+        scripts.set_running_function(core, None);
+    }
     match result {
         Ok(v) => {
             let script_resp3 = script::run_state(lua).resp == 3;

@@ -395,19 +395,20 @@ pub fn function_dump(ctx: &mut Ctx<'_>, _args: &[Bytes]) {
 }
 
 /// FUNCTION STATS
-pub fn function_stats(ctx: &mut Ctx<'_>, _args: &[Bytes]) {
-    let scripts = ctx.node.scripts();
-    let running = scripts.running_core().map(|c| scripts.running_function(c));
-    if let Some(None) = running {
-        // An EVAL script runs: Valkey refuses as it refuses every command then.
+pub fn function_stats(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
+    let scripts = &ctx.shared.scripts;
+    let threshold = ctx.shared.config.runtime.busy_reply_threshold();
+    if scripts.busy_eval(threshold).is_some() {
+        // A long EVAL script runs: Valkey refuses as it refuses every command then.
         ctx.out.error(super::script::BUSY);
         return;
     }
+    let running = (0..ctx.shared.cores).find_map(|c| scripts.running_function(c));
     let set = scripts.libraries.snapshot();
     let out = &mut *ctx.out;
     out.map(2);
     out.bulk(b"running_script");
-    match running.flatten() {
+    match running {
         None => out.nil(),
         Some(f) => {
             out.map(3);
@@ -583,7 +584,7 @@ static FUNCTION_SUBCOMMANDS: &[CommandDef] = &[
         "7.0.0",
         "Returns information about a function during execution.",
         "O(1)",
-        S(function_stats),
+        Exec::Conn(function_stats),
     ),
     def(
         "kill",
