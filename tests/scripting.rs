@@ -109,6 +109,15 @@ fn replies_and_errors_match_valkey() {
             sha_of("return redis.call('set','x','y')")
         )
     );
+    // With a shebang, the flags decide: a script that may write does not run from *_RO.
+    assert_eq!(
+        err(&mut c, &["EVAL_RO", "#!lua\nreturn 1", "0"]),
+        "ERR Can not execute a script with write flag using *_ro command."
+    );
+    assert_eq!(
+        run::<i64>(&mut c, &["EVAL_RO", "#!lua flags=no-writes\nreturn 1", "0"]).unwrap(),
+        1
+    );
     assert_eq!(
         eval_err(&mut c, "#!lua flags=bogus\nreturn 1", "0"),
         "ERR Unexpected flag in script shebang: bogus"

@@ -21,6 +21,7 @@ use super::node::group_name;
 use super::topology::{Layout, random_node_name};
 use super::types::{GroupId, NodeId, NodeInfo, join_host_port};
 use super::wire;
+use crate::command::function::library::LibraryChange;
 
 /// How long a peer has to answer an admin call.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
@@ -48,6 +49,8 @@ pub enum Call {
     /// To a group's leader: the sender is over maxmemory; evict about `bytes` of the
     /// group's keys (through its log, so every replica frees them).
     Evict { group: GroupId, bytes: u64 },
+    /// FUNCTION LOAD / DELETE / FLUSH / RESTORE, sent on to the meta leader.
+    Functions { change: LibraryChange },
 }
 
 impl Call {
@@ -160,6 +163,7 @@ async fn answer(host: &Rc<Host>, call: Call) -> Result<Vec<u8>, String> {
             forget(host, id).await?;
             wire::encode(&())
         }
+        Call::Functions { change } => wire::encode(&commit_functions(host, change).await),
     })
 }
 
@@ -420,4 +424,70 @@ pub async fn forget(host: &Rc<Host>, id: NodeId) -> Result<(), String> {
     next.leaving.insert(id);
     tracing::info!("cluster map: node {id} is leaving; its replicas move first");
     commit_map(host, next).await
+}
+
+/// FUNCTION LOAD / DELETE / FLUSH / RESTORE in a cluster: commits `change` through the meta
+/// group (on its leader) and waits until this node applied it too. Runs on core 0. The error
+/// is the reply text.
+pub async fn change_functions(host: &Rc<Host>, change: LibraryChange) -> Result<(), String> {
+    let call = Call::Functions { change };
+    let index = match on_meta_leader(host, &call).await {
+        Err(e) => return Err(format!("ERR {e}")),
+        Ok(Some(reply)) => {
+            decode::<Result<u64, String>>(&reply).map_err(|e| format!("ERR {e}"))??
+        }
+        Ok(None) => {
+            let Call::Functions { change } = call else {
+                unreachable!("built above")
+            };
+            commit_functions(host, change).await?
+        }
+    };
+    let raft = host
+        .raft(META)
+        .ok_or("ERR the meta group is not hosted here")?;
+    let deadline = std::time::Instant::now() + STEP_TIMEOUT;
+    while raft
+        .metrics()
+        .borrow_watched()
+        .last_applied
+        .is_none_or(|l| l.index < index)
+    {
+        if std::time::Instant::now() > deadline {
+            return Err("ERR the change committed, but this node did not apply it in time".into());
+        }
+        glommio::timer::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(())
+}
+
+/// As the meta leader: commits `change` and returns its entry's log index once applied here,
+/// or the reply refusing it (by the current set, at once, or by the set it applied to).
+async fn commit_functions(host: &Host, change: LibraryChange) -> Result<u64, String> {
+    let raft = host
+        .raft(META)
+        .ok_or("ERR the meta group is not hosted here")?;
+    let core = host.core_rc().ok_or("ERR this node is stopping")?;
+    let libraries = &core.shared.scripts.libraries;
+    // What the current set refuses needs no log entry.
+    libraries.snapshot().apply(&change)?;
+    let nonce = fastrand::u64(..);
+    let written = glommio::timer::timeout(STEP_TIMEOUT, async {
+        Ok(raft
+            .client_write(super::types::Data(Bytes::from(meta::functions_entry(
+                nonce, &change,
+            ))))
+            .await)
+    })
+    .await
+    .map_err(|_| "ERR the meta group did not commit in time".to_string())?;
+    let written = written.map_err(|e| format!("ERR {e}"))?;
+    // Applied here by the time client_write returns.
+    match libraries.applied(nonce) {
+        Some(Ok(())) => Ok(written.log_id.index),
+        Some(Err(e)) => Err(e),
+        None => {
+            Err("ERR the change committed but its outcome is unknown: see FUNCTION LIST".into())
+        }
+    }
 }

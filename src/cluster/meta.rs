@@ -6,9 +6,16 @@
 //! whose epoch is not newer than the current map's is ignored, so two racing changes cannot
 //! both land and a node that joined with a recent map can replay older entries harmlessly.
 //!
+//! The meta group also carries the node's function libraries (FUNCTION LOAD and friends): an
+//! entry holds one validated change to the library set, applied on every node in log order
+//! (the outcome is the same everywhere, and the proposer reads it back by the entry's nonce).
+//! The set is persisted with the meta state and travels in the group's snapshot, so a node
+//! that joins later gets it either way.
+//!
 //! The state (map, applied log id, membership) is one record in storage's `raft` keyspace,
 //! written with each apply; after a crash the log replays on top of it. This node's id is
-//! another record.
+//! another record, and the library set a third (`storage::FUNCTIONS_RECORD`), written in the
+//! same batch as the state.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -18,16 +25,18 @@ use serde::{Deserialize, Serialize};
 use super::topology::Layout;
 use super::types::{GroupId, LogId, Membership, NodeId};
 use super::wire;
+use crate::command::function::library::{LibraryChange, LibrarySet};
 use crate::engine::core::Core;
+use crate::engine::libraries;
 use crate::engine::record::{self, Payload};
-use crate::storage::{Batch, Item, Storage};
+use crate::storage::{Batch, FUNCTIONS_RECORD, Item, Storage};
 
 /// The meta group's id (slot groups count up from 0; 0xFFFF holds node-wide records).
 pub const META: GroupId = 0xFFFE;
 
 /// The state record's tag under the meta group's prefix, and this node's id under the
-/// node-wide prefix. (0x12 and 0x13 were the 0.9-based cluster's bincode records: see
-/// [`older_cluster`].)
+/// node-wide prefix (where the function libraries are tag 0x24). (0x12 and 0x13 were the
+/// 0.9-based cluster's bincode records: see [`older_cluster`].)
 const TAG_STATE: u8 = 0x22;
 const TAG_SELF: u8 = 0x23;
 const OLD_TAG_STATE: u8 = 0x12;
@@ -74,7 +83,8 @@ pub fn older_cluster(storage: &Storage) -> Result<bool, String> {
         && storage.raft_get(&key(META, TAG_STATE))?.is_none())
 }
 
-/// Stores this node's id and `stored` as its meta state, and waits until that is durable.
+/// Stores this node's id and `stored` as its meta state, with no function libraries (the
+/// meta log or snapshot brings the cluster's), and waits until that is durable.
 pub async fn save_joined(storage: &Storage, id: NodeId, stored: &Stored) -> Result<(), String> {
     storage.write(Batch {
         raft: vec![
@@ -86,6 +96,7 @@ pub async fn save_joined(storage: &Storage, id: NodeId, stored: &Stored) -> Resu
                 key: key(META, TAG_STATE),
                 value: Some(wire::encode(stored)),
             },
+            libraries::record(&LibrarySet::default(), 0),
         ],
         ..Batch::default()
     });
@@ -95,6 +106,44 @@ pub async fn save_joined(storage: &Storage, id: NodeId, stored: &Stored) -> Resu
 /// A meta entry's payload: the whole new map.
 pub fn entry(map: &Layout) -> Vec<u8> {
     record::opaque(&wire::encode(map))
+}
+
+/// The first byte of a function-libraries entry's opaque data (a map entry's is its wire
+/// version, 1).
+const ENTRY_FUNCTIONS: u8 = 0xF0;
+
+/// A change to the function libraries, and the nonce its proposer finds the outcome by.
+#[derive(Serialize, Deserialize)]
+struct FunctionsEntry<C> {
+    nonce: u64,
+    change: C,
+}
+
+/// A meta entry's payload: one change to the function libraries.
+pub fn functions_entry(nonce: u64, change: &LibraryChange) -> Vec<u8> {
+    let mut data = vec![ENTRY_FUNCTIONS];
+    data.extend_from_slice(&wire::encode(&FunctionsEntry { nonce, change }));
+    record::opaque(&data)
+}
+
+/// Applies the function-libraries change at log index `at` on this node: the node's set,
+/// and its record (which names `at`, see `Libraries::apply_replicated`) staged for the next
+/// storage batch.
+fn apply_functions(core: &Core, nonce: u64, at: u64, change: &LibraryChange) {
+    let libraries = &core.shared.scripts.libraries;
+    if let Some(set) = libraries.apply_replicated(nonce, at, change) {
+        core.stage_raft_item(FUNCTIONS_RECORD.to_vec(), Some(libraries::encode(&set, at)));
+    }
+}
+
+/// Takes `set` (holding the changes up to log index `applied`) as the node's libraries: a
+/// snapshot's, staged like [`apply_functions`].
+pub fn install_functions(core: &Core, set: LibrarySet, applied: u64) {
+    core.stage_raft_item(
+        FUNCTIONS_RECORD.to_vec(),
+        Some(libraries::encode(&set, applied)),
+    );
+    core.shared.scripts.libraries.replace(set, applied);
 }
 
 /// The meta state machine's state, and who hears about each new map.
@@ -109,8 +158,15 @@ impl MetaState {
     }
 
     /// Applies one meta entry; true if it changed the map.
-    pub fn apply(&mut self, payload: &[u8], at: LogId) -> bool {
+    pub fn apply(&mut self, core: &Core, payload: &[u8], at: LogId) -> bool {
         let map = match record::decode(payload) {
+            Ok(Payload::Opaque([ENTRY_FUNCTIONS, rest @ ..])) => {
+                match wire::decode::<FunctionsEntry<LibraryChange>>(rest, "function change") {
+                    Ok(e) => apply_functions(core, e.nonce, at.index, &e.change),
+                    Err(e) => tracing::error!("meta group: entry {at}: {e}; ignored"),
+                }
+                return false;
+            }
             Ok(Payload::Opaque(bytes)) => wire::decode::<Layout>(bytes, "cluster map"),
             Ok(Payload::Records(_)) => return false,
             Err(e) => Err(wire::WireError(e.to_string())),

@@ -41,6 +41,7 @@ use super::snapshot::{self, Meta, SnapshotFile, SnapshotFiles, show_log_id};
 use super::types::{Data, GroupId, LogId, Membership, TypeConfig};
 use super::wire;
 use crate::engine::core::Core;
+use crate::engine::libraries;
 use crate::engine::record::{self, Payload};
 use crate::engine::replicated::{self, Refusal};
 use crate::shard::Mutation;
@@ -272,8 +273,9 @@ pub struct SnapshotBuilder {
     slots: Option<Range<usize>>,
     storage: Arc<Storage>,
     files: Arc<SnapshotFiles>,
-    /// The meta group's map (its whole state).
+    /// The meta group's map and function libraries (its whole state).
     map: Option<Vec<u8>>,
+    functions: Option<Vec<u8>>,
     prepared: Result<(Option<fjall::Snapshot>, Meta), String>,
 }
 
@@ -282,12 +284,13 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 
     async fn build_snapshot(&mut self) -> io::Result<SnapshotOf<TypeConfig, SnapshotFile>> {
         let (view, meta) = self.prepared.clone().map_err(err)?;
-        let (storage, files, slots, g, map) = (
+        let (storage, files, slots, g, map, functions) = (
             self.storage.clone(),
             self.files.clone(),
             self.slots.clone(),
             self.g,
             self.map.clone(),
+            self.functions.clone(),
         );
         let started = Instant::now();
         let meta2 = meta.clone();
@@ -302,6 +305,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                     let mut keys = 0u64;
                     if let Some(map) = map {
                         out.push(b"map", &map)?;
+                    }
+                    if let Some(functions) = functions {
+                        out.push(b"functions", &functions)?;
                     }
                     if let (Some(view), Some(slots)) = (view, slots) {
                         let mut failed = None;
@@ -393,7 +399,7 @@ impl RaftStateMachine<TypeConfig> for GroupSm {
                 EntryPayload::Normal(data) => match &mut self.machine {
                     Machine::Slots(_) => self.apply_data(&core, &log_id, data)?,
                     Machine::Meta(state) => {
-                        meta_changed |= state.apply(&data.0, log_id);
+                        meta_changed |= state.apply(&core, &data.0, log_id);
                     }
                 },
                 EntryPayload::Membership(m) => {
@@ -434,9 +440,16 @@ impl RaftStateMachine<TypeConfig> for GroupSm {
             last_log_id: self.applied,
             last_membership: self.membership.clone(),
         };
-        let (slots, map) = match &self.machine {
-            Machine::Slots(slots) => (Some(slots.clone()), None),
-            Machine::Meta(state) => (None, Some(wire::encode(&state.stored.map))),
+        let (slots, map, functions) = match &self.machine {
+            Machine::Slots(slots) => (Some(slots.clone()), None, None),
+            Machine::Meta(state) => (
+                None,
+                Some(wire::encode(&state.stored.map)),
+                self.core().ok().map(|c| {
+                    let (set, applied) = c.shared.scripts.libraries.snapshot_applied();
+                    libraries::encode(&set, applied)
+                }),
+            ),
         };
         let prepared = if slots.is_some() {
             match self.core() {
@@ -464,6 +477,7 @@ impl RaftStateMachine<TypeConfig> for GroupSm {
             storage: self.storage.clone(),
             files: self.node.files.clone(),
             map,
+            functions,
             prepared,
         }
     }
@@ -477,26 +491,29 @@ impl RaftStateMachine<TypeConfig> for GroupSm {
             let Machine::Meta(state) = &mut self.machine else {
                 return Ok(());
             };
-            let map = snapshot::Reader::open(&received)
+            let read = snapshot::Reader::open(&received)
                 .map_err(|e| e.to_string())
                 .and_then(|mut r| {
-                    loop {
-                        match r.next_record()? {
-                            Some((k, v)) if k == b"map" => {
-                                break wire::decode(&v, "cluster map").map_err(|e| e.0);
-                            }
-                            Some(_) => {}
-                            None => break Err("the meta snapshot has no map".to_string()),
+                    let (mut map, mut functions) = (None, None);
+                    while let Some((k, v)) = r.next_record()? {
+                        if k == b"map" {
+                            map = Some(wire::decode(&v, "cluster map").map_err(|e| e.0)?);
+                        } else if k == b"functions" {
+                            functions = Some(libraries::decode(&v)?);
                         }
                     }
+                    let map = map.ok_or("the meta snapshot has no map")?;
+                    // A snapshot from before functions existed: there were none.
+                    Ok((map, functions.unwrap_or_default()))
                 });
-            let map = match map {
-                Ok(m) => m,
+            let (map, (functions, functions_applied)) = match read {
+                Ok(r) => r,
                 Err(e) => {
                     let _ = std::fs::remove_file(&received);
                     return Err(err(e));
                 }
             };
+            meta::install_functions(&core, functions, functions_applied);
             self.applied = meta.last_log_id;
             self.membership = meta.last_membership.clone();
             state.stored.applied = self.applied;

@@ -365,7 +365,7 @@ async fn start_inner(core: &Rc<Core>) -> Result<(), String> {
             let bootstrap = state.map.epoch == 1;
             (id, state, bootstrap)
         }
-        (_, _, Some((id, map))) => (id, first_state(&storage, id, map).await?, true),
+        (_, _, Some((id, map))) => (id, first_state(&shared, &storage, id, map).await?, true),
         (_, _, None) => {
             tracing::info!(
                 "no cluster-peers and no cluster in the data dir: waiting for CLUSTER MEET from \
@@ -388,7 +388,7 @@ async fn start_inner(core: &Rc<Core>) -> Result<(), String> {
                 })
                 .await;
             }
-            (id, first_state(&storage, id, map).await?, false)
+            (id, first_state(&shared, &storage, id, map).await?, false)
         }
     };
     let files = Arc::new(SnapshotFiles::new(storage.dir()));
@@ -419,8 +419,15 @@ async fn start_inner(core: &Rc<Core>) -> Result<(), String> {
 }
 
 /// A node's first meta state, starting from `map` as node `id`, stored before any group
-/// starts (a restart then finds it).
-async fn first_state(storage: &Storage, id: NodeId, map: Layout) -> Result<meta::Stored, String> {
+/// starts (a restart then finds it). Its function libraries start empty: the meta group's log
+/// (or snapshot) brings the cluster's.
+async fn first_state(
+    shared: &crate::state::Shared,
+    storage: &Storage,
+    id: NodeId,
+    map: Layout,
+) -> Result<meta::Stored, String> {
+    shared.scripts.libraries.replace(Default::default(), 0);
     let state = meta::Stored {
         applied: None,
         membership: Default::default(),

@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod connection;
 pub mod counter;
 pub mod expire;
+pub mod function;
 pub mod hash;
 pub mod keyspace;
 pub mod list;
@@ -157,6 +158,10 @@ pub enum Exec {
     ClusterAdmin,
     /// MULTI, EXEC, DISCARD, WATCH, UNWATCH: the dispatcher runs them (`engine::tx`).
     Tx(TxCmd),
+    /// FUNCTION LOAD / DELETE / FLUSH / RESTORE: a change of the node's function libraries,
+    /// prepared by `function::prepare_change` and applied by the engine (`engine::libraries`:
+    /// to storage, or through the cluster's meta group), which waits on disk or other nodes.
+    Libraries,
 }
 
 /// The transaction commands.

@@ -1,4 +1,5 @@
-//! Scripting: EVAL, EVALSHA, EVAL_RO, EVALSHA_RO and SCRIPT LOAD/EXISTS/FLUSH/KILL.
+//! Scripting: EVAL, EVALSHA, EVAL_RO, EVALSHA_RO and SCRIPT LOAD/EXISTS/FLUSH/KILL, and the
+//! script runner FCALL shares (see `function`).
 //!
 //! A script runs like one command: on the core that owns its keys (or on the scratch shard
 //! when its keys span cores, see `engine::span`; through the slot group's leader in a
@@ -11,7 +12,7 @@
 //! lazily from the node's script cache (SCRIPT LOAD and EVAL fill it; SCRIPT FLUSH empties it
 //! and every core's compiled copies go with it). A count hook watches the running time: past
 //! `busy-reply-threshold` the other cores answer `-BUSY` for this core's keys, and SCRIPT KILL
-//! stops a script that has not written yet.
+//! (FUNCTION KILL for a function) stops a script that has not written yet.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -19,30 +20,55 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use mlua::{Function, HookTriggers, Lua, VmState};
+use mlua::{Function, HookTriggers, Lua, Value, VmState};
 
+use super::function::library::Libraries;
 use super::table::{CommandDef, def, numkeys};
 use super::{Ctx, Exec, NodeView, flags, is};
 use crate::cluster::key_slot;
 use crate::protocol::Out;
-use crate::script::{self, CallMode, CommandOutcome, ScriptError};
+use crate::script::{self, CallMode, CommandOutcome, ScriptError, ScriptFlags};
 use crate::shard::Shard;
 
 const NOSCRIPT: &str = "NOSCRIPT No matching script. Please use EVAL.";
+/// Other commands while an EVAL script runs (Valkey's `slowevalerr`).
 pub const BUSY: &str =
     "BUSY Valkey is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.";
+/// Other commands while a function runs (Valkey's `slowscripterr`).
+pub const BUSY_FUNCTION: &str =
+    "BUSY Valkey is busy running a script. You can only call FUNCTION KILL or SHUTDOWN NOSAVE.";
+const NOTBUSY: &str = "NOTBUSY No scripts in execution right now.";
+const UNKILLABLE: &str = "UNKILLABLE Sorry the script already executed write commands against the \
+     dataset. You can either wait the script termination or kill the server in a hard way using \
+     the SHUTDOWN NOSAVE command.";
+const KILLED_SCRIPT: &str = "ERR Script killed by user with SCRIPT KILL...";
+const KILLED_FUNCTION: &str = "ERR Script killed by user with FUNCTION KILL.";
 
-/// The node's scripts: bodies by SHA1, and what runs where.
+/// A function running on a core, for FUNCTION STATS.
+#[derive(Clone)]
+pub struct RunningFunction {
+    pub name: String,
+    /// The FCALL command that runs it.
+    pub command: Vec<Bytes>,
+    /// When it started (Unix ms).
+    pub started: u64,
+}
+
+/// The node's scripts: EVAL bodies by SHA1, the function libraries, and what runs where.
 pub struct Scripts {
     bodies: Mutex<HashMap<String, Arc<[u8]>>>,
     /// Bumped by SCRIPT FLUSH: a core whose compiled copies are older drops them.
     generation: AtomicU64,
+    /// The function libraries (FUNCTION LOAD), the same on every core.
+    pub libraries: Libraries,
     /// Per core: when its running script started (Unix ms; 0: none running).
     started: Vec<AtomicU64>,
     /// Per core: SCRIPT KILL asked the running script to stop (shared with its hook).
     kill: Vec<Arc<AtomicBool>>,
     /// Per core: the running script has written (it can no longer be killed).
     wrote: Vec<AtomicBool>,
+    /// Per core: the running script is a function (None: an EVAL script, or nothing).
+    function: Vec<Mutex<Option<RunningFunction>>>,
 }
 
 impl Scripts {
@@ -50,11 +76,13 @@ impl Scripts {
         Scripts {
             bodies: Mutex::default(),
             generation: AtomicU64::new(0),
+            libraries: Libraries::default(),
             started: (0..cores).map(|_| AtomicU64::new(0)).collect(),
             kill: (0..cores)
                 .map(|_| Arc::new(AtomicBool::new(false)))
                 .collect(),
             wrote: (0..cores).map(|_| AtomicBool::new(false)).collect(),
+            function: (0..cores).map(|_| Mutex::new(None)).collect(),
         }
     }
 
@@ -104,16 +132,46 @@ impl Scripts {
         let since = self.started.get(core).map_or(0, |s| s.load(Relaxed));
         since != 0 && crate::util::now_ms().saturating_sub(since) >= threshold_ms
     }
+
+    /// The -BUSY reply for commands that wait on core `core`'s running script.
+    pub fn busy_error(&self, core: usize) -> &'static str {
+        if self.running_function(core).is_some() {
+            BUSY_FUNCTION
+        } else {
+            BUSY
+        }
+    }
+
+    /// The function core `core` runs, if it runs one.
+    pub fn running_function(&self, core: usize) -> Option<RunningFunction> {
+        self.function
+            .get(core)?
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_running_function(&self, core: usize, f: Option<RunningFunction>) {
+        if let Some(slot) = self.function.get(core) {
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = f;
+        }
+    }
+
+    /// The first core running a script, if any.
+    pub fn running_core(&self) -> Option<usize> {
+        (0..self.started.len()).find(|&c| self.started[c].load(Relaxed) != 0)
+    }
+
+    /// The first core running an EVAL script for longer than `threshold_ms` (Valkey would be
+    /// answering -BUSY by then).
+    pub fn busy_eval(&self, threshold_ms: u64) -> Option<usize> {
+        (0..self.started.len())
+            .find(|&c| self.busy(c, threshold_ms) && self.running_function(c).is_none())
+    }
 }
 
 pub fn sha1_hex(body: &[u8]) -> String {
     sha1_smol::Sha1::from(body).digest().to_string()
-}
-
-/// Shebang flags (`#!lua flags=...`).
-#[derive(Clone, Copy, Default)]
-struct ScriptFlags {
-    no_writes: bool,
 }
 
 /// Parses a script's shebang line, Valkey's evalExtractShebangFlags.
@@ -134,20 +192,21 @@ fn shebang(body: &[u8]) -> Result<ScriptFlags, String> {
             return Err(format!("ERR Unknown lua shebang option: {part}"));
         };
         for flag in list.split(',').filter(|f| !f.is_empty()) {
-            match flag {
-                "no-writes" => flags.no_writes = true,
-                "allow-oom" | "allow-stale" | "no-cluster" | "allow-cross-slot-keys" => {}
-                other => return Err(format!("ERR Unexpected flag in script shebang: {other}")),
+            match ScriptFlags::named(flag.as_bytes(), false) {
+                Some(bit) => flags.0 |= bit,
+                None => return Err(format!("ERR Unexpected flag in script shebang: {flag}")),
             }
         }
     }
     Ok(flags)
 }
 
-/// This core's VM and its compiled scripts.
+/// This core's EVAL VM and its compiled scripts.
 struct CoreVm {
     lua: Lua,
-    compiled: HashMap<String, (Function, ScriptFlags)>,
+    /// By SHA1: the function, its shebang flags, and whether it has a shebang (without one a
+    /// script runs in Valkey's compatibility mode, where the flag checks do not apply).
+    compiled: HashMap<String, (Function, ScriptFlags, bool)>,
     generation: u64,
 }
 
@@ -168,7 +227,9 @@ struct Running {
     core: usize,
 }
 
-fn new_core_vm() -> mlua::Result<CoreVm> {
+/// A Lua VM whose `redis.call` / `redis.pcall` run commands for the script running on this
+/// thread: EVAL's (sealed) or the function engine's (`functions`).
+pub(super) fn new_lua(functions: bool) -> mlua::Result<Lua> {
     let lua = script::new_vm()?;
     let redis = script::redis_table(&lua)?;
     redis.raw_set(
@@ -186,14 +247,21 @@ fn new_core_vm() -> mlua::Result<CoreVm> {
             super::table::lookup(&argv[0]).map(|_| true)
         })?,
     )?;
-    script::seal(&lua)?;
+    if functions {
+        script::seal_for_functions(&lua)?;
+    } else {
+        script::seal(&lua)?;
+    }
+    Ok(lua)
+}
+
+fn new_core_vm() -> mlua::Result<CoreVm> {
     Ok(CoreVm {
-        lua,
+        lua: new_lua(false)?,
         compiled: HashMap::new(),
         generation: 0,
     })
 }
-
 /// Runs one `redis.call` / `redis.pcall` of the script running on this thread.
 fn call_from_script(argv: Vec<Vec<u8>>) -> CommandOutcome {
     let ptr = RUNNING.with(|r| r.get());
@@ -365,7 +433,8 @@ fn run(ctx: &mut Ctx<'_>, args: &[Bytes], sha: &str, body: Option<&Bytes>, read_
             };
             match script::compile_script(&vm.lua, &code) {
                 Ok(f) => {
-                    vm.compiled.insert(sha.to_string(), (f, flags));
+                    let shebang = source.starts_with(b"#!");
+                    vm.compiled.insert(sha.to_string(), (f, flags, shebang));
                 }
                 Err(e) => {
                     ctx.out.error(&e.reply_text(sha));
@@ -373,65 +442,125 @@ fn run(ctx: &mut Ctx<'_>, args: &[Bytes], sha: &str, body: Option<&Bytes>, read_
                 }
             }
         }
-        let (function, flags) = vm.compiled.get(sha).cloned().expect("compiled above");
+        let (function, flags, shebang) = vm.compiled.get(sha).cloned().expect("compiled above");
+        if shebang && let Err(e) = flags_allow(ctx.node, flags, read_only) {
+            ctx.out.error(e);
+            return;
+        }
         let lua = &vm.lua;
         if let Err(e) = script::set_keys_and_argv(lua, keys, argv) {
             ctx.out.error(&format!("ERR {e}"));
             return;
         }
-        script::begin_run(lua);
-        let core = ctx.shard.core.unwrap_or(0);
-        let mut running = Running {
-            shard: &mut *ctx.shard,
-            // SAFETY: only the lifetime bound is erased; the pointer is used while the script
-            // runs, inside this call, where `ctx.node` is alive (see `call_from_script`).
-            node: unsafe {
-                std::mem::transmute::<*const (dyn NodeView + '_), *const (dyn NodeView + 'static)>(
-                    ctx.node,
-                )
-            },
-            now: ctx.now,
-            read_only: read_only || flags.no_writes,
-            declared: keys.to_vec(),
-            core,
+        let run = Invocation {
+            keys,
+            read_only: read_only || flags.has(ScriptFlags::NO_WRITES),
+            name: sha,
+            function: None,
         };
-        scripts.kill[core].store(false, Relaxed);
-        scripts.wrote[core].store(false, Relaxed);
-        scripts.started[core].store(crate::util::now_ms().max(1), Relaxed);
-        RUNNING.with(|r| r.set(&mut running));
-        RESP3.with(|r| r.set(false));
-        let kill_flag = scripts.kill[core].clone();
-        let _ = lua.set_hook(
-            HookTriggers::new().every_nth_instruction(100_000),
-            move |lua, _| {
-                // Keep `redis.setresp` visible to `redis.call`.
-                RESP3.with(|r| r.set(script::run_state(lua).resp == 3));
-                if kill_flag.load(Relaxed) {
-                    return Err(mlua::Error::RuntimeError(
-                        "ERR Script killed by user with SCRIPT KILL...".into(),
-                    ));
-                }
-                Ok(VmState::Continue)
-            },
-        );
-        let result = script::run_script(lua, &function, ());
-        lua.remove_hook();
-        RUNNING.with(|r| r.set(std::ptr::null_mut()));
-        scripts.started[core].store(0, Relaxed);
-        match result {
-            Ok(v) => {
-                let script_resp3 = script::run_state(lua).resp == 3;
-                if let Err(e) = script::lua_to_reply(&v, script_resp3, ctx.out) {
-                    ctx.out.error(&format!("ERR {e}"));
-                }
-            }
-            Err(ScriptError::Runtime(e)) if e.err.contains("Script killed by user") => {
-                ctx.out
-                    .error("ERR Script killed by user with SCRIPT KILL...");
-            }
-            Err(e) => ctx.out.error(&e.reply_text(sha)),
-        }
+        execute(ctx, lua, run, |lua| script::run_script(lua, &function, ()));
     });
+}
+
+/// The checks Valkey's `scriptPrepareForRun` makes of a script's flags (a function's, or an
+/// EVAL script's shebang): `no-cluster` does not run on a cluster node, and a script that may
+/// write (no `no-writes`) does not run from a `*_RO` command.
+pub(super) fn flags_allow(
+    node: &dyn NodeView,
+    flags: ScriptFlags,
+    read_only: bool,
+) -> Result<(), &'static str> {
+    if flags.has(ScriptFlags::NO_CLUSTER) && node.clustered() {
+        return Err("ERR Can not run script on cluster, 'no-cluster' flag is set.");
+    }
+    if read_only && !flags.has(ScriptFlags::NO_WRITES) {
+        return Err("ERR Can not execute a script with write flag using *_ro command.");
+    }
+    Ok(())
+}
+
+/// One run of a script or function, besides the Lua code itself.
+pub(super) struct Invocation<'a> {
+    /// The keys it declared (the only ones it may touch on a scratch shard).
+    pub keys: &'a [Bytes],
+    /// `redis.call` refuses writes (`*_RO` commands, the `no-writes` flag).
+    pub read_only: bool,
+    /// How errors name it: EVAL's SHA1, or the function's name.
+    pub name: &'a str,
+    /// FCALL: the function and its command (FUNCTION STATS, FUNCTION KILL).
+    pub function: Option<RunningFunction>,
+}
+
+/// Runs `call` as this core's running script against `ctx`'s shard: `redis.call` runs
+/// commands there, the busy/kill hook watches it, and its result (or error) becomes the reply.
+pub(super) fn execute(
+    ctx: &mut Ctx<'_>,
+    lua: &Lua,
+    run: Invocation<'_>,
+    call: impl FnOnce(&Lua) -> Result<Value, ScriptError>,
+) {
+    let scripts = ctx.node.scripts();
+    script::begin_run(lua);
+    let core = ctx.shard.core.unwrap_or(0);
+    let mut running = Running {
+        shard: &mut *ctx.shard,
+        // SAFETY: only the lifetime bound is erased; the pointer is used while the script
+        // runs, inside this call, where `ctx.node` is alive (see `call_from_script`).
+        node: unsafe {
+            std::mem::transmute::<*const (dyn NodeView + '_), *const (dyn NodeView + 'static)>(
+                ctx.node,
+            )
+        },
+        now: ctx.now,
+        read_only: run.read_only,
+        declared: run.keys.to_vec(),
+        core,
+    };
+    let is_function = run.function.is_some();
+    let killed = if is_function {
+        KILLED_FUNCTION
+    } else {
+        KILLED_SCRIPT
+    };
+    scripts.kill[core].store(false, Relaxed);
+    scripts.wrote[core].store(false, Relaxed);
+    if is_function {
+        scripts.set_running_function(core, run.function);
+    }
+    scripts.started[core].store(crate::util::now_ms().max(1), Relaxed);
+    RUNNING.with(|r| r.set(&mut running));
+    RESP3.with(|r| r.set(false));
+    let kill_flag = scripts.kill[core].clone();
+    let _ = lua.set_hook(
+        HookTriggers::new().every_nth_instruction(100_000),
+        move |lua, _| {
+            // Keep `redis.setresp` visible to `redis.call`.
+            RESP3.with(|r| r.set(script::run_state(lua).resp == 3));
+            if kill_flag.load(Relaxed) {
+                return Err(mlua::Error::RuntimeError(killed.into()));
+            }
+            Ok(VmState::Continue)
+        },
+    );
+    let result = call(lua);
+    lua.remove_hook();
+    RUNNING.with(|r| r.set(std::ptr::null_mut()));
+    scripts.started[core].store(0, Relaxed);
+    if is_function {
+        scripts.set_running_function(core, None);
+    }
+    match result {
+        Ok(v) => {
+            let script_resp3 = script::run_state(lua).resp == 3;
+            if let Err(e) = script::lua_to_reply(&v, script_resp3, ctx.out) {
+                ctx.out.error(&format!("ERR {e}"));
+            }
+        }
+        Err(ScriptError::Runtime(e)) if e.err.contains("Script killed by user") => {
+            ctx.out.error(killed);
+        }
+        Err(e) => ctx.out.error(&e.reply_text(run.name)),
+    }
 }
 
 /// SCRIPT LOAD script
@@ -469,19 +598,24 @@ pub fn script_flush(ctx: &mut Ctx<'_>, args: &[Bytes]) {
 
 /// SCRIPT KILL
 pub fn script_kill(ctx: &mut Ctx<'_>, _args: &[Bytes]) {
+    kill(ctx, false);
+}
+
+/// SCRIPT KILL (`function` false) or FUNCTION KILL (true), Valkey's `scriptKill`: each stops
+/// only its own kind of script.
+pub(super) fn kill(ctx: &mut Ctx<'_>, function: bool) {
     let scripts = ctx.node.scripts();
-    let running = (0..scripts.started.len()).find(|&c| scripts.started[c].load(Relaxed) != 0);
-    match running {
-        None => ctx.out.error("NOTBUSY No scripts in execution right now."),
-        Some(c) if scripts.wrote[c].load(Relaxed) => ctx.out.error(
-            "UNKILLABLE Sorry the script already executed write commands against the dataset. \
-             You can either wait the script termination or kill the server in a hard way using \
-             the SHUTDOWN NOSAVE command.",
-        ),
-        Some(c) => {
-            scripts.kill[c].store(true, Relaxed);
-            ctx.out.ok();
-        }
+    match scripts.running_core() {
+        None => ctx.out.error(NOTBUSY),
+        Some(c) if scripts.wrote[c].load(Relaxed) => ctx.out.error(UNKILLABLE),
+        Some(c) => match (scripts.running_function(c).is_some(), function) {
+            (true, false) => ctx.out.error(BUSY_FUNCTION),
+            (false, true) => ctx.out.error(BUSY),
+            _ => {
+                scripts.kill[c].store(true, Relaxed);
+                ctx.out.ok();
+            }
+        },
     }
 }
 
@@ -600,11 +734,10 @@ mod tests {
 
     #[test]
     fn shebangs_parse_as_valkey() {
-        assert!(!shebang(b"return 1").unwrap().no_writes);
-        assert!(
-            shebang(b"#!lua flags=no-writes,allow-oom\nreturn 1")
-                .unwrap()
-                .no_writes
+        assert_eq!(shebang(b"return 1").unwrap(), ScriptFlags(0));
+        assert_eq!(
+            shebang(b"#!lua flags=no-writes,allow-oom\nreturn 1").unwrap(),
+            ScriptFlags(ScriptFlags::NO_WRITES | ScriptFlags::ALLOW_OOM)
         );
         assert_eq!(
             shebang(b"#!lua flags=bogus\nreturn 1").err().unwrap(),

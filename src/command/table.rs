@@ -1319,6 +1319,7 @@ fn families() -> impl Iterator<Item = &'static CommandDef> {
         .chain(super::set::COMMANDS)
         .chain(super::zset::COMMANDS)
         .chain(super::script::COMMANDS)
+        .chain(super::function::COMMANDS)
         .chain(super::bitmap::COMMANDS)
         .chain(super::memory::COMMANDS)
 }

@@ -13,7 +13,7 @@
 //! `conf/tallykv.conf` documents every directive; it parses to the defaults.
 
 mod error;
-mod parse;
+pub(crate) mod parse;
 #[cfg(test)]
 mod tests;
 

@@ -510,6 +510,22 @@ impl Dispatcher {
                 }
                 self.count_local(stats, id, start, began);
             }
+            Exec::Libraries => {
+                self.flush(core, client.resp3).await;
+                let start = self.local.buf.len();
+                let began = Instant::now();
+                match command::function::prepare_change(&*core.shared, &args) {
+                    Err(e) => self.local.error(&e),
+                    Ok(change) => {
+                        let reply = change.clone();
+                        match super::libraries::commit(core, change).await {
+                            Ok(()) => command::function::change_reply(&reply, &mut self.local),
+                            Err(e) => self.local.error(&e),
+                        }
+                    }
+                }
+                self.count_local(stats, id, start, began);
+            }
             Exec::Tx(_) => unreachable!("run above"),
             Exec::Conn(f) => {
                 if def.flags & flags::BARRIER != 0 && !self.atomic {
@@ -801,7 +817,7 @@ impl Dispatcher {
                     let threshold = core.shared.config.runtime.busy_reply_threshold();
                     let reply = if c < cores && core.shared.scripts.busy(c, threshold) {
                         // That core is running a long script: Valkey answers -BUSY.
-                        busy_replies(ops.len(), resp3)
+                        busy_replies(ops.len(), resp3, core.shared.scripts.busy_error(c))
                     } else if c < cores {
                         core.send_batch(c, ops, resp3, gated).await
                     } else {
@@ -878,11 +894,11 @@ impl Dispatcher {
 }
 
 /// A -BUSY reply for each of `n` ops.
-fn busy_replies(n: usize, resp3: bool) -> BatchReply {
+fn busy_replies(n: usize, resp3: bool, error: &str) -> BatchReply {
     let mut out = Out::new(resp3);
     let mut ends = Vec::with_capacity(n);
     for _ in 0..n {
-        out.error(command::script::BUSY);
+        out.error(error);
         ends.push(out.buf.len() as u32);
     }
     BatchReply { buf: out.buf, ends }

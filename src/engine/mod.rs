@@ -13,6 +13,7 @@ mod blocking;
 pub mod core;
 pub mod dispatch;
 pub mod gate;
+pub mod libraries;
 pub mod persist;
 pub mod record;
 pub mod replicated;

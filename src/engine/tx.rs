@@ -49,7 +49,11 @@ pub fn runs_inside_multi(def: &crate::command::CommandDef) -> bool {
 
 /// Whether Valkey refuses a command inside MULTI (`no-multi`).
 pub fn refused_inside_multi(def: &crate::command::CommandDef) -> bool {
-    def.flags & flags::NO_MULTI != 0 || matches!(def.exec, Exec::Snapshot(_) | Exec::ClusterAdmin)
+    def.flags & flags::NO_MULTI != 0
+        || matches!(
+            def.exec,
+            Exec::Snapshot(_) | Exec::ClusterAdmin | Exec::Libraries
+        )
 }
 
 /// The resolved definition of a queued command (its subcommand for containers).

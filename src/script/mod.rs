@@ -7,6 +7,9 @@
 //! `lrand48` `math.random`, the `redis`/`server` table minus the calls that run commands, its
 //! error handler and error texts, and [`reply_to_lua`] / [`lua_to_reply`].
 //!
+//! The function engine ([`seal_for_functions`], [`load_library`], [`call_function`]): the
+//! sandbox a library's code loads in and `server.register_function`; see `library`.
+//!
 //! What is not: executing commands, script caching, EVAL/FCALL/FUNCTION themselves, timeouts
 //! (an mlua hook returning an error is reported as `ERR <message>` at the script's line). This
 //! room touches no keyspace and no connection.
@@ -27,6 +30,7 @@
 mod bit;
 mod cjson;
 mod cmsgpack;
+mod library;
 mod raise;
 mod rand;
 mod redis_api;
@@ -36,6 +40,10 @@ mod structlib;
 mod valkey_cases;
 mod vm;
 
+pub use library::{
+    FUNCTION_CHUNK_NAME, LOAD_TIMEOUT, Registered, ScriptFlags, call_function, load_library,
+    seal_for_functions,
+};
 pub use rand::reset_random;
 pub use redis_api::{
     CallMode, CommandArgsError, CommandOutcome, LOG_DEBUG, LOG_NOTICE, LOG_VERBOSE, LOG_WARNING,

@@ -99,7 +99,7 @@ pub fn error_table(lua: &Lua, text: &[u8]) -> mlua::Result<Table> {
 }
 
 /// [`error_table`] raised (`luaPushError` + `luaError`).
-fn raise_error_table(lua: &Lua, text: &str) -> Raise {
+pub(super) fn raise_error_table(lua: &Lua, text: &str) -> Raise {
     match error_table(lua, text.as_bytes()) {
         Ok(t) => Raise::Value(Value::Table(t)),
         Err(e) => e.into(),
@@ -309,20 +309,27 @@ fn single_field(lua: &Lua, args: &Args, field: &str) -> LibResult<Table> {
     Ok(t)
 }
 
+/// `server.log`, the log levels and the version fields (`luaRegisterLogFunction`,
+/// `luaRegisterVersion`): all a library sees of `server` while it loads, besides
+/// `register_function`.
+pub(super) fn add_log_and_version(lua: &Lua, t: &Table) -> mlua::Result<()> {
+    t.raw_set("log", lib_function(lua, |lua, a| log(lua, &a))?)?;
+    t.raw_set("LOG_DEBUG", LOG_DEBUG)?;
+    t.raw_set("LOG_VERBOSE", LOG_VERBOSE)?;
+    t.raw_set("LOG_NOTICE", LOG_NOTICE)?;
+    t.raw_set("LOG_WARNING", LOG_WARNING)?;
+
+    t.raw_set("REDIS_VERSION_NUM", REDIS_VERSION_NUM)?;
+    t.raw_set("REDIS_VERSION", REDIS_VERSION)?;
+    t.raw_set("VALKEY_VERSION_NUM", VALKEY_VERSION_NUM)?;
+    t.raw_set("VALKEY_VERSION", VALKEY_VERSION)?;
+    t.raw_set("SERVER_NAME", SERVER_NAME)
+}
+
 /// Adds to `redis` every field Valkey 8 gives it for EVAL except `call`, `pcall` and
 /// `acl_check_cmd` (the host's, see [`command_function`] and [`acl_check_function`]).
 pub fn add_redis_helpers(lua: &Lua, redis: &Table) -> mlua::Result<()> {
-    redis.raw_set("log", lib_function(lua, |lua, a| log(lua, &a))?)?;
-    redis.raw_set("LOG_DEBUG", LOG_DEBUG)?;
-    redis.raw_set("LOG_VERBOSE", LOG_VERBOSE)?;
-    redis.raw_set("LOG_NOTICE", LOG_NOTICE)?;
-    redis.raw_set("LOG_WARNING", LOG_WARNING)?;
-
-    redis.raw_set("REDIS_VERSION_NUM", REDIS_VERSION_NUM)?;
-    redis.raw_set("REDIS_VERSION", REDIS_VERSION)?;
-    redis.raw_set("VALKEY_VERSION_NUM", VALKEY_VERSION_NUM)?;
-    redis.raw_set("VALKEY_VERSION", VALKEY_VERSION)?;
-    redis.raw_set("SERVER_NAME", SERVER_NAME)?;
+    add_log_and_version(lua, redis)?;
 
     redis.raw_set(
         "setresp",

@@ -34,6 +34,11 @@ const REG_REDIS: &str = "tallykv.script.redis";
 const REG_RUNNER: &str = "tallykv.script.runner";
 const REG_HANDLER: &str = "tallykv.script.error_handler";
 const REG_TOSTRING: &str = "tallykv.script.tostring";
+// Kept by `seal` for tables protected after it (the function engine's load-time API).
+const REG_READONLY: &str = "tallykv.script.readonly";
+const REG_REFUSE_WRITE: &str = "tallykv.script.refuse_write";
+const REG_NONEXISTENT: &str = "tallykv.script.nonexistent";
+const REG_VIEW_META: &str = "tallykv.script.globals_view_meta";
 
 /// The globals a script may see: Valkey's allow lists (`script_lua.c`). Whatever else the Lua
 /// libraries define (`print`, `dofile`, `loadfile`, `getfenv`, `setfenv`, `newproxy`, ...) is
@@ -652,15 +657,52 @@ pub fn seal(lua: &Lua) -> mlua::Result<()> {
     view_meta.raw_set("__index", g.clone())?;
     view_meta.raw_set("__newindex", refuse_write.clone())?;
     view_meta.raw_set("__metatable", false)?;
-    globals_view.set_metatable(Some(view_meta))?;
+    globals_view.set_metatable(Some(view_meta.clone()))?;
     readonly.raw_set(globals_view.clone(), g.clone())?;
     let shown_meta = lua.create_table()?;
-    shown_meta.raw_set("__index", nonexistent)?;
-    shown_meta.raw_set("__newindex", refuse_write)?;
+    shown_meta.raw_set("__index", nonexistent.clone())?;
+    shown_meta.raw_set("__newindex", refuse_write.clone())?;
     metatable_views.raw_set(globals_view.clone(), sealer.protect(&shown_meta)?)?;
     g.raw_set("_G", globals_view.clone())?;
     lua.set_globals(globals_view)?;
+    lua.set_named_registry_value(REG_READONLY, readonly)?;
+    lua.set_named_registry_value(REG_REFUSE_WRITE, refuse_write)?;
+    lua.set_named_registry_value(REG_NONEXISTENT, nonexistent)?;
+    lua.set_named_registry_value(REG_VIEW_META, view_meta)?;
     Ok(())
+}
+
+/// The read-only view of `t`, made after [`seal`] the way `seal` made the globals' ones (the
+/// guarded builtins know it too).
+pub(super) fn protect_sealed(lua: &Lua, t: &Table) -> mlua::Result<Table> {
+    let mut sealer = Sealer {
+        lua,
+        readonly: lua.named_registry_value(REG_READONLY)?,
+        refuse_write: lua.named_registry_value(REG_REFUSE_WRITE)?,
+        proxies: Default::default(),
+    };
+    sealer.protect(t)
+}
+
+/// Valkey's `luaSetErrorMetatable` on `t` (after [`seal`]): reading a missing field raises
+/// `Script attempted to access nonexistent global variable '<name>'`.
+pub(super) fn set_error_metatable(lua: &Lua, t: &Table) -> mlua::Result<()> {
+    let meta = lua.create_table()?;
+    meta.raw_set(
+        "__index",
+        lua.named_registry_value::<Function>(REG_NONEXISTENT)?,
+    )?;
+    t.set_metatable(Some(meta))
+}
+
+/// Where the scripts' globals read through to (after [`seal`]): the real globals, or `target`
+/// instead (the function engine's load-time API). Writes stay refused either way.
+pub(super) fn set_globals_lookup(lua: &Lua, target: Option<&Table>) -> mlua::Result<()> {
+    let meta: Table = lua.named_registry_value(REG_VIEW_META)?;
+    match target {
+        Some(t) => meta.raw_set("__index", t.clone()),
+        None => meta.raw_set("__index", real_globals(lua)?),
+    }
 }
 
 #[cfg(test)]

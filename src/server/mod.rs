@@ -102,6 +102,7 @@ fn open_storage(shared: Arc<Shared>, cores: usize) -> Result<(), String> {
             let rt = shared.config.runtime.clone();
             let opened = crate::storage::Storage::open(&dir, Box::new(move || rt.appendfsync()))
                 .and_then(|storage| {
+                    crate::engine::libraries::load_stored(&shared, &storage)?;
                     if shared.config.cluster.enabled {
                         crate::cluster::start::storage_opened(&shared, &storage)?;
                     }

@@ -19,6 +19,9 @@
 //! own ([`wal`]), from the core's thread. (Tags below 0x10 held the 0.9-based cluster's log.)
 //! The `deltas` keyspace holds the changes of large values since their last full write
 //! (see [`codec`]), keyed by slot first like the groups, so a slot range covers both.
+//! Node-wide records use the group prefix 0xFFFF: this node's cluster id (tag 0x23, see
+//! `cluster::meta`) and the function libraries ([`FUNCTIONS_RECORD`], tag 0x24), which are
+//! part of the data set: SAVE copies them with the keys.
 //!
 //! fjall blocks, so nothing here runs on a glommio core. Cores send [`Batch`]es to one writer
 //! thread; it commits everything queued as one atomic fjall batch and, for
@@ -30,6 +33,11 @@ pub mod codec;
 
 /// Tags of the `raft` keyspace's state-machine records start here.
 pub const FIRST_STATE_MACHINE_TAG: u8 = 0x10;
+
+/// The node's function libraries (FUNCTION LOAD), one node-wide record of the `raft` keyspace
+/// in the format `engine::libraries` gives it; written standalone by the FUNCTION commands, in
+/// a cluster with the meta group's state.
+pub const FUNCTIONS_RECORD: [u8; 3] = [0xFF, 0xFF, 0x24];
 mod snapshot;
 pub mod wal;
 

@@ -11,7 +11,10 @@ use std::time::Instant;
 
 use fjall::{Database, PersistMode, Readable};
 
-use super::{DB_DIR, SNAPSHOT_DIR, Storage, db_err, group_options, write_layout};
+use super::{
+    DB_DIR, FUNCTIONS_RECORD, RAFT_KEYSPACE, SNAPSHOT_DIR, Storage, db_err, group_options,
+    write_layout,
+};
 
 impl Storage {
     pub(super) fn write_snapshot(&self, snap: fjall::Snapshot) -> Result<(), String> {
@@ -97,6 +100,17 @@ impl Storage {
                 ingest.write(k, v).map_err(|e| db_err(&path, e))?;
             }
             ingest.finish().map_err(|e| db_err(&path, e))?;
+            // The function libraries belong to the data set (Valkey keeps them in the RDB).
+            if let Some(v) = snap
+                .get(&self.raft, FUNCTIONS_RECORD)
+                .map_err(|e| db_err(self.raft.path(), e))?
+            {
+                let raft = out
+                    .keyspace(RAFT_KEYSPACE, group_options)
+                    .map_err(|e| db_err(&path, e))?;
+                raft.insert(FUNCTIONS_RECORD, v)
+                    .map_err(|e| db_err(&path, e))?;
+            }
             out.persist(PersistMode::SyncAll)
                 .map_err(|e| db_err(&path, e))?;
         }
