@@ -391,9 +391,7 @@ impl HashObj {
         let slot = std::mem::size_of::<(Field, Field)>();
         let ttls = self.ttl.as_ref().map_or(0, |t| t.heap_size());
         ttls + match &self.repr {
-            Repr::Listpack(v) => {
-                vec_bytes(v.capacity(), slot) + v.iter().map(pair).sum::<usize>()
-            }
+            Repr::Listpack(v) => vec_bytes(v.capacity(), slot) + v.iter().map(pair).sum::<usize>(),
             Repr::Table(t) => {
                 table_bytes(t.num_buckets(), slot) + sampled(t.iter().map(pair), t.len(), samples)
             }
