@@ -73,10 +73,18 @@ fn dump(c: &mut redis::Connection) -> Dump {
 }
 
 fn info_field(c: &mut redis::Connection, name: &str) -> u64 {
-    let info: String = redis::cmd("INFO").arg("persistence").query(c).unwrap();
+    info_in(c, "persistence", name)
+}
+
+fn stat(c: &mut redis::Connection, name: &str) -> u64 {
+    info_in(c, "stats", name)
+}
+
+fn info_in(c: &mut redis::Connection, section: &str, name: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg(section).query(c).unwrap();
     info.lines()
         .find_map(|l| l.strip_prefix(&format!("{name}:")))
-        .unwrap_or_else(|| panic!("INFO persistence has no {name}"))
+        .unwrap_or_else(|| panic!("INFO {section} has no {name}"))
         .trim()
         .parse()
         .unwrap()
@@ -270,6 +278,23 @@ fn deltas_that_delete_or_expire_a_large_value_or_keep_it() {
         let _: Value = run(&mut c, &["LPOP", "emptied"]).unwrap();
     }
     assert_eq!(int(&mut c, &["EXISTS", "emptied"]), 0);
+    // Fields of a large hash that expire while the server runs: their deletion is a delta.
+    let mut cmd = redis::cmd("HSET");
+    cmd.arg("fields");
+    for e in &elems {
+        cmd.arg(e).arg("v");
+    }
+    cmd.query::<i64>(&mut c).unwrap();
+    let set: Vec<i64> = run(
+        &mut c,
+        &["HPEXPIRE", "fields", "50", "FIELDS", "2", "m1", "m2"],
+    )
+    .unwrap();
+    assert_eq!(set, [1, 1]);
+    assert!(
+        wait_until(DEADLINE, || stat(&mut c, "expired_fields") == 2),
+        "the two fields never expired"
+    );
     // A TTL that passes while the server is down.
     let soon = now_ms() + 1500;
     int(&mut c, &["PEXPIREAT", "expires", &soon.to_string()]);
@@ -290,6 +315,10 @@ fn deltas_that_delete_or_expire_a_large_value_or_keep_it() {
     assert_eq!(int(&mut c, &["TTL", "persisted"]), -1);
     assert_eq!(int(&mut c, &["LLEN", "persisted"]), 401);
     assert_eq!(int(&mut c, &["LLEN", "flushed"]), 400);
+    assert_eq!(int(&mut c, &["HLEN", "fields"]), 398);
+    // Replaying the deletion is not the fields expiring again.
+    assert_eq!(stat(&mut c, "expired_fields"), 0);
+    int(&mut c, &["DEL", "fields"]);
 
     // FLUSHALL takes the deltas with it; a new large value under the same name starts over.
     int(&mut c, &["LPUSH", "flushed", "y"]);

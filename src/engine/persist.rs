@@ -417,6 +417,15 @@ impl Core {
     ) {
         let mut shard = self.shard.borrow_mut();
         let limits = shard.limits;
+        // Replaying a record is not the event happening again: what it counts (fields that
+        // expired, before the restart) stays out of this process's statistics.
+        let stats = &self.shared.shard_stats[self.id];
+        let counted = [
+            &stats.expired_keys,
+            &stats.expired_fields,
+            &stats.evicted_keys,
+        ];
+        let before = counted.map(|c| c.get());
         for (k, v) in chunk {
             let corrupt = |e: &dyn std::fmt::Display| -> ! {
                 fatal_load(&format!(
@@ -453,6 +462,9 @@ impl Core {
                 s.next_seq += 1;
                 s.delta_bytes += v.len() as u64;
             }
+        }
+        for (c, n) in counted.iter().zip(before) {
+            c.set(n);
         }
     }
 
