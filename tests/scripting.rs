@@ -348,3 +348,75 @@ fn cluster_scripts_write_through_the_group_to_every_replica() {
         );
     }
 }
+
+/// Over maxmemory (noeviction), as Valkey's scripting tests check: a script without flags
+/// runs until it calls a command that may grow memory; a script with a shebang needs
+/// `allow-oom` (or `no-writes`) to start at all; FCALL follows its function's flags.
+#[test]
+fn scripts_over_maxmemory_follow_their_allow_oom_flag() {
+    let s = Server::start(&["--maxmemory", "1mb", "--maxmemory-policy", "noeviction"]);
+    let mut c = s.conn();
+    let write = "redis.call('set', KEYS[1], 1) return 1";
+    let err = eval_err_args(&mut c, write, &["x"]);
+    assert!(
+        err.starts_with("OOM command not allowed when used memory > 'maxmemory'."),
+        "{err}"
+    );
+    assert_eq!(
+        eval(
+            &mut c,
+            "#!lua flags=no-writes\nreturn redis.call('get', KEYS[1])",
+            &["x"],
+            &[]
+        ),
+        Value::Nil
+    );
+    let err = eval_err_args(&mut c, "#!lua\nreturn redis.call('get', KEYS[1])", &["x"]);
+    assert_eq!(
+        err,
+        "OOM allow-oom flag is not set on the script, can not run it when used memory > \
+         'maxmemory'"
+    );
+    assert_eq!(
+        eval(&mut c, "return redis.call('get', KEYS[1])", &["x"], &[]),
+        Value::Nil
+    );
+    assert_eq!(
+        eval(
+            &mut c,
+            &format!("#!lua flags=allow-oom\n{write}"),
+            &["x"],
+            &[]
+        ),
+        Value::Int(1)
+    );
+    // Functions: the same rule from their registered flags.
+    let lib = "#!lua name=oomlib\n\
+               redis.register_function('w', function(keys) return redis.call('set', keys[1], 2) end)\n\
+               redis.register_function{function_name='wo', callback=function(keys) \
+               return redis.call('set', keys[1], 3) end, flags={'allow-oom'}}";
+    let _: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg(lib)
+        .query(&mut c)
+        .unwrap();
+    let err = common::err(&mut c, &["FCALL", "w", "1", "x"]);
+    assert!(err.starts_with("OOM allow-oom flag is not set"), "{err}");
+    let _: Value = common::run(&mut c, &["FCALL", "wo", "1", "x"]).unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("0")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(eval(&mut c, write, &["x"], &[]), Value::Int(1));
+}
+
+fn eval_err_args(c: &mut redis::Connection, script: &str, keys: &[&str]) -> String {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(script).arg(keys.len()).arg(keys);
+    match cmd.query::<Value>(c) {
+        Ok(v) => panic!("expected an error from {script:?}, got {v:?}"),
+        Err(e) => common::error_text(&e),
+    }
+}

@@ -59,6 +59,10 @@ pub mod flags {
     pub const TX_GUARD: u32 = 1 << 22;
     /// Our own: Valkey's `no-multi` — refused inside MULTI.
     pub const NO_MULTI: u32 = 1 << 23;
+    /// Our own: the command runs a script (EVAL, FCALL...): the engine tells it, before it
+    /// runs, whether memory is over `maxmemory` (Valkey's `pre_command_oom_state`), which
+    /// decides whether the script and its `redis.call`s of DENYOOM commands may run.
+    pub const SCRIPT: u32 = 1 << 24;
 
     pub const NAMES: &[(u32, &str)] = &[
         (WRITE, "write"),

@@ -214,6 +214,22 @@ thread_local! {
     static VM: RefCell<Option<CoreVm>> = const { RefCell::new(None) };
     /// The script running on this thread, for `redis.call` (null when none).
     static RUNNING: Cell<*mut Running> = const { Cell::new(std::ptr::null_mut()) };
+    /// Whether memory was over `maxmemory` (with no room to make) when the engine started
+    /// the script command about to run (see [`flags::SCRIPT`]).
+    static PRE_OOM: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Valkey's error for a write refused over `maxmemory`.
+const OOM: &str = "OOM command not allowed when used memory > 'maxmemory'.";
+
+/// Tells the script command about to run on this thread whether memory is over `maxmemory`
+/// (the engine, before each [`flags::SCRIPT`] command).
+pub fn set_pre_oom(oom: bool) {
+    PRE_OOM.with(|c| c.set(oom));
+}
+
+fn pre_oom() -> bool {
+    PRE_OOM.with(Cell::get)
 }
 
 /// What `redis.call` needs while a script runs: the shard and node of the EVAL's context.
@@ -222,6 +238,9 @@ struct Running {
     node: *const dyn NodeView,
     now: u64,
     read_only: bool,
+    /// DENYOOM commands are refused: memory was over `maxmemory` when the script started and
+    /// it lacks the `allow-oom` flag.
+    deny_oom: bool,
     /// The keys the script declared.
     declared: Vec<Bytes>,
     core: usize,
@@ -294,6 +313,9 @@ fn call_from_script(argv: Vec<Vec<u8>>) -> CommandOutcome {
     let write = def.flags & flags::WRITE != 0;
     if write && run.read_only {
         return refuse("Write commands are not allowed from read-only scripts.");
+    }
+    if run.deny_oom && def.flags & flags::DENYOOM != 0 {
+        return refuse(&format!("-{OOM}"));
     }
     let args: Vec<Bytes> = argv.into_iter().map(Bytes::from).collect();
     // SAFETY: as for RUNNING; the shard and node outlive the script's run.
@@ -455,6 +477,7 @@ fn run(ctx: &mut Ctx<'_>, args: &[Bytes], sha: &str, body: Option<&Bytes>, read_
         let run = Invocation {
             keys,
             read_only: read_only || flags.has(ScriptFlags::NO_WRITES),
+            allow_oom: flags.has(ScriptFlags::ALLOW_OOM),
             name: sha,
             function: None,
         };
@@ -476,6 +499,13 @@ pub(super) fn flags_allow(
     if read_only && !flags.has(ScriptFlags::NO_WRITES) {
         return Err("ERR Can not execute a script with write flag using *_ro command.");
     }
+    // A script that may write does not start over maxmemory unless it says `allow-oom`.
+    if !flags.has(ScriptFlags::NO_WRITES) && !flags.has(ScriptFlags::ALLOW_OOM) && pre_oom() {
+        return Err(
+            "OOM allow-oom flag is not set on the script, can not run it when used \
+                    memory > 'maxmemory'",
+        );
+    }
     Ok(())
 }
 
@@ -485,6 +515,8 @@ pub(super) struct Invocation<'a> {
     pub keys: &'a [Bytes],
     /// `redis.call` refuses writes (`*_RO` commands, the `no-writes` flag).
     pub read_only: bool,
+    /// The `allow-oom` flag: DENYOOM commands run even over `maxmemory`.
+    pub allow_oom: bool,
     /// How errors name it: EVAL's SHA1, or the function's name.
     pub name: &'a str,
     /// FCALL: the function and its command (FUNCTION STATS, FUNCTION KILL).
@@ -513,6 +545,7 @@ pub(super) fn execute(
         },
         now: ctx.now,
         read_only: run.read_only,
+        deny_oom: !run.allow_oom && pre_oom(),
         declared: run.keys.to_vec(),
         core,
     };
@@ -621,7 +654,8 @@ pub(super) fn kill(ctx: &mut Ctx<'_>, function: bool) {
 
 use Exec::Shard as S;
 
-const SCRIPT_FLAGS: u32 = flags::NOSCRIPT | flags::SKIP_MONITOR | flags::MAY_REPLICATE;
+const SCRIPT_FLAGS: u32 =
+    flags::NOSCRIPT | flags::SKIP_MONITOR | flags::MAY_REPLICATE | flags::SCRIPT;
 
 /// This family's rows of the command table (see `table::families`).
 pub static COMMANDS: &[CommandDef] = &[

@@ -253,6 +253,14 @@ impl Core {
                     out.error(OOM);
                     return false;
                 }
+                if op.flags & flags::SCRIPT != 0 {
+                    let oom = if self.shared.config.cluster.enabled {
+                        self.growth_refused()
+                    } else {
+                        !self.make_room(&mut shard, now)
+                    };
+                    crate::command::script::set_pre_oom(oom);
+                }
                 let mut ctx = Ctx {
                     shard: &mut shard,
                     now,
@@ -581,14 +589,21 @@ impl Core {
     /// have not kept up). Over the limit with an evicting policy also asks the leaders to
     /// evict.
     pub fn refuse_growth(self: &Rc<Self>) -> bool {
+        if self.over_limit().is_some()
+            && evict_policy(self.shared.config.runtime.maxmemory_policy()).is_some()
+        {
+            crate::cluster::evict::pressure(self);
+        }
+        self.growth_refused()
+    }
+
+    /// [`Core::refuse_growth`]'s verdict, without asking the leaders to evict.
+    pub fn growth_refused(&self) -> bool {
         let Some((used, limit)) = self.over_limit() else {
             return false;
         };
-        if evict_policy(self.shared.config.runtime.maxmemory_policy()).is_none() {
-            return true;
-        }
-        crate::cluster::evict::pressure(self);
-        used > limit + limit / 8
+        evict_policy(self.shared.config.runtime.maxmemory_policy()).is_none()
+            || used > limit + limit / 8
     }
 
     /// (used, limit) when this node's memory is over `maxmemory` (set).

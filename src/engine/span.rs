@@ -159,6 +159,8 @@ async fn run_on_scratch(
             });
         }
         scratch.start_journal();
+        // A script across cores: whether it may grow memory (see `flags::SCRIPT`).
+        crate::command::script::set_pre_oom(core.growth_refused());
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let mut ctx = Ctx {
                 shard: scratch,

@@ -15,8 +15,12 @@ use proptest::prelude::*;
 
 use super::*;
 
+/// A shard whose tables hash keys the same way in every run, so that tests which sample
+/// keys (eviction) see the same layout each time, with `fastrand::seed` fixing the samples.
 fn shard() -> Shard {
-    Shard::new(0..SLOT_COUNT, Arc::new(ShardStats::default()))
+    let mut s = Shard::new(0..SLOT_COUNT, Arc::new(ShardStats::default()));
+    s.hasher = ahash::RandomState::with_seeds(1, 2, 3, 4);
+    s
 }
 
 /// A Unix time in ms on a minute boundary (so LFU minute arithmetic is easy to follow).

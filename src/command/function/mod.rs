@@ -162,6 +162,7 @@ pub fn fcall(ctx: &mut Ctx<'_>, args: &[Bytes]) {
         let run = Invocation {
             keys,
             read_only: read_only || flags.has(ScriptFlags::NO_WRITES),
+            allow_oom: flags.has(ScriptFlags::ALLOW_OOM),
             name: &info.name,
             function: Some(RunningFunction {
                 name: info.name.clone(),
@@ -470,7 +471,7 @@ pub fn function_help(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
 
 use Exec::Shard as S;
 
-const FCALL_FLAGS: u32 = flags::NOSCRIPT | flags::SKIP_MONITOR | flags::STALE;
+const FCALL_FLAGS: u32 = flags::NOSCRIPT | flags::SKIP_MONITOR | flags::STALE | flags::SCRIPT;
 
 /// This family's rows of the command table (see `table::families`).
 pub static COMMANDS: &[CommandDef] = &[
