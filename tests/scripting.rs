@@ -196,6 +196,21 @@ fn a_script_whose_keys_span_cores_is_atomic() {
         run::<Vec<i64>>(&mut c, &["MGET", ON_CORE_1, ON_CORE_0]).unwrap(),
         vec![400, -400]
     );
+    // A key the script did not declare, on another core: a clear error, once prefixed.
+    let e = err(
+        &mut c,
+        &[
+            "EVAL",
+            "return redis.call('get', ARGV[1])",
+            "1",
+            ON_CORE_1,
+            ON_CORE_0,
+        ],
+    );
+    assert!(
+        e.starts_with("ERR Script attempted to access a key served by another thread"),
+        "{e}"
+    );
 }
 
 /// A raw connection with a read timeout, for commands that may wait on a busy core.
@@ -332,6 +347,27 @@ fn cluster_scripts_write_through_the_group_to_every_replica() {
     }
     // A key of another slot: CROSSSLOT, as Valkey.
     assert!(err(&mut c, &["EVAL", "return 1", "2", k1, "other"]).starts_with("CROSSSLOT"));
+    // An undeclared key of the next slot (same group, so served here): a script with flags
+    // may not reach it without `allow-cross-slot-keys`; one without flags may (Valkey's
+    // compatibility mode).
+    let next = (key_slot(k1.as_bytes()) + 1) % 16384;
+    let other = (0..)
+        .map(|i| format!("x{i}"))
+        .find(|k| key_slot(k.as_bytes()) == next)
+        .unwrap();
+    assert_eq!(cl.group_of_key(&other), cl.group_of_key(k1));
+    let get_other = "return redis.call('get', ARGV[1])";
+    let e = err(
+        &mut c,
+        &["EVAL", &format!("#!lua\n{get_other}"), "1", k1, &other],
+    );
+    assert!(
+        e.starts_with("ERR Script attempted to access keys that do not hash to the same slot"),
+        "{e}"
+    );
+    let flagged = format!("#!lua flags=allow-cross-slot-keys\n{get_other}");
+    assert_eq!(eval(&mut c, &flagged, &[k1], &[&other]), Value::Nil);
+    assert_eq!(eval(&mut c, get_other, &[k1], &[&other]), Value::Nil);
     for i in 0..cl.len() {
         assert!(
             wait_until(DEADLINE, || {

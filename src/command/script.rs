@@ -241,6 +241,10 @@ struct Running {
     /// DENYOOM commands are refused: memory was over `maxmemory` when the script started and
     /// it lacks the `allow-oom` flag.
     deny_oom: bool,
+    /// In a cluster, the one slot the script's keys may be in (the first key's), unless it
+    /// may cross slots (`allow-cross-slot-keys`, or a script without flags); see
+    /// [`Invocation::cross_slot`].
+    slot: Option<Cell<Option<u16>>>,
     /// The keys the script declared.
     declared: Vec<Bytes>,
     core: usize,
@@ -322,11 +326,23 @@ fn call_from_script(argv: Vec<Vec<u8>>) -> CommandOutcome {
     let (shard, node) = unsafe { (&mut *run.shard, &*run.node) };
     for p in def.keys.positions(&args) {
         let key = &args[p];
+        if let Some(first) = &run.slot {
+            let slot = key_slot(key);
+            match first.get() {
+                None => first.set(Some(slot)),
+                Some(s) if s != slot => {
+                    return refuse(
+                        "-ERR Script attempted to access keys that do not hash to the same slot",
+                    );
+                }
+                Some(_) => {}
+            }
+        }
         if !key_is_reachable(run, shard, node, key) {
             return refuse(if node.clustered() {
-                "ERR Script attempted to access a non local key in a cluster node script"
+                "-ERR Script attempted to access a non local key in a cluster node script"
             } else {
-                "ERR Script attempted to access a key served by another thread: pass every \
+                "-ERR Script attempted to access a key served by another thread: pass every \
                  key the script uses in KEYS"
             });
         }
@@ -478,6 +494,8 @@ fn run(ctx: &mut Ctx<'_>, args: &[Bytes], sha: &str, body: Option<&Bytes>, read_
             keys,
             read_only: read_only || flags.has(ScriptFlags::NO_WRITES),
             allow_oom: flags.has(ScriptFlags::ALLOW_OOM),
+            // Without a shebang, Valkey's compatibility mode lets a script cross slots.
+            cross_slot: !shebang || flags.has(ScriptFlags::ALLOW_CROSS_SLOT),
             name: sha,
             function: None,
         };
@@ -517,6 +535,9 @@ pub(super) struct Invocation<'a> {
     pub read_only: bool,
     /// The `allow-oom` flag: DENYOOM commands run even over `maxmemory`.
     pub allow_oom: bool,
+    /// In a cluster, `redis.call` may name keys of other slots than the first key's (the
+    /// `allow-cross-slot-keys` flag); they must still be served here.
+    pub cross_slot: bool,
     /// How errors name it: EVAL's SHA1, or the function's name.
     pub name: &'a str,
     /// FCALL: the function and its command (FUNCTION STATS, FUNCTION KILL).
@@ -546,6 +567,8 @@ pub(super) fn execute(
         now: ctx.now,
         read_only: run.read_only,
         deny_oom: !run.allow_oom && pre_oom(),
+        slot: (ctx.node.clustered() && !run.cross_slot)
+            .then(|| Cell::new(run.keys.first().map(|k| key_slot(k)))),
         declared: run.keys.to_vec(),
         core,
     };

@@ -163,6 +163,7 @@ pub fn fcall(ctx: &mut Ctx<'_>, args: &[Bytes]) {
             keys,
             read_only: read_only || flags.has(ScriptFlags::NO_WRITES),
             allow_oom: flags.has(ScriptFlags::ALLOW_OOM),
+            cross_slot: flags.has(ScriptFlags::ALLOW_CROSS_SLOT),
             name: &info.name,
             function: Some(RunningFunction {
                 name: info.name.clone(),
