@@ -259,6 +259,11 @@ impl crate::command::NodeView for Shared {
         self.cluster().is_none_or(|c| c.serves(slot))
     }
 
+    fn same_group(&self, a: usize, b: usize) -> bool {
+        self.cluster()
+            .is_none_or(|c| c.group_of(a) == c.group_of(b))
+    }
+
     fn scripts(&self) -> &crate::command::script::Scripts {
         &self.scripts
     }

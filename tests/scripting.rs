@@ -368,6 +368,22 @@ fn cluster_scripts_write_through_the_group_to_every_replica() {
     let flagged = format!("#!lua flags=allow-cross-slot-keys\n{get_other}");
     assert_eq!(eval(&mut c, &flagged, &[k1], &[&other]), Value::Nil);
     assert_eq!(eval(&mut c, get_other, &[k1], &[&other]), Value::Nil);
+    // A key of another group, even one this node leads: its records would belong to that
+    // group's log, not this script's entry.
+    let led = cl.led_by(leader);
+    if let Some(far) = (0..)
+        .take(100_000)
+        .map(|i| format!("y{i}"))
+        .find(|k| cl.group_of_key(k) != cl.group_of_key(k1) && led.contains(&cl.group_of_key(k)))
+    {
+        let e = err(&mut c, &["EVAL", get_other, "1", k1, &far]);
+        assert!(
+            e.starts_with(
+                "ERR Script attempted to access a non local key in a cluster node script"
+            ),
+            "{e}"
+        );
+    }
     for i in 0..cl.len() {
         assert!(
             wait_until(DEADLINE, || {

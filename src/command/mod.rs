@@ -216,6 +216,11 @@ pub trait NodeView {
     /// Whether this node serves `slot` as its primary (always, standalone): KEYS, SCAN,
     /// DBSIZE and RANDOMKEY cover those slots only, as on a Valkey cluster primary.
     fn serves(&self, slot: usize) -> bool;
+    /// Whether two slots belong to the same slot group (always, standalone): a script's
+    /// records are one entry of one group's log, so it writes that group's keys only.
+    fn same_group(&self, _a: usize, _b: usize) -> bool {
+        true
+    }
     /// The node's Lua scripts (the cache and what runs where).
     fn scripts(&self) -> &script::Scripts;
 }

@@ -384,7 +384,12 @@ fn key_is_reachable(run: &Running, shard: &Shard, node: &dyn NodeView, key: &[u8
         return run.declared.iter().any(|k| k == key);
     }
     let slot = key_slot(key) as usize;
-    shard.owned_slots().contains(&slot) && node.serves(slot)
+    // In a cluster, the script's records go into one entry of its first key's group's log.
+    let in_group = run
+        .declared
+        .first()
+        .is_none_or(|k| node.same_group(slot, key_slot(k) as usize));
+    shard.owned_slots().contains(&slot) && node.serves(slot) && in_group
 }
 
 /// EVAL / EVAL_RO script numkeys [key ...] [arg ...]
