@@ -545,22 +545,6 @@ fn dump_and_restore_as_valkey() {
     assert_eq!(names(&mut c), vec!["taker"]);
 }
 
-/// A raw connection with a short read timeout, for commands that may wait on a busy core.
-fn raw(s: &Server) -> std::net::TcpStream {
-    let t = s.raw();
-    t.set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
-    t
-}
-
-fn read_reply(t: &mut std::net::TcpStream) -> Option<String> {
-    let mut buf = [0u8; 1024];
-    match t.read(&mut buf) {
-        Ok(n) if n > 0 => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
-        _ => None,
-    }
-}
-
 #[test]
 fn function_kill_stops_a_runaway_function_and_others_get_busy() {
     let s = Server::start(&["--threads", "2", "--busy-reply-threshold", "100"]);
@@ -579,10 +563,10 @@ fn function_kill_stops_a_runaway_function_and_others_get_busy() {
     // KILL), SCRIPT KILL refuses, FUNCTION STATS shows it, FUNCTION KILL stops it.
     let mut killed = false;
     for _ in 0..40 {
-        let mut t = raw(&s);
+        let mut t = s.raw_short();
         t.write_all(format!("GET {ON_CORE_1}\r\n").as_bytes())
             .unwrap();
-        let Some(reply) = read_reply(&mut t) else {
+        let Some(reply) = common::read_some(&mut t) else {
             continue; // this connection is on the busy core
         };
         assert_eq!(
@@ -592,20 +576,20 @@ fn function_kill_stops_a_runaway_function_and_others_get_busy() {
         );
         t.write_all(b"SCRIPT KILL\r\n").unwrap();
         assert_eq!(
-            read_reply(&mut t).as_deref(),
+            common::read_some(&mut t).as_deref(),
             Some(
                 "-BUSY Valkey is busy running a script. You can only call FUNCTION KILL or \
                  SHUTDOWN NOSAVE.\r\n"
             )
         );
         t.write_all(b"FUNCTION STATS\r\n").unwrap();
-        let stats = read_reply(&mut t).unwrap();
+        let stats = common::read_some(&mut t).unwrap();
         assert!(
             stats.contains("running_script\r\n*6\r\n$4\r\nname\r\n$4\r\nspin\r\n$7\r\ncommand\r\n*4\r\n$5\r\nFCALL\r\n$4\r\nspin\r\n$1\r\n1\r\n$1\r\na\r\n$11\r\nduration_ms\r\n:"),
             "{stats}"
         );
         t.write_all(b"FUNCTION KILL\r\n").unwrap();
-        assert_eq!(read_reply(&mut t).as_deref(), Some("+OK\r\n"));
+        assert_eq!(common::read_some(&mut t).as_deref(), Some("+OK\r\n"));
         killed = true;
         break;
     }
@@ -636,9 +620,9 @@ fn function_kill_stops_a_runaway_function_and_others_get_busy() {
     std::thread::sleep(Duration::from_millis(300));
     let mut killed = false;
     for _ in 0..40 {
-        let mut t = raw(&s);
+        let mut t = s.raw_short();
         t.write_all(b"FUNCTION KILL\r\n").unwrap();
-        let Some(reply) = read_reply(&mut t) else {
+        let Some(reply) = common::read_some(&mut t) else {
             continue;
         };
         assert_eq!(
@@ -647,7 +631,7 @@ fn function_kill_stops_a_runaway_function_and_others_get_busy() {
              NOSAVE.\r\n"
         );
         t.write_all(b"SCRIPT KILL\r\n").unwrap();
-        assert_eq!(read_reply(&mut t).as_deref(), Some("+OK\r\n"));
+        assert_eq!(common::read_some(&mut t).as_deref(), Some("+OK\r\n"));
         killed = true;
         break;
     }
@@ -734,7 +718,7 @@ fn libraries_survive_a_restart_and_travel_with_a_save() {
     // SAVE writes a data dir that holds the libraries too.
     assert_eq!(run::<String>(&mut c, &["SAVE"]).unwrap(), "OK");
     let copy = tempfile::tempdir().unwrap();
-    copy_dir(&dir.path().join("snapshot"), copy.path());
+    common::copy_dir(&dir.path().join("snapshot"), copy.path());
     let s2 = Server::start_in(copy.path(), &["--threads", "2"]);
     let mut c2 = s2.conn();
     assert_eq!(
@@ -751,19 +735,6 @@ fn libraries_survive_a_restart_and_travel_with_a_save() {
         run::<Value>(&mut c, &["FUNCTION", "LIST"]).unwrap(),
         Value::Array(vec![])
     );
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 /// FCALL `f` with no keys on node `i`, as a string (or the error text).

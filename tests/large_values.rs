@@ -7,7 +7,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use common::{DEADLINE, Server, int, now_ms, ok, run, wait_until};
 use redis::Value;
@@ -343,19 +342,6 @@ fn deltas_that_delete_or_expire_a_large_value_or_keep_it() {
     assert_eq!(int(&mut c, &["DBSIZE"]), 1);
 }
 
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        let to = dst.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to);
-        } else {
-            std::fs::copy(e.path(), &to).unwrap();
-        }
-    }
-}
-
 #[test]
 fn a_snapshot_carries_large_values_deltas() {
     let s = Server::start(&[]);
@@ -371,7 +357,7 @@ fn a_snapshot_carries_large_values_deltas() {
     let expected = dump(&mut c);
     assert!(info_field(&mut c, "storage_deltas_written") > 0);
     let copy = tempfile::tempdir().unwrap();
-    copy_dir(&s.dir.join("snapshot"), copy.path());
+    common::copy_dir(&s.dir.join("snapshot"), copy.path());
     let s2 = Server::start_in(copy.path(), &[]);
     let mut c2 = s2.conn();
     assert_eq!(dump(&mut c2), expected);

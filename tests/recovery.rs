@@ -137,21 +137,6 @@ fn assert_clean_shutdown(log: &Path, what: &str) {
     );
 }
 
-/// Recursive copy of a directory tree.
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        let to = dst.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to);
-        } else {
-            std::fs::copy(e.path(), &to)
-                .unwrap_or_else(|err| panic!("copy {}: {err}", e.path().display()));
-        }
-    }
-}
-
 /// Every regular file under `dir`, recursively.
 fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -911,7 +896,7 @@ fn snapshot_copy_restores_exactly_the_snapshot() {
 
     // Copy the snapshot elsewhere and start a server on the copy.
     let backup = tempfile::tempdir().unwrap();
-    copy_dir(&s.dir.join("snapshot"), backup.path());
+    common::copy_dir(&s.dir.join("snapshot"), backup.path());
     let s2 = start_in(backup.path(), &[]);
     wait_ready(&s2);
     let mut c2 = s2.conn();
@@ -1072,7 +1057,7 @@ fn damaged_files_are_recovered_or_refused() {
 
     // The intact copy loads everything (the baseline for the damaged ones).
     let intact = tempfile::tempdir().unwrap();
-    copy_dir(
+    common::copy_dir(
         &base.path().join("tallykv.db"),
         &intact.path().join("tallykv.db"),
     );
@@ -1080,7 +1065,7 @@ fn damaged_files_are_recovered_or_refused() {
 
     // (a1) Journals truncated in the middle of their data, after the clean shutdown.
     let a1 = tempfile::tempdir().unwrap();
-    copy_dir(
+    common::copy_dir(
         &base.path().join("tallykv.db"),
         &a1.path().join("tallykv.db"),
     );
@@ -1112,7 +1097,7 @@ fn damaged_files_are_recovered_or_refused() {
 
     // (b1) The largest file under the live database's keyspaces/ damaged.
     let b1 = tempfile::tempdir().unwrap();
-    copy_dir(
+    common::copy_dir(
         &base.path().join("tallykv.db"),
         &b1.path().join("tallykv.db"),
     );
@@ -1132,7 +1117,7 @@ fn damaged_files_are_recovered_or_refused() {
 
     // (b2) The same on a copy of the snapshot, whose keyspaces hold the data tables.
     let b2 = tempfile::tempdir().unwrap();
-    copy_dir(&base.path().join("snapshot"), b2.path());
+    common::copy_dir(&base.path().join("snapshot"), b2.path());
     let victim = largest_file(&b2.path().join("tallykv.db").join("keyspaces"));
     println!(
         "(b2) flipping 64 bytes in {} ({} bytes)",
@@ -1215,7 +1200,7 @@ fn shutdown_and_sigterm_exit_0_and_keep_every_write() {
     shutdown(&mut s, &["SAVE", "NOW", "FORCE"]);
     assert_clean_shutdown(&log, "SHUTDOWN SAVE");
     let backup = tempfile::tempdir().unwrap();
-    copy_dir(&s.dir.join("snapshot"), backup.path());
+    common::copy_dir(&s.dir.join("snapshot"), backup.path());
     let s2 = start_in(backup.path(), &[]);
     check_all_sd(&s2, n, 1);
     drop(s2);

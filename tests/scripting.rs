@@ -213,22 +213,6 @@ fn a_script_whose_keys_span_cores_is_atomic() {
     );
 }
 
-/// A raw connection with a read timeout, for commands that may wait on a busy core.
-fn raw(s: &Server) -> std::net::TcpStream {
-    let t = s.raw();
-    t.set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
-    t
-}
-
-fn read_reply(t: &mut std::net::TcpStream) -> Option<String> {
-    let mut buf = [0u8; 512];
-    match t.read(&mut buf) {
-        Ok(n) if n > 0 => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
-        _ => None,
-    }
-}
-
 #[test]
 fn script_kill_stops_a_runaway_script_and_others_get_busy_meanwhile() {
     let s = Server::start(&["--threads", "2", "--busy-reply-threshold", "100"]);
@@ -248,15 +232,15 @@ fn script_kill_stops_a_runaway_script_and_others_get_busy_meanwhile() {
     // SCRIPT KILL stops it. Connections land on either core: try until one answers.
     let mut killed = false;
     for _ in 0..40 {
-        let mut t = raw(&s);
+        let mut t = s.raw_short();
         t.write_all(format!("GET {ON_CORE_1}\r\n").as_bytes())
             .unwrap();
-        let Some(reply) = read_reply(&mut t) else {
+        let Some(reply) = common::read_some(&mut t) else {
             continue; // this connection is on the busy core
         };
         assert!(reply.starts_with("-BUSY"), "{reply}");
         t.write_all(b"SCRIPT KILL\r\n").unwrap();
-        assert_eq!(read_reply(&mut t).as_deref(), Some("+OK\r\n"));
+        assert_eq!(common::read_some(&mut t).as_deref(), Some("+OK\r\n"));
         killed = true;
         break;
     }
@@ -292,9 +276,9 @@ fn script_kill_stops_a_runaway_script_and_others_get_busy_meanwhile() {
     std::thread::sleep(Duration::from_millis(300));
     let mut refused = false;
     for _ in 0..40 {
-        let mut t = raw(&s);
+        let mut t = s.raw_short();
         t.write_all(b"SCRIPT KILL\r\n").unwrap();
-        match read_reply(&mut t) {
+        match common::read_some(&mut t) {
             Some(r) if r.starts_with("-UNKILLABLE") => {
                 refused = true;
                 break;

@@ -286,3 +286,38 @@ impl Server {
         }
     }
 }
+
+/// Copies the directory tree `src` to `dst` (a data dir or snapshot, to start a server on).
+pub fn copy_dir(src: &std::path::Path, dst: &std::path::Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        let to = dst.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to);
+        } else {
+            std::fs::copy(e.path(), &to)
+                .unwrap_or_else(|err| panic!("copy {}: {err}", e.path().display()));
+        }
+    }
+}
+
+impl Server {
+    /// A raw connection with a short read timeout, for commands that may wait on a busy core.
+    pub fn raw_short(&self) -> std::net::TcpStream {
+        let t = self.raw();
+        t.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        t
+    }
+}
+
+/// What one read of a raw connection returns (None: nothing within its read timeout).
+pub fn read_some(t: &mut std::net::TcpStream) -> Option<String> {
+    use std::io::Read;
+    let mut buf = [0u8; 1024];
+    match t.read(&mut buf) {
+        Ok(n) if n > 0 => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+        _ => None,
+    }
+}
