@@ -334,14 +334,11 @@ fn hash_for_read<'s>(
     out: &mut crate::protocol::Out,
     key: &[u8],
 ) -> Result<Option<&'s HashObj>, ()> {
-    match shard.get_read(key, now).map(|e| e.value()) {
-        None => Ok(None),
-        Some(ValueRef::Hash(h)) => Ok(Some(h)),
-        Some(_) => {
-            out.error(WRONGTYPE);
-            Err(())
-        }
-    }
+    super::typed(
+        shard.get_read(key, now).map(|e| e.value()),
+        out,
+        ValueRef::hash,
+    )
 }
 
 /// For writes (lazy expiry, no hit/miss accounting): the number of live fields of the hash

@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::flags::{READONLY, WRITE};
 use super::table::{CommandDef, K1, RF, W, WF, def, k, numkeys};
-use super::{Ctx, Exec, NO_SUCH_KEY, NOT_INTEGER, WRONGTYPE, arg_i64, is};
+use super::{Ctx, Exec, NO_SUCH_KEY, NOT_INTEGER, arg_i64, is};
 use crate::protocol::Out;
 use crate::shard::{ListObj, Mutation, Shard, ValueRef};
 
@@ -36,14 +36,7 @@ fn list_at<'s>(
     } else {
         shard.get(key, now)
     };
-    match entry.map(|e| e.value()) {
-        None => Ok(None),
-        Some(ValueRef::List(l)) => Ok(Some(l)),
-        Some(_) => {
-            out.error(WRONGTYPE);
-            Err(Replied)
-        }
-    }
+    super::typed(entry.map(|e| e.value()), out, ValueRef::list).map_err(|()| Replied)
 }
 
 /// For a write: the length of the list at `key` (None when missing); Err after replying

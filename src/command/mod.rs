@@ -263,6 +263,23 @@ impl Ctx<'_> {
 }
 
 pub const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
+
+/// A looked-up value as the type a command works on (`pick`: `ValueRef::hash`, `::list`...):
+/// Ok(None) when the key is missing, Err after replying WRONGTYPE when it holds another type.
+pub(crate) fn typed<'s, T: ?Sized>(
+    value: Option<crate::shard::ValueRef<'s>>,
+    out: &mut Out,
+    pick: impl FnOnce(crate::shard::ValueRef<'s>) -> Option<&'s T>,
+) -> Result<Option<&'s T>, ()> {
+    match value.map(pick) {
+        None => Ok(None),
+        Some(Some(v)) => Ok(Some(v)),
+        Some(None) => {
+            out.error(WRONGTYPE);
+            Err(())
+        }
+    }
+}
 pub const SYNTAX_ERROR: &str = "ERR syntax error";
 pub const NOT_INTEGER: &str = "ERR value is not an integer or out of range";
 pub const NOT_FLOAT: &str = "ERR value is not a valid float";

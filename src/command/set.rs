@@ -231,14 +231,7 @@ fn set_for_write<'s>(
 }
 
 fn as_set<'s>(value: Option<ValueRef<'s>>, out: &mut Out) -> Result<Option<&'s SetObj>, ()> {
-    match value {
-        None => Ok(None),
-        Some(ValueRef::Set(x)) => Ok(Some(x)),
-        Some(_) => {
-            out.error(WRONGTYPE);
-            Err(())
-        }
-    }
+    super::typed(value, out, ValueRef::set)
 }
 
 /// The set at `key` as it is now, without side effects.

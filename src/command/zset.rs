@@ -422,14 +422,11 @@ fn zset_for_read<'s>(
     out: &mut Out,
     key: &[u8],
 ) -> Result<Option<&'s ZSetObj>, ()> {
-    match shard.get_read(key, now).map(|e| e.value()) {
-        None => Ok(None),
-        Some(ValueRef::ZSet(z)) => Ok(Some(z)),
-        Some(_) => {
-            out.error(WRONGTYPE);
-            Err(())
-        }
-    }
+    super::typed(
+        shard.get_read(key, now).map(|e| e.value()),
+        out,
+        ValueRef::zset,
+    )
 }
 
 /// For writes (lazy expiry, no hit/miss accounting): whether `key` holds a sorted set

@@ -95,6 +95,38 @@ impl Value {
 }
 
 impl<'a> ValueRef<'a> {
+    /// The hash, if this is one.
+    pub fn hash(self) -> Option<&'a HashObj> {
+        match self {
+            ValueRef::Hash(h) => Some(h),
+            _ => None,
+        }
+    }
+
+    /// The list, if this is one.
+    pub fn list(self) -> Option<&'a ListObj> {
+        match self {
+            ValueRef::List(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    /// The set, if this is one.
+    pub fn set(self) -> Option<&'a SetObj> {
+        match self {
+            ValueRef::Set(x) => Some(x),
+            _ => None,
+        }
+    }
+
+    /// The sorted set, if this is one.
+    pub fn zset(self) -> Option<&'a ZSetObj> {
+        match self {
+            ValueRef::ZSet(z) => Some(z),
+            _ => None,
+        }
+    }
+
     pub fn kind(self) -> Kind {
         match self {
             ValueRef::Str(_) | ValueRef::Int(_) => Kind::String,

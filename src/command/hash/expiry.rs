@@ -15,7 +15,7 @@ use bytes::Bytes;
 
 use super::super::expire::ExpireUnit;
 use super::super::string::expire_unit;
-use super::super::{Ctx, NOT_INTEGER, SYNTAX_ERROR, WRONGTYPE, arg_i64, is, lossy};
+use super::super::{Ctx, NOT_INTEGER, SYNTAX_ERROR, arg_i64, is, lossy};
 use crate::shard::{HashObj, Mutation, Shard, ValueRef};
 
 const NUMFIELDS: &str =
@@ -82,15 +82,13 @@ fn unix_time(arg: &[u8], unit: ExpireUnit, now: u64, cmd: &str) -> Result<u64, S
     Ok(ms as u64)
 }
 
-/// The hash at `key` (None when missing), looked up for a write or a read (counting a hit
-/// or miss); Err after replying WRONGTYPE.
-fn lookup<'c>(ctx: &'c mut Ctx<'_>, key: &[u8], read: bool) -> Result<Option<&'c HashObj>, ()> {
-    let entry = if read { ctx.read(key) } else { ctx.write(key) };
-    match entry.map(|e| e.value()) {
-        None => Ok(None),
-        Some(ValueRef::Hash(h)) => Ok(Some(h)),
-        Some(_) => Err(()),
-    }
+/// The hash at `key` (None when missing), looked up for a write; Err after replying
+/// WRONGTYPE.
+fn lookup<'c>(ctx: &'c mut Ctx<'_>, key: &[u8]) -> Result<Option<&'c HashObj>, ()> {
+    let Ctx {
+        shard, now, out, ..
+    } = ctx;
+    super::super::typed(shard.get(key, *now).map(|e| e.value()), out, ValueRef::hash)
 }
 
 /// Writes the records of one command: fields deleted as expired, and fields given `at` as
@@ -200,8 +198,7 @@ fn hexpire_generic(ctx: &mut Ctx<'_>, args: &[Bytes], unit: ExpireUnit, cmd: &st
         }
     };
     let key = &args[1];
-    let Ok(hash) = lookup(ctx, key, false) else {
-        ctx.out.error(WRONGTYPE);
+    let Ok(hash) = lookup(ctx, key) else {
         return;
     };
     // Valkey's checkAlreadyExpired: a time at or before now deletes.
@@ -280,13 +277,8 @@ fn httl_generic(ctx: &mut Ctx<'_>, args: &[Bytes], millis: bool, absolute: bool)
     };
     let now = ctx.now;
     let Ctx { shard, out, .. } = ctx;
-    let hash = match shard.get_read(&args[1], now).map(|e| e.value()) {
-        None => None,
-        Some(ValueRef::Hash(h)) => Some(h),
-        Some(_) => {
-            out.error(WRONGTYPE);
-            return;
-        }
+    let Ok(hash) = super::hash_for_read(shard, now, out, &args[1]) else {
+        return;
     };
     out.array(fields.len());
     for f in fields {
@@ -326,8 +318,7 @@ pub fn hpersist(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     };
     let now = ctx.now;
     let key = &args[1];
-    let Ok(hash) = lookup(ctx, key, false) else {
-        ctx.out.error(WRONGTYPE);
+    let Ok(hash) = lookup(ctx, key) else {
         return;
     };
     let mut state = Fields::new(hash, now);
@@ -434,13 +425,8 @@ pub fn hgetex(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     let now = ctx.now;
     let key = &args[1];
     let Ctx { shard, out, .. } = ctx;
-    let hash = match shard.get_read(key, now).map(|e| e.value()) {
-        None => None,
-        Some(ValueRef::Hash(h)) => Some(h),
-        Some(_) => {
-            out.error(WRONGTYPE);
-            return;
-        }
+    let Ok(hash) = super::hash_for_read(shard, now, out, key) else {
+        return;
     };
     let when = match opts.expire {
         Some((unit, arg)) => match unix_time(arg, unit, now, "hgetex") {
@@ -494,8 +480,7 @@ pub fn hsetex(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     }
     let now = ctx.now;
     let key = &args[1];
-    let Ok(hash) = lookup(ctx, key, false) else {
-        ctx.out.error(WRONGTYPE);
+    let Ok(hash) = lookup(ctx, key) else {
         return;
     };
     let when = match opts.expire.filter(|_| !opts.keep_ttl) {
