@@ -245,6 +245,9 @@ struct Running {
     /// may cross slots (`allow-cross-slot-keys`, or a script without flags); see
     /// [`Invocation::cross_slot`].
     slot: Option<Cell<Option<u16>>>,
+    /// In a cluster, the slot of the script's first key: its records are one entry of that
+    /// slot's group's log, so every key it touches must be in that group.
+    home_slot: Option<usize>,
     /// The keys the script declared.
     declared: Vec<Bytes>,
     core: usize,
@@ -326,8 +329,8 @@ fn call_from_script(argv: Vec<Vec<u8>>) -> CommandOutcome {
     let (shard, node) = unsafe { (&mut *run.shard, &*run.node) };
     for p in def.keys.positions(&args) {
         let key = &args[p];
+        let slot = key_slot(key);
         if let Some(first) = &run.slot {
-            let slot = key_slot(key);
             match first.get() {
                 None => first.set(Some(slot)),
                 Some(s) if s != slot => {
@@ -338,7 +341,7 @@ fn call_from_script(argv: Vec<Vec<u8>>) -> CommandOutcome {
                 Some(_) => {}
             }
         }
-        if !key_is_reachable(run, shard, node, key) {
+        if !key_is_reachable(run, shard, node, key, slot as usize) {
             return refuse(if node.clustered() {
                 "-ERR Script attempted to access a non local key in a cluster node script"
             } else {
@@ -379,16 +382,18 @@ thread_local! {
 
 /// Whether a script running here may touch `key`: it is in this shard (a scratch shard holds
 /// only the declared keys), and in a cluster in a slot this node serves.
-fn key_is_reachable(run: &Running, shard: &Shard, node: &dyn NodeView, key: &[u8]) -> bool {
+fn key_is_reachable(
+    run: &Running,
+    shard: &Shard,
+    node: &dyn NodeView,
+    key: &[u8],
+    slot: usize,
+) -> bool {
     if shard.scratch {
         return run.declared.iter().any(|k| k == key);
     }
-    let slot = key_slot(key) as usize;
     // In a cluster, the script's records go into one entry of its first key's group's log.
-    let in_group = run
-        .declared
-        .first()
-        .is_none_or(|k| node.same_group(slot, key_slot(k) as usize));
+    let in_group = run.home_slot.is_none_or(|h| node.same_group(slot, h));
     shard.owned_slots().contains(&slot) && node.serves(slot) && in_group
 }
 
@@ -574,6 +579,11 @@ pub(super) fn execute(
         deny_oom: !run.allow_oom && pre_oom(),
         slot: (ctx.node.clustered() && !run.cross_slot)
             .then(|| Cell::new(run.keys.first().map(|k| key_slot(k)))),
+        home_slot: ctx
+            .node
+            .clustered()
+            .then(|| run.keys.first().map(|k| key_slot(k) as usize))
+            .flatten(),
         declared: run.keys.to_vec(),
         core,
     };
