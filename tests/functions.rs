@@ -606,17 +606,7 @@ fn function_kill_stops_a_runaway_function_and_others_get_busy() {
         None
     );
     // FUNCTION KILL does not stop an EVAL script.
-    let mut runner = s.raw();
-    let spin = "while 1 do end";
-    runner
-        .write_all(
-            format!(
-                "*4\r\n$4\r\nEVAL\r\n${}\r\n{spin}\r\n$1\r\n1\r\n$1\r\n{ON_CORE_1}\r\n",
-                spin.len()
-            )
-            .as_bytes(),
-        )
-        .unwrap();
+    let mut runner = s.start_runaway_script(ON_CORE_1);
     std::thread::sleep(Duration::from_millis(300));
     let mut killed = false;
     for _ in 0..40 {

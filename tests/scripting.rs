@@ -216,17 +216,7 @@ fn a_script_whose_keys_span_cores_is_atomic() {
 #[test]
 fn script_kill_stops_a_runaway_script_and_others_get_busy_meanwhile() {
     let s = Server::start(&["--threads", "2", "--busy-reply-threshold", "100"]);
-    let mut runner = s.raw();
-    let spin = "while 1 do end";
-    runner
-        .write_all(
-            format!(
-                "*4\r\n$4\r\nEVAL\r\n${}\r\n{spin}\r\n$1\r\n1\r\n$1\r\n{ON_CORE_1}\r\n",
-                spin.len()
-            )
-            .as_bytes(),
-        )
-        .unwrap();
+    let mut runner = s.start_runaway_script(ON_CORE_1);
     std::thread::sleep(Duration::from_millis(300));
     // A connection on the other core answers at once: the runaway's keys are BUSY, and
     // SCRIPT KILL stops it. Connections land on either core: try until one answers.

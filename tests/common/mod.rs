@@ -303,6 +303,25 @@ pub fn copy_dir(src: &std::path::Path, dst: &std::path::Path) {
 }
 
 impl Server {
+    /// Starts a script that never ends (`while 1 do end`, declaring `key`) on a raw
+    /// connection of its own, returned so the caller can read its reply once it is killed.
+    pub fn start_runaway_script(&self, key: &str) -> std::net::TcpStream {
+        use std::io::Write;
+        let mut runner = self.raw();
+        let spin = "while 1 do end";
+        let key_len = key.len();
+        runner
+            .write_all(
+                format!(
+                    "*4\r\n$4\r\nEVAL\r\n${}\r\n{spin}\r\n$1\r\n1\r\n${key_len}\r\n{key}\r\n",
+                    spin.len()
+                )
+                .as_bytes(),
+            )
+            .unwrap();
+        runner
+    }
+
     /// A raw connection with a short read timeout, for commands that may wait on a busy core.
     pub fn raw_short(&self) -> std::net::TcpStream {
         let t = self.raw();
