@@ -1060,7 +1060,7 @@ fn counted_memory(c: &Cluster, i: usize) -> u64 {
 fn leaders_evict_through_the_log() {
     let _serial = serial();
     let c = start_fast();
-    const HEADROOM: u64 = 6 << 20;
+    const HEADROOM: u64 = 16 << 20;
     let mut limits = Vec::new();
     for i in 0..c.len() {
         let limit = counted_memory(&c, i) + HEADROOM;
@@ -1113,8 +1113,10 @@ fn leaders_evict_through_the_log() {
             }
         }
     };
-    // About 4 times the headroom.
-    let old = keys_per_group(&c, "old:", (4 * HEADROOM as usize / 1024) / c.groups.len());
+    // Twice the headroom. (The headroom is large beside what a 3-node cluster allocates
+    // for its logs and tables as it writes: with a few MB, that growth alone made the
+    // leaders evict nearly every key and then the fresh ones.)
+    let old = keys_per_group(&c, "old:", (2 * HEADROOM as usize / 1024) / c.groups.len());
     write(&old);
     wait_under_limit("after the first writes");
     let evicted: u64 = (0..c.len())

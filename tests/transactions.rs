@@ -377,3 +377,102 @@ fn cluster_transactions_are_one_slot_and_reach_every_replica() {
         );
     }
 }
+
+/// Sends `commands` in one write on a raw connection to `port` and reads the whole reply
+/// stream, `expected` bytes.
+fn pipelined(port: u16, commands: &[&[&str]], expected: &str) {
+    use std::io::{Read, Write};
+    let mut t = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    t.set_read_timeout(Some(DEADLINE)).unwrap();
+    let request: String = commands.iter().map(|c| resp(c)).collect();
+    t.write_all(request.as_bytes()).unwrap();
+    let mut got = vec![0u8; expected.len()];
+    t.read_exact(&mut got).unwrap();
+    assert_eq!(String::from_utf8_lossy(&got), expected);
+}
+
+/// A pipeline of cluster transactions (queued together into their group's batch): each keeps
+/// its own replies, its own WATCH guard and its own runtime errors, and every replica ends
+/// with the same keys.
+#[test]
+fn pipelined_cluster_transactions_stay_apart() {
+    let cl = Cluster::start(3, &[]);
+    cl.wait_ok();
+    let key = |k: &str| format!("{{card}}:{k}");
+    let (x, y, s) = (key("x"), key("y"), key("s"));
+    let leader = cl.leader_of_slot(slot_of(&x));
+    let port = cl.port(leader);
+    // Sixteen transactions in one write, with commands between them.
+    let mut commands: Vec<Vec<&str>> = Vec::new();
+    let mut expected = String::new();
+    for i in 1..=16 {
+        commands.push(vec!["MULTI"]);
+        commands.push(vec!["INCR", &x]);
+        commands.push(vec!["INCRBY", &y, "2"]);
+        commands.push(vec!["EXEC"]);
+        commands.push(vec!["GET", &x]);
+        expected += &format!("+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n:{i}\r\n:{}\r\n", 2 * i);
+        expected += &format!("${}\r\n{i}\r\n", i.to_string().len());
+    }
+    let refs: Vec<&[&str]> = commands.iter().map(|c| &c[..]).collect();
+    pipelined(port, &refs, &expected);
+    // A runtime error stays inside its transaction; the next one runs in full.
+    pipelined(
+        port,
+        &[
+            &["MULTI"],
+            &["SET", &s, "abc"],
+            &["INCR", &s],
+            &["EXEC"],
+            &["MULTI"],
+            &["INCR", &x],
+            &["EXEC"],
+        ],
+        "+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n+OK\r\n-ERR value is not an integer or out of range\r\n\
+         +OK\r\n+QUEUED\r\n*1\r\n:17\r\n",
+    );
+    // WATCH, then the same connection writes the key in the pipeline before its EXEC: the
+    // guard (run in the batch, after that write) fails that transaction only; the next one
+    // in the pipeline is not watched and runs.
+    {
+        use std::io::{Read, Write};
+        let mut t = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        t.set_read_timeout(Some(DEADLINE)).unwrap();
+        t.write_all(resp(&["WATCH", &x]).as_bytes()).unwrap();
+        let mut ok = [0u8; 5];
+        t.read_exact(&mut ok).unwrap();
+        assert_eq!(&ok, b"+OK\r\n");
+        let request: String = [
+            resp(&["SET", &x, "100"]),
+            resp(&["MULTI"]),
+            resp(&["INCRBY", &y, "1000"]),
+            resp(&["EXEC"]),
+            resp(&["MULTI"]),
+            resp(&["INCR", &x]),
+            resp(&["EXEC"]),
+        ]
+        .concat();
+        t.write_all(request.as_bytes()).unwrap();
+        let expected = "+OK\r\n+OK\r\n+QUEUED\r\n*-1\r\n+OK\r\n+QUEUED\r\n*1\r\n:101\r\n";
+        let mut got = vec![0u8; expected.len()];
+        t.read_exact(&mut got).unwrap();
+        assert_eq!(String::from_utf8_lossy(&got), expected);
+    }
+    // Every replica holds what the leader holds.
+    for i in 0..cl.len() {
+        assert!(
+            wait_until(DEADLINE, || {
+                let mut r = cl.conn(i);
+                let _: () = redis::cmd("READONLY").query(&mut r).unwrap();
+                let got: Vec<Option<String>> = redis::cmd("MGET")
+                    .arg(&x)
+                    .arg(&y)
+                    .arg(&s)
+                    .query(&mut r)
+                    .unwrap_or_default();
+                got == vec![Some("101".into()), Some("32".into()), Some("abc".into())]
+            }),
+            "node {i} does not hold the transactions' keys"
+        );
+    }
+}

@@ -47,8 +47,13 @@ pub enum Call {
     /// To a group's leader: hand the leadership to node `to` (leader balancing).
     HandOff { group: GroupId, to: NodeId },
     /// To a group's leader: the sender is over maxmemory; evict about `bytes` of the
-    /// group's keys (through its log, so every replica frees them).
-    Evict { group: GroupId, bytes: u64 },
+    /// group's keys (through its log, so every replica frees them). `seen`: how far the
+    /// sender applied the group's log.
+    Evict {
+        group: GroupId,
+        bytes: u64,
+        seen: u64,
+    },
     /// FUNCTION LOAD / DELETE / FLUSH / RESTORE, sent on to the meta leader.
     Functions { change: LibraryChange },
 }
@@ -150,9 +155,8 @@ async fn answer(host: &Rc<Host>, call: Call) -> Result<Vec<u8>, String> {
         }
         Call::Group { group } => wire::encode(&group_view(host, group)),
         Call::HandOff { group, to } => wire::encode(&hand_off(host, group, to).await?),
-        Call::Evict { group, bytes } => {
-            host.evict_led(group, bytes);
-            wire::encode(&())
+        Call::Evict { group, bytes, seen } => {
+            wire::encode(&host.evict_led(group, bytes, seen).await)
         }
         Call::Meet {
             host: h,

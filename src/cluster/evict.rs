@@ -5,16 +5,39 @@
 //! write (see `Core::evict_in`).
 
 use std::rc::Rc;
-use std::sync::atomic::Ordering::{AcqRel, Relaxed};
+use std::time::{Duration, Instant};
 
 use super::admin::{self, CALL_TIMEOUT, Call};
+use super::node::lock;
 use super::types::GroupId;
 use crate::engine::core::{Core, evict_policy};
 
+/// How long a round of asks may stay unfinished (an ask lost with its leader, a replica cut
+/// off from the log) before this node asks again.
+const ROUND_TIMEOUT: Duration = Duration::from_secs(3);
+/// The least time between two rounds.
+const ROUND_SPACING: Duration = Duration::from_millis(20);
+
+/// One round of eviction asks from this node: one ask per group it replicates. This node's
+/// memory shows a leader's evictions only once it applied them, and until then it stays
+/// over the limit; asking again meanwhile would evict the excess many times over (a
+/// lagging replica could empty a group, and a node waiting on one group's evictions would
+/// drain the others). So a new round starts only once every ask of the last one was
+/// answered and the evictions they made are applied here, or the round timed out.
+#[derive(Default)]
+pub struct Round {
+    id: u64,
+    started: Option<Instant>,
+    /// Asks not answered yet.
+    unanswered: usize,
+    /// Per group: the log index this node must apply before its memory shows the eviction
+    /// its ask caused.
+    awaiting: Vec<(GroupId, u64)>,
+}
+
 /// This node over maxmemory with an evicting policy: asks the leaders of its groups to
-/// evict (called each memory sample, and when a write finds memory over the limit). At most
-/// every 20 ms: the leaders' deletes take a log round trip to show here, and a repeated request
-/// before then would evict the same part twice.
+/// evict (called each memory sample, and when a write finds memory over the limit), one
+/// round at a time (see [`Round`]).
 pub fn pressure(core: &Rc<Core>) {
     let Some(cluster) = core.shared.cluster() else {
         return;
@@ -25,16 +48,6 @@ pub fn pressure(core: &Rc<Core>) {
     let Some((used, limit)) = core.over_limit() else {
         return;
     };
-    let now = crate::util::now_ms();
-    let last = cluster.evict_asked_ms.load(Relaxed);
-    if now < last + 20
-        || cluster
-            .evict_asked_ms
-            .compare_exchange(last, now, AcqRel, Relaxed)
-            .is_err()
-    {
-        return;
-    }
     let map = cluster.layout();
     let held: Vec<GroupId> = (0..map.group_count() as GroupId)
         .filter(|&g| cluster.is_member(g))
@@ -42,40 +55,87 @@ pub fn pressure(core: &Rc<Core>) {
     if held.is_empty() {
         return;
     }
+    let round = {
+        let mut round = lock(&cluster.evict_round);
+        let now = Instant::now();
+        if let Some(started) = round.started {
+            let elapsed = now.saturating_duration_since(started);
+            let pending = round.unanswered > 0
+                || round
+                    .awaiting
+                    .iter()
+                    .any(|&(g, index)| cluster.replication_offset(g, cluster.id) < index);
+            if elapsed < ROUND_SPACING || (pending && elapsed < ROUND_TIMEOUT) {
+                return;
+            }
+        }
+        *round = Round {
+            id: round.id + 1,
+            started: Some(now),
+            unanswered: held.len(),
+            awaiting: Vec::new(),
+        };
+        round.id
+    };
     let bytes = (used - limit) / held.len() as u64 + 1;
     for g in held {
-        let Some(slots) = map.groups.get(g as usize).map(|gl| gl.slots.clone()) else {
+        // How far this node applied the group: a leader whose last eviction this node has
+        // not applied yet answers with that eviction instead (see `Host::evict_led`).
+        let seen = cluster.replication_offset(g, cluster.id);
+        let slots = map.groups.get(g as usize).map(|gl| gl.slots.clone());
+        let leader = cluster.leader(g);
+        let (Some(slots), Some(leader)) = (slots, leader) else {
+            // An election runs: the group is asked again in a later round.
+            answered(core, round, g, None);
             continue;
         };
-        match cluster.leader(g) {
-            Some(l) if l == cluster.id => {
-                let target = core.owner(slots.start);
-                core.spawn_on(target, move |core| {
-                    Box::pin(async move {
-                        if let Some(host) = core.host() {
-                            host.evict_led(g, bytes);
-                        }
-                    })
-                });
-            }
-            Some(l) => {
-                let Some(addr) = map.nodes.get(&l).map(|n| n.bus_addr()) else {
-                    continue;
-                };
-                let Some(host) = core.host() else { return };
-                // Fire and forget: while still over, the next request goes out soon.
-                glommio::spawn_local(async move {
-                    let _ = admin::call::<()>(
-                        &host,
-                        &addr,
-                        &Call::Evict { group: g, bytes },
-                        CALL_TIMEOUT,
-                    )
-                    .await;
+        if leader == cluster.id {
+            let target = core.owner(slots.start);
+            core.spawn_on(target, move |core| {
+                Box::pin(async move {
+                    let index = match core.host() {
+                        Some(host) => host.evict_led(g, bytes, seen).await,
+                        None => None,
+                    };
+                    answered(&core, round, g, index);
                 })
-                .detach();
-            }
-            None => {} // an election runs: asked again on a later tick
+            });
+            continue;
         }
+        let (Some(addr), Some(host)) = (map.nodes.get(&leader).map(|n| n.bus_addr()), core.host())
+        else {
+            answered(core, round, g, None);
+            continue;
+        };
+        let core = core.clone();
+        glommio::spawn_local(async move {
+            let ask = Call::Evict {
+                group: g,
+                bytes,
+                seen,
+            };
+            let index = admin::call::<Option<u64>>(&host, &addr, &ask, CALL_TIMEOUT)
+                .await
+                .ok()
+                .flatten();
+            answered(&core, round, g, index);
+        })
+        .detach();
+    }
+}
+
+/// Group `g`'s leader answered round `round`'s ask: `index` is where its eviction lands in
+/// the log (None: it evicted nothing, or the ask failed).
+fn answered(core: &Core, round: u64, g: GroupId, index: Option<u64>) {
+    let Some(cluster) = core.shared.cluster() else {
+        return;
+    };
+    let mut r = lock(&cluster.evict_round);
+    if r.id != round {
+        return;
+    }
+    r.unanswered = r.unanswered.saturating_sub(1);
+    if let Some(index) = index {
+        r.awaiting.push((g, index));
     }
 }

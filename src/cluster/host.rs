@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::channel::oneshot;
 use futures::future::LocalBoxFuture;
 use openraft::raft::ReadPolicy;
 use openraft::type_config::async_runtime::WatchReceiver;
@@ -58,7 +59,16 @@ pub struct Host {
     last_sync: Cell<Instant>,
     /// Per led group, where its active expiry continues.
     expire_cursors: RefCell<BTreeMap<GroupId, crate::shard::ExpireCursor>>,
+    /// Per led group, its last eviction (see [`Host::evict_led`]).
+    evictions: RefCell<BTreeMap<GroupId, Eviction>>,
     me: Weak<Host>,
+}
+
+/// A leader's last eviction in a group: awaiting its commit (with the asks answered when it
+/// commits), or committed, by log index (an upper bound of its entry's index).
+enum Eviction {
+    InFlight(Vec<oneshot::Sender<Option<u64>>>),
+    Committed(u64),
 }
 
 impl Host {
@@ -86,6 +96,7 @@ impl Host {
                 changing: RefCell::new(BTreeSet::new()),
                 busy: RefCell::new(BTreeSet::new()),
                 expire_cursors: RefCell::new(BTreeMap::new()),
+                evictions: RefCell::new(BTreeMap::new()),
                 last_sync: Cell::new(Instant::now()),
                 me: me.clone(),
             }
@@ -419,11 +430,17 @@ impl Host {
         }
         replicated::expire_waiters(&core, &no_quorum);
         self.expire_led(&core);
-        let wal = self.pump.wal().stats();
-        core.shared
-            .memory
-            .set_raft_buffers(core.id, (wal.cache_bytes + wal.bytes_queued) as u64);
+        self.publish_raft_buffers(&core);
         self.periodic_sync();
+    }
+
+    /// Tells the memory accounting how many bytes of log entries this core holds: they are
+    /// left out of the maxmemory comparison, and must be as current as the allocations
+    /// (which include them) or a write burst looks like data and makes leaders evict keys.
+    pub fn publish_raft_buffers(&self, core: &Core) {
+        if let Some(bytes) = self.pump.buffered_bytes() {
+            core.shared.memory.set_raft_buffers(core.id, bytes);
+        }
     }
 
     /// `appendfsync everysec`: what the log wrote in the last second reaches the disk.
@@ -490,21 +507,59 @@ impl Host {
 
     /// As the leader of group `g`: evicts about `bytes` of its keys by the maxmemory-policy
     /// (journaled deletions, proposed like a write), so every replica evicts the same keys.
-    pub fn evict_led(&self, g: GroupId, bytes: u64) {
-        let Some(core) = self.core() else { return };
+    /// Returns, once the deletions committed, a log index the asking node must apply before
+    /// its memory shows them (None: nothing was evicted).
+    ///
+    /// `seen` is how far the asking node has applied the group's log. Every node over the
+    /// limit asks, and evicting for each ask would evict the excess several times over: an
+    /// ask that comes while an eviction is in flight, or from a node that has not applied
+    /// the last one yet, is answered with that eviction instead.
+    pub async fn evict_led(&self, g: GroupId, bytes: u64, seen: u64) -> Option<u64> {
+        let core = self.core()?;
         if !matches!(self.admit(g), Admit::Now(_)) {
-            return;
+            return None;
         }
-        let Some(slots) = self
+        let wait = match self.evictions.borrow_mut().get_mut(&g) {
+            Some(Eviction::InFlight(waiting)) => {
+                let (tx, rx) = oneshot::channel();
+                waiting.push(tx);
+                Some(rx)
+            }
+            Some(Eviction::Committed(index)) if seen < *index => return Some(*index),
+            _ => None,
+        };
+        if let Some(rx) = wait {
+            return rx.await.ok().flatten();
+        }
+        let slots = self
             .node
             .layout()
             .groups
             .get(g as usize)
-            .map(|gl| gl.slots.clone())
-        else {
-            return;
+            .map(|gl| gl.slots.clone())?;
+        let pid = core.evict_in(g, slots, bytes)?;
+        self.evictions
+            .borrow_mut()
+            .insert(g, Eviction::InFlight(Vec::new()));
+        let outcome = replicated::wait_committed(&core, g, pid).await;
+        let index = match (outcome, self.raft(g)) {
+            // The entry is in the log: the last index bounds it.
+            (Ok(()), Some(raft)) => raft.metrics().borrow_watched().last_log_index,
+            _ => None,
         };
-        core.evict_in(g, slots, bytes);
+        let last = match index {
+            Some(i) => self
+                .evictions
+                .borrow_mut()
+                .insert(g, Eviction::Committed(i)),
+            None => self.evictions.borrow_mut().remove(&g),
+        };
+        if let Some(Eviction::InFlight(waiting)) = last {
+            for tx in waiting {
+                let _ = tx.send(index);
+            }
+        }
+        index
     }
 
     /// Hands the queued proposals to their groups' Raft, in order (one task at a time, so a

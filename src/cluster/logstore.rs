@@ -56,6 +56,11 @@ impl WalPump {
         self.wal.borrow_mut()
     }
 
+    /// [`Wal::buffered_bytes`] (None while the log is in use).
+    pub fn buffered_bytes(&self) -> Option<u64> {
+        self.wal.try_borrow().ok().map(|w| w.buffered_bytes())
+    }
+
     /// Reports `flushed` once this pass's records are written (and synced, under `always`).
     fn after_write(&self, flushed: IOFlushed<TypeConfig>) {
         self.waiting.borrow_mut().push(flushed);

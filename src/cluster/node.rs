@@ -62,8 +62,8 @@ pub struct ClusterNode {
     pub(super) led_since: Mutex<HashMap<GroupId, Instant>>,
     /// Since when the leaders have been unevenly spread (the meta leader's balancer).
     pub(super) imbalanced_since: Mutex<Option<Instant>>,
-    /// When this node last asked the leaders of its groups to evict (ms).
-    pub(super) evict_asked_ms: AtomicU64,
+    /// This node's asks to the leaders of its groups to evict (see `cluster::evict`).
+    pub(super) evict_round: Mutex<super::evict::Round>,
     /// Until when this node refuses to vote: see [`ClusterNode::votes_allowed`].
     abstain_until: Instant,
 }
@@ -99,7 +99,7 @@ impl ClusterNode {
             files,
             led_since: Mutex::new(HashMap::new()),
             imbalanced_since: Mutex::new(None),
-            evict_asked_ms: AtomicU64::new(0),
+            evict_round: Mutex::new(Default::default()),
             abstain_until: Instant::now() + Duration::from_millis(2 * config.node_timeout_ms),
         }
     }

@@ -57,6 +57,10 @@ pub mod flags {
     /// Our own: the op checks a transaction's WATCHed keys on its core (`engine::tx`); the
     /// transaction's ops after it in the batch are skipped when it answers `:0`.
     pub const TX_GUARD: u32 = 1 << 22;
+    /// Our own: the first op of a transaction in a batch (`engine::tx`). A batch may hold
+    /// several transactions back to back (a pipeline of MULTI/EXEC in a cluster): each
+    /// starts its own unit of records, and one's failed WATCH guard skips only its own ops.
+    pub const TX_BEGIN: u32 = 1 << 25;
     /// Our own: Valkey's `no-multi` — refused inside MULTI.
     pub const NO_MULTI: u32 = 1 << 23;
     /// Our own: the command runs a script (EVAL, FCALL...): the engine tells it, before it

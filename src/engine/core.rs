@@ -237,9 +237,10 @@ impl Core {
         let mut tx_aborted = false;
         for (i, op) in ops.iter().enumerate() {
             let start = out.buf.len();
-            if op.flags & flags::TX == 0 {
+            if op.flags & flags::TX == 0 || op.flags & flags::TX_BEGIN != 0 {
                 tx_aborted = false;
-            } else if tx_aborted {
+            }
+            if op.flags & flags::TX != 0 && tx_aborted {
                 ends.push(out.buf.len() as u32);
                 continue;
             }
@@ -303,7 +304,9 @@ impl Core {
             // A leader's journal keeps each command's records as one unit, and a transaction's
             // (its consecutive TX ops) as one.
             let tx_continues = op.flags & flags::TX != 0
-                && ops.get(i + 1).is_some_and(|n| n.flags & flags::TX != 0);
+                && ops
+                    .get(i + 1)
+                    .is_some_and(|n| n.flags & flags::TX != 0 && n.flags & flags::TX_BEGIN == 0);
             if !tx_continues && let Some(j) = shard.journal_mut() {
                 j.close_unit();
             }
@@ -555,11 +558,15 @@ impl Core {
     /// As group `g`'s leader (its slots `slots`, on this core): evicts about `bytes` of its
     /// keys by the maxmemory-policy, journaled, and proposes the deletions like a write, so
     /// every replica evicts the same keys and none decides on its own.
-    pub fn evict_in(self: &Rc<Self>, g: GroupId, slots: std::ops::Range<usize>, bytes: u64) {
+    /// Returns the proposal holding the deletions (None: nothing was evicted).
+    pub fn evict_in(
+        self: &Rc<Self>,
+        g: GroupId,
+        slots: std::ops::Range<usize>,
+        bytes: u64,
+    ) -> Option<super::spec::Pid> {
         let rt = &self.shared.config.runtime;
-        let Some(policy) = evict_policy(rt.maxmemory_policy()) else {
-            return;
-        };
+        let policy = evict_policy(rt.maxmemory_policy())?;
         let now = crate::util::now_ms();
         let journal = {
             let mut shard = self.shard.borrow_mut();
@@ -568,7 +575,7 @@ impl Core {
             let victims =
                 shard.pick_victims(policy, rt.maxmemory_samples(), now, &in_group, bytes, 512);
             if victims.is_empty() {
-                return;
+                return None;
             }
             shard.start_journal();
             for key in &victims {
@@ -580,7 +587,7 @@ impl Core {
             shard.take_journal().unwrap_or_default()
         };
         crate::metrics::memory::flush_thread_cache();
-        super::replicated::absorb(self, g, journal, now);
+        super::replicated::absorb(self, g, journal, now)
     }
 
     /// Whether writes that may grow memory (DENYOOM) are refused now in cluster mode, as a
@@ -611,6 +618,9 @@ impl Core {
         let limit = self.shared.config.runtime.maxmemory();
         if limit == 0 {
             return None;
+        }
+        if let Some(host) = self.host() {
+            host.publish_raft_buffers(self);
         }
         let mem = &self.shared.memory;
         mem.publish(self.id);

@@ -26,7 +26,7 @@ use crate::protocol::Out;
 
 /// Where one reply (or part of one) is.
 #[derive(Clone, Copy)]
-enum Part {
+pub(super) enum Part {
     /// A range of the local output buffer.
     Local(u32, u32),
     /// Reply `idx` of the batch sent to `core` in flush `round`.
@@ -46,6 +46,10 @@ enum Gather {
     ConcatArrays,
     /// One non-nil part chosen at random, nil if none (RANDOMKEY).
     AnyNonNil,
+    /// EXEC's reply from its transaction's op replies, led by its WATCH guard's when
+    /// `guarded` (`:0`: a watched key changed, the null array; an error: the batch was
+    /// refused as a whole).
+    Exec { guarded: bool },
 }
 
 enum Slot {
@@ -72,7 +76,12 @@ pub struct Dispatcher {
     /// Flags added to every op it routes (`flags::TX` while it runs a transaction).
     op_flags: u32,
     /// Running a transaction as one batch: nothing may split the batch (no barrier flush).
-    atomic: bool,
+    pub(super) atomic: bool,
+    /// The next transaction op routed is its first (`flags::TX_BEGIN`).
+    tx_begin: bool,
+    /// WATCH sessions of transactions queued inline (see `tx::exec_inline`): dropped once the
+    /// batch holding their guard has run.
+    pub(super) unwatch_after_flush: Vec<(u64, crate::command::connection::Watching)>,
     /// A blocking command's attempt: it answers a null instead of blocking (`blocking`).
     pub(super) no_block: bool,
 }
@@ -90,6 +99,8 @@ impl Dispatcher {
             tx: None,
             op_flags: 0,
             atomic: false,
+            tx_begin: false,
+            unwatch_after_flush: Vec::new(),
             no_block: false,
         }
     }
@@ -107,6 +118,7 @@ impl Dispatcher {
         self.local.resp3 = client.resp3;
         self.op_flags = flags::TX;
         self.atomic = true;
+        self.tx_begin = true;
         // From here to the flush nothing yields, so nothing else runs on this core: the gate
         // must be open now and stays so.
         core.gate.wait_open(None).await;
@@ -162,6 +174,15 @@ impl Dispatcher {
         self.flush(core, client.resp3).await;
         core.finish();
         self.take_replies()
+    }
+
+    /// An op's flags with `TX_BEGIN` added when it is its transaction's first.
+    fn tx_flags(&mut self, flags: u32) -> u32 {
+        if flags & flags::TX != 0 && std::mem::take(&mut self.tx_begin) {
+            flags | flags::TX_BEGIN
+        } else {
+            flags
+        }
     }
 
     fn part_bytes(&self, p: Part) -> &[u8] {
@@ -271,7 +292,7 @@ impl Dispatcher {
         flags: u32,
         cmd_id: u32,
     ) -> Part {
-        let flags = flags | self.op_flags;
+        let flags = self.tx_flags(flags | self.op_flags);
         if target == core.id {
             self.ran_local |= core.shared.config.cluster.enabled;
             let start = self.local.buf.len();
@@ -411,8 +432,15 @@ impl Dispatcher {
         }
         if let Exec::Tx(cmd) = def.exec {
             let began = Instant::now();
-            self.tx_command(core, client, cmd, args).await;
-            self.count_local(stats, id, start, began);
+            if self.tx_command(core, client, cmd, args).await {
+                // EXEC queued inline: its reply comes with its group's batch.
+                let s = &stats.commands[id];
+                s.calls.inc();
+                s.usec.add(began.elapsed().as_micros() as u64);
+                stats.commands_processed.inc();
+            } else {
+                self.count_local(stats, id, start, began);
+            }
             return;
         }
         if core.shared.config.cluster.enabled
@@ -612,7 +640,7 @@ impl Dispatcher {
 
     /// Queues `op` for slot group `g`'s log (sent when the batch flushes); where its reply
     /// will be.
-    fn queue_for_group(
+    pub(super) fn queue_for_group(
         &mut self,
         core: &Rc<Core>,
         cluster: &ClusterNode,
@@ -621,7 +649,7 @@ impl Dispatcher {
     ) -> Part {
         let dest = core.cores() + g as usize;
         let op = Op {
-            flags: op.flags | self.op_flags,
+            flags: self.tx_flags(op.flags | self.op_flags),
             ..op
         };
         if self.pending.len() <= dest {
@@ -797,8 +825,22 @@ impl Dispatcher {
         self.slots.push(Slot::Gathered(gather, parts));
     }
 
+    /// Takes the reply slot of an EXEC queued inline: its ops' `parts` (see `tx`).
+    pub(super) fn push_exec(&mut self, guarded: bool, parts: Vec<Part>) {
+        self.slots
+            .push(Slot::Gathered(Gather::Exec { guarded }, parts));
+    }
+
     /// Sends every queued batch and waits for all replies.
     pub(super) async fn flush(&mut self, core: &Rc<Core>, resp3: bool) {
+        self.flush_batches(core, resp3).await;
+        // The guards of the transactions queued inline have run.
+        for (id, w) in std::mem::take(&mut self.unwatch_after_flush) {
+            super::tx::drop_watch(core, id, w);
+        }
+    }
+
+    async fn flush_batches(&mut self, core: &Rc<Core>, resp3: bool) {
         if self.pending.iter().all(|q| q.is_empty()) {
             return;
         }
@@ -945,7 +987,7 @@ impl Dispatcher {
 fn gather(g: Gather, parts: &[&[u8]], resp3: bool, w: &mut Vec<u8>) {
     if let Some(err) = parts.iter().find(|p| p.first() == Some(&b'-')) {
         // A part failed (e.g. -OOM on one core): report it, as the command did not fully run.
-        if !matches!(g, Gather::Array) {
+        if !matches!(g, Gather::Array | Gather::Exec { .. }) {
             w.extend_from_slice(err);
             return;
         }
@@ -961,6 +1003,17 @@ fn gather(g: Gather, parts: &[&[u8]], resp3: bool, w: &mut Vec<u8>) {
                 out.raw(p);
             }
         }
+        Gather::Exec { guarded } => match parts.split_first() {
+            Some((guard, _)) if guarded && *guard == b":0\r\n" => out.nil_array(),
+            Some((guard, _)) if guarded && guard.first() == Some(&b'-') => out.raw(guard),
+            _ => {
+                let replies = &parts[guarded as usize..];
+                out.array(replies.len());
+                for p in replies {
+                    out.raw(p);
+                }
+            }
+        },
         Gather::SumInts => out.int(parts.iter().map(|p| parse_int_reply(p)).sum()),
         Gather::AllOk => out.ok(),
         Gather::ConcatArrays => {

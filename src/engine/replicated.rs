@@ -349,6 +349,25 @@ pub fn expire_waiters(core: &Core, no_quorum: &[GroupId]) {
     }
 }
 
+/// Waits until group `g`'s proposal `pid` (made on this core) has committed: Err when it
+/// was lost (leadership gone, no quorum in time).
+pub async fn wait_committed(core: &Core, g: GroupId, pid: Pid) -> Result<(), Refusal> {
+    let rx = {
+        let mut rep = core.replicated.borrow_mut();
+        if pid <= rep.spec.committed(g) {
+            return Ok(());
+        }
+        let (tx, rx) = oneshot::channel();
+        rep.waiters.entry(g).or_default().push(Waiter {
+            gate: pid,
+            wrote: true,
+            tx,
+        });
+        rx
+    };
+    rx.await.unwrap_or(Err(Refusal::Down))
+}
+
 /// Waits until every proposal pending on this core now has committed (fan-out reads: KEYS,
 /// SCAN, DBSIZE and RANDOMKEY ran over the whole shard, pending writes included).
 pub async fn settle_all(core: &Rc<Core>) -> Result<(), Refusal> {

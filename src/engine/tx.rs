@@ -70,6 +70,19 @@ fn def_of(args: &[Bytes]) -> Option<&'static crate::command::CommandDef> {
     Some(def)
 }
 
+/// A queued command's id (its subcommand's for containers, as counted in INFO) and
+/// definition.
+fn resolve(args: &[Bytes]) -> Option<(u32, &'static crate::command::CommandDef)> {
+    let reg = registry();
+    let id = lookup(&args[0])?;
+    let def = reg.def(id);
+    if matches!(def.exec, Exec::Container) {
+        let sub = lookup_sub(id, args.get(1)?)?;
+        return Some((sub as u32, reg.def(sub)));
+    }
+    Some((id as u32, def))
+}
+
 /// The keys of a queued command.
 fn keys_of(def: &crate::command::CommandDef, args: &[Bytes]) -> Vec<Bytes> {
     def.keys.positions(args).map(|p| args[p].clone()).collect()
@@ -113,13 +126,16 @@ fn guard_op(client: u64, keys: &[(Bytes, usize, bool)], core: usize) -> Option<O
 
 /// Drops a client's WATCH session: its flag at once, its registrations on their cores soon.
 pub fn unwatch(core: &Rc<Core>, client: &mut Client) {
-    let Some(w) = client.watching.take() else {
-        return;
-    };
+    if let Some(w) = client.watching.take() {
+        drop_watch(core, client.info.id, w);
+    }
+}
+
+/// Drops WATCH session `w` of client `id`.
+pub(super) fn drop_watch(core: &Rc<Core>, id: u64, w: Watching) {
     core.shared
         .watching_clients
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    let id = client.info.id;
     let mut by_core: std::collections::BTreeMap<usize, Vec<Bytes>> = Default::default();
     for (k, c, _) in w.keys {
         by_core.entry(c).or_default().push(k);
@@ -138,14 +154,16 @@ pub fn unwatch(core: &Rc<Core>, client: &mut Client) {
 }
 
 impl Dispatcher {
-    /// Runs MULTI, EXEC, DISCARD, WATCH or UNWATCH; the reply goes to the local buffer.
+    /// Runs MULTI, EXEC, DISCARD, WATCH or UNWATCH; the reply goes to the local buffer,
+    /// except for an EXEC queued inline (see [`Dispatcher::exec_inline`]): true then, its
+    /// reply's slot is taken.
     pub(super) async fn tx_command(
         &mut self,
         core: &Rc<Core>,
         client: &mut Client,
         cmd: TxCmd,
         args: Vec<Bytes>,
-    ) {
+    ) -> bool {
         match cmd {
             TxCmd::Multi => {
                 if client.multi.is_some() {
@@ -170,32 +188,127 @@ impl Dispatcher {
             TxCmd::Watch => {
                 if client.multi.is_some() {
                     self.local.error("ERR WATCH inside MULTI is not allowed");
-                    return;
+                    return false;
                 }
                 self.watch(core, client, &args[1..]).await;
             }
             TxCmd::Exec => {
                 let Some(multi) = client.multi.take() else {
                     self.local.error("ERR EXEC without MULTI");
-                    return;
+                    return false;
                 };
-                // Everything queued before EXEC in this pipeline runs first.
-                self.flush(core, client.resp3).await;
                 if multi.failed {
                     unwatch(core, client);
                     self.local.error(EXECABORT);
-                    return;
+                    return false;
                 }
+                let queued = match self.exec_inline(core, client, multi.queued) {
+                    Ok(()) => return true,
+                    Err(queued) => queued,
+                };
+                // Everything queued before EXEC in this pipeline runs first.
+                self.flush(core, client.resp3).await;
                 let mut reply = Out::new(client.resp3);
                 // Boxed: EXEC dispatches its queued commands, and dispatch runs EXEC.
-                Box::pin(exec(core, client, multi.queued, &mut reply)).await;
+                Box::pin(exec(core, client, queued, &mut reply)).await;
                 unwatch(core, client);
                 self.local.raw(&reply.buf);
             }
         }
+        false
+    }
+
+    /// A cluster transaction whose keys share a slot of a group this node leads: queued
+    /// with the rest of the pipeline's ops for that group, led by its WATCH guard, instead
+    /// of run on its own. The group's batch runs without yielding, so the transaction is
+    /// still atomic and one unit of records (its first op carries `TX_BEGIN`), and a
+    /// pipeline of transactions shares one log entry and one commit wait instead of one
+    /// each. Its WATCH session is dropped once the batch ran (the guard reads it). Err
+    /// hands the queue back when the transaction does not qualify (the general path runs
+    /// it: keyless or foreign commands, blocking ones, a redirect to give, a watched key
+    /// already changed).
+    fn exec_inline(
+        &mut self,
+        core: &Rc<Core>,
+        client: &mut Client,
+        queued: Vec<Vec<Bytes>>,
+    ) -> Result<(), Vec<Vec<Bytes>>> {
+        let Some(cluster) = core.shared.cluster() else {
+            return Err(queued);
+        };
+        if self.atomic || self.tx.is_some() || queued.is_empty() {
+            return Err(queued);
+        }
+        let watched: &[(Bytes, usize, bool)] =
+            client.watching.as_ref().map_or(&[], |w| &w.keys[..]);
+        if client
+            .watching
+            .as_ref()
+            .is_some_and(|w| w.flag.load(std::sync::atomic::Ordering::Relaxed))
+        {
+            return Err(queued);
+        }
+        let mut slots: BTreeSet<u16> = watched.iter().map(|w| key_slot(&w.0)).collect();
+        let mut ops = Vec::with_capacity(queued.len());
+        for args in &queued {
+            let Some((cmd_id, def)) = resolve(args) else {
+                return Err(queued);
+            };
+            let exec = match def.exec {
+                Exec::Shard(f) | Exec::Multi(f, _) if def.flags & flags::BLOCKING == 0 => f,
+                _ => return Err(queued),
+            };
+            let Some(Route::Group(_)) = routing::route(cluster, def, args, client.readonly) else {
+                return Err(queued);
+            };
+            slots.extend(keys_of(def, args).iter().map(|k| key_slot(k)));
+            ops.push((exec, def.flags, cmd_id));
+        }
+        let &[slot] = &slots.iter().copied().collect::<Vec<u16>>()[..] else {
+            return Err(queued);
+        };
+        let g = cluster.group_of(slot as usize);
+        if cluster.leader(g) != Some(cluster.id) {
+            return Err(queued);
+        }
+        let guard = guard_op(client.info.id, watched, core.owner(slot as usize));
+        let guarded = guard.is_some();
+        let mut parts = Vec::with_capacity(queued.len() + guarded as usize);
+        let mut first = true;
+        let mut tx_op = |exec, args, flags: u32, cmd_id| {
+            let begin = if std::mem::take(&mut first) {
+                flags::TX_BEGIN
+            } else {
+                0
+            };
+            Op {
+                exec,
+                args,
+                flags: flags | flags::TX | begin,
+                cmd_id,
+            }
+        };
+        if let Some(op) = guard {
+            let op = tx_op(op.exec, op.args, op.flags, op.cmd_id);
+            parts.push(self.queue_for_group(core, cluster, g, op));
+        }
+        for (args, (exec, flags, cmd_id)) in queued.into_iter().zip(ops) {
+            let op = tx_op(exec, args, flags, cmd_id);
+            parts.push(self.queue_for_group(core, cluster, g, op));
+        }
+        self.push_exec(guarded, parts);
+        if let Some(w) = client.watching.take() {
+            self.unwatch_after_flush.push((client.info.id, w));
+        }
+        Ok(())
     }
 
     async fn watch(&mut self, core: &Rc<Core>, client: &mut Client, keys: &[Bytes]) {
+        // A transaction queued inline still holds its WATCH session on the cores: dropping
+        // it after this WATCH registered would drop this one's registrations too.
+        if !self.unwatch_after_flush.is_empty() {
+            self.flush(core, client.resp3).await;
+        }
         if let Some(cluster) = core.shared.cluster() {
             let def = registry().def(lookup(b"watch").expect("watch is in the table"));
             let mut args = vec![Bytes::from_static(b"watch")];

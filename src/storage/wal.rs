@@ -668,6 +668,12 @@ impl Wal {
         &self.dir
     }
 
+    /// Bytes of log entries held in memory: the cache of recent entries and what is queued
+    /// for the next write.
+    pub fn buffered_bytes(&self) -> u64 {
+        (self.cache.bytes + self.buf.len()) as u64
+    }
+
     pub fn stats(&self) -> WalStats {
         let s = &self.syncer.shared;
         WalStats {
