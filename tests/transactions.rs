@@ -476,3 +476,57 @@ fn pipelined_cluster_transactions_stay_apart() {
         );
     }
 }
+
+/// Out of memory, as Valkey: EXEC of a transaction holding a command that may grow memory
+/// is refused whole (EXECABORT with the OOM reason, nothing runs), any command queued while
+/// out of memory is refused and dooms its transaction, and a read-only transaction queued
+/// before still runs.
+#[test]
+fn out_of_memory_refuses_whole_transactions() {
+    let s = two_cores();
+    let mut a = s.conn();
+    let mut b = s.conn();
+    let _: () = run(&mut a, &["SET", ON_CORE_0, "before"]).unwrap();
+    assert_eq!(raw(&mut a, &["MULTI"]), Value::Okay);
+    raw(&mut a, &["SET", ON_CORE_0, "during"]);
+    raw(&mut a, &["INCR", ON_CORE_1]);
+    let mut r = s.conn();
+    assert_eq!(raw(&mut r, &["MULTI"]), Value::Okay);
+    raw(&mut r, &["GET", ON_CORE_0]);
+    let _: () = run(&mut b, &["CONFIG", "SET", "maxmemory", "1"]).unwrap();
+    assert_eq!(
+        err(&mut a, &["EXEC"]),
+        "EXECABORT Transaction discarded because of: OOM command not allowed when used \
+         memory > 'maxmemory'."
+    );
+    // The read-only transaction runs.
+    assert_eq!(
+        raw(&mut r, &["EXEC"]),
+        Value::Array(vec![Value::BulkString(b"before".to_vec())])
+    );
+    // Queued while out of memory: refused, and the transaction is doomed.
+    assert_eq!(raw(&mut a, &["MULTI"]), Value::Okay);
+    assert_eq!(
+        err(&mut a, &["GET", ON_CORE_0]),
+        "OOM command not allowed when used memory > 'maxmemory'."
+    );
+    assert_eq!(
+        err(&mut a, &["EXEC"]),
+        "EXECABORT Transaction discarded because of previous errors."
+    );
+    let _: () = run(&mut b, &["CONFIG", "SET", "maxmemory", "0"]).unwrap();
+    assert_eq!(
+        run::<String>(&mut a, &["GET", ON_CORE_0]).unwrap(),
+        "before"
+    );
+    assert_eq!(
+        run::<Option<i64>>(&mut a, &["GET", ON_CORE_1]).unwrap(),
+        None
+    );
+    let (v,): (i64,) = redis::pipe()
+        .atomic()
+        .incr(ON_CORE_1, 1)
+        .query(&mut a)
+        .unwrap();
+    assert_eq!(v, 1);
+}

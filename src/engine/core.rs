@@ -613,6 +613,22 @@ impl Core {
             || used > limit + limit / 8
     }
 
+    /// Whether memory is out for commands that may grow it, as Valkey decides before running
+    /// a command (`performEvictions` failing): standalone, over `maxmemory` once this core
+    /// tried to evict; in a cluster, [`Core::refuse_growth`]'s verdict.
+    pub fn out_of_memory(self: &Rc<Self>) -> bool {
+        if self.shared.config.runtime.maxmemory() == 0 {
+            return false;
+        }
+        if self.shared.config.cluster.enabled {
+            return self.refuse_growth();
+        }
+        let Ok(mut shard) = self.shard.try_borrow_mut() else {
+            return false;
+        };
+        !self.make_room(&mut shard, crate::util::now_ms())
+    }
+
     /// (used, limit) when this node's memory is over `maxmemory` (set).
     pub fn over_limit(&self) -> Option<(u64, u64)> {
         let limit = self.shared.config.runtime.maxmemory();

@@ -976,6 +976,13 @@ impl Dispatcher {
             doom(client);
             return;
         }
+        // Out of memory, Valkey refuses whatever a transaction queues (the queue itself would
+        // grow without bound), not only the commands that may grow memory.
+        if core.out_of_memory() {
+            self.local.error(super::core::OOM);
+            doom(client);
+            return;
+        }
         if let Some(m) = client.multi.as_mut() {
             m.queued.push(args);
         }

@@ -202,6 +202,21 @@ impl Dispatcher {
                     self.local.error(EXECABORT);
                     return false;
                 }
+                // A transaction that may grow memory is refused whole when memory is out,
+                // as Valkey rejects such an EXEC (never some of its commands).
+                let grows = multi
+                    .queued
+                    .iter()
+                    .any(|a| def_of(a).is_some_and(|d| d.flags & flags::DENYOOM != 0));
+                if grows && core.out_of_memory() {
+                    unwatch(core, client);
+                    let why = format!(
+                        "EXECABORT Transaction discarded because of: {}",
+                        super::core::OOM
+                    );
+                    self.local.error(&why);
+                    return false;
+                }
                 let queued = match self.exec_inline(core, client, multi.queued) {
                     Ok(()) => return true,
                     Err(queued) => queued,
