@@ -95,7 +95,7 @@ def waitload(server, requests, pipeline):
 
 def memory_per_member(server, n):
     server.cli("flushall")
-    used0 = server.info_field("used_memory")
+    used0 = settled_memory(server)
     out = {}
     for kind, cmd in [("list", "RPUSH"), ("set", "SADD"), ("zset", "ZADD")]:
         buf = io.BytesIO()
@@ -113,7 +113,9 @@ def memory_per_member(server, n):
                            capture_output=True, check=True)
         if b"errors: 0" not in r.stdout:
             raise RuntimeError(r.stdout.decode())
-        used1 = server.info_field("used_memory")
+        # Settled: right after the load, memory still holds what serving it took (the
+        # loading connection's buffers, freed once the server sees it close).
+        used1 = settled_memory(server)
         out[kind] = (used1 - used0) / n
         server.cli("del", kind)
         used0 = settled_memory(server)
@@ -121,9 +123,9 @@ def memory_per_member(server, n):
 
 
 def settled_memory(server):
-    """used_memory once a deleted value is really freed: DEL frees a big value in the
-    background (lazyfree-lazy-user-del), so wait until nothing is pending and the figure stops
-    falling."""
+    """used_memory once it stops moving: after a DEL, until the background thread freed the
+    value (lazyfree-lazy-user-del) and nothing is pending; after a load, until the loading
+    connection's buffers are freed."""
     import time
     deadline = time.monotonic() + 60
     last = None
@@ -134,7 +136,7 @@ def settled_memory(server):
             return used
         last = used
         time.sleep(0.2)
-    raise RuntimeError(f"{server.name}: used_memory did not settle after a DEL")
+    raise RuntimeError(f"{server.name}: used_memory did not settle")
 
 
 def main():
@@ -180,7 +182,7 @@ def main():
         print("|---|---|---|---|")
         for kind in ("list", "set", "zset"):
             r, t = mem["redis"][kind], mem["tallykv"][kind]
-            print(f"| {kind} | {r:.1f} B | {t:.1f} B | {t / r:.2f} |")
+            print(f"| {kind} | {r:.2f} B | {t:.2f} B | {t / r:.3f} |")
 
 
 if __name__ == "__main__":
