@@ -542,7 +542,9 @@ impl Core {
         rx.await.ok()
     }
 
-    /// Sends the async `f` to run on core `core` without waiting for it.
+    /// Sends the async `f` to run on core `core` without waiting for it. When that core's
+    /// channel is full, a task here delivers it once there is room: callers rely on it
+    /// running (dropping WATCH or blocking registrations, answering an eviction round).
     pub fn spawn_on(
         self: &Rc<Self>,
         core: usize,
@@ -552,7 +554,17 @@ impl Core {
             glommio::spawn_local(f(self.clone())).detach();
             return;
         }
-        let _ = self.senders.try_send_to(core, CoreMsg::Task(Box::new(f)));
+        let msg = CoreMsg::Task(Box::new(f));
+        if let Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(msg))) =
+            self.senders.try_send_to(core, msg)
+        {
+            let me = self.clone();
+            glommio::spawn_local(async move {
+                // Closed: the server is shutting down.
+                let _ = me.senders.send_to(core, msg).await;
+            })
+            .detach();
+        }
     }
 
     /// As group `g`'s leader (its slots `slots`, on this core): evicts about `bytes` of its
