@@ -64,7 +64,7 @@ pub fn pressure(core: &Rc<Core>) {
                 || round
                     .awaiting
                     .iter()
-                    .any(|&(g, index)| cluster.replication_offset(g, cluster.id) < index);
+                    .any(|&(g, index)| cluster.applied(g) < index);
             if elapsed < ROUND_SPACING || (pending && elapsed < ROUND_TIMEOUT) {
                 return;
             }
@@ -81,7 +81,7 @@ pub fn pressure(core: &Rc<Core>) {
     for g in held {
         // How far this node applied the group: a leader whose last eviction this node has
         // not applied yet answers with that eviction instead (see `Host::evict_led`).
-        let seen = cluster.replication_offset(g, cluster.id);
+        let seen = cluster.applied(g);
         let slots = map.groups.get(g as usize).map(|gl| gl.slots.clone());
         let leader = cluster.leader(g);
         let (Some(slots), Some(leader)) = (slots, leader) else {

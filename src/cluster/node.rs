@@ -39,6 +39,9 @@ struct GroupFacts {
     /// The last log index this node applied, and (while it leads) each follower's matched
     /// index: CLUSTER SHARDS' replication-offset.
     offsets: Mutex<Vec<(NodeId, u64)>>,
+    /// The last log index this node applied, as its state machine applies it (the offsets
+    /// above are refreshed per tick).
+    applied: AtomicU64,
 }
 
 pub struct ClusterNode {
@@ -88,6 +91,7 @@ impl ClusterNode {
                     quorum_lost: AtomicBool::new(false),
                     handing: AtomicBool::new(false),
                     offsets: Mutex::new(Vec::new()),
+                    applied: AtomicU64::new(0),
                 })
                 .collect(),
             meta_leader: AtomicU64::new(0),
@@ -260,6 +264,18 @@ impl ClusterNode {
             .filter(|(g, _)| self.leader(*g as GroupId) == Some(self.id))
             .map(|(_, gl)| gl.slots.clone())
             .collect()
+    }
+
+    /// Group `g`'s state machine here applied through log index `index`.
+    pub(super) fn set_applied(&self, g: GroupId, index: u64) {
+        if let Some(f) = self.facts.get(g as usize) {
+            f.applied.store(index, Relaxed);
+        }
+    }
+
+    /// The last log index of group `g` this node applied (0: none, or not a member).
+    pub fn applied(&self, g: GroupId) -> u64 {
+        self.facts.get(g as usize).map_or(0, |f| f.applied.load(Relaxed))
     }
 
     pub(super) fn set_offsets(&self, g: GroupId, offsets: Vec<(NodeId, u64)>) {

@@ -142,6 +142,12 @@ impl GroupSm {
             .ok_or_else(|| err("the core hosting the group stopped"))
     }
 
+    /// Tells the node how far this group is applied here (see `ClusterNode::applied`).
+    fn publish_applied(&self) {
+        self.node
+            .set_applied(self.g, self.applied.map_or(0, |l| l.index));
+    }
+
     /// Hands the applied mark and membership to storage with the core's next data batch.
     fn stage_applied(&self, core: &Core) {
         let v = wire::encode(&Applied {
@@ -259,6 +265,7 @@ impl GroupSm {
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         self.stage_applied(&core);
+        self.publish_applied();
         core.flush_changes();
         core.finish();
         self.storage.synced().await?;
@@ -377,6 +384,7 @@ impl RaftStateMachine<TypeConfig> for GroupSm {
                 );
             }
         }
+        self.publish_applied();
         Ok((self.applied, self.membership.clone()))
     }
 
@@ -416,6 +424,7 @@ impl RaftStateMachine<TypeConfig> for GroupSm {
                 r.send(());
             }
         }
+        self.publish_applied();
         match &mut self.machine {
             Machine::Slots(_) => {
                 self.stage_applied(&core);
