@@ -446,3 +446,124 @@ fn eval_err_args(c: &mut redis::Connection, script: &str, keys: &[&str]) -> Stri
         Err(e) => common::error_text(&e),
     }
 }
+
+/// A Lua body that spins for `ms` milliseconds by the server's clock.
+fn spin_for(ms: u64) -> String {
+    format!(
+        "local function now() local t = redis.call('TIME') return t[1] * 1000 + t[2] / 1000 end \
+         local s = now() while now() - s < {ms} do end"
+    )
+}
+
+/// With one core, a runaway script still leaves room for other connections: past
+/// busy-reply-threshold they get -BUSY (Valkey's reply), and SCRIPT KILL stops it.
+#[test]
+fn a_runaway_script_on_the_only_core_answers_busy_and_dies_by_script_kill() {
+    let s = Server::start(&["--threads", "1", "--busy-reply-threshold", "100"]);
+    let mut runner = s.start_runaway_script(ON_CORE_1);
+    let mut t = s.raw();
+    t.set_read_timeout(Some(DEADLINE)).unwrap();
+    // Asked early, PING waits for the threshold, then answers -BUSY.
+    t.write_all(b"PING\r\n").unwrap();
+    let reply = common::read_some(&mut t).unwrap_or_default();
+    assert!(reply.starts_with("-BUSY Valkey is busy running a script"), "{reply}");
+    t.write_all(b"SCRIPT KILL\r\n").unwrap();
+    assert_eq!(common::read_some(&mut t).as_deref(), Some("+OK\r\n"));
+    runner.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut buf = [0u8; 256];
+    let n = runner.read(&mut buf).unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n])
+            .starts_with("-ERR Script killed by user with SCRIPT KILL"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    t.write_all(b"PING\r\n").unwrap();
+    assert_eq!(common::read_some(&mut t).as_deref(), Some("+PONG\r\n"));
+}
+
+/// A long script pauses now and then so its core's other tasks run (see `engine::pause`),
+/// but nothing sees it half done: a reader on the same core never sees its first write
+/// without its last, nor a transaction's first command without the script after it.
+#[test]
+fn a_paused_script_is_still_atomic() {
+    let s = Server::start(&["--threads", "1"]);
+    let mut c = s.conn();
+    let body = format!(
+        "redis.call('incr', KEYS[1]) {} redis.call('incr', KEYS[2]) return 1",
+        spin_for(300)
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let stop = stop.clone();
+        let mut r = s.conn();
+        std::thread::spawn(move || {
+            let mut reads = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let got: Vec<Option<i64>> = run(&mut r, &["MGET", "{p}1", "{p}2", "{p}3"]).unwrap();
+                let [a, b, t] = [got[0], got[1], got[2]].map(|v| v.unwrap_or(0));
+                assert_eq!(a, b, "a reader saw the script half done");
+                // Each round runs the script alone, then INCR and the script in MULTI.
+                assert!(a == 2 * t || a == 2 * t + 1, "a reader saw the transaction half done");
+                reads += 1;
+            }
+            reads
+        })
+    };
+    for _ in 0..3 {
+        eval(&mut c, &body, &["{p}1", "{p}2"], &[]);
+        let (n,): (i64,) = redis::pipe()
+            .atomic()
+            .cmd("INCR")
+            .arg("{p}3")
+            .ignore()
+            .cmd("EVAL")
+            .arg(&body)
+            .arg(2)
+            .arg("{p}1")
+            .arg("{p}2")
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(reader.join().unwrap() > 0);
+    assert_eq!(
+        run::<Vec<i64>>(&mut c, &["MGET", "{p}1", "{p}2", "{p}3"]).unwrap(),
+        vec![6, 6, 3]
+    );
+}
+
+/// A script that runs far longer than the election timeout keeps its leadership: the core
+/// running it still serves its groups' Raft traffic between the script's slices, so the
+/// script's write commits and reaches every replica.
+#[test]
+fn a_long_cluster_script_keeps_its_leadership() {
+    let cl = Cluster::start(3, &[]);
+    cl.wait_ok();
+    let k = "{long}:k";
+    let leader = cl.leader_of_slot(key_slot(k.as_bytes()) as usize);
+    let mut c = cl.conn(leader);
+    let body = format!(
+        "redis.call('set', KEYS[1], 'before') {} redis.call('set', KEYS[1], 'after') return 7",
+        spin_for(3000)
+    );
+    assert_eq!(eval(&mut c, &body, &[k], &[]), Value::Int(7));
+    assert_eq!(cl.leader_of_slot(key_slot(k.as_bytes()) as usize), leader);
+    for i in 0..cl.len() {
+        assert!(
+            wait_until(DEADLINE, || {
+                let mut r = cl.conn(i);
+                let _: () = redis::cmd("READONLY").query(&mut r).unwrap();
+                redis::cmd("GET")
+                    .arg(k)
+                    .query::<Option<String>>(&mut r)
+                    .ok()
+                    .flatten()
+                    .as_deref()
+                    == Some("after")
+            }),
+            "node {i} did not apply the script's write"
+        );
+    }
+}

@@ -243,6 +243,8 @@ impl Host {
         }
         let result = match self.core() {
             Some(core) => {
+                // A script paused on this core (see `engine::pause`) ends first.
+                core.gate.wait_open(None).await;
                 replicated::lost(&core, g, Refusal::NoLeader);
                 {
                     let mut shard = core.shard.borrow_mut();
@@ -516,6 +518,8 @@ impl Host {
     /// the last one yet, is answered with that eviction instead.
     pub async fn evict_led(&self, g: GroupId, bytes: u64, seen: u64) -> Option<u64> {
         let core = self.core()?;
+        // A script paused on this core (see `engine::pause`) ends first.
+        core.gate.wait_open(None).await;
         if !matches!(self.admit(g), Admit::Now(_)) {
             return None;
         }

@@ -191,6 +191,8 @@ impl GroupSm {
         let slots = slots.clone();
         let core = self.core().map_err(|e| e.to_string())?;
         let g = self.g;
+        // A script paused on this core (see `engine::pause`) ends first.
+        core.gate.wait_open(None).await;
         // Anything uncommitted of this node's leadership goes first (a snapshot replaces it).
         replicated::lost(&core, g, Refusal::NoLeader);
         {
@@ -238,6 +240,7 @@ impl GroupSm {
                 break;
             }
             keys += batch.len() as u64;
+            core.gate.wait_open(None).await;
             {
                 let mut shard = core.shard.borrow_mut();
                 let limits = shard.limits;
@@ -262,6 +265,7 @@ impl GroupSm {
             }
             crate::engine::persist::yield_now().await;
         }
+        core.gate.wait_open(None).await;
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         self.stage_applied(&core);
@@ -395,6 +399,8 @@ impl RaftStateMachine<TypeConfig> for GroupSm {
         let core = self.core()?;
         let mut meta_changed = false;
         while let Some((entry, responder)) = entries.try_next().await? {
+            // A script paused on this core (see `engine::pause`) ends first: the shard is its.
+            core.gate.wait_open(None).await;
             let log_id = entry.log_id();
             match &entry.payload {
                 EntryPayload::Blank => {
@@ -425,6 +431,7 @@ impl RaftStateMachine<TypeConfig> for GroupSm {
             }
         }
         self.publish_applied();
+        core.gate.wait_open(None).await;
         match &mut self.machine {
             Machine::Slots(_) => {
                 self.stage_applied(&core);
@@ -464,6 +471,7 @@ impl RaftStateMachine<TypeConfig> for GroupSm {
             match self.core() {
                 Err(e) => Err(e.to_string()),
                 Ok(core) => {
+                    core.gate.wait_open(None).await;
                     self.stage_applied(&core);
                     core.flush_changes();
                     let (tx, rx) = futures::channel::oneshot::channel();

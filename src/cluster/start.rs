@@ -383,6 +383,7 @@ async fn start_inner(core: &Rc<Core>) -> Result<(), String> {
                 core.on_core(c, |core| {
                     Box::pin(async move {
                         let range = core.shared.slot_map.range(core.id);
+                        core.gate.wait_open(None).await;
                         core.shard.borrow_mut().set_owned(range);
                     })
                 })

@@ -422,11 +422,16 @@ pub fn help(out: &mut Out, container: &str, lines: &[&str]) {
 }
 
 pub fn time(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
+    time_reply(ctx.out);
+}
+
+/// TIME's reply: Unix seconds and microseconds, as two bulk strings (also from scripts).
+pub fn time_reply(out: &mut Out) {
     let us = crate::util::now_us();
     let mut b = itoa::Buffer::new();
-    ctx.out.array(2);
-    ctx.out.bulk(b.format(us / 1_000_000).as_bytes());
-    ctx.out.bulk(b.format(us % 1_000_000).as_bytes());
+    out.array(2);
+    out.bulk(b.format(us / 1_000_000).as_bytes());
+    out.bulk(b.format(us % 1_000_000).as_bytes());
 }
 
 pub fn lastsave(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {

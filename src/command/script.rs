@@ -3,10 +3,11 @@
 //!
 //! A script runs like one command: on the core that owns its keys (or on the scratch shard
 //! when its keys span cores, see `engine::span`; through the slot group's leader in a
-//! cluster), against that shard, without yielding. Its `redis.call`s run the commands' own
-//! handlers on the same shard, so everything it writes is applied through mutation records
-//! and, in a cluster, journaled as ONE unit of records: replicas apply the script's effects
-//! and never run the script.
+//! cluster), against that shard. A long one pauses now and then so its core's Raft traffic
+//! runs, holding the core's gate so nothing sees it half done (see `engine::pause`). Its
+//! `redis.call`s run the commands' own handlers on the same shard, so everything it writes is
+//! applied through mutation records and, in a cluster, journaled as ONE unit of records:
+//! replicas apply the script's effects and never run the script.
 //!
 //! Each core has its own Lua VM (`crate::script`: Valkey's sandbox and libraries), compiled
 //! lazily from the node's script cache (SCRIPT LOAD and EVAL fill it; SCRIPT FLUSH empties it
@@ -131,6 +132,16 @@ impl Scripts {
     pub fn busy(&self, core: usize, threshold_ms: u64) -> bool {
         let since = self.started.get(core).map_or(0, |s| s.load(Relaxed));
         since != 0 && crate::util::now_ms().saturating_sub(since) >= threshold_ms
+    }
+
+    /// How long until core `core`'s running script is past `threshold_ms` (0: it is); None
+    /// when no script runs there.
+    pub fn busy_in(&self, core: usize, threshold_ms: u64) -> Option<u64> {
+        let since = self.started.get(core).map_or(0, |s| s.load(Relaxed));
+        (since != 0).then(|| {
+            let ran = crate::util::now_ms().saturating_sub(since);
+            threshold_ms.saturating_sub(ran)
+        })
     }
 
     /// The -BUSY reply for commands that wait on core `core`'s running script.
@@ -294,6 +305,10 @@ fn call_from_script(argv: Vec<Vec<u8>>) -> CommandOutcome {
     if ptr.is_null() {
         return CommandOutcome::Refused(b"-ERR no script is running".to_vec());
     }
+    // Between two commands is as good a place as the hook to let the core's other tasks run
+    // (see `engine::pause`): a script spending its time in `redis.call` runs few
+    // instructions of its own.
+    crate::engine::pause::point();
     // SAFETY: RUNNING points at the `Running` of the EVAL on this thread's stack, set just
     // before the script starts and cleared right after it returns; Lua calls back into here
     // only while the script runs, on this thread.
@@ -367,6 +382,7 @@ fn call_from_script(argv: Vec<Vec<u8>>) -> CommandOutcome {
             _ => out.bulk(&args[1]),
         },
         Exec::Conn(_) if def.name == "echo" => out.bulk(&args[1]),
+        Exec::Conn(_) if def.name == "time" => super::connection::time_reply(&mut out),
         _ => return refuse("This command is not allowed from script"),
     }
     if write {
@@ -607,6 +623,9 @@ pub(super) fn execute(
         move |lua, _| {
             // Keep `redis.setresp` visible to `redis.call`.
             RESP3.with(|r| r.set(script::run_state(lua).resp == 3));
+            // A long script lets its core's other tasks run now and then (see
+            // `engine::pause`); SCRIPT KILL may arrive meanwhile.
+            crate::engine::pause::point();
             if kill_flag.load(Relaxed) {
                 return Err(mlua::Error::RuntimeError(killed.into()));
             }
@@ -675,16 +694,21 @@ pub fn script_kill(ctx: &mut Ctx<'_>, _args: &[Bytes]) {
 /// SCRIPT KILL (`function` false) or FUNCTION KILL (true), Valkey's `scriptKill`: each stops
 /// only its own kind of script.
 pub(super) fn kill(ctx: &mut Ctx<'_>, function: bool) {
-    let scripts = ctx.node.scripts();
+    kill_running(ctx.node.scripts(), function, ctx.out);
+}
+
+/// SCRIPT KILL (`function` false) or FUNCTION KILL (true) against `scripts`, replying to
+/// `out`: what a connection whose core is busy with a paused script may still run.
+pub fn kill_running(scripts: &Scripts, function: bool, out: &mut Out) {
     match scripts.running_core() {
-        None => ctx.out.error(NOTBUSY),
-        Some(c) if scripts.wrote[c].load(Relaxed) => ctx.out.error(UNKILLABLE),
+        None => out.error(NOTBUSY),
+        Some(c) if scripts.wrote[c].load(Relaxed) => out.error(UNKILLABLE),
         Some(c) => match (scripts.running_function(c).is_some(), function) {
-            (true, false) => ctx.out.error(BUSY_FUNCTION),
-            (false, true) => ctx.out.error(BUSY),
+            (true, false) => out.error(BUSY_FUNCTION),
+            (false, true) => out.error(BUSY),
             _ => {
                 scripts.kill[c].store(true, Relaxed);
-                ctx.out.ok();
+                out.ok();
             }
         },
     }

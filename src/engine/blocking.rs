@@ -93,6 +93,8 @@ impl Drop for Blocked {
             let owner = self.core.owner(key_slot(&key) as usize);
             self.core.spawn_on(owner, move |cc| {
                 Box::pin(async move {
+                    // Not while a script paused there (see `pause`).
+                    cc.gate.wait_open(None).await;
                     let mut shard = cc.shard.borrow_mut();
                     shard.blocked.sweep(&key);
                     shard.sync_waiting_counts();

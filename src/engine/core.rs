@@ -39,6 +39,39 @@ pub struct Op {
 
 pub const NO_STATS: u32 = u32::MAX;
 
+/// The batch passed to [`Core::execute_or_pause`], after it ran or while its script pauses.
+pub enum Executed {
+    Done(Vec<Op>, Out, Vec<u32>),
+    Paused(
+        super::pause::Paused,
+        Rc<RefCell<Option<(Vec<Op>, Out, Vec<u32>)>>>,
+    ),
+}
+
+impl Executed {
+    /// The ops, their replies and the replies' ends, once the batch has ended.
+    pub async fn done(self) -> (Vec<Op>, Out, Vec<u32>) {
+        match self {
+            Executed::Done(ops, out, ends) => (ops, out, ends),
+            Executed::Paused(p, cell) => {
+                p.finish().await;
+                cell.borrow_mut().take().expect("the batch ended")
+            }
+        }
+    }
+}
+
+/// A -BUSY reply for each of `n` ops.
+pub fn busy_replies(n: usize, resp3: bool, error: &str) -> BatchReply {
+    let mut out = Out::new(resp3);
+    let mut ends = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.error(error);
+        ends.push(out.buf.len() as u32);
+    }
+    BatchReply { buf: out.buf, ends }
+}
+
 /// The replies of a batch: one buffer, and where each op's reply ends in it.
 #[derive(Default)]
 pub struct BatchReply {
@@ -228,7 +261,7 @@ impl Core {
 
     /// Runs `ops` against this core's shard at time `now` (from [`Core::prepare`]), appending
     /// each reply to `out` and its end offset to `ends`. Never yields: the batch is atomic on
-    /// this core.
+    /// this core (a script in it pauses only when run by [`Core::execute_or_pause`]).
     pub fn execute(&self, ops: &[Op], now: u64, out: &mut Out, ends: &mut Vec<u32>) {
         let mut shard = self.shard.borrow_mut();
         let stats = &self.shared.core_stats[self.id];
@@ -312,6 +345,62 @@ impl Core {
             }
             ends.push(out.buf.len() as u32);
         }
+    }
+
+    /// Runs `ops` like [`Core::execute`], except that a script among them may pause (see
+    /// `pause`): the batch then runs on a stack of its own, and between its slices this
+    /// core's other tasks run while the gate keeps everything else off the shard. `held`: the
+    /// gated transaction the batch belongs to. The caller checked that the gate is open to it
+    /// and has not yielded since; a batch without a script runs here and now.
+    pub fn execute_or_pause(
+        self: &Rc<Self>,
+        ops: Vec<Op>,
+        now: u64,
+        mut out: Out,
+        mut ends: Vec<u32>,
+        held: Option<TxId>,
+    ) -> Executed {
+        if !ops.iter().any(|op| op.flags & flags::SCRIPT != 0) {
+            self.execute(&ops, now, &mut out, &mut ends);
+            return Executed::Done(ops, out, ends);
+        }
+        let cell = Rc::new(RefCell::new(Some((ops, out, ends))));
+        let (core, batch) = (self.clone(), cell.clone());
+        let paused = super::pause::start(self, held, move || {
+            let mut batch = batch.borrow_mut();
+            let (ops, out, ends) = batch.as_mut().expect("taken only once the batch ended");
+            core.execute(ops, now, out, ends);
+        });
+        match paused {
+            None => {
+                let (ops, out, ends) = cell.borrow_mut().take().expect("the batch ended");
+                Executed::Done(ops, out, ends)
+            }
+            Some(p) => Executed::Paused(p, cell),
+        }
+    }
+
+    /// Waits until work carrying `tx` may touch this core's shard; while a script paused here
+    /// (see `pause`) has run past `busy-reply-threshold`, returns its -BUSY error instead:
+    /// Valkey answers everything but SCRIPT KILL and FUNCTION KILL with it then.
+    pub async fn wait_unless_busy(&self, tx: Option<TxId>) -> Result<(), &'static str> {
+        while self.gate.blocks(tx) {
+            let scripts = &self.shared.scripts;
+            let threshold = self.shared.config.runtime.busy_reply_threshold();
+            match scripts.busy_in(self.id, threshold) {
+                // A gated transaction holds the gate (or the script just ended).
+                None => self.gate.wait_open(tx).await,
+                Some(0) => return Err(scripts.busy_error(self.id)),
+                Some(left) => {
+                    let open = std::pin::pin!(self.gate.wait_open(tx));
+                    let late = std::pin::pin!(glommio::timer::sleep(
+                        std::time::Duration::from_millis(left)
+                    ));
+                    futures::future::select(open, late).await;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Evicts keys until used memory is below maxmemory; false when that is impossible (the
@@ -769,11 +858,34 @@ impl Core {
         reply: oneshot::Sender<BatchReply>,
         tx: Option<TxId>,
     ) {
-        let mut out = Out::new(resp3);
-        let mut ends = Vec::with_capacity(ops.len());
         let before = self.change_count();
         let now = self.prepare();
-        self.execute(&ops, now, &mut out, &mut ends);
+        let ends = Vec::with_capacity(ops.len());
+        match self.execute_or_pause(ops, now, Out::new(resp3), ends, tx) {
+            Executed::Done(ops, out, ends) => self.answer_batch(ops, out, ends, before, reply, tx),
+            paused => {
+                // Its script paused, holding the gate: later messages wait for it.
+                let core = self.clone();
+                glommio::spawn_local(async move {
+                    let (ops, out, ends) = paused.done().await;
+                    core.answer_batch(ops, out, ends, before, reply, tx);
+                })
+                .detach();
+            }
+        }
+    }
+
+    /// Answers a batch another core sent, once it ran.
+    fn answer_batch(
+        self: &Rc<Self>,
+        ops: Vec<Op>,
+        out: Out,
+        ends: Vec<u32>,
+        before: u64,
+        reply: oneshot::Sender<BatchReply>,
+        tx: Option<TxId>,
+    ) {
+        let resp3 = out.resp3;
         self.finish();
         if self.pending_replicated() {
             // Fan-out reads (KEYS, SCAN, DBSIZE...) and READONLY reads saw this core's whole

@@ -84,6 +84,11 @@ pub struct Dispatcher {
     pub(super) unwatch_after_flush: Vec<(u64, crate::command::connection::Watching)>,
     /// A blocking command's attempt: it answers a null instead of blocking (`blocking`).
     pub(super) no_block: bool,
+    /// This core's gate, held while a transaction whose keys are all here runs, so a script
+    /// pausing inside it (see `pause`) keeps the whole transaction atomic.
+    holding: Option<TxId>,
+    /// A command of this read batch was answered -BUSY.
+    answered_busy: bool,
 }
 
 impl Dispatcher {
@@ -102,7 +107,14 @@ impl Dispatcher {
             tx_begin: false,
             unwatch_after_flush: Vec::new(),
             no_block: false,
+            holding: None,
+            answered_busy: false,
         }
+    }
+
+    /// The gate id this dispatcher's ops carry: its gated transaction's, or the one it holds.
+    fn gate_id(&self) -> Option<TxId> {
+        self.tx.or(self.holding)
     }
 
     /// Runs a transaction's `queued` commands as one batch for `dest`, led by its WATCH
@@ -122,6 +134,27 @@ impl Dispatcher {
         // From here to the flush nothing yields, so nothing else runs on this core: the gate
         // must be open now and stays so.
         core.gate.wait_open(None).await;
+        if matches!(dest, super::tx::Dest::Core(c) if c == core.id) {
+            let id = super::gate::new_tx_id();
+            if core.gate.take_now(id) {
+                self.holding = Some(id);
+            }
+        }
+        let replies = self.run_atomic_held(core, client, guard, dest, queued).await;
+        if let Some(id) = self.holding.take() {
+            core.gate.release(id);
+        }
+        replies
+    }
+
+    async fn run_atomic_held(
+        &mut self,
+        core: &Rc<Core>,
+        client: &mut Client,
+        guard: Option<Op>,
+        dest: super::tx::Dest,
+        queued: Vec<Vec<Bytes>>,
+    ) -> Option<Vec<Vec<u8>>> {
         self.now = core.prepare();
         let guarded = guard.is_some();
         if let Some(op) = guard {
@@ -230,8 +263,13 @@ impl Dispatcher {
             client.closing = true;
             return;
         }
-        let before = core.change_count();
-        self.now = core.prepare();
+        // While a script paused on this core is past busy-reply-threshold, the shard is not to
+        // be touched: each command is answered -BUSY or runs without it (see `dispatch`).
+        let mut before = 0;
+        if core.wait_unless_busy(None).await.is_ok() {
+            before = core.change_count();
+            self.now = core.prepare();
+        }
         for args in commands {
             self.dispatch(core, client, args).await;
             if client.closing {
@@ -239,6 +277,13 @@ impl Dispatcher {
             }
         }
         self.flush(core, client.resp3).await;
+        if std::mem::take(&mut self.answered_busy) && core.gate.blocks(None) {
+            // Replies that say -BUSY go now, not once the script ends.
+            self.assemble(wbuf, &core.shared.core_stats[core.id]);
+            return;
+        }
+        // A script may have paused on this core meanwhile (see `pause`).
+        core.gate.wait_open(None).await;
         core.finish();
         if std::mem::take(&mut self.ran_local)
             && core.pending_replicated()
@@ -325,9 +370,61 @@ impl Dispatcher {
         }
     }
 
+    /// Runs a script command on this core, where its script may pause (see `pause`).
+    async fn run_script_here(
+        &mut self,
+        core: &Rc<Core>,
+        exec: ShardFn,
+        args: Vec<Bytes>,
+        flags: u32,
+        cmd_id: u32,
+    ) -> Part {
+        let flags = self.tx_flags(flags | self.op_flags);
+        let start = self.local.buf.len();
+        let op = Op {
+            exec,
+            args,
+            flags,
+            cmd_id,
+        };
+        let out = std::mem::take(&mut self.local);
+        let ran = core.execute_or_pause(vec![op], self.now, out, Vec::new(), self.gate_id());
+        let (_, out, _) = ran.done().await;
+        self.local = out;
+        Part::Local(start as u32, self.local.buf.len() as u32)
+    }
+
+    /// Answers a command while a script paused on this core is past busy-reply-threshold:
+    /// SCRIPT KILL and FUNCTION KILL run, everything else gets -BUSY (and dooms a MULTI).
+    fn answer_busy(&mut self, core: &Rc<Core>, client: &mut Client, args: &[Bytes], busy: &str) {
+        let start = self.local.buf.len();
+        let kill = args.len() == 2 && command::is(&args[1], "kill");
+        if kill && command::is(&args[0], "script") {
+            command::script::kill_running(&core.shared.scripts, false, &mut self.local);
+        } else if kill && command::is(&args[0], "function") {
+            command::script::kill_running(&core.shared.scripts, true, &mut self.local);
+        } else {
+            self.local.error(busy);
+            doom(client);
+        }
+        self.answered_busy = true;
+        self.push_local(start);
+    }
+
     async fn dispatch(&mut self, core: &Rc<Core>, client: &mut Client, args: Vec<Bytes>) {
-        // A transaction holding this core's gate runs first (see `gate`).
-        core.gate.wait_open(self.tx).await;
+        // A transaction holding this core's gate, or a script paused here, runs first (see
+        // `gate`, `pause`).
+        if core.gate.blocks(self.gate_id()) {
+            match core.wait_unless_busy(self.gate_id()).await {
+                Ok(()) => self.now = core.prepare(),
+                // What Valkey serves during a busy script needs no shard: it runs below.
+                Err(_) if allowed_while_busy(&args) => {}
+                Err(busy) => {
+                    self.answer_busy(core, client, &args, busy);
+                    return;
+                }
+            }
+        }
         let start = self.local.buf.len();
         let stats = &core.shared.core_stats[core.id];
         let Some(mut id) = lookup(&args[0]) else {
@@ -473,6 +570,12 @@ impl Dispatcher {
                 let keys = def.keys.positions(&args).map(|p| args[p].clone()).collect();
                 super::span::run_spanning(core, f, &args, keys, self.tx, &mut self.local).await;
                 self.count_local(stats, id, start, began);
+            }
+            Exec::Shard(f)
+                if def.flags & flags::SCRIPT != 0 && key_core.unwrap_or(core.id) == core.id =>
+            {
+                let part = self.run_script_here(core, f, args, def.flags, cmd_id).await;
+                self.slots.push(Slot::One(part));
             }
             Exec::Shard(f) => {
                 let target = key_core.unwrap_or(core.id);
@@ -859,7 +962,11 @@ impl Dispatcher {
                     let threshold = core.shared.config.runtime.busy_reply_threshold();
                     let reply = if c < cores && core.shared.scripts.busy(c, threshold) {
                         // That core is running a long script: Valkey answers -BUSY.
-                        busy_replies(ops.len(), resp3, core.shared.scripts.busy_error(c))
+                        super::core::busy_replies(
+                            ops.len(),
+                            resp3,
+                            core.shared.scripts.busy_error(c),
+                        )
                     } else if c < cores {
                         core.send_batch(c, ops, resp3, gated).await
                     } else {
@@ -876,7 +983,9 @@ impl Dispatcher {
         self.rounds.push(round);
         // Time passed while waiting: commands after this point must not run at an earlier
         // time than the ones the other cores just ran (a PTTL after a remote PEXPIRE would
-        // otherwise read more than the TTL that was set).
+        // otherwise read more than the TTL that was set). A script may have paused on this
+        // core meanwhile (see `pause`).
+        core.gate.wait_open(self.gate_id()).await;
         self.now = core.prepare();
     }
 
@@ -935,15 +1044,26 @@ impl Dispatcher {
     }
 }
 
-/// A -BUSY reply for each of `n` ops.
-fn busy_replies(n: usize, resp3: bool, error: &str) -> BatchReply {
-    let mut out = Out::new(resp3);
-    let mut ends = Vec::with_capacity(n);
-    for _ in 0..n {
-        out.error(error);
-        ends.push(out.buf.len() as u32);
+
+/// Whether Valkey serves `args` while a script is busy (the `allow-busy` flag) and it runs
+/// without touching the shard: AUTH, HELLO, QUIT, FUNCTION STATS. (SCRIPT KILL and FUNCTION
+/// KILL are answered by `answer_busy`; SHUTDOWN waits for the script here.)
+fn allowed_while_busy(args: &[Bytes]) -> bool {
+    let Some(mut id) = lookup(&args[0]) else {
+        return false;
+    };
+    let reg = registry();
+    if matches!(reg.def(id).exec, Exec::Container) {
+        match args.get(1).and_then(|a| lookup_sub(id, a)) {
+            Some(sub) => id = sub,
+            None => return false,
+        }
     }
-    BatchReply { buf: out.buf, ends }
+    let def = reg.def(id);
+    def.flags & flags::ALLOW_BUSY != 0
+        && matches!(def.exec, Exec::Conn(_))
+        && def.name != "shutdown"
+        && !(def.name == "kill" || reg.full_name(id).ends_with("|kill"))
 }
 
 /// A queued command that cannot run marks its transaction: EXEC answers EXECABORT.

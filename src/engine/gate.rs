@@ -11,7 +11,8 @@
 //! Messages carrying the holder's id go through.
 //!
 //! A transaction whose keys are all on one core needs no gate: one batch runs on its core
-//! without yielding, which is atomic already (see `core`).
+//! without yielding, which is atomic already (see `core`). A script that pauses (see `pause`)
+//! takes its core's gate for as long as it is paused, with an id of its own.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -65,6 +66,15 @@ impl Gate {
         let _ = granted.await;
     }
 
+    /// Takes the gate for `tx` if it is open and nobody waits for it.
+    pub fn take_now(&self, tx: TxId) -> bool {
+        if self.holder.get().is_none() && self.queue.borrow().is_empty() {
+            self.holder.set(Some(tx));
+            return true;
+        }
+        false
+    }
+
     /// Opens the gate held by `tx`: runs the parked work, wakes this core's waiting tasks,
     /// then hands the gate to the next transaction in line (if any).
     pub fn release(&self, tx: TxId) {
@@ -72,7 +82,9 @@ impl Gate {
             return;
         }
         self.holder.set(None);
-        loop {
+        // Parked work may take the gate again (a script that pauses, see `pause`): what is
+        // parked after it waits for that holder to release.
+        while self.holder.get().is_none() {
             let next = self.parked.borrow_mut().pop_front();
             match next {
                 Some(work) => work(),

@@ -14,6 +14,7 @@ pub mod core;
 pub mod dispatch;
 pub mod gate;
 pub mod libraries;
+pub mod pause;
 pub mod persist;
 pub mod record;
 pub mod replicated;

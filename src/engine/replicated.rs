@@ -116,20 +116,29 @@ pub async fn run_batch(core: &Rc<Core>, g: GroupId, ops: Vec<Op>, resp3: bool) -
         })
         .await;
     }
-    let mut out = Out::new(resp3);
-    let mut ends = Vec::with_capacity(ops.len());
+    if core.gate.blocks(None) {
+        // A script paused on this core (see `pause`) ends first; then this batch is admitted
+        // again, its leadership having had time to change.
+        if let Err(busy) = core.wait_unless_busy(None).await {
+            return super::core::busy_replies(ops.len(), resp3, busy);
+        }
+        return Box::pin(run_batch(core, g, ops, resp3)).await;
+    }
+    let ends = Vec::with_capacity(ops.len());
     let now = core.prepare();
-    let journal = {
+    let (ops, out, ends, journal) = {
         let mut shard = core.shard.borrow_mut();
         shard.start_journal();
         // The leader's lazy expiry deletes what it finds expired, and the deletion is a
         // record like any other: every replica deletes the key at the same point.
         shard.expire_deletes = true;
         drop(shard);
-        core.execute(&ops, now, &mut out, &mut ends);
+        // A script among the ops may pause, holding the core's gate (see `pause`).
+        let ran = core.execute_or_pause(ops, now, Out::new(resp3), ends, None);
+        let (ops, out, ends) = ran.done().await;
         let mut shard = core.shard.borrow_mut();
         shard.expire_deletes = false;
-        shard.take_journal().unwrap_or_default()
+        (ops, out, ends, shard.take_journal().unwrap_or_default())
     };
     core.publish_memory();
     let wrote = absorb(core, g, journal, now);

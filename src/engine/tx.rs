@@ -143,6 +143,8 @@ pub(super) fn drop_watch(core: &Rc<Core>, id: u64, w: Watching) {
     for (c, keys) in by_core {
         core.spawn_on(c, move |cc| {
             Box::pin(async move {
+                // Not while a script paused there (see `pause`).
+                cc.gate.wait_open(None).await;
                 let mut shard = cc.shard.borrow_mut();
                 for k in keys {
                     shard.watches.remove(&k, id);

@@ -278,10 +278,14 @@ fn spawn_ticker(core: Rc<Core>) {
             let hz = core.shared.config.runtime.hz().clamp(1, 500);
             let period = Duration::from_micros(1_000_000 / hz as u64);
             glommio::timer::sleep(period).await;
+            // Nothing here touches the shard while a transaction holds the core or a script
+            // paused on it (see `engine::gate`, `engine::pause`).
+            core.gate.wait_open(None).await;
             if core.shared.shutting_down.load(Relaxed) {
                 if let Some(host) = core.host() {
                     host.shutdown().await;
                 }
+                core.gate.wait_open(None).await;
                 core.flush_changes();
                 core.shared.shutdown_flushed.fetch_add(1, Relaxed);
                 return;
@@ -301,6 +305,7 @@ fn spawn_ticker(core: Rc<Core>) {
                         core.flush_changes();
                     }
                 }
+                core.gate.wait_open(None).await;
                 core.schedule_flush();
             }
             if core.id == 0 && last_sample.elapsed() >= Duration::from_millis(100) {
