@@ -482,6 +482,21 @@ fn a_runaway_script_on_the_only_core_answers_busy_and_dies_by_script_kill() {
     assert_eq!(common::read_some(&mut t).as_deref(), Some("+PONG\r\n"));
 }
 
+/// During a busy script SHUTDOWN is refused with -BUSY unless it says NOSAVE, as in Valkey;
+/// SHUTDOWN NOSAVE stops the server although the script never ends.
+#[test]
+fn shutdown_nosave_stops_a_server_busy_with_a_script() {
+    let mut s = Server::start(&["--threads", "1", "--busy-reply-threshold", "100"]);
+    let _runner = s.start_runaway_script(ON_CORE_1);
+    let mut t = s.raw();
+    t.set_read_timeout(Some(DEADLINE)).unwrap();
+    t.write_all(b"SHUTDOWN\r\n").unwrap();
+    let reply = common::read_some(&mut t).unwrap_or_default();
+    assert!(reply.starts_with("-BUSY"), "{reply}");
+    t.write_all(b"SHUTDOWN NOSAVE\r\n").unwrap();
+    assert!(s.wait_exit(DEADLINE).is_some(), "the server did not stop");
+}
+
 /// A long script pauses now and then so its core's other tasks run (see `engine::pause`),
 /// but nothing sees it half done: a reader on the same core never sees its first write
 /// without its last, nor a transaction's first command without the script after it.

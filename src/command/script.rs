@@ -308,7 +308,7 @@ fn call_from_script(argv: Vec<Vec<u8>>) -> CommandOutcome {
     // Between two commands is as good a place as the hook to let the core's other tasks run
     // (see `engine::pause`): a script spending its time in `redis.call` runs few
     // instructions of its own.
-    crate::engine::pause::point();
+    crate::engine::pause::between_calls();
     // SAFETY: RUNNING points at the `Running` of the EVAL on this thread's stack, set just
     // before the script starts and cleared right after it returns; Lua calls back into here
     // only while the script runs, on this thread.

@@ -1046,8 +1046,10 @@ impl Dispatcher {
 
 
 /// Whether Valkey serves `args` while a script is busy (the `allow-busy` flag) and it runs
-/// without touching the shard: AUTH, HELLO, QUIT, FUNCTION STATS. (SCRIPT KILL and FUNCTION
-/// KILL are answered by `answer_busy`; SHUTDOWN waits for the script here.)
+/// without touching the shard: AUTH, HELLO, QUIT, FUNCTION STATS, and SHUTDOWN with NOSAVE
+/// (without it Valkey answers -BUSY; the busy core's last changes are not handed to storage,
+/// see `Shared::begin_shutdown`). SCRIPT KILL and FUNCTION KILL are answered by
+/// `answer_busy`.
 fn allowed_while_busy(args: &[Bytes]) -> bool {
     let Some(mut id) = lookup(&args[0]) else {
         return false;
@@ -1060,10 +1062,12 @@ fn allowed_while_busy(args: &[Bytes]) -> bool {
         }
     }
     let def = reg.def(id);
+    if def.name == "shutdown" {
+        return args[1..].iter().any(|a| command::is(a, "nosave"));
+    }
     def.flags & flags::ALLOW_BUSY != 0
         && matches!(def.exec, Exec::Conn(_))
-        && def.name != "shutdown"
-        && !(def.name == "kill" || reg.full_name(id).ends_with("|kill"))
+        && !reg.full_name(id).ends_with("|kill")
 }
 
 /// A queued command that cannot run marks its transaction: EXEC answers EXECABORT.
