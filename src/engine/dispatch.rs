@@ -87,8 +87,9 @@ pub struct Dispatcher {
     /// This core's gate, held while a transaction whose keys are all here runs, so a script
     /// pausing inside it (see `pause`) keeps the whole transaction atomic.
     holding: Option<TxId>,
-    /// A command of this read batch was answered -BUSY.
-    answered_busy: bool,
+    /// This read batch prepared the shard (see `Core::prepare`): something in it may have
+    /// run against it, and it must hand its changes over before replying.
+    prepared: bool,
 }
 
 impl Dispatcher {
@@ -108,7 +109,7 @@ impl Dispatcher {
             unwatch_after_flush: Vec::new(),
             no_block: false,
             holding: None,
-            answered_busy: false,
+            prepared: false,
         }
     }
 
@@ -266,9 +267,11 @@ impl Dispatcher {
         // While a script paused on this core is past busy-reply-threshold, the shard is not to
         // be touched: each command is answered -BUSY or runs without it (see `dispatch`).
         let mut before = 0;
+        self.prepared = false;
         if core.wait_unless_busy(None).await.is_ok() {
             before = core.change_count();
             self.now = core.prepare();
+            self.prepared = true;
         }
         for args in commands {
             self.dispatch(core, client, args).await;
@@ -277,8 +280,9 @@ impl Dispatcher {
             }
         }
         self.flush(core, client.resp3).await;
-        if std::mem::take(&mut self.answered_busy) && core.gate.blocks(None) {
-            // Replies that say -BUSY go now, not once the script ends.
+        if !self.prepared && core.gate.blocks(None) {
+            // Nothing here touched the shard (every command was answered -BUSY or needs no
+            // shard): the replies go now, not once the script ends.
             self.assemble(wbuf, &core.shared.core_stats[core.id]);
             return;
         }
@@ -407,7 +411,6 @@ impl Dispatcher {
             self.local.error(busy);
             doom(client);
         }
-        self.answered_busy = true;
         self.push_local(start);
     }
 
@@ -416,7 +419,10 @@ impl Dispatcher {
         // `gate`, `pause`).
         if core.gate.blocks(self.gate_id()) {
             match core.wait_unless_busy(self.gate_id()).await {
-                Ok(()) => self.now = core.prepare(),
+                Ok(()) => {
+                    self.now = core.prepare();
+                    self.prepared = true;
+                }
                 // What Valkey serves during a busy script needs no shard: it runs below.
                 Err(_) if allowed_while_busy(&args) => {}
                 Err(busy) => {
