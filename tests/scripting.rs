@@ -467,6 +467,10 @@ fn a_runaway_script_on_the_only_core_answers_busy_and_dies_by_script_kill() {
     t.write_all(b"PING\r\n").unwrap();
     let reply = common::read_some(&mut t).unwrap_or_default();
     assert!(reply.starts_with("-BUSY Valkey is busy running a script"), "{reply}");
+    // What Valkey serves during a busy script and needs no shard answers at once.
+    t.write_all(b"HELLO 2\r\n").unwrap();
+    let reply = common::read_some(&mut t).unwrap_or_default();
+    assert!(reply.starts_with("*14\r\n$6\r\nserver\r\n"), "{reply}");
     t.write_all(b"SCRIPT KILL\r\n").unwrap();
     assert_eq!(common::read_some(&mut t).as_deref(), Some("+OK\r\n"));
     runner.set_read_timeout(Some(DEADLINE)).unwrap();
