@@ -139,6 +139,9 @@ async fn run_on_scratch(
             }
         }
     }
+    // This core may own none of the keys: a script may have paused on it meanwhile (see
+    // `pause`), its shard not to be touched until it ends.
+    core.gate.wait_open(Some(tx)).await;
     let now = core.prepare();
     let changed = {
         let mut slot = core.scratch.borrow_mut();
