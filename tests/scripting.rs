@@ -466,7 +466,10 @@ fn a_runaway_script_on_the_only_core_answers_busy_and_dies_by_script_kill() {
     // Asked early, PING waits for the threshold, then answers -BUSY.
     t.write_all(b"PING\r\n").unwrap();
     let reply = common::read_some(&mut t).unwrap_or_default();
-    assert!(reply.starts_with("-BUSY Valkey is busy running a script"), "{reply}");
+    assert!(
+        reply.starts_with("-BUSY Valkey is busy running a script"),
+        "{reply}"
+    );
     // What Valkey serves during a busy script and needs no shard answers at once.
     t.write_all(b"HELLO 2\r\n").unwrap();
     let reply = common::read_some(&mut t).unwrap_or_default();
@@ -523,7 +526,10 @@ fn a_paused_script_is_still_atomic() {
                 let [a, b, t] = [got[0], got[1], got[2]].map(|v| v.unwrap_or(0));
                 assert_eq!(a, b, "a reader saw the script half done");
                 // Each round runs the script alone, then INCR and the script in MULTI.
-                assert!(a == 2 * t || a == 2 * t + 1, "a reader saw the transaction half done");
+                assert!(
+                    a == 2 * t || a == 2 * t + 1,
+                    "a reader saw the transaction half done"
+                );
                 reads += 1;
             }
             reads

@@ -275,7 +275,9 @@ impl ClusterNode {
 
     /// The last log index of group `g` this node applied (0: none, or not a member).
     pub fn applied(&self, g: GroupId) -> u64 {
-        self.facts.get(g as usize).map_or(0, |f| f.applied.load(Relaxed))
+        self.facts
+            .get(g as usize)
+            .map_or(0, |f| f.applied.load(Relaxed))
     }
 
     pub(super) fn set_offsets(&self, g: GroupId, offsets: Vec<(NodeId, u64)>) {

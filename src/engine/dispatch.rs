@@ -141,7 +141,9 @@ impl Dispatcher {
                 self.holding = Some(id);
             }
         }
-        let replies = self.run_atomic_held(core, client, guard, dest, queued).await;
+        let replies = self
+            .run_atomic_held(core, client, guard, dest, queued)
+            .await;
         if let Some(id) = self.holding.take() {
             core.gate.release(id);
         }
@@ -1049,7 +1051,6 @@ impl Dispatcher {
         }
     }
 }
-
 
 /// Whether Valkey serves `args` while a script is busy (the `allow-busy` flag) and it runs
 /// without touching the shard: AUTH, HELLO, QUIT, FUNCTION STATS, and SHUTDOWN with NOSAVE

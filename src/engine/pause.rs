@@ -117,7 +117,11 @@ pub struct Paused {
 /// or until its script pauses: then takes the core's gate (unless `held`, the gated
 /// transaction the batch belongs to, holds it) and returns the paused batch. The caller must
 /// have checked that the gate is open to it, with no yield since.
-pub fn start(core: &Rc<Core>, held: Option<TxId>, batch: impl FnOnce() + 'static) -> Option<Paused> {
+pub fn start(
+    core: &Rc<Core>,
+    held: Option<TxId>,
+    batch: impl FnOnce() + 'static,
+) -> Option<Paused> {
     let Some(stack) = take_stack() else {
         // No memory for a stack: run it here, without pausing.
         batch();
