@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::time::Duration;
 
 use common::cluster::Cluster;
@@ -594,11 +594,8 @@ fn function_kill_stops_a_runaway_function_and_others_get_busy() {
         break;
     }
     assert!(killed, "no connection landed on the other core");
-    runner.set_read_timeout(Some(DEADLINE)).unwrap();
-    let mut buf = [0u8; 256];
-    let n = runner.read(&mut buf).unwrap();
     assert_eq!(
-        String::from_utf8_lossy(&buf[..n]),
+        common::next_reply(&mut runner),
         "-ERR Script killed by user with FUNCTION KILL.\r\n"
     );
     assert_eq!(
@@ -626,13 +623,10 @@ fn function_kill_stops_a_runaway_function_and_others_get_busy() {
         break;
     }
     assert!(killed, "no connection landed on the other core");
-    runner.set_read_timeout(Some(DEADLINE)).unwrap();
-    let n = runner.read(&mut buf).unwrap();
+    let reply = common::next_reply(&mut runner);
     assert!(
-        String::from_utf8_lossy(&buf[..n])
-            .starts_with("-ERR Script killed by user with SCRIPT KILL"),
-        "{}",
-        String::from_utf8_lossy(&buf[..n])
+        reply.starts_with("-ERR Script killed by user with SCRIPT KILL"),
+        "{reply}"
     );
 }
 

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::time::Duration;
 
 use common::cluster::Cluster;
@@ -235,14 +235,10 @@ fn script_kill_stops_a_runaway_script_and_others_get_busy_meanwhile() {
         break;
     }
     assert!(killed, "no connection landed on the other core");
-    runner.set_read_timeout(Some(DEADLINE)).unwrap();
-    let mut buf = [0u8; 256];
-    let n = runner.read(&mut buf).unwrap();
+    let reply = common::next_reply(&mut runner);
     assert!(
-        String::from_utf8_lossy(&buf[..n])
-            .starts_with("-ERR Script killed by user with SCRIPT KILL"),
-        "{}",
-        String::from_utf8_lossy(&buf[..n])
+        reply.starts_with("-ERR Script killed by user with SCRIPT KILL"),
+        "{reply}"
     );
     // The core serves again.
     let mut c = s.conn();
@@ -277,10 +273,7 @@ fn script_kill_stops_a_runaway_script_and_others_get_busy_meanwhile() {
             _ => continue,
         }
     }
-    writer.set_read_timeout(Some(DEADLINE)).unwrap();
-    let mut buf = [0u8; 64];
-    let n = writer.read(&mut buf).unwrap();
-    assert_eq!(String::from_utf8_lossy(&buf[..n]), ":30000000\r\n");
+    assert_eq!(common::next_reply(&mut writer), ":30000000\r\n");
     let _ = refused; // UNKILLABLE when a connection landed on the other core in time
     assert_eq!(run::<String>(&mut c, &["GET", ON_CORE_1]).unwrap(), "w");
 }
@@ -455,17 +448,24 @@ fn spin_for(ms: u64) -> String {
     )
 }
 
+/// A one-core server running a runaway script (threshold 100 ms), its runner connection,
+/// another connection, and that connection's reply to `command`.
+fn busy_single_core(command: &str) -> (Server, std::net::TcpStream, std::net::TcpStream, String) {
+    let s = Server::start(&["--threads", "1", "--busy-reply-threshold", "100"]);
+    let runner = s.start_runaway_script(ON_CORE_1);
+    let mut t = s.raw();
+    t.set_read_timeout(Some(DEADLINE)).unwrap();
+    t.write_all(format!("{command}\r\n").as_bytes()).unwrap();
+    let reply = common::read_some(&mut t).unwrap_or_default();
+    (s, runner, t, reply)
+}
+
 /// With one core, a runaway script still leaves room for other connections: past
 /// busy-reply-threshold they get -BUSY (Valkey's reply), and SCRIPT KILL stops it.
 #[test]
 fn a_runaway_script_on_the_only_core_answers_busy_and_dies_by_script_kill() {
-    let s = Server::start(&["--threads", "1", "--busy-reply-threshold", "100"]);
-    let mut runner = s.start_runaway_script(ON_CORE_1);
-    let mut t = s.raw();
-    t.set_read_timeout(Some(DEADLINE)).unwrap();
     // Asked early, PING waits for the threshold, then answers -BUSY.
-    t.write_all(b"PING\r\n").unwrap();
-    let reply = common::read_some(&mut t).unwrap_or_default();
+    let (_s, mut runner, mut t, reply) = busy_single_core("PING");
     assert!(
         reply.starts_with("-BUSY Valkey is busy running a script"),
         "{reply}"
@@ -476,14 +476,10 @@ fn a_runaway_script_on_the_only_core_answers_busy_and_dies_by_script_kill() {
     assert!(reply.starts_with("*14\r\n$6\r\nserver\r\n"), "{reply}");
     t.write_all(b"SCRIPT KILL\r\n").unwrap();
     assert_eq!(common::read_some(&mut t).as_deref(), Some("+OK\r\n"));
-    runner.set_read_timeout(Some(DEADLINE)).unwrap();
-    let mut buf = [0u8; 256];
-    let n = runner.read(&mut buf).unwrap();
+    let reply = common::next_reply(&mut runner);
     assert!(
-        String::from_utf8_lossy(&buf[..n])
-            .starts_with("-ERR Script killed by user with SCRIPT KILL"),
-        "{}",
-        String::from_utf8_lossy(&buf[..n])
+        reply.starts_with("-ERR Script killed by user with SCRIPT KILL"),
+        "{reply}"
     );
     t.write_all(b"PING\r\n").unwrap();
     assert_eq!(common::read_some(&mut t).as_deref(), Some("+PONG\r\n"));
@@ -493,12 +489,7 @@ fn a_runaway_script_on_the_only_core_answers_busy_and_dies_by_script_kill() {
 /// SHUTDOWN NOSAVE stops the server although the script never ends.
 #[test]
 fn shutdown_nosave_stops_a_server_busy_with_a_script() {
-    let mut s = Server::start(&["--threads", "1", "--busy-reply-threshold", "100"]);
-    let _runner = s.start_runaway_script(ON_CORE_1);
-    let mut t = s.raw();
-    t.set_read_timeout(Some(DEADLINE)).unwrap();
-    t.write_all(b"SHUTDOWN\r\n").unwrap();
-    let reply = common::read_some(&mut t).unwrap_or_default();
+    let (mut s, _runner, mut t, reply) = busy_single_core("SHUTDOWN");
     assert!(reply.starts_with("-BUSY"), "{reply}");
     t.write_all(b"SHUTDOWN NOSAVE\r\n").unwrap();
     assert!(s.wait_exit(DEADLINE).is_some(), "the server did not stop");

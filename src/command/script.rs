@@ -130,8 +130,7 @@ impl Scripts {
 
     /// Whether core `core` runs a script for longer than `threshold_ms`.
     pub fn busy(&self, core: usize, threshold_ms: u64) -> bool {
-        let since = self.started.get(core).map_or(0, |s| s.load(Relaxed));
-        since != 0 && crate::util::now_ms().saturating_sub(since) >= threshold_ms
+        self.busy_in(core, threshold_ms) == Some(0)
     }
 
     /// How long until core `core`'s running script is past `threshold_ms` (0: it is); None

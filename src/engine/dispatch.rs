@@ -84,8 +84,8 @@ pub struct Dispatcher {
     pub(super) unwatch_after_flush: Vec<(u64, crate::command::connection::Watching)>,
     /// A blocking command's attempt: it answers a null instead of blocking (`blocking`).
     pub(super) no_block: bool,
-    /// This core's gate, held while a transaction whose keys are all here runs, so a script
-    /// pausing inside it (see `pause`) keeps the whole transaction atomic.
+    /// The id under which `run_atomic` holds this core's gate (a dispatcher runs one
+    /// transaction and is dropped), so a script pausing inside it keeps it atomic.
     holding: Option<TxId>,
     /// This read batch prepared the shard (see `Core::prepare`): something in it may have
     /// run against it, and it must hand its changes over before replying.
@@ -135,29 +135,12 @@ impl Dispatcher {
         // From here to the flush nothing yields, so nothing else runs on this core: the gate
         // must be open now and stays so.
         core.gate.wait_open(None).await;
-        if matches!(dest, super::tx::Dest::Core(c) if c == core.id) {
-            let id = super::gate::new_tx_id();
-            if core.gate.take_now(id) {
-                self.holding = Some(id);
-            }
-        }
-        let replies = self
-            .run_atomic_held(core, client, guard, dest, queued)
-            .await;
-        if let Some(id) = self.holding.take() {
-            core.gate.release(id);
-        }
-        replies
-    }
-
-    async fn run_atomic_held(
-        &mut self,
-        core: &Rc<Core>,
-        client: &mut Client,
-        guard: Option<Op>,
-        dest: super::tx::Dest,
-        queued: Vec<Vec<Bytes>>,
-    ) -> Option<Vec<Vec<u8>>> {
+        // Its keys all here: it holds the gate, so a script pausing inside it (see `pause`)
+        // does not open the gate midway. Released however this returns.
+        let hold = matches!(dest, super::tx::Dest::Core(c) if c == core.id)
+            .then(|| core.gate.hold_now())
+            .flatten();
+        self.holding = hold.as_ref().map(|h| h.id());
         self.now = core.prepare();
         let guarded = guard.is_some();
         if let Some(op) = guard {
@@ -400,18 +383,18 @@ impl Dispatcher {
         Part::Local(start as u32, self.local.buf.len() as u32)
     }
 
-    /// Answers a command while a script paused on this core is past busy-reply-threshold:
-    /// SCRIPT KILL and FUNCTION KILL run, everything else gets -BUSY (and dooms a MULTI).
-    fn answer_busy(&mut self, core: &Rc<Core>, client: &mut Client, args: &[Bytes], busy: &str) {
+    /// Answers a command refused or killing while a script paused on this core is past
+    /// busy-reply-threshold (see [`while_busy`]): -BUSY dooms a MULTI.
+    fn answer_busy(&mut self, core: &Rc<Core>, client: &mut Client, action: WhileBusy, busy: &str) {
         let start = self.local.buf.len();
-        let kill = args.len() == 2 && command::is(&args[1], "kill");
-        if kill && command::is(&args[0], "script") {
-            command::script::kill_running(&core.shared.scripts, false, &mut self.local);
-        } else if kill && command::is(&args[0], "function") {
-            command::script::kill_running(&core.shared.scripts, true, &mut self.local);
-        } else {
-            self.local.error(busy);
-            doom(client);
+        match action {
+            WhileBusy::Kill { function } => {
+                command::script::kill_running(&core.shared.scripts, function, &mut self.local)
+            }
+            WhileBusy::Run | WhileBusy::Refuse => {
+                self.local.error(busy);
+                doom(client);
+            }
         }
         self.push_local(start);
     }
@@ -425,12 +408,14 @@ impl Dispatcher {
                     self.now = core.prepare();
                     self.prepared = true;
                 }
-                // What Valkey serves during a busy script needs no shard: it runs below.
-                Err(_) if allowed_while_busy(&args) => {}
-                Err(busy) => {
-                    self.answer_busy(core, client, &args, busy);
-                    return;
-                }
+                Err(busy) => match while_busy(&args) {
+                    // What Valkey serves during a busy script needs no shard: it runs below.
+                    WhileBusy::Run => {}
+                    action => {
+                        self.answer_busy(core, client, action, busy);
+                        return;
+                    }
+                },
             }
         }
         let start = self.local.buf.len();
@@ -1052,29 +1037,41 @@ impl Dispatcher {
     }
 }
 
-/// Whether Valkey serves `args` while a script is busy (the `allow-busy` flag) and it runs
-/// without touching the shard: AUTH, HELLO, QUIT, FUNCTION STATS, and SHUTDOWN with NOSAVE
-/// (without it Valkey answers -BUSY; the busy core's last changes are not handed to storage,
-/// see `Shared::begin_shutdown`). SCRIPT KILL and FUNCTION KILL are answered by
-/// `answer_busy`.
-fn allowed_while_busy(args: &[Bytes]) -> bool {
+/// What a command does while a script paused on its core is past busy-reply-threshold.
+enum WhileBusy {
+    /// It runs as usual: Valkey serves it (the `allow-busy` flag) and it needs no shard.
+    Run,
+    /// SCRIPT KILL (`function` false) or FUNCTION KILL.
+    Kill { function: bool },
+    /// -BUSY.
+    Refuse,
+}
+
+/// Valkey's rule for `args` during a busy script: AUTH, HELLO, QUIT, FUNCTION STATS and
+/// SHUTDOWN NOSAVE run (SHUTDOWN without NOSAVE gets -BUSY; the busy core's last changes are
+/// not handed to storage, see `Shared::begin_shutdown`), the KILLs kill, the rest is refused.
+fn while_busy(args: &[Bytes]) -> WhileBusy {
     let Some(mut id) = lookup(&args[0]) else {
-        return false;
+        return WhileBusy::Refuse;
     };
     let reg = registry();
     if matches!(reg.def(id).exec, Exec::Container) {
         match args.get(1).and_then(|a| lookup_sub(id, a)) {
             Some(sub) => id = sub,
-            None => return false,
+            None => return WhileBusy::Refuse,
         }
     }
     let def = reg.def(id);
-    if def.name == "shutdown" {
-        return args[1..].iter().any(|a| command::is(a, "nosave"));
+    match reg.full_name(id) {
+        "script|kill" => WhileBusy::Kill { function: false },
+        "function|kill" => WhileBusy::Kill { function: true },
+        "shutdown" if args[1..].iter().any(|a| command::is(a, "nosave")) => WhileBusy::Run,
+        "shutdown" => WhileBusy::Refuse,
+        _ if def.flags & flags::ALLOW_BUSY != 0 && matches!(def.exec, Exec::Conn(_)) => {
+            WhileBusy::Run
+        }
+        _ => WhileBusy::Refuse,
     }
-    def.flags & flags::ALLOW_BUSY != 0
-        && matches!(def.exec, Exec::Conn(_))
-        && !reg.full_name(id).ends_with("|kill")
 }
 
 /// A queued command that cannot run marks its transaction: EXEC answers EXECABORT.

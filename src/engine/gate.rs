@@ -75,6 +75,13 @@ impl Gate {
         false
     }
 
+    /// Takes the gate under a fresh id if it is open and nobody waits for it; it opens again
+    /// when the returned hold is dropped (however the holder's task ends).
+    pub fn hold_now(&self) -> Option<Hold<'_>> {
+        let id = new_tx_id();
+        self.take_now(id).then_some(Hold { gate: self, id })
+    }
+
     /// Opens the gate held by `tx`: runs the parked work, wakes this core's waiting tasks,
     /// then hands the gate to the next transaction in line (if any).
     pub fn release(&self, tx: TxId) {
@@ -121,6 +128,24 @@ impl Gate {
             self.waiting.borrow_mut().push(tx_open);
             let _ = opened.await;
         }
+    }
+}
+
+/// The gate held by [`Gate::hold_now`], released on drop.
+pub struct Hold<'a> {
+    gate: &'a Gate,
+    id: TxId,
+}
+
+impl Hold<'_> {
+    pub fn id(&self) -> TxId {
+        self.id
+    }
+}
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        self.gate.release(self.id);
     }
 }
 

@@ -340,3 +340,12 @@ pub fn read_some(t: &mut std::net::TcpStream) -> Option<String> {
         _ => None,
     }
 }
+
+/// What a raw connection reads next, waiting up to DEADLINE (a script's reply once it ends).
+pub fn next_reply(t: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    t.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut buf = [0u8; 256];
+    let n = t.read(&mut buf).unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
