@@ -22,6 +22,8 @@ pub struct ClientInfo {
     /// Registry id of the last command, +1 (0 = none yet).
     pub last_cmd: AtomicUsize,
     pub resp: AtomicUsize,
+    /// The database SELECT chose (CLIENT LIST `db=`).
+    pub db: std::sync::atomic::AtomicU32,
     pub query_buf: AtomicUsize,
     /// Bytes read from and written to this client, and commands it ran (CLIENT LIST's
     /// tot-net-in, tot-net-out, tot-cmds). Written by the connection's own task only.
@@ -91,12 +93,13 @@ pub struct Shared {
 impl Shared {
     pub fn new(config: Config, cores: usize, commands: usize) -> Shared {
         let now = crate::util::now_ms();
+        let databases = config.databases as usize;
         Shared {
             config,
             cores,
             slot_map: crate::slot::SlotMap::even(cores),
             shard_stats: (0..cores)
-                .map(|_| Arc::new(ShardStats::default()))
+                .map(|_| Arc::new(ShardStats::with_databases(databases)))
                 .collect(),
             core_stats: (0..cores)
                 .map(|_| Arc::new(CoreStats::new(commands)))
@@ -253,6 +256,10 @@ impl crate::command::NodeView for Shared {
 
     fn clustered(&self) -> bool {
         self.config.cluster.enabled
+    }
+
+    fn databases(&self) -> u32 {
+        self.config.databases
     }
 
     fn serves(&self, slot: usize) -> bool {

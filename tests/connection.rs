@@ -112,8 +112,9 @@ fn select() {
     let s = Server::start(&[]);
     let mut c = s.conn();
     assert_eq!(run::<String>(&mut c, &["SELECT", "0"]).unwrap(), "OK");
+    assert_eq!(run::<String>(&mut c, &["SELECT", "15"]).unwrap(), "OK");
     assert_eq!(
-        err(&mut c, &["SELECT", "1"]),
+        err(&mut c, &["SELECT", "16"]),
         "ERR DB index is out of range"
     );
     assert_eq!(

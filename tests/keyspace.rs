@@ -176,7 +176,7 @@ fn check_rename(c: &mut redis::Connection, src: &str, dst: &str) {
         "embstr"
     );
     assert_eq!(
-        err(c, &["COPY", src, dst, "DB", "1"]),
+        err(c, &["COPY", src, dst, "DB", "16"]),
         "ERR DB index is out of range"
     );
     assert_eq!(
@@ -195,7 +195,7 @@ fn check_rename(c: &mut redis::Connection, src: &str, dst: &str) {
     assert_eq!(err(c, &["COPY", src, dst, "NOPE"]), "ERR syntax error");
     // Options are checked before the keys.
     assert_eq!(
-        err(c, &["COPY", "missing", dst, "DB", "1"]),
+        err(c, &["COPY", "missing", dst, "DB", "16"]),
         "ERR DB index is out of range"
     );
 }

@@ -24,6 +24,8 @@ pub struct Client {
     pub multi: Option<Multi>,
     /// The keys WATCH named since the last EXEC/DISCARD/UNWATCH.
     pub watching: Option<Watching>,
+    /// The numbered database its commands run in (SELECT).
+    pub db: u32,
 }
 
 /// A transaction being queued (MULTI ... EXEC).
@@ -35,12 +37,15 @@ pub struct Multi {
 }
 
 /// A client's WATCH session: one flag for all its keys (set when any of them changes), and
-/// each key with the core that owns it and whether it existed when watched (a watched key
-/// that expires afterwards fails the EXEC too, as in Valkey).
+/// each key with the core that owns it, whether it existed when watched (a watched key
+/// that expires afterwards fails the EXEC too, as in Valkey) and its database.
 pub struct Watching {
     pub flag: crate::shard::WatchFlag,
-    pub keys: Vec<(Bytes, usize, bool)>,
+    pub keys: Vec<WatchedKey>,
 }
+
+/// A watched key: (key, owning core, existed when watched, database).
+pub type WatchedKey = (Bytes, usize, bool, u32);
 
 impl Client {
     /// Whether this client must authenticate before running commands (Valkey's authRequired).
@@ -71,12 +76,32 @@ pub fn echo(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
 }
 
 pub fn select(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
-    // Valkey reads the index as a C int (getIntFromObjectOrReply): beyond it, not an integer.
-    match crate::util::parse_i64(&args[1]).filter(|n| i32::try_from(*n).is_ok()) {
-        Some(0) => ctx.out.ok(),
-        Some(_) => ctx.out.error("ERR DB index is out of range"),
-        None => ctx.out.error(super::NOT_INTEGER),
+    match select_index(ctx.shared, &args[1]) {
+        Ok(db) => {
+            ctx.client.db = db;
+            ctx.client.info.db.store(db, Relaxed);
+            ctx.out.ok();
+        }
+        Err(e) => ctx.out.error(e),
     }
+}
+
+/// Valkey's error for a database index outside `0..databases`.
+pub const DB_OUT_OF_RANGE: &str = "ERR DB index is out of range";
+
+/// The database SELECT `arg` names, or Valkey's error for it: the index is read as a C int
+/// (getIntFromObjectOrReply: beyond it, not an integer); a cluster has database 0 only.
+pub fn select_index(shared: &Shared, arg: &[u8]) -> Result<u32, &'static str> {
+    let n = crate::util::parse_i64(arg)
+        .filter(|n| i32::try_from(*n).is_ok())
+        .ok_or(super::NOT_INTEGER)?;
+    if shared.config.cluster.enabled && n != 0 {
+        return Err("ERR SELECT is not allowed in cluster mode");
+    }
+    if n < 0 || n >= shared.config.databases as i64 {
+        return Err(DB_OUT_OF_RANGE);
+    }
+    Ok(n as u32)
 }
 
 pub fn quit(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
@@ -93,6 +118,8 @@ pub fn reset(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
     ctx.client.authenticated = false;
     // RESET also discards a transaction; its watches are dropped by the dispatcher.
     ctx.client.multi = None;
+    ctx.client.db = 0;
+    ctx.client.info.db.store(0, Relaxed);
     ctx.out.simple("RESET");
 }
 
@@ -309,7 +336,7 @@ pub fn client_line(c: &ClientInfo, now_ms: u64) -> String {
     };
     let qbuf = c.query_buf.load(Relaxed);
     format!(
-        "id={} addr={} laddr={} fd={} name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 watch=0 qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs={READ_BUFFER_SIZE} rbp=0 obl=0 oll=0 omem=0 tot-mem={} events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={} tot-net-in={} tot-net-out={} tot-cmds={}",
+        "id={} addr={} laddr={} fd={} name={} age={} idle={} flags=N db={} sub=0 psub=0 ssub=0 multi=-1 watch=0 qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs={READ_BUFFER_SIZE} rbp=0 obl=0 oll=0 omem=0 tot-mem={} events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={} tot-net-in={} tot-net-out={} tot-cmds={}",
         c.id,
         c.addr,
         c.laddr,
@@ -317,6 +344,7 @@ pub fn client_line(c: &ClientInfo, now_ms: u64) -> String {
         meta.name.unwrap_or_default(),
         now_ms.saturating_sub(c.created_ms) / 1000,
         now_ms.saturating_sub(c.last_interaction_ms.load(Relaxed)) / 1000,
+        c.db.load(Relaxed),
         qbuf,
         client_memory(c),
         cmd,

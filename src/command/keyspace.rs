@@ -96,8 +96,14 @@ fn rename_generic(ctx: &mut Ctx<'_>, args: &[Bytes], nx: bool) {
 }
 
 /// Parsed COPY options: Ok(replace) or the error text. Only database 0 exists.
-pub fn copy_options(args: &[Bytes]) -> Result<bool, &'static str> {
+/// COPY's options: (REPLACE given, the destination database: `db` unless DB names one).
+pub fn copy_options(
+    node: &dyn super::NodeView,
+    db: usize,
+    args: &[Bytes],
+) -> Result<(bool, usize), &'static str> {
     let mut replace = false;
+    let mut to_db = db;
     let mut i = 3;
     while i < args.len() {
         if is(&args[i], "REPLACE") {
@@ -112,7 +118,10 @@ pub fn copy_options(args: &[Bytes]) -> Result<bool, &'static str> {
                         "ERR value is out of range, value must between -2147483648 and 2147483647",
                     );
                 }
-                Some(0) => {}
+                Some(0) => to_db = 0,
+                Some(n) if n > 0 && n < node.databases() as i64 && !node.clustered() => {
+                    to_db = n as usize
+                }
                 Some(_) => return Err("ERR DB index is out of range"),
             }
             i += 2;
@@ -120,12 +129,13 @@ pub fn copy_options(args: &[Bytes]) -> Result<bool, &'static str> {
             return Err(SYNTAX_ERROR);
         }
     }
-    Ok(replace)
+    Ok((replace, to_db))
 }
 
 /// COPY with both keys on this core.
 pub fn copy(ctx: &mut Ctx<'_>, args: &[Bytes]) {
-    let replace = match copy_options(args) {
+    let db = ctx.shard.db();
+    let (replace, to_db) = match copy_options(ctx.node, db, args) {
         Ok(r) => r,
         Err(e) => {
             ctx.out.error(e);
@@ -133,16 +143,17 @@ pub fn copy(ctx: &mut Ctx<'_>, args: &[Bytes]) {
         }
     };
     let (from, to) = (&args[1], &args[2]);
-    if from == to {
-        ctx.out
-            .error("ERR source and destination objects are the same");
+    if from == to && db == to_db {
+        ctx.out.error(SAME_OBJECT);
         return;
     }
     let Some((value, expire_at)) = ctx.write(from).map(|e| (e.to_value(), e.expire_at())) else {
         ctx.out.int(0);
         return;
     };
+    ctx.shard.select(to_db);
     if !replace && ctx.write(to).is_some() {
+        ctx.shard.select(db);
         ctx.out.int(0);
         return;
     }
@@ -151,7 +162,51 @@ pub fn copy(ctx: &mut Ctx<'_>, args: &[Bytes]) {
         value,
         expire_at,
     });
+    ctx.shard.select(db);
     ctx.out.int(1);
+}
+
+/// Valkey's shared.sameobjecterr.
+pub const SAME_OBJECT: &str = "ERR source and destination objects are the same";
+
+/// MOVE key db: the key goes to another database with its value and expiry; 0 when it does
+/// not exist here or exists there already.
+pub fn move_(ctx: &mut Ctx<'_>, args: &[Bytes]) {
+    if ctx.node.clustered() {
+        ctx.out.error("ERR MOVE is not allowed in cluster mode");
+        return;
+    }
+    let db = ctx.shard.db();
+    let to_db = match crate::util::parse_i64(&args[2]).filter(|n| i32::try_from(*n).is_ok()) {
+        None => return ctx.out.error(super::NOT_INTEGER),
+        Some(n) if n < 0 || n >= ctx.node.databases() as i64 => {
+            return ctx.out.error("ERR DB index is out of range");
+        }
+        Some(n) => n as usize,
+    };
+    if to_db == db {
+        ctx.out.error(SAME_OBJECT);
+        return;
+    }
+    let key = &args[1];
+    let Some((value, expire_at)) = ctx.write(key).map(|e| (e.to_value(), e.expire_at())) else {
+        ctx.out.int(0);
+        return;
+    };
+    ctx.shard.select(to_db);
+    let moved = ctx.write(key).is_none();
+    if moved {
+        ctx.apply(Mutation::Restore {
+            key,
+            value,
+            expire_at,
+        });
+    }
+    ctx.shard.select(db);
+    if moved {
+        ctx.apply(Mutation::Del { key });
+    }
+    ctx.out.int(moved as i64);
 }
 
 /// Per-core KEYS: the matching keys of this core, as an array.
@@ -207,7 +262,17 @@ fn flush_mode(arg: Option<&Bytes>) -> Option<bool> {
 /// Per-core FLUSHALL/FLUSHDB [SYNC|ASYNC].
 pub fn flush_local(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     ctx.shard.set_free_mode(flush_mode(args.get(1)));
-    ctx.apply(Mutation::FlushAll);
+    if is(&args[0], "flushall") {
+        // Every database; FLUSHDB only the selected one.
+        let was = ctx.shard.db();
+        for db in ctx.shard.used_dbs() {
+            ctx.shard.select(db);
+            ctx.apply(Mutation::FlushAll);
+        }
+        ctx.shard.select(was);
+    } else {
+        ctx.apply(Mutation::FlushAll);
+    }
     ctx.shard.set_free_mode(None);
     ctx.out.ok();
 }

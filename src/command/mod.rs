@@ -208,6 +208,8 @@ pub enum Fanout {
     /// CLUSTER COUNTKEYSINSLOT / GETKEYSINSLOT: only the core owning the slot has keys.
     CountKeysInSlot,
     GetKeysInSlot,
+    /// SWAPDB: every core swaps its part of two databases, all at once (under every gate).
+    SwapDb,
 }
 
 /// What a data command may know of the node beyond its shard: a handler gets this narrow
@@ -217,6 +219,10 @@ pub trait NodeView {
     fn proto_max_bulk_len(&self) -> usize;
     /// Whether this node runs in cluster mode.
     fn clustered(&self) -> bool;
+    /// `databases`: how many numbered databases there are (Valkey's default 16).
+    fn databases(&self) -> u32 {
+        16
+    }
     /// Whether this node serves `slot` as its primary (always, standalone): KEYS, SCAN,
     /// DBSIZE and RANDOMKEY cover those slots only, as on a Valkey cluster primary.
     fn serves(&self, slot: usize) -> bool;

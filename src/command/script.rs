@@ -328,6 +328,12 @@ fn call_from_script(argv: Vec<Vec<u8>>) -> CommandOutcome {
     if (def.arity > 0 && argc != def.arity) || argc < -def.arity {
         return refuse("Wrong number of args calling command from script");
     }
+    let args: Vec<Bytes> = argv.into_iter().map(Bytes::from).collect();
+    // SAFETY: as for RUNNING; the shard and node outlive the script's run.
+    let (shard, node) = unsafe { (&mut *run.shard, &*run.node) };
+    if def.name == "select" {
+        return select_in_script(shard, node, &args[1]);
+    }
     if def.flags & flags::NOSCRIPT != 0 {
         return refuse("This command is not allowed from script");
     }
@@ -338,9 +344,6 @@ fn call_from_script(argv: Vec<Vec<u8>>) -> CommandOutcome {
     if run.deny_oom && def.flags & flags::DENYOOM != 0 {
         return refuse(&format!("-{OOM}"));
     }
-    let args: Vec<Bytes> = argv.into_iter().map(Bytes::from).collect();
-    // SAFETY: as for RUNNING; the shard and node outlive the script's run.
-    let (shard, node) = unsafe { (&mut *run.shard, &*run.node) };
     for p in def.keys.positions(&args) {
         let key = &args[p];
         let slot = key_slot(key);
@@ -387,6 +390,32 @@ fn call_from_script(argv: Vec<Vec<u8>>) -> CommandOutcome {
     if write {
         node.scripts().wrote[run.core].store(true, Relaxed);
     }
+    CommandOutcome::Reply(out.buf)
+}
+
+/// SELECT from a script: later `redis.call`s use that database, the caller's stays as it was.
+fn select_in_script(shard: &mut Shard, node: &dyn NodeView, arg: &[u8]) -> CommandOutcome {
+    let refuse = |msg: &str| CommandOutcome::Refused(msg.as_bytes().to_vec());
+    let db = match crate::util::parse_i64(arg).filter(|n| i32::try_from(*n).is_ok()) {
+        None => return refuse(&format!("-{}", super::NOT_INTEGER)),
+        Some(n) if node.clustered() && n != 0 => {
+            return refuse("-ERR SELECT is not allowed in cluster mode");
+        }
+        Some(n) if n < 0 || n >= node.databases() as i64 => {
+            return refuse(&format!("-{}", super::connection::DB_OUT_OF_RANGE));
+        }
+        Some(n) => n as usize,
+    };
+    // A scratch shard holds copies of the declared keys of one database (`engine::span`).
+    if shard.scratch && db != shard.db() {
+        return refuse(
+            "-ERR SELECT of another database in a script whose keys live on several threads \
+             is not supported",
+        );
+    }
+    shard.select(db);
+    let mut out = Out::new(RESP3.with(|r| r.get()));
+    out.ok();
     CommandOutcome::Reply(out.buf)
 }
 
@@ -580,6 +609,8 @@ pub(super) fn execute(
     let scripts = ctx.node.scripts();
     script::begin_run(lua);
     let core = ctx.shard.core.unwrap_or(0);
+    // A SELECT inside the script changes its own database only (Valkey 7 and later).
+    let db = ctx.shard.db();
     let mut running = Running {
         shard: &mut *ctx.shard,
         // SAFETY: only the lifetime bound is erased; the pointer is used while the script
@@ -634,6 +665,7 @@ pub(super) fn execute(
     let result = call(lua);
     lua.remove_hook();
     RUNNING.with(|r| r.set(std::ptr::null_mut()));
+    ctx.shard.select(db);
     scripts.started[core].store(0, Relaxed);
     if is_function {
         scripts.set_running_function(core, None);

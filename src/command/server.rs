@@ -530,14 +530,20 @@ fn cpu_section(out: &mut String) {
 
 fn keyspace_section(shared: &Shared, out: &mut String) {
     out.push_str("# Keyspace\r\n");
-    let keys = shared.sum_shards(|s| s.keys.get());
-    let expires = shared.sum_shards(|s| s.expires.get());
-    let volatile_hashes = shared.sum_shards(|s| s.keys_with_volatile_items.get());
-    if keys > 0 {
+    for db in 0..shared.config.databases as usize {
+        let per_db = |f: fn(&crate::shard::stats::DbCounts) -> u64| {
+            shared.sum_shards(|s| s.dbs.get(db).map_or(0, f))
+        };
+        let keys = per_db(|d| d.keys.get());
+        if keys == 0 {
+            continue;
+        }
+        let expires = per_db(|d| d.expires.get());
+        let volatile_hashes = per_db(|d| d.volatile_items.get());
         // Valkey 9's line: `keys_with_volatile_items` counts hashes with field TTLs.
         let _ = write!(
             out,
-            "db0:keys={keys},expires={expires},avg_ttl=0,keys_with_volatile_items={volatile_hashes}\r\n"
+            "db{db}:keys={keys},expires={expires},avg_ttl=0,keys_with_volatile_items={volatile_hashes}\r\n"
         );
     }
 }

@@ -1087,7 +1087,8 @@ pub struct Config {
     pub logfile: String,
     /// `threads`: worker threads; 0 means one per CPU core.
     pub threads: usize,
-    /// `databases`: accepted for compatibility; tallykv only has database 0.
+    /// `databases`: how many numbered databases SELECT may choose from (Valkey's default 16;
+    /// a cluster has database 0 only).
     pub databases: u32,
     /// `pidfile`: empty means none.
     pub pidfile: String,
@@ -1171,7 +1172,7 @@ impl Default for Config {
             dir: PathBuf::from("./data"),
             logfile: String::new(),
             threads: 0,
-            databases: 1,
+            databases: 16,
             pidfile: String::new(),
             config_file: None,
             runtime: Arc::new(Runtime::default()),
@@ -1295,12 +1296,6 @@ impl Config {
         let mut w = Vec::new();
         if !rt.save_params().is_empty() && !rt.appendonly() {
             w.push("save is set, but appendonly is no: there is no data dir, so no snapshots will be taken".into());
-        }
-        if self.databases != 1 {
-            w.push(format!(
-                "databases is {}, but tallykv only has database 0: SELECT of any other index fails",
-                self.databases
-            ));
         }
         let maxmemory = rt.maxmemory();
         if maxmemory > 0 && maxmemory < MB {

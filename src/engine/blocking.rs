@@ -66,10 +66,12 @@ struct Blocked {
     core: Rc<Core>,
     keys: Vec<Bytes>,
     timeout: bool,
+    /// The database of the keys.
+    db: u32,
 }
 
 impl Blocked {
-    fn new(core: &Rc<Core>, keys: Vec<Bytes>, timeout: bool) -> Blocked {
+    fn new(core: &Rc<Core>, keys: Vec<Bytes>, timeout: bool, db: u32) -> Blocked {
         core.shared.blocked_clients.fetch_add(1, Relaxed);
         if timeout {
             core.shared.blocked_with_timeout.fetch_add(1, Relaxed);
@@ -78,6 +80,7 @@ impl Blocked {
             core: core.clone(),
             keys,
             timeout,
+            db,
         }
     }
 }
@@ -89,6 +92,7 @@ impl Drop for Blocked {
         if self.timeout {
             shared.blocked_with_timeout.fetch_sub(1, Relaxed);
         }
+        let db = self.db as usize;
         for key in self.keys.drain(..) {
             let owner = self.core.owner(key_slot(&key) as usize);
             self.core.spawn_on(owner, move |cc| {
@@ -96,7 +100,9 @@ impl Drop for Blocked {
                     // Not while a script paused there (see `pause`).
                     cc.gate.wait_open(None).await;
                     let mut shard = cc.shard.borrow_mut();
+                    shard.select(db);
                     shard.blocked.sweep(&key);
+                    shard.select(0);
                     shard.sync_waiting_counts();
                 })
             });
@@ -143,18 +149,22 @@ impl Dispatcher {
             // attempt before waiting, so a push in between is not missed.
             let (tx, mut rx) = oneshot::channel();
             let w: Wakeup = Arc::new(Mutex::new(Some(tx)));
+            // The database as the command was sent: a blocked client cannot SELECT.
+            let db = client.db;
             for key in &keys {
                 let owner = core.owner(key_slot(key) as usize);
                 let (k, w2) = (key.clone(), w.clone());
                 core.call(owner, move |cc| {
                     let mut shard = cc.shard.borrow_mut();
+                    shard.select(db as usize);
                     shard.blocked.add(&k, &w2);
+                    shard.select(0);
                     shard.sync_waiting_counts();
                 })
                 .await;
             }
             if _gauge.is_none() {
-                _gauge = Some(Blocked::new(core, keys.clone(), deadline.is_some()));
+                _gauge = Some(Blocked::new(core, keys.clone(), deadline.is_some(), db));
             }
             let again = attempt(core, client, args.clone()).await;
             if !is_null(&again) {

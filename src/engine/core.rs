@@ -35,6 +35,8 @@ pub struct Op {
     pub args: Vec<Bytes>,
     pub flags: u32,
     pub cmd_id: u32,
+    /// The numbered database it runs in (SELECT).
+    pub db: u32,
 }
 
 pub const NO_STATS: u32 = u32::MAX;
@@ -277,6 +279,7 @@ impl Core {
                 ends.push(out.buf.len() as u32);
                 continue;
             }
+            shard.select(op.db as usize);
             let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
                 // In a cluster only a group's leader evicts, through the group's log (see
                 // `cluster::evict`); the engine refused growth before evaluating.
@@ -345,6 +348,8 @@ impl Core {
             }
             ends.push(out.buf.len() as u32);
         }
+        // Everything else that touches the shard works in database 0.
+        shard.select(0);
     }
 
     /// Runs `ops` like [`Core::execute`], except that a script among them may pause (see
@@ -451,7 +456,7 @@ impl Core {
                     return true;
                 }
             }
-            if !shard.evict_one(policy, samples, now) {
+            if !shard.evict_one_any_db(policy, samples, now) {
                 if !asked {
                     self.ask_others_to_evict(policy);
                 }
@@ -465,9 +470,9 @@ impl Core {
     fn evictable_keys(&self, shard: &Shard, policy: EvictPolicy) -> (u64, u64) {
         let volatile = policy.volatile_only();
         let mine = if volatile {
-            shard.volatile_len()
+            shard.total_volatile_len()
         } else {
-            shard.len()
+            shard.total_len()
         } as u64;
         let others: u64 = self
             .shared
@@ -553,7 +558,7 @@ impl Core {
         // tick or request goes on.
         let started = Instant::now();
         while mem.used_for_eviction() > target && started.elapsed() < EVICTION_SLICE {
-            if !shard.evict_one(policy, samples, now) {
+            if !shard.evict_one_any_db(policy, samples, now) {
                 break;
             }
             mem.publish(self.id);

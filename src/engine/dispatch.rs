@@ -90,6 +90,8 @@ pub struct Dispatcher {
     /// This read batch prepared the shard (see `Core::prepare`): something in it may have
     /// run against it, and it must hand its changes over before replying.
     prepared: bool,
+    /// The database of the command being dispatched (the client's, as SELECT left it).
+    pub(super) db: u32,
 }
 
 impl Dispatcher {
@@ -110,6 +112,7 @@ impl Dispatcher {
             no_block: false,
             holding: None,
             prepared: false,
+            db: 0,
         }
     }
 
@@ -337,6 +340,7 @@ impl Dispatcher {
                     args,
                     flags,
                     cmd_id,
+                    db: self.db,
                 }],
                 self.now,
                 &mut self.local,
@@ -350,6 +354,7 @@ impl Dispatcher {
                 args,
                 flags,
                 cmd_id,
+                db: self.db,
             });
             Part::Remote {
                 round: self.rounds.len() as u32,
@@ -375,6 +380,7 @@ impl Dispatcher {
             args,
             flags,
             cmd_id,
+            db: self.db,
         };
         let out = std::mem::take(&mut self.local);
         let ran = core.execute_or_pause(vec![op], self.now, out, Vec::new(), self.gate_id());
@@ -400,6 +406,7 @@ impl Dispatcher {
     }
 
     async fn dispatch(&mut self, core: &Rc<Core>, client: &mut Client, args: Vec<Bytes>) {
+        self.db = client.db;
         // A transaction holding this core's gate, or a script paused here, runs first (see
         // `gate`, `pause`).
         if core.gate.blocks(self.gate_id()) {
@@ -561,7 +568,8 @@ impl Dispatcher {
                 let start = self.local.buf.len();
                 let began = Instant::now();
                 let keys = def.keys.positions(&args).map(|p| args[p].clone()).collect();
-                super::span::run_spanning(core, f, &args, keys, self.tx, &mut self.local).await;
+                let (tx, db) = (self.tx, self.db);
+                super::span::run_spanning(core, f, &args, keys, tx, db, &mut self.local).await;
                 self.count_local(stats, id, start, began);
             }
             Exec::Shard(f)
@@ -588,6 +596,13 @@ impl Dispatcher {
             }
             Exec::Multi(_, kind) => {
                 self.split(core, def.name, def.flags, cmd_id, kind, args);
+            }
+            Exec::Fanout(Fanout::SwapDb) => {
+                self.flush(core, client.resp3).await;
+                let start = self.local.buf.len();
+                let began = Instant::now();
+                super::span::swap_dbs(core, &args, self.gate_id(), &mut self.local).await;
+                self.count_local(stats, id, start, began);
             }
             Exec::Fanout(kind) => self.fanout(core, kind, args, def.flags, cmd_id),
             Exec::Snapshot(background) => {
@@ -727,6 +742,7 @@ impl Dispatcher {
                         args,
                         flags: def.flags,
                         cmd_id,
+                        db: self.db,
                     },
                 );
                 self.slots.push(Slot::One(part));
@@ -807,6 +823,7 @@ impl Dispatcher {
                     args: op_args,
                     flags: def.flags,
                     cmd_id,
+                    db: 0,
                 };
                 self.queue_for_group(core, cluster, g, op)
             })
@@ -903,6 +920,7 @@ impl Dispatcher {
                 }
                 (keyspace::flush_local, Gather::AllOk)
             }
+            Fanout::SwapDb => unreachable!("run by dispatch"),
             Fanout::Scan => {
                 // One core per call: the one owning the cursor's slot.
                 let target = keyspace::parse_cursor(&args[1])

@@ -102,7 +102,7 @@ impl Core {
         .detach();
     }
 
-    /// Hands the shard's pending changes to the storage writer now.
+    /// Hands the shard's pending changes (of every database) to the storage writer now.
     pub fn flush_changes(&self) {
         let Some(p) = &self.persist else { return };
         p.scheduled.set(false);
@@ -111,98 +111,32 @@ impl Core {
         };
         let shard = &mut *self.shard.borrow_mut();
         let marks = self.take_raft_items();
-        let Some(changes) = shard
-            .take_changes()
-            .or_else(|| (!marks.is_empty()).then(crate::shard::Changes::default))
-        else {
+        let dbs = shard.changed_dbs();
+        if dbs.is_empty() && marks.is_empty() {
             return;
+        }
+        let mut batch = Batch {
+            raft: marks,
+            ..Batch::default()
         };
-        let mut items = Vec::with_capacity(changes.keys.len());
-        let mut deltas = Vec::with_capacity(changes.deltas.len());
-        let mut delta_gc = Vec::new();
         let rep = self.replicated.borrow();
-        for (key, records) in changes.deltas {
-            let slot = key_slot(&key);
-            let present = shard.peek_stored(&key).is_some();
-            match shard.delta_keys.get_mut(&key[..]) {
-                // Still there: the turn's records go on top of the stored base.
-                Some(state) if present => {
-                    let mut stored = Vec::with_capacity(16 + key.len());
-                    codec::encode_delta_key(slot, &key, state.epoch, state.next_seq, &mut stored);
-                    state.next_seq += 1;
-                    state.delta_bytes += records.len() as u64;
-                    deltas.push(Item {
-                        key: stored,
-                        value: Some(records),
-                    });
-                }
-                // Gone (its last element popped): a delete says it more simply.
-                _ => {
-                    let mut stored = Vec::with_capacity(2 + key.len());
-                    codec::encode_key(slot, &key, &mut stored);
-                    items.push(Item {
-                        key: stored,
-                        value: None,
-                    });
-                    forget_deltas(shard, &key, None, &mut delta_gc);
-                }
+        let was = shard.db();
+        for db in dbs {
+            shard.select(db);
+            if let Some(changes) = shard.take_changes() {
+                encode_changes(shard, &rep.spec, db as u32, changes, &mut batch);
             }
         }
-        for key in changes.keys {
-            let slot = key_slot(&key);
-            let mut stored = Vec::with_capacity(2 + key.len());
-            codec::encode_key(slot, &key, &mut stored);
-            // A key a leader's uncommitted proposal changed since is stored as of the last
-            // commit (storage never holds what may be undone).
-            let value = match rep.spec.committed_image(&key) {
-                Some(image) => image.as_ref().map(|img| {
-                    let mut v = Vec::with_capacity(16);
-                    codec::encode_value(img.value.as_ref(), img.expire_at, &mut v);
-                    v
-                }),
-                None => match shard.peek_stored(&key) {
-                    // A large value: stored under a new epoch, its next changes as deltas.
-                    Some(e) if shard.use_deltas && crate::shard::deltas::worth_deltas(e) => {
-                        let epoch = fastrand::u64(..);
-                        let mut v = Vec::with_capacity(24 + e.heap_size());
-                        codec::encode_value_at(e.value(), e.expire_at(), Some(epoch), &mut v);
-                        let state = DeltaState::new(epoch, v.len() as u64);
-                        forget_deltas(shard, &key, Some(state), &mut delta_gc);
-                        items.push(Item {
-                            key: stored,
-                            value: Some(v),
-                        });
-                        continue;
-                    }
-                    Some(e) => {
-                        let mut v = Vec::with_capacity(16 + e.heap_size());
-                        codec::encode_value(e.value(), e.expire_at(), &mut v);
-                        Some(v)
-                    }
-                    None => None,
-                },
-            };
-            if !shard.delta_keys.is_empty() {
-                forget_deltas(shard, &key, None, &mut delta_gc);
-            }
-            items.push(Item { key: stored, value });
-        }
+        shard.select(was);
         drop(rep);
         let pair = p.next.borrow_mut().take();
         let wait = self.always() || storage.backlogged();
         let pair = pair.or_else(|| wait.then(new_ticket));
-        let done = pair.map(|(tx, ticket)| {
+        batch.done = pair.map(|(tx, ticket)| {
             *p.last.borrow_mut() = Some(ticket);
             tx
         });
-        storage.write(Batch {
-            wipe: changes.flushed.then(|| shard.owned_slots()),
-            items,
-            raft: marks,
-            deltas,
-            delta_gc,
-            done,
-        });
+        storage.write(batch);
     }
 
     /// The ticket a reply must wait for when records were applied since `before` (a reading
@@ -285,8 +219,14 @@ impl Core {
                     });
                     // Large values' later changes, applied on top of the values.
                     let r = r.and_then(|()| {
-                        reader.load_deltas(slots, |chunk| {
+                        reader.load_deltas(slots.clone(), |chunk| {
                             futures::executor::block_on(tx.send(Chunk::Deltas(chunk))).is_ok()
+                        })
+                    });
+                    // The numbered databases other than 0.
+                    let r = r.and_then(|()| {
+                        reader.load_db_slots(slots, |db, chunk| {
+                            futures::executor::block_on(tx.send(Chunk::DbValues(db, chunk))).is_ok()
                         })
                     });
                     let _ = result_tx.send(r);
@@ -307,7 +247,21 @@ impl Core {
                 match chunk {
                     Chunk::Values(chunk) => {
                         let n = chunk.len() as u64;
-                        core.load_chunk(&storage, chunk, now, &mut expired);
+                        core.load_chunk(&storage, 0, chunk, now, &mut expired);
+                        let total = core.shared.loading_keys.fetch_add(n, Relaxed) + n;
+                        log_progress(&core, total);
+                    }
+                    Chunk::DbValues(db, chunk) => {
+                        let databases = core.shared.config.databases;
+                        if db >= databases {
+                            fatal_load(&format!(
+                                "the data set holds keys of database {db}, but `databases` is \
+                                 {databases}: start with databases {} or more",
+                                db as u64 + 1
+                            ));
+                        }
+                        let n = chunk.len() as u64;
+                        core.load_chunk(&storage, db, chunk, now, &mut expired);
                         let total = core.shared.loading_keys.fetch_add(n, Relaxed) + n;
                         log_progress(&core, total);
                     }
@@ -358,14 +312,17 @@ impl Core {
         .detach();
     }
 
+    /// Loads a chunk of stored keys of database `db` (their stored form without the database).
     fn load_chunk(
         &self,
         storage: &Storage,
+        db: u32,
         chunk: Vec<(fjall::Slice, fjall::Slice)>,
         now: u64,
         expired: &mut Vec<Vec<u8>>,
     ) {
         let mut shard = self.shard.borrow_mut();
+        shard.select(db as usize);
         let limits = shard.limits;
         for (k, v) in chunk {
             let decoded = codec::decode_key(&k).and_then(|(slot, key)| {
@@ -396,7 +353,9 @@ impl Core {
                 let state = DeltaState::new(epoch, v.len() as u64);
                 shard.delta_keys.insert(key.into(), state);
             } else if expire_at.is_some_and(|at| now > at) {
-                expired.push(k.to_vec());
+                let mut stored = Vec::with_capacity(7 + key.len());
+                codec::encode_db_key(db, slot, key, &mut stored);
+                expired.push(stored);
                 continue;
             }
             shard.apply(Mutation::Restore {
@@ -405,6 +364,7 @@ impl Core {
                 expire_at,
             });
         }
+        shard.select(0);
     }
 
     /// Applies a chunk of stored deltas to the values loaded before them; deltas of an
@@ -513,6 +473,91 @@ impl Core {
     }
 }
 
+/// Adds what changed in the selected database `db` of `shard` to `batch`: each changed key's
+/// current state (as of the last commit for a key a leader's uncommitted proposal changed),
+/// or the deltas of a large value. Database 0 only keeps large values as deltas.
+fn encode_changes(
+    shard: &mut Shard,
+    spec: &super::spec::Spec,
+    db: u32,
+    changes: crate::shard::Changes,
+    batch: &mut Batch,
+) {
+    if changes.flushed {
+        match db {
+            0 => batch.wipe = Some(shard.owned_slots()),
+            _ => batch.wipe_dbs.push((db, shard.owned_slots())),
+        }
+    }
+    let (items, deltas, delta_gc) = (&mut batch.items, &mut batch.deltas, &mut batch.delta_gc);
+    for (key, records) in changes.deltas {
+        let slot = key_slot(&key);
+        let present = shard.peek_stored(&key).is_some();
+        match shard.delta_keys.get_mut(&key[..]) {
+            // Still there: the turn's records go on top of the stored base.
+            Some(state) if present => {
+                let mut stored = Vec::with_capacity(16 + key.len());
+                codec::encode_delta_key(slot, &key, state.epoch, state.next_seq, &mut stored);
+                state.next_seq += 1;
+                state.delta_bytes += records.len() as u64;
+                deltas.push(Item {
+                    key: stored,
+                    value: Some(records),
+                });
+            }
+            // Gone (its last element popped): a delete says it more simply.
+            _ => {
+                let mut stored = Vec::with_capacity(2 + key.len());
+                codec::encode_db_key(db, slot, &key, &mut stored);
+                items.push(Item {
+                    key: stored,
+                    value: None,
+                });
+                forget_deltas(shard, &key, None, delta_gc);
+            }
+        }
+    }
+    for key in changes.keys {
+        let slot = key_slot(&key);
+        let mut stored = Vec::with_capacity(7 + key.len());
+        codec::encode_db_key(db, slot, &key, &mut stored);
+        // A key a leader's uncommitted proposal changed since is stored as of the last
+        // commit (storage never holds what may be undone).
+        let value = match spec.committed_image(&key) {
+            Some(image) => image.as_ref().map(|img| {
+                let mut v = Vec::with_capacity(16);
+                codec::encode_value(img.value.as_ref(), img.expire_at, &mut v);
+                v
+            }),
+            None => match shard.peek_stored(&key) {
+                // A large value: stored under a new epoch, its next changes as deltas.
+                Some(e) if shard.use_deltas && db == 0 && crate::shard::deltas::worth_deltas(e) => {
+                    let epoch = fastrand::u64(..);
+                    let mut v = Vec::with_capacity(24 + e.heap_size());
+                    codec::encode_value_at(e.value(), e.expire_at(), Some(epoch), &mut v);
+                    let state = DeltaState::new(epoch, v.len() as u64);
+                    forget_deltas(shard, &key, Some(state), delta_gc);
+                    items.push(Item {
+                        key: stored,
+                        value: Some(v),
+                    });
+                    continue;
+                }
+                Some(e) => {
+                    let mut v = Vec::with_capacity(16 + e.heap_size());
+                    codec::encode_value(e.value(), e.expire_at(), &mut v);
+                    Some(v)
+                }
+                None => None,
+            },
+        };
+        if !shard.delta_keys.is_empty() {
+            forget_deltas(shard, &key, None, delta_gc);
+        }
+        items.push(Item { key: stored, value });
+    }
+}
+
 /// Sets (or clears) `key`'s delta state; asks storage to delete the deltas the old state
 /// left (any of another epoch than the new one's).
 fn forget_deltas(shard: &mut Shard, key: &[u8], new: Option<DeltaState>, gc: &mut Vec<DeltaGc>) {
@@ -530,10 +575,12 @@ fn forget_deltas(shard: &mut Shard, key: &[u8], new: Option<DeltaState>, gc: &mu
     }
 }
 
-/// What a core's loader thread sends it: stored values, then stored deltas.
+/// What a core's loader thread sends it: stored values, then stored deltas (database 0),
+/// then the other databases' values.
 enum Chunk {
     Values(Vec<(fjall::Slice, fjall::Slice)>),
     Deltas(Vec<(fjall::Slice, fjall::Slice)>),
+    DbValues(u32, Vec<(fjall::Slice, fjall::Slice)>),
 }
 
 static LOAD_STARTED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();

@@ -132,6 +132,7 @@ pub async fn refuse_growing<'a>(
             args: op.args.clone(),
             flags: op.flags,
             cmd_id: op.cmd_id,
+            db: op.db,
         })
         .collect();
     let ran = if rest.is_empty() {

@@ -69,15 +69,16 @@ pub fn owners(core: &Core, keys: &[Bytes]) -> BTreeSet<usize> {
         .collect()
 }
 
-/// Runs `exec` on `args` atomically although its `keys` live on several cores: takes their
-/// gates unless `held` (the transaction already holding them), runs it on the scratch shard,
-/// writes back, opens the gates.
+/// Runs `exec` on `args` in database `db` atomically although its `keys` live on several
+/// cores: takes their gates unless `held` (the transaction already holding them), runs it on
+/// the scratch shard, writes back, opens the gates.
 pub async fn run_spanning(
     core: &Rc<Core>,
     exec: ShardFn,
     args: &[Bytes],
     keys: Vec<Bytes>,
     held: Option<TxId>,
+    db: u32,
     out: &mut Out,
 ) {
     let cores = owners(core, &keys);
@@ -89,11 +90,66 @@ pub async fn run_spanning(
             tx
         }
     };
-    run_on_scratch(core, exec, args, keys, tx, out).await;
+    match copy_to_db(core, exec, args, db) {
+        Some(Ok(to_db)) => copy_across(core, args, tx, db, to_db, out).await,
+        Some(Err(e)) => out.error(e),
+        None => run_on_scratch(core, exec, args, keys, tx, db, out).await,
+    }
     if held.is_none() {
         release_all(core, &cores, tx).await;
         durable_barrier(core, &cores).await;
     }
+}
+
+/// SWAPDB index1 index2: every core swaps its part of the two databases while `held` (the
+/// transaction running it) or SWAPDB itself holds every core's gate, so no client sees one
+/// core swapped and another not.
+pub async fn swap_dbs(core: &Rc<Core>, args: &[Bytes], held: Option<TxId>, out: &mut Out) {
+    if core.shared.config.cluster.enabled {
+        out.error("ERR SWAPDB is not allowed in cluster mode");
+        return;
+    }
+    let index = |a: &[u8], which: &str| {
+        crate::util::parse_i64(a)
+            .filter(|n| i32::try_from(*n).is_ok())
+            .ok_or_else(|| format!("ERR invalid {which} DB index"))
+    };
+    let (a, b) = match (index(&args[1], "first"), index(&args[2], "second")) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
+            out.error(&e);
+            return;
+        }
+    };
+    let databases = core.shared.config.databases as i64;
+    if !(0..databases).contains(&a) || !(0..databases).contains(&b) {
+        out.error(crate::command::connection::DB_OUT_OF_RANGE);
+        return;
+    }
+    let (a, b) = (a as usize, b as usize);
+    if a != b {
+        let cores: BTreeSet<usize> = (0..core.cores()).collect();
+        let tx = match held {
+            Some(tx) => tx,
+            None => {
+                let tx = super::gate::new_tx_id();
+                acquire_all(core, &cores, tx).await;
+                tx
+            }
+        };
+        for &c in &cores {
+            core.call_as(c, Some(tx), move |cc| {
+                cc.shard.borrow_mut().swap_dbs(a, b);
+                cc.schedule_flush();
+            })
+            .await;
+        }
+        if held.is_none() {
+            release_all(core, &cores, tx).await;
+            durable_barrier(core, &cores).await;
+        }
+    }
+    out.ok();
 }
 
 /// A key's live state as fetched from its core.
@@ -109,8 +165,10 @@ async fn run_on_scratch(
     args: &[Bytes],
     keys: Vec<Bytes>,
     tx: TxId,
+    db: u32,
     out: &mut Out,
 ) {
+    let db = db as usize;
     let mut fetched: Vec<Fetched> = Vec::new();
     for c in owners(core, &keys) {
         let mine: Vec<Bytes> = keys
@@ -122,13 +180,17 @@ async fn run_on_scratch(
             .call_as(c, Some(tx), move |cc| {
                 let now = crate::util::now_ms();
                 let mut shard = cc.shard.borrow_mut();
-                mine.into_iter()
+                shard.select(db);
+                let got = mine
+                    .into_iter()
                     .filter_map(|k| {
                         let e = shard.get(&k, now)?;
                         let (v, exp) = (e.to_value(), e.expire_at());
                         Some((k, v, exp))
                     })
-                    .collect::<Vec<Fetched>>()
+                    .collect::<Vec<Fetched>>();
+                shard.select(0);
+                got
             })
             .await;
         match got {
@@ -151,6 +213,8 @@ async fn run_on_scratch(
             s.core = Some(core.id);
             s
         });
+        // The command sees the database it runs in.
+        scratch.select(db);
         scratch.limits = core.shard.borrow().limits;
         scratch.lazyfree = core.shard.borrow().lazyfree;
         scratch.clock_ms = now;
@@ -196,6 +260,7 @@ async fn run_on_scratch(
         for (k, _) in &changed {
             scratch.remove(k);
         }
+        scratch.select(0);
         changed
     };
     for c in owners(
@@ -212,6 +277,7 @@ async fn run_on_scratch(
             .collect();
         core.call_as(c, Some(tx), move |cc| {
             let mut shard = cc.shard.borrow_mut();
+            shard.select(db);
             for (k, state) in mine {
                 match state {
                     Some((value, expire_at)) => shard.apply(Mutation::Restore {
@@ -222,7 +288,79 @@ async fn run_on_scratch(
                     None => shard.apply(Mutation::Del { key: &k }),
                 };
             }
+            shard.select(0);
         })
         .await;
+    }
+}
+
+/// For a COPY to another database (its DB option), that database (or COPY's error); None
+/// for any other command or a COPY within `db`.
+fn copy_to_db(
+    core: &Core,
+    exec: ShardFn,
+    args: &[Bytes],
+    db: u32,
+) -> Option<Result<usize, &'static str>> {
+    let copy = crate::command::is(&args[0], "copy") && args.len() > 3;
+    if !copy || exec as usize != crate::command::keyspace::copy as ShardFn as usize {
+        return None;
+    }
+    match crate::command::keyspace::copy_options(&*core.shared, db as usize, args) {
+        Ok((_, to_db)) if to_db == db as usize => None,
+        Ok((_, to_db)) => Some(Ok(to_db)),
+        Err(e) => Some(Err(e)),
+    }
+}
+
+/// COPY source destination DB n with the keys on two cores (their gates held by `tx`): the
+/// source's value is read on its core, then written to database `to_db` on the
+/// destination's core unless a key is there (and REPLACE was not given).
+async fn copy_across(
+    core: &Rc<Core>,
+    args: &[Bytes],
+    tx: TxId,
+    db: u32,
+    to_db: usize,
+    out: &mut Out,
+) {
+    let replace = args[3..].iter().any(|a| crate::command::is(a, "replace"));
+    let (from, to) = (args[1].clone(), args[2].clone());
+    let src = core.owner(key_slot(&from) as usize);
+    let got = core
+        .call_as(src, Some(tx), move |cc| {
+            let mut shard = cc.shard.borrow_mut();
+            shard.select(db as usize);
+            let e = shard.get(&from, crate::util::now_ms());
+            let got = e.map(|e| (e.to_value(), e.expire_at()));
+            shard.select(0);
+            got
+        })
+        .await;
+    let (value, expire_at) = match got {
+        None => return out.error(CORE_FAILED),
+        Some(None) => return out.int(0),
+        Some(Some(v)) => v,
+    };
+    let dst = core.owner(key_slot(&to) as usize);
+    let copied = core
+        .call_as(dst, Some(tx), move |cc| {
+            let mut shard = cc.shard.borrow_mut();
+            shard.select(to_db);
+            let free = replace || shard.get(&to, crate::util::now_ms()).is_none();
+            if free {
+                shard.apply(Mutation::Restore {
+                    key: &to,
+                    value,
+                    expire_at,
+                });
+            }
+            shard.select(0);
+            free
+        })
+        .await;
+    match copied {
+        None => out.error(CORE_FAILED),
+        Some(c) => out.int(c as i64),
     }
 }

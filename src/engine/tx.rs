@@ -25,7 +25,7 @@ use super::dispatch::Dispatcher;
 use super::routing::{self, Route};
 use super::span;
 use crate::cluster::key_slot;
-use crate::command::connection::{Client, Multi, Watching};
+use crate::command::connection::{Client, Multi, WatchedKey, Watching};
 use crate::command::table::{lookup, lookup_sub, registry};
 use crate::command::{Ctx, Exec, Fanout, TxCmd, flags};
 use crate::protocol::Out;
@@ -88,23 +88,27 @@ fn keys_of(def: &crate::command::CommandDef, args: &[Bytes]) -> Vec<Bytes> {
     def.keys.positions(args).map(|p| args[p].clone()).collect()
 }
 
-/// Guard op: `[_, client id, key, alive (0|1), ...]`; answers `:1` when every watched key here
-/// is untouched (and still exists if it existed when watched), `:0` otherwise.
+/// Guard op: `[_, client id, (db, key, alive (0|1))...]`; answers `:1` when every watched key
+/// here is untouched (and still exists if it existed when watched), `:0` otherwise.
 fn watch_guard(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     let client = std::str::from_utf8(&args[1])
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
         .unwrap_or(0);
-    let clean = args[2..].chunks_exact(2).all(|kv| {
-        let (key, alive) = (&kv[0], &kv[1][..] == b"1");
+    let was = ctx.shard.db();
+    let clean = args[2..].chunks_exact(3).all(|kv| {
+        let db = crate::util::parse_i64(&kv[0]).unwrap_or(0) as usize;
+        let (key, alive) = (&kv[1], &kv[2][..] == b"1");
+        ctx.shard.select(db);
         ctx.shard.watches.untouched(key, client)
             && (!alive || ctx.shard.peek(key, ctx.now).is_some())
     });
+    ctx.shard.select(was);
     ctx.out.int(clean as i64);
 }
 
-fn guard_op(client: u64, keys: &[(Bytes, usize, bool)], core: usize) -> Option<Op> {
-    let mine: Vec<&(Bytes, usize, bool)> = keys.iter().filter(|k| k.1 == core).collect();
+fn guard_op(client: u64, keys: &[WatchedKey], core: usize) -> Option<Op> {
+    let mine: Vec<&WatchedKey> = keys.iter().filter(|k| k.1 == core).collect();
     if mine.is_empty() {
         return None;
     }
@@ -112,7 +116,8 @@ fn guard_op(client: u64, keys: &[(Bytes, usize, bool)], core: usize) -> Option<O
         Bytes::from_static(b"exec-guard"),
         Bytes::from(client.to_string()),
     ];
-    for (k, _, alive) in mine {
+    for (k, _, alive, db) in mine {
+        args.push(Bytes::from(db.to_string()));
         args.push(k.clone());
         args.push(Bytes::from_static(if *alive { b"1" } else { b"0" }));
     }
@@ -121,6 +126,7 @@ fn guard_op(client: u64, keys: &[(Bytes, usize, bool)], core: usize) -> Option<O
         args,
         flags: flags::TX | flags::TX_GUARD,
         cmd_id: super::core::NO_STATS,
+        db: 0,
     })
 }
 
@@ -136,9 +142,9 @@ pub(super) fn drop_watch(core: &Rc<Core>, id: u64, w: Watching) {
     core.shared
         .watching_clients
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    let mut by_core: std::collections::BTreeMap<usize, Vec<Bytes>> = Default::default();
-    for (k, c, _) in w.keys {
-        by_core.entry(c).or_default().push(k);
+    let mut by_core: std::collections::BTreeMap<usize, Vec<(Bytes, u32)>> = Default::default();
+    for (k, c, _, db) in w.keys {
+        by_core.entry(c).or_default().push((k, db));
     }
     for (c, keys) in by_core {
         core.spawn_on(c, move |cc| {
@@ -146,9 +152,11 @@ pub(super) fn drop_watch(core: &Rc<Core>, id: u64, w: Watching) {
                 // Not while a script paused there (see `pause`).
                 cc.gate.wait_open(None).await;
                 let mut shard = cc.shard.borrow_mut();
-                for k in keys {
+                for (k, db) in keys {
+                    shard.select(db as usize);
                     shard.watches.remove(&k, id);
                 }
+                shard.select(0);
                 shard.sync_waiting_counts();
             })
         });
@@ -256,8 +264,7 @@ impl Dispatcher {
         if self.atomic || self.tx.is_some() || queued.is_empty() {
             return Err(queued);
         }
-        let watched: &[(Bytes, usize, bool)] =
-            client.watching.as_ref().map_or(&[], |w| &w.keys[..]);
+        let watched: &[WatchedKey] = client.watching.as_ref().map_or(&[], |w| &w.keys[..]);
         if client
             .watching
             .as_ref()
@@ -303,6 +310,7 @@ impl Dispatcher {
                 args,
                 flags: flags | flags::TX | begin,
                 cmd_id,
+                db: 0,
             }
         };
         if let Some(op) = guard {
@@ -349,6 +357,7 @@ impl Dispatcher {
             .flag
             .clone();
         let id = client.info.id;
+        let db = client.db;
         for key in keys {
             let owner = core.owner(key_slot(key) as usize);
             let (k, f) = (key.clone(), flag.clone());
@@ -356,14 +365,17 @@ impl Dispatcher {
                 .call_as(owner, self.tx, move |cc| {
                     let now = crate::util::now_ms();
                     let mut shard = cc.shard.borrow_mut();
+                    shard.select(db as usize);
                     shard.watches.add(&k, id, &f);
+                    let alive = shard.peek(&k, now).is_some();
+                    shard.select(0);
                     shard.sync_waiting_counts();
-                    shard.peek(&k, now).is_some()
+                    alive
                 })
                 .await
                 .unwrap_or(false);
             if let Some(w) = client.watching.as_mut() {
-                w.keys.push((key.clone(), owner, alive));
+                w.keys.push((key.clone(), owner, alive, db));
             }
         }
         self.local.ok();
@@ -372,7 +384,7 @@ impl Dispatcher {
 
 /// Runs a transaction's queued commands and writes EXEC's reply.
 async fn exec(core: &Rc<Core>, client: &mut Client, queued: Vec<Vec<Bytes>>, out: &mut Out) {
-    let watched: Vec<(Bytes, usize, bool)> = client
+    let watched: Vec<WatchedKey> = client
         .watching
         .as_ref()
         .map(|w| w.keys.clone())

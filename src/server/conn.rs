@@ -69,6 +69,7 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
         net_in: AtomicU64::new(0),
         net_out: AtomicU64::new(0),
         commands: AtomicU64::new(0),
+        db: Default::default(),
         meta: Mutex::new(ClientMeta::default()),
     });
     shared
@@ -84,6 +85,7 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
         readonly: false,
         multi: None,
         watching: None,
+        db: 0,
     };
     let result = std::panic::AssertUnwindSafe(run(&core, &mut stream, &mut client))
         .catch_unwind()

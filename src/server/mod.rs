@@ -334,11 +334,15 @@ async fn active_expire(core: &Rc<Core>, budget: Duration) {
             // A transaction took this core while we yielded: it must see no deletion.
             break;
         }
-        let step = {
+        let worth_another = {
             let mut shard = core.shard.borrow_mut();
-            shard.active_expire_step(crate::util::now_ms(), 200)
+            let now = crate::util::now_ms();
+            let mut worth = false;
+            // Every numbered database in turn (Valkey's cycle walks them too).
+            shard.for_each_db(|s| worth |= s.active_expire_step(now, 200).worth_another());
+            worth
         };
-        if !step.worth_another() || started.elapsed() >= budget {
+        if !worth_another || started.elapsed() >= budget {
             break;
         }
         glommio::yield_if_needed().await;

@@ -61,6 +61,14 @@ impl Blocked {
             }
         }
     }
+
+    /// Wakes the clients blocked on every key `has_data` holds true for (SWAPDB).
+    pub fn wake_where(&mut self, mut has_data: impl FnMut(&[u8]) -> bool) {
+        let keys: Vec<Box<[u8]>> = self.keys.keys().filter(|k| has_data(k)).cloned().collect();
+        for k in keys {
+            self.wake(&k);
+        }
+    }
 }
 
 #[cfg(test)]

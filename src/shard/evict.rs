@@ -127,6 +127,57 @@ impl Shard {
         }
     }
 
+    /// [`Shard::evict_one`] over every database: Valkey's pool samples all of them; here each
+    /// eviction picks one database with a probability proportional to the keys `policy` may
+    /// evict there (the others are tried when it has none after all).
+    pub fn evict_one_any_db(&mut self, policy: EvictPolicy, samples: usize, now: u64) -> bool {
+        if self.parked.iter().all(Option::is_none) {
+            return self.evict_one(policy, samples, now);
+        }
+        let volatile = policy.volatile_only();
+        let dbs = self.used_dbs();
+        let counts: Vec<usize> = dbs
+            .iter()
+            .map(|&d| match self.parked.get(d) {
+                Some(Some(st)) if volatile => st.volatile,
+                Some(Some(st)) => st.keys,
+                _ if volatile => self.volatile,
+                _ => self.keys,
+            })
+            .collect();
+        let total: usize = counts.iter().sum();
+        if total == 0 {
+            return false;
+        }
+        let mut pick = fastrand::usize(..total);
+        let first = counts
+            .iter()
+            .position(|&n| {
+                if pick < n {
+                    true
+                } else {
+                    pick -= n;
+                    false
+                }
+            })
+            .unwrap_or(0);
+        let was = self.db;
+        let mut done = false;
+        for i in 0..dbs.len() {
+            let at = (first + i) % dbs.len();
+            if counts[at] == 0 {
+                continue;
+            }
+            self.select(dbs[at]);
+            if self.evict_one(policy, samples, now) {
+                done = true;
+                break;
+            }
+        }
+        self.select(was);
+        done
+    }
+
     /// Chooses keys to evict under `policy` without deleting them, among those `allowed`
     /// accepts, until their sizes add up to `bytes` or there are `max` of them. A cluster
     /// leader evicts this way: it proposes the deletes through its group's log (only keys

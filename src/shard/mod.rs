@@ -126,6 +126,66 @@ pub struct Shard {
     free_mode: Option<bool>,
     /// Bytes of this shard's per-slot tables (MEMORY STATS), kept as they grow.
     table_bytes: usize,
+    /// The numbered database (SELECT) whose keys the fields above hold.
+    db: usize,
+    /// The other databases' keys, by number (None: the selected one, or never used).
+    parked: Vec<Option<Box<DbState>>>,
+    /// The parked databases' figures, summed (what the shard's statistics add to its own).
+    parked_sums: Sums,
+}
+
+type DeltaKeys = std::collections::HashMap<Box<[u8]>, deltas::DeltaState, ahash::RandomState>;
+
+/// What a shard holds for one numbered database. The selected database's part lives in the
+/// shard's own fields, where every read and every record goes; the others wait here, and
+/// [`Shard::select`] swaps them in and out (a few pointer moves, no key is touched). Valkey's
+/// per-database state: the keys, their expiry and eviction bookkeeping, the pending storage
+/// changes, and the clients watching or blocked on keys of that database.
+struct DbState {
+    slots: Box<[SlotTable]>,
+    nonempty: Box<[u64]>,
+    keys: usize,
+    volatile: usize,
+    volatile_hashes: BTreeSet<(u16, u64, Box<[u8]>)>,
+    evict_pool: evict::Pool,
+    expire_cursor: ExpireCursor,
+    changes: Option<Changes>,
+    delta_keys: DeltaKeys,
+    table_bytes: usize,
+    watches: Watches,
+    blocked: Blocked,
+}
+
+impl DbState {
+    fn new(tracking: bool) -> DbState {
+        let mut slots = Vec::with_capacity(SLOT_COUNT);
+        slots.resize_with(SLOT_COUNT, SlotTable::default);
+        DbState {
+            slots: slots.into_boxed_slice(),
+            nonempty: vec![0u64; SLOT_COUNT / 64].into_boxed_slice(),
+            keys: 0,
+            volatile: 0,
+            volatile_hashes: BTreeSet::new(),
+            evict_pool: evict::Pool::default(),
+            expire_cursor: ExpireCursor::default(),
+            changes: tracking.then(Changes::default),
+            delta_keys: Default::default(),
+            table_bytes: 0,
+            watches: Watches::default(),
+            blocked: Blocked::default(),
+        }
+    }
+}
+
+/// Figures of parked databases, summed.
+#[derive(Default, Clone, Copy)]
+struct Sums {
+    keys: usize,
+    volatile: usize,
+    volatile_hashes: usize,
+    table_bytes: usize,
+    watched: usize,
+    blocking: usize,
 }
 
 /// The change feed persistence reads: which keys changed since it last looked. It stores each
@@ -156,6 +216,19 @@ impl Changes {
             self.deltas.remove(key);
             self.keys.insert(key.into());
         }
+    }
+}
+
+/// Marks a database's storage for a rewrite from scratch: everything stored goes, then every
+/// key in `slots` is written again (SWAPDB).
+fn rewrite_all(slots: &[SlotTable], changes: &mut Option<Changes>) {
+    let Some(c) = changes.as_mut() else { return };
+    c.keys.clear();
+    c.deltas.clear();
+    c.flushed = true;
+    for t in slots {
+        c.keys
+            .extend(t.table.iter().map(|e| Box::<[u8]>::from(e.key())));
     }
 }
 
@@ -198,7 +271,144 @@ impl Shard {
             lazyfree: LazyFree::default(),
             free_mode: None,
             table_bytes: 0,
+            db: 0,
+            parked: Vec::new(),
+            parked_sums: Sums::default(),
         }
+    }
+
+    /// The numbered database reads and records go to.
+    pub fn db(&self) -> usize {
+        self.db
+    }
+
+    /// Makes database `db` the one reads and records go to (Valkey's selectDb). Whoever
+    /// selects another database than 0 selects 0 again when done: the engine's paths that know
+    /// nothing of databases (Raft, slot hand-over) see database 0.
+    pub fn select(&mut self, db: usize) {
+        if db == self.db {
+            return;
+        }
+        if self.parked.len() <= db.max(self.db) {
+            self.parked.resize_with(db.max(self.db) + 1, || None);
+        }
+        let tracking = self.changes.is_some();
+        let mut st = self.parked[db]
+            .take()
+            .unwrap_or_else(|| Box::new(DbState::new(tracking)));
+        self.swap_data(&mut st);
+        std::mem::swap(&mut self.watches, &mut st.watches);
+        std::mem::swap(&mut self.blocked, &mut st.blocked);
+        let old = std::mem::replace(&mut self.db, db);
+        self.parked[old] = Some(st);
+        self.sum_parked();
+    }
+
+    /// Swaps the keys of the selected database (and what goes with them: expiry, eviction
+    /// and storage bookkeeping) with `st`'s; the clients watching or blocked stay.
+    fn swap_data(&mut self, st: &mut DbState) {
+        use std::mem::swap;
+        swap(&mut self.slots, &mut st.slots);
+        swap(&mut self.nonempty, &mut st.nonempty);
+        swap(&mut self.keys, &mut st.keys);
+        swap(&mut self.volatile, &mut st.volatile);
+        swap(&mut self.volatile_hashes, &mut st.volatile_hashes);
+        swap(&mut self.evict_pool, &mut st.evict_pool);
+        swap(&mut self.expire_cursor, &mut st.expire_cursor);
+        swap(&mut self.changes, &mut st.changes);
+        swap(&mut self.delta_keys, &mut st.delta_keys);
+        swap(&mut self.table_bytes, &mut st.table_bytes);
+    }
+
+    fn sum_parked(&mut self) {
+        let mut sums = Sums::default();
+        for st in self.parked.iter().flatten() {
+            sums.keys += st.keys;
+            sums.volatile += st.volatile;
+            sums.volatile_hashes += st.volatile_hashes.len();
+            sums.table_bytes += st.table_bytes;
+            sums.watched += st.watches.len();
+            sums.blocking += st.blocked.len();
+        }
+        self.parked_sums = sums;
+    }
+
+    /// The databases that ever held anything here (or were selected), in order.
+    pub fn used_dbs(&self) -> Vec<usize> {
+        let mut dbs: Vec<usize> = (0..self.parked.len())
+            .filter(|&d| self.parked[d].is_some())
+            .collect();
+        if let Err(i) = dbs.binary_search(&self.db) {
+            dbs.insert(i, self.db);
+        }
+        dbs
+    }
+
+    /// Runs `f` with each used database selected in turn, then selects the one selected
+    /// before.
+    pub fn for_each_db(&mut self, mut f: impl FnMut(&mut Shard)) {
+        let was = self.db;
+        for db in self.used_dbs() {
+            self.select(db);
+            f(self);
+        }
+        self.select(was);
+    }
+
+    /// Keys in every database of this shard.
+    pub fn total_len(&self) -> usize {
+        self.keys + self.parked_sums.keys
+    }
+
+    /// Keys with an expiry in every database of this shard.
+    pub fn total_volatile_len(&self) -> usize {
+        self.volatile + self.parked_sums.volatile
+    }
+
+    /// SWAPDB: databases `a` and `b` exchange their keys. The clients watching a key that
+    /// exists in either are told it changed, clients blocked on a key that now has data are
+    /// woken (Valkey's touchAllWatchedKeysInDb, scanDatabaseForReadyKeys), and storage is
+    /// told to rewrite both databases.
+    pub fn swap_dbs(&mut self, a: usize, b: usize) {
+        if a == b {
+            return;
+        }
+        let was = self.db;
+        self.select(b);
+        self.select(a);
+        let mut st = self.parked[b].take().expect("selected a moment ago");
+        self.swap_data(&mut st);
+        // Storage holds each database under its own number: both are rewritten whole.
+        self.delta_keys.clear();
+        st.delta_keys.clear();
+        rewrite_all(&self.slots, &mut self.changes);
+        rewrite_all(&st.slots, &mut st.changes);
+        // Watched keys existing in either database, in both databases' sessions.
+        let exists = |slots: &[SlotTable], hasher: &ahash::RandomState, k: &[u8]| {
+            let slot = key_slot(k) as usize;
+            let hash = hasher.hash_one(k);
+            slots[slot].table.find(hash, |e| e.key() == k).is_some()
+        };
+        let hasher = self.hasher.clone();
+        let (mine, theirs) = (&self.slots, &st.slots);
+        self.watches
+            .touch_where(|k| exists(mine, &hasher, k) || exists(theirs, &hasher, k));
+        st.watches
+            .touch_where(|k| exists(mine, &hasher, k) || exists(theirs, &hasher, k));
+        self.blocked.wake_where(|k| exists(mine, &hasher, k));
+        st.blocked.wake_where(|k| exists(theirs, &hasher, k));
+        self.parked[b] = Some(st);
+        self.sum_parked();
+        self.sync_counts();
+        self.sync_volatile_hashes();
+        self.sync_waiting_counts();
+        self.stats
+            .table_bytes
+            .set((self.table_bytes + self.parked_sums.table_bytes) as u64);
+        self.select(b);
+        self.sync_counts();
+        self.sync_volatile_hashes();
+        self.select(was);
     }
 
     /// Makes the removals of the command about to run free lazily (`Some(true)`) or at once
@@ -234,16 +444,36 @@ impl Shard {
     /// Starts (or stops) recording which keys change, for [`Shard::take_changes`].
     pub fn track_changes(&mut self, on: bool) {
         self.changes = on.then(Changes::default);
+        for st in self.parked.iter_mut().flatten() {
+            st.changes = on.then(Changes::default);
+        }
     }
 
-    /// How many keys changed since the last [`Shard::take_changes`].
+    /// How many keys changed since the last [`Shard::take_changes`] (every database).
     pub fn pending_changes(&self) -> usize {
+        let parked = self.parked.iter().flatten();
         self.changes.as_ref().map_or(0, Changes::len)
+            + parked
+                .map(|st| st.changes.as_ref().map_or(0, Changes::len))
+                .sum::<usize>()
     }
 
-    /// Whether keys changed since the last [`Shard::take_changes`].
+    /// Whether keys changed since the last [`Shard::take_changes`] (in any database).
     pub fn has_changes(&self) -> bool {
-        self.changes.as_ref().is_some_and(|c| !c.is_empty())
+        let changed = |c: &Option<Changes>| c.as_ref().is_some_and(|c| !c.is_empty());
+        changed(&self.changes) || self.parked.iter().flatten().any(|st| changed(&st.changes))
+    }
+
+    /// The databases with changes not yet taken.
+    pub fn changed_dbs(&self) -> Vec<usize> {
+        let changed = |c: &Option<Changes>| c.as_ref().is_some_and(|c| !c.is_empty());
+        self.used_dbs()
+            .into_iter()
+            .filter(|&d| match &self.parked.get(d) {
+                Some(Some(st)) => changed(&st.changes),
+                _ => d == self.db && changed(&self.changes),
+            })
+            .collect()
     }
 
     /// Counts records applied while tracking; compare two readings to see if anything was
@@ -275,7 +505,8 @@ impl Shard {
         self.change_count += 1;
         // A part of a large value changes: a delta of its stored base may carry it.
         let delta_budget = match m.key() {
-            Some(k) if self.use_deltas && deltas::is_partial(m) => self
+            // (Database 0 only: storage keeps no deltas for the others.)
+            Some(k) if self.use_deltas && self.db == 0 && deltas::is_partial(m) => self
                 .delta_keys
                 .get(k)
                 .map(deltas::DeltaState::budget)
@@ -699,7 +930,9 @@ impl Shard {
                     lazyfree::discard_tables(tables, self.keys as u64);
                 }
                 self.table_bytes = 0;
-                self.stats.table_bytes.set(0);
+                self.stats
+                    .table_bytes
+                    .set(self.parked_sums.table_bytes as u64);
                 self.nonempty.iter_mut().for_each(|w| *w = 0);
                 self.keys = 0;
                 self.volatile = 0;
@@ -713,8 +946,13 @@ impl Shard {
     /// Publishes how many keys are watched and blocked on (INFO clients); call after changing
     /// `watches` or `blocked`.
     pub fn sync_waiting_counts(&self) {
-        self.stats.watched_keys.set(self.watches.len() as u64);
-        self.stats.blocking_keys.set(self.blocked.len() as u64);
+        let p = &self.parked_sums;
+        self.stats
+            .watched_keys
+            .set((self.watches.len() + p.watched) as u64);
+        self.stats
+            .blocking_keys
+            .set((self.blocked.len() + p.blocking) as u64);
     }
 
     /// Wakes the clients blocked on a key `m` may give data to.
@@ -1017,9 +1255,13 @@ impl Shard {
     }
 
     fn sync_volatile_hashes(&self) {
+        let n = self.volatile_hashes.len();
         self.stats
             .keys_with_volatile_items
-            .set(self.volatile_hashes.len() as u64);
+            .set((n + self.parked_sums.volatile_hashes) as u64);
+        if let Some(db) = self.stats.dbs.get(self.db) {
+            db.volatile_items.set(n as u64);
+        }
     }
 
     /// Call before anything that may insert into a slot's table (hashbrown's `entry` makes
@@ -1040,7 +1282,9 @@ impl Shard {
             s.table.reserve(1, |e| hasher.hash_one(e.key()));
             let after = usage::table_bytes(s.table.num_buckets(), size_of::<Entry>());
             self.table_bytes = self.table_bytes + after - before;
-            self.stats.table_bytes.set(self.table_bytes as u64);
+            self.stats
+                .table_bytes
+                .set((self.table_bytes + self.parked_sums.table_bytes) as u64);
         }
     }
 
@@ -1082,8 +1326,16 @@ impl Shard {
     }
 
     fn sync_counts(&self) {
-        self.stats.keys.set(self.keys as u64);
-        self.stats.expires.set(self.volatile as u64);
+        self.stats
+            .keys
+            .set((self.keys + self.parked_sums.keys) as u64);
+        self.stats
+            .expires
+            .set((self.volatile + self.parked_sums.volatile) as u64);
+        if let Some(db) = self.stats.dbs.get(self.db) {
+            db.keys.set(self.keys as u64);
+            db.expires.set(self.volatile as u64);
+        }
     }
 
     fn fresh_access(&self) -> u32 {

@@ -26,8 +26,16 @@ impl Counter {
     }
 }
 
-/// Keyspace figures of one shard, as INFO reports them (summed over shards).
+/// One numbered database's keyspace figures on one shard (INFO keyspace's `dbN:` line).
 #[derive(Debug, Default)]
+pub struct DbCounts {
+    pub keys: Counter,
+    pub expires: Counter,
+    pub volatile_items: Counter,
+}
+
+/// Keyspace figures of one shard, as INFO reports them (summed over shards).
+#[derive(Debug)]
 #[repr(align(128))] // keep shards' counters on separate cache lines
 pub struct ShardStats {
     pub keys: Counter,
@@ -48,4 +56,35 @@ pub struct ShardStats {
     pub blocking_keys: Counter,
     /// Bytes of the shard's per-slot key tables (a gauge; MEMORY STATS).
     pub table_bytes: Counter,
+    /// Per numbered database (`databases` of them): `keys` and `expires` above are their sums.
+    pub dbs: Box<[DbCounts]>,
+}
+
+impl ShardStats {
+    /// Counters for a node with `databases` numbered databases.
+    pub fn with_databases(databases: usize) -> ShardStats {
+        ShardStats {
+            keys: Counter::default(),
+            expires: Counter::default(),
+            expired_keys: Counter::default(),
+            expired_fields: Counter::default(),
+            keys_with_volatile_items: Counter::default(),
+            expired_stale_perc_x100: Counter::default(),
+            expire_cycle_cpu_us: Counter::default(),
+            evicted_keys: Counter::default(),
+            keyspace_hits: Counter::default(),
+            keyspace_misses: Counter::default(),
+            watched_keys: Counter::default(),
+            blocking_keys: Counter::default(),
+            table_bytes: Counter::default(),
+            dbs: (0..databases.max(1)).map(|_| DbCounts::default()).collect(),
+        }
+    }
+}
+
+impl Default for ShardStats {
+    /// Valkey's default of 16 databases.
+    fn default() -> ShardStats {
+        ShardStats::with_databases(16)
+    }
 }

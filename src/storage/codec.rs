@@ -65,6 +65,40 @@ pub fn encode_key(slot: u16, key: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(key);
 }
 
+/// Marks an [`crate::storage::Item`] key of a numbered database other than 0: the marker,
+/// the database (u32 BE), then the key as [`encode_key`] stores it. Database 0's stored keys
+/// start with their slot, below 0x4000, so the marker cannot be mistaken for one.
+pub const DB_MARKER: u8 = 0xFF;
+
+/// Appends the stored form of `key` in `slot` of database `db` to `out`: [`encode_key`]'s
+/// for database 0, else [`DB_MARKER`] and the database first (storage keeps those in a
+/// keyspace of their own, keyed by database, slot, key).
+pub fn encode_db_key(db: u32, slot: u16, key: &[u8], out: &mut Vec<u8>) {
+    if db != 0 {
+        out.push(DB_MARKER);
+        out.extend_from_slice(&db.to_be_bytes());
+    }
+    encode_key(slot, key, out);
+}
+
+/// The first key of `slot` of database `db` in the numbered databases' keyspace.
+pub fn db_slot_prefix(db: u32, slot: usize) -> [u8; 6] {
+    let mut p = [0u8; 6];
+    p[..4].copy_from_slice(&db.to_be_bytes());
+    p[4..].copy_from_slice(&(slot as u16).to_be_bytes());
+    p
+}
+
+/// The database of a key of the numbered databases' keyspace, and the rest of it (as
+/// [`decode_key`] reads it).
+pub fn decode_db(stored: &[u8]) -> Result<(u32, &[u8]), String> {
+    if stored.len() < 6 {
+        return Err(format!("stored key of {} bytes is too short", stored.len()));
+    }
+    let db = u32::from_be_bytes([stored[0], stored[1], stored[2], stored[3]]);
+    Ok((db, &stored[4..]))
+}
+
 /// The slot and user key of a stored key.
 pub fn decode_key(stored: &[u8]) -> Result<(u16, &[u8]), String> {
     if stored.len() < 2 {

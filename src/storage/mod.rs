@@ -61,6 +61,9 @@ const DB_DIR: &str = "tallykv.db";
 const RAFT_KEYSPACE: &str = "raft";
 /// The keyspace of large values' deltas (see [`codec`]).
 const DELTAS_KEYSPACE: &str = "deltas";
+/// The keyspace of the numbered databases other than 0 (SELECT), keyed by database (u32 BE),
+/// slot, key ([`codec::db_slot_prefix`]); values as in the groups' keyspaces.
+const DBS_KEYSPACE: &str = "dbs";
 pub const SNAPSHOT_DIR: &str = "snapshot";
 /// Queued batches the writer takes into one commit at most.
 const MAX_MSGS_PER_COMMIT: usize = 4096;
@@ -105,6 +108,8 @@ pub struct DeltaGc {
 pub struct Batch {
     /// Slots whose keys are all deleted first (FLUSHALL on that core).
     pub wipe: Option<Range<usize>>,
+    /// The same for numbered databases other than 0: (database, slots).
+    pub wipe_dbs: Vec<(u32, Range<usize>)>,
     pub items: Vec<Item>,
     /// Writes to the `raft` keyspace (state-machine keys, tag >= 0x10: see the module doc),
     /// committed atomically with `items`.
@@ -160,6 +165,7 @@ pub struct Storage {
     groups: Vec<Keyspace>,
     raft: Keyspace,
     deltas: Keyspace,
+    dbs: Keyspace,
     dir: PathBuf,
     tx: Mutex<Option<Sender<WriteMsg>>>,
     /// Bytes sent to the writer and not yet committed.
@@ -231,12 +237,16 @@ impl Storage {
         let deltas = db
             .keyspace(DELTAS_KEYSPACE, group_options)
             .map_err(|e| db_err(&path, e))?;
+        let dbs = db
+            .keyspace(DBS_KEYSPACE, group_options)
+            .map_err(|e| db_err(&path, e))?;
         let (tx, rx) = std::sync::mpsc::channel();
         let storage = Arc::new(Storage {
             db,
             groups,
             raft,
             deltas,
+            dbs,
             dir: dir.to_path_buf(),
             tx: Mutex::new(Some(tx)),
             backlog_bytes: AtomicU64::new(0),
@@ -278,7 +288,8 @@ impl Storage {
 
     /// Approximate number of stored keys (for loading progress).
     pub fn approximate_len(&self) -> u64 {
-        self.groups.iter().map(|g| g.approximate_len() as u64).sum()
+        let groups: u64 = self.groups.iter().map(|g| g.approximate_len() as u64).sum();
+        groups + self.dbs.approximate_len() as u64
     }
 
     fn group_of(&self, slot: usize) -> usize {
@@ -381,7 +392,7 @@ impl Storage {
             .spawn(move || {
                 let started = Instant::now();
                 // The raft keyspace too: it is where purged log prefixes leave tombstones.
-                for ks in me.groups.iter().chain([&me.raft, &me.deltas]) {
+                for ks in me.groups.iter().chain([&me.raft, &me.deltas, &me.dbs]) {
                     if let Err(e) = ks.major_compact() {
                         tracing::error!("compaction of {} failed: {e}", ks.path().display());
                     }
@@ -639,6 +650,7 @@ impl Storage {
             .fetch_sub(b.backlog_bytes() as u64, Relaxed);
         let Batch {
             wipe,
+            wipe_dbs,
             items,
             raft,
             deltas,
@@ -648,14 +660,22 @@ impl Storage {
         if let Some(slots) = wipe {
             self.wipe(batch, slots);
         }
+        for (db, slots) in wipe_dbs {
+            self.wipe_db(batch, db, slots);
+        }
         let stats = &self.stats;
         stats.keys_written.fetch_add(items.len() as u64, Relaxed);
         stats
             .changes_since_save
             .fetch_add((items.len() + deltas.len()) as u64, Relaxed);
-        for item in items {
-            let slot = u16::from_be_bytes([item.key[0], item.key[1]]) as usize;
-            let ks = &self.groups[self.group_of(slot)];
+        for mut item in items {
+            let ks = if item.key[0] == codec::DB_MARKER {
+                item.key.remove(0);
+                &self.dbs
+            } else {
+                let slot = u16::from_be_bytes([item.key[0], item.key[1]]) as usize;
+                &self.groups[self.group_of(slot)]
+            };
             match item.value {
                 Some(v) => {
                     stats
@@ -719,6 +739,59 @@ impl Storage {
                     Ok(k) => batch.remove(ks, k),
                     Err(e) => fatal(&db_err(ks.path(), e)),
                 }
+            }
+        }
+    }
+
+    /// Deletes every stored key of `slots` in numbered database `db` (FLUSHALL, FLUSHDB,
+    /// SWAPDB), in the same atomic batch as the writes that follow it.
+    fn wipe_db(&self, batch: &mut fjall::OwnedWriteBatch, db: u32, slots: Range<usize>) {
+        let snap = self.db.snapshot();
+        let range = codec::db_slot_prefix(db, slots.start)..codec::db_slot_prefix(db, slots.end);
+        for guard in snap.range(&self.dbs, range) {
+            match guard.key() {
+                Ok(k) => batch.remove(&self.dbs, k),
+                Err(e) => fatal(&db_err(self.dbs.path(), e)),
+            }
+        }
+    }
+
+    /// Reads every stored key of `slots` in the numbered databases other than 0, database
+    /// by database, handing chunks of (database, raw (key, value) pairs) to `emit` (keys
+    /// without their database prefix, as [`Storage::load_slots`] gives them).
+    pub fn load_db_slots(
+        &self,
+        slots: Range<usize>,
+        mut emit: impl FnMut(u32, Vec<(fjall::Slice, fjall::Slice)>) -> bool,
+    ) -> Result<(), String> {
+        const CHUNK: usize = 4096;
+        let err = |e| db_err(self.dbs.path(), e);
+        let mut db = 1u32;
+        loop {
+            // The next database holding anything: databases are sparse, and `databases`
+            // may be large.
+            let Some(first) = self.dbs.range(codec::db_slot_prefix(db, 0)..).next() else {
+                return Ok(());
+            };
+            db = codec::decode_db(&first.key().map_err(err)?)?.0;
+            let range =
+                codec::db_slot_prefix(db, slots.start)..codec::db_slot_prefix(db, slots.end);
+            let mut chunk = Vec::with_capacity(CHUNK);
+            for guard in self.dbs.range(range) {
+                let (k, v) = guard.into_inner().map_err(err)?;
+                chunk.push((k.as_ref()[4..].into(), v));
+                if chunk.len() == CHUNK
+                    && !emit(db, std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))
+                {
+                    return Ok(());
+                }
+            }
+            if !chunk.is_empty() && !emit(db, chunk) {
+                return Ok(());
+            }
+            match db.checked_add(1) {
+                Some(next) => db = next,
+                None => return Ok(()),
             }
         }
     }

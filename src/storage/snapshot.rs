@@ -87,6 +87,17 @@ impl Storage {
                 }
                 ingest.finish().map_err(|e| db_err(&path, e))?;
             }
+            // The numbered databases other than 0.
+            let dest = out
+                .keyspace(super::DBS_KEYSPACE, group_options)
+                .map_err(|e| db_err(&path, e))?;
+            let mut ingest = dest.start_ingestion().map_err(|e| db_err(&path, e))?;
+            for guard in snap.iter(&self.dbs) {
+                let (k, v) = guard.into_inner().map_err(|e| db_err(self.dbs.path(), e))?;
+                ingest.write(k, v).map_err(|e| db_err(&path, e))?;
+                keys += 1;
+            }
+            ingest.finish().map_err(|e| db_err(&path, e))?;
             // Large values' deltas since their last full write: the copy loads like the
             // original.
             let dest = out
