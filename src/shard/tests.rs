@@ -1402,3 +1402,82 @@ fn table_bytes_follow_growth_and_flush() {
     s.apply(Mutation::FlushAll);
     assert_eq!(s.stats.table_bytes.get(), 0);
 }
+
+/// Numbered databases: each keeps its own keys, counts, changes and expiry; the shard's
+/// statistics add them up, and SWAPDB exchanges keys, counts and pending storage changes.
+#[test]
+fn databases_keep_keys_counts_and_changes_apart() {
+    let mut s = shard();
+    s.track_changes(true);
+    set(&mut s, b"a", Ttl::Clear);
+    s.select(3);
+    assert!(s.get(b"a", 0).is_none(), "database 3 starts empty");
+    set(&mut s, b"a", Ttl::At(T0));
+    set(&mut s, b"b", Ttl::Clear);
+    assert_eq!((s.len(), s.volatile_len()), (2, 1));
+    assert_eq!((s.total_len(), s.total_volatile_len()), (3, 1));
+    assert_eq!(s.stats.keys.get(), 3);
+    assert_eq!(s.stats.expires.get(), 1);
+    assert_eq!(s.stats.dbs[3].keys.get(), 2);
+    assert_eq!(s.stats.dbs[0].keys.get(), 1);
+    assert_eq!(s.used_dbs(), [0, 3]);
+    assert_eq!(s.changed_dbs(), [0, 3]);
+    assert_eq!(s.pending_changes(), 3);
+
+    // Each database's changes are taken with it selected.
+    let c3 = s.take_changes().unwrap();
+    assert_eq!(c3.keys.len(), 2);
+    assert_eq!(s.changed_dbs(), [0]);
+    s.select(0);
+    assert_eq!(s.len(), 1);
+    assert!(s.take_changes().unwrap().keys.contains(&b"a"[..]));
+    assert!(!s.has_changes());
+
+    // The expiry cycle of database 3 deletes its own expired key only.
+    s.select(3);
+    s.active_expire_step(T0 + 1, 100);
+    assert_eq!((s.len(), s.total_len()), (1, 2));
+    s.select(0);
+    assert!(s.get(b"a", T0 + 1).is_some());
+    let _ = s.take_changes();
+    s.select(3);
+    let _ = s.take_changes();
+
+    // SWAPDB: database 0 gets b, database 3 gets a; both are rewritten whole.
+    s.select(0);
+    s.swap_dbs(0, 3);
+    assert_eq!(s.db(), 0);
+    assert!(s.get(b"b", 0).is_some() && s.get(b"a", 0).is_none());
+    assert_eq!(s.stats.dbs[0].keys.get(), 1);
+    assert_eq!(s.stats.dbs[3].keys.get(), 1);
+    let c0 = s.take_changes().unwrap();
+    assert!(c0.flushed && c0.keys.contains(&b"b"[..]) && c0.keys.len() == 1);
+    s.select(3);
+    let c3 = s.take_changes().unwrap();
+    assert!(c3.flushed && c3.keys.contains(&b"a"[..]) && c3.keys.len() == 1);
+
+    // FLUSHALL of one database leaves the others.
+    s.apply(Mutation::FlushAll);
+    assert_eq!((s.len(), s.total_len()), (0, 1));
+    assert_eq!(s.stats.keys.get(), 1);
+    s.select(0);
+    assert_eq!(s.len(), 1);
+}
+
+/// Eviction reaches keys in any database, not only the selected one.
+#[test]
+fn eviction_reaches_every_database() {
+    let mut s = shard();
+    s.select(5);
+    for i in 0..10 {
+        set(&mut s, format!("k{i}").as_bytes(), Ttl::Clear);
+    }
+    s.select(0);
+    assert_eq!((s.len(), s.total_len()), (0, 10));
+    for _ in 0..10 {
+        assert!(s.evict_one_any_db(EvictPolicy::AllKeysRandom, 5, T0));
+    }
+    assert!(!s.evict_one_any_db(EvictPolicy::AllKeysRandom, 5, T0));
+    assert_eq!(s.total_len(), 0);
+    assert_eq!(s.db(), 0);
+}

@@ -17,6 +17,8 @@
 //! written through [`Batch::raft`] in the same atomic batch as the data they describe. The Raft
 //! logs themselves are not here: each core writes its groups' log to a write-ahead log of its
 //! own ([`wal`]), from the core's thread. (Tags below 0x10 held the 0.9-based cluster's log.)
+//! The numbered databases other than 0 (SELECT) live in the `dbs` keyspace, keyed by
+//! database (u32 BE), slot, key; a [`Batch`] item names one with [`codec::DB_MARKER`].
 //! The `deltas` keyspace holds the changes of large values since their last full write
 //! (see [`codec`]), keyed by slot first like the groups, so a slot range covers both.
 //! Node-wide records use the group prefix 0xFFFF: this node's cluster id (tag 0x23, see
