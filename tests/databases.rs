@@ -94,6 +94,15 @@ fn databases_keep_their_keys_apart() {
             "db1:keys=3,expires=0,avg_ttl=0,keys_with_volatile_items=0",
         ]
     );
+    // MEMORY STATS has a `db.N` entry per database holding keys.
+    let stats: Vec<redis::Value> = run(&mut c, &["MEMORY", "STATS"]).unwrap();
+    let names: Vec<String> = stats
+        .iter()
+        .step_by(2)
+        .filter_map(|v| redis::from_redis_value::<String>(v.clone()).ok())
+        .filter(|n| n.starts_with("db.") && n[3..].parse::<u32>().is_ok())
+        .collect();
+    assert_eq!(names, ["db.0", "db.1"]);
     let list: String = run(&mut c, &["CLIENT", "LIST"]).unwrap();
     let me: i64 = run(&mut c, &["CLIENT", "ID"]).unwrap();
     let line = list

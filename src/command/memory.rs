@@ -175,8 +175,16 @@ pub fn overhead(shared: &Shared) -> Overhead {
 pub fn stats(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
     let o = overhead(ctx.shared);
     let out = &mut *ctx.out;
-    let has_db = o.keys > 0;
-    out.map(31 + has_db as usize);
+    // One `db.N` entry per database holding keys, as Valkey.
+    let dbs: Vec<(usize, u64)> = (0..ctx.shared.config.databases as usize)
+        .filter_map(|db| {
+            let per_db = |f: fn(&crate::shard::stats::DbCounts) -> u64| {
+                ctx.shared.sum_shards(|s| s.dbs.get(db).map_or(0, f))
+            };
+            (per_db(|d| d.keys.get()) > 0).then(|| (db, per_db(|d| d.table_bytes.get())))
+        })
+        .collect();
+    out.map(31 + dbs.len());
     let int = |out: &mut crate::protocol::Out, name: &str, v: i64| {
         out.bulk(name.as_bytes());
         out.int(v);
@@ -199,10 +207,10 @@ pub fn stats(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
     int(out, "lua.caches", n(o.lua_caches));
     // No FUNCTION libraries exist.
     int(out, "functions.caches", 0);
-    if has_db {
-        out.bulk(b"db.0");
+    for (db, table_bytes) in dbs {
+        out.bulk(format!("db.{db}").as_bytes());
         out.map(2);
-        int(out, "overhead.hashtable.main", n(o.hashtable_main));
+        int(out, "overhead.hashtable.main", n(table_bytes));
         // Expiry times live in the keys' headers: there is no expires table.
         int(out, "overhead.hashtable.expires", 0);
     }

@@ -285,10 +285,14 @@ impl Shard {
     /// Makes database `db` the one reads and records go to (Valkey's selectDb). Whoever
     /// selects another database than 0 selects 0 again when done: the engine's paths that know
     /// nothing of databases (Raft, slot hand-over) see database 0.
+    #[inline]
     pub fn select(&mut self, db: usize) {
-        if db == self.db {
-            return;
+        if db != self.db {
+            self.switch_to(db);
         }
+    }
+
+    fn switch_to(&mut self, db: usize) {
         if self.parked.len() <= db.max(self.db) {
             self.parked.resize_with(db.max(self.db) + 1, || None);
         }
@@ -402,10 +406,9 @@ impl Shard {
         self.sync_counts();
         self.sync_volatile_hashes();
         self.sync_waiting_counts();
-        self.stats
-            .table_bytes
-            .set((self.table_bytes + self.parked_sums.table_bytes) as u64);
+        self.sync_table_bytes();
         self.select(b);
+        self.sync_table_bytes();
         self.sync_counts();
         self.sync_volatile_hashes();
         self.select(was);
@@ -930,9 +933,7 @@ impl Shard {
                     lazyfree::discard_tables(tables, self.keys as u64);
                 }
                 self.table_bytes = 0;
-                self.stats
-                    .table_bytes
-                    .set(self.parked_sums.table_bytes as u64);
+                self.sync_table_bytes();
                 self.nonempty.iter_mut().for_each(|w| *w = 0);
                 self.keys = 0;
                 self.volatile = 0;
@@ -1254,6 +1255,15 @@ impl Shard {
         self.sync_volatile_hashes();
     }
 
+    fn sync_table_bytes(&self) {
+        self.stats
+            .table_bytes
+            .set((self.table_bytes + self.parked_sums.table_bytes) as u64);
+        if let Some(db) = self.stats.dbs.get(self.db) {
+            db.table_bytes.set(self.table_bytes as u64);
+        }
+    }
+
     fn sync_volatile_hashes(&self) {
         let n = self.volatile_hashes.len();
         self.stats
@@ -1282,9 +1292,7 @@ impl Shard {
             s.table.reserve(1, |e| hasher.hash_one(e.key()));
             let after = usage::table_bytes(s.table.num_buckets(), size_of::<Entry>());
             self.table_bytes = self.table_bytes + after - before;
-            self.stats
-                .table_bytes
-                .set((self.table_bytes + self.parked_sums.table_bytes) as u64);
+            self.sync_table_bytes();
         }
     }
 

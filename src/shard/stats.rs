@@ -32,6 +32,8 @@ pub struct DbCounts {
     pub keys: Counter,
     pub expires: Counter,
     pub volatile_items: Counter,
+    /// Bytes of the database's per-slot key tables (MEMORY STATS `db.N`).
+    pub table_bytes: Counter,
 }
 
 /// Keyspace figures of one shard, as INFO reports them (summed over shards).
