@@ -34,6 +34,18 @@ fn limits_and_redis_py_work_against_a_standalone_node() {
 }
 
 #[test]
+fn limits_and_redis_py_work_in_a_numbered_database() {
+    let s = Server::start(&["--threads", "2"]);
+    let out = run_script(&["standalone-db".into(), s.port.to_string()]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn limits_and_redis_py_work_against_a_cluster() {
     let c = Cluster::start(3, &[]);
     c.wait_ok();

@@ -16,6 +16,8 @@ from limits import parse, storage, strategies
 
 MODE = sys.argv[1]
 PORTS = [int(p) for p in sys.argv[2:]]
+# `standalone-db`: everything in numbered database 3 (the URL's /3, redis-py's db=3).
+DB = 3 if MODE == "standalone-db" else 0
 
 
 def client():
@@ -24,14 +26,14 @@ def client():
             startup_nodes=[redis.cluster.ClusterNode("127.0.0.1", p) for p in PORTS],
             decode_responses=True,
         )
-    return redis.Redis(port=PORTS[0], decode_responses=True)
+    return redis.Redis(port=PORTS[0], db=DB, decode_responses=True)
 
 
 def limits_storage():
     if MODE == "cluster":
         nodes = ",".join(f"127.0.0.1:{p}" for p in PORTS)
         return storage.storage_from_string(f"redis+cluster://{nodes}")
-    return storage.storage_from_string(f"redis://127.0.0.1:{PORTS[0]}")
+    return storage.storage_from_string(f"redis://127.0.0.1:{PORTS[0]}/{DB}")
 
 
 def check(cond, what):
@@ -182,4 +184,8 @@ def redis_py_lock():
 limits_strategies()
 redis_py_transactions()
 redis_py_lock()
+if DB:
+    # Every key the libraries wrote is in that database, none in database 0.
+    check(redis.Redis(port=PORTS[0], db=0).dbsize() == 0, "database 0 untouched")
+    check(client().dbsize() > 0, f"keys in database {DB}")
 print("ok")
