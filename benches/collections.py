@@ -4,6 +4,8 @@
 Same machine, same client (redis-benchmark, 50 connections, -P 1 and -P 16), one run:
   * SET (the base ratio every other ratio is compared with), and redis-benchmark's own
     lpush, lpop, sadd, spop, zadd, zpopmin and lrange_100 tests;
+  * SET of one key (`SET hotkey v`): the base of the one-key tests (all of redis-benchmark's
+    collection tests but zadd hammer one key);
   * EVALSHA of the `limits` library's moving-window script (acquire_moving_window.lua: LINDEX,
     LPUSH, LTRIM, EXPIRE per call) on 100k keys;
   * a sliding-window-log check in MULTI (ZADD + ZREMRANGEBYSCORE + ZCARD + PEXPIRE, EXEC) on
@@ -76,6 +78,11 @@ def run_all(server, requests, pipeline, sha):
     ev = redis_benchmark(server, requests, pipeline,
                          ["EVALSHA", sha, "1", "mw:__rand_int__", "1700000000", "100", "60", "1"])
     res["evalsha_moving_window"] = next(iter(ev.values()))
+    # SET of one key: the fair base for redis-benchmark's one-key tests (lpush, lpop, sadd,
+    # spop, zpopmin and lrange_100 all hammer one key, so one core serves every request and
+    # half the connections hop to it from the other core; SET above spreads 100k keys).
+    hot = redis_benchmark(server, requests, pipeline, ["SET", "hotkey", "v"])
+    res["set_one_key"] = next(iter(hot.values()))
     res["multi_sliding_window"] = waitload(server, requests, pipeline)
     return res
 
@@ -169,7 +176,7 @@ def main():
         print(f"\n### {mode} (tallykv --threads {args.threads}; 50 clients; rps; ratio tallykv/redis)\n")
         print("| test | redis -P1 | tallykv -P1 | ratio -P1 | redis -P16 | tallykv -P16 | ratio -P16 |")
         print("|---|---|---|---|---|---|---|")
-        for test in TESTS + ["evalsha_moving_window", "multi_sliding_window"]:
+        for test in TESTS + ["set_one_key", "evalsha_moving_window", "multi_sliding_window"]:
             row = [test]
             for p in (1, 16):
                 r, t = results["redis"][p].get(test, 0), results["tallykv"][p].get(test, 0)

@@ -168,6 +168,22 @@ impl Shared {
     }
 
     /// Sum of a per-shard counter over all cores.
+    /// Every database's figures (see [`ShardStats::db_figures`]) summed over the shards, by
+    /// database.
+    pub fn db_figures(&self) -> std::collections::BTreeMap<usize, crate::shard::stats::DbFigures> {
+        let mut sums: std::collections::BTreeMap<usize, crate::shard::stats::DbFigures> =
+            Default::default();
+        for s in &self.shard_stats {
+            for (db, f) in s.db_figures() {
+                let sum = sums.entry(db).or_default();
+                for (a, b) in sum.iter_mut().zip(f) {
+                    *a += b;
+                }
+            }
+        }
+        sums
+    }
+
     pub fn sum_shards(&self, f: impl Fn(&ShardStats) -> u64) -> u64 {
         self.shard_stats.iter().map(|s| f(s)).sum()
     }

@@ -510,3 +510,25 @@ fn fewer_databases_than_the_data_holds_is_a_clear_start_up_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn databases_may_be_many_and_cost_only_what_is_used() {
+    // Valkey allows up to INT_MAX databases; only the used ones take memory.
+    let s = Server::start(&["--databases", "2147483647"]);
+    let mut c = s.conn();
+    ok(&mut c, &["SELECT", "2147483646"]);
+    ok(&mut c, &["SET", "k", "v"]);
+    assert_eq!(int(&mut c, &["MOVE", "k", "70"]), 1);
+    ok(&mut c, &["SELECT", "70"]);
+    assert_eq!(get(&mut c, "k").as_deref(), Some("v"));
+    ok(&mut c, &["SET", "k2", "v"]);
+    ok(&mut c, &["SWAPDB", "70", "2000000000"]);
+    assert_eq!(
+        keyspace_lines(&mut c),
+        ["db2000000000:keys=2,expires=0,avg_ttl=0,keys_with_volatile_items=0"]
+    );
+    assert_eq!(
+        err(&mut c, &["SELECT", "2147483647"]),
+        "ERR DB index is out of range"
+    );
+}

@@ -176,13 +176,13 @@ pub fn stats(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
     let o = overhead(ctx.shared);
     let out = &mut *ctx.out;
     // One `db.N` entry per database holding keys, as Valkey.
-    let dbs: Vec<(usize, u64)> = (0..ctx.shared.config.databases as usize)
-        .filter_map(|db| {
-            let per_db = |f: fn(&crate::shard::stats::DbCounts) -> u64| {
-                ctx.shared.sum_shards(|s| s.dbs.get(db).map_or(0, f))
-            };
-            (per_db(|d| d.keys.get()) > 0).then(|| (db, per_db(|d| d.table_bytes.get())))
-        })
+    use crate::shard::stats::{DB_KEYS, DB_TABLE_BYTES};
+    let dbs: Vec<(usize, u64)> = ctx
+        .shared
+        .db_figures()
+        .into_iter()
+        .filter(|(_, f)| f[DB_KEYS] > 0)
+        .map(|(db, f)| (db, f[DB_TABLE_BYTES]))
         .collect();
     out.map(31 + dbs.len());
     let int = |out: &mut crate::protocol::Out, name: &str, v: i64| {

@@ -530,16 +530,12 @@ fn cpu_section(out: &mut String) {
 
 fn keyspace_section(shared: &Shared, out: &mut String) {
     out.push_str("# Keyspace\r\n");
-    for db in 0..shared.config.databases as usize {
-        let per_db = |f: fn(&crate::shard::stats::DbCounts) -> u64| {
-            shared.sum_shards(|s| s.dbs.get(db).map_or(0, f))
-        };
-        let keys = per_db(|d| d.keys.get());
+    use crate::shard::stats::{DB_EXPIRES, DB_KEYS, DB_VOLATILE_ITEMS};
+    for (db, f) in shared.db_figures() {
+        let (keys, expires, volatile_hashes) = (f[DB_KEYS], f[DB_EXPIRES], f[DB_VOLATILE_ITEMS]);
         if keys == 0 {
             continue;
         }
-        let expires = per_db(|d| d.expires.get());
-        let volatile_hashes = per_db(|d| d.volatile_items.get());
         // Valkey 9's line: `keys_with_volatile_items` counts hashes with field TTLs.
         let _ = write!(
             out,

@@ -131,18 +131,18 @@ impl Shard {
     /// eviction picks one database with a probability proportional to the keys `policy` may
     /// evict there (the others are tried when it has none after all).
     pub fn evict_one_any_db(&mut self, policy: EvictPolicy, samples: usize, now: u64) -> bool {
-        if self.parked.iter().all(Option::is_none) {
+        if self.parked.is_empty() {
             return self.evict_one(policy, samples, now);
         }
         let volatile = policy.volatile_only();
         let dbs = self.used_dbs();
         let counts: Vec<usize> = dbs
             .iter()
-            .map(|&d| match self.parked.get(d) {
-                Some(Some(st)) if volatile => st.volatile,
-                Some(Some(st)) => st.keys,
-                _ if volatile => self.volatile,
-                _ => self.keys,
+            .map(|&d| match self.parked.get(&d) {
+                Some(st) if volatile => st.volatile,
+                Some(st) => st.keys,
+                None if volatile => self.volatile,
+                None => self.keys,
             })
             .collect();
         let total: usize = counts.iter().sum();

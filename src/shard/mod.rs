@@ -42,6 +42,7 @@ pub use list::{ListLimits, ListObj};
 pub use mutation::{Mutation, Ttl};
 pub use set::{SetLimits, SetObj};
 pub use stats::ShardStats;
+use stats::{DB_EXPIRES, DB_KEYS, DB_TABLE_BYTES, DB_VOLATILE_ITEMS};
 pub use watch::{WatchFlag, Watches};
 pub use zset::{ZSetLimits, ZSetObj};
 
@@ -128,8 +129,11 @@ pub struct Shard {
     table_bytes: usize,
     /// The numbered database (SELECT) whose keys the fields above hold.
     db: usize,
-    /// The other databases' keys, by number (None: the selected one, or never used).
-    parked: Vec<Option<Box<DbState>>>,
+    /// The other databases holding anything, by number (a database left empty is dropped:
+    /// `databases` may be large, as in Valkey, and only used ones cost memory).
+    parked: std::collections::BTreeMap<usize, Box<DbState>>,
+    /// An empty database's tables kept for the next database selected that has none.
+    spare: Option<Box<DbState>>,
     /// The parked databases' figures, summed (what the shard's statistics add to its own).
     parked_sums: Sums,
 }
@@ -272,7 +276,8 @@ impl Shard {
             free_mode: None,
             table_bytes: 0,
             db: 0,
-            parked: Vec::new(),
+            parked: Default::default(),
+            spare: None,
             parked_sums: Sums::default(),
         }
     }
@@ -293,19 +298,50 @@ impl Shard {
     }
 
     fn switch_to(&mut self, db: usize) {
-        if self.parked.len() <= db.max(self.db) {
-            self.parked.resize_with(db.max(self.db) + 1, || None);
-        }
-        let tracking = self.changes.is_some();
-        let mut st = self.parked[db]
-            .take()
-            .unwrap_or_else(|| Box::new(DbState::new(tracking)));
+        let mut st = self.take_parked(db);
         self.swap_data(&mut st);
         std::mem::swap(&mut self.watches, &mut st.watches);
         std::mem::swap(&mut self.blocked, &mut st.blocked);
         let old = std::mem::replace(&mut self.db, db);
-        self.parked[old] = Some(st);
+        self.park(old, st);
         self.sum_parked();
+    }
+
+    /// Database `db`'s parked state, or an empty one.
+    fn take_parked(&mut self, db: usize) -> Box<DbState> {
+        if let Some(st) = self.parked.remove(&db) {
+            return st;
+        }
+        let tracking = self.changes.is_some();
+        match self.spare.take() {
+            Some(mut st) => {
+                st.changes = tracking.then(Changes::default);
+                st
+            }
+            None => Box::new(DbState::new(tracking)),
+        }
+    }
+
+    /// Parks database `db`'s state, unless it holds nothing at all: then its tables become
+    /// the spare (database 0's part of the figures stays published either way).
+    fn park(&mut self, db: usize, mut st: Box<DbState>) {
+        let empty = st.keys == 0
+            && st.watches.is_empty()
+            && st.blocked.is_empty()
+            && st.volatile_hashes.is_empty()
+            && st.delta_keys.is_empty()
+            && st.changes.as_ref().is_none_or(Changes::is_empty);
+        if !empty {
+            self.parked.insert(db, st);
+            return;
+        }
+        self.stats.publish_db(db, [0; 4]);
+        // Tables that grew are freed (their bytes are counted nowhere once dropped here).
+        if self.spare.is_none() && st.table_bytes == 0 {
+            st.evict_pool.clear();
+            st.expire_cursor = ExpireCursor::default();
+            self.spare = Some(st);
+        }
     }
 
     /// Swaps the keys of the selected database (and what goes with them: expiry, eviction
@@ -326,7 +362,7 @@ impl Shard {
 
     fn sum_parked(&mut self) {
         let mut sums = Sums::default();
-        for st in self.parked.iter().flatten() {
+        for st in self.parked.values() {
             sums.keys += st.keys;
             sums.volatile += st.volatile;
             sums.volatile_hashes += st.volatile_hashes.len();
@@ -339,9 +375,7 @@ impl Shard {
 
     /// The databases that ever held anything here (or were selected), in order.
     pub fn used_dbs(&self) -> Vec<usize> {
-        let mut dbs: Vec<usize> = (0..self.parked.len())
-            .filter(|&d| self.parked[d].is_some())
-            .collect();
+        let mut dbs: Vec<usize> = self.parked.keys().copied().collect();
         if let Err(i) = dbs.binary_search(&self.db) {
             dbs.insert(i, self.db);
         }
@@ -378,9 +412,8 @@ impl Shard {
             return;
         }
         let was = self.db;
-        self.select(b);
         self.select(a);
-        let mut st = self.parked[b].take().expect("selected a moment ago");
+        let mut st = self.take_parked(b);
         self.swap_data(&mut st);
         // Storage holds each database under its own number: both are rewritten whole.
         self.delta_keys.clear();
@@ -401,16 +434,19 @@ impl Shard {
             .touch_where(|k| exists(mine, &hasher, k) || exists(theirs, &hasher, k));
         self.blocked.wake_where(|k| exists(mine, &hasher, k));
         st.blocked.wake_where(|k| exists(theirs, &hasher, k));
-        self.parked[b] = Some(st);
+        let b_figures = [
+            st.keys as u64,
+            st.volatile as u64,
+            st.volatile_hashes.len() as u64,
+            st.table_bytes as u64,
+        ];
+        self.park(b, st);
+        self.stats.publish_db(b, b_figures);
         self.sum_parked();
         self.sync_counts();
         self.sync_volatile_hashes();
         self.sync_waiting_counts();
         self.sync_table_bytes();
-        self.select(b);
-        self.sync_table_bytes();
-        self.sync_counts();
-        self.sync_volatile_hashes();
         self.select(was);
     }
 
@@ -447,14 +483,14 @@ impl Shard {
     /// Starts (or stops) recording which keys change, for [`Shard::take_changes`].
     pub fn track_changes(&mut self, on: bool) {
         self.changes = on.then(Changes::default);
-        for st in self.parked.iter_mut().flatten() {
+        for st in self.parked.values_mut() {
             st.changes = on.then(Changes::default);
         }
     }
 
     /// How many keys changed since the last [`Shard::take_changes`] (every database).
     pub fn pending_changes(&self) -> usize {
-        let parked = self.parked.iter().flatten();
+        let parked = self.parked.values();
         self.changes.as_ref().map_or(0, Changes::len)
             + parked
                 .map(|st| st.changes.as_ref().map_or(0, Changes::len))
@@ -464,7 +500,7 @@ impl Shard {
     /// Whether keys changed since the last [`Shard::take_changes`] (in any database).
     pub fn has_changes(&self) -> bool {
         let changed = |c: &Option<Changes>| c.as_ref().is_some_and(|c| !c.is_empty());
-        changed(&self.changes) || self.parked.iter().flatten().any(|st| changed(&st.changes))
+        changed(&self.changes) || self.parked.values().any(|st| changed(&st.changes))
     }
 
     /// The databases with changes not yet taken.
@@ -472,9 +508,9 @@ impl Shard {
         let changed = |c: &Option<Changes>| c.as_ref().is_some_and(|c| !c.is_empty());
         self.used_dbs()
             .into_iter()
-            .filter(|&d| match &self.parked.get(d) {
-                Some(Some(st)) => changed(&st.changes),
-                _ => d == self.db && changed(&self.changes),
+            .filter(|&d| match self.parked.get(&d) {
+                Some(st) => changed(&st.changes),
+                None => d == self.db && changed(&self.changes),
             })
             .collect()
     }
@@ -1259,9 +1295,8 @@ impl Shard {
         self.stats
             .table_bytes
             .set((self.table_bytes + self.parked_sums.table_bytes) as u64);
-        if let Some(db) = self.stats.dbs.get(self.db) {
-            db.table_bytes.set(self.table_bytes as u64);
-        }
+        self.stats
+            .set_db(self.db, DB_TABLE_BYTES, self.table_bytes as u64);
     }
 
     fn sync_volatile_hashes(&self) {
@@ -1269,9 +1304,7 @@ impl Shard {
         self.stats
             .keys_with_volatile_items
             .set((n + self.parked_sums.volatile_hashes) as u64);
-        if let Some(db) = self.stats.dbs.get(self.db) {
-            db.volatile_items.set(n as u64);
-        }
+        self.stats.set_db(self.db, DB_VOLATILE_ITEMS, n as u64);
     }
 
     /// Call before anything that may insert into a slot's table (hashbrown's `entry` makes
@@ -1340,10 +1373,8 @@ impl Shard {
         self.stats
             .expires
             .set((self.volatile + self.parked_sums.volatile) as u64);
-        if let Some(db) = self.stats.dbs.get(self.db) {
-            db.keys.set(self.keys as u64);
-            db.expires.set(self.volatile as u64);
-        }
+        self.stats.set_db(self.db, DB_KEYS, self.keys as u64);
+        self.stats.set_db(self.db, DB_EXPIRES, self.volatile as u64);
     }
 
     fn fresh_access(&self) -> u32 {

@@ -26,15 +26,18 @@ impl Counter {
     }
 }
 
-/// One numbered database's keyspace figures on one shard (INFO keyspace's `dbN:` line).
-#[derive(Debug, Default)]
-pub struct DbCounts {
-    pub keys: Counter,
-    pub expires: Counter,
-    pub volatile_items: Counter,
-    /// Bytes of the database's per-slot key tables (MEMORY STATS `db.N`).
-    pub table_bytes: Counter,
-}
+/// One numbered database's figures on one shard, by index: keys, keys with an expiry,
+/// hashes with field TTLs (INFO keyspace's `dbN:` line), bytes of its per-slot key tables
+/// (MEMORY STATS `db.N`).
+pub type DbFigures = [u64; 4];
+pub const DB_KEYS: usize = 0;
+pub const DB_EXPIRES: usize = 1;
+pub const DB_VOLATILE_ITEMS: usize = 2;
+pub const DB_TABLE_BYTES: usize = 3;
+
+/// Databases below this number have their figures in atomics (written on every change);
+/// the others, in a map behind a lock (`databases` may be large, as in Valkey).
+const DENSE_DBS: usize = 64;
 
 /// Keyspace figures of one shard, as INFO reports them (summed over shards).
 #[derive(Debug)]
@@ -58,8 +61,9 @@ pub struct ShardStats {
     pub blocking_keys: Counter,
     /// Bytes of the shard's per-slot key tables (a gauge; MEMORY STATS).
     pub table_bytes: Counter,
-    /// Per numbered database (`databases` of them): `keys` and `expires` above are their sums.
-    pub dbs: Box<[DbCounts]>,
+    /// Per numbered database: `keys` and `expires` above are their sums.
+    dense: Box<[[Counter; 4]]>,
+    sparse: std::sync::Mutex<std::collections::BTreeMap<usize, DbFigures>>,
 }
 
 impl ShardStats {
@@ -79,8 +83,48 @@ impl ShardStats {
             watched_keys: Counter::default(),
             blocking_keys: Counter::default(),
             table_bytes: Counter::default(),
-            dbs: (0..databases.max(1)).map(|_| DbCounts::default()).collect(),
+            dense: (0..databases.clamp(1, DENSE_DBS))
+                .map(|_| Default::default())
+                .collect(),
+            sparse: Default::default(),
         }
+    }
+
+    /// Sets figure `what` (`DB_KEYS`...) of database `db`.
+    #[inline]
+    pub fn set_db(&self, db: usize, what: usize, v: u64) {
+        match self.dense.get(db) {
+            Some(f) => f[what].set(v),
+            None => {
+                let mut sparse = self.sparse.lock().unwrap_or_else(|e| e.into_inner());
+                let f = sparse.entry(db).or_default();
+                f[what] = v;
+                if *f == [0; 4] {
+                    sparse.remove(&db);
+                }
+            }
+        }
+    }
+
+    /// Sets every figure of database `db`.
+    pub fn publish_db(&self, db: usize, figures: DbFigures) {
+        for (what, v) in figures.into_iter().enumerate() {
+            self.set_db(db, what, v);
+        }
+    }
+
+    /// The figures of every database that has any.
+    pub fn db_figures(&self) -> Vec<(usize, DbFigures)> {
+        let mut out: Vec<(usize, DbFigures)> = self
+            .dense
+            .iter()
+            .enumerate()
+            .map(|(db, f)| (db, std::array::from_fn(|i| f[i].get())))
+            .filter(|(_, f)| *f != [0; 4])
+            .collect();
+        let sparse = self.sparse.lock().unwrap_or_else(|e| e.into_inner());
+        out.extend(sparse.iter().map(|(&db, &f)| (db, f)));
+        out
     }
 }
 

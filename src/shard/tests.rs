@@ -1403,6 +1403,15 @@ fn table_bytes_follow_growth_and_flush() {
     assert_eq!(s.stats.table_bytes.get(), 0);
 }
 
+/// The published key count of each database holding keys.
+fn db_keys(s: &Shard) -> Vec<(usize, u64)> {
+    let figures = s.stats.db_figures().into_iter();
+    figures
+        .map(|(db, f)| (db, f[stats::DB_KEYS]))
+        .filter(|d| d.1 > 0)
+        .collect()
+}
+
 /// Numbered databases: each keeps its own keys, counts, changes and expiry; the shard's
 /// statistics add them up, and SWAPDB exchanges keys, counts and pending storage changes.
 #[test]
@@ -1418,8 +1427,7 @@ fn databases_keep_keys_counts_and_changes_apart() {
     assert_eq!((s.total_len(), s.total_volatile_len()), (3, 1));
     assert_eq!(s.stats.keys.get(), 3);
     assert_eq!(s.stats.expires.get(), 1);
-    assert_eq!(s.stats.dbs[3].keys.get(), 2);
-    assert_eq!(s.stats.dbs[0].keys.get(), 1);
+    assert_eq!(db_keys(&s), [(0, 1), (3, 2)]);
     assert_eq!(s.used_dbs(), [0, 3]);
     assert_eq!(s.changed_dbs(), [0, 3]);
     assert_eq!(s.pending_changes(), 3);
@@ -1448,8 +1456,7 @@ fn databases_keep_keys_counts_and_changes_apart() {
     s.swap_dbs(0, 3);
     assert_eq!(s.db(), 0);
     assert!(s.get(b"b", 0).is_some() && s.get(b"a", 0).is_none());
-    assert_eq!(s.stats.dbs[0].keys.get(), 1);
-    assert_eq!(s.stats.dbs[3].keys.get(), 1);
+    assert_eq!(db_keys(&s), [(0, 1), (3, 1)]);
     let c0 = s.take_changes().unwrap();
     assert!(c0.flushed && c0.keys.contains(&b"b"[..]) && c0.keys.len() == 1);
     s.select(3);
@@ -1480,4 +1487,32 @@ fn eviction_reaches_every_database() {
     assert!(!s.evict_one_any_db(EvictPolicy::AllKeysRandom, 5, T0));
     assert_eq!(s.total_len(), 0);
     assert_eq!(s.db(), 0);
+}
+
+/// Databases are sparse: a large `databases` costs nothing until used, an emptied database is
+/// dropped, and the figures of databases past the dense ones are published too.
+#[test]
+fn databases_are_sparse() {
+    let mut s = Shard::new(
+        0..SLOT_COUNT,
+        Arc::new(ShardStats::with_databases(i32::MAX as usize)),
+    );
+    s.track_changes(true);
+    s.select(2_000_000_000);
+    set(&mut s, b"k", Ttl::At(T0));
+    s.select(0);
+    assert_eq!(s.used_dbs(), [0, 2_000_000_000]);
+    assert_eq!(db_keys(&s), [(2_000_000_000, 1)]);
+    assert_eq!(s.stats.expires.get(), 1);
+    s.select(2_000_000_000);
+    let _ = s.take_changes();
+    assert!(s.apply(Mutation::Del { key: b"k" }));
+    let _ = s.take_changes();
+    s.select(7);
+    // Reading an empty database leaves nothing behind either.
+    assert!(s.get(b"k", 0).is_none());
+    s.select(0);
+    assert_eq!(s.used_dbs(), [0]);
+    assert!(db_keys(&s).is_empty());
+    assert_eq!((s.stats.keys.get(), s.stats.expires.get()), (0, 0));
 }
