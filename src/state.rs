@@ -93,7 +93,7 @@ pub struct Shared {
 impl Shared {
     pub fn new(config: Config, cores: usize, commands: usize) -> Shared {
         let now = crate::util::now_ms();
-        let databases = config.databases as usize;
+        let databases = config.effective_databases() as usize;
         Shared {
             config,
             cores,
@@ -275,7 +275,7 @@ impl crate::command::NodeView for Shared {
     }
 
     fn databases(&self) -> u32 {
-        self.config.databases
+        self.config.effective_databases()
     }
 
     fn serves(&self, slot: usize) -> bool {

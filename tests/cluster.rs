@@ -1172,3 +1172,140 @@ fn leaders_evict_through_the_log() {
     let deleted = router.query(&cmd(&["DEL", k]), slot, Duration::from_secs(10));
     assert_eq!(deleted, Value::Int(1));
 }
+
+/// With `cluster-databases` (Valkey 9), each numbered database's writes go through the slot
+/// group's log like database 0's: every replica holds them in the same database, a new
+/// leader serves them after a failover, FLUSHDB empties one database, MOVE and COPY ... DB
+/// work within a slot, and a wiped node catches up by a snapshot that carries them.
+#[test]
+fn numbered_databases_replicate_through_the_slot_groups_logs() {
+    let _serial = serial();
+    let mut c = Cluster::start(
+        3,
+        &[
+            "--cluster-node-timeout",
+            &NODE_TIMEOUT_MS.to_string(),
+            "--cluster-databases",
+            "4",
+            "--cluster-snapshot-after",
+            "20",
+        ],
+    );
+    let key = "numdb";
+    let slot = key_slot(key.as_bytes()) as usize;
+    let leader = c.leader_of_slot(slot);
+    let mut conn = c.conn(leader);
+    let mut on = |args: &[&str]| -> Value { cmd(args).query(&mut conn).expect("reply") };
+    assert_eq!(on(&["SET", key, "zero"]), Value::Okay);
+    assert_eq!(on(&["SELECT", "2"]), Value::Okay);
+    assert_eq!(on(&["SET", key, "two"]), Value::Okay);
+    assert_eq!(on(&["HSET", "{numdb}h", "f", "v"]), Value::Int(1));
+    // MOVE and COPY ... DB within the slot; a transaction in database 2.
+    assert_eq!(on(&["MOVE", "{numdb}h", "3"]), Value::Int(1));
+    assert_eq!(on(&["COPY", key, "{numdb}c", "DB", "1"]), Value::Int(1));
+    let mut tx = redis::pipe();
+    tx.atomic()
+        .cmd("INCR")
+        .arg("{numdb}n")
+        .cmd("INCR")
+        .arg("{numdb}n");
+    let (_, n): (i64, i64) = tx.query(&mut conn).expect("EXEC");
+    assert_eq!(n, 2);
+    let err = |v: redis::RedisResult<Value>| error_text(&v.expect_err("an error"));
+    assert_eq!(
+        err(cmd(&["SELECT", "4"]).query(&mut conn)),
+        "ERR DB index is out of range"
+    );
+    assert_eq!(
+        err(cmd(&["SWAPDB", "0", "1"]).query(&mut conn)),
+        "ERR SWAPDB is not allowed in cluster mode"
+    );
+
+    // Every node's replica has each database's keys where they belong.
+    let expect: [(&str, &str, Value); 5] = [
+        ("0", key, Value::BulkString(b"zero".to_vec())),
+        ("2", key, Value::BulkString(b"two".to_vec())),
+        ("1", "{numdb}c", Value::BulkString(b"two".to_vec())),
+        ("2", "{numdb}n", Value::BulkString(b"2".to_vec())),
+        ("2", "{numdb}h", Value::Nil),
+    ];
+    let converged = |c: &Cluster, nodes: &[usize]| {
+        nodes.iter().all(|&i| {
+            let mut r = c.conn(i);
+            let _: () = cmd(&["READONLY"]).query(&mut r).expect("READONLY");
+            expect.iter().all(|(db, k, want)| {
+                let _: () = cmd(&["SELECT", db]).query(&mut r).expect("SELECT");
+                cmd(&["GET", k]).query::<Value>(&mut r).ok().as_ref() == Some(want)
+            }) && {
+                let _: () = cmd(&["SELECT", "3"]).query(&mut r).expect("SELECT");
+                cmd(&["HGET", "{numdb}h", "f"]).query::<Value>(&mut r).ok()
+                    == Some(Value::BulkString(b"v".to_vec()))
+            }
+        })
+    };
+    assert!(
+        wait_until(DEADLINE, || converged(&c, &[0, 1, 2])),
+        "replicas differ\n{}",
+        c.logs(20)
+    );
+
+    // The leader goes; the new one serves every database from what committed.
+    let g = c.group_of_slot(slot);
+    c.kill9(leader);
+    assert!(
+        c.wait_leader_change(&[g], leader, DEADLINE).is_some(),
+        "no new leader\n{}",
+        c.logs(20)
+    );
+    let next = c.leader_of_group(g);
+    let mut conn = c.conn(next);
+    let _: () = cmd(&["SELECT", "2"]).query(&mut conn).expect("SELECT");
+    let got: Option<String> = cmd(&["GET", key]).query(&mut conn).expect("GET");
+    assert_eq!(got.as_deref(), Some("two"));
+    // FLUSHDB empties database 2 of the groups this node leads, through their logs.
+    let _: () = cmd(&["FLUSHDB"]).query(&mut conn).expect("FLUSHDB");
+    let got: Option<String> = cmd(&["GET", key]).query(&mut conn).expect("GET");
+    assert_eq!(got, None);
+    let _: () = cmd(&["SELECT", "0"]).query(&mut conn).expect("SELECT");
+    let got: Option<String> = cmd(&["GET", key]).query(&mut conn).expect("GET");
+    assert_eq!(got.as_deref(), Some("zero"));
+    c.respawn(leader);
+    c.wait_ok();
+
+    // A wiped node catches up by snapshot, numbered databases included.
+    let victim = (0..3)
+        .find(|&i| i != c.leader_of_group(g))
+        .expect("a follower");
+    c.kill9(victim);
+    c.wipe(victim);
+    let keys = keys_per_group(&c, "snapdb", 40);
+    for ks in &keys {
+        for k in ks {
+            let node = c.leader_of_slot(key_slot(k.as_bytes()) as usize);
+            let mut w = c.conn(node);
+            let _: () = cmd(&["SELECT", "1"]).query(&mut w).expect("SELECT");
+            let _: () = cmd(&["SET", k, "one"]).query(&mut w).expect("SET");
+        }
+    }
+    c.respawn(victim);
+    c.wait_ok();
+    let caught_up = wait_until(DEADLINE, || {
+        let mut r = c.conn(victim);
+        let _: () = cmd(&["READONLY"]).query(&mut r).expect("READONLY");
+        let _: () = cmd(&["SELECT", "1"]).query(&mut r).expect("SELECT");
+        keys.iter().flatten().all(|k| {
+            cmd(&["GET", k])
+                .query::<Option<String>>(&mut r)
+                .ok()
+                .flatten()
+                .as_deref()
+                == Some("one")
+        })
+    });
+    assert!(caught_up, "the wiped node lacks database 1\n{}", c.logs(30));
+    assert!(
+        c.log_count(victim, "installed the leader's snapshot") > 0,
+        "the wiped node caught up without a snapshot:\n{}",
+        c.logs(30)
+    );
+}

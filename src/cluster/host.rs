@@ -58,7 +58,7 @@ pub struct Host {
     /// When the log was last synced by the periodic (everysec) sync.
     last_sync: Cell<Instant>,
     /// Per led group, where its active expiry continues.
-    expire_cursors: RefCell<BTreeMap<GroupId, crate::shard::ExpireCursor>>,
+    expire_cursors: RefCell<BTreeMap<(GroupId, usize), crate::shard::ExpireCursor>>,
     /// Per led group, its last eviction (see [`Host::evict_led`]).
     evictions: RefCell<BTreeMap<GroupId, Eviction>>,
     me: Weak<Host>,
@@ -246,12 +246,11 @@ impl Host {
                 // A script paused on this core (see `engine::pause`) ends first.
                 core.gate.wait_open(None).await;
                 replicated::lost(&core, g, Refusal::NoLeader);
-                {
-                    let mut shard = core.shard.borrow_mut();
+                core.shard.borrow_mut().for_each_db(|shard| {
                     shard.apply(crate::shard::Mutation::FlushSlots {
                         slots: slots.start as u16..slots.end as u16,
                     });
-                }
+                });
                 core.stage_raft_item(super::sm::applied_key(g), None);
                 core.flush_changes();
                 self.pump.wal().remove_group(g);
@@ -496,8 +495,11 @@ impl Host {
                 let mut shard = core.shard.borrow_mut();
                 shard.start_journal();
                 let mut cursors = self.expire_cursors.borrow_mut();
-                let cursor = cursors.entry(g).or_default();
-                shard.expire_step_in(slots, cursor, now, EXPIRE_SAMPLE);
+                // Each numbered database keeps its own cursor per group.
+                shard.for_each_db(|shard| {
+                    let cursor = cursors.entry((g, shard.db())).or_default();
+                    shard.expire_step_in(slots.clone(), cursor, now, EXPIRE_SAMPLE);
+                });
                 if let Some(j) = shard.journal_mut() {
                     j.close_unit();
                 }

@@ -173,7 +173,10 @@ impl GroupSm {
                 let mut shard = core.shard.borrow_mut();
                 r.validate(shard.limits).map_err(err)?;
                 shard.clock_ms = r.now;
-                r.apply(&mut shard).map_err(err)
+                let applied = r.apply(&mut shard).map_err(err);
+                // Each unit ends in database 0; a damaged entry must not leave another.
+                shard.select(0);
+                applied
             }
             Ok(Payload::Opaque(_)) => Ok(()),
             Err(e) => Err(err(format!("{}: entry {log_id}: {e}", group_name(self.g)))),
@@ -195,12 +198,11 @@ impl GroupSm {
         core.gate.wait_open(None).await;
         // Anything uncommitted of this node's leadership goes first (a snapshot replaces it).
         replicated::lost(&core, g, Refusal::NoLeader);
-        {
-            let mut shard = core.shard.borrow_mut();
+        core.shard.borrow_mut().for_each_db(|shard| {
             shard.apply(Mutation::FlushSlots {
                 slots: slots.start as u16..slots.end as u16,
             });
-        }
+        });
         self.applied = None;
         self.stage_applied(&core);
         core.flush_changes();
@@ -245,17 +247,24 @@ impl GroupSm {
                 let mut shard = core.shard.borrow_mut();
                 let limits = shard.limits;
                 for (k, v) in &batch {
+                    // Numbered databases' keys carry theirs (see `SnapshotBuilder`).
+                    let (db, k) = match k.first() {
+                        Some(&codec::DB_MARKER) => codec::decode_db(&k[1..])?,
+                        _ => (0, &k[..]),
+                    };
                     let (slot, key) = codec::decode_key(k)?;
                     if !slots.contains(&(slot as usize)) {
                         continue;
                     }
                     let (value, expire_at) = codec::decode_value(v, limits)?;
+                    shard.select(db as usize);
                     shard.apply(Mutation::Restore {
                         key,
                         value,
                         expire_at,
                     });
                 }
+                shard.select(0);
             }
             core.flush_changes();
             // The core hands records over faster than the writer commits them: wait for it
@@ -322,10 +331,29 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                     }
                     if let (Some(view), Some(slots)) = (view, slots) {
                         let mut failed = None;
-                        storage.read_slots_at(&view, slots, |chunk| {
+                        storage.read_slots_at(&view, slots.clone(), |chunk| {
                             keys += chunk.len() as u64;
                             for (k, v) in chunk {
                                 if let Err(e) = out.push(&k, &v) {
+                                    failed = Some(e);
+                                    return false;
+                                }
+                            }
+                            true
+                        })?;
+                        if let Some(e) = failed {
+                            return Err(e);
+                        }
+                        // The numbered databases' keys, marked with theirs (`cluster-databases`).
+                        let mut marked = Vec::new();
+                        storage.read_db_slots_at(&view, slots, |db, chunk| {
+                            keys += chunk.len() as u64;
+                            for (k, v) in chunk {
+                                marked.clear();
+                                marked.push(codec::DB_MARKER);
+                                marked.extend_from_slice(&db.to_be_bytes());
+                                marked.extend_from_slice(&k);
+                                if let Err(e) = out.push(&marked, &v) {
                                     failed = Some(e);
                                     return false;
                                 }

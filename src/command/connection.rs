@@ -95,10 +95,12 @@ pub fn select_index(shared: &Shared, arg: &[u8]) -> Result<u32, &'static str> {
     let n = crate::util::parse_i64(arg)
         .filter(|n| i32::try_from(*n).is_ok())
         .ok_or(super::NOT_INTEGER)?;
-    if shared.config.cluster.enabled && n != 0 {
+    let databases = shared.config.effective_databases();
+    // Valkey 9: a cluster has `cluster-databases`; with one, SELECT answers as in Valkey 8.
+    if shared.config.cluster.enabled && databases == 1 && n != 0 {
         return Err("ERR SELECT is not allowed in cluster mode");
     }
-    if n < 0 || n >= shared.config.databases as i64 {
+    if n < 0 || n >= databases as i64 {
         return Err(DB_OUT_OF_RANGE);
     }
     Ok(n as u32)

@@ -119,9 +119,7 @@ pub fn copy_options(
                     );
                 }
                 Some(0) => to_db = 0,
-                Some(n) if n > 0 && n < node.databases() as i64 && !node.clustered() => {
-                    to_db = n as usize
-                }
+                Some(n) if n > 0 && n < node.databases() as i64 => to_db = n as usize,
                 Some(_) => return Err("ERR DB index is out of range"),
             }
             i += 2;
@@ -172,7 +170,7 @@ pub const SAME_OBJECT: &str = "ERR source and destination objects are the same";
 /// MOVE key db: the key goes to another database with its value and expiry; 0 when it does
 /// not exist here or exists there already.
 pub fn move_(ctx: &mut Ctx<'_>, args: &[Bytes]) {
-    if ctx.node.clustered() {
+    if ctx.node.clustered() && ctx.node.databases() == 1 {
         ctx.out.error("ERR MOVE is not allowed in cluster mode");
         return;
     }
@@ -290,7 +288,17 @@ pub fn flush_slots(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     match (bound(1), bound(2)) {
         (Some(start), Some(end)) if start <= end => {
             ctx.shard.set_free_mode(flush_mode(args.get(3)));
-            ctx.apply(Mutation::FlushSlots { slots: start..end });
+            if is(&args[0], "flushall") {
+                // Every database; FLUSHDB only the selected one.
+                let was = ctx.shard.db();
+                for db in ctx.shard.used_dbs() {
+                    ctx.shard.select(db);
+                    ctx.apply(Mutation::FlushSlots { slots: start..end });
+                }
+                ctx.shard.select(was);
+            } else {
+                ctx.apply(Mutation::FlushSlots { slots: start..end });
+            }
             ctx.shard.set_free_mode(None);
             ctx.out.ok();
         }

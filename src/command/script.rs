@@ -398,7 +398,7 @@ fn select_in_script(shard: &mut Shard, node: &dyn NodeView, arg: &[u8]) -> Comma
     let refuse = |msg: &str| CommandOutcome::Refused(msg.as_bytes().to_vec());
     let db = match crate::util::parse_i64(arg).filter(|n| i32::try_from(*n).is_ok()) {
         None => return refuse(&format!("-{}", super::NOT_INTEGER)),
-        Some(n) if node.clustered() && n != 0 => {
+        Some(n) if node.clustered() && node.databases() == 1 && n != 0 => {
             return refuse("-ERR SELECT is not allowed in cluster mode");
         }
         Some(n) if n < 0 || n >= node.databases() as i64 => {

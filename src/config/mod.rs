@@ -207,6 +207,7 @@ enum Key {
     ProtoMaxBulkLen,
     ClientQueryBufferLimit,
     Databases,
+    ClusterDatabases,
     Hz,
     LfuLogFactor,
     LfuDecayTime,
@@ -301,6 +302,7 @@ const SPECS: &[Spec] = &[
         Mutable,
     ),
     spec(Key::Databases, "databases", Immutable),
+    spec(Key::ClusterDatabases, "cluster-databases", Immutable),
     spec(Key::Hz, "hz", Mutable),
     spec(Key::LfuLogFactor, "lfu-log-factor", Mutable),
     spec(Key::LfuDecayTime, "lfu-decay-time", Mutable),
@@ -475,6 +477,7 @@ fn num_spec(key: Key) -> Option<Num> {
             int(0, INT_MAX)
         }
         Key::Databases => int(1, INT_MAX),
+        Key::ClusterDatabases => int(1, INT_MAX),
         Key::LoadDelay => int(0, INT_MAX),
         Key::Threads => int(0, 1024),
         Key::ProtoMaxBulkLen => Num {
@@ -1090,6 +1093,9 @@ pub struct Config {
     /// `databases`: how many numbered databases SELECT may choose from (Valkey's default 16;
     /// a cluster has database 0 only).
     pub databases: u32,
+    /// `cluster-databases` (Valkey 9): how many numbered databases a cluster node has
+    /// (default 1: database 0 only, as Valkey 8 clusters).
+    pub cluster_databases: u32,
     /// `pidfile`: empty means none.
     pub pidfile: String,
     /// The absolute path of the config file, if one was given.
@@ -1173,6 +1179,7 @@ impl Default for Config {
             logfile: String::new(),
             threads: 0,
             databases: 16,
+            cluster_databases: 1,
             pidfile: String::new(),
             config_file: None,
             runtime: Arc::new(Runtime::default()),
@@ -1287,6 +1294,16 @@ impl Config {
     /// `bind` decoded: the hosts to listen on and whether each is optional.
     pub fn bind_addrs(&self) -> Vec<BindAddr> {
         self.bind.iter().map(|b| BindAddr::parse(b)).collect()
+    }
+
+    /// The numbered databases SELECT may choose from: `cluster-databases` in a cluster,
+    /// `databases` standalone (Valkey 9's rule).
+    pub fn effective_databases(&self) -> u32 {
+        if self.cluster.enabled {
+            self.cluster_databases
+        } else {
+            self.databases
+        }
     }
 
     /// Things worth logging at startup once logging is set up: directives that
@@ -1441,6 +1458,7 @@ impl Config {
             Key::ProtoMaxBulkLen => rt.proto_max_bulk_len().to_string(),
             Key::ClientQueryBufferLimit => rt.client_query_buffer_limit().to_string(),
             Key::Databases => self.databases.to_string(),
+            Key::ClusterDatabases => self.cluster_databases.to_string(),
             Key::Hz => rt.hz().to_string(),
             Key::LoadDelay => rt.key_load_delay().to_string(),
             Key::LfuLogFactor => rt.lfu_log_factor().to_string(),
@@ -1630,6 +1648,7 @@ impl Loader {
             (Key::Pidfile, Value::Str(s)) => cfg.pidfile = s,
             (Key::Threads, Value::Num(v)) => cfg.threads = v as usize,
             (Key::Databases, Value::Num(v)) => cfg.databases = v as u32,
+            (Key::ClusterDatabases, Value::Num(v)) => cfg.cluster_databases = v as u32,
             (Key::Daemonize, _) => {}
             (Key::ClusterEnabled, Value::Bool(b)) => cfg.cluster.enabled = b,
             (Key::ClusterPort, Value::Num(v)) => cfg.cluster.port = v as u16,

@@ -678,15 +678,24 @@ impl Core {
             let mut shard = self.shard.borrow_mut();
             self.sync_settings(&mut shard);
             let in_group = |k: &[u8]| slots.contains(&(crate::cluster::key_slot(k) as usize));
-            let victims =
-                shard.pick_victims(policy, rt.maxmemory_samples(), now, &in_group, bytes, 512);
+            // Each numbered database gives its share of the bytes, by its share of the keys.
+            let total = shard.total_len().max(1) as u64;
+            let mut victims = Vec::new();
+            shard.for_each_db(|shard| {
+                let share = (bytes as u128 * shard.len() as u128 / total as u128) as u64;
+                let samples = rt.maxmemory_samples();
+                let picked = shard.pick_victims(policy, samples, now, &in_group, share, 512);
+                victims.extend(picked.into_iter().map(|k| (shard.db(), k)));
+            });
             if victims.is_empty() {
                 return None;
             }
             shard.start_journal();
-            for key in &victims {
+            for (db, key) in &victims {
+                shard.select(*db);
                 shard.evict_decided(key);
             }
+            shard.select(0);
             if let Some(j) = shard.journal_mut() {
                 j.close_unit();
             }

@@ -823,7 +823,7 @@ impl Dispatcher {
                     args: op_args,
                     flags: def.flags,
                     cmd_id,
-                    db: 0,
+                    db: self.db,
                 };
                 self.queue_for_group(core, cluster, g, op)
             })

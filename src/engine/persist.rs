@@ -252,7 +252,7 @@ impl Core {
                         log_progress(&core, total);
                     }
                     Chunk::DbValues(db, chunk) => {
-                        let databases = core.shared.config.databases;
+                        let databases = core.shared.config.effective_databases();
                         if db >= databases {
                             fatal_load(&format!(
                                 "the data set holds keys of database {db}, but `databases` is \
@@ -523,7 +523,7 @@ fn encode_changes(
         codec::encode_db_key(db, slot, &key, &mut stored);
         // A key a leader's uncommitted proposal changed since is stored as of the last
         // commit (storage never holds what may be undone).
-        let value = match spec.committed_image(&key) {
+        let value = match spec.committed_image(db, &key) {
             Some(image) => image.as_ref().map(|img| {
                 let mut v = Vec::with_capacity(16);
                 codec::encode_value(img.value.as_ref(), img.expire_at, &mut v);

@@ -198,7 +198,7 @@ fn read_gate(spec: &Spec, g: GroupId, op: &Op) -> Option<Pid> {
     };
     def.keys
         .positions(&op.args)
-        .filter_map(|p| spec.last_pid(&op.args[p]))
+        .filter_map(|p| spec.last_pid(op.db, &op.args[p]))
         .max()
 }
 
@@ -270,9 +270,11 @@ pub fn committed(core: &Core, g: GroupId, pid: Pid) {
     };
     {
         let mut shard = core.shard.borrow_mut();
-        for key in &keys {
+        for (db, key) in &keys {
+            shard.select(*db as usize);
             shard.mark_changed(key);
         }
+        shard.select(0);
     }
     if let Some(sent) = rep.sent.get_mut(&g) {
         sent.1 = if sent.0 > pid {

@@ -245,7 +245,7 @@ async fn run_on_scratch(
             journal
                 .images
                 .into_iter()
-                .map(|(k, _)| {
+                .map(|(_, k, _)| {
                     let now_state = scratch
                         .peek_stored(&k)
                         .map(|e| (e.to_value(), e.expire_at()));

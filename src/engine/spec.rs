@@ -22,12 +22,15 @@ use crate::shard::{Image, Journal, Shard};
 pub type Pid = u64;
 
 type Key = Box<[u8]>;
+/// A key of a numbered database (`cluster-databases`).
+pub type DbKey = (u32, Key);
+type Queue = VecDeque<(Pid, Option<Image>)>;
 
 /// One applied, uncommitted proposal of a group.
 struct Pending {
     pid: Pid,
     /// The keys it changed: each has an element for this proposal in its image queue.
-    keys: Vec<Key>,
+    keys: Vec<DbKey>,
 }
 
 /// The proposal collecting this loop pass's evaluations for a group.
@@ -49,7 +52,9 @@ struct GroupSpec {
 pub struct Spec {
     last_pid: Pid,
     /// Per key changed by a pending proposal: (that proposal, the key's state before it).
-    images: HashMap<Key, VecDeque<(Pid, Option<Image>)>, ahash::RandomState>,
+    images: HashMap<Key, Queue, ahash::RandomState>,
+    /// The same for keys of databases other than 0.
+    db_images: HashMap<DbKey, Queue, ahash::RandomState>,
     groups: HashMap<GroupId, GroupSpec>,
 }
 
@@ -88,17 +93,35 @@ impl Spec {
             .pending
             .back_mut()
             .expect("the filling proposal is pending");
-        for (key, image) in journal.images {
-            let queue = self.images.entry(key.clone()).or_default();
+        for (db, key, image) in journal.images {
+            let queue = match db {
+                0 => self.images.entry(key.clone()).or_default(),
+                _ => self.db_images.entry((db, key.clone())).or_default(),
+            };
             // An earlier batch of this same proposal changed the key already: the image
             // from before the proposal is the one to keep.
             if queue.back().is_some_and(|(p, _)| *p == pid) {
                 continue;
             }
             queue.push_back((pid, image));
-            pending.keys.push(key);
+            pending.keys.push((db, key));
         }
         Some(pid)
+    }
+
+    fn queue(&self, db: u32, key: &[u8]) -> Option<&Queue> {
+        match db {
+            0 => self.images.get(key),
+            _ if self.db_images.is_empty() => None,
+            _ => self.db_images.get(&(db, Box::from(key))),
+        }
+    }
+
+    fn remove_queue(&mut self, db: u32, key: &Key) -> Option<Queue> {
+        match db {
+            0 => self.images.remove(key),
+            _ => self.db_images.remove(&(db, key.clone())),
+        }
     }
 
     /// Group `g`'s proposal being filled, as a log entry payload, to hand to Raft now; it
@@ -117,13 +140,13 @@ impl Spec {
             .collect()
     }
 
-    /// The last pending proposal that changed `key`.
+    /// The last pending proposal that changed `key` of database `db`.
     #[inline]
-    pub fn last_pid(&self, key: &[u8]) -> Option<Pid> {
-        if self.images.is_empty() {
+    pub fn last_pid(&self, db: u32, key: &[u8]) -> Option<Pid> {
+        if self.images.is_empty() && self.db_images.is_empty() {
             return None;
         }
-        self.images.get(key)?.back().map(|(p, _)| *p)
+        self.queue(db, key)?.back().map(|(p, _)| *p)
     }
 
     /// The last pending proposal of group `g`.
@@ -148,17 +171,17 @@ impl Spec {
 
     /// `key`'s state as of the last commit, when a pending proposal changed it since
     /// (Some(None): the key did not exist then). None: the shard's state is committed.
-    pub fn committed_image(&self, key: &[u8]) -> Option<&Option<Image>> {
-        if self.images.is_empty() {
+    pub fn committed_image(&self, db: u32, key: &[u8]) -> Option<&Option<Image>> {
+        if self.images.is_empty() && self.db_images.is_empty() {
             return None;
         }
-        self.images.get(key)?.front().map(|(_, img)| img)
+        self.queue(db, key)?.front().map(|(_, img)| img)
     }
 
     /// Group `g`'s oldest pending proposal committed; it must be `pid`. Returns the keys it
     /// changed (to persist now, as of their committed state), or None if `pid` is not the
     /// group's oldest pending proposal.
-    pub fn commit(&mut self, g: GroupId, pid: Pid) -> Option<Vec<Key>> {
+    pub fn commit(&mut self, g: GroupId, pid: Pid) -> Option<Vec<DbKey>> {
         let gs = self.groups.get_mut(&g)?;
         if gs.pending.front()?.pid != pid {
             return None;
@@ -170,13 +193,17 @@ impl Spec {
             // queues consistent anyway.
             gs.filling = None;
         }
-        for key in &done.keys {
-            if let Some(queue) = self.images.get_mut(key) {
+        for (db, key) in &done.keys {
+            let queue = match db {
+                0 => self.images.get_mut(key),
+                _ => self.db_images.get_mut(&(*db, key.clone())),
+            };
+            if let Some(queue) = queue {
                 if queue.front().is_some_and(|(p, _)| *p == pid) {
                     queue.pop_front();
                 }
                 if queue.is_empty() {
-                    self.images.remove(key);
+                    self.remove_queue(*db, key);
                 }
             }
         }
@@ -194,21 +221,25 @@ impl Spec {
         let mut undone = Vec::with_capacity(pending.len());
         for p in pending {
             undone.push(p.pid);
-            for key in p.keys {
+            for (db, key) in p.keys {
                 // The first proposal (oldest) that changed a key holds its committed image;
                 // later ones find the key gone from the index already.
-                if let Some(mut queue) = self.images.remove(&key)
+                if let Some(mut queue) = self.remove_queue(db, &key)
                     && let Some((_, image)) = queue.pop_front()
                 {
+                    shard.select(db as usize);
                     shard.restore_image(&key, image);
                 }
             }
         }
+        shard.select(0);
         undone
     }
 
     /// Whether anything at all is pending on this core.
     pub fn is_empty(&self) -> bool {
-        self.images.is_empty() && self.groups.values().all(|g| g.pending.is_empty())
+        self.images.is_empty()
+            && self.db_images.is_empty()
+            && self.groups.values().all(|g| g.pending.is_empty())
     }
 }

@@ -17,15 +17,19 @@ fn shard() -> Shard {
     Shard::new(0..SLOT_COUNT, Arc::new(ShardStats::default()))
 }
 
-type Dump = BTreeMap<Vec<u8>, (Value, Option<u64>)>;
+/// Every key of every database: (database, key) → (value, expiry).
+type Dump = BTreeMap<(usize, Vec<u8>), (Value, Option<u64>)>;
 
-fn dump(s: &Shard) -> Dump {
+fn dump(s: &mut Shard) -> Dump {
     let mut out = BTreeMap::new();
-    for slot in 0..SLOT_COUNT {
-        s.for_each_in_slot(slot, 0, |e| {
-            out.insert(e.key().to_vec(), (e.to_value(), e.expire_at()));
-        });
-    }
+    s.for_each_db(|s| {
+        let db = s.db();
+        for slot in 0..SLOT_COUNT {
+            s.for_each_in_slot(slot, 0, |e| {
+                out.insert((db, e.key().to_vec()), (e.to_value(), e.expire_at()));
+            });
+        }
+    });
     out
 }
 
@@ -43,6 +47,9 @@ enum M {
     Rename(u8, u8),
     Restore(u8, i64),
     FlushSlots,
+    /// The command layer selects another database (`cluster-databases`): the records that
+    /// follow act on it.
+    Db(u8),
 }
 
 fn key(k: u8) -> Vec<u8> {
@@ -62,6 +69,10 @@ fn apply(s: &mut Shard, m: &M) {
         | M::Rename(k, _)
         | M::Restore(k, _) => *k,
         M::FlushSlots => 0,
+        M::Db(db) => {
+            s.select(*db as usize);
+            return;
+        }
     });
     match m {
         M::SetStr(_, v, at) => s.apply(Mutation::SetStr {
@@ -120,6 +131,7 @@ fn apply(s: &mut Shard, m: &M) {
         M::FlushSlots => s.apply(Mutation::FlushSlots {
             slots: 0..SLOT_COUNT as u16,
         }),
+        M::Db(_) => unreachable!("returned above"),
     };
 }
 
@@ -141,6 +153,7 @@ fn mutation() -> impl Strategy<Value = M> {
         (k.clone(), 0u8..4).prop_map(|(a, b)| M::Rename(a, b)),
         (k.clone(), any::<i64>()).prop_map(|(k, v)| M::Restore(k, v)),
         Just(M::FlushSlots),
+        (0u8..3).prop_map(M::Db),
     ]
 }
 
@@ -161,6 +174,8 @@ fn propose(
         let j = leader.take_journal().expect("journaling");
         spec.absorb(0, j, now);
     }
+    // The engine leaves a shard in database 0 after each batch.
+    leader.select(0);
     spec.take_filling(0)
 }
 
@@ -169,6 +184,7 @@ fn apply_entry(s: &mut Shard, payload: &[u8]) {
         Payload::Records(r) => {
             r.validate(s.limits).expect("valid");
             r.apply(s).expect("applies");
+            assert_eq!(s.db(), 0, "an entry's units end in database 0");
         }
         Payload::Opaque(_) => panic!("a records entry"),
     }
@@ -176,19 +192,21 @@ fn apply_entry(s: &mut Shard, payload: &[u8]) {
 
 /// What persistence would store for every key: the committed image where a pending
 /// proposal changed the key, else the shard's state.
-fn committed_view(leader: &Shard, spec: &Spec) -> Dump {
+fn committed_view(leader: &mut Shard, spec: &Spec) -> Dump {
     let mut out = dump(leader);
-    for k in 0..4u8 {
-        let key = key(k);
-        if let Some(image) = spec.committed_image(&key) {
-            match image {
-                Some(Image {
-                    value, expire_at, ..
-                }) => {
-                    out.insert(key, (value.clone(), *expire_at));
-                }
-                None => {
-                    out.remove(&key);
+    for db in 0..3 {
+        for k in 0..4u8 {
+            let key = key(k);
+            if let Some(image) = spec.committed_image(db as u32, &key) {
+                match image {
+                    Some(Image {
+                        value, expire_at, ..
+                    }) => {
+                        out.insert((db, key), (value.clone(), *expire_at));
+                    }
+                    None => {
+                        out.remove(&(db, key));
+                    }
                 }
             }
         }
@@ -219,31 +237,33 @@ proptest! {
         for (pid, payload) in &entries[..committed] {
             apply_entry(&mut replica, payload);
             prop_assert!(spec.commit(0, *pid).is_some());
-            prop_assert_eq!(committed_view(&leader, &spec), dump(&replica));
+            prop_assert_eq!(committed_view(&mut leader, &spec), dump(&mut replica));
         }
         // A replica that applies everything matches the leader.
-        let mut all = replica_clone(&replica);
+        let mut all = replica_clone(&mut replica);
         for (_, payload) in &entries[committed..] {
             apply_entry(&mut all, payload);
         }
-        prop_assert_eq!(dump(&all), dump(&leader));
+        prop_assert_eq!(dump(&mut all), dump(&mut leader));
         // Losing the leadership undoes the rest: back to the committed state.
         let undone = spec.rollback(0, &mut leader);
         prop_assert_eq!(undone.len(), entries.len() - committed);
-        prop_assert_eq!(dump(&leader), dump(&replica));
+        prop_assert_eq!(dump(&mut leader), dump(&mut replica));
         prop_assert!(spec.is_empty());
     }
 }
 
-fn replica_clone(s: &Shard) -> Shard {
+fn replica_clone(s: &mut Shard) -> Shard {
     let mut out = shard();
-    for (k, (v, at)) in dump(s) {
+    for ((db, k), (v, at)) in dump(s) {
+        out.select(db);
         out.apply(Mutation::Restore {
             key: &k,
             value: v,
             expire_at: at,
         });
     }
+    out.select(0);
     out
 }
 
@@ -267,8 +287,8 @@ fn a_proposal_keeps_the_image_from_before_its_first_batch() {
         let j = leader.take_journal().expect("on");
         assert_eq!(spec.absorb(0, j, 0), Some(1));
     }
-    assert_eq!(spec.last_pid(b"n"), Some(1));
-    match spec.committed_image(b"n") {
+    assert_eq!(spec.last_pid(0, b"n"), Some(1));
+    match spec.committed_image(0, b"n") {
         Some(Some(Image { value, .. })) => assert_eq!(value, &Value::Int(1)),
         other => panic!("image {other:?}"),
     }
@@ -289,7 +309,7 @@ fn a_proposal_keeps_the_image_from_before_its_first_batch() {
     assert_eq!(spec.commit(0, 2), None, "commits in order only");
     assert_eq!(spec.commit(0, 1).map(|k| k.len()), Some(1));
     assert_eq!(spec.committed(0), 1);
-    match spec.committed_image(b"n") {
+    match spec.committed_image(0, b"n") {
         Some(Some(Image { value, .. })) => assert_eq!(value, &Value::Int(5)),
         other => panic!("image {other:?}"),
     }

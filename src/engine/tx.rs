@@ -299,6 +299,7 @@ impl Dispatcher {
         let guarded = guard.is_some();
         let mut parts = Vec::with_capacity(queued.len() + guarded as usize);
         let mut first = true;
+        let db = client.db;
         let mut tx_op = |exec, args, flags: u32, cmd_id| {
             let begin = if std::mem::take(&mut first) {
                 flags::TX_BEGIN
@@ -310,7 +311,7 @@ impl Dispatcher {
                 args,
                 flags: flags | flags::TX | begin,
                 cmd_id,
-                db: 0,
+                db,
             }
         };
         if let Some(op) = guard {

@@ -84,6 +84,7 @@ pub fn is_partial(m: &Mutation<'_>) -> bool {
         | Mutation::ZRem { .. }
         | Mutation::ZRemRange { .. }
         | Mutation::Expire { .. } => true,
+        Mutation::Select { .. } => false,
         Mutation::SetStr { .. }
         | Mutation::SetInt { .. }
         | Mutation::Del { .. }

@@ -8,6 +8,7 @@
 use std::collections::HashSet;
 
 use super::entry::Value;
+use super::mutation::Mutation;
 
 /// A key's state before a change: its value, absolute expiry and access metadata (None when
 /// the key did not exist).
@@ -28,21 +29,42 @@ pub struct Journal {
     pub units: Vec<(usize, u32)>,
     /// Records since the last closed unit.
     open: u32,
-    /// Each key changed, with its state before its first change in this journal, in the
-    /// order keys were first changed.
-    pub images: Vec<(Box<[u8]>, Option<Image>)>,
+    /// Each key changed (database, key), with its state before its first change in this
+    /// journal, in the order keys were first changed.
+    pub images: Vec<(u32, Box<[u8]>, Option<Image>)>,
     seen: HashSet<Box<[u8]>, ahash::RandomState>,
+    /// `seen` for databases other than 0.
+    seen_in_dbs: HashSet<(u32, Box<[u8]>), ahash::RandomState>,
+    /// The database the records so far act on: a unit starts and ends in database 0, and a
+    /// record of another database is preceded by a [`Mutation::Select`].
+    db: u32,
 }
 
 impl Journal {
     /// Whether `key` has its before-image already.
-    pub(super) fn has_image(&self, key: &[u8]) -> bool {
-        self.seen.contains(key)
+    pub(super) fn has_image(&self, db: u32, key: &[u8]) -> bool {
+        match db {
+            0 => self.seen.contains(key),
+            _ => self.seen_in_dbs.contains(&(db, Box::from(key))),
+        }
     }
 
-    pub(super) fn push_image(&mut self, key: &[u8], image: Option<Image>) {
-        self.seen.insert(key.into());
-        self.images.push((key.into(), image));
+    pub(super) fn push_image(&mut self, db: u32, key: &[u8], image: Option<Image>) {
+        match db {
+            0 => self.seen.insert(key.into()),
+            _ => self.seen_in_dbs.insert((db, key.into())),
+        };
+        self.images.push((db, key.into(), image));
+    }
+
+    /// The next record acts on database `db`: a [`Mutation::Select`] goes first when the
+    /// records so far act on another.
+    pub(super) fn enter_db(&mut self, db: u32) {
+        if self.db != db {
+            Mutation::Select { db }.encode(&mut self.records);
+            self.note_record();
+            self.db = db;
+        }
     }
 
     pub(super) fn note_record(&mut self) {
@@ -52,6 +74,8 @@ impl Journal {
     /// Closes the current unit (one command's records); nothing happens if it has none.
     pub fn close_unit(&mut self) {
         if self.open > 0 {
+            // Whoever applies the unit is back in database 0 after it.
+            self.enter_db(0);
             self.units.push((self.records.len(), self.open));
             self.open = 0;
         }

@@ -742,6 +742,11 @@ impl Shard {
     /// give the same state on every replica. Returns false only when the record had nothing
     /// to act on (a DEL or EXPIRE of a missing key).
     pub fn apply(&mut self, m: Mutation<'_>) -> bool {
+        if let Mutation::Select { db } = m {
+            // A journal notes the database of its records itself (see `journal_record`).
+            self.select(db as usize);
+            return true;
+        }
         if !self.watches.is_empty() {
             self.touch_watched(&m);
             self.sync_waiting_counts();
@@ -941,6 +946,7 @@ impl Shard {
                 self.put(key, NewValue::Owned(value), ttl);
                 true
             }
+            Mutation::Select { .. } => unreachable!("handled at the top"),
             Mutation::FlushSlots { slots } => {
                 let lazy = self.lazy_flush();
                 let mut removed = Vec::new();
@@ -1014,6 +1020,7 @@ impl Shard {
     fn touch_watched(&mut self, m: &Mutation<'_>) {
         match m {
             Mutation::FlushAll => self.watches.touch_where(|_| true),
+            Mutation::Select { .. } => {}
             Mutation::FlushSlots { slots } => {
                 let slots = slots.start as usize..slots.end as usize;
                 self.watches
@@ -1064,6 +1071,10 @@ impl Shard {
     /// Records `m` in the journal: first the before-image of each key it is about to change
     /// (once per key and journal), then the record itself.
     fn journal_record(&mut self, m: &Mutation<'_>) {
+        let db = self.db as u32;
+        if let Some(j) = self.journal.as_mut() {
+            j.enter_db(db);
+        }
         let keys: Vec<Box<[u8]>> = match m {
             Mutation::Rename { from, to } => vec![(*from).into(), (*to).into()],
             Mutation::FlushAll => self.keys_in(self.owned.clone()),
@@ -1073,10 +1084,10 @@ impl Shard {
             m => m.key().map(|k| vec![k.into()]).unwrap_or_default(),
         };
         for key in keys {
-            if !self.journal.as_ref().is_some_and(|j| j.has_image(&key)) {
+            if !self.journal.as_ref().is_some_and(|j| j.has_image(db, &key)) {
                 let image = self.image_of(&key);
                 if let Some(j) = self.journal.as_mut() {
-                    j.push_image(&key, image);
+                    j.push_image(db, &key, image);
                 }
             }
         }

@@ -159,6 +159,9 @@ pub enum Mutation<'a> {
     FlushAll,
     /// Delete every key of these slots (FLUSHALL through a slot group's log).
     FlushSlots { slots: SlotRange },
+    /// The records that follow act on numbered database `db` (a slot group's log with
+    /// `cluster-databases` above 1; every unit of records ends in database 0).
+    Select { db: u32 },
 }
 
 impl Mutation<'_> {
@@ -191,7 +194,7 @@ impl Mutation<'_> {
             | Mutation::Evicted { key }
             | Mutation::Restore { key, .. } => Some(key),
             Mutation::Rename { to, .. } => Some(to),
-            Mutation::FlushAll | Mutation::FlushSlots { .. } => None,
+            Mutation::FlushAll | Mutation::FlushSlots { .. } | Mutation::Select { .. } => None,
         }
     }
 }
@@ -229,6 +232,7 @@ const TAG_RENAME: u8 = 9;
 const TAG_RESTORE: u8 = 10;
 const TAG_FLUSH_ALL: u8 = 11;
 const TAG_FLUSH_SLOTS: u8 = 12;
+const TAG_SELECT: u8 = 90;
 const TAG_EXPIRED: u8 = 13;
 const TAG_EVICTED: u8 = 14;
 const TAG_LIST_PUSH: u8 = 15;
@@ -510,6 +514,7 @@ pub enum Decoded<'a> {
     Restore(&'a [u8], Value, Option<u64>),
     FlushAll,
     FlushSlots(SlotRange),
+    Select(u32),
 }
 
 impl<'a> Decoded<'a> {
@@ -596,6 +601,7 @@ impl<'a> Decoded<'a> {
             },
             Decoded::FlushAll => Mutation::FlushAll,
             Decoded::FlushSlots(r) => Mutation::FlushSlots { slots: r.clone() },
+            Decoded::Select(db) => Mutation::Select { db: *db },
         }
     }
 }
@@ -759,6 +765,10 @@ impl Mutation<'_> {
                 put_varint(out, slots.start as u64);
                 put_varint(out, slots.end as u64);
             }
+            Mutation::Select { db } => {
+                out.push(TAG_SELECT);
+                put_varint(out, *db as u64);
+            }
         }
     }
 
@@ -870,6 +880,12 @@ impl Mutation<'_> {
                     return Err(DecodeError(format!("bad slot range {start}..{end}")));
                 }
                 Decoded::FlushSlots(start as u16..end as u16)
+            }
+            TAG_SELECT => {
+                let db = r.varint("database")?;
+                let db =
+                    u32::try_from(db).map_err(|_| DecodeError(format!("bad database {db}")))?;
+                Decoded::Select(db)
             }
             t => {
                 return Err(DecodeError(format!(

@@ -764,22 +764,48 @@ impl Storage {
     pub fn load_db_slots(
         &self,
         slots: Range<usize>,
+        emit: impl FnMut(u32, Vec<(fjall::Slice, fjall::Slice)>) -> bool,
+    ) -> Result<(), String> {
+        self.scan_db_slots(None, slots, emit)
+    }
+
+    /// [`Storage::load_db_slots`] in a point-in-time view (a slot group's snapshot).
+    pub fn read_db_slots_at(
+        &self,
+        view: &fjall::Snapshot,
+        slots: Range<usize>,
+        emit: impl FnMut(u32, Vec<(fjall::Slice, fjall::Slice)>) -> bool,
+    ) -> Result<(), String> {
+        self.scan_db_slots(Some(view), slots, emit)
+    }
+
+    fn scan_db_slots(
+        &self,
+        view: Option<&fjall::Snapshot>,
+        slots: Range<usize>,
         mut emit: impl FnMut(u32, Vec<(fjall::Slice, fjall::Slice)>) -> bool,
     ) -> Result<(), String> {
         const CHUNK: usize = 4096;
         let err = |e| db_err(self.dbs.path(), e);
+        let range_of = |r: Range<[u8; 6]>| -> Box<dyn Iterator<Item = fjall::Guard>> {
+            match view {
+                Some(v) => Box::new(v.range(&self.dbs, r)),
+                None => Box::new(self.dbs.range(r)),
+            }
+        };
         let mut db = 1u32;
         loop {
             // The next database holding anything: databases are sparse, and `databases`
             // may be large.
-            let Some(first) = self.dbs.range(codec::db_slot_prefix(db, 0)..).next() else {
+            let from = codec::db_slot_prefix(db, 0)..codec::db_slot_prefix(u32::MAX, SLOT_COUNT);
+            let Some(first) = range_of(from).next() else {
                 return Ok(());
             };
             db = codec::decode_db(&first.key().map_err(err)?)?.0;
             let range =
                 codec::db_slot_prefix(db, slots.start)..codec::db_slot_prefix(db, slots.end);
             let mut chunk = Vec::with_capacity(CHUNK);
-            for guard in self.dbs.range(range) {
+            for guard in range_of(range) {
                 let (k, v) = guard.into_inner().map_err(err)?;
                 chunk.push((k.as_ref()[4..].into(), v));
                 if chunk.len() == CHUNK
