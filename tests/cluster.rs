@@ -1129,6 +1129,27 @@ fn leaders_evict_through_the_log() {
     let fresh = keys_per_group(&c, "fresh:", 32);
     write(&fresh);
     wait_under_limit("after the fresh writes");
+    // The evictions those writes caused may still be committing (a node that saw its memory
+    // under the limit may have asked for rounds still to run): the leaders' answers below
+    // are taken once no node has evicted for two seconds.
+    let evicted_total = || -> u64 {
+        (0..c.len())
+            .map(|i| info_field(&c, i, "evicted_keys"))
+            .sum()
+    };
+    let mut last = evicted_total();
+    let mut quiet = 0;
+    let settled = wait_until(DEADLINE, || {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = evicted_total();
+        quiet = if std::mem::replace(&mut last, now) == now {
+            quiet + 1
+        } else {
+            0
+        };
+        quiet >= 4
+    });
+    assert!(settled, "the evictions never settled\n{}", c.logs(20));
     // Every replica holds what its group's leader holds: the fresh keys acknowledged, and
     // for a sample of the old ones the leader's answer, present or evicted.
     let mut expected: BTreeMap<String, Option<String>> = BTreeMap::new();
