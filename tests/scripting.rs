@@ -583,3 +583,49 @@ fn a_long_cluster_script_keeps_its_leadership() {
         );
     }
 }
+
+/// Scripts sent from other cores queue behind each other on the core owning their key:
+/// when one that paused ends and opens the gate, the next one parked starts at once and may
+/// pause too, holding the shard, before the first one is answered. Every script is answered
+/// and the server keeps serving (answering used to read the shard the paused script held: a
+/// panic, and "core unavailable" errors). redis-benchmark's pipelined EVALSHA of a short
+/// script on random keys makes that happen under load; it cannot fail when it does not.
+#[test]
+fn scripts_queued_from_other_cores_are_all_answered() {
+    let s = Server::start(&["--threads", "2"]);
+    let mut c = s.conn();
+    let body = "redis.call('incr', KEYS[1]) redis.call('incr', KEYS[1]) \
+                return redis.call('incr', KEYS[1])";
+    let sha: String = run(&mut c, &["SCRIPT", "LOAD", body]).unwrap();
+    for _ in 0..3 {
+        let out = std::process::Command::new("redis-benchmark")
+            .args([
+                "-p",
+                &s.port.to_string(),
+                "-c",
+                "50",
+                "-n",
+                "50000",
+                "-P",
+                "16",
+            ])
+            .args([
+                "-r",
+                "100000",
+                "--csv",
+                "EVALSHA",
+                &sha,
+                "1",
+                "q:__rand_int__",
+            ])
+            .output()
+            .expect("redis-benchmark runs (CI installs redis-tools)");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success() && !text.contains("rror"), "{text}");
+    }
+    assert_eq!(run::<String>(&mut c, &["PING"]).unwrap(), "PONG");
+}

@@ -882,6 +882,9 @@ impl Core {
                 let core = self.clone();
                 glommio::spawn_local(async move {
                     let (ops, out, ends) = paused.done().await;
+                    // The next batch may have started meanwhile and its script paused, holding
+                    // the shard: answering reads the shard's change count, so it waits.
+                    core.gate.wait_open(tx).await;
                     core.answer_batch(ops, out, ends, before, reply, tx);
                 })
                 .detach();

@@ -82,11 +82,18 @@ impl Core {
     /// is the log: every turn.)
     pub fn schedule_flush(&self) {
         let Some(p) = &self.persist else { return };
-        if p.scheduled.get() || !(self.shard.borrow().has_changes() || self.has_raft_items()) {
+        // A batch whose script paused holds the shard (see `pause`): it schedules the flush
+        // itself once it ends.
+        let Ok(shard) = self.shard.try_borrow() else {
+            return;
+        };
+        if p.scheduled.get() || !(shard.has_changes() || self.has_raft_items()) {
             return;
         }
+        let pending = shard.pending_changes();
+        drop(shard);
         if self.shared.config.cluster.enabled
-            && self.shard.borrow().pending_changes() < CLUSTER_FLUSH_KEYS
+            && pending < CLUSTER_FLUSH_KEYS
             && self.over_limit().is_none()
         {
             return;

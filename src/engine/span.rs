@@ -90,7 +90,7 @@ pub async fn run_spanning(
             tx
         }
     };
-    match copy_to_db(core, exec, args, db) {
+    match copy_to_db(core, args, db) {
         Some(Ok(to_db)) => copy_across(core, args, tx, db, to_db, out).await,
         Some(Err(e)) => out.error(e),
         None => run_on_scratch(core, exec, args, keys, tx, db, out).await,
@@ -296,14 +296,8 @@ async fn run_on_scratch(
 
 /// For a COPY to another database (its DB option), that database (or COPY's error); None
 /// for any other command or a COPY within `db`.
-fn copy_to_db(
-    core: &Core,
-    exec: ShardFn,
-    args: &[Bytes],
-    db: u32,
-) -> Option<Result<usize, &'static str>> {
-    let copy = crate::command::is(&args[0], "copy") && args.len() > 3;
-    if !copy || exec as usize != crate::command::keyspace::copy as ShardFn as usize {
+fn copy_to_db(core: &Core, args: &[Bytes], db: u32) -> Option<Result<usize, &'static str>> {
+    if !crate::command::is(&args[0], "copy") || args.len() <= 3 {
         return None;
     }
     match crate::command::keyspace::copy_options(&*core.shared, db as usize, args) {
