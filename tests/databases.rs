@@ -7,21 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{DEADLINE, Server, err, int, ok, run, ttl_after, wait_until};
-use tallykv::cluster::{SLOT_COUNT, key_slot};
-
-/// The core (of 2) that owns `key`.
-fn core_of(key: &str) -> usize {
-    usize::from(key_slot(key.as_bytes()) as usize >= SLOT_COUNT / 2)
-}
-
-/// The first `prefix{n}` that lives on `core`.
-fn key_on(core: usize, prefix: &str) -> String {
-    (0..)
-        .map(|i| format!("{prefix}{i}"))
-        .find(|k| core_of(k) == core)
-        .expect("some key lands on every core")
-}
+use common::{DEADLINE, Server, err, int, key_on, ok, run, ttl_after, wait_until};
 
 fn get(c: &mut redis::Connection, key: &str) -> Option<String> {
     run(c, &["GET", key]).unwrap()

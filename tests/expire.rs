@@ -6,22 +6,13 @@ mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{DEADLINE, Server, err, pttl_after, run, ttl_after, wait_until};
-use tallykv::cluster::{SLOT_COUNT, key_slot};
+use common::{DEADLINE, Server, err, key_on, pttl_after, run, ttl_after, wait_until};
 
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")
         .as_millis() as i64
-}
-
-/// The first `prefix{n}` that lives on `core` (of 2).
-fn key_on(core: usize, prefix: &str) -> String {
-    (0..)
-        .map(|i| format!("{prefix}{i}"))
-        .find(|k| usize::from(key_slot(k.as_bytes()) as usize >= SLOT_COUNT / 2) == core)
-        .expect("some key lands on every core")
 }
 
 fn info_field(c: &mut redis::Connection, section: &str, field: &str) -> i64 {

@@ -6,21 +6,7 @@ mod common;
 
 use std::collections::HashSet;
 
-use common::{DEADLINE, Server, err, pttl_after, run, ttl_after, wait_until};
-use tallykv::cluster::{SLOT_COUNT, key_slot};
-
-/// The core (of 2) that owns `key`.
-fn core_of(key: &str) -> usize {
-    usize::from(key_slot(key.as_bytes()) as usize >= SLOT_COUNT / 2)
-}
-
-/// The first `prefix{n}` that lives on `core`.
-fn key_on(core: usize, prefix: &str) -> String {
-    (0..)
-        .map(|i| format!("{prefix}{i}"))
-        .find(|k| core_of(k) == core)
-        .expect("some key lands on every core")
-}
+use common::{DEADLINE, Server, core_of, err, key_on, pttl_after, run, ttl_after, wait_until};
 
 fn info_field(c: &mut redis::Connection, section: &str, field: &str) -> i64 {
     let info: String = run(c, &["INFO", section]).unwrap();

@@ -76,7 +76,7 @@ pub fn echo(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
 }
 
 pub fn select(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
-    match select_index(ctx.shared, &args[1]) {
+    match select_index(&**ctx.shared, &args[1]) {
         Ok(db) => {
             ctx.client.db = db;
             ctx.client.info.db.store(db, Relaxed);
@@ -89,15 +89,15 @@ pub fn select(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
 /// Valkey's error for a database index outside `0..databases`.
 pub const DB_OUT_OF_RANGE: &str = "ERR DB index is out of range";
 
-/// The database SELECT `arg` names, or Valkey's error for it: the index is read as a C int
-/// (getIntFromObjectOrReply: beyond it, not an integer); a cluster has database 0 only.
-pub fn select_index(shared: &Shared, arg: &[u8]) -> Result<u32, &'static str> {
+/// The database SELECT `arg` names (from a client or a script), or Valkey's error for it: the
+/// index is read as a C int (getIntFromObjectOrReply: beyond it, not an integer).
+pub fn select_index(node: &dyn super::NodeView, arg: &[u8]) -> Result<u32, &'static str> {
     let n = crate::util::parse_i64(arg)
         .filter(|n| i32::try_from(*n).is_ok())
         .ok_or(super::NOT_INTEGER)?;
-    let databases = shared.config.effective_databases();
+    let databases = node.databases();
     // Valkey 9: a cluster has `cluster-databases`; with one, SELECT answers as in Valkey 8.
-    if shared.config.cluster.enabled && databases == 1 && n != 0 {
+    if node.clustered() && databases == 1 && n != 0 {
         return Err("ERR SELECT is not allowed in cluster mode");
     }
     if n < 0 || n >= databases as i64 {

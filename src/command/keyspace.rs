@@ -262,12 +262,9 @@ pub fn flush_local(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     ctx.shard.set_free_mode(flush_mode(args.get(1)));
     if is(&args[0], "flushall") {
         // Every database; FLUSHDB only the selected one.
-        let was = ctx.shard.db();
-        for db in ctx.shard.used_dbs() {
-            ctx.shard.select(db);
-            ctx.apply(Mutation::FlushAll);
-        }
-        ctx.shard.select(was);
+        ctx.shard.for_each_db(|shard| {
+            shard.apply(Mutation::FlushAll);
+        });
     } else {
         ctx.apply(Mutation::FlushAll);
     }
@@ -290,12 +287,9 @@ pub fn flush_slots(ctx: &mut Ctx<'_>, args: &[Bytes]) {
             ctx.shard.set_free_mode(flush_mode(args.get(3)));
             if is(&args[0], "flushall") {
                 // Every database; FLUSHDB only the selected one.
-                let was = ctx.shard.db();
-                for db in ctx.shard.used_dbs() {
-                    ctx.shard.select(db);
-                    ctx.apply(Mutation::FlushSlots { slots: start..end });
-                }
-                ctx.shard.select(was);
+                ctx.shard.for_each_db(|shard| {
+                    shard.apply(Mutation::FlushSlots { slots: start..end });
+                });
             } else {
                 ctx.apply(Mutation::FlushSlots { slots: start..end });
             }

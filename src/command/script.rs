@@ -396,15 +396,9 @@ fn call_from_script(argv: Vec<Vec<u8>>) -> CommandOutcome {
 /// SELECT from a script: later `redis.call`s use that database, the caller's stays as it was.
 fn select_in_script(shard: &mut Shard, node: &dyn NodeView, arg: &[u8]) -> CommandOutcome {
     let refuse = |msg: &str| CommandOutcome::Refused(msg.as_bytes().to_vec());
-    let db = match crate::util::parse_i64(arg).filter(|n| i32::try_from(*n).is_ok()) {
-        None => return refuse(&format!("-{}", super::NOT_INTEGER)),
-        Some(n) if node.clustered() && node.databases() == 1 && n != 0 => {
-            return refuse("-ERR SELECT is not allowed in cluster mode");
-        }
-        Some(n) if n < 0 || n >= node.databases() as i64 => {
-            return refuse(&format!("-{}", super::connection::DB_OUT_OF_RANGE));
-        }
-        Some(n) => n as usize,
+    let db = match super::connection::select_index(node, arg) {
+        Ok(db) => db as usize,
+        Err(e) => return refuse(&format!("-{e}")),
     };
     // A scratch shard holds copies of the declared keys of one database (`engine::span`).
     if shard.scratch && db != shard.db() {

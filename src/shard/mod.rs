@@ -385,6 +385,10 @@ impl Shard {
     /// Runs `f` with each used database selected in turn, then selects the one selected
     /// before.
     pub fn for_each_db(&mut self, mut f: impl FnMut(&mut Shard)) {
+        if self.parked.is_empty() {
+            // One database in use (the usual case): no list to build.
+            return f(self);
+        }
         let was = self.db;
         for db in self.used_dbs() {
             self.select(db);
@@ -506,6 +510,13 @@ impl Shard {
     /// The databases with changes not yet taken.
     pub fn changed_dbs(&self) -> Vec<usize> {
         let changed = |c: &Option<Changes>| c.as_ref().is_some_and(|c| !c.is_empty());
+        if self.parked.is_empty() {
+            return if changed(&self.changes) {
+                vec![self.db]
+            } else {
+                Vec::new()
+            };
+        }
         self.used_dbs()
             .into_iter()
             .filter(|&d| match self.parked.get(&d) {

@@ -349,3 +349,17 @@ pub fn next_reply(t: &mut std::net::TcpStream) -> String {
     let n = t.read(&mut buf).unwrap();
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
+
+/// The core (of 2, the harness's `--threads 2`) that owns `key`.
+pub fn core_of(key: &str) -> usize {
+    use tallykv::cluster::{SLOT_COUNT, key_slot};
+    usize::from(key_slot(key.as_bytes()) as usize >= SLOT_COUNT / 2)
+}
+
+/// The first `prefix{n}` that lives on `core` (of 2).
+pub fn key_on(core: usize, prefix: &str) -> String {
+    (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|k| core_of(k) == core)
+        .expect("some key lands on every core")
+}
