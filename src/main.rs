@@ -122,46 +122,66 @@ fn listening(port: u16) -> Option<bool> {
 }
 
 fn init_logging(config: &tallykv::config::Config) {
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    let filter = config.runtime.loglevel().level_filter();
-    // fjall narrates every keyspace it opens at INFO, openraft every vote and append; only
-    // their warnings belong in our log (elections are logged by the cluster room itself).
-    let quiet = std::cmp::min(filter, tracing::level_filters::LevelFilter::WARN);
-    let openraft_level = if filter >= tracing::level_filters::LevelFilter::DEBUG {
-        filter
-    } else {
-        tracing::level_filters::LevelFilter::OFF
-    };
-    let targets = tracing_subscriber::filter::Targets::new()
-        .with_default(filter)
-        .with_target("fjall", quiet)
-        .with_target("lsm_tree", quiet)
-        // openraft logs every failed RPC to a down peer at ERROR, several times a second;
-        // the bus logs a lost peer once and the cluster room logs elections, so openraft's
-        // own narration is only shown at loglevel debug.
-        .with_target("openraft", openraft_level);
-    let builder = tracing_subscriber::fmt()
-        .with_max_level(filter)
-        .with_target(false);
-    if config.logfile.is_empty() {
-        builder.finish().with(targets).init();
+    // The filter sits in a reload layer so that CONFIG SET loglevel takes effect at once.
+    let (filter, reload) =
+        tracing_subscriber::reload::Layer::new(log_filter(config.runtime.loglevel()));
+    let writer = if config.logfile.is_empty() {
+        BoxMakeWriter::new(std::io::stdout)
     } else {
         match std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&config.logfile)
         {
-            Ok(f) => builder
-                .with_ansi(false)
-                .with_writer(std::sync::Mutex::new(f))
-                .finish()
-                .with(targets)
-                .init(),
+            Ok(f) => BoxMakeWriter::new(std::sync::Mutex::new(f)),
             Err(e) => {
                 eprintln!("Can't open the log file: {e}");
                 std::process::exit(1);
             }
         }
-    }
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_target(false)
+                .with_ansi(config.logfile.is_empty())
+                .with_writer(writer),
+        )
+        .init();
+    // Weak: the hook is stored in the Runtime it reads.
+    let runtime = std::sync::Arc::downgrade(&config.runtime);
+    config.runtime.on_change(move |directive| {
+        if directive == "loglevel"
+            && let Some(rt) = runtime.upgrade()
+            && let Err(e) = reload.reload(log_filter(rt.loglevel()))
+        {
+            tracing::warn!("cannot change the log level: {e}");
+        }
+    });
+}
+
+/// What is logged at `level`: our own events at that level, our dependencies' quieter.
+fn log_filter(level: tallykv::config::LogLevel) -> tracing_subscriber::filter::Targets {
+    use tracing::level_filters::LevelFilter;
+    let filter = level.level_filter();
+    // fjall narrates every keyspace it opens at INFO, openraft every vote and append; only
+    // their warnings belong in our log (elections are logged by the cluster room itself).
+    let quiet = std::cmp::min(filter, LevelFilter::WARN);
+    let openraft_level = if filter >= LevelFilter::DEBUG {
+        filter
+    } else {
+        LevelFilter::OFF
+    };
+    tracing_subscriber::filter::Targets::new()
+        .with_default(filter)
+        .with_target("fjall", quiet)
+        .with_target("lsm_tree", quiet)
+        // openraft logs every failed RPC to a down peer at ERROR, several times a second;
+        // the bus logs a lost peer once and the cluster room logs elections, so openraft's
+        // own narration is only shown at loglevel debug.
+        .with_target("openraft", openraft_level)
 }

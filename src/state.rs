@@ -65,6 +65,7 @@ pub struct Shared {
     pub port: AtomicUsize,
     pub lastsave_unix: AtomicU64,
     pub executable: String,
+    /// The absolute path of the config file the server was started with; empty if none.
     pub config_file: String,
     /// The durable store (None with `appendonly no`).
     /// Set once the data dir is open (opening may replay fjall's journal: it runs beside
@@ -94,6 +95,12 @@ impl Shared {
     pub fn new(config: Config, cores: usize, commands: usize) -> Shared {
         let now = crate::util::now_ms();
         let databases = config.effective_databases() as usize;
+        // INFO shows the absolute path, or nothing without a file (as Valkey).
+        let config_file = config
+            .config_file
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
         Shared {
             config,
             cores,
@@ -120,7 +127,7 @@ impl Shared {
             executable: std::env::current_exe()
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
-            config_file: String::new(),
+            config_file,
             storage: std::sync::OnceLock::new(),
             loading_cores: AtomicUsize::new(0),
             loading_started_unix: AtomicU64::new(0),
@@ -256,6 +263,7 @@ impl Shared {
                     }
                     storage.close(std::time::Duration::from_secs(30));
                 }
+                crate::server::pidfile::remove(&shared.config.pidfile);
                 tracing::info!("tallykv is now ready to exit, bye bye...");
                 std::process::exit(0);
             });

@@ -721,3 +721,86 @@ fn time_and_lastsave() {
     let last: i64 = run(&mut c, &["LASTSAVE"]).unwrap();
     assert!(last as u64 <= after && last as u64 + 60 >= before, "{last}");
 }
+
+/// INFO's config_file is the absolute path of the file the server was started with, empty
+/// without one (as Valkey). The shipped conf/tallykv.conf starts a server with its defaults.
+#[test]
+fn info_shows_the_config_file() {
+    let s = Server::start(&[]);
+    let (f, _) = info(&mut s.conn(), &["server"]);
+    assert_eq!(f["config_file"], "");
+
+    // Relative to the working directory (the crate's root, where the test runs).
+    let s = Server::start(&["conf/tallykv.conf"]);
+    let mut c = s.conn();
+    let (f, _) = info(&mut c, &["server"]);
+    let expected = std::env::current_dir().unwrap().join("conf/tallykv.conf");
+    assert_eq!(f["config_file"], expected.display().to_string());
+    let v: HashMap<String, String> = run(&mut c, &["CONFIG", "GET", "maxmemory-samples"]).unwrap();
+    assert_eq!(v["maxmemory-samples"], "5");
+}
+
+/// `pidfile`: written (the process id and a newline) once the server listens, removed by a
+/// clean SHUTDOWN.
+#[test]
+fn pidfile_is_written_and_removed_on_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("tallykv.pid");
+    let path = pidfile.to_str().expect("a UTF-8 temp path");
+    let mut s = Server::start(&["--pidfile", path]);
+    let expected = format!("{}\n", s.pid());
+    // The first core writes it once its listeners are up; another core may answer before.
+    assert!(
+        wait_until(DEADLINE, || std::fs::read_to_string(&pidfile)
+            .is_ok_and(|t| t == expected)),
+        "{path}: {:?}",
+        std::fs::read_to_string(&pidfile)
+    );
+    let mut c = s.conn();
+    let v: HashMap<String, String> = run(&mut c, &["CONFIG", "GET", "pidfile"]).unwrap();
+    assert_eq!(v["pidfile"], path);
+    assert!(run::<Value>(&mut c, &["SHUTDOWN"]).is_err(), "no reply");
+    let status = s.wait_exit(2 * DEADLINE).expect("the server exits");
+    assert!(status.success(), "{status}");
+    assert!(!pidfile.exists(), "{path} is removed");
+}
+
+/// CONFIG SET loglevel changes what the running server logs: CONFIG SET's own debug line
+/// appears only while loglevel is debug.
+#[test]
+fn config_set_loglevel_changes_what_is_logged() {
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("server.log");
+    // The harness starts servers with loglevel warning.
+    let s = Server::start(&["--logfile", log.to_str().expect("a UTF-8 temp path")]);
+    let mut c = s.conn();
+    // Sets `directive` (to what it is), then logs a warning after it: once the warning is
+    // in the file, CONFIG SET's debug line would be there too had it passed the filter.
+    let debug_line_logged = |c: &mut redis::Connection, directive: &str| {
+        let v: HashMap<String, String> = run(c, &["CONFIG", "GET", directive]).unwrap();
+        let ok: String = run(c, &["CONFIG", "SET", directive, &v[directive]]).unwrap();
+        assert_eq!(ok, "OK");
+        let mark = format!("after setting {directive}");
+        run::<Value>(
+            c,
+            &["EVAL", "redis.log(redis.LOG_WARNING, ARGV[1])", "0", &mark],
+        )
+        .unwrap();
+        let text = || std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            wait_until(DEADLINE, || text().contains(&mark)),
+            "the warning {mark:?} never reached the log:\n{}",
+            text()
+        );
+        text()
+            .lines()
+            .any(|l| l.contains("DEBUG") && l.contains("CONFIG SET") && l.contains(directive))
+    };
+    assert!(!debug_line_logged(&mut c, "timeout"), "loglevel warning");
+    let ok: String = run(&mut c, &["CONFIG", "SET", "loglevel", "debug"]).unwrap();
+    assert_eq!(ok, "OK");
+    assert!(debug_line_logged(&mut c, "tcp-keepalive"), "loglevel debug");
+    let ok: String = run(&mut c, &["CONFIG", "SET", "loglevel", "notice"]).unwrap();
+    assert_eq!(ok, "OK");
+    assert!(!debug_line_logged(&mut c, "maxclients"), "loglevel notice");
+}

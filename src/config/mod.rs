@@ -1,418 +1,65 @@
 //! Configuration: the config file, `--directive value` arguments, and
 //! `CONFIG GET` / `CONFIG SET`, following Valkey's `config.c`.
 //!
-//! * [`Config::from_args`] reads `tallykv [/path/to/tallykv.conf] [-] [--directive value...]`
+//! * `table.rs` lists every directive, one entry each: name, alias, whether `CONFIG SET`
+//!   may change it, its kind of value (which brings its parsing, checks and rendering),
+//!   its default and its comment in `conf/tallykv.conf`. Nothing else in this room
+//!   names a directive, except the typed getters the rest of the server reads.
+//! * [`Config::from_args`] reads `tallykv-server [/path/to/tallykv.conf] [-] [--directive value...]`
 //!   the way valkey-server does: the file first, then stdin if `-` is given,
 //!   then the arguments as extra lines, so the last setting wins.
-//! * Startup-only values are plain fields of [`Config`]. Everything `CONFIG SET`
-//!   can change lives in [`Runtime`] (shared as `Arc<Runtime>`), as atomics for
-//!   anything the data path reads, so reading a setting never takes a lock.
+//! * Every value lives in [`Runtime`] (shared as `Arc<Runtime>`), as atomics for
+//!   anything the data path reads, so reading a setting never takes a lock. The
+//!   startup-only ones are also plain fields of [`Config`], for convenience.
 //! * [`Config::get`] and [`Config::set`] implement the two commands without
 //!   knowing about sockets; errors come back as Valkey's exact reply texts.
+//! * `conf/tallykv.conf` is rendered from the table (`conf_file.rs`); a unit test keeps
+//!   the shipped file equal to it, and it parses to the defaults.
 //!
-//! `conf/tallykv.conf` documents every directive; it parses to the defaults.
+//! # Adding a directive
+//!
+//! Add one entry to the `directives!` list in `table.rs`, where it should appear in
+//! `CONFIG GET *` and in the config file: its `///` comment for operators (the text of
+//! `conf/tallykv.conf`; none if the entry above describes it), a `Key` variant name,
+//! `name` (and optionally `alias`), `access` (`Mutable` for `CONFIG SET`, `Immutable` for
+//! startup only, `Protected`), optionally `sensitive: true` for secrets, `kind` (`int`,
+//! `unsigned`, `memory` or `clamped` bounds; `Bool`; `Enum(T::NAMES)` for a type made
+//! with `config_enum!` in `enums.rs`; `Str`; or `Special(&X)` with its own parse, render
+//! and merge functions in `spec.rs`) and `default` as a config file writes it. Parsing
+//! from a file or the command line, checking, `CONFIG GET`/`SET`, storage and the
+//! documentation follow from the entry. Then give the code that reads it a one-line
+//! typed getter on [`Runtime`] (`self.num(Key::X)`, `self.flag(..)`, `self.choice(..)`,
+//! `self.text(..)` or `self.list(..)`), register a [`Runtime::on_change`] hook if a new
+//! value needs an action, and rewrite `conf/tallykv.conf` with
+//! `TALLYKV_WRITE_CONF=1 cargo test -p tallykv --lib config`.
 
+mod conf_file;
+mod enums;
 mod error;
 pub(crate) mod parse;
+mod runtime;
+mod spec;
+mod table;
 #[cfg(test)]
 mod tests;
 
+pub use enums::{AppendFsync, LogLevel, MaxmemoryPolicy};
 pub use error::{ConfigError, ConfigSource};
+pub use runtime::Runtime;
 
-use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::sync::Arc;
+
+use runtime::{Hook, lock};
+use spec::{Access, MB, Spec, Value, utf8};
+use table::{KEYS, Key, SPECS};
 
 /// The version printed in configuration error banners.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// The most addresses `bind` takes (Valkey's `CONFIG_BINDADDR_MAX`).
-const MAX_BIND_ADDRS: usize = 16;
 /// How deep `include` may nest before we assume a loop.
 const MAX_INCLUDE_DEPTH: usize = 16;
-/// `hz` is a hint: values outside this range are accepted and clamped, as in Valkey.
-const MIN_HZ: u64 = 1;
-const MAX_HZ: u64 = 500;
-
-// ---------------------------------------------------------------------------
-// Enumerated values
-// ---------------------------------------------------------------------------
-
-/// An enum-valued directive: its values in Valkey's order (which is the order
-/// Valkey lists them in its error message) and their names.
-trait ConfigEnum: Copy + PartialEq + 'static {
-    const ALL: &'static [Self];
-    fn name(self) -> &'static str;
-
-    fn parse_bytes(s: &[u8]) -> Option<Self> {
-        Self::ALL
-            .iter()
-            .copied()
-            .find(|v| v.name().as_bytes().eq_ignore_ascii_case(s))
-    }
-
-    fn index(self) -> u8 {
-        Self::ALL.iter().position(|&v| v == self).unwrap_or(0) as u8
-    }
-
-    fn from_index(i: u8) -> Self {
-        Self::ALL[usize::from(i).min(Self::ALL.len() - 1)]
-    }
-
-    /// Valkey's `enumConfigSet` error text.
-    fn error() -> String {
-        let names: Vec<&str> = Self::ALL.iter().map(|v| v.name()).collect();
-        format!(
-            "argument(s) must be one of the following: {}",
-            names.join(", ")
-        )
-    }
-}
-
-macro_rules! config_enum {
-    ($ty:ident { $($variant:ident => $name:literal),+ $(,)? }) => {
-        impl ConfigEnum for $ty {
-            const ALL: &'static [Self] = &[$($ty::$variant),+];
-            fn name(self) -> &'static str {
-                match self { $($ty::$variant => $name),+ }
-            }
-        }
-
-        impl $ty {
-            /// The directive value, lowercase, as `CONFIG GET` and `INFO` show it.
-            pub fn as_str(self) -> &'static str {
-                self.name()
-            }
-
-            /// Case-insensitive parse of a directive value.
-            pub fn parse(s: &[u8]) -> Option<Self> {
-                Self::parse_bytes(s)
-            }
-        }
-
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl FromStr for $ty {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                Self::parse(s.as_bytes()).ok_or_else(Self::error)
-            }
-        }
-    };
-}
-
-/// `maxmemory-policy`: what to do when a write would exceed `maxmemory`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub enum MaxmemoryPolicy {
-    /// Refuse writes that need memory (`-OOM`).
-    #[default]
-    NoEviction,
-    AllKeysLru,
-    VolatileLru,
-    AllKeysLfu,
-    VolatileLfu,
-    AllKeysRandom,
-    VolatileRandom,
-    VolatileTtl,
-}
-
-config_enum!(MaxmemoryPolicy {
-    VolatileLru => "volatile-lru",
-    VolatileLfu => "volatile-lfu",
-    VolatileRandom => "volatile-random",
-    VolatileTtl => "volatile-ttl",
-    AllKeysLru => "allkeys-lru",
-    AllKeysLfu => "allkeys-lfu",
-    AllKeysRandom => "allkeys-random",
-    NoEviction => "noeviction",
-});
-
-/// `loglevel`: Valkey's five verbosity levels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub enum LogLevel {
-    Debug,
-    Verbose,
-    #[default]
-    Notice,
-    Warning,
-    Nothing,
-}
-
-config_enum!(LogLevel {
-    Debug => "debug",
-    Verbose => "verbose",
-    Notice => "notice",
-    Warning => "warning",
-    Nothing => "nothing",
-});
-
-impl LogLevel {
-    /// The `tracing` filter for this level: debug → TRACE, verbose → DEBUG,
-    /// notice → INFO, warning → WARN, nothing → OFF.
-    pub fn level_filter(self) -> tracing::level_filters::LevelFilter {
-        use tracing::level_filters::LevelFilter;
-        match self {
-            LogLevel::Debug => LevelFilter::TRACE,
-            LogLevel::Verbose => LevelFilter::DEBUG,
-            LogLevel::Notice => LevelFilter::INFO,
-            LogLevel::Warning => LevelFilter::WARN,
-            LogLevel::Nothing => LevelFilter::OFF,
-        }
-    }
-}
-
-/// `appendfsync`: when the append-only file is fsynced.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub enum AppendFsync {
-    Always,
-    #[default]
-    EverySec,
-    No,
-}
-
-config_enum!(AppendFsync {
-    EverySec => "everysec",
-    Always => "always",
-    No => "no",
-});
-
-// ---------------------------------------------------------------------------
-// The directive table
-// ---------------------------------------------------------------------------
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Key {
-    Port,
-    Bind,
-    ProtectedMode,
-    Maxclients,
-    Maxmemory,
-    MaxmemoryPolicy,
-    MaxmemorySamples,
-    Timeout,
-    TcpKeepalive,
-    Dir,
-    Loglevel,
-    Logfile,
-    Threads,
-    ProtoMaxBulkLen,
-    ClientQueryBufferLimit,
-    Databases,
-    ClusterDatabases,
-    Hz,
-    LfuLogFactor,
-    LfuDecayTime,
-    HashMaxListpackEntries,
-    HashMaxListpackValue,
-    ListMaxListpackSize,
-    BusyReplyThreshold,
-    SetMaxIntsetEntries,
-    SetMaxListpackEntries,
-    SetMaxListpackValue,
-    ZsetMaxListpackEntries,
-    ZsetMaxListpackValue,
-    Appendonly,
-    Appendfsync,
-    LoadDelay,
-    Save,
-    Requirepass,
-    Daemonize,
-    Pidfile,
-    ClusterEnabled,
-    ClusterPort,
-    ClusterPeers,
-    ClusterAnnounceHostname,
-    ClusterAnnounceIp,
-    ClusterAnnouncePort,
-    ClusterAnnounceBusPort,
-    ClusterReplicationFactor,
-    ClusterSlotGroups,
-    ClusterNodeTimeout,
-    ClusterSnapshotAfter,
-    ClusterLeaderBalanceDelay,
-    LazyfreeLazyEviction,
-    LazyfreeLazyExpire,
-    LazyfreeLazyServerDel,
-    LazyfreeLazyUserDel,
-    LazyfreeLazyUserFlush,
-}
-
-/// Whether `CONFIG SET` may change a directive.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Access {
-    Mutable,
-    /// Valkey's `IMMUTABLE_CONFIG`: startup only.
-    Immutable,
-    /// Valkey's `PROTECTED_CONFIG` with `enable-protected-configs no` (its default).
-    Protected,
-}
-
-struct Spec {
-    key: Key,
-    name: &'static str,
-    alias: Option<&'static str>,
-    access: Access,
-    /// Valkey's `MULTI_ARG_CONFIG`: takes any number of arguments.
-    multi: bool,
-}
-
-const fn spec(key: Key, name: &'static str, access: Access) -> Spec {
-    Spec {
-        key,
-        name,
-        alias: None,
-        access,
-        multi: false,
-    }
-}
-
-use Access::{Immutable, Mutable, Protected};
-
-/// Every directive tallykv knows, in the order `CONFIG GET *` lists them.
-const SPECS: &[Spec] = &[
-    spec(Key::Port, "port", Immutable),
-    Spec {
-        multi: true,
-        ..spec(Key::Bind, "bind", Immutable)
-    },
-    spec(Key::ProtectedMode, "protected-mode", Mutable),
-    spec(Key::Maxclients, "maxclients", Mutable),
-    spec(Key::Maxmemory, "maxmemory", Mutable),
-    spec(Key::MaxmemoryPolicy, "maxmemory-policy", Mutable),
-    spec(Key::MaxmemorySamples, "maxmemory-samples", Mutable),
-    spec(Key::Timeout, "timeout", Mutable),
-    spec(Key::TcpKeepalive, "tcp-keepalive", Mutable),
-    spec(Key::Dir, "dir", Protected),
-    spec(Key::Loglevel, "loglevel", Mutable),
-    spec(Key::Logfile, "logfile", Immutable),
-    spec(Key::Threads, "threads", Immutable),
-    spec(Key::ProtoMaxBulkLen, "proto-max-bulk-len", Mutable),
-    spec(
-        Key::ClientQueryBufferLimit,
-        "client-query-buffer-limit",
-        Mutable,
-    ),
-    spec(Key::Databases, "databases", Immutable),
-    spec(Key::ClusterDatabases, "cluster-databases", Immutable),
-    spec(Key::Hz, "hz", Mutable),
-    spec(Key::LfuLogFactor, "lfu-log-factor", Mutable),
-    spec(Key::LfuDecayTime, "lfu-decay-time", Mutable),
-    // Which removals free big values in a background thread (see `shard::lazyfree`).
-    spec(Key::LazyfreeLazyEviction, "lazyfree-lazy-eviction", Mutable),
-    spec(Key::LazyfreeLazyExpire, "lazyfree-lazy-expire", Mutable),
-    spec(
-        Key::LazyfreeLazyServerDel,
-        "lazyfree-lazy-server-del",
-        Mutable,
-    ),
-    spec(Key::LazyfreeLazyUserDel, "lazyfree-lazy-user-del", Mutable),
-    spec(
-        Key::LazyfreeLazyUserFlush,
-        "lazyfree-lazy-user-flush",
-        Mutable,
-    ),
-    Spec {
-        alias: Some("hash-max-ziplist-entries"),
-        ..spec(
-            Key::HashMaxListpackEntries,
-            "hash-max-listpack-entries",
-            Mutable,
-        )
-    },
-    Spec {
-        alias: Some("hash-max-ziplist-value"),
-        ..spec(
-            Key::HashMaxListpackValue,
-            "hash-max-listpack-value",
-            Mutable,
-        )
-    },
-    Spec {
-        alias: Some("list-max-ziplist-size"),
-        ..spec(Key::ListMaxListpackSize, "list-max-listpack-size", Mutable)
-    },
-    spec(Key::SetMaxIntsetEntries, "set-max-intset-entries", Mutable),
-    Spec {
-        alias: Some("lua-time-limit"),
-        ..spec(Key::BusyReplyThreshold, "busy-reply-threshold", Mutable)
-    },
-    spec(
-        Key::SetMaxListpackEntries,
-        "set-max-listpack-entries",
-        Mutable,
-    ),
-    spec(Key::SetMaxListpackValue, "set-max-listpack-value", Mutable),
-    Spec {
-        alias: Some("zset-max-ziplist-entries"),
-        ..spec(
-            Key::ZsetMaxListpackEntries,
-            "zset-max-listpack-entries",
-            Mutable,
-        )
-    },
-    Spec {
-        alias: Some("zset-max-ziplist-value"),
-        ..spec(
-            Key::ZsetMaxListpackValue,
-            "zset-max-listpack-value",
-            Mutable,
-        )
-    },
-    // Switching persistence on or off needs a full rewrite of the data dir (Valkey's AOF
-    // rewrite); tallykv sets it at startup only for now.
-    spec(Key::Appendonly, "appendonly", Immutable),
-    spec(Key::Appendfsync, "appendfsync", Mutable),
-    spec(Key::LoadDelay, "key-load-delay", Mutable),
-    Spec {
-        multi: true,
-        ..spec(Key::Save, "save", Mutable)
-    },
-    spec(Key::Requirepass, "requirepass", Mutable),
-    spec(Key::Daemonize, "daemonize", Immutable),
-    spec(Key::Pidfile, "pidfile", Immutable),
-    // Cluster: startup only (the cluster's own configuration is replicated, not set here).
-    spec(Key::ClusterEnabled, "cluster-enabled", Immutable),
-    spec(Key::ClusterPort, "cluster-port", Immutable),
-    spec(Key::ClusterPeers, "cluster-peers", Immutable),
-    spec(
-        Key::ClusterAnnounceHostname,
-        "cluster-announce-hostname",
-        Immutable,
-    ),
-    spec(Key::ClusterAnnounceIp, "cluster-announce-ip", Immutable),
-    spec(Key::ClusterAnnouncePort, "cluster-announce-port", Immutable),
-    spec(
-        Key::ClusterAnnounceBusPort,
-        "cluster-announce-bus-port",
-        Immutable,
-    ),
-    spec(
-        Key::ClusterReplicationFactor,
-        "cluster-replication-factor",
-        Immutable,
-    ),
-    spec(Key::ClusterSlotGroups, "cluster-slot-groups", Immutable),
-    spec(Key::ClusterNodeTimeout, "cluster-node-timeout", Immutable),
-    spec(
-        Key::ClusterSnapshotAfter,
-        "cluster-snapshot-after",
-        Immutable,
-    ),
-    spec(
-        Key::ClusterLeaderBalanceDelay,
-        "cluster-leader-balance-delay",
-        Immutable,
-    ),
-];
 
 /// Every name a directive answers to (aliases are separate entries, as in
 /// Valkey, so `CONFIG GET *` lists both `hash-max-listpack-entries` and
@@ -426,615 +73,6 @@ fn names() -> impl Iterator<Item = (&'static Spec, &'static str)> {
 /// Case-insensitive lookup by name or alias.
 fn lookup(name: &[u8]) -> Option<(&'static Spec, &'static str)> {
     names().find(|(_, n)| n.as_bytes().eq_ignore_ascii_case(name))
-}
-
-/// Bounds and syntax of a numeric directive (Valkey's `numericConfigData`).
-#[derive(Clone, Copy)]
-struct Num {
-    min: u64,
-    max: u64,
-    /// Valkey's `MEMORY_CONFIG`: accepts units, rejects anything else.
-    memory: bool,
-    /// The C type is unsigned: a negative integer wraps to a huge value and
-    /// fails the bounds check rather than the syntax check.
-    unsigned: bool,
-}
-
-const INT_MAX: u64 = i32::MAX as u64;
-const LONG_MAX: u64 = i64::MAX as u64;
-const MB: u64 = 1024 * 1024;
-
-const fn int(min: u64, max: u64) -> Num {
-    Num {
-        min,
-        max,
-        memory: false,
-        unsigned: false,
-    }
-}
-
-fn num_spec(key: Key) -> Option<Num> {
-    Some(match key {
-        Key::Port | Key::ClusterPort | Key::ClusterAnnouncePort | Key::ClusterAnnounceBusPort => {
-            int(0, 65535)
-        }
-        Key::ClusterReplicationFactor => int(1, 9),
-        Key::ClusterSlotGroups => int(0, 1024),
-        Key::ClusterNodeTimeout => int(100, INT_MAX),
-        Key::ClusterSnapshotAfter => int(1, LONG_MAX),
-        Key::ClusterLeaderBalanceDelay => int(0, LONG_MAX),
-        Key::Maxclients => Num {
-            unsigned: true,
-            ..int(1, u32::MAX as u64)
-        },
-        Key::Maxmemory => Num {
-            memory: true,
-            unsigned: true,
-            ..int(0, u64::MAX)
-        },
-        Key::MaxmemorySamples => int(1, 64),
-        Key::Timeout | Key::TcpKeepalive | Key::Hz | Key::LfuLogFactor | Key::LfuDecayTime => {
-            int(0, INT_MAX)
-        }
-        Key::Databases => int(1, INT_MAX),
-        Key::ClusterDatabases => int(1, INT_MAX),
-        Key::LoadDelay => int(0, INT_MAX),
-        Key::Threads => int(0, 1024),
-        Key::ProtoMaxBulkLen => Num {
-            memory: true,
-            ..int(MB, LONG_MAX)
-        },
-        Key::ClientQueryBufferLimit => Num {
-            memory: true,
-            unsigned: true,
-            ..int(MB, LONG_MAX)
-        },
-        Key::BusyReplyThreshold => int(0, LONG_MAX),
-        Key::HashMaxListpackEntries
-        | Key::SetMaxIntsetEntries
-        | Key::SetMaxListpackEntries
-        | Key::ZsetMaxListpackEntries => Num {
-            unsigned: true,
-            ..int(0, LONG_MAX)
-        },
-        Key::HashMaxListpackValue | Key::SetMaxListpackValue | Key::ZsetMaxListpackValue => Num {
-            memory: true,
-            unsigned: true,
-            ..int(0, LONG_MAX)
-        },
-        _ => return None,
-    })
-}
-
-/// A parsed, validated directive value.
-#[derive(Debug, Clone, PartialEq)]
-enum Value {
-    Num(u64),
-    Bool(bool),
-    Policy(MaxmemoryPolicy),
-    Level(LogLevel),
-    Fsync(AppendFsync),
-    Str(String),
-    List(Vec<String>),
-    /// `save`: `clear` is the `save ""` form.
-    Save {
-        clear: bool,
-        pairs: Vec<(u64, u64)>,
-    },
-}
-
-fn utf8(arg: &[u8]) -> Result<String, String> {
-    String::from_utf8(arg.to_vec()).map_err(|_| "argument must be valid UTF-8".to_string())
-}
-
-/// Valkey's `numericParseString` + `numericBoundaryCheck`.
-fn parse_num(arg: &[u8], n: Num) -> Result<u64, String> {
-    let v: i128 = if n.memory {
-        i128::from(parse::memtoull(arg).ok_or("argument must be a memory value")?)
-    } else {
-        let v = parse::string2ll(arg).ok_or("argument couldn't be parsed into an integer")?;
-        if n.unsigned {
-            i128::from(v as u64)
-        } else {
-            i128::from(v)
-        }
-    };
-    if v < i128::from(n.min) || v > i128::from(n.max) {
-        return Err(format!(
-            "argument must be between {} and {} inclusive",
-            n.min, n.max
-        ));
-    }
-    Ok(v as u64)
-}
-
-/// Parse and validate the arguments of one directive. The reason texts are
-/// Valkey's where Valkey has the directive.
-fn parse_value(key: Key, args: &[Vec<u8>]) -> Result<Value, String> {
-    let one = || -> Result<&[u8], String> {
-        match args {
-            [a] => Ok(a.as_slice()),
-            _ => Err("wrong number of arguments".to_string()),
-        }
-    };
-    let yes_no =
-        |a: &[u8]| parse::yesno(a).ok_or_else(|| "argument must be 'yes' or 'no'".to_string());
-    if let Some(n) = num_spec(key) {
-        let v = parse_num(one()?, n)?;
-        return Ok(Value::Num(if key == Key::Hz {
-            v.clamp(MIN_HZ, MAX_HZ)
-        } else {
-            v
-        }));
-    }
-    Ok(match key {
-        Key::ListMaxListpackSize => {
-            // Signed (Valkey's INT_MIN..INT_MAX): negative sizes are byte budgets.
-            let v =
-                parse::string2ll(one()?).ok_or("argument couldn't be parsed into an integer")?;
-            if v < i64::from(i32::MIN) || v > i64::from(i32::MAX) {
-                return Err(format!(
-                    "argument must be between {} and {} inclusive",
-                    i32::MIN,
-                    i32::MAX
-                ));
-            }
-            Value::Num(v as u64)
-        }
-        Key::ProtectedMode
-        | Key::Appendonly
-        | Key::ClusterEnabled
-        | Key::LazyfreeLazyEviction
-        | Key::LazyfreeLazyExpire
-        | Key::LazyfreeLazyServerDel
-        | Key::LazyfreeLazyUserDel
-        | Key::LazyfreeLazyUserFlush => Value::Bool(yes_no(one()?)?),
-        Key::ClusterAnnounceHostname | Key::ClusterAnnounceIp => Value::Str(utf8(one()?)?),
-        Key::ClusterPeers => {
-            let list = utf8(one()?)?;
-            let peers: Vec<String> = list
-                .split(',')
-                .map(|p| p.trim().to_string())
-                .filter(|p| !p.is_empty())
-                .collect();
-            for p in &peers {
-                parse_host_port(p)?;
-            }
-            Value::List(peers)
-        }
-        Key::Daemonize => {
-            if yes_no(one()?)? {
-                return Err("tallykv cannot daemonize: the argument must be 'no' (run it in the foreground \
-                            under a supervisor such as systemd)"
-                    .to_string());
-            }
-            Value::Bool(false)
-        }
-        Key::MaxmemoryPolicy => {
-            Value::Policy(MaxmemoryPolicy::parse(one()?).ok_or_else(MaxmemoryPolicy::error)?)
-        }
-        Key::Loglevel => Value::Level(LogLevel::parse(one()?).ok_or_else(LogLevel::error)?),
-        Key::Appendfsync => {
-            Value::Fsync(AppendFsync::parse(one()?).ok_or_else(AppendFsync::error)?)
-        }
-        Key::Dir => {
-            let dir = utf8(one()?)?;
-            if dir.is_empty() {
-                return Err("dir can't be empty".to_string());
-            }
-            Value::Str(dir)
-        }
-        Key::Logfile | Key::Pidfile | Key::Requirepass => Value::Str(utf8(one()?)?),
-        Key::Bind => {
-            if args.len() > MAX_BIND_ADDRS {
-                return Err("Too many bind addresses specified.".to_string());
-            }
-            let addrs = match args {
-                [a] if a.is_empty() => Vec::new(),
-                _ => args.iter().map(|a| utf8(a)).collect::<Result<_, _>>()?,
-            };
-            Value::List(addrs)
-        }
-        Key::Save => {
-            let (clear, args) = match args {
-                [a] if a.is_empty() => (true, &args[..0]),
-                _ => (false, args),
-            };
-            if args.len() % 2 == 1 {
-                return Err("Invalid save parameters".to_string());
-            }
-            let mut pairs = Vec::with_capacity(args.len() / 2);
-            for pair in args.chunks(2) {
-                let num = |a: &[u8]| {
-                    std::str::from_utf8(a)
-                        .ok()
-                        .and_then(|s| s.parse::<i64>().ok())
-                };
-                match (num(&pair[0]), num(&pair[1])) {
-                    (Some(secs), Some(changes)) if secs >= 1 && changes >= 0 => {
-                        pairs.push((secs as u64, changes as u64))
-                    }
-                    _ => return Err("Invalid save parameters".to_string()),
-                }
-            }
-            Value::Save { clear, pairs }
-        }
-        _ => unreachable!("numeric directive {key:?} handled above"),
-    })
-}
-
-// ---------------------------------------------------------------------------
-// Runtime: everything CONFIG SET can change
-// ---------------------------------------------------------------------------
-
-type Hook = Arc<dyn Fn(&'static str) + Send + Sync>;
-
-/// The runtime-settable configuration, shared by every thread as
-/// `Arc<Runtime>` (the [`Config::runtime`] field).
-///
-/// Every numeric and enum setting is an atomic read with `Relaxed` ordering:
-/// cheap enough for the data path, and a value changed by `CONFIG SET` is seen
-/// by other threads shortly after, which is all a configuration change needs.
-/// The few strings (`save`, `requirepass`) sit behind a mutex; nothing on the
-/// data path reads them.
-///
-/// There are no public setters: changes go through [`Config::set`], which
-/// validates them.
-pub struct Runtime {
-    maxclients: AtomicU32,
-    maxmemory: AtomicU64,
-    maxmemory_policy: AtomicU8,
-    maxmemory_samples: AtomicU32,
-    timeout: AtomicU32,
-    tcp_keepalive: AtomicU32,
-    loglevel: AtomicU8,
-    proto_max_bulk_len: AtomicU64,
-    client_query_buffer_limit: AtomicU64,
-    hz: AtomicU32,
-    lfu_log_factor: AtomicU32,
-    lfu_decay_time: AtomicU32,
-    hash_max_listpack_entries: AtomicU64,
-    hash_max_listpack_value: AtomicU64,
-    /// An i64 stored in two's complement.
-    list_max_listpack_size: AtomicU64,
-    set_max_intset_entries: AtomicU64,
-    busy_reply_threshold: AtomicU64,
-    set_max_listpack_entries: AtomicU64,
-    set_max_listpack_value: AtomicU64,
-    zset_max_listpack_entries: AtomicU64,
-    zset_max_listpack_value: AtomicU64,
-    protected_mode: AtomicBool,
-    /// `lazyfree-lazy-eviction`, `-expire`, `-server-del`, `-user-del`, `-user-flush`.
-    lazyfree: [AtomicBool; 5],
-    appendonly: AtomicBool,
-    appendfsync: AtomicU8,
-    key_load_delay: AtomicU32,
-    save: Mutex<Vec<(u64, u64)>>,
-    requirepass: Mutex<String>,
-    /// Serialises `CONFIG SET` calls so two multi-parameter sets never interleave.
-    set_lock: Mutex<()>,
-    hooks: Mutex<Vec<Hook>>,
-}
-
-/// The slot of a `lazyfree-lazy-*` directive in [`Runtime::lazyfree`]'s array.
-fn lazyfree_index(key: Key) -> usize {
-    match key {
-        Key::LazyfreeLazyEviction => 0,
-        Key::LazyfreeLazyExpire => 1,
-        Key::LazyfreeLazyServerDel => 2,
-        Key::LazyfreeLazyUserDel => 3,
-        Key::LazyfreeLazyUserFlush => 4,
-        _ => unreachable!("{key:?} is not a lazyfree directive"),
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn to_usize(v: u64) -> usize {
-    usize::try_from(v).unwrap_or(usize::MAX)
-}
-
-fn secs(v: u32) -> Option<Duration> {
-    (v != 0).then(|| Duration::from_secs(u64::from(v)))
-}
-
-impl Default for Runtime {
-    fn default() -> Self {
-        Runtime {
-            maxclients: AtomicU32::new(10_000),
-            maxmemory: AtomicU64::new(0),
-            maxmemory_policy: AtomicU8::new(MaxmemoryPolicy::NoEviction.index()),
-            maxmemory_samples: AtomicU32::new(5),
-            timeout: AtomicU32::new(0),
-            tcp_keepalive: AtomicU32::new(300),
-            loglevel: AtomicU8::new(LogLevel::Notice.index()),
-            proto_max_bulk_len: AtomicU64::new(512 * MB),
-            client_query_buffer_limit: AtomicU64::new(1024 * MB),
-            hz: AtomicU32::new(10),
-            lfu_log_factor: AtomicU32::new(10),
-            lfu_decay_time: AtomicU32::new(1),
-            hash_max_listpack_entries: AtomicU64::new(128),
-            hash_max_listpack_value: AtomicU64::new(64),
-            list_max_listpack_size: AtomicU64::new(-2i64 as u64),
-            set_max_intset_entries: AtomicU64::new(512),
-            busy_reply_threshold: AtomicU64::new(5000),
-            set_max_listpack_entries: AtomicU64::new(128),
-            set_max_listpack_value: AtomicU64::new(64),
-            zset_max_listpack_entries: AtomicU64::new(128),
-            zset_max_listpack_value: AtomicU64::new(64),
-            protected_mode: AtomicBool::new(true),
-            // Valkey 8's defaults: every removal of a big value frees it in the background.
-            lazyfree: std::array::from_fn(|_| AtomicBool::new(true)),
-            appendonly: AtomicBool::new(true),
-            key_load_delay: AtomicU32::new(0),
-            appendfsync: AtomicU8::new(AppendFsync::EverySec.index()),
-            save: Mutex::new(Vec::new()),
-            requirepass: Mutex::new(String::new()),
-            set_lock: Mutex::new(()),
-            hooks: Mutex::new(Vec::new()),
-        }
-    }
-}
-
-impl Runtime {
-    /// `maxclients`: the most simultaneous client connections.
-    pub fn maxclients(&self) -> u32 {
-        self.maxclients.load(Relaxed)
-    }
-
-    /// `maxmemory` in bytes; 0 means no limit.
-    pub fn maxmemory(&self) -> u64 {
-        self.maxmemory.load(Relaxed)
-    }
-
-    pub fn maxmemory_policy(&self) -> MaxmemoryPolicy {
-        MaxmemoryPolicy::from_index(self.maxmemory_policy.load(Relaxed))
-    }
-
-    /// `maxmemory-samples`: keys sampled per eviction (1..=64).
-    pub fn maxmemory_samples(&self) -> usize {
-        self.maxmemory_samples.load(Relaxed) as usize
-    }
-
-    /// `timeout` in seconds; 0 means idle clients are never closed.
-    pub fn timeout_secs(&self) -> u32 {
-        self.timeout.load(Relaxed)
-    }
-
-    /// `timeout` as a duration, `None` when disabled.
-    pub fn idle_timeout(&self) -> Option<Duration> {
-        secs(self.timeout_secs())
-    }
-
-    /// `tcp-keepalive` in seconds; 0 means no keepalive.
-    pub fn tcp_keepalive_secs(&self) -> u32 {
-        self.tcp_keepalive.load(Relaxed)
-    }
-
-    /// `tcp-keepalive` as a duration, `None` when disabled.
-    pub fn tcp_keepalive(&self) -> Option<Duration> {
-        secs(self.tcp_keepalive_secs())
-    }
-
-    pub fn loglevel(&self) -> LogLevel {
-        LogLevel::from_index(self.loglevel.load(Relaxed))
-    }
-
-    /// `proto-max-bulk-len`: the largest bulk string a client may send.
-    pub fn proto_max_bulk_len(&self) -> usize {
-        to_usize(self.proto_max_bulk_len.load(Relaxed))
-    }
-
-    /// `client-query-buffer-limit`: the most unparsed input a client may have.
-    pub fn client_query_buffer_limit(&self) -> usize {
-        to_usize(self.client_query_buffer_limit.load(Relaxed))
-    }
-
-    /// `hz`, already clamped to 1..=500.
-    /// `key-load-delay`: microseconds to pause per key while loading (Valkey's debugging
-    /// knob, used by tests to observe the loading state; 0 = none).
-    pub fn key_load_delay(&self) -> u32 {
-        self.key_load_delay.load(Relaxed)
-    }
-
-    pub fn hz(&self) -> u32 {
-        self.hz.load(Relaxed)
-    }
-
-    pub fn lfu_log_factor(&self) -> u32 {
-        self.lfu_log_factor.load(Relaxed)
-    }
-
-    /// `lfu-decay-time` in minutes.
-    pub fn lfu_decay_time(&self) -> u32 {
-        self.lfu_decay_time.load(Relaxed)
-    }
-
-    pub fn hash_max_listpack_entries(&self) -> usize {
-        to_usize(self.hash_max_listpack_entries.load(Relaxed))
-    }
-
-    pub fn hash_max_listpack_value(&self) -> usize {
-        to_usize(self.hash_max_listpack_value.load(Relaxed))
-    }
-
-    /// The collection encoding limits shards cache (`*-max-listpack-*`, `*-max-intset-*`).
-    pub fn encodings(&self) -> crate::shard::Encodings {
-        let get = |a: &AtomicU64| to_usize(a.load(Relaxed));
-        crate::shard::Encodings {
-            hash: crate::shard::HashLimits {
-                max_listpack_entries: get(&self.hash_max_listpack_entries),
-                max_listpack_value: get(&self.hash_max_listpack_value),
-            },
-            list: crate::shard::ListLimits {
-                max_listpack_size: self.list_max_listpack_size(),
-            },
-            set: crate::shard::SetLimits {
-                max_intset_entries: get(&self.set_max_intset_entries),
-                max_listpack_entries: get(&self.set_max_listpack_entries),
-                max_listpack_value: get(&self.set_max_listpack_value),
-            },
-            zset: crate::shard::ZSetLimits {
-                max_listpack_entries: get(&self.zset_max_listpack_entries),
-                max_listpack_value: get(&self.zset_max_listpack_value),
-            },
-        }
-    }
-
-    /// `busy-reply-threshold` (ms): how long a script runs before others get -BUSY.
-    pub fn busy_reply_threshold(&self) -> u64 {
-        self.busy_reply_threshold.load(Relaxed)
-    }
-
-    pub fn list_max_listpack_size(&self) -> i64 {
-        self.list_max_listpack_size.load(Relaxed) as i64
-    }
-
-    pub fn protected_mode(&self) -> bool {
-        self.protected_mode.load(Relaxed)
-    }
-
-    /// The `lazyfree-lazy-*` directives: which removals free big values in the background.
-    pub fn lazyfree(&self) -> crate::shard::LazyFree {
-        let get = |k: Key| self.lazyfree[lazyfree_index(k)].load(Relaxed);
-        crate::shard::LazyFree {
-            eviction: get(Key::LazyfreeLazyEviction),
-            expire: get(Key::LazyfreeLazyExpire),
-            server_del: get(Key::LazyfreeLazyServerDel),
-            user_del: get(Key::LazyfreeLazyUserDel),
-            user_flush: get(Key::LazyfreeLazyUserFlush),
-        }
-    }
-
-    /// `appendonly`: whether data is persisted under `dir` (no = a pure cache).
-    pub fn appendonly(&self) -> bool {
-        self.appendonly.load(Relaxed)
-    }
-
-    pub fn appendfsync(&self) -> AppendFsync {
-        AppendFsync::from_index(self.appendfsync.load(Relaxed))
-    }
-
-    /// `save` as (seconds, changes) pairs; empty means no snapshots.
-    pub fn save_params(&self) -> Vec<(u64, u64)> {
-        lock(&self.save).clone()
-    }
-
-    /// `requirepass`, `None` when empty (accepted, not yet enforced).
-    pub fn requirepass(&self) -> Option<String> {
-        let pass = lock(&self.requirepass);
-        (!pass.is_empty()).then(|| pass.clone())
-    }
-
-    /// Call `hook` with the canonical directive name after every successful
-    /// `CONFIG SET` that set it (once per directive, after all of the call's
-    /// directives are in place, even if the value did not change). Use it for
-    /// side effects the new value needs: reloading the log filter for
-    /// `loglevel`, starting eviction for `maxmemory`, and so on. Hooks run on
-    /// the thread that ran `CONFIG SET`, with no lock held.
-    pub fn on_change(&self, hook: impl Fn(&'static str) + Send + Sync + 'static) {
-        lock(&self.hooks).push(Arc::new(hook));
-    }
-
-    /// Store a validated value of a runtime-settable directive.
-    fn store(&self, key: Key, value: Value) {
-        let n32 = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
-        match (key, value) {
-            (Key::Maxclients, Value::Num(v)) => self.maxclients.store(n32(v), Relaxed),
-            (Key::Maxmemory, Value::Num(v)) => self.maxmemory.store(v, Relaxed),
-            (Key::MaxmemoryPolicy, Value::Policy(p)) => {
-                self.maxmemory_policy.store(p.index(), Relaxed)
-            }
-            (Key::MaxmemorySamples, Value::Num(v)) => self.maxmemory_samples.store(n32(v), Relaxed),
-            (Key::Timeout, Value::Num(v)) => self.timeout.store(n32(v), Relaxed),
-            (Key::TcpKeepalive, Value::Num(v)) => self.tcp_keepalive.store(n32(v), Relaxed),
-            (Key::Loglevel, Value::Level(l)) => self.loglevel.store(l.index(), Relaxed),
-            (Key::ProtoMaxBulkLen, Value::Num(v)) => self.proto_max_bulk_len.store(v, Relaxed),
-            (Key::ClientQueryBufferLimit, Value::Num(v)) => {
-                self.client_query_buffer_limit.store(v, Relaxed)
-            }
-            (Key::Hz, Value::Num(v)) => self.hz.store(n32(v), Relaxed),
-            (Key::LoadDelay, Value::Num(v)) => self.key_load_delay.store(n32(v), Relaxed),
-            (Key::LfuLogFactor, Value::Num(v)) => self.lfu_log_factor.store(n32(v), Relaxed),
-            (Key::LfuDecayTime, Value::Num(v)) => self.lfu_decay_time.store(n32(v), Relaxed),
-            (Key::HashMaxListpackEntries, Value::Num(v)) => {
-                self.hash_max_listpack_entries.store(v, Relaxed)
-            }
-            (Key::HashMaxListpackValue, Value::Num(v)) => {
-                self.hash_max_listpack_value.store(v, Relaxed)
-            }
-            (Key::ListMaxListpackSize, Value::Num(v)) => {
-                self.list_max_listpack_size.store(v, Relaxed)
-            }
-            (Key::BusyReplyThreshold, Value::Num(v)) => self.busy_reply_threshold.store(v, Relaxed),
-            (Key::SetMaxIntsetEntries, Value::Num(v)) => {
-                self.set_max_intset_entries.store(v, Relaxed)
-            }
-            (Key::SetMaxListpackEntries, Value::Num(v)) => {
-                self.set_max_listpack_entries.store(v, Relaxed)
-            }
-            (Key::SetMaxListpackValue, Value::Num(v)) => {
-                self.set_max_listpack_value.store(v, Relaxed)
-            }
-            (Key::ZsetMaxListpackEntries, Value::Num(v)) => {
-                self.zset_max_listpack_entries.store(v, Relaxed)
-            }
-            (Key::ZsetMaxListpackValue, Value::Num(v)) => {
-                self.zset_max_listpack_value.store(v, Relaxed)
-            }
-            (Key::ProtectedMode, Value::Bool(b)) => self.protected_mode.store(b, Relaxed),
-            (
-                k @ (Key::LazyfreeLazyEviction
-                | Key::LazyfreeLazyExpire
-                | Key::LazyfreeLazyServerDel
-                | Key::LazyfreeLazyUserDel
-                | Key::LazyfreeLazyUserFlush),
-                Value::Bool(b),
-            ) => self.lazyfree[lazyfree_index(k)].store(b, Relaxed),
-            (Key::Appendonly, Value::Bool(b)) => self.appendonly.store(b, Relaxed),
-            (Key::Appendfsync, Value::Fsync(f)) => self.appendfsync.store(f.index(), Relaxed),
-            (Key::Requirepass, Value::Str(s)) => *lock(&self.requirepass) = s,
-            // CONFIG SET save replaces the whole list (the file's accumulation
-            // rule is handled by the loader).
-            (Key::Save, Value::Save { pairs, .. }) => *lock(&self.save) = pairs,
-            (key, value) => unreachable!("{key:?} is not a runtime directive or got {value:?}"),
-        }
-    }
-}
-
-impl fmt::Debug for Runtime {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Runtime")
-            .field("maxclients", &self.maxclients())
-            .field("maxmemory", &self.maxmemory())
-            .field("maxmemory_policy", &self.maxmemory_policy())
-            .field("maxmemory_samples", &self.maxmemory_samples())
-            .field("timeout", &self.timeout_secs())
-            .field("tcp_keepalive", &self.tcp_keepalive_secs())
-            .field("loglevel", &self.loglevel())
-            .field("proto_max_bulk_len", &self.proto_max_bulk_len())
-            .field(
-                "client_query_buffer_limit",
-                &self.client_query_buffer_limit(),
-            )
-            .field("hz", &self.hz())
-            .field("lfu_log_factor", &self.lfu_log_factor())
-            .field("lfu_decay_time", &self.lfu_decay_time())
-            .field(
-                "hash_max_listpack_entries",
-                &self.hash_max_listpack_entries(),
-            )
-            .field("hash_max_listpack_value", &self.hash_max_listpack_value())
-            .field("protected_mode", &self.protected_mode())
-            .field("lazyfree", &self.lazyfree())
-            .field("appendonly", &self.appendonly())
-            .field("appendfsync", &self.appendfsync())
-            .field("save", &self.save_params())
-            .field("requirepass", &self.requirepass().map(|_| "<set>"))
-            .finish_non_exhaustive()
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1072,10 +110,9 @@ impl BindAddr {
 
 /// The whole configuration.
 ///
-/// Fields are the startup-only directives; they do not change after
-/// [`Config::from_args`]. The runtime-settable ones are read through
-/// [`Config::runtime`] (clone the `Arc` into every thread that needs them).
-/// Cloning a `Config` shares its `Runtime`.
+/// Every directive's value is in [`Config::runtime`] (clone the `Arc` into every thread
+/// that needs them); the fields are the startup-only ones, copied out of it once by
+/// [`Config::from_args`] for convenience. Cloning a `Config` shares its `Runtime`.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `port`: TCP port to listen on (0 = no TCP listener, as in Valkey).
@@ -1100,7 +137,7 @@ pub struct Config {
     pub pidfile: String,
     /// The absolute path of the config file, if one was given.
     pub config_file: Option<PathBuf>,
-    /// The runtime-settable part, shared across threads.
+    /// Every directive's value, shared across threads.
     pub runtime: Arc<Runtime>,
     /// `cluster-*` directives.
     pub cluster: ClusterConfig,
@@ -1139,22 +176,29 @@ pub struct ClusterConfig {
     pub leader_balance_delay_ms: u64,
 }
 
-impl Default for ClusterConfig {
-    fn default() -> Self {
+impl ClusterConfig {
+    fn from_runtime(rt: &Runtime) -> ClusterConfig {
         ClusterConfig {
-            enabled: false,
-            port: 0,
-            peers: Vec::new(),
-            announce_hostname: String::new(),
-            announce_ip: String::new(),
-            announce_port: 0,
-            announce_bus_port: 0,
-            replication_factor: 3,
-            slot_groups: 0,
-            node_timeout_ms: 1000,
-            snapshot_after: 100_000,
-            leader_balance_delay_ms: 60_000,
+            enabled: rt.flag(Key::ClusterEnabled),
+            port: rt.num(Key::ClusterPort) as u16,
+            peers: rt.list(Key::ClusterPeers),
+            announce_hostname: rt.text(Key::ClusterAnnounceHostname),
+            announce_ip: rt.text(Key::ClusterAnnounceIp),
+            announce_port: rt.num(Key::ClusterAnnouncePort) as u16,
+            announce_bus_port: rt.num(Key::ClusterAnnounceBusPort) as u16,
+            replication_factor: rt.num(Key::ClusterReplicationFactor) as usize,
+            slot_groups: rt.num(Key::ClusterSlotGroups) as usize,
+            node_timeout_ms: rt.num(Key::ClusterNodeTimeout),
+            snapshot_after: rt.num(Key::ClusterSnapshotAfter),
+            leader_balance_delay_ms: rt.num(Key::ClusterLeaderBalanceDelay),
         }
+    }
+}
+
+impl Default for ClusterConfig {
+    /// The table's defaults.
+    fn default() -> Self {
+        ClusterConfig::from_runtime(&Runtime::default())
     }
 }
 
@@ -1171,39 +215,43 @@ pub fn parse_host_port(s: &str) -> Result<(String, u16), String> {
 }
 
 impl Default for Config {
+    /// The table's defaults.
     fn default() -> Self {
-        Config {
-            port: 6379,
-            bind: default_bind(),
-            dir: PathBuf::from("./data"),
-            logfile: String::new(),
-            threads: 0,
-            databases: 16,
-            cluster_databases: 1,
-            pidfile: String::new(),
-            config_file: None,
-            runtime: Arc::new(Runtime::default()),
-            cluster: ClusterConfig::default(),
-        }
+        Config::from_runtime(Arc::new(Runtime::default()), None)
     }
-}
-
-fn default_bind() -> Vec<String> {
-    vec!["*".to_string(), "-::*".to_string()]
 }
 
 /// Loader state for one `from_args` call.
 struct Loader {
-    cfg: Config,
-    /// Valkey's `save_loaded`: the first `save` line of the configuration
-    /// replaces the default, later ones add to it.
-    save_loaded: bool,
+    runtime: Runtime,
+    /// Directives a line of this configuration has set: a [`spec::Special`] `merge` treats
+    /// the first line differently (Valkey's `save_loaded`).
+    loaded: [bool; KEYS],
+    config_file: Option<PathBuf>,
 }
 
 /// One stretch of the pseudo-file: (byte offset where it starts, source).
 type Segments = [(usize, ConfigSource)];
 
 impl Config {
+    /// The configuration these values make; the fields are copied out of `runtime`.
+    fn from_runtime(runtime: Arc<Runtime>, config_file: Option<PathBuf>) -> Config {
+        let rt = &runtime;
+        Config {
+            port: rt.num(Key::Port) as u16,
+            bind: rt.list(Key::Bind),
+            dir: PathBuf::from(rt.text(Key::Dir)),
+            logfile: rt.text(Key::Logfile),
+            threads: rt.num(Key::Threads) as usize,
+            databases: rt.num(Key::Databases) as u32,
+            cluster_databases: rt.num(Key::ClusterDatabases) as u32,
+            pidfile: rt.text(Key::Pidfile),
+            config_file,
+            cluster: ClusterConfig::from_runtime(rt),
+            runtime,
+        }
+    }
+
     /// Build the configuration from the process arguments (without `argv[0]`),
     /// the way valkey-server does:
     ///
@@ -1219,8 +267,9 @@ impl Config {
     ///   override the file.
     pub fn from_args(args: &[String]) -> Result<Config, ConfigError> {
         let mut loader = Loader {
-            cfg: Config::default(),
-            save_loaded: false,
+            runtime: Runtime::default(),
+            loaded: [false; KEYS],
+            config_file: None,
         };
         let mut text: Vec<u8> = Vec::new();
         let mut segments: Vec<(usize, ConfigSource)> = Vec::new();
@@ -1234,7 +283,7 @@ impl Config {
             text = read_file(&path)?;
             let abs = std::path::absolute(&path).unwrap_or_else(|_| path.clone());
             segments.push((0, ConfigSource::File(abs.clone())));
-            loader.cfg.config_file = Some(abs);
+            loader.config_file = Some(abs);
             j = 1;
         }
 
@@ -1291,6 +340,12 @@ impl Config {
         loader.finish()
     }
 
+    /// The documented config file, `conf/tallykv.conf`: every directive with its comment
+    /// and default, rendered from the directive table.
+    pub fn documented_file() -> String {
+        conf_file::render()
+    }
+
     /// `bind` decoded: the hosts to listen on and whether each is optional.
     pub fn bind_addrs(&self) -> Vec<BindAddr> {
         self.bind.iter().map(|b| BindAddr::parse(b)).collect()
@@ -1341,7 +396,7 @@ impl Config {
                     seen.push(name);
                     out.push((
                         String::from_utf8_lossy(pattern).into_owned(),
-                        self.render(spec.key),
+                        self.runtime.render(spec.key),
                     ));
                 }
                 continue;
@@ -1350,7 +405,7 @@ impl Config {
                 if !seen.contains(&name) && crate::util::glob_match(pattern, name.as_bytes(), true)
                 {
                     seen.push(name);
-                    out.push((name.to_string(), self.render(spec.key)));
+                    out.push((name.to_string(), self.runtime.render(spec.key)));
                 }
             }
         }
@@ -1397,7 +452,7 @@ impl Config {
 
         let mut values = Vec::with_capacity(chosen.len());
         for (spec, entry, value) in chosen {
-            let args: Vec<Vec<u8>> = if spec.multi {
+            let args: Vec<Vec<u8>> = if spec.multi() {
                 // Valkey splits multi-argument values on spaces.
                 value
                     .split(|&c| c == b' ')
@@ -1408,7 +463,7 @@ impl Config {
                 vec![value.to_vec()]
             };
             // Valkey names the entry used (an alias is its own entry).
-            let parsed = parse_value(spec.key, &args).map_err(|reason| failed(entry, &reason))?;
+            let parsed = spec.parse(&args).map_err(|reason| failed(entry, &reason))?;
             values.push((spec, parsed));
         }
 
@@ -1431,78 +486,6 @@ impl Config {
             }
         }
         Ok(())
-    }
-
-    /// A directive's current value as `CONFIG GET` shows it.
-    fn render(&self, key: Key) -> String {
-        let rt = &self.runtime;
-        let yes_no = |b: bool| if b { "yes" } else { "no" }.to_string();
-        match key {
-            Key::Port => self.port.to_string(),
-            Key::Bind => self.bind.join(" "),
-            Key::ProtectedMode => yes_no(rt.protected_mode()),
-            Key::Maxclients => rt.maxclients().to_string(),
-            Key::Maxmemory => rt.maxmemory().to_string(),
-            Key::MaxmemoryPolicy => rt.maxmemory_policy().as_str().to_string(),
-            Key::MaxmemorySamples => rt.maxmemory_samples().to_string(),
-            Key::Timeout => rt.timeout_secs().to_string(),
-            Key::TcpKeepalive => rt.tcp_keepalive_secs().to_string(),
-            // Valkey answers with its (absolute) working directory.
-            Key::Dir => std::path::absolute(&self.dir)
-                .unwrap_or_else(|_| self.dir.clone())
-                .display()
-                .to_string(),
-            Key::Loglevel => rt.loglevel().as_str().to_string(),
-            Key::Logfile => self.logfile.clone(),
-            Key::Threads => self.threads.to_string(),
-            Key::ProtoMaxBulkLen => rt.proto_max_bulk_len().to_string(),
-            Key::ClientQueryBufferLimit => rt.client_query_buffer_limit().to_string(),
-            Key::Databases => self.databases.to_string(),
-            Key::ClusterDatabases => self.cluster_databases.to_string(),
-            Key::Hz => rt.hz().to_string(),
-            Key::LoadDelay => rt.key_load_delay().to_string(),
-            Key::LfuLogFactor => rt.lfu_log_factor().to_string(),
-            Key::LfuDecayTime => rt.lfu_decay_time().to_string(),
-            Key::LazyfreeLazyEviction => yes_no(rt.lazyfree().eviction),
-            Key::LazyfreeLazyExpire => yes_no(rt.lazyfree().expire),
-            Key::LazyfreeLazyServerDel => yes_no(rt.lazyfree().server_del),
-            Key::LazyfreeLazyUserDel => yes_no(rt.lazyfree().user_del),
-            Key::LazyfreeLazyUserFlush => yes_no(rt.lazyfree().user_flush),
-            Key::HashMaxListpackEntries => rt.hash_max_listpack_entries().to_string(),
-            Key::HashMaxListpackValue => rt.hash_max_listpack_value().to_string(),
-            Key::ListMaxListpackSize => rt.list_max_listpack_size().to_string(),
-            Key::SetMaxIntsetEntries => rt.encodings().set.max_intset_entries.to_string(),
-            Key::BusyReplyThreshold => rt.busy_reply_threshold().to_string(),
-            Key::SetMaxListpackEntries => rt.encodings().set.max_listpack_entries.to_string(),
-            Key::SetMaxListpackValue => rt.encodings().set.max_listpack_value.to_string(),
-            Key::ZsetMaxListpackEntries => rt.encodings().zset.max_listpack_entries.to_string(),
-            Key::ZsetMaxListpackValue => rt.encodings().zset.max_listpack_value.to_string(),
-            Key::Appendonly => yes_no(rt.appendonly()),
-            Key::Appendfsync => rt.appendfsync().as_str().to_string(),
-            Key::Save => {
-                let pairs: Vec<String> = rt
-                    .save_params()
-                    .iter()
-                    .map(|(s, c)| format!("{s} {c}"))
-                    .collect();
-                pairs.join(" ")
-            }
-            Key::Requirepass => rt.requirepass().unwrap_or_default(),
-            Key::Daemonize => "no".to_string(),
-            Key::Pidfile => self.pidfile.clone(),
-            Key::ClusterEnabled => yes_no(self.cluster.enabled),
-            Key::ClusterPort => self.cluster.port.to_string(),
-            Key::ClusterPeers => self.cluster.peers.join(","),
-            Key::ClusterAnnounceHostname => self.cluster.announce_hostname.clone(),
-            Key::ClusterAnnounceIp => self.cluster.announce_ip.clone(),
-            Key::ClusterAnnouncePort => self.cluster.announce_port.to_string(),
-            Key::ClusterAnnounceBusPort => self.cluster.announce_bus_port.to_string(),
-            Key::ClusterReplicationFactor => self.cluster.replication_factor.to_string(),
-            Key::ClusterSlotGroups => self.cluster.slot_groups.to_string(),
-            Key::ClusterNodeTimeout => self.cluster.node_timeout_ms.to_string(),
-            Key::ClusterSnapshotAfter => self.cluster.snapshot_after.to_string(),
-            Key::ClusterLeaderBalanceDelay => self.cluster.leader_balance_delay_ms.to_string(),
-        }
     }
 }
 
@@ -1544,7 +527,7 @@ impl Loader {
             let Some(first) = args.first() else { continue };
             let name = String::from_utf8_lossy(first).to_ascii_lowercase();
             if let Some((spec, _)) = lookup(name.as_bytes()) {
-                let values: Vec<Vec<u8>> = if !spec.multi {
+                let values: Vec<Vec<u8>> = if !spec.multi() {
                     if args.len() != 2 {
                         return Err(err(&name, "wrong number of arguments".into()));
                     }
@@ -1557,7 +540,7 @@ impl Loader {
                 } else {
                     args[1..].to_vec()
                 };
-                let value = parse_value(spec.key, &values).map_err(|reason| err(&name, reason))?;
+                let value = spec.parse(&values).map_err(|reason| err(&name, reason))?;
                 self.apply(spec.key, value);
             } else if name == "include" && args.len() == 2 {
                 if depth >= MAX_INCLUDE_DEPTH {
@@ -1633,75 +616,36 @@ impl Loader {
 
     /// Put a value loaded from the configuration in place.
     fn apply(&mut self, key: Key, value: Value) {
-        let cfg = &mut self.cfg;
-        match (key, value) {
-            (Key::Port, Value::Num(v)) => cfg.port = v as u16,
-            (Key::Bind, Value::List(addrs)) => {
-                cfg.bind = if addrs.is_empty() {
-                    default_bind()
-                } else {
-                    addrs
-                }
-            }
-            (Key::Dir, Value::Str(s)) => cfg.dir = PathBuf::from(s),
-            (Key::Logfile, Value::Str(s)) => cfg.logfile = s,
-            (Key::Pidfile, Value::Str(s)) => cfg.pidfile = s,
-            (Key::Threads, Value::Num(v)) => cfg.threads = v as usize,
-            (Key::Databases, Value::Num(v)) => cfg.databases = v as u32,
-            (Key::ClusterDatabases, Value::Num(v)) => cfg.cluster_databases = v as u32,
-            (Key::Daemonize, _) => {}
-            (Key::ClusterEnabled, Value::Bool(b)) => cfg.cluster.enabled = b,
-            (Key::ClusterPort, Value::Num(v)) => cfg.cluster.port = v as u16,
-            (Key::ClusterPeers, Value::List(p)) => cfg.cluster.peers = p,
-            (Key::ClusterAnnounceHostname, Value::Str(s)) => cfg.cluster.announce_hostname = s,
-            (Key::ClusterAnnounceIp, Value::Str(s)) => cfg.cluster.announce_ip = s,
-            (Key::ClusterAnnouncePort, Value::Num(v)) => cfg.cluster.announce_port = v as u16,
-            (Key::ClusterAnnounceBusPort, Value::Num(v)) => {
-                cfg.cluster.announce_bus_port = v as u16
-            }
-            (Key::ClusterReplicationFactor, Value::Num(v)) => {
-                cfg.cluster.replication_factor = v as usize
-            }
-            (Key::ClusterSlotGroups, Value::Num(v)) => cfg.cluster.slot_groups = v as usize,
-            (Key::ClusterNodeTimeout, Value::Num(v)) => cfg.cluster.node_timeout_ms = v,
-            (Key::ClusterSnapshotAfter, Value::Num(v)) => cfg.cluster.snapshot_after = v,
-            (Key::ClusterLeaderBalanceDelay, Value::Num(v)) => {
-                cfg.cluster.leader_balance_delay_ms = v
-            }
-            (Key::Save, Value::Save { clear, pairs }) => {
-                // Valkey: `save ""` empties the list; the first `save` line
-                // replaces the defaults; later lines append.
-                let mut save = lock(&cfg.runtime.save);
-                if clear || !self.save_loaded {
-                    save.clear();
-                }
-                self.save_loaded = true;
-                save.extend(pairs);
-            }
-            (key, value) => cfg.runtime.store(key, value),
-        }
+        let value = match SPECS[key as usize].kind {
+            spec::Kind::Special(spec::Special {
+                merge: Some(merge), ..
+            }) => merge(self.runtime.value(key), value, !self.loaded[key as usize]),
+            _ => value,
+        };
+        self.loaded[key as usize] = true;
+        self.runtime.store(key, value);
     }
 
     /// Checks on the configuration as a whole, as Valkey does after loading.
     fn finish(self) -> Result<Config, ConfigError> {
+        let cfg = Config::from_runtime(Arc::new(self.runtime), self.config_file);
         // A cluster node without cluster-peers waits for another node's CLUSTER MEET.
-        let c = &self.cfg.cluster;
-        if c.enabled && self.cfg.port == 0 {
+        if cfg.cluster.enabled && cfg.port == 0 {
             return Err(ConfigError::General {
                 reason: "cluster-enabled yes needs a TCP port".to_string(),
             });
         }
-        if !self.cfg.logfile.is_empty()
+        if !cfg.logfile.is_empty()
             && let Err(e) = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
-                .open(&self.cfg.logfile)
+                .open(&cfg.logfile)
         {
             return Err(ConfigError::General {
                 reason: format!("Can't open the log file: {}", error::strerror(&e)),
             });
         }
-        Ok(self.cfg)
+        Ok(cfg)
     }
 }
 

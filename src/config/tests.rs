@@ -1,6 +1,9 @@
+use super::enums::ConfigEnum;
 use super::parse::{memtoull, repr, split_args, string2ll};
 use super::*;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 /// A fresh directory under the system temp dir, removed on drop.
 struct TempDir(PathBuf);
@@ -856,4 +859,158 @@ fn shipped_conf_parses_to_exactly_the_defaults() {
             .unwrap_or_else(|| panic!("{name} missing from tallykv.conf"));
         assert!(!value.is_empty() || line.ends_with("\"\""), "{line}");
     }
+}
+
+/// `conf/tallykv.conf` is the table rendered: its comments and defaults cannot drift from
+/// what the server does. `TALLYKV_WRITE_CONF=1 cargo test -p tallykv --lib config` rewrites it.
+#[test]
+fn shipped_conf_is_rendered_from_the_table() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/tallykv.conf");
+    let rendered = Config::documented_file();
+    if std::env::var_os("TALLYKV_WRITE_CONF").is_some() {
+        std::fs::write(path, &rendered).unwrap();
+    }
+    let shipped = std::fs::read_to_string(path).unwrap();
+    assert!(
+        shipped == rendered,
+        "conf/tallykv.conf differs from the directive table (src/config/table.rs); \
+         rewrite it with `TALLYKV_WRITE_CONF=1 cargo test -p tallykv --lib config`"
+    );
+}
+
+#[test]
+fn the_table_is_consistent() {
+    assert!(SPECS[0].section.is_some(), "the file starts with a section");
+    for (i, spec) in SPECS.iter().enumerate() {
+        assert_eq!(
+            spec.key as usize, i,
+            "{}: Key order is table order",
+            spec.name
+        );
+        // Every default parses (Runtime::default would panic otherwise) and renders back
+        // the way CONFIG GET shows it.
+        let value = spec.default_value();
+        assert_eq!(Runtime::default().value(spec.key), value, "{}", spec.name);
+        assert_eq!(spec.name, spec.name.to_ascii_lowercase());
+        assert_eq!(
+            lookup(spec.name.as_bytes()).map(|(s, _)| s.key),
+            Some(spec.key),
+            "{} is listed once",
+            spec.name
+        );
+        if spec.doc.is_empty() {
+            // Listed under the entry above, whose "CONFIG SET: yes/no" line covers it too.
+            assert!(spec.section.is_none(), "{} starts a section", spec.name);
+            assert_eq!(
+                spec.access,
+                SPECS[i - 1].access,
+                "{} shares its comment with {}",
+                spec.name,
+                SPECS[i - 1].name
+            );
+        }
+    }
+}
+
+#[test]
+fn defaults_are_unchanged_by_the_table() {
+    let cfg = Config::default();
+    assert_eq!(
+        (
+            cfg.port,
+            cfg.bind.clone(),
+            cfg.dir.clone(),
+            cfg.threads,
+            cfg.databases,
+            cfg.cluster_databases
+        ),
+        (
+            6379,
+            vec!["*".to_string(), "-::*".to_string()],
+            PathBuf::from("./data"),
+            0,
+            16,
+            1
+        )
+    );
+    assert_eq!((cfg.logfile.as_str(), cfg.pidfile.as_str()), ("", ""));
+    assert_eq!(
+        ClusterConfig::default(),
+        ClusterConfig {
+            enabled: false,
+            port: 0,
+            peers: vec![],
+            announce_hostname: String::new(),
+            announce_ip: String::new(),
+            announce_port: 0,
+            announce_bus_port: 0,
+            replication_factor: 3,
+            slot_groups: 0,
+            node_timeout_ms: 1000,
+            snapshot_after: 100_000,
+            leader_balance_delay_ms: 60_000,
+        }
+    );
+    let rt = &cfg.runtime;
+    assert_eq!(
+        (
+            rt.maxclients(),
+            rt.maxmemory(),
+            rt.maxmemory_samples(),
+            rt.timeout_secs(),
+            rt.tcp_keepalive_secs(),
+            rt.hz(),
+            rt.lfu_log_factor(),
+            rt.lfu_decay_time(),
+            rt.key_load_delay(),
+            rt.busy_reply_threshold(),
+        ),
+        (10_000, 0, 5, 0, 300, 10, 10, 1, 0, 5000)
+    );
+    assert_eq!(rt.proto_max_bulk_len(), 512 * MB as usize);
+    assert_eq!(rt.client_query_buffer_limit(), 1024 * MB as usize);
+    assert_eq!(rt.maxmemory_policy(), MaxmemoryPolicy::NoEviction);
+    assert_eq!(rt.loglevel(), LogLevel::Notice);
+    assert_eq!(rt.appendfsync(), AppendFsync::EverySec);
+    assert!(rt.appendonly() && rt.protected_mode());
+    assert_eq!(rt.requirepass(), None);
+    assert_eq!(rt.save_params(), vec![]);
+    let e = rt.encodings();
+    assert_eq!(
+        (
+            e.hash.max_listpack_entries,
+            e.hash.max_listpack_value,
+            e.list.max_listpack_size,
+            e.set.max_intset_entries,
+            e.set.max_listpack_entries,
+            e.set.max_listpack_value,
+            e.zset.max_listpack_entries,
+            e.zset.max_listpack_value
+        ),
+        (128, 64, -2, 512, 128, 64, 128, 64)
+    );
+    let l = rt.lazyfree();
+    assert!(l.eviction && l.expire && l.server_del && l.user_del && l.user_flush);
+}
+
+#[test]
+fn signed_directives_round_trip() {
+    let cfg = Config::default();
+    set(&cfg, &[("list-max-ziplist-size", "-5")]).unwrap();
+    assert_eq!(cfg.runtime.list_max_listpack_size(), -5);
+    assert_eq!(get1(&cfg, "list-max-listpack-size"), "-5");
+    assert_eq!(
+        set(&cfg, &[("list-max-listpack-size", "-2147483649")]).unwrap_err(),
+        "ERR CONFIG SET failed (possibly related to argument 'list-max-listpack-size') - \
+         argument must be between -2147483648 and 2147483647 inclusive"
+    );
+}
+
+#[test]
+fn sensitive_values_stay_out_of_debug_output() {
+    let cfg = from_args(&["--requirepass", "s3cret"]).unwrap();
+    let shown = format!("{:?}", cfg.runtime);
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert!(shown.contains("\"requirepass\": \"<set>\""), "{shown}");
+    assert_eq!(get1(&cfg, "requirepass"), "s3cret");
 }

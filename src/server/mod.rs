@@ -5,6 +5,7 @@
 //! dispatcher and never touches a shard's data itself.
 
 pub mod conn;
+pub mod pidfile;
 pub mod shutdown;
 
 use std::rc::Rc;
@@ -244,6 +245,7 @@ async fn core_main(
             shared.memory.mark_startup();
         }
         tracing::info!("Ready to accept connections tcp on port {}", shared.port());
+        pidfile::write(&shared.config.pidfile);
     }
     let accepts: Vec<_> = listeners
         .into_iter()

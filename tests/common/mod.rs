@@ -31,7 +31,8 @@ fn free_port() -> u16 {
 }
 
 impl Server {
-    /// Starts a server with the default configuration plus `args` (`--directive value` pairs).
+    /// Starts a server with the default configuration plus `args` (`--directive value` pairs,
+    /// after a config file if the first one is not an option).
     pub fn start(args: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut s = Self::start_in(dir.path(), args);
@@ -104,8 +105,14 @@ impl Server {
     #[allow(clippy::zombie_processes)]
     fn try_spawn(dir: &std::path::Path, args: &[String]) -> Option<(Child, u16)> {
         let port = free_port();
+        // A config file must be the first argument.
+        let (file, args) = match args.split_first() {
+            Some((first, rest)) if !first.starts_with("--") => (Some(first), rest),
+            _ => (None, args),
+        };
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tallykv-server"));
-        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--dir"])
+        cmd.args(file)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--dir"])
             .arg(dir)
             .args(["--loglevel", "warning"])
             .args(args)
