@@ -1088,7 +1088,8 @@ fn leaders_evict_through_the_log() {
     let value = "v".repeat(1024);
     let mut refused = std::collections::BTreeSet::new();
     // Pipelined SETs of 1 KB values to each group's leader, round-robin over the groups;
-    // an OOM refusal is allowed (the evictions had not caught up), anything else fails.
+    // an OOM refusal is allowed (the evictions had not caught up), and so is a write not
+    // acknowledged in an election; anything else fails.
     let mut write = |keys: &[Vec<String>]| {
         let rounds = keys.iter().map(Vec::len).max().unwrap_or(0).div_ceil(64);
         for round in 0..rounds {
@@ -1101,14 +1102,30 @@ fn leaders_evict_through_the_log() {
                     pipe.cmd("SET").arg(k).arg(&value);
                 }
                 let replies: Vec<Value> = pipe.query(&mut conns[g]).expect("pipelined SETs");
+                let mut moved = false;
                 for (k, r) in chunk.iter().zip(&replies) {
                     match r {
                         Value::Okay => {}
+                        // The group elected another leader: the next rounds go there.
+                        Value::ServerError(e) if e.code() == "MOVED" => {
+                            refused.insert(k.clone());
+                            moved = true;
+                        }
                         Value::ServerError(e) if e.code() == "OOM" => {
+                            refused.insert(k.clone());
+                        }
+                        // A leader that lost its quorum or leadership under a loaded
+                        // machine: not acknowledged, so nothing is expected of the key.
+                        Value::ServerError(e)
+                            if matches!(e.code(), "TRYAGAIN" | "CLUSTERDOWN" | "UNCERTAIN") =>
+                        {
                             refused.insert(k.clone());
                         }
                         other => panic!("SET {k}: {other:?}\n{}", c.logs(20)),
                     }
+                }
+                if moved {
+                    conns[g] = c.conn(c.leader_of_group(g));
                 }
             }
         }
@@ -1171,6 +1188,75 @@ fn leaders_evict_through_the_log() {
         .filter(|(k, v)| k.starts_with("old:") && v.is_some())
         .count();
     assert!(kept > 0, "every old key was evicted");
+    // Every node holds as many keys of each group as the others (all applied one log).
+    let counts = |i: usize| -> Vec<i64> {
+        let mut conn = c.conn(i);
+        let _: () = cmd(&["READONLY"]).query(&mut conn).expect("READONLY");
+        c.groups
+            .iter()
+            .map(|slots| {
+                let mut pipe = redis::pipe();
+                for s in slots.clone() {
+                    pipe.cmd("CLUSTER").arg("COUNTKEYSINSLOT").arg(s);
+                }
+                let n: Vec<i64> = pipe.query(&mut conn).expect("COUNTKEYSINSLOT");
+                n.iter().sum()
+            })
+            .collect()
+    };
+    let mut table = Vec::new();
+    let agree = wait_until(Duration::from_secs(15), || {
+        table = (0..c.len()).map(counts).collect();
+        table.windows(2).all(|w| w[0] == w[1])
+    });
+    if !agree {
+        let evicted: Vec<u64> = (0..c.len())
+            .map(|i| info_field(&c, i, "evicted_keys"))
+            .collect();
+        panic!(
+            "keys per group differ between nodes: {table:?}; evicted_keys per node {evicted:?}\n{}",
+            c.logs(20)
+        );
+    }
+    // The leaders kept every acknowledged fresh key (allkeys-lru evicts the idle old ones
+    // first); per group, what the leader still holds of each kind when it did not.
+    let mut lost = Vec::new();
+    for k in fresh.iter().flatten().filter(|k| !refused.contains(*k)) {
+        let slot = key_slot(k.as_bytes()) as usize;
+        let v = router.query(&cmd(&["GET", k]), slot, Duration::from_secs(10));
+        if text(&v).is_none() {
+            lost.push(k.clone());
+        }
+    }
+    if !lost.is_empty() {
+        let per_group: Vec<String> = (0..c.groups.len())
+            .map(|g| {
+                let held = |prefix: &str| {
+                    expected
+                        .iter()
+                        .filter(|(k, v)| {
+                            k.starts_with(prefix) && v.is_some() && c.group_of_key(k) == g
+                        })
+                        .count()
+                };
+                let gone = lost.iter().filter(|k| c.group_of_key(k) == g).count();
+                format!(
+                    "group {g} (leader node {}): old kept {} of sample, fresh lost {gone}",
+                    c.leader_of_group(g),
+                    held("old:")
+                )
+            })
+            .collect();
+        let evicted: Vec<u64> = (0..c.len())
+            .map(|i| info_field(&c, i, "evicted_keys"))
+            .collect();
+        panic!(
+            "leaders evicted {} fresh keys; evicted_keys per node {evicted:?}\n{}\n{}",
+            lost.len(),
+            per_group.join("\n"),
+            c.logs(20)
+        );
+    }
     replicas_converge(&c, &expected);
 
     // noeviction: a leader over the limit refuses writes that may grow memory, with Valkey's

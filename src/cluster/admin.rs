@@ -46,12 +46,14 @@ pub enum Call {
     Group { group: GroupId },
     /// To a group's leader: hand the leadership to node `to` (leader balancing).
     HandOff { group: GroupId, to: NodeId },
-    /// To a group's leader: the sender is over maxmemory; evict about `bytes` of the
-    /// group's keys (through its log, so every replica frees them). `seen`: how far the
-    /// sender applied the group's log.
+    /// To a group's leader: the sender is over maxmemory by `excess` bytes while holding
+    /// `keys` keys over all its groups; evict the group's part of the excess, in proportion
+    /// to the keys the group holds (through its log, so every replica frees them). `seen`:
+    /// how far the sender applied the group's log.
     Evict {
         group: GroupId,
-        bytes: u64,
+        excess: u64,
+        keys: u64,
         seen: u64,
     },
     /// FUNCTION LOAD / DELETE / FLUSH / RESTORE, sent on to the meta leader.
@@ -155,9 +157,12 @@ async fn answer(host: &Rc<Host>, call: Call) -> Result<Vec<u8>, String> {
         }
         Call::Group { group } => wire::encode(&group_view(host, group)),
         Call::HandOff { group, to } => wire::encode(&hand_off(host, group, to).await?),
-        Call::Evict { group, bytes, seen } => {
-            wire::encode(&host.evict_led(group, bytes, seen).await)
-        }
+        Call::Evict {
+            group,
+            excess,
+            keys,
+            seen,
+        } => wire::encode(&host.evict_led(group, excess, keys, seen).await),
         Call::Meet {
             host: h,
             port,

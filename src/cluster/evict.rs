@@ -1,8 +1,11 @@
 //! Eviction in a cluster: only a group's leader may evict (every replica must delete the same
 //! keys), and the replicas of a group hold the same keys, so a node over `maxmemory` asks the
-//! leader of each group it replicates — itself or another node — to evict that group's even
-//! part of the excess. The leader's core journals the deletions and proposes them like a
-//! write (see `Core::evict_in`).
+//! leader of each group it replicates — itself or another node — to evict that group's part
+//! of the excess, in proportion to the keys the group holds among the node's keys. An even
+//! split would drain the smaller groups first and then take their newest keys while the
+//! others still hold idle ones; the proportional one keeps each group's LRU choice close to
+//! what one LRU over the node's keys would pick. The leader's core journals the deletions
+//! and proposes them like a write (see `Core::evict_in`).
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -77,7 +80,9 @@ pub fn pressure(core: &Rc<Core>) {
         };
         round.id
     };
-    let bytes = (used - limit) / held.len() as u64 + 1;
+    let excess = used - limit;
+    // The keys this node holds, all groups together (what each group's share is of).
+    let keys: u64 = core.shared.shard_stats.iter().map(|s| s.keys.get()).sum();
     for g in held {
         // How far this node applied the group: a leader whose last eviction this node has
         // not applied yet answers with that eviction instead (see `Host::evict_led`).
@@ -94,7 +99,7 @@ pub fn pressure(core: &Rc<Core>) {
             core.spawn_on(target, move |core| {
                 Box::pin(async move {
                     let index = match core.host() {
-                        Some(host) => host.evict_led(g, bytes, seen).await,
+                        Some(host) => host.evict_led(g, excess, keys, seen).await,
                         None => None,
                     };
                     answered(&core, round, g, index);
@@ -111,7 +116,8 @@ pub fn pressure(core: &Rc<Core>) {
         glommio::spawn_local(async move {
             let ask = Call::Evict {
                 group: g,
-                bytes,
+                excess,
+                keys,
                 seen,
             };
             let index = admin::call::<Option<u64>>(&host, &addr, &ask, CALL_TIMEOUT)

@@ -518,7 +518,7 @@ impl Host {
     /// limit asks, and evicting for each ask would evict the excess several times over: an
     /// ask that comes while an eviction is in flight, or from a node that has not applied
     /// the last one yet, is answered with that eviction instead.
-    pub async fn evict_led(&self, g: GroupId, bytes: u64, seen: u64) -> Option<u64> {
+    pub async fn evict_led(&self, g: GroupId, excess: u64, keys: u64, seen: u64) -> Option<u64> {
         let core = self.core()?;
         // A script paused on this core (see `engine::pause`) ends first.
         core.gate.wait_open(None).await;
@@ -543,7 +543,7 @@ impl Host {
             .groups
             .get(g as usize)
             .map(|gl| gl.slots.clone())?;
-        let pid = core.evict_in(g, slots, bytes)?;
+        let pid = core.evict_in(g, slots, excess, keys)?;
         self.evictions
             .borrow_mut()
             .insert(g, Eviction::InFlight(Vec::new()));

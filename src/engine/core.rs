@@ -661,15 +661,17 @@ impl Core {
         }
     }
 
-    /// As group `g`'s leader (its slots `slots`, on this core): evicts about `bytes` of its
-    /// keys by the maxmemory-policy, journaled, and proposes the deletions like a write, so
-    /// every replica evicts the same keys and none decides on its own.
+    /// As group `g`'s leader (its slots `slots`, on this core), for a node over maxmemory by
+    /// `excess` bytes that holds `node_keys` keys: evicts the group's part of the excess (its
+    /// share of those keys) by the maxmemory-policy, journaled, and proposes the deletions
+    /// like a write, so every replica evicts the same keys and none decides on its own.
     /// Returns the proposal holding the deletions (None: nothing was evicted).
     pub fn evict_in(
         self: &Rc<Self>,
         g: GroupId,
         slots: std::ops::Range<usize>,
-        bytes: u64,
+        excess: u64,
+        node_keys: u64,
     ) -> Option<super::spec::Pid> {
         let rt = &self.shared.config.runtime;
         let policy = evict_policy(rt.maxmemory_policy())?;
@@ -677,6 +679,14 @@ impl Core {
         let journal = {
             let mut shard = self.shard.borrow_mut();
             self.sync_settings(&mut shard);
+            let mut group_keys = 0u64;
+            shard.for_each_db(|shard| {
+                group_keys += slots.clone().map(|s| shard.count_in_slot(s) as u64).sum::<u64>();
+            });
+            // At least a key's worth, at most the whole excess (the asker counted its keys a
+            // moment ago, and may hold fewer of this group's than this leader does).
+            let bytes = (excess as u128 * group_keys as u128 / node_keys.max(1) as u128)
+                .clamp(1, excess.max(1) as u128) as u64;
             let in_group = |k: &[u8]| slots.contains(&(crate::cluster::key_slot(k) as usize));
             // Each numbered database gives its share of the bytes, by its share of the keys.
             let total = shard.total_len().max(1) as u64;

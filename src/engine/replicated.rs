@@ -180,6 +180,20 @@ pub fn absorb(
     journal: crate::shard::Journal,
     now: u64,
 ) -> Option<Pid> {
+    // Debug builds (the tests) check that a group's journal changed only the group's keys:
+    // a key of another group in it would be deleted or written on this node only.
+    #[cfg(debug_assertions)]
+    if let Some(cluster) = core.shared.cluster() {
+        for (db, key, _) in &journal.images {
+            let other = cluster.group_of(crate::cluster::key_slot(key) as usize);
+            if other != g {
+                tracing::error!(
+                    "journal of slot group {g} changes {} (db {db}) of group {other}",
+                    String::from_utf8_lossy(key)
+                );
+            }
+        }
+    }
     let mut rep = core.replicated.borrow_mut();
     let pid = rep.spec.absorb(g, journal, now);
     if pid.is_some() && !rep.propose_scheduled {
