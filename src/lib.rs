@@ -12,6 +12,7 @@ pub mod engine;
 pub mod metrics;
 pub mod protocol;
 pub mod script;
+pub mod security;
 pub mod server;
 pub mod shard;
 pub mod slot;

@@ -41,7 +41,11 @@ fn main() {
     std::panic::set_hook(Box::new(|info| {
         tracing::error!("panic: {info}");
     }));
-    watch_start(config.port);
+    // The plain port, or the TLS port of a TLS-only server.
+    watch_start(match config.port {
+        0 => config.runtime.tls_port(),
+        port => port,
+    });
     if let Err(e) = tallykv::server::run(config) {
         tracing::error!("{e}");
         eprintln!("{e}");

@@ -136,8 +136,7 @@ fn server_section(shared: &Shared, out: &mut String) {
          executable:{exe}\r\n\
          config_file:{conf}\r\n\
          io_threads_active:0\r\n\
-         threads:{cores}\r\n\
-         listener0:name=tcp,bind={bind},port={port}\r\n",
+         threads:{cores}\r\n",
         compat = crate::REDIS_COMPAT_VERSION,
         ver = env!("CARGO_PKG_VERSION"),
         os = os_string(),
@@ -150,8 +149,13 @@ fn server_section(shared: &Shared, out: &mut String) {
         exe = shared.executable,
         conf = shared.config_file,
         cores = shared.cores,
-        bind = cfg.bind.join(",bind="),
     );
+    // One line per listening port, numbered as Valkey numbers them (port 0: no line).
+    let bind = cfg.bind.join(",bind=");
+    let listeners = [("tcp", shared.port()), ("tls", cfg.runtime.tls_port())];
+    for (i, (name, port)) in listeners.iter().filter(|(_, p)| *p != 0).enumerate() {
+        let _ = write!(out, "listener{i}:name={name},bind={bind},port={port}\r\n");
+    }
 }
 
 fn os_string() -> String {

@@ -155,3 +155,23 @@ config_enum!(AppendFsync {
     Always => "always",
     No => "no",
 });
+
+/// `tls-auth-clients`: whether a client on the TLS port must show a certificate signed by
+/// `tls-ca-cert-file`/`tls-ca-cert-dir`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum TlsAuthClients {
+    /// No certificate is asked for.
+    No,
+    /// A valid certificate is required (Valkey's default).
+    #[default]
+    Yes,
+    /// A certificate is asked for; a client without one is served, one with an invalid
+    /// one is refused.
+    Optional,
+}
+
+config_enum!(TlsAuthClients {
+    No => "no",
+    Yes => "yes",
+    Optional => "optional",
+});

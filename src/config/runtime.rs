@@ -279,6 +279,27 @@ impl Runtime {
         }
     }
 
+    /// `tls-port`: 0 means no TLS listener.
+    pub fn tls_port(&self) -> u16 {
+        self.num(Key::TlsPort) as u16
+    }
+
+    /// The `tls-*` directives the TLS server configuration is built from.
+    pub fn tls(&self) -> crate::security::tls::TlsSettings {
+        crate::security::tls::TlsSettings {
+            cert_file: self.text(Key::TlsCertFile),
+            key_file: self.text(Key::TlsKeyFile),
+            key_file_pass: self.text(Key::TlsKeyFilePass),
+            ca_cert_file: self.text(Key::TlsCaCertFile),
+            ca_cert_dir: self.text(Key::TlsCaCertDir),
+            auth_clients: self.choice(Key::TlsAuthClients),
+            protocols: self.text(Key::TlsProtocols),
+            ciphers: self.text(Key::TlsCiphers),
+            ciphersuites: self.text(Key::TlsCiphersuites),
+            prefer_server_ciphers: self.flag(Key::TlsPreferServerCiphers),
+        }
+    }
+
     /// `requirepass`, `None` when empty.
     pub fn requirepass(&self) -> Option<String> {
         Some(self.text(Key::Requirepass)).filter(|p| !p.is_empty())

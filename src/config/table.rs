@@ -18,7 +18,7 @@
 //! }
 //! ```
 
-use super::enums::{AppendFsync, ConfigEnum, LogLevel, MaxmemoryPolicy};
+use super::enums::{AppendFsync, ConfigEnum, LogLevel, MaxmemoryPolicy, TlsAuthClients};
 use super::spec::Access::{Immutable, Mutable, Protected};
 use super::spec::Kind::{Bool, Enum, Special, Str};
 use super::spec::{
@@ -483,6 +483,103 @@ directives! {
         sensitive: true,
         kind: Str,
         default: "",
+    }
+
+    /// TCP port for TLS client connections (rustls), beside or instead of port:
+    /// "port 0" with a tls-port serves TLS only. 0 disables TLS. Clients connect with
+    /// e.g. "redis-cli --tls --cacert ca.crt", rediss:// URLs or ssl=True.
+    TlsPort {
+        section: "TLS/SSL",
+        name: "tls-port",
+        access: Immutable,
+        kind: PORT,
+        default: "0",
+    }
+
+    /// The server's certificate chain and private key, PEM encoded (the key as PKCS#8,
+    /// PKCS#1 or SEC1). tls-key-file-pass is the key file's passphrase; encrypted keys
+    /// are not supported yet, so it must stay empty. Every tls-* directive is read at
+    /// startup only for now (Valkey reloads certificates on CONFIG SET).
+    TlsCertFile {
+        name: "tls-cert-file",
+        access: Immutable,
+        kind: Str,
+        default: "",
+    }
+    TlsKeyFile {
+        name: "tls-key-file",
+        access: Immutable,
+        kind: Str,
+        default: "",
+    }
+    TlsKeyFilePass {
+        name: "tls-key-file-pass",
+        access: Immutable,
+        sensitive: true,
+        kind: Str,
+        default: "",
+    }
+
+    /// Certificates of the CAs that sign client certificates: a PEM file (any number
+    /// of certificates) and/or a directory whose files are PEM certificates.
+    TlsCaCertFile {
+        name: "tls-ca-cert-file",
+        access: Immutable,
+        kind: Str,
+        default: "",
+    }
+    TlsCaCertDir {
+        name: "tls-ca-cert-dir",
+        access: Immutable,
+        kind: Str,
+        default: "",
+    }
+
+    /// Whether TLS clients must show a certificate signed by one of those CAs:
+    ///   yes       required (a client without one is refused during the handshake)
+    ///   optional  asked for; a client without one is served, a bad one refused
+    ///   no        not asked for (no CA needed)
+    TlsAuthClients {
+        name: "tls-auth-clients",
+        access: Immutable,
+        kind: Enum(TlsAuthClients::NAMES),
+        default: "yes",
+    }
+
+    /// TLS versions to accept, separated by spaces: "TLSv1.2", "TLSv1.3" (TLSv1 and
+    /// TLSv1.1 are insecure and refused). Empty means "TLSv1.2 TLSv1.3".
+    TlsProtocols {
+        name: "tls-protocols",
+        access: Immutable,
+        kind: Str,
+        default: "",
+    }
+
+    /// Cipher suites, by their OpenSSL names: tls-ciphers for TLS 1.2, separated by
+    /// ":" (e.g. "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256"),
+    /// tls-ciphersuites for TLS 1.3 (e.g. "TLS_AES_256_GCM_SHA384"). Only suites
+    /// rustls implements (AES-GCM and CHACHA20-POLY1305 with ECDHE) can be named; any
+    /// other name stops the server at startup. Empty means all of them.
+    TlsCiphers {
+        name: "tls-ciphers",
+        access: Immutable,
+        kind: Str,
+        default: "",
+    }
+    TlsCiphersuites {
+        name: "tls-ciphersuites",
+        access: Immutable,
+        kind: Str,
+        default: "",
+    }
+
+    /// Choose the cipher suite in the server's order of preference (the order of
+    /// tls-ciphers / tls-ciphersuites) rather than the client's.
+    TlsPreferServerCiphers {
+        name: "tls-prefer-server-ciphers",
+        access: Immutable,
+        kind: Bool,
+        default: "no",
     }
 
     /// Cluster mode: every group of hash slots is a Raft group replicated on

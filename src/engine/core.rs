@@ -681,7 +681,10 @@ impl Core {
             self.sync_settings(&mut shard);
             let mut group_keys = 0u64;
             shard.for_each_db(|shard| {
-                group_keys += slots.clone().map(|s| shard.count_in_slot(s) as u64).sum::<u64>();
+                group_keys += slots
+                    .clone()
+                    .map(|s| shard.count_in_slot(s) as u64)
+                    .sum::<u64>();
             });
             // At least a key's worth, at most the whole excess (the asker counted its keys a
             // moment ago, and may hold fewer of this group's than this leader does).

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
-use futures::{AsyncReadExt, AsyncWriteExt, FutureExt};
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, FutureExt};
 use glommio::net::TcpStream;
 
 use crate::command::connection::Client;
@@ -22,9 +22,40 @@ const MAX_CLIENTS_ERR: &[u8] = b"-ERR max number of clients reached\r\n";
 
 const DENIED: &[u8] = b"-DENIED Running in protected mode because protected mode is enabled and no password is set for the default user. In this mode connections are only accepted from the loopback interface. If you want to connect from external computers, you may adopt one of the following solutions: 1) Just disable protected mode sending the command 'CONFIG SET protected-mode no' from the loopback interface by connecting from the same host the server is running, however MAKE SURE the server is not publicly accessible from internet if you do so. Use CONFIG REWRITE to make this change permanent. 2) Alternatively you can just disable the protected mode by editing the configuration file, and setting the protected mode option to 'no', and then restarting the server. 3) If you started the server manually just for testing, restart it with the '--protected-mode no' option. 4) Set up an authentication password for the default user. NOTE: You only need to do one of the above things in order for the server to start accepting connections from the outside.\r\n";
 
-/// Serves one accepted connection to its end. A panic inside is caught and logged here, so it
-/// ends this connection only.
-pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
+/// The socket facts CLIENT LIST and `timeout` need, taken from the TCP stream before TLS
+/// wraps it.
+struct Socket {
+    peer: Option<std::net::SocketAddr>,
+    local: Option<std::net::SocketAddr>,
+    fd: i32,
+}
+
+/// Serves one accepted connection to its end: on the TLS port (`tls` given) after the TLS
+/// handshake, which runs here, in the connection's own task. A panic inside is caught and
+/// logged here, so it ends this connection only.
+pub async fn serve(core: Rc<Core>, stream: TcpStream, tls: Option<Arc<rustls::ServerConfig>>) {
+    let socket = Socket {
+        peer: stream.peer_addr().ok(),
+        local: stream.local_addr().ok(),
+        fd: stream.as_raw_fd(),
+    };
+    let _ = stream.set_nodelay(true);
+    let Some(tls) = tls else {
+        return serve_stream(core, stream, socket).await;
+    };
+    match super::tls::accept(&tls, stream).await {
+        Ok(stream) => serve_stream(core, stream, socket).await,
+        // A plaintext client, a refused certificate, a stalled handshake: dropping the
+        // stream closes the socket.
+        Err(e) => tracing::debug!(peer = ?socket.peer, "TLS handshake failed: {e}"),
+    }
+}
+
+/// Serves a connection (plain, or TLS after its handshake) to its end.
+async fn serve_stream<S>(core: Rc<Core>, mut stream: S, socket: Socket)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let shared = core.shared.clone();
     let stats = &shared.core_stats[core.id];
     let rt = &shared.config.runtime;
@@ -39,7 +70,7 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
         return;
     }
     stats.connections_received.inc();
-    let peer = stream.peer_addr().ok();
+    let peer = socket.peer;
     if rt.protected_mode()
         && rt.requirepass().is_none()
         && !peer.is_some_and(|p| p.ip().is_loopback())
@@ -50,17 +81,13 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
         let _ = stream.close().await;
         return;
     }
-    let _ = stream.set_nodelay(true);
-    set_keepalive(stream.as_raw_fd(), rt.tcp_keepalive_secs());
+    set_keepalive(socket.fd, rt.tcp_keepalive_secs());
     let now = crate::util::now_ms();
     let info = Arc::new(ClientInfo {
         id: shared.next_client_id.fetch_add(1, Relaxed),
         addr: peer.map(|p| p.to_string()).unwrap_or_default(),
-        laddr: stream
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default(),
-        fd: stream.as_raw_fd(),
+        laddr: socket.local.map(|a| a.to_string()).unwrap_or_default(),
+        fd: socket.fd,
         created_ms: now,
         last_interaction_ms: AtomicU64::new(now),
         last_cmd: AtomicUsize::new(0),
@@ -176,7 +203,10 @@ fn set_keepalive(fd: i32, secs: u32) {
     }
 }
 
-async fn run(core: &Rc<Core>, stream: &mut TcpStream, client: &mut Client) -> std::io::Result<()> {
+async fn run<S>(core: &Rc<Core>, stream: &mut S, client: &mut Client) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let shared = core.shared.clone();
     let rt = &shared.config.runtime;
     let stats = &shared.core_stats[core.id];
@@ -247,6 +277,8 @@ async fn run(core: &Rc<Core>, stream: &mut TcpStream, client: &mut Client) -> st
         }
         if !wbuf.is_empty() {
             stream.write_all(&wbuf).await?;
+            // TLS holds the last record until flushed; a TCP stream's flush does nothing.
+            stream.flush().await?;
             stats.net_output_bytes.add(wbuf.len() as u64);
             client.info.net_out.fetch_add(wbuf.len() as u64, Relaxed);
             wbuf.clear();

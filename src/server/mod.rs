@@ -1,5 +1,5 @@
-//! The server: one glommio executor per core, each listening on the client port
-//! (SO_REUSEPORT) and owning its connections and its shard.
+//! The server: one glommio executor per core, each listening on the client port and the
+//! TLS port (SO_REUSEPORT) and owning its connections and its shard.
 //!
 //! This room owns sockets, executors and timers. It calls into `command` through the
 //! dispatcher and never touches a shard's data itself.
@@ -7,6 +7,7 @@
 pub mod conn;
 pub mod pidfile;
 pub mod shutdown;
+pub mod tls;
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -30,8 +31,27 @@ pub fn run(config: Config) -> Result<(), String> {
     } else {
         config.threads
     };
-    let port = resolve_port(&config)?;
-    let addrs = listen_addrs(&config, port);
+    let tls_port = config.runtime.tls_port();
+    let tls = match tls_port {
+        0 => None,
+        _ => Some(
+            crate::security::tls::server_config(&config.runtime.tls())
+                .map_err(|e| e.to_string())?,
+        ),
+    };
+    // `port 0` with a tls-port serves TLS only, as in Valkey.
+    let port = if config.port == 0 && tls_port != 0 {
+        0
+    } else {
+        resolve_port(&config)?
+    };
+    let mut addrs = Vec::new();
+    if port != 0 {
+        addrs.extend(listen_addrs(&config, port, None));
+    }
+    if let Some(tls) = &tls {
+        addrs.extend(listen_addrs(&config, tls_port, Some(tls)));
+    }
     // Bind once up front so a port in use is reported clearly before any executor starts.
     probe_bind(&addrs)?;
     let shared = Arc::new(Shared::new(
@@ -62,6 +82,7 @@ pub fn run(config: Config) -> Result<(), String> {
     };
     tracing::info!(
         port,
+        tls_port,
         threads = cores,
         "tallykv {} starting",
         env!("CARGO_PKG_VERSION")
@@ -144,9 +165,23 @@ fn resolve_port(config: &Config) -> Result<u16, String> {
     Ok(l.local_addr().map_err(|e| e.to_string())?.port())
 }
 
+/// One address every core listens on.
+#[derive(Clone)]
+struct ListenAddr {
+    addr: String,
+    /// Written with a leading `-` in `bind`: skipped if unavailable.
+    optional: bool,
+    /// The TLS configuration of `tls-port` listeners; None on the plain port.
+    tls: Option<Arc<rustls::ServerConfig>>,
+}
+
 /// Socket addresses for the bind list (`*` → 0.0.0.0, `::*` → ::; a leading `-` marks an
 /// address that may be unavailable, e.g. IPv6 on a host without it).
-fn listen_addrs(config: &Config, port: u16) -> Vec<(String, bool)> {
+fn listen_addrs(
+    config: &Config,
+    port: u16,
+    tls: Option<&Arc<rustls::ServerConfig>>,
+) -> Vec<ListenAddr> {
     config
         .bind_addrs()
         .into_iter()
@@ -156,13 +191,17 @@ fn listen_addrs(config: &Config, port: u16) -> Vec<(String, bool)> {
             } else {
                 b.host.clone()
             };
-            (format!("{host}:{port}"), b.optional)
+            ListenAddr {
+                addr: format!("{host}:{port}"),
+                optional: b.optional,
+                tls: tls.cloned(),
+            }
         })
         .collect()
 }
 
-fn probe_bind(addrs: &[(String, bool)]) -> Result<(), String> {
-    for (addr, optional) in addrs {
+fn probe_bind(addrs: &[ListenAddr]) -> Result<(), String> {
+    for ListenAddr { addr, optional, .. } in addrs {
         if let Err(e) = std::net::TcpListener::bind(addr.as_str())
             && !optional
         {
@@ -202,7 +241,7 @@ pub fn bind_listener(addr: &str) -> std::io::Result<TcpListener> {
 async fn core_main(
     shared: Arc<Shared>,
     mesh: MeshBuilder<CoreMsg, glommio::channels::channel_mesh::Full>,
-    addrs: Vec<(String, bool)>,
+    addrs: Vec<ListenAddr>,
 ) -> Result<(), String> {
     // glommio can miss the cross-executor wakeup of a mesh join, leaving a core asleep with
     // no deadline (seen as a start that hung once in about thirty, both executors parked in
@@ -228,9 +267,14 @@ async fn core_main(
         }
     }
     let mut listeners = Vec::new();
-    for (addr, optional) in &addrs {
+    for ListenAddr {
+        addr,
+        optional,
+        tls,
+    } in &addrs
+    {
         match bind_listener(addr) {
-            Ok(l) => listeners.push(l),
+            Ok(l) => listeners.push((l, tls.clone())),
             Err(e) if *optional => tracing::debug!("optional listener {addr} not available: {e}"),
             Err(e) => {
                 return Err(format!(
@@ -244,18 +288,27 @@ async fn core_main(
             // With storage, the open thread marks it once the engine is up.
             shared.memory.mark_startup();
         }
-        tracing::info!("Ready to accept connections tcp on port {}", shared.port());
+        if shared.port() != 0 {
+            tracing::info!("Ready to accept connections tcp on port {}", shared.port());
+        }
+        let tls_port = shared.config.runtime.tls_port();
+        if tls_port != 0 {
+            tracing::info!("Ready to accept connections tls on port {tls_port}");
+        }
         pidfile::write(&shared.config.pidfile);
     }
     let accepts: Vec<_> = listeners
         .into_iter()
-        .map(|listener| {
+        .map(|(listener, tls)| {
             let core = core.clone();
             glommio::spawn_local(async move {
                 loop {
                     match listener.accept().await {
                         Ok(stream) => {
-                            glommio::spawn_local(conn::serve(core.clone(), stream)).detach();
+                            // A TLS handshake runs in the connection's own task, so a slow
+                            // or silent client holds up nobody else.
+                            glommio::spawn_local(conn::serve(core.clone(), stream, tls.clone()))
+                                .detach();
                         }
                         Err(e) => {
                             tracing::warn!("accept failed: {e}");

@@ -1,0 +1,3 @@
+//! Security: TLS configuration (rustls); AUTH/ACL and the audit log are to come here too.
+
+pub mod tls;

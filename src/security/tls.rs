@@ -1,0 +1,496 @@
+//! TLS configuration: the rustls server configuration built once at start-up from the
+//! `tls-*` directives, with Valkey's meaning (the sessions themselves run in `server::tls`,
+//! in each connection's own task). Cipher names are OpenSSL's (what a Valkey configuration holds),
+//! mapped onto the suites rustls implements; a name it lacks stops the server at start-up
+//! rather than being skipped, so an operator never runs with a policy other than the one
+//! written.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{CipherSuite, RootCertStore, ServerConfig, SupportedProtocolVersion};
+
+use crate::config::TlsAuthClients;
+
+/// The `tls-*` directives the server configuration is built from (read from
+/// [`crate::config::Runtime::tls`]).
+#[derive(Debug, Clone, Default)]
+pub struct TlsSettings {
+    pub cert_file: String,
+    pub key_file: String,
+    pub key_file_pass: String,
+    pub ca_cert_file: String,
+    pub ca_cert_dir: String,
+    pub auth_clients: TlsAuthClients,
+    /// `tls-protocols`: space-separated `TLSv1.2`/`TLSv1.3`; empty = both.
+    pub protocols: String,
+    /// `tls-ciphers`: TLS 1.2 suites, OpenSSL names separated by `:`; empty = all.
+    pub ciphers: String,
+    /// `tls-ciphersuites`: TLS 1.3 suites, separated by `:`; empty = all.
+    pub ciphersuites: String,
+    pub prefer_server_ciphers: bool,
+}
+
+/// Why the TLS configuration cannot be used; each reads as the start-up error an operator
+/// sees.
+#[derive(Debug)]
+pub enum TlsError {
+    /// `tls-port` is set without a certificate or key.
+    MissingFile { directive: &'static str },
+    /// A file could not be read, or holds nothing usable.
+    File {
+        directive: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    /// `tls-key-file-pass` is set: encrypted keys are not supported yet.
+    EncryptedKey,
+    /// `tls-auth-clients yes|optional` with no CA to check certificates against.
+    NoCa { auth: TlsAuthClients },
+    /// A `tls-protocols` entry rustls does not offer (TLSv1, TLSv1.1) or does not know.
+    Protocol { name: String },
+    /// `tls-protocols` is given but names nothing.
+    NoProtocol,
+    /// A cipher name rustls lacks, or given in the other version's directive.
+    Cipher {
+        directive: &'static str,
+        name: String,
+        hint: &'static str,
+    },
+    /// rustls refused the assembled configuration (e.g. the key does not match the cert).
+    Rustls { what: &'static str, reason: String },
+}
+
+impl fmt::Display for TlsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Failed to configure TLS: ")?;
+        match self {
+            TlsError::MissingFile { directive } => {
+                write!(f, "tls-port is set but {directive} is not")
+            }
+            TlsError::File {
+                directive,
+                path,
+                reason,
+            } => write!(f, "{directive} '{}': {reason}", path.display()),
+            TlsError::EncryptedKey => f.write_str(
+                "tls-key-file-pass is set, but encrypted private keys are not supported yet; \
+                 give tls-key-file an unencrypted key",
+            ),
+            TlsError::NoCa { auth } => write!(
+                f,
+                "tls-auth-clients {auth} needs tls-ca-cert-file or tls-ca-cert-dir \
+                 (or tls-auth-clients no)"
+            ),
+            TlsError::Protocol { name } => match name.to_ascii_lowercase().as_str() {
+                "tlsv1" | "tlsv1.0" | "tlsv1.1" => write!(
+                    f,
+                    "tls-protocols: {name} is not supported (insecure); use TLSv1.2 and/or TLSv1.3"
+                ),
+                _ => write!(
+                    f,
+                    "tls-protocols: unknown protocol '{name}' (use TLSv1.2 and/or TLSv1.3)"
+                ),
+            },
+            TlsError::NoProtocol => f.write_str("tls-protocols names no protocol"),
+            TlsError::Cipher {
+                directive,
+                name,
+                hint,
+            } => write!(f, "{directive}: unsupported cipher '{name}' ({hint})"),
+            TlsError::Rustls { what, reason } => write!(f, "{what}: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for TlsError {}
+
+/// One cipher suite rustls implements, by its OpenSSL and IANA names.
+struct Suite {
+    openssl: &'static str,
+    iana: &'static str,
+    suite: CipherSuite,
+}
+
+/// TLS 1.2 suites: OpenSSL names them differently from IANA.
+const TLS12_SUITES: &[Suite] = &[
+    Suite {
+        openssl: "ECDHE-ECDSA-AES256-GCM-SHA384",
+        iana: "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+        suite: CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    },
+    Suite {
+        openssl: "ECDHE-ECDSA-AES128-GCM-SHA256",
+        iana: "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+        suite: CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    },
+    Suite {
+        openssl: "ECDHE-ECDSA-CHACHA20-POLY1305",
+        iana: "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+        suite: CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    },
+    Suite {
+        openssl: "ECDHE-RSA-AES256-GCM-SHA384",
+        iana: "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+        suite: CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+    },
+    Suite {
+        openssl: "ECDHE-RSA-AES128-GCM-SHA256",
+        iana: "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+        suite: CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    },
+    Suite {
+        openssl: "ECDHE-RSA-CHACHA20-POLY1305",
+        iana: "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+        suite: CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    },
+];
+
+/// TLS 1.3 suites: OpenSSL uses the IANA names.
+const TLS13_SUITES: &[Suite] = &[
+    Suite {
+        openssl: "TLS_AES_256_GCM_SHA384",
+        iana: "TLS_AES_256_GCM_SHA384",
+        suite: CipherSuite::TLS13_AES_256_GCM_SHA384,
+    },
+    Suite {
+        openssl: "TLS_AES_128_GCM_SHA256",
+        iana: "TLS_AES_128_GCM_SHA256",
+        suite: CipherSuite::TLS13_AES_128_GCM_SHA256,
+    },
+    Suite {
+        openssl: "TLS_CHACHA20_POLY1305_SHA256",
+        iana: "TLS_CHACHA20_POLY1305_SHA256",
+        suite: CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
+    },
+];
+
+fn find(table: &[Suite], name: &str) -> Option<CipherSuite> {
+    table
+        .iter()
+        .find(|s| s.openssl.eq_ignore_ascii_case(name) || s.iana.eq_ignore_ascii_case(name))
+        .map(|s| s.suite)
+}
+
+/// The suites a cipher list names, in its order (OpenSSL separates them with `:`, and also
+/// accepts `,` and spaces). None when the list is empty: every suite of that version.
+fn suites_named(
+    list: &str,
+    directive: &'static str,
+    own: &[Suite],
+    other: &[Suite],
+    other_directive: &'static str,
+) -> Result<Option<Vec<CipherSuite>>, TlsError> {
+    let names: Vec<&str> = list
+        .split([':', ',', ' '])
+        .filter(|n| !n.is_empty())
+        .collect();
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    for name in names {
+        let error = |hint| TlsError::Cipher {
+            directive,
+            name: name.to_string(),
+            hint,
+        };
+        match find(own, name) {
+            Some(s) if !out.contains(&s) => out.push(s),
+            Some(_) => {}
+            None if find(other, name).is_some() => {
+                return Err(error(if other_directive == "tls-ciphersuites" {
+                    "a TLS 1.3 suite: name it in tls-ciphersuites"
+                } else {
+                    "a TLS 1.2 suite: name it in tls-ciphers"
+                }));
+            }
+            None => {
+                return Err(error(
+                    "rustls implements only ECDHE with AES-GCM or CHACHA20-POLY1305 for TLS 1.2, \
+                     and TLS_AES_256_GCM_SHA384, TLS_AES_128_GCM_SHA256, \
+                     TLS_CHACHA20_POLY1305_SHA256 for TLS 1.3",
+                ));
+            }
+        }
+    }
+    Ok(Some(out))
+}
+
+/// `tls-protocols` as rustls versions (empty: TLS 1.2 and 1.3, as Valkey's default).
+fn protocol_versions(list: &str) -> Result<Vec<&'static SupportedProtocolVersion>, TlsError> {
+    let names: Vec<&str> = list.split_whitespace().collect();
+    if names.is_empty() {
+        return Ok(vec![&rustls::version::TLS13, &rustls::version::TLS12]);
+    }
+    let mut versions = Vec::new();
+    for name in names {
+        let v: &'static SupportedProtocolVersion = match name.to_ascii_lowercase().as_str() {
+            "tlsv1.2" => &rustls::version::TLS12,
+            "tlsv1.3" => &rustls::version::TLS13,
+            _ => {
+                return Err(TlsError::Protocol {
+                    name: name.to_string(),
+                });
+            }
+        };
+        if !versions
+            .iter()
+            .any(|x: &&SupportedProtocolVersion| x.version == v.version)
+        {
+            versions.push(v);
+        }
+    }
+    if versions.is_empty() {
+        return Err(TlsError::NoProtocol);
+    }
+    Ok(versions)
+}
+
+/// The ring provider restricted (and ordered) to the suites the two cipher lists name.
+fn provider(s: &TlsSettings) -> Result<CryptoProvider, TlsError> {
+    // rustls 0.23.48 deprecates ring's provider because it has no post-quantum key exchange
+    // (X25519MLKEM768); aws-lc-rs has it but needs a much heavier C build. The classical
+    // groups (X25519, P-256, P-384) are what Valkey's OpenSSL builds offer today.
+    #[allow(deprecated)]
+    let mut provider = rustls::crypto::ring::default_provider();
+    let tls13 = suites_named(
+        &s.ciphersuites,
+        "tls-ciphersuites",
+        TLS13_SUITES,
+        TLS12_SUITES,
+        "tls-ciphers",
+    )?;
+    let tls12 = suites_named(
+        &s.ciphers,
+        "tls-ciphers",
+        TLS12_SUITES,
+        TLS13_SUITES,
+        "tls-ciphersuites",
+    )?;
+    let all = std::mem::take(&mut provider.cipher_suites);
+    let is13 = |cs: CipherSuite| TLS13_SUITES.iter().any(|s| s.suite == cs);
+    // Keep the provider's own order for a version whose list is empty, the list's order
+    // otherwise (it is the server's preference with tls-prefer-server-ciphers).
+    let pick = |wanted: &Option<Vec<CipherSuite>>, tls13: bool| {
+        let of_version = all.iter().filter(move |s| is13(s.suite()) == tls13);
+        match wanted {
+            None => of_version.copied().collect::<Vec<_>>(),
+            Some(names) => names
+                .iter()
+                .filter_map(|n| all.iter().find(|s| s.suite() == *n).copied())
+                .collect(),
+        }
+    };
+    provider.cipher_suites = pick(&tls13, true);
+    provider.cipher_suites.extend(pick(&tls12, false));
+    Ok(provider)
+}
+
+fn read(directive: &'static str, path: &str) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|e| TlsError::File {
+        directive,
+        path: PathBuf::from(path),
+        reason: crate::config::strerror(&e),
+    })
+}
+
+/// Every certificate in a PEM text; an error if there is none.
+fn certificates(
+    directive: &'static str,
+    path: &Path,
+    pem: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bad = |reason: String| TlsError::File {
+        directive,
+        path: path.to_path_buf(),
+        reason,
+    };
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(format!("not a PEM certificate file ({e})")))?;
+    if certs.is_empty() {
+        return Err(bad("holds no PEM certificate".into()));
+    }
+    Ok(certs)
+}
+
+/// The CA certificates client certificates are checked against.
+fn ca_roots(s: &TlsSettings) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    let mut add = |directive: &'static str, path: &Path, pem: &[u8]| {
+        for cert in certificates(directive, path, pem)? {
+            roots.add(cert).map_err(|e| TlsError::File {
+                directive,
+                path: path.to_path_buf(),
+                reason: format!("not a usable CA certificate ({e})"),
+            })?;
+        }
+        Ok::<(), TlsError>(())
+    };
+    if !s.ca_cert_file.is_empty() {
+        let pem = read("tls-ca-cert-file", &s.ca_cert_file)?;
+        add("tls-ca-cert-file", Path::new(&s.ca_cert_file), &pem)?;
+    }
+    if !s.ca_cert_dir.is_empty() {
+        let dir_error = |e: std::io::Error| TlsError::File {
+            directive: "tls-ca-cert-dir",
+            path: PathBuf::from(&s.ca_cert_dir),
+            reason: crate::config::strerror(&e),
+        };
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&s.ca_cert_dir)
+            .map_err(dir_error)?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.is_file())
+            .collect();
+        files.sort();
+        // As OpenSSL's hashed directory, files that are not certificates are passed over.
+        for file in files {
+            let pem = std::fs::read(&file).map_err(dir_error)?;
+            if let Ok(certs) = certificates("tls-ca-cert-dir", &file, &pem) {
+                for cert in certs {
+                    let _ = roots.add(cert);
+                }
+            }
+        }
+    }
+    Ok(roots)
+}
+
+/// The rustls server configuration the `tls-*` directives describe, or the start-up error
+/// that explains why there is none. Called once, before any core starts.
+pub fn server_config(s: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
+    if s.cert_file.is_empty() {
+        return Err(TlsError::MissingFile {
+            directive: "tls-cert-file",
+        });
+    }
+    if s.key_file.is_empty() {
+        return Err(TlsError::MissingFile {
+            directive: "tls-key-file",
+        });
+    }
+    if !s.key_file_pass.is_empty() {
+        return Err(TlsError::EncryptedKey);
+    }
+    let versions = protocol_versions(&s.protocols)?;
+    let provider = Arc::new(provider(s)?);
+
+    let cert_pem = read("tls-cert-file", &s.cert_file)?;
+    let chain = certificates("tls-cert-file", Path::new(&s.cert_file), &cert_pem)?;
+    let key_pem = read("tls-key-file", &s.key_file)?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::File {
+        directive: "tls-key-file",
+        path: PathBuf::from(&s.key_file),
+        reason: match e {
+            rustls::pki_types::pem::Error::NoItemsFound => {
+                "holds no PEM private key (PKCS#8, PKCS#1 or SEC1; encrypted keys are not \
+                 supported)"
+                    .to_string()
+            }
+            e => format!("not a PEM private key ({e})"),
+        },
+    })?;
+
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions)
+        .map_err(|e| TlsError::Rustls {
+            what: "tls-protocols with tls-ciphers/tls-ciphersuites",
+            reason: e.to_string(),
+        })?;
+    let builder = match s.auth_clients {
+        TlsAuthClients::No => builder.with_no_client_auth(),
+        auth => {
+            if s.ca_cert_file.is_empty() && s.ca_cert_dir.is_empty() {
+                return Err(TlsError::NoCa { auth });
+            }
+            let roots = Arc::new(ca_roots(s)?);
+            let mut verifier = WebPkiClientVerifier::builder_with_provider(roots, provider);
+            if auth == TlsAuthClients::Optional {
+                verifier = verifier.allow_unauthenticated();
+            }
+            let verifier = verifier.build().map_err(|e| TlsError::Rustls {
+                what: "tls-ca-cert-file/tls-ca-cert-dir",
+                reason: e.to_string(),
+            })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| TlsError::Rustls {
+            what: "tls-cert-file/tls-key-file",
+            reason: e.to_string(),
+        })?;
+    config.ignore_client_order = s.prefer_server_ciphers;
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocols_map_and_refuse_old_versions() {
+        assert_eq!(protocol_versions("").unwrap().len(), 2);
+        let only12 = protocol_versions("TLSv1.2").unwrap();
+        assert_eq!(only12[0].version, rustls::version::TLS12.version);
+        assert_eq!(protocol_versions("tlsv1.3 TLSv1.3").unwrap().len(), 1);
+        for old in ["TLSv1", "TLSv1.1"] {
+            let e = protocol_versions(&format!("TLSv1.2 {old}")).unwrap_err();
+            assert!(
+                e.to_string().contains(&format!("{old} is not supported")),
+                "{e}"
+            );
+        }
+        let e = protocol_versions("SSLv3").unwrap_err();
+        assert!(e.to_string().contains("unknown protocol 'SSLv3'"), "{e}");
+    }
+
+    #[test]
+    fn cipher_names_map_from_openssl() {
+        let s = TlsSettings {
+            ciphers: "ECDHE-RSA-AES256-GCM-SHA384:TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256".into(),
+            ciphersuites: "TLS_CHACHA20_POLY1305_SHA256".into(),
+            ..TlsSettings::default()
+        };
+        let p = provider(&s).unwrap();
+        let suites: Vec<CipherSuite> = p.cipher_suites.iter().map(|s| s.suite()).collect();
+        assert_eq!(
+            suites,
+            [
+                CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
+                CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+                CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            ]
+        );
+        // Empty lists: every suite ring offers.
+        let all = provider(&TlsSettings::default()).unwrap();
+        assert_eq!(all.cipher_suites.len(), 9);
+    }
+
+    #[test]
+    fn unknown_or_misplaced_cipher_is_named() {
+        let s = TlsSettings {
+            ciphers: "ECDHE-RSA-AES256-GCM-SHA384:AES256-SHA".into(),
+            ..TlsSettings::default()
+        };
+        let e = provider(&s).unwrap_err().to_string();
+        assert!(
+            e.contains("tls-ciphers: unsupported cipher 'AES256-SHA'"),
+            "{e}"
+        );
+        let s = TlsSettings {
+            ciphers: "TLS_AES_128_GCM_SHA256".into(),
+            ..TlsSettings::default()
+        };
+        let e = provider(&s).unwrap_err().to_string();
+        assert!(e.contains("name it in tls-ciphersuites"), "{e}");
+    }
+}
