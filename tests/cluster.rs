@@ -1146,9 +1146,13 @@ fn leaders_evict_through_the_log() {
     let fresh = keys_per_group(&c, "fresh:", 32);
     write(&fresh);
     wait_under_limit("after the fresh writes");
-    // The evictions those writes caused may still be committing (a node that saw its memory
-    // under the limit may have asked for rounds still to run): the leaders' answers below
-    // are taken once no node has evicted for two seconds.
+    // No more eviction rounds from here (the sampling below allocates, and a round that
+    // evicted after it would leave the leaders' answers stale). The evictions already
+    // asked may still be committing: the leaders' answers below are taken once no node
+    // has evicted for two seconds.
+    for i in 0..c.len() {
+        let _: () = c.query(i, &cmd(&["CONFIG", "SET", "maxmemory", "0"]));
+    }
     let evicted_total = || -> u64 {
         (0..c.len())
             .map(|i| info_field(&c, i, "evicted_keys"))
