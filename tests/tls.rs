@@ -470,3 +470,40 @@ fn named_ciphers_and_protocols_are_served() {
         "PONG"
     );
 }
+
+/// redis-py with `ssl=True` and a client certificate: commands, a MULTI/EXEC pipeline and a
+/// Lua script over TLS.
+#[test]
+fn redis_py_with_ssl() {
+    let pki = Pki::new();
+    let s = TlsServer::start(&pki, false, &[]);
+    let script = format!(
+        r#"
+import redis
+r = redis.Redis(host="127.0.0.1", port={port}, ssl=True, ssl_ca_certs="{ca}",
+                ssl_certfile="{cert}", ssl_keyfile="{key}", socket_timeout=10)
+assert r.ping()
+r.set("py", "tls")
+assert r.get("py") == b"tls"
+p = r.pipeline()
+p.incr("n").incr("n").get("n")
+assert p.execute() == [1, 2, b"2"], "transaction over TLS"
+assert r.eval("return redis.call('INCRBY', KEYS[1], ARGV[1])", 1, "n", 40) == 42
+print("ok")
+"#,
+        port = s.tls_port,
+        ca = pki.arg("ca.crt"),
+        cert = pki.arg("client.crt"),
+        key = pki.arg("client.key"),
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3 runs (CI installs it and redis-py)");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
+        "redis-py over TLS: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1014,3 +1014,15 @@ fn sensitive_values_stay_out_of_debug_output() {
     assert!(shown.contains("\"requirepass\": \"<set>\""), "{shown}");
     assert_eq!(get1(&cfg, "requirepass"), "s3cret");
 }
+
+#[test]
+fn shipped_tls_example_parses() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/tls.conf");
+    let cfg = Config::from_args(&[path.to_string()]).unwrap();
+    assert_eq!(cfg.port, 0);
+    assert_eq!(cfg.runtime.tls_port(), 6379);
+    let tls = cfg.runtime.tls();
+    assert_eq!(tls.cert_file, "/etc/tallykv/tls/server.crt");
+    assert_eq!(tls.auth_clients, TlsAuthClients::Yes);
+    assert_eq!(tls.protocols, "TLSv1.3");
+}
