@@ -8,7 +8,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{DEADLINE, Server, run, wait_until};
+use common::{DEADLINE, Server, int, run, wait_until};
 
 /// A command as a RESP multibulk request.
 fn req(args: &[&[u8]]) -> Vec<u8> {
@@ -571,4 +571,164 @@ fn big_value_arriving_in_small_pieces() {
     let header = format!("${}\r\n", value.len());
     assert!(reply.starts_with(header.as_bytes()));
     assert_eq!(&reply[header.len()..reply.len() - 2], &value[..]);
+}
+
+/// The resident and peak resident memory of process `pid`, in bytes (Linux /proc).
+fn rss_and_peak(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u64 {
+        let line = status.lines().find(|l| l.starts_with(name)).unwrap();
+        let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kb * 1024
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn stats_field(c: &mut redis::Connection, name: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("stats").query(c).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .unwrap_or_else(|| panic!("INFO stats has no {name}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn argument_headers_count_toward_the_query_buffer_limit() {
+    let mut s = Server::start(&[]);
+    let mut c = s.conn();
+    run::<()>(
+        &mut c,
+        &["CONFIG", "SET", "client-query-buffer-limit", "1mb"],
+    )
+    .unwrap();
+    assert_eq!(
+        stats_field(&mut c, "client_query_buffer_limit_disconnections"),
+        0
+    );
+    let (rss_before, _) = rss_and_peak(s.pid());
+    // A count the client never fills, then empty bulks: no payload at all, but every one is
+    // an argument the server holds. 64 MB of them grew the server by ~400 MB when only
+    // payload bytes counted.
+    let mut r = s.raw();
+    r.write_all(b"*2147483647\r\n").unwrap();
+    let chunk = b"$0\r\n\r\n".repeat(10_000);
+    let mut sent = 0usize;
+    let mut closed = false;
+    while sent < 64 * 1024 * 1024 {
+        match r.write_all(&chunk) {
+            Ok(()) => sent += chunk.len(),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                panic!("the server neither read the request nor closed it: {e}")
+            }
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    assert!(closed, "64 MB of empty arguments were accepted");
+    // Closed without a reply, as Valkey does.
+    assert_eq!(read_to_close(&mut r), b"");
+    let (_, peak_after) = rss_and_peak(s.pid());
+    let grown = peak_after.saturating_sub(rss_before);
+    assert!(
+        grown < 32 * 1024 * 1024,
+        "the server grew by {grown} bytes for a 1 MB query buffer limit (sent {sent})"
+    );
+    assert_eq!(
+        stats_field(&mut c, "client_query_buffer_limit_disconnections"),
+        1
+    );
+    // Everyone else is served.
+    assert_eq!(run::<String>(&mut c, &["PING"]).unwrap(), "PONG");
+    assert_serving(&mut s);
+}
+
+#[test]
+fn proto_max_bulk_len_is_capped_at_what_storage_holds() {
+    let mut s = Server::start(&[]);
+    let mut c = s.conn();
+    let e = common::err(&mut c, &["CONFIG", "SET", "proto-max-bulk-len", "4gb"]);
+    assert!(
+        e.contains("argument must be between 1048576 and 4293918720 inclusive"),
+        "{e}"
+    );
+    run::<()>(
+        &mut c,
+        &["CONFIG", "SET", "proto-max-bulk-len", "4293918720"],
+    )
+    .unwrap();
+    assert_eq!(
+        run::<Vec<String>>(&mut c, &["CONFIG", "GET", "proto-max-bulk-len"]).unwrap(),
+        ["proto-max-bulk-len", "4293918720"]
+    );
+    // A bulk one byte longer than the cap is refused as the length is read.
+    let got = send_and_collect(&s, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$4293918721\r\n");
+    assert_eq!(lossy(&got), "-ERR Protocol error: invalid bulk length\r\n");
+    assert_serving(&mut s);
+    // At start-up too.
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tallykv-server"))
+        .args(["--port", "0", "--dir"])
+        .arg(dir.path())
+        .args(["--proto-max-bulk-len", "5gb"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = lossy(&out.stderr);
+    assert!(
+        stderr.contains("argument must be between 1048576 and 4293918720 inclusive"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_key_longer_than_storage_holds_is_refused_and_the_node_persists_the_rest() {
+    let mut s = Server::start(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let mut c = s.conn();
+    let long = "k".repeat(70_000);
+    let longest = "m".repeat(65_517);
+    let too_long = "ERR key is too long: keys of a write command are at most 65517 bytes";
+    assert_eq!(common::err(&mut c, &["SET", &long, "v"]), too_long);
+    assert_eq!(common::err(&mut c, &["RPUSH", &long, "a"]), too_long);
+    assert_eq!(
+        common::err(&mut c, &["MSET", "a", "1", &long, "2"]),
+        too_long
+    );
+    let e = common::err(
+        &mut c,
+        &["EVAL", "return redis.call('SET', KEYS[1], 'v')", "1", &long],
+    );
+    assert!(e.starts_with(too_long), "{e}");
+    // Reads of such a key just find nothing; the longest key storage holds works.
+    assert_eq!(
+        run::<Option<String>>(&mut c, &["GET", &long]).unwrap(),
+        None
+    );
+    run::<()>(&mut c, &["SET", &longest, "v1"]).unwrap();
+    assert_eq!(int(&mut c, &["HSET", "h", "f", "v"]), 1);
+    // A refused command dooms its transaction.
+    run::<()>(&mut c, &["MULTI"]).unwrap();
+    let _ = run::<redis::Value>(&mut c, &["SET", &long, "v"]);
+    assert!(common::err(&mut c, &["EXEC"]).starts_with("EXECABORT"));
+    assert_eq!(
+        run::<Option<String>>(&mut c, &["GET", &long]).unwrap(),
+        None
+    );
+    // Storage kept writing: everything acknowledged comes back after a restart.
+    s.restart();
+    s.wait_loaded();
+    let mut c = s.conn();
+    assert_eq!(
+        run::<Option<String>>(&mut c, &["GET", &longest]).unwrap(),
+        Some("v1".to_string())
+    );
+    assert_eq!(
+        run::<Option<String>>(&mut c, &["HGET", "h", "f"]).unwrap(),
+        Some("v".to_string())
+    );
+    assert_eq!(int(&mut c, &["EXISTS", &long]), 0);
+    assert_serving(&mut s);
 }

@@ -296,6 +296,26 @@ pub const NOT_FLOAT: &str = "ERR value is not a valid float";
 pub const OVERFLOW: &str = "ERR increment or decrement would overflow";
 pub const NO_SUCH_KEY: &str = "ERR no such key";
 
+/// Whether `args` of a write command name a key longer than storage holds
+/// ([`crate::storage::codec::MAX_KEY_LEN`]). Such a command is refused before it runs
+/// ([`key_too_long_error`]), so no record ever carries that key to storage. Reads of such a
+/// key need no check: it cannot exist.
+pub fn key_too_long(def: &table::CommandDef, args: &[Bytes]) -> bool {
+    def.flags & flags::WRITE != 0
+        && def
+            .keys
+            .positions(args)
+            .any(|p| args[p].len() > crate::storage::codec::MAX_KEY_LEN)
+}
+
+/// The reply to a write naming a key longer than storage holds (see [`key_too_long`]).
+pub fn key_too_long_error() -> String {
+    format!(
+        "ERR key is too long: keys of a write command are at most {} bytes",
+        crate::storage::codec::MAX_KEY_LEN
+    )
+}
+
 /// `ERR wrong number of arguments for '<name>' command`.
 pub fn arity_error(out: &mut Out, full_name: &str) {
     out.error(&format!(

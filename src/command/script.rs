@@ -344,6 +344,9 @@ fn call_from_script(argv: Vec<Vec<u8>>) -> CommandOutcome {
     if run.deny_oom && def.flags & flags::DENYOOM != 0 {
         return refuse(&format!("-{OOM}"));
     }
+    if super::key_too_long(def, &args) {
+        return refuse(&format!("-{}", super::key_too_long_error()));
+    }
     for p in def.keys.positions(&args) {
         let key = &args[p];
         let slot = key_slot(key);

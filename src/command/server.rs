@@ -449,7 +449,8 @@ fn stats_section(shared: &Shared, out: &mut String) {
          total_error_replies:{}\r\n\
          unexpected_error_replies:0\r\n\
          total_reads_processed:0\r\n\
-         total_writes_processed:0\r\n",
+         total_writes_processed:0\r\n\
+         client_query_buffer_limit_disconnections:{}\r\n",
         c(|x| x.connections_received.get()),
         c(|x| x.commands_processed.get()),
         crate::metrics::stats::ops_per_sec(),
@@ -463,6 +464,7 @@ fn stats_section(shared: &Shared, out: &mut String) {
         s(|x| x.keyspace_hits.get()),
         s(|x| x.keyspace_misses.get()),
         c(|x| x.error_replies.get()),
+        c(|x| x.client_qbuf_limit_disconnections.get()),
     );
 }
 

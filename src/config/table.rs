@@ -25,6 +25,8 @@ use super::spec::{
     BIND, DAEMONIZE, DIR, INT_MAX, INT_MIN, LONG_MAX, MB, PEERS, SAVE, Spec, clamped, int, memory,
     unsigned,
 };
+// The cap of proto-max-bulk-len: the longest string storage holds.
+use crate::storage::codec::MAX_STRING_LEN;
 
 /// Generates [`Key`] (one variant per entry, in table order) and [`SPECS`] (the entries).
 macro_rules! directives {
@@ -197,7 +199,7 @@ directives! {
     ProtoMaxBulkLen {
         name: "proto-max-bulk-len",
         access: Mutable,
-        kind: memory(MB, LONG_MAX as u64),
+        kind: memory(MB, MAX_STRING_LEN as u64),
         default: "512mb",
     }
 

@@ -279,7 +279,11 @@ fn bad_values_use_valkey_reasons() {
         ),
         (
             "proto-max-bulk-len 1000",
-            "argument must be between 1048576 and 9223372036854775807 inclusive",
+            "argument must be between 1048576 and 4293918720 inclusive",
+        ),
+        (
+            "proto-max-bulk-len 4gb",
+            "argument must be between 1048576 and 4293918720 inclusive",
         ),
         (
             "client-query-buffer-limit 1k",

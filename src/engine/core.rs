@@ -41,18 +41,18 @@ pub struct Op {
 
 pub const NO_STATS: u32 = u32::MAX;
 
+/// A batch that ran: its ops, their replies and where each reply ends.
+type Ran = (Vec<Op>, Out, Vec<usize>);
+
 /// The batch passed to [`Core::execute_or_pause`], after it ran or while its script pauses.
 pub enum Executed {
-    Done(Vec<Op>, Out, Vec<u32>),
-    Paused(
-        super::pause::Paused,
-        Rc<RefCell<Option<(Vec<Op>, Out, Vec<u32>)>>>,
-    ),
+    Done(Vec<Op>, Out, Vec<usize>),
+    Paused(super::pause::Paused, Rc<RefCell<Option<Ran>>>),
 }
 
 impl Executed {
     /// The ops, their replies and the replies' ends, once the batch has ended.
-    pub async fn done(self) -> (Vec<Op>, Out, Vec<u32>) {
+    pub async fn done(self) -> Ran {
         match self {
             Executed::Done(ops, out, ends) => (ops, out, ends),
             Executed::Paused(p, cell) => {
@@ -69,26 +69,26 @@ pub fn busy_replies(n: usize, resp3: bool, error: &str) -> BatchReply {
     let mut ends = Vec::with_capacity(n);
     for _ in 0..n {
         out.error(error);
-        ends.push(out.buf.len() as u32);
+        ends.push(out.buf.len());
     }
     BatchReply { buf: out.buf, ends }
 }
 
 /// The replies of a batch: one buffer, and where each op's reply ends in it.
+///
+/// Offsets are `usize`, as every reply offset of a read batch is: one batch's replies may
+/// pass 4 GiB (a few GETs of large strings, a big KEYS), and a `u32` offset would wrap and
+/// hand out the wrong bytes.
 #[derive(Default)]
 pub struct BatchReply {
     pub buf: Vec<u8>,
-    pub ends: Vec<u32>,
+    pub ends: Vec<usize>,
 }
 
 impl BatchReply {
     pub fn reply(&self, idx: usize) -> &[u8] {
-        let start = if idx == 0 {
-            0
-        } else {
-            self.ends[idx - 1] as usize
-        };
-        &self.buf[start..self.ends[idx] as usize]
+        let start = if idx == 0 { 0 } else { self.ends[idx - 1] };
+        &self.buf[start..self.ends[idx]]
     }
 }
 
@@ -264,7 +264,7 @@ impl Core {
     /// Runs `ops` against this core's shard at time `now` (from [`Core::prepare`]), appending
     /// each reply to `out` and its end offset to `ends`. Never yields: the batch is atomic on
     /// this core (a script in it pauses only when run by [`Core::execute_or_pause`]).
-    pub fn execute(&self, ops: &[Op], now: u64, out: &mut Out, ends: &mut Vec<u32>) {
+    pub fn execute(&self, ops: &[Op], now: u64, out: &mut Out, ends: &mut Vec<usize>) {
         let mut shard = self.shard.borrow_mut();
         let stats = &self.shared.core_stats[self.id];
         let mut last = Instant::now();
@@ -276,7 +276,7 @@ impl Core {
                 tx_aborted = false;
             }
             if op.flags & flags::TX != 0 && tx_aborted {
-                ends.push(out.buf.len() as u32);
+                ends.push(out.buf.len());
                 continue;
             }
             shard.select(op.db as usize);
@@ -346,7 +346,7 @@ impl Core {
             if !tx_continues && let Some(j) = shard.journal_mut() {
                 j.close_unit();
             }
-            ends.push(out.buf.len() as u32);
+            ends.push(out.buf.len());
         }
         // Everything else that touches the shard works in database 0.
         shard.select(0);
@@ -362,7 +362,7 @@ impl Core {
         ops: Vec<Op>,
         now: u64,
         mut out: Out,
-        mut ends: Vec<u32>,
+        mut ends: Vec<usize>,
         held: Option<TxId>,
     ) -> Executed {
         if !ops.iter().any(|op| op.flags & flags::SCRIPT != 0) {
@@ -910,7 +910,7 @@ impl Core {
         self: &Rc<Self>,
         ops: Vec<Op>,
         out: Out,
-        ends: Vec<u32>,
+        ends: Vec<usize>,
         before: u64,
         reply: oneshot::Sender<BatchReply>,
         tx: Option<TxId>,
@@ -956,4 +956,34 @@ pub fn evict_policy(p: MaxmemoryPolicy) -> Option<EvictPolicy> {
         MaxmemoryPolicy::VolatileRandom => EvictPolicy::VolatileRandom,
         MaxmemoryPolicy::VolatileTtl => EvictPolicy::VolatileTtl,
     })
+}
+
+#[cfg(test)]
+mod batch_reply_tests {
+    use super::BatchReply;
+
+    #[test]
+    fn replies_are_cut_at_their_ends() {
+        let r = BatchReply {
+            buf: b"+OK\r\n$1\r\na\r\n:1\r\n".to_vec(),
+            ends: vec![5, 5, 12, 16],
+        };
+        assert_eq!(r.reply(0), b"+OK\r\n");
+        assert_eq!(r.reply(1), b"");
+        assert_eq!(r.reply(2), b"$1\r\na\r\n");
+        assert_eq!(r.reply(3), b":1\r\n");
+    }
+
+    #[test]
+    fn offsets_past_four_gib_are_kept_as_they_are() {
+        // A batch whose replies pass u32::MAX bytes: a 32-bit offset would wrap to a small
+        // number and hand out the wrong bytes (measuring it would take 4 GiB of replies).
+        let past = u32::MAX as usize + 6;
+        let r = BatchReply {
+            buf: Vec::new(),
+            ends: vec![u32::MAX as usize, past],
+        };
+        assert_eq!(r.ends[1] - r.ends[0], 6);
+        assert_ne!(r.ends[1], past as u32 as usize);
+    }
 }

@@ -27,8 +27,8 @@ use crate::protocol::Out;
 /// Where one reply (or part of one) is.
 #[derive(Clone, Copy)]
 pub(super) enum Part {
-    /// A range of the local output buffer.
-    Local(u32, u32),
+    /// A range of the local output buffer (`usize`: a read batch's replies may pass 4 GiB).
+    Local(usize, usize),
     /// Reply `idx` of the batch sent to `core` in flush `round`.
     Remote { round: u32, core: u32, idx: u32 },
 }
@@ -66,7 +66,7 @@ pub struct Dispatcher {
     pending: Vec<Vec<Op>>,
     /// Replies of flushed batches: rounds[round][core].
     rounds: Vec<Vec<Option<BatchReply>>>,
-    local_ends: Vec<u32>,
+    local_ends: Vec<usize>,
     /// A shard command ran here, outside a slot group's path, in cluster mode: its reply
     /// may have seen uncommitted writes and must wait for them (see `replicated`).
     ran_local: bool,
@@ -313,10 +313,8 @@ impl Dispatcher {
     }
 
     fn push_local(&mut self, start: usize) {
-        self.slots.push(Slot::One(Part::Local(
-            start as u32,
-            self.local.buf.len() as u32,
-        )));
+        self.slots
+            .push(Slot::One(Part::Local(start, self.local.buf.len())));
     }
 
     /// Runs a shard command here, or queues it for the core that owns its keys.
@@ -346,7 +344,7 @@ impl Dispatcher {
                 &mut self.local,
                 &mut self.local_ends,
             );
-            Part::Local(start as u32, self.local.buf.len() as u32)
+            Part::Local(start, self.local.buf.len())
         } else {
             let q = &mut self.pending[target];
             q.push(Op {
@@ -386,7 +384,7 @@ impl Dispatcher {
         let ran = core.execute_or_pause(vec![op], self.now, out, Vec::new(), self.gate_id());
         let (_, out, _) = ran.done().await;
         self.local = out;
-        Part::Local(start as u32, self.local.buf.len() as u32)
+        Part::Local(start, self.local.buf.len())
     }
 
     /// Answers a command refused or killing while a script paused on this core is past
@@ -498,6 +496,13 @@ impl Dispatcher {
             // PING is not flagged `loading` in Valkey, but health checks must see a live node.
             self.local
                 .error("LOADING Valkey is loading the dataset in memory");
+            doom(client);
+            stats.commands[id].rejected_calls.inc();
+            self.push_local(start);
+            return;
+        }
+        if command::key_too_long(def, &args) {
+            self.local.error(&command::key_too_long_error());
             doom(client);
             stats.commands[id].rejected_calls.inc();
             self.push_local(start);
@@ -1002,7 +1007,7 @@ impl Dispatcher {
 
     fn part<'a>(local: &'a [u8], rounds: &'a [Vec<Option<BatchReply>>], p: Part) -> &'a [u8] {
         match p {
-            Part::Local(s, e) => &local[s as usize..e as usize],
+            Part::Local(s, e) => &local[s..e],
             Part::Remote { round, core, idx } => match rounds
                 .get(round as usize)
                 .and_then(|r| r[core as usize].as_ref())
@@ -1025,9 +1030,9 @@ impl Dispatcher {
             // Everything ran here, in order: the local buffer is the reply stream.
             for slot in &self.slots {
                 if let Slot::One(Part::Local(s, e)) = *slot
-                    && self.local.buf.get(s as usize) == Some(&b'-')
+                    && self.local.buf.get(s) == Some(&b'-')
                 {
-                    stats.count_error(&self.local.buf[s as usize..e as usize]);
+                    stats.count_error(&self.local.buf[s..e]);
                 }
             }
             wbuf.extend_from_slice(&self.local.buf);

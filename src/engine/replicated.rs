@@ -228,7 +228,7 @@ fn refused(core: &Core, ops: &[Op], why: &Refusal, resp3: bool) -> BatchReply {
     let mut ends = Vec::with_capacity(ops.len());
     for op in ops {
         out.error(&super::routing::refusal_text(cluster, op, why));
-        ends.push(out.buf.len() as u32);
+        ends.push(out.buf.len());
     }
     BatchReply { buf: out.buf, ends }
 }

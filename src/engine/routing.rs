@@ -152,7 +152,7 @@ pub async fn refuse_growing<'a>(
         } else {
             out.error("ERR internal error: no reply");
         }
-        ends.push(out.buf.len() as u32);
+        ends.push(out.buf.len());
     }
     BatchReply { buf: out.buf, ends }
 }

@@ -25,6 +25,9 @@ pub struct CoreStats {
     pub net_output_bytes: Counter,
     pub connections_received: Counter,
     pub rejected_connections: Counter,
+    /// Clients closed for passing client-query-buffer-limit (INFO
+    /// client_query_buffer_limit_disconnections).
+    pub client_qbuf_limit_disconnections: Counter,
     /// Every error reply sent (INFO total_error_replies).
     pub error_replies: Counter,
     /// Error replies per error code ("ERR", "WRONGTYPE", ...), for INFO errorstats. Only the
@@ -42,6 +45,7 @@ impl CoreStats {
             net_output_bytes: Counter::default(),
             connections_received: Counter::default(),
             rejected_connections: Counter::default(),
+            client_qbuf_limit_disconnections: Counter::default(),
             error_replies: Counter::default(),
             errors_by_code: Mutex::new(Vec::new()),
             commands: (0..commands).map(|_| CommandStat::default()).collect(),
@@ -54,6 +58,7 @@ impl CoreStats {
         self.net_output_bytes.set(0);
         self.connections_received.set(0);
         self.rejected_connections.set(0);
+        self.client_qbuf_limit_disconnections.set(0);
         self.error_replies.set(0);
         self.errors_by_code
             .lock()

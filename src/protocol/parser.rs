@@ -171,8 +171,9 @@ pub struct RequestParser {
     bulk_len: Option<usize>,
     /// Arguments of the multibulk in progress.
     args: Vec<Bytes>,
-    /// Sum of the lengths of `args` (Valkey's `argv_len_sum`).
-    args_bytes: usize,
+    /// Input bytes the multibulk in progress has consumed so far: its header, its length
+    /// lines, its payloads and their CRLFs (see [`RequestParser::pending_bytes`]).
+    request_bytes: usize,
     /// How many bytes at the front of the buffer have already been searched
     /// for the terminator of the line being read (0 when no line is pending).
     /// Stops at a NUL byte, which hides anything after it.
@@ -215,7 +216,7 @@ impl RequestParser {
         if let Err(e) = &result {
             self.failed = Some(e.clone());
             self.args = Vec::new();
-            self.args_bytes = 0;
+            self.request_bytes = 0;
             self.multibulk_remaining = 0;
             self.bulk_len = None;
             self.scanned = 0;
@@ -238,11 +239,23 @@ impl RequestParser {
         }
     }
 
-    /// Bytes held in the arguments of the multibulk request in progress
-    /// (Valkey's `argv_len_sum`), for callers that bound per-client memory.
+    /// Memory the multibulk request in progress holds, for callers that bound per-client
+    /// memory (`client-query-buffer-limit`): every input byte it has consumed plus its
+    /// argument vector.
+    ///
+    /// Consumed bytes, not only payload bytes (Valkey's `argv_len_sum`): the arguments are
+    /// zero-copy slices of the caller's read buffers, which stay allocated as long as any
+    /// slice of them lives, headers and length lines included. And the vector: with
+    /// payloads alone, `*2147483647` followed by endless `$0` bulks held nothing by that
+    /// count while each empty argument took `size_of::<Bytes>()` bytes of the vector (and
+    /// twice that while it doubled), so memory grew without bound under any limit.
     #[must_use]
-    pub fn pending_arg_bytes(&self) -> usize {
-        self.args_bytes
+    pub fn pending_bytes(&self) -> usize {
+        let vector = self
+            .args
+            .capacity()
+            .saturating_mul(std::mem::size_of::<Bytes>());
+        self.request_bytes.saturating_add(vector)
     }
 
     fn parse_inner(
@@ -336,8 +349,10 @@ impl RequestParser {
             Some(n) => {
                 self.multibulk_remaining = n;
                 self.bulk_len = None;
+                // The count is the client's word: room for a few arguments at most, the
+                // vector grows as they arrive (and counts in `pending_bytes` as it does).
                 self.args = Vec::with_capacity(n.min(MAX_ARGS_PREALLOC));
-                self.args_bytes = 0;
+                self.request_bytes = cr + 2;
                 Ok(Header::Started)
             }
         }
@@ -367,11 +382,11 @@ impl RequestParser {
             let arg = buf.split_to(len).freeze();
             buf.advance(2);
             self.args.push(arg);
-            self.args_bytes = self.args_bytes.saturating_add(len);
+            self.request_bytes = self.request_bytes.saturating_add(len + 2);
             self.bulk_len = None;
             self.multibulk_remaining -= 1;
         }
-        self.args_bytes = 0;
+        self.request_bytes = 0;
         Ok(Some(std::mem::take(&mut self.args)))
     }
 
@@ -403,6 +418,7 @@ impl RequestParser {
             _ => return Err(ParseError::InvalidBulkLength),
         };
         buf.advance(cr + 2);
+        self.request_bytes = self.request_bytes.saturating_add(cr + 2);
         self.scanned = 0;
         self.bulk_len = Some(len);
         Ok(Some(len))
@@ -1242,7 +1258,9 @@ mod tests {
         assert_eq!(p.parse(&mut buf, &l), Ok(None));
         assert_eq!(p.wanted(), 100_002);
         assert_eq!(&buf[..], b"abc");
-        assert_eq!(p.pending_arg_bytes(), 3);
+        // `*2\r\n`, `$3\r\nSET\r\n` and `$100000\r\n` consumed, room for two arguments.
+        let vector = 2 * std::mem::size_of::<Bytes>();
+        assert_eq!(p.pending_bytes(), 4 + 9 + 9 + vector);
         buf.extend_from_slice(&vec![b'x'; 99_997]);
         assert_eq!(p.parse(&mut buf, &l), Ok(None)); // CRLF still missing
         assert_eq!(p.wanted(), 100_002);
@@ -1250,7 +1268,7 @@ mod tests {
         let args = p.parse(&mut buf, &l).unwrap().unwrap();
         assert_eq!(args[1].len(), 100_000);
         assert_eq!(p.wanted(), 0);
-        assert_eq!(p.pending_arg_bytes(), 0);
+        assert_eq!(p.pending_bytes(), 0);
     }
 
     // ---------- inline ----------
@@ -1495,6 +1513,51 @@ mod tests {
         assert_eq!(p.parse(&mut buf, &Limits::default()), Ok(None));
         assert!(p.args.capacity() <= MAX_ARGS_PREALLOC);
         assert_eq!(p.args.len(), 1);
+    }
+
+    #[test]
+    fn empty_bulks_of_a_huge_count_count_toward_pending_bytes() {
+        // Each `$0` bulk is an argument that costs its slot in the vector although it has
+        // no payload: the count a caller bounds must grow with them.
+        let l = Limits::default();
+        let mut p = RequestParser::new();
+        let mut buf = BytesMut::from(&b"*2147483647\r\n"[..]);
+        assert_eq!(p.parse(&mut buf, &l), Ok(None));
+        let at_start = p.pending_bytes();
+        assert!(at_start <= 13 + MAX_ARGS_PREALLOC * std::mem::size_of::<Bytes>());
+        let mut last = at_start;
+        for round in 1..=20 {
+            buf.extend_from_slice(&b"$0\r\n\r\n".repeat(10_000));
+            assert_eq!(p.parse(&mut buf, &l), Ok(None));
+            assert!(buf.is_empty());
+            let args = round * 10_000;
+            assert_eq!(p.args.len(), args);
+            let held = p.pending_bytes();
+            assert!(held > last, "round {round}: {held} <= {last}");
+            // At least the input consumed plus one vector slot per argument.
+            assert!(held >= 13 + args * (6 + std::mem::size_of::<Bytes>()));
+            last = held;
+        }
+        // A protocol error drops the request and what it held.
+        buf.extend_from_slice(b"$x\r\n");
+        assert_eq!(p.parse(&mut buf, &l), Err(ParseError::InvalidBulkLength));
+        assert_eq!(p.pending_bytes(), 0);
+    }
+
+    #[test]
+    fn pending_bytes_count_headers_length_lines_and_payloads() {
+        let l = Limits::default();
+        let mut p = RequestParser::new();
+        let mut buf = BytesMut::from(&b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nva"[..]);
+        assert_eq!(p.parse(&mut buf, &l), Ok(None));
+        let vector = 3 * std::mem::size_of::<Bytes>();
+        assert_eq!(p.pending_bytes(), 4 + 9 + 7 + 4 + vector);
+        buf.extend_from_slice(b"lue\r\n");
+        assert_eq!(
+            p.parse(&mut buf, &l),
+            Ok(Some(cmd(&[b"SET", b"k", b"value"])))
+        );
+        assert_eq!(p.pending_bytes(), 0);
     }
 
     #[test]

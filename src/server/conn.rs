@@ -255,13 +255,22 @@ where
                 }
             }
         }
-        let buffered = rbuf.len() + parser.pending_arg_bytes();
+        // What this client's input holds: unparsed bytes plus the request in progress,
+        // argument vector included (see `RequestParser::pending_bytes`). Checked after every
+        // read, which adds at most READ_CHUNK bytes, so the memory a client can make us hold
+        // stays within a small multiple of the limit.
+        let buffered = rbuf.len() + parser.pending_bytes();
         client.info.query_buf.store(buffered, Relaxed);
         if buffered > rt.client_query_buffer_limit() {
+            let head = &rbuf[..rbuf.len().min(64)];
             tracing::warn!(
-                client = client.info.id,
-                "closing client that reached max query buffer length ({buffered} bytes)"
+                "Closing client that reached max query buffer length: id={} addr={} \
+                 qbuf={buffered} (qbuf initial bytes: {:?})",
+                client.info.id,
+                client.info.addr,
+                String::from_utf8_lossy(head),
             );
+            stats.client_qbuf_limit_disconnections.inc();
             return Ok(());
         }
         if !commands.is_empty() {

@@ -59,6 +59,19 @@ const TYPE_HASH_TTL: u8 = 6;
 const HAS_EXPIRY: u8 = 0x80;
 const HAS_EPOCH: u8 = 0x40;
 
+/// The longest key storage holds. fjall keys are at most 65535 bytes (a `u16` length; a
+/// longer one panics inside fjall), and the longest stored form of a key is a delta's
+/// ([`encode_delta_key`]: slot, key length, key, epoch, sequence), 18 bytes more than the key.
+/// Write commands refuse longer keys before they run.
+pub const MAX_KEY_LEN: usize = u16::MAX as usize - DELTA_KEY_OVERHEAD;
+const DELTA_KEY_OVERHEAD: usize = 2 + 4 + 8 + 4;
+
+/// The longest string storage holds, the most `proto-max-bulk-len` may be set to. fjall
+/// values are below 4 GiB (a `u32` length, as is a shard entry's string length); a stored
+/// value adds its header, a delta its record framing and the key (at most [`MAX_KEY_LEN`]):
+/// 1 MiB of room covers them.
+pub const MAX_STRING_LEN: usize = (1 << 32) - 1024 * 1024;
+
 /// Appends the stored form of `key` in `slot` to `out`.
 pub fn encode_key(slot: u16, key: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&slot.to_be_bytes());
@@ -436,6 +449,24 @@ mod tests {
             assert_eq!((&back, e, ep), (v, exp, Some(epoch)));
             assert_eq!(peek_expiry(&buf).unwrap(), exp);
         }
+    }
+
+    #[test]
+    fn the_longest_key_fits_every_stored_form() {
+        let key = vec![b'k'; MAX_KEY_LEN];
+        let mut stored = Vec::new();
+        encode_delta_key(16383, &key, u64::MAX, u32::MAX, &mut stored);
+        assert_eq!(stored.len(), u16::MAX as usize);
+        for db in [0, u32::MAX] {
+            stored.clear();
+            encode_db_key(db, 16383, &key, &mut stored);
+            // The database marker is taken off before the key reaches fjall.
+            assert!(stored.len() - usize::from(db != 0) <= u16::MAX as usize);
+        }
+        // A stored string value's header is far below the room left for it.
+        let mut value = Vec::new();
+        encode_value(ValueRef::Str(b""), Some(u64::MAX), &mut value);
+        assert!(MAX_STRING_LEN + value.len() + MAX_KEY_LEN < u32::MAX as usize);
     }
 
     #[test]

@@ -678,6 +678,9 @@ impl Storage {
                 let slot = u16::from_be_bytes([item.key[0], item.key[1]]) as usize;
                 &self.groups[self.group_of(slot)]
             };
+            if !fits_fjall(&mut item) {
+                continue;
+            }
             match item.value {
                 Some(v) => {
                     stats
@@ -688,7 +691,10 @@ impl Storage {
                 None => batch.remove(ks, item.key),
             }
         }
-        for item in deltas {
+        for mut item in deltas {
+            if !fits_fjall(&mut item) {
+                continue;
+            }
             match item.value {
                 Some(v) => {
                     stats.deltas_written.fetch_add(1, Relaxed);
@@ -851,6 +857,35 @@ impl Storage {
         s.last_fsync_unix
             .store(crate::util::now_ms() / 1000, Relaxed);
     }
+}
+
+/// Whether `item` is within fjall's limits (keys up to 65535 bytes, values below 4 GiB),
+/// which fjall enforces by panicking, on this writer thread, for everyone's writes. Write
+/// commands refuse keys longer than [`codec::MAX_KEY_LEN`] and strings longer than
+/// `proto-max-bulk-len` (capped at [`codec::MAX_STRING_LEN`]), so this is the last guard, for
+/// what those checks cannot see (a collection whose stored form passed 4 GiB): an item with
+/// a key too long is dropped (no such key can be stored), one with a value too long becomes
+/// a delete, so a restart does not bring back an older value. Both are logged.
+fn fits_fjall(item: &mut Item) -> bool {
+    if item.key.len() > u16::MAX as usize {
+        tracing::error!(
+            "a key of {} bytes is longer than storage holds; it is not persisted",
+            item.key.len()
+        );
+        return false;
+    }
+    if item
+        .value
+        .as_ref()
+        .is_some_and(|v| v.len() > u32::MAX as usize)
+    {
+        tracing::error!(
+            "a value of {} bytes is larger than storage holds; its key is not persisted",
+            item.value.as_ref().map_or(0, Vec::len)
+        );
+        item.value = None;
+    }
+    true
 }
 
 /// A write or sync error: fjall refuses further writes after one (it cannot tell what reached
