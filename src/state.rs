@@ -57,6 +57,8 @@ pub struct Shared {
     pub watching_clients: AtomicUsize,
     /// Lua scripts: the node's cache and what runs on each core.
     pub scripts: crate::command::script::Scripts,
+    /// ACL users (`requirepass` is the default user's password).
+    pub acl: Arc<crate::security::acl::Users>,
     pub memory: Memory,
     pub started: Instant,
     pub started_unix_ms: u64,
@@ -101,6 +103,18 @@ impl Shared {
             .as_ref()
             .map(|p| p.display().to_string())
             .unwrap_or_default();
+        let users = Arc::new(crate::security::acl::Users::new(
+            config.runtime.requirepass().as_deref(),
+        ));
+        // `requirepass` is the default user's password: CONFIG SET changes it at once.
+        let (hook_users, runtime) = (users.clone(), Arc::downgrade(&config.runtime));
+        config.runtime.on_change(move |directive| {
+            if directive == "requirepass"
+                && let Some(rt) = runtime.upgrade()
+            {
+                hook_users.set_requirepass(rt.requirepass().as_deref());
+            }
+        });
         Shared {
             config,
             cores,
@@ -118,6 +132,7 @@ impl Shared {
             blocked_with_timeout: AtomicUsize::new(0),
             watching_clients: AtomicUsize::new(0),
             scripts: crate::command::script::Scripts::new(cores),
+            acl: users,
             memory: Memory::new(),
             started: Instant::now(),
             started_unix_ms: now,

@@ -16,8 +16,11 @@ pub struct Client {
     pub resp3: bool,
     /// Set by QUIT: close the connection once the reply is written.
     pub closing: bool,
-    /// Whether AUTH (or HELLO ... AUTH) succeeded; only consulted while requirepass is set.
+    /// Whether AUTH (or HELLO ... AUTH) succeeded; only consulted while the default user
+    /// needs a password (or is off).
     pub authenticated: bool,
+    /// The client's ACL user (the default one until AUTH names another).
+    pub acl: crate::security::acl::Session,
     /// READONLY: in cluster mode, reads of slots this node replicates are served here.
     pub readonly: bool,
     /// Between MULTI and EXEC/DISCARD: the queued commands.
@@ -50,7 +53,7 @@ pub type WatchedKey = (Bytes, usize, bool, u32);
 impl Client {
     /// Whether this client must authenticate before running commands (Valkey's authRequired).
     pub fn auth_required(&self, shared: &Shared) -> bool {
-        !self.authenticated && shared.config.runtime.requirepass().is_some()
+        !self.authenticated && shared.acl.default_requires_auth()
     }
 }
 
@@ -118,6 +121,7 @@ pub fn reset(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
     ctx.client.info.meta.lock().expect("client meta lock").name = None;
     // RESET returns to the default user, which must authenticate again when a password is set.
     ctx.client.authenticated = false;
+    ctx.client.acl = ctx.shared.acl.default_session();
     // RESET also discards a transaction; its watches are dropped by the dispatcher.
     ctx.client.multi = None;
     ctx.client.db = 0;
@@ -128,26 +132,16 @@ pub fn reset(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
 const NO_PASSWORD: &str = "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?";
 const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
 
-/// Valkey's ACLAuthenticateUser for the one user that exists until ACLs arrive: `default`,
-/// which takes any password while none is configured (`nopass`), else `requirepass`.
-fn authenticate(shared: &Shared, user: &[u8], password: &[u8]) -> bool {
-    if user != b"default" {
-        return false;
+/// Valkey's ACLAuthenticateUser: on success the client runs as `user` from now on.
+fn authenticate(ctx: &mut ConnCtx<'_>, user: &[u8], password: &[u8]) -> bool {
+    match ctx.shared.acl.authenticate(user, password) {
+        Some(u) => {
+            ctx.client.acl = ctx.shared.acl.session(u);
+            ctx.client.authenticated = true;
+            true
+        }
+        None => false,
     }
-    match shared.config.runtime.requirepass() {
-        None => true,
-        Some(p) => constant_time_eq(p.as_bytes(), password),
-    }
-}
-
-/// Compares without an early exit, so response time does not reveal how much of a guessed
-/// password matched (Valkey's time_independent_strcmp).
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        diff |= (a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0)) as usize;
-    }
-    diff == 0
 }
 
 pub fn auth(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
@@ -157,7 +151,8 @@ pub fn auth(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
     }
     let (user, password): (&[u8], &[u8]) = if args.len() == 2 {
         // The old one-argument form is an error while the default user has no password.
-        if ctx.shared.config.runtime.requirepass().is_none() {
+        let default = ctx.shared.acl.get(b"default");
+        if default.is_some_and(|u| u.nopass) {
             ctx.out.error(NO_PASSWORD);
             return;
         }
@@ -165,8 +160,7 @@ pub fn auth(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
     } else {
         (&args[1], &args[2])
     };
-    if authenticate(ctx.shared, user, password) {
-        ctx.client.authenticated = true;
+    if authenticate(ctx, user, password) {
         ctx.out.ok();
     } else {
         ctx.out.error(WRONGPASS);
@@ -216,13 +210,11 @@ pub fn hello(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
         }
     }
     match credentials {
-        Some((user, password)) => {
-            if !authenticate(ctx.shared, user, password) {
-                ctx.out.error(WRONGPASS);
-                return;
-            }
-            ctx.client.authenticated = true;
+        Some((user, password)) if !authenticate(ctx, user, password) => {
+            ctx.out.error(WRONGPASS);
+            return;
         }
+        Some(_) => {}
         None if ctx.client.auth_required(ctx.shared) => {
             ctx.out.error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
             return;

@@ -3,46 +3,9 @@
 use bytes::Bytes;
 
 use super::connection::{ConnCtx, help};
-use super::table::{CommandDef, lookup, lookup_sub, registry};
+use super::table::{lookup, lookup_sub, registry};
 use super::{Exec, flags};
 use crate::protocol::Out;
-
-/// ACL categories derived from flags and group, as Valkey assigns them, in the order of
-/// Valkey's category table (keyspace, read, write, ..., string, ..., admin, fast, slow,
-/// blocking, dangerous, connection, ...), which is the order COMMAND INFO lists them in.
-fn acl_categories(d: &CommandDef) -> Vec<&'static str> {
-    let group = |g: &str| d.group == g;
-    let admin = d.flags & flags::ADMIN != 0;
-    let fast = d.flags & flags::FAST != 0;
-    let dangerous = admin || matches!(d.name, "keys" | "flushall" | "flushdb");
-    let table: [(&'static str, bool); 16] = [
-        ("@keyspace", group("generic")),
-        // Server commands flagged readonly read no keys, except MEMORY USAGE.
-        (
-            "@read",
-            d.flags & flags::READONLY != 0 && (!group("server") || d.keys.has_keys()),
-        ),
-        ("@write", d.flags & flags::WRITE != 0),
-        ("@set", group("set")),
-        ("@sortedset", group("sorted-set")),
-        ("@list", group("list")),
-        ("@hash", group("hash")),
-        ("@string", group("string")),
-        ("@admin", admin),
-        ("@fast", fast),
-        ("@slow", !fast),
-        ("@blocking", d.flags & flags::BLOCKING != 0),
-        ("@dangerous", dangerous),
-        ("@connection", group("connection")),
-        ("@transaction", group("transactions")),
-        ("@scripting", group("scripting")),
-    ];
-    table
-        .iter()
-        .filter(|(_, on)| *on)
-        .map(|(c, _)| *c)
-        .collect()
-}
 
 fn write_info(out: &mut Out, id: usize) {
     let reg = registry();
@@ -65,10 +28,10 @@ fn write_info(out: &mut Out, id: usize) {
     out.int(d.keys.first as i64);
     out.int(d.keys.last as i64);
     out.int(d.keys.step as i64);
-    let acl = acl_categories(d);
-    out.set(acl.len());
-    for c in acl {
-        out.simple(c);
+    let acl = reg.categories(id);
+    out.set(acl.count_ones() as usize);
+    for c in super::category::names(acl) {
+        out.simple(&format!("@{c}"));
     }
     let tips = tips(reg.full_name(id));
     out.array(tips.len());
@@ -205,9 +168,9 @@ pub fn command_list(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
             None => true,
             Some((kind, arg)) => match kind.as_slice() {
                 b"pattern" => crate::util::glob_match(arg, name.as_bytes(), true),
-                b"aclcat" => acl_categories(reg.def(id))
-                    .iter()
-                    .any(|c| c.as_bytes()[1..].eq_ignore_ascii_case(arg)),
+                b"aclcat" => {
+                    super::category::by_name(arg).is_some_and(|c| reg.categories(id) & c != 0)
+                }
                 b"module" => false,
                 _ => {
                     ctx.out.error(super::SYNTAX_ERROR);

@@ -6,7 +6,9 @@
 //! the same table. A family file parses arguments, reads its shard and writes through
 //! mutation records — it never sees a socket.
 
+pub mod acl;
 pub mod bitmap;
+pub mod category;
 pub mod cluster;
 pub mod connection;
 pub mod counter;

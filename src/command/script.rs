@@ -29,6 +29,7 @@ use super::{Ctx, Exec, NodeView, flags, is};
 use crate::cluster::key_slot;
 use crate::protocol::Out;
 use crate::script::{self, CallMode, CommandOutcome, ScriptError, ScriptFlags};
+use crate::security::acl::User;
 use crate::shard::Shard;
 
 const NOSCRIPT: &str = "NOSCRIPT No matching script. Please use EVAL.";
@@ -227,6 +228,27 @@ thread_local! {
     /// Whether memory was over `maxmemory` (with no room to make) when the engine started
     /// the script command about to run (see [`flags::SCRIPT`]).
     static PRE_OOM: Cell<bool> = const { Cell::new(false) };
+    /// The ACL user of the script command about to run on this thread, when restricted
+    /// (None: allowed everything).
+    static CALLER: RefCell<Option<Arc<User>>> = const { RefCell::new(None) };
+}
+
+/// Tells the script command about to run on this thread which restricted ACL user called it
+/// (None: a caller allowed everything): each `redis.call` is checked against it, as Valkey
+/// checks a script's commands against its caller's permissions.
+pub fn set_caller(user: Option<Arc<User>>) {
+    CALLER.with(|c| *c.borrow_mut() = user);
+}
+
+/// Whether the script's caller may run command `id` with `args`: the refusal's text if not.
+fn caller_denied(id: usize, def: &super::table::CommandDef, args: &[Bytes]) -> Option<String> {
+    CALLER.with(|c| {
+        let caller = c.borrow();
+        let user = caller.as_ref()?;
+        let denied = user.check(id, def, args).err()?;
+        let full_name = super::table::registry().full_name(id);
+        Some(crate::security::acl::denied_error(user, full_name, &denied))
+    })
 }
 
 /// Valkey's error for a write refused over `maxmemory`.
@@ -279,8 +301,16 @@ pub(super) fn new_lua(functions: bool) -> mlua::Result<Lua> {
     redis.raw_set(
         "acl_check_cmd",
         script::acl_check_function(&lua, |_, argv| {
-            // No ACLs yet: every known command is allowed.
-            super::table::lookup(&argv[0]).map(|_| true)
+            // Whether the caller may run that command with those arguments.
+            let mut id = super::table::lookup(&argv[0])?;
+            let reg = super::table::registry();
+            if matches!(reg.def(id).exec, Exec::Container)
+                && let Some(sub) = argv.get(1).and_then(|a| super::table::lookup_sub(id, a))
+            {
+                id = sub;
+            }
+            let args: Vec<Bytes> = argv.into_iter().map(Bytes::from).collect();
+            Some(caller_denied(id, reg.def(id), &args).is_none())
         })?,
     )?;
     if functions {
@@ -329,6 +359,9 @@ fn call_from_script(argv: Vec<Vec<u8>>) -> CommandOutcome {
         return refuse("Wrong number of args calling command from script");
     }
     let args: Vec<Bytes> = argv.into_iter().map(Bytes::from).collect();
+    if let Some(denied) = caller_denied(id, def, &args) {
+        return refuse(&format!("-{denied}"));
+    }
     // SAFETY: as for RUNNING; the shard and node outlive the script's run.
     let (shard, node) = unsafe { (&mut *run.shard, &*run.node) };
     if def.name == "select" {

@@ -260,7 +260,7 @@ pub static COMMANDS: &[CommandDef] = &[
             def(
                 "meet",
                 -4,
-                STALE,
+                ADMIN | STALE,
                 NOKEY,
                 "cluster",
                 "3.0.0",
@@ -271,7 +271,7 @@ pub static COMMANDS: &[CommandDef] = &[
             def(
                 "forget",
                 3,
-                STALE,
+                ADMIN | STALE,
                 NOKEY,
                 "cluster",
                 "3.0.0",
@@ -1259,6 +1259,8 @@ pub static COMMANDS: &[CommandDef] = &[
 pub struct Registry {
     defs: Vec<&'static CommandDef>,
     full_names: Vec<String>,
+    /// Each command's ACL categories (`category::of`), by id.
+    categories: Vec<u32>,
     by_name: HashMap<&'static str, usize, ahash::RandomState>,
     sub_by_name: HashMap<usize, HashMap<&'static str, usize, ahash::RandomState>>,
 }
@@ -1268,6 +1270,7 @@ impl Registry {
         let mut r = Registry {
             defs: Vec::new(),
             full_names: Vec::new(),
+            categories: Vec::new(),
             by_name: HashMap::default(),
             sub_by_name: HashMap::new(),
         };
@@ -1275,11 +1278,15 @@ impl Registry {
             let id = r.defs.len();
             r.defs.push(d);
             r.full_names.push(d.name.to_string());
+            let container = matches!(d.exec, Exec::Container);
+            r.categories.push(super::category::of(d, d.name, container));
             r.by_name.insert(d.name, id);
             for s in d.subcommands {
                 let sid = r.defs.len();
                 r.defs.push(s);
-                r.full_names.push(format!("{}|{}", d.name, s.name));
+                let full = format!("{}|{}", d.name, s.name);
+                r.categories.push(super::category::of(s, &full, false));
+                r.full_names.push(full);
                 r.sub_by_name.entry(id).or_default().insert(s.name, sid);
             }
         }
@@ -1307,6 +1314,12 @@ impl Registry {
     /// "get", or "client|list" for a subcommand.
     pub fn full_name(&self, id: usize) -> &str {
         &self.full_names[id]
+    }
+
+    /// The ACL categories of command `id` (`category::KEYSPACE | category::READ ...`).
+    #[inline]
+    pub fn categories(&self, id: usize) -> u32 {
+        self.categories[id]
     }
 
     /// Whether `id` is a subcommand (its full name has a `|`).
@@ -1344,6 +1357,7 @@ fn families() -> impl Iterator<Item = &'static CommandDef> {
         .chain(super::function::COMMANDS)
         .chain(super::bitmap::COMMANDS)
         .chain(super::memory::COMMANDS)
+        .chain(super::acl::COMMANDS)
 }
 
 pub fn registry() -> &'static Registry {

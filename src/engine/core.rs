@@ -37,6 +37,9 @@ pub struct Op {
     pub cmd_id: u32,
     /// The numbered database it runs in (SELECT).
     pub db: u32,
+    /// A script's caller when its ACL user is restricted (`redis.call` checks each command
+    /// against it); None for any other op, and for a caller allowed everything.
+    pub user: Option<Arc<crate::security::acl::User>>,
 }
 
 pub const NO_STATS: u32 = u32::MAX;
@@ -291,6 +294,7 @@ impl Core {
                     return false;
                 }
                 if op.flags & flags::SCRIPT != 0 {
+                    crate::command::script::set_caller(op.user.clone());
                     let oom = if self.shared.config.cluster.enabled {
                         self.growth_refused()
                     } else {

@@ -23,6 +23,7 @@ use crate::command::table::{lookup, lookup_sub, registry};
 use crate::command::{self, Exec, Fanout, Multi, ShardFn, flags, keyspace, string};
 use crate::metrics::CoreStats;
 use crate::protocol::Out;
+use crate::security;
 
 /// Where one reply (or part of one) is.
 #[derive(Clone, Copy)]
@@ -92,6 +93,9 @@ pub struct Dispatcher {
     prepared: bool,
     /// The database of the command being dispatched (the client's, as SELECT left it).
     pub(super) db: u32,
+    /// The client's ACL user when restricted (None: allowed everything), for the script ops
+    /// this dispatcher builds (see `Op::user`).
+    user: Option<std::sync::Arc<crate::security::acl::User>>,
 }
 
 impl Dispatcher {
@@ -113,6 +117,7 @@ impl Dispatcher {
             holding: None,
             prepared: false,
             db: 0,
+            user: None,
         }
     }
 
@@ -339,6 +344,7 @@ impl Dispatcher {
                     flags,
                     cmd_id,
                     db: self.db,
+                    user: self.op_user(flags),
                 }],
                 self.now,
                 &mut self.local,
@@ -346,6 +352,7 @@ impl Dispatcher {
             );
             Part::Local(start, self.local.buf.len())
         } else {
+            let user = self.op_user(flags);
             let q = &mut self.pending[target];
             q.push(Op {
                 exec,
@@ -353,6 +360,7 @@ impl Dispatcher {
                 flags,
                 cmd_id,
                 db: self.db,
+                user,
             });
             Part::Remote {
                 round: self.rounds.len() as u32,
@@ -379,6 +387,7 @@ impl Dispatcher {
             flags,
             cmd_id,
             db: self.db,
+            user: self.op_user(flags),
         };
         let out = std::mem::take(&mut self.local);
         let ran = core.execute_or_pause(vec![op], self.now, out, Vec::new(), self.gate_id());
@@ -401,6 +410,15 @@ impl Dispatcher {
             }
         }
         self.push_local(start);
+    }
+
+    /// The user a script op carries (see `Op::user`).
+    fn op_user(&self, flags: u32) -> Option<std::sync::Arc<crate::security::acl::User>> {
+        if flags & flags::SCRIPT != 0 {
+            self.user.clone()
+        } else {
+            None
+        }
     }
 
     async fn dispatch(&mut self, core: &Rc<Core>, client: &mut Client, args: Vec<Bytes>) {
@@ -492,6 +510,21 @@ impl Dispatcher {
             self.push_local(start);
             return;
         }
+        // ACL: one epoch load and, for an unrestricted user (the default one), one flag test.
+        if !core.shared.acl.refresh(&mut client.acl) {
+            // The client's user was deleted (ACL DELUSER): Valkey disconnects its clients.
+            client.closing = true;
+            return;
+        }
+        self.user = (!client.acl.user.is_unrestricted()).then(|| client.acl.user.clone());
+        if let Err(denied) = client.acl.user.check(id, def, &args) {
+            let msg = security::acl::denied_error(&client.acl.user, reg.full_name(id), &denied);
+            self.local.error(&msg);
+            doom(client);
+            stats.commands[id].rejected_calls.inc();
+            self.push_local(start);
+            return;
+        }
         if core.shared.loading() && def.flags & flags::LOADING == 0 && def.name != "ping" {
             // PING is not flagged `loading` in Valkey, but health checks must see a live node.
             self.local
@@ -573,8 +606,9 @@ impl Dispatcher {
                 let start = self.local.buf.len();
                 let began = Instant::now();
                 let keys = def.keys.positions(&args).map(|p| args[p].clone()).collect();
-                let (tx, db) = (self.tx, self.db);
-                super::span::run_spanning(core, f, &args, keys, tx, db, &mut self.local).await;
+                let (tx, db, user) = (self.tx, self.db, self.op_user(def.flags));
+                super::span::run_spanning(core, f, &args, keys, tx, db, user, &mut self.local)
+                    .await;
                 self.count_local(stats, id, start, began);
             }
             Exec::Shard(f)
@@ -748,6 +782,7 @@ impl Dispatcher {
                         flags: def.flags,
                         cmd_id,
                         db: self.db,
+                        user: self.op_user(def.flags),
                     },
                 );
                 self.slots.push(Slot::One(part));
@@ -829,6 +864,7 @@ impl Dispatcher {
                     flags: def.flags,
                     cmd_id,
                     db: self.db,
+                    user: None,
                 };
                 self.queue_for_group(core, cluster, g, op)
             })

@@ -133,6 +133,7 @@ pub async fn refuse_growing<'a>(
             flags: op.flags,
             cmd_id: op.cmd_id,
             db: op.db,
+            user: op.user.clone(),
         })
         .collect();
     let ran = if rest.is_empty() {

@@ -71,7 +71,9 @@ pub fn owners(core: &Core, keys: &[Bytes]) -> BTreeSet<usize> {
 
 /// Runs `exec` on `args` in database `db` atomically although its `keys` live on several
 /// cores: takes their gates unless `held` (the transaction already holding them), runs it on
-/// the scratch shard, writes back, opens the gates.
+/// the scratch shard, writes back, opens the gates. `user`: a script's restricted ACL user
+/// (see `Op::user`).
+#[allow(clippy::too_many_arguments)]
 pub async fn run_spanning(
     core: &Rc<Core>,
     exec: ShardFn,
@@ -79,6 +81,7 @@ pub async fn run_spanning(
     keys: Vec<Bytes>,
     held: Option<TxId>,
     db: u32,
+    user: Option<Arc<crate::security::acl::User>>,
     out: &mut Out,
 ) {
     let cores = owners(core, &keys);
@@ -93,7 +96,7 @@ pub async fn run_spanning(
     match copy_to_db(core, args, db) {
         Some(Ok(to_db)) => copy_across(core, args, tx, db, to_db, out).await,
         Some(Err(e)) => out.error(e),
-        None => run_on_scratch(core, exec, args, keys, tx, db, out).await,
+        None => run_on_scratch(core, exec, args, keys, tx, db, user, out).await,
     }
     if held.is_none() {
         release_all(core, &cores, tx).await;
@@ -159,6 +162,7 @@ type Final = (Box<[u8]>, Option<(Value, Option<u64>)>);
 
 /// Runs `exec` against copies of `keys` (their gates held by `tx`) and writes back what it
 /// changed.
+#[allow(clippy::too_many_arguments)]
 async fn run_on_scratch(
     core: &Rc<Core>,
     exec: ShardFn,
@@ -166,6 +170,7 @@ async fn run_on_scratch(
     keys: Vec<Bytes>,
     tx: TxId,
     db: u32,
+    user: Option<Arc<crate::security::acl::User>>,
     out: &mut Out,
 ) {
     let db = db as usize;
@@ -228,6 +233,7 @@ async fn run_on_scratch(
         scratch.start_journal();
         // A script across cores: whether it may grow memory (see `flags::SCRIPT`).
         crate::command::script::set_pre_oom(core.growth_refused());
+        crate::command::script::set_caller(user);
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let mut ctx = Ctx {
                 shard: scratch,

@@ -127,6 +127,7 @@ fn guard_op(client: u64, keys: &[WatchedKey], core: usize) -> Option<Op> {
         flags: flags::TX | flags::TX_GUARD,
         cmd_id: super::core::NO_STATS,
         db: 0,
+        user: None,
     })
 }
 
@@ -300,6 +301,8 @@ impl Dispatcher {
         let mut parts = Vec::with_capacity(queued.len() + guarded as usize);
         let mut first = true;
         let db = client.db;
+        // A queued script carries its caller's user when restricted (see `Op::user`).
+        let user = (!client.acl.user.is_unrestricted()).then(|| client.acl.user.clone());
         let mut tx_op = |exec, args, flags: u32, cmd_id| {
             let begin = if std::mem::take(&mut first) {
                 flags::TX_BEGIN
@@ -312,6 +315,11 @@ impl Dispatcher {
                 flags: flags | flags::TX | begin,
                 cmd_id,
                 db,
+                user: if flags & flags::SCRIPT != 0 {
+                    user.clone()
+                } else {
+                    None
+                },
             }
         };
         if let Some(op) = guard {

@@ -72,7 +72,7 @@ where
     stats.connections_received.inc();
     let peer = socket.peer;
     if rt.protected_mode()
-        && rt.requirepass().is_none()
+        && !shared.acl.default_requires_auth()
         && !peer.is_some_and(|p| p.ip().is_loopback())
         && binds_everywhere(&shared.config.bind)
     {
@@ -109,6 +109,7 @@ where
         resp3: false,
         closing: false,
         authenticated: false,
+        acl: shared.acl.default_session(),
         readonly: false,
         multi: None,
         watching: None,

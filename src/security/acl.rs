@@ -1,0 +1,920 @@
+//! ACL users, as Valkey has them: a user's flags (on/off, nopass), its passwords (SHA-256
+//! hex digests, never the text), and selectors — the root one plus `(...)` ones — each
+//! allowing commands (by name, subcommand or category), key patterns with read/write
+//! permissions, and pub/sub channel patterns. `SETUSER`'s rule grammar, the rendering
+//! `ACL LIST`/`GETUSER` show, and the permission check the dispatcher runs before a command.
+//!
+//! Where users live: one [`Users`] registry per node (in `Shared`), a map of immutable
+//! `Arc<User>` records behind a lock taken only by ACL commands, AUTH and a client's refresh.
+//! A change replaces the record and bumps an epoch; each client holds its user's record and
+//! the epoch it saw ([`Session`]), so the hot path is one atomic load and, for an
+//! unrestricted user such as the default one, one flag test. A client notices a changed
+//! user at its next command; a deleted user's clients are disconnected then.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use crate::command::category;
+use crate::command::table::{CommandDef, lookup, lookup_sub, registry};
+use crate::command::{Exec, flags};
+
+/// Key permissions of a pattern (`%R~`, `%W~`, `~` = both).
+pub const READ: u8 = 1;
+pub const WRITE: u8 = 2;
+
+/// Why a SETUSER rule was refused: Valkey's texts (ACLSetUserStringError).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleError {
+    UnknownCommand,
+    Syntax,
+    PatternAfterAllKeys,
+    ChannelAfterAllChannels,
+    NoSuchPassword,
+    BadHash,
+}
+
+impl RuleError {
+    pub fn text(self) -> &'static str {
+        match self {
+            RuleError::UnknownCommand => "Unknown command or category name in ACL",
+            RuleError::Syntax => "Syntax error",
+            RuleError::PatternAfterAllKeys => {
+                "Adding a pattern after the * pattern (or the 'allkeys' flag) is not valid and does not have any effect. Try 'resetkeys' to start with an empty list of patterns"
+            }
+            RuleError::ChannelAfterAllChannels => {
+                "Adding a pattern after the * pattern (or the 'allchannels' flag) is not valid and does not have any effect. Try 'resetchannels' to start with an empty list of channels"
+            }
+            RuleError::NoSuchPassword => {
+                "The password you are trying to remove from the user does not exist"
+            }
+            RuleError::BadHash => {
+                "The password hash must be exactly 64 characters and contain only lowercase hexadecimal characters"
+            }
+        }
+    }
+}
+
+/// Why a command was refused by [`User::check`] (ordered: a key denial is the more precise
+/// answer, as Valkey's ACLCheckAllUserCommandPerm picks it).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Denied {
+    Command,
+    /// The first key argument refused.
+    Key(Bytes),
+}
+
+/// A key pattern and what it allows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyPattern {
+    pub pattern: Vec<u8>,
+    pub perms: u8,
+}
+
+/// One set of permissions: the user's root selector or a `(...)` one.
+#[derive(Clone, Debug)]
+pub struct Selector {
+    /// Allowed commands, one bit per registry id (subcommands have ids of their own).
+    commands: Vec<u64>,
+    /// Set by `allcommands`/`+@all`, cleared by `nocommands`/`-@all`: commands added later
+    /// would be allowed too (rendered as `+@all`, else `-@all`).
+    all_commands: bool,
+    /// The command rules after the `+@all`/`-@all` base, in order, each command or category
+    /// once (a later rule for it replaces the earlier): what ACL LIST shows.
+    rules: Vec<String>,
+    all_keys: bool,
+    keys: Vec<KeyPattern>,
+    all_channels: bool,
+    channels: Vec<Vec<u8>>,
+}
+
+impl Selector {
+    fn new() -> Selector {
+        Selector {
+            commands: vec![0; registry().len().div_ceil(64)],
+            all_commands: false,
+            rules: Vec::new(),
+            all_keys: false,
+            keys: Vec::new(),
+            all_channels: false,
+            channels: Vec::new(),
+        }
+    }
+
+    fn allows_command(&self, id: usize) -> bool {
+        self.commands[id / 64] & (1 << (id % 64)) != 0
+    }
+
+    fn set_command(&mut self, id: usize, on: bool) {
+        if on {
+            self.commands[id / 64] |= 1 << (id % 64);
+        } else {
+            self.commands[id / 64] &= !(1 << (id % 64));
+        }
+    }
+
+    /// A command and, for a container, all its subcommands.
+    fn set_command_tree(&mut self, id: usize, on: bool) {
+        self.set_command(id, on);
+        for s in registry().subs_of(id) {
+            self.set_command(s, on);
+        }
+    }
+
+    fn update_rules(&mut self, body: &str, allow: bool) {
+        self.rules.retain(|r| r[1..] != *body);
+        self.rules
+            .push(format!("{}{body}", if allow { '+' } else { '-' }));
+    }
+
+    /// Applies one rule that belongs to a selector (commands, keys, channels).
+    fn apply(&mut self, op: &[u8]) -> Result<(), RuleError> {
+        let lower = op.to_ascii_lowercase();
+        match lower.as_slice() {
+            b"allcommands" | b"+@all" | b"nocommands" | b"-@all" => {
+                let on = matches!(lower.as_slice(), b"allcommands" | b"+@all");
+                self.commands.fill(if on { u64::MAX } else { 0 });
+                self.all_commands = on;
+                self.rules.clear();
+                return Ok(());
+            }
+            b"allkeys" => return self.apply(b"~*"),
+            b"resetkeys" => {
+                self.all_keys = false;
+                self.keys.clear();
+                return Ok(());
+            }
+            b"allchannels" => return self.apply(b"&*"),
+            b"resetchannels" => {
+                self.all_channels = false;
+                self.channels.clear();
+                return Ok(());
+            }
+            _ => {}
+        }
+        match op.first() {
+            Some(b'+' | b'-') if op.get(1) == Some(&b'@') => {
+                let allow = op[0] == b'+';
+                let cat = category::by_name(&op[2..]).ok_or(RuleError::UnknownCommand)?;
+                let reg = registry();
+                for id in 0..reg.len() {
+                    if reg.categories(id) & cat != 0 {
+                        self.set_command(id, allow);
+                    }
+                }
+                self.update_rules(&String::from_utf8_lossy(&lower[1..]), allow);
+                Ok(())
+            }
+            Some(b'+' | b'-') => {
+                let allow = op[0] == b'+';
+                let name = &op[1..];
+                let id = match name.iter().position(|&b| b == b'|') {
+                    None => lookup(name).ok_or(RuleError::UnknownCommand)?,
+                    Some(bar) => {
+                        let parent = lookup(&name[..bar]).ok_or(RuleError::UnknownCommand)?;
+                        if !matches!(registry().def(parent).exec, Exec::Container) {
+                            // Valkey's deprecated first-argument rules (+select|0) are not
+                            // supported: no command here takes them.
+                            return Err(RuleError::UnknownCommand);
+                        }
+                        lookup_sub(parent, &name[bar + 1..]).ok_or(RuleError::UnknownCommand)?
+                    }
+                };
+                self.set_command_tree(id, allow);
+                self.update_rules(registry().full_name(id), allow);
+                Ok(())
+            }
+            Some(b'~' | b'%') => {
+                if self.all_keys {
+                    return Err(RuleError::PatternAfterAllKeys);
+                }
+                let (perms, pattern) = if op[0] == b'%' {
+                    let tilde = op
+                        .iter()
+                        .position(|&b| b == b'~')
+                        .ok_or(RuleError::Syntax)?;
+                    let mut perms = 0;
+                    for &c in &op[1..tilde] {
+                        match c.to_ascii_uppercase() {
+                            b'R' if perms & READ == 0 => perms |= READ,
+                            b'W' if perms & WRITE == 0 => perms |= WRITE,
+                            _ => return Err(RuleError::Syntax),
+                        }
+                    }
+                    if perms == 0 || tilde + 1 == op.len() {
+                        return Err(RuleError::Syntax);
+                    }
+                    (perms, &op[tilde + 1..])
+                } else {
+                    (READ | WRITE, &op[1..])
+                };
+                if pattern == b"*" && perms == READ | WRITE {
+                    self.all_keys = true;
+                    self.keys.clear();
+                } else if let Some(p) = self.keys.iter_mut().find(|p| p.pattern == pattern) {
+                    p.perms |= perms;
+                } else {
+                    self.keys.push(KeyPattern {
+                        pattern: pattern.to_vec(),
+                        perms,
+                    });
+                }
+                Ok(())
+            }
+            Some(b'&') => {
+                if self.all_channels {
+                    return Err(RuleError::ChannelAfterAllChannels);
+                }
+                let pattern = &op[1..];
+                if pattern == b"*" {
+                    self.all_channels = true;
+                    self.channels.clear();
+                } else if !self.channels.iter().any(|c| c == pattern) {
+                    self.channels.push(pattern.to_vec());
+                }
+                Ok(())
+            }
+            _ => Err(RuleError::Syntax),
+        }
+    }
+
+    /// `~pay:* %R~card:*` (or `~*`), as ACL LIST and GETUSER show keys.
+    pub fn describe_keys(&self) -> String {
+        if self.all_keys {
+            return "~*".into();
+        }
+        let mut s = String::new();
+        for p in &self.keys {
+            if !s.is_empty() {
+                s.push(' ');
+            }
+            match p.perms {
+                READ => s.push_str("%R"),
+                WRITE => s.push_str("%W"),
+                _ => {}
+            }
+            s.push('~');
+            s.push_str(&String::from_utf8_lossy(&p.pattern));
+        }
+        s
+    }
+
+    /// `&*`, or the channel patterns (GETUSER's form, without `resetchannels`).
+    pub fn describe_channels(&self) -> String {
+        if self.all_channels {
+            return "&*".into();
+        }
+        let pats: Vec<String> = self
+            .channels
+            .iter()
+            .map(|c| format!("&{}", String::from_utf8_lossy(c)))
+            .collect();
+        pats.join(" ")
+    }
+
+    /// `+@all -debug`, `-@all +get +@read`.
+    pub fn describe_commands(&self) -> String {
+        let mut s = String::from(if self.all_commands { "+@all" } else { "-@all" });
+        for r in &self.rules {
+            s.push(' ');
+            s.push_str(r);
+        }
+        s
+    }
+
+    /// The selector as ACL LIST shows it: keys, channels, commands.
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        let keys = self.describe_keys();
+        if !keys.is_empty() {
+            parts.push(keys);
+        }
+        if self.all_channels {
+            parts.push("&*".into());
+        } else {
+            parts.push("resetchannels".into());
+            let ch = self.describe_channels();
+            if !ch.is_empty() {
+                parts.push(ch);
+            }
+        }
+        parts.push(self.describe_commands());
+        parts.join(" ")
+    }
+
+    /// Whether this selector lets `def` (registry id `id`) run with `args`.
+    fn check(&self, id: usize, def: &CommandDef, args: &[Bytes]) -> Result<(), Denied> {
+        if def.flags & flags::NO_AUTH == 0 && !self.allows_command(id) {
+            return Err(Denied::Command);
+        }
+        if self.all_keys || !def.keys.has_keys() {
+            return Ok(());
+        }
+        // The access a command needs to its keys, from its flags: a write needs write
+        // permission, a read read permission.
+        let mut need = 0;
+        if def.flags & flags::WRITE != 0 {
+            need |= WRITE;
+        }
+        if def.flags & flags::READONLY != 0 {
+            need |= READ;
+        }
+        for p in def.keys.positions(args) {
+            let key = &args[p];
+            let ok = self
+                .keys
+                .iter()
+                .any(|k| k.perms & need == need && crate::util::glob_match(&k.pattern, key, false));
+            if !ok {
+                return Err(Denied::Key(key.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A user: immutable once published in [`Users`]; a change publishes a new record.
+#[derive(Clone, Debug)]
+pub struct User {
+    pub name: String,
+    pub enabled: bool,
+    pub nopass: bool,
+    /// `sanitize-payload` (true, the default) or `skip-sanitize-payload`: accepted and shown;
+    /// RESTORE payloads are always checked here.
+    pub sanitize_payload: bool,
+    /// SHA-256 digests of the passwords, lowercase hex, in the order they were added.
+    passwords: Vec<String>,
+    root: Selector,
+    selectors: Vec<Selector>,
+    /// Every command on every key, no other selector needed: the check is skipped.
+    unrestricted: bool,
+}
+
+/// SHA-256 of a password as lowercase hex (what ACL LIST shows after `#`).
+pub fn hash_password(password: &[u8]) -> String {
+    let digest = Sha256::digest(password);
+    let mut s = String::with_capacity(64);
+    for b in digest {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+fn valid_hash(h: &[u8]) -> bool {
+    h.len() == 64 && h.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Compares without an early exit, so response time does not reveal how much of a guessed
+/// digest matched (Valkey's time_independent_strcmp).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        diff |= (a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0)) as usize;
+    }
+    diff == 0
+}
+
+impl User {
+    /// A new user as ACL SETUSER creates it: off, no passwords, no commands, no keys.
+    pub fn new(name: &str) -> User {
+        User {
+            name: name.to_string(),
+            enabled: false,
+            nopass: false,
+            sanitize_payload: true,
+            passwords: Vec::new(),
+            root: Selector::new(),
+            selectors: Vec::new(),
+            unrestricted: false,
+        }
+    }
+
+    /// The `default` user: on, nopass, every command and key, unless `requirepass` gives
+    /// it a password.
+    pub fn default_user(requirepass: Option<&str>) -> User {
+        let mut u = User::new("default");
+        for rule in ["on", "allkeys", "allchannels", "allcommands"] {
+            u.apply(rule.as_bytes())
+                .expect("the default user's rules are valid");
+        }
+        u.set_requirepass(requirepass);
+        u
+    }
+
+    /// What `requirepass` does to the default user: `resetpass` then `>pass`, or `nopass`.
+    fn set_requirepass(&mut self, requirepass: Option<&str>) {
+        self.passwords.clear();
+        match requirepass {
+            Some(p) => {
+                self.nopass = false;
+                self.passwords.push(hash_password(p.as_bytes()));
+            }
+            None => self.nopass = true,
+        }
+    }
+
+    pub fn passwords(&self) -> &[String] {
+        &self.passwords
+    }
+
+    pub fn root(&self) -> &Selector {
+        &self.root
+    }
+
+    pub fn selectors(&self) -> &[Selector] {
+        &self.selectors
+    }
+
+    /// Applies one SETUSER rule (a `(...)` selector is one rule).
+    pub fn apply(&mut self, op: &[u8]) -> Result<(), RuleError> {
+        let r = self.apply_rule(op);
+        self.unrestricted = self.root.all_commands
+            && self.root.rules.is_empty()
+            && self.root.all_keys
+            && self.selectors.is_empty();
+        r
+    }
+
+    fn apply_rule(&mut self, op: &[u8]) -> Result<(), RuleError> {
+        if op.len() >= 2 && op[0] == b'(' && op[op.len() - 1] == b')' {
+            let mut s = Selector::new();
+            for rule in op[1..op.len() - 1]
+                .split(|&b| b == b' ')
+                .filter(|r| !r.is_empty())
+            {
+                s.apply(rule)?;
+            }
+            self.selectors.push(s);
+            return Ok(());
+        }
+        match op.to_ascii_lowercase().as_slice() {
+            b"on" => self.enabled = true,
+            b"off" => self.enabled = false,
+            b"nopass" => {
+                self.nopass = true;
+                self.passwords.clear();
+            }
+            b"resetpass" => {
+                self.nopass = false;
+                self.passwords.clear();
+            }
+            b"sanitize-payload" => self.sanitize_payload = true,
+            b"skip-sanitize-payload" => self.sanitize_payload = false,
+            b"clearselectors" => self.selectors.clear(),
+            b"reset" => {
+                for rule in [
+                    "resetpass",
+                    "resetkeys",
+                    "resetchannels",
+                    "off",
+                    "sanitize-payload",
+                    "clearselectors",
+                    "-@all",
+                ] {
+                    self.apply_rule(rule.as_bytes())
+                        .expect("reset's rules are valid");
+                }
+            }
+            _ => match op.first() {
+                Some(b'>') => {
+                    let h = hash_password(&op[1..]);
+                    if !self.passwords.contains(&h) {
+                        self.passwords.push(h);
+                    }
+                    self.nopass = false;
+                }
+                Some(b'#') => {
+                    if !valid_hash(&op[1..]) {
+                        return Err(RuleError::BadHash);
+                    }
+                    let h = String::from_utf8_lossy(&op[1..]).into_owned();
+                    if !self.passwords.contains(&h) {
+                        self.passwords.push(h);
+                    }
+                    self.nopass = false;
+                }
+                Some(b'<') => {
+                    let h = hash_password(&op[1..]);
+                    self.remove_password(&h)?;
+                }
+                Some(b'!') => {
+                    if !valid_hash(&op[1..]) {
+                        return Err(RuleError::BadHash);
+                    }
+                    self.remove_password(&String::from_utf8_lossy(&op[1..]))?;
+                }
+                _ => self.root.apply(op)?,
+            },
+        }
+        Ok(())
+    }
+
+    fn remove_password(&mut self, hash: &str) -> Result<(), RuleError> {
+        let before = self.passwords.len();
+        self.passwords.retain(|p| p != hash);
+        if self.passwords.len() == before {
+            return Err(RuleError::NoSuchPassword);
+        }
+        Ok(())
+    }
+
+    /// Whether `password` authenticates this user (Valkey's ACLCheckUserCredentials).
+    pub fn accepts(&self, password: &[u8]) -> bool {
+        if !self.enabled {
+            return false;
+        }
+        if self.nopass {
+            return true;
+        }
+        let h = hash_password(password);
+        // Every digest is compared, so timing does not tell which one matched.
+        self.passwords.iter().fold(false, |ok, p| {
+            constant_time_eq(p.as_bytes(), h.as_bytes()) | ok
+        })
+    }
+
+    /// The flags ACL GETUSER lists.
+    pub fn flag_names(&self) -> Vec<&'static str> {
+        let mut f = vec![if self.enabled { "on" } else { "off" }];
+        if self.nopass {
+            f.push("nopass");
+        }
+        f.push(if self.sanitize_payload {
+            "sanitize-payload"
+        } else {
+            "skip-sanitize-payload"
+        });
+        f
+    }
+
+    /// The user as ACL LIST shows it (`user default on nopass sanitize-payload ~* &* +@all`).
+    pub fn describe(&self) -> String {
+        let mut s = format!("user {}", self.name);
+        for f in self.flag_names() {
+            s.push(' ');
+            s.push_str(f);
+        }
+        for p in &self.passwords {
+            s.push_str(" #");
+            s.push_str(p);
+        }
+        s.push(' ');
+        s.push_str(&self.root.describe());
+        for sel in &self.selectors {
+            let _ = write!(s, " ({})", sel.describe());
+        }
+        s
+    }
+
+    /// Whether this user may run every command on every key (the check is skipped).
+    pub fn is_unrestricted(&self) -> bool {
+        self.unrestricted
+    }
+
+    /// Whether this user may run command `id` (`def`) with `args`: the root selector or any
+    /// other one must allow the command and all its keys.
+    #[inline]
+    pub fn check(&self, id: usize, def: &CommandDef, args: &[Bytes]) -> Result<(), Denied> {
+        if self.unrestricted {
+            return Ok(());
+        }
+        let mut worst = match self.root.check(id, def, args) {
+            Ok(()) => return Ok(()),
+            Err(d) => d,
+        };
+        for s in &self.selectors {
+            match s.check(id, def, args) {
+                Ok(()) => return Ok(()),
+                Err(d) if d > worst => worst = d,
+                Err(_) => {}
+            }
+        }
+        Err(worst)
+    }
+}
+
+/// The reply to a refused command (Valkey 8's texts).
+pub fn denied_error(user: &User, full_name: &str, denied: &Denied) -> String {
+    match denied {
+        Denied::Command => format!(
+            "NOPERM User {} has no permissions to run the '{full_name}' command",
+            user.name
+        ),
+        Denied::Key(_) => "NOPERM No permissions to access a key".into(),
+    }
+}
+
+/// A client's view of its user: the record and the registry epoch it was read at.
+pub struct Session {
+    pub user: Arc<User>,
+    epoch: u64,
+}
+
+/// The node's users.
+pub struct Users {
+    users: RwLock<BTreeMap<String, Arc<User>>>,
+    /// Bumped by every change; a session whose epoch differs re-reads its user.
+    epoch: AtomicU64,
+    /// Whether a new connection must authenticate: the default user is off or has no
+    /// `nopass` (Valkey's authRequired), kept here so the check costs one load.
+    default_requires_auth: AtomicBool,
+}
+
+/// A user name Valkey refuses (ACL SETUSER's error).
+pub const BAD_NAME: &str = "ERR Usernames can't contain spaces or null characters";
+
+impl Users {
+    pub fn new(requirepass: Option<&str>) -> Users {
+        let default = User::default_user(requirepass);
+        let users = Users {
+            default_requires_auth: AtomicBool::new(false),
+            users: RwLock::new(BTreeMap::new()),
+            epoch: AtomicU64::new(0),
+        };
+        users.publish(default);
+        users
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<User>>> {
+        // A panic while holding the lock leaves the map whole (inserts and removes only).
+        self.users.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<User>>> {
+        self.users.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn publish(&self, user: User) {
+        if user.name == "default" {
+            self.default_requires_auth
+                .store(!user.enabled || !user.nopass, Ordering::Relaxed);
+        }
+        self.write().insert(user.name.clone(), Arc::new(user));
+        self.epoch.fetch_add(1, Ordering::Release);
+    }
+
+    pub fn get(&self, name: &[u8]) -> Option<Arc<User>> {
+        let name = std::str::from_utf8(name).ok()?;
+        self.read().get(name).cloned()
+    }
+
+    /// Every user, by name.
+    pub fn all(&self) -> Vec<Arc<User>> {
+        self.read().values().cloned().collect()
+    }
+
+    /// A session on the default user (a new connection, or after RESET).
+    pub fn default_session(&self) -> Session {
+        let epoch = self.epoch.load(Ordering::Acquire);
+        Session {
+            user: self
+                .get(b"default")
+                .expect("the default user always exists"),
+            epoch,
+        }
+    }
+
+    /// A session on `user` (after AUTH).
+    pub fn session(&self, user: Arc<User>) -> Session {
+        Session {
+            user,
+            epoch: self.epoch.load(Ordering::Acquire),
+        }
+    }
+
+    pub fn default_requires_auth(&self) -> bool {
+        self.default_requires_auth.load(Ordering::Relaxed)
+    }
+
+    /// Brings `session` up to date with the registry; false when its user was deleted.
+    #[inline]
+    pub fn refresh(&self, session: &mut Session) -> bool {
+        let epoch = self.epoch.load(Ordering::Acquire);
+        if epoch == session.epoch {
+            return true;
+        }
+        match self.get(session.user.name.as_bytes()) {
+            Some(u) => {
+                session.user = u;
+                session.epoch = epoch;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The user `name` if `password` authenticates it.
+    pub fn authenticate(&self, name: &[u8], password: &[u8]) -> Option<Arc<User>> {
+        self.get(name).filter(|u| u.accepts(password))
+    }
+
+    /// ACL SETUSER: applies `rules` to `name` (created if new), all or nothing. The error
+    /// is the full reply.
+    pub fn set_user(&self, name: &[u8], rules: &[Bytes]) -> Result<(), String> {
+        if name.iter().any(|&b| b == b' ' || b == 0) {
+            return Err(BAD_NAME.into());
+        }
+        let name = String::from_utf8_lossy(name).into_owned();
+        let rules = merge_selectors(rules)?;
+        // Changes are applied to a copy and published whole, under the write lock so two
+        // SETUSERs of one user do not lose each other's rules.
+        let mut map = self.write();
+        let mut user = map
+            .get(&name)
+            .map(|u| (**u).clone())
+            .unwrap_or_else(|| User::new(&name));
+        for r in &rules {
+            user.apply(r).map_err(|e| {
+                format!(
+                    "ERR Error in ACL SETUSER modifier '{}': {}",
+                    String::from_utf8_lossy(r),
+                    e.text()
+                )
+            })?;
+        }
+        if user.name == "default" {
+            self.default_requires_auth
+                .store(!user.enabled || !user.nopass, Ordering::Relaxed);
+        }
+        map.insert(name, Arc::new(user));
+        drop(map);
+        self.epoch.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+
+    /// ACL DELUSER: removes the users named (never `default`); how many there were.
+    pub fn delete(&self, names: &[Bytes]) -> Result<usize, &'static str> {
+        if names.iter().any(|n| &n[..] == b"default") {
+            return Err("ERR The 'default' user cannot be removed");
+        }
+        let mut map = self.write();
+        let mut removed = 0;
+        for n in names {
+            if map.remove(&*String::from_utf8_lossy(n)).is_some() {
+                removed += 1;
+            }
+        }
+        drop(map);
+        if removed > 0 {
+            self.epoch.fetch_add(1, Ordering::Release);
+        }
+        Ok(removed)
+    }
+
+    /// `requirepass` changed (CONFIG SET): it is the default user's password.
+    pub fn set_requirepass(&self, requirepass: Option<&str>) {
+        let mut user = (*self
+            .get(b"default")
+            .expect("the default user always exists"))
+        .clone();
+        user.set_requirepass(requirepass);
+        self.publish(user);
+    }
+}
+
+/// Joins SETUSER arguments that form one `(...)` selector split over several arguments.
+fn merge_selectors(rules: &[Bytes]) -> Result<Vec<Vec<u8>>, String> {
+    let mut out = Vec::new();
+    let mut open: Option<Vec<u8>> = None;
+    for r in rules {
+        match open.as_mut() {
+            Some(sel) => {
+                sel.push(b' ');
+                sel.extend_from_slice(r);
+                if r.ends_with(b")") {
+                    out.push(open.take().expect("a selector is open"));
+                }
+            }
+            None if r.starts_with(b"(") && !r.ends_with(b")") => open = Some(r.to_vec()),
+            None => out.push(r.to_vec()),
+        }
+    }
+    if let Some(sel) = open {
+        return Err(format!(
+            "ERR Unmatched parenthesis in acl selector starting at '{}'.",
+            String::from_utf8_lossy(&sel)
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(rules: &[&str]) -> Result<User, RuleError> {
+        let mut u = User::new("alice");
+        for r in rules {
+            u.apply(r.as_bytes())?;
+        }
+        Ok(u)
+    }
+
+    fn args(a: &[&str]) -> Vec<Bytes> {
+        a.iter()
+            .map(|s| Bytes::copy_from_slice(s.as_bytes()))
+            .collect()
+    }
+
+    fn check(u: &User, a: &[&str]) -> Result<(), Denied> {
+        let id = lookup(a[0].as_bytes()).unwrap();
+        u.check(id, registry().def(id), &args(a))
+    }
+
+    #[test]
+    fn renders_users_as_valkey_lists_them() {
+        assert_eq!(
+            User::default_user(None).describe(),
+            "user default on nopass sanitize-payload ~* &* +@all"
+        );
+        assert_eq!(
+            User::new("alice").describe(),
+            "user alice off sanitize-payload resetchannels -@all"
+        );
+        let u = user(&[
+            "on",
+            ">pw",
+            "~pay:*",
+            "%R~card:*",
+            "%W~cnt:*",
+            "+@read",
+            "-get",
+            "+client|id",
+            "+get",
+            "-@read",
+            "&ch*",
+            "(~x* +set)",
+        ])
+        .unwrap();
+        assert_eq!(
+            u.describe(),
+            "user alice on sanitize-payload #30c952fab122c3f9759f02a6d95c3758b246b4fee239957b2d4fee46e26170c4 ~pay:* %R~card:* %W~cnt:* resetchannels &ch* -@all +client|id +get -@read (~x* resetchannels -@all +set)"
+        );
+    }
+
+    #[test]
+    fn rule_errors() {
+        assert_eq!(
+            user(&["~a", "~*", "~b"]).unwrap_err(),
+            RuleError::PatternAfterAllKeys
+        );
+        assert_eq!(user(&["%X~a"]).unwrap_err(), RuleError::Syntax);
+        assert_eq!(user(&["%~a"]).unwrap_err(), RuleError::Syntax);
+        assert_eq!(user(&["+nosuch"]).unwrap_err(), RuleError::UnknownCommand);
+        assert_eq!(user(&["+@nosuch"]).unwrap_err(), RuleError::UnknownCommand);
+        assert_eq!(
+            user(&["+client|nosuch"]).unwrap_err(),
+            RuleError::UnknownCommand
+        );
+        assert_eq!(user(&["bogus"]).unwrap_err(), RuleError::Syntax);
+        assert_eq!(user(&["<nopw"]).unwrap_err(), RuleError::NoSuchPassword);
+        assert_eq!(user(&["#abc"]).unwrap_err(), RuleError::BadHash);
+        assert_eq!(
+            user(&["&a", "&*", "&b"]).unwrap_err(),
+            RuleError::ChannelAfterAllChannels
+        );
+    }
+
+    #[test]
+    fn passwords_are_hashes() {
+        let mut u = user(&["on", ">pw", ">pw2"]).unwrap();
+        assert!(u.accepts(b"pw") && u.accepts(b"pw2") && !u.accepts(b"nope"));
+        u.apply(b"<pw").unwrap();
+        assert!(!u.accepts(b"pw"));
+        u.apply(b"off").unwrap();
+        assert!(!u.accepts(b"pw2"));
+        let h = hash_password(b"x");
+        let u = user(&["on", &format!("#{h}")]).unwrap();
+        assert!(u.accepts(b"x"));
+        assert!(user(&["on", "nopass"]).unwrap().accepts(b"anything"));
+    }
+
+    #[test]
+    fn commands_and_keys_are_checked() {
+        let u = user(&["on", "~pay:*", "%R~card:*", "%W~cnt:*", "+@read", "+set"]).unwrap();
+        assert_eq!(check(&u, &["get", "pay:1"]), Ok(()));
+        assert_eq!(check(&u, &["get", "card:1"]), Ok(()));
+        assert_eq!(
+            check(&u, &["get", "cnt:1"]),
+            Err(Denied::Key("cnt:1".into()))
+        );
+        assert_eq!(check(&u, &["set", "cnt:1", "v"]), Ok(()));
+        assert_eq!(
+            check(&u, &["set", "card:1", "v"]),
+            Err(Denied::Key("card:1".into()))
+        );
+        assert_eq!(check(&u, &["del", "pay:1"]), Err(Denied::Command));
+        // A selector adds what the root one lacks.
+        let u = user(&["on", "~pay:*", "+get", "(~log:* +set)"]).unwrap();
+        assert_eq!(check(&u, &["set", "log:1", "v"]), Ok(()));
+        assert_eq!(
+            check(&u, &["set", "pay:1", "v"]),
+            Err(Denied::Key("pay:1".into()))
+        );
+        assert!(User::default_user(None).unrestricted);
+    }
+}
