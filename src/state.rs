@@ -36,6 +36,8 @@ pub struct ClientInfo {
 #[derive(Default, Clone)]
 pub struct ClientMeta {
     pub name: Option<String>,
+    /// The ACL user the client authenticated as (None: `default`), for CLIENT LIST.
+    pub user: Option<String>,
     pub lib_name: Option<String>,
     pub lib_ver: Option<String>,
 }

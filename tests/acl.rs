@@ -38,6 +38,10 @@ fn read_only_user_on_a_key_prefix() {
         "NOPERM User reader has no permissions to run the 'acl|whoami' command"
     );
     assert_eq!(run::<String>(&mut admin, &["GET", "pay:1"]).unwrap(), "10");
+    // CLIENT LIST names each client's user.
+    let list = run::<String>(&mut admin, &["CLIENT", "LIST"]).unwrap();
+    assert_eq!(list.matches(" user=reader ").count(), 1, "{list}");
+    assert_eq!(list.matches(" user=default ").count(), 1, "{list}");
 }
 
 #[test]

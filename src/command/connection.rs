@@ -122,6 +122,7 @@ pub fn reset(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
     // RESET returns to the default user, which must authenticate again when a password is set.
     ctx.client.authenticated = false;
     ctx.client.acl = ctx.shared.acl.default_session();
+    ctx.client.info.meta.lock().expect("client meta lock").user = None;
     // RESET also discards a transaction; its watches are dropped by the dispatcher.
     ctx.client.multi = None;
     ctx.client.db = 0;
@@ -136,6 +137,8 @@ const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is dis
 fn authenticate(ctx: &mut ConnCtx<'_>, user: &[u8], password: &[u8]) -> bool {
     match ctx.shared.acl.authenticate(user, password) {
         Some(u) => {
+            ctx.client.info.meta.lock().expect("client meta lock").user =
+                (u.name != "default").then(|| u.name.clone());
             ctx.client.acl = ctx.shared.acl.session(u);
             ctx.client.authenticated = true;
             true
@@ -330,7 +333,7 @@ pub fn client_line(c: &ClientInfo, now_ms: u64) -> String {
     };
     let qbuf = c.query_buf.load(Relaxed);
     format!(
-        "id={} addr={} laddr={} fd={} name={} age={} idle={} flags=N db={} sub=0 psub=0 ssub=0 multi=-1 watch=0 qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs={READ_BUFFER_SIZE} rbp=0 obl=0 oll=0 omem=0 tot-mem={} events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={} tot-net-in={} tot-net-out={} tot-cmds={}",
+        "id={} addr={} laddr={} fd={} name={} age={} idle={} flags=N db={} sub=0 psub=0 ssub=0 multi=-1 watch=0 qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs={READ_BUFFER_SIZE} rbp=0 obl=0 oll=0 omem=0 tot-mem={} events=r cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={} tot-net-in={} tot-net-out={} tot-cmds={}",
         c.id,
         c.addr,
         c.laddr,
@@ -342,6 +345,7 @@ pub fn client_line(c: &ClientInfo, now_ms: u64) -> String {
         qbuf,
         client_memory(c),
         cmd,
+        meta.user.as_deref().unwrap_or("default"),
         c.resp.load(Relaxed),
         meta.lib_name.unwrap_or_default(),
         meta.lib_ver.unwrap_or_default(),
