@@ -195,7 +195,8 @@ directives! {
     }
 
     /// The largest single string (bulk) a client may send, such as a value in SET.
-    /// At least 1mb.
+    /// At least 1mb, at most 4293918720 (4 GiB - 1 MiB: the longest value storage
+    /// holds). Keys of write commands are at most 65517 bytes whatever this says.
     ProtoMaxBulkLen {
         name: "proto-max-bulk-len",
         access: Mutable,
