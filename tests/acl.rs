@@ -291,3 +291,120 @@ fn scripts_run_with_their_callers_permissions() {
         1
     );
 }
+
+/// ACL LOG entries of the refused commands, keys and authentications, as Valkey fields them.
+fn acl_log(
+    c: &mut redis::Connection,
+    args: &[&str],
+) -> Vec<std::collections::HashMap<String, String>> {
+    let mut all = vec!["ACL", "LOG"];
+    all.extend_from_slice(args);
+    let text = |v: &redis::Value| match v {
+        redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        redis::Value::Int(n) => n.to_string(),
+        redis::Value::Double(d) => d.to_string(),
+        redis::Value::SimpleString(s) => s.clone(),
+        other => format!("{other:?}"),
+    };
+    match run::<redis::Value>(c, &all).unwrap() {
+        redis::Value::Array(entries) => entries
+            .iter()
+            .map(|e| match e {
+                redis::Value::Array(kv) => {
+                    kv.chunks(2).map(|p| (text(&p[0]), text(&p[1]))).collect()
+                }
+                other => panic!("entry {other:?}"),
+            })
+            .collect(),
+        other => panic!("ACL LOG {other:?}"),
+    }
+}
+
+#[test]
+fn acl_log_notes_refused_commands_keys_and_authentications() {
+    let s = Server::start(&[]);
+    let mut admin = s.conn();
+    ok(
+        &mut admin,
+        &[
+            "ACL", "SETUSER", "reader", "on", ">pw", "~pay:*", "+@read", "+multi",
+        ],
+    );
+    let mut c = s.conn();
+    assert_eq!(
+        err(&mut c, &["AUTH", "reader", "not-the-password"]),
+        WRONGPASS
+    );
+    ok(&mut c, &["AUTH", "reader", "pw"]);
+    for _ in 0..2 {
+        err(&mut c, &["SET", "pay:1", "x"]);
+    }
+    assert_eq!(err(&mut c, &["GET", "other:1"]), NOPERM_KEY);
+    ok(&mut c, &["MULTI"]);
+    err(&mut c, &["DEL", "pay:1"]);
+
+    let log = acl_log(&mut admin, &[]);
+    let fields: Vec<(&str, &str, &str, &str, &str)> = log
+        .iter()
+        .map(|e| {
+            (
+                e["reason"].as_str(),
+                e["context"].as_str(),
+                e["object"].as_str(),
+                e["username"].as_str(),
+                e["count"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            ("command", "multi", "del", "reader", "1"),
+            ("key", "toplevel", "other:1", "reader", "1"),
+            ("command", "toplevel", "set", "reader", "2"),
+            ("auth", "toplevel", "AUTH", "reader", "1"),
+        ]
+    );
+    let keys: Vec<&str> = {
+        let mut k: Vec<&str> = log[0].keys().map(String::as_str).collect();
+        k.sort_unstable();
+        k
+    };
+    assert_eq!(
+        keys,
+        [
+            "age-seconds",
+            "client-info",
+            "context",
+            "count",
+            "entry-id",
+            "object",
+            "reason",
+            "timestamp-created",
+            "timestamp-last-updated",
+            "username"
+        ]
+    );
+    assert!(
+        log[0]["client-info"].contains(" user=reader "),
+        "{:?}",
+        log[0]
+    );
+    // Never a password.
+    let all = format!("{log:?}");
+    assert!(
+        !all.contains("not-the-password") && !all.contains("pw\""),
+        "{all}"
+    );
+    assert_eq!(acl_log(&mut admin, &["1"]).len(), 1);
+    assert_eq!(
+        err(&mut admin, &["ACL", "LOG", "-1"]),
+        "ERR value is out of range, must be positive"
+    );
+    // acllog-max-len bounds it; RESET empties it.
+    ok(&mut admin, &["CONFIG", "SET", "acllog-max-len", "2"]);
+    err(&mut c, &["GET", "other:2"]);
+    assert_eq!(acl_log(&mut admin, &[]).len(), 2);
+    ok(&mut admin, &["ACL", "LOG", "RESET"]);
+    assert!(acl_log(&mut admin, &[]).is_empty());
+}

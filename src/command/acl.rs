@@ -201,6 +201,55 @@ pub fn dryrun(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
     }
 }
 
+/// ACL LOG [<count> | RESET]: the newest refusals (10 by default), Valkey's fields.
+pub fn log(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
+    let count = match args.get(2) {
+        None => 10,
+        Some(a) if super::is(a, "reset") => {
+            ctx.shared.acl.log_reset();
+            ctx.out.ok();
+            return;
+        }
+        Some(a) => match std::str::from_utf8(a)
+            .ok()
+            .and_then(|s| s.parse::<i64>().ok())
+        {
+            Some(n) if n >= 0 => n as usize,
+            _ => {
+                ctx.out.error("ERR value is out of range, must be positive");
+                return;
+            }
+        },
+    };
+    let now = crate::util::now_ms();
+    let entries = ctx.shared.acl.log_entries(count);
+    let out = &mut *ctx.out;
+    out.array(entries.len());
+    for e in entries {
+        out.map(10);
+        out.bulk(b"count");
+        out.int(e.count as i64);
+        out.bulk(b"reason");
+        out.bulk(e.reason.as_bytes());
+        out.bulk(b"context");
+        out.bulk(e.context.as_bytes());
+        out.bulk(b"object");
+        out.bulk(e.object.as_bytes());
+        out.bulk(b"username");
+        out.bulk(e.username.as_bytes());
+        out.bulk(b"age-seconds");
+        out.double(now.saturating_sub(e.created_ms) as f64 / 1000.0);
+        out.bulk(b"client-info");
+        out.bulk(e.client_info.as_bytes());
+        out.bulk(b"entry-id");
+        out.int(e.entry_id as i64);
+        out.bulk(b"timestamp-created");
+        out.int(e.created_ms as i64);
+        out.bulk(b"timestamp-last-updated");
+        out.int(e.updated_ms as i64);
+    }
+}
+
 pub fn acl_help(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
     help(
         ctx.out,
@@ -220,6 +269,8 @@ pub fn acl_help(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
             "    be used to specify a different size.",
             "LIST",
             "    Show users details in config file format.",
+            "LOG [<count> | RESET]",
+            "    Show the ACL log entries.",
             "SETUSER <username> <attribute> [<attribute> ...]",
             "    Create or modify a user with the specified attributes.",
             "USERS",
@@ -314,6 +365,17 @@ pub static COMMANDS: &[CommandDef] = &[container(
             "Dumps the effective rules in ACL file format.",
             "O(N). Where N is the number of configured users.",
             C(list),
+        ),
+        def(
+            "log",
+            -2,
+            ADMIN_CMD,
+            NOKEY,
+            "server",
+            "6.0.0",
+            "Lists recent security events generated due to ACL rules.",
+            "O(N) with N being the number of entries shown.",
+            C(log),
         ),
         def(
             "setuser",

@@ -143,7 +143,22 @@ fn authenticate(ctx: &mut ConnCtx<'_>, user: &[u8], password: &[u8]) -> bool {
             ctx.client.authenticated = true;
             true
         }
-        None => false,
+        None => {
+            // ACL LOG notes the failure, with the name tried (never the password).
+            let now = crate::util::now_ms();
+            ctx.shared.acl.log(
+                crate::security::acl::Refusal {
+                    reason: "auth",
+                    context: "toplevel",
+                    object: b"AUTH",
+                    username: &String::from_utf8_lossy(user),
+                },
+                client_line(&ctx.client.info, now),
+                now,
+                ctx.shared.config.runtime.acllog_max_len(),
+            );
+            false
+        }
     }
 }
 

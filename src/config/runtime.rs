@@ -304,6 +304,11 @@ impl Runtime {
     pub fn requirepass(&self) -> Option<String> {
         Some(self.text(Key::Requirepass)).filter(|p| !p.is_empty())
     }
+
+    /// `acllog-max-len`: the most entries ACL LOG keeps.
+    pub fn acllog_max_len(&self) -> usize {
+        usize::try_from(self.num(Key::AcllogMaxLen)).unwrap_or(usize::MAX)
+    }
 }
 
 impl fmt::Debug for Runtime {

@@ -488,6 +488,15 @@ directives! {
         default: "",
     }
 
+    /// How many entries ACL LOG keeps (refused commands, keys and authentications;
+    /// similar refusals within a minute count in one entry).
+    AcllogMaxLen {
+        name: "acllog-max-len",
+        access: Mutable,
+        kind: int(0, LONG_MAX),
+        default: "128",
+    }
+
     /// TCP port for TLS client connections (rustls), beside or instead of port:
     /// "port 0" with a tls-port serves TLS only. 0 disables TLS. Clients connect with
     /// e.g. "redis-cli --tls --cacert ca.crt", rediss:// URLs or ssl=True.

@@ -520,6 +520,26 @@ impl Dispatcher {
         if let Err(denied) = client.acl.user.check(id, def, &args) {
             let msg = security::acl::denied_error(&client.acl.user, reg.full_name(id), &denied);
             self.local.error(&msg);
+            let (reason, object) = match &denied {
+                security::acl::Denied::Command => ("command", reg.full_name(id).as_bytes()),
+                security::acl::Denied::Key(k) => ("key", &k[..]),
+            };
+            let now = crate::util::now_ms();
+            core.shared.acl.log(
+                security::acl::Refusal {
+                    reason,
+                    context: if client.multi.is_some() {
+                        "multi"
+                    } else {
+                        "toplevel"
+                    },
+                    object,
+                    username: &client.acl.user.name,
+                },
+                command::connection::client_line(&client.info, now),
+                now,
+                core.shared.config.runtime.acllog_max_len(),
+            );
             doom(client);
             stats.commands[id].rejected_calls.inc();
             self.push_local(start);

@@ -614,8 +614,47 @@ pub struct Session {
     epoch: u64,
 }
 
+/// One ACL LOG entry: a refused command, key or authentication (Valkey's fields).
+#[derive(Clone, Debug)]
+pub struct LogEntry {
+    /// How many similar refusals it stands for.
+    pub count: u64,
+    /// `command`, `key` or `auth`.
+    pub reason: &'static str,
+    /// `toplevel` or `multi` (a command queued in a transaction).
+    pub context: &'static str,
+    /// The command's full name, the key, or `AUTH`.
+    pub object: String,
+    pub username: String,
+    /// The client's CLIENT LIST line at the last refusal.
+    pub client_info: String,
+    pub entry_id: u64,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+}
+
+/// A refusal repeating an entry created less than this long ago counts in it (Valkey's
+/// `ACL_LOG_GROUPING_MAX_TIME_DELTA`).
+const LOG_GROUPING_MS: u64 = 60_000;
+
+/// ACL LOG: newest entry first.
+#[derive(Default)]
+struct Log {
+    entries: std::collections::VecDeque<LogEntry>,
+    next_id: u64,
+}
+
+/// What was refused, for [`Users::log`].
+pub struct Refusal<'a> {
+    pub reason: &'static str,
+    pub context: &'static str,
+    pub object: &'a [u8],
+    pub username: &'a str,
+}
+
 /// The node's users.
 pub struct Users {
+    log: std::sync::Mutex<Log>,
     users: RwLock<BTreeMap<String, Arc<User>>>,
     /// Bumped by every change; a session whose epoch differs re-reads its user.
     epoch: AtomicU64,
@@ -634,6 +673,7 @@ impl Users {
             default_requires_auth: AtomicBool::new(false),
             users: RwLock::new(BTreeMap::new()),
             epoch: AtomicU64::new(0),
+            log: std::sync::Mutex::new(Log::default()),
         };
         users.publish(default);
         users
@@ -705,6 +745,60 @@ impl Users {
             }
             None => false,
         }
+    }
+
+    /// Notes a refusal in ACL LOG (at most `max_len` entries kept, newest first): a
+    /// refusal like an entry created less than a minute ago counts in that entry, which
+    /// moves to the front, as in Valkey.
+    pub fn log(&self, what: Refusal<'_>, client_info: String, now_ms: u64, max_len: usize) {
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        let object = String::from_utf8_lossy(what.object).into_owned();
+        let similar = log.entries.iter().position(|e| {
+            e.reason == what.reason
+                && e.context == what.context
+                && e.object == object
+                && e.username == what.username
+                && now_ms.saturating_sub(e.created_ms) < LOG_GROUPING_MS
+        });
+        let entry = match similar.and_then(|i| log.entries.remove(i)) {
+            Some(mut e) => {
+                e.count += 1;
+                e.updated_ms = now_ms;
+                e.client_info = client_info;
+                e
+            }
+            None => {
+                log.next_id += 1;
+                LogEntry {
+                    count: 1,
+                    reason: what.reason,
+                    context: what.context,
+                    object,
+                    username: what.username.to_string(),
+                    client_info,
+                    entry_id: log.next_id - 1,
+                    created_ms: now_ms,
+                    updated_ms: now_ms,
+                }
+            }
+        };
+        log.entries.push_front(entry);
+        log.entries.truncate(max_len);
+    }
+
+    /// The newest `count` entries of ACL LOG.
+    pub fn log_entries(&self, count: usize) -> Vec<LogEntry> {
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        log.entries.iter().take(count).cloned().collect()
+    }
+
+    /// ACL LOG RESET.
+    pub fn log_reset(&self) {
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entries
+            .clear();
     }
 
     /// The user `name` if `password` authenticates it.
