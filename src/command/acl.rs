@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::connection::{ConnCtx, help};
 use super::flags::*;
-use super::table::{CommandDef, NOKEY, container, def, lookup, lookup_sub, registry};
+use super::table::{CommandDef, NOKEY, container, def, registry, resolve};
 use super::{Exec, category};
 use crate::protocol::Out;
 use crate::security::acl::{Denied, Selector};
@@ -163,19 +163,10 @@ pub fn dryrun(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
             super::lossy(&cmd[0], 128)
         ))
     };
-    let Some(mut id) = lookup(&cmd[0]) else {
+    let Some(id) = resolve(cmd) else {
         not_found(ctx.out);
         return;
     };
-    if matches!(reg.def(id).exec, Exec::Container) && cmd.len() > 1 {
-        match lookup_sub(id, &cmd[1]) {
-            Some(sub) => id = sub,
-            None => {
-                not_found(ctx.out);
-                return;
-            }
-        }
-    }
     let d = reg.def(id);
     let argc = cmd.len() as i32;
     if (d.arity > 0 && argc != d.arity) || argc < -d.arity {

@@ -3,8 +3,8 @@
 use bytes::Bytes;
 
 use super::connection::{ConnCtx, help};
+use super::flags;
 use super::table::{lookup, lookup_sub, registry};
-use super::{Exec, flags};
 use crate::protocol::Out;
 
 fn write_info(out: &mut Out, id: usize) {
@@ -192,19 +192,10 @@ pub fn command_list(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
 /// is named), then whether it has keys at all, then its arity.
 pub fn command_getkeys(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
     let target = &args[2..];
-    let Some(mut id) = lookup(&target[0]) else {
+    let Some(id) = super::table::resolve(target) else {
         ctx.out.error("ERR Invalid command specified");
         return;
     };
-    if matches!(registry().def(id).exec, Exec::Container) && target.len() > 1 {
-        match lookup_sub(id, &target[1]) {
-            Some(s) => id = s,
-            None => {
-                ctx.out.error("ERR Invalid command specified");
-                return;
-            }
-        }
-    }
     let d = registry().def(id);
     if !d.keys.has_keys() {
         ctx.out.error("ERR The command has no key arguments");

@@ -302,15 +302,9 @@ pub(super) fn new_lua(functions: bool) -> mlua::Result<Lua> {
         "acl_check_cmd",
         script::acl_check_function(&lua, |_, argv| {
             // Whether the caller may run that command with those arguments.
-            let mut id = super::table::lookup(&argv[0])?;
-            let reg = super::table::registry();
-            if matches!(reg.def(id).exec, Exec::Container)
-                && let Some(sub) = argv.get(1).and_then(|a| super::table::lookup_sub(id, a))
-            {
-                id = sub;
-            }
+            let id = super::table::resolve(&argv)?;
             let args: Vec<Bytes> = argv.into_iter().map(Bytes::from).collect();
-            Some(caller_denied(id, reg.def(id), &args).is_none())
+            Some(caller_denied(id, super::table::registry().def(id), &args).is_none())
         })?,
     )?;
     if functions {

@@ -1373,6 +1373,19 @@ pub fn lookup(name: &[u8]) -> Option<usize> {
     registry().by_name.get(lower).copied()
 }
 
+/// The command `args` names: its registry id, or its subcommand's when it is a container
+/// followed by a subcommand name (None: an unknown command or subcommand). A container
+/// named alone is itself.
+pub fn resolve<A: AsRef<[u8]>>(args: &[A]) -> Option<usize> {
+    let id = lookup(args.first()?.as_ref())?;
+    match args.get(1) {
+        Some(sub) if matches!(registry().def(id).exec, Exec::Container) => {
+            lookup_sub(id, sub.as_ref())
+        }
+        _ => Some(id),
+    }
+}
+
 /// Looks a subcommand of container `parent` up case-insensitively.
 pub fn lookup_sub(parent: usize, name: &[u8]) -> Option<usize> {
     let mut buf = [0u8; 32];

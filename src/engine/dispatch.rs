@@ -516,7 +516,9 @@ impl Dispatcher {
             client.closing = true;
             return;
         }
-        self.user = (!client.acl.user.is_unrestricted()).then(|| client.acl.user.clone());
+        // Only a script op carries its caller (see `Op::user`): no clone for other commands.
+        self.user = (def.flags & flags::SCRIPT != 0 && !client.acl.user.is_unrestricted())
+            .then(|| client.acl.user.clone());
         if let Err(denied) = client.acl.user.check(id, def, &args) {
             let msg = security::acl::denied_error(&client.acl.user, reg.full_name(id), &denied);
             self.local.error(&msg);
