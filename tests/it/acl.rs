@@ -1,0 +1,410 @@
+//! ACL users (standalone): SETUSER rules, AUTH as a user, permission checks before a command
+//! runs, and changes reaching connected clients at once. Examples from Valkey's ACL docs.
+
+use crate::common;
+
+use common::{Server, err, run};
+
+const NOPERM_KEY: &str = "NOPERM No permissions to access a key";
+const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+
+fn ok(c: &mut redis::Connection, args: &[&str]) {
+    assert_eq!(run::<String>(c, args).unwrap(), "OK", "{args:?}");
+}
+
+#[test]
+fn read_only_user_on_a_key_prefix() {
+    let s = Server::start(&[]);
+    let mut admin = s.conn();
+    ok(
+        &mut admin,
+        &["ACL", "SETUSER", "reader", "on", ">pw", "~pay:*", "+@read"],
+    );
+    ok(&mut admin, &["SET", "pay:1", "10"]);
+    ok(&mut admin, &["SET", "other:1", "x"]);
+
+    let mut c = s.conn();
+    ok(&mut c, &["AUTH", "reader", "pw"]);
+    assert_eq!(run::<String>(&mut c, &["GET", "pay:1"]).unwrap(), "10");
+    assert_eq!(
+        err(&mut c, &["SET", "pay:1", "11"]),
+        "NOPERM User reader has no permissions to run the 'set' command"
+    );
+    assert_eq!(err(&mut c, &["GET", "other:1"]), NOPERM_KEY);
+    assert_eq!(err(&mut c, &["MGET", "pay:1", "other:1"]), NOPERM_KEY);
+    // ACL WHOAMI is @slow, not @read.
+    assert_eq!(
+        err(&mut c, &["ACL", "WHOAMI"]),
+        "NOPERM User reader has no permissions to run the 'acl|whoami' command"
+    );
+    assert_eq!(run::<String>(&mut admin, &["GET", "pay:1"]).unwrap(), "10");
+    // CLIENT LIST names each client's user.
+    let list = run::<String>(&mut admin, &["CLIENT", "LIST"]).unwrap();
+    assert_eq!(list.matches(" user=reader ").count(), 1, "{list}");
+    assert_eq!(list.matches(" user=default ").count(), 1, "{list}");
+}
+
+#[test]
+fn read_and_write_key_permissions() {
+    let s = Server::start(&[]);
+    let mut admin = s.conn();
+    ok(
+        &mut admin,
+        &[
+            "ACL",
+            "SETUSER",
+            "app",
+            "on",
+            ">pw",
+            "%R~card:*",
+            "%W~cnt:*",
+            "~pay:*",
+            "+@all",
+        ],
+    );
+    let mut c = s.conn();
+    ok(&mut c, &["AUTH", "app", "pw"]);
+    assert_eq!(
+        run::<Option<String>>(&mut c, &["GET", "card:1"]).unwrap(),
+        None
+    );
+    assert_eq!(err(&mut c, &["SET", "card:1", "v"]), NOPERM_KEY);
+    ok(&mut c, &["SET", "cnt:1", "v"]);
+    assert_eq!(err(&mut c, &["GET", "cnt:1"]), NOPERM_KEY);
+    ok(&mut c, &["SET", "pay:1", "v"]);
+    assert_eq!(run::<String>(&mut c, &["GET", "pay:1"]).unwrap(), "v");
+    assert_eq!(
+        run::<String>(&mut admin, &["ACL", "DRYRUN", "app", "get", "cnt:1"]).unwrap(),
+        "This user has no permissions to access the 'cnt:1' key"
+    );
+    assert_eq!(
+        run::<String>(&mut admin, &["ACL", "DRYRUN", "app", "get", "card:1"]).unwrap(),
+        "OK"
+    );
+}
+
+#[test]
+fn changes_reach_connected_clients_at_once() {
+    let s = Server::start(&[]);
+    let mut admin = s.conn();
+    ok(
+        &mut admin,
+        &["ACL", "SETUSER", "app", "on", ">pw", "~*", "+@all"],
+    );
+    let mut c = s.conn();
+    ok(&mut c, &["AUTH", "app", "pw"]);
+    ok(&mut c, &["SET", "k", "v"]);
+    ok(&mut admin, &["ACL", "SETUSER", "app", "-set"]);
+    assert_eq!(
+        err(&mut c, &["SET", "k", "v"]),
+        "NOPERM User app has no permissions to run the 'set' command"
+    );
+    ok(&mut admin, &["ACL", "SETUSER", "app", "resetkeys", "~x:*"]);
+    assert_eq!(err(&mut c, &["GET", "k"]), NOPERM_KEY);
+    // `off` refuses new authentications; connections already authenticated keep working,
+    // as in Valkey.
+    ok(&mut admin, &["ACL", "SETUSER", "app", "off"]);
+    let mut other = s.conn();
+    assert_eq!(err(&mut other, &["AUTH", "app", "pw"]), WRONGPASS);
+    assert_eq!(
+        run::<Option<String>>(&mut c, &["GET", "x:1"]).unwrap(),
+        None
+    );
+    // A deleted user's clients are disconnected at their next command.
+    assert_eq!(
+        run::<i64>(&mut admin, &["ACL", "DELUSER", "app"]).unwrap(),
+        1
+    );
+    assert!(run::<redis::Value>(&mut c, &["GET", "x:1"]).is_err());
+}
+
+#[test]
+fn auth_failures_and_users() {
+    let s = Server::start(&[]);
+    let mut c = s.conn();
+    assert_eq!(err(&mut c, &["AUTH", "nosuch", "pw"]), WRONGPASS);
+    assert!(err(&mut c, &["AUTH", "pw"]).starts_with("ERR AUTH <password> called without"));
+    ok(&mut c, &["ACL", "SETUSER", "u", ">pw", "+@all", "~*"]);
+    // A new user is off until `on`.
+    assert_eq!(err(&mut c, &["AUTH", "u", "pw"]), WRONGPASS);
+    ok(&mut c, &["ACL", "SETUSER", "u", "on"]);
+    assert_eq!(err(&mut c, &["AUTH", "u", "wrong"]), WRONGPASS);
+    ok(&mut c, &["AUTH", "u", "pw"]);
+    assert_eq!(run::<String>(&mut c, &["ACL", "WHOAMI"]).unwrap(), "u");
+    ok(&mut c, &["ACL", "SETUSER", "u", "<pw", ">new"]);
+    assert_eq!(err(&mut c, &["AUTH", "u", "pw"]), WRONGPASS);
+
+    // HELLO ... AUTH user pass.
+    let mut h = s.conn();
+    assert!(run::<redis::Value>(&mut h, &["HELLO", "3", "AUTH", "u", "new"]).is_ok());
+    assert_eq!(run::<String>(&mut h, &["ACL", "WHOAMI"]).unwrap(), "u");
+    assert_eq!(err(&mut h, &["HELLO", "2", "AUTH", "u", "bad"]), WRONGPASS);
+
+    assert_eq!(
+        run::<Vec<String>>(&mut c, &["ACL", "USERS"]).unwrap(),
+        ["default", "u"]
+    );
+    assert_eq!(
+        run::<Vec<String>>(&mut c, &["ACL", "LIST"]).unwrap()[0],
+        "user default on nopass sanitize-payload ~* &* +@all"
+    );
+    assert_eq!(
+        err(&mut c, &["ACL", "SETUSER", "u", "bogus"]),
+        "ERR Error in ACL SETUSER modifier 'bogus': Syntax error"
+    );
+    assert_eq!(
+        err(&mut c, &["ACL", "DELUSER", "default"]),
+        "ERR The 'default' user cannot be removed"
+    );
+    assert_eq!(
+        run::<Option<String>>(&mut c, &["ACL", "GETUSER", "nosuch"]).unwrap(),
+        None
+    );
+    assert_eq!(
+        run::<String>(&mut c, &["ACL", "GENPASS"]).unwrap().len(),
+        64
+    );
+    let cats: Vec<String> = run(&mut c, &["ACL", "CAT"]).unwrap();
+    assert_eq!(cats.len(), 21);
+    let reads: Vec<String> = run(&mut c, &["ACL", "CAT", "read"]).unwrap();
+    assert!(reads.contains(&"get".to_string()) && !reads.contains(&"set".to_string()));
+}
+
+#[test]
+fn requirepass_is_the_default_users_password() {
+    let s = Server::start(&["--requirepass", "s3cret"]);
+    let mut c = s.conn();
+    assert_eq!(
+        err(&mut c, &["GET", "k"]),
+        "NOAUTH Authentication required."
+    );
+    ok(&mut c, &["AUTH", "default", "s3cret"]);
+    let list: Vec<String> = run(&mut c, &["ACL", "LIST"]).unwrap();
+    assert!(
+        list[0].starts_with("user default on sanitize-payload #"),
+        "{list:?}"
+    );
+    ok(&mut c, &["CONFIG", "SET", "requirepass", "other"]);
+    let mut d = s.conn();
+    assert_eq!(err(&mut d, &["AUTH", "s3cret"]), WRONGPASS);
+    ok(&mut d, &["AUTH", "other"]);
+    ok(&mut c, &["CONFIG", "SET", "requirepass", ""]);
+    let mut e = s.conn();
+    assert_eq!(run::<Option<String>>(&mut e, &["GET", "k"]).unwrap(), None);
+}
+
+#[test]
+fn selectors_add_permissions() {
+    let s = Server::start(&[]);
+    let mut admin = s.conn();
+    ok(
+        &mut admin,
+        &[
+            "ACL", "SETUSER", "sel", "on", "nopass", "~pay:*", "+get", "(~log:*", "+set)",
+        ],
+    );
+    let user: redis::Value = run(&mut admin, &["ACL", "GETUSER", "sel"]).unwrap();
+    assert!(format!("{user:?}").contains("~log:*"), "{user:?}");
+    let mut c = s.conn();
+    ok(&mut c, &["AUTH", "sel", "any"]);
+    ok(&mut c, &["SET", "log:1", "v"]);
+    assert_eq!(err(&mut c, &["SET", "pay:1", "v"]), NOPERM_KEY);
+    assert_eq!(
+        run::<Option<String>>(&mut c, &["GET", "pay:1"]).unwrap(),
+        None
+    );
+}
+
+/// A script runs with its caller's permissions: each `redis.call` is checked against the
+/// user (Valkey's rule), on the EVAL's core, across cores and inside MULTI, and
+/// `redis.acl_check_cmd` answers for that user.
+#[test]
+fn scripts_run_with_their_callers_permissions() {
+    let s = Server::start(&[]);
+    let mut admin = s.conn();
+    ok(
+        &mut admin,
+        &[
+            "ACL",
+            "SETUSER",
+            "limiter",
+            "on",
+            ">pw",
+            "~pay:*",
+            "+@scripting",
+            "+@transaction",
+            "+get",
+            "+incr",
+        ],
+    );
+    ok(&mut admin, &["SET", "pay:1", "10"]);
+    let mut c = s.conn();
+    ok(&mut c, &["AUTH", "limiter", "pw"]);
+    let call = "return redis.call(ARGV[1], KEYS[1])";
+    assert_eq!(
+        run::<i64>(&mut c, &["EVAL", call, "1", "pay:1", "INCR"]).unwrap(),
+        11
+    );
+    let denied = err(&mut c, &["EVAL", call, "1", "pay:1", "DEL"]);
+    assert!(
+        denied.contains("NOPERM User limiter has no permissions to run the 'del' command"),
+        "{denied}"
+    );
+    // A key outside ~pay:* named in KEYS is refused before the script runs; one the script
+    // reaches itself is refused at its redis.call.
+    assert_eq!(
+        err(&mut c, &["EVAL", call, "1", "other:1", "GET"]),
+        NOPERM_KEY
+    );
+    // A key outside ~pay:* that the script reaches itself (same slot as its KEYS, so the
+    // same core) is refused at its redis.call.
+    let outside = "return redis.call('GET', 'other:{t}')";
+    let denied = err(&mut c, &["EVAL", outside, "1", "pay:{t}"]);
+    assert!(denied.contains(NOPERM_KEY), "{denied}");
+    // redis.acl_check_cmd answers for the caller.
+    let check = "return redis.acl_check_cmd(ARGV[1], ARGV[2]) and 1 or 0";
+    for (cmd, key, allowed) in [("GET", "pay:1", 1), ("DEL", "pay:1", 0), ("GET", "zz:1", 0)] {
+        assert_eq!(
+            run::<i64>(&mut c, &["EVAL", check, "0", cmd, key]).unwrap(),
+            allowed,
+            "{cmd} {key}"
+        );
+    }
+    // Queued in MULTI, and on the other core's key (pay:{a} and pay:{b} hash apart).
+    ok(&mut c, &["MULTI"]);
+    for (key, cmd) in [("pay:{a}", "INCR"), ("pay:{b}", "DEL")] {
+        assert_eq!(
+            run::<String>(&mut c, &["EVAL", call, "1", key, cmd]).unwrap(),
+            "QUEUED"
+        );
+    }
+    // redis-rs answers the EXEC with its first error: the DEL's refusal; the INCR ran.
+    let refused = err(&mut c, &["EXEC"]);
+    assert!(
+        refused.contains("no permissions to run the 'del' command"),
+        "{refused}"
+    );
+    assert_eq!(run::<String>(&mut admin, &["GET", "pay:{a}"]).unwrap(), "1");
+    // The default user (allowed everything) is unaffected.
+    assert_eq!(
+        run::<i64>(&mut admin, &["EVAL", call, "1", "pay:1", "DEL"]).unwrap(),
+        1
+    );
+}
+
+/// ACL LOG entries of the refused commands, keys and authentications, as Valkey fields them.
+fn acl_log(
+    c: &mut redis::Connection,
+    args: &[&str],
+) -> Vec<std::collections::HashMap<String, String>> {
+    let mut all = vec!["ACL", "LOG"];
+    all.extend_from_slice(args);
+    let text = |v: &redis::Value| match v {
+        redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        redis::Value::Int(n) => n.to_string(),
+        redis::Value::Double(d) => d.to_string(),
+        redis::Value::SimpleString(s) => s.clone(),
+        other => format!("{other:?}"),
+    };
+    match run::<redis::Value>(c, &all).unwrap() {
+        redis::Value::Array(entries) => entries
+            .iter()
+            .map(|e| match e {
+                redis::Value::Array(kv) => {
+                    kv.chunks(2).map(|p| (text(&p[0]), text(&p[1]))).collect()
+                }
+                other => panic!("entry {other:?}"),
+            })
+            .collect(),
+        other => panic!("ACL LOG {other:?}"),
+    }
+}
+
+#[test]
+fn acl_log_notes_refused_commands_keys_and_authentications() {
+    let s = Server::start(&[]);
+    let mut admin = s.conn();
+    ok(
+        &mut admin,
+        &[
+            "ACL", "SETUSER", "reader", "on", ">pw", "~pay:*", "+@read", "+multi",
+        ],
+    );
+    let mut c = s.conn();
+    assert_eq!(
+        err(&mut c, &["AUTH", "reader", "not-the-password"]),
+        WRONGPASS
+    );
+    ok(&mut c, &["AUTH", "reader", "pw"]);
+    for _ in 0..2 {
+        err(&mut c, &["SET", "pay:1", "x"]);
+    }
+    assert_eq!(err(&mut c, &["GET", "other:1"]), NOPERM_KEY);
+    ok(&mut c, &["MULTI"]);
+    err(&mut c, &["DEL", "pay:1"]);
+
+    let log = acl_log(&mut admin, &[]);
+    let fields: Vec<(&str, &str, &str, &str, &str)> = log
+        .iter()
+        .map(|e| {
+            (
+                e["reason"].as_str(),
+                e["context"].as_str(),
+                e["object"].as_str(),
+                e["username"].as_str(),
+                e["count"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            ("command", "multi", "del", "reader", "1"),
+            ("key", "toplevel", "other:1", "reader", "1"),
+            ("command", "toplevel", "set", "reader", "2"),
+            ("auth", "toplevel", "AUTH", "reader", "1"),
+        ]
+    );
+    let keys: Vec<&str> = {
+        let mut k: Vec<&str> = log[0].keys().map(String::as_str).collect();
+        k.sort_unstable();
+        k
+    };
+    assert_eq!(
+        keys,
+        [
+            "age-seconds",
+            "client-info",
+            "context",
+            "count",
+            "entry-id",
+            "object",
+            "reason",
+            "timestamp-created",
+            "timestamp-last-updated",
+            "username"
+        ]
+    );
+    assert!(
+        log[0]["client-info"].contains(" user=reader "),
+        "{:?}",
+        log[0]
+    );
+    // Never a password.
+    let all = format!("{log:?}");
+    assert!(
+        !all.contains("not-the-password") && !all.contains("pw\""),
+        "{all}"
+    );
+    assert_eq!(acl_log(&mut admin, &["1"]).len(), 1);
+    assert_eq!(
+        err(&mut admin, &["ACL", "LOG", "-1"]),
+        "ERR value is out of range, must be positive"
+    );
+    // acllog-max-len bounds it; RESET empties it.
+    ok(&mut admin, &["CONFIG", "SET", "acllog-max-len", "2"]);
+    err(&mut c, &["GET", "other:2"]);
+    assert_eq!(acl_log(&mut admin, &[]).len(), 2);
+    ok(&mut admin, &["ACL", "LOG", "RESET"]);
+    assert!(acl_log(&mut admin, &[]).is_empty());
+}
