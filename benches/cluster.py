@@ -53,6 +53,7 @@ import io
 import json
 import os
 import random
+import secrets
 import shutil
 import signal
 import socket
@@ -375,14 +376,25 @@ class Cluster:
         raise RuntimeError(f"{self.label}: CLUSTER SLOTS failed: {last}")
 
 
+def secret_conf():
+    """A config file holding a fresh cluster-secret, shared by one cluster's nodes (a file, not the
+    command line: `ps` shows arguments)."""
+    path = os.path.join(mkdtemp("cluster-secret-"), "cluster.conf")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"cluster-secret {secrets.token_hex(32)}\n")
+    return path
+
+
 class TallyCluster(Cluster):
     def __init__(self, bin_path, fsync, threads, log_dir, node_timeout=None, n=3, ready_timeout=60):
         ports = [cluster_port() for _ in range(n)]
         peers = ",".join(f"127.0.0.1:{p}" for p in ports)
+        conf = secret_conf()
         nodes = []
         for p in ports:
             d = mkdtemp("cluster-tallykv-")
-            argv = [bin_path, "--port", str(p), "--bind", "127.0.0.1", "--dir", d, "--loglevel", "warning",
+            argv = [bin_path, conf, "--port", str(p), "--bind", "127.0.0.1", "--dir", d, "--loglevel", "warning",
                     "--threads", str(threads), "--appendonly", "yes", "--appendfsync", fsync,
                     "--cluster-enabled", "yes", "--cluster-peers", peers]
             if node_timeout:
@@ -390,7 +402,7 @@ class TallyCluster(Cluster):
             nodes.append(Node("tallykv", p, d, argv, log_dir))
         super().__init__(nodes)
         self.label = f"tallykv {n} nodes"
-        self.command = " ".join(nodes[0].argv).replace(nodes[0].dir, "D")
+        self.command = " ".join(nodes[0].argv).replace(nodes[0].dir, "D").replace(conf, "CONF")
         for node in nodes:
             node.start()
         self.wait_ok(ready_timeout)

@@ -20,8 +20,13 @@ use futures::future::{LocalBoxFuture, join_all};
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 use socket2::{Domain, Protocol, Socket, Type};
-use tallykv::cluster::link::{Links, Route, Serve, serve};
+use tallykv::cluster::link::{BusKey, Links, Route, Serve, serve};
 use tallykv::storage::wal::{GroupId, Wal, WalOptions};
+
+/// The secret both ends of the bus hold (the handshake is outside what is measured).
+fn bench_key() -> BusKey {
+    BusKey::new(b"transport bench secret, 32 bytes")
+}
 
 fn main() {
     // `cargo bench` passes `--bench`; anything else names what to run.
@@ -164,7 +169,7 @@ fn link() {
                 // SAFETY: a listening socket whose ownership is handed over here.
                 let listener = unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) };
                 let route: Route = Rc::new(|_, socket| Err(socket));
-                let serving = serve(listener, 0, Rc::new(Tagged), route);
+                let serving = serve(listener, 0, bench_key(), Rc::new(Tagged), route);
                 let stopped = async {
                     while !stop.load(Ordering::Relaxed) {
                         glommio::timer::sleep(Duration::from_millis(5)).await;
@@ -175,7 +180,7 @@ fn link() {
         })
         .expect("server");
     run(|| async {
-        let links = Links::new(None, 1, 0);
+        let links = Links::new(None, bench_key(), 1, 0);
         let payload = [7u8; 64];
         for _ in 0..2000 {
             links

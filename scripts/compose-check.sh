@@ -38,6 +38,12 @@ project=${CHECK_PROJECT:-tallykv-check}
 export TALLYKV_IMAGE=${TALLYKV_IMAGE:-tallykv:local}
 dc() { "${compose[@]}" -p "$project" -f docker-compose.yml "$@"; }
 work=$(mktemp -d)
+# The nodes' cluster-secret, fresh for this run: readable by the nodes' uids (10001-10003)
+# through the mount, and by nobody else on the host, the work dir being private.
+printf 'cluster-secret %s\n' "$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')" \
+  >"$work/cluster-secret.conf"
+chmod 644 "$work/cluster-secret.conf"
+export TALLYKV_CLUSTER_SECRET_FILE=$work/cluster-secret.conf
 writer=$project-writer
 writer_pid=
 

@@ -58,10 +58,14 @@ while True:
 ports=()
 for _ in 1 2 3; do ports+=("$(free_port)"); done
 peers="127.0.0.1:${ports[0]},127.0.0.1:${ports[1]},127.0.0.1:${ports[2]}"
+# The bus authenticates the nodes on a shared secret, kept in a config file (not on the
+# command line, where ps shows it).
+(umask 077; printf 'cluster-secret %s\n' "$(python3 -c 'import secrets; print(secrets.token_hex(32))')" \
+  >"$dir/cluster.conf")
 cpids=()
 for p in "${ports[@]}"; do
   mkdir -p "$dir/c$p"
-  "$bin" --port "$p" --bind 127.0.0.1 --dir "$dir/c$p" --loglevel warning \
+  "$bin" "$dir/cluster.conf" --port "$p" --bind 127.0.0.1 --dir "$dir/c$p" --loglevel warning \
     --cluster-enabled yes --cluster-peers "$peers" &
   cpids+=($!)
 done

@@ -16,6 +16,8 @@ pub struct ClientInfo {
     pub id: u64,
     pub addr: String,
     pub laddr: String,
+    /// The subject of the certificate a TLS client showed (for the audit log).
+    pub tls_subject: Option<String>,
     pub fd: i32,
     pub created_ms: u64,
     pub last_interaction_ms: AtomicU64,
@@ -108,14 +110,18 @@ impl Shared {
         let users = Arc::new(crate::security::acl::Users::new(
             config.runtime.requirepass().as_deref(),
         ));
-        // `requirepass` is the default user's password: CONFIG SET changes it at once.
+        // `requirepass` is the default user's password: CONFIG SET changes it at once, or is
+        // refused (and undone) where the cluster's committed users rule.
         let (hook_users, runtime) = (users.clone(), Arc::downgrade(&config.runtime));
-        config.runtime.on_change(move |directive| {
-            if directive == "requirepass"
+        config.runtime.on_apply(move |directives| {
+            if directives.contains(&"requirepass")
                 && let Some(rt) = runtime.upgrade()
             {
-                hook_users.set_requirepass(rt.requirepass().as_deref());
+                hook_users
+                    .set_requirepass(rt.requirepass().as_deref())
+                    .map_err(|why| ("requirepass", why))?;
             }
+            Ok(())
         });
         Shared {
             config,
@@ -281,6 +287,7 @@ impl Shared {
                     storage.close(std::time::Duration::from_secs(30));
                 }
                 crate::server::pidfile::remove(&shared.config.pidfile);
+                crate::security::audit::flush(std::time::Duration::from_secs(5));
                 tracing::info!("tallykv is now ready to exit, bye bye...");
                 std::process::exit(0);
             });

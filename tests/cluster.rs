@@ -18,6 +18,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::ErrorKind::{TimedOut, WouldBlock};
 use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -32,7 +33,9 @@ use common::load::{
 };
 use common::{DEADLINE, error_text, ttl_after, wait_until};
 use redis::Value;
-use tallykv::cluster::key_slot;
+use tallykv::cluster::meta::META;
+use tallykv::cluster::net::KIND_ADMIN;
+use tallykv::cluster::{admin, key_slot, wire};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -1419,4 +1422,231 @@ fn numbered_databases_replicate_through_the_slot_groups_logs() {
         "the wiped node caught up without a snapshot:\n{}",
         c.logs(30)
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// The bus
+// ---------------------------------------------------------------------------------------
+
+/// `body` behind its big-endian length, as every bus frame is sent.
+fn framed(body: &[u8]) -> Vec<u8> {
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(body);
+    frame
+}
+
+/// A hello of protocol `version` from node 9's core 0, with `auth` as its credentials (the
+/// layout of `src/cluster/link.rs`).
+fn bus_hello(version: u16, auth: &[u8]) -> Vec<u8> {
+    let mut body = b"TKVBUS".to_vec();
+    body.extend_from_slice(&version.to_be_bytes());
+    body.extend_from_slice(&9u64.to_be_bytes());
+    body.extend_from_slice(&[0, 0, 0, 0]);
+    body.extend_from_slice(&(auth.len() as u32).to_be_bytes());
+    body.extend_from_slice(auth);
+    framed(&body)
+}
+
+/// A bus request carrying the admin `call`, as a member sends it.
+fn bus_admin_request(id: u64, call: &admin::Call) -> Vec<u8> {
+    let mut body = id.to_be_bytes().to_vec();
+    body.push(KIND_ADMIN);
+    body.extend_from_slice(&META.to_be_bytes());
+    body.extend_from_slice(&wire::encode(call));
+    framed(&body)
+}
+
+/// The frame bodies in `bytes`.
+fn frames(mut bytes: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Some((len, rest)) = bytes.split_first_chunk::<4>() {
+        let len = u32::from_be_bytes(*len) as usize;
+        assert!(rest.len() >= len, "a frame cut short: {bytes:?}");
+        out.push(rest[..len].to_vec());
+        bytes = &rest[len..];
+    }
+    out
+}
+
+/// Reads what the node sends on `stream` until it closes the connection; fails the test if
+/// it keeps it open 10 s.
+fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match std::io::Read::read(stream, &mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), WouldBlock | TimedOut) => {
+                panic!("the node kept a stranger's connection open; it sent {got:?}")
+            }
+            // Reset: the node closed with our bytes unread.
+            Err(_) => return got,
+        }
+    }
+}
+
+/// The nonce of a challenge frame, checking the frame on the way.
+fn challenge_nonce(frame: &[u8]) -> [u8; 32] {
+    assert_eq!(&frame[..6], b"TKVBUS", "{frame:?}");
+    assert_eq!(
+        frame[6..9],
+        [0, 2, 2],
+        "protocol version 2, challenge: {frame:?}"
+    );
+    frame[9..].try_into().expect("a 32-byte nonce")
+}
+
+/// The reason of a refused hello-ack.
+fn refusal(frame: &[u8]) -> String {
+    assert_eq!(&frame[..6], b"TKVBUS", "{frame:?}");
+    assert_eq!(frame[8], 1, "a refused hello-ack: {frame:?}");
+    String::from_utf8_lossy(&frame[9..]).into_owned()
+}
+
+/// The node names CLUSTER NODES lists on node `i`, sorted.
+fn node_names(c: &Cluster, i: usize) -> Vec<String> {
+    let nodes: String = c.query(i, redis::cmd("CLUSTER").arg("NODES"));
+    let mut names: Vec<String> = nodes
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect();
+    names.sort();
+    names
+}
+
+/// The bus serves only nodes that prove they hold the cluster's `cluster-secret`: a
+/// stranger who reaches a bus port gets no request run (a version-1 hello, a hello with a
+/// forged proof, garbage), and a node started with another secret cannot be met into the
+/// cluster. (That nodes holding the secret work together is every other test here.)
+#[test]
+fn the_bus_refuses_strangers_and_nodes_with_another_secret() {
+    let _serial = serial();
+    // Every node appends its audit lines to one file (whole lines: each is one O_APPEND write).
+    let audit_dir = tempfile::tempdir().expect("temp dir");
+    let audit = audit_dir.path().join("audit.log");
+    let mut c = Cluster::start(3, &["--audit-log-file", audit.to_str().unwrap()]);
+    let members = node_names(&c, 0);
+    assert_eq!(members.len(), 3);
+    let bus = format!("127.0.0.1:{}", c.port(0) + 10000);
+    // Where a CLUSTER MEET the stranger asks for would make the node dial.
+    let bait = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    bait.set_nonblocking(true).expect("nonblocking");
+    let bait_port = bait.local_addr().expect("bait addr").port();
+    let calls = [
+        admin::Call::Meet {
+            host: "127.0.0.1".into(),
+            port: bait_port.wrapping_sub(10000),
+            bus_port: bait_port,
+        },
+        admin::Call::Forget { id: 1 },
+        admin::Call::Forget { id: 2 },
+    ];
+    let requests: Vec<u8> = calls
+        .iter()
+        .enumerate()
+        .flat_map(|(id, call)| bus_admin_request(id as u64 + 1, call))
+        .collect();
+
+    // A hello of the protocol before authentication, the admin calls right behind it.
+    let mut stream = TcpStream::connect(&bus).expect("connect to the bus");
+    stream
+        .write_all(&[bus_hello(1, &[]), requests.clone()].concat())
+        .expect("send");
+    let got = frames(&read_until_closed(&mut stream));
+    assert_eq!(got.len(), 2, "a challenge and a refusal, no reply: {got:?}");
+    challenge_nonce(&got[0]);
+    assert_eq!(
+        refusal(&got[1]),
+        "protocol version 1 is not supported; the server speaks version 2"
+    );
+
+    // Today's protocol with a forged proof over the node's challenge.
+    let mut stream = TcpStream::connect(&bus).expect("connect to the bus");
+    let mut len = [0u8; 4];
+    std::io::Read::read_exact(&mut stream, &mut len).expect("challenge length");
+    let mut challenge = vec![0u8; u32::from_be_bytes(len) as usize];
+    std::io::Read::read_exact(&mut stream, &mut challenge).expect("challenge");
+    let nonce = challenge_nonce(&challenge);
+    let mut forged = [7u8; 64];
+    forged[32..].copy_from_slice(&nonce);
+    stream
+        .write_all(&[bus_hello(2, &forged), requests].concat())
+        .expect("send");
+    let got = frames(&read_until_closed(&mut stream));
+    assert_eq!(got.len(), 1, "a refusal, no reply: {got:?}");
+    assert_eq!(refusal(&got[0]), "authentication failed");
+
+    // Garbage.
+    let mut stream = TcpStream::connect(&bus).expect("connect to the bus");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: tallykv\r\n\r\n")
+        .expect("send");
+    let got = frames(&read_until_closed(&mut stream));
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(refusal(&got[1]), "malformed hello: longer than 64 KiB");
+
+    // Nothing ran: the members are the same everywhere, and nobody dialled the bait.
+    std::thread::sleep(Duration::from_millis(500));
+    for i in 0..3 {
+        assert_eq!(node_names(&c, i), members, "node {i}");
+    }
+    assert!(
+        matches!(bait.accept(), Err(e) if e.kind() == WouldBlock),
+        "a stranger's CLUSTER MEET ran"
+    );
+    assert!(
+        c.log_count(0, "cluster link: refused a connection's hello") >= 1,
+        "{}",
+        c.logs(20)
+    );
+
+    // A node with another secret refuses the members, so CLUSTER MEET cannot make it one.
+    let stranger = c.add_joiner_with_secret("another-clusters-secret-32-bytes");
+    let meet: redis::RedisResult<String> = redis::cmd("CLUSTER")
+        .arg("MEET")
+        .arg(c.host(stranger))
+        .arg(c.port(stranger))
+        .query(&mut c.conn(0));
+    let error = error_text(&meet.expect_err("CLUSTER MEET of a node with another secret"));
+    assert!(error.contains("authentication failed"), "{error}");
+    let myid: redis::RedisResult<String> = redis::cmd("CLUSTER")
+        .arg("MYID")
+        .query(&mut c.conn(stranger));
+    assert!(myid.is_err(), "the stranger joined: {myid:?}");
+    for i in 0..3 {
+        assert_eq!(node_names(&c, i), members, "node {i}");
+    }
+    assert!(
+        c.log_count(stranger, "authentication failed: wrong proof") >= 1,
+        "{}",
+        c.logs(20)
+    );
+    // The secret itself is never logged.
+    for i in 0..c.len() {
+        assert_eq!(c.log_count(i, c.secret()), 0, "node {i} logged the secret");
+    }
+
+    // The audit log: the refused connections, and the MEET.
+    let events = || common::json_lines(&audit);
+    let has = |kind: &str, field: &str, part: &str| {
+        events()
+            .iter()
+            .any(|e| e["event"] == kind && e[field].as_str().is_some_and(|v| v.contains(part)))
+    };
+    let stranger_port = c.port(stranger).to_string();
+    assert!(
+        wait_until(DEADLINE, || {
+            has("bus_rejected", "reason", "version 1")
+                && has("bus_rejected", "reason", "authentication failed")
+                && has("cluster_admin", "peer", &stranger_port)
+        }),
+        "{}",
+        std::fs::read_to_string(&audit).unwrap_or_default()
+    );
+    let text = std::fs::read_to_string(&audit).unwrap();
+    assert!(!text.contains(c.secret()), "the secret is in the audit log");
 }

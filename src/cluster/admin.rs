@@ -1,7 +1,8 @@
 //! Admin calls between nodes over the bus (request kind `net::KIND_ADMIN`): joining a node
 //! (CLUSTER MEET), removing one (CLUSTER FORGET), asking a node how it sees a group, handing
-//! a group's leadership over, and asking a leader to evict. A call about a slot group runs on
-//! the core hosting the group; the others on core 0 (which hosts the meta group).
+//! a group's leadership over, asking a leader to evict, and changes of the function libraries
+//! and ACL users sent on to the meta leader. A call about a slot group runs on the core
+//! hosting the group; the others on core 0 (which hosts the meta group).
 
 use std::collections::BTreeSet;
 use std::rc::Rc;
@@ -22,6 +23,7 @@ use super::topology::{Layout, random_node_name};
 use super::types::{GroupId, NodeId, NodeInfo, join_host_port};
 use super::wire;
 use crate::command::function::library::LibraryChange;
+use crate::security::acl::{Outcome, UsersChange};
 
 /// How long a peer has to answer an admin call.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
@@ -58,6 +60,8 @@ pub enum Call {
     },
     /// FUNCTION LOAD / DELETE / FLUSH / RESTORE, sent on to the meta leader.
     Functions { change: LibraryChange },
+    /// ACL SETUSER / DELUSER / LOAD, sent on to the meta leader.
+    Users { change: UsersChange },
 }
 
 impl Call {
@@ -173,6 +177,7 @@ async fn answer(host: &Rc<Host>, call: Call) -> Result<Vec<u8>, String> {
             wire::encode(&())
         }
         Call::Functions { change } => wire::encode(&commit_functions(host, change).await),
+        Call::Users { change } => wire::encode(&commit_users(host, change).await),
     })
 }
 
@@ -452,6 +457,12 @@ pub async fn change_functions(host: &Rc<Host>, change: LibraryChange) -> Result<
             commit_functions(host, change).await?
         }
     };
+    wait_applied(host, index).await
+}
+
+/// Waits until this node applied the meta log up to `index` (a change it had committed).
+/// The error is the reply text.
+async fn wait_applied(host: &Host, index: u64) -> Result<(), String> {
     let raft = host
         .raft(META)
         .ok_or("ERR the meta group is not hosted here")?;
@@ -498,5 +509,95 @@ async fn commit_functions(host: &Host, change: LibraryChange) -> Result<u64, Str
         None => {
             Err("ERR the change committed but its outcome is unknown: see FUNCTION LIST".into())
         }
+    }
+}
+
+/// ACL SETUSER / DELUSER / LOAD in a cluster: commits `change` through the meta group (on its
+/// leader) and waits until this node applied it too. Runs on core 0. The outcome is DELUSER's
+/// count, or the error reply (the proposer's, or the one the committed users gave).
+pub async fn change_users(host: &Rc<Host>, change: UsersChange) -> Outcome {
+    let call = Call::Users { change };
+    let (index, outcome) = match on_meta_leader(host, &call).await {
+        Err(e) => return Err(format!("ERR {e}")),
+        Ok(Some(reply)) => {
+            decode::<Result<(u64, usize), String>>(&reply).map_err(|e| format!("ERR {e}"))??
+        }
+        Ok(None) => {
+            let Call::Users { change } = call else {
+                unreachable!("built above")
+            };
+            commit_users(host, change).await?
+        }
+    };
+    wait_applied(host, index).await?;
+    Ok(outcome)
+}
+
+/// As the meta leader: commits `change` and returns its entry's log index once applied here
+/// with the outcome, or the reply refusing it (by the users it applied to). The cluster's
+/// first users are committed before any change to them: every node then applies a change
+/// to the same users.
+async fn commit_users(host: &Host, change: UsersChange) -> Result<(u64, usize), String> {
+    let core = host.core_rc().ok_or("ERR this node is stopping")?;
+    let users = &core.shared.acl;
+    if users.committed_at().is_none() && !matches!(change, UsersChange::Seed { .. }) {
+        propose_users(host, &users.seed()).await?;
+    }
+    let (nonce, index) = propose_users(host, &change).await?;
+    match users.outcome(nonce) {
+        Some(Ok(n)) => Ok((index, n)),
+        Some(Err(e)) => Err(e),
+        None => Err("ERR the change committed but its outcome is unknown: see ACL LIST".into()),
+    }
+}
+
+/// As the meta leader: proposes `change`; its nonce and log index once committed and applied
+/// here.
+async fn propose_users(host: &Host, change: &UsersChange) -> Result<(u64, u64), String> {
+    let raft = host
+        .raft(META)
+        .ok_or("ERR the meta group is not hosted here")?;
+    let nonce = fastrand::u64(..);
+    let written = glommio::timer::timeout(STEP_TIMEOUT, async {
+        Ok(raft
+            .client_write(super::types::Data(Bytes::from(meta::users_entry(
+                nonce, change,
+            ))))
+            .await)
+    })
+    .await
+    .map_err(|_| "ERR the meta group did not commit in time".to_string())?;
+    // Applied here by the time client_write returns.
+    let written = written.map_err(|e| format!("ERR {e}"))?;
+    Ok((nonce, written.log_id.index))
+}
+
+/// When this node becomes the meta leader: if the cluster has no users yet (it just formed,
+/// or formed before users were shared), commits this node's configured users as its first
+/// ones, retrying while it leads (a leader elected a moment ago may not take writes yet).
+/// Racing seeds are harmless: only the first committed takes effect.
+pub async fn seed_users(host: Rc<Host>) {
+    for attempt in 1u64.. {
+        let Some(core) = host.core_rc() else { return };
+        let Some(raft) = host.raft(META) else { return };
+        if core.shared.acl.committed_at().is_some()
+            || raft.metrics().borrow_watched().state != ServerState::Leader
+        {
+            return;
+        }
+        match commit_users(&host, core.shared.acl.seed()).await {
+            Ok(_) => {
+                tracing::info!(
+                    "the cluster's ACL users are committed through the meta group ({} users)",
+                    core.shared.acl.all().len()
+                );
+                return;
+            }
+            Err(e) if attempt < 10 => {
+                tracing::debug!("the cluster's first ACL users were not committed yet: {e}")
+            }
+            Err(e) => tracing::warn!("the cluster's first ACL users were not committed: {e}"),
+        }
+        glommio::timer::sleep(Duration::from_millis(500)).await;
     }
 }

@@ -290,6 +290,10 @@ impl Host {
                         .map_or(Refusal::NoLeader, Refusal::Moved);
                     replicated::lost(&core, g, why);
                 }
+                if g == META && leading && !was_leader {
+                    // A cluster with no users yet takes this node's configured ones.
+                    glommio::spawn_local(super::admin::seed_users(me.clone())).detach();
+                }
                 was_leader = leading;
                 if before != leader {
                     let name = group_name(g);

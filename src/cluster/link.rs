@@ -15,19 +15,40 @@
 //! Frames (header fields big-endian; `len` counts the bytes after itself):
 //!
 //! ```text
+//! challenge: [u32 len]["TKVBUS"][u16 version][u8 2][32-byte server nonce]
 //! hello:     [u32 len]["TKVBUS"][u16 version][u64 node][u16 core][u16 target core]
-//!            [u32 auth len][auth]
-//! hello-ack: [u32 len]["TKVBUS"][u16 version][u8 0 accepted | 1 refused][UTF-8 reason]
+//!            [u32 auth len = 64][32-byte client nonce][32-byte client proof]
+//! hello-ack: [u32 len]["TKVBUS"][u16 version][u8 0 accepted][32-byte server proof]
+//!        or  [u32 len]["TKVBUS"][u16 version][u8 1 refused][UTF-8 reason]
 //! request:   [u32 len][u64 request id][u8 kind][u16 group][payload]
 //! response:  [u32 len][u64 request id][u8 status: 0 ok | 1 failed][payload | UTF-8 message]
 //! ```
 //!
-//! The dialling side sends its hello and may pipeline requests right behind it; the server
-//! answers a hello-ack before any response, or a refusal (wrong magic, another protocol
-//! version, a malformed hello) and closes. The magic and version keep their place in every
-//! future version, so two versions can always tell each other why they disagree. A frame
-//! longer than [`MAX_FRAME_LEN`] (a hello longer than 64 KiB) or shorter than its header
-//! closes the connection with a warning.
+//! **Handshake.** Every connection authenticates both ends on the secret the nodes share
+//! (`cluster-secret`, as a [`BusKey`]), challenge–response, so the secret never crosses the
+//! network. The accepting side speaks first: a challenge with a fresh random nonce. The
+//! dialler answers with its hello, carrying a fresh nonce of its own and its proof,
+//! HMAC-SHA-256(secret, `HELLO_LABEL` ‖ server nonce ‖ client nonce ‖ version ‖ node ‖ core ‖
+//! target core), and may pipeline requests right behind it. The acceptor checks the proof
+//! (in constant time) before it reads a single request, and answers a hello-ack carrying
+//! its own proof over the same fields under another label (`ACK_LABEL`), which the dialler
+//! checks before it trusts a single response. Each proof covers the other side's fresh
+//! nonce, so a recorded handshake proves nothing on another connection (replay), and the
+//! labels keep a dialler's proof from passing for an acceptor's (reflection): a stranger
+//! can neither be served nor pass for a node to a dialler. What the handshake does not
+//! give: after it, frames are neither encrypted nor authenticated, so whoever is on the
+//! path between two nodes can read and alter them, or relay a handshake between two real
+//! nodes and take the connection over (mutual TLS, `tls-cluster`, is what will protect
+//! that).
+//!
+//! The acceptor refuses a wrong magic, another protocol version, a malformed hello or a
+//! failed proof with a refused hello-ack and closes; a failed proof is told only
+//! "authentication failed" (the reason is logged, rate-limited, with the peer's address).
+//! The challenge is laid out as a hello-ack (status 2), and the magic and version keep
+//! their place in every frame of the handshake in every future version, so two versions
+//! can always tell each other why they disagree. A frame longer than [`MAX_FRAME_LEN`] (a
+//! handshake frame longer than 64 KiB) or shorter than its header closes the connection
+//! with a warning.
 //!
 //! Guarantees:
 //! - **Order.** [`Links::call`] queues its frame before it returns, and a connection's
@@ -41,7 +62,8 @@
 //!   one write; replies whose handler futures finish in one pass likewise.
 //! - **Failure.** When a connection fails every call waiting on it fails at once:
 //!   `Unreachable` if it never connected (the request was never sent), `Handshake` if the
-//!   peer refused the hello (nothing ran), `ConnectionLost` otherwise (it may have run).
+//!   handshake failed — the peer refused the hello, or did not prove it holds the secret —
+//!   (nothing ran on a node of the cluster), `ConnectionLost` otherwise (it may have run).
 //!   Frames are never resent on another connection. A call that times out or is dropped
 //!   leaves its frame queued (it may still run); its late reply is discarded.
 //!
@@ -69,6 +91,8 @@ use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, FutureExt, Str
 use glommio::Task;
 use glommio::net::{TcpListener, TcpStream};
 use glommio::timer::Timer;
+use ring::hmac;
+use ring::rand::{SecureRandom, SystemRandom};
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 
 use super::types::NodeId;
@@ -77,21 +101,37 @@ use super::types::NodeId;
 /// far smaller; the bound only stops a corrupt length from allocating gigabytes.
 pub const MAX_FRAME_LEN: usize = 256 << 20;
 
-/// The protocol this build speaks; a peer's hello must carry the same.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The protocol this build speaks; a peer's hello must carry the same. Version 2 brought
+/// the challenge and the proofs (version 1 served whoever connected).
+pub const PROTOCOL_VERSION: u16 = 2;
 
-/// First bytes of every hello and hello-ack: a stray client (or a port scan) is told apart
-/// from a peer speaking another version.
+/// First bytes of every frame of the handshake: a stray client (or a port scan) is told
+/// apart from a peer speaking another version.
 const MAGIC: &[u8; 6] = b"TKVBUS";
-/// A hello or hello-ack is small; the bound leaves room for the auth blob a later version
+/// Handshake frames are small; the bound leaves room for the credentials a later version
 /// carries and stops a stray client's first bytes from being taken for a huge length.
 const MAX_HELLO_LEN: usize = 64 << 10;
 /// Hello body without the auth blob: magic, version, node, core, target core, auth length.
 const HELLO_HEAD: usize = MAGIC.len() + 2 + 8 + 2 + 2 + 4;
-/// Hello-ack body without the reason: magic, version, status.
+/// Challenge and hello-ack body without what follows the status: magic, version, status.
 const ACK_HEAD: usize = MAGIC.len() + 2 + 1;
 const HELLO_ACCEPTED: u8 = 0;
 const HELLO_REFUSED: u8 = 1;
+/// The status of a challenge: laid out as a hello-ack, so that a version-1 dialler, which
+/// takes the first frame it reads for its hello-ack, reports the version it disagrees with.
+const CHALLENGE: u8 = 2;
+
+/// Fresh random bytes each side brings to a handshake.
+const NONCE_LEN: usize = 32;
+/// An HMAC-SHA-256 tag.
+const PROOF_LEN: usize = 32;
+/// A hello's auth blob: the dialler's nonce, then its proof.
+const AUTH_LEN: usize = NONCE_LEN + PROOF_LEN;
+/// What a dialler's and an acceptor's proofs start with: one never passes for the other, nor
+/// for anything else keyed with the secret. Each ends with a NUL, so neither is a prefix of
+/// the other.
+const HELLO_LABEL: &[u8] = b"tallykv cluster bus v2: hello\0";
+const ACK_LABEL: &[u8] = b"tallykv cluster bus v2: hello-ack\0";
 
 /// Request header after the length: request id, kind, group.
 const REQUEST_HEAD: usize = 8 + 1 + 2;
@@ -130,8 +170,12 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
-/// A connection that sends no complete hello within this is closed: it is not a peer.
+/// A connection that sends no complete hello within this is closed: it is not a peer. A
+/// dialler waits as long for its challenge.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// A core logs at most one refused hello per this, with the count of those it did not log:
+/// a port scanner, or a node with another secret redialling, cannot flood the log.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 /// After refusing a hello, how long the server drains what the peer pipelined behind it
 /// before closing: closing with unread bytes would reset the connection and could destroy
 /// the refusal before the peer reads it.
@@ -144,8 +188,9 @@ pub enum BusError {
     /// out), or the peer is in its reconnect backoff after such a failure. The request was
     /// not sent.
     Unreachable(String),
-    /// The peer refused our hello (or answered something that is not a hello-ack); nothing
-    /// ran. Backed off like an unreachable peer.
+    /// The handshake failed: the peer refused our hello (another secret, another protocol
+    /// version), did not prove it holds the secret, or answered something that is not a
+    /// handshake; nothing ran on a node of the cluster. Backed off like an unreachable peer.
     Handshake(String),
     /// The connection closed before the reply arrived; the request may or may not have run.
     ConnectionLost(String),
@@ -180,7 +225,66 @@ impl fmt::Display for BusError {
 
 impl Error for BusError {}
 
-/// What the dialling side says first.
+/// The key both ends of every bus connection prove they hold: `cluster-secret`, as an
+/// HMAC-SHA-256 key. Cheap to clone; its `Debug` shows nothing of it.
+#[derive(Clone)]
+pub struct BusKey(hmac::Key);
+
+impl BusKey {
+    pub fn new(secret: &[u8]) -> Self {
+        Self(hmac::Key::new(hmac::HMAC_SHA256, secret))
+    }
+
+    /// The proof, under `label`, of the handshake of `nonces` and `hello`.
+    fn prove(&self, label: &[u8], nonces: &Nonces, hello: &Hello) -> [u8; PROOF_LEN] {
+        let tag = hmac::sign(&self.0, &signed(label, nonces, hello));
+        let mut proof = [0; PROOF_LEN];
+        proof.copy_from_slice(tag.as_ref());
+        proof
+    }
+
+    /// Whether `proof` is that proof; in constant time.
+    fn verify(&self, label: &[u8], nonces: &Nonces, hello: &Hello, proof: &[u8]) -> bool {
+        hmac::verify(&self.0, &signed(label, nonces, hello), proof).is_ok()
+    }
+}
+
+impl fmt::Debug for BusKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BusKey(..)")
+    }
+}
+
+/// Both sides' nonces of one handshake.
+struct Nonces {
+    server: [u8; NONCE_LEN],
+    client: [u8; NONCE_LEN],
+}
+
+/// What a proof signs: its label, both nonces, and the hello's fields (the acceptor's proof
+/// too, so its answer is bound to this very hello). Every part has a fixed length.
+fn signed(label: &[u8], nonces: &Nonces, hello: &Hello) -> Vec<u8> {
+    let mut data = Vec::with_capacity(label.len() + 2 * NONCE_LEN + 2 + 8 + 2 + 2);
+    data.extend_from_slice(label);
+    data.extend_from_slice(&nonces.server);
+    data.extend_from_slice(&nonces.client);
+    data.extend_from_slice(&hello.version.to_be_bytes());
+    data.extend_from_slice(&hello.node.to_be_bytes());
+    data.extend_from_slice(&hello.core.to_be_bytes());
+    data.extend_from_slice(&hello.target_core.to_be_bytes());
+    data
+}
+
+/// A fresh nonce from the OS's random generator.
+fn fresh_nonce() -> io::Result<[u8; NONCE_LEN]> {
+    let mut nonce = [0; NONCE_LEN];
+    SystemRandom::new()
+        .fill(&mut nonce)
+        .map_err(|_| io::Error::other("the OS's random generator failed"))?;
+    Ok(nonce)
+}
+
+/// What the dialling side says after the challenge (its credentials travel beside it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hello {
     /// The protocol version the dialler speaks.
@@ -191,37 +295,35 @@ pub struct Hello {
     pub core: u16,
     /// The core the dialler wants to be served by (a hint: the peer may have fewer cores).
     pub target_core: u16,
-    /// Opaque credentials; empty until the bus authenticates peers.
-    pub auth: Bytes,
 }
 
 impl Hello {
-    /// A hello of this build's protocol version without credentials.
+    /// A hello of this build's protocol version.
     pub fn new(node: NodeId, core: u16, target_core: u16) -> Self {
         Self {
             version: PROTOCOL_VERSION,
             node,
             core,
             target_core,
-            auth: Bytes::new(),
         }
     }
 
-    /// Appends the hello frame, length prefix included.
-    fn encode(&self, out: &mut Vec<u8>) {
-        let len = HELLO_HEAD + self.auth.len();
+    /// Appends the hello frame with its `auth` blob, length prefix included.
+    fn encode(&self, out: &mut Vec<u8>, auth: &[u8]) {
+        let len = HELLO_HEAD + auth.len();
         out.extend_from_slice(&frame_len(len).to_be_bytes());
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&self.version.to_be_bytes());
         out.extend_from_slice(&self.node.to_be_bytes());
         out.extend_from_slice(&self.core.to_be_bytes());
         out.extend_from_slice(&self.target_core.to_be_bytes());
-        out.extend_from_slice(&frame_len(self.auth.len()).to_be_bytes());
-        out.extend_from_slice(&self.auth);
+        out.extend_from_slice(&frame_len(auth.len()).to_be_bytes());
+        out.extend_from_slice(auth);
     }
 
-    /// Reads a hello body (after its length prefix); only this build's version is accepted.
-    fn decode(body: &Bytes) -> Result<Self, HandshakeError> {
+    /// Reads a hello body (after its length prefix) and its auth blob; only this build's
+    /// version is accepted.
+    fn decode(body: &Bytes) -> Result<(Self, Bytes), HandshakeError> {
         let mut cursor = Cursor(body);
         if cursor.take(MAGIC.len()) != Some(&MAGIC[..]) {
             return Err(HandshakeError::BadMagic);
@@ -242,22 +344,34 @@ impl Hello {
                 "auth length disagrees with the frame",
             ));
         }
-        Ok(Self {
+        let hello = Self {
             version,
             node,
             core,
             target_core,
-            auth: body.slice(HELLO_HEAD..),
-        })
+        };
+        Ok((hello, body.slice(HELLO_HEAD..)))
     }
 }
 
-/// Why a hello was refused; the text is what both sides log and the dialler is told.
+/// Why a hello was refused; the text is what the dialler is told.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum HandshakeError {
     BadMagic,
     Version(u16),
     Malformed(&'static str),
+    /// The dialler did not prove it holds the secret, for this reason: logged, never told.
+    Unauthenticated(&'static str),
+}
+
+impl HandshakeError {
+    /// What the acceptor logs: the refusal, with the reason the dialler is not told.
+    fn logged(&self) -> String {
+        match self {
+            Self::Unauthenticated(why) => format!("{self}: {why}"),
+            _ => self.to_string(),
+        }
+    }
 }
 
 impl fmt::Display for HandshakeError {
@@ -270,26 +384,32 @@ impl fmt::Display for HandshakeError {
                  {PROTOCOL_VERSION}"
             ),
             Self::Malformed(why) => write!(f, "malformed hello: {why}"),
+            // Nothing that would tell a prober how close it came.
+            Self::Unauthenticated(_) => write!(f, "authentication failed"),
         }
     }
 }
 
-/// Appends a hello-ack frame: accepted (empty reason) or refused with its reason.
-fn encode_ack(out: &mut Vec<u8>, refusal: Option<&str>) {
-    let reason = refusal.unwrap_or("").as_bytes();
-    out.extend_from_slice(&frame_len(ACK_HEAD + reason.len()).to_be_bytes());
+/// Appends a frame of the acceptor's side of the handshake: a challenge, or a hello-ack
+/// (accepted or refused), with `body` after its status.
+fn encode_greeting(out: &mut Vec<u8>, status: u8, body: &[u8]) {
+    out.extend_from_slice(&frame_len(ACK_HEAD + body.len()).to_be_bytes());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&PROTOCOL_VERSION.to_be_bytes());
-    out.push(if refusal.is_some() {
-        HELLO_REFUSED
-    } else {
-        HELLO_ACCEPTED
-    });
-    out.extend_from_slice(reason);
+    out.push(status);
+    out.extend_from_slice(body);
 }
 
-/// Checks a hello-ack body; the error is why the handshake failed.
-fn check_ack(body: &[u8]) -> Result<(), String> {
+/// A frame of the acceptor's side of the handshake, as the dialler reads it.
+#[derive(Debug, PartialEq, Eq)]
+enum Greeting {
+    Challenge([u8; NONCE_LEN]),
+    Accepted([u8; PROOF_LEN]),
+    Refused(String),
+}
+
+/// Reads a challenge or hello-ack body; the error is why the handshake failed.
+fn read_greeting(body: &[u8]) -> Result<Greeting, String> {
     let mut cursor = Cursor(body);
     if cursor.take(MAGIC.len()) != Some(&MAGIC[..]) {
         return Err("the peer does not speak the tallykv bus (bad magic in its reply)".into());
@@ -297,10 +417,10 @@ fn check_ack(body: &[u8]) -> Result<(), String> {
     let (Some(version), Some(status)) = (cursor.u16(), cursor.u8()) else {
         return Err("truncated hello-ack".into());
     };
+    // Before the version: a peer of another version says why it refused.
     if status == HELLO_REFUSED {
-        return Err(format!(
-            "refused by the peer: {}",
-            String::from_utf8_lossy(cursor.0)
+        return Ok(Greeting::Refused(
+            String::from_utf8_lossy(cursor.0).into_owned(),
         ));
     }
     if version != PROTOCOL_VERSION {
@@ -309,7 +429,15 @@ fn check_ack(body: &[u8]) -> Result<(), String> {
              {PROTOCOL_VERSION}"
         ));
     }
-    Ok(())
+    let (greeting, what) = match status {
+        CHALLENGE => (cursor.array().map(Greeting::Challenge), "challenge"),
+        HELLO_ACCEPTED => (cursor.array().map(Greeting::Accepted), "hello-ack"),
+        status => return Err(format!("unexpected handshake status {status}")),
+    };
+    match greeting {
+        Some(greeting) if cursor.0.is_empty() => Ok(greeting),
+        _ => Err(format!("malformed {what} (wrong length)")),
+    }
 }
 
 /// Reads big-endian fields off the front of a byte slice.
@@ -424,6 +552,59 @@ thread_local! {
 /// What this thread's [`serve`] and [`serve_adopted`] connections did so far.
 pub fn served_stats() -> LinkStats {
     SERVED.with(|counters| counters.snapshot())
+}
+
+/// Refused hellos a thread logged: one per [`REFUSAL_LOG_EVERY`].
+#[derive(Default)]
+struct RefusalLog {
+    last: Option<Instant>,
+    /// Refusals since the last one logged.
+    unlogged: u64,
+}
+
+impl RefusalLog {
+    /// Whether a refusal at `now` is logged, and if so how many went unlogged before it.
+    fn admit(&mut self, now: Instant) -> Option<u64> {
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < REFUSAL_LOG_EVERY)
+        {
+            self.unlogged += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
+    }
+}
+
+thread_local! {
+    static REFUSALS: RefCell<RefusalLog> = RefCell::default();
+}
+
+/// Warns of a refused hello, unless this thread warned of one less than
+/// [`REFUSAL_LOG_EVERY`] ago (the next warning counts it).
+fn log_refusal(peer: &str, refusal: &HandshakeError) {
+    // The audit log (when on) keeps every refusal; its file rotates by size.
+    if crate::security::audit::enabled() {
+        crate::security::audit::record(&crate::security::audit::Event::BusRejected {
+            peer,
+            reason: &refusal.logged(),
+        });
+    }
+    let Some(unlogged) = REFUSALS.with(|log| log.borrow_mut().admit(Instant::now())) else {
+        return;
+    };
+    let reason = refusal.logged();
+    if unlogged == 0 {
+        tracing::warn!(%peer, %reason, "cluster link: refused a connection's hello");
+    } else {
+        tracing::warn!(
+            %peer,
+            %reason,
+            "cluster link: refused a connection's hello ({unlogged} more refused since the last \
+             warning, not logged)"
+        );
+    }
 }
 
 /// Frames waiting for a connection's writer. Callers append whole frames; the writer takes
@@ -618,9 +799,16 @@ pub type Route = Rc<dyn Fn(Hello, OwnedFd) -> Result<(), OwnedFd>>;
 /// Serves the bus on `listener` for core `core` until the returned future is dropped, which
 /// also closes every connection it serves and drops their requests in flight.
 ///
-/// Each connection's hello is read first (exactly, so nothing behind it leaves the kernel's
-/// buffer); a hello for another core goes to `route`, a bad one is refused and closed.
-pub async fn serve(listener: TcpListener, core: u16, handler: Rc<dyn Serve>, route: Route) {
+/// Each connection is challenged and its hello read first (exactly, so nothing behind it
+/// leaves the kernel's buffer) and checked against `key`; once acknowledged, a hello for
+/// another core goes to `route`, and a bad one is refused and closed.
+pub async fn serve(
+    listener: TcpListener,
+    core: u16,
+    key: BusKey,
+    handler: Rc<dyn Serve>,
+    route: Route,
+) {
     let accepted = Rc::new(Accepted::default());
     // Accepting runs in a task of its own: glommio's accept future keeps one more clone of
     // its task's waker each time it is polled while pending, so polled on every wake-up of
@@ -635,6 +823,7 @@ pub async fn serve(listener: TcpListener, core: u16, handler: Rc<dyn Serve>, rou
             connections.push(accept_connection(
                 stream,
                 core,
+                key.clone(),
                 handler.clone(),
                 route.clone(),
             ));
@@ -680,13 +869,19 @@ async fn accept_loop(listener: TcpListener, accepted: Rc<Accepted>) {
     }
 }
 
-async fn accept_connection(mut stream: TcpStream, core: u16, handler: Rc<dyn Serve>, route: Route) {
+async fn accept_connection(
+    mut stream: TcpStream,
+    core: u16,
+    key: BusKey,
+    handler: Rc<dyn Serve>,
+    route: Route,
+) {
     let peer = peer_name(&stream);
     if let Err(error) = tune_socket(SockRef::from(&socket_of(&stream))) {
         tracing::debug!(%peer, %error, "cluster link: cannot set socket options, closing");
         return;
     }
-    let hello = match within(HELLO_TIMEOUT, read_hello(&mut stream)).await {
+    let hello = match within(HELLO_TIMEOUT, handshake(&mut stream, &key)).await {
         None => {
             tracing::debug!(%peer, "cluster link: no hello within {HELLO_TIMEOUT:?}, closing");
             return;
@@ -697,7 +892,7 @@ async fn accept_connection(mut stream: TcpStream, core: u16, handler: Rc<dyn Ser
         }
         Some(Ok(Err(refusal))) => {
             SERVED.with(|counters| bump(&counters.failed_connects, 1));
-            tracing::warn!(%peer, reason = %refusal, "cluster link: refused a peer's hello");
+            log_refusal(&peer, &refusal);
             refuse(stream, &refusal.to_string()).await;
             return;
         }
@@ -722,7 +917,7 @@ async fn accept_connection(mut stream: TcpStream, core: u16, handler: Rc<dyn Ser
 }
 
 /// Serves a connection another core accepted and routed here (see [`Route`]): `socket` is
-/// positioned right after the hello, whose fields are `hello`.
+/// positioned right after the hello, whose fields are `hello`, checked and acknowledged.
 pub async fn serve_adopted(socket: OwnedFd, hello: Hello, handler: Rc<dyn Serve>) {
     serve_connection(stream_from(socket), hello, handler).await;
 }
@@ -740,9 +935,59 @@ fn peer_name(stream: &TcpStream) -> String {
         .map_or_else(|_| "unknown peer".to_owned(), |addr| addr.to_string())
 }
 
-/// Reads exactly one hello frame, not a byte more: what follows may be served by another
-/// core. The inner error is a refusal to send back.
-async fn read_hello(stream: &mut TcpStream) -> io::Result<Result<Hello, HandshakeError>> {
+/// The acceptor's side of the handshake: challenges the dialler, reads its hello, checks its
+/// proof and acknowledges it with a proof of our own. Nothing but the hello is read from the
+/// connection: what follows may be served by another core. The inner error is a refusal to
+/// send back.
+async fn handshake(
+    stream: &mut TcpStream,
+    key: &BusKey,
+) -> io::Result<Result<Hello, HandshakeError>> {
+    let server = fresh_nonce()?;
+    let mut frame = Vec::new();
+    encode_greeting(&mut frame, CHALLENGE, &server);
+    send_handshake(stream, &frame).await?;
+    let (hello, auth) = match read_hello(stream).await? {
+        Ok(hello) => hello,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    let Some((client, proof)) = auth
+        .split_first_chunk::<NONCE_LEN>()
+        .filter(|_| auth.len() == AUTH_LEN)
+    else {
+        return Ok(Err(HandshakeError::Unauthenticated(
+            "no credentials, or not of the expected length",
+        )));
+    };
+    let nonces = Nonces {
+        server,
+        client: *client,
+    };
+    if !key.verify(HELLO_LABEL, &nonces, &hello, proof) {
+        return Ok(Err(HandshakeError::Unauthenticated(
+            "wrong proof (another cluster-secret, or a replayed hello)",
+        )));
+    }
+    frame.clear();
+    encode_greeting(
+        &mut frame,
+        HELLO_ACCEPTED,
+        &key.prove(ACK_LABEL, &nonces, &hello),
+    );
+    send_handshake(stream, &frame).await?;
+    Ok(Ok(hello))
+}
+
+/// Writes a frame of the acceptor's side of the handshake.
+async fn send_handshake(stream: &mut TcpStream, frame: &[u8]) -> io::Result<()> {
+    stream.write_all(frame).await?;
+    SERVED.with(|counters| bump(&counters.bytes_sent, frame.len()));
+    Ok(())
+}
+
+/// Reads exactly one hello frame, not a byte more, and returns it with its auth blob. The
+/// inner error is a refusal to send back.
+async fn read_hello(stream: &mut TcpStream) -> io::Result<Result<(Hello, Bytes), HandshakeError>> {
     let mut len = [0u8; 4];
     stream.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
@@ -759,7 +1004,7 @@ async fn read_hello(stream: &mut TcpStream) -> io::Result<Result<Hello, Handshak
 /// `REFUSAL_LINGER`).
 async fn refuse(mut stream: TcpStream, reason: &str) {
     let mut frame = Vec::new();
-    encode_ack(&mut frame, Some(reason));
+    encode_greeting(&mut frame, HELLO_REFUSED, reason.as_bytes());
     let sent = within(REFUSAL_LINGER, stream.write_all(&frame)).await;
     if !matches!(sent, Some(Ok(()))) || stream.shutdown(Shutdown::Write).await.is_err() {
         return;
@@ -799,7 +1044,6 @@ async fn run_server_connection(
 ) -> io::Result<()> {
     let stream = RefCell::new(stream);
     let outbox = Outbox::default();
-    encode_ack(&mut outbox.queued.borrow_mut(), None);
     let in_flight: RefCell<FuturesUnordered<Answer>> = RefCell::default();
     let mut reading = pin!(read_requests(&stream, handler, &in_flight, counters));
     let mut writing = pin!(write_out(&stream, &outbox, counters));
@@ -886,6 +1130,7 @@ pub struct Links {
 
 struct LinksInner {
     local_ip: Option<IpAddr>,
+    key: BusKey,
     me: NodeId,
     core: u16,
     target_core: Cell<u16>,
@@ -937,7 +1182,8 @@ impl Backoff {
 enum Phase {
     /// Resolving the address or waiting for the TCP handshake; frames queue meanwhile.
     Dialling,
-    /// TCP connected; our hello is sent or queued, the peer's answer not yet read.
+    /// TCP connected; waiting for the peer's challenge, or our hello is sent or queued and
+    /// the peer's answer not yet read.
     Connected,
     /// The peer acknowledged our hello.
     Ready,
@@ -948,6 +1194,9 @@ enum Phase {
 struct Conn {
     addr: String,
     peer: Rc<PeerState>,
+    /// What the connection's hello says; it goes out ahead of the queued requests once the
+    /// peer's challenge is in.
+    hello: Hello,
     outbox: Outbox,
     waiters: RefCell<HashMap<u64, Waiter>>,
     phase: Cell<Phase>,
@@ -960,13 +1209,12 @@ enum Waiter {
 }
 
 impl Conn {
-    fn new(addr: &str, peer: Rc<PeerState>, hello: &Hello) -> Self {
-        let outbox = Outbox::default();
-        hello.encode(&mut outbox.queued.borrow_mut());
+    fn new(addr: &str, peer: Rc<PeerState>, hello: Hello) -> Self {
         Self {
             addr: addr.to_owned(),
             peer,
-            outbox,
+            hello,
+            outbox: Outbox::default(),
             waiters: RefCell::default(),
             phase: Cell::new(Phase::Dialling),
             ready_at: Cell::new(None),
@@ -1141,13 +1389,15 @@ impl Drop for Partial<'_> {
 }
 
 impl Links {
-    /// Links for core `core` of node `me`. `local_ip`: the address outgoing connections come
-    /// from (so a test proxy or firewall can tell nodes on one loopback apart), or `None` to
-    /// let the OS pick. Connections ask the peer for its core of the same index.
-    pub fn new(local_ip: Option<IpAddr>, me: NodeId, core: u16) -> Self {
+    /// Links for core `core` of node `me`, proving to every peer that they hold `key` (and
+    /// requiring the same of it). `local_ip`: the address outgoing connections come from (so
+    /// a test proxy or firewall can tell nodes on one loopback apart), or `None` to let the
+    /// OS pick. Connections ask the peer for its core of the same index.
+    pub fn new(local_ip: Option<IpAddr>, key: BusKey, me: NodeId, core: u16) -> Self {
         Self {
             inner: Rc::new(LinksInner {
                 local_ip,
+                key,
                 me,
                 core,
                 target_core: Cell::new(core),
@@ -1284,8 +1534,12 @@ impl Links {
         }
         drop(backoff);
         let hello = Hello::new(self.inner.me, self.inner.core, self.inner.target_core.get());
-        let conn = Rc::new(Conn::new(addr, peer.state.clone(), &hello));
-        let task = glommio::spawn_local(drive(conn.clone(), self.inner.local_ip));
+        let conn = Rc::new(Conn::new(addr, peer.state.clone(), hello));
+        let task = glommio::spawn_local(drive(
+            conn.clone(),
+            self.inner.local_ip,
+            self.inner.key.clone(),
+        ));
         // Replacing a closed connection drops its finished task.
         peer.live = Some(Live {
             conn: conn.clone(),
@@ -1299,7 +1553,7 @@ impl Links {
 enum Ended {
     /// Never connected.
     Unreachable(String),
-    /// Connected, but the handshake was refused or garbled.
+    /// Connected, but the handshake was refused, garbled or not proven.
     Handshake(String),
     /// Connected, then lost.
     Lost(String),
@@ -1318,15 +1572,14 @@ impl Drop for CloseOnDrop<'_> {
 
 /// Drives one client connection from dialling to its end, then records the outcome for the
 /// backoff and fails the calls still waiting.
-async fn drive(conn: Rc<Conn>, local_ip: Option<IpAddr>) {
+async fn drive(conn: Rc<Conn>, local_ip: Option<IpAddr>, key: BusKey) {
     let closing = CloseOnDrop(&conn);
     // glommio runs a spawned task at once, up to its first await. Step aside first: the
     // call that opened the connection queues its frame before anything is dialled (a
-    // refused loopback connect fails without ever waiting), and the frames queued by the
-    // tasks running in this pass leave with the hello in the first write.
+    // refused loopback connect fails without ever waiting).
     yield_now().await;
     let peer = &*conn.peer;
-    let ended = run_client_connection(&conn, peer, local_ip).await;
+    let ended = run_client_connection(&conn, peer, local_ip, &key).await;
     let addr = &conn.addr;
     let now = Instant::now();
     let mut backoff = peer.backoff.borrow_mut();
@@ -1368,7 +1621,12 @@ async fn drive(conn: Rc<Conn>, local_ip: Option<IpAddr>) {
     drop(closing);
 }
 
-async fn run_client_connection(conn: &Conn, peer: &PeerState, local_ip: Option<IpAddr>) -> Ended {
+async fn run_client_connection(
+    conn: &Conn,
+    peer: &PeerState,
+    local_ip: Option<IpAddr>,
+    key: &BusKey,
+) -> Ended {
     let dialled = within(CONNECT_TIMEOUT, dial(&conn.addr, local_ip))
         .await
         .unwrap_or_else(|| {
@@ -1382,7 +1640,24 @@ async fn run_client_connection(conn: &Conn, peer: &PeerState, local_ip: Option<I
         Err(error) => return Ended::Unreachable(error.to_string()),
     };
     conn.phase.set(Phase::Connected);
-    let mut reading = pin!(read_replies(&stream, conn, peer));
+    let mut reader = FrameReader::new();
+    let answered = within(
+        HELLO_TIMEOUT,
+        answer_challenge(&stream, &mut reader, conn, key),
+    )
+    .await;
+    let nonces = match answered {
+        Some(Ok(nonces)) => nonces,
+        Some(Err(ended)) => return ended,
+        None => {
+            return Ended::Handshake(format!(
+                "no challenge from the peer within {HELLO_TIMEOUT:?} (a tallykv speaking protocol \
+                 version 1 sends none; this node speaks version {PROTOCOL_VERSION})"
+            ));
+        }
+    };
+    // The hello and every frame queued meanwhile leave in the first write.
+    let mut reading = pin!(read_replies(&stream, reader, conn, key, &nonces));
     let mut writing = pin!(write_out(&stream, &conn.outbox, &peer.counters));
     poll_fn(|cx| {
         if let Poll::Ready(ended) = reading.as_mut().poll(cx) {
@@ -1396,20 +1671,82 @@ async fn run_client_connection(conn: &Conn, peer: &PeerState, local_ip: Option<I
     .await
 }
 
-/// Reads the hello-ack, then hands each response to the call waiting for it.
-async fn read_replies(stream: &RefCell<TcpStream>, conn: &Conn, peer: &PeerState) -> Ended {
-    let counters = &peer.counters;
-    let mut reader = FrameReader::new();
-    let ack = match reader.next(stream, counters, ACK_HEAD, MAX_HELLO_LEN).await {
-        Ok(Some(ack)) => ack,
-        Ok(None) => return Ended::Lost("closed by the peer before its hello-ack".into()),
-        Err(error) if error.kind() == io::ErrorKind::InvalidData => {
-            return Ended::Handshake(format!("bad hello-ack: {error}"));
+/// The dialler's first step: reads the peer's challenge and queues our hello, with our
+/// nonce and proof, ahead of the requests queued meanwhile (the writer has not run yet).
+async fn answer_challenge(
+    stream: &RefCell<TcpStream>,
+    reader: &mut FrameReader,
+    conn: &Conn,
+    key: &BusKey,
+) -> Result<Nonces, Ended> {
+    let server = match read_handshake(stream, reader, conn, "challenge").await? {
+        Greeting::Challenge(nonce) => nonce,
+        Greeting::Accepted(_) => {
+            return Err(Ended::Handshake(
+                "the peer acknowledged a hello before it was sent".into(),
+            ));
         }
-        Err(error) => return Ended::Lost(error.to_string()),
+        Greeting::Refused(why) => {
+            return Err(Ended::Handshake(format!("refused by the peer: {why}")));
+        }
     };
-    if let Err(why) = check_ack(&ack) {
-        return Ended::Handshake(why);
+    let client = fresh_nonce().map_err(|error| Ended::Handshake(error.to_string()))?;
+    let nonces = Nonces { server, client };
+    let mut auth = Vec::with_capacity(AUTH_LEN);
+    auth.extend_from_slice(&client);
+    auth.extend_from_slice(&key.prove(HELLO_LABEL, &nonces, &conn.hello));
+    let mut hello = Vec::new();
+    conn.hello.encode(&mut hello, &auth);
+    conn.outbox.queued.borrow_mut().splice(0..0, hello);
+    Ok(nonces)
+}
+
+/// Reads the next frame of the peer's side of the handshake (`what` names it for errors).
+async fn read_handshake(
+    stream: &RefCell<TcpStream>,
+    reader: &mut FrameReader,
+    conn: &Conn,
+    what: &str,
+) -> Result<Greeting, Ended> {
+    let counters = &conn.peer.counters;
+    let frame = match reader.next(stream, counters, ACK_HEAD, MAX_HELLO_LEN).await {
+        Ok(Some(frame)) => frame,
+        Ok(None) => return Err(Ended::Lost(format!("closed by the peer before its {what}"))),
+        Err(error) if error.kind() == io::ErrorKind::InvalidData => {
+            return Err(Ended::Handshake(format!("bad {what}: {error}")));
+        }
+        Err(error) => return Err(Ended::Lost(error.to_string())),
+    };
+    read_greeting(&frame).map_err(Ended::Handshake)
+}
+
+/// Reads the hello-ack and checks the peer's proof, then hands each response to the call
+/// waiting for it.
+async fn read_replies(
+    stream: &RefCell<TcpStream>,
+    mut reader: FrameReader,
+    conn: &Conn,
+    key: &BusKey,
+    nonces: &Nonces,
+) -> Ended {
+    let counters = &conn.peer.counters;
+    match read_handshake(stream, &mut reader, conn, "hello-ack").await {
+        Ok(Greeting::Accepted(proof)) => {
+            if !key.verify(ACK_LABEL, nonces, &conn.hello, &proof) {
+                return Ended::Handshake(
+                    "the peer did not prove it holds cluster-secret (a node with another \
+                     secret, or not a node of this cluster)"
+                        .into(),
+                );
+            }
+        }
+        Ok(Greeting::Refused(why)) => {
+            return Ended::Handshake(format!("refused by the peer: {why}"));
+        }
+        Ok(Greeting::Challenge(_)) => {
+            return Ended::Handshake("the peer sent a second challenge".into());
+        }
+        Err(ended) => return ended,
     }
     conn.handshake_done();
     loop {
@@ -1615,13 +1952,22 @@ mod tests {
         Rc::new(|_, socket| Err(socket))
     }
 
+    /// The secret of the tests' cluster.
+    fn key() -> BusKey {
+        BusKey::new(b"0123456789abcdef0123456789abcdef")
+    }
+
+    fn another_key() -> BusKey {
+        BusKey::new(b"another cluster's secret: 32 b..")
+    }
+
     /// Starts a bus server on a free loopback port; drop the task to stop it.
     fn start_server(handler: Rc<dyn Serve>) -> (String, Task<()>) {
         let listener = listen("127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr").to_string();
         (
             addr,
-            glommio::spawn_local(serve(listener, 0, handler, no_route())),
+            glommio::spawn_local(serve(listener, 0, key(), handler, no_route())),
         )
     }
 
@@ -1631,14 +1977,97 @@ mod tests {
         listener.local_addr().expect("local addr").to_string()
     }
 
-    fn hello_frame(version: u16, target_core: u16) -> Vec<u8> {
+    /// A hello of node 5 in protocol `version` with `auth` as its credentials.
+    fn hello_frame(version: u16, auth: &[u8]) -> Vec<u8> {
         let mut frame = Vec::new();
         Hello {
             version,
-            ..Hello::new(5, 0, target_core)
+            ..Hello::new(5, 0, 0)
         }
-        .encode(&mut frame);
+        .encode(&mut frame, auth);
         frame
+    }
+
+    /// A request frame of kind 4, group 0, for [`Echo`].
+    fn request_frame(id: u64, payload: &[u8]) -> Vec<u8> {
+        let mut frame = frame_len(REQUEST_HEAD + payload.len())
+            .to_be_bytes()
+            .to_vec();
+        frame.extend_from_slice(&id.to_be_bytes());
+        frame.push(4);
+        frame.extend_from_slice(&0u16.to_be_bytes());
+        frame.extend_from_slice(payload);
+        frame
+    }
+
+    /// The next frame of an acceptor's side of the handshake, read by hand.
+    async fn read_greeting_by_hand(stream: &mut TcpStream) -> Greeting {
+        let frame = read_raw_frame(stream).await.expect("a handshake frame");
+        read_greeting(&frame).expect("a handshake frame")
+    }
+
+    /// Plays a dialler by hand: reads the challenge and answers with a hello of node 5 proven
+    /// with `key`, `then` right behind it. Returns the hello frame, its nonces and fields.
+    async fn dial_by_hand(
+        stream: &mut TcpStream,
+        key: &BusKey,
+        then: &[u8],
+    ) -> (Vec<u8>, Nonces, Hello) {
+        let Greeting::Challenge(server) = read_greeting_by_hand(stream).await else {
+            panic!("the acceptor did not start with a challenge");
+        };
+        let nonces = Nonces {
+            server,
+            client: fresh_nonce().expect("nonce"),
+        };
+        let hello = Hello::new(5, 0, 0);
+        let mut auth = nonces.client.to_vec();
+        auth.extend_from_slice(&key.prove(HELLO_LABEL, &nonces, &hello));
+        let frame = hello_frame(PROTOCOL_VERSION, &auth);
+        stream
+            .write_all(&[&frame[..], then].concat())
+            .await
+            .expect("hello");
+        (frame, nonces, hello)
+    }
+
+    /// Plays an acceptor by hand: challenges, reads the hello and accepts it with the proof
+    /// `prove` makes of the handshake.
+    async fn accept_by_hand(
+        stream: &mut TcpStream,
+        prove: impl FnOnce(&Nonces, &Hello) -> [u8; PROOF_LEN],
+    ) {
+        let server = fresh_nonce().expect("nonce");
+        let mut frame = Vec::new();
+        encode_greeting(&mut frame, CHALLENGE, &server);
+        stream.write_all(&frame).await.expect("challenge");
+        let body = read_raw_frame(stream).await.expect("hello");
+        let (hello, auth) = Hello::decode(&Bytes::from(body)).expect("a hello");
+        let client = auth[..NONCE_LEN].try_into().expect("the dialler's nonce");
+        let nonces = Nonces { server, client };
+        frame.clear();
+        encode_greeting(&mut frame, HELLO_ACCEPTED, &prove(&nonces, &hello));
+        stream.write_all(&frame).await.expect("hello-ack");
+    }
+
+    /// A real acceptor's proof of the handshake.
+    fn honest(nonces: &Nonces, hello: &Hello) -> [u8; PROOF_LEN] {
+        key().prove(ACK_LABEL, nonces, hello)
+    }
+
+    /// Whether the peer closes `stream` (EOF, or a reset) within 5 s, ignoring what it sends.
+    async fn closed_by_peer(stream: &mut TcpStream) -> bool {
+        let mut sink = vec![0u8; 4096];
+        let closed = within(5 * SECOND, async {
+            loop {
+                match stream.read(&mut sink).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        closed.is_some()
     }
 
     async fn read_raw_frame(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
@@ -1675,7 +2104,7 @@ mod tests {
     fn concurrent_calls_share_one_connection_and_get_their_own_replies() {
         run(|| async {
             let (addr, _server) = start_server(Rc::new(Echo::default()));
-            let links = Links::new(None, 1, 0);
+            let links = Links::new(None, key(), 1, 0);
             // Each request is held until all 64 have arrived, which only a server running
             // them concurrently gets to; later calls then answer sooner, so replies come
             // back out of order.
@@ -1708,7 +2137,7 @@ mod tests {
     fn dead_peer_is_unreachable_at_once_and_backed_off() {
         run(|| async {
             let addr = dead_addr();
-            let links = Links::new(None, 1, 0);
+            let links = Links::new(None, key(), 1, 0);
             let first = links.call(&addr, 4, 0, request(0, b"x"), 5 * SECOND).await;
             assert!(matches!(first, Err(BusError::Unreachable(_))), "{first:?}");
             // Within the backoff the second call does not dial at all.
@@ -1728,7 +2157,7 @@ mod tests {
     fn reconnects_after_the_server_restarts() {
         run(|| async {
             let (addr, server) = start_server(Rc::new(Echo::default()));
-            let links = Links::new(None, 1, 0);
+            let links = Links::new(None, key(), 1, 0);
             let reply = links.call(&addr, 4, 0, request(0, b"ab"), SECOND).await;
             assert_eq!(reply, Ok(Bytes::from_static(b"ba")));
 
@@ -1745,8 +2174,13 @@ mod tests {
             }
 
             let listener = listen(&addr);
-            let _server =
-                glommio::spawn_local(serve(listener, 0, Rc::new(Echo::default()), no_route()));
+            let _server = glommio::spawn_local(serve(
+                listener,
+                0,
+                key(),
+                Rc::new(Echo::default()),
+                no_route(),
+            ));
             let reply = eventually(5 * SECOND, || {
                 links.call(&addr, 4, 0, request(0, b"cd"), SECOND)
             })
@@ -1763,12 +2197,11 @@ mod tests {
         run(|| async {
             let (addr, _server) = start_server(Rc::new(Echo::default()));
             let mut stream = TcpStream::connect(addr.as_str()).await.expect("connect");
-            stream
-                .write_all(&hello_frame(PROTOCOL_VERSION, 0))
-                .await
-                .expect("hello");
-            let ack = read_raw_frame(&mut stream).await.expect("hello-ack");
-            assert_eq!(check_ack(&ack), Ok(()));
+            let (_, nonces, hello) = dial_by_hand(&mut stream, &key(), &[]).await;
+            assert_eq!(
+                read_greeting_by_hand(&mut stream).await,
+                Greeting::Accepted(honest(&nonces, &hello))
+            );
             let len = (MAX_FRAME_LEN as u32 + 1).to_be_bytes();
             stream.write_all(&len).await.expect("write");
             let mut byte = [0u8; 1];
@@ -1782,7 +2215,7 @@ mod tests {
     fn client_refuses_to_send_an_oversized_frame() {
         run(|| async {
             let (addr, _server) = start_server(Rc::new(Echo::default()));
-            let links = Links::new(None, 1, 0);
+            let links = Links::new(None, key(), 1, 0);
             // Fresh zeroed pages from the allocator: never touched, so this costs no memory.
             let payload = vec![0u8; MAX_FRAME_LEN - REQUEST_HEAD + 1];
             let result = links.call(&addr, 4, 0, payload, SECOND).await;
@@ -1796,7 +2229,7 @@ mod tests {
     fn a_failed_encoder_leaves_nothing_behind() {
         run(|| async {
             let (addr, _server) = start_server(Rc::new(Echo::default()));
-            let links = Links::new(None, 1, 0);
+            let links = Links::new(None, key(), 1, 0);
             let failed = links.call_with(&addr, 4, 0, SECOND, |out| {
                 out.extend_from_slice(b"half a frame");
                 Err("cannot encode")
@@ -1818,10 +2251,7 @@ mod tests {
             let addr = listener.local_addr().expect("local addr").to_string();
             let _server = glommio::spawn_local(async move {
                 let mut stream = listener.accept().await.expect("accept");
-                read_raw_frame(&mut stream).await.expect("hello");
-                let mut ack = Vec::new();
-                encode_ack(&mut ack, None);
-                stream.write_all(&ack).await.expect("hello-ack");
+                accept_by_hand(&mut stream, honest).await;
                 let request = read_raw_frame(&mut stream).await.expect("request");
                 let mut reply = (MAX_FRAME_LEN as u32 + 1).to_be_bytes().to_vec();
                 reply.extend_from_slice(&request[..8]);
@@ -1829,7 +2259,7 @@ mod tests {
                 // Stay open: the client must be the one to close.
                 glommio::timer::sleep(10 * SECOND).await;
             });
-            let links = Links::new(None, 1, 0);
+            let links = Links::new(None, key(), 1, 0);
             let result = links.call(&addr, 4, 0, request(0, b"x"), 5 * SECOND).await;
             match result {
                 Err(BusError::ConnectionLost(why)) => assert!(why.contains("exceeds"), "{why}"),
@@ -1842,7 +2272,7 @@ mod tests {
     fn a_slow_reply_times_out_and_the_connection_carries_on() {
         run(|| async {
             let (addr, _server) = start_server(Rc::new(Echo::default()));
-            let links = Links::new(None, 1, 0);
+            let links = Links::new(None, key(), 1, 0);
             let short = Duration::from_millis(50);
             let result = links.call(&addr, 4, 0, request(300, b"slow"), short).await;
             assert_eq!(result, Err(BusError::Timeout(short)));
@@ -1863,7 +2293,7 @@ mod tests {
     fn a_panicking_handler_answers_an_error_and_the_connection_carries_on() {
         run(|| async {
             let (addr, _server) = start_server(Rc::new(Echo::default()));
-            let links = Links::new(None, 1, 0);
+            let links = Links::new(None, key(), 1, 0);
             let panicked = Err(BusError::Remote(HANDLER_PANICKED.to_owned()));
             let later = links.call(&addr, 4, 0, request(0, b"panic"), SECOND).await;
             assert_eq!(later, panicked);
@@ -1881,7 +2311,7 @@ mod tests {
     fn a_busy_connection_does_not_wear_out_the_server_task() {
         run(|| async {
             let (addr, _server) = start_server(Rc::new(Echo::default()));
-            let links = Links::new(None, 1, 0);
+            let links = Links::new(None, key(), 1, 0);
             let reply = links.call(&addr, BUSY, 0, [], 60 * SECOND).await;
             assert_eq!(reply, Ok(Bytes::from_static(b"done")));
             let reply = links.call(&addr, 4, 0, request(0, b"ok"), 5 * SECOND).await;
@@ -1895,7 +2325,7 @@ mod tests {
             let listener = listen("127.0.0.1:0");
             let addr = listener.local_addr().expect("local addr").to_string();
             let local_ip: IpAddr = "127.0.0.2".parse().expect("ip");
-            let links = Links::new(Some(local_ip), 1, 0);
+            let links = Links::new(Some(local_ip), key(), 1, 0);
             let call = links.call(&addr, 4, 0, request(0, b"x"), SECOND);
             let call = glommio::spawn_local(call);
             let stream = listener.accept().await.expect("accept");
@@ -1909,7 +2339,7 @@ mod tests {
     fn frames_queued_in_one_loop_pass_go_out_in_one_write() {
         run(|| async {
             let (addr, _server) = start_server(Rc::new(Echo::default()));
-            let links = Links::new(None, 1, 0);
+            let links = Links::new(None, key(), 1, 0);
             let reply = links.call(&addr, 4, 0, request(0, b"up"), 5 * SECOND).await;
             assert_eq!(reply, Ok(Bytes::from_static(b"pu")));
             let before = peer_stats(&links, &addr).stats;
@@ -1939,7 +2369,7 @@ mod tests {
         run(|| async {
             let echo = Rc::new(Echo::default());
             let (addr, _server) = start_server(echo.clone());
-            let links = Links::new(None, 1, 0);
+            let links = Links::new(None, key(), 1, 0);
             let mut calls = Vec::new();
             for batch in 0..4u32 {
                 for i in 0..500u32 {
@@ -1977,18 +2407,26 @@ mod tests {
     #[test]
     fn a_hello_of_another_version_is_refused_with_a_clear_error() {
         run(|| async {
-            let (addr, _server) = start_server(Rc::new(Echo::default()));
+            let echo = Rc::new(Echo::default());
+            let (addr, _server) = start_server(echo.clone());
+            // A version-1 dialler sends its hello (no credentials) and a request at once.
             let mut stream = TcpStream::connect(addr.as_str()).await.expect("connect");
-            let mut pipelined = hello_frame(2, 0);
-            pipelined.extend_from_slice(&[0, 0, 0, 11, 0, 0, 0, 0, 0, 0, 0, 1, 4, 0, 0]);
+            let mut pipelined = hello_frame(1, &[]);
+            pipelined.extend_from_slice(&request_frame(1, &request(0, b"x")));
             stream.write_all(&pipelined).await.expect("hello");
-            let refusal = read_raw_frame(&mut stream).await.expect("refusal");
+            // It takes the challenge for its hello-ack, whose version it can read...
+            let challenge = read_raw_frame(&mut stream).await.expect("challenge");
+            assert_eq!(&challenge[..MAGIC.len()], MAGIC);
             assert_eq!(
-                check_ack(&refusal),
-                Err(
-                    "refused by the peer: protocol version 2 is not supported; the server \
-                     speaks version 1"
-                        .to_owned()
+                u16::from_be_bytes([challenge[6], challenge[7]]),
+                PROTOCOL_VERSION
+            );
+            assert_eq!(challenge[8], CHALLENGE);
+            // ...and then the refusal says why.
+            assert_eq!(
+                read_greeting_by_hand(&mut stream).await,
+                Greeting::Refused(
+                    "protocol version 1 is not supported; the server speaks version 2".to_owned()
                 )
             );
             let mut byte = [0u8; 1];
@@ -1996,15 +2434,16 @@ mod tests {
             assert!(matches!(read, Some(Ok(0))), "{read:?}");
 
             let mut stream = TcpStream::connect(addr.as_str()).await.expect("connect");
-            let mut frame = hello_frame(PROTOCOL_VERSION, 0);
+            let mut frame = hello_frame(PROTOCOL_VERSION, &[]);
             frame[4..10].copy_from_slice(b"HTTP/1");
             stream.write_all(&frame).await.expect("hello");
-            let refusal = read_raw_frame(&mut stream).await.expect("refusal");
+            read_greeting_by_hand(&mut stream).await;
             assert_eq!(
-                check_ack(&refusal),
-                Err("refused by the peer: not a tallykv bus peer (bad magic)".to_owned())
+                read_greeting_by_hand(&mut stream).await,
+                Greeting::Refused("not a tallykv bus peer (bad magic)".to_owned())
             );
             assert_eq!(served_stats().failed_connects, 2);
+            assert_eq!(echo.arrived.get(), 0);
         });
     }
 
@@ -2015,18 +2454,25 @@ mod tests {
             let addr = listener.local_addr().expect("local addr").to_string();
             let _server = glommio::spawn_local(async move {
                 let mut stream = listener.accept().await.expect("accept");
+                let mut challenge = Vec::new();
+                encode_greeting(&mut challenge, CHALLENGE, &[1; NONCE_LEN]);
+                stream.write_all(&challenge).await.expect("challenge");
                 read_raw_frame(&mut stream).await.expect("hello");
                 let mut refusal = Vec::new();
-                encode_ack(&mut refusal, Some("protocol version 1 is not supported"));
+                encode_greeting(
+                    &mut refusal,
+                    HELLO_REFUSED,
+                    b"protocol version 2 is not supported",
+                );
                 stream.write_all(&refusal).await.expect("refusal");
                 glommio::timer::sleep(10 * SECOND).await;
             });
-            let links = Links::new(None, 1, 0);
+            let links = Links::new(None, key(), 1, 0);
             let first = links.call(&addr, 4, 0, request(0, b"x"), 5 * SECOND).await;
             assert_eq!(
                 first,
                 Err(BusError::Handshake(format!(
-                    "{addr}: refused by the peer: protocol version 1 is not supported"
+                    "{addr}: refused by the peer: protocol version 2 is not supported"
                 )))
             );
             let second = links.call(&addr, 4, 0, request(0, b"x"), 5 * SECOND).await;
@@ -2035,6 +2481,158 @@ mod tests {
                 other => panic!("expected unreachable, got {other:?}"),
             }
         });
+    }
+
+    #[test]
+    fn a_dialler_with_another_secret_is_refused_and_never_served() {
+        run(|| async {
+            let echo = Rc::new(Echo::default());
+            let (addr, _server) = start_server(echo.clone());
+            let stranger = Links::new(None, another_key(), 1, 0);
+            let calls: Vec<_> = (0..3)
+                .map(|_| stranger.call(&addr, 4, 0, request(0, b"x"), 5 * SECOND))
+                .collect();
+            for result in join_all(calls).await {
+                assert_eq!(
+                    result,
+                    Err(BusError::Handshake(format!(
+                        "{addr}: refused by the peer: authentication failed"
+                    )))
+                );
+            }
+            let peer = peer_stats(&stranger, &addr);
+            assert_eq!((peer.stats.connects, peer.stats.failed_connects), (0, 1));
+            // The requests pipelined behind the hello were drained, never handled.
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+            assert_eq!(echo.arrived.get(), 0);
+            let served = served_stats();
+            assert_eq!((served.connects, served.failed_connects), (0, 1));
+
+            // The same server serves a dialler holding the secret.
+            let member = Links::new(None, key(), 1, 0);
+            let reply = member
+                .call(&addr, 4, 0, request(0, b"ok"), 5 * SECOND)
+                .await;
+            assert_eq!(reply, Ok(Bytes::from_static(b"ko")));
+        });
+    }
+
+    /// How a hand-played acceptor proves itself.
+    type Prove = fn(&Nonces, &Hello) -> [u8; PROOF_LEN];
+
+    #[test]
+    fn a_dialler_detects_an_acceptor_that_does_not_hold_the_secret() {
+        /// An acceptor that accepts any hello with the proof `prove` makes, then answers the
+        /// first request with "forged".
+        fn impostor(prove: Prove) -> (String, Task<()>) {
+            let listener = listen("127.0.0.1:0");
+            let addr = listener.local_addr().expect("local addr").to_string();
+            let task = glommio::spawn_local(async move {
+                let mut stream = listener.accept().await.expect("accept");
+                accept_by_hand(&mut stream, prove).await;
+                let Ok(request) = read_raw_frame(&mut stream).await else {
+                    return;
+                };
+                let mut reply = frame_len(RESPONSE_HEAD + 6).to_be_bytes().to_vec();
+                reply.extend_from_slice(&request[..8]);
+                reply.push(STATUS_OK);
+                reply.extend_from_slice(b"forged");
+                let _ = stream.write_all(&reply).await;
+                glommio::timer::sleep(10 * SECOND).await;
+            });
+            (addr, task)
+        }
+        run(|| async {
+            let cases: [(&str, Prove); 3] = [
+                ("another secret", |nonces, hello| {
+                    another_key().prove(ACK_LABEL, nonces, hello)
+                }),
+                // What a recorded hello-ack of another connection would carry.
+                ("another handshake's proof", |nonces, hello| {
+                    let replayed = Nonces {
+                        server: nonces.server,
+                        client: [0; NONCE_LEN],
+                    };
+                    key().prove(ACK_LABEL, &replayed, hello)
+                }),
+                // The dialler's own proof, reflected.
+                ("the dialler's proof", |nonces, hello| {
+                    key().prove(HELLO_LABEL, nonces, hello)
+                }),
+            ];
+            for (case, prove) in cases {
+                let (addr, _impostor) = impostor(prove);
+                let links = Links::new(None, key(), 1, 0);
+                let result = links.call(&addr, 4, 0, request(0, b"x"), 5 * SECOND).await;
+                match result {
+                    Err(BusError::Handshake(why)) => assert!(
+                        why.contains("did not prove it holds cluster-secret"),
+                        "{case}: {why}"
+                    ),
+                    other => panic!("{case}: expected a failed handshake, got {other:?}"),
+                }
+                assert!(!peer_stats(&links, &addr).connected, "{case}");
+            }
+        });
+    }
+
+    #[test]
+    fn a_replayed_or_unproven_hello_is_refused() {
+        run(|| async {
+            let echo = Rc::new(Echo::default());
+            let (addr, _server) = start_server(echo.clone());
+            // A genuine handshake, recorded by whoever watches the wire...
+            let mut stream = TcpStream::connect(addr.as_str()).await.expect("connect");
+            let (recorded, nonces, hello) = dial_by_hand(&mut stream, &key(), &[]).await;
+            assert_eq!(
+                read_greeting_by_hand(&mut stream).await,
+                Greeting::Accepted(honest(&nonces, &hello))
+            );
+            drop(stream);
+
+            // ...proves nothing on a connection of its own: the challenge is another.
+            let mut stream = TcpStream::connect(addr.as_str()).await.expect("connect");
+            let Greeting::Challenge(server) = read_greeting_by_hand(&mut stream).await else {
+                panic!("no challenge");
+            };
+            assert_ne!(server, nonces.server);
+            let replay = [recorded, request_frame(1, &request(0, b"replayed"))].concat();
+            stream.write_all(&replay).await.expect("replay");
+            assert_eq!(
+                read_greeting_by_hand(&mut stream).await,
+                Greeting::Refused("authentication failed".to_owned())
+            );
+            assert!(closed_by_peer(&mut stream).await);
+
+            // Nor is a hello without credentials, or with the wrong number of bytes of them.
+            for auth in [&[][..], &[0; AUTH_LEN - 1][..]] {
+                let mut stream = TcpStream::connect(addr.as_str()).await.expect("connect");
+                read_greeting_by_hand(&mut stream).await;
+                let hello = hello_frame(PROTOCOL_VERSION, auth);
+                let unproven = [hello, request_frame(2, &request(0, b"unproven"))].concat();
+                stream.write_all(&unproven).await.expect("hello");
+                assert_eq!(
+                    read_greeting_by_hand(&mut stream).await,
+                    Greeting::Refused("authentication failed".to_owned())
+                );
+                assert!(closed_by_peer(&mut stream).await);
+            }
+            assert_eq!(echo.arrived.get(), 0, "a request was handled");
+            let served = served_stats();
+            assert_eq!((served.connects, served.failed_connects), (1, 3));
+        });
+    }
+
+    #[test]
+    fn refusals_are_logged_at_most_once_per_period_with_a_count_of_the_others() {
+        let mut log = RefusalLog::default();
+        let start = Instant::now();
+        assert_eq!(log.admit(start), Some(0));
+        for s in 1..10 {
+            assert_eq!(log.admit(start + s * SECOND), None);
+        }
+        assert_eq!(log.admit(start + REFUSAL_LOG_EVERY), Some(9));
+        assert_eq!(log.admit(start + REFUSAL_LOG_EVERY + SECOND), None);
     }
 
     /// Answers `[tag]:payload` at once.
@@ -2079,7 +2677,13 @@ mod tests {
                     let route: Route = Rc::new(move |hello, socket| {
                         adopt.send((hello, socket)).map_err(|unsent| unsent.0.1)
                     });
-                    let serving = serve(listener_from(socket), 0, Rc::new(Tagged(b'0')), route);
+                    let serving = serve(
+                        listener_from(socket),
+                        0,
+                        key(),
+                        Rc::new(Tagged(b'0')),
+                        route,
+                    );
                     futures::future::select(pin!(serving), pin!(stopped(&stop))).await;
                 }
             })
@@ -2108,7 +2712,7 @@ mod tests {
             .expect("core 1");
 
         run(|| async {
-            let links = Links::new(None, 2, 0);
+            let links = Links::new(None, key(), 2, 0);
             links.set_target_core(1);
             // Queued before the connection's task first runs: the hello and all twenty
             // requests leave in one write and reach core 0 together.

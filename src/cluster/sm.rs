@@ -41,9 +41,9 @@ use super::snapshot::{self, Meta, SnapshotFile, SnapshotFiles, show_log_id};
 use super::types::{Data, GroupId, LogId, Membership, TypeConfig};
 use super::wire;
 use crate::engine::core::Core;
-use crate::engine::libraries;
 use crate::engine::record::{self, Payload};
 use crate::engine::replicated::{self, Refusal};
+use crate::engine::{libraries, users};
 use crate::shard::Mutation;
 use crate::storage::{Storage, codec};
 
@@ -293,9 +293,10 @@ pub struct SnapshotBuilder {
     slots: Option<Range<usize>>,
     storage: Arc<Storage>,
     files: Arc<SnapshotFiles>,
-    /// The meta group's map and function libraries (its whole state).
+    /// The meta group's map, function libraries and ACL users (its whole state).
     map: Option<Vec<u8>>,
     functions: Option<Vec<u8>>,
+    users: Option<Vec<u8>>,
     prepared: Result<(Option<fjall::Snapshot>, Meta), String>,
 }
 
@@ -304,13 +305,14 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 
     async fn build_snapshot(&mut self) -> io::Result<SnapshotOf<TypeConfig, SnapshotFile>> {
         let (view, meta) = self.prepared.clone().map_err(err)?;
-        let (storage, files, slots, g, map, functions) = (
+        let (storage, files, slots, g, map, functions, users) = (
             self.storage.clone(),
             self.files.clone(),
             self.slots.clone(),
             self.g,
             self.map.clone(),
             self.functions.clone(),
+            self.users.clone(),
         );
         let started = Instant::now();
         let meta2 = meta.clone();
@@ -328,6 +330,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                     }
                     if let Some(functions) = functions {
                         out.push(b"functions", &functions)?;
+                    }
+                    if let Some(users) = users {
+                        out.push(b"users", &users)?;
                     }
                     if let (Some(view), Some(slots)) = (view, slots) {
                         let mut failed = None;
@@ -484,16 +489,22 @@ impl RaftStateMachine<TypeConfig> for GroupSm {
             last_log_id: self.applied,
             last_membership: self.membership.clone(),
         };
-        let (slots, map, functions) = match &self.machine {
-            Machine::Slots(slots) => (Some(slots.clone()), None, None),
-            Machine::Meta(state) => (
-                None,
-                Some(wire::encode(&state.stored.map)),
-                self.core().ok().map(|c| {
-                    let (set, applied) = c.shared.scripts.libraries.snapshot_applied();
-                    libraries::encode(&set, applied)
-                }),
-            ),
+        let (slots, map, functions, users) = match &self.machine {
+            Machine::Slots(slots) => (Some(slots.clone()), None, None, None),
+            Machine::Meta(state) => {
+                let core = self.core().ok();
+                (
+                    None,
+                    Some(wire::encode(&state.stored.map)),
+                    core.as_ref().map(|c| {
+                        let (set, applied) = c.shared.scripts.libraries.snapshot_applied();
+                        libraries::encode(&set, applied)
+                    }),
+                    // None until the cluster committed users.
+                    core.and_then(|c| c.shared.acl.committed_rules())
+                        .map(|(set, applied)| users::encode(&set, applied)),
+                )
+            }
         };
         let prepared = if slots.is_some() {
             match self.core() {
@@ -523,6 +534,7 @@ impl RaftStateMachine<TypeConfig> for GroupSm {
             files: self.node.files.clone(),
             map,
             functions,
+            users,
             prepared,
         }
     }
@@ -539,19 +551,22 @@ impl RaftStateMachine<TypeConfig> for GroupSm {
             let read = snapshot::Reader::open(&received)
                 .map_err(|e| e.to_string())
                 .and_then(|mut r| {
-                    let (mut map, mut functions) = (None, None);
+                    let (mut map, mut functions, mut users) = (None, None, None);
                     while let Some((k, v)) = r.next_record()? {
                         if k == b"map" {
                             map = Some(wire::decode(&v, "cluster map").map_err(|e| e.0)?);
                         } else if k == b"functions" {
                             functions = Some(libraries::decode(&v)?);
+                        } else if k == b"users" {
+                            users = Some(users::decode(&v)?);
                         }
                     }
                     let map = map.ok_or("the meta snapshot has no map")?;
-                    // A snapshot from before functions existed: there were none.
-                    Ok((map, functions.unwrap_or_default()))
+                    // A snapshot from before functions existed: there were none. One without
+                    // users: the cluster had committed none yet (this node keeps its own).
+                    Ok((map, functions.unwrap_or_default(), users))
                 });
-            let (map, (functions, functions_applied)) = match read {
+            let (map, (functions, functions_applied), users) = match read {
                 Ok(r) => r,
                 Err(e) => {
                     let _ = std::fs::remove_file(&received);
@@ -559,6 +574,9 @@ impl RaftStateMachine<TypeConfig> for GroupSm {
                 }
             };
             meta::install_functions(&core, functions, functions_applied);
+            if let Some((set, applied)) = users {
+                meta::install_users(&core, &set, applied);
+            }
             self.applied = meta.last_log_id;
             self.membership = meta.last_membership.clone();
             state.stored.applied = self.applied;

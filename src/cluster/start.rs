@@ -4,7 +4,8 @@
 //! with them), else once another node's CLUSTER MEET makes it a member.
 //!
 //! Every core listens on the bus port itself (SO_REUSEPORT) from the start, so a node waiting
-//! for CLUSTER MEET answers its Hello and Join.
+//! for CLUSTER MEET answers its Hello and Join — from a peer that proves it holds
+//! `cluster-secret`, as every bus connection must.
 
 use std::net::IpAddr;
 use std::os::fd::OwnedFd;
@@ -18,7 +19,7 @@ use futures::future::LocalBoxFuture;
 
 use super::admin::{self, Call, HelloReply};
 use super::host::Host;
-use super::link::{self, Hello, Links, Serve};
+use super::link::{self, BusKey, Hello, Links, Serve};
 use super::logstore::WalPump;
 use super::meta::{self, META};
 use super::net::KIND_ADMIN;
@@ -41,6 +42,8 @@ pub struct Boot {
     pub bus_addr: String,
     /// Outgoing bus connections come from here (the first specific bind address).
     pub local_ip: Option<IpAddr>,
+    /// What every bus connection's two ends prove they hold (`cluster-secret`).
+    bus_key: BusKey,
     /// This node's id and the map computed from `cluster-peers`, if listed there.
     initial: Option<(NodeId, Layout)>,
     /// Set while the node waits for a CLUSTER MEET (the Join call).
@@ -139,6 +142,12 @@ pub fn prepare(shared: &Arc<Shared>) -> Result<(), String> {
         .parse::<IpAddr>()
         .ok()
         .filter(|ip| !ip.is_unspecified());
+    // The bus authenticates every peer on the shared secret (the configuration refuses a
+    // cluster node without one). `tls-cluster yes` will be the other way: mutual TLS.
+    if c.secret.is_empty() {
+        return Err("cluster-enabled yes needs a cluster-secret".to_string());
+    }
+    let bus_key = BusKey::new(c.secret.expose());
     let (tx, rx) = oneshot::channel();
     let boot = Boot {
         me: NodeInfo {
@@ -149,6 +158,7 @@ pub fn prepare(shared: &Arc<Shared>) -> Result<(), String> {
         },
         bus_addr,
         local_ip,
+        bus_key,
         initial,
         joiner: Mutex::new(Some(tx)),
         joined: Mutex::new(Some(rx)),
@@ -330,7 +340,8 @@ pub fn serve_bus(core: &Rc<Core>) -> Result<(), String> {
         });
         Ok(())
     });
-    glommio::spawn_local(link::serve(listener, core.id as u16, handler, route)).detach();
+    let key = boot.bus_key.clone();
+    glommio::spawn_local(link::serve(listener, core.id as u16, key, handler, route)).detach();
     Ok(())
 }
 
@@ -468,7 +479,12 @@ async fn start_core(
         wal,
         Box::new(move || rt.appendfsync() == AppendFsync::Always),
     );
-    let links = Rc::new(Links::new(boot.local_ip, node.id, core.id as u16));
+    let links = Rc::new(Links::new(
+        boot.local_ip,
+        boot.bus_key.clone(),
+        node.id,
+        core.id as u16,
+    ));
     let host = Host::new(&core, node.clone(), storage, pump, links, config);
     core.set_host(host.clone());
     if let Some(state) = meta_state {

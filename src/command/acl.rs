@@ -1,5 +1,8 @@
-//! ACL: SETUSER, GETUSER, DELUSER, USERS, LIST, WHOAMI, CAT, GENPASS, DRYRUN, HELP. The
-//! users and their rules live in `security::acl`; these handlers parse and render.
+//! ACL: SETUSER, GETUSER, DELUSER, USERS, LIST, WHOAMI, CAT, GENPASS, DRYRUN, LOG, LOAD,
+//! SAVE, HELP. The users and their rules live in `security::acl`; these handlers parse and
+//! render. In a cluster SETUSER, DELUSER and LOAD change the users every node shares: each
+//! is checked here ([`prepare_change`]), committed by the engine through the meta group, and
+//! answered once it applied ([`change_reply`]).
 
 use std::io::Read;
 
@@ -7,17 +10,35 @@ use bytes::Bytes;
 
 use super::connection::{ConnCtx, help};
 use super::flags::*;
-use super::table::{CommandDef, NOKEY, container, def, registry, resolve};
+use super::table::{CommandDef, NOKEY, container, def, registry, resolve_client};
 use super::{Exec, category};
 use crate::protocol::Out;
-use crate::security::acl::{Denied, Selector};
+use crate::security::acl::{Denied, Outcome, Selector, UsersChange};
+use crate::state::Shared;
 
 const SENTINEL_CONN: u32 = NOSCRIPT | LOADING | STALE | SENTINEL;
 const ADMIN_CMD: u32 = ADMIN | NOSCRIPT | LOADING | STALE | SENTINEL;
 
+/// An audit log line for a change of users (the rules are not in it: they may hold a
+/// password).
+fn audit(ctx: &ConnCtx<'_>, command: &str, target: Option<&[u8]>) {
+    if crate::security::audit::enabled() {
+        let target = target.map(|t| String::from_utf8_lossy(t).into_owned());
+        crate::security::audit::record(&crate::security::audit::Event::AclChange {
+            command,
+            target: target.as_deref(),
+            user: &ctx.client.acl.user.name,
+            client: &ctx.client.info.addr,
+        });
+    }
+}
+
 pub fn setuser(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
     match ctx.shared.acl.set_user(&args[2], &args[3..]) {
-        Ok(()) => ctx.out.ok(),
+        Ok(()) => {
+            audit(ctx, "setuser", Some(&args[2]));
+            ctx.out.ok()
+        }
         Err(e) => ctx.out.error(&e),
     }
 }
@@ -60,7 +81,12 @@ pub fn getuser(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
 
 pub fn deluser(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
     match ctx.shared.acl.delete(&args[2..]) {
-        Ok(n) => ctx.out.int(n as i64),
+        Ok(n) => {
+            for name in &args[2..] {
+                audit(ctx, "deluser", Some(name));
+            }
+            ctx.out.int(n as i64)
+        }
         Err(e) => ctx.out.error(e),
     }
 }
@@ -163,7 +189,7 @@ pub fn dryrun(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
             super::lossy(&cmd[0], 128)
         ))
     };
-    let Some(id) = resolve(cmd) else {
+    let Some(id) = resolve_client(cmd) else {
         not_found(ctx.out);
         return;
     };
@@ -241,6 +267,91 @@ pub fn log(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
     }
 }
 
+/// ACL LOAD and ACL SAVE without an `aclfile` (Valkey's text).
+const NO_ACLFILE: &str = "ERR This Valkey instance is not configured to use an ACL file. You may want to specify users via the ACL SETUSER command and then issue a CONFIG REWRITE (assuming you have a Valkey configuration file set) in order to store users in the Valkey configuration.";
+
+/// ACL LOAD: every user replaced by the aclfile's, all or nothing; the error names each
+/// problem with its `file:line`.
+pub fn load(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
+    let rt = &ctx.shared.config.runtime;
+    let Some(path) = rt.aclfile() else {
+        ctx.out.error(NO_ACLFILE);
+        return;
+    };
+    match ctx.shared.acl.load_file(&path, rt.requirepass().as_deref()) {
+        Ok(()) => {
+            audit(ctx, "load", None);
+            ctx.out.ok()
+        }
+        Err(e) => ctx.out.error(&format!("ERR {e}")),
+    }
+}
+
+/// ACL SAVE: every user written to the aclfile, as ACL LIST shows them. Why a save failed
+/// goes to the log; the client gets Valkey's fixed reply.
+pub fn save(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
+    let Some(path) = ctx.shared.config.runtime.aclfile() else {
+        ctx.out.error(NO_ACLFILE);
+        return;
+    };
+    match ctx.shared.acl.save_file(&path) {
+        Ok(()) => {
+            audit(ctx, "save", None);
+            ctx.out.ok()
+        }
+        Err(e) => {
+            tracing::warn!("{e}");
+            ctx.out.error(
+                "ERR There was an error trying to save the ACLs. Please check the server logs for more information",
+            );
+        }
+    }
+}
+
+/// ACL SETUSER, DELUSER or LOAD (`sub`) on a cluster node: the change to commit, refused with
+/// the reply a standalone node gives to what its users refuse.
+pub fn prepare_change(shared: &Shared, sub: &str, args: &[Bytes]) -> Result<UsersChange, String> {
+    match sub {
+        "setuser" => shared.acl.prepare_set_user(&args[2], &args[3..]),
+        "deluser" => shared.acl.prepare_delete(&args[2..]).map_err(String::from),
+        "load" => {
+            let rt = &shared.config.runtime;
+            let path = rt.aclfile().ok_or(NO_ACLFILE)?;
+            shared
+                .acl
+                .prepare_load(&path, rt.requirepass().as_deref())
+                .map_err(|e| format!("ERR {e}"))
+        }
+        _ => unreachable!("only SETUSER, DELUSER and LOAD change the users"),
+    }
+}
+
+/// The reply to a change [`prepare_change`] made, once committed and applied here (or the
+/// error that stopped it), with its audit lines.
+pub fn change_reply(ctx: &mut ConnCtx<'_>, sub: &str, args: &[Bytes], outcome: Outcome) {
+    let removed = match outcome {
+        Ok(n) => n,
+        Err(e) => {
+            ctx.out.error(&e);
+            return;
+        }
+    };
+    match sub {
+        "setuser" => audit(ctx, "setuser", Some(&args[2])),
+        "deluser" => {
+            for name in &args[2..] {
+                audit(ctx, "deluser", Some(name));
+            }
+        }
+        _ => audit(ctx, "load", None),
+    }
+    if sub == "deluser" {
+        ctx.out.int(removed as i64);
+    } else {
+        ctx.out.ok();
+    }
+}
+
 pub fn acl_help(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
     help(
         ctx.out,
@@ -260,8 +371,12 @@ pub fn acl_help(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
             "    be used to specify a different size.",
             "LIST",
             "    Show users details in config file format.",
+            "LOAD",
+            "    Reload users from the ACL file.",
             "LOG [<count> | RESET]",
             "    Show the ACL log entries.",
+            "SAVE",
+            "    Save the current config to the ACL file.",
             "SETUSER <username> <attribute> [<attribute> ...]",
             "    Create or modify a user with the specified attributes.",
             "USERS",
@@ -272,7 +387,7 @@ pub fn acl_help(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
     );
 }
 
-use Exec::Conn as C;
+use Exec::{Conn as C, Users as U};
 
 pub static COMMANDS: &[CommandDef] = &[container(
     "acl",
@@ -300,7 +415,7 @@ pub static COMMANDS: &[CommandDef] = &[container(
             "6.0.0",
             "Deletes ACL users, and terminates their connections.",
             "O(1) amortized time considering the typical user.",
-            C(deluser),
+            U(deluser),
         ),
         def(
             "dryrun",
@@ -358,6 +473,17 @@ pub static COMMANDS: &[CommandDef] = &[container(
             C(list),
         ),
         def(
+            "load",
+            2,
+            ADMIN_CMD | BARRIER,
+            NOKEY,
+            "server",
+            "6.0.0",
+            "Reloads the rules from the configured ACL file.",
+            "O(N). Where N is the number of configured users.",
+            U(load),
+        ),
+        def(
             "log",
             -2,
             ADMIN_CMD,
@@ -369,6 +495,17 @@ pub static COMMANDS: &[CommandDef] = &[container(
             C(log),
         ),
         def(
+            "save",
+            2,
+            ADMIN_CMD,
+            NOKEY,
+            "server",
+            "6.0.0",
+            "Saves the effective ACL rules in the configured ACL file.",
+            "O(N). Where N is the number of configured users.",
+            C(save),
+        ),
+        def(
             "setuser",
             -3,
             ADMIN_CMD | BARRIER,
@@ -377,7 +514,7 @@ pub static COMMANDS: &[CommandDef] = &[container(
             "6.0.0",
             "Creates and modifies an ACL user and its rules.",
             "O(N). Where N is the number of rules provided.",
-            C(setuser),
+            U(setuser),
         ),
         def(
             "users",

@@ -133,9 +133,34 @@ pub fn reset(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
 const NO_PASSWORD: &str = "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?";
 const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
 
+/// While a cluster node's users are sealed (it does not know yet whether its cluster
+/// committed others: see `Users::seal`), AUTH answers -LOADING, as the commands it guards do.
+fn sealed(ctx: &mut ConnCtx<'_>) -> bool {
+    let sealed = ctx.shared.acl.sealed();
+    if sealed {
+        ctx.out
+            .error("LOADING Valkey is loading the dataset in memory");
+    }
+    sealed
+}
+
 /// Valkey's ACLAuthenticateUser: on success the client runs as `user` from now on.
 fn authenticate(ctx: &mut ConnCtx<'_>, user: &[u8], password: &[u8]) -> bool {
-    match ctx.shared.acl.authenticate(user, password) {
+    let found = ctx.shared.acl.authenticate(user, password);
+    if crate::security::audit::enabled() {
+        use crate::security::audit::{Event, Outcome, record};
+        record(&Event::Auth {
+            outcome: if found.is_some() {
+                Outcome::Success
+            } else {
+                Outcome::Failure
+            },
+            user: &String::from_utf8_lossy(user),
+            client: &ctx.client.info.addr,
+            tls_subject: ctx.client.info.tls_subject.as_deref(),
+        });
+    }
+    match found {
         Some(u) => {
             ctx.client.info.meta.lock().expect("client meta lock").user =
                 (u.name != "default").then(|| u.name.clone());
@@ -178,6 +203,9 @@ pub fn auth(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
     } else {
         (&args[1], &args[2])
     };
+    if sealed(ctx) {
+        return;
+    }
     if authenticate(ctx, user, password) {
         ctx.out.ok();
     } else {
@@ -228,6 +256,7 @@ pub fn hello(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
         }
     }
     match credentials {
+        Some(_) if sealed(ctx) => return,
         Some((user, password)) if !authenticate(ctx, user, password) => {
             ctx.out.error(WRONGPASS);
             return;

@@ -172,6 +172,10 @@ pub enum Exec {
     /// prepared by `function::prepare_change` and applied by the engine (`engine::libraries`:
     /// to storage, or through the cluster's meta group), which waits on disk or other nodes.
     Libraries,
+    /// ACL SETUSER / DELUSER / LOAD: a change of the node's users. Standalone it runs as a
+    /// `Conn` command; in a cluster `acl::prepare_change` checks it and the engine commits it
+    /// through the meta group (`engine::users`), which waits on other nodes.
+    Users(connection::ConnFn),
 }
 
 /// The transaction commands.

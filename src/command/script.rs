@@ -302,7 +302,7 @@ pub(super) fn new_lua(functions: bool) -> mlua::Result<Lua> {
         "acl_check_cmd",
         script::acl_check_function(&lua, |_, argv| {
             // Whether the caller may run that command with those arguments.
-            let id = super::table::resolve(&argv)?;
+            let id = super::table::resolve_client(&argv)?;
             let args: Vec<Bytes> = argv.into_iter().map(Bytes::from).collect();
             Some(caller_denied(id, super::table::registry().def(id), &args).is_none())
         })?,
@@ -323,7 +323,7 @@ fn new_core_vm() -> mlua::Result<CoreVm> {
     })
 }
 /// Runs one `redis.call` / `redis.pcall` of the script running on this thread.
-fn call_from_script(argv: Vec<Vec<u8>>) -> CommandOutcome {
+fn call_from_script(mut argv: Vec<Vec<u8>>) -> CommandOutcome {
     let ptr = RUNNING.with(|r| r.get());
     if ptr.is_null() {
         return CommandOutcome::Refused(b"-ERR no script is running".to_vec());
@@ -338,9 +338,13 @@ fn call_from_script(argv: Vec<Vec<u8>>) -> CommandOutcome {
     let run = unsafe { &mut *ptr };
     let refuse = |msg: &str| CommandOutcome::Refused(msg.as_bytes().to_vec());
     let reg = super::table::registry();
-    let Some(mut id) = super::table::lookup(&argv[0]) else {
+    let Some(mut id) = super::table::lookup_client(&argv[0]) else {
         return refuse("Unknown command called from script");
     };
+    if super::table::renamed() {
+        // As the dispatcher does: the command runs under its own name.
+        argv[0] = reg.def(id).name.as_bytes().to_vec();
+    }
     if matches!(reg.def(id).exec, Exec::Container) {
         match argv.get(1).and_then(|a| super::table::lookup_sub(id, a)) {
             Some(sub) => id = sub,

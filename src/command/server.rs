@@ -611,9 +611,29 @@ pub fn config_set(ctx: &mut ConnCtx<'_>, args: &[Bytes]) {
         .map(|p| (&p[0][..], &p[1][..]))
         .collect();
     match ctx.shared.config.set(&pairs) {
-        Ok(()) => ctx.out.ok(),
+        Ok(()) => {
+            if crate::security::audit::enabled() {
+                // The directives' names only: a value may be a password.
+                let names: Vec<String> = pairs
+                    .iter()
+                    .map(|(name, _)| String::from_utf8_lossy(name).to_ascii_lowercase())
+                    .collect();
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                audit_config(ctx, "set", &names);
+            }
+            ctx.out.ok()
+        }
         Err(e) => ctx.out.error(&e),
     }
+}
+
+fn audit_config(ctx: &ConnCtx<'_>, command: &str, directives: &[&str]) {
+    crate::security::audit::record(&crate::security::audit::Event::ConfigChange {
+        command,
+        directives,
+        user: &ctx.client.acl.user.name,
+        client: &ctx.client.info.addr,
+    });
 }
 
 pub fn config_resetstat(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
@@ -629,6 +649,9 @@ pub fn config_resetstat(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
         s.expire_cycle_cpu_us.set(0);
     }
     crate::shard::lazyfree::reset_stats();
+    if crate::security::audit::enabled() {
+        audit_config(ctx, "resetstat", &[]);
+    }
     ctx.out.ok();
 }
 

@@ -1365,7 +1365,79 @@ pub fn registry() -> &'static Registry {
     R.get_or_init(Registry::build)
 }
 
-/// Looks a command name up case-insensitively; returns its registry id.
+/// The names clients call commands by once `rename-command` renamed or hid some; unset when
+/// nothing is renamed, and clients use the table's names.
+static CLIENT_NAMES: OnceLock<HashMap<Box<str>, usize, ahash::RandomState>> = OnceLock::new();
+
+/// Applies `rename-command` lines, in order, to the names clients (and scripts) call commands
+/// by: `(from, to)` renames `from` to `to`, or hides it when `to` is empty. Errors are
+/// Valkey's. Called once at startup, before any client is served.
+///
+/// Only the client-facing name changes: the server keeps calling the command by its own
+/// name internally, ACL rules and INFO commandstats name it by that, and a renamed command's
+/// arguments are rewritten to that name when it is dispatched ([`lookup_client`]).
+pub fn rename_commands(pairs: &[(String, String)]) -> Result<(), String> {
+    if pairs.is_empty() {
+        return Ok(());
+    }
+    let mut names: HashMap<Box<str>, usize, ahash::RandomState> = registry()
+        .by_name
+        .iter()
+        .map(|(&name, &id)| (Box::from(name), id))
+        .collect();
+    for (from, to) in pairs {
+        let Some(id) = names.remove(from.to_ascii_lowercase().as_str()) else {
+            return Err("No such command in rename-command".to_string());
+        };
+        if !to.is_empty() {
+            let to = to.to_ascii_lowercase();
+            if names.contains_key(to.as_str()) {
+                return Err("Target command name already exists".to_string());
+            }
+            names.insert(to.into_boxed_str(), id);
+        }
+    }
+    CLIENT_NAMES
+        .set(names)
+        .map_err(|_| "rename-command was already applied".to_string())
+}
+
+/// Whether `rename-command` changed any name clients use.
+#[inline]
+pub fn renamed() -> bool {
+    CLIENT_NAMES.get().is_some()
+}
+
+/// Looks up a command name as a client (or a script) calls it, after `rename-command`; see
+/// [`lookup`] for the table's own names.
+#[inline]
+pub fn lookup_client(name: &[u8]) -> Option<usize> {
+    let Some(names) = CLIENT_NAMES.get() else {
+        return lookup(name);
+    };
+    let mut buf = [0u8; 32];
+    match lowercase(name, &mut buf) {
+        Some(lower) => names.get(lower).copied(),
+        // A renamed command's name may be longer than any of the table's.
+        None => names
+            .get(std::str::from_utf8(&name.to_ascii_lowercase()).ok()?)
+            .copied(),
+    }
+}
+
+/// [`resolve`] for the name a client calls a command by (see [`lookup_client`]).
+pub fn resolve_client<A: AsRef<[u8]>>(args: &[A]) -> Option<usize> {
+    let id = lookup_client(args.first()?.as_ref())?;
+    match args.get(1) {
+        Some(sub) if matches!(registry().def(id).exec, Exec::Container) => {
+            lookup_sub(id, sub.as_ref())
+        }
+        _ => Some(id),
+    }
+}
+
+/// Looks a command name up case-insensitively by the table's own name (whatever
+/// `rename-command` did to clients' names); returns its registry id.
 #[inline]
 pub fn lookup(name: &[u8]) -> Option<usize> {
     let mut buf = [0u8; 32];

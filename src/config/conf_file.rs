@@ -46,8 +46,9 @@ const HEADER: &str = r##"# tallykv configuration file
 #
 # Directives marked "CONFIG SET: yes" can be changed while the server runs
 # with CONFIG SET; the others are read once at startup. CONFIG GET works for
-# all of them. Unknown directives are a startup error: tallykv does not
-# silently ignore settings it would not honour.
+# all of them (for cluster-secret it says only whether it is set). Unknown
+# directives are a startup error: tallykv does not silently ignore settings it
+# would not honour.
 "##;
 
 /// The documented config file: [`HEADER`], then every directive in table order with its

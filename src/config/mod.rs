@@ -48,11 +48,12 @@ pub(crate) use error::strerror;
 pub use error::{ConfigError, ConfigSource};
 pub use runtime::Runtime;
 
+use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use runtime::{Hook, lock};
+use runtime::{Applier, Hook, lock};
 use spec::{Access, MB, Spec, Value, utf8};
 use table::{KEYS, Key, SPECS};
 
@@ -151,6 +152,9 @@ pub struct ClusterConfig {
     pub enabled: bool,
     /// `cluster-port`: the node-to-node port; 0 = client port + 10000, as in Valkey.
     pub port: u16,
+    /// `cluster-secret`: what the nodes prove to each other they hold when they open a bus
+    /// connection. Never empty when `enabled` (checked at load).
+    pub secret: Secret,
     /// `cluster-peers`: every initial member's `host:port` (client ports), the same list on
     /// every node; it forms the cluster on first start.
     pub peers: Vec<String>,
@@ -182,6 +186,7 @@ impl ClusterConfig {
         ClusterConfig {
             enabled: rt.flag(Key::ClusterEnabled),
             port: rt.num(Key::ClusterPort) as u16,
+            secret: Secret(rt.text(Key::ClusterSecret)),
             peers: rt.list(Key::ClusterPeers),
             announce_hostname: rt.text(Key::ClusterAnnounceHostname),
             announce_ip: rt.text(Key::ClusterAnnounceIp),
@@ -193,6 +198,35 @@ impl ClusterConfig {
             snapshot_after: rt.num(Key::ClusterSnapshotAfter),
             leader_balance_delay_ms: rt.num(Key::ClusterLeaderBalanceDelay),
         }
+    }
+}
+
+/// The shortest `cluster-secret` accepted, in bytes.
+pub const MIN_SECRET_LEN: usize = 16;
+
+/// A secret directive's value (`cluster-secret`). `Debug` shows only whether it is set, so
+/// a configuration printed whole never shows it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret's bytes, for the one place that keys a MAC with them.
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.is_empty() { "\"\"" } else { "<set>" })
     }
 }
 
@@ -470,7 +504,11 @@ impl Config {
 
         let names: Vec<&'static str> = {
             let _serialised = lock(&self.runtime.set_lock);
-            values
+            let before: Vec<(Key, Value)> = values
+                .iter()
+                .map(|(spec, _)| (spec.key, self.runtime.value(spec.key)))
+                .collect();
+            let names: Vec<&'static str> = values
                 .into_iter()
                 .map(|(spec, value)| {
                     // No value: it may be a password.
@@ -478,7 +516,17 @@ impl Config {
                     self.runtime.store(spec.key, value);
                     spec.name
                 })
-                .collect()
+                .collect();
+            let appliers: Vec<Applier> = lock(&self.runtime.appliers).clone();
+            for apply in &appliers {
+                if let Err((blame, reason)) = apply(&names) {
+                    for (key, value) in before {
+                        self.runtime.store(key, value);
+                    }
+                    return Err(failed(blame, &reason));
+                }
+            }
+            names
         };
         let hooks: Vec<Hook> = lock(&self.runtime.hooks).clone();
         for name in names {
@@ -630,10 +678,55 @@ impl Loader {
     /// Checks on the configuration as a whole, as Valkey does after loading.
     fn finish(self) -> Result<Config, ConfigError> {
         let cfg = Config::from_runtime(Arc::new(self.runtime), self.config_file);
+        // Valkey's words (it refuses a second `user` line for a user as it reads it).
+        let users = cfg.runtime.user_declarations();
+        let name = |u: &String| u.split(' ').next().unwrap_or_default().to_string();
+        if let Some(twice) =
+            (1..users.len()).find(|&i| users[..i].iter().any(|u| name(u) == name(&users[i])))
+        {
+            return Err(ConfigError::General {
+                reason: format!(
+                    "Error in user declaration '{}': Duplicate user found. A user can only be \
+                     defined once in config files",
+                    name(&users[twice])
+                ),
+            });
+        }
+        // Valkey's words (it checks this as it loads the users).
+        if cfg.runtime.aclfile().is_some() && !users.is_empty() {
+            return Err(ConfigError::General {
+                reason: "Configuring Valkey with users defined in valkey.conf and at the same \
+                         setting an ACL file path is invalid. This setup is very likely to lead \
+                         to configuration errors and security holes, please define either an \
+                         ACL file or declare users directly in your valkey.conf, but not both."
+                    .to_string(),
+            });
+        }
         // A cluster node without cluster-peers waits for another node's CLUSTER MEET.
         if cfg.cluster.enabled && cfg.port == 0 {
             return Err(ConfigError::General {
                 reason: "cluster-enabled yes needs a TCP port".to_string(),
+            });
+        }
+        // The bus is never open to whoever reaches it: a cluster node authenticates its peers
+        // with cluster-secret. (`tls-cluster yes`, mutual TLS, will be the other way; this is
+        // where it will be accepted instead of a secret.)
+        if cfg.cluster.enabled && cfg.cluster.secret.is_empty() {
+            return Err(ConfigError::General {
+                reason: "cluster-enabled yes needs a cluster-secret: the nodes prove to each \
+                         other that they hold it before the bus serves them. Generate one with \
+                         `openssl rand -hex 32` and put the same `cluster-secret <secret>` line \
+                         in every node's config file"
+                    .to_string(),
+            });
+        }
+        // Said without quoting the line, which would show the secret.
+        if !cfg.cluster.secret.is_empty() && cfg.cluster.secret.len() < MIN_SECRET_LEN {
+            return Err(ConfigError::General {
+                reason: format!(
+                    "cluster-secret must be at least {MIN_SECRET_LEN} bytes (generate one with \
+                     `openssl rand -hex 32`)"
+                ),
             });
         }
         if !cfg.logfile.is_empty()

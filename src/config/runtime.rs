@@ -13,6 +13,11 @@ use super::table::{KEYS, Key, SPECS};
 
 pub(super) type Hook = Arc<dyn Fn(&'static str) + Send + Sync>;
 
+/// Puts a `CONFIG SET` into effect where that can fail (see [`Runtime::on_apply`]): given
+/// the directives the call set, Ok, or the directive to blame and why.
+pub(super) type Applier =
+    Arc<dyn Fn(&[&'static str]) -> Result<(), (&'static str, String)> + Send + Sync>;
+
 /// Where one directive's value lives.
 enum Cell {
     /// Numbers, booleans and enums: a `Relaxed` load, cheap enough for the data path.
@@ -38,6 +43,7 @@ pub struct Runtime {
     /// Serialises `CONFIG SET` calls so two multi-parameter sets never interleave.
     pub(super) set_lock: Mutex<()>,
     pub(super) hooks: Mutex<Vec<Hook>>,
+    pub(super) appliers: Mutex<Vec<Applier>>,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -62,6 +68,7 @@ impl Default for Runtime {
             }),
             set_lock: Mutex::new(()),
             hooks: Mutex::new(Vec::new()),
+            appliers: Mutex::new(Vec::new()),
         }
     }
 }
@@ -129,6 +136,18 @@ impl Runtime {
     /// the thread that ran `CONFIG SET`, with no lock held.
     pub fn on_change(&self, hook: impl Fn(&'static str) + Send + Sync + 'static) {
         lock(&self.hooks).push(Arc::new(hook));
+    }
+
+    /// Call `apply` with the directives of every `CONFIG SET`, after the new values are
+    /// stored and before the call answers: an error (the directive to blame, and why) puts
+    /// back every value the call set and fails it with Valkey's `CONFIG SET failed` reply.
+    /// For settings that take effect only if something can be built from them (TLS
+    /// certificates).
+    pub fn on_apply(
+        &self,
+        apply: impl Fn(&[&'static str]) -> Result<(), (&'static str, String)> + Send + Sync + 'static,
+    ) {
+        lock(&self.appliers).push(Arc::new(apply));
     }
 }
 
@@ -305,9 +324,44 @@ impl Runtime {
         Some(self.text(Key::Requirepass)).filter(|p| !p.is_empty())
     }
 
+    /// `rename-command` lines as (command, new name) pairs, in order; an empty new name
+    /// hides the command.
+    pub fn renamed_commands(&self) -> Vec<(String, String)> {
+        self.list(Key::RenameCommand)
+            .chunks(2)
+            .map(|p| (p[0].clone(), p[1].clone()))
+            .collect()
+    }
+
+    /// `audit-log-file`, `None` when empty (no audit log).
+    pub fn audit_log_file(&self) -> Option<String> {
+        Some(self.text(Key::AuditLogFile)).filter(|p| !p.is_empty())
+    }
+
+    /// `audit-log-max-size` in bytes: rotate at this size (0: never).
+    pub fn audit_log_max_size(&self) -> u64 {
+        self.num(Key::AuditLogMaxSize)
+    }
+
+    /// `audit-log-max-files`: how many rotated files are kept.
+    pub fn audit_log_max_files(&self) -> usize {
+        usize::try_from(self.num(Key::AuditLogMaxFiles)).unwrap_or(usize::MAX)
+    }
+
     /// `acllog-max-len`: the most entries ACL LOG keeps.
     pub fn acllog_max_len(&self) -> usize {
         usize::try_from(self.num(Key::AcllogMaxLen)).unwrap_or(usize::MAX)
+    }
+
+    /// The `user` lines: each user as ACL LIST shows it, without the leading `user `
+    /// (see `security::acl::declaration`), in the order the configuration gave them.
+    pub fn user_declarations(&self) -> Vec<String> {
+        self.list(Key::User)
+    }
+
+    /// `aclfile`, `None` when empty.
+    pub fn aclfile(&self) -> Option<String> {
+        Some(self.text(Key::Aclfile)).filter(|p| !p.is_empty())
     }
 }
 

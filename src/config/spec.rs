@@ -314,6 +314,28 @@ pub(super) const SAVE: Special = Special {
     }),
 };
 
+/// `user <name> <rule> ...`: a user created at startup, one line each (Valkey's `user`
+/// directive; `--user "name rules..."` on the command line). The rules are checked as the line
+/// is read, so a bad one stops the server naming its line, and kept as ACL LIST shows the
+/// user, a `>password` as its digest. Every line adds a user (naming one twice is refused once
+/// the whole configuration is read, as `Loader::finish` checks). `user ""` (the documented
+/// default) adds none.
+pub(super) const USER: Special = Special {
+    multi: true,
+    parse: |args| match args {
+        [a] if a.is_empty() => Ok(Value::List(Vec::new())),
+        _ => crate::security::acl::declaration(args).map(|user| Value::List(vec![user])),
+    },
+    render: |v| render_list(v, ", "),
+    merge: Some(|before, line, _| match (before, line) {
+        (Value::List(mut users), Value::List(line)) => {
+            users.extend(line);
+            Value::List(users)
+        }
+        (_, line) => line,
+    }),
+};
+
 /// `cluster-peers host:port,host:port,...`.
 pub(super) const PEERS: Special = Special {
     multi: false,
@@ -330,6 +352,21 @@ pub(super) const PEERS: Special = Special {
         Ok(Value::List(peers))
     },
     render: |v| render_list(v, ","),
+    merge: None,
+};
+
+/// A secret only the config file should hold (`cluster-secret`): any string, which
+/// `CONFIG GET` never shows — it says `<set>`, or nothing when empty — since a client allowed
+/// CONFIG GET is not thereby allowed onto the bus. Its length is checked once the whole
+/// configuration is loaded (`Loader::finish`), where the error cannot quote the line.
+pub(super) const SECRET: Special = Special {
+    multi: false,
+    parse: |args| Ok(Value::Text(utf8(one(args)?)?)),
+    render: |v| match v {
+        Value::Text(secret) if secret.is_empty() => String::new(),
+        Value::Text(_) => "<set>".to_string(),
+        other => unreachable!("a secret holds {other:?}"),
+    },
     merge: None,
 };
 
@@ -368,4 +405,43 @@ pub(super) const DAEMONIZE: Special = Special {
     },
     render: |_| "no".to_string(),
     merge: None,
+};
+
+/// `rename-command <command> <new-name>`, or `""` as the new name to hide it; each line
+/// adds one, in order. Held as a flat list of (from, to) pairs. The command table applies
+/// them at startup (`command::table::rename_commands`), which also checks that a new name
+/// is free.
+pub(super) const RENAME: Special = Special {
+    multi: true,
+    parse: |args| match args {
+        [a] if a.is_empty() => Ok(Value::List(Vec::new())),
+        [from, to] => {
+            let from = utf8(from)?;
+            if crate::command::table::lookup(from.as_bytes()).is_none() {
+                return Err("No such command in rename-command".to_string());
+            }
+            Ok(Value::List(vec![from, utf8(to)?]))
+        }
+        _ => Err("wrong number of arguments".to_string()),
+    },
+    render: |v| match v {
+        Value::List(pairs) => {
+            let pairs: Vec<String> = pairs
+                .chunks(2)
+                .map(|p| match p[1].as_str() {
+                    "" => format!("{} \"\"", p[0]),
+                    to => format!("{} {to}", p[0]),
+                })
+                .collect();
+            pairs.join(" ")
+        }
+        other => unreachable!("rename-command holds {other:?}"),
+    },
+    merge: Some(|before, line, _first| match (before, line) {
+        (Value::List(mut before), Value::List(line)) => {
+            before.extend(line);
+            Value::List(before)
+        }
+        (_, line) => line,
+    }),
 };

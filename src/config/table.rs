@@ -22,8 +22,8 @@ use super::enums::{AppendFsync, ConfigEnum, LogLevel, MaxmemoryPolicy, TlsAuthCl
 use super::spec::Access::{Immutable, Mutable, Protected};
 use super::spec::Kind::{Bool, Enum, Special, Str};
 use super::spec::{
-    BIND, DAEMONIZE, DIR, INT_MAX, INT_MIN, LONG_MAX, MB, PEERS, SAVE, Spec, clamped, int, memory,
-    unsigned,
+    BIND, DAEMONIZE, DIR, INT_MAX, INT_MIN, LONG_MAX, MB, PEERS, RENAME, SAVE, SECRET, Spec, USER,
+    clamped, int, memory, unsigned,
 };
 // The cap of proto-max-bulk-len: the longest string storage holds.
 use crate::storage::codec::MAX_STRING_LEN;
@@ -497,6 +497,85 @@ directives! {
         default: "128",
     }
 
+    /// An ACL user created at startup, in ACL SETUSER's rules: one "user" line per
+    /// user, any number of lines, e.g.
+    ///
+    ///   user admin on >a-long-password ~* &* +@all
+    ///   user default off
+    ///
+    /// (the second makes every client authenticate), or on the command line
+    /// --user "admin on >a-long-password ~* &* +@all". "user default ..." redefines
+    /// the default user from scratch, requirepass included. A bad rule or a user named
+    /// twice stops the server. Passwords are kept as SHA-256 digests only (CONFIG GET
+    /// shows the users as ACL LIST does). Users cannot be declared here when an aclfile
+    /// is set. In a cluster they seed the users every node shares when the cluster
+    /// forms; a node that holds the cluster's users enforces those instead.
+    User {
+        name: "user",
+        access: Immutable,
+        sensitive: true,
+        kind: Special(&USER),
+        default: "",
+    }
+
+    /// A file of ACL users instead: "user <name> <rules...>" lines as ACL LIST shows
+    /// them (no comments). Loaded at startup, where a missing or malformed file stops
+    /// the server, as in Valkey (create an empty one to start with the default user
+    /// only); reloaded by ACL LOAD, all or nothing; written by ACL SAVE (passwords as
+    /// SHA-256 digests only, atomically). A default user the file does not declare is
+    /// the usual one, with requirepass as its password. A relative path is relative to
+    /// the directory tallykv is started from. Empty: no ACL file. In a cluster it
+    /// seeds the shared users like "user" lines, ACL LOAD commits its users to every
+    /// node and ACL SAVE writes the users this node enforces.
+    Aclfile {
+        name: "aclfile",
+        access: Immutable,
+        kind: Str,
+        default: "",
+    }
+
+    /// The audit log: one JSON line per security event (authentications, refused
+    /// commands and keys, ACL and CONFIG changes, cluster membership changes, refused
+    /// bus connections), never a password, a value or an argument. Appended, synced
+    /// as appendfsync says, and created with mode 0600. Empty (the default): no
+    /// audit log. Startup only.
+    AuditLogFile {
+        name: "audit-log-file",
+        access: Immutable,
+        kind: Str,
+        default: "",
+    }
+
+    /// Rotate the audit log at this size: the file becomes <file>.1, older ones
+    /// shift up. 0 = never rotate.
+    AuditLogMaxSize {
+        name: "audit-log-max-size",
+        access: Mutable,
+        kind: memory(0, LONG_MAX as u64),
+        default: "64mb",
+    }
+
+    /// How many rotated audit log files (<file>.1 ... <file>.N) are kept.
+    AuditLogMaxFiles {
+        name: "audit-log-max-files",
+        access: Mutable,
+        kind: int(1, 1000),
+        default: "10",
+    }
+
+    /// Renames a command, or hides it with "" as the new name, for every client
+    /// and script: "rename-command CONFIG \"\"", "rename-command FLUSHALL
+    /// b840fc02d524045429941cc15f59e41cb7be6c52". One line per command; the server
+    /// keeps calling it by its own name inside (ACL rules and INFO commandstats use
+    /// that name). Startup only.
+    RenameCommand {
+        name: "rename-command",
+        access: Immutable,
+        sensitive: true,
+        kind: Special(&RENAME),
+        default: "",
+    }
+
     /// TCP port for TLS client connections (rustls), beside or instead of port:
     /// "port 0" with a tls-port serves TLS only. 0 disables TLS. Clients connect with
     /// e.g. "redis-cli --tls --cacert ca.crt", rediss:// URLs or ssl=True.
@@ -510,23 +589,25 @@ directives! {
 
     /// The server's certificate chain and private key, PEM encoded (the key as PKCS#8,
     /// PKCS#1 or SEC1). tls-key-file-pass is the key file's passphrase; encrypted keys
-    /// are not supported yet, so it must stay empty. Every tls-* directive is read at
-    /// startup only for now (Valkey reloads certificates on CONFIG SET).
+    /// are not supported yet, so it must stay empty. CONFIG SET of any tls-* directive
+    /// but tls-port reads the files again and applies to new connections (open ones
+    /// keep their session); a setting that does not load fails the CONFIG SET and
+    /// changes nothing.
     TlsCertFile {
         name: "tls-cert-file",
-        access: Immutable,
+        access: Mutable,
         kind: Str,
         default: "",
     }
     TlsKeyFile {
         name: "tls-key-file",
-        access: Immutable,
+        access: Mutable,
         kind: Str,
         default: "",
     }
     TlsKeyFilePass {
         name: "tls-key-file-pass",
-        access: Immutable,
+        access: Mutable,
         sensitive: true,
         kind: Str,
         default: "",
@@ -536,13 +617,13 @@ directives! {
     /// of certificates) and/or a directory whose files are PEM certificates.
     TlsCaCertFile {
         name: "tls-ca-cert-file",
-        access: Immutable,
+        access: Mutable,
         kind: Str,
         default: "",
     }
     TlsCaCertDir {
         name: "tls-ca-cert-dir",
-        access: Immutable,
+        access: Mutable,
         kind: Str,
         default: "",
     }
@@ -553,7 +634,7 @@ directives! {
     ///   no        not asked for (no CA needed)
     TlsAuthClients {
         name: "tls-auth-clients",
-        access: Immutable,
+        access: Mutable,
         kind: Enum(TlsAuthClients::NAMES),
         default: "yes",
     }
@@ -562,7 +643,7 @@ directives! {
     /// TLSv1.1 are insecure and refused). Empty means "TLSv1.2 TLSv1.3".
     TlsProtocols {
         name: "tls-protocols",
-        access: Immutable,
+        access: Mutable,
         kind: Str,
         default: "",
     }
@@ -571,16 +652,17 @@ directives! {
     /// ":" (e.g. "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256"),
     /// tls-ciphersuites for TLS 1.3 (e.g. "TLS_AES_256_GCM_SHA384"). Only suites
     /// rustls implements (AES-GCM and CHACHA20-POLY1305 with ECDHE) can be named; any
-    /// other name stops the server at startup. Empty means all of them.
+    /// other name stops the server at startup (or fails CONFIG SET). Empty means all
+    /// of them.
     TlsCiphers {
         name: "tls-ciphers",
-        access: Immutable,
+        access: Mutable,
         kind: Str,
         default: "",
     }
     TlsCiphersuites {
         name: "tls-ciphersuites",
-        access: Immutable,
+        access: Mutable,
         kind: Str,
         default: "",
     }
@@ -589,7 +671,7 @@ directives! {
     /// tls-ciphers / tls-ciphersuites) rather than the client's.
     TlsPreferServerCiphers {
         name: "tls-prefer-server-ciphers",
-        access: Immutable,
+        access: Mutable,
         kind: Bool,
         default: "no",
     }
@@ -635,6 +717,24 @@ directives! {
         access: Immutable,
         kind: PORT,
         default: "0",
+    }
+
+    /// The secret the nodes share to authenticate each other on the bus: every
+    /// connection between two nodes starts with a challenge-response in which each
+    /// side proves it holds this secret (an HMAC over fresh random nonces; the secret
+    /// itself never crosses the network), so whoever reaches the bus port without it
+    /// can neither join the cluster nor send a single request. Required with
+    /// cluster-enabled yes (a node refuses to start without one), at least 16 bytes,
+    /// the same on every node. Generate one with "openssl rand -hex 32" and write it
+    /// here, in a file only the server's user can read, rather than on the command
+    /// line, where ps shows it. CONFIG GET shows only whether it is set. It does not
+    /// encrypt the bus: see "Cluster bus" in the README.
+    ClusterSecret {
+        name: "cluster-secret",
+        access: Immutable,
+        sensitive: true,
+        kind: Special(&SECRET),
+        default: "",
     }
 
     /// How this node appears in cluster-peers and in redirects (containers, NAT).

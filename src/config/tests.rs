@@ -943,6 +943,7 @@ fn defaults_are_unchanged_by_the_table() {
         ClusterConfig {
             enabled: false,
             port: 0,
+            secret: Secret::default(),
             peers: vec![],
             announce_hostname: String::new(),
             announce_ip: String::new(),
@@ -1020,6 +1021,40 @@ fn sensitive_values_stay_out_of_debug_output() {
 }
 
 #[test]
+fn cluster_secret_is_required_hidden_and_long_enough() {
+    let secret = "0123456789abcdef0123456789abcdef";
+    let cfg = from_args(&["--cluster-enabled", "yes", "--cluster-secret", secret]).unwrap();
+    assert_eq!(cfg.cluster.secret.expose(), secret.as_bytes());
+    // Neither CONFIG GET nor a printed config shows it.
+    assert_eq!(get1(&cfg, "cluster-secret"), "<set>");
+    for shown in [format!("{:?}", cfg.runtime), format!("{cfg:?}")] {
+        assert!(!shown.contains(secret), "{shown}");
+    }
+    assert_eq!(get1(&Config::default(), "cluster-secret"), "");
+
+    // The bus never opens unauthenticated.
+    let err = from_args(&["--cluster-enabled", "yes"]).unwrap_err();
+    assert!(
+        err.reason()
+            .starts_with("cluster-enabled yes needs a cluster-secret"),
+        "{err}"
+    );
+    let short = "tooshort-secret";
+    let err = from_args(&["--cluster-enabled", "yes", "--cluster-secret", short]).unwrap_err();
+    assert_eq!(
+        err.reason(),
+        "cluster-secret must be at least 16 bytes (generate one with `openssl rand -hex 32`)"
+    );
+    assert!(!err.to_string().contains(short), "{err}");
+    // Startup only.
+    let refused = set(
+        &cfg,
+        &[("cluster-secret", "another-secret-32-bytes-long....")],
+    );
+    assert!(refused.unwrap_err().ends_with("can't set immutable config"));
+}
+
+#[test]
 fn shipped_tls_example_parses() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/tls.conf");
     let cfg = Config::from_args(&[path.to_string()]).unwrap();
@@ -1029,4 +1064,64 @@ fn shipped_tls_example_parses() {
     assert_eq!(tls.cert_file, "/etc/tallykv/tls/server.crt");
     assert_eq!(tls.auth_clients, TlsAuthClients::Yes);
     assert_eq!(tls.protocols, "TLSv1.3");
+}
+
+#[test]
+fn user_lines_add_users_with_their_passwords_hashed() {
+    let cfg = from_args(&[
+        "--user",
+        "admin on >s3cret ~* &* +@all",
+        "--user",
+        "default",
+        "off",
+    ])
+    .unwrap();
+    let users = cfg.runtime.user_declarations();
+    assert_eq!(users.len(), 2);
+    assert!(
+        users[0].starts_with("admin on sanitize-payload #") && users[0].ends_with(" ~* &* +@all"),
+        "{users:?}"
+    );
+    assert_eq!(users[1], "default off sanitize-payload resetchannels -@all");
+    let shown = format!("{:?} {}", cfg.runtime, get1(&cfg, "user"));
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert!(
+        set(&cfg, &[("user", "x on")])
+            .unwrap_err()
+            .ends_with("can't set immutable config")
+    );
+    // The documented default adds nobody.
+    let cfg = from_file("user \"\"\naclfile \"\"\n").unwrap();
+    assert!(cfg.runtime.user_declarations().is_empty() && cfg.runtime.aclfile().is_none());
+}
+
+#[test]
+fn bad_user_lines_stop_the_server_naming_the_line() {
+    let err = from_file("port 7000\nuser alice on bogus\n").unwrap_err();
+    assert_eq!(err.line(), Some(2));
+    assert_eq!(
+        err.reason(),
+        "Error in user declaration 'bogus': Syntax error"
+    );
+    let err = from_args(&["--user", "alice +nosuch"]).unwrap_err();
+    assert_eq!(
+        err.reason(),
+        "Error in user declaration '+nosuch': Unknown command or category name in ACL"
+    );
+    let err = from_file("user alice on\nuser bob on\nuser alice off\n").unwrap_err();
+    assert_eq!(
+        err.reason(),
+        "Error in user declaration 'alice': Duplicate user found. A user can only be defined \
+         once in config files"
+    );
+    let err = from_args(&["--user", "alice on", "--aclfile", "/etc/users.acl"]).unwrap_err();
+    assert!(
+        err.reason().starts_with(
+            "Configuring Valkey with users defined in valkey.conf and at the same setting an ACL \
+             file path is invalid."
+        ),
+        "{err}"
+    );
+    let cfg = from_args(&["--aclfile", "users.acl"]).unwrap();
+    assert_eq!(cfg.runtime.aclfile().as_deref(), Some("users.acl"));
 }

@@ -206,6 +206,7 @@ impl Dispatcher {
 async fn attempt(core: &Rc<Core>, client: &mut Client, args: Vec<Bytes>) -> Vec<u8> {
     let mut d = Dispatcher::new(core.cores());
     d.no_block = true;
+    d.redispatch = true;
     let mut wbuf = Vec::new();
     Box::pin(d.run(core, client, vec![args], &mut wbuf)).await;
     wbuf

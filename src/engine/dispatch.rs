@@ -19,7 +19,7 @@ use crate::cluster::key_slot;
 use crate::cluster::node::ClusterNode;
 use crate::cluster::types::GroupId;
 use crate::command::connection::{Client, ConnCtx};
-use crate::command::table::{lookup, lookup_sub, registry};
+use crate::command::table::{self, lookup_client, lookup_sub, registry};
 use crate::command::{self, Exec, Fanout, Multi, ShardFn, flags, keyspace, string};
 use crate::metrics::CoreStats;
 use crate::protocol::Out;
@@ -85,6 +85,10 @@ pub struct Dispatcher {
     pub(super) unwatch_after_flush: Vec<(u64, crate::command::connection::Watching)>,
     /// A blocking command's attempt: it answers a null instead of blocking (`blocking`).
     pub(super) no_block: bool,
+    /// The commands this dispatcher runs were dispatched before (a transaction's queue, a
+    /// blocked command's retry), so they name commands by the table's own names, not as
+    /// clients call them after `rename-command`.
+    pub(super) redispatch: bool,
     /// The id under which `run_atomic` holds this core's gate (a dispatcher runs one
     /// transaction and is dropped), so a script pausing inside it keeps it atomic.
     holding: Option<TxId>,
@@ -114,6 +118,7 @@ impl Dispatcher {
             tx_begin: false,
             unwatch_after_flush: Vec::new(),
             no_block: false,
+            redispatch: false,
             holding: None,
             prepared: false,
             db: 0,
@@ -138,6 +143,7 @@ impl Dispatcher {
     ) -> Option<Vec<Vec<u8>>> {
         self.local.resp3 = client.resp3;
         self.op_flags = flags::TX;
+        self.redispatch = true;
         self.atomic = true;
         self.tx_begin = true;
         // From here to the flush nothing yields, so nothing else runs on this core: the gate
@@ -194,6 +200,7 @@ impl Dispatcher {
         self.local.resp3 = client.resp3;
         self.tx = Some(tx);
         self.op_flags = flags::TX;
+        self.redispatch = true;
         self.now = core.prepare();
         for args in queued {
             self.dispatch(core, client, args).await;
@@ -421,7 +428,7 @@ impl Dispatcher {
         }
     }
 
-    async fn dispatch(&mut self, core: &Rc<Core>, client: &mut Client, args: Vec<Bytes>) {
+    async fn dispatch(&mut self, core: &Rc<Core>, client: &mut Client, mut args: Vec<Bytes>) {
         self.db = client.db;
         // A transaction holding this core's gate, or a script paused here, runs first (see
         // `gate`, `pause`).
@@ -431,7 +438,7 @@ impl Dispatcher {
                     self.now = core.prepare();
                     self.prepared = true;
                 }
-                Err(busy) => match while_busy(&args) {
+                Err(busy) => match while_busy(&args, self.redispatch) {
                     // What Valkey serves during a busy script needs no shard: it runs below.
                     WhileBusy::Run => {}
                     action => {
@@ -443,7 +450,12 @@ impl Dispatcher {
         }
         let start = self.local.buf.len();
         let stats = &core.shared.core_stats[core.id];
-        let Some(mut id) = lookup(&args[0]) else {
+        let name = if self.redispatch {
+            table::lookup(&args[0])
+        } else {
+            lookup_client(&args[0])
+        };
+        let Some(mut id) = name else {
             if command::is(&args[0], "post") || command::is(&args[0], "host:") {
                 // An HTTP request (cross-protocol scripting): like Valkey, drop the connection
                 // without answering anything of this read.
@@ -462,6 +474,11 @@ impl Dispatcher {
         };
         let reg = registry();
         let mut def = reg.def(id);
+        if table::renamed() && !args[0].eq_ignore_ascii_case(def.name.as_bytes()) {
+            // A renamed command runs under its own name from here on: handlers that serve
+            // several commands tell them apart by it, and MULTI queues it by it.
+            args[0] = Bytes::from_static(def.name.as_bytes());
+        }
         if matches!(def.exec, Exec::Container) {
             if args.len() == 1 && def.name == "command" {
                 command::meta::command_all(&mut self.local);
@@ -504,11 +521,26 @@ impl Dispatcher {
             return;
         }
         if def.flags & flags::NO_AUTH == 0 && client.auth_required(&core.shared) {
-            self.local.error("NOAUTH Authentication required.");
-            doom(client);
-            stats.commands[id].rejected_calls.inc();
-            self.push_local(start);
-            return;
+            if core.shared.acl.sealed() {
+                // A cluster node still opening its storage holds no users yet (see
+                // `Users::seal`): its clients are told it is loading, as they are while it
+                // loads the data, and PING answers for health checks; they authenticate once
+                // it has opened.
+                if def.name != "ping" {
+                    self.local
+                        .error("LOADING Valkey is loading the dataset in memory");
+                    doom(client);
+                    stats.commands[id].rejected_calls.inc();
+                    self.push_local(start);
+                    return;
+                }
+            } else {
+                self.local.error("NOAUTH Authentication required.");
+                doom(client);
+                stats.commands[id].rejected_calls.inc();
+                self.push_local(start);
+                return;
+            }
         }
         // ACL: one epoch load and, for an unrestricted user (the default one), one flag test.
         if !core.shared.acl.refresh(&mut client.acl) {
@@ -527,14 +559,25 @@ impl Dispatcher {
                 security::acl::Denied::Key(k) => ("key", &k[..]),
             };
             let now = crate::util::now_ms();
+            // Queued, or run by EXEC (which checks every command again, as Valkey does).
+            let context = if client.multi.is_some() || self.op_flags & flags::TX != 0 {
+                "multi"
+            } else {
+                "toplevel"
+            };
+            if security::audit::enabled() {
+                security::audit::record(&security::audit::Event::Denied {
+                    reason,
+                    context,
+                    object: &String::from_utf8_lossy(object),
+                    user: &client.acl.user.name,
+                    client: &client.info.addr,
+                });
+            }
             core.shared.acl.log(
                 security::acl::Refusal {
                     reason,
-                    context: if client.multi.is_some() {
-                        "multi"
-                    } else {
-                        "toplevel"
-                    },
+                    context,
                     object,
                     username: &client.acl.user.name,
                 },
@@ -679,6 +722,31 @@ impl Dispatcher {
                 let start = self.local.buf.len();
                 let began = Instant::now();
                 if let Some(req) = command::cluster::admin(&core.shared, &args, &mut self.local) {
+                    if security::audit::enabled() {
+                        let peer = match &req {
+                            command::cluster::AdminRequest::Meet {
+                                host,
+                                port,
+                                bus_port,
+                            } => {
+                                format!("{host}:{port}@{bus_port}")
+                            }
+                            // The node's name as the client gave it.
+                            command::cluster::AdminRequest::Forget { .. } => {
+                                String::from_utf8_lossy(&args[2]).into_owned()
+                            }
+                        };
+                        security::audit::record(&security::audit::Event::ClusterAdmin {
+                            command: if matches!(req, command::cluster::AdminRequest::Meet { .. }) {
+                                "meet"
+                            } else {
+                                "forget"
+                            },
+                            peer: Some(&peer),
+                            user: &client.acl.user.name,
+                            client: &client.info.addr,
+                        });
+                    }
                     let done = core
                         .on_core(0, move |core| {
                             Box::pin(async move {
@@ -727,7 +795,25 @@ impl Dispatcher {
                 self.count_local(stats, id, start, began);
             }
             Exec::Tx(_) => unreachable!("run above"),
-            Exec::Conn(f) => {
+            Exec::Users(_) if core.shared.config.cluster.enabled => {
+                // The users every node shares: committed through the meta group.
+                self.flush(core, client.resp3).await;
+                let start = self.local.buf.len();
+                let began = Instant::now();
+                let outcome = match command::acl::prepare_change(&core.shared, def.name, &args) {
+                    Ok(change) => super::users::commit(core, change).await,
+                    Err(e) => Err(e),
+                };
+                let mut ctx = ConnCtx {
+                    client,
+                    shared: &core.shared,
+                    out: &mut self.local,
+                    core: core.id,
+                };
+                command::acl::change_reply(&mut ctx, def.name, &args, outcome);
+                self.count_local(stats, id, start, began);
+            }
+            Exec::Conn(f) | Exec::Users(f) => {
                 if def.flags & flags::BARRIER != 0 && !self.atomic {
                     self.flush(core, client.resp3).await;
                 }
@@ -1131,8 +1217,13 @@ enum WhileBusy {
 /// Valkey's rule for `args` during a busy script: AUTH, HELLO, QUIT, FUNCTION STATS and
 /// SHUTDOWN NOSAVE run (SHUTDOWN without NOSAVE gets -BUSY; the busy core's last changes are
 /// not handed to storage, see `Shared::begin_shutdown`), the KILLs kill, the rest is refused.
-fn while_busy(args: &[Bytes]) -> WhileBusy {
-    let Some(mut id) = lookup(&args[0]) else {
+fn while_busy(args: &[Bytes], redispatch: bool) -> WhileBusy {
+    let name = if redispatch {
+        table::lookup(&args[0])
+    } else {
+        lookup_client(&args[0])
+    };
+    let Some(mut id) = name else {
         return WhileBusy::Refuse;
     };
     let reg = registry();
@@ -1171,7 +1262,7 @@ impl Dispatcher {
         def: &command::CommandDef,
         args: Vec<Bytes>,
     ) {
-        if super::tx::refused_inside_multi(def) {
+        if super::tx::refused_inside_multi(def, core.shared.config.cluster.enabled) {
             self.local
                 .error("ERR Command not allowed inside a transaction");
             doom(client);

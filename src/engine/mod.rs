@@ -22,6 +22,7 @@ mod routing;
 mod span;
 pub mod spec;
 mod tx;
+pub mod users;
 
 #[cfg(test)]
 mod tests;

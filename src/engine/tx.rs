@@ -47,13 +47,15 @@ pub fn runs_inside_multi(def: &crate::command::CommandDef) -> bool {
     ) || matches!(def.name, "quit" | "reset")
 }
 
-/// Whether Valkey refuses a command inside MULTI (`no-multi`).
-pub fn refused_inside_multi(def: &crate::command::CommandDef) -> bool {
+/// Whether Valkey refuses a command inside MULTI (`no-multi`), or tallykv does: what waits
+/// on disk or other nodes, such as a change of the users a `cluster`'s nodes share.
+pub fn refused_inside_multi(def: &crate::command::CommandDef, cluster: bool) -> bool {
     def.flags & flags::NO_MULTI != 0
         || matches!(
             def.exec,
             Exec::Snapshot(_) | Exec::ClusterAdmin | Exec::Libraries
         )
+        || (cluster && matches!(def.exec, Exec::Users(_)))
 }
 
 /// The resolved definition of a queued command (its subcommand for containers).

@@ -54,7 +54,17 @@ pub struct Limits {
     /// found: for inline requests, multibulk headers and bulk length lines
     /// alike (Valkey uses `PROTO_INLINE_MAX_SIZE` for all three).
     pub max_inline_len: usize,
+    /// The client has not authenticated and must (Valkey's `authRequired`): a multibulk of
+    /// more than [`UNAUTHENTICATED_MAX_MULTIBULK`] arguments or a bulk longer than
+    /// [`UNAUTHENTICATED_MAX_BULK`] is refused, so a stranger cannot make the server hold
+    /// big requests (CVE-2021-32675).
+    pub unauthenticated: bool,
 }
+
+/// The most arguments a request of a client that must still authenticate may have.
+pub const UNAUTHENTICATED_MAX_MULTIBULK: u64 = 10;
+/// The longest argument a client that must still authenticate may send.
+pub const UNAUTHENTICATED_MAX_BULK: u64 = 16 * 1024;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -62,6 +72,7 @@ impl Default for Limits {
             max_bulk_len: DEFAULT_MAX_BULK_LEN,
             max_multibulk_len: DEFAULT_MAX_MULTIBULK_LEN,
             max_inline_len: DEFAULT_MAX_INLINE_LEN,
+            unauthenticated: false,
         }
     }
 }
@@ -85,6 +96,10 @@ pub enum ParseError {
     ExpectedDollar(u8),
     /// Bulk length is not a strict integer, is negative or exceeds `max_bulk_len`.
     InvalidBulkLength,
+    /// More than [`UNAUTHENTICATED_MAX_MULTIBULK`] arguments before authenticating.
+    UnauthenticatedMultibulkLength,
+    /// A bulk longer than [`UNAUTHENTICATED_MAX_BULK`] before authenticating.
+    UnauthenticatedBulkLength,
 }
 
 const EXPECTED_DOLLAR_PREFIX: &[u8] = b"Protocol error: expected '$', got '";
@@ -129,6 +144,10 @@ impl ParseError {
             ParseError::InvalidMultibulkLength => "Protocol error: invalid multibulk length",
             ParseError::TooBigBulkCount => "Protocol error: too big bulk count string",
             ParseError::InvalidBulkLength => "Protocol error: invalid bulk length",
+            ParseError::UnauthenticatedMultibulkLength => {
+                "Protocol error: unauthenticated multibulk length"
+            }
+            ParseError::UnauthenticatedBulkLength => "Protocol error: unauthenticated bulk length",
             ParseError::ExpectedDollar(b) => {
                 match std::str::from_utf8(&EXPECTED_DOLLAR[*b as usize]) {
                     Ok(s) => s,
@@ -339,8 +358,14 @@ impl RequestParser {
         };
         let count = match parse_strict_i64(&buf[1..cr]) {
             Some(n) if n <= 0 => None,
-            Some(n) if n as u64 <= limits.max_multibulk_len as u64 => Some(n as usize),
-            _ => return Err(ParseError::InvalidMultibulkLength),
+            Some(n) if n as u64 > limits.max_multibulk_len as u64 => {
+                return Err(ParseError::InvalidMultibulkLength);
+            }
+            Some(n) if limits.unauthenticated && n as u64 > UNAUTHENTICATED_MAX_MULTIBULK => {
+                return Err(ParseError::UnauthenticatedMultibulkLength);
+            }
+            Some(n) => Some(n as usize),
+            None => return Err(ParseError::InvalidMultibulkLength),
         };
         buf.advance(cr + 2);
         self.scanned = 0;
@@ -414,7 +439,12 @@ impl RequestParser {
             return Err(ParseError::ExpectedDollar(buf[0]));
         }
         let len = match parse_strict_i64(&buf[1..cr]) {
-            Some(n) if n >= 0 && n as u64 <= limits.max_bulk_len as u64 => n as usize,
+            Some(n) if n >= 0 && n as u64 <= limits.max_bulk_len as u64 => {
+                if limits.unauthenticated && n as u64 > UNAUTHENTICATED_MAX_BULK {
+                    return Err(ParseError::UnauthenticatedBulkLength);
+                }
+                n as usize
+            }
             _ => return Err(ParseError::InvalidBulkLength),
         };
         buf.advance(cr + 2);
@@ -1566,6 +1596,7 @@ mod tests {
             max_bulk_len: 0,
             max_multibulk_len: 0,
             max_inline_len: 0,
+            unauthenticated: false,
         };
         assert_eq!(
             run_once(b"*1\r\n", &l).0,
@@ -1580,6 +1611,7 @@ mod tests {
             max_bulk_len: 0,
             max_multibulk_len: 1,
             max_inline_len: 0,
+            unauthenticated: false,
         };
         assert_eq!(run_once(b"*1\r\n$0\r\n\r\n", &l).0, vec![Ok(cmd(&[b""]))]);
         assert_eq!(
@@ -1590,6 +1622,7 @@ mod tests {
             max_bulk_len: usize::MAX,
             max_multibulk_len: usize::MAX,
             max_inline_len: usize::MAX,
+            unauthenticated: false,
         };
         need_more(b"*9223372036854775807\r\n$9223372036854775807\r\n", &l);
     }

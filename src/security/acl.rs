@@ -10,6 +10,10 @@
 //! the epoch it saw ([`Session`]), so the hot path is one atomic load and, for an
 //! unrestricted user such as the default one, one flag test. A client notices a changed
 //! user at its next command; a deleted user's clients are disconnected then.
+//!
+//! Users as text — the config file's `user` lines, the ACL file ACL LOAD reads and ACL SAVE
+//! writes — are in `acl/file.rs`; the users a cluster shares, committed through its meta
+//! group, in `acl/replicated.rs`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -22,6 +26,11 @@ use sha2::{Digest, Sha256};
 use crate::command::category;
 use crate::command::table::{CommandDef, lookup, lookup_sub, registry};
 use crate::command::{Exec, flags};
+
+mod file;
+mod replicated;
+pub use file::{LoadError, SaveError, declaration};
+pub use replicated::{Outcome, UserRules, UsersChange};
 
 /// Key permissions of a pattern (`%R~`, `%W~`, `~` = both).
 pub const READ: u8 = 1;
@@ -242,25 +251,25 @@ impl Selector {
         }
     }
 
+    /// The rules of the key patterns: `~pay:*`, `%R~card:*` (or `~*`).
+    fn key_rules(&self) -> Vec<String> {
+        if self.all_keys {
+            return vec!["~*".into()];
+        }
+        let perms = |p: &KeyPattern| match p.perms {
+            READ => "%R",
+            WRITE => "%W",
+            _ => "",
+        };
+        self.keys
+            .iter()
+            .map(|p| format!("{}~{}", perms(p), String::from_utf8_lossy(&p.pattern)))
+            .collect()
+    }
+
     /// `~pay:* %R~card:*` (or `~*`), as ACL LIST and GETUSER show keys.
     pub fn describe_keys(&self) -> String {
-        if self.all_keys {
-            return "~*".into();
-        }
-        let mut s = String::new();
-        for p in &self.keys {
-            if !s.is_empty() {
-                s.push(' ');
-            }
-            match p.perms {
-                READ => s.push_str("%R"),
-                WRITE => s.push_str("%W"),
-                _ => {}
-            }
-            s.push('~');
-            s.push_str(&String::from_utf8_lossy(&p.pattern));
-        }
-        s
+        self.key_rules().join(" ")
     }
 
     /// `&*`, or the channel patterns (GETUSER's form, without `resetchannels`).
@@ -286,24 +295,28 @@ impl Selector {
         s
     }
 
+    /// The selector as ACL LIST shows it, one rule each: keys, channels, commands.
+    fn rules(&self, out: &mut Vec<String>) {
+        out.extend(self.key_rules());
+        if self.all_channels {
+            out.push("&*".into());
+        } else {
+            out.push("resetchannels".into());
+            out.extend(
+                self.channels
+                    .iter()
+                    .map(|c| format!("&{}", String::from_utf8_lossy(c))),
+            );
+        }
+        out.push(if self.all_commands { "+@all" } else { "-@all" }.into());
+        out.extend(self.rules.iter().cloned());
+    }
+
     /// The selector as ACL LIST shows it: keys, channels, commands.
     fn describe(&self) -> String {
-        let mut parts = Vec::new();
-        let keys = self.describe_keys();
-        if !keys.is_empty() {
-            parts.push(keys);
-        }
-        if self.all_channels {
-            parts.push("&*".into());
-        } else {
-            parts.push("resetchannels".into());
-            let ch = self.describe_channels();
-            if !ch.is_empty() {
-                parts.push(ch);
-            }
-        }
-        parts.push(self.describe_commands());
-        parts.join(" ")
+        let mut rules = Vec::new();
+        self.rules(&mut rules);
+        rules.join(" ")
     }
 
     /// Whether this selector lets `def` (registry id `id`) run with `args`.
@@ -551,23 +564,19 @@ impl User {
         f
     }
 
+    /// The user's rules as ACL LIST shows them, one each (a `(...)` selector is one): the
+    /// rules that make the user again when applied to a new one (passwords as digests).
+    pub fn rules(&self) -> Vec<String> {
+        let mut rules: Vec<String> = self.flag_names().into_iter().map(String::from).collect();
+        rules.extend(self.passwords.iter().map(|p| format!("#{p}")));
+        self.root.rules(&mut rules);
+        rules.extend(self.selectors.iter().map(|s| format!("({})", s.describe())));
+        rules
+    }
+
     /// The user as ACL LIST shows it (`user default on nopass sanitize-payload ~* &* +@all`).
     pub fn describe(&self) -> String {
-        let mut s = format!("user {}", self.name);
-        for f in self.flag_names() {
-            s.push(' ');
-            s.push_str(f);
-        }
-        for p in &self.passwords {
-            s.push_str(" #");
-            s.push_str(p);
-        }
-        s.push(' ');
-        s.push_str(&self.root.describe());
-        for sel in &self.selectors {
-            let _ = write!(s, " ({})", sel.describe());
-        }
-        s
+        format!("user {} {}", self.name, self.rules().join(" "))
     }
 
     /// Whether this user may run every command on every key (the check is skipped).
@@ -659,18 +668,29 @@ pub struct Users {
     /// Bumped by every change; a session whose epoch differs re-reads its user.
     epoch: AtomicU64,
     /// Whether a new connection must authenticate: the default user is off or has no
-    /// `nopass` (Valkey's authRequired), kept here so the check costs one load.
+    /// `nopass` (Valkey's authRequired), or the users are sealed; kept here so the check
+    /// costs one load.
     default_requires_auth: AtomicBool,
+    /// Set while a cluster node does not know yet which users it enforces (see
+    /// [`Users::seal`]): nobody authenticates, every client must.
+    sealed: AtomicBool,
+    /// In a cluster: how far this node applied the users the cluster committed, and the
+    /// outcomes of recent changes (`acl/replicated.rs`).
+    committed: std::sync::Mutex<replicated::Committed>,
 }
 
 /// A user name Valkey refuses (ACL SETUSER's error).
 pub const BAD_NAME: &str = "ERR Usernames can't contain spaces or null characters";
+/// ACL DELUSER default's error.
+const DEFAULT_STAYS: &str = "ERR The 'default' user cannot be removed";
 
 impl Users {
     pub fn new(requirepass: Option<&str>) -> Users {
         let default = User::default_user(requirepass);
         let users = Users {
             default_requires_auth: AtomicBool::new(false),
+            sealed: AtomicBool::new(false),
+            committed: Default::default(),
             users: RwLock::new(BTreeMap::new()),
             epoch: AtomicU64::new(0),
             log: std::sync::Mutex::new(Log::default()),
@@ -688,12 +708,35 @@ impl Users {
         self.users.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Notes whether `default` (the default user's new record) makes clients authenticate.
+    fn note_default(&self, default: &User) {
+        let sealed = self.sealed.load(Ordering::Relaxed);
+        self.default_requires_auth.store(
+            !default.enabled || !default.nopass || sealed,
+            Ordering::Relaxed,
+        );
+    }
+
     fn publish(&self, user: User) {
         if user.name == "default" {
-            self.default_requires_auth
-                .store(!user.enabled || !user.nopass, Ordering::Relaxed);
+            self.note_default(&user);
         }
         self.write().insert(user.name.clone(), Arc::new(user));
+        self.epoch.fetch_add(1, Ordering::Release);
+    }
+
+    /// Replaces every user at once (ACL LOAD, the aclfile at startup); `users` holds
+    /// `default`. Like a SETUSER or DELUSER, it reaches clients at their next command: a
+    /// client whose user is gone is disconnected then, one whose user changed runs with the
+    /// new rules (Valkey disconnects the first at once, switches the second too).
+    fn replace_all(&self, users: BTreeMap<String, User>) {
+        let default = users
+            .get("default")
+            .expect("a user set holds the default user");
+        let mut map = self.write();
+        self.note_default(default);
+        *map = users.into_iter().map(|(n, u)| (n, Arc::new(u))).collect();
+        drop(map);
         self.epoch.fetch_add(1, Ordering::Release);
     }
 
@@ -801,9 +844,34 @@ impl Users {
             .clear();
     }
 
-    /// The user `name` if `password` authenticates it.
+    /// The user `name` if `password` authenticates it (nobody while the users are sealed).
     pub fn authenticate(&self, name: &[u8], password: &[u8]) -> Option<Arc<User>> {
+        if self.sealed() {
+            return None;
+        }
         self.get(name).filter(|u| u.accepts(password))
+    }
+
+    /// Until [`Users::unseal`], nobody authenticates and every client must: a cluster node
+    /// starting up does not know yet whether it enforces its configured users or the ones
+    /// its cluster committed (stored in its data dir, which is still opening), and must not
+    /// let a client in on a password the cluster has changed meanwhile.
+    pub fn seal(&self) {
+        self.sealed.store(true, Ordering::Relaxed);
+        self.default_requires_auth.store(true, Ordering::Relaxed);
+    }
+
+    /// The users are known: clients authenticate against them from now on.
+    pub fn unseal(&self) {
+        self.sealed.store(false, Ordering::Relaxed);
+        let default = self
+            .get(b"default")
+            .expect("the default user always exists");
+        self.note_default(&default);
+    }
+
+    pub fn sealed(&self) -> bool {
+        self.sealed.load(Ordering::Relaxed)
     }
 
     /// ACL SETUSER: applies `rules` to `name` (created if new), all or nothing. The error
@@ -813,26 +881,13 @@ impl Users {
             return Err(BAD_NAME.into());
         }
         let name = String::from_utf8_lossy(name).into_owned();
-        let rules = merge_selectors(rules)?;
+        let rules = setuser_rules(rules)?;
         // Changes are applied to a copy and published whole, under the write lock so two
         // SETUSERs of one user do not lose each other's rules.
         let mut map = self.write();
-        let mut user = map
-            .get(&name)
-            .map(|u| (**u).clone())
-            .unwrap_or_else(|| User::new(&name));
-        for r in &rules {
-            user.apply(r).map_err(|e| {
-                format!(
-                    "ERR Error in ACL SETUSER modifier '{}': {}",
-                    String::from_utf8_lossy(r),
-                    e.text()
-                )
-            })?;
-        }
+        let user = with_rules(map.get(&name).map(|u| &**u), &name, &rules)?;
         if user.name == "default" {
-            self.default_requires_auth
-                .store(!user.enabled || !user.nopass, Ordering::Relaxed);
+            self.note_default(&user);
         }
         map.insert(name, Arc::new(user));
         drop(map);
@@ -843,7 +898,7 @@ impl Users {
     /// ACL DELUSER: removes the users named (never `default`); how many there were.
     pub fn delete(&self, names: &[Bytes]) -> Result<usize, &'static str> {
         if names.iter().any(|n| &n[..] == b"default") {
-            return Err("ERR The 'default' user cannot be removed");
+            return Err(DEFAULT_STAYS);
         }
         let mut map = self.write();
         let mut removed = 0;
@@ -859,22 +914,58 @@ impl Users {
         Ok(removed)
     }
 
-    /// `requirepass` changed (CONFIG SET): it is the default user's password.
-    pub fn set_requirepass(&self, requirepass: Option<&str>) {
+    /// `requirepass` changed (CONFIG SET): it is the default user's password — except on a
+    /// cluster node that enforces its cluster's users, which only ACL SETUSER changes.
+    pub fn set_requirepass(&self, requirepass: Option<&str>) -> Result<(), String> {
+        if self.committed_at().is_some() {
+            return Err("this node enforces the ACL users its cluster committed: use ACL \
+                        SETUSER default to change the default user's password on every node"
+                .to_string());
+        }
         let mut user = (*self
             .get(b"default")
             .expect("the default user always exists"))
         .clone();
         user.set_requirepass(requirepass);
         self.publish(user);
+        Ok(())
     }
 }
 
-/// Joins SETUSER arguments that form one `(...)` selector split over several arguments.
-fn merge_selectors(rules: &[Bytes]) -> Result<Vec<Vec<u8>>, String> {
+/// SETUSER's arguments as rules, a `(...)` selector split over several arguments joined
+/// into one; the error is the full reply.
+fn setuser_rules(rules: &[Bytes]) -> Result<Vec<Vec<u8>>, String> {
+    merge_selectors(rules).map_err(|sel| {
+        format!(
+            "ERR Unmatched parenthesis in acl selector starting at '{}'.",
+            String::from_utf8_lossy(&sel)
+        )
+    })
+}
+
+/// User `name` (`current`, or a new one) with SETUSER's `rules` applied, all or nothing; the
+/// error is the full reply.
+fn with_rules(current: Option<&User>, name: &str, rules: &[Vec<u8>]) -> Result<User, String> {
+    let mut user = current.cloned().unwrap_or_else(|| User::new(name));
+    for r in rules {
+        user.apply(r).map_err(|e| {
+            format!(
+                "ERR Error in ACL SETUSER modifier '{}': {}",
+                String::from_utf8_lossy(r),
+                e.text()
+            )
+        })?;
+    }
+    Ok(user)
+}
+
+/// Joins SETUSER arguments that form one `(...)` selector split over several arguments; the
+/// error is the selector left open (its words so far).
+fn merge_selectors(rules: &[impl AsRef<[u8]>]) -> Result<Vec<Vec<u8>>, Vec<u8>> {
     let mut out = Vec::new();
     let mut open: Option<Vec<u8>> = None;
     for r in rules {
+        let r = r.as_ref();
         match open.as_mut() {
             Some(sel) => {
                 sel.push(b' ');
@@ -887,13 +978,10 @@ fn merge_selectors(rules: &[Bytes]) -> Result<Vec<Vec<u8>>, String> {
             None => out.push(r.to_vec()),
         }
     }
-    if let Some(sel) = open {
-        return Err(format!(
-            "ERR Unmatched parenthesis in acl selector starting at '{}'.",
-            String::from_utf8_lossy(&sel)
-        ));
+    match open {
+        Some(sel) => Err(sel),
+        None => Ok(out),
     }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! Security: ACL users and the permission check before a command (`acl`), TLS configuration
-//! (rustls). It may read the command table (names, key positions, ACL categories); it never
-//! touches shards, sockets or storage. The audit log is to come here too.
+//! (rustls), and the audit log (`audit`, a file and a writer thread of its own). It may read
+//! the command table (names, key positions, ACL categories); it never touches shards,
+//! sockets or storage.
 
 pub mod acl;
+pub mod audit;
 pub mod tls;

@@ -28,6 +28,8 @@ struct Socket {
     peer: Option<std::net::SocketAddr>,
     local: Option<std::net::SocketAddr>,
     fd: i32,
+    /// The subject of the client's certificate, when it showed one over TLS.
+    tls_subject: Option<String>,
 }
 
 /// Serves one accepted connection to its end: on the TLS port (`tls` given) after the TLS
@@ -38,13 +40,18 @@ pub async fn serve(core: Rc<Core>, stream: TcpStream, tls: Option<Arc<rustls::Se
         peer: stream.peer_addr().ok(),
         local: stream.local_addr().ok(),
         fd: stream.as_raw_fd(),
+        tls_subject: None,
     };
     let _ = stream.set_nodelay(true);
     let Some(tls) = tls else {
         return serve_stream(core, stream, socket).await;
     };
     match super::tls::accept(&tls, stream).await {
-        Ok(stream) => serve_stream(core, stream, socket).await,
+        Ok(stream) => {
+            let mut socket = socket;
+            socket.tls_subject = super::tls::peer_subject(&stream);
+            serve_stream(core, stream, socket).await
+        }
         // A plaintext client, a refused certificate, a stalled handshake: dropping the
         // stream closes the socket.
         Err(e) => tracing::debug!(peer = ?socket.peer, "TLS handshake failed: {e}"),
@@ -87,6 +94,7 @@ where
         id: shared.next_client_id.fetch_add(1, Relaxed),
         addr: peer.map(|p| p.to_string()).unwrap_or_default(),
         laddr: socket.local.map(|a| a.to_string()).unwrap_or_default(),
+        tls_subject: socket.tls_subject,
         fd: socket.fd,
         created_ms: now,
         last_interaction_ms: AtomicU64::new(now),
@@ -240,64 +248,79 @@ where
             .last_interaction_ms
             .store(crate::util::now_ms(), Relaxed);
 
-        let limits = Limits {
-            max_bulk_len: rt.proto_max_bulk_len(),
-            ..Limits::default()
-        };
-        let mut commands = Vec::new();
-        let mut protocol_error = None;
-        loop {
-            match parser.parse(&mut rbuf, &limits) {
-                Ok(Some(args)) => commands.push(args),
-                Ok(None) => break,
-                Err(e) => {
-                    protocol_error = Some(e);
-                    break;
+        // A client that must still authenticate gets Valkey's tighter limits, and its
+        // commands are parsed one at a time (as Valkey parses every command), so an AUTH
+        // lifts them for the requests pipelined behind it.
+        let mut more = true;
+        while more {
+            let unauthenticated = client.auth_required(&shared);
+            let limits = Limits {
+                max_bulk_len: rt.proto_max_bulk_len(),
+                unauthenticated,
+                ..Limits::default()
+            };
+            let mut commands = Vec::new();
+            let mut protocol_error = None;
+            more = false;
+            loop {
+                match parser.parse(&mut rbuf, &limits) {
+                    Ok(Some(args)) => {
+                        commands.push(args);
+                        if unauthenticated {
+                            more = true;
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        protocol_error = Some(e);
+                        break;
+                    }
                 }
             }
-        }
-        // What this client's input holds: unparsed bytes plus the request in progress,
-        // argument vector included (see `RequestParser::pending_bytes`). Checked after every
-        // read, which adds at most READ_CHUNK bytes, so the memory a client can make us hold
-        // stays within a small multiple of the limit.
-        let buffered = rbuf.len() + parser.pending_bytes();
-        client.info.query_buf.store(buffered, Relaxed);
-        if buffered > rt.client_query_buffer_limit() {
-            let head = &rbuf[..rbuf.len().min(64)];
-            tracing::warn!(
-                "Closing client that reached max query buffer length: id={} addr={} \
+            // What this client's input holds: unparsed bytes plus the request in progress,
+            // argument vector included (see `RequestParser::pending_bytes`). Checked after every
+            // read, which adds at most READ_CHUNK bytes, so the memory a client can make us hold
+            // stays within a small multiple of the limit.
+            let buffered = rbuf.len() + parser.pending_bytes();
+            client.info.query_buf.store(buffered, Relaxed);
+            if buffered > rt.client_query_buffer_limit() {
+                let head = &rbuf[..rbuf.len().min(64)];
+                tracing::warn!(
+                    "Closing client that reached max query buffer length: id={} addr={} \
                  qbuf={buffered} (qbuf initial bytes: {:?})",
-                client.info.id,
-                client.info.addr,
-                String::from_utf8_lossy(head),
-            );
-            stats.client_qbuf_limit_disconnections.inc();
-            return Ok(());
-        }
-        if !commands.is_empty() {
-            dispatcher.run(core, client, commands, &mut wbuf).await;
-        }
-        if let Some(e) = &protocol_error {
-            let start = wbuf.len();
-            wbuf.extend_from_slice(b"-ERR ");
-            wbuf.extend_from_slice(e.message_bytes());
-            wbuf.extend_from_slice(b"\r\n");
-            stats.count_error(&wbuf[start..]);
-            tracing::debug!(client = client.info.id, "protocol error: {}", e.message());
-        }
-        if !wbuf.is_empty() {
-            stream.write_all(&wbuf).await?;
-            // TLS holds the last record until flushed; a TCP stream's flush does nothing.
-            stream.flush().await?;
-            stats.net_output_bytes.add(wbuf.len() as u64);
-            client.info.net_out.fetch_add(wbuf.len() as u64, Relaxed);
-            wbuf.clear();
-            if wbuf.capacity() > 1024 * 1024 {
-                wbuf.shrink_to(16 * 1024);
+                    client.info.id,
+                    client.info.addr,
+                    String::from_utf8_lossy(head),
+                );
+                stats.client_qbuf_limit_disconnections.inc();
+                return Ok(());
             }
-        }
-        if protocol_error.is_some() || client.closing {
-            return Ok(());
+            if !commands.is_empty() {
+                dispatcher.run(core, client, commands, &mut wbuf).await;
+            }
+            if let Some(e) = &protocol_error {
+                let start = wbuf.len();
+                wbuf.extend_from_slice(b"-ERR ");
+                wbuf.extend_from_slice(e.message_bytes());
+                wbuf.extend_from_slice(b"\r\n");
+                stats.count_error(&wbuf[start..]);
+                tracing::debug!(client = client.info.id, "protocol error: {}", e.message());
+            }
+            if !wbuf.is_empty() {
+                stream.write_all(&wbuf).await?;
+                // TLS holds the last record until flushed; a TCP stream's flush does nothing.
+                stream.flush().await?;
+                stats.net_output_bytes.add(wbuf.len() as u64);
+                client.info.net_out.fetch_add(wbuf.len() as u64, Relaxed);
+                wbuf.clear();
+                if wbuf.capacity() > 1024 * 1024 {
+                    wbuf.shrink_to(16 * 1024);
+                }
+            }
+            if protocol_error.is_some() || client.closing {
+                return Ok(());
+            }
         }
     }
 }

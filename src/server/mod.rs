@@ -31,13 +31,19 @@ pub fn run(config: Config) -> Result<(), String> {
     } else {
         config.threads
     };
+    crate::command::table::rename_commands(&config.runtime.renamed_commands())?;
+    crate::security::audit::open(&config.runtime)?;
     let tls_port = config.runtime.tls_port();
     let tls = match tls_port {
         0 => None,
-        _ => Some(
-            crate::security::tls::server_config(&config.runtime.tls())
-                .map_err(|e| e.to_string())?,
-        ),
+        _ => {
+            let cell = tls::TlsCell::new(
+                crate::security::tls::server_config(&config.runtime.tls())
+                    .map_err(|e| e.to_string())?,
+            );
+            tls::watch_config(&config.runtime, cell.clone());
+            Some(cell)
+        }
     };
     // `port 0` with a tls-port serves TLS only, as in Valkey.
     let port = if config.port == 0 && tls_port != 0 {
@@ -60,8 +66,18 @@ pub fn run(config: Config) -> Result<(), String> {
         crate::command::table::registry().len(),
     ));
     shared.port.store(port as usize, Relaxed);
+    // The users the node starts with: the config's `user` lines, or the aclfile's.
+    let rt = &shared.config.runtime;
+    shared.acl.load_at_startup(
+        &rt.user_declarations(),
+        rt.aclfile().as_deref(),
+        rt.requirepass().as_deref(),
+    )?;
     if shared.config.cluster.enabled {
         crate::cluster::start::prepare(&shared)?;
+        // Until the data dir says whether the cluster committed other users (see
+        // `engine::users::load_stored`), nobody authenticates.
+        shared.acl.seal();
     }
     if shared.config.runtime.appendonly() {
         open_storage(shared.clone(), cores)?;
@@ -126,6 +142,7 @@ fn open_storage(shared: Arc<Shared>, cores: usize) -> Result<(), String> {
                 .and_then(|storage| {
                     crate::engine::libraries::load_stored(&shared, &storage)?;
                     if shared.config.cluster.enabled {
+                        crate::engine::users::load_stored(&shared, &storage)?;
                         crate::cluster::start::storage_opened(&shared, &storage)?;
                     }
                     Ok(storage)
@@ -172,16 +189,12 @@ struct ListenAddr {
     /// Written with a leading `-` in `bind`: skipped if unavailable.
     optional: bool,
     /// The TLS configuration of `tls-port` listeners; None on the plain port.
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<Arc<tls::TlsCell>>,
 }
 
 /// Socket addresses for the bind list (`*` → 0.0.0.0, `::*` → ::; a leading `-` marks an
 /// address that may be unavailable, e.g. IPv6 on a host without it).
-fn listen_addrs(
-    config: &Config,
-    port: u16,
-    tls: Option<&Arc<rustls::ServerConfig>>,
-) -> Vec<ListenAddr> {
+fn listen_addrs(config: &Config, port: u16, tls: Option<&Arc<tls::TlsCell>>) -> Vec<ListenAddr> {
     config
         .bind_addrs()
         .into_iter()
@@ -307,8 +320,8 @@ async fn core_main(
                         Ok(stream) => {
                             // A TLS handshake runs in the connection's own task, so a slow
                             // or silent client holds up nobody else.
-                            glommio::spawn_local(conn::serve(core.clone(), stream, tls.clone()))
-                                .detach();
+                            let tls = tls.as_ref().map(|cell| cell.current());
+                            glommio::spawn_local(conn::serve(core.clone(), stream, tls)).detach();
                         }
                         Err(e) => {
                             tracing::warn!("accept failed: {e}");

@@ -3,12 +3,62 @@
 //! its own task and is dropped after [`HANDSHAKE_TIMEOUT`]. The configuration comes from
 //! `security::tls`.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use futures::{AsyncRead, AsyncWrite};
 use futures_rustls::server::TlsStream;
 use rustls::ServerConfig;
+
+/// The TLS configuration new connections on `tls-port` get. `CONFIG SET` of a `tls-*`
+/// directive builds a new one and swaps it in (see [`watch_config`]); connections already
+/// open keep the session they have.
+pub struct TlsCell(RwLock<Arc<ServerConfig>>);
+
+impl TlsCell {
+    pub fn new(config: Arc<ServerConfig>) -> Arc<TlsCell> {
+        Arc::new(TlsCell(RwLock::new(config)))
+    }
+
+    /// The configuration for a connection accepted now.
+    pub fn current(&self) -> Arc<ServerConfig> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Reloads `cell` from the configuration after every `CONFIG SET` of a `tls-*` directive,
+/// as Valkey does: certificates and keys are read again, so a renewed certificate takes
+/// effect without a restart. A configuration that does not build (a missing file, a key
+/// that does not match) fails the CONFIG SET, which puts the old values back; the reason
+/// goes to the log.
+pub fn watch_config(runtime: &Arc<crate::config::Runtime>, cell: Arc<TlsCell>) {
+    let rt = Arc::downgrade(runtime);
+    runtime.on_apply(move |names| {
+        let Some(blame) = names.iter().find(|n| n.starts_with("tls-")) else {
+            return Ok(());
+        };
+        let Some(rt) = rt.upgrade() else {
+            return Ok(());
+        };
+        match crate::security::tls::server_config(&rt.tls()) {
+            Ok(config) => {
+                *cell.0.write().unwrap_or_else(PoisonError::into_inner) = config;
+                tracing::info!("TLS configuration reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!("Failed to update the TLS configuration: {e}");
+                Err((
+                    *blame,
+                    "Unable to update TLS configuration. Check server logs.".to_string(),
+                ))
+            }
+        }
+    });
+}
 
 /// How long a client may take to complete its TLS handshake before it is disconnected.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,4 +80,11 @@ where
             "TLS handshake timed out",
         )),
     }
+}
+
+/// The subject of the certificate the client showed (`CN=payments, O=Example`), if any.
+pub fn peer_subject<S>(stream: &TlsStream<S>) -> Option<String> {
+    let der = stream.get_ref().1.peer_certificates()?.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    Some(cert.subject().to_string())
 }

@@ -22,8 +22,10 @@
 //! The `deltas` keyspace holds the changes of large values since their last full write
 //! (see [`codec`]), keyed by slot first like the groups, so a slot range covers both.
 //! Node-wide records use the group prefix 0xFFFF: this node's cluster id (tag 0x23, see
-//! `cluster::meta`) and the function libraries ([`FUNCTIONS_RECORD`], tag 0x24), which are
-//! part of the data set: SAVE copies them with the keys.
+//! `cluster::meta`), the function libraries ([`FUNCTIONS_RECORD`], tag 0x24), which are
+//! part of the data set: SAVE copies them with the keys, and in a cluster the ACL users its
+//! meta group committed ([`USERS_RECORD`], tag 0x25), which are not (Valkey's RDB holds no
+//! users either).
 //!
 //! fjall blocks, so nothing here runs on a glommio core. Cores send [`Batch`]es to one writer
 //! thread; it commits everything queued as one atomic fjall batch and, for
@@ -40,6 +42,11 @@ pub const FIRST_STATE_MACHINE_TAG: u8 = 0x10;
 /// in the format `engine::libraries` gives it; written standalone by the FUNCTION commands, in
 /// a cluster with the meta group's state.
 pub const FUNCTIONS_RECORD: [u8; 3] = [0xFF, 0xFF, 0x24];
+
+/// A cluster node's ACL users as its meta group committed them, one node-wide record of the
+/// `raft` keyspace in the format `engine::users` gives it, written with the meta group's
+/// state; absent while the node enforces its configured users.
+pub const USERS_RECORD: [u8; 3] = [0xFF, 0xFF, 0x25];
 mod snapshot;
 pub mod wal;
 

@@ -4,7 +4,9 @@
 //! which is what fault tests need to judge the final state.
 //!
 //! Nodes keep their client port (and bus port = client port + 10000) for the harness's
-//! lifetime, since their peers know them by it. Every process is killed on drop; when the
+//! lifetime, since their peers know them by it. Each node's config file holds the
+//! `cluster-secret` its bus authenticates peers with: the cluster's own, random per cluster,
+//! unless the test gave a node another ([`Cluster::add_joiner_with_secret`]). Every process is killed on drop; when the
 //! test panics, the tail of each node's log is printed and the directory is kept.
 //!
 //! A partitionable cluster ([`Cluster::start_partitionable`]) puts node `i` on its own
@@ -73,6 +75,21 @@ fn pick_ports(hosts: &[String], real_bus: bool) -> Vec<(u16, Option<u16>)> {
     ports
 }
 
+/// A fresh `cluster-secret`: 32 random hex digits (the harness's randomness will do for a
+/// test's cluster; a real one comes from `openssl rand -hex 32`).
+fn random_secret() -> String {
+    (0..32)
+        .map(|_| char::from_digit(fastrand::u32(0..16), 16).expect("a hex digit"))
+        .collect()
+}
+
+/// Writes node `i`'s config file under `root`, holding `secret`, and returns its path.
+fn node_conf(root: &std::path::Path, i: usize, secret: &str) -> PathBuf {
+    let conf = root.join(format!("node{i}.conf"));
+    std::fs::write(&conf, format!("cluster-secret {secret}\n")).expect("write the node's config");
+    conf
+}
+
 /// One group's line of INFO cluster, as a node sees it.
 #[derive(Clone, Debug)]
 pub struct GroupView {
@@ -134,12 +151,16 @@ struct Node {
     name: String,
     /// Started without `--cluster-peers`: it waits for a CLUSTER MEET.
     joiner: bool,
+    /// Its config file, which holds its `cluster-secret` (kept out of the command line).
+    conf: PathBuf,
 }
 
 pub struct Cluster {
     nodes: Vec<Node>,
     /// `--cluster-peers`, the same on every node.
     peers: String,
+    /// The `cluster-secret` of the cluster's nodes.
+    secret: String,
     args: Vec<String>,
     /// Holds every node's dir and log; None after it was kept for a failed test.
     root: Option<tempfile::TempDir>,
@@ -205,6 +226,7 @@ impl Cluster {
                 .map(|(host, (p, _))| format!("{host}:{p}"))
                 .collect::<Vec<_>>()
                 .join(",");
+            let secret = random_secret();
             let nodes = hosts
                 .into_iter()
                 .zip(ports)
@@ -222,12 +244,14 @@ impl Cluster {
                         stopped: false,
                         name: String::new(),
                         joiner: false,
+                        conf: node_conf(root.path(), i, &secret),
                     }
                 })
                 .collect();
             let mut c = Cluster {
                 nodes,
                 peers,
+                secret,
                 args: extra.iter().map(|a| a.to_string()).collect(),
                 root: Some(root),
                 groups: Vec::new(),
@@ -260,9 +284,20 @@ impl Cluster {
         self.nodes.len()
     }
 
+    /// The `cluster-secret` the cluster's nodes share.
+    pub fn secret(&self) -> &str {
+        &self.secret
+    }
+
     /// Starts one more node, without `--cluster-peers` (it waits for a CLUSTER MEET: see
     /// [`Cluster::meet`]); returns its index.
     pub fn add_joiner(&mut self) -> usize {
+        let secret = self.secret.clone();
+        self.add_joiner_with_secret(&secret)
+    }
+
+    /// [`Cluster::add_joiner`] with `secret` (one word) as the node's `cluster-secret`.
+    pub fn add_joiner_with_secret(&mut self, secret: &str) -> usize {
         assert!(self.proxy.is_none(), "joiners are not proxied");
         let i = self.nodes.len();
         let host = "127.0.0.1".to_string();
@@ -270,6 +305,7 @@ impl Cluster {
         let root = self.root.as_ref().expect("the cluster's dir").path();
         let dir = root.join(format!("node{i}"));
         std::fs::create_dir(&dir).expect("node dir");
+        let conf = node_conf(root, i, secret);
         self.nodes.push(Node {
             host,
             port,
@@ -280,6 +316,7 @@ impl Cluster {
             stopped: false,
             name: String::new(),
             joiner: true,
+            conf,
         });
         self.spawn(i);
         assert!(
@@ -530,6 +567,8 @@ impl Cluster {
             .open(&node.log)
             .expect("open the node's log");
         let mut command = Command::new(env!("CARGO_BIN_EXE_tallykv-server"));
+        // The config file first: the command line's directives follow it.
+        command.arg(&node.conf);
         command.args(["--port", &node.port.to_string(), "--bind", &node.host]);
         if let Some(real_bus) = node.real_bus {
             command

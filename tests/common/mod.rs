@@ -370,3 +370,12 @@ pub fn key_on(core: usize, prefix: &str) -> String {
         .find(|k| core_of(k) == core)
         .expect("some key lands on every core")
 }
+
+/// The JSON lines of a file (an audit log), parsed; none while it does not exist.
+pub fn json_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}

@@ -408,3 +408,341 @@ fn acl_log_notes_refused_commands_keys_and_authentications() {
     ok(&mut admin, &["ACL", "LOG", "RESET"]);
     assert!(acl_log(&mut admin, &[]).is_empty());
 }
+
+const NO_ACLFILE: &str = "ERR This Valkey instance is not configured to use an ACL file. You may want to specify users via the ACL SETUSER command and then issue a CONFIG REWRITE (assuming you have a Valkey configuration file set) in order to store users in the Valkey configuration.";
+const NOAUTH: &str = "NOAUTH Authentication required.";
+
+fn acl_list(c: &mut redis::Connection) -> Vec<String> {
+    run(c, &["ACL", "LIST"]).unwrap()
+}
+
+fn digest(password: &str) -> String {
+    tallykv::security::acl::hash_password(password.as_bytes())
+}
+
+/// Runs the server with `args` expecting it to refuse to start: its exit status and stderr.
+fn refused_start(args: &[&str]) -> (std::process::ExitStatus, String) {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tallykv-server"))
+        .args(["--port", "0", "--dir"])
+        .arg(dir.path())
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ok = common::wait_until(common::DEADLINE, || matches!(child.try_wait(), Ok(Some(_))));
+    if !ok {
+        let _ = child.kill();
+        panic!("the server started with {args:?}");
+    }
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status, stderr)
+}
+
+#[test]
+fn users_from_user_directives_exist_at_start() {
+    let s = Server::start(&[
+        "--user",
+        "admin on >adminpw ~* &* +@all",
+        "--user",
+        "reader on >readpw ~pay:* +@read",
+        "--user",
+        "default off",
+    ]);
+    let mut c = s.conn();
+    assert_eq!(err(&mut c, &["GET", "k"]), NOAUTH);
+    assert_eq!(err(&mut c, &["AUTH", "admin", "wrong"]), WRONGPASS);
+    ok(&mut c, &["AUTH", "admin", "adminpw"]);
+    assert_eq!(
+        acl_list(&mut c),
+        [
+            format!(
+                "user admin on sanitize-payload #{} ~* &* +@all",
+                digest("adminpw")
+            ),
+            "user default off sanitize-payload resetchannels -@all".to_string(),
+            format!(
+                "user reader on sanitize-payload #{} ~pay:* resetchannels -@all +@read",
+                digest("readpw")
+            ),
+        ]
+    );
+    // CONFIG GET shows the declarations with digests, never a password.
+    let user: Vec<String> = run(&mut c, &["CONFIG", "GET", "user"]).unwrap();
+    assert!(
+        user[1].contains(&digest("adminpw")) && !user[1].contains("adminpw"),
+        "{user:?}"
+    );
+    let mut r = s.conn();
+    ok(&mut r, &["AUTH", "reader", "readpw"]);
+    assert_eq!(
+        err(&mut r, &["SET", "pay:1", "x"]),
+        "NOPERM User reader has no permissions to run the 'set' command"
+    );
+    // The default user is off: AUTH <password> alone is refused too.
+    assert_eq!(err(&mut r, &["AUTH", "anything"]), WRONGPASS);
+}
+
+#[test]
+fn user_default_line_replaces_requirepass() {
+    let s = Server::start(&[
+        "--requirepass",
+        "old",
+        "--user",
+        "default on >new ~* &* +@all",
+    ]);
+    let mut c = s.conn();
+    assert_eq!(err(&mut c, &["AUTH", "old"]), WRONGPASS);
+    ok(&mut c, &["AUTH", "new"]);
+    // requirepass set at runtime is still the default user's password, as in Valkey.
+    ok(&mut c, &["CONFIG", "SET", "requirepass", "newer"]);
+    let mut d = s.conn();
+    ok(&mut d, &["AUTH", "newer"]);
+}
+
+#[test]
+fn acl_save_then_restart_keeps_the_users() {
+    let files = tempfile::tempdir().unwrap();
+    let path = files.path().join("users.acl");
+    // Valkey needs the file to exist: an empty one means the default user only.
+    std::fs::write(&path, "").unwrap();
+    let aclfile = path.to_str().unwrap();
+    let mut s = Server::start(&["--aclfile", aclfile]);
+    let mut c = s.conn();
+    assert_eq!(
+        acl_list(&mut c),
+        ["user default on nopass sanitize-payload ~* &* +@all"]
+    );
+    ok(
+        &mut c,
+        &[
+            "ACL", "SETUSER", "app", "on", ">app-pw", "~app:*", "%R~ro:*", "&news", "+@read",
+            "+set", "-keys", "(~log:*", "+lpush)",
+        ],
+    );
+    ok(
+        &mut c,
+        &[
+            "ACL",
+            "SETUSER",
+            "admin",
+            "on",
+            ">admin-pw",
+            "~*",
+            "&*",
+            "+@all",
+        ],
+    );
+    ok(&mut c, &["AUTH", "admin", "admin-pw"]);
+    ok(&mut c, &["ACL", "SETUSER", "default", "off"]);
+    let before = acl_list(&mut c);
+    ok(&mut c, &["ACL", "SAVE"]);
+    let saved = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(saved, before.join("\n") + "\n");
+    assert!(
+        !saved.contains("app-pw") && !saved.contains("admin-pw"),
+        "{saved}"
+    );
+    assert!(saved.contains(&digest("app-pw")), "{saved}");
+    // Nothing left beside it.
+    assert_eq!(std::fs::read_dir(files.path()).unwrap().count(), 1);
+
+    s.restart();
+    let mut c = s.conn();
+    assert_eq!(err(&mut c, &["GET", "k"]), NOAUTH);
+    ok(&mut c, &["AUTH", "admin", "admin-pw"]);
+    assert_eq!(acl_list(&mut c), before);
+    // The harness waits for the data to load only for a client that needs no AUTH.
+    let loaded = common::wait_until(common::DEADLINE, || {
+        run::<String>(&mut c, &["INFO", "persistence"])
+            .is_ok_and(|info| info.lines().any(|l| l == "loading:0"))
+    });
+    assert!(loaded, "still loading");
+    let mut a = s.conn();
+    ok(&mut a, &["AUTH", "app", "app-pw"]);
+    ok(&mut a, &["SET", "app:1", "v"]);
+    assert_eq!(run::<i64>(&mut a, &["LPUSH", "log:1", "v"]).unwrap(), 1);
+    assert_eq!(err(&mut a, &["SET", "other", "v"]), NOPERM_KEY);
+}
+
+#[test]
+fn acl_load_applies_the_file_and_drops_removed_users() {
+    let files = tempfile::tempdir().unwrap();
+    let path = files.path().join("users.acl");
+    std::fs::write(
+        &path,
+        "user admin on >admin-pw ~* &* +@all\n\
+         user app on >app-pw ~* +@all\n\
+         user gone on >gone-pw ~* +@all\n",
+    )
+    .unwrap();
+    let aclfile = path.to_str().unwrap();
+    let s = Server::start(&["--aclfile", aclfile]);
+    let mut admin = s.conn();
+    ok(&mut admin, &["AUTH", "admin", "admin-pw"]);
+    let mut app = s.conn();
+    ok(&mut app, &["AUTH", "app", "app-pw"]);
+    let mut gone = s.conn();
+    ok(&mut gone, &["AUTH", "gone", "gone-pw"]);
+    ok(&mut gone, &["SET", "k", "v"]);
+    // A default user the file does not declare is the usual one.
+    let mut anon = s.conn();
+    ok(&mut anon, &["SET", "k2", "v"]);
+
+    // An edit: `gone` removed, `app` may no longer SET, the default user off.
+    std::fs::write(
+        &path,
+        "user admin on >admin-pw ~* &* +@all\n\
+         user app on >app-pw ~* +@all -set\n\
+         user default off\n",
+    )
+    .unwrap();
+    ok(&mut admin, &["ACL", "LOAD"]);
+    assert_eq!(
+        run::<Vec<String>>(&mut admin, &["ACL", "USERS"]).unwrap(),
+        ["admin", "app", "default"]
+    );
+    // The removed user's client is disconnected at its next command, as by ACL DELUSER.
+    assert!(run::<redis::Value>(&mut gone, &["GET", "k"]).is_err());
+    let mut again = s.conn();
+    assert_eq!(err(&mut again, &["AUTH", "gone", "gone-pw"]), WRONGPASS);
+    // The changed user's client runs with the new rules at once.
+    assert_eq!(
+        err(&mut app, &["SET", "k", "v2"]),
+        "NOPERM User app has no permissions to run the 'set' command"
+    );
+    assert_eq!(run::<String>(&mut app, &["GET", "k"]).unwrap(), "v");
+    // New connections must authenticate now.
+    let mut fresh = s.conn();
+    assert_eq!(err(&mut fresh, &["GET", "k"]), NOAUTH);
+}
+
+#[test]
+fn a_malformed_file_fails_acl_load_and_changes_nothing() {
+    let files = tempfile::tempdir().unwrap();
+    let path = files.path().join("users.acl");
+    std::fs::write(&path, "user admin on >admin-pw ~* &* +@all\n").unwrap();
+    let aclfile = path.to_str().unwrap();
+    let s = Server::start(&["--aclfile", aclfile]);
+    let mut c = s.conn();
+    let before = acl_list(&mut c);
+
+    std::fs::write(
+        &path,
+        "user admin on >admin-pw ~* &* +@all\n\
+         # a comment\n\
+         user app on >app-pw ~* +@all bogus\n\
+         user other on +nosuch\n",
+    )
+    .unwrap();
+    assert_eq!(
+        err(&mut c, &["ACL", "LOAD"]),
+        format!(
+            "ERR {aclfile}:2 should start with user keyword followed by the username. \
+             {aclfile}:3: Syntax error. \
+             {aclfile}:4: Error in applying operation '+nosuch': Unknown command or category name in ACL. \
+             WARNING: ACL errors detected, no change to the previously active ACL rules was performed"
+        )
+    );
+    assert_eq!(acl_list(&mut c), before);
+    let mut app = s.conn();
+    assert_eq!(err(&mut app, &["AUTH", "app", "app-pw"]), WRONGPASS);
+
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(
+        err(&mut c, &["ACL", "LOAD"]),
+        format!("ERR Error loading ACLs, opening file '{aclfile}': No such file or directory")
+    );
+    assert_eq!(acl_list(&mut c), before);
+}
+
+#[test]
+fn acl_load_and_save_need_an_aclfile() {
+    let s = Server::start(&[]);
+    let mut c = s.conn();
+    assert_eq!(err(&mut c, &["ACL", "LOAD"]), NO_ACLFILE);
+    assert_eq!(err(&mut c, &["ACL", "SAVE"]), NO_ACLFILE);
+    assert_eq!(
+        err(&mut c, &["ACL", "SAVE", "x"]),
+        "ERR wrong number of arguments for 'acl|save' command"
+    );
+    let help: Vec<String> = run(&mut c, &["ACL", "HELP"]).unwrap();
+    assert!(
+        help.iter().any(|l| l == "LOAD") && help.iter().any(|l| l == "SAVE"),
+        "{help:?}"
+    );
+    // Both are admin commands, out of reach of a user without @admin.
+    let cats: Vec<String> = run(&mut c, &["ACL", "CAT", "dangerous"]).unwrap();
+    assert!(
+        cats.iter().any(|n| n == "acl|load") && cats.iter().any(|n| n == "acl|save"),
+        "{cats:?}"
+    );
+    ok(
+        &mut c,
+        &[
+            "ACL", "SETUSER", "ops", "on", "nopass", "~*", "+@all", "-@admin",
+        ],
+    );
+    let mut ops = s.conn();
+    ok(&mut ops, &["AUTH", "ops", "x"]);
+    assert_eq!(
+        err(&mut ops, &["ACL", "SAVE"]),
+        "NOPERM User ops has no permissions to run the 'acl|save' command"
+    );
+}
+
+#[test]
+fn a_bad_user_configuration_refuses_to_start() {
+    let (status, stderr) = refused_start(&["--user", "alice on bogus"]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("Error in user declaration 'bogus': Syntax error")
+            && stderr.contains(">>> 'user \"alice on bogus\"'"),
+        "{stderr}"
+    );
+
+    let files = tempfile::tempdir().unwrap();
+    let path = files.path().join("users.acl");
+    std::fs::write(&path, "user admin on >pw ~* +@all\n").unwrap();
+    let aclfile = path.to_str().unwrap();
+    let (status, stderr) = refused_start(&["--user", "alice on", "--aclfile", aclfile]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "Configuring Valkey with users defined in valkey.conf and at the same setting an \
+             ACL file path is invalid."
+        ),
+        "{stderr}"
+    );
+
+    // A malformed or missing aclfile stops the start, as in Valkey.
+    std::fs::write(&path, "user admin on >pw ~* +@all bogus\n").unwrap();
+    let (status, stderr) = refused_start(&["--aclfile", aclfile]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "Aborting Valkey startup because of ACL errors: {aclfile}:1: Syntax error. WARNING"
+        )),
+        "{stderr}"
+    );
+    let missing = files.path().join("missing.acl");
+    let missing = missing.to_str().unwrap();
+    let (status, stderr) = refused_start(&["--aclfile", missing]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "Aborting Valkey startup because of ACL errors: Error loading ACLs, opening file \
+             '{missing}': No such file or directory"
+        )),
+        "{stderr}"
+    );
+}

@@ -7,6 +7,8 @@
 mod common;
 
 mod acl;
+mod acl_cluster;
+mod audit;
 mod auth;
 mod bitmaps;
 mod blocking;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::cluster::Cluster;
 use common::load::{IncrLoad, check_counters, cmd};
-use common::wait_until;
+use common::{DEADLINE, wait_until};
 
 const NODE_TIMEOUT_MS: u64 = 500;
 const CLIENT_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -72,6 +72,9 @@ fn wait_moves_done(c: &Cluster, groups: usize, what: &str) {
 
 #[test]
 fn nodes_join_and_leave_while_serving() {
+    // Every node appends its audit lines to one file (whole lines: each is one O_APPEND write).
+    let audit_dir = tempfile::tempdir().expect("temp dir");
+    let audit = audit_dir.path().join("audit.log");
     let mut c = Cluster::start(
         3,
         &[
@@ -79,6 +82,8 @@ fn nodes_join_and_leave_while_serving() {
             &NODE_TIMEOUT_MS.to_string(),
             "--cluster-leader-balance-delay",
             "3000",
+            "--audit-log-file",
+            audit.to_str().unwrap(),
         ],
     );
     let groups = c.groups.len();
@@ -172,4 +177,25 @@ fn nodes_join_and_leave_while_serving() {
             .expect("GET through the cluster client");
         assert_eq!(v, k);
     }
+
+    // The audit log holds the MEET and the FORGET, and every node's view of the joiner
+    // joining and node 0 leaving.
+    let events = || common::json_lines(&audit);
+    let count = |kind: &str, field: &str, value: &str| {
+        events()
+            .iter()
+            .filter(|e| e["event"] == kind && e[field].as_str() == Some(value))
+            .count()
+    };
+    let joiner_name = c.name(joiner).to_string();
+    assert!(
+        wait_until(DEADLINE, || {
+            count("cluster_admin", "command", "meet") == 1
+                && count("cluster_admin", "peer", &gone) == 1
+                && count("membership", "node", &joiner_name) >= 3
+                && count("membership", "node", &gone) >= 3
+        }),
+        "{}",
+        std::fs::read_to_string(&audit).unwrap_or_default()
+    );
 }

@@ -382,6 +382,15 @@ fn maxclients() {
         roundtrip(&mut a, &req(&[b"CONFIG", b"SET", b"maxclients", b"2"])),
         b"+OK\r\n"
     );
+    // The harness's own connections (start-up checks) may not have been seen closing yet.
+    assert!(
+        wait_until(DEADLINE, || lossy(&roundtrip(
+            &mut a,
+            &req(&[b"INFO", b"clients"])
+        ))
+        .contains("connected_clients:1\r\n")),
+        "the harness's connections never closed"
+    );
     let mut b = s.raw();
     assert_eq!(roundtrip(&mut b, b"PING\r\n"), b"+PONG\r\n");
     // The third is told and closed, whatever it sends.
@@ -731,4 +740,41 @@ fn a_key_longer_than_storage_holds_is_refused_and_the_node_persists_the_rest() {
     );
     assert_eq!(int(&mut c, &["EXISTS", &long]), 0);
     assert_serving(&mut s);
+}
+
+/// A client that must still authenticate may send requests of at most 10 arguments of at
+/// most 16 KiB each (Valkey's limits against CVE-2021-32675); an AUTH lifts them for the
+/// requests pipelined right behind it, and a node without a password has no such limits.
+#[test]
+fn unauthenticated_clients_get_small_requests_only() {
+    let mut s = Server::start(&["--requirepass", "pw-for-limits"]);
+    let big = vec![b'v'; 16 * 1024 + 1];
+    let eleven: Vec<&[u8]> = std::iter::repeat_n(&b"x"[..], 11).collect();
+    for (request, error) in [
+        (req(&eleven), "unauthenticated multibulk length"),
+        (req(&[b"AUTH", &big]), "unauthenticated bulk length"),
+    ] {
+        let mut r = s.raw();
+        r.write_all(&request).unwrap();
+        assert_eq!(
+            lossy(&read_to_close(&mut r)),
+            format!("-ERR Protocol error: {error}\r\n")
+        );
+    }
+    // At the limits: answered (NOAUTH), not refused.
+    let mut r = s.raw();
+    let ten: Vec<&[u8]> = std::iter::once(&b"DEL"[..])
+        .chain(std::iter::repeat_n(&b"x"[..], 9))
+        .collect();
+    assert!(lossy(&roundtrip(&mut r, &req(&ten))).starts_with("-NOAUTH"));
+    let at_limit = vec![b'v'; 16 * 1024];
+    assert!(lossy(&roundtrip(&mut r, &req(&[b"ECHO", &at_limit]))).starts_with("-NOAUTH"));
+    // AUTH, then a big SET in the same write.
+    let mut pipeline = req(&[b"AUTH", b"pw-for-limits"]);
+    pipeline.extend_from_slice(&req(&[b"SET", b"k", &big]));
+    pipeline.extend_from_slice(&req(&[b"STRLEN", b"k"]));
+    r.write_all(&pipeline).unwrap();
+    let replies = read_replies(&mut r, 3);
+    assert_eq!(replies, [&b"+OK\r\n"[..], b"+OK\r\n", b":16385\r\n"]);
+    assert!(s.alive(), "the server process died");
 }

@@ -804,3 +804,99 @@ fn config_set_loglevel_changes_what_is_logged() {
     assert_eq!(ok, "OK");
     assert!(!debug_line_logged(&mut c, "maxclients"), "loglevel notice");
 }
+
+/// `rename-command` (as seed deployments hide FLUSHALL, CONFIG and DEBUG): a hidden command
+/// is unknown to clients, scripts and MULTI; a renamed one answers under its new name only,
+/// runs as itself (FLUSHALL renamed still flushes every database, not one), and ACL rules
+/// keep naming it by its own name.
+#[test]
+fn rename_command_hides_and_renames_commands() {
+    let server = Server::start(&[
+        "--rename-command",
+        "config",
+        "",
+        "--rename-command",
+        "FLUSHALL",
+        "wipe-7f3a",
+        "--rename-command",
+        "get",
+        "fetch",
+    ]);
+    let mut c = server.conn();
+    assert_eq!(
+        err(&mut c, &["CONFIG", "GET", "port"]),
+        "ERR unknown command 'CONFIG', with args beginning with: 'GET' 'port' "
+    );
+    assert!(err(&mut c, &["FLUSHALL"]).starts_with("ERR unknown command 'FLUSHALL'"));
+    assert!(err(&mut c, &["GET", "k"]).starts_with("ERR unknown command 'GET'"));
+    let _: () = run(&mut c, &["SET", "k", "v"]).unwrap();
+    let v: String = run(&mut c, &["FETCH", "k"]).unwrap();
+    assert_eq!(v, "v");
+    // The renamed command's own errors name it by its own name, as Valkey's do.
+    assert_eq!(
+        err(&mut c, &["fetch"]),
+        "ERR wrong number of arguments for 'get' command"
+    );
+    // Scripts see the same names.
+    assert!(
+        err(
+            &mut c,
+            &["EVAL", "return redis.call('get', KEYS[1])", "1", "k"]
+        )
+        .contains("Unknown command called from script")
+    );
+    let v: String = run(
+        &mut c,
+        &["EVAL", "return redis.call('fetch', KEYS[1])", "1", "k"],
+    )
+    .unwrap();
+    assert_eq!(v, "v");
+    // MULTI queues by the new name and runs the command as itself.
+    let _: () = run(&mut c, &["SELECT", "1"]).unwrap();
+    let _: () = run(&mut c, &["SET", "other-db", "x"]).unwrap();
+    let _: () = run(&mut c, &["MULTI"]).unwrap();
+    let queued: String = run(&mut c, &["wipe-7f3a"]).unwrap();
+    assert_eq!(queued, "QUEUED");
+    let _: Value = run(&mut c, &["EXEC"]).unwrap();
+    let n: i64 = run(&mut c, &["DBSIZE"]).unwrap();
+    assert_eq!(
+        n, 0,
+        "database 1 emptied too: the renamed FLUSHALL flushed all"
+    );
+    let _: () = run(&mut c, &["SELECT", "0"]).unwrap();
+    let n: i64 = run(&mut c, &["DBSIZE"]).unwrap();
+    assert_eq!(n, 0, "database 0 emptied");
+    // ACL rules name commands by their own names.
+    let _: () = run(
+        &mut c,
+        &["ACL", "SETUSER", "reader", "on", "nopass", "~*", "+get"],
+    )
+    .unwrap();
+    let _: () = run(&mut c, &["SET", "k", "v"]).unwrap();
+    let _: () = run(&mut c, &["AUTH", "reader", "any"]).unwrap();
+    let v: String = run(&mut c, &["FETCH", "k"]).unwrap();
+    assert_eq!(v, "v");
+    assert!(err(&mut c, &["SET", "k", "w"]).starts_with("NOPERM"));
+}
+
+/// A rename-command naming no command, or a new name already taken, stops the start with
+/// Valkey's message.
+#[test]
+fn rename_command_errors_stop_the_start() {
+    for (args, message) in [
+        (["nosuchcmd", "x"], "No such command in rename-command"),
+        (["get", "set"], "Target command name already exists"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tallykv-server"))
+            .args(["--port", "0", "--bind", "127.0.0.1", "--dir"])
+            .arg(dir.path())
+            .arg("--rename-command")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} started");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+}

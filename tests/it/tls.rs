@@ -507,3 +507,72 @@ print("ok")
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// CONFIG SET of the certificate directives reloads them for new connections, as Valkey
+/// does: a renewed certificate (here: another CA's) takes effect without a restart and the
+/// connections already open keep working; a setting that does not load fails the CONFIG
+/// SET with Valkey's reply and changes nothing.
+#[test]
+fn config_set_reloads_certificates_without_dropping_connections() {
+    let old = Pki::new();
+    let s = TlsServer::start(&old, true, &[]);
+    let mut live = old
+        .client(s.tls_port, Some(&old.client))
+        .get_connection()
+        .expect("TLS connection");
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query(&mut live)
+        .unwrap();
+
+    let new = Pki::new();
+    let mut admin = s.plain();
+    let reply: String = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("tls-cert-file")
+        .arg(new.arg("server.crt"))
+        .arg("tls-key-file")
+        .arg(new.arg("server.key"))
+        .arg("tls-ca-cert-file")
+        .arg(new.arg("ca.crt"))
+        .query(&mut admin)
+        .expect("CONFIG SET of the TLS files");
+    assert_eq!(reply, "OK");
+    // The open connection keeps its session.
+    let v: String = redis::cmd("GET").arg("k").query(&mut live).unwrap();
+    assert_eq!(v, "v");
+    // New connections get the new certificate and trust the new CA only.
+    assert!(ping(&old.client(s.tls_port, Some(&old.client))).is_err());
+    assert!(ping(&new.client(s.tls_port, Some(&old.client))).is_err());
+    assert_eq!(
+        ping(&new.client(s.tls_port, Some(&new.client))).unwrap(),
+        "PONG"
+    );
+
+    // A file that does not load: refused, and the values stay those that work.
+    let missing = new.path("nowhere.crt");
+    let err = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("tls-cert-file")
+        .arg(missing.to_str().unwrap())
+        .query::<String>(&mut admin)
+        .expect_err("a missing certificate file");
+    assert_eq!(
+        crate::common::error_text(&err),
+        "ERR CONFIG SET failed (possibly related to argument 'tls-cert-file') - Unable to \
+         update TLS configuration. Check server logs."
+    );
+    let got: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("tls-cert-file")
+        .query(&mut admin)
+        .unwrap();
+    assert_eq!(got, ["tls-cert-file".to_string(), new.arg("server.crt")]);
+    assert_eq!(
+        ping(&new.client(s.tls_port, Some(&new.client))).unwrap(),
+        "PONG"
+    );
+    let v: String = redis::cmd("GET").arg("k").query(&mut live).unwrap();
+    assert_eq!(v, "v");
+}

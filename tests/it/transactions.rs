@@ -530,3 +530,40 @@ fn out_of_memory_refuses_whole_transactions() {
         .unwrap();
     assert_eq!(v, 1);
 }
+
+/// EXEC checks every queued command against the user again, as Valkey does: a command the
+/// user lost the right to since it was queued is refused in EXEC's reply, the rest run, and
+/// ACL LOG notes it in the `multi` context.
+#[test]
+fn exec_checks_acl_again() {
+    use std::io::Write;
+    let s = Server::start(&[]);
+    let mut admin = s.conn();
+    let _: () = run(
+        &mut admin,
+        &["ACL", "SETUSER", "u", "on", "nopass", "~*", "+@all"],
+    )
+    .unwrap();
+    // Raw: redis-rs turns an EXEC reply holding an error into an error of its own.
+    let mut c = s.raw();
+    c.write_all(b"AUTH u x\r\nMULTI\r\nSET k v\r\nINCR n\r\n")
+        .unwrap();
+    let mut got = String::new();
+    while got.matches("QUEUED").count() < 2 {
+        got += &common::next_reply(&mut c);
+    }
+    assert_eq!(got, "+OK\r\n+OK\r\n+QUEUED\r\n+QUEUED\r\n");
+    let _: () = run(&mut admin, &["ACL", "SETUSER", "u", "-set"]).unwrap();
+    c.write_all(b"EXEC\r\n").unwrap();
+    let want = "*2\r\n-NOPERM User u has no permissions to run the 'set' command\r\n:1\r\n";
+    let mut got = String::new();
+    while got.len() < want.len() {
+        got += &common::next_reply(&mut c);
+    }
+    assert_eq!(got, want);
+    let k: Option<String> = run(&mut admin, &["GET", "k"]).unwrap();
+    assert_eq!(k, None);
+    let log: Vec<Value> = run(&mut admin, &["ACL", "LOG", "1"]).unwrap();
+    let text = format!("{log:?}");
+    assert!(text.contains("multi") && text.contains("\"set\""), "{text}");
+}
