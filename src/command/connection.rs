@@ -55,6 +55,17 @@ impl Client {
     pub fn auth_required(&self, shared: &Shared) -> bool {
         !self.authenticated && shared.acl.default_requires_auth()
     }
+
+    /// What a script op of this client carries (see `engine::core::Op::user`): its user
+    /// when restricted, None for a user allowed everything.
+    pub fn script_caller(&self, shared: &Shared) -> Option<crate::security::acl::Caller> {
+        (!self.acl.user.is_unrestricted()).then(|| crate::security::acl::Caller {
+            user: self.acl.user.clone(),
+            client: self.info.clone(),
+            users: shared.acl.clone(),
+            log_max_len: shared.config.runtime.acllog_max_len(),
+        })
+    }
 }
 
 pub struct ConnCtx<'a> {

@@ -29,7 +29,7 @@ use super::{Ctx, Exec, NodeView, flags, is};
 use crate::cluster::key_slot;
 use crate::protocol::Out;
 use crate::script::{self, CallMode, CommandOutcome, ScriptError, ScriptFlags};
-use crate::security::acl::User;
+use crate::security::acl::Caller;
 use crate::shard::Shard;
 
 const NOSCRIPT: &str = "NOSCRIPT No matching script. Please use EVAL.";
@@ -230,25 +230,69 @@ thread_local! {
     static PRE_OOM: Cell<bool> = const { Cell::new(false) };
     /// The ACL user of the script command about to run on this thread, when restricted
     /// (None: allowed everything).
-    static CALLER: RefCell<Option<Arc<User>>> = const { RefCell::new(None) };
+    static CALLER: RefCell<Option<Caller>> = const { RefCell::new(None) };
 }
 
 /// Tells the script command about to run on this thread which restricted ACL user called it
 /// (None: a caller allowed everything): each `redis.call` is checked against it, as Valkey
 /// checks a script's commands against its caller's permissions.
-pub fn set_caller(user: Option<Arc<User>>) {
-    CALLER.with(|c| *c.borrow_mut() = user);
+pub fn set_caller(caller: Option<Caller>) {
+    CALLER.with(|c| *c.borrow_mut() = caller);
 }
 
 /// Whether the script's caller may run command `id` with `args`: the refusal's text if not.
-fn caller_denied(id: usize, def: &super::table::CommandDef, args: &[Bytes]) -> Option<String> {
+/// `log`: a refusal of `redis.call` goes to ACL LOG and the audit log (`redis.acl_check_cmd`
+/// only asks).
+fn caller_denied(
+    id: usize,
+    def: &super::table::CommandDef,
+    args: &[Bytes],
+    log: bool,
+) -> Option<String> {
     CALLER.with(|c| {
         let caller = c.borrow();
-        let user = caller.as_ref()?;
-        let denied = user.check(id, def, args).err()?;
+        let caller = caller.as_ref()?;
+        let denied = caller.user.check(id, def, args).err()?;
         let full_name = super::table::registry().full_name(id);
-        Some(crate::security::acl::denied_error(user, full_name, &denied))
+        if log {
+            log_refusal(caller, full_name, &denied);
+        }
+        Some(crate::security::acl::denied_error(
+            &caller.user,
+            full_name,
+            &denied,
+        ))
     })
+}
+
+/// ACL LOG and the audit log for a command a script's caller may not run (context `lua`).
+fn log_refusal(caller: &Caller, full_name: &str, denied: &crate::security::acl::Denied) {
+    use crate::security::acl::{Denied, Refusal};
+    let (reason, object) = match denied {
+        Denied::Command => ("command", full_name.as_bytes()),
+        Denied::Key(k) => ("key", &k[..]),
+    };
+    if crate::security::audit::enabled() {
+        crate::security::audit::record(&crate::security::audit::Event::Denied {
+            reason,
+            context: "lua",
+            object: &String::from_utf8_lossy(object),
+            user: &caller.user.name,
+            client: &caller.client.addr,
+        });
+    }
+    let now = crate::util::now_ms();
+    caller.users.log(
+        Refusal {
+            reason,
+            context: "lua",
+            object,
+            username: &caller.user.name,
+        },
+        super::connection::client_line(&caller.client, now),
+        now,
+        caller.log_max_len,
+    );
 }
 
 /// Valkey's error for a write refused over `maxmemory`.
@@ -304,7 +348,7 @@ pub(super) fn new_lua(functions: bool) -> mlua::Result<Lua> {
             // Whether the caller may run that command with those arguments.
             let id = super::table::resolve_client(&argv)?;
             let args: Vec<Bytes> = argv.into_iter().map(Bytes::from).collect();
-            Some(caller_denied(id, super::table::registry().def(id), &args).is_none())
+            Some(caller_denied(id, super::table::registry().def(id), &args, false).is_none())
         })?,
     )?;
     if functions {
@@ -357,7 +401,7 @@ fn call_from_script(mut argv: Vec<Vec<u8>>) -> CommandOutcome {
         return refuse("Wrong number of args calling command from script");
     }
     let args: Vec<Bytes> = argv.into_iter().map(Bytes::from).collect();
-    if let Some(denied) = caller_denied(id, def, &args) {
+    if let Some(denied) = caller_denied(id, def, &args, true) {
         return refuse(&format!("-{denied}"));
     }
     // SAFETY: as for RUNNING; the shard and node outlive the script's run.

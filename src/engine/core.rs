@@ -39,7 +39,7 @@ pub struct Op {
     pub db: u32,
     /// A script's caller when its ACL user is restricted (`redis.call` checks each command
     /// against it); None for any other op, and for a caller allowed everything.
-    pub user: Option<Arc<crate::security::acl::User>>,
+    pub user: Option<crate::security::acl::Caller>,
 }
 
 pub const NO_STATS: u32 = u32::MAX;

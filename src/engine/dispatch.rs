@@ -99,7 +99,7 @@ pub struct Dispatcher {
     pub(super) db: u32,
     /// The client's ACL user when restricted (None: allowed everything), for the script ops
     /// this dispatcher builds (see `Op::user`).
-    user: Option<std::sync::Arc<crate::security::acl::User>>,
+    user: Option<crate::security::acl::Caller>,
 }
 
 impl Dispatcher {
@@ -420,7 +420,7 @@ impl Dispatcher {
     }
 
     /// The user a script op carries (see `Op::user`).
-    fn op_user(&self, flags: u32) -> Option<std::sync::Arc<crate::security::acl::User>> {
+    fn op_user(&self, flags: u32) -> Option<crate::security::acl::Caller> {
         if flags & flags::SCRIPT != 0 {
             self.user.clone()
         } else {
@@ -549,8 +549,11 @@ impl Dispatcher {
             return;
         }
         // Only a script op carries its caller (see `Op::user`): no clone for other commands.
-        self.user = (def.flags & flags::SCRIPT != 0 && !client.acl.user.is_unrestricted())
-            .then(|| client.acl.user.clone());
+        self.user = if def.flags & flags::SCRIPT != 0 {
+            client.script_caller(&core.shared)
+        } else {
+            None
+        };
         if let Err(denied) = client.acl.user.check(id, def, &args) {
             let msg = security::acl::denied_error(&client.acl.user, reg.full_name(id), &denied);
             self.local.error(&msg);

@@ -81,7 +81,7 @@ pub async fn run_spanning(
     keys: Vec<Bytes>,
     held: Option<TxId>,
     db: u32,
-    user: Option<Arc<crate::security::acl::User>>,
+    user: Option<crate::security::acl::Caller>,
     out: &mut Out,
 ) {
     let cores = owners(core, &keys);
@@ -170,7 +170,7 @@ async fn run_on_scratch(
     keys: Vec<Bytes>,
     tx: TxId,
     db: u32,
-    user: Option<Arc<crate::security::acl::User>>,
+    user: Option<crate::security::acl::Caller>,
     out: &mut Out,
 ) {
     let db = db as usize;

@@ -304,7 +304,7 @@ impl Dispatcher {
         let mut first = true;
         let db = client.db;
         // A queued script carries its caller's user when restricted (see `Op::user`).
-        let user = (!client.acl.user.is_unrestricted()).then(|| client.acl.user.clone());
+        let user = client.script_caller(&core.shared);
         let mut tx_op = |exec, args, flags: u32, cmd_id| {
             let begin = if std::mem::take(&mut first) {
                 flags::TX_BEGIN

@@ -77,6 +77,18 @@ pub enum Denied {
     Key(Bytes),
 }
 
+/// A script's caller whose user is restricted, carried by the script's op to the core that
+/// runs it: each `redis.call` is checked against `user`, and a refusal goes to `users`' ACL
+/// LOG (context `lua`, with `client`'s CLIENT LIST line) and the audit log, as Valkey logs it.
+#[derive(Clone)]
+pub struct Caller {
+    pub user: Arc<User>,
+    pub client: Arc<crate::state::ClientInfo>,
+    pub users: Arc<Users>,
+    /// `acllog-max-len` when the script was called.
+    pub log_max_len: usize,
+}
+
 /// A key pattern and what it allows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyPattern {

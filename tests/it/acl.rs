@@ -746,3 +746,63 @@ fn a_bad_user_configuration_refuses_to_start() {
         "{stderr}"
     );
 }
+
+/// A command a script's caller may not run is refused inside the script and noted in ACL
+/// LOG with the context `lua`, the caller's name and client, as Valkey notes it;
+/// `redis.acl_check_cmd` only asks, and logs nothing.
+#[test]
+fn script_refusals_are_in_acl_log() {
+    let server = Server::start(&[]);
+    let mut admin = server.conn();
+    let _: () = run(
+        &mut admin,
+        &[
+            "ACL", "SETUSER", "scripter", "on", "nopass", "~*", "+eval", "+get", "+client",
+        ],
+    )
+    .unwrap();
+    let mut c = server.conn();
+    let _: () = run(&mut c, &["AUTH", "scripter", "x"]).unwrap();
+    let _: () = run(&mut c, &["CLIENT", "SETNAME", "lua-caller"]).unwrap();
+    let asked: i64 = run(
+        &mut c,
+        &[
+            "EVAL",
+            "return redis.acl_check_cmd('set', KEYS[1], 'x') and 1 or 0",
+            "1",
+            "k",
+        ],
+    )
+    .unwrap();
+    assert_eq!(asked, 0);
+    let log: Vec<redis::Value> = run(&mut admin, &["ACL", "LOG"]).unwrap();
+    assert!(log.is_empty(), "acl_check_cmd logged: {log:?}");
+    let refused = err(
+        &mut c,
+        &["EVAL", "return redis.call('set', KEYS[1], 'x')", "1", "k"],
+    );
+    assert!(
+        refused.contains("User scripter has no permissions to run the 'set' command"),
+        "{refused}"
+    );
+    let log: Vec<Vec<redis::Value>> = run(&mut admin, &["ACL", "LOG", "1"]).unwrap();
+    let entry: std::collections::HashMap<String, redis::Value> = log[0]
+        .chunks(2)
+        .map(|kv| {
+            (
+                redis::from_redis_value_ref::<String>(&kv[0]).unwrap(),
+                kv[1].clone(),
+            )
+        })
+        .collect();
+    let text = |k: &str| redis::from_redis_value_ref::<String>(&entry[k]).unwrap();
+    assert_eq!(text("reason"), "command");
+    assert_eq!(text("context"), "lua");
+    assert_eq!(text("object"), "set");
+    assert_eq!(text("username"), "scripter");
+    assert!(
+        text("client-info").contains("name=lua-caller"),
+        "{}",
+        text("client-info")
+    );
+}
