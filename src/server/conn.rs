@@ -44,33 +44,52 @@ pub async fn serve(core: Rc<Core>, stream: TcpStream, tls: Option<Arc<rustls::Se
     };
     let _ = stream.set_nodelay(true);
     let Some(tls) = tls else {
-        return serve_stream(core, stream, socket).await;
+        return serve_stream(core, stream, socket, false).await;
     };
+    // A handshake takes its client's place from the start (Valkey counts a TLS client from
+    // its accept), so handshakes in progress are capped by maxclients too. One over it is
+    // dropped: there is no TLS session yet to tell it why.
+    let shared = core.shared.clone();
+    if !admit(&shared) {
+        shared.core_stats[core.id].rejected_connections.inc();
+        return;
+    }
     match super::tls::accept(&tls, stream).await {
         Ok(stream) => {
             let mut socket = socket;
             socket.tls_subject = super::tls::peer_subject(&stream);
-            serve_stream(core, stream, socket).await
+            serve_stream(core, stream, socket, true).await
         }
         // A plaintext client, a refused certificate, a stalled handshake: dropping the
         // stream closes the socket.
-        Err(e) => tracing::debug!(peer = ?socket.peer, "TLS handshake failed: {e}"),
+        Err(e) => {
+            shared.connected_clients.fetch_sub(1, Relaxed);
+            tracing::debug!(peer = ?socket.peer, "TLS handshake failed: {e}");
+        }
     }
 }
 
-/// Serves a connection (plain, or TLS after its handshake) to its end.
-async fn serve_stream<S>(core: Rc<Core>, mut stream: S, socket: Socket)
+/// Takes a client's place if there is one under maxclients. The place is taken first, then
+/// checked, so cores accepting at the same moment cannot together overshoot maxclients.
+fn admit(shared: &crate::state::Shared) -> bool {
+    let rt = &shared.config.runtime;
+    if shared.connected_clients.fetch_add(1, Relaxed) < rt.maxclients() as usize {
+        return true;
+    }
+    shared.connected_clients.fetch_sub(1, Relaxed);
+    false
+}
+
+/// Serves a connection (plain, or TLS after its handshake) to its end. `admitted`: its place
+/// under maxclients is already taken (see [`admit`]).
+async fn serve_stream<S>(core: Rc<Core>, mut stream: S, socket: Socket, admitted: bool)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let shared = core.shared.clone();
     let stats = &shared.core_stats[core.id];
     let rt = &shared.config.runtime;
-    // Admission: take a place first, then check, so cores accepting at the same moment
-    // cannot together overshoot maxclients.
-    let admitted = shared.connected_clients.fetch_add(1, Relaxed) < rt.maxclients() as usize;
-    if !admitted {
-        shared.connected_clients.fetch_sub(1, Relaxed);
+    if !admitted && !admit(&shared) {
         stats.rejected_connections.inc();
         let _ = stream.write_all(MAX_CLIENTS_ERR).await;
         let _ = stream.close().await;

@@ -576,3 +576,46 @@ fn config_set_reloads_certificates_without_dropping_connections() {
     let v: String = redis::cmd("GET").arg("k").query(&mut live).unwrap();
     assert_eq!(v, "v");
 }
+
+/// A TLS handshake holds its client's place under maxclients from the accept, as in Valkey:
+/// stalled handshakes cannot pile up past the limit, and a client over it is dropped.
+#[test]
+fn handshakes_in_progress_count_against_maxclients() {
+    let pki = Pki::new();
+    let s = TlsServer::start(&pki, true, &[]);
+    let mut admin = s.plain();
+    let info = |admin: &mut redis::Connection, field: &str| -> String {
+        let text: String = redis::cmd("INFO").query(admin).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{field}:")).map(str::to_string))
+            .unwrap_or_default()
+    };
+    assert!(wait_until(DEADLINE, || info(
+        &mut admin,
+        "connected_clients"
+    ) == "1"));
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxclients")
+        .arg("2")
+        .query(&mut admin)
+        .unwrap();
+    // A client that connects to the TLS port and says nothing holds the second place.
+    let stalled = std::net::TcpStream::connect(("127.0.0.1", s.tls_port)).unwrap();
+    assert!(wait_until(DEADLINE, || info(
+        &mut admin,
+        "connected_clients"
+    ) == "2"));
+    assert!(ping(&pki.client(s.tls_port, Some(&pki.client))).is_err());
+    assert_eq!(info(&mut admin, "rejected_connections"), "1");
+    // Its place comes back when it leaves.
+    drop(stalled);
+    assert!(wait_until(DEADLINE, || info(
+        &mut admin,
+        "connected_clients"
+    ) == "1"));
+    assert_eq!(
+        ping(&pki.client(s.tls_port, Some(&pki.client))).unwrap(),
+        "PONG"
+    );
+}
