@@ -422,6 +422,7 @@ fn persistence_section(shared: &Shared, out: &mut String) {
 fn stats_section(shared: &Shared, out: &mut String) {
     let s = |f: fn(&crate::shard::ShardStats) -> u64| shared.sum_shards(f);
     let c = |f: fn(&crate::metrics::CoreStats) -> u64| shared.sum_cores(f);
+    let denied = shared.acl.denied_counts();
     let _ = write!(
         out,
         "# Stats\r\n\
@@ -450,7 +451,11 @@ fn stats_section(shared: &Shared, out: &mut String) {
          unexpected_error_replies:0\r\n\
          total_reads_processed:0\r\n\
          total_writes_processed:0\r\n\
-         client_query_buffer_limit_disconnections:{}\r\n",
+         client_query_buffer_limit_disconnections:{}\r\n\
+         acl_access_denied_auth:{}\r\n\
+         acl_access_denied_cmd:{}\r\n\
+         acl_access_denied_key:{}\r\n\
+         acl_access_denied_channel:0\r\n",
         c(|x| x.connections_received.get()),
         c(|x| x.commands_processed.get()),
         crate::metrics::stats::ops_per_sec(),
@@ -465,6 +470,9 @@ fn stats_section(shared: &Shared, out: &mut String) {
         s(|x| x.keyspace_misses.get()),
         c(|x| x.error_replies.get()),
         c(|x| x.client_qbuf_limit_disconnections.get()),
+        denied[0],
+        denied[1],
+        denied[2],
     );
 }
 
@@ -649,6 +657,7 @@ pub fn config_resetstat(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
         s.expire_cycle_cpu_us.set(0);
     }
     crate::shard::lazyfree::reset_stats();
+    ctx.shared.acl.reset_denied_counts();
     if crate::security::audit::enabled() {
         audit_config(ctx, "resetstat", &[]);
     }

@@ -700,6 +700,9 @@ pub struct Refusal<'a> {
 /// The node's users.
 pub struct Users {
     log: std::sync::Mutex<Log>,
+    /// Refusals by reason since the start or CONFIG RESETSTAT (INFO stats'
+    /// `acl_access_denied_auth`, `_cmd`, `_key`): authentication, command, key.
+    denied: [AtomicU64; 3],
     users: RwLock<BTreeMap<String, Arc<User>>>,
     /// Bumped by every change; a session whose epoch differs re-reads its user.
     epoch: AtomicU64,
@@ -730,6 +733,7 @@ impl Users {
             users: RwLock::new(BTreeMap::new()),
             epoch: AtomicU64::new(0),
             log: std::sync::Mutex::new(Log::default()),
+            denied: Default::default(),
         };
         users.publish(default);
         users
@@ -830,6 +834,12 @@ impl Users {
     /// refusal like an entry created less than a minute ago counts in that entry, which
     /// moves to the front, as in Valkey.
     pub fn log(&self, what: Refusal<'_>, client_info: String, now_ms: u64, max_len: usize) {
+        let counter = match what.reason {
+            "auth" => 0,
+            "command" => 1,
+            _ => 2,
+        };
+        self.denied[counter].fetch_add(1, Ordering::Relaxed);
         let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
         let object = String::from_utf8_lossy(what.object).into_owned();
         let similar = log.entries.iter().position(|e| {
@@ -872,6 +882,19 @@ impl Users {
     }
 
     /// ACL LOG RESET.
+    /// INFO stats' `acl_access_denied_auth`, `_cmd` and `_key`: refusals since the start or
+    /// CONFIG RESETSTAT (the ones ACL LOG notes, counted one by one).
+    pub fn denied_counts(&self) -> [u64; 3] {
+        std::array::from_fn(|i| self.denied[i].load(Ordering::Relaxed))
+    }
+
+    /// CONFIG RESETSTAT.
+    pub fn reset_denied_counts(&self) {
+        for d in &self.denied {
+            d.store(0, Ordering::Relaxed);
+        }
+    }
+
     pub fn log_reset(&self) {
         self.log
             .lock()

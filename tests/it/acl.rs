@@ -806,3 +806,40 @@ fn script_refusals_are_in_acl_log() {
         text("client-info")
     );
 }
+
+/// INFO stats counts refusals as Valkey does (`acl_access_denied_auth`, `_cmd`, `_key`,
+/// `_channel`), and CONFIG RESETSTAT zeroes them.
+#[test]
+fn info_counts_acl_refusals() {
+    let server = Server::start(&[]);
+    let mut admin = server.conn();
+    let _: () = run(
+        &mut admin,
+        &["ACL", "SETUSER", "counted", "on", ">pw", "~pay:*", "+get"],
+    )
+    .unwrap();
+    let mut c = server.conn();
+    assert!(err(&mut c, &["AUTH", "counted", "wrong"]).starts_with("WRONGPASS"));
+    let _: () = run(&mut c, &["AUTH", "counted", "pw"]).unwrap();
+    assert!(err(&mut c, &["SET", "pay:1", "x"]).starts_with("NOPERM"));
+    assert!(err(&mut c, &["GET", "card:1"]).starts_with("NOPERM"));
+    assert!(err(&mut c, &["GET", "card:2"]).starts_with("NOPERM"));
+    let stats = |admin: &mut redis::Connection| -> Vec<String> {
+        let text: String = run(admin, &["INFO", "stats"]).unwrap();
+        text.lines()
+            .filter(|l| l.starts_with("acl_access_denied_"))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(
+        stats(&mut admin),
+        [
+            "acl_access_denied_auth:1",
+            "acl_access_denied_cmd:1",
+            "acl_access_denied_key:2",
+            "acl_access_denied_channel:0"
+        ]
+    );
+    let _: () = run(&mut admin, &["CONFIG", "RESETSTAT"]).unwrap();
+    assert!(stats(&mut admin).iter().all(|l| l.ends_with(":0")));
+}
