@@ -316,6 +316,9 @@ impl Runtime {
             ciphers: self.text(Key::TlsCiphers),
             ciphersuites: self.text(Key::TlsCiphersuites),
             prefer_server_ciphers: self.flag(Key::TlsPreferServerCiphers),
+            session_caching: self.flag(Key::TlsSessionCaching),
+            session_cache_size: to_usize(self.num(Key::TlsSessionCacheSize)),
+            session_cache_timeout: Duration::from_secs(self.num(Key::TlsSessionCacheTimeout)),
         }
     }
 

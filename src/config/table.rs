@@ -676,6 +676,29 @@ directives! {
         default: "no",
     }
 
+    /// TLS session resumption: a client that reconnects with a session it was given
+    /// (a TLS 1.2 session id or a TLS 1.3 ticket for a session the server keeps) skips
+    /// the full handshake. tls-session-cache-size sessions are kept at most (0: no
+    /// limit), each for tls-session-cache-timeout seconds.
+    TlsSessionCaching {
+        name: "tls-session-caching",
+        access: Mutable,
+        kind: Bool,
+        default: "yes",
+    }
+    TlsSessionCacheSize {
+        name: "tls-session-cache-size",
+        access: Mutable,
+        kind: int(0, INT_MAX),
+        default: "20480",
+    }
+    TlsSessionCacheTimeout {
+        name: "tls-session-cache-timeout",
+        access: Mutable,
+        kind: int(0, INT_MAX),
+        default: "300",
+    }
+
     /// Cluster mode: every group of hash slots is a Raft group replicated on
     /// cluster-replication-factor nodes, so an acknowledged write survives the loss
     /// of any minority of them. Clients use the Redis Cluster protocol (MOVED).

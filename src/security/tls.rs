@@ -5,14 +5,16 @@
 //! rather than being skipped, so an operator never runs with a policy other than the one
 //! written.
 
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{NoServerSessionStorage, StoresServerSessions, WebPkiClientVerifier};
 use rustls::{CipherSuite, RootCertStore, ServerConfig, SupportedProtocolVersion};
 
 use crate::config::TlsAuthClients;
@@ -34,6 +36,11 @@ pub struct TlsSettings {
     /// `tls-ciphersuites`: TLS 1.3 suites, separated by `:`; empty = all.
     pub ciphersuites: String,
     pub prefer_server_ciphers: bool,
+    /// `tls-session-caching`, `tls-session-cache-size` (0: no limit) and
+    /// `tls-session-cache-timeout`.
+    pub session_caching: bool,
+    pub session_cache_size: usize,
+    pub session_cache_timeout: Duration,
 }
 
 /// Why the TLS configuration cannot be used; each reads as the start-up error an operator
@@ -429,7 +436,91 @@ pub fn server_config(s: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
             reason: e.to_string(),
         })?;
     config.ignore_client_order = s.prefer_server_ciphers;
+    if s.session_caching {
+        config.session_storage = Arc::new(SessionCache::new(
+            s.session_cache_size,
+            s.session_cache_timeout,
+        ));
+    } else {
+        config.session_storage = Arc::new(NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+    }
     Ok(Arc::new(config))
+}
+
+/// The server's TLS sessions for resumption (`tls-session-cache-size`, `-timeout`), as
+/// OpenSSL's session cache keeps them for Valkey: at most `size` (0: no limit), the oldest
+/// leaving first, none resumed once older than `timeout`.
+#[derive(Debug)]
+struct SessionCache {
+    size: usize,
+    timeout: Duration,
+    inner: Mutex<Sessions>,
+}
+
+#[derive(Debug, Default)]
+struct Sessions {
+    by_key: HashMap<Vec<u8>, (Instant, Vec<u8>)>,
+    /// Keys in the order they were stored; may hold keys already taken (TLS 1.3 tickets are
+    /// used once), pruned as it grows.
+    order: VecDeque<Vec<u8>>,
+}
+
+impl SessionCache {
+    fn new(size: usize, timeout: Duration) -> SessionCache {
+        SessionCache {
+            size,
+            timeout,
+            inner: Mutex::default(),
+        }
+    }
+
+    fn fresh(&self, stored: Instant) -> bool {
+        stored.elapsed() <= self.timeout
+    }
+}
+
+impl StoresServerSessions for SessionCache {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        let mut s = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        // The oldest go first: those past the timeout, then any beyond the size.
+        while let Some(oldest) = s.order.front() {
+            let stale = s.by_key.get(oldest).is_none_or(|(at, _)| !self.fresh(*at));
+            let full = self.size > 0 && s.by_key.len() >= self.size;
+            if !stale && !full {
+                break;
+            }
+            let oldest = s.order.pop_front().expect("a front");
+            s.by_key.remove(&oldest);
+        }
+        if s.by_key
+            .insert(key.clone(), (Instant::now(), value))
+            .is_none()
+        {
+            s.order.push_back(key);
+        }
+        true
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        let s = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let (at, value) = s.by_key.get(key)?;
+        self.fresh(*at).then(|| value.clone())
+    }
+
+    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+        let mut s = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let (at, value) = s.by_key.remove(key)?;
+        if s.order.len() > 2 * s.by_key.len() + 64 {
+            let Sessions { by_key, order } = &mut *s;
+            order.retain(|k| by_key.contains_key(k));
+        }
+        self.fresh(at).then_some(value)
+    }
+
+    fn can_cache(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]
@@ -492,5 +583,29 @@ mod tests {
         };
         let e = provider(&s).unwrap_err().to_string();
         assert!(e.contains("name it in tls-ciphersuites"), "{e}");
+    }
+
+    #[test]
+    fn the_session_cache_keeps_the_newest_and_fresh_ones() {
+        let cache = SessionCache::new(2, Duration::from_secs(300));
+        assert!(cache.put(b"a".to_vec(), b"1".to_vec()));
+        cache.put(b"b".to_vec(), b"2".to_vec());
+        cache.put(b"c".to_vec(), b"3".to_vec());
+        assert_eq!(cache.get(b"a"), None, "the oldest left for the third");
+        assert_eq!(cache.get(b"b").as_deref(), Some(&b"2"[..]));
+        assert_eq!(cache.take(b"c").as_deref(), Some(&b"3"[..]));
+        assert_eq!(cache.get(b"c"), None, "taken");
+        // Tickets taken as fast as they are stored never pile up in the order list.
+        for i in 0..1000u32 {
+            cache.put(i.to_be_bytes().to_vec(), vec![0]);
+            cache.take(&i.to_be_bytes());
+        }
+        assert!(cache.inner.lock().unwrap().order.len() <= 2 + 64 + 1);
+
+        let expired = SessionCache::new(0, Duration::ZERO);
+        expired.put(b"a".to_vec(), b"1".to_vec());
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(expired.get(b"a"), None, "past the timeout");
+        assert_eq!(expired.take(b"a"), None);
     }
 }

@@ -619,3 +619,58 @@ fn handshakes_in_progress_count_against_maxclients() {
         "PONG"
     );
 }
+
+/// Two connections of `openssl s_client` over TLS 1.2: whether the second, offering the
+/// session of the first, was resumed.
+fn resumed(pki: &Pki, port: u16) -> bool {
+    let sess = pki.path("session.pem");
+    let _ = std::fs::remove_file(&sess);
+    let connect = |session: (&str, &Path)| {
+        let out = Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &format!("127.0.0.1:{port}"),
+                "-tls1_2",
+            ])
+            .args(["-CAfile", &pki.arg("ca.crt")])
+            .args([
+                "-cert",
+                &pki.arg("client.crt"),
+                "-key",
+                &pki.arg("client.key"),
+            ])
+            .arg(session.0)
+            .arg(session.1)
+            .stdin(Stdio::null())
+            .output()
+            .expect("openssl s_client (the openssl package)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = connect(("-sess_out", &sess));
+    assert!(first.contains("New, TLSv1.2"), "{first}");
+    connect(("-sess_in", &sess)).contains("Reused, TLSv1.2")
+}
+
+/// TLS session resumption (`tls-session-caching`, Valkey's default yes): a client offering
+/// the session it was given skips the full handshake; with caching off it cannot.
+#[test]
+fn sessions_are_resumed_unless_caching_is_off() {
+    let pki = Pki::new();
+    let s = TlsServer::start(&pki, true, &[]);
+    assert!(
+        resumed(&pki, s.tls_port),
+        "a cached session was not resumed"
+    );
+    let mut admin = s.plain();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("tls-session-caching")
+        .arg("no")
+        .query(&mut admin)
+        .unwrap();
+    assert!(
+        !resumed(&pki, s.tls_port),
+        "resumed with tls-session-caching no"
+    );
+}
