@@ -588,8 +588,9 @@ directives! {
     }
 
     /// The server's certificate chain and private key, PEM encoded (the key as PKCS#8,
-    /// PKCS#1 or SEC1). tls-key-file-pass is the key file's passphrase; encrypted keys
-    /// are not supported yet, so it must stay empty. CONFIG SET of any tls-* directive
+    /// PKCS#1 or SEC1). tls-key-file-pass is the passphrase of an encrypted PKCS#8 key
+    /// ("BEGIN ENCRYPTED PRIVATE KEY", as "openssl pkcs8 -topk8 -v2 aes-256-cbc"
+    /// writes it). CONFIG SET of any tls-* directive
     /// but tls-port reads the files again and applies to new connections (open ones
     /// keep their session); a setting that does not load fails the CONFIG SET and
     /// changes nothing.

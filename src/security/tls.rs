@@ -55,7 +55,7 @@ pub enum TlsError {
         path: PathBuf,
         reason: String,
     },
-    /// `tls-key-file-pass` is set: encrypted keys are not supported yet.
+    /// `tls-key-file` holds an encrypted key and `tls-key-file-pass` is empty.
     EncryptedKey,
     /// `tls-auth-clients yes|optional` with no CA to check certificates against.
     NoCa { auth: TlsAuthClients },
@@ -85,10 +85,9 @@ impl fmt::Display for TlsError {
                 path,
                 reason,
             } => write!(f, "{directive} '{}': {reason}", path.display()),
-            TlsError::EncryptedKey => f.write_str(
-                "tls-key-file-pass is set, but encrypted private keys are not supported yet; \
-                 give tls-key-file an unencrypted key",
-            ),
+            TlsError::EncryptedKey => {
+                f.write_str("tls-key-file holds an encrypted key but tls-key-file-pass is empty")
+            }
             TlsError::NoCa { auth } => write!(
                 f,
                 "tls-auth-clients {auth} needs tls-ca-cert-file or tls-ca-cert-dir \
@@ -383,27 +382,27 @@ pub fn server_config(s: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
             directive: "tls-key-file",
         });
     }
-    if !s.key_file_pass.is_empty() {
-        return Err(TlsError::EncryptedKey);
-    }
     let versions = protocol_versions(&s.protocols)?;
     let provider = Arc::new(provider(s)?);
 
     let cert_pem = read("tls-cert-file", &s.cert_file)?;
     let chain = certificates("tls-cert-file", Path::new(&s.cert_file), &cert_pem)?;
     let key_pem = read("tls-key-file", &s.key_file)?;
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::File {
-        directive: "tls-key-file",
-        path: PathBuf::from(&s.key_file),
-        reason: match e {
-            rustls::pki_types::pem::Error::NoItemsFound => {
-                "holds no PEM private key (PKCS#8, PKCS#1 or SEC1; encrypted keys are not \
-                 supported)"
-                    .to_string()
-            }
-            e => format!("not a PEM private key ({e})"),
-        },
-    })?;
+    let key = match encrypted_key(&s.key_file, &key_pem, &s.key_file_pass)? {
+        Some(key) => key,
+        None => PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::File {
+            directive: "tls-key-file",
+            path: PathBuf::from(&s.key_file),
+            reason: match e {
+                rustls::pki_types::pem::Error::NoItemsFound => {
+                    "holds no PEM private key (PKCS#8, PKCS#1 or SEC1, or an encrypted PKCS#8 \
+                 key with tls-key-file-pass)"
+                        .to_string()
+                }
+                e => format!("not a PEM private key ({e})"),
+            },
+        })?,
+    };
 
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions)
@@ -446,6 +445,46 @@ pub fn server_config(s: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
         config.send_tls13_tickets = 0;
     }
     Ok(Arc::new(config))
+}
+
+/// The key of `tls-key-file` when it is an encrypted PKCS#8 key (`-----BEGIN ENCRYPTED
+/// PRIVATE KEY-----`, as `openssl pkcs8 -topk8 -v2 aes-256-cbc` writes it), decrypted with
+/// `tls-key-file-pass` (RustCrypto's pkcs8: PBES2 with PBKDF2 or scrypt, AES-CBC); None for
+/// an unencrypted key, which the pass does not concern, as with OpenSSL. The older
+/// OpenSSL-specific encrypted PEM (`Proc-Type: 4,ENCRYPTED`) is refused, saying how to
+/// convert it.
+fn encrypted_key(
+    path: &str,
+    pem: &[u8],
+    pass: &str,
+) -> Result<Option<PrivateKeyDer<'static>>, TlsError> {
+    let failed = |reason: String| TlsError::File {
+        directive: "tls-key-file",
+        path: PathBuf::from(path),
+        reason,
+    };
+    let text = String::from_utf8_lossy(pem);
+    if text.contains("Proc-Type: 4,ENCRYPTED") {
+        return Err(failed(
+            "an encrypted key in OpenSSL's legacy PEM format; convert it to encrypted PKCS#8 \
+             with `openssl pkcs8 -topk8 -v2 aes-256-cbc -in old.key -out new.key`"
+                .to_string(),
+        ));
+    }
+    let Some(start) = text.find("-----BEGIN ENCRYPTED PRIVATE KEY-----") else {
+        return Ok(None);
+    };
+    if pass.is_empty() {
+        return Err(TlsError::EncryptedKey);
+    }
+    let (_, doc) = pkcs8::der::Document::from_pem(&text[start..])
+        .map_err(|e| failed(format!("not an encrypted PKCS#8 PEM key ({e})")))?;
+    let encrypted = pkcs8::EncryptedPrivateKeyInfo::try_from(doc.as_bytes())
+        .map_err(|e| failed(format!("not an encrypted PKCS#8 key ({e})")))?;
+    let plain = encrypted.decrypt(pass.as_bytes()).map_err(|_| {
+        failed("cannot be decrypted with tls-key-file-pass (a wrong passphrase?)".to_string())
+    })?;
+    Ok(Some(PrivateKeyDer::Pkcs8(plain.as_bytes().to_vec().into())))
 }
 
 /// The server's TLS sessions for resumption (`tls-session-cache-size`, `-timeout`), as

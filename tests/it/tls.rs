@@ -674,3 +674,59 @@ fn sessions_are_resumed_unless_caching_is_off() {
         "resumed with tls-session-caching no"
     );
 }
+
+/// An encrypted PKCS#8 key (as `openssl pkcs8 -topk8 -v2 aes-256-cbc` writes it) is read
+/// with tls-key-file-pass; without the pass, or with a wrong one, the start stops saying so.
+#[test]
+fn encrypted_keys_are_read_with_their_passphrase() {
+    let pki = Pki::new();
+    let encrypted = pki.path("server.enc.key");
+    let status = Command::new("openssl")
+        .args([
+            "pkcs8",
+            "-topk8",
+            "-v2",
+            "aes-256-cbc",
+            "-passout",
+            "pass:key-pass-1",
+        ])
+        .args(["-in", &pki.arg("server.key"), "-out"])
+        .arg(&encrypted)
+        .status()
+        .expect("openssl pkcs8 (the openssl package)");
+    assert!(status.success());
+    let text = std::fs::read_to_string(&encrypted).unwrap();
+    assert!(text.contains("BEGIN ENCRYPTED PRIVATE KEY"), "{text}");
+    let key_arg = encrypted.to_str().unwrap();
+    let (_, stderr) = start_fails(&pki, &["--tls-key-file", key_arg]);
+    assert!(
+        stderr.contains("tls-key-file holds an encrypted key but tls-key-file-pass is empty"),
+        "{stderr}"
+    );
+    let (_, stderr) = start_fails(
+        &pki,
+        &["--tls-key-file", key_arg, "--tls-key-file-pass", "not-it"],
+    );
+    assert!(
+        stderr.contains("cannot be decrypted with tls-key-file-pass"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("not-it"),
+        "the passphrase was printed: {stderr}"
+    );
+    let s = TlsServer::start(
+        &pki,
+        false,
+        &[
+            "--tls-key-file",
+            key_arg,
+            "--tls-key-file-pass",
+            "key-pass-1",
+        ],
+    );
+    assert_eq!(
+        ping(&pki.client(s.tls_port, Some(&pki.client))).unwrap(),
+        "PONG"
+    );
+}
