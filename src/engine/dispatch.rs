@@ -25,6 +25,9 @@ use crate::metrics::CoreStats;
 use crate::protocol::Out;
 use crate::security;
 
+/// Valkey's reply while the data set loads.
+const LOADING: &str = "LOADING Valkey is loading the dataset in memory";
+
 /// Where one reply (or part of one) is.
 #[derive(Clone, Copy)]
 pub(super) enum Part {
@@ -324,6 +327,22 @@ impl Dispatcher {
         self.push_local(start);
     }
 
+    /// Refuses command `id` before it runs: its error reply, the transaction it was queued
+    /// in doomed, a rejected call counted.
+    fn reject(
+        &mut self,
+        client: &mut Client,
+        stats: &CoreStats,
+        id: usize,
+        start: usize,
+        error: &str,
+    ) {
+        self.local.error(error);
+        doom(client);
+        stats.commands[id].rejected_calls.inc();
+        self.push_local(start);
+    }
+
     fn push_local(&mut self, start: usize) {
         self.slots
             .push(Slot::One(Part::Local(start, self.local.buf.len())));
@@ -521,25 +540,15 @@ impl Dispatcher {
             return;
         }
         if def.flags & flags::NO_AUTH == 0 && client.auth_required(&core.shared) {
-            if core.shared.acl.sealed() {
-                // A cluster node still opening its storage holds no users yet (see
-                // `Users::seal`): its clients are told it is loading, as they are while it
-                // loads the data, and PING answers for health checks; they authenticate once
-                // it has opened.
-                if def.name != "ping" {
-                    self.local
-                        .error("LOADING Valkey is loading the dataset in memory");
-                    doom(client);
-                    stats.commands[id].rejected_calls.inc();
-                    self.push_local(start);
-                    return;
-                }
-            } else {
-                self.local.error("NOAUTH Authentication required.");
-                doom(client);
-                stats.commands[id].rejected_calls.inc();
-                self.push_local(start);
-                return;
+            if !core.shared.acl.sealed() {
+                return self.reject(client, stats, id, start, "NOAUTH Authentication required.");
+            }
+            // A cluster node still opening its storage holds no users yet (see
+            // `Users::seal`): its clients are told it is loading, as they are while it loads
+            // the data, and PING answers for health checks; they authenticate once it has
+            // opened.
+            if def.name != "ping" {
+                return self.reject(client, stats, id, start, LOADING);
             }
         }
         // ACL: one epoch load and, for an unrestricted user (the default one), one flag test.
@@ -595,19 +604,10 @@ impl Dispatcher {
         }
         if core.shared.loading() && def.flags & flags::LOADING == 0 && def.name != "ping" {
             // PING is not flagged `loading` in Valkey, but health checks must see a live node.
-            self.local
-                .error("LOADING Valkey is loading the dataset in memory");
-            doom(client);
-            stats.commands[id].rejected_calls.inc();
-            self.push_local(start);
-            return;
+            return self.reject(client, stats, id, start, LOADING);
         }
         if command::key_too_long(def, &args) {
-            self.local.error(&command::key_too_long_error());
-            doom(client);
-            stats.commands[id].rejected_calls.inc();
-            self.push_local(start);
-            return;
+            return self.reject(client, stats, id, start, &command::key_too_long_error());
         }
         // Past the checks that reject a command before it runs (CLIENT LIST tot-cmds).
         client
