@@ -380,6 +380,45 @@ pub fn client_memory(c: &ClientInfo) -> usize {
 const READ_BUFFER_SIZE: usize = 16384;
 
 /// One CLIENT LIST line, in Valkey's field order.
+/// A command or key refused to `user` (`full_name`, `denied`), noted in ACL LOG and the
+/// audit log. `context`: `toplevel`, `multi` or `lua`.
+pub fn log_denied(
+    users: &crate::security::acl::Users,
+    user: &crate::security::acl::User,
+    client: &ClientInfo,
+    full_name: &str,
+    denied: &crate::security::acl::Denied,
+    context: &'static str,
+    log_max_len: usize,
+) {
+    use crate::security::acl::{Denied, Refusal};
+    let (reason, object) = match denied {
+        Denied::Command => ("command", full_name.as_bytes()),
+        Denied::Key(k) => ("key", &k[..]),
+    };
+    if crate::security::audit::enabled() {
+        crate::security::audit::record(&crate::security::audit::Event::Denied {
+            reason,
+            context,
+            object: &String::from_utf8_lossy(object),
+            user: &user.name,
+            client: &client.addr,
+        });
+    }
+    let now = crate::util::now_ms();
+    users.log(
+        Refusal {
+            reason,
+            context,
+            object,
+            username: &user.name,
+        },
+        client_line(client, now),
+        now,
+        log_max_len,
+    );
+}
+
 pub fn client_line(c: &ClientInfo, now_ms: u64) -> String {
     let meta = c.meta.lock().expect("client meta lock").clone();
     let cmd = match c.last_cmd.load(Relaxed) {

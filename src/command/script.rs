@@ -255,7 +255,15 @@ fn caller_denied(
         let denied = caller.user.check(id, def, args).err()?;
         let full_name = super::table::registry().full_name(id);
         if log {
-            log_refusal(caller, full_name, &denied);
+            super::connection::log_denied(
+                &caller.users,
+                &caller.user,
+                &caller.client,
+                full_name,
+                &denied,
+                "lua",
+                caller.log_max_len,
+            );
         }
         Some(crate::security::acl::denied_error(
             &caller.user,
@@ -263,36 +271,6 @@ fn caller_denied(
             &denied,
         ))
     })
-}
-
-/// ACL LOG and the audit log for a command a script's caller may not run (context `lua`).
-fn log_refusal(caller: &Caller, full_name: &str, denied: &crate::security::acl::Denied) {
-    use crate::security::acl::{Denied, Refusal};
-    let (reason, object) = match denied {
-        Denied::Command => ("command", full_name.as_bytes()),
-        Denied::Key(k) => ("key", &k[..]),
-    };
-    if crate::security::audit::enabled() {
-        crate::security::audit::record(&crate::security::audit::Event::Denied {
-            reason,
-            context: "lua",
-            object: &String::from_utf8_lossy(object),
-            user: &caller.user.name,
-            client: &caller.client.addr,
-        });
-    }
-    let now = crate::util::now_ms();
-    caller.users.log(
-        Refusal {
-            reason,
-            context: "lua",
-            object,
-            username: &caller.user.name,
-        },
-        super::connection::client_line(&caller.client, now),
-        now,
-        caller.log_max_len,
-    );
 }
 
 /// Valkey's error for a write refused over `maxmemory`.

@@ -53,7 +53,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use runtime::{Applier, Hook, lock};
+use runtime::{Applier, lock};
 use spec::{Access, MB, Spec, Value, utf8};
 use table::{KEYS, Key, SPECS};
 
@@ -502,7 +502,7 @@ impl Config {
             values.push((spec, parsed));
         }
 
-        let names: Vec<&'static str> = {
+        {
             let _serialised = lock(&self.runtime.set_lock);
             let before: Vec<(Key, Value)> = values
                 .iter()
@@ -525,13 +525,6 @@ impl Config {
                     }
                     return Err(failed(blame, &reason));
                 }
-            }
-            names
-        };
-        let hooks: Vec<Hook> = lock(&self.runtime.hooks).clone();
-        for name in names {
-            for hook in &hooks {
-                hook(name);
             }
         }
         Ok(())

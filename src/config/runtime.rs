@@ -11,8 +11,6 @@ use super::enums::{AppendFsync, ConfigEnum, LogLevel, MaxmemoryPolicy};
 use super::spec::Value;
 use super::table::{KEYS, Key, SPECS};
 
-pub(super) type Hook = Arc<dyn Fn(&'static str) + Send + Sync>;
-
 /// Puts a `CONFIG SET` into effect where that can fail (see [`Runtime::on_apply`]): given
 /// the directives the call set, Ok, or the directive to blame and why.
 pub(super) type Applier =
@@ -42,7 +40,6 @@ pub struct Runtime {
     cells: [Cell; KEYS],
     /// Serialises `CONFIG SET` calls so two multi-parameter sets never interleave.
     pub(super) set_lock: Mutex<()>,
-    pub(super) hooks: Mutex<Vec<Hook>>,
     pub(super) appliers: Mutex<Vec<Applier>>,
 }
 
@@ -67,7 +64,6 @@ impl Default for Runtime {
                 other => Cell::Other(Mutex::new(other)),
             }),
             set_lock: Mutex::new(()),
-            hooks: Mutex::new(Vec::new()),
             appliers: Mutex::new(Vec::new()),
         }
     }
@@ -130,19 +126,21 @@ impl Runtime {
 
     /// Call `hook` with the canonical directive name after every successful
     /// `CONFIG SET` that set it (once per directive, after all of the call's
-    /// directives are in place, even if the value did not change). Use it for
-    /// side effects the new value needs: reloading the log filter for
-    /// `loglevel`, starting eviction for `maxmemory`, and so on. Hooks run on
-    /// the thread that ran `CONFIG SET`, with no lock held.
+    /// directives are in place, even if the value did not change): an [`Runtime::on_apply`]
+    /// that cannot fail, for side effects such as reloading the log filter for `loglevel`.
     pub fn on_change(&self, hook: impl Fn(&'static str) + Send + Sync + 'static) {
-        lock(&self.hooks).push(Arc::new(hook));
+        self.on_apply(move |names| {
+            names.iter().for_each(|&name| hook(name));
+            Ok(())
+        });
     }
 
     /// Call `apply` with the directives of every `CONFIG SET`, after the new values are
-    /// stored and before the call answers: an error (the directive to blame, and why) puts
-    /// back every value the call set and fails it with Valkey's `CONFIG SET failed` reply.
-    /// For settings that take effect only if something can be built from them (TLS
-    /// certificates).
+    /// stored and before the call answers (on the thread that ran it, with CONFIG SET's
+    /// lock held, so two calls never interleave): an error (the directive to blame, and
+    /// why) puts back every value the call set and fails it with Valkey's `CONFIG SET
+    /// failed` reply. For settings that take effect only if something can be built from
+    /// them (TLS certificates).
     pub fn on_apply(
         &self,
         apply: impl Fn(&[&'static str]) -> Result<(), (&'static str, String)> + Send + Sync + 'static,

@@ -566,35 +566,19 @@ impl Dispatcher {
         if let Err(denied) = client.acl.user.check(id, def, &args) {
             let msg = security::acl::denied_error(&client.acl.user, reg.full_name(id), &denied);
             self.local.error(&msg);
-            let (reason, object) = match &denied {
-                security::acl::Denied::Command => ("command", reg.full_name(id).as_bytes()),
-                security::acl::Denied::Key(k) => ("key", &k[..]),
-            };
-            let now = crate::util::now_ms();
             // Queued, or run by EXEC (which checks every command again, as Valkey does).
             let context = if client.multi.is_some() || self.op_flags & flags::TX != 0 {
                 "multi"
             } else {
                 "toplevel"
             };
-            if security::audit::enabled() {
-                security::audit::record(&security::audit::Event::Denied {
-                    reason,
-                    context,
-                    object: &String::from_utf8_lossy(object),
-                    user: &client.acl.user.name,
-                    client: &client.info.addr,
-                });
-            }
-            core.shared.acl.log(
-                security::acl::Refusal {
-                    reason,
-                    context,
-                    object,
-                    username: &client.acl.user.name,
-                },
-                command::connection::client_line(&client.info, now),
-                now,
+            command::connection::log_denied(
+                &core.shared.acl,
+                &client.acl.user,
+                &client.info,
+                reg.full_name(id),
+                &denied,
+                context,
                 core.shared.config.runtime.acllog_max_len(),
             );
             doom(client);
