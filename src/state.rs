@@ -16,6 +16,8 @@ pub struct ClientInfo {
     pub id: u64,
     pub addr: String,
     pub laddr: String,
+    /// Connected over TLS (on `tls-port`): cluster replies name the nodes' TLS ports.
+    pub tls: bool,
     /// The subject of the certificate a TLS client showed (for the audit log).
     pub tls_subject: Option<String>,
     pub fd: i32,

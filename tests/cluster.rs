@@ -1507,6 +1507,172 @@ fn refusal(frame: &[u8]) -> String {
     String::from_utf8_lossy(&frame[9..]).into_owned()
 }
 
+/// A cluster CA and node certificates for the bus's mutual TLS, in a temporary directory:
+/// `node` (signed by the cluster CA) and `stranger` (signed by another CA, which is also the
+/// only CA it trusts). Each has both extended key usages, as a node's certificate needs.
+struct BusPki {
+    dir: tempfile::TempDir,
+}
+
+impl BusPki {
+    fn new() -> BusPki {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+            KeyPair, KeyUsagePurpose,
+        };
+        let dir = tempfile::tempdir().expect("temp dir");
+        let write = |name: &str, text: &str| {
+            std::fs::write(dir.path().join(name), text).expect("write PEM");
+        };
+        for (who, ca_name) in [("node", "cluster CA"), ("stranger", "another CA")] {
+            let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+            ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            ca.distinguished_name.push(DnType::CommonName, ca_name);
+            ca.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+            let ca_key = KeyPair::generate().expect("CA key");
+            write(
+                &format!("{who}-ca.crt"),
+                &ca.self_signed(&ca_key).expect("CA").pem(),
+            );
+            let issuer = Issuer::new(ca, ca_key);
+            let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("leaf");
+            leaf.distinguished_name.push(DnType::CommonName, who);
+            leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            leaf.extended_key_usages = vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ];
+            let key = KeyPair::generate().expect("leaf key");
+            write(
+                &format!("{who}.crt"),
+                &leaf.signed_by(&key, &issuer).expect("leaf").pem(),
+            );
+            write(&format!("{who}.key"), &key.serialize_pem());
+        }
+        BusPki { dir }
+    }
+
+    /// The arguments that put a node on the bus's mutual TLS with `who`'s certificate.
+    fn args(&self, who: &str) -> Vec<String> {
+        let path = |name: String| self.dir.path().join(name).display().to_string();
+        vec![
+            "--tls-cluster".into(),
+            "yes".into(),
+            "--tls-cert-file".into(),
+            path(format!("{who}.crt")),
+            "--tls-key-file".into(),
+            path(format!("{who}.key")),
+            "--tls-ca-cert-file".into(),
+            path(format!("{who}-ca.crt")),
+        ]
+    }
+}
+
+/// Mutual TLS on the bus (`tls-cluster yes`): the cluster forms, replicates and takes a
+/// killed node back over TLS; a stranger reaching a bus port is told only that TLS is
+/// required; a node that holds the secret but whose certificate another CA signed cannot be
+/// met into the cluster.
+#[test]
+fn the_bus_runs_on_mutual_tls() {
+    let _serial = serial();
+    let pki = BusPki::new();
+    let args = pki.args("node");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut c = Cluster::start(3, &args);
+    for i in 0..3 {
+        assert!(
+            c.log_count(i, "cluster bus: mutual TLS") >= 1,
+            "{}",
+            c.logs(20)
+        );
+    }
+    let client = c.cluster_client();
+    let mut con = client.get_connection().expect("cluster connection");
+    for k in 0..100 {
+        let () = redis::cmd("SET")
+            .arg(format!("tls:{k}"))
+            .arg(k)
+            .query(&mut con)
+            .expect("SET over a TLS bus");
+    }
+
+    // The bus's first word to anyone is "TLS required"; what is not a route frame is dropped.
+    let mut stream = TcpStream::connect(("127.0.0.1", c.port(0) + 10000)).expect("bus port");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: tallykv\r\n\r\n")
+        .expect("send");
+    let got = frames(&read_until_closed(&mut stream));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(&got[0][..6], b"TKVBUS");
+    assert_eq!(got[0][8..], [3], "a tls-required greeting: {got:?}");
+
+    // A node killed and restarted catches up over TLS: every write survives.
+    let victim = c.leader_of_group(0);
+    c.restart(victim);
+    let mut con = client.get_connection().expect("cluster connection");
+    for k in 0..100 {
+        let v: i64 = redis::cmd("GET")
+            .arg(format!("tls:{k}"))
+            .query(&mut con)
+            .expect("GET");
+        assert_eq!(v, k);
+    }
+
+    // The secret without a certificate of the cluster's CA is not enough to join.
+    let stranger_args = pki.args("stranger");
+    let stranger_args: Vec<&str> = stranger_args.iter().map(String::as_str).collect();
+    let secret = c.secret().to_string();
+    let stranger = c.add_joiner_with(&secret, &stranger_args);
+    let meet: redis::RedisResult<String> = redis::cmd("CLUSTER")
+        .arg("MEET")
+        .arg(c.host(stranger))
+        .arg(c.port(stranger))
+        .query(&mut c.conn(0));
+    let error = error_text(&meet.expect_err("CLUSTER MEET of a node of another CA"));
+    assert!(error.contains("TLS handshake failed"), "{error}");
+    let myid: redis::RedisResult<String> = redis::cmd("CLUSTER")
+        .arg("MYID")
+        .query(&mut c.conn(stranger));
+    assert!(myid.is_err(), "the stranger joined: {myid:?}");
+    assert!(
+        wait_until(DEADLINE, || c.log_count(stranger, "TLS handshake failed")
+            >= 1),
+        "{}",
+        c.logs(20)
+    );
+
+    // CONFIG SET of a tls-* directive rebuilds the bus's TLS (no client port has TLS here):
+    // a file that does not load fails it and changes nothing; one that does is taken.
+    let mut admin = c.conn(0);
+    let failed: redis::RedisResult<String> = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("tls-client-cert-file")
+        .arg("/nonexistent/node.crt")
+        .arg("tls-client-key-file")
+        .arg("/nonexistent/node.key")
+        .query(&mut admin);
+    let error = error_text(&failed.expect_err("a missing client certificate"));
+    assert!(
+        error.contains("Unable to update TLS configuration"),
+        "{error}"
+    );
+    let kept: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("tls-client-cert-file")
+        .query(&mut admin)
+        .expect("CONFIG GET");
+    assert_eq!(kept, ["tls-client-cert-file", ""]);
+    let set: String = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("tls-client-cert-file")
+        .arg(&args[3])
+        .arg("tls-client-key-file")
+        .arg(&args[5])
+        .query(&mut admin)
+        .expect("CONFIG SET of loadable files");
+    assert_eq!(set, "OK");
+}
+
 /// The node names CLUSTER NODES lists on node `i`, sorted.
 fn node_names(c: &Cluster, i: usize) -> Vec<String> {
     let nodes: String = c.query(i, redis::cmd("CLUSTER").arg("NODES"));

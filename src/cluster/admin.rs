@@ -1,8 +1,9 @@
 //! Admin calls between nodes over the bus (request kind `net::KIND_ADMIN`): joining a node
 //! (CLUSTER MEET), removing one (CLUSTER FORGET), asking a node how it sees a group, handing
-//! a group's leadership over, asking a leader to evict, and changes of the function libraries
-//! and ACL users sent on to the meta leader. A call about a slot group runs on the core
-//! hosting the group; the others on core 0 (which hosts the meta group).
+//! a group's leadership over, asking a leader to evict, changes of the function libraries
+//! and ACL users sent on to the meta leader, and a member announcing its TLS port to it. A
+//! call about a slot group runs on the core hosting the group; the others on core 0 (which
+//! hosts the meta group).
 
 use std::collections::BTreeSet;
 use std::rc::Rc;
@@ -62,6 +63,9 @@ pub enum Call {
     Functions { change: LibraryChange },
     /// ACL SETUSER / DELUSER / LOAD, sent on to the meta leader.
     Users { change: UsersChange },
+    /// Member `id` announces its TLS port (its `tls-port`, 0: none), which a map computed
+    /// from `cluster-peers` cannot know; sent on to the meta leader.
+    Announce { id: NodeId, tls_port: u16 },
 }
 
 impl Call {
@@ -178,6 +182,10 @@ async fn answer(host: &Rc<Host>, call: Call) -> Result<Vec<u8>, String> {
         }
         Call::Functions { change } => wire::encode(&commit_functions(host, change).await),
         Call::Users { change } => wire::encode(&commit_users(host, change).await),
+        Call::Announce { id, tls_port } => {
+            set_tls_port(host, id, tls_port).await?;
+            wire::encode(&())
+        }
     })
 }
 
@@ -390,6 +398,7 @@ pub async fn meet(host: &Rc<Host>, h: String, port: u16, bus_port: u16) -> Resul
                     host: h.clone(),
                     port,
                     bus_port,
+                    tls_port: hello.info.tls_port,
                 },
             );
             tracing::info!("cluster map: node {id} ({h}:{port}) joins");
@@ -405,6 +414,35 @@ pub async fn meet(host: &Rc<Host>, h: String, port: u16, bus_port: u16) -> Resul
         .await
         .map_err(|e| format!("node {id} did not take the join: {e}"))?;
     Ok(id)
+}
+
+/// Makes the cluster map name `tls_port` as this node's TLS port, through the meta leader.
+/// Runs on core 0.
+pub async fn announce(host: &Rc<Host>, tls_port: u16) -> Result<(), String> {
+    let id = host.node.id;
+    let call = Call::Announce { id, tls_port };
+    if let Some(reply) = on_meta_leader(host, &call).await? {
+        return decode(&reply);
+    }
+    set_tls_port(host, id, tls_port).await
+}
+
+/// As the meta leader: commits a map in which node `id`'s TLS port is `tls_port` (nothing
+/// if it is already).
+async fn set_tls_port(host: &Host, id: NodeId, tls_port: u16) -> Result<(), String> {
+    let map = host.node.layout();
+    match map.nodes.get(&id) {
+        None => return Err(format!("Unknown node {id}")),
+        Some(n) if n.tls_port == tls_port => return Ok(()),
+        Some(_) => {}
+    }
+    let mut next = (*map).clone();
+    next.epoch += 1;
+    if let Some(n) = next.nodes.get_mut(&id) {
+        n.tls_port = tls_port;
+    }
+    tracing::info!("cluster map: node {id} announces TLS port {tls_port}");
+    commit_map(host, next).await
 }
 
 /// CLUSTER FORGET: moves every replica off node `id`, then removes it from the map. Runs on

@@ -38,8 +38,22 @@
 //! can neither be served nor pass for a node to a dialler. What the handshake does not
 //! give: after it, frames are neither encrypted nor authenticated, so whoever is on the
 //! path between two nodes can read and alter them, or relay a handshake between two real
-//! nodes and take the connection over (mutual TLS, `tls-cluster`, is what will protect
-//! that).
+//! nodes and take the connection over. Mutual TLS (`tls-cluster yes`) is what protects that.
+//!
+//! **Mutual TLS.** With [`BusTls`] every connection runs the handshake above inside a TLS
+//! session in which both ends showed a certificate of the cluster's CA. The socket must
+//! reach the dialler's chosen core before the TLS session starts (a session cannot move
+//! between threads), so the acceptor first sends `tls-required` in clear and the dialler
+//! answers with `route`, also in clear, naming its target core, then starts TLS; the
+//! acceptor reads exactly the route frame, hands the socket over, and the target core runs
+//! the TLS handshake, then the challenge, and checks that the authenticated hello names the
+//! core the route frame did. A node without TLS meeting one with it (either way round) is
+//! told so at once instead of timing out:
+//!
+//! ```text
+//! tls-required: [u32 len]["TKVBUS"][u16 version][u8 3]
+//! route:        [u32 len]["TKVBUS"][u16 version][u8 4][u16 target core]
+//! ```
 //!
 //! The acceptor refuses a wrong magic, another protocol version, a malformed hello or a
 //! failed proof with a refused hello-ack and closes; a failed proof is told only
@@ -75,11 +89,12 @@ use std::error::Error;
 use std::fmt;
 use std::future::{Future, poll_fn};
 use std::io;
-use std::net::{IpAddr, Shutdown, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::panic::AssertUnwindSafe;
 use std::pin::{Pin, pin};
 use std::rc::Rc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -93,6 +108,8 @@ use glommio::net::{TcpListener, TcpStream};
 use glommio::timer::Timer;
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ServerConfig};
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 
 use super::types::NodeId;
@@ -120,6 +137,11 @@ const HELLO_REFUSED: u8 = 1;
 /// The status of a challenge: laid out as a hello-ack, so that a version-1 dialler, which
 /// takes the first frame it reads for its hello-ack, reports the version it disagrees with.
 const CHALLENGE: u8 = 2;
+/// The acceptor's first frame under mutual TLS, instead of a challenge (which follows inside
+/// the TLS session); no body.
+const TLS_REQUIRED: u8 = 3;
+/// The dialler's answer to `TLS_REQUIRED`: the core it wants, then its TLS client hello.
+const ROUTE: u8 = 4;
 
 /// Fresh random bytes each side brings to a handshake.
 const NONCE_LEN: usize = 32;
@@ -256,6 +278,57 @@ impl fmt::Debug for BusKey {
 }
 
 /// Both sides' nonces of one handshake.
+/// How a node's bus connections are secured: the shared secret always (the challenge and
+/// proofs), and mutual TLS around it when `tls` is set (`tls-cluster yes`).
+#[derive(Clone, Debug)]
+pub struct BusSecurity {
+    pub key: BusKey,
+    pub tls: Option<Arc<BusTls>>,
+}
+
+impl From<BusKey> for BusSecurity {
+    fn from(key: BusKey) -> Self {
+        Self { key, tls: None }
+    }
+}
+
+/// The bus's TLS configurations: the acceptor's (which requires a client certificate) and
+/// the dialler's (which shows one). Replaced whole when `CONFIG SET` reloads the
+/// certificates; connections open keep the session they have.
+pub struct BusTls(RwLock<(Arc<ServerConfig>, Arc<ClientConfig>)>);
+
+impl BusTls {
+    pub fn new(server: Arc<ServerConfig>, client: Arc<ClientConfig>) -> Arc<Self> {
+        Arc::new(Self(RwLock::new((server, client))))
+    }
+
+    pub fn replace(&self, server: Arc<ServerConfig>, client: Arc<ClientConfig>) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = (server, client);
+    }
+
+    fn server(&self) -> Arc<ServerConfig> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
+            .clone()
+    }
+
+    fn client(&self) -> Arc<ClientConfig> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .1
+            .clone()
+    }
+}
+
+impl fmt::Debug for BusTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BusTls")
+    }
+}
+
 struct Nonces {
     server: [u8; NONCE_LEN],
     client: [u8; NONCE_LEN],
@@ -334,11 +407,11 @@ impl Hello {
         if version != PROTOCOL_VERSION {
             return Err(HandshakeError::Version(version));
         }
-        let truncated = HandshakeError::Malformed("truncated");
-        let node = cursor.u64().ok_or(truncated)?;
-        let core = cursor.u16().ok_or(truncated)?;
-        let target_core = cursor.u16().ok_or(truncated)?;
-        let auth_len = cursor.u32().ok_or(truncated)? as usize;
+        const TRUNCATED: HandshakeError = HandshakeError::Malformed("truncated");
+        let node = cursor.u64().ok_or(TRUNCATED)?;
+        let core = cursor.u16().ok_or(TRUNCATED)?;
+        let target_core = cursor.u16().ok_or(TRUNCATED)?;
+        let auth_len = cursor.u32().ok_or(TRUNCATED)? as usize;
         if cursor.0.len() != auth_len {
             return Err(HandshakeError::Malformed(
                 "auth length disagrees with the frame",
@@ -355,8 +428,11 @@ impl Hello {
 }
 
 /// Why a hello was refused; the text is what the dialler is told.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum HandshakeError {
+    /// The TLS handshake failed (no certificate, one the CA did not sign, not TLS at all):
+    /// rustls's reason, logged; the dialler learns of it from TLS's own alert.
+    Tls(String),
     BadMagic,
     Version(u16),
     Malformed(&'static str),
@@ -369,6 +445,7 @@ impl HandshakeError {
     fn logged(&self) -> String {
         match self {
             Self::Unauthenticated(why) => format!("{self}: {why}"),
+            Self::Tls(why) => format!("{self}: {why}"),
             _ => self.to_string(),
         }
     }
@@ -377,6 +454,7 @@ impl HandshakeError {
 impl fmt::Display for HandshakeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Self::Tls(_) => write!(f, "TLS handshake failed"),
             Self::BadMagic => write!(f, "not a tallykv bus peer (bad magic)"),
             Self::Version(version) => write!(
                 f,
@@ -404,6 +482,8 @@ fn encode_greeting(out: &mut Vec<u8>, status: u8, body: &[u8]) {
 #[derive(Debug, PartialEq, Eq)]
 enum Greeting {
     Challenge([u8; NONCE_LEN]),
+    /// The peer serves the bus over TLS only (`tls-cluster yes`).
+    TlsRequired,
     Accepted([u8; PROOF_LEN]),
     Refused(String),
 }
@@ -432,6 +512,7 @@ fn read_greeting(body: &[u8]) -> Result<Greeting, String> {
     let (greeting, what) = match status {
         CHALLENGE => (cursor.array().map(Greeting::Challenge), "challenge"),
         HELLO_ACCEPTED => (cursor.array().map(Greeting::Accepted), "hello-ack"),
+        TLS_REQUIRED => (Some(Greeting::TlsRequired), "tls-required"),
         status => return Err(format!("unexpected handshake status {status}")),
     };
     match greeting {
@@ -636,8 +717,17 @@ impl Outbox {
     }
 }
 
+/// What a bus connection runs over: a TCP stream, or a TLS session on one.
+trait BusStream: AsyncRead + AsyncWrite + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> BusStream for T {}
+
 /// Writes whatever the outbox holds, one batch per syscall, until the socket fails.
-async fn write_out(stream: &RefCell<TcpStream>, outbox: &Outbox, counters: &Counters) -> io::Error {
+async fn write_out(
+    stream: &RefCell<impl BusStream>,
+    outbox: &Outbox,
+    counters: &Counters,
+) -> io::Error {
     let mut sending = Vec::new();
     loop {
         poll_fn(|cx| outbox.poll_take(cx, &mut sending)).await;
@@ -655,6 +745,10 @@ async fn write_out(stream: &RefCell<TcpStream>, outbox: &Outbox, counters: &Coun
                 }
                 Err(error) => return error,
             }
+        }
+        // A TLS session may keep the end of a batch until flushed (TCP's flush does nothing).
+        if let Err(error) = poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_flush(cx)).await {
+            return error;
         }
         sending.clear();
         if sending.capacity() > KEEP_BUFFER {
@@ -689,7 +783,7 @@ impl FrameReader {
     /// `longest` bytes. `None` on a clean close between frames.
     async fn next(
         &mut self,
-        stream: &RefCell<TcpStream>,
+        stream: &RefCell<impl BusStream>,
         counters: &Counters,
         shortest: usize,
         longest: usize,
@@ -739,7 +833,7 @@ impl FrameReader {
     }
 }
 
-async fn read_some(stream: &RefCell<TcpStream>, buf: &mut [u8]) -> io::Result<usize> {
+async fn read_some(stream: &RefCell<impl BusStream>, buf: &mut [u8]) -> io::Result<usize> {
     poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_read(cx, buf)).await
 }
 
@@ -792,23 +886,44 @@ pub trait Serve {
     ) -> LocalBoxFuture<'static, Result<Vec<u8>, String>>;
 }
 
-/// Hands an accepted connection whose hello names another core to that core, which serves it
+/// Why a connection is handed to another core: a hello naming it (checked and acknowledged:
+/// the socket is positioned right after it), or, under mutual TLS, a route frame naming it
+/// (the socket is positioned at the dialler's TLS client hello; nothing is authenticated yet).
+#[derive(Clone, Debug)]
+pub enum Handoff {
+    Hello(Hello),
+    Tls { target_core: u16 },
+}
+
+impl Handoff {
+    pub fn target_core(&self) -> u16 {
+        match self {
+            Handoff::Hello(hello) => hello.target_core,
+            Handoff::Tls { target_core } => *target_core,
+        }
+    }
+}
+
+/// Hands an accepted connection that names another core to that core, which serves it
 /// with [`serve_adopted`]. Giving the socket back (`Err`) serves it on the accepting core.
-pub type Route = Rc<dyn Fn(Hello, OwnedFd) -> Result<(), OwnedFd>>;
+pub type Route = Rc<dyn Fn(Handoff, OwnedFd) -> Result<(), OwnedFd>>;
 
 /// Serves the bus on `listener` for core `core` until the returned future is dropped, which
 /// also closes every connection it serves and drops their requests in flight.
 ///
 /// Each connection is challenged and its hello read first (exactly, so nothing behind it
-/// leaves the kernel's buffer) and checked against `key`; once acknowledged, a hello for
-/// another core goes to `route`, and a bad one is refused and closed.
+/// leaves the kernel's buffer) and checked against the key; once acknowledged, a hello for
+/// another core goes to `route`, and a bad one is refused and closed. Under mutual TLS the
+/// route frame is read first instead, and the connection goes to `route` before its TLS
+/// handshake.
 pub async fn serve(
     listener: TcpListener,
     core: u16,
-    key: BusKey,
+    security: impl Into<BusSecurity>,
     handler: Rc<dyn Serve>,
     route: Route,
 ) {
+    let security = security.into();
     let accepted = Rc::new(Accepted::default());
     // Accepting runs in a task of its own: glommio's accept future keeps one more clone of
     // its task's waker each time it is polled while pending, so polled on every wake-up of
@@ -823,7 +938,7 @@ pub async fn serve(
             connections.push(accept_connection(
                 stream,
                 core,
-                key.clone(),
+                security.clone(),
                 handler.clone(),
                 route.clone(),
             ));
@@ -872,7 +987,7 @@ async fn accept_loop(listener: TcpListener, accepted: Rc<Accepted>) {
 async fn accept_connection(
     mut stream: TcpStream,
     core: u16,
-    key: BusKey,
+    security: BusSecurity,
     handler: Rc<dyn Serve>,
     route: Route,
 ) {
@@ -881,24 +996,36 @@ async fn accept_connection(
         tracing::debug!(%peer, %error, "cluster link: cannot set socket options, closing");
         return;
     }
-    let hello = match within(HELLO_TIMEOUT, handshake(&mut stream, &key)).await {
-        None => {
-            tracing::debug!(%peer, "cluster link: no hello within {HELLO_TIMEOUT:?}, closing");
-            return;
+    let handoff = if security.tls.is_some() {
+        let target_core = match within(HELLO_TIMEOUT, read_route(&mut stream)).await {
+            None => {
+                tracing::debug!(%peer, "cluster link: no route frame within {HELLO_TIMEOUT:?}");
+                return;
+            }
+            Some(Err(error)) => {
+                tracing::debug!(%peer, %error, "cluster link: closed before its route frame");
+                return;
+            }
+            // Not a node of a cluster with TLS: the dialler expects TLS next, so there is
+            // nothing to tell it in clear.
+            Some(Ok(Err(refusal))) => {
+                SERVED.with(|counters| bump(&counters.failed_connects, 1));
+                log_refusal(&peer, &refusal);
+                return;
+            }
+            Some(Ok(Ok(target_core))) => target_core,
+        };
+        Handoff::Tls { target_core }
+    } else {
+        match authenticate(stream, &peer, &security.key).await {
+            Some((authenticated, hello)) => {
+                stream = authenticated;
+                Handoff::Hello(hello)
+            }
+            None => return,
         }
-        Some(Err(error)) => {
-            tracing::debug!(%peer, %error, "cluster link: connection closed before its hello");
-            return;
-        }
-        Some(Ok(Err(refusal))) => {
-            SERVED.with(|counters| bump(&counters.failed_connects, 1));
-            log_refusal(&peer, &refusal);
-            refuse(stream, &refusal.to_string()).await;
-            return;
-        }
-        Some(Ok(Ok(hello))) => hello,
     };
-    if hello.target_core != core {
+    if handoff.target_core() != core {
         let socket = match socket_of(&stream).try_clone_to_owned() {
             Ok(socket) => socket,
             Err(error) => {
@@ -908,18 +1035,88 @@ async fn accept_connection(
         };
         // The duplicate keeps the socket open; this core lets go of its own descriptor.
         drop(stream);
-        match route(hello.clone(), socket) {
+        match route(handoff.clone(), socket) {
             Ok(()) => return,
             Err(socket) => stream = stream_from(socket),
         }
     }
-    serve_connection(stream, hello, handler).await;
+    serve_handoff(stream, peer, handoff, security, handler).await;
 }
 
-/// Serves a connection another core accepted and routed here (see [`Route`]): `socket` is
-/// positioned right after the hello, whose fields are `hello`, checked and acknowledged.
-pub async fn serve_adopted(socket: OwnedFd, hello: Hello, handler: Rc<dyn Serve>) {
-    serve_connection(stream_from(socket), hello, handler).await;
+/// Serves a connection another core accepted and routed here (see [`Route`]).
+pub async fn serve_adopted(
+    socket: OwnedFd,
+    handoff: Handoff,
+    security: BusSecurity,
+    handler: Rc<dyn Serve>,
+) {
+    let stream = stream_from(socket);
+    let peer = peer_name(&stream);
+    serve_handoff(stream, peer, handoff, security, handler).await;
+}
+
+/// Serves a connection on the core it was meant for: at once after a hello, after the TLS
+/// handshake and the hello inside it after a route frame.
+async fn serve_handoff(
+    stream: TcpStream,
+    peer: String,
+    handoff: Handoff,
+    security: BusSecurity,
+    handler: Rc<dyn Serve>,
+) {
+    let target_core = match handoff {
+        Handoff::Hello(hello) => return serve_connection(stream, &peer, hello, handler).await,
+        Handoff::Tls { target_core } => target_core,
+    };
+    let Some(tls) = &security.tls else {
+        return;
+    };
+    let accepting = futures_rustls::TlsAcceptor::from(tls.server()).accept(stream);
+    let stream = match within(HELLO_TIMEOUT, accepting).await {
+        None => {
+            tracing::debug!(%peer, "cluster link: no TLS handshake within {HELLO_TIMEOUT:?}");
+            return;
+        }
+        Some(Err(error)) => {
+            SERVED.with(|counters| bump(&counters.failed_connects, 1));
+            log_refusal(&peer, &HandshakeError::Tls(error.to_string()));
+            return;
+        }
+        Some(Ok(stream)) => stream,
+    };
+    let Some((stream, hello)) = authenticate(stream, &peer, &security.key).await else {
+        return;
+    };
+    if hello.target_core != target_core {
+        let refusal = HandshakeError::Malformed("the hello names another core than the route");
+        SERVED.with(|counters| bump(&counters.failed_connects, 1));
+        log_refusal(&peer, &refusal);
+        refuse(stream, &refusal.to_string()).await;
+        return;
+    }
+    serve_connection(stream, &peer, hello, handler).await;
+}
+
+/// Runs the acceptor's side of the handshake with its time limit: the stream and the
+/// dialler's hello, or `None` once the connection is refused (and logged) or gone.
+async fn authenticate<S: BusStream>(mut stream: S, peer: &str, key: &BusKey) -> Option<(S, Hello)> {
+    match within(HELLO_TIMEOUT, handshake(&mut stream, key)).await {
+        None => {
+            tracing::debug!(%peer, "cluster link: no hello within {HELLO_TIMEOUT:?}, closing");
+            None
+        }
+        Some(Err(error)) => {
+            tracing::debug!(%peer, %error, "cluster link: connection closed before its hello");
+            None
+        }
+        Some(Ok(Err(refusal))) => {
+            SERVED.with(|counters| bump(&counters.failed_connects, 1));
+            log_refusal(peer, &refusal);
+            refuse(stream, &refusal.to_string()).await;
+            None
+        }
+        Some(Ok(Ok(hello))) => Some((stream, hello)),
+    }
 }
 
 /// A glommio stream taking over a connected TCP socket.
@@ -940,7 +1137,7 @@ fn peer_name(stream: &TcpStream) -> String {
 /// connection: what follows may be served by another core. The inner error is a refusal to
 /// send back.
 async fn handshake(
-    stream: &mut TcpStream,
+    stream: &mut impl BusStream,
     key: &BusKey,
 ) -> io::Result<Result<Hello, HandshakeError>> {
     let server = fresh_nonce()?;
@@ -978,16 +1175,58 @@ async fn handshake(
     Ok(Ok(hello))
 }
 
+/// Under mutual TLS, the acceptor's clear-text step: says TLS is required and reads the
+/// dialler's route frame (exactly: its TLS client hello follows, for the core it names).
+/// The inner error is a refusal, logged and not sent (the dialler expects TLS next).
+async fn read_route(stream: &mut TcpStream) -> io::Result<Result<u16, HandshakeError>> {
+    let mut frame = Vec::new();
+    encode_greeting(&mut frame, TLS_REQUIRED, &[]);
+    send_handshake(stream, &frame).await?;
+    let body = match read_frame_exact(stream).await? {
+        Ok(body) => body,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    let mut cursor = Cursor(&body);
+    if cursor.take(MAGIC.len()) != Some(&MAGIC[..]) {
+        return Ok(Err(HandshakeError::BadMagic));
+    }
+    let (Some(version), Some(status)) = (cursor.u16(), cursor.u8()) else {
+        return Ok(Err(HandshakeError::Malformed("truncated route frame")));
+    };
+    if version != PROTOCOL_VERSION {
+        return Ok(Err(HandshakeError::Version(version)));
+    }
+    match (status, cursor.u16()) {
+        (ROUTE, Some(target_core)) if cursor.0.is_empty() => Ok(Ok(target_core)),
+        _ => Ok(Err(HandshakeError::Malformed(
+            "expected a route frame (a node without tls-cluster?)",
+        ))),
+    }
+}
+
 /// Writes a frame of the acceptor's side of the handshake.
-async fn send_handshake(stream: &mut TcpStream, frame: &[u8]) -> io::Result<()> {
+async fn send_handshake(stream: &mut impl BusStream, frame: &[u8]) -> io::Result<()> {
     stream.write_all(frame).await?;
+    stream.flush().await?;
     SERVED.with(|counters| bump(&counters.bytes_sent, frame.len()));
     Ok(())
 }
 
 /// Reads exactly one hello frame, not a byte more, and returns it with its auth blob. The
 /// inner error is a refusal to send back.
-async fn read_hello(stream: &mut TcpStream) -> io::Result<Result<(Hello, Bytes), HandshakeError>> {
+async fn read_hello(
+    stream: &mut impl BusStream,
+) -> io::Result<Result<(Hello, Bytes), HandshakeError>> {
+    Ok(match read_frame_exact(stream).await? {
+        Ok(body) => Hello::decode(&body),
+        Err(refusal) => Err(refusal),
+    })
+}
+
+/// Reads exactly one handshake frame's body, not a byte more. The inner error is a refusal.
+async fn read_frame_exact(
+    stream: &mut impl BusStream,
+) -> io::Result<Result<Bytes, HandshakeError>> {
     let mut len = [0u8; 4];
     stream.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
@@ -997,16 +1236,20 @@ async fn read_hello(stream: &mut TcpStream) -> io::Result<Result<(Hello, Bytes),
     let mut body = vec![0u8; len];
     stream.read_exact(&mut body).await?;
     SERVED.with(|counters| bump(&counters.bytes_received, 4 + len));
-    Ok(Hello::decode(&Bytes::from(body)))
+    Ok(Ok(Bytes::from(body)))
 }
 
 /// Sends a refusal and closes, draining what the peer pipelined meanwhile (see
 /// `REFUSAL_LINGER`).
-async fn refuse(mut stream: TcpStream, reason: &str) {
+async fn refuse(mut stream: impl BusStream, reason: &str) {
     let mut frame = Vec::new();
     encode_greeting(&mut frame, HELLO_REFUSED, reason.as_bytes());
-    let sent = within(REFUSAL_LINGER, stream.write_all(&frame)).await;
-    if !matches!(sent, Some(Ok(()))) || stream.shutdown(Shutdown::Write).await.is_err() {
+    let sent = within(REFUSAL_LINGER, async {
+        stream.write_all(&frame).await?;
+        stream.close().await
+    })
+    .await;
+    if !matches!(sent, Some(Ok(()))) {
         return;
     }
     let mut sink = vec![0u8; READ_CHUNK];
@@ -1018,8 +1261,12 @@ async fn refuse(mut stream: TcpStream, reason: &str) {
 
 type Answer = LocalBoxFuture<'static, (u64, Result<Vec<u8>, String>)>;
 
-async fn serve_connection(stream: TcpStream, hello: Hello, handler: Rc<dyn Serve>) {
-    let peer = peer_name(&stream);
+async fn serve_connection(
+    stream: impl BusStream,
+    peer: &str,
+    hello: Hello,
+    handler: Rc<dyn Serve>,
+) {
     let counters = SERVED.with(Rc::clone);
     bump(&counters.connects, 1);
     tracing::debug!(%peer, node = hello.node, core = hello.core, "cluster link: peer connected");
@@ -1038,7 +1285,7 @@ async fn serve_connection(stream: TcpStream, hello: Hello, handler: Rc<dyn Serve
 /// requests are handed to the handler, then finished replies are queued, then the writer
 /// sends them — so replies finished in one pass leave in one write.
 async fn run_server_connection(
-    stream: TcpStream,
+    stream: impl BusStream,
     handler: &dyn Serve,
     counters: &Counters,
 ) -> io::Result<()> {
@@ -1065,7 +1312,7 @@ async fn run_server_connection(
 }
 
 async fn read_requests(
-    stream: &RefCell<TcpStream>,
+    stream: &RefCell<impl BusStream>,
     handler: &dyn Serve,
     in_flight: &RefCell<FuturesUnordered<Answer>>,
     counters: &Counters,
@@ -1130,7 +1377,7 @@ pub struct Links {
 
 struct LinksInner {
     local_ip: Option<IpAddr>,
-    key: BusKey,
+    security: BusSecurity,
     me: NodeId,
     core: u16,
     target_core: Cell<u16>,
@@ -1393,11 +1640,16 @@ impl Links {
     /// requiring the same of it). `local_ip`: the address outgoing connections come from (so
     /// a test proxy or firewall can tell nodes on one loopback apart), or `None` to let the
     /// OS pick. Connections ask the peer for its core of the same index.
-    pub fn new(local_ip: Option<IpAddr>, key: BusKey, me: NodeId, core: u16) -> Self {
+    pub fn new(
+        local_ip: Option<IpAddr>,
+        security: impl Into<BusSecurity>,
+        me: NodeId,
+        core: u16,
+    ) -> Self {
         Self {
             inner: Rc::new(LinksInner {
                 local_ip,
-                key,
+                security: security.into(),
                 me,
                 core,
                 target_core: Cell::new(core),
@@ -1538,7 +1790,7 @@ impl Links {
         let task = glommio::spawn_local(drive(
             conn.clone(),
             self.inner.local_ip,
-            self.inner.key.clone(),
+            self.inner.security.clone(),
         ));
         // Replacing a closed connection drops its finished task.
         peer.live = Some(Live {
@@ -1572,14 +1824,14 @@ impl Drop for CloseOnDrop<'_> {
 
 /// Drives one client connection from dialling to its end, then records the outcome for the
 /// backoff and fails the calls still waiting.
-async fn drive(conn: Rc<Conn>, local_ip: Option<IpAddr>, key: BusKey) {
+async fn drive(conn: Rc<Conn>, local_ip: Option<IpAddr>, security: BusSecurity) {
     let closing = CloseOnDrop(&conn);
     // glommio runs a spawned task at once, up to its first await. Step aside first: the
     // call that opened the connection queues its frame before anything is dialled (a
     // refused loopback connect fails without ever waiting).
     yield_now().await;
     let peer = &*conn.peer;
-    let ended = run_client_connection(&conn, peer, local_ip, &key).await;
+    let ended = run_client_connection(&conn, peer, local_ip, &security).await;
     let addr = &conn.addr;
     let now = Instant::now();
     let mut backoff = peer.backoff.borrow_mut();
@@ -1625,7 +1877,7 @@ async fn run_client_connection(
     conn: &Conn,
     peer: &PeerState,
     local_ip: Option<IpAddr>,
-    key: &BusKey,
+    security: &BusSecurity,
 ) -> Ended {
     let dialled = within(CONNECT_TIMEOUT, dial(&conn.addr, local_ip))
         .await
@@ -1636,10 +1888,79 @@ async fn run_client_connection(
             ))
         });
     let stream = match dialled {
-        Ok(stream) => RefCell::new(stream),
+        Ok(stream) => stream,
         Err(error) => return Ended::Unreachable(error.to_string()),
     };
     conn.phase.set(Phase::Connected);
+    let Some(tls) = &security.tls else {
+        return run_connected(stream, conn, peer, &security.key).await;
+    };
+    match within(HELLO_TIMEOUT, start_tls(stream, conn, tls)).await {
+        Some(Ok(stream)) => run_connected(stream, conn, peer, &security.key).await,
+        Some(Err(ended)) => ended,
+        None => Ended::Handshake(format!("no TLS session within {HELLO_TIMEOUT:?}")),
+    }
+}
+
+/// The dialler's side of mutual TLS: reads the peer's `tls-required`, names the core it
+/// wants in a route frame and runs the TLS handshake (in which the peer must show a
+/// certificate of the cluster's CA, and we show ours).
+async fn start_tls(
+    mut stream: TcpStream,
+    conn: &Conn,
+    tls: &BusTls,
+) -> Result<futures_rustls::client::TlsStream<TcpStream>, Ended> {
+    let counters = &conn.peer.counters;
+    let lost = |error: io::Error| Ended::Lost(error.to_string());
+    let body = match read_frame_exact(&mut stream).await.map_err(lost)? {
+        Ok(body) => body,
+        Err(refusal) => return Err(Ended::Handshake(format!("bad greeting: {refusal}"))),
+    };
+    bump(&counters.bytes_received, 4 + body.len());
+    match read_greeting(&body).map_err(Ended::Handshake)? {
+        Greeting::TlsRequired => {}
+        Greeting::Challenge(_) => {
+            return Err(Ended::Handshake(
+                "the peer serves the bus without TLS (tls-cluster is yes here and no there)".into(),
+            ));
+        }
+        Greeting::Refused(why) => {
+            return Err(Ended::Handshake(format!("refused by the peer: {why}")));
+        }
+        Greeting::Accepted(_) => {
+            return Err(Ended::Handshake(
+                "the peer acknowledged a hello before it was sent".into(),
+            ));
+        }
+    }
+    let mut frame = Vec::new();
+    encode_greeting(&mut frame, ROUTE, &conn.hello.target_core.to_be_bytes());
+    stream.write_all(&frame).await.map_err(lost)?;
+    bump(&counters.bytes_sent, frame.len());
+    // Node names are not checked (see `security::tls::bus_configs`): any valid name does.
+    let host = conn
+        .addr
+        .rsplit_once(':')
+        .map_or(&*conn.addr, |(host, _)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let name = ServerName::try_from(host.to_owned())
+        .or_else(|_| ServerName::try_from("tallykv-node"))
+        .map_err(|error| Ended::Handshake(error.to_string()))?;
+    futures_rustls::TlsConnector::from(tls.client())
+        .connect(name, stream)
+        .await
+        .map_err(|error| Ended::Handshake(format!("TLS handshake failed: {error}")))
+}
+
+/// Runs an open connection: the challenge and hello, then requests and replies until it
+/// ends.
+async fn run_connected(
+    stream: impl BusStream,
+    conn: &Conn,
+    peer: &PeerState,
+    key: &BusKey,
+) -> Ended {
+    let stream = RefCell::new(stream);
     let mut reader = FrameReader::new();
     let answered = within(
         HELLO_TIMEOUT,
@@ -1674,7 +1995,7 @@ async fn run_client_connection(
 /// The dialler's first step: reads the peer's challenge and queues our hello, with our
 /// nonce and proof, ahead of the requests queued meanwhile (the writer has not run yet).
 async fn answer_challenge(
-    stream: &RefCell<TcpStream>,
+    stream: &RefCell<impl BusStream>,
     reader: &mut FrameReader,
     conn: &Conn,
     key: &BusKey,
@@ -1688,6 +2009,12 @@ async fn answer_challenge(
         }
         Greeting::Refused(why) => {
             return Err(Ended::Handshake(format!("refused by the peer: {why}")));
+        }
+        Greeting::TlsRequired => {
+            return Err(Ended::Handshake(
+                "the peer serves the bus over TLS only (tls-cluster is yes there and no here)"
+                    .into(),
+            ));
         }
     };
     let client = fresh_nonce().map_err(|error| Ended::Handshake(error.to_string()))?;
@@ -1703,7 +2030,7 @@ async fn answer_challenge(
 
 /// Reads the next frame of the peer's side of the handshake (`what` names it for errors).
 async fn read_handshake(
-    stream: &RefCell<TcpStream>,
+    stream: &RefCell<impl BusStream>,
     reader: &mut FrameReader,
     conn: &Conn,
     what: &str,
@@ -1723,7 +2050,7 @@ async fn read_handshake(
 /// Reads the hello-ack and checks the peer's proof, then hands each response to the call
 /// waiting for it.
 async fn read_replies(
-    stream: &RefCell<TcpStream>,
+    stream: &RefCell<impl BusStream>,
     mut reader: FrameReader,
     conn: &Conn,
     key: &BusKey,
@@ -1743,7 +2070,7 @@ async fn read_replies(
         Ok(Greeting::Refused(why)) => {
             return Ended::Handshake(format!("refused by the peer: {why}"));
         }
-        Ok(Greeting::Challenge(_)) => {
+        Ok(Greeting::Challenge(_) | Greeting::TlsRequired) => {
             return Ended::Handshake("the peer sent a second challenge".into());
         }
         Err(ended) => return ended,
@@ -2660,6 +2987,23 @@ mod tests {
 
     #[test]
     fn a_connection_adopted_by_another_core_serves_everything_pipelined_behind_the_hello() {
+        adopted_connection_serves_everything(key().into(), key().into(), true);
+    }
+
+    #[test]
+    fn under_mutual_tls_a_connection_is_routed_before_its_tls_handshake() {
+        let pki = TestPki::new();
+        adopted_connection_serves_everything(pki.node(), pki.node(), false);
+    }
+
+    /// Core 1 of a server serves a dialler that asked for it, though core 0 accepted the
+    /// connection, in one connection and in order. `one_write`: the hello and every request
+    /// queued before the connection opened leave in a single write.
+    fn adopted_connection_serves_everything(
+        server: BusSecurity,
+        client: BusSecurity,
+        one_write: bool,
+    ) {
         let socket = listening_socket("127.0.0.1:0");
         let addr = socket
             .local_addr()
@@ -2668,19 +3012,20 @@ mod tests {
             .expect("inet")
             .to_string();
         let stop = Arc::new(AtomicBool::new(false));
-        let (adopt, adopted) = std::sync::mpsc::channel::<(Hello, OwnedFd)>();
+        let (adopt, adopted) = std::sync::mpsc::channel::<(Handoff, OwnedFd)>();
+        let adopted_security = server.clone();
 
         let core0 = executor()
             .spawn({
                 let stop = stop.clone();
                 move || async move {
-                    let route: Route = Rc::new(move |hello, socket| {
-                        adopt.send((hello, socket)).map_err(|unsent| unsent.0.1)
+                    let route: Route = Rc::new(move |handoff, socket| {
+                        adopt.send((handoff, socket)).map_err(|unsent| unsent.0.1)
                     });
                     let serving = serve(
                         listener_from(socket),
                         0,
-                        key(),
+                        server,
                         Rc::new(Tagged(b'0')),
                         route,
                     );
@@ -2696,11 +3041,18 @@ mod tests {
                     let mut connections = Vec::new();
                     while !stop.load(Ordering::Relaxed) {
                         match adopted.try_recv() {
-                            Ok((hello, socket)) => {
-                                assert_eq!((hello.node, hello.core, hello.target_core), (2, 0, 1));
+                            Ok((handoff, socket)) => {
+                                match &handoff {
+                                    Handoff::Hello(hello) => assert_eq!(
+                                        (hello.node, hello.core, hello.target_core),
+                                        (2, 0, 1)
+                                    ),
+                                    Handoff::Tls { target_core } => assert_eq!(*target_core, 1),
+                                }
                                 connections.push(glommio::spawn_local(serve_adopted(
                                     socket,
-                                    hello,
+                                    handoff,
+                                    adopted_security.clone(),
                                     handler.clone(),
                                 )));
                             }
@@ -2712,7 +3064,7 @@ mod tests {
             .expect("core 1");
 
         run(|| async {
-            let links = Links::new(None, key(), 2, 0);
+            let links = Links::new(None, client, 2, 0);
             links.set_target_core(1);
             // Queued before the connection's task first runs: the hello and all twenty
             // requests leave in one write and reach core 0 together.
@@ -2723,11 +3075,228 @@ mod tests {
                 assert_eq!(reply, Ok(Bytes::from(format!("1:req-{i}"))));
             }
             let peer = peer_stats(&links, &addr);
-            assert_eq!(peer.stats.writes, 1);
+            if one_write {
+                assert_eq!(peer.stats.writes, 1);
+            }
             assert_eq!(peer.stats.frames_received, 20);
         });
         stop.store(true, Ordering::Relaxed);
         core0.join().expect("core 0 ran");
         core1.join().expect("core 1 ran");
+    }
+
+    /// A cluster CA and the files of two node certificates signed by it, plus one signed by
+    /// another CA, for the bus's mutual TLS.
+    struct TestPki {
+        dir: tempfile::TempDir,
+    }
+
+    impl TestPki {
+        fn new() -> TestPki {
+            use rcgen::{
+                BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+                KeyPair, KeyUsagePurpose,
+            };
+            let dir = tempfile::tempdir().expect("temp dir");
+            let write = |name: &str, text: &str| {
+                std::fs::write(dir.path().join(name), text).expect("write PEM");
+            };
+            let ca = |name: &str| {
+                let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA");
+                params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+                params.distinguished_name.push(DnType::CommonName, name);
+                params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+                let key = KeyPair::generate().expect("CA key");
+                let cert = params.self_signed(&key).expect("CA cert");
+                (cert.pem(), Issuer::new(params, key))
+            };
+            let node = |issuer: &Issuer<'static, KeyPair>, file: &str| {
+                // A name no dialler asks for: node names are not checked, the CA is.
+                let mut params =
+                    CertificateParams::new(vec!["node.example".to_string()]).expect("leaf");
+                params.distinguished_name.push(DnType::CommonName, file);
+                params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+                params.extended_key_usages = vec![
+                    ExtendedKeyUsagePurpose::ServerAuth,
+                    ExtendedKeyUsagePurpose::ClientAuth,
+                ];
+                let key = KeyPair::generate().expect("leaf key");
+                let cert = params.signed_by(&key, issuer).expect("leaf cert");
+                write(&format!("{file}.crt"), &cert.pem());
+                write(&format!("{file}.key"), &key.serialize_pem());
+            };
+            let (ca_pem, issuer) = ca("cluster CA");
+            write("ca.crt", &ca_pem);
+            node(&issuer, "node");
+            let (other_pem, other) = ca("another CA");
+            write("other-ca.crt", &other_pem);
+            node(&other, "stranger");
+            TestPki { dir }
+        }
+
+        fn settings(&self, cert: &str, ca: &str) -> crate::security::tls::TlsSettings {
+            let path = |name: &str| self.dir.path().join(name).display().to_string();
+            crate::security::tls::TlsSettings {
+                cert_file: path(&format!("{cert}.crt")),
+                key_file: path(&format!("{cert}.key")),
+                ca_cert_file: path(ca),
+                ..Default::default()
+            }
+        }
+
+        fn security(&self, cert: &str, ca: &str) -> BusSecurity {
+            let (server, client) =
+                crate::security::tls::bus_configs(&self.settings(cert, ca)).expect("bus TLS");
+            BusSecurity {
+                key: key(),
+                tls: Some(BusTls::new(server, client)),
+            }
+        }
+
+        /// A node of the cluster.
+        fn node(&self) -> BusSecurity {
+            self.security("node", "ca.crt")
+        }
+    }
+
+    fn start_server_with(security: BusSecurity, handler: Rc<dyn Serve>) -> (String, Task<()>) {
+        let listener = listen("127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr").to_string();
+        (
+            addr,
+            glommio::spawn_local(serve(listener, 0, security, handler, no_route())),
+        )
+    }
+
+    #[test]
+    fn mutual_tls_serves_nodes_of_the_cluster_ca() {
+        let pki = TestPki::new();
+        run(|| async move {
+            let (addr, _server) = start_server_with(pki.node(), Rc::new(Echo::default()));
+            let links = Links::new(None, pki.node(), 1, 0);
+            // Large enough for several TLS records each way.
+            let body = vec![b'x'; 100_000];
+            for _ in 0..3 {
+                let reply = links
+                    .call(&addr, 1, 0, request(0, &body), 10 * SECOND)
+                    .await;
+                assert_eq!(reply, Ok(reversed(&body)));
+            }
+            assert_eq!(peer_stats(&links, &addr).stats.connects, 1);
+        });
+    }
+
+    #[test]
+    fn mutual_tls_refuses_a_certificate_of_another_ca_either_way() {
+        let pki = TestPki::new();
+        run(|| async move {
+            let (addr, _server) = start_server_with(pki.node(), Rc::new(Echo::default()));
+            // A dialler whose certificate another CA signed (it trusts ours).
+            let stranger = Links::new(None, pki.security("stranger", "ca.crt"), 1, 0);
+            let refused = stranger
+                .call(&addr, 1, 0, request(0, b"hi"), 10 * SECOND)
+                .await;
+            assert!(
+                matches!(&refused, Err(BusError::Handshake(_))),
+                "{refused:?}"
+            );
+            assert!(served_stats().failed_connects >= 1);
+            // A server whose certificate another CA signed: our dialler refuses it.
+            let (fake, _fake_server) = start_server_with(
+                pki.security("stranger", "other-ca.crt"),
+                Rc::new(Echo::default()),
+            );
+            let member = Links::new(None, pki.node(), 1, 0);
+            let refused = member
+                .call(&fake, 1, 0, request(0, b"hi"), 10 * SECOND)
+                .await;
+            let Err(BusError::Handshake(why)) = &refused else {
+                panic!("{refused:?}");
+            };
+            assert!(why.contains("TLS handshake failed"), "{why}");
+            // The right certificate but another cluster's secret: TLS passes, the proof not.
+            let other_cluster = BusSecurity {
+                key: another_key(),
+                ..pki.node()
+            };
+            let outsider = Links::new(None, other_cluster, 1, 0);
+            let refused = outsider
+                .call(&addr, 1, 0, request(0, b"hi"), 10 * SECOND)
+                .await;
+            let Err(BusError::Handshake(why)) = &refused else {
+                panic!("{refused:?}");
+            };
+            assert!(why.contains("authentication failed"), "{why}");
+        });
+    }
+
+    #[test]
+    fn a_node_with_tls_and_one_without_say_so_at_once() {
+        let pki = TestPki::new();
+        run(|| async move {
+            let (tls_addr, _tls) = start_server_with(pki.node(), Rc::new(Echo::default()));
+            let (plain_addr, _plain) = start_server(Rc::new(Echo::default()));
+            let plain = Links::new(None, key(), 1, 0);
+            let refused = plain
+                .call(&tls_addr, 1, 0, request(0, b"hi"), 10 * SECOND)
+                .await;
+            let Err(BusError::Handshake(why)) = &refused else {
+                panic!("{refused:?}");
+            };
+            assert!(why.contains("over TLS only"), "{why}");
+            let tls = Links::new(None, pki.node(), 1, 0);
+            let refused = tls
+                .call(&plain_addr, 1, 0, request(0, b"hi"), 10 * SECOND)
+                .await;
+            let Err(BusError::Handshake(why)) = &refused else {
+                panic!("{refused:?}");
+            };
+            assert!(why.contains("without TLS"), "{why}");
+        });
+    }
+
+    #[test]
+    fn bus_tls_needs_a_ca_and_takes_the_client_certificate_when_given() {
+        let pki = TestPki::new();
+        let no_ca = crate::security::tls::TlsSettings {
+            ca_cert_file: String::new(),
+            ..pki.settings("node", "ca.crt")
+        };
+        let error = crate::security::tls::bus_configs(&no_ca)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("tls-cluster yes needs tls-ca-cert-file"),
+            "{error}"
+        );
+        let half = crate::security::tls::TlsSettings {
+            client_cert_file: pki.settings("stranger", "ca.crt").cert_file,
+            ..pki.settings("node", "ca.crt")
+        };
+        let error = crate::security::tls::bus_configs(&half)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("tls-client-key-file is not"), "{error}");
+        // The dialler shows tls-client-cert-file: the stranger's, which the server refuses.
+        let stranger_client = crate::security::tls::TlsSettings {
+            client_key_file: pki.settings("stranger", "ca.crt").key_file,
+            ..half
+        };
+        let (server, client) = crate::security::tls::bus_configs(&stranger_client).expect("TLS");
+        run(|| async move {
+            let (addr, _server) = start_server_with(pki.node(), Rc::new(Echo::default()));
+            let security = BusSecurity {
+                key: key(),
+                tls: Some(BusTls::new(server, client)),
+            };
+            let links = Links::new(None, security, 1, 0);
+            let refused = links
+                .call(&addr, 1, 0, request(0, b"hi"), 10 * SECOND)
+                .await;
+            assert!(
+                matches!(&refused, Err(BusError::Handshake(_))),
+                "{refused:?}"
+            );
+        });
     }
 }

@@ -11,7 +11,10 @@
 //! - core 0, while this node leads the meta group, plans one replica move at a time (off
 //!   leaving nodes first, then toward an even spread) and commits it as a new map once the
 //!   previous move is done everywhere, removes a leaving node from the map once it holds
-//!   nothing, and hands leaderships over while they stay unevenly spread.
+//!   nothing, and hands leaderships over while they stay unevenly spread;
+//! - core 0 keeps the map's entry for this node naming its TLS port (`tls-port`), which the
+//!   map computed from `cluster-peers` cannot know: it asks the meta leader to commit it
+//!   while the map says otherwise.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
@@ -29,10 +32,13 @@ use super::topology::Layout;
 use super::types::{GroupId, NodeId};
 
 impl Host {
-    /// Starts this core's membership loop.
+    /// Starts this core's membership loop (on core 0, the TLS port's announcement too).
     pub fn spawn_membership(self: &Rc<Self>) {
         let me = self.clone();
         let tick = Duration::from_millis((self.node.timeout_ms / 2).clamp(100, 500));
+        if self.raft(META).is_some() {
+            self.spawn_announce(tick);
+        }
         glommio::spawn_local(async move {
             loop {
                 glommio::timer::sleep(tick).await;
@@ -40,6 +46,30 @@ impl Host {
                     return;
                 }
                 me.membership_round().await;
+            }
+        })
+        .detach();
+    }
+
+    /// Core 0: while the map names another TLS port for this node than the one it serves,
+    /// asks the meta leader to commit its own (a task of its own, so an unreachable leader
+    /// holds up nothing else).
+    fn spawn_announce(self: &Rc<Self>, tick: Duration) {
+        let me = self.clone();
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(tick).await;
+                let Some(core) = me.core_rc() else { return };
+                let Some(boot) = core.shared.cluster_boot.get() else {
+                    return;
+                };
+                let tls_port = boot.me.tls_port;
+                if me.node.me().tls_port == tls_port {
+                    continue;
+                }
+                if let Err(e) = admin::announce(&me, tls_port).await {
+                    tracing::debug!("cluster map: TLS port not announced yet: {e}");
+                }
             }
         })
         .detach();

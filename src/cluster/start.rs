@@ -19,7 +19,7 @@ use futures::future::LocalBoxFuture;
 
 use super::admin::{self, Call, HelloReply};
 use super::host::Host;
-use super::link::{self, BusKey, Hello, Links, Serve};
+use super::link::{self, BusKey, BusSecurity, BusTls, Handoff, Links, Serve};
 use super::logstore::WalPump;
 use super::meta::{self, META};
 use super::net::KIND_ADMIN;
@@ -43,7 +43,7 @@ pub struct Boot {
     /// Outgoing bus connections come from here (the first specific bind address).
     pub local_ip: Option<IpAddr>,
     /// What every bus connection's two ends prove they hold (`cluster-secret`).
-    bus_key: BusKey,
+    bus: BusSecurity,
     /// This node's id and the map computed from `cluster-peers`, if listed there.
     initial: Option<(NodeId, Layout)>,
     /// Set while the node waits for a CLUSTER MEET (the Join call).
@@ -73,7 +73,7 @@ fn announced_host(shared: &Shared) -> String {
 /// Checks the cluster settings and the bus port before anything starts (a clear error now
 /// rather than a node that never joins); with `cluster-peers`, assigns the slot groups to the
 /// cores.
-pub fn prepare(shared: &Arc<Shared>) -> Result<(), String> {
+pub fn prepare(shared: &Arc<Shared>, bus_tls: Option<Arc<BusTls>>) -> Result<(), String> {
     let c = &shared.config.cluster;
     if !shared.config.runtime.appendonly() {
         return Err(
@@ -143,11 +143,17 @@ pub fn prepare(shared: &Arc<Shared>) -> Result<(), String> {
         .ok()
         .filter(|ip| !ip.is_unspecified());
     // The bus authenticates every peer on the shared secret (the configuration refuses a
-    // cluster node without one). `tls-cluster yes` will be the other way: mutual TLS.
+    // cluster node without one), inside mutual TLS with `tls-cluster yes`.
     if c.secret.is_empty() {
         return Err("cluster-enabled yes needs a cluster-secret".to_string());
     }
-    let bus_key = BusKey::new(c.secret.expose());
+    if bus_tls.is_some() {
+        tracing::info!("cluster bus: mutual TLS (tls-cluster yes)");
+    }
+    let bus = BusSecurity {
+        key: BusKey::new(c.secret.expose()),
+        tls: bus_tls,
+    };
     let (tx, rx) = oneshot::channel();
     let boot = Boot {
         me: NodeInfo {
@@ -155,10 +161,11 @@ pub fn prepare(shared: &Arc<Shared>) -> Result<(), String> {
             host,
             port,
             bus_port: announced_bus_port,
+            tls_port: shared.config.runtime.tls_port(),
         },
         bus_addr,
         local_ip,
-        bus_key,
+        bus,
         initial,
         joiner: Mutex::new(Some(tx)),
         joined: Mutex::new(Some(rx)),
@@ -322,26 +329,35 @@ pub fn serve_bus(core: &Rc<Core>) -> Result<(), String> {
         core: Rc::downgrade(core),
     });
     let router = Rc::downgrade(core);
-    let route: link::Route = Rc::new(move |hello: Hello, fd: OwnedFd| {
+    let security = boot.bus.clone();
+    let route: link::Route = Rc::new(move |handoff: Handoff, fd: OwnedFd| {
         let Some(core) = router.upgrade() else {
             return Err(fd);
         };
-        let target = (hello.target_core as usize).min(core.cores() - 1);
+        let target = (handoff.target_core() as usize).min(core.cores() - 1);
         if target == core.id {
             return Err(fd);
         }
+        let security = security.clone();
         core.spawn_on(target, move |core| {
             Box::pin(async move {
                 let handler: Rc<dyn Serve> = Rc::new(BusServe {
                     core: Rc::downgrade(&core),
                 });
-                link::serve_adopted(fd, hello, handler).await;
+                link::serve_adopted(fd, handoff, security, handler).await;
             })
         });
         Ok(())
     });
-    let key = boot.bus_key.clone();
-    glommio::spawn_local(link::serve(listener, core.id as u16, key, handler, route)).detach();
+    let security = boot.bus.clone();
+    glommio::spawn_local(link::serve(
+        listener,
+        core.id as u16,
+        security,
+        handler,
+        route,
+    ))
+    .detach();
     Ok(())
 }
 
@@ -481,7 +497,7 @@ async fn start_core(
     );
     let links = Rc::new(Links::new(
         boot.local_ip,
-        boot.bus_key.clone(),
+        boot.bus.clone(),
         node.id,
         core.id as u16,
     ));

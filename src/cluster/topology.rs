@@ -88,6 +88,9 @@ impl Layout {
                     host,
                     port,
                     bus_port,
+                    // Not in `cluster-peers`: each node announces its own once the cluster
+                    // has formed (see `membership`).
+                    tls_port: 0,
                 },
             );
         }

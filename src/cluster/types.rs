@@ -17,7 +17,7 @@ pub type NodeId = u64;
 pub type GroupId = u16;
 
 /// How clients and peers reach a node.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct NodeInfo {
     /// The 40-hex node name CLUSTER NODES / MYID show.
     pub name: String,
@@ -27,6 +27,9 @@ pub struct NodeInfo {
     pub port: u16,
     /// Node-to-node (bus) port.
     pub bus_port: u16,
+    /// TLS client port (`tls-port`; 0: none). Last, so that encoding version 1, which ends
+    /// before it, reads as a prefix (see `Deserialize` below).
+    pub tls_port: u16,
 }
 
 impl NodeInfo {
@@ -35,9 +38,67 @@ impl NodeInfo {
         join_host_port(&self.host, self.bus_port)
     }
 
-    /// `host:port`, where clients are redirected.
-    pub fn client_addr(&self) -> String {
-        join_host_port(&self.host, self.port)
+    /// The port a client is told to use: for a client on TLS the TLS port, for the others the
+    /// plain one (Valkey's rule, so each reaches the node the way it reached this one). When
+    /// the node has no port of that kind, its other port: a node always has one, a port 0 is
+    /// of no use to anyone, and a map that does not know a node's TLS port yet (it is
+    /// announced once the node is a member, see `membership`) then still names a port.
+    pub fn client_port(&self, tls: bool) -> u16 {
+        let (wanted, other) = if tls {
+            (self.tls_port, self.port)
+        } else {
+            (self.port, self.tls_port)
+        };
+        if wanted != 0 { wanted } else { other }
+    }
+
+    /// `host:port` a client is redirected to (see [`NodeInfo::client_port`]).
+    pub fn client_addr(&self, tls: bool) -> String {
+        join_host_port(&self.host, self.client_port(tls))
+    }
+}
+
+/// Written by hand: the bytes of encoding version 1 end before `tls_port`, and postcard (not
+/// self-describing) cannot tell, so the version `wire::decode` is reading picks the layout.
+impl<'de> Deserialize<'de> for NodeInfo {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        /// NodeInfo as encoding version 1 wrote it.
+        #[derive(Deserialize)]
+        #[serde(rename = "NodeInfo")]
+        struct V1 {
+            name: String,
+            host: String,
+            port: u16,
+            bus_port: u16,
+        }
+        /// NodeInfo as this build writes it.
+        #[derive(Deserialize)]
+        #[serde(rename = "NodeInfo")]
+        struct V2 {
+            name: String,
+            host: String,
+            port: u16,
+            bus_port: u16,
+            tls_port: u16,
+        }
+        if super::wire::decoding_version() == 1 {
+            let n = V1::deserialize(d)?;
+            return Ok(NodeInfo {
+                name: n.name,
+                host: n.host,
+                port: n.port,
+                bus_port: n.bus_port,
+                tls_port: 0,
+            });
+        }
+        let n = V2::deserialize(d)?;
+        Ok(NodeInfo {
+            name: n.name,
+            host: n.host,
+            port: n.port,
+            bus_port: n.bus_port,
+            tls_port: n.tls_port,
+        })
     }
 }
 
@@ -137,3 +198,25 @@ pub type LeaderId = openraft::impls::leader_id_adv::LeaderId<u64, NodeId>;
 pub type Membership = openraft::type_config::alias::StoredMembershipOf<TypeConfig>;
 pub type Raft = openraft::Raft<TypeConfig, super::sm::GroupSm>;
 pub type ClientWriteResult = openraft::raft::ClientWriteResult<TypeConfig>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_is_told_the_port_of_its_kind_else_the_other() {
+        let mut n = NodeInfo {
+            host: "::1".into(),
+            port: 7000,
+            tls_port: 7443,
+            ..NodeInfo::default()
+        };
+        assert_eq!(n.client_addr(false), "[::1]:7000");
+        assert_eq!(n.client_addr(true), "[::1]:7443");
+        n.tls_port = 0; // no TLS, or not announced yet
+        assert_eq!(n.client_port(true), 7000);
+        n.tls_port = 7443;
+        n.port = 0; // TLS only
+        assert_eq!(n.client_port(false), 7443);
+    }
+}

@@ -5,6 +5,11 @@
 //! whose replicas are its other voters, so cluster-aware clients route by themselves. A node
 //! leads some groups and follows others; CLUSTER NODES, which has one line per node, shows a
 //! node as a primary with the slots of the groups it leads.
+//!
+//! Ports follow Valkey's rule: a client connected over TLS is shown each node's TLS port, any
+//! other client its plain port, in CLUSTER SLOTS and NODES as in MOVED (see
+//! `NodeInfo::client_port` for a node without a port of that kind); CLUSTER SHARDS lists
+//! both, as `port` and `tls-port`, each when the node has it.
 
 use std::fmt::Write;
 
@@ -141,11 +146,12 @@ pub fn info_text(c: Option<&ClusterNode>) -> String {
     )
 }
 
-/// One node of a CLUSTER SLOTS range: endpoint, port, id, and metadata (its hostname).
-fn slots_node(out: &mut Out, n: &NodeInfo) {
+/// One node of a CLUSTER SLOTS range: endpoint, port (the TLS one for a client on `tls`), id,
+/// and metadata (its hostname).
+fn slots_node(out: &mut Out, n: &NodeInfo, tls: bool) {
     out.array(4);
     out.bulk(n.host.as_bytes());
-    out.int(n.port as i64);
+    out.int(n.client_port(tls) as i64);
     out.bulk(n.name.as_bytes());
     if is_ip(&n.host) {
         out.map(0);
@@ -165,6 +171,7 @@ fn slots_node(out: &mut Out, n: &NodeInfo) {
 /// every replica with its role, per shard.
 pub fn slots(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
     let Some(c) = node(ctx) else { return };
+    let tls = ctx.client.info.tls;
     let mut out = Out::new(ctx.out.resp3);
     out.array(c.group_count());
     let map = c.layout();
@@ -177,6 +184,7 @@ pub fn slots(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
         slots_node(
             &mut out,
             map.nodes.get(&primary(&c, &map, g)).unwrap_or(&default),
+            tls,
         );
     }
     ctx.out.raw(&out.buf);
@@ -201,11 +209,16 @@ pub fn shards(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
         for id in std::iter::once(p).chain(replicas(&c, &map, g)) {
             let n = map.nodes.get(&id).unwrap_or(&default);
             let hostname = !is_ip(&n.host);
-            out.map(if hostname { 8 } else { 7 });
+            // Each port the node has (Valkey: at least one of the two).
+            let ports = [(&b"port"[..], n.port), (b"tls-port", n.tls_port)];
+            let ports = ports.iter().filter(|(_, p)| *p != 0);
+            out.map(6 + ports.clone().count() + hostname as usize);
             out.bulk(b"id");
             out.bulk(n.name.as_bytes());
-            out.bulk(b"port");
-            out.int(n.port as i64);
+            for (name, port) in ports {
+                out.bulk(name);
+                out.int(*port as i64);
+            }
             out.bulk(b"ip");
             out.bulk(n.host.as_bytes());
             out.bulk(b"endpoint");
@@ -228,13 +241,14 @@ pub fn shards(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
 
 pub fn nodes(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
     let Some(c) = node(ctx) else { return };
-    let text = nodes_text(&c);
+    let text = nodes_text(&c, ctx.client.info.tls);
     ctx.out.verbatim(text.as_bytes());
 }
 
 /// CLUSTER NODES: one line per node; a node leading groups is a primary with their slots,
-/// one leading none is shown as a replica of the leader of its first group.
-pub fn nodes_text(c: &ClusterNode) -> String {
+/// one leading none is shown as a replica of the leader of its first group. `tls`: asked by
+/// a client on TLS (each node's TLS port is shown).
+pub fn nodes_text(c: &ClusterNode, tls: bool) -> String {
     let mut text = String::new();
     let map = c.layout();
     for (&id, n) in &map.nodes {
@@ -265,7 +279,7 @@ pub fn nodes_text(c: &ClusterNode) -> String {
             "{} {}:{}@{}{} {myself}{role} {master} 0 0 {epoch} connected",
             n.name,
             n.host,
-            n.port,
+            n.client_port(tls),
             n.bus_port,
             if is_ip(&n.host) {
                 String::new()

@@ -702,8 +702,8 @@ impl Loader {
             });
         }
         // The bus is never open to whoever reaches it: a cluster node authenticates its peers
-        // with cluster-secret. (`tls-cluster yes`, mutual TLS, will be the other way; this is
-        // where it will be accepted instead of a secret.)
+        // with cluster-secret, with `tls-cluster yes` too (a certificate from the CA proves a
+        // node of the organisation; the secret, one of this cluster).
         if cfg.cluster.enabled && cfg.cluster.secret.is_empty() {
             return Err(ConfigError::General {
                 reason: "cluster-enabled yes needs a cluster-secret: the nodes prove to each \

@@ -296,6 +296,11 @@ impl Runtime {
         }
     }
 
+    /// `tls-cluster`: mutual TLS on the cluster bus.
+    pub fn tls_cluster(&self) -> bool {
+        self.flag(Key::TlsCluster)
+    }
+
     /// `tls-port`: 0 means no TLS listener.
     pub fn tls_port(&self) -> u16 {
         self.num(Key::TlsPort) as u16
@@ -317,6 +322,9 @@ impl Runtime {
             session_caching: self.flag(Key::TlsSessionCaching),
             session_cache_size: to_usize(self.num(Key::TlsSessionCacheSize)),
             session_cache_timeout: Duration::from_secs(self.num(Key::TlsSessionCacheTimeout)),
+            client_cert_file: self.text(Key::TlsClientCertFile),
+            client_key_file: self.text(Key::TlsClientKeyFile),
+            client_key_file_pass: self.text(Key::TlsClientKeyFilePass),
         }
     }
 

@@ -700,6 +700,40 @@ directives! {
         default: "300",
     }
 
+    /// Mutual TLS on the cluster bus: every node-to-node connection is TLS, both ends
+    /// show a certificate signed by the CA of tls-ca-cert-file / tls-ca-cert-dir (a
+    /// peer without one cannot connect), and cluster-secret is still proven inside the
+    /// session. Every node of a cluster must say the same. Startup only.
+    TlsCluster {
+        name: "tls-cluster",
+        access: Immutable,
+        kind: Bool,
+        default: "no",
+    }
+
+    /// The certificate and key a node shows when it dials a peer under tls-cluster
+    /// yes (tls-client-key-file-pass for an encrypted key); empty: tls-cert-file and
+    /// tls-key-file. Reloaded by CONFIG SET like the other tls-* files.
+    TlsClientCertFile {
+        name: "tls-client-cert-file",
+        access: Mutable,
+        kind: Str,
+        default: "",
+    }
+    TlsClientKeyFile {
+        name: "tls-client-key-file",
+        access: Mutable,
+        kind: Str,
+        default: "",
+    }
+    TlsClientKeyFilePass {
+        name: "tls-client-key-file-pass",
+        access: Mutable,
+        sensitive: true,
+        kind: Str,
+        default: "",
+    }
+
     /// Cluster mode: every group of hash slots is a Raft group replicated on
     /// cluster-replication-factor nodes, so an acknowledged write survives the loss
     /// of any minority of them. Clients use the Redis Cluster protocol (MOVED).

@@ -40,6 +40,9 @@ pub struct Op {
     /// A script's caller when its ACL user is restricted (`redis.call` checks each command
     /// against it); None for any other op, and for a caller allowed everything.
     pub user: Option<crate::security::acl::Caller>,
+    /// Its client is connected over TLS: a MOVED refusing it names the TLS port (see
+    /// `routing::refusal_text`).
+    pub tls: bool,
 }
 
 pub const NO_STATS: u32 = u32::MAX;

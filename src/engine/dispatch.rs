@@ -100,6 +100,8 @@ pub struct Dispatcher {
     prepared: bool,
     /// The database of the command being dispatched (the client's, as SELECT left it).
     pub(super) db: u32,
+    /// The client of the command being dispatched is on TLS (see `Op::tls`).
+    tls: bool,
     /// The client's ACL user when restricted (None: allowed everything), for the script ops
     /// this dispatcher builds (see `Op::user`).
     user: Option<crate::security::acl::Caller>,
@@ -125,6 +127,7 @@ impl Dispatcher {
             holding: None,
             prepared: false,
             db: 0,
+            tls: false,
             user: None,
         }
     }
@@ -371,6 +374,7 @@ impl Dispatcher {
                     cmd_id,
                     db: self.db,
                     user: self.op_user(flags),
+                    tls: self.tls,
                 }],
                 self.now,
                 &mut self.local,
@@ -387,6 +391,7 @@ impl Dispatcher {
                 cmd_id,
                 db: self.db,
                 user,
+                tls: self.tls,
             });
             Part::Remote {
                 round: self.rounds.len() as u32,
@@ -414,6 +419,7 @@ impl Dispatcher {
             cmd_id,
             db: self.db,
             user: self.op_user(flags),
+            tls: self.tls,
         };
         let out = std::mem::take(&mut self.local);
         let ran = core.execute_or_pause(vec![op], self.now, out, Vec::new(), self.gate_id());
@@ -449,6 +455,7 @@ impl Dispatcher {
 
     async fn dispatch(&mut self, core: &Rc<Core>, client: &mut Client, mut args: Vec<Bytes>) {
         self.db = client.db;
+        self.tls = client.info.tls;
         // A transaction holding this core's gate, or a script paused here, runs first (see
         // `gate`, `pause`).
         if core.gate.blocks(self.gate_id()) {
@@ -847,7 +854,7 @@ impl Dispatcher {
             Exec::Shard(f) | Exec::Multi(f, _) => f,
             _ => unreachable!("only keyed commands are routed"),
         };
-        match routing::route(cluster, def, &args, client.readonly) {
+        match routing::route(cluster, def, &args, client.readonly, client.info.tls) {
             // A keyless shard command: runs here.
             None => {
                 let part = self.route(core, core.id, exec, args, def.flags, cmd_id);
@@ -878,6 +885,7 @@ impl Dispatcher {
                         cmd_id,
                         db: self.db,
                         user: self.op_user(def.flags),
+                        tls: self.tls,
                     },
                 );
                 self.slots.push(Slot::One(part));
@@ -960,6 +968,7 @@ impl Dispatcher {
                     cmd_id,
                     db: self.db,
                     user: None,
+                    tls: self.tls,
                 };
                 self.queue_for_group(core, cluster, g, op)
             })
@@ -1257,7 +1266,7 @@ impl Dispatcher {
         }
         if let Some(cluster) = core.shared.cluster()
             && let Some(routing::Route::Refuse(e)) =
-                routing::route(cluster, def, &args, client.readonly)
+                routing::route(cluster, def, &args, client.readonly, client.info.tls)
         {
             self.local.error(&e);
             doom(client);

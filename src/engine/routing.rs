@@ -27,12 +27,15 @@ pub enum Route {
 
 pub const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
 
-/// The route of a command with keys at `positions` of `args`.
+/// The route of a command with keys at `positions` of `args`, from a client that sent
+/// READONLY (`readonly_client`) and is connected over TLS or not (`tls_client`: which port a
+/// MOVED names).
 pub fn route(
     cluster: &ClusterNode,
     def: &CommandDef,
     args: &[Bytes],
     readonly_client: bool,
+    tls_client: bool,
 ) -> Option<Route> {
     let mut positions = def.keys.positions(args);
     let slot = key_slot(&args[positions.next()?]);
@@ -51,14 +54,15 @@ pub fn route(
         return Some(Route::LocalRead);
     }
     Some(Route::Refuse(match leader {
-        Some(id) => moved(cluster, slot as usize, id),
+        Some(id) => moved(cluster, slot as usize, id, tls_client),
         None => no_leader(g),
     }))
 }
 
-fn moved(cluster: &ClusterNode, slot: usize, leader: u64) -> String {
+/// MOVED to `leader`, at its TLS port for a client on TLS (see `NodeInfo::client_port`).
+fn moved(cluster: &ClusterNode, slot: usize, leader: u64, tls: bool) -> String {
     match cluster.node(leader) {
-        Some(n) => format!("MOVED {slot} {}", n.client_addr()),
+        Some(n) => format!("MOVED {slot} {}", n.client_addr(tls)),
         None => CLUSTERDOWN.to_string(),
     }
 }
@@ -84,7 +88,7 @@ pub fn refusal_text(cluster: Option<&ClusterNode>, op: &Op, why: &Refusal) -> St
     let g = cluster.map_or(0, |c| c.group_of(slot));
     match why {
         Refusal::Moved(id) => match cluster {
-            Some(c) => moved(c, slot, *id),
+            Some(c) => moved(c, slot, *id, op.tls),
             None => CLUSTERDOWN.to_string(),
         },
         Refusal::NoLeader => no_leader(g),
@@ -134,6 +138,7 @@ pub async fn refuse_growing<'a>(
             cmd_id: op.cmd_id,
             db: op.db,
             user: op.user.clone(),
+            tls: op.tls,
         })
         .collect();
     let ran = if rest.is_empty() {

@@ -130,6 +130,8 @@ fn guard_op(client: u64, keys: &[WatchedKey], core: usize) -> Option<Op> {
         cmd_id: super::core::NO_STATS,
         db: 0,
         user: None,
+        // Rebuilt with the client's before it is queued for a slot group (see `tx_op`).
+        tls: false,
     })
 }
 
@@ -285,7 +287,9 @@ impl Dispatcher {
                 Exec::Shard(f) | Exec::Multi(f, _) if def.flags & flags::BLOCKING == 0 => f,
                 _ => return Err(queued),
             };
-            let Some(Route::Group(_)) = routing::route(cluster, def, args, client.readonly) else {
+            let Some(Route::Group(_)) =
+                routing::route(cluster, def, args, client.readonly, client.info.tls)
+            else {
                 return Err(queued);
             };
             slots.extend(keys_of(def, args).iter().map(|k| key_slot(k)));
@@ -303,6 +307,7 @@ impl Dispatcher {
         let mut parts = Vec::with_capacity(queued.len() + guarded as usize);
         let mut first = true;
         let db = client.db;
+        let tls = client.info.tls;
         // A queued script carries its caller's user when restricted (see `Op::user`).
         let user = client.script_caller(&core.shared);
         let mut tx_op = |exec, args, flags: u32, cmd_id| {
@@ -322,6 +327,7 @@ impl Dispatcher {
                 } else {
                     None
                 },
+                tls,
             }
         };
         if let Some(op) = guard {
@@ -349,7 +355,9 @@ impl Dispatcher {
             let def = registry().def(lookup(b"watch").expect("watch is in the table"));
             let mut args = vec![Bytes::from_static(b"watch")];
             args.extend(keys.iter().cloned());
-            if let Some(Route::Refuse(e)) = routing::route(cluster, def, &args, client.readonly) {
+            if let Some(Route::Refuse(e)) =
+                routing::route(cluster, def, &args, client.readonly, client.info.tls)
+            {
                 self.local.error(&e);
                 return;
             }
@@ -443,7 +451,9 @@ async fn exec(core: &Rc<Core>, client: &mut Client, queued: Vec<Vec<Bytes>>, out
                         .unwrap_or_default(),
                 ];
                 let def = registry().def(lookup(b"get").expect("get is in the table"));
-                if let Some(Route::Refuse(e)) = routing::route(cluster, def, &probe, false) {
+                if let Some(Route::Refuse(e)) =
+                    routing::route(cluster, def, &probe, false, client.info.tls)
+                {
                     out.error(&e);
                     return;
                 }

@@ -11,11 +11,17 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{ServerName, UnixTime};
 use rustls::server::{NoServerSessionStorage, StoresServerSessions, WebPkiClientVerifier};
-use rustls::{CipherSuite, RootCertStore, ServerConfig, SupportedProtocolVersion};
+use rustls::{
+    CertificateError, CipherSuite, ClientConfig, DigitallySignedStruct, RootCertStore,
+    ServerConfig, SignatureScheme, SupportedProtocolVersion,
+};
 
 use crate::config::TlsAuthClients;
 
@@ -41,24 +47,35 @@ pub struct TlsSettings {
     pub session_caching: bool,
     pub session_cache_size: usize,
     pub session_cache_timeout: Duration,
+    /// `tls-client-cert-file`, `tls-client-key-file` and `tls-client-key-file-pass`: what
+    /// the node shows as a client on its outgoing bus connections (`tls-cluster yes`);
+    /// empty: the server certificate and key.
+    pub client_cert_file: String,
+    pub client_key_file: String,
+    pub client_key_file_pass: String,
 }
 
 /// Why the TLS configuration cannot be used; each reads as the start-up error an operator
 /// sees.
 #[derive(Debug)]
 pub enum TlsError {
-    /// `tls-port` is set without a certificate or key.
-    MissingFile { directive: &'static str },
+    /// `tls-port` (or `tls-cluster yes`: `needed_by`) is set without a certificate or key.
+    MissingFile {
+        directive: &'static str,
+        needed_by: &'static str,
+    },
     /// A file could not be read, or holds nothing usable.
     File {
         directive: &'static str,
         path: PathBuf,
         reason: String,
     },
-    /// `tls-key-file` holds an encrypted key and `tls-key-file-pass` is empty.
-    EncryptedKey,
+    /// The key file (`directive`) holds an encrypted key and its pass directive is empty.
+    EncryptedKey { directive: &'static str },
     /// `tls-auth-clients yes|optional` with no CA to check certificates against.
     NoCa { auth: TlsAuthClients },
+    /// `tls-cluster yes` with no CA to check the other nodes' certificates against.
+    BusNoCa,
     /// A `tls-protocols` entry rustls does not offer (TLSv1, TLSv1.1) or does not know.
     Protocol { name: String },
     /// `tls-protocols` is given but names nothing.
@@ -77,21 +94,27 @@ impl fmt::Display for TlsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Failed to configure TLS: ")?;
         match self {
-            TlsError::MissingFile { directive } => {
-                write!(f, "tls-port is set but {directive} is not")
-            }
+            TlsError::MissingFile {
+                directive,
+                needed_by,
+            } => write!(f, "{needed_by} is set but {directive} is not"),
             TlsError::File {
                 directive,
                 path,
                 reason,
             } => write!(f, "{directive} '{}': {reason}", path.display()),
-            TlsError::EncryptedKey => {
-                f.write_str("tls-key-file holds an encrypted key but tls-key-file-pass is empty")
-            }
+            TlsError::EncryptedKey { directive } => write!(
+                f,
+                "{directive} holds an encrypted key but {directive}-pass is empty"
+            ),
             TlsError::NoCa { auth } => write!(
                 f,
                 "tls-auth-clients {auth} needs tls-ca-cert-file or tls-ca-cert-dir \
                  (or tls-auth-clients no)"
+            ),
+            TlsError::BusNoCa => f.write_str(
+                "tls-cluster yes needs tls-ca-cert-file or tls-ca-cert-dir: the CA that signs \
+                 every node's certificate",
             ),
             TlsError::Protocol { name } => match name.to_ascii_lowercase().as_str() {
                 "tlsv1" | "tlsv1.0" | "tlsv1.1" => write!(
@@ -372,37 +395,22 @@ fn ca_roots(s: &TlsSettings) -> Result<RootCertStore, TlsError> {
 /// The rustls server configuration the `tls-*` directives describe, or the start-up error
 /// that explains why there is none. Called once, before any core starts.
 pub fn server_config(s: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
-    if s.cert_file.is_empty() {
-        return Err(TlsError::MissingFile {
-            directive: "tls-cert-file",
-        });
-    }
-    if s.key_file.is_empty() {
-        return Err(TlsError::MissingFile {
-            directive: "tls-key-file",
-        });
-    }
+    server_config_for(s, "tls-port")
+}
+
+/// [`server_config`], with `needed_by` named by the error for a missing certificate or key.
+fn server_config_for(
+    s: &TlsSettings,
+    needed_by: &'static str,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let versions = protocol_versions(&s.protocols)?;
     let provider = Arc::new(provider(s)?);
-
-    let cert_pem = read("tls-cert-file", &s.cert_file)?;
-    let chain = certificates("tls-cert-file", Path::new(&s.cert_file), &cert_pem)?;
-    let key_pem = read("tls-key-file", &s.key_file)?;
-    let key = match encrypted_key(&s.key_file, &key_pem, &s.key_file_pass)? {
-        Some(key) => key,
-        None => PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::File {
-            directive: "tls-key-file",
-            path: PathBuf::from(&s.key_file),
-            reason: match e {
-                rustls::pki_types::pem::Error::NoItemsFound => {
-                    "holds no PEM private key (PKCS#8, PKCS#1 or SEC1, or an encrypted PKCS#8 \
-                 key with tls-key-file-pass)"
-                        .to_string()
-                }
-                e => format!("not a PEM private key ({e})"),
-            },
-        })?,
-    };
+    let (chain, key) = identity(
+        ("tls-cert-file", &s.cert_file),
+        ("tls-key-file", &s.key_file),
+        &s.key_file_pass,
+        needed_by,
+    )?;
 
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions)
@@ -447,6 +455,150 @@ pub fn server_config(s: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
     Ok(Arc::new(config))
 }
 
+/// A certificate chain and its private key, read from the files two directives name
+/// (`pass` decrypts an encrypted key); `needed_by` is what requires them, for the error
+/// when one is not set.
+fn identity(
+    (cert_directive, cert_file): (&'static str, &str),
+    (key_directive, key_file): (&'static str, &str),
+    pass: &str,
+    needed_by: &'static str,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    for (directive, file) in [(cert_directive, cert_file), (key_directive, key_file)] {
+        if file.is_empty() {
+            return Err(TlsError::MissingFile {
+                directive,
+                needed_by,
+            });
+        }
+    }
+    let cert_pem = read(cert_directive, cert_file)?;
+    let chain = certificates(cert_directive, Path::new(cert_file), &cert_pem)?;
+    let key_pem = read(key_directive, key_file)?;
+    let key = match encrypted_key(key_directive, key_file, &key_pem, pass)? {
+        Some(key) => key,
+        None => PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::File {
+            directive: key_directive,
+            path: PathBuf::from(key_file),
+            reason: match e {
+                rustls::pki_types::pem::Error::NoItemsFound => format!(
+                    "holds no PEM private key (PKCS#8, PKCS#1 or SEC1, or an encrypted PKCS#8 \
+                     key with {key_directive}-pass)"
+                ),
+                e => format!("not a PEM private key ({e})"),
+            },
+        })?,
+    };
+    Ok((chain, key))
+}
+
+/// The two sides of the cluster bus's mutual TLS (`tls-cluster yes`), as Valkey has it: the
+/// server side requires a client certificate signed by the CA whatever `tls-auth-clients`
+/// says, and the client side shows `tls-client-cert-file` (or the server certificate) and
+/// checks the peer's certificate against the same CA. Node names are not checked against
+/// the certificate (Valkey does not either): the cluster's CA is what makes a node, and
+/// `cluster-secret`, still proven inside the TLS session, ties it to this cluster.
+pub fn bus_configs(s: &TlsSettings) -> Result<(Arc<ServerConfig>, Arc<ClientConfig>), TlsError> {
+    const NEEDED_BY: &str = "tls-cluster";
+    if s.ca_cert_file.is_empty() && s.ca_cert_dir.is_empty() {
+        return Err(TlsError::BusNoCa);
+    }
+    let server = server_config_for(
+        &TlsSettings {
+            auth_clients: TlsAuthClients::Yes,
+            ..s.clone()
+        },
+        NEEDED_BY,
+    )?;
+    let (chain, key) = if s.client_cert_file.is_empty() && s.client_key_file.is_empty() {
+        identity(
+            ("tls-cert-file", &s.cert_file),
+            ("tls-key-file", &s.key_file),
+            &s.key_file_pass,
+            NEEDED_BY,
+        )?
+    } else {
+        identity(
+            ("tls-client-cert-file", &s.client_cert_file),
+            ("tls-client-key-file", &s.client_key_file),
+            &s.client_key_file_pass,
+            "tls-client-cert-file or tls-client-key-file",
+        )?
+    };
+    let versions = protocol_versions(&s.protocols)?;
+    let provider = Arc::new(provider(s)?);
+    let roots = Arc::new(ca_roots(s)?);
+    let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+        .build()
+        .map_err(|e| TlsError::Rustls {
+            what: "tls-ca-cert-file/tls-ca-cert-dir",
+            reason: e.to_string(),
+        })?;
+    let client = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&versions)
+        .map_err(|e| TlsError::Rustls {
+            what: "tls-protocols with tls-ciphers/tls-ciphersuites",
+            reason: e.to_string(),
+        })?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyNodeName(verifier)))
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| TlsError::Rustls {
+            what: "tls-client-cert-file/tls-client-key-file (or tls-cert-file/tls-key-file)",
+            reason: e.to_string(),
+        })?;
+    Ok((server, Arc::new(client)))
+}
+
+/// Checks a node's certificate as webpki does (chain to the CA, validity, key usage, the
+/// handshake's signature) but accepts it whatever names it holds: see [`bus_configs`].
+#[derive(Debug)]
+struct AnyNodeName(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for AnyNodeName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        // webpki checks the name last, after the chain: a name error means all else held.
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            verified => verified,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
 /// The key of `tls-key-file` when it is an encrypted PKCS#8 key (`-----BEGIN ENCRYPTED
 /// PRIVATE KEY-----`, as `openssl pkcs8 -topk8 -v2 aes-256-cbc` writes it), decrypted with
 /// `tls-key-file-pass` (RustCrypto's pkcs8: PBES2 with PBKDF2 or scrypt, AES-CBC); None for
@@ -454,12 +606,13 @@ pub fn server_config(s: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
 /// OpenSSL-specific encrypted PEM (`Proc-Type: 4,ENCRYPTED`) is refused, saying how to
 /// convert it.
 fn encrypted_key(
+    directive: &'static str,
     path: &str,
     pem: &[u8],
     pass: &str,
 ) -> Result<Option<PrivateKeyDer<'static>>, TlsError> {
     let failed = |reason: String| TlsError::File {
-        directive: "tls-key-file",
+        directive,
         path: PathBuf::from(path),
         reason,
     };
@@ -475,14 +628,16 @@ fn encrypted_key(
         return Ok(None);
     };
     if pass.is_empty() {
-        return Err(TlsError::EncryptedKey);
+        return Err(TlsError::EncryptedKey { directive });
     }
     let (_, doc) = pkcs8::der::Document::from_pem(&text[start..])
         .map_err(|e| failed(format!("not an encrypted PKCS#8 PEM key ({e})")))?;
     let encrypted = pkcs8::EncryptedPrivateKeyInfo::try_from(doc.as_bytes())
         .map_err(|e| failed(format!("not an encrypted PKCS#8 key ({e})")))?;
     let plain = encrypted.decrypt(pass.as_bytes()).map_err(|_| {
-        failed("cannot be decrypted with tls-key-file-pass (a wrong passphrase?)".to_string())
+        failed(format!(
+            "cannot be decrypted with {directive}-pass (a wrong passphrase?)"
+        ))
     })?;
     Ok(Some(PrivateKeyDer::Pkcs8(plain.as_bytes().to_vec().into())))
 }

@@ -28,6 +28,8 @@ struct Socket {
     peer: Option<std::net::SocketAddr>,
     local: Option<std::net::SocketAddr>,
     fd: i32,
+    /// Whether the connection came in on the TLS port.
+    tls: bool,
     /// The subject of the client's certificate, when it showed one over TLS.
     tls_subject: Option<String>,
 }
@@ -40,6 +42,7 @@ pub async fn serve(core: Rc<Core>, stream: TcpStream, tls: Option<Arc<rustls::Se
         peer: stream.peer_addr().ok(),
         local: stream.local_addr().ok(),
         fd: stream.as_raw_fd(),
+        tls: tls.is_some(),
         tls_subject: None,
     };
     let _ = stream.set_nodelay(true);
@@ -113,6 +116,7 @@ where
         id: shared.next_client_id.fetch_add(1, Relaxed),
         addr: peer.map(|p| p.to_string()).unwrap_or_default(),
         laddr: socket.local.map(|a| a.to_string()).unwrap_or_default(),
+        tls: socket.tls,
         tls_subject: socket.tls_subject,
         fd: socket.fd,
         created_ms: now,

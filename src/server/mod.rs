@@ -36,15 +36,20 @@ pub fn run(config: Config) -> Result<(), String> {
     let tls_port = config.runtime.tls_port();
     let tls = match tls_port {
         0 => None,
-        _ => {
-            let cell = tls::TlsCell::new(
-                crate::security::tls::server_config(&config.runtime.tls())
-                    .map_err(|e| e.to_string())?,
-            );
-            tls::watch_config(&config.runtime, cell.clone());
-            Some(cell)
-        }
+        _ => Some(tls::TlsCell::new(
+            crate::security::tls::server_config(&config.runtime.tls())
+                .map_err(|e| e.to_string())?,
+        )),
     };
+    // Mutual TLS on the cluster bus (`tls-cluster yes`), whether or not clients get TLS.
+    let bus_tls = if config.cluster.enabled && config.runtime.tls_cluster() {
+        let (server, client) =
+            crate::security::tls::bus_configs(&config.runtime.tls()).map_err(|e| e.to_string())?;
+        Some(crate::cluster::link::BusTls::new(server, client))
+    } else {
+        None
+    };
+    tls::watch_config(&config.runtime, tls.clone(), bus_tls.clone());
     // `port 0` with a tls-port serves TLS only, as in Valkey.
     let port = if config.port == 0 && tls_port != 0 {
         0
@@ -74,7 +79,7 @@ pub fn run(config: Config) -> Result<(), String> {
         rt.requirepass().as_deref(),
     )?;
     if shared.config.cluster.enabled {
-        crate::cluster::start::prepare(&shared)?;
+        crate::cluster::start::prepare(&shared, bus_tls)?;
         // Until the data dir says whether the cluster committed other users (see
         // `engine::users::load_stored`), nobody authenticates.
         shared.acl.seal();

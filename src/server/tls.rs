@@ -29,12 +29,21 @@ impl TlsCell {
     }
 }
 
-/// Reloads `cell` from the configuration after every `CONFIG SET` of a `tls-*` directive,
-/// as Valkey does: certificates and keys are read again, so a renewed certificate takes
-/// effect without a restart. A configuration that does not build (a missing file, a key
-/// that does not match) fails the CONFIG SET, which puts the old values back; the reason
-/// goes to the log.
-pub fn watch_config(runtime: &Arc<crate::config::Runtime>, cell: Arc<TlsCell>) {
+/// Reloads the TLS configurations from the configuration after every `CONFIG SET` of a
+/// `tls-*` directive, as Valkey does: certificates and keys are read again, so a renewed
+/// certificate takes effect without a restart — on the client port (`client`) and on the
+/// cluster bus (`bus`, `tls-cluster yes`). Both are built before either is swapped in, so a
+/// configuration that does not build (a missing file, a key that does not match) changes
+/// neither: it fails the CONFIG SET, which puts the old values back; the reason goes to the
+/// log.
+pub fn watch_config(
+    runtime: &Arc<crate::config::Runtime>,
+    client: Option<Arc<TlsCell>>,
+    bus: Option<Arc<crate::cluster::link::BusTls>>,
+) {
+    if client.is_none() && bus.is_none() {
+        return;
+    }
     let rt = Arc::downgrade(runtime);
     runtime.on_apply(move |names| {
         let Some(blame) = names.iter().find(|n| n.starts_with("tls-")) else {
@@ -43,9 +52,26 @@ pub fn watch_config(runtime: &Arc<crate::config::Runtime>, cell: Arc<TlsCell>) {
         let Some(rt) = rt.upgrade() else {
             return Ok(());
         };
-        match crate::security::tls::server_config(&rt.tls()) {
-            Ok(config) => {
-                *cell.0.write().unwrap_or_else(PoisonError::into_inner) = config;
+        let settings = rt.tls();
+        let built = client
+            .as_ref()
+            .map(|_| crate::security::tls::server_config(&settings))
+            .transpose()
+            .and_then(|client| {
+                let bus = bus
+                    .as_ref()
+                    .map(|_| crate::security::tls::bus_configs(&settings))
+                    .transpose()?;
+                Ok((client, bus))
+            });
+        match built {
+            Ok((new_client, new_bus)) => {
+                if let (Some(cell), Some(config)) = (&client, new_client) {
+                    *cell.0.write().unwrap_or_else(PoisonError::into_inner) = config;
+                }
+                if let (Some(cell), Some((server, client))) = (&bus, new_bus) {
+                    cell.replace(server, client);
+                }
                 tracing::info!("TLS configuration reloaded");
                 Ok(())
             }

@@ -9,6 +9,9 @@
 //! unless the test gave a node another ([`Cluster::add_joiner_with_secret`]). Every process is killed on drop; when the
 //! test panics, the tail of each node's log is printed and the directory is kept.
 //!
+//! A TLS cluster ([`Cluster::start_tls`]) gives each node a `tls-port` beside its client port
+//! (the test passes the certificate directives).
+//!
 //! A partitionable cluster ([`Cluster::start_partitionable`]) puts node `i` on its own
 //! loopback address 127.0.0.(i+1) and its real bus on another port, with a [`NetProxy`]
 //! listening where its peers dial (client port + 10000): the proxy can cut links between
@@ -34,6 +37,10 @@ const PORT_RANGE: Range<u16> = 10000..20000;
 /// Real bus ports of a partitionable cluster's nodes (behind the proxy): below both ranges
 /// above.
 const REAL_BUS_RANGE: Range<u16> = 2000..10000;
+
+/// TLS client ports of a cluster from [`Cluster::start_tls`]: above the bus ports, below the
+/// ephemeral range.
+const TLS_RANGE: Range<u16> = 30000..32768;
 
 /// Ports this test process has handed out (its tests may run in parallel).
 static USED_PORTS: Mutex<Vec<u16>> = Mutex::new(Vec::new());
@@ -71,6 +78,20 @@ fn pick_ports(hosts: &[String], real_bus: bool) -> Vec<(u16, Option<u16>)> {
         };
         used.push(p);
         ports.push((p, bus));
+    }
+    ports
+}
+
+/// A TLS port for each of `hosts`, free on that host a moment ago (see [`TLS_RANGE`]).
+fn pick_tls_ports(hosts: &[String]) -> Vec<u16> {
+    let mut used = USED_PORTS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut ports = Vec::with_capacity(hosts.len());
+    while ports.len() < hosts.len() {
+        let p = fastrand::u16(TLS_RANGE);
+        if !used.contains(&p) && bindable(&hosts[ports.len()], p) {
+            used.push(p);
+            ports.push(p);
+        }
     }
     ports
 }
@@ -141,6 +162,8 @@ struct Node {
     port: u16,
     /// Where its bus really listens, behind the proxy (None: client port + 10000, direct).
     real_bus: Option<u16>,
+    /// Its `tls-port` (None: no TLS).
+    tls_port: Option<u16>,
     dir: PathBuf,
     log: PathBuf,
     /// None once killed.
@@ -153,6 +176,8 @@ struct Node {
     joiner: bool,
     /// Its config file, which holds its `cluster-secret` (kept out of the command line).
     conf: PathBuf,
+    /// Arguments of this node alone, after the cluster's.
+    args: Vec<String>,
 }
 
 pub struct Cluster {
@@ -175,17 +200,23 @@ impl Cluster {
     /// every node reports `cluster_state:ok` and all agree on each group's leader. Retries on
     /// fresh ports if a node dies at startup (most likely a port taken meanwhile).
     pub fn start(n: usize, extra: &[&str]) -> Cluster {
-        Self::launch(n, extra, false)
+        Self::launch(n, extra, false, false)
+    }
+
+    /// Like [`Cluster::start`], with a `tls-port` for each node (see [`Cluster::tls_port`]);
+    /// `extra` holds the certificate directives.
+    pub fn start_tls(n: usize, extra: &[&str]) -> Cluster {
+        Self::launch(n, extra, false, true)
     }
 
     /// Like [`Cluster::start`], with node `i` bound to 127.0.0.(i+1) and every bus link
     /// through a [`NetProxy`] (see [`Cluster::proxy`]).
     pub fn start_partitionable(n: usize, extra: &[&str]) -> Cluster {
         assert!(n < 255, "one loopback address per node");
-        Self::launch(n, extra, true)
+        Self::launch(n, extra, true, false)
     }
 
-    fn launch(n: usize, extra: &[&str], partitionable: bool) -> Cluster {
+    fn launch(n: usize, extra: &[&str], partitionable: bool, tls: bool) -> Cluster {
         for attempt in 1..=3 {
             let root = tempfile::tempdir().expect("temp dir");
             let hosts: Vec<String> = (0..n)
@@ -198,6 +229,11 @@ impl Cluster {
                 })
                 .collect();
             let ports = pick_ports(&hosts, partitionable);
+            let tls_ports: Vec<Option<u16>> = if tls {
+                pick_tls_ports(&hosts).into_iter().map(Some).collect()
+            } else {
+                vec![None; n]
+            };
             let proxy = if partitionable {
                 let proxied: Vec<ProxiedNode> = hosts
                     .iter()
@@ -230,14 +266,16 @@ impl Cluster {
             let nodes = hosts
                 .into_iter()
                 .zip(ports)
+                .zip(tls_ports)
                 .enumerate()
-                .map(|(i, (host, (port, real_bus)))| {
+                .map(|(i, ((host, (port, real_bus)), tls_port))| {
                     let dir = root.path().join(format!("node{i}"));
                     std::fs::create_dir(&dir).expect("node dir");
                     Node {
                         host,
                         port,
                         real_bus,
+                        tls_port,
                         dir,
                         log: root.path().join(format!("node{i}.log")),
                         child: None,
@@ -245,6 +283,7 @@ impl Cluster {
                         name: String::new(),
                         joiner: false,
                         conf: node_conf(root.path(), i, &secret),
+                        args: Vec::new(),
                     }
                 })
                 .collect();
@@ -298,6 +337,12 @@ impl Cluster {
 
     /// [`Cluster::add_joiner`] with `secret` (one word) as the node's `cluster-secret`.
     pub fn add_joiner_with_secret(&mut self, secret: &str) -> usize {
+        self.add_joiner_with(secret, &[])
+    }
+
+    /// [`Cluster::add_joiner_with_secret`], with `args` after the cluster's arguments (the
+    /// last of a directive given twice wins).
+    pub fn add_joiner_with(&mut self, secret: &str, args: &[&str]) -> usize {
         assert!(self.proxy.is_none(), "joiners are not proxied");
         let i = self.nodes.len();
         let host = "127.0.0.1".to_string();
@@ -310,6 +355,7 @@ impl Cluster {
             host,
             port,
             real_bus,
+            tls_port: None,
             dir,
             log: root.join(format!("node{i}.log")),
             child: None,
@@ -317,6 +363,7 @@ impl Cluster {
             name: String::new(),
             joiner: true,
             conf,
+            args: args.iter().map(|a| a.to_string()).collect(),
         });
         self.spawn(i);
         assert!(
@@ -358,6 +405,11 @@ impl Cluster {
 
     pub fn ports(&self) -> Vec<u16> {
         self.nodes.iter().map(|n| n.port).collect()
+    }
+
+    /// Node `i`'s `tls-port` (a cluster from [`Cluster::start_tls`]).
+    pub fn tls_port(&self, i: usize) -> u16 {
+        self.nodes[i].tls_port.expect("a node of a TLS cluster")
     }
 
     /// The address node `i` binds and announces (127.0.0.1 unless partitionable).
@@ -578,6 +630,9 @@ impl Cluster {
                     &(node.port + 10000).to_string(),
                 ]);
         }
+        if let Some(tls_port) = node.tls_port {
+            command.args(["--tls-port", &tls_port.to_string()]);
+        }
         let child = command
             .arg("--dir")
             .arg(&node.dir)
@@ -590,6 +645,7 @@ impl Cluster {
             .args(["--loglevel", "notice", "--logfile"])
             .arg(&node.log)
             .args(&self.args)
+            .args(&node.args)
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()

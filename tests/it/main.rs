@@ -38,5 +38,6 @@ mod smoke;
 mod snapshot_stream;
 mod strings;
 mod tls;
+mod tls_cluster;
 mod transactions;
 mod zsets;

@@ -19,19 +19,19 @@ use rcgen::{
 use redis::{ClientTlsConfig, TlsCertificates};
 
 /// PEM text of a certificate and its key.
-struct Pem {
+pub(crate) struct Pem {
     cert: String,
     key: String,
 }
 
 /// A test PKI in a temporary directory: a CA, a server certificate for 127.0.0.1 and
 /// localhost, a client certificate, and a client certificate from a CA the server does not
-/// trust.
-struct Pki {
+/// trust. (`tls_cluster` uses it too.)
+pub(crate) struct Pki {
     dir: tempfile::TempDir,
     ca: String,
     server: Pem,
-    client: Pem,
+    pub(crate) client: Pem,
     stranger: Pem,
 }
 
@@ -67,7 +67,7 @@ fn leaf(issuer: &Issuer<'static, KeyPair>, names: &[&str], usage: ExtendedKeyUsa
 }
 
 impl Pki {
-    fn new() -> Pki {
+    pub(crate) fn new() -> Pki {
         let (ca, issuer) = new_ca("tallykv test CA");
         let server = leaf(
             &issuer,
@@ -100,12 +100,12 @@ impl Pki {
         self.dir.path().join(name)
     }
 
-    fn arg(&self, name: &str) -> String {
+    pub(crate) fn arg(&self, name: &str) -> String {
         self.path(name).to_string_lossy().into_owned()
     }
 
     /// The directives of a server with this PKI's certificate, key and CA.
-    fn server_args(&self) -> Vec<String> {
+    pub(crate) fn server_args(&self) -> Vec<String> {
         vec![
             "--tls-cert-file".into(),
             self.arg("server.crt"),
@@ -117,18 +117,20 @@ impl Pki {
     }
 
     /// A redis-rs client of the TLS port, trusting this CA, showing `cert` if given.
-    fn client(&self, port: u16, cert: Option<&Pem>) -> redis::Client {
-        redis::Client::build_with_tls(
-            format!("rediss://127.0.0.1:{port}/"),
-            TlsCertificates {
-                client_tls: cert.map(|c| ClientTlsConfig {
-                    client_cert: c.cert.as_bytes().to_vec(),
-                    client_key: c.key.as_bytes().to_vec(),
-                }),
-                root_cert: Some(self.ca.as_bytes().to_vec()),
-            },
-        )
-        .expect("TLS client")
+    pub(crate) fn client(&self, port: u16, cert: Option<&Pem>) -> redis::Client {
+        redis::Client::build_with_tls(format!("rediss://127.0.0.1:{port}/"), self.certs(cert))
+            .expect("TLS client")
+    }
+
+    /// What a redis-rs client trusts (this CA) and shows (`cert`, if given).
+    pub(crate) fn certs(&self, cert: Option<&Pem>) -> TlsCertificates {
+        TlsCertificates {
+            client_tls: cert.map(|c| ClientTlsConfig {
+                client_cert: c.cert.as_bytes().to_vec(),
+                client_key: c.key.as_bytes().to_vec(),
+            }),
+            root_cert: Some(self.ca.as_bytes().to_vec()),
+        }
     }
 }
 
