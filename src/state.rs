@@ -65,6 +65,8 @@ pub struct Shared {
     pub scripts: crate::command::script::Scripts,
     /// ACL users (`requirepass` is the default user's password).
     pub acl: Arc<crate::security::acl::Users>,
+    /// `card-pan-guard`: plaintext card numbers in writes.
+    pub pan_guard: Arc<crate::security::pan_guard::PanGuard>,
     pub memory: Memory,
     pub started: Instant,
     pub started_unix_ms: u64,
@@ -104,6 +106,7 @@ impl Shared {
         let now = crate::util::now_ms();
         let databases = config.effective_databases() as usize;
         // INFO shows the absolute path, or nothing without a file (as Valkey).
+        let pan_guard = crate::security::pan_guard::PanGuard::new(&config.runtime);
         let config_file = config
             .config_file
             .as_ref()
@@ -143,6 +146,7 @@ impl Shared {
             watching_clients: AtomicUsize::new(0),
             scripts: crate::command::script::Scripts::new(cores),
             acl: users,
+            pan_guard,
             memory: Memory::new(),
             started: Instant::now(),
             started_unix_ms: now,
@@ -323,5 +327,8 @@ impl crate::command::NodeView for Shared {
 
     fn scripts(&self) -> &crate::command::script::Scripts {
         &self.scripts
+    }
+    fn pan_guard(&self) -> Option<&crate::security::pan_guard::PanGuard> {
+        Some(&self.pan_guard)
     }
 }

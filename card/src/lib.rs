@@ -18,7 +18,9 @@ pub mod fingerprint;
 pub mod keyring;
 pub mod mask;
 pub mod pan;
+#[cfg(feature = "redis")]
 pub mod redis_ext;
+#[cfg(feature = "redis")]
 pub mod rewrap;
 pub mod seal;
 
@@ -29,5 +31,6 @@ pub use fingerprint::{Fingerprint, FingerprintKey};
 pub use keyring::{KeyId, KeyProvider, Keyring, KeyringError};
 pub use mask::MaskPolicy;
 pub use pan::{Pan, PanError};
+#[cfg(feature = "redis")]
 pub use redis_ext::{Sealable, SealedFieldError, SealedFields};
 pub use seal::{Envelope, SealError, Sealer};

@@ -239,6 +239,11 @@ pub trait NodeView {
     }
     /// The node's Lua scripts (the cache and what runs where).
     fn scripts(&self) -> &script::Scripts;
+    /// `card-pan-guard`, for what a command stores that its arguments alone do not show
+    /// (APPEND's and SETRANGE's result, a script's writes); None: not guarded.
+    fn pan_guard(&self) -> Option<&crate::security::pan_guard::PanGuard> {
+        None
+    }
 }
 
 /// What a shard command sees: its core's shard, the time, the reply buffer, the node view.

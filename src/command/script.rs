@@ -400,6 +400,18 @@ fn call_from_script(mut argv: Vec<Vec<u8>>) -> CommandOutcome {
     if super::key_too_long(def, &args) {
         return refuse(&format!("-{}", super::key_too_long_error()));
     }
+    if write
+        && let Some(guard) = node.pan_guard()
+        && let Some(finding) = guard.inspect(def, &args)
+    {
+        let verdict = CALLER.with(|c| match &*c.borrow() {
+            Some(caller) => guard.decide(&finding, "lua", &caller.user.name, &caller.client.addr),
+            None => guard.decide(&finding, "lua", "", ""),
+        });
+        if verdict == crate::security::pan_guard::Verdict::Refuse {
+            return refuse(&format!("-{}", crate::security::pan_guard::REFUSED));
+        }
+    }
     for p in def.keys.positions(&args) {
         let key = &args[p];
         let slot = key_slot(key);

@@ -423,6 +423,7 @@ fn stats_section(shared: &Shared, out: &mut String) {
     let s = |f: fn(&crate::shard::ShardStats) -> u64| shared.sum_shards(f);
     let c = |f: fn(&crate::metrics::CoreStats) -> u64| shared.sum_cores(f);
     let denied = shared.acl.denied_counts();
+    let guard = shared.pan_guard.counts();
     let _ = write!(
         out,
         "# Stats\r\n\
@@ -455,7 +456,9 @@ fn stats_section(shared: &Shared, out: &mut String) {
          acl_access_denied_auth:{}\r\n\
          acl_access_denied_cmd:{}\r\n\
          acl_access_denied_key:{}\r\n\
-         acl_access_denied_channel:0\r\n",
+         acl_access_denied_channel:0\r\n\
+         card_pan_guard_warnings:{}\r\n\
+         card_pan_guard_refusals:{}\r\n",
         c(|x| x.connections_received.get()),
         c(|x| x.commands_processed.get()),
         crate::metrics::stats::ops_per_sec(),
@@ -473,6 +476,8 @@ fn stats_section(shared: &Shared, out: &mut String) {
         denied[0],
         denied[1],
         denied[2],
+        guard.0,
+        guard.1,
     );
 }
 
@@ -658,6 +663,7 @@ pub fn config_resetstat(ctx: &mut ConnCtx<'_>, _args: &[Bytes]) {
     }
     crate::shard::lazyfree::reset_stats();
     ctx.shared.acl.reset_denied_counts();
+    ctx.shared.pan_guard.reset_counts();
     if crate::security::audit::enabled() {
         audit_config(ctx, "resetstat", &[]);
     }

@@ -383,11 +383,69 @@ fn current_len_for_write(ctx: &mut Ctx<'_>, key: &[u8]) -> Result<Option<usize>,
 
 const TOO_BIG: &str = "ERR string exceeds maximum allowed size (proto-max-bulk-len)";
 
+/// Bytes of the stored string on either side of a change that the PAN guard looks at, beyond
+/// the longest grouped card number (19 digits, 18 separators); extended over a run of digits
+/// that goes on, so a run is judged whole.
+const GUARD_MARGIN: usize = 40;
+/// How far the margin extends over a run of digits at most.
+const GUARD_RUN_LIMIT: usize = 4096;
+
+fn digit_or_separator(b: u8) -> bool {
+    b.is_ascii_digit() || b == b' ' || b == b'-'
+}
+
+/// `card-pan-guard` on APPEND's or SETRANGE's result: `data` written at `offset` of the
+/// string stored at `key`, judged with the stored bytes around it (the arguments alone were
+/// judged before the command ran). True when the write must not happen (the refusal is
+/// already in the reply).
+fn pan_in_result(ctx: &mut Ctx<'_>, key: &[u8], offset: usize, data: &[u8]) -> bool {
+    let Some(guard) = ctx.node.pan_guard().filter(|g| g.on()) else {
+        return false;
+    };
+    let mut scratch = itoa::Buffer::new();
+    let old: &[u8] = match ctx.shard.get_read(key, ctx.now) {
+        Some(e) => string_bytes(e.value(), &mut scratch).unwrap_or(b""),
+        None => b"",
+    };
+    let end = offset + data.len();
+    let mut lo = offset.saturating_sub(GUARD_MARGIN).min(old.len());
+    while lo > 0 && offset - lo < GUARD_RUN_LIMIT && digit_or_separator(old[lo - 1]) {
+        lo -= 1;
+    }
+    let mut hi = (end + GUARD_MARGIN).min(old.len()).max(end.min(old.len()));
+    while hi < old.len() && hi - end < GUARD_RUN_LIMIT && digit_or_separator(old[hi]) {
+        hi += 1;
+    }
+    let mut window = Vec::with_capacity(hi.saturating_sub(lo) + data.len() + 1);
+    window.extend_from_slice(&old[lo..offset.min(old.len())]);
+    if offset > old.len() {
+        // SETRANGE past the end pads with zero bytes: not digits.
+        window.push(0);
+    }
+    window.extend_from_slice(data);
+    if end < hi {
+        window.extend_from_slice(&old[end..hi]);
+    }
+    let Some(finding) = guard.inspect_value(key, &window) else {
+        return false;
+    };
+    if guard.decide(&finding, "toplevel", "", "") == crate::security::pan_guard::Verdict::Refuse {
+        ctx.out.error(crate::security::pan_guard::REFUSED);
+        return true;
+    }
+    false
+}
+
 pub fn append(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     let key = &args[1];
     let Ok(cur) = current_len_for_write(ctx, key) else {
         return;
     };
+    if let Some(len) = cur
+        && pan_in_result(ctx, key, len, &args[2])
+    {
+        return;
+    }
     match cur {
         None => {
             ctx.apply(Mutation::SetStr {
@@ -482,6 +540,9 @@ pub fn setrange(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     let offset = offset as usize;
     if offset.saturating_add(data.len()) > ctx.node.proto_max_bulk_len() {
         ctx.out.error(TOO_BIG);
+        return;
+    }
+    if pan_in_result(ctx, key, offset, data) {
         return;
     }
     ctx.apply(Mutation::SetRange { key, offset, data });

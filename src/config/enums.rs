@@ -175,3 +175,21 @@ config_enum!(TlsAuthClients {
     Yes => "yes",
     Optional => "optional",
 });
+
+/// `card-pan-guard`: what a write storing a plaintext card number gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum CardPanGuard {
+    /// Not checked.
+    #[default]
+    No,
+    /// Written, counted, logged and audited.
+    Warn,
+    /// Not written: an error reply.
+    Refuse,
+}
+
+config_enum!(CardPanGuard {
+    No => "no",
+    Warn => "warn",
+    Refuse => "refuse",
+});

@@ -43,7 +43,7 @@ mod table;
 #[cfg(test)]
 mod tests;
 
-pub use enums::{AppendFsync, LogLevel, MaxmemoryPolicy, TlsAuthClients};
+pub use enums::{AppendFsync, CardPanGuard, LogLevel, MaxmemoryPolicy, TlsAuthClients};
 pub(crate) use error::strerror;
 pub use error::{ConfigError, ConfigSource};
 pub use runtime::Runtime;

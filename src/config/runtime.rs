@@ -296,6 +296,19 @@ impl Runtime {
         }
     }
 
+    /// `card-pan-guard`.
+    pub fn card_pan_guard(&self) -> crate::config::CardPanGuard {
+        self.choice(Key::CardPanGuard)
+    }
+
+    /// `card-pan-guard-exempt-keys`, split into its glob patterns.
+    pub fn card_pan_guard_exempt_keys(&self) -> Vec<Vec<u8>> {
+        self.text(Key::CardPanGuardExemptKeys)
+            .split_ascii_whitespace()
+            .map(|p| p.as_bytes().to_vec())
+            .collect()
+    }
+
     /// `tls-cluster`: mutual TLS on the cluster bus.
     pub fn tls_cluster(&self) -> bool {
         self.flag(Key::TlsCluster)

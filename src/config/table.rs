@@ -18,7 +18,9 @@
 //! }
 //! ```
 
-use super::enums::{AppendFsync, ConfigEnum, LogLevel, MaxmemoryPolicy, TlsAuthClients};
+use super::enums::{
+    AppendFsync, CardPanGuard, ConfigEnum, LogLevel, MaxmemoryPolicy, TlsAuthClients,
+};
 use super::spec::Access::{Immutable, Mutable, Protected};
 use super::spec::Kind::{Bool, Enum, Special, Str};
 use super::spec::{
@@ -561,6 +563,33 @@ directives! {
         access: Mutable,
         kind: int(1, 1000),
         default: "10",
+    }
+
+    /// Plaintext card numbers (PANs) in what writes store: every key name, hash field,
+    /// value and member a write command carries (for APPEND and SETRANGE, the stored
+    /// result) is checked for a run of 13-19 digits, optionally grouped by single
+    /// spaces or dashes, that matches a card brand's range and length and passes Luhn.
+    ///   no      not checked (no cost)
+    ///   warn    written, counted (INFO card_pan_guard_warnings), logged and audited
+    ///           with the key name and the number masked (first 6, last 4)
+    ///   refuse  not written: the command gets an error naming the guard (a
+    ///           transaction or script holding one is refused as a whole)
+    /// Sealed values, fingerprints, timestamps, amounts and counters never trip it.
+    CardPanGuard {
+        name: "card-pan-guard",
+        access: Mutable,
+        kind: Enum(CardPanGuard::NAMES),
+        default: "no",
+    }
+
+    /// Keys the guard does not look at: glob patterns separated by spaces (keys that
+    /// hold ids indistinguishable from card numbers, e.g. "giftcard:* loyalty:*"). A
+    /// command is exempt when all its keys match.
+    CardPanGuardExemptKeys {
+        name: "card-pan-guard-exempt-keys",
+        access: Mutable,
+        kind: Str,
+        default: "",
     }
 
     /// Renames a command, or hides it with "" as the new name, for every client

@@ -600,6 +600,26 @@ impl Dispatcher {
         if command::key_too_long(def, &args) {
             return self.reject(client, stats, id, start, &command::key_too_long_error());
         }
+        // card-pan-guard: off, one atomic load per write. Refused inside MULTI, the
+        // transaction is doomed: nothing of it is written.
+        if def.flags & flags::WRITE != 0
+            && let Some(finding) = core.shared.pan_guard.inspect(def, &args)
+        {
+            let context = if client.multi.is_some() || self.op_flags & flags::TX != 0 {
+                "multi"
+            } else {
+                "toplevel"
+            };
+            let verdict = core.shared.pan_guard.decide(
+                &finding,
+                context,
+                &client.acl.user.name,
+                &client.info.addr,
+            );
+            if verdict == security::pan_guard::Verdict::Refuse {
+                return self.reject(client, stats, id, start, security::pan_guard::REFUSED);
+            }
+        }
         // Past the checks that reject a command before it runs (CLIENT LIST tot-cmds).
         client
             .info

@@ -92,6 +92,17 @@ pub enum Event<'a> {
     },
     /// A connection to the cluster bus that failed to authenticate.
     BusRejected { peer: &'a str, reason: &'a str },
+    /// `card-pan-guard` found a plaintext card number in a write: `warned` (written) or
+    /// `refused`. The key name (numbers in it masked) and the number masked, never the value.
+    PanDetected {
+        action: &'a str,
+        /// `toplevel`, `multi` or `lua`.
+        context: &'a str,
+        key: &'a str,
+        masked: &'a str,
+        user: &'a str,
+        client: &'a str,
+    },
 }
 
 #[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]

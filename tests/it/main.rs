@@ -26,6 +26,7 @@ mod large_values;
 mod lists;
 mod membership;
 mod memory;
+mod pan_guard;
 mod protocol;
 mod python_libraries;
 mod recovery;
