@@ -387,7 +387,8 @@ def secret_conf():
 
 
 class TallyCluster(Cluster):
-    def __init__(self, bin_path, fsync, threads, log_dir, node_timeout=None, n=3, ready_timeout=60):
+    def __init__(self, bin_path, fsync, threads, log_dir, node_timeout=None, n=3, ready_timeout=60, extra=()):
+        """`extra`: more server arguments, appended to every node's argv (e.g. `--tls-cluster yes ...`)."""
         ports = [cluster_port() for _ in range(n)]
         peers = ",".join(f"127.0.0.1:{p}" for p in ports)
         conf = secret_conf()
@@ -399,6 +400,7 @@ class TallyCluster(Cluster):
                     "--cluster-enabled", "yes", "--cluster-peers", peers]
             if node_timeout:
                 argv += ["--cluster-node-timeout", str(node_timeout)]
+            argv += list(extra)
             nodes.append(Node("tallykv", p, d, argv, log_dir))
         super().__init__(nodes)
         self.label = f"tallykv {n} nodes"
