@@ -15,7 +15,9 @@ use bytes::Bytes;
 use self::bits::{BitOp, Overflow};
 use super::flags::READONLY;
 use super::table::{K1, RF, W, def, k};
-use super::{CommandDef, Ctx, Exec, NOT_INTEGER, SYNTAX_ERROR, WRONGTYPE, arg_i64, is};
+use super::{
+    CommandDef, Ctx, Exec, KeyAccess, NOT_INTEGER, Refine, SYNTAX_ERROR, WRONGTYPE, arg_i64, is,
+};
 use crate::protocol::Out;
 use crate::shard::entry::string_bytes;
 use crate::shard::{Entry, Kind, Mutation, Ttl, ValueRef};
@@ -32,7 +34,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Sets or clears the bit at offset of the string value. Creates the key if it doesn't exist.",
         "O(1)",
         Exec::Shard(setbit),
-    ),
+    )
+    .key_access(KeyAccess::READ_WRITE),
     def(
         "getbit",
         3,
@@ -43,7 +46,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns a bit value by offset.",
         "O(1)",
         Exec::Shard(getbit),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "bitcount",
         -2,
@@ -54,7 +58,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Counts the number of set bits (population counting) in a string.",
         "O(N)",
         Exec::Shard(bitcount),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "bitpos",
         -3,
@@ -65,7 +70,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Finds the first set (1) or clear (0) bit in a string.",
         "O(N)",
         Exec::Shard(bitpos),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "bitop",
         -4,
@@ -77,7 +83,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Performs bitwise operations on multiple strings, and stores the result.",
         "O(N)",
         Exec::Shard(bitop),
-    ),
+    )
+    .key_access(KeyAccess::STORE),
     def(
         "bitfield",
         -2,
@@ -88,7 +95,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Performs arbitrary bitfield integer operations on strings.",
         "O(1) for each subcommand specified",
         Exec::Shard(bitfield),
-    ),
+    )
+    .key_access(KeyAccess::READ_WRITE.refined(Refine::BitfieldWrites)),
     def(
         "bitfield_ro",
         -2,
@@ -99,7 +107,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Performs arbitrary read-only bitfield integer operations on strings.",
         "O(1) for each subcommand specified",
         Exec::Shard(bitfield_ro),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
 ];
 
 const BAD_OFFSET: &str = "ERR bit offset is not an integer or out of range";

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use super::flags::{FAST, READONLY, WRITE};
 use super::keyspace::{INVALID_CURSOR, ScanOf, parse_cursor, parse_scan_options, reply_scan_head};
 use super::table::{CommandDef, K1, RF, WF, def};
-use super::{Ctx, Exec::Shard as S, NOT_INTEGER, OVERFLOW, WRONGTYPE};
+use super::{Ctx, Exec::Shard as S, KeyAccess, NOT_INTEGER, OVERFLOW, WRONGTYPE};
 use crate::protocol::Out;
 use crate::shard::{HashObj, Mutation, ValueRef};
 
@@ -31,7 +31,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Creates or modifies the value of a field in a hash.",
         "O(1) for each field/value pair added, so O(N) to add N field/value pairs when the command is called with multiple field/value pairs.",
         S(hset),
-    ),
+    )
+    .key_access(KeyAccess::WRITE_ONLY),
     def(
         "hsetnx",
         4,
@@ -42,7 +43,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Sets the value of a field in a hash only when the field doesn't exist.",
         "O(1)",
         S(hsetnx),
-    ),
+    )
+    .key_access(KeyAccess::WRITE_ONLY),
     def(
         "hmset",
         -4,
@@ -53,7 +55,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Sets the values of multiple fields.",
         "O(N) where N is the number of fields being set.",
         S(hmset),
-    ),
+    )
+    .key_access(KeyAccess::WRITE_ONLY),
     def(
         "hget",
         3,
@@ -64,7 +67,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns the value of a field in a hash.",
         "O(1)",
         S(hget),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "hmget",
         -3,
@@ -75,7 +79,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns the values of all fields in a hash.",
         "O(N) where N is the number of fields being requested.",
         S(hmget),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "hgetall",
         2,
@@ -86,7 +91,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns all fields and values in a hash.",
         "O(N) where N is the size of the hash.",
         S(hgetall),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "hdel",
         -3,
@@ -97,7 +103,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Deletes one or more fields and their values from a hash. Deletes the hash if no fields remain.",
         "O(N) where N is the number of fields to be removed.",
         S(hdel),
-    ),
+    )
+    .key_access(KeyAccess::WRITE_ONLY),
     def(
         "hlen",
         2,
@@ -108,7 +115,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns the number of fields in a hash.",
         "O(1)",
         S(hlen),
-    ),
+    )
+    .key_access(KeyAccess::METADATA),
     def(
         "hexists",
         3,
@@ -119,7 +127,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Determines whether a field exists in a hash.",
         "O(1)",
         S(hexists),
-    ),
+    )
+    .key_access(KeyAccess::METADATA),
     def(
         "hkeys",
         2,
@@ -130,7 +139,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns all fields in a hash.",
         "O(N) where N is the size of the hash.",
         S(hkeys),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "hvals",
         2,
@@ -141,7 +151,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns all values in a hash.",
         "O(N) where N is the size of the hash.",
         S(hvals),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "hstrlen",
         3,
@@ -152,7 +163,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns the length of the value of a field.",
         "O(1)",
         S(hstrlen),
-    ),
+    )
+    .key_access(KeyAccess::METADATA),
     def(
         "hincrby",
         4,
@@ -163,7 +175,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Increments the integer value of a field in a hash by a number. Uses 0 as initial value if the field doesn't exist.",
         "O(1)",
         S(hincrby),
-    ),
+    )
+    .key_access(KeyAccess::READ_WRITE),
     def(
         "hincrbyfloat",
         4,
@@ -174,7 +187,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Increments the floating point value of a field by a number. Uses 0 as initial value if the field doesn't exist.",
         "O(1)",
         S(hincrbyfloat),
-    ),
+    )
+    .key_access(KeyAccess::READ_WRITE),
     def(
         "hrandfield",
         -2,
@@ -185,7 +199,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns one or more random fields from a hash.",
         "O(N) where N is the number of fields returned",
         S(hrandfield),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "hscan",
         -3,
@@ -196,7 +211,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Iterates over fields and values of a hash.",
         "O(1) for every call. O(N) for a complete iteration, including enough command calls for the cursor to return back to 0. N is the number of elements inside the collection.",
         S(hscan),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     // hash field expiry (Valkey 9.0)
     def(
         "hexpire",
@@ -208,7 +224,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Sets expiry time on hash fields.",
         FIELDS_COMPLEXITY,
         S(expiry::hexpire),
-    ),
+    )
+    .key_access(KeyAccess::WRITE_ONLY),
     def(
         "hpexpire",
         -6,
@@ -219,7 +236,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Set expiry time on hash object.",
         "O(1) for each field assigned with TTL, so O(N) to add N TTLs when the command is called with multiple fields.",
         S(expiry::hpexpire),
-    ),
+    )
+    .key_access(KeyAccess::WRITE_ONLY),
     def(
         "hexpireat",
         -6,
@@ -230,7 +248,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Set expiry time on hash fields.",
         FIELDS_COMPLEXITY,
         S(expiry::hexpireat),
-    ),
+    )
+    .key_access(KeyAccess::WRITE_ONLY),
     def(
         "hpexpireat",
         -6,
@@ -241,7 +260,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Sets expiration time on hash field.",
         FIELDS_COMPLEXITY,
         S(expiry::hpexpireat),
-    ),
+    )
+    .key_access(KeyAccess::WRITE_ONLY),
     def(
         "httl",
         -5,
@@ -252,7 +272,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns the remaining time to live (in seconds) of a hash key's field(s) that have an associated expiration.",
         FIELDS_COMPLEXITY,
         S(expiry::httl),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "hpttl",
         -5,
@@ -263,7 +284,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns the remaining time to live in milliseconds of a hash key's field(s) that have an associated expiration.",
         FIELDS_COMPLEXITY,
         S(expiry::hpttl),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "hexpiretime",
         -5,
@@ -274,7 +296,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns the Unix timestamp in seconds since the epoch at which the given key's field(s) will expire",
         "O(1) for each field, so O(N) for N items when the command is called with multiple fields.",
         S(expiry::hexpiretime),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "hpexpiretime",
         -5,
@@ -285,7 +308,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns the Unix timestamp in milliseconds since Unix epoch at which the given key's field(s) will expire",
         "O(1) for each field, so O(N) for N items when the command is called with multiple fields.",
         S(expiry::hpexpiretime),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "hpersist",
         -5,
@@ -296,7 +320,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Remove the existing expiration on a hash key's field(s).",
         FIELDS_COMPLEXITY,
         S(expiry::hpersist),
-    ),
+    )
+    .key_access(KeyAccess::WRITE_ONLY),
     def(
         "hgetex",
         -5,
@@ -307,7 +332,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Get the value of one or more fields of a given hash key, and optionally set their expiration time or time-to-live (TTL).",
         FIELDS_COMPLEXITY,
         S(expiry::hgetex),
-    ),
+    )
+    .key_access(KeyAccess::READ_WRITE),
     def(
         "hsetex",
         -6,
@@ -318,7 +344,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Set the value of one or more fields of a given hash key, and optionally set their expiration time.",
         FIELDS_COMPLEXITY,
         S(expiry::hsetex),
-    ),
+    )
+    .key_access(KeyAccess::WRITE_ONLY),
 ];
 
 /// The hash at `key` for reading: Ok(None) when missing, Err after replying WRONGTYPE.

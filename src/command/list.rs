@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::flags::{READONLY, WRITE};
 use super::table::{CommandDef, K1, RF, W, WF, def, k, numkeys};
-use super::{Ctx, Exec, NO_SUCH_KEY, NOT_INTEGER, arg_i64, is};
+use super::{Ctx, Exec, KeyAccess, NO_SUCH_KEY, NOT_INTEGER, arg_i64, is};
 use crate::protocol::Out;
 use crate::shard::{ListObj, Mutation, Shard, ValueRef};
 
@@ -643,7 +643,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Prepends one or more elements to a list. Creates the key if it doesn't exist.",
         PUSH_COMPLEXITY,
         S(lpush),
-    ),
+    )
+    .key_access(KeyAccess::WRITE_ONLY),
     def(
         "rpush",
         -3,
@@ -654,7 +655,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Appends one or more elements to a list. Creates the key if it doesn't exist.",
         PUSH_COMPLEXITY,
         S(rpush),
-    ),
+    )
+    .key_access(KeyAccess::WRITE_ONLY),
     def(
         "lpushx",
         -3,
@@ -665,7 +667,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Prepends one or more elements to a list only when the list exists.",
         PUSH_COMPLEXITY,
         S(lpushx),
-    ),
+    )
+    .key_access(KeyAccess::WRITE_ONLY),
     def(
         "rpushx",
         -3,
@@ -676,7 +679,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Appends one or more elements to a list only when the list exists.",
         PUSH_COMPLEXITY,
         S(rpushx),
-    ),
+    )
+    .key_access(KeyAccess::WRITE_ONLY),
     def(
         "lpop",
         -2,
@@ -687,7 +691,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns and removes one or more elements from the beginning of a list. Deletes the list if the last element was popped.",
         "O(N) where N is the number of elements returned",
         S(lpop),
-    ),
+    )
+    .key_access(KeyAccess::READ_WRITE),
     def(
         "rpop",
         -2,
@@ -698,7 +703,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns and removes the last elements of a list or up to count elements if the optional count argument is provided. Deletes the list if the last element was popped.",
         "O(N) where N is the number of elements returned",
         S(rpop),
-    ),
+    )
+    .key_access(KeyAccess::READ_WRITE),
     def(
         "lrange",
         4,
@@ -709,7 +715,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns a range of elements from a list.",
         "O(S+N) where S is the distance of start offset from HEAD for small lists, from nearest end (HEAD or TAIL) for large lists; and N is the number of elements in the specified range.",
         S(lrange),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "llen",
         2,
@@ -720,7 +727,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns the length of a list.",
         "O(1)",
         S(llen),
-    ),
+    )
+    .key_access(KeyAccess::METADATA),
     def(
         "lindex",
         3,
@@ -731,7 +739,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns an element from a list by its index.",
         "O(N) where N is the number of elements to traverse to get to the element at index. This makes asking for the first or the last element of the list O(1).",
         S(lindex),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "lset",
         4,
@@ -742,7 +751,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Sets the value of an element in a list by its index.",
         "O(N) where N is the length of the list. Setting either the first or the last element of the list is O(1).",
         S(lset),
-    ),
+    )
+    .key_access(KeyAccess::WRITE_ONLY),
     def(
         "linsert",
         5,
@@ -753,7 +763,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Inserts an element before or after another element in a list.",
         "O(N) where N is the number of elements to traverse before seeing the value pivot. This means that inserting somewhere on the left end on the list (head) can be considered O(1) and inserting somewhere on the right end (tail) is O(N).",
         S(linsert),
-    ),
+    )
+    .key_access(KeyAccess::WRITE_ONLY),
     def(
         "lrem",
         4,
@@ -764,7 +775,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Removes elements from a list. Deletes the list if the last element was removed.",
         "O(N+M) where N is the length of the list and M is the number of elements removed.",
         S(lrem),
-    ),
+    )
+    .key_access(KeyAccess::WRITE_ONLY),
     def(
         "ltrim",
         4,
@@ -775,7 +787,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Removes elements from both ends of a list. Deletes the list if all elements were trimmed.",
         "O(N) where N is the number of elements to be removed by the operation.",
         S(ltrim),
-    ),
+    )
+    .key_access(KeyAccess::WRITE_ONLY),
     def(
         "lpos",
         -3,
@@ -786,7 +799,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns the index of matching elements in a list.",
         "O(N) where N is the number of elements in the list, for the average case. When searching for elements near the head or the tail of the list, or when the MAXLEN option is provided, the command may run in constant time.",
         S(lpos),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "lmove",
         5,
@@ -797,7 +811,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns an element after popping it from one list and pushing it to another. Deletes the list if the last element was moved.",
         "O(1)",
         S(lmove),
-    ),
+    )
+    .key_access(KeyAccess::SOURCE_TO_DEST),
     def(
         "rpoplpush",
         3,
@@ -808,7 +823,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns the last element of a list after removing and pushing it to another list. Deletes the list if the last element was popped.",
         "O(1)",
         S(rpoplpush),
-    ),
+    )
+    .key_access(KeyAccess::SOURCE_TO_DEST),
     def(
         "lmpop",
         -4,
@@ -819,7 +835,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns multiple elements from a list after removing them. Deletes the list if the last element was popped.",
         "O(N+M) where N is the number of provided keys and M is the number of elements returned.",
         S(lmpop),
-    ),
+    )
+    .key_access(KeyAccess::READ_WRITE),
     def(
         "blpop",
         -3,
@@ -830,7 +847,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Removes and returns the first element in a list. Blocks until an element is available otherwise. Deletes the list if the last element was popped.",
         "O(N) where N is the number of provided keys.",
         S(blpop),
-    ),
+    )
+    .key_access(KeyAccess::READ_WRITE),
     def(
         "brpop",
         -3,
@@ -841,7 +859,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Removes and returns the last element in a list. Blocks until an element is available otherwise. Deletes the list if the last element was popped.",
         "O(N) where N is the number of provided keys.",
         S(brpop),
-    ),
+    )
+    .key_access(KeyAccess::READ_WRITE),
     def(
         "brpoplpush",
         4,
@@ -852,7 +871,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Pops an element from a list, pushes it to another list and returns it. Block until an element is available otherwise. Deletes the list if the last element was popped.",
         "O(1)",
         S(brpoplpush),
-    ),
+    )
+    .key_access(KeyAccess::SOURCE_TO_DEST),
     def(
         "blmove",
         6,
@@ -863,7 +883,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Pops an element from a list, pushes it to another list and returns it. Blocks until an element is available otherwise. Deletes the list if the last element was moved.",
         "O(1)",
         S(blmove),
-    ),
+    )
+    .key_access(KeyAccess::SOURCE_TO_DEST),
     def(
         "blmpop",
         -5,
@@ -874,7 +895,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Pops the first element from one of multiple lists. Blocks until an element is available otherwise. Deletes the list if the last element was popped.",
         "O(N+M) where N is the number of provided keys and M is the number of elements returned.",
         S(blmpop),
-    ),
+    )
+    .key_access(KeyAccess::READ_WRITE),
 ];
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use super::connection::ConnCtx;
 use super::flags::{LOADING, READONLY, STALE};
 use super::table::{CommandDef, NOKEY, container, def, k};
-use super::{Ctx, Exec, NOT_INTEGER, SYNTAX_ERROR, arg_i64, is};
+use super::{Ctx, Exec, KeyAccess, NOT_INTEGER, SYNTAX_ERROR, arg_i64, is};
 use crate::metrics::memory::{AllocatorStats, Memory, rss_bytes};
 use crate::shard::usage::DEFAULT_SAMPLES;
 use crate::state::Shared;
@@ -411,7 +411,8 @@ pub static COMMANDS: &[CommandDef] = &[container(
             "Estimates the memory usage of a key.",
             "O(N) where N is the number of samples.",
             Exec::Shard(usage),
-        ),
+        )
+        .key_access(KeyAccess::METADATA),
     ],
 )];
 

@@ -144,6 +144,122 @@ impl KeySpec {
     }
 }
 
+/// What a command does to its keys, as far as ACL key permissions go: Valkey's key-spec
+/// flags reduced to the permission each key needs, as acl.c's `ACLSelectorCheckKey` reduces
+/// them. A key the command reads (ACCESS: GET, INCR, LPOP...) needs read permission (`%R~`);
+/// one it inserts into, deletes from or updates (INSERT, DELETE, UPDATE) needs write
+/// permission (`%W~`); one it does neither to (EXISTS, TYPE, STRLEN: only the key's
+/// existence, type or size) needs just a pattern that matches it, whatever its permissions.
+///
+/// Valkey's multi-key commands have one key spec for their first key and one for the others
+/// (SUNIONSTORE: the destination, then the sources; LMOVE: the source, then the
+/// destination), so a `first` and a `rest` permission describe every command here, in the
+/// order [`KeySpec::positions`] yields the keys. [`Refine`] covers the commands whose
+/// arguments change what their key needs (Valkey's VARIABLE_FLAGS key specs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyAccess {
+    /// What the first key needs: [`KeyAccess::READ`] and/or [`KeyAccess::WRITE`] bits.
+    pub first: u8,
+    /// What every later key needs.
+    pub rest: u8,
+    pub refine: Refine,
+}
+
+/// Commands whose arguments change what their key needs (Valkey's key specs flagged
+/// VARIABLE_FLAGS, refined by the command's getkeys function in db.c).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refine {
+    /// The same whatever the arguments.
+    Fixed,
+    /// SET: write only (OW UPDATE), but read and write (RW ACCESS UPDATE) when an argument
+    /// after the value is `GET` (Valkey's `setGetKeys`, which looks at every such argument).
+    SetGet,
+    /// BITFIELD: read only (RO ACCESS) while every operation is a GET (OVERFLOW aside), read
+    /// and write (RW ACCESS UPDATE) once one is a SET or INCRBY, or an argument is not
+    /// understood (Valkey's `bitfieldGetKeys`).
+    BitfieldWrites,
+}
+
+impl KeyAccess {
+    /// The key's value is read (Valkey's ACCESS): read permission, `%R~`.
+    pub const READ: u8 = 1;
+    /// The key is inserted into, deleted from or updated: write permission, `%W~`.
+    pub const WRITE: u8 = 2;
+
+    /// Every key only has its existence, type or size looked at (Valkey's RO without
+    /// ACCESS: EXISTS, TYPE, STRLEN, WATCH): any pattern matching it allows it.
+    pub const METADATA: KeyAccess = KeyAccess::all(0);
+    /// Every key is read (RO ACCESS: GET, MGET, LRANGE...).
+    pub const READ_ONLY: KeyAccess = KeyAccess::all(Self::READ);
+    /// Every key is written without being read (INSERT, DELETE or UPDATE without ACCESS:
+    /// DEL, LPUSH, HSET, EXPIRE...).
+    pub const WRITE_ONLY: KeyAccess = KeyAccess::all(Self::WRITE);
+    /// Every key is read and written (RW ACCESS with INSERT, DELETE or UPDATE: INCR, LPOP,
+    /// GETDEL, HINCRBY, EVAL's keys...).
+    pub const READ_WRITE: KeyAccess = KeyAccess::all(Self::READ | Self::WRITE);
+    /// A destination written, then sources read (SUNIONSTORE, ZUNIONSTORE, ZRANGESTORE,
+    /// BITOP: destination OW UPDATE, sources RO ACCESS).
+    pub const STORE: KeyAccess = KeyAccess::first_then(Self::WRITE, Self::READ);
+    /// A source read and emptied, then a destination written (LMOVE, RPOPLPUSH, SMOVE,
+    /// RENAME: source RW ACCESS DELETE, destination INSERT or UPDATE).
+    pub const SOURCE_TO_DEST: KeyAccess =
+        KeyAccess::first_then(Self::READ | Self::WRITE, Self::WRITE);
+    /// A source read, then a destination written (COPY: source RO ACCESS, destination OW
+    /// UPDATE).
+    pub const COPY: KeyAccess = KeyAccess::first_then(Self::READ, Self::WRITE);
+
+    /// Every key needs `need`.
+    pub const fn all(need: u8) -> KeyAccess {
+        KeyAccess::first_then(need, need)
+    }
+
+    /// The first key needs `first`, every later one `rest`.
+    pub const fn first_then(first: u8, rest: u8) -> KeyAccess {
+        KeyAccess {
+            first,
+            rest,
+            refine: Refine::Fixed,
+        }
+    }
+
+    /// The same, refined by the command's arguments as `refine` says.
+    pub const fn refined(self, refine: Refine) -> KeyAccess {
+        KeyAccess { refine, ..self }
+    }
+
+    /// What the first key and every later key of the command called with `args` need.
+    #[inline]
+    pub fn needs<A: AsRef<[u8]>>(&self, args: &[A]) -> (u8, u8) {
+        const BOTH: u8 = KeyAccess::READ | KeyAccess::WRITE;
+        match self.refine {
+            Refine::Fixed => (self.first, self.rest),
+            Refine::SetGet if args.iter().skip(3).any(|a| is(a.as_ref(), "get")) => (BOTH, BOTH),
+            Refine::SetGet => (self.first, self.rest),
+            Refine::BitfieldWrites if bitfield_only_reads(args) => (Self::READ, Self::READ),
+            Refine::BitfieldWrites => (BOTH, BOTH),
+        }
+    }
+}
+
+/// Whether BITFIELD's operations (`args[2..]`) are all GETs, OVERFLOW aside, as Valkey's
+/// `bitfieldGetKeys` decides it: an operation it does not understand, or one missing its
+/// arguments, counts as a write.
+fn bitfield_only_reads<A: AsRef<[u8]>>(args: &[A]) -> bool {
+    let mut i = 2;
+    while i < args.len() {
+        let left = args.len() - i - 1;
+        let arg = args[i].as_ref();
+        if is(arg, "get") && left >= 2 {
+            i += 3;
+        } else if is(arg, "overflow") && left >= 1 {
+            i += 2;
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
 /// A command that runs on the core owning its keys, against that core's shard.
 pub type ShardFn = fn(&mut Ctx<'_>, &[Bytes]);
 

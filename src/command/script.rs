@@ -25,7 +25,7 @@ use mlua::{Function, HookTriggers, Lua, Value, VmState};
 
 use super::function::library::Libraries;
 use super::table::{CommandDef, def, numkeys};
-use super::{Ctx, Exec, NodeView, flags, is};
+use super::{Ctx, Exec, KeyAccess, NodeView, flags, is};
 use crate::cluster::key_slot;
 use crate::protocol::Out;
 use crate::script::{self, CallMode, CommandOutcome, ScriptError, ScriptFlags};
@@ -824,7 +824,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Executes a server-side Lua script.",
         "Depends on the script that is executed.",
         S(eval),
-    ),
+    )
+    .key_access(KeyAccess::READ_WRITE),
     def(
         "evalsha",
         -3,
@@ -835,7 +836,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Executes a server-side Lua script by SHA1 digest.",
         "Depends on the script that is executed.",
         S(evalsha),
-    ),
+    )
+    .key_access(KeyAccess::READ_WRITE),
     def(
         "eval_ro",
         -3,
@@ -846,7 +848,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Executes a read-only server-side Lua script.",
         "Depends on the script that is executed.",
         S(eval),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "evalsha_ro",
         -3,
@@ -857,7 +860,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Executes a read-only server-side Lua script by SHA1 digest.",
         "Depends on the script that is executed.",
         S(evalsha),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     CommandDef {
         subcommands: SCRIPT_SUBCOMMANDS,
         ..super::table::container(

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use super::flags::{FAST, READONLY, WRITE};
 use super::keyspace::{INVALID_CURSOR, ScanOf, parse_cursor, parse_scan_options, reply_scan_head};
 use super::table::{K1, RF, W, WF, def, k, numkeys};
-use super::{CommandDef, Ctx, Exec::Shard as S, NOT_INTEGER, SYNTAX_ERROR, WRONGTYPE};
+use super::{CommandDef, Ctx, Exec::Shard as S, KeyAccess, NOT_INTEGER, SYNTAX_ERROR, WRONGTYPE};
 use crate::protocol::Out;
 use crate::shard::set::Elem;
 use crate::shard::{Kind, Mutation, SetObj, Shard, Value, ValueRef};
@@ -27,7 +27,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Adds one or more members to a set. Creates the key if it doesn't exist.",
         "O(1) for each element added, so O(N) to add N elements when the command is called with multiple arguments.",
         S(sadd),
-    ),
+    )
+    .key_access(KeyAccess::WRITE_ONLY),
     def(
         "srem",
         -3,
@@ -38,7 +39,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Removes one or more members from a set. Deletes the set if the last member was removed.",
         "O(N) where N is the number of members to be removed.",
         S(srem),
-    ),
+    )
+    .key_access(KeyAccess::WRITE_ONLY),
     def(
         "scard",
         2,
@@ -49,7 +51,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns the number of members in a set.",
         "O(1)",
         S(scard),
-    ),
+    )
+    .key_access(KeyAccess::METADATA),
     def(
         "sismember",
         3,
@@ -60,7 +63,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Determines whether a member belongs to a set.",
         "O(1)",
         S(sismember),
-    ),
+    )
+    .key_access(KeyAccess::METADATA),
     def(
         "smismember",
         -3,
@@ -71,7 +75,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Determines whether multiple members belong to a set.",
         "O(N) where N is the number of elements being checked for membership",
         S(smismember),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "smembers",
         2,
@@ -82,7 +87,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns all members of a set.",
         "O(N) where N is the set cardinality.",
         S(smembers),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "spop",
         -2,
@@ -93,7 +99,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns one or more random members from a set after removing them. Deletes the set if the last member was popped.",
         "Without the count argument O(1), otherwise O(N) where N is the value of the passed count.",
         S(spop),
-    ),
+    )
+    .key_access(KeyAccess::READ_WRITE),
     def(
         "srandmember",
         -2,
@@ -104,7 +111,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Get one or multiple random members from a set",
         "Without the count argument O(1), otherwise O(N) where N is the absolute value of the passed count.",
         S(srandmember),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "sinter",
         -2,
@@ -115,7 +123,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns the intersect of multiple sets.",
         "O(N*M) worst case where N is the cardinality of the smallest set and M is the number of sets.",
         S(sinter),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "sintercard",
         -3,
@@ -126,7 +135,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns the number of members of the intersect of multiple sets.",
         "O(N*M) worst case where N is the cardinality of the smallest set and M is the number of sets.",
         S(sintercard),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "sinterstore",
         -3,
@@ -137,7 +147,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Stores the intersect of multiple sets in a key.",
         "O(N*M) worst case where N is the cardinality of the smallest set and M is the number of sets.",
         S(sinterstore),
-    ),
+    )
+    .key_access(KeyAccess::STORE),
     def(
         "sunion",
         -2,
@@ -148,7 +159,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns the union of multiple sets.",
         "O(N) where N is the total number of elements in all given sets.",
         S(sunion),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "sunionstore",
         -3,
@@ -159,7 +171,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Stores the union of multiple sets in a key.",
         "O(N) where N is the total number of elements in all given sets.",
         S(sunionstore),
-    ),
+    )
+    .key_access(KeyAccess::STORE),
     def(
         "sdiff",
         -2,
@@ -170,7 +183,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns the difference of multiple sets.",
         "O(N) where N is the total number of elements in all given sets.",
         S(sdiff),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "sdiffstore",
         -3,
@@ -181,7 +195,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Stores the difference of multiple sets in a key.",
         "O(N) where N is the total number of elements in all given sets.",
         S(sdiffstore),
-    ),
+    )
+    .key_access(KeyAccess::STORE),
     def(
         "smove",
         4,
@@ -192,7 +207,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Moves a member from one set to another.",
         "O(1)",
         S(smove),
-    ),
+    )
+    .key_access(KeyAccess::SOURCE_TO_DEST),
     def(
         "sscan",
         -3,
@@ -203,7 +219,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Iterates over members of a set.",
         "O(1) for every call. O(N) for a complete iteration, including enough command calls for the cursor to return back to 0. N is the number of elements inside the collection.",
         S(sscan),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
 ];
 
 const POSITIVE_COUNT: &str = "ERR value is out of range, must be positive";

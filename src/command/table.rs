@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use super::flags::*;
-use super::{Exec, Fanout, KeySpec, Multi, TxCmd};
+use super::{Exec, Fanout, KeyAccess, KeySpec, Multi, Refine, TxCmd};
 use super::{cluster as cl, connection as c, counter, expire, keyspace, server, string};
 
 pub struct CommandDef {
@@ -15,6 +15,10 @@ pub struct CommandDef {
     pub arity: i32,
     pub flags: u32,
     pub keys: KeySpec,
+    /// What the command does to its keys, for ACL key permissions (`security::acl`): set
+    /// with [`CommandDef::key_access`] on every row with keys, from Valkey's key specs.
+    /// None for a command without keys.
+    pub key_access: Option<KeyAccess>,
     pub group: &'static str,
     pub since: &'static str,
     pub summary: &'static str,
@@ -69,12 +73,23 @@ pub(crate) const fn def(
         arity,
         flags,
         keys,
+        key_access: None,
         group,
         since,
         summary,
         complexity,
         exec,
         subcommands: &[],
+    }
+}
+
+impl CommandDef {
+    /// The row with what the command does to its keys (see [`KeyAccess`]).
+    pub(crate) const fn key_access(self, access: KeyAccess) -> CommandDef {
+        CommandDef {
+            key_access: Some(access),
+            ..self
+        }
     }
 }
 
@@ -90,6 +105,7 @@ pub(crate) const fn container(
         arity: -2,
         flags: 0,
         keys: NOKEY,
+        key_access: None,
         group,
         since,
         summary,
@@ -335,7 +351,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Monitors changes to keys to determine the execution of a transaction.",
         "O(1) for every key.",
         Exec::Tx(TxCmd::Watch),
-    ),
+    )
+    .key_access(KeyAccess::METADATA),
     def(
         "unwatch",
         1,
@@ -724,7 +741,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns the string value of a key.",
         "O(1)",
         S(string::get),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "set",
         -3,
@@ -735,7 +753,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Sets the string value of a key, ignoring its type. The key is created if it doesn't exist.",
         "O(1)",
         S(string::set),
-    ),
+    )
+    .key_access(KeyAccess::WRITE_ONLY.refined(Refine::SetGet)),
     def(
         "setnx",
         3,
@@ -746,7 +765,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Set the string value of a key only when the key doesn't exist.",
         "O(1)",
         S(string::setnx),
-    ),
+    )
+    .key_access(KeyAccess::WRITE_ONLY),
     def(
         "setex",
         4,
@@ -757,7 +777,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Sets the string value and expiration time of a key. Creates the key if it doesn't exist.",
         "O(1)",
         S(string::setex),
-    ),
+    )
+    .key_access(KeyAccess::WRITE_ONLY),
     def(
         "psetex",
         4,
@@ -768,7 +789,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Sets both string value and expiration time in milliseconds of a key. The key is created if it doesn't exist.",
         "O(1)",
         S(string::psetex),
-    ),
+    )
+    .key_access(KeyAccess::WRITE_ONLY),
     def(
         "getex",
         -2,
@@ -779,7 +801,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns the string value of a key after setting its expiration time.",
         "O(1)",
         S(string::getex),
-    ),
+    )
+    .key_access(KeyAccess::READ_WRITE),
     def(
         "getdel",
         2,
@@ -790,7 +813,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns the string value of a key after deleting the key.",
         "O(1)",
         S(string::getdel),
-    ),
+    )
+    .key_access(KeyAccess::READ_WRITE),
     def(
         "getset",
         3,
@@ -801,7 +825,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns the previous string value of a key after setting it to a new value.",
         "O(1)",
         S(string::getset),
-    ),
+    )
+    .key_access(KeyAccess::READ_WRITE),
     def(
         "mget",
         -2,
@@ -812,7 +837,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Atomically returns the string values of one or more keys.",
         "O(N) where N is the number of keys to retrieve.",
         M(string::mget, Multi::MGet),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "mset",
         -3,
@@ -823,7 +849,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Atomically creates or modifies the string values of one or more keys.",
         "O(N) where N is the number of keys to set.",
         M(string::mset, Multi::MSet),
-    ),
+    )
+    .key_access(KeyAccess::WRITE_ONLY),
     def(
         "msetnx",
         -3,
@@ -834,7 +861,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Atomically modifies the string values of one or more keys only when all keys don't exist.",
         "O(N) where N is the number of keys to set.",
         M(string::msetnx, Multi::MSetNx),
-    ),
+    )
+    .key_access(KeyAccess::WRITE_ONLY),
     def(
         "append",
         3,
@@ -845,7 +873,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Appends a string to the value of a key. Creates the key if it doesn't exist.",
         "O(1)",
         S(string::append),
-    ),
+    )
+    .key_access(KeyAccess::WRITE_ONLY),
     def(
         "strlen",
         2,
@@ -856,7 +885,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns the length of a string value.",
         "O(1)",
         S(string::strlen),
-    ),
+    )
+    .key_access(KeyAccess::METADATA),
     def(
         "getrange",
         4,
@@ -867,7 +897,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns a substring of the string stored at a key.",
         "O(N) where N is the length of the returned string.",
         S(string::getrange),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "substr",
         4,
@@ -878,7 +909,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns a substring from a string value.",
         "O(N) where N is the length of the returned string.",
         S(string::getrange),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "setrange",
         4,
@@ -889,7 +921,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Overwrites a part of a string value with another by an offset. Creates the key if it doesn't exist.",
         "O(1), not counting the time taken to copy the new string in place.",
         S(string::setrange),
-    ),
+    )
+    .key_access(KeyAccess::WRITE_ONLY),
     // counters
     def(
         "incr",
@@ -901,7 +934,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Increments the integer value of a key by one. Uses 0 as initial value if the key doesn't exist.",
         "O(1)",
         S(counter::incr),
-    ),
+    )
+    .key_access(KeyAccess::READ_WRITE),
     def(
         "decr",
         2,
@@ -912,7 +946,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Decrements the integer value of a key by one. Uses 0 as initial value if the key doesn't exist.",
         "O(1)",
         S(counter::decr),
-    ),
+    )
+    .key_access(KeyAccess::READ_WRITE),
     def(
         "incrby",
         3,
@@ -923,7 +958,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Increments the integer value of a key by a number. Uses 0 as initial value if the key doesn't exist.",
         "O(1)",
         S(counter::incrby),
-    ),
+    )
+    .key_access(KeyAccess::READ_WRITE),
     def(
         "decrby",
         3,
@@ -934,7 +970,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Decrements a number from the integer value of a key. Uses 0 as initial value if the key doesn't exist.",
         "O(1)",
         S(counter::decrby),
-    ),
+    )
+    .key_access(KeyAccess::READ_WRITE),
     def(
         "incrbyfloat",
         3,
@@ -945,7 +982,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Increment the floating point value of a key by a number. Uses 0 as initial value if the key doesn't exist.",
         "O(1)",
         S(counter::incrbyfloat),
-    ),
+    )
+    .key_access(KeyAccess::READ_WRITE),
     def(
         "increx",
         -2,
@@ -956,7 +994,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Increments the numeric value of a key, optionally setting its expiration and bounding the result. Uses 0 as initial value if the key doesn't exist.",
         "O(1)",
         S(counter::increx),
-    ),
+    )
+    .key_access(KeyAccess::READ_WRITE),
     // keyspace
     def(
         "del",
@@ -968,7 +1007,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Deletes one or more keys.",
         "O(N) where N is the number of keys that will be removed.",
         M(keyspace::del, Multi::SumInts),
-    ),
+    )
+    .key_access(KeyAccess::WRITE_ONLY),
     def(
         "unlink",
         -2,
@@ -979,7 +1019,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Asynchronously deletes one or more keys.",
         "O(1) for each key removed regardless of its size.",
         M(keyspace::unlink, Multi::SumInts),
-    ),
+    )
+    .key_access(KeyAccess::WRITE_ONLY),
     def(
         "exists",
         -2,
@@ -990,7 +1031,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Determines whether one or more keys exist.",
         "O(N) where N is the number of keys to check.",
         M(keyspace::exists, Multi::SumInts),
-    ),
+    )
+    .key_access(KeyAccess::METADATA),
     def(
         "touch",
         -2,
@@ -1001,7 +1043,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns the number of existing keys out of those specified after updating the time they were last accessed.",
         "O(N) where N is the number of keys that will be touched.",
         M(keyspace::touch, Multi::SumInts),
-    ),
+    )
+    .key_access(KeyAccess::METADATA),
     def(
         "type",
         2,
@@ -1012,7 +1055,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Determines the type of value stored at a key.",
         "O(1)",
         S(keyspace::type_),
-    ),
+    )
+    .key_access(KeyAccess::METADATA),
     def(
         "rename",
         3,
@@ -1023,7 +1067,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Renames a key and overwrites the destination.",
         "O(1)",
         M(keyspace::rename, Multi::Move),
-    ),
+    )
+    .key_access(KeyAccess::SOURCE_TO_DEST),
     def(
         "renamenx",
         3,
@@ -1034,7 +1079,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Renames a key only when the target key name doesn't exist.",
         "O(1)",
         M(keyspace::renamenx, Multi::Move),
-    ),
+    )
+    .key_access(KeyAccess::SOURCE_TO_DEST),
     def(
         "copy",
         -3,
@@ -1045,7 +1091,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Copies the value of a key to a new key.",
         "O(N) worst case for collections, where N is the number of nested items. O(1) for string values.",
         M(keyspace::copy, Multi::Move),
-    ),
+    )
+    .key_access(KeyAccess::COPY),
     def(
         "move",
         3,
@@ -1056,7 +1103,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Moves a key to another database.",
         "O(1)",
         S(keyspace::move_),
-    ),
+    )
+    .key_access(KeyAccess::READ_WRITE),
     def(
         "keys",
         2,
@@ -1100,7 +1148,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Sets the expiration time of a key in seconds.",
         "O(1)",
         S(expire::expire),
-    ),
+    )
+    .key_access(KeyAccess::WRITE_ONLY),
     def(
         "pexpire",
         -3,
@@ -1111,7 +1160,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Sets the expiration time of a key in milliseconds.",
         "O(1)",
         S(expire::pexpire),
-    ),
+    )
+    .key_access(KeyAccess::WRITE_ONLY),
     def(
         "expireat",
         -3,
@@ -1122,7 +1172,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Sets the expiration time of a key to a Unix timestamp.",
         "O(1)",
         S(expire::expireat),
-    ),
+    )
+    .key_access(KeyAccess::WRITE_ONLY),
     def(
         "pexpireat",
         -3,
@@ -1133,7 +1184,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Sets the expiration time of a key to a Unix milliseconds timestamp.",
         "O(1)",
         S(expire::pexpireat),
-    ),
+    )
+    .key_access(KeyAccess::WRITE_ONLY),
     def(
         "ttl",
         2,
@@ -1144,7 +1196,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns the expiration time in seconds of a key.",
         "O(1)",
         S(expire::ttl),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "pttl",
         2,
@@ -1155,7 +1208,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns the expiration time in milliseconds of a key.",
         "O(1)",
         S(expire::pttl),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "expiretime",
         2,
@@ -1166,7 +1220,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns the expiration time of a key as a Unix timestamp.",
         "O(1)",
         S(expire::expiretime),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "pexpiretime",
         2,
@@ -1177,7 +1232,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns the expiration time of a key as a Unix milliseconds timestamp.",
         "O(1)",
         S(expire::pexpiretime),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "persist",
         2,
@@ -1188,7 +1244,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Removes the expiration time of a key.",
         "O(1)",
         S(expire::persist),
-    ),
+    )
+    .key_access(KeyAccess::WRITE_ONLY),
     container(
         "object",
         "generic",
@@ -1205,7 +1262,8 @@ pub static COMMANDS: &[CommandDef] = &[
                 "Returns the internal encoding of an object.",
                 "O(1)",
                 S(keyspace::object_encoding),
-            ),
+            )
+            .key_access(KeyAccess::METADATA),
             def(
                 "freq",
                 3,
@@ -1216,7 +1274,8 @@ pub static COMMANDS: &[CommandDef] = &[
                 "Returns the logarithmic access frequency counter of an object.",
                 "O(1)",
                 S(keyspace::object_freq),
-            ),
+            )
+            .key_access(KeyAccess::METADATA),
             def(
                 "idletime",
                 3,
@@ -1227,7 +1286,8 @@ pub static COMMANDS: &[CommandDef] = &[
                 "Returns the time since the last access to an object.",
                 "O(1)",
                 S(keyspace::object_idletime),
-            ),
+            )
+            .key_access(KeyAccess::METADATA),
             def(
                 "refcount",
                 3,
@@ -1238,7 +1298,8 @@ pub static COMMANDS: &[CommandDef] = &[
                 "Returns the reference count of a value of a key.",
                 "O(1)",
                 S(keyspace::object_refcount),
-            ),
+            )
+            .key_access(KeyAccess::METADATA),
             def(
                 "help",
                 2,

@@ -17,7 +17,7 @@ use super::Exec::Shard as S;
 use super::flags::{FAST, READONLY, WRITE};
 use super::keyspace::{INVALID_CURSOR, ScanOf, parse_cursor, parse_scan_options, reply_scan_head};
 use super::table::{K1, RF, W, WF, def, k, kn};
-use super::{CommandDef, Ctx, NOT_FLOAT, WRONGTYPE, is};
+use super::{CommandDef, Ctx, KeyAccess, NOT_FLOAT, WRONGTYPE, is};
 use crate::protocol::Out;
 use crate::shard::{Mutation, Shard, ValueRef, ZSetObj};
 
@@ -36,7 +36,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Adds one or more members to a sorted set, or updates their scores. Creates the key if it doesn't exist.",
         "O(log(N)) for each item added, where N is the number of elements in the sorted set.",
         S(zadd),
-    ),
+    )
+    .key_access(KeyAccess::WRITE_ONLY),
     def(
         "zcard",
         2,
@@ -47,7 +48,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns the number of members in a sorted set.",
         "O(1)",
         S(zcard),
-    ),
+    )
+    .key_access(KeyAccess::METADATA),
     def(
         "zcount",
         4,
@@ -58,7 +60,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns the count of members in a sorted set that have scores within a range.",
         "O(log(N)) with N being the number of elements in the sorted set.",
         S(range::zcount),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "zdiff",
         -3,
@@ -69,7 +72,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns the difference between multiple sorted sets.",
         "O(L + (N-K)log(N)) worst case where L is the total number of elements in all the sets, N is the size of the first set, and K is the size of the result set.",
         S(algebra::zdiff),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "zdiffstore",
         -4,
@@ -80,7 +84,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Stores the difference of multiple sorted sets in a key.",
         "O(L + (N-K)log(N)) worst case where L is the total number of elements in all the sets, N is the size of the first set, and K is the size of the result set.",
         S(algebra::zdiffstore),
-    ),
+    )
+    .key_access(KeyAccess::STORE),
     def(
         "zincrby",
         4,
@@ -91,7 +96,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Increments the score of a member in a sorted set.",
         "O(log(N)) where N is the number of elements in the sorted set.",
         S(zincrby),
-    ),
+    )
+    .key_access(KeyAccess::READ_WRITE),
     def(
         "zinter",
         -3,
@@ -102,7 +108,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns the intersect of multiple sorted sets.",
         "O(N*K)+O(M*log(M)) worst case with N being the smallest input sorted set, K being the number of input sorted sets and M being the number of elements in the resulting sorted set.",
         S(algebra::zinter),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "zintercard",
         -3,
@@ -113,7 +120,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns the number of members of the intersect of multiple sorted sets.",
         "O(N*K) worst case with N being the smallest input sorted set, K being the number of input sorted sets.",
         S(algebra::zintercard),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "zinterstore",
         -4,
@@ -124,7 +132,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Stores the intersect of multiple sorted sets in a key.",
         "O(N*K)+O(M*log(M)) worst case with N being the smallest input sorted set, K being the number of input sorted sets and M being the number of elements in the resulting sorted set.",
         S(algebra::zinterstore),
-    ),
+    )
+    .key_access(KeyAccess::STORE),
     def(
         "zlexcount",
         4,
@@ -135,7 +144,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns the number of members in a sorted set within a lexicographical range.",
         "O(log(N)) with N being the number of elements in the sorted set.",
         S(range::zlexcount),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "zmpop",
         -4,
@@ -146,7 +156,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns the highest- or lowest-scoring members from one or more sorted sets after removing them. Deletes the sorted set if the last member was popped.",
         "O(K) + O(M*log(N)) where K is the number of provided keys, N being the number of elements in the sorted set, and M being the number of elements popped.",
         S(zmpop),
-    ),
+    )
+    .key_access(KeyAccess::READ_WRITE),
     def(
         "bzpopmin",
         -3,
@@ -157,7 +168,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Removes and returns the member with the lowest score from one or more sorted sets. Blocks until a member is available otherwise. Deletes the sorted set if the last element was popped.",
         "O(log(N)) with N being the number of elements in the sorted set.",
         S(bzpopmin),
-    ),
+    )
+    .key_access(KeyAccess::READ_WRITE),
     def(
         "bzpopmax",
         -3,
@@ -168,7 +180,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Removes and returns the member with the highest score from one or more sorted sets. Blocks until a member available otherwise.  Deletes the sorted set if the last element was popped.",
         "O(log(N)) with N being the number of elements in the sorted set.",
         S(bzpopmax),
-    ),
+    )
+    .key_access(KeyAccess::READ_WRITE),
     def(
         "bzmpop",
         -5,
@@ -179,7 +192,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Removes and returns a member by score from one or more sorted sets. Blocks until a member is available otherwise. Deletes the sorted set if the last element was popped.",
         "O(K) + O(M*log(N)) where K is the number of provided keys, N being the number of elements in the sorted set, and M being the number of elements popped.",
         S(bzmpop),
-    ),
+    )
+    .key_access(KeyAccess::READ_WRITE),
     def(
         "zmscore",
         -3,
@@ -190,7 +204,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns the score of one or more members in a sorted set.",
         "O(N) where N is the number of members being requested.",
         S(zmscore),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "zpopmax",
         -2,
@@ -201,7 +216,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns the highest-scoring members from a sorted set after removing them. Deletes the sorted set if the last member was popped.",
         "O(log(N)*M) with N being the number of elements in the sorted set, and M being the number of elements popped.",
         S(zpopmax),
-    ),
+    )
+    .key_access(KeyAccess::READ_WRITE),
     def(
         "zpopmin",
         -2,
@@ -212,7 +228,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns the lowest-scoring members from a sorted set after removing them. Deletes the sorted set if the last member was popped.",
         "O(log(N)*M) with N being the number of elements in the sorted set, and M being the number of elements popped.",
         S(zpopmin),
-    ),
+    )
+    .key_access(KeyAccess::READ_WRITE),
     def(
         "zrandmember",
         -2,
@@ -223,7 +240,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns one or more random members from a sorted set.",
         "O(N) where N is the number of members returned",
         S(zrandmember),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "zrange",
         -4,
@@ -234,7 +252,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns members in a sorted set within a range of indexes.",
         "O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements returned.",
         S(range::zrange),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "zrangebylex",
         -4,
@@ -245,7 +264,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns members in a sorted set within a lexicographical range.",
         "O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements being returned. If M is constant (e.g. always asking for the first 10 elements with LIMIT), you can consider it O(log(N)).",
         S(range::zrangebylex),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "zrangebyscore",
         -4,
@@ -256,7 +276,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns members in a sorted set within a range of scores.",
         "O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements being returned. If M is constant (e.g. always asking for the first 10 elements with LIMIT), you can consider it O(log(N)).",
         S(range::zrangebyscore),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "zrangestore",
         -5,
@@ -267,7 +288,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Stores a range of members from sorted set in a key.",
         "O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements stored into the destination key.",
         S(range::zrangestore),
-    ),
+    )
+    .key_access(KeyAccess::STORE),
     def(
         "zrank",
         -3,
@@ -278,7 +300,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns the index of a member in a sorted set ordered by ascending scores.",
         "O(log(N))",
         S(zrank),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "zrem",
         -3,
@@ -289,7 +312,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Removes one or more members from a sorted set. Deletes the sorted set if all members were removed.",
         "O(M*log(N)) with N being the number of elements in the sorted set and M the number of elements to be removed.",
         S(zrem),
-    ),
+    )
+    .key_access(KeyAccess::WRITE_ONLY),
     def(
         "zremrangebylex",
         4,
@@ -300,7 +324,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Removes members in a sorted set within a lexicographical range. Deletes the sorted set if all members were removed.",
         "O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements removed by the operation.",
         S(range::zremrangebylex),
-    ),
+    )
+    .key_access(KeyAccess::WRITE_ONLY),
     def(
         "zremrangebyrank",
         4,
@@ -311,7 +336,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Removes members in a sorted set within a range of indexes. Deletes the sorted set if all members were removed.",
         "O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements removed by the operation.",
         S(range::zremrangebyrank),
-    ),
+    )
+    .key_access(KeyAccess::WRITE_ONLY),
     def(
         "zremrangebyscore",
         4,
@@ -322,7 +348,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Removes members in a sorted set within a range of scores. Deletes the sorted set if all members were removed.",
         "O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements removed by the operation.",
         S(range::zremrangebyscore),
-    ),
+    )
+    .key_access(KeyAccess::WRITE_ONLY),
     def(
         "zrevrange",
         -4,
@@ -333,7 +360,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns members in a sorted set within a range of indexes in reverse order.",
         "O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements returned.",
         S(range::zrevrange),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "zrevrangebylex",
         -4,
@@ -344,7 +372,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns members in a sorted set within a lexicographical range in reverse order.",
         "O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements being returned. If M is constant (e.g. always asking for the first 10 elements with LIMIT), you can consider it O(log(N)).",
         S(range::zrevrangebylex),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "zrevrangebyscore",
         -4,
@@ -355,7 +384,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns members in a sorted set within a range of scores in reverse order.",
         "O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements being returned. If M is constant (e.g. always asking for the first 10 elements with LIMIT), you can consider it O(log(N)).",
         S(range::zrevrangebyscore),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "zrevrank",
         -3,
@@ -366,7 +396,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns the index of a member in a sorted set ordered by descending scores.",
         "O(log(N))",
         S(zrevrank),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "zscan",
         -3,
@@ -377,7 +408,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Iterates over members and scores of a sorted set.",
         "O(1) for every call. O(N) for a complete iteration, including enough command calls for the cursor to return back to 0. N is the number of elements inside the collection..",
         S(zscan),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "zscore",
         3,
@@ -388,7 +420,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns the score of a member in a sorted set.",
         "O(1)",
         S(zscore),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "zunion",
         -3,
@@ -399,7 +432,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Returns the union of multiple sorted sets.",
         "O(N)+O(M*log(M)) with N being the sum of the sizes of the input sorted sets, and M being the number of elements in the resulting sorted set.",
         S(algebra::zunion),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     def(
         "zunionstore",
         -4,
@@ -410,7 +444,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Stores the union of multiple sorted sets in a key.",
         "O(N)+O(M log(M)) with N being the sum of the sizes of the input sorted sets, and M being the number of elements in the resulting sorted set.",
         S(algebra::zunionstore),
-    ),
+    )
+    .key_access(KeyAccess::STORE),
 ];
 
 /// The sorted set at `key` for reading (hit/miss counted, lazy expiry): Ok(None) when

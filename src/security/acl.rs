@@ -25,16 +25,17 @@ use sha2::{Digest, Sha256};
 
 use crate::command::category;
 use crate::command::table::{CommandDef, lookup, lookup_sub, registry};
-use crate::command::{Exec, flags};
+use crate::command::{Exec, KeyAccess, flags};
 
 mod file;
 mod replicated;
 pub use file::{LoadError, SaveError, declaration};
 pub use replicated::{Outcome, UserRules, UsersChange};
 
-/// Key permissions of a pattern (`%R~`, `%W~`, `~` = both).
-pub const READ: u8 = 1;
-pub const WRITE: u8 = 2;
+/// Key permissions of a pattern (`%R~`, `%W~`, `~` = both): the bits a command's
+/// [`KeyAccess`] says each of its keys needs.
+pub const READ: u8 = KeyAccess::READ;
+pub const WRITE: u8 = KeyAccess::WRITE;
 
 /// Why a SETUSER rule was refused: Valkey's texts (ACLSetUserStringError).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -363,15 +364,12 @@ impl Selector {
         if self.all_keys || !def.keys.has_keys() {
             return Ok(());
         }
-        // The access a command needs to its keys, from its flags: a write needs write
-        // permission, a read read permission.
-        let mut need = 0;
-        if def.flags & flags::WRITE != 0 {
-            need |= WRITE;
-        }
-        if def.flags & flags::READONLY != 0 {
-            need |= READ;
-        }
+        // What each key needs comes from the command's key specs, as in Valkey: INCR's key
+        // needs read and write, EXISTS's any matching pattern, SUNIONSTORE's destination
+        // write and its sources read (`KeyAccess`). A row without it (none has keys and no
+        // access: a test checks) is taken to read and write every key, the worst case.
+        let (first, rest) = def.key_access.unwrap_or(KeyAccess::READ_WRITE).needs(args);
+        let mut need = first;
         for p in def.keys.positions(args) {
             let key = &args[p];
             let ok = self
@@ -381,6 +379,7 @@ impl Selector {
             if !ok {
                 return Err(Denied::Key(key.clone()));
             }
+            need = rest;
         }
         Ok(())
     }
@@ -1159,6 +1158,131 @@ mod tests {
             Err(Denied::Key("pay:1".into()))
         );
         assert!(User::default_user(None).unrestricted);
+    }
+
+    #[test]
+    fn every_command_with_keys_says_what_it_does_to_them() {
+        let reg = registry();
+        for id in 0..reg.len() {
+            let def = reg.def(id);
+            assert_eq!(
+                def.keys.has_keys(),
+                def.key_access.is_some(),
+                "{}: a row with keys sets key_access (from Valkey's key specs), one without \
+                 does not",
+                reg.full_name(id)
+            );
+        }
+    }
+
+    /// Each key needs what Valkey's key specs say (acl.c's ACLSelectorCheckKey): ACCESS
+    /// needs read, INSERT/DELETE/UPDATE write, neither any matching pattern.
+    #[test]
+    fn key_permissions_follow_valkeys_key_specs() {
+        let u = user(&["on", "%R~r:*", "%W~w:*", "~rw:*", "+@all"]).unwrap();
+        let denied = |k: &str| Err(Denied::Key(k.to_string().into()));
+        // RW ACCESS UPDATE: read and write.
+        assert_eq!(check(&u, &["incr", "w:1"]), denied("w:1"));
+        assert_eq!(check(&u, &["incr", "r:1"]), denied("r:1"));
+        assert_eq!(check(&u, &["incr", "rw:1"]), Ok(()));
+        assert_eq!(check(&u, &["lpop", "w:1"]), denied("w:1"));
+        assert_eq!(check(&u, &["getdel", "w:1"]), denied("w:1"));
+        // SET is OW UPDATE, RW ACCESS UPDATE with GET (anywhere after the value).
+        assert_eq!(check(&u, &["set", "w:1", "v"]), Ok(()));
+        assert_eq!(check(&u, &["set", "w:1", "v", "EX", "10"]), Ok(()));
+        assert_eq!(check(&u, &["set", "w:1", "v", "get"]), denied("w:1"));
+        assert_eq!(
+            check(&u, &["set", "w:1", "v", "EX", "10", "GET"]),
+            denied("w:1")
+        );
+        assert_eq!(check(&u, &["set", "rw:1", "v", "GET"]), Ok(()));
+        // The value is not an option.
+        assert_eq!(check(&u, &["set", "w:1", "get"]), Ok(()));
+        // RO ACCESS: read.
+        assert_eq!(check(&u, &["get", "w:1"]), denied("w:1"));
+        assert_eq!(check(&u, &["get", "r:1"]), Ok(()));
+        // RO without ACCESS: any matching pattern.
+        for cmd in ["exists", "type", "strlen", "touch"] {
+            assert_eq!(check(&u, &[cmd, "w:1"]), Ok(()), "{cmd}");
+            assert_eq!(check(&u, &[cmd, "r:1"]), Ok(()), "{cmd}");
+            assert_eq!(check(&u, &[cmd, "x:1"]), denied("x:1"), "{cmd}");
+        }
+        assert_eq!(check(&u, &["object", "encoding", "w:1"]), Ok(()));
+        // Writes without ACCESS: write.
+        assert_eq!(check(&u, &["del", "w:1", "w:2"]), Ok(()));
+        assert_eq!(check(&u, &["del", "w:1", "r:2"]), denied("r:2"));
+        assert_eq!(check(&u, &["lpush", "w:1", "a"]), Ok(()));
+        // Multi-key commands: each key as its own key spec says.
+        assert_eq!(check(&u, &["copy", "r:1", "w:1"]), Ok(()));
+        assert_eq!(check(&u, &["copy", "w:1", "r:1"]), denied("w:1"));
+        assert_eq!(check(&u, &["sunionstore", "w:d", "r:1", "r:2"]), Ok(()));
+        assert_eq!(
+            check(&u, &["sunionstore", "w:d", "r:1", "w:2"]),
+            denied("w:2")
+        );
+        assert_eq!(check(&u, &["sunionstore", "r:d", "r:1"]), denied("r:d"));
+        assert_eq!(
+            check(&u, &["zunionstore", "w:d", "2", "r:1", "r:2"]),
+            Ok(())
+        );
+        assert_eq!(check(&u, &["bitop", "and", "w:d", "r:1", "r:2"]), Ok(()));
+        assert_eq!(check(&u, &["zrangestore", "w:d", "r:1", "0", "-1"]), Ok(()));
+        // LMOVE's source is RW ACCESS DELETE, its destination RW INSERT.
+        assert_eq!(
+            check(&u, &["lmove", "rw:s", "w:d", "LEFT", "RIGHT"]),
+            Ok(())
+        );
+        assert_eq!(
+            check(&u, &["lmove", "w:s", "w:d", "LEFT", "RIGHT"]),
+            denied("w:s")
+        );
+        assert_eq!(
+            check(&u, &["lmove", "rw:s", "r:d", "LEFT", "RIGHT"]),
+            denied("r:d")
+        );
+        assert_eq!(check(&u, &["smove", "rw:s", "w:d", "m"]), Ok(()));
+        assert_eq!(check(&u, &["rename", "rw:s", "w:d"]), Ok(()));
+        assert_eq!(check(&u, &["rename", "w:s", "w:d"]), denied("w:s"));
+        // BITFIELD reads only while every operation is a GET.
+        assert_eq!(check(&u, &["bitfield", "r:1", "GET", "u8", "0"]), Ok(()));
+        assert_eq!(
+            check(
+                &u,
+                &["bitfield", "r:1", "OVERFLOW", "SAT", "get", "u8", "0"]
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            check(
+                &u,
+                &["bitfield", "r:1", "GET", "u8", "0", "SET", "u8", "0", "1"]
+            ),
+            denied("r:1")
+        );
+        assert_eq!(
+            check(&u, &["bitfield", "w:1", "INCRBY", "u8", "0", "1"]),
+            denied("w:1")
+        );
+        assert_eq!(
+            check(&u, &["bitfield", "rw:1", "INCRBY", "u8", "0", "1"]),
+            Ok(())
+        );
+        // A GET missing its arguments is not understood: a write, as in Valkey.
+        assert_eq!(check(&u, &["bitfield", "r:1", "GET", "u8"]), denied("r:1"));
+        // A script's keys: read and write (EVAL), read (EVAL_RO).
+        assert_eq!(check(&u, &["eval", "return 1", "1", "w:1"]), denied("w:1"));
+        assert_eq!(check(&u, &["eval", "return 1", "1", "rw:1"]), Ok(()));
+        assert_eq!(check(&u, &["eval_ro", "return 1", "1", "r:1"]), Ok(()));
+        // `~*`/allkeys and `%RW~` allow everything; `%R~x %W~x` adds up to `~x`.
+        let all = user(&["on", "allkeys", "+@all"]).unwrap();
+        assert_eq!(check(&all, &["incr", "w:1"]), Ok(()));
+        let both = user(&["on", "%R~k", "%W~k", "+@all"]).unwrap();
+        assert_eq!(check(&both, &["incr", "k"]), Ok(()));
+        let rw = user(&["on", "%RW~k", "+@all"]).unwrap();
+        assert_eq!(check(&rw, &["getdel", "k"]), Ok(()));
+        // A selector allows what the root one does not.
+        let sel = user(&["on", "%W~c:*", "+@all", "(%RW~c:* +incr)"]).unwrap();
+        assert_eq!(check(&sel, &["incr", "c:1"]), Ok(()));
     }
 
     #[test]

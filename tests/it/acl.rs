@@ -843,3 +843,117 @@ fn info_counts_acl_refusals() {
     let _: () = run(&mut admin, &["CONFIG", "RESETSTAT"]).unwrap();
     assert!(stats(&mut admin).iter().all(|l| l.ends_with(":0")));
 }
+
+/// What each key needs follows Valkey's key specs, key by key (acl.c's ACLSelectorCheckKey):
+/// a key the command reads needs `%R~`, one it inserts, deletes or updates `%W~`, one whose
+/// existence only is looked at any matching pattern. ACL DRYRUN and ACL LOG decide the same.
+#[test]
+fn key_permissions_follow_valkeys_key_specs() {
+    let s = Server::start(&[]);
+    let mut admin = s.conn();
+    ok(
+        &mut admin,
+        &[
+            "ACL", "SETUSER", "app", "on", ">pw", "%W~w:*", "%R~r:*", "%RW~rw:*", "+@all",
+        ],
+    );
+    ok(&mut admin, &["SET", "r:src", "v"]);
+    for (args, n) in [
+        (&["SADD", "r:s1", "a", "b"][..], 2),
+        (&["SADD", "r:s2", "c"], 1),
+        (&["RPUSH", "rw:list", "x", "y"], 2),
+    ] {
+        assert_eq!(run::<i64>(&mut admin, args).unwrap(), n, "{args:?}");
+    }
+    let mut c = s.conn();
+    ok(&mut c, &["AUTH", "app", "pw"]);
+
+    // INCR's key is RW ACCESS UPDATE: write permission alone is not enough.
+    assert_eq!(err(&mut c, &["INCR", "w:cnt"]), NOPERM_KEY);
+    assert_eq!(run::<i64>(&mut c, &["INCR", "rw:cnt"]).unwrap(), 1);
+    // SET is OW UPDATE; with GET, RW ACCESS UPDATE.
+    ok(&mut c, &["SET", "w:1", "v"]);
+    assert_eq!(err(&mut c, &["SET", "w:1", "v2", "GET"]), NOPERM_KEY);
+    assert_eq!(
+        run::<Option<String>>(&mut c, &["SET", "rw:1", "v", "GET"]).unwrap(),
+        None
+    );
+    // GET is RO ACCESS.
+    assert_eq!(err(&mut c, &["GET", "w:1"]), NOPERM_KEY);
+    // EXISTS is RO without ACCESS: any matching pattern will do.
+    assert_eq!(run::<i64>(&mut c, &["EXISTS", "w:1"]).unwrap(), 1);
+    assert_eq!(run::<i64>(&mut c, &["EXISTS", "r:src"]).unwrap(), 1);
+    assert_eq!(err(&mut c, &["EXISTS", "other"]), NOPERM_KEY);
+    // COPY reads its source (RO ACCESS) and writes its destination (OW UPDATE).
+    assert_eq!(run::<i64>(&mut c, &["COPY", "r:src", "w:dst"]).unwrap(), 1);
+    assert_eq!(err(&mut c, &["COPY", "w:dst", "r:src2"]), NOPERM_KEY);
+    // SUNIONSTORE writes its destination (OW UPDATE) and reads its sources (RO ACCESS).
+    assert_eq!(
+        run::<i64>(&mut c, &["SUNIONSTORE", "w:u", "r:s1", "r:s2"]).unwrap(),
+        3
+    );
+    assert_eq!(
+        err(&mut c, &["SUNIONSTORE", "w:u", "r:s1", "w:1"]),
+        NOPERM_KEY
+    );
+    // LMOVE reads and pops its source (RW ACCESS DELETE), pushes to its destination (RW
+    // INSERT).
+    assert_eq!(
+        run::<String>(&mut c, &["LMOVE", "rw:list", "w:list", "LEFT", "RIGHT"]).unwrap(),
+        "x"
+    );
+    assert_eq!(
+        err(&mut c, &["LMOVE", "w:list", "rw:list", "LEFT", "RIGHT"]),
+        NOPERM_KEY
+    );
+    assert_eq!(
+        err(&mut c, &["LMOVE", "rw:list", "r:list", "LEFT", "RIGHT"]),
+        NOPERM_KEY
+    );
+    // Nothing refused ran.
+    assert_eq!(
+        run::<Option<String>>(&mut admin, &["GET", "w:cnt"]).unwrap(),
+        None
+    );
+    assert_eq!(run::<String>(&mut admin, &["GET", "w:1"]).unwrap(), "v");
+    assert_eq!(run::<i64>(&mut admin, &["LLEN", "rw:list"]).unwrap(), 1);
+
+    // ACL DRYRUN agrees.
+    let dryrun = |admin: &mut redis::Connection, args: &[&str]| -> String {
+        let mut all = vec!["ACL", "DRYRUN", "app"];
+        all.extend_from_slice(args);
+        run::<String>(admin, &all).unwrap()
+    };
+    let refused = |key: &str| format!("This user has no permissions to access the '{key}' key");
+    for (args, key) in [
+        (&["INCR", "w:cnt"][..], Some("w:cnt")),
+        (&["INCR", "rw:cnt"], None),
+        (&["SET", "w:1", "v"], None),
+        (&["SET", "w:1", "v", "GET"], Some("w:1")),
+        (&["GET", "w:1"], Some("w:1")),
+        (&["EXISTS", "w:1"], None),
+        (&["COPY", "r:src", "w:dst"], None),
+        (&["COPY", "w:dst", "r:src"], Some("w:dst")),
+        (&["SUNIONSTORE", "w:u", "r:s1", "r:s2"], None),
+        (&["SUNIONSTORE", "w:u", "r:s1", "w:1"], Some("w:1")),
+        (&["LMOVE", "rw:list", "w:list", "LEFT", "RIGHT"], None),
+        (
+            &["LMOVE", "w:list", "rw:list", "LEFT", "RIGHT"],
+            Some("w:list"),
+        ),
+    ] {
+        let want = key.map_or_else(|| "OK".to_string(), refused);
+        assert_eq!(dryrun(&mut admin, args), want, "{args:?}");
+    }
+
+    // ACL LOG notes the key the refusal was about.
+    let log = acl_log(&mut admin, &[]);
+    let refused_keys: Vec<&str> = log
+        .iter()
+        .filter(|e| e["reason"] == "key")
+        .map(|e| e["object"].as_str())
+        .collect();
+    for key in ["w:cnt", "w:1", "w:dst", "w:list", "r:list", "other"] {
+        assert!(refused_keys.contains(&key), "{key} in {refused_keys:?}");
+    }
+}

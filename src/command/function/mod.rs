@@ -28,7 +28,7 @@ use self::library::{
 use super::connection::ConnCtx;
 use super::script::{Invocation, RunningFunction, execute, flags_allow, kill, new_lua};
 use super::table::{CommandDef, NOKEY, container, def, numkeys};
-use super::{Ctx, Exec, NodeView, flags, is};
+use super::{Ctx, Exec, KeyAccess, NodeView, flags, is};
 use crate::script::{self, LOAD_TIMEOUT, ScriptFlags};
 
 /// This core's functions VM: the libraries it loaded, following the node's set.
@@ -486,7 +486,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Invokes a function.",
         "Depends on the function that is executed.",
         S(fcall),
-    ),
+    )
+    .key_access(KeyAccess::READ_WRITE),
     def(
         "fcall_ro",
         -3,
@@ -497,7 +498,8 @@ pub static COMMANDS: &[CommandDef] = &[
         "Invokes a read-only function.",
         "Depends on the function that is executed.",
         S(fcall),
-    ),
+    )
+    .key_access(KeyAccess::READ_ONLY),
     CommandDef {
         subcommands: FUNCTION_SUBCOMMANDS,
         ..container(
