@@ -11,8 +11,9 @@ for a value without digits), then the same with values that hold digits
 guard hands to the brand-range check). Between runs CONFIG SET switches the guard, so both
 settings run in one process, alternately (ABBA by round: the machine's drift falls on both
 alike). Prints each workload's median rps and server CPU µs per request (user + system, from
-/proc/PID/stat, which moves less with the machine's load than rps) per setting, and the
-ratio on/off. The issue's target: the guard on costs at most 5% of SET throughput.
+/proc/PID/stat, which moves less with the machine's load than rps) per setting, the ratio
+on/off of the medians, and the median of the per-round ratios (each round's two runs are
+adjacent in time, so the machine's drift cancels best there). The issue's target: the guard on costs at most 5% of SET throughput.
 """
 
 import argparse
@@ -80,12 +81,14 @@ def main():
         assert "card_pan_guard_refusals:0" in info, "a benchmark write tripped the guard"
     finally:
         s.stop()
-    print("| workload | guard off | guard on (refuse) | on/off |")
-    print("|---|---|---|---|")
+    print("| workload | guard off | guard on (refuse) | on/off of the medians | on/off per round: median [min-max] |")
+    print("|---|---|---|---|---|")
     for w in runs["off"][0]:
         a = statistics.median(x[w] for x in runs["off"])
         b = statistics.median(x[w] for x in runs["on"])
-        print(f"| {w} | {a:,.2f} | {b:,.2f} | {b / a:.3f} |")
+        pairs = [on[w] / off[w] for off, on in zip(runs["off"], runs["on"])]
+        print(f"| {w} | {a:,.2f} | {b:,.2f} | {b / a:.3f} | "
+              f"{statistics.median(pairs):.3f} [{min(pairs):.3f}-{max(pairs):.3f}] |")
 
 
 if __name__ == "__main__":
