@@ -1665,9 +1665,9 @@ fn the_bus_runs_on_mutual_tls() {
     let set: String = redis::cmd("CONFIG")
         .arg("SET")
         .arg("tls-client-cert-file")
-        .arg(&args[3])
+        .arg(args[3])
         .arg("tls-client-key-file")
-        .arg(&args[5])
+        .arg(args[5])
         .query(&mut admin)
         .expect("CONFIG SET of loadable files");
     assert_eq!(set, "OK");
