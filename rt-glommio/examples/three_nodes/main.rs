@@ -77,8 +77,9 @@ impl RaftTypeConfig for TypeConfig {
     type ErrorSource = openraft::impls::BoxedErrorSource;
 }
 
-/// A small entry: SET key value.
-#[derive(Debug, Clone)]
+/// A small entry: SET key value. Serde, for openraft built with its `serde` feature (as the
+/// workspace builds it).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Set {
     pub key: u64,
     pub value: u64,
