@@ -113,6 +113,7 @@ use rustls::{ClientConfig, ServerConfig};
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 
 use super::types::NodeId;
+use crate::util::log_limit::LogLimit;
 
 /// The largest frame either side accepts, counted after the length prefix. Raft batches are
 /// far smaller; the bound only stops a corrupt length from allocating gigabytes.
@@ -635,31 +636,9 @@ pub fn served_stats() -> LinkStats {
     SERVED.with(|counters| counters.snapshot())
 }
 
-/// Refused hellos a thread logged: one per [`REFUSAL_LOG_EVERY`].
-#[derive(Default)]
-struct RefusalLog {
-    last: Option<Instant>,
-    /// Refusals since the last one logged.
-    unlogged: u64,
-}
-
-impl RefusalLog {
-    /// Whether a refusal at `now` is logged, and if so how many went unlogged before it.
-    fn admit(&mut self, now: Instant) -> Option<u64> {
-        if self
-            .last
-            .is_some_and(|last| now.duration_since(last) < REFUSAL_LOG_EVERY)
-        {
-            self.unlogged += 1;
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.unlogged))
-    }
-}
-
 thread_local! {
-    static REFUSALS: RefCell<RefusalLog> = RefCell::default();
+    /// Refused hellos this thread logged: one per [`REFUSAL_LOG_EVERY`].
+    static REFUSALS: RefCell<LogLimit> = const { RefCell::new(LogLimit::new(REFUSAL_LOG_EVERY)) };
 }
 
 /// Warns of a refused hello, unless this thread warned of one less than
@@ -2952,7 +2931,7 @@ mod tests {
 
     #[test]
     fn refusals_are_logged_at_most_once_per_period_with_a_count_of_the_others() {
-        let mut log = RefusalLog::default();
+        let mut log = LogLimit::new(REFUSAL_LOG_EVERY);
         let start = Instant::now();
         assert_eq!(log.admit(start), Some(0));
         for s in 1..10 {

@@ -26,6 +26,7 @@ use bytes::Bytes;
 
 use crate::command::CommandDef;
 use crate::config::{CardPanGuard, Runtime};
+use crate::util::log_limit::LogLimit;
 
 /// What a refused write is told: the guard, never the number.
 pub const REFUSED: &str = "ERR card-pan-guard: refused to store what looks like a plaintext card \
@@ -265,29 +266,9 @@ fn masked_name(key: &[u8]) -> String {
     String::from_utf8_lossy(&card::discover::mask_pans(key)).into_owned()
 }
 
-/// Detections a thread logged: one per [`LOG_EVERY`].
-#[derive(Default)]
-struct RateLimit {
-    last: Option<Instant>,
-    unlogged: u64,
-}
-
-impl RateLimit {
-    fn admit(&mut self, now: Instant) -> Option<u64> {
-        if self
-            .last
-            .is_some_and(|last| now.duration_since(last) < LOG_EVERY)
-        {
-            self.unlogged += 1;
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.unlogged))
-    }
-}
-
 thread_local! {
-    static LOG: RefCell<RateLimit> = RefCell::default();
+    /// Detections this thread logged: one per [`LOG_EVERY`].
+    static LOG: RefCell<LogLimit> = const { RefCell::new(LogLimit::new(LOG_EVERY)) };
 }
 
 #[cfg(test)]
