@@ -16,12 +16,11 @@ machine's load than rps. The issue's target: the ratio ≥ 0.95.
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from binaries_ab import cpu_seconds  # noqa: E402
+from binaries_ab import measured  # noqa: E402
 from side_by_side import Server  # noqa: E402
 
 USERS = 100
@@ -46,15 +45,8 @@ def argv_for(binary):
 
 
 def bench(s, user, requests, pipeline, test):
-    cmd = ["redis-benchmark", "-p", str(s.port), "-c", "50", "-n", str(requests),
-           "-P", str(pipeline), "-r", "100000", "--csv", "-t", test]
-    if user != "default":
-        cmd += ["--user", user, "-a", PASSWORD]
-    before = cpu_seconds(s.proc.pid)
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    cpu = cpu_seconds(s.proc.pid) - before
-    rows = [line.split(",") for line in out.strip().splitlines()[1:]]
-    return float(rows[0][1].strip('"')), cpu * 1e6 / requests
+    auth = [] if user == "default" else ["--user", user, "-a", PASSWORD]
+    return measured(s, requests, pipeline, [*auth, "-t", test])
 
 
 def main():

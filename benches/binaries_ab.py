@@ -44,6 +44,15 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def measured(s, requests, pipeline, extra):
+    """One redis-benchmark run against server `s` (`redis_benchmark` of benches/collections.py,
+    `extra` its options and test): the first test's rps, and the server's CPU µs per request."""
+    before = cpu_seconds(s.proc.pid)
+    res = redis_benchmark(s, requests, pipeline, extra)
+    cpu = cpu_seconds(s.proc.pid) - before
+    return next(iter(res.values())), cpu * 1e6 / requests
+
+
 def one_round(binary, requests, script):
     s = Server(os.path.basename(binary), argv_for(binary))
     try:
@@ -57,11 +66,9 @@ def one_round(binary, requests, script):
                                           "100", "60", "1"],
             }
             for name, extra in workloads.items():
-                before = cpu_seconds(s.proc.pid)
-                res = redis_benchmark(s, n, p, extra)
-                cpu = cpu_seconds(s.proc.pid) - before
-                out[f"{name} -P{p} rps"] = next(iter(res.values()))
-                out[f"{name} -P{p} CPU µs/request"] = cpu * 1e6 / n
+                rps, cpu = measured(s, n, p, extra)
+                out[f"{name} -P{p} rps"] = rps
+                out[f"{name} -P{p} CPU µs/request"] = cpu
         return out
     finally:
         s.stop()

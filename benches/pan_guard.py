@@ -4,7 +4,7 @@
     python3 benches/pan_guard.py [--bin target/release/tallykv-server] [--rounds 6] [--requests 2000000]
 
 One server (`appendonly no`, `--threads 2`); redis-benchmark SET with 32-byte values (-d 32),
-50 clients, -P 16, keys `key:<12 digits>` (-r 1000000: the guard scans the key name too, and
+50 clients, -P 16, keys `key:<12 digits>` (-r 100000: the guard scans the key name too, and
 its twelve digits are one short of the shortest card number, the worst case of the pre-scan
 for a value without digits), then the same with values that hold digits
 (`amount=12500;at=<13-digit ms timestamp>`, a payment service's typical value, which the
@@ -19,13 +19,12 @@ adjacent in time, so the machine's drift cancels best there). The issue's target
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from binaries_ab import cpu_seconds  # noqa: E402
+from binaries_ab import measured  # noqa: E402
 from side_by_side import Server  # noqa: E402
 
 
@@ -37,16 +36,10 @@ def argv_for(binary):
 
 
 def bench(s, requests, value):
-    """One redis-benchmark SET run: rps and the server's CPU µs per request. `value`: None for
-    redis-benchmark's own 32-byte payload, else a SET of that value (a custom command)."""
-    cmd = ["redis-benchmark", "-p", str(s.port), "-c", "50", "-n", str(requests), "-P", "16",
-           "-r", "1000000", "--csv"]
-    cmd += ["-t", "set", "-d", "32"] if value is None else ["SET", "key:__rand_int__", value]
-    before = cpu_seconds(s.proc.pid)
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    cpu = cpu_seconds(s.proc.pid) - before
-    rows = [line.split(",") for line in out.strip().splitlines()[1:]]
-    return float(rows[0][1].strip('"')), cpu * 1e6 / requests
+    """One redis-benchmark SET run at -P 16: rps and the server's CPU µs per request. `value`:
+    None for redis-benchmark's own 32-byte payload, else a SET of that value."""
+    test = ["-t", "set", "-d", "32"] if value is None else ["SET", "key:__rand_int__", value]
+    return measured(s, requests, 16, test)
 
 
 def main():
