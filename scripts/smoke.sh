@@ -33,6 +33,10 @@ cli shutdown >/dev/null 2>&1 || true
 for _ in $(seq 100); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
 kill -0 $pid 2>/dev/null && { echo "FAIL: SHUTDOWN did not stop the server"; exit 1; }
 [ -d "$dir/snapshot/tallykv.db" ] || { echo "FAIL: BGSAVE wrote no snapshot"; exit 1; }
+# The restart takes a fresh free port: while the server was down, another process on this
+# shared machine may have been given the old one as the local port of an outgoing connection
+# (CI once failed so, "Address already in use"). What must survive is the data dir.
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$bin" --port "$port" --bind 127.0.0.1 --dir "$dir" --loglevel warning &
 pid=$!
 for _ in $(seq 100); do cli info persistence 2>/dev/null | grep -q "^loading:0" && break; sleep 0.1; done

@@ -399,6 +399,32 @@ impl Keyring {
         self.kek(id).map(|k| k.wraps.load(Ordering::Relaxed))
     }
 
+    /// A 256-bit key derived from KEK `id` with HKDF-SHA-256 (RFC 5869): `salt` and `info`
+    /// as the RFC names them. For a server that keeps its own data under this keyring's keys
+    /// (tallykv's encryption at rest): `info` separates that use from wrapping data keys, so
+    /// no key ever serves two purposes. None when the keyring has no key `id`.
+    pub fn derive_key(
+        &self,
+        id: &KeyId,
+        salt: &[u8],
+        info: &[u8],
+    ) -> Option<Zeroizing<[u8; KEY_LEN]>> {
+        struct Len;
+        impl ring::hkdf::KeyType for Len {
+            fn len(&self) -> usize {
+                KEY_LEN
+            }
+        }
+        let kek = self.kek(id)?;
+        let prk = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, salt).extract(&kek.material[..]);
+        let mut out = Zeroizing::new([0u8; KEY_LEN]);
+        // KEY_LEN is far below HKDF-SHA-256's limit (255 * 32 bytes): neither call can fail.
+        prk.expand(&[info], Len)
+            .and_then(|okm| okm.fill(&mut out[..]))
+            .expect("HKDF-SHA-256 expands 32 bytes");
+        Some(out)
+    }
+
     fn kek(&self, id: &KeyId) -> Option<&Kek> {
         self.keks.iter().find(|k| &k.id == id)
     }
@@ -519,6 +545,19 @@ fn json_error(e: serde_json::Error) -> KeyringError {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn derived_keys_differ_by_key_salt_and_info() {
+        let mut ring = Keyring::generate(KeyId::new("a").unwrap()).unwrap();
+        ring.rotate(Some(KeyId::new("b").unwrap())).unwrap();
+        let (a, b) = (KeyId::new("a").unwrap(), KeyId::new("b").unwrap());
+        let k = |id: &KeyId, salt: &[u8], info: &[u8]| *ring.derive_key(id, salt, info).unwrap();
+        assert_eq!(k(&a, b"s", b"i"), k(&a, b"s", b"i"));
+        assert_ne!(k(&a, b"s", b"i"), k(&b, b"s", b"i"));
+        assert_ne!(k(&a, b"s", b"i"), k(&a, b"t", b"i"));
+        assert_ne!(k(&a, b"s", b"i"), k(&a, b"s", b"j"));
+        assert!(ring.derive_key(&KeyId::new("c").unwrap(), b"s", b"i").is_none());
+    }
+
     use super::*;
 
     fn id(s: &str) -> KeyId {

@@ -355,6 +355,11 @@ impl Runtime {
             .collect()
     }
 
+    /// `encryption-at-rest-key-file`, `None` when empty (encryption at rest off).
+    pub fn encryption_at_rest_key_file(&self) -> Option<String> {
+        Some(self.text(Key::EncryptionAtRestKeyFile)).filter(|p| !p.is_empty())
+    }
+
     /// `audit-log-file`, `None` when empty (no audit log).
     pub fn audit_log_file(&self) -> Option<String> {
         Some(self.text(Key::AuditLogFile)).filter(|p| !p.is_empty())

@@ -592,6 +592,23 @@ directives! {
         default: "",
     }
 
+    /// Encryption at rest: a key file as "tallykv-card keygen --out FILE" writes it
+    /// (keys with ids, one active). Everything this node writes to disk - stored
+    /// values, the Raft log, slot-group snapshots and SAVE copies - is then AES-256-GCM
+    /// encrypted under the active key, so a copied data dir or backup reveals no value
+    /// (key names stay plaintext). A missing key or a wrong one stops the start with an
+    /// error. To rotate, add a key ("tallykv-card rotate") and CONFIG SET this to the
+    /// file again: values under older keys are re-encrypted in the background (INFO
+    /// persistence, at_rest_*), and an old key may leave the file once
+    /// at_rest_rotation_in_progress is 0. Turned on or off at startup only; data
+    /// written in plaintext before is encrypted by the same background pass.
+    EncryptionAtRestKeyFile {
+        name: "encryption-at-rest-key-file",
+        access: Mutable,
+        kind: Str,
+        default: "",
+    }
+
     /// Renames a command, or hides it with "" as the new name, for every client
     /// and script: "rename-command CONFIG \"\"", "rename-command FLUSHALL
     /// b840fc02d524045429941cc15f59e41cb7be6c52". One line per command; the server

@@ -143,7 +143,7 @@ fn open_storage(shared: Arc<Shared>, cores: usize) -> Result<(), String> {
         .name("tallykv-open".into())
         .spawn(move || {
             let rt = shared.config.runtime.clone();
-            let opened = crate::storage::Storage::open(&dir, Box::new(move || rt.appendfsync()))
+            let opened = crate::storage::Storage::open(&dir, Box::new(move || rt.appendfsync()), None)
                 .and_then(|storage| {
                     crate::engine::libraries::load_stored(&shared, &storage)?;
                     if shared.config.cluster.enabled {

@@ -33,6 +33,7 @@
 //! commit). `everysec` syncs at most a second after a write; `no` leaves it to the OS.
 //! Loading runs on one thread per core, each reading that core's slot ranges.
 
+pub mod at_rest;
 pub mod codec;
 
 /// Tags of the `raft` keyspace's state-machine records start here.
@@ -180,6 +181,8 @@ pub struct Storage {
     /// Bytes sent to the writer and not yet committed.
     backlog_bytes: AtomicU64,
     fsync_mode: Box<dyn Fn() -> AppendFsync + Send + Sync>,
+    /// The node's keys for encryption at rest (`encryption-at-rest-key-file`), if on.
+    at_rest: Option<Arc<at_rest::AtRest>>,
     pub stats: PersistStats,
 }
 
@@ -219,6 +222,7 @@ impl Storage {
     pub fn open(
         dir: &Path,
         fsync_mode: Box<dyn Fn() -> AppendFsync + Send + Sync>,
+        at_rest: Option<Arc<at_rest::AtRest>>,
     ) -> Result<Arc<Storage>, String> {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create dir {}: {e}", dir.display()))?;
@@ -260,6 +264,7 @@ impl Storage {
             tx: Mutex::new(Some(tx)),
             backlog_bytes: AtomicU64::new(0),
             fsync_mode,
+            at_rest,
             stats: PersistStats {
                 last_bgsave_ok: AtomicBool::new(true),
                 ..Default::default()
@@ -278,6 +283,12 @@ impl Storage {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The node's keys for encryption at rest, when `encryption-at-rest-key-file` is set: the
+    /// Raft logs and snapshot files seal with them too.
+    pub fn at_rest(&self) -> Option<&Arc<at_rest::AtRest>> {
+        self.at_rest.as_ref()
     }
 
     /// Bytes the database occupies on disk.
