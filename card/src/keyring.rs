@@ -555,7 +555,10 @@ mod tests {
         assert_ne!(k(&a, b"s", b"i"), k(&b, b"s", b"i"));
         assert_ne!(k(&a, b"s", b"i"), k(&a, b"t", b"i"));
         assert_ne!(k(&a, b"s", b"i"), k(&a, b"s", b"j"));
-        assert!(ring.derive_key(&KeyId::new("c").unwrap(), b"s", b"i").is_none());
+        assert!(
+            ring.derive_key(&KeyId::new("c").unwrap(), b"s", b"i")
+                .is_none()
+        );
     }
 
     use super::*;

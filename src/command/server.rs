@@ -417,6 +417,27 @@ fn persistence_section(shared: &Shared, out: &mut String) {
         st.bytes_written.load(Relaxed),
         storage.dir().display(),
     );
+    match storage.at_rest_info() {
+        None => out.push_str("at_rest_encryption:0\r\n"),
+        Some(a) => {
+            let _ = write!(
+                out,
+                "at_rest_encryption:1\r\n\
+                 at_rest_active_key:{}\r\n\
+                 at_rest_keys_in_use:{}\r\n\
+                 at_rest_rotation_in_progress:{}\r\n\
+                 at_rest_values_resealed:{}\r\n\
+                 at_rest_values_sealed:{}\r\n\
+                 at_rest_values_opened:{}\r\n",
+                a.active,
+                a.keys_in_use.join(","),
+                a.rotation_in_progress as u8,
+                a.resealed,
+                a.sealed,
+                a.opened,
+            );
+        }
+    }
 }
 
 fn stats_section(shared: &Shared, out: &mut String) {

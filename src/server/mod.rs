@@ -135,23 +135,57 @@ pub fn run(config: Config) -> Result<(), String> {
 /// 30 MB here), and clients should get -LOADING meanwhile, not a refused connection. A
 /// directory that is locked or cannot be opened still stops the server with its error; the
 /// lock is checked first, here, so a second server on the same dir fails before it listens.
+/// CONFIG SET encryption-at-rest-key-file: reads the key file again (a rotation), refused
+/// when encryption at rest is off or the file cannot serve the data on disk.
+fn watch_at_rest(shared: &Arc<Shared>) {
+    const NAME: &str = "encryption-at-rest-key-file";
+    let weak = Arc::downgrade(shared);
+    shared.config.runtime.on_apply(move |names| {
+        if !names.contains(&NAME) {
+            return Ok(());
+        }
+        let Some(shared) = weak.upgrade() else {
+            return Ok(());
+        };
+        let Some(storage) = shared.storage.get() else {
+            return Err((NAME, "the data dir is still being opened".into()));
+        };
+        let path = shared.config.runtime.encryption_at_rest_key_file().ok_or((
+            NAME,
+            "encryption at rest is turned off at startup only".to_string(),
+        ))?;
+        storage
+            .reload_at_rest(std::path::Path::new(&path))
+            .map_err(|e| (NAME, e))
+    });
+}
+
 fn open_storage(shared: Arc<Shared>, cores: usize) -> Result<(), String> {
+    watch_at_rest(&shared);
     crate::engine::persist::loading_begins(&shared, cores);
     let dir = shared.config.dir.clone();
     crate::storage::check_not_locked(&dir)?;
+    // A key file that cannot be read stops the start here, before the port opens.
+    let at_rest = match shared.config.runtime.encryption_at_rest_key_file() {
+        Some(path) => Some(Arc::new(crate::storage::at_rest::AtRest::load(
+            std::path::Path::new(&path),
+        )?)),
+        None => None,
+    };
     std::thread::Builder::new()
         .name("tallykv-open".into())
         .spawn(move || {
             let rt = shared.config.runtime.clone();
-            let opened = crate::storage::Storage::open(&dir, Box::new(move || rt.appendfsync()), None)
-                .and_then(|storage| {
-                    crate::engine::libraries::load_stored(&shared, &storage)?;
-                    if shared.config.cluster.enabled {
-                        crate::engine::users::load_stored(&shared, &storage)?;
-                        crate::cluster::start::storage_opened(&shared, &storage)?;
-                    }
-                    Ok(storage)
-                });
+            let opened =
+                crate::storage::Storage::open(&dir, Box::new(move || rt.appendfsync()), at_rest)
+                    .and_then(|storage| {
+                        crate::engine::libraries::load_stored(&shared, &storage)?;
+                        if shared.config.cluster.enabled {
+                            crate::engine::users::load_stored(&shared, &storage)?;
+                            crate::cluster::start::storage_opened(&shared, &storage)?;
+                        }
+                        Ok(storage)
+                    });
             match opened {
                 Ok(storage) => {
                     tracing::info!(

@@ -82,7 +82,9 @@ impl std::fmt::Display for OpenError {
                 f,
                 "data encrypted at rest under key id '{id}', which the encryption-at-rest-key-file does not hold"
             ),
-            OpenError::Malformed => write!(f, "a value encrypted at rest is malformed or cut short"),
+            OpenError::Malformed => {
+                write!(f, "a value encrypted at rest is malformed or cut short")
+            }
             OpenError::Tampered(id) => write!(
                 f,
                 "a value encrypted at rest under key id '{id}' does not decrypt: the key file holds another key under that id, or the data was changed"
@@ -316,7 +318,11 @@ impl AtRest {
     }
 
     /// The session `key_id`/`session_id` names, derived once and cached.
-    fn session(&self, key_id: &str, session_id: [u8; SESSION_LEN]) -> Result<Arc<Session>, OpenError> {
+    fn session(
+        &self,
+        key_id: &str,
+        session_id: [u8; SESSION_LEN],
+    ) -> Result<Arc<Session>, OpenError> {
         {
             let keys = self.read();
             if keys.writing.id == session_id && keys.writing.key_id == key_id {
@@ -421,7 +427,11 @@ fn split(stored: &[u8]) -> Result<(&str, [u8; SESSION_LEN], u64, &[u8]), OpenErr
     }
     let key_id = std::str::from_utf8(&rest[..len]).map_err(|_| OpenError::Malformed)?;
     let session: [u8; SESSION_LEN] = rest[len..len + SESSION_LEN].try_into().unwrap();
-    let n = u64::from_le_bytes(rest[len + SESSION_LEN..len + SESSION_LEN + 8].try_into().unwrap());
+    let n = u64::from_le_bytes(
+        rest[len + SESSION_LEN..len + SESSION_LEN + 8]
+            .try_into()
+            .unwrap(),
+    );
     Ok((key_id, session, n, &rest[len + SESSION_LEN + 8..]))
 }
 
@@ -455,7 +465,9 @@ fn read_file_header(inner: &mut impl Read) -> io::Result<(Vec<u8>, String, [u8; 
     let mut header = vec![0u8; FILE_MAGIC.len() + 1];
     inner.read_exact(&mut header)?;
     if &header[..FILE_MAGIC.len()] != FILE_MAGIC {
-        return Err(invalid("not a file encrypted at rest (or of an unknown version)"));
+        return Err(invalid(
+            "not a file encrypted at rest (or of an unknown version)",
+        ));
     }
     let len = header[FILE_MAGIC.len()] as usize;
     let mut rest = vec![0u8; len + SESSION_LEN];
@@ -644,7 +656,10 @@ pub(crate) mod tests {
         assert_eq!(sealed.len(), 16 + overhead("k1"));
         assert!(!sealed.windows(4).any(|w| w == b"4111"));
         assert_eq!(a.open(b"g0/key", &sealed).unwrap(), b"4111111111111111");
-        assert_eq!(a.open(b"g0/other", &sealed), Err(OpenError::Tampered("k1".into())));
+        assert_eq!(
+            a.open(b"g0/other", &sealed),
+            Err(OpenError::Tampered("k1".into()))
+        );
         // Two seals of one value differ (the counter moves on).
         assert_ne!(a.seal(b"x", b"v"), a.seal(b"x", b"v"));
         for i in 0..sealed.len() {
@@ -667,9 +682,15 @@ pub(crate) mod tests {
         let old = a.seal(b"a", b"value");
         // A different key under the same id: Tampered, never garbage.
         let other = AtRest::load(&key_file(&dir, "other", &["k1"])).unwrap();
-        assert_eq!(other.open(b"a", &old), Err(OpenError::Tampered("k1".into())));
+        assert_eq!(
+            other.open(b"a", &old),
+            Err(OpenError::Tampered("k1".into()))
+        );
         let third = AtRest::load(&key_file(&dir, "third", &["k9"])).unwrap();
-        assert_eq!(third.open(b"a", &old), Err(OpenError::UnknownKey("k1".into())));
+        assert_eq!(
+            third.open(b"a", &old),
+            Err(OpenError::UnknownKey("k1".into()))
+        );
         // Rotate: the file gains k2 (active); old values open, new ones use k2.
         let mut ring = Keyring::from_file(&path).unwrap();
         ring.rotate(Some(KeyId::new("k2").unwrap())).unwrap();
@@ -701,14 +722,26 @@ pub(crate) mod tests {
             a.reader(&file[..]).unwrap().read_to_end(&mut back).unwrap();
             assert_eq!(back, data, "len {len}");
             // Cut anywhere past the header: an error, never a shorter plaintext.
-            for cut in [file.len() - 1, file.len() - TAG_LEN - 4, FILE_MAGIC.len() + 20] {
+            for cut in [
+                file.len() - 1,
+                file.len() - TAG_LEN - 4,
+                FILE_MAGIC.len() + 20,
+            ] {
                 let mut r = a.reader(&file[..cut]).unwrap();
-                assert!(r.read_to_end(&mut Vec::new()).is_err(), "len {len} cut {cut}");
+                assert!(
+                    r.read_to_end(&mut Vec::new()).is_err(),
+                    "len {len} cut {cut}"
+                );
             }
             let mut bad = file.clone();
             let i = bad.len() - 3;
             bad[i] ^= 0x40;
-            assert!(a.reader(&bad[..]).unwrap().read_to_end(&mut Vec::new()).is_err());
+            assert!(
+                a.reader(&bad[..])
+                    .unwrap()
+                    .read_to_end(&mut Vec::new())
+                    .is_err()
+            );
         }
         let path = dir.join("f");
         let mut w = a.writer(std::fs::File::create(&path).unwrap()).unwrap();

@@ -48,6 +48,7 @@ pub const FUNCTIONS_RECORD: [u8; 3] = [0xFF, 0xFF, 0x24];
 /// `raft` keyspace in the format `engine::users` gives it, written with the meta group's
 /// state; absent while the node enforces its configured users.
 pub const USERS_RECORD: [u8; 3] = [0xFF, 0xFF, 0x25];
+mod rotation;
 mod snapshot;
 pub mod wal;
 
@@ -141,6 +142,30 @@ enum WriteMsg {
     Barrier(Callback),
     /// Takes a snapshot of everything queued before it and writes it out on its own thread.
     Snapshot(Callback),
+    /// Re-seals values under the active at-rest key (rotation): each (keyspace, stored key,
+    /// stored value as the rotation read it) is rewritten only if the value is still that
+    /// one, so a write that came meanwhile is never undone. The callback gets the count.
+    Reseal(
+        Vec<(Space, Vec<u8>, fjall::Slice)>,
+        Box<dyn FnOnce(u64) + Send>,
+    ),
+}
+
+/// Which keyspace a stored value lives in: part of its at-rest associated data, with its
+/// stored key, so a sealed value moved to another key or keyspace does not open.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Space {
+    Data = 0,
+    Dbs = 1,
+    Deltas = 2,
+    Raft = 3,
+}
+
+/// The at-rest associated data of the value stored under `key` in `space`.
+fn value_aad(space: Space, key: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    out.push(space as u8);
+    out.extend_from_slice(key);
 }
 
 /// Figures for INFO persistence; written by the writer and snapshot threads.
@@ -172,6 +197,8 @@ pub struct PersistStats {
 
 pub struct Storage {
     db: Database,
+    /// Format version, group count and the at-rest records (see `rotation`).
+    meta: Keyspace,
     groups: Vec<Keyspace>,
     raft: Keyspace,
     deltas: Keyspace,
@@ -183,6 +210,12 @@ pub struct Storage {
     fsync_mode: Box<dyn Fn() -> AppendFsync + Send + Sync>,
     /// The node's keys for encryption at rest (`encryption-at-rest-key-file`), if on.
     at_rest: Option<Arc<at_rest::AtRest>>,
+    /// Encryption at rest was turned on for a dir holding plaintext values that the
+    /// background pass has not sealed yet: loading accepts them until it has.
+    plaintext_ok: AtomicBool,
+    /// Rotation passes of other parts of the disk state (the cluster's snapshot files), run
+    /// by the rotation thread after its own.
+    reseal_passes: Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
     pub stats: PersistStats,
 }
 
@@ -253,9 +286,20 @@ impl Storage {
         let dbs = db
             .keyspace(DBS_KEYSPACE, group_options)
             .map_err(|e| db_err(&path, e))?;
+        let meta = db
+            .keyspace("meta", KeyspaceCreateOptions::default)
+            .map_err(|e| db_err(&path, e))?;
+        let plaintext_ok = rotation::check_keys(
+            &db,
+            &meta,
+            groups.iter().chain([&raft, &deltas, &dbs]),
+            at_rest.as_deref(),
+            &path,
+        )?;
         let (tx, rx) = std::sync::mpsc::channel();
         let storage = Arc::new(Storage {
             db,
+            meta,
             groups,
             raft,
             deltas,
@@ -265,6 +309,8 @@ impl Storage {
             backlog_bytes: AtomicU64::new(0),
             fsync_mode,
             at_rest,
+            plaintext_ok: AtomicBool::new(plaintext_ok),
+            reseal_passes: Mutex::new(Vec::new()),
             stats: PersistStats {
                 last_bgsave_ok: AtomicBool::new(true),
                 ..Default::default()
@@ -278,11 +324,19 @@ impl Storage {
                 writer.run_writer(rx)
             })
             .map_err(|e| format!("cannot start the storage writer: {e}"))?;
+        rotation::start(&storage)?;
         Ok(storage)
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Adds a rotation pass the rotation thread runs after its own (each reports its part
+    /// done to [`at_rest::AtRest::part_done`] itself).
+    pub fn add_reseal_pass(&self, pass: impl Fn() + Send + Sync + 'static) {
+        let mut passes = self.reseal_passes.lock().unwrap_or_else(|e| e.into_inner());
+        passes.push(Box::new(pass));
     }
 
     /// The node's keys for encryption at rest, when `encryption-at-rest-key-file` is set: the
@@ -370,10 +424,9 @@ impl Storage {
     /// The value of `key` in the `raft` keyspace, as last committed (a [`Batch`] still queued
     /// for the writer is not visible yet).
     pub fn raft_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
-        self.raft
-            .get(key)
-            .map(|v| v.map(|v| v.to_vec()))
-            .map_err(|e| db_err(self.raft.path(), e))
+        let v = (self.raft.get(key)).map_err(|e| db_err(self.raft.path(), e))?;
+        v.map(|v| Ok(self.open_value(Space::Raft, key, v)?.to_vec()))
+            .transpose()
     }
 
     /// Every committed (key, value) of the `raft` keyspace whose key starts with `prefix`, in
@@ -385,6 +438,7 @@ impl Storage {
                 let (k, v) = guard
                     .into_inner()
                     .map_err(|e| db_err(self.raft.path(), e))?;
+                let v = self.open_value(Space::Raft, &k, v)?;
                 Ok((k.to_vec(), v.to_vec()))
             })
             .collect()
@@ -501,11 +555,11 @@ impl Storage {
         };
         let mut chunk = Vec::with_capacity(CHUNK);
         for guard in iter {
-            chunk.push(
-                guard
-                    .into_inner()
-                    .map_err(|e| db_err(self.deltas.path(), e))?,
-            );
+            let (k, v) = guard
+                .into_inner()
+                .map_err(|e| db_err(self.deltas.path(), e))?;
+            let v = self.open_value(Space::Deltas, &k, v)?;
+            chunk.push((k, v));
             if chunk.len() == CHUNK && !emit(std::mem::take(&mut chunk)) {
                 return Ok(());
             }
@@ -561,8 +615,9 @@ impl Storage {
                 (Some(v), false) => Box::new(v.range(ks, lo..codec::slot_prefix(hi))),
             };
             for guard in iter {
-                let kv = guard.into_inner().map_err(|e| db_err(ks.path(), e))?;
-                chunk.push(kv);
+                let (k, v) = guard.into_inner().map_err(|e| db_err(ks.path(), e))?;
+                let v = self.open_value(Space::Data, &k, v)?;
+                chunk.push((k, v));
                 if chunk.len() == CHUNK
                     && !emit(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))
                 {
@@ -611,6 +666,7 @@ impl Storage {
             let mut wants_sync = false;
             let mut dones = Vec::new();
             let mut barriers = Vec::new();
+            let mut resealed = Vec::new();
             let mut batch = self.db.batch();
             for msg in msgs.drain(..) {
                 match msg {
@@ -626,6 +682,14 @@ impl Storage {
                     // Deferred to the one commit and fsync below: still after everything
                     // queued before the barrier, and shared by every barrier taken this round.
                     WriteMsg::Barrier(cb) => barriers.push(cb),
+                    WriteMsg::Reseal(values, cb) => {
+                        // What the rotation read must be compared with what is committed:
+                        // commit this round's writes first.
+                        self.commit(std::mem::replace(&mut batch, self.db.batch()));
+                        let n = self.reseal(&mut batch, values);
+                        wrote |= n > 0;
+                        resealed.push((cb, n));
+                    }
                     WriteMsg::Snapshot(cb) => {
                         self.commit(std::mem::replace(&mut batch, self.db.batch()));
                         let snap = self.db.snapshot();
@@ -656,6 +720,9 @@ impl Storage {
             for cb in barriers {
                 cb(Ok(()));
             }
+            for (cb, n) in resealed {
+                cb(n);
+            }
         }
         tracing::debug!("storage writer stopped");
     }
@@ -684,23 +751,25 @@ impl Storage {
             self.wipe_db(batch, db, slots);
         }
         let stats = &self.stats;
+        let mut aad = Vec::new();
         stats.keys_written.fetch_add(items.len() as u64, Relaxed);
         stats
             .changes_since_save
             .fetch_add((items.len() + deltas.len()) as u64, Relaxed);
         for mut item in items {
-            let ks = if item.key[0] == codec::DB_MARKER {
+            let (ks, space) = if item.key[0] == codec::DB_MARKER {
                 item.key.remove(0);
-                &self.dbs
+                (&self.dbs, Space::Dbs)
             } else {
                 let slot = u16::from_be_bytes([item.key[0], item.key[1]]) as usize;
-                &self.groups[self.group_of(slot)]
+                (&self.groups[self.group_of(slot)], Space::Data)
             };
             if !fits_fjall(&mut item) {
                 continue;
             }
             match item.value {
                 Some(v) => {
+                    let v = self.seal_value(space, &item.key, v, &mut aad);
                     stats
                         .bytes_written
                         .fetch_add((item.key.len() + v.len()) as u64, Relaxed);
@@ -716,6 +785,7 @@ impl Storage {
             match item.value {
                 Some(v) => {
                     stats.deltas_written.fetch_add(1, Relaxed);
+                    let v = self.seal_value(Space::Deltas, &item.key, v, &mut aad);
                     stats
                         .bytes_written
                         .fetch_add((item.key.len() + v.len()) as u64, Relaxed);
@@ -742,7 +812,10 @@ impl Storage {
                 "Batch::raft may only write state-machine keys"
             );
             match item.value {
-                Some(v) => batch.insert(&self.raft, item.key, v),
+                Some(v) => {
+                    let v = self.seal_value(Space::Raft, &item.key, v, &mut aad);
+                    batch.insert(&self.raft, item.key, v)
+                }
                 None => batch.remove(&self.raft, item.key),
             }
         }
@@ -831,6 +904,7 @@ impl Storage {
             let mut chunk = Vec::with_capacity(CHUNK);
             for guard in range_of(range) {
                 let (k, v) = guard.into_inner().map_err(err)?;
+                let v = self.open_value(Space::Dbs, &k, v)?;
                 chunk.push((k.as_ref()[4..].into(), v));
                 if chunk.len() == CHUNK
                     && !emit(db, std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))
@@ -846,6 +920,89 @@ impl Storage {
                 None => return Ok(()),
             }
         }
+    }
+
+    /// `v` as it is stored: sealed under the active at-rest key when encryption at rest is
+    /// on (`aad` is scratch space).
+    fn seal_value(&self, space: Space, key: &[u8], v: Vec<u8>, aad: &mut Vec<u8>) -> Vec<u8> {
+        match &self.at_rest {
+            None => v,
+            Some(a) => {
+                value_aad(space, key, aad);
+                a.seal(aad, &v)
+            }
+        }
+    }
+
+    /// The plaintext of the value stored under `key` in `space`. A sealed value read without
+    /// the key file, or a plaintext one in a dir whose values are all sealed, is an error:
+    /// never handed on as if it were data.
+    pub(crate) fn open_value(
+        &self,
+        space: Space,
+        key: &[u8],
+        v: fjall::Slice,
+    ) -> Result<fjall::Slice, String> {
+        let bad = |e: at_rest::OpenError| format!("{}: {e}", self.dir.join(DB_DIR).display());
+        match &self.at_rest {
+            None if at_rest::is_sealed(&v) => Err(bad(at_rest::OpenError::NoKeyFile(
+                at_rest::key_id_of(&v).unwrap_or("?").to_owned(),
+            ))),
+            None => Ok(v),
+            Some(a) if at_rest::is_sealed(&v) => {
+                let mut aad = Vec::with_capacity(key.len() + 1);
+                value_aad(space, key, &mut aad);
+                a.open(&aad, &v).map(fjall::Slice::from).map_err(bad)
+            }
+            Some(_) if self.plaintext_ok.load(Relaxed) => Ok(v),
+            Some(_) => Err(format!(
+                "{}: a value is stored in plaintext in a data dir encrypted at rest (was a \
+                 file changed?)",
+                self.dir.join(DB_DIR).display()
+            )),
+        }
+    }
+
+    /// The writer's half of a rotation step (see [`WriteMsg::Reseal`]); returns how many
+    /// values it re-sealed.
+    fn reseal(
+        &self,
+        batch: &mut fjall::OwnedWriteBatch,
+        values: Vec<(Space, Vec<u8>, fjall::Slice)>,
+    ) -> u64 {
+        let Some(a) = &self.at_rest else { return 0 };
+        let mut aad = Vec::new();
+        let mut n = 0;
+        for (space, key, read) in values {
+            let ks = match space {
+                Space::Data => {
+                    let slot = u16::from_be_bytes([key[0], key[1]]) as usize;
+                    &self.groups[self.group_of(slot)]
+                }
+                Space::Dbs => &self.dbs,
+                Space::Deltas => &self.deltas,
+                Space::Raft => &self.raft,
+            };
+            // Unchanged since the rotation read it? Otherwise a newer write (sealed under the
+            // active key already) or a delete stands.
+            match ks.get(&key) {
+                Ok(Some(now)) if now == read => {}
+                Ok(_) => continue,
+                Err(e) => fatal(&db_err(ks.path(), e)),
+            }
+            let plain = match self.open_value(space, &key, read) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!("encryption at rest: cannot re-seal a value: {e}");
+                    continue;
+                }
+            };
+            value_aad(space, &key, &mut aad);
+            batch.insert(ks, key, a.seal(&aad, &plain));
+            n += 1;
+        }
+        a.resealed.fetch_add(n, Relaxed);
+        n
     }
 
     fn commit(&self, batch: fjall::OwnedWriteBatch) {

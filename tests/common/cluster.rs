@@ -644,7 +644,12 @@ impl Cluster {
             })
             .args(["--loglevel", "notice", "--logfile"])
             .arg(&node.log)
-            .args(&self.args)
+            // "{node}" in a shared argument is the node's number (per-node files).
+            .args(
+                self.args
+                    .iter()
+                    .map(|a| a.replace("{node}", &i.to_string())),
+            )
             .args(&node.args)
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -701,6 +706,11 @@ impl Cluster {
     }
 
     /// Empties node `i`'s data dir (the node must be killed first).
+    /// Node `i`'s data dir.
+    pub fn dir(&self, i: usize) -> &std::path::Path {
+        &self.nodes[i].dir
+    }
+
     pub fn wipe(&mut self, i: usize) {
         assert!(self.nodes[i].child.is_none(), "wipe a running node");
         let dir = &self.nodes[i].dir;

@@ -8,6 +8,7 @@ mod common;
 
 mod acl;
 mod acl_cluster;
+mod at_rest;
 mod audit;
 mod auth;
 mod bitmaps;
