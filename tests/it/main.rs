@@ -13,6 +13,7 @@ mod audit;
 mod auth;
 mod bitmaps;
 mod blocking;
+mod card_helpers;
 mod connection;
 mod counters;
 mod crash;
