@@ -305,6 +305,11 @@ struct Running {
     /// The keys the script declared.
     declared: Vec<Bytes>,
     core: usize,
+    /// `card-pan-guard refuse`: the shard keeps before-images while the script runs.
+    guarded: bool,
+    /// The guard refused one of the script's writes: it refuses every later one, and the
+    /// script is undone whole when it ends.
+    doomed: bool,
 }
 
 /// A Lua VM whose `redis.call` / `redis.pcall` run commands for the script running on this
@@ -400,6 +405,9 @@ fn call_from_script(mut argv: Vec<Vec<u8>>) -> CommandOutcome {
     if super::key_too_long(def, &args) {
         return refuse(&format!("-{}", super::key_too_long_error()));
     }
+    if write && run.doomed {
+        return refuse(&format!("-{}", crate::security::pan_guard::REFUSED));
+    }
     if write
         && let Some(guard) = node.pan_guard()
         && let Some(finding) = guard.inspect(def, &args)
@@ -409,6 +417,7 @@ fn call_from_script(mut argv: Vec<Vec<u8>>) -> CommandOutcome {
             None => guard.decide(&finding, "lua", "", ""),
         });
         if verdict == crate::security::pan_guard::Verdict::Refuse {
+            run.doomed = run.guarded;
             return refuse(&format!("-{}", crate::security::pan_guard::REFUSED));
         }
     }
@@ -457,6 +466,14 @@ fn call_from_script(mut argv: Vec<Vec<u8>>) -> CommandOutcome {
     }
     if write {
         node.scripts().wrote[run.core].store(true, Relaxed);
+        // APPEND and SETRANGE check what they would store themselves (the guard's error is
+        // their reply).
+        if run.guarded
+            && out.buf.first() == Some(&b'-')
+            && out.buf[1..].starts_with(crate::security::pan_guard::REFUSED.as_bytes())
+        {
+            run.doomed = true;
+        }
     }
     CommandOutcome::Reply(out.buf)
 }
@@ -694,7 +711,16 @@ pub(super) fn execute(
             .flatten(),
         declared: run.keys.to_vec(),
         core,
+        guarded: false,
+        doomed: false,
     };
+    // With the guard refusing, a script that tries to store a card number is refused as a
+    // whole: what it wrote before is undone (its reply is the guard's error, even if it
+    // caught that error with pcall).
+    running.guarded = !run.read_only && ctx.node.pan_guard().is_some_and(|g| g.refusing());
+    if running.guarded {
+        ctx.shard.begin_undo();
+    }
     let is_function = run.function.is_some();
     let killed = if is_function {
         KILLED_FUNCTION
@@ -727,10 +753,18 @@ pub(super) fn execute(
     let result = call(lua);
     lua.remove_hook();
     RUNNING.with(|r| r.set(std::ptr::null_mut()));
+    let doomed = running.doomed;
+    if running.guarded {
+        ctx.shard.end_undo(doomed);
+    }
     ctx.shard.select(db);
     scripts.started[core].store(0, Relaxed);
     if is_function {
         scripts.set_running_function(core, None);
+    }
+    if doomed {
+        ctx.out.error(crate::security::pan_guard::REFUSED);
+        return;
     }
     match result {
         Ok(v) => {

@@ -102,7 +102,8 @@ impl PanGuard {
         self.mode.load(Relaxed) != 0
     }
 
-    fn refusing(&self) -> bool {
+    /// Whether a write holding a card number is refused (`refuse`).
+    pub fn refusing(&self) -> bool {
         self.mode.load(Relaxed) == 2
     }
 

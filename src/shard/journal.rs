@@ -19,6 +19,15 @@ pub struct Image {
     pub access: u32,
 }
 
+/// A point in a journal's records ([`Journal::mark`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Mark {
+    records: usize,
+    units: usize,
+    open: u32,
+    db: u32,
+}
+
 /// Records and before-images of one evaluation (one batch of commands for one slot group).
 #[derive(Default)]
 pub struct Journal {
@@ -79,6 +88,26 @@ impl Journal {
             self.units.push((self.records.len(), self.open));
             self.open = 0;
         }
+    }
+
+    /// Where the records stand now, to [`Journal::rewind`] to.
+    pub fn mark(&self) -> Mark {
+        Mark {
+            records: self.records.len(),
+            units: self.units.len(),
+            open: self.open,
+            db: self.db,
+        }
+    }
+
+    /// Drops every record since `mark` (a script undone whole). Before-images taken since
+    /// stay: they are the keys' states before the dropped records, which is what the keys are
+    /// put back to.
+    pub fn rewind(&mut self, mark: Mark) {
+        self.records.truncate(mark.records);
+        self.units.truncate(mark.units);
+        self.open = mark.open;
+        self.db = mark.db;
     }
 
     /// Whether nothing was recorded.

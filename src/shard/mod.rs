@@ -24,7 +24,7 @@ pub mod usage;
 pub mod watch;
 pub mod zset;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -107,6 +107,9 @@ pub struct Shard {
     /// keys it changes (a leader evaluating commands, see [`Journal`]); changes are then not
     /// tracked for persistence: the engine marks them once they commit.
     journal: Option<Journal>,
+    /// While set, the before-image of every key a record changes is kept (once per key), so
+    /// that a running script can be undone whole (`card-pan-guard refuse`).
+    undo: Option<Box<Undo>>,
     /// The clients watching keys of this shard (WATCH).
     pub watches: Watches,
     /// The clients blocked on keys of this shard (BLPOP...).
@@ -223,6 +226,15 @@ impl Changes {
     }
 }
 
+/// The before-images [`Shard::begin_undo`] keeps: (database, key, state before the first
+/// change), in the order keys were first changed.
+struct Undo {
+    images: Vec<(u32, Box<[u8]>, Option<Image>)>,
+    seen: HashSet<(u32, Box<[u8]>), ahash::RandomState>,
+    /// Where the journal stood when the script began.
+    journal_mark: Option<journal::Mark>,
+}
+
 /// Marks a database's storage for a rewrite from scratch: everything stored goes, then every
 /// key in `slots` is written again (SWAPDB).
 fn rewrite_all(slots: &[SlotTable], changes: &mut Option<Changes>) {
@@ -266,6 +278,7 @@ impl Shard {
             change_count: 0,
             expire_deletes: true,
             journal: None,
+            undo: None,
             watches: Watches::default(),
             blocked: Blocked::default(),
             core: None,
@@ -766,6 +779,9 @@ impl Shard {
             self.wake_blocked(&m);
             self.sync_waiting_counts();
         }
+        if self.undo.is_some() {
+            self.undo_record(&m);
+        }
         if self.journal.is_some() {
             self.journal_record(&m);
         } else {
@@ -1079,6 +1095,76 @@ impl Shard {
         self.journal.as_mut()
     }
 
+    /// The keys record `m` changes.
+    fn changed_keys(&self, m: &Mutation<'_>) -> Vec<Box<[u8]>> {
+        match m {
+            Mutation::Rename { from, to } => vec![(*from).into(), (*to).into()],
+            Mutation::FlushAll => self.keys_in(self.owned.clone()),
+            Mutation::FlushSlots { slots } => {
+                self.keys_in(slots.start as usize..slots.end as usize)
+            }
+            m => m.key().map(|k| vec![k.into()]).unwrap_or_default(),
+        }
+    }
+
+    /// Starts keeping before-images for [`Shard::end_undo`] (a script begins).
+    pub fn begin_undo(&mut self) {
+        self.undo = Some(Box::new(Undo {
+            images: Vec::new(),
+            seen: HashSet::default(),
+            journal_mark: self.journal.as_ref().map(Journal::mark),
+        }));
+    }
+
+    /// Stops keeping before-images; with `undo`, puts every key changed since
+    /// [`Shard::begin_undo`] back as it was, and drops the journal's records of those changes
+    /// (a leader replicates none of them). Returns how many keys went back.
+    pub fn end_undo(&mut self, undo: bool) -> usize {
+        let Some(u) = self.undo.take() else { return 0 };
+        if !undo {
+            return 0;
+        }
+        let Undo {
+            images,
+            journal_mark,
+            ..
+        } = *u;
+        if let (Some(j), Some(mark)) = (self.journal.as_mut(), journal_mark) {
+            j.rewind(mark);
+        }
+        let db = self.db;
+        let n = images.len();
+        for (key_db, key, image) in images.into_iter().rev() {
+            self.select(key_db as usize);
+            self.restore_image(&key, image);
+            // Without a journal, changes are tracked for persistence: the key's state is
+            // written again as it now is (with one, the engine persists what commits).
+            if self.journal.is_none() {
+                self.mark_changed(&key);
+            }
+        }
+        self.select(db);
+        n
+    }
+
+    fn undo_record(&mut self, m: &Mutation<'_>) {
+        let db = self.db as u32;
+        for key in self.changed_keys(m) {
+            if self
+                .undo
+                .as_ref()
+                .is_some_and(|u| u.seen.contains(&(db, key.clone())))
+            {
+                continue;
+            }
+            let image = self.image_of(&key);
+            if let Some(u) = self.undo.as_mut() {
+                u.seen.insert((db, key.clone()));
+                u.images.push((db, key, image));
+            }
+        }
+    }
+
     /// Records `m` in the journal: first the before-image of each key it is about to change
     /// (once per key and journal), then the record itself.
     fn journal_record(&mut self, m: &Mutation<'_>) {
@@ -1086,14 +1172,7 @@ impl Shard {
         if let Some(j) = self.journal.as_mut() {
             j.enter_db(db);
         }
-        let keys: Vec<Box<[u8]>> = match m {
-            Mutation::Rename { from, to } => vec![(*from).into(), (*to).into()],
-            Mutation::FlushAll => self.keys_in(self.owned.clone()),
-            Mutation::FlushSlots { slots } => {
-                self.keys_in(slots.start as usize..slots.end as usize)
-            }
-            m => m.key().map(|k| vec![k.into()]).unwrap_or_default(),
-        };
+        let keys = self.changed_keys(m);
         for key in keys {
             if !self.journal.as_ref().is_some_and(|j| j.has_image(db, &key)) {
                 let image = self.image_of(&key);

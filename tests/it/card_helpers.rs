@@ -129,6 +129,41 @@ fn sealed_fields_on_a_cluster() {
         assert_eq!(back.expose_digits(), digits(PANS[i % PANS.len()]));
     }
     guard_refuses(&mut con, "leak");
+    // A script that tries to store a card number is refused whole on the leader, and none
+    // of its writes reach the replicas (its records are dropped before they are proposed).
+    let _: () = redis::cmd("SET")
+        .arg("{c}:old")
+        .arg("before")
+        .query(&mut con)
+        .unwrap();
+    let e = redis::cmd("EVAL")
+        .arg(
+            "redis.call('SET', KEYS[1], 'new') redis.call('INCR', KEYS[2]) \
+             redis.pcall('SET', KEYS[3], ARGV[1]) return 1",
+        )
+        .arg(3)
+        .arg("{c}:old")
+        .arg("{c}:n")
+        .arg("{c}:pan")
+        .arg(PANS[0])
+        .exec(&mut con)
+        .unwrap_err();
+    assert!(common::error_text(&e).contains("card-pan-guard"), "{e}");
+    let _: () = redis::cmd("SET")
+        .arg("{c}:later")
+        .arg("x")
+        .query(&mut con)
+        .unwrap();
+    let expected: std::collections::BTreeMap<String, Option<String>> = [
+        ("{c}:old", Some("before")),
+        ("{c}:n", None),
+        ("{c}:pan", None),
+        ("{c}:later", Some("x")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
+    .collect();
+    common::load::replicas_converge(&c, &expected);
     // Spread over the nodes: every node leads some of them.
     for i in 0..c.len() {
         let n: i64 = c.query(i, &redis::cmd("DBSIZE"));
