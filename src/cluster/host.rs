@@ -37,6 +37,11 @@ use crate::storage::Storage;
 
 /// Keys a leader's active expiry checks per group and tick at most.
 const EXPIRE_SAMPLE: usize = 200;
+/// During an at-rest key rotation, a core moves this much of its Raft log to the active key
+/// per step, at most one step per `RESEAL_EVERY` (and per tick): the step runs on the core's
+/// thread between requests, a millisecond or so of sealing and copying.
+const RESEAL_BYTES: usize = 1 << 20;
+const RESEAL_EVERY: Duration = Duration::from_millis(20);
 
 pub struct Host {
     core: Weak<Core>,
@@ -61,7 +66,23 @@ pub struct Host {
     expire_cursors: RefCell<BTreeMap<(GroupId, usize), crate::shard::ExpireCursor>>,
     /// Per led group, its last eviction (see [`Host::evict_led`]).
     evictions: RefCell<BTreeMap<GroupId, Eviction>>,
+    /// The log's at-rest key rotation (see [`Host::reseal_log`]).
+    reseal: Cell<Reseal>,
     me: Weak<Host>,
+}
+
+/// Where a core's Raft log stands in at-rest key rotations.
+#[derive(Clone, Copy)]
+struct Reseal {
+    /// No step before this.
+    next: Instant,
+    /// The write and sync after a step are under way.
+    syncing: bool,
+    /// The key generation the pass under way started at (read before its first step, so a
+    /// reload during the pass is not reported as done).
+    pass: Option<u64>,
+    /// The last generation a pass finished (0: none yet).
+    done: u64,
 }
 
 /// A leader's last eviction in a group: awaiting its commit (with the asks answered when it
@@ -98,6 +119,12 @@ impl Host {
                 expire_cursors: RefCell::new(BTreeMap::new()),
                 evictions: RefCell::new(BTreeMap::new()),
                 last_sync: Cell::new(Instant::now()),
+                reseal: Cell::new(Reseal {
+                    next: Instant::now(),
+                    syncing: false,
+                    pass: None,
+                    done: 0,
+                }),
                 me: me.clone(),
             }
         })
@@ -437,6 +464,71 @@ impl Host {
         self.expire_led(&core);
         self.publish_raft_buffers(&core);
         self.periodic_sync();
+        self.reseal_log(core.id);
+    }
+
+    /// Encryption at rest: while the key generation is newer than the last one this core's
+    /// log finished, moves a slice of the log to the active key (`Wal::reseal_step`), then
+    /// writes and syncs it, so the segments under the old key (or in plaintext) empty and go;
+    /// once a step finds nothing left, reports the pass's generation done (an old key may
+    /// leave the key file once every part has).
+    fn reseal_log(&self, core_id: usize) {
+        let Some(at_rest) = self.storage.at_rest() else {
+            return;
+        };
+        let mut r = self.reseal.get();
+        let now = Instant::now();
+        if r.syncing || now < r.next {
+            return;
+        }
+        let pass = match r.pass {
+            Some(pass) => pass,
+            None => {
+                let generation = at_rest.generation();
+                if generation <= r.done {
+                    return;
+                }
+                generation
+            }
+        };
+        r.pass = Some(pass);
+        r.next = now + RESEAL_EVERY;
+        let step = self.pump.wal().reseal_step(RESEAL_BYTES);
+        match step {
+            Ok(true) => {
+                at_rest.part_done(&super::start::wal_part(core_id), pass);
+                r.done = pass;
+                r.pass = None;
+            }
+            Ok(false) => r.syncing = true,
+            Err(e) => {
+                tracing::error!(
+                    "Raft log: moving entries to the active at-rest key: {e}; trying again in 10 s"
+                );
+                r.next = now + Duration::from_secs(10);
+            }
+        }
+        // Stored before the task below starts: glommio runs a spawned task at once, and it
+        // may finish before `spawn_local` returns (when a write of the pump's synced the
+        // moved entries already).
+        self.reseal.set(r);
+        if r.syncing {
+            // Synced here whatever appendfsync says: the old segments go only once the moved
+            // entries are on disk (under `no` nothing else would sync them soon).
+            let me = self.me.clone();
+            let pump = self.pump.clone();
+            glommio::spawn_local(async move {
+                if let Err(e) = pump.write_and_sync().await {
+                    tracing::error!("Raft log: {e}");
+                }
+                if let Some(me) = me.upgrade() {
+                    let mut r = me.reseal.get();
+                    r.syncing = false;
+                    me.reseal.set(r);
+                }
+            })
+            .detach();
+        }
     }
 
     /// Tells the memory accounting how many bytes of log entries this core holds: they are

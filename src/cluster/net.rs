@@ -23,7 +23,7 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Read;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Duration;
@@ -248,24 +248,24 @@ impl RaftNetworkV2<TypeConfig> for GroupConnection {
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let Snapshot { meta, snapshot } = snapshot;
         // Read on a thread of its own, one chunk ahead: a large snapshot not in the page
-        // cache must not stall the core.
+        // cache must not stall the core. The peer is sent the plaintext (offsets count its
+        // bytes): a file sealed at rest here is opened as it is read, and the peer seals
+        // under its own key what it receives (the bus has its own TLS).
         let (tx, mut rx) = mpsc::channel::<Result<(u64, Vec<u8>), String>>(1);
-        let mut file = snapshot
-            .file
-            .try_clone()
-            .map_err(|e| StreamingError::Network(NetworkError::from_string(e.to_string())))?;
         std::thread::Builder::new()
             .name("tallykv-snapsend".into())
             .spawn(move || {
                 let mut tx = tx;
                 let mut offset = 0u64;
-                if let Err(e) = file.seek(SeekFrom::Start(0)) {
-                    let _ = futures::executor::block_on(futures::SinkExt::send(
-                        &mut tx,
-                        Err(e.to_string()),
-                    ));
-                    return;
-                }
+                // Opened here, not on the core: opening a sealed file reads its header.
+                let mut file = match snapshot.plaintext() {
+                    Ok(file) => file,
+                    Err(e) => {
+                        let _ =
+                            futures::executor::block_on(futures::SinkExt::send(&mut tx, Err(e)));
+                        return;
+                    }
+                };
                 loop {
                     let mut buf = vec![0u8; SNAPSHOT_CHUNK];
                     let mut n = 0;
@@ -643,10 +643,8 @@ impl RaftServer {
                 .get_mut(&g)
                 .filter(|r| r.vote == chunk.vote && r.next == chunk.offset)
                 .ok_or("snapshot chunk out of order; resend from the start")?;
-            r.file
-                .file
-                .write_all(&chunk.data)
-                .map_err(|e| format!("{}: {e}", r.file.path.display()))?;
+            // Sealed as it is written when encryption at rest is on.
+            r.file.append(&chunk.data)?;
             r.next += chunk.data.len() as u64;
         }
         let Some(meta) = chunk.done else {

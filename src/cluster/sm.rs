@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use super::meta::{self, MetaState};
 use super::node::{ClusterNode, group_name};
-use super::snapshot::{self, Meta, SnapshotFile, SnapshotFiles, show_log_id};
+use super::snapshot::{Meta, SnapshotFile, SnapshotFiles, show_log_id};
 use super::types::{Data, GroupId, LogId, Membership, TypeConfig};
 use super::wire;
 use crate::engine::core::Core;
@@ -209,12 +209,12 @@ impl GroupSm {
         // The file is read on a thread of its own, one batch ahead of the core.
         let (tx, mut rx) =
             futures::channel::mpsc::channel::<Result<crate::storage::KeyValues, String>>(1);
-        let path = self.node.files.installing_path(g);
+        let (files, path) = (self.node.files.clone(), self.node.files.installing_path(g));
         std::thread::Builder::new()
             .name("tallykv-install".into())
             .spawn(move || {
                 let mut tx = tx;
-                let mut r = match snapshot::Reader::open(&path) {
+                let mut r = match files.reader(&path) {
                     Ok(r) => r,
                     Err(e) => {
                         let _ = futures::executor::block_on(futures::SinkExt::send(
@@ -548,7 +548,10 @@ impl RaftStateMachine<TypeConfig> for GroupSm {
             let Machine::Meta(state) = &mut self.machine else {
                 return Ok(());
             };
-            let read = snapshot::Reader::open(&received)
+            let read = self
+                .node
+                .files
+                .reader(&received)
                 .map_err(|e| e.to_string())
                 .and_then(|mut r| {
                     let (mut map, mut functions, mut users) = (None, None, None);

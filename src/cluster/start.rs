@@ -202,11 +202,26 @@ pub fn storage_opened(shared: &Shared, storage: &Storage) -> Result<(), String> 
     if let Some(stored) = meta::load(storage)? {
         shared.slot_map.assign_groups(stored.map.group_count());
     }
+    if let Some(at_rest) = storage.at_rest() {
+        // The cores open their logs later (`start_core`): the logs already here count as
+        // behind from now, so the storage's rotation does not call a generation finished
+        // (and let an old key leave the key file) before they are re-sealed.
+        for c in 0..shared.cores {
+            if wal_root.join(format!("core-{c}")).is_dir() {
+                at_rest.part_started(&wal_part(c));
+            }
+        }
+    }
     Ok(())
 }
 
 fn wal_root(dir: &Path) -> std::path::PathBuf {
     dir.join("raft-wal")
+}
+
+/// The name a core's Raft log reports its at-rest key rotation under (`AtRest::part_done`).
+pub(super) fn wal_part(core: usize) -> String {
+    format!("wal-core-{core}")
 }
 
 /// How many cores wrote Raft logs here (None: none yet).
@@ -419,7 +434,12 @@ async fn start_inner(core: &Rc<Core>) -> Result<(), String> {
             (id, first_state(&shared, &storage, id, map).await?, false)
         }
     };
-    let files = Arc::new(SnapshotFiles::new(storage.dir()));
+    let files = Arc::new(SnapshotFiles::new(
+        storage.dir(),
+        storage.at_rest().cloned(),
+    ));
+    // The storage layer's at-rest rotation re-seals them too.
+    super::snapshot::add_reseal_pass(&files, &storage);
     let node = Arc::new(ClusterNode::new(
         id,
         state.map.clone(),
@@ -486,10 +506,16 @@ async fn start_core(
         &dir,
         WalOptions {
             cache_bytes: 8 << 20,
+            at_rest: storage.at_rest().cloned(),
             ..WalOptions::default()
         },
     )
     .map_err(|e| e.to_string())?;
+    if let Some(at_rest) = storage.at_rest() {
+        // Behind until its first pass (`Host::reseal_log`) finds or makes everything sealed
+        // under the active key.
+        at_rest.part_started(&wal_part(core.id));
+    }
     let rt = shared.config.runtime.clone();
     let pump = WalPump::new(
         wal,

@@ -172,6 +172,17 @@ fn open_storage(shared: Arc<Shared>, cores: usize) -> Result<(), String> {
         )?)),
         None => None,
     };
+    // Every part of the disk state that re-seals on its own is known before the rotation
+    // starts: it must not take the first pass as finished while a core's Raft log, opened
+    // later, still holds data under an old key (or plaintext).
+    if let Some(a) = &at_rest
+        && shared.config.cluster.enabled
+    {
+        for core in 0..cores {
+            a.part_started(&format!("wal-core-{core}"));
+        }
+        a.part_started(crate::cluster::snapshot::RESEAL_PART);
+    }
     std::thread::Builder::new()
         .name("tallykv-open".into())
         .spawn(move || {

@@ -343,7 +343,11 @@ fn rotate(storage: &Storage, a: &AtRest, generation: u64) -> Result<bool, String
             // what was written to it until it has taken 64 MB more; see the README.)
             // Memtables first: a compaction drops an old version only for a newer one (or a
             // tombstone) already in a table.
-            for ks in storage.groups.iter().chain([&storage.raft, &storage.deltas, &storage.dbs]) {
+            for ks in storage
+                .groups
+                .iter()
+                .chain([&storage.raft, &storage.deltas, &storage.dbs])
+            {
                 ks.rotate_memtable_and_wait()
                     .and_then(|()| ks.major_compact())
                     .map_err(|e| db_err(ks.path(), e))?;

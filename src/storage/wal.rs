@@ -39,6 +39,23 @@
 //! - **Blocking.** `open` blocks (it reads every segment). `entries` may `pread` entries that
 //!   left the cache, on the calling thread (usually a page-cache hit). Dropping a `Wal` waits
 //!   for the sync round under way, if any; records queued but not written are lost.
+//!
+//! Encryption at rest (`WalOptions::at_rest`): every entry is sealed (`storage::at_rest`,
+//! AES-256-GCM bound to its group and index) as it is queued, straight into the write buffer,
+//! and opened when it is read back from a segment; the cache of recent entries holds
+//! plaintext. Votes, committed and purged ids and checkpoints stay plaintext: they hold Raft
+//! terms, node ids and indexes, no user data. A log written before encryption was on opens
+//! with it on (its plaintext entries read as before); a log holding a live sealed entry does
+//! not open without the key file, nor with one lacking its key or holding another key under
+//! its id: `open` fails with the reason, never returns garbage later.
+//!
+//! Key rotation: [`Wal::reseal_step`], called now and then, moves the live entries of every
+//! segment holding a record under another key than the active one (or in plaintext) into the
+//! current segment, sealed under the active key, as Resealed records that take the place of
+//! the earlier ones. The old segments then hold nothing live and go the usual way (deleted
+//! once the records that emptied them are synced). Moving changes no entry, index or bound,
+//! so the contract above holds throughout: a crash anywhere in a rotation reopens the same
+//! log (see `recover`).
 
 mod error;
 mod record;
@@ -61,10 +78,14 @@ use ahash::AHashMap;
 use bytes::Bytes;
 
 pub use error::WalError;
-use record::{Checkpoint, ENTRY_DATA_AT, GroupCheckpoint, Kind, MAX_ENTRY_LEN, Record};
-use state::{Cache, Group, Loc, Next, Segment, Segments};
+use record::{
+    Checkpoint, ENTRY_DATA_AT, GroupCheckpoint, Kind, MAX_ENTRY_LEN, MAX_SEALED_ENTRY_LEN, Record,
+};
+use state::{Cache, Group, Loc, Next, SealedUnder, Segment, Segments};
 pub use syncer::SyncFuture;
 use syncer::{SegmentFile, Syncer};
+
+use crate::storage::at_rest::{self, AtRest};
 
 /// A Raft group (a slot group) whose log, vote and ids the log holds.
 pub type GroupId = u16;
@@ -75,6 +96,9 @@ pub struct WalOptions {
     pub segment_bytes: u64,
     /// Bytes of the most recent entries kept in memory for reads.
     pub cache_bytes: usize,
+    /// Encryption at rest: entries are sealed under its active key (None: written in
+    /// plaintext, and a sealed entry does not open).
+    pub at_rest: Option<Arc<AtRest>>,
 }
 
 impl Default for WalOptions {
@@ -82,6 +106,7 @@ impl Default for WalOptions {
         WalOptions {
             segment_bytes: 64 << 20,
             cache_bytes: 64 << 20,
+            at_rest: None,
         }
     }
 }
@@ -136,6 +161,10 @@ pub struct Wal {
     bytes_written: u64,
     preads: Cell<u64>,
     segments_deleted: u64,
+    /// Where [`Wal::reseal_step`] goes on looking for entries to move: group and index.
+    reseal_at: (GroupId, u64),
+    /// The next `write` closes the current segment (it holds records under an old key).
+    roll_pending: bool,
     syncer: Syncer,
 }
 
@@ -152,7 +181,7 @@ impl Wal {
     /// Blocks (reads every segment, fsyncs them): call it before the core's loop starts.
     pub fn open(dir: &Path, opts: WalOptions) -> Result<Wal, WalError> {
         std::fs::create_dir_all(dir).map_err(|e| WalError::io("creating", dir, e))?;
-        let recovered = recover::recover(dir)?;
+        let recovered = recover::recover(dir, opts.at_rest.as_deref())?;
         let mut wal = Wal {
             dir: dir.to_path_buf(),
             opts,
@@ -172,6 +201,8 @@ impl Wal {
             bytes_written: 0,
             preads: Cell::new(0),
             segments_deleted: 0,
+            reseal_at: (0, 0),
+            roll_pending: false,
             syncer: Syncer::start(dir)?,
         };
         let mut prev = (0, 0);
@@ -184,6 +215,7 @@ impl Wal {
                     file: s.file,
                     len: s.len,
                     live: 0,
+                    sealed_under: s.sealed_under,
                 },
             );
         }
@@ -264,6 +296,7 @@ impl Wal {
                 file,
                 len: head.len() as u64,
                 live: 0,
+                sealed_under: SealedUnder::default(),
             },
         );
         let old = std::mem::replace(&mut self.segs.current, seq);
@@ -320,7 +353,11 @@ impl Wal {
     /// point; with neither, any index.
     pub fn append(&mut self, group: GroupId, index: u64, entry: Bytes) -> Result<(), WalError> {
         self.check()?;
-        if entry.len() > MAX_ENTRY_LEN {
+        let max = match self.opts.at_rest {
+            Some(_) => MAX_SEALED_ENTRY_LEN,
+            None => MAX_ENTRY_LEN,
+        };
+        if entry.len() > max {
             return Err(WalError::EntryTooLarge {
                 group,
                 index,
@@ -342,13 +379,32 @@ impl Wal {
             .map
             .get_mut(&seq)
             .expect("the current segment is never removed from the map");
-        let at = seg.len + self.buf.len() as u64;
-        let len = record::put(
-            &mut self.buf,
-            Kind::Entry,
-            group,
-            &[&index.to_le_bytes(), &entry],
-        );
+        let start = self.buf.len();
+        let at = seg.len + start as u64;
+        let len = match &self.opts.at_rest {
+            Some(at_rest) => {
+                let len = record::put_sealed(
+                    &mut self.buf,
+                    Kind::SealedEntry,
+                    group,
+                    index,
+                    &entry,
+                    at_rest,
+                );
+                seg.sealed_under
+                    .note(at_rest::key_id_of(&self.buf[start + ENTRY_DATA_AT..]));
+                len
+            }
+            None => {
+                seg.sealed_under.note(None);
+                record::put(
+                    &mut self.buf,
+                    Kind::Entry,
+                    group,
+                    &[&index.to_le_bytes(), &entry],
+                )
+            }
+        };
         seg.live += 1;
         if g.locs.is_empty() {
             g.first = index;
@@ -482,7 +538,8 @@ impl Wal {
     /// current segment, and returns the sequence number of that write (the previous one's
     /// when nothing was queued). The records are then in the kernel: they survive the process
     /// but not the machine until [`Wal::sync`] covers them. Starts a new segment when the
-    /// current one is full, and hands dead segments to the syncer for deletion.
+    /// current one is full (or [`Wal::reseal_step`] asked for one), and hands dead segments to
+    /// the syncer for deletion.
     pub fn write(&mut self) -> Result<u64, WalError> {
         self.check()?;
         if !self.buf.is_empty() {
@@ -504,12 +561,15 @@ impl Wal {
             if self.buf.capacity() > KEEP_BUF_BYTES {
                 self.buf = Vec::new();
             }
-            if full {
+            if full || self.roll_pending {
+                self.roll_pending = false;
                 let prev = (self.segs.current, self.segs.current().len);
                 if let Err(e) = self.start_segment(prev.0 + 1, prev) {
                     return Err(self.fail(e));
                 }
             }
+        } else if self.roll_pending {
+            self.roll()?;
         }
         self.collect_garbage();
         Ok(self.write_seq)
@@ -574,6 +634,180 @@ impl Wal {
         }
     }
 
+    /// One step of a key rotation (or of encrypting a log written in plaintext): moves up to
+    /// about `budget_bytes` of live entries out of the segments that hold a record in
+    /// plaintext or sealed under another key than the active one, into the current segment,
+    /// sealed under the active key. Returns true once no segment holds such a record, dead or
+    /// live; until then, call it again after the log was written and synced (the emptied
+    /// segments go only once the records that moved their entries are on disk). Always true
+    /// without encryption at rest.
+    ///
+    /// Nothing is written here: the moved entries are queued like appends (readable at once,
+    /// on disk after the next `write`), and a current segment holding such a record is closed
+    /// by the next `write` (the next one started), so that the step after it moves its
+    /// entries too. Each call looks at every live entry's place (a few ms per million
+    /// entries): call it now and then, off the hot path.
+    pub fn reseal_step(&mut self, budget_bytes: usize) -> Result<bool, WalError> {
+        self.check()?;
+        let Some(at_rest) = self.opts.at_rest.clone() else {
+            return Ok(true);
+        };
+        // A sync may have completed since the last call: the segments it made safe go now.
+        self.collect_garbage();
+        let active = at_rest.active_key_id();
+        if self.segs.current().sealed_under.stale(&active) {
+            // Its entries can move only once it is closed; what this step moved would land in
+            // it and have to move again.
+            self.roll_pending = true;
+            return Ok(false);
+        }
+        let stale: Vec<u64> = self
+            .segs
+            .map
+            .iter()
+            .filter(|(_, seg)| seg.sealed_under.stale(&active))
+            .map(|(&seq, _)| seq)
+            .collect();
+        if stale.is_empty() {
+            return Ok(true);
+        }
+        // (None is the current segment, checked above.)
+        let sources: Vec<u64> = stale
+            .into_iter()
+            .filter(|seq| self.segs.map[seq].live > 0)
+            .collect();
+        if sources.is_empty() {
+            // Emptied: waiting for a sync to cover the records that emptied them.
+            return Ok(false);
+        }
+        let picked = self.pick_for_reseal(&sources, budget_bytes.max(1));
+        self.reseal(&at_rest, picked)?;
+        Ok(false)
+    }
+
+    /// The live entries in `sources` (sorted segment numbers) to move next, about `budget`
+    /// bytes of them, from where the last call stopped: each pass over the log looks at
+    /// every entry once, however small the budget.
+    fn pick_for_reseal(&mut self, sources: &[u64], budget: usize) -> Vec<(GroupId, u64)> {
+        let (from_group, from_index) = self.reseal_at;
+        let mut ids: Vec<GroupId> = self
+            .groups
+            .keys()
+            .copied()
+            .filter(|&g| g >= from_group)
+            .collect();
+        ids.sort_unstable();
+        let mut picked = Vec::new();
+        let mut bytes = 0;
+        for g in ids {
+            let grp = &self.groups[&g];
+            let skip = match g == from_group {
+                true => from_index
+                    .saturating_sub(grp.first)
+                    .min(grp.locs.len() as u64) as usize,
+                false => 0,
+            };
+            for (i, loc) in grp.locs.iter().enumerate().skip(skip) {
+                if sources.binary_search(&loc.seg).is_err() {
+                    continue;
+                }
+                let index = grp.first + i as u64;
+                picked.push((g, index));
+                bytes += loc.len as usize;
+                if bytes >= budget {
+                    self.reseal_at = (g, index.saturating_add(1));
+                    return picked;
+                }
+            }
+        }
+        // The pass is over: the next one starts from the beginning (a segment may have
+        // become stale behind it, after a key reload).
+        self.reseal_at = (0, 0);
+        picked
+    }
+
+    /// Moves `picked` (live entries) into the current segment, sealed under the active key.
+    fn reseal(&mut self, at_rest: &AtRest, picked: Vec<(GroupId, u64)>) -> Result<(), WalError> {
+        // The write that carries the moved records: once it is synced, the old places die.
+        let dead_at = self.write_seq + 1;
+        let current = self.segs.current;
+        let mut moved_cached = AHashMap::new();
+        let mut moved = 0;
+        for (group, index) in picked {
+            let g = &self.groups[&group];
+            let pos = (index - g.first) as usize;
+            let old = g.locs[pos];
+            let cached_from = g.cached_from();
+            let cached = index >= cached_from;
+            let plain = match cached {
+                true => g.cached[(index - cached_from) as usize].clone(),
+                // Read before anything changes: a failed read leaves the log as it was.
+                false => self.read_entry(group, index, old)?,
+            };
+            if plain.len() > MAX_SEALED_ENTRY_LEN {
+                // Written in plaintext, too large to seal (no Raft entry comes near 4 GiB).
+                return Err(WalError::EntryTooLarge {
+                    group,
+                    index,
+                    len: plain.len(),
+                });
+            }
+            let seg = self
+                .segs
+                .map
+                .get_mut(&current)
+                .expect("the current segment is never removed from the map");
+            let start = self.buf.len();
+            let at = seg.len + start as u64;
+            let len =
+                record::put_sealed(&mut self.buf, Kind::Resealed, group, index, &plain, at_rest);
+            seg.sealed_under
+                .note(at_rest::key_id_of(&self.buf[start + ENTRY_DATA_AT..]));
+            seg.live += 1;
+            let new = Loc {
+                seg: current,
+                at,
+                len: len as u32,
+            };
+            if let Some(g) = self.groups.get_mut(&group) {
+                g.locs[pos] = new;
+            }
+            self.segs.release(old, dead_at);
+            if cached {
+                moved_cached.insert((group, index), (old, new));
+            }
+            moved += 1;
+        }
+        // The cache knows its entries by place too (to tell an entry from one appended at its
+        // index after a truncation): one pass over it, whatever the number moved.
+        if !moved_cached.is_empty() {
+            for (group, index, loc) in self.cache.order.iter_mut() {
+                if let Some((old, new)) = moved_cached.get(&(*group, *index))
+                    && loc == old
+                {
+                    *loc = *new;
+                }
+            }
+        }
+        at_rest.resealed.fetch_add(moved, Relaxed);
+        Ok(())
+    }
+
+    /// Closes the current segment (with nothing queued) and starts the next one.
+    fn roll(&mut self) -> Result<(), WalError> {
+        debug_assert!(self.buf.is_empty());
+        self.roll_pending = false;
+        // The new segment's checkpoint counts as a write of its own: the old segment, if
+        // it is dead, may go only once a sync covers the checkpoint that supersedes it (the
+        // last write may be synced already).
+        self.write_seq += 1;
+        let prev = (self.segs.current, self.segs.current().len);
+        if let Err(e) = self.start_segment(prev.0 + 1, prev) {
+            return Err(self.fail(e));
+        }
+        Ok(())
+    }
+
     /// The entries of `range` the group's log holds (the range is clipped to the log), from
     /// memory when recent, else read back from their segment.
     pub fn entries(&self, group: GroupId, range: Range<u64>) -> Result<Vec<Bytes>, WalError> {
@@ -608,37 +842,67 @@ impl Wal {
             .get(&loc.seg)
             .expect("a segment stays in the map while it holds live entries");
         let len = loc.len as usize;
-        if loc.seg == self.segs.current && loc.at >= seg.len {
+        let path = &seg.file.path;
+        let unwritten = loc.seg == self.segs.current && loc.at >= seg.len;
+        let read = if unwritten {
+            Vec::new()
+        } else {
+            let mut data = vec![0; len];
+            seg.file
+                .file
+                .read_exact_at(&mut data, loc.at)
+                .map_err(|e| WalError::io("reading", path, e))?;
+            self.preads.set(self.preads.get() + 1);
+            data
+        };
+        let data = if unwritten {
             // Not written yet: still in the buffer.
             let from = (loc.at - seg.len) as usize;
-            return Ok(Bytes::copy_from_slice(
-                &self.buf[from + ENTRY_DATA_AT..from + len],
-            ));
-        }
-        let path = &seg.file.path;
-        let mut data = vec![0; len];
-        seg.file
-            .file
-            .read_exact_at(&mut data, loc.at)
-            .map_err(|e| WalError::io("reading", path, e))?;
-        self.preads.set(self.preads.get() + 1);
-        match record::read(&data, 0) {
-            Ok(Some(f))
-                if f.group == group
-                    && f.len == len
-                    && matches!(f.record, Record::Entry { index: i, .. } if i == index) => {}
-            Ok(_) => {
-                return Err(WalError::corrupt(
-                    path,
-                    loc.at,
-                    format!("expected entry {index} of group {group}"),
-                ));
-            }
+            &self.buf[from..from + len]
+        } else {
+            &read[..]
+        };
+        let sealed = match record::read(data, 0) {
+            Ok(Some(f)) if f.group == group && f.len == len => match f.record {
+                Record::Entry {
+                    index: i, sealed, ..
+                } if i == index => Some(sealed),
+                Record::Resealed { index: i, .. } if i == index => Some(true),
+                _ => None,
+            },
+            Ok(_) => None,
             Err(record::Bad::Frame(reason) | record::Bad::Contents(reason)) => {
                 return Err(WalError::corrupt(path, loc.at, reason));
             }
+        };
+        let Some(sealed) = sealed else {
+            return Err(WalError::corrupt(
+                path,
+                loc.at,
+                format!("expected entry {index} of group {group}"),
+            ));
+        };
+        if sealed {
+            let plain = record::unseal(
+                self.opts.at_rest.as_deref(),
+                group,
+                index,
+                &data[ENTRY_DATA_AT..],
+            )
+            .map_err(|error| WalError::Sealed {
+                path: path.clone(),
+                offset: loc.at,
+                group,
+                index,
+                error,
+            })?;
+            return Ok(Bytes::from(plain));
         }
-        Ok(Bytes::from(data).slice(ENTRY_DATA_AT..))
+        if unwritten {
+            return Ok(Bytes::copy_from_slice(&data[ENTRY_DATA_AT..]));
+        }
+        // The read buffer becomes the entry's bytes: no copy.
+        Ok(Bytes::from(read).slice(ENTRY_DATA_AT..))
     }
 
     pub fn first_index(&self, group: GroupId) -> Option<u64> {

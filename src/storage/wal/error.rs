@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::GroupId;
+use crate::storage::at_rest::OpenError;
 
 /// Why a [`super::Wal`] call failed.
 ///
@@ -44,6 +45,17 @@ pub enum WalError {
         group: GroupId,
         index: u64,
         len: usize,
+    },
+    /// An entry encrypted at rest that does not decrypt: no key file, a key the file does not
+    /// hold, or a wrong key under that id, e.g.
+    /// `/data/wal/00000000000000000002.wal: entry 7 of group 3 at offset 4096: the data is
+    /// encrypted at rest (key id 'k1') and encryption-at-rest-key-file is not set`.
+    Sealed {
+        path: PathBuf,
+        offset: u64,
+        group: GroupId,
+        index: u64,
+        error: OpenError,
     },
     /// Replay ended with a hole in a group's log: an entry that should be live is in no segment.
     MissingEntry {
@@ -123,6 +135,17 @@ impl fmt::Display for WalError {
             WalError::EntryTooLarge { group, index, len } => write!(
                 f,
                 "group {group}: entry {index} is {len} bytes, more than a record holds"
+            ),
+            WalError::Sealed {
+                path,
+                offset,
+                group,
+                index,
+                error,
+            } => write!(
+                f,
+                "{}: entry {index} of group {group} at offset {offset}: {error}",
+                path.display()
             ),
             WalError::MissingEntry { dir, group, index } => write!(
                 f,

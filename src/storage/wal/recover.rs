@@ -16,6 +16,18 @@
 //!   and the later ones are renamed `*.discarded`, with a warning naming them;
 //! - anything else that does not read back (a bad record followed by good ones, a bad record
 //!   in an older segment, an unknown version) is an error naming the file and the offset.
+//!
+//! Entries encrypted at rest are opened as they are replayed, so a missing key file, a key
+//! the file lacks or a wrong key stops the open rather than a read later. Only entries that
+//! are still live at the end count: a dead one (truncated, purged, or moved by a rotation)
+//! in a segment not yet deleted is never read again, so it may be under a key that has left
+//! the key file.
+//!
+//! A rotation's Resealed record takes the place of the entry's earlier record. It is written
+//! after that record (into a newer segment), and the segment holding the earlier one is
+//! deleted only after the Resealed record is synced; so whatever prefix of a rotation's
+//! records a crash leaves, each entry is found either at its earlier place or at its new
+//! one, and the log is the same.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -26,14 +38,17 @@ use std::sync::Arc;
 use ahash::AHashMap;
 
 use super::record::{self, Bad, Frame, HEADER_LEN, MAGIC, Record, VERSION};
+use super::state::SealedUnder;
 use super::syncer::SegmentFile;
 use super::{Group, GroupId, Loc, Next, WalError, segment_path};
+use crate::storage::at_rest::{self, AtRest, OpenError};
 
 /// A segment kept after replay.
 pub struct RecoveredSegment {
     pub seq: u64,
     pub file: Arc<SegmentFile>,
     pub len: u64,
+    pub sealed_under: SealedUnder,
 }
 
 pub struct Recovered {
@@ -64,9 +79,13 @@ pub fn list_segments(dir: &Path) -> Result<Vec<u64>, WalError> {
     Ok(seqs)
 }
 
-pub fn recover(dir: &Path) -> Result<Recovered, WalError> {
+/// Replays the segments in `dir`, opening the entries encrypted at rest with `at_rest`.
+pub fn recover(dir: &Path, at_rest: Option<&AtRest>) -> Result<Recovered, WalError> {
     let seqs = list_segments(dir)?;
-    let mut replay = Replay::default();
+    let mut replay = Replay {
+        at_rest,
+        ..Replay::default()
+    };
     let mut segments = Vec::new();
     let mut last_needs_checkpoint = false;
     let mut loaded: Option<(File, Vec<u8>)> = None;
@@ -164,6 +183,7 @@ pub fn recover(dir: &Path) -> Result<Recovered, WalError> {
             seq,
             file: Arc::new(SegmentFile { file, path }),
             len: tail.end as u64,
+            sealed_under: tail.sealed_under,
         });
         if discard_after {
             discard(dir, &seqs[i + 1..])?;
@@ -236,6 +256,8 @@ struct Tail {
     torn: Option<String>,
     /// The segment's first record, a checkpoint, was read.
     checkpointed: bool,
+    /// The keys of the entry records up to `end`.
+    sealed_under: SealedUnder,
 }
 
 /// What the beginning of a segment says.
@@ -316,18 +338,27 @@ impl ReplayGroup {
 }
 
 #[derive(Default)]
-struct Replay {
+struct Replay<'a> {
     groups: AHashMap<GroupId, ReplayGroup>,
+    /// The key file's keys (None: encryption at rest is off).
+    at_rest: Option<&'a AtRest>,
+    /// Sealed entries that did not open, by group and index: an error if still live at the
+    /// end (the record at that place is still the entry's).
+    failures: AHashMap<(GroupId, u64), (Loc, OpenError)>,
+    /// The keys of the entry records of the segment being replayed.
+    sealed_under: SealedUnder,
 }
 
-impl Replay {
+impl Replay<'_> {
     fn segment(&mut self, path: &Path, seq: u64, data: &[u8]) -> Result<Tail, WalError> {
         check_header(path, data)?;
+        self.sealed_under = SealedUnder::default();
         if data.len() < HEADER_LEN {
             return Ok(Tail {
                 end: 0,
                 torn: Some("the header is cut short".into()),
                 checkpointed: false,
+                sealed_under: std::mem::take(&mut self.sealed_under),
             });
         }
         let mut at = HEADER_LEN;
@@ -361,6 +392,7 @@ impl Replay {
                             end: at,
                             torn: Some(reason),
                             checkpointed,
+                            sealed_under: std::mem::take(&mut self.sealed_under),
                         });
                     }
                     Err(next) => {
@@ -377,7 +409,26 @@ impl Replay {
             end: data.len(),
             torn: None,
             checkpointed,
+            sealed_under: std::mem::take(&mut self.sealed_under),
         })
+    }
+
+    /// Notes the key of an entry record and, when it is sealed, opens it: a failure is kept
+    /// until the end shows whether the entry is still live.
+    fn check_entry(&mut self, group: GroupId, index: u64, loc: Loc, data: &[u8], sealed: bool) {
+        if !sealed {
+            self.sealed_under.note(None);
+            return;
+        }
+        self.sealed_under.note(at_rest::key_id_of(data));
+        match record::unseal(self.at_rest, group, index, data) {
+            Ok(_) => {
+                self.failures.remove(&(group, index));
+            }
+            Err(e) => {
+                self.failures.insert((group, index), (loc, e));
+            }
+        }
     }
 
     fn apply(&mut self, path: &Path, seq: u64, frame: Frame<'_>) -> Result<(), WalError> {
@@ -400,7 +451,12 @@ impl Replay {
                     self.groups.insert(gc.group, g);
                 }
             }
-            Record::Entry { index, .. } => {
+            Record::Entry {
+                index,
+                data,
+                sealed,
+            } => {
+                self.check_entry(frame.group, index, loc, data, sealed);
                 let g = self.groups.entry(frame.group).or_default();
                 let next = Next::of(g.log.map(|l| l.1), g.purged.as_ref().map(|p| p.0));
                 if !next.accepts(index) {
@@ -416,6 +472,31 @@ impl Replay {
                 // `present` lies inside `log`, so nothing is at or past `index` to replace.
                 g.present.insert(index, loc);
                 g.log = Some((g.log.map_or(index, |l| l.0), index));
+            }
+            Record::Resealed { index, data } => {
+                self.check_entry(frame.group, index, loc, data, true);
+                let g = self.groups.get_mut(&frame.group);
+                match g {
+                    // The entry was live when it was moved, and replay has the log's bounds
+                    // as they were then: its earlier record, if its segment is still there,
+                    // is replaced.
+                    Some(g)
+                        if g.log
+                            .is_some_and(|(first, last)| (first..=last).contains(&index)) =>
+                    {
+                        g.present.insert(index, loc);
+                    }
+                    _ => {
+                        return Err(WalError::corrupt(
+                            path,
+                            loc.at,
+                            format!(
+                                "resealed entry {index} of group {} is not inside its log",
+                                frame.group
+                            ),
+                        ));
+                    }
+                }
             }
             Record::Vote(v) => self.groups.entry(frame.group).or_default().vote = Some(v.to_vec()),
             Record::Committed(c) => {
@@ -453,6 +534,26 @@ impl Replay {
     }
 
     fn finish(self, dir: &Path) -> Result<Vec<(GroupId, Group)>, WalError> {
+        // The first live entry that did not open, in the order of the files.
+        let failed = self
+            .failures
+            .into_iter()
+            .filter(|((group, index), (loc, _))| {
+                self.groups
+                    .get(group)
+                    .and_then(|g| g.present.get(index))
+                    .is_some_and(|l| l == loc)
+            })
+            .min_by_key(|(_, (loc, _))| (loc.seg, loc.at));
+        if let Some(((group, index), (loc, error))) = failed {
+            return Err(WalError::Sealed {
+                path: segment_path(dir, loc.seg),
+                offset: loc.at,
+                group,
+                index,
+                error,
+            });
+        }
         let mut out = Vec::with_capacity(self.groups.len());
         for (id, g) in self.groups {
             let mut group = Group {

@@ -13,7 +13,7 @@ use super::record::GroupCheckpoint;
 use super::syncer::SegmentFile;
 
 /// Where a live entry's record sits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(super) struct Loc {
     pub(super) seg: u64,
     /// Offset of the record (not of the entry's bytes) in the segment.
@@ -121,6 +121,28 @@ pub(super) struct Segment {
     pub(super) len: u64,
     /// Live entries in it.
     pub(super) live: usize,
+    /// The keys its entry records were sealed under, live or dead.
+    pub(super) sealed_under: SealedUnder,
+}
+
+/// The at-rest keys a segment's entry records were sealed under (None: plaintext, or a
+/// sealed record whose key id does not read). Dead records count too: a rotation is over
+/// only once no file holds anything under an old key, so the key may leave the key file.
+#[derive(Clone, Debug, Default)]
+pub(super) struct SealedUnder(Vec<Option<Box<str>>>);
+
+impl SealedUnder {
+    /// Notes a record sealed under `key` (a segment sees one or two keys: the check is cheap).
+    pub(super) fn note(&mut self, key: Option<&str>) {
+        if !self.0.iter().any(|k| k.as_deref() == key) {
+            self.0.push(key.map(Into::into));
+        }
+    }
+
+    /// Whether a record is in plaintext or sealed under another key than `active`.
+    pub(super) fn stale(&self, active: &str) -> bool {
+        self.0.iter().any(|k| k.as_deref() != Some(active))
+    }
 }
 
 /// The segments and which of them may go.

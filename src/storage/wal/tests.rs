@@ -7,6 +7,7 @@ use futures::executor::block_on;
 use proptest::prelude::*;
 
 use super::*;
+use crate::storage::at_rest::OpenError;
 
 /// A directory on tmpfs when there is one: these tests reopen logs often, and an fsync there
 /// costs nothing. The sync tests use a real disk.
@@ -22,6 +23,7 @@ fn opts(segment_bytes: u64, cache_bytes: usize) -> WalOptions {
     WalOptions {
         segment_bytes,
         cache_bytes,
+        at_rest: None,
     }
 }
 
@@ -687,6 +689,8 @@ enum Op {
     Sync,
     Reopen,
     Crash,
+    Rotate,
+    Reseal { budget: u16 },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -704,6 +708,10 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::Sync),
         1 => Just(Op::Reopen),
         1 => Just(Op::Crash),
+        // A new active key (a no-op without encryption at rest), and a step moving entries
+        // to it.
+        1 => Just(Op::Rotate),
+        2 => (1..600u16).prop_map(|budget| Op::Reseal { budget }),
     ]
 }
 
@@ -742,9 +750,15 @@ fn check(wal: &Wal, model: &BTreeMap<GroupId, ModelGroup>) {
     }
 }
 
-fn run(ops: Vec<Op>) {
+/// Runs `ops` against a log and the model; `sealed`: with encryption at rest, rotating keys.
+fn run(ops: Vec<Op>, sealed: bool) {
     let dir = scratch();
-    let o = || opts(300, 200);
+    let keys = KeyFile::new(&["k1"]);
+    let at_rest = sealed.then(|| keys.load());
+    let o = || WalOptions {
+        at_rest: at_rest.clone(),
+        ..opts(300, 200)
+    };
     let mut wal = Wal::open(dir.path(), o()).unwrap();
     let mut model: BTreeMap<GroupId, ModelGroup> = BTreeMap::new();
     let mut written = model.clone();
@@ -843,6 +857,15 @@ fn run(ops: Vec<Op>) {
                 model = written.clone();
                 wal = Wal::open(dir.path(), o()).unwrap();
             }
+            Op::Rotate => {
+                if let Some(a) = &at_rest {
+                    keys.rotate(a);
+                }
+            }
+            Op::Reseal { budget } => {
+                let done = wal.reseal_step(budget as usize).unwrap();
+                assert!(done || sealed);
+            }
         }
         // Empty models are equal to absent ones.
         model.retain(|_, m| !m.is_empty() || m.first != 0);
@@ -850,8 +873,21 @@ fn run(ops: Vec<Op>) {
     }
     wal.write().unwrap();
     drop(wal);
-    let wal = Wal::open(dir.path(), o()).unwrap();
+    let mut wal = Wal::open(dir.path(), o()).unwrap();
     check(&wal, &model);
+    if let Some(a) = &at_rest {
+        // Finish the rotation: then the active key alone opens the same log.
+        reseal_all(&mut wal, 500);
+        check(&wal, &model);
+        drop(wal);
+        let active = keys.only(&a.active_key_id());
+        let wal = Wal::open(dir.path(), sealed_opts(&active, 300, 200)).unwrap();
+        check(&wal, &model);
+        assert_eq!(
+            entry_keys(dir.path()),
+            vec![Some(a.active_key_id()); entry_keys(dir.path()).len()]
+        );
+    }
 }
 
 proptest! {
@@ -861,6 +897,413 @@ proptest! {
     ))]
     #[test]
     fn behaves_like_the_model(ops in proptest::collection::vec(op(), 1..60)) {
-        run(ops);
+        run(ops, false);
     }
+
+    #[test]
+    fn behaves_like_the_model_encrypted_at_rest(ops in proptest::collection::vec(op(), 1..60)) {
+        run(ops, true);
+    }
+}
+
+/// A key file (`encryption-at-rest-key-file`) in a directory of its own.
+struct KeyFile {
+    dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl KeyFile {
+    /// Keys `ids`, the last one active.
+    fn new(ids: &[&str]) -> KeyFile {
+        let dir = tempfile::tempdir().unwrap();
+        let path = crate::storage::at_rest::tests::key_file(dir.path(), "keys", ids);
+        KeyFile { dir, path }
+    }
+
+    fn load(&self) -> Arc<AtRest> {
+        Arc::new(AtRest::load(&self.path).unwrap())
+    }
+
+    /// Adds a key to the file, makes it the active one and reloads `a` (a rotation).
+    fn rotate(&self, a: &AtRest) -> String {
+        let mut ring = card::keyring::Keyring::from_file(&self.path).unwrap();
+        let id = ring.rotate(None).unwrap();
+        ring.replace_file(&self.path).unwrap();
+        a.reload(&self.path).unwrap();
+        id.as_str().to_owned()
+    }
+
+    /// The keys of this file with `keep` only (the same material): the file after the old
+    /// keys were dropped from it.
+    fn only(&self, keep: &str) -> Arc<AtRest> {
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&fs::read(&self.path).unwrap()).unwrap();
+        json["keys"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|k| k["id"] == keep);
+        json["active"] = keep.into();
+        let path = self.dir.path().join(format!("only-{keep}"));
+        fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+        Arc::new(AtRest::load(&path).unwrap())
+    }
+}
+
+fn sealed_opts(at_rest: &Arc<AtRest>, segment_bytes: u64, cache_bytes: usize) -> WalOptions {
+    WalOptions {
+        at_rest: Some(at_rest.clone()),
+        ..opts(segment_bytes, cache_bytes)
+    }
+}
+
+/// Steps the rotation to its end, writing and syncing after each step as a core does;
+/// returns the number of steps.
+fn reseal_all(wal: &mut Wal, budget: usize) -> usize {
+    for steps in 1..100_000 {
+        let done = wal.reseal_step(budget).unwrap();
+        wal.write().unwrap();
+        block_on(wal.sync()).unwrap();
+        if done {
+            return steps;
+        }
+    }
+    panic!("the rotation does not end");
+}
+
+/// The key of every entry record in the segment files, dead or live (None: plaintext).
+fn entry_keys(dir: &Path) -> Vec<Option<String>> {
+    let mut keys = Vec::new();
+    for path in segment_files(dir) {
+        let data = fs::read(&path).unwrap();
+        let mut at = record::HEADER_LEN;
+        while let Ok(Some(f)) = record::read(&data, at) {
+            at += f.len;
+            match f.record {
+                Record::Entry { sealed: false, .. } => keys.push(None),
+                Record::Entry { data, .. } | Record::Resealed { data, .. } => {
+                    keys.push(Some(at_rest::key_id_of(data).unwrap().to_owned()))
+                }
+                _ => {}
+            }
+        }
+    }
+    keys
+}
+
+/// Whether some segment file holds `needle`.
+fn files_hold(dir: &Path, needle: &[u8]) -> bool {
+    segment_files(dir).iter().any(|p| {
+        fs::read(p)
+            .unwrap()
+            .windows(needle.len())
+            .any(|w| w == needle)
+    })
+}
+
+#[test]
+fn sealed_entries_round_trip() {
+    let keys = KeyFile::new(&["k1"]);
+    let a = keys.load();
+    let dir = scratch();
+    // No cache: reads come from the write buffer, then from the file.
+    let mut wal = Wal::open(dir.path(), sealed_opts(&a, 1 << 20, 0)).unwrap();
+    append_run(&mut wal, 1, 1..11, 50);
+    append_run(&mut wal, 2, 1..4, 1);
+    assert_eq!(all(&wal, 1), expected(1, 1..11, 50));
+    wal.write().unwrap();
+    assert_eq!(all(&wal, 1), expected(1, 1..11, 50));
+    assert_eq!(all(&wal, 2), expected(2, 1..4, 1));
+    assert_eq!(wal.stats().preads, 13);
+    // Each record is its plaintext one plus the seal.
+    let overhead = at_rest::overhead("k1") as u64;
+    assert_eq!(
+        wal.stats().segment_bytes,
+        {
+            let plain = Wal::open(scratch().path(), opts(1 << 20, 0)).unwrap();
+            plain.stats().segment_bytes
+        } + 13 * (8 + 3 + 8 + overhead)
+            + 10 * 50
+            + 3
+    );
+    wal.save_vote(1, b"v");
+    wal.purge(1, 3, b"p3");
+    wal.truncate_after(1, Some(8));
+    append_run(&mut wal, 1, 9..10, 7);
+    wal.write().unwrap();
+    drop(wal);
+    for cache in [0, 1 << 20] {
+        let wal = Wal::open(dir.path(), sealed_opts(&a, 1 << 20, cache)).unwrap();
+        let mut want = expected(1, 4..9, 50);
+        want.push(entry(1, 9, 7));
+        assert_eq!(all(&wal, 1), want);
+        assert_eq!(all(&wal, 2), expected(2, 1..4, 1));
+        assert_eq!(wal.vote(1), Some(&b"v"[..]));
+        assert_eq!(wal.purged(1), Some((3, &b"p3"[..])));
+    }
+    assert!(
+        entry_keys(dir.path())
+            .iter()
+            .all(|k| k.as_deref() == Some("k1"))
+    );
+}
+
+#[test]
+fn sealed_segments_hold_no_plaintext_entry() {
+    let keys = KeyFile::new(&["k1"]);
+    let a = keys.load();
+    let secret = |i: u64| Bytes::from(format!("4111111111111111 exp 12/29 #{i:03}"));
+    for sealed in [false, true] {
+        let dir = scratch();
+        let o = match sealed {
+            true => sealed_opts(&a, 600, 1 << 20),
+            false => opts(600, 1 << 20),
+        };
+        let mut wal = Wal::open(dir.path(), o).unwrap();
+        for i in 1..=30 {
+            wal.append(1, i, secret(i)).unwrap();
+            wal.write().unwrap();
+        }
+        wal.save_vote(1, b"vote-in-plaintext");
+        wal.truncate_after(1, Some(20));
+        wal.write().unwrap();
+        drop(wal);
+        assert!(segment_files(dir.path()).len() > 2);
+        // Live entries and dead ones alike.
+        assert_eq!(files_hold(dir.path(), b"4111111111111111"), !sealed);
+        assert_eq!(files_hold(dir.path(), b"#025"), !sealed);
+        // Votes and ids are no user data: they stay plaintext.
+        assert!(files_hold(dir.path(), b"vote-in-plaintext"));
+    }
+}
+
+#[test]
+fn a_sealed_log_does_not_open_without_its_key() {
+    let keys = KeyFile::new(&["k1"]);
+    let a = keys.load();
+    let dir = scratch();
+    let mut wal = Wal::open(dir.path(), sealed_opts(&a, 1 << 20, 1 << 20)).unwrap();
+    append_run(&mut wal, 1, 1..4, 30);
+    wal.write().unwrap();
+    drop(wal);
+    let seg = segment_path(dir.path(), 1);
+    let at = record_offsets(&fs::read(&seg).unwrap())[1];
+    let refused = |o: WalOptions, why: OpenError| {
+        let e = Wal::open(dir.path(), o).err().unwrap();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}: entry 1 of group 1 at offset {at}: {why}",
+                seg.display()
+            )
+        );
+    };
+    refused(WalOptions::default(), OpenError::NoKeyFile("k1".into()));
+    let other = KeyFile::new(&["k9"]);
+    refused(
+        sealed_opts(&other.load(), 1 << 20, 0),
+        OpenError::UnknownKey("k1".into()),
+    );
+    // Another key under the same id.
+    let wrong = KeyFile::new(&["k1"]);
+    refused(
+        sealed_opts(&wrong.load(), 1 << 20, 0),
+        OpenError::Tampered("k1".into()),
+    );
+    assert_eq!(
+        OpenError::NoKeyFile("k1".into()).to_string(),
+        "the data is encrypted at rest (key id 'k1') and encryption-at-rest-key-file is not set"
+    );
+    // The right key opens it; dead sealed entries need no key.
+    let mut wal = Wal::open(dir.path(), sealed_opts(&a, 1 << 20, 0)).unwrap();
+    assert_eq!(all(&wal, 1), expected(1, 1..4, 30));
+    wal.truncate_after(1, None);
+    wal.save_vote(1, b"v");
+    wal.write().unwrap();
+    drop(wal);
+    let wal = Wal::open(dir.path(), WalOptions::default()).unwrap();
+    assert_eq!(wal.last_index(1), None);
+    assert_eq!(wal.vote(1), Some(&b"v"[..]));
+}
+
+#[test]
+fn a_plaintext_log_opens_with_at_rest() {
+    let keys = KeyFile::new(&["k1"]);
+    let a = keys.load();
+    let dir = scratch();
+    let mut wal = Wal::open(dir.path(), opts(1 << 20, 1 << 20)).unwrap();
+    append_run(&mut wal, 1, 1..6, 30);
+    wal.save_vote(1, b"v");
+    wal.write().unwrap();
+    drop(wal);
+    let mut wal = Wal::open(dir.path(), sealed_opts(&a, 1 << 20, 0)).unwrap();
+    assert_eq!(all(&wal, 1), expected(1, 1..6, 30));
+    append_run(&mut wal, 1, 6..9, 30);
+    wal.write().unwrap();
+    assert_eq!(all(&wal, 1), expected(1, 1..9, 30));
+    drop(wal);
+    let wal = Wal::open(dir.path(), sealed_opts(&a, 1 << 20, 0)).unwrap();
+    assert_eq!(all(&wal, 1), expected(1, 1..9, 30));
+    assert_eq!(wal.vote(1), Some(&b"v"[..]));
+    drop(wal);
+    let mut k = entry_keys(dir.path());
+    k.dedup();
+    assert_eq!(k, [None, Some("k1".to_string())]);
+    // It holds sealed entries now: not without the key file.
+    let e = Wal::open(dir.path(), WalOptions::default()).err().unwrap();
+    assert!(
+        e.to_string()
+            .ends_with(&OpenError::NoKeyFile("k1".into()).to_string()),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_rotation_moves_every_entry_to_the_new_key() {
+    let keys = KeyFile::new(&["k1"]);
+    let a = keys.load();
+    let dir = scratch();
+    // Some entries from before encryption was on.
+    {
+        let mut wal = Wal::open(dir.path(), opts(1024, 300)).unwrap();
+        append_run(&mut wal, 1, 1..6, 100);
+        wal.write().unwrap();
+    }
+    let o = |a: &Arc<AtRest>| sealed_opts(a, 1024, 300);
+    let mut wal = Wal::open(dir.path(), o(&a)).unwrap();
+    for i in 6..30 {
+        append_run(&mut wal, 1, i..i + 1, 100);
+        append_run(&mut wal, 2, i..i + 1, 60);
+        if i % 3 == 0 {
+            wal.write().unwrap();
+        }
+    }
+    wal.purge(1, 3, b"p3");
+    wal.truncate_after(2, Some(25));
+    wal.save_vote(3, b"v");
+    wal.write().unwrap();
+    assert!(files_hold(dir.path(), b"g1i4.g1i4."));
+    // The first pass encrypts what was written in plaintext.
+    assert!(reseal_all(&mut wal, 700) > 1);
+    wait_for_segments(dir.path(), wal.stats().segments);
+    assert!(!files_hold(dir.path(), b"g1i4.g1i4."));
+    assert!(
+        entry_keys(dir.path())
+            .iter()
+            .all(|k| k.as_deref() == Some("k1"))
+    );
+    // Nothing to do: one step says so.
+    assert_eq!(reseal_all(&mut wal, 700), 1);
+
+    let k2 = keys.rotate(&a);
+    assert_eq!(k2, "k2");
+    let resealed = a.resealed.load(Relaxed);
+    // The log goes on while the rotation runs.
+    let mut steps = 0;
+    let mut next = 30;
+    loop {
+        steps += 1;
+        let done = wal.reseal_step(700).unwrap();
+        if steps < 6 {
+            append_run(&mut wal, 1, next..next + 1, 100);
+            next += 1;
+        }
+        if steps == 3 {
+            wal.truncate_after(1, Some(next - 3));
+            next -= 2;
+            wal.purge(2, 8, b"p8");
+        }
+        wal.write().unwrap();
+        block_on(wal.sync()).unwrap();
+        if done {
+            break;
+        }
+    }
+    assert!(steps > 3, "{steps}");
+    assert!(a.resealed.load(Relaxed) > resealed);
+    let want1 = expected(1, 4..next, 100);
+    let want2 = expected(2, 9..26, 60);
+    assert_eq!(all(&wal, 1), want1);
+    assert_eq!(all(&wal, 2), want2);
+    wait_for_segments(dir.path(), wal.stats().segments);
+    let keys_left = entry_keys(dir.path());
+    assert!(!keys_left.is_empty());
+    assert!(keys_left.iter().all(|k| k.as_deref() == Some("k2")));
+    drop(wal);
+    // A key file without k1 opens the same log.
+    let wal = Wal::open(dir.path(), o(&keys.only("k2"))).unwrap();
+    assert_eq!(all(&wal, 1), want1);
+    assert_eq!(all(&wal, 2), want2);
+    assert_eq!(wal.purged(2), Some((8, &b"p8"[..])));
+    assert_eq!(wal.vote(3), Some(&b"v"[..]));
+}
+
+#[test]
+fn a_rewrite_cut_anywhere_recovers_the_same_log() {
+    let keys = KeyFile::new(&["k1"]);
+    let a = keys.load();
+    let dir = scratch();
+    let o = |a: &Arc<AtRest>| sealed_opts(a, 1 << 20, 1 << 20);
+    let mut wal = Wal::open(dir.path(), o(&a)).unwrap();
+    append_run(&mut wal, 1, 1..8, 40);
+    append_run(&mut wal, 2, 1..5, 40);
+    wal.truncate_after(2, Some(3));
+    wal.purge(1, 2, b"p2");
+    wal.write().unwrap();
+    block_on(wal.sync()).unwrap();
+    let want = |wal: &Wal| {
+        assert_eq!(all(wal, 1), expected(1, 3..8, 40));
+        assert_eq!(all(wal, 2), expected(2, 1..4, 40));
+        assert_eq!(wal.purged(1), Some((2, &b"p2"[..])));
+    };
+    keys.rotate(&a);
+    // Its current segment is under k1: the next write closes it.
+    assert!(!wal.reseal_step(1 << 20).unwrap());
+    wal.write().unwrap();
+    assert_eq!(segment_files(dir.path()).len(), 2);
+    // Queued, never written: as if nothing had happened.
+    assert!(!wal.reseal_step(1 << 20).unwrap());
+    want(&wal);
+    drop(wal);
+    let mut wal = Wal::open(dir.path(), o(&a)).unwrap();
+    want(&wal);
+    assert_eq!(segment_files(dir.path()).len(), 2);
+    assert!(!wal.reseal_step(1 << 20).unwrap());
+    wal.write().unwrap();
+    // Written, not synced: the old segment stays.
+    drop(wal);
+    let segs = segment_files(dir.path());
+    assert_eq!(segs.len(), 2);
+    let old = fs::read(&segs[0]).unwrap();
+    let data = fs::read(&segs[1]).unwrap();
+    let offs = record_offsets(&data);
+    assert_eq!(offs.len(), 1 + 8, "{offs:?}");
+    // Cut anywhere: the moved entries are found at their old place or their new one.
+    for cut in 0..=data.len() {
+        let copy = copy_dir(dir.path());
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(copy.path().join(segs[1].file_name().unwrap()))
+            .unwrap();
+        f.set_len(cut as u64).unwrap();
+        drop(f);
+        let mut wal = Wal::open(copy.path(), o(&a)).unwrap();
+        want(&wal);
+        if cut % 97 == 0 || cut == data.len() {
+            // And the rotation goes on from there to its end.
+            reseal_all(&mut wal, 100);
+            want(&wal);
+            drop(wal);
+            let wal = Wal::open(copy.path(), o(&keys.only("k2"))).unwrap();
+            want(&wal);
+        }
+    }
+    // A dead segment left by a crash between the sync and the unlink needs no old key.
+    let mut wal = Wal::open(dir.path(), o(&a)).unwrap();
+    reseal_all(&mut wal, 1 << 20);
+    drop(wal);
+    assert!(!segs[0].exists());
+    fs::write(&segs[0], &old).unwrap();
+    let wal = Wal::open(dir.path(), o(&keys.only("k2"))).unwrap();
+    want(&wal);
+    assert!(!segs[0].exists());
 }
