@@ -415,8 +415,10 @@ fn nonce(n: u64) -> Nonce {
     Nonce::assume_unique_for_key(bytes)
 }
 
-/// (key id, session id, counter, ciphertext ‖ tag) of a sealed value.
-fn split(stored: &[u8]) -> Result<(&str, [u8; SESSION_LEN], u64, &[u8]), OpenError> {
+/// The parts of a sealed value: key id, session id, counter, ciphertext ‖ tag.
+type Parts<'a> = (&'a str, [u8; SESSION_LEN], u64, &'a [u8]);
+
+fn split(stored: &[u8]) -> Result<Parts<'_>, OpenError> {
     let rest = stored
         .strip_prefix(&VALUE_MAGIC[..])
         .ok_or(OpenError::Malformed)?;
