@@ -151,8 +151,9 @@ fn init_logging(config: &tallykv::config::Config) {
         .with(filter)
         .with(
             tracing_subscriber::fmt::layer()
-                .with_target(false)
-                .with_ansi(config.logfile.is_empty())
+                .event_format(tallykv::util::log_format::ValkeyFormat {
+                    runtime: config.runtime.clone(),
+                })
                 .with_writer(writer),
         )
         .init();

@@ -193,3 +193,33 @@ config_enum!(CardPanGuard {
     Warn => "warn",
     Refuse => "refuse",
 });
+
+/// `log-format`: how a log line is laid out (Valkey's two, and JSON).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum LogFormat {
+    #[default]
+    Legacy,
+    Logfmt,
+    Json,
+}
+
+config_enum!(LogFormat {
+    Legacy => "legacy",
+    Logfmt => "logfmt",
+    Json => "json",
+});
+
+/// `log-timestamp-format`: how a log line's time is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum LogTimestampFormat {
+    #[default]
+    Legacy,
+    Iso8601,
+    Milliseconds,
+}
+
+config_enum!(LogTimestampFormat {
+    Legacy => "legacy",
+    Iso8601 => "iso8601",
+    Milliseconds => "milliseconds",
+});

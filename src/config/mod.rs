@@ -43,7 +43,10 @@ mod table;
 #[cfg(test)]
 mod tests;
 
-pub use enums::{AppendFsync, CardPanGuard, LogLevel, MaxmemoryPolicy, TlsAuthClients};
+pub use enums::{
+    AppendFsync, CardPanGuard, LogFormat, LogLevel, LogTimestampFormat, MaxmemoryPolicy,
+    TlsAuthClients,
+};
 pub(crate) use error::strerror;
 pub use error::{ConfigError, ConfigSource};
 pub use runtime::Runtime;

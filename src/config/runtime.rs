@@ -194,6 +194,16 @@ impl Runtime {
         self.choice(Key::Loglevel)
     }
 
+    /// `log-format`.
+    pub fn log_format(&self) -> crate::config::LogFormat {
+        self.choice(Key::LogFormat)
+    }
+
+    /// `log-timestamp-format`.
+    pub fn log_timestamp_format(&self) -> crate::config::LogTimestampFormat {
+        self.choice(Key::LogTimestampFormat)
+    }
+
     /// `proto-max-bulk-len`: the largest bulk string a client may send.
     pub fn proto_max_bulk_len(&self) -> usize {
         to_usize(self.num(Key::ProtoMaxBulkLen))

@@ -19,7 +19,8 @@
 //! ```
 
 use super::enums::{
-    AppendFsync, CardPanGuard, ConfigEnum, LogLevel, MaxmemoryPolicy, TlsAuthClients,
+    AppendFsync, CardPanGuard, ConfigEnum, LogFormat, LogLevel, LogTimestampFormat,
+    MaxmemoryPolicy, TlsAuthClients,
 };
 use super::spec::Access::{Immutable, Mutable, Protected};
 use super::spec::Kind::{Bool, Enum, Special, Str};
@@ -418,6 +419,26 @@ directives! {
         access: Immutable,
         kind: Str,
         default: "",
+    }
+
+    /// How a log line is laid out: legacy (Valkey's "pid:M date time * message"),
+    /// logfmt (pid=... role=... timestamp=... level=... message=...), or json (one
+    /// object per line, for log shippers). Fields an event carries follow the message.
+    /// Never with colour codes.
+    LogFormat {
+        name: "log-format",
+        access: Mutable,
+        kind: Enum(LogFormat::NAMES),
+        default: "legacy",
+    }
+
+    /// How a log line's time is written (UTC): legacy ("08 Dec 2026 01:20:00.123"),
+    /// iso8601 ("2026-12-08T01:20:00.123+00:00") or milliseconds (Unix time in ms).
+    LogTimestampFormat {
+        name: "log-timestamp-format",
+        access: Mutable,
+        kind: Enum(LogTimestampFormat::NAMES),
+        default: "legacy",
     }
 
     /// Directory for data files: the live data in <dir>/tallykv.db (fjall), the

@@ -5,11 +5,13 @@
 //!   (`longdouble.c`, built by `build.rs`) and Valkey 8 double replies.
 //! * [`glob`]: `stringmatchlen` glob matching.
 //! * [`time`]: wall-clock now in ms / µs.
+//! * [`log_format`]: the log's line formats (`log-format`, `log-timestamp-format`).
 //! * [`log_limit`]: at most one log line per period for an event strangers can cause.
 
 mod dtoa;
 pub mod float;
 pub mod glob;
+pub mod log_format;
 pub mod log_limit;
 pub mod num;
 pub mod time;

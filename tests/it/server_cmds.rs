@@ -900,3 +900,76 @@ fn rename_command_errors_stop_the_start() {
         assert!(stderr.contains(message), "{args:?}: {stderr}");
     }
 }
+
+/// The log as Valkey writes it, in its three formats, switched by CONFIG SET, with no colour
+/// codes in the file.
+#[test]
+fn log_lines_follow_log_format() {
+    let logs = tempfile::tempdir().unwrap();
+    let path = logs.path().join("tallykv.log");
+    let s = Server::start(&["--logfile", path.to_str().unwrap(), "--loglevel", "notice"]);
+    let mut c = s.conn();
+    let lines = |from: usize| -> Vec<String> {
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .skip(from)
+            .map(str::to_string)
+            .collect()
+    };
+    let start = lines(0);
+    let pid = s.pid();
+    let ready = start
+        .iter()
+        .find(|l| l.contains("Ready to accept connections"))
+        .expect("a ready line");
+    // "pid:M 08 Dec 2026 01:20:00.123 * Ready to accept connections ..."
+    let prefix = format!("{pid}:M ");
+    assert!(ready.starts_with(&prefix), "{ready}");
+    let rest = &ready[prefix.len()..];
+    assert_eq!(&rest[24..27], " * ", "{ready}");
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("log-format")
+        .arg("logfmt")
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("SAVE").query(&mut c).unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("log-format")
+        .arg("json")
+        .arg("log-timestamp-format")
+        .arg("milliseconds")
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("SAVE").query(&mut c).unwrap();
+    let after = lines(start.len());
+    let logfmt = after
+        .iter()
+        .find(|l| l.contains("DB saved on disk"))
+        .expect("a logfmt save line");
+    assert!(
+        logfmt.starts_with(&format!("pid={pid} role=master timestamp=\""))
+            && logfmt.contains(" level=notice message=\"DB saved on disk"),
+        "{logfmt}"
+    );
+    let json = after
+        .iter()
+        .filter(|l| l.contains("DB saved on disk"))
+        .nth(1)
+        .expect("a json save line");
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(v["pid"], pid);
+    assert_eq!(v["level"], "notice");
+    assert!(
+        v["timestamp"]
+            .as_u64()
+            .is_some_and(|ms| ms > 1_700_000_000_000),
+        "{json}"
+    );
+    assert!(v["keys"].is_u64(), "{json}");
+    assert!(!std::fs::read_to_string(&path).unwrap().contains('\x1b'));
+    let e = common::err(&mut c, &["CONFIG", "SET", "log-format", "xml"]);
+    assert!(e.contains("log-format"), "{e}");
+}
