@@ -24,7 +24,7 @@ pub mod usage;
 pub mod watch;
 pub mod zset;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -230,7 +230,8 @@ impl Changes {
 /// change), in the order keys were first changed.
 struct Undo {
     images: Vec<(u32, Box<[u8]>, Option<Image>)>,
-    seen: HashSet<(u32, Box<[u8]>), ahash::RandomState>,
+    /// The keys imaged already, by database.
+    seen: HashMap<u32, HashSet<Box<[u8]>, ahash::RandomState>, ahash::RandomState>,
     /// Where the journal stood when the script began.
     journal_mark: Option<journal::Mark>,
 }
@@ -779,12 +780,17 @@ impl Shard {
             self.wake_blocked(&m);
             self.sync_waiting_counts();
         }
-        if self.undo.is_some() {
-            self.undo_record(&m);
+        if self.undo.is_some() || self.journal.is_some() {
+            // Before-images, for a script's undo and a leader's journal alike.
+            let keys = self.changed_keys(&m);
+            if self.undo.is_some() {
+                self.undo_record(&keys);
+            }
+            if self.journal.is_some() {
+                self.journal_record(&m, keys);
+            }
         }
-        if self.journal.is_some() {
-            self.journal_record(&m);
-        } else {
+        if self.journal.is_none() {
             self.note_change(&m);
         }
         match m {
@@ -1111,7 +1117,7 @@ impl Shard {
     pub fn begin_undo(&mut self) {
         self.undo = Some(Box::new(Undo {
             images: Vec::new(),
-            seen: HashSet::default(),
+            seen: HashMap::default(),
             journal_mark: self.journal.as_ref().map(Journal::mark),
         }));
     }
@@ -1147,32 +1153,31 @@ impl Shard {
         n
     }
 
-    fn undo_record(&mut self, m: &Mutation<'_>) {
+    fn undo_record(&mut self, keys: &[Box<[u8]>]) {
         let db = self.db as u32;
-        for key in self.changed_keys(m) {
+        for key in keys {
             if self
                 .undo
                 .as_ref()
-                .is_some_and(|u| u.seen.contains(&(db, key.clone())))
+                .is_some_and(|u| u.seen.get(&db).is_some_and(|s| s.contains(key)))
             {
                 continue;
             }
-            let image = self.image_of(&key);
+            let image = self.image_of(key);
             if let Some(u) = self.undo.as_mut() {
-                u.seen.insert((db, key.clone()));
-                u.images.push((db, key, image));
+                u.seen.entry(db).or_default().insert(key.clone());
+                u.images.push((db, key.clone(), image));
             }
         }
     }
 
     /// Records `m` in the journal: first the before-image of each key it is about to change
     /// (once per key and journal), then the record itself.
-    fn journal_record(&mut self, m: &Mutation<'_>) {
+    fn journal_record(&mut self, m: &Mutation<'_>, keys: Vec<Box<[u8]>>) {
         let db = self.db as u32;
         if let Some(j) = self.journal.as_mut() {
             j.enter_db(db);
         }
-        let keys = self.changed_keys(m);
         for key in keys {
             if !self.journal.as_ref().is_some_and(|j| j.has_image(db, &key)) {
                 let image = self.image_of(&key);

@@ -116,8 +116,9 @@ struct Keys {
     active: String,
     /// The session values are sealed in now (under the active key).
     writing: Arc<Session>,
-    /// Sessions met while opening, by key id and session id.
-    seen: HashMap<(String, [u8; SESSION_LEN]), Arc<Session>>,
+    /// Sessions met while opening, by session id (random, so one per key: the key id a
+    /// value names is checked against the session's).
+    seen: HashMap<[u8; SESSION_LEN], Arc<Session>>,
 }
 
 /// The node's at-rest keys. Shared by the writer thread, the cores' logs and the snapshot
@@ -328,7 +329,7 @@ impl AtRest {
             if keys.writing.id == session_id && keys.writing.key_id == key_id {
                 return Ok(keys.writing.clone());
             }
-            if let Some(s) = keys.seen.get(&(key_id.to_owned(), session_id)) {
+            if let Some(s) = keys.seen.get(&session_id).filter(|s| s.key_id == key_id) {
                 return Ok(s.clone());
             }
         }
@@ -337,8 +338,7 @@ impl AtRest {
             derive_session(&keys.ring, key_id, session_id)
                 .ok_or_else(|| OpenError::UnknownKey(key_id.to_owned()))?,
         );
-        keys.seen
-            .insert((key_id.to_owned(), session_id), session.clone());
+        keys.seen.insert(session_id, session.clone());
         Ok(session)
     }
 

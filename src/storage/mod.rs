@@ -216,6 +216,8 @@ pub struct Storage {
     /// Rotation passes of other parts of the disk state (the cluster's snapshot files), run
     /// by the rotation thread after its own.
     reseal_passes: Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
+    /// Wakes the rotation thread after a reload (see `rotation`).
+    reseal_wake: Mutex<Option<std::sync::mpsc::Sender<()>>>,
     pub stats: PersistStats,
 }
 
@@ -311,6 +313,7 @@ impl Storage {
             at_rest,
             plaintext_ok: AtomicBool::new(plaintext_ok),
             reseal_passes: Mutex::new(Vec::new()),
+            reseal_wake: Mutex::new(None),
             stats: PersistStats {
                 last_bgsave_ok: AtomicBool::new(true),
                 ..Default::default()

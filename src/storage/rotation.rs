@@ -25,9 +25,9 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fjall::{Database, Keyspace, PersistMode, Readable};
@@ -161,9 +161,6 @@ pub struct AtRestInfo {
     pub opened: u64,
 }
 
-/// Wakes the rotation thread (a reload happened).
-static WAKE: Mutex<Option<mpsc::Sender<()>>> = Mutex::new(None);
-
 impl Storage {
     /// INFO's view of encryption at rest; None when it is off.
     pub fn at_rest_info(&self) -> Option<AtRestInfo> {
@@ -214,7 +211,12 @@ impl Storage {
             "encryption at rest: key file {} loaded, active key '{active}'",
             path.display()
         );
-        if let Some(tx) = WAKE.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        if let Some(tx) = self
+            .reseal_wake
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             let _ = tx.send(());
         }
         Ok(())
@@ -291,7 +293,10 @@ pub(super) fn start(storage: &Arc<Storage>) -> Result<(), String> {
     a.part_started(VALUES_PART);
     a.part_started(SAVE_COPY_PART);
     let (tx, rx) = mpsc::channel();
-    *WAKE.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+    *storage
+        .reseal_wake
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = Some(tx);
     let weak = Arc::downgrade(storage);
     std::thread::Builder::new()
         .name("tallykv-reseal".into())

@@ -141,7 +141,9 @@ pub fn line(
     others: &[(&str, String, bool)],
 ) -> String {
     let (mark, name) = level_names(level);
-    let pid = std::process::id();
+    // Read once: getpid is a system call, and the pid never changes (tallykv never forks).
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let pid = *PID.get_or_init(std::process::id);
     let stamp = timestamp(ms, ts);
     let mut out = String::with_capacity(96 + message.len());
     match format {
