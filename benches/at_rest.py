@@ -16,14 +16,13 @@ throughput.
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from binaries_ab import measured  # noqa: E402
+from binaries_ab import measured, print_ab_table  # noqa: E402
 from side_by_side import Server  # noqa: E402
 
 
@@ -78,15 +77,7 @@ def main():
         for s in servers.values():
             s.stop()
         shutil.rmtree(keys, ignore_errors=True)
-    print("| workload | at rest off | at rest on | on/off of the medians | on/off per round: median [min-max] |")
-    print("|---|---|---|---|---|")
-    for w in runs["off"][0]:
-        a = statistics.median(x[w] for x in runs["off"])
-        b = statistics.median(x[w] for x in runs["on"])
-        pairs = [on[w] / off[w] for off, on in zip(runs["off"], runs["on"])]
-        print(f"| {w} | {a:,.2f} | {b:,.2f} | {b / a:.3f} | "
-              f"{statistics.median(pairs):.3f} [{min(pairs):.3f}-{max(pairs):.3f}] |")
-
+    print_ab_table(runs["off"], runs["on"], "at rest off", "at rest on", "on/off")
 
 if __name__ == "__main__":
     main()

@@ -21,11 +21,11 @@ import subprocess
 import sys
 import time
 
-import bus_tls as B  # the Bench of the bus TLS comparison, reused with other labels
+import bus_tls as B  # the Bench and table of the bus TLS comparison, with other labels
 import cluster as C
 import paymix as P
 
-B.LABELS = LABELS = ("off", "on")
+LABELS = ("off", "on")
 
 
 def check_at_rest(clusters):
@@ -36,38 +36,6 @@ def check_at_rest(clusters):
             if got != want:
                 raise RuntimeError(f"{label} cluster node {n.port}: at_rest_encryption:{got}, expected {want}")
         print(f"  {label}: at_rest_encryption:{want} on every node", flush=True)
-
-
-def summarize(bench, commands):
-    a = bench.args
-
-    def stat(label, key, f="{:.0f}"):
-        xs = [r[key] for r in bench.rows[label] if r]
-        return C.fmt_range(xs, f) if xs else "n/a"
-
-    def ratios(key):
-        return [t[key] / p[key] for p, t in zip(bench.rows["off"], bench.rows["on"]) if p and t and p[key]]
-
-    shown = {"off": "at rest off", "on": "encryption at rest"}
-    lines = [f"paymix on 3 tallykv nodes, appendfsync {a.fsync}, --threads {a.threads}, {a.clients} clients, "
-             f"{a.repeats} repeats of {a.seconds:g}s in ABBA order, {a.pause:g}s apart (median [min-max]; ratios per repeat pair):", "",
-             "| cluster | auth/s | commands/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/auth |",
-             "|---|---|---|---|---|---|---|"]
-    for label in LABELS:
-        lines.append(f"| {shown[label]} | {stat(label, 'auths')} | {stat(label, 'cmds')} "
-                     f"| {stat(label, 'p50', '{:.2f}')} | {stat(label, 'p99', '{:.2f}')} "
-                     f"| {stat(label, 'p999', '{:.2f}')} | {stat(label, 'cpu_us')} |")
-    lines.append(f"| **on/off** | {C.ratio_range(ratios('auths'))} | {C.ratio_range(ratios('cmds'))} "
-                 f"| {C.ratio_range(ratios('p50'))} | {C.ratio_range(ratios('p99'))} "
-                 f"| {C.ratio_range(ratios('p999'))} | {C.ratio_range(ratios('cpu_us'))} |")
-    lines.append("")
-    lines.append("- on/off auth/s per repeat pair: " + ", ".join(f"{r:.3f}" for r in ratios("auths")))
-    lines.append(f"- tallykv node: {commands}")
-    if bench.notes:
-        lines.append("")
-        lines.append("Notes:")
-        lines.extend(f"- {n}" for n in bench.notes)
-    print("\n" + "\n".join(lines))
 
 
 def main():
@@ -92,7 +60,7 @@ def main():
     key_dir = C.mkdtemp("at-rest-keys-")
     key_file = os.path.join(key_dir, "node.keys")
     subprocess.run([args.card, "keygen", "--out", key_file], check=True, capture_output=True)
-    bench = B.Bench(args)
+    bench = B.Bench(args, LABELS)
     commands = "?"
     t0 = time.monotonic()
     clusters = {}
@@ -118,7 +86,7 @@ def main():
             cl.stop()
         C.cleanup()
     print(f"\ntotal {time.monotonic() - t0:.0f}s")
-    summarize(bench, commands)
+    B.summarize(bench, commands, LABELS, {"off": "at rest off", "on": "encryption at rest"}, "cluster")
 
 
 if __name__ == "__main__":

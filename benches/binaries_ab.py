@@ -53,6 +53,20 @@ def measured(s, requests, pipeline, extra):
     return next(iter(res.values())), cpu * 1e6 / requests
 
 
+def print_ab_table(a_runs, b_runs, a_name, b_name, ratio="B/A"):
+    """A markdown table of two settings' rounds (lists of {workload: figure}, round i of each
+    adjacent in time): each workload's medians, their ratio, and the median [min-max] of the
+    per-round ratios (where the machine's drift cancels best)."""
+    print(f"| workload | {a_name} | {b_name} | {ratio} of the medians | {ratio} per round: median [min-max] |")
+    print("|---|---|---|---|---|")
+    for w in a_runs[0]:
+        a = statistics.median(x[w] for x in a_runs)
+        b = statistics.median(x[w] for x in b_runs)
+        pairs = [y[w] / x[w] for x, y in zip(a_runs, b_runs)]
+        print(f"| {w} | {a:,.2f} | {b:,.2f} | {b / a:.3f} | "
+              f"{statistics.median(pairs):.3f} [{min(pairs):.3f}-{max(pairs):.3f}] |")
+
+
 def one_round(binary, requests, script):
     s = Server(os.path.basename(binary), argv_for(binary))
     try:
@@ -87,12 +101,7 @@ def main():
         for binary in (args.a, args.b):
             runs[binary].append(one_round(binary, args.requests, script))
             print(f"round {r + 1}: {binary} {runs[binary][-1]}", file=sys.stderr)
-    print("| workload | A median | B median | B/A |")
-    print("|---|---|---|---|")
-    for w in runs[args.a][0]:
-        a = statistics.median(x[w] for x in runs[args.a])
-        b = statistics.median(x[w] for x in runs[args.b])
-        print(f"| {w} | {a:,.2f} | {b:,.2f} | {b / a:.3f} |")
+    print_ab_table(runs[args.a], runs[args.b], "A median", "B median")
 
 
 if __name__ == "__main__":

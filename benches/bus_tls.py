@@ -121,9 +121,9 @@ def busy():
 
 
 class Bench:
-    def __init__(self, args):
+    def __init__(self, args, labels=LABELS):
         self.args = args
-        self.rows = {label: [] for label in LABELS}  # label -> [dict or None] per repeat
+        self.rows = {label: [] for label in labels}  # label -> [dict or None] per repeat
         self.preload = {}
         self.notes = []
         self.load = []  # (load1, rustc processes) before each run
@@ -192,32 +192,36 @@ def log_lines_after(node, offset):
         return []
 
 
-def summarize(bench, commands):
+def summarize(bench, commands, labels=LABELS, shown=None, kind="bus"):
+    """The markdown table of `bench`'s runs: `labels` the (baseline, other) settings, `shown`
+    their names in the table, `kind` the first column's header."""
     a = bench.args
+    base, other = labels
+    shown = shown or {"plain": "plain (tls-cluster no)", "tls": "mutual TLS (tls-cluster yes)"}
+    name = f"{other}/{base}"
 
     def stat(label, key, f="{:.0f}"):
         xs = [r[key] for r in bench.rows[label] if r]
         return C.fmt_range(xs, f) if xs else "n/a"
 
     def ratios(key):
-        return [t[key] / p[key] for p, t in zip(bench.rows["plain"], bench.rows["tls"]) if p and t and p[key]]
+        return [t[key] / p[key] for p, t in zip(bench.rows[base], bench.rows[other]) if p and t and p[key]]
 
-    shown = {"plain": "plain (tls-cluster no)", "tls": "mutual TLS (tls-cluster yes)"}
     lines = [f"paymix on 3 tallykv nodes, appendfsync {a.fsync}, --threads {a.threads}, {a.clients} clients, "
              f"{a.repeats} repeats of {a.seconds:g}s in ABBA order, {a.pause:g}s apart (median [min-max]; ratios per repeat pair):", "",
-             "| bus | auth/s | commands/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/auth | bus bytes/auth |",
+             f"| {kind} | auth/s | commands/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/auth | bus bytes/auth |",
              "|---|---|---|---|---|---|---|---|"]
-    for label in LABELS:
+    for label in labels:
         lines.append(f"| {shown[label]} | {stat(label, 'auths')} | {stat(label, 'cmds')} "
                      f"| {stat(label, 'p50', '{:.2f}')} | {stat(label, 'p99', '{:.2f}')} "
                      f"| {stat(label, 'p999', '{:.2f}')} | {stat(label, 'cpu_us')} | {stat(label, 'bus_b')} |")
-    lines.append(f"| **tls/plain** | {C.ratio_range(ratios('auths'))} | {C.ratio_range(ratios('cmds'))} "
+    lines.append(f"| **{name}** | {C.ratio_range(ratios('auths'))} | {C.ratio_range(ratios('cmds'))} "
                  f"| {C.ratio_range(ratios('p50'))} | {C.ratio_range(ratios('p99'))} "
                  f"| {C.ratio_range(ratios('p999'))} | {C.ratio_range(ratios('cpu_us'))} "
                  f"| {C.ratio_range(ratios('bus_b'))} |")
     lines.append("")
     per = ", ".join(f"{r:.3f}" for r in ratios("auths"))
-    lines.append(f"- tls/plain auth/s per repeat pair: {per}")
+    lines.append(f"- {name} auth/s per repeat pair: {per}")
     pre = ", ".join(f"{k} {v:.0f}s" for k, v in bench.preload.items())
     if pre:
         lines.append(f"- preload ({a.cards} cards, {a.merchants} merchant profiles; not timed): {pre}")

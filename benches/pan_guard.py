@@ -18,13 +18,12 @@ adjacent in time, so the machine's drift cancels best there). The issue's target
 
 import argparse
 import os
-import statistics
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from binaries_ab import measured  # noqa: E402
+from binaries_ab import measured, print_ab_table  # noqa: E402
 from side_by_side import Server  # noqa: E402
 
 
@@ -74,15 +73,7 @@ def main():
         assert "card_pan_guard_refusals:0" in info, "a benchmark write tripped the guard"
     finally:
         s.stop()
-    print("| workload | guard off | guard on (refuse) | on/off of the medians | on/off per round: median [min-max] |")
-    print("|---|---|---|---|---|")
-    for w in runs["off"][0]:
-        a = statistics.median(x[w] for x in runs["off"])
-        b = statistics.median(x[w] for x in runs["on"])
-        pairs = [on[w] / off[w] for off, on in zip(runs["off"], runs["on"])]
-        print(f"| {w} | {a:,.2f} | {b:,.2f} | {b / a:.3f} | "
-              f"{statistics.median(pairs):.3f} [{min(pairs):.3f}-{max(pairs):.3f}] |")
-
+    print_ab_table(runs["off"], runs["on"], "guard off", "guard on (refuse)", "on/off")
 
 if __name__ == "__main__":
     main()
